@@ -1,0 +1,355 @@
+//! The handshake that opens every connection.
+//!
+//! ```text
+//! client                                   server (agent)
+//!   | -- Hello {protocol, version, auth} -->  |  major versions must match
+//!   |                                         |  (auth exchange: reserved)
+//!   | <-- Welcome {version, features} ------  |  or Error {code}, then close
+//!   | -- Request {service, call} ---------->  |
+//! ```
+//!
+//! Both sides bound the whole handshake by
+//! [`HANDSHAKE_TIMEOUT_MS`](crate::limits::HANDSHAKE_TIMEOUT_MS). Mutual
+//! authentication will slot in between Hello and Welcome (see
+//! `docs/PROTOCOL.md`); a peer offering only `"none"` keeps working unchanged.
+
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_util::codec::Framed;
+
+use crate::frame::{Frame, FrameCodec, FrameError};
+use crate::limits::HANDSHAKE_TIMEOUT_MS;
+use crate::message::{Control, ErrorCode, ErrorFrame, Hello, ProtocolVersion, Welcome};
+
+/// The value of [`Hello::protocol`].
+pub const PROTOCOL_NAME: &str = "guestcomm";
+
+/// The authentication method that proves nothing (local, trusted transports).
+pub const AUTH_NONE: &str = "none";
+
+/// A framed connection: the type both sides use after connecting.
+pub type FramedConn<T> = Framed<T, FrameCodec>;
+
+/// Why a handshake failed.
+#[derive(Debug, thiserror::Error)]
+pub enum HandshakeError {
+    /// The peer sent no complete handshake message in time.
+    #[error("no handshake from the peer within {0} ms")]
+    Timeout(u64),
+    /// The peer closed the connection before the handshake finished.
+    #[error("the peer closed the connection during the handshake")]
+    Closed,
+    /// The peer's bytes are not frames.
+    #[error("invalid handshake frame")]
+    Frame(#[from] FrameError),
+    /// The peer refused the handshake with an error frame.
+    #[error("the peer refused the connection: {0}")]
+    Rejected(ErrorFrame),
+    /// A frame arrived that has no place in the handshake.
+    #[error("expected {expected} during the handshake, got {got}")]
+    Unexpected {
+        /// What was expected.
+        expected: &'static str,
+        /// What came instead.
+        got: String,
+    },
+    /// The peer is not a guestcomm client.
+    #[error("the peer is not a guestcomm client (protocol {0:?})")]
+    NotGuestcomm(String),
+    /// The peer's major version differs from ours.
+    #[error("the peer speaks protocol {theirs}; this side speaks {ours}")]
+    UnsupportedVersion {
+        /// Our version.
+        ours: ProtocolVersion,
+        /// The peer's version.
+        theirs: ProtocolVersion,
+    },
+    /// No authentication method offered is accepted.
+    #[error("no common authentication method: the client offered {offered:?}, this side accepts {accepted:?}")]
+    NoCommonAuth {
+        /// Offered by the client.
+        offered: Vec<String>,
+        /// Accepted by the server.
+        accepted: Vec<String>,
+    },
+}
+
+impl HandshakeError {
+    /// The error frame the server sends before closing, if one fits.
+    fn to_error_frame(&self) -> Option<ErrorFrame> {
+        let code = match self {
+            Self::Timeout(_) => ErrorCode::Timeout,
+            Self::Frame(_) => ErrorCode::MalformedFrame,
+            Self::Unexpected { .. } | Self::NotGuestcomm(_) => ErrorCode::UnexpectedMessage,
+            Self::UnsupportedVersion { .. } => ErrorCode::UnsupportedVersion,
+            Self::NoCommonAuth { .. } => ErrorCode::AuthRequired,
+            Self::Closed | Self::Rejected(_) => return None,
+        };
+        Some(ErrorFrame::new(code, error_chain(self)))
+    }
+}
+
+/// Formats an error and its sources on one line, joined by ": ".
+pub fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// A short description of a frame for error messages.
+pub fn describe(frame: &Frame) -> String {
+    match frame {
+        Frame::Control(Control::Error(e)) => format!("error frame: {e}"),
+        Frame::Control(c) => {
+            let json = serde_json::to_value(c).ok();
+            let kind = json
+                .as_ref()
+                .and_then(|v| v.get("type"))
+                .and_then(|t| t.as_str())
+                .unwrap_or("unknown");
+            format!("{kind} message")
+        }
+        Frame::Data(stream, body) => format!("{} bytes of {stream:?} data", body.len()),
+    }
+}
+
+/// What the server accepts and announces.
+#[derive(Clone, Debug)]
+pub struct ServerOffer {
+    /// Features to announce in Welcome.
+    pub features: Vec<String>,
+    /// Authentication methods accepted, best first.
+    pub auth: Vec<String>,
+    /// Name and version for Welcome.
+    pub agent: String,
+}
+
+/// Receives one frame, turning end-of-stream into [`HandshakeError::Closed`].
+async fn next_frame<T>(conn: &mut FramedConn<T>) -> Result<Frame, HandshakeError>
+where
+    T: AsyncRead + AsyncWrite + Unpin,
+{
+    match conn.next().await {
+        Some(frame) => Ok(frame?),
+        None => Err(HandshakeError::Closed),
+    }
+}
+
+/// Client side: sends `hello`, waits for Welcome.
+pub async fn client_handshake<T>(
+    conn: &mut FramedConn<T>,
+    hello: Hello,
+) -> Result<Welcome, HandshakeError>
+where
+    T: AsyncRead + AsyncWrite + Unpin,
+{
+    let exchange = async {
+        conn.send(Frame::Control(Control::Hello(hello)))
+            .await
+            .map_err(HandshakeError::Frame)?;
+        match next_frame(conn).await? {
+            Frame::Control(Control::Welcome(welcome)) => {
+                if welcome.version.major != ProtocolVersion::CURRENT.major {
+                    return Err(HandshakeError::UnsupportedVersion {
+                        ours: ProtocolVersion::CURRENT,
+                        theirs: welcome.version,
+                    });
+                }
+                Ok(welcome)
+            }
+            Frame::Control(Control::Error(e)) => Err(HandshakeError::Rejected(e)),
+            other => Err(HandshakeError::Unexpected {
+                expected: "welcome",
+                got: describe(&other),
+            }),
+        }
+    };
+    with_deadline(exchange).await
+}
+
+/// Server side: reads Hello, answers Welcome or an error frame.
+///
+/// On failure the error frame (if any) has been sent; the caller just closes.
+pub async fn server_handshake<T>(
+    conn: &mut FramedConn<T>,
+    offer: &ServerOffer,
+) -> Result<(Hello, Welcome), HandshakeError>
+where
+    T: AsyncRead + AsyncWrite + Unpin,
+{
+    let result = with_deadline(async {
+        let hello = match next_frame(conn).await? {
+            Frame::Control(Control::Hello(hello)) => hello,
+            Frame::Control(Control::Error(e)) => return Err(HandshakeError::Rejected(e)),
+            other => {
+                return Err(HandshakeError::Unexpected {
+                    expected: "hello",
+                    got: describe(&other),
+                })
+            }
+        };
+        if hello.protocol != PROTOCOL_NAME {
+            return Err(HandshakeError::NotGuestcomm(hello.protocol));
+        }
+        if hello.version.major != ProtocolVersion::CURRENT.major {
+            return Err(HandshakeError::UnsupportedVersion {
+                ours: ProtocolVersion::CURRENT,
+                theirs: hello.version,
+            });
+        }
+        let Some(auth) = offer.auth.iter().find(|m| hello.auth.contains(m)).cloned() else {
+            return Err(HandshakeError::NoCommonAuth {
+                offered: hello.auth,
+                accepted: offer.auth.clone(),
+            });
+        };
+        let welcome = Welcome {
+            version: hello.version.min(ProtocolVersion::CURRENT),
+            features: offer.features.clone(),
+            auth,
+            agent: offer.agent.clone(),
+        };
+        conn.send(Frame::Control(Control::Welcome(welcome.clone())))
+            .await?;
+        Ok((hello, welcome))
+    })
+    .await;
+    if let Err(err) = &result {
+        if let Some(frame) = err.to_error_frame() {
+            // Best effort: the peer may already be gone.
+            let _ = conn.send(Frame::Control(Control::Error(frame))).await;
+        }
+    }
+    result
+}
+
+async fn with_deadline<F, R>(fut: F) -> Result<R, HandshakeError>
+where
+    F: std::future::Future<Output = Result<R, HandshakeError>>,
+{
+    tokio::time::timeout(Duration::from_millis(HANDSHAKE_TIMEOUT_MS), fut)
+        .await
+        .unwrap_or(Err(HandshakeError::Timeout(HANDSHAKE_TIMEOUT_MS)))
+}
+
+/// The Hello this implementation sends, with no credentials.
+pub fn default_hello(client: impl Into<String>) -> Hello {
+    Hello {
+        protocol: PROTOCOL_NAME.into(),
+        version: ProtocolVersion::CURRENT,
+        features: vec!["exec".into(), "pty".into()],
+        auth: vec![AUTH_NONE.into()],
+        client: client.into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{duplex, AsyncReadExt, AsyncWriteExt};
+
+    fn offer() -> ServerOffer {
+        ServerOffer {
+            features: vec!["exec".into()],
+            auth: vec![AUTH_NONE.into()],
+            agent: "test-agent".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn matching_peers_agree_on_version_and_auth() {
+        let (a, b) = duplex(4096);
+        let server = tokio::spawn(async move {
+            let mut conn = Framed::new(b, FrameCodec::new());
+            server_handshake(&mut conn, &offer()).await
+        });
+        let mut conn = Framed::new(a, FrameCodec::new());
+        let welcome = client_handshake(&mut conn, default_hello("t"))
+            .await
+            .unwrap();
+        assert_eq!(welcome.version, ProtocolVersion::CURRENT);
+        assert_eq!(welcome.auth, AUTH_NONE);
+        let (hello, _) = server.await.unwrap().unwrap();
+        assert_eq!(hello.client, "t");
+    }
+
+    #[tokio::test]
+    async fn unknown_major_version_gets_an_error_frame_naming_both_versions() {
+        let (a, b) = duplex(4096);
+        let server = tokio::spawn(async move {
+            let mut conn = Framed::new(b, FrameCodec::new());
+            server_handshake(&mut conn, &offer()).await
+        });
+        let mut conn = Framed::new(a, FrameCodec::new());
+        let mut hello = default_hello("t");
+        hello.version = ProtocolVersion { major: 9, minor: 0 };
+        let err = client_handshake(&mut conn, hello).await.unwrap_err();
+        let HandshakeError::Rejected(frame) = err else {
+            panic!("expected a rejection, got {err}")
+        };
+        assert_eq!(frame.code, ErrorCode::UnsupportedVersion);
+        assert!(
+            frame.message.contains("9.0") && frame.message.contains("1.0"),
+            "{}",
+            frame.message
+        );
+        assert!(matches!(
+            server.await.unwrap(),
+            Err(HandshakeError::UnsupportedVersion { .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn client_without_a_common_auth_method_is_refused() {
+        let (a, b) = duplex(4096);
+        tokio::spawn(async move {
+            let mut conn = Framed::new(b, FrameCodec::new());
+            let _ = server_handshake(&mut conn, &offer()).await;
+        });
+        let mut conn = Framed::new(a, FrameCodec::new());
+        let mut hello = default_hello("t");
+        hello.auth = vec!["psk-hmac-sha256".into()];
+        let err = client_handshake(&mut conn, hello).await.unwrap_err();
+        let HandshakeError::Rejected(frame) = err else {
+            panic!("expected a rejection, got {err}")
+        };
+        assert_eq!(frame.code, ErrorCode::AuthRequired);
+    }
+
+    #[tokio::test]
+    async fn garbage_gets_a_malformed_frame_error_back() {
+        let (mut a, b) = duplex(4096);
+        let server = tokio::spawn(async move {
+            let mut conn = Framed::new(b, FrameCodec::new());
+            server_handshake(&mut conn, &offer()).await
+        });
+        a.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
+        let err = server.await.unwrap().unwrap_err();
+        assert!(err.to_string().contains("invalid handshake frame"), "{err}");
+        let mut reply = Vec::new();
+        a.read_to_end(&mut reply).await.unwrap();
+        let mut codec = FrameCodec::new();
+        let mut buf = bytes::BytesMut::from(&reply[..]);
+        use tokio_util::codec::Decoder;
+        let Some(Frame::Control(Control::Error(e))) = codec.decode(&mut buf).unwrap() else {
+            panic!("no error frame in {reply:?}")
+        };
+        assert_eq!(e.code, ErrorCode::MalformedFrame);
+        assert!(e.message.contains("exceeds"), "{}", e.message);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn silent_client_times_out() {
+        let (_a, b) = duplex(4096);
+        let mut conn = Framed::new(b, FrameCodec::new());
+        let err = server_handshake(&mut conn, &offer()).await.unwrap_err();
+        assert!(matches!(err, HandshakeError::Timeout(_)));
+    }
+}

@@ -1,0 +1,27 @@
+//! The guestcomm wire protocol, shared by the host and the guest agent.
+//!
+//! One connection carries one operation, as Hyper-V sockets do:
+//!
+//! ```text
+//! 1. client connects (vsock, hybrid vsock, unix, tcp)
+//! 2. client -> Hello      server -> Welcome | Error      (handshake)
+//! 3. client -> Request {service GUID, call}               (names the operation)
+//! 4. operation frames: control messages and raw data frames, both directions
+//! 5. server -> final message (Exited | Error); both sides close
+//! ```
+//!
+//! Modules: [`frame`] (length-prefixed frames and their codec), [`message`]
+//! (typed control messages), [`handshake`] (steps 2 and its checks),
+//! [`service`] (service GUIDs and their vsock ports), [`limits`] (every bound).
+//! `docs/PROTOCOL.md` is the full specification.
+
+pub mod frame;
+pub mod handshake;
+pub mod limits;
+pub mod message;
+pub mod service;
+
+pub use frame::{Frame, FrameCodec, FrameError, StreamId};
+pub use handshake::{FramedConn, HandshakeError};
+pub use message::{Call, Control, ErrorCode, ErrorFrame, ExecRequest, ExitStatus, WindowSize};
+pub use service::{BuiltinService, ServiceId};

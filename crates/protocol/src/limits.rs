@@ -1,0 +1,34 @@
+//! Every bound of the wire protocol, in one place.
+//!
+//! Each value says why it was chosen. A peer that exceeds one gets an error
+//! frame naming the limit; nothing is allocated before the check.
+
+/// Largest frame body accepted from a peer, control or data.
+///
+/// Control messages are small (an exec request with a large environment is a
+/// few KiB); 1 MiB leaves room while bounding what a hostile peer can make us
+/// buffer per connection.
+pub const MAX_FRAME_BYTES: usize = 1024 * 1024;
+
+/// Size of the data chunks a sender puts in one data frame.
+///
+/// Large enough that the 5-byte header is noise and a pipe's whole default
+/// buffer (64 KiB) moves in one frame; small enough to interleave stdout and
+/// stderr fairly.
+pub const DATA_CHUNK_BYTES: usize = 256 * 1024;
+
+/// How long either side waits for the handshake to complete.
+///
+/// Generous for a guest under TCG emulation; short enough that a silent peer
+/// does not hold a connection slot for long.
+pub const HANDSHAKE_TIMEOUT_MS: u64 = 10_000;
+
+/// Most arguments an exec request may carry (Linux allows far more, but a
+/// request is one control frame, so the frame limit binds first anyway).
+pub const MAX_EXEC_ARGS: usize = 16 * 1024;
+
+/// Most environment variables an exec request may set.
+pub const MAX_EXEC_ENV: usize = 4 * 1024;
+
+/// Largest message text in an error frame; longer text is truncated.
+pub const MAX_ERROR_MESSAGE_BYTES: usize = 4 * 1024;

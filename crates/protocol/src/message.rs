@@ -1,0 +1,342 @@
+//! Typed control messages, carried as JSON in control frames.
+//!
+//! Every message is a JSON object with a `"type"` field. Unknown types and
+//! unknown request operations decode to [`Control::Unknown`] and
+//! [`Call::Unsupported`], so a newer peer gets a clear error, not a
+//! malformed-frame failure.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::frame::StreamId;
+use crate::limits::MAX_ERROR_MESSAGE_BYTES;
+use crate::service::ServiceId;
+
+/// A protocol version: peers must share the major number; the lower minor wins.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct ProtocolVersion {
+    /// Incompatible changes bump this.
+    pub major: u16,
+    /// Compatible additions bump this.
+    pub minor: u16,
+}
+
+impl ProtocolVersion {
+    /// The version this implementation speaks.
+    pub const CURRENT: ProtocolVersion = ProtocolVersion { major: 1, minor: 0 };
+}
+
+impl fmt::Display for ProtocolVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}", self.major, self.minor)
+    }
+}
+
+/// Every control message, in both directions.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Control {
+    /// Client to server, first frame of every connection.
+    Hello(Hello),
+    /// Server to client: handshake accepted.
+    Welcome(Welcome),
+    /// Client to server, first frame after the handshake: what to do.
+    Request(Request),
+    /// Either direction: the operation (or the handshake) failed; the sender closes next.
+    Error(ErrorFrame),
+    /// Server to client: the exec process started.
+    ExecStarted {
+        /// Process id in the guest.
+        pid: u32,
+    },
+    /// Either direction: no more data will follow on this stream.
+    Eof {
+        /// The stream that ended.
+        stream: StreamId,
+    },
+    /// Client to server: the terminal changed size (pty mode).
+    Resize(WindowSize),
+    /// Client to server: deliver this signal to the guest process group.
+    Signal {
+        /// Signal number (Linux numbering: 2 = SIGINT, 15 = SIGTERM, ...).
+        signal: i32,
+    },
+    /// Server to client: the process ended and all its output was sent.
+    Exited(ExitStatus),
+    /// A message type this version does not know.
+    #[serde(other)]
+    Unknown,
+}
+
+/// Opens every connection.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Hello {
+    /// Always `"guestcomm"`: tells a stray client from a real one.
+    pub protocol: String,
+    /// The newest version the client speaks.
+    pub version: ProtocolVersion,
+    /// Optional features the client understands (e.g. `"pty"`).
+    #[serde(default)]
+    pub features: Vec<String>,
+    /// Authentication methods the client offers, best first. `"none"` means
+    /// no credentials; see `docs/PROTOCOL.md` for the reserved exchange.
+    #[serde(default)]
+    pub auth: Vec<String>,
+    /// Who is connecting, for the guest's logs (e.g. `"guestcomm 0.1.0"`).
+    #[serde(default)]
+    pub client: String,
+}
+
+/// Accepts the handshake.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Welcome {
+    /// The version both sides now speak.
+    pub version: ProtocolVersion,
+    /// Features the agent offers (`"exec"`, `"pty"`, ...).
+    #[serde(default)]
+    pub features: Vec<String>,
+    /// The authentication method that was used.
+    pub auth: String,
+    /// The agent's name and version.
+    #[serde(default)]
+    pub agent: String,
+}
+
+/// Names the service and the operation of this connection.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Request {
+    /// GUID of the service addressed.
+    pub service: ServiceId,
+    /// The operation and its parameters.
+    pub call: Call,
+}
+
+/// The operations, one variant per request type.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Call {
+    /// Run a program (service: exec).
+    Exec(ExecRequest),
+    /// An operation this version does not know.
+    #[serde(other)]
+    Unsupported,
+}
+
+/// A program to run in the guest.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ExecRequest {
+    /// Program name (searched in `PATH`) or path.
+    pub program: String,
+    /// Arguments, without the program name.
+    #[serde(default)]
+    pub args: Vec<String>,
+    /// Variables added to (or overriding) the agent's environment.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Working directory; the agent's own when absent.
+    #[serde(default)]
+    pub cwd: Option<String>,
+    /// Run as this user (name or numeric uid); the agent's user when absent.
+    #[serde(default)]
+    pub user: Option<String>,
+    /// Allocate a pseudo-terminal of this size; stderr then merges into stdout.
+    #[serde(default)]
+    pub tty: Option<WindowSize>,
+    /// Kill the process group after this many milliseconds.
+    #[serde(default)]
+    pub timeout_ms: Option<u64>,
+}
+
+/// A terminal size in character cells.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WindowSize {
+    /// Lines.
+    pub rows: u16,
+    /// Columns.
+    pub cols: u16,
+}
+
+/// How a guest process ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExitStatus {
+    /// Exit code, when it exited normally.
+    #[serde(default)]
+    pub code: Option<i32>,
+    /// Signal number, when a signal killed it.
+    #[serde(default)]
+    pub signal: Option<i32>,
+    /// True when the agent killed it because the request's timeout expired.
+    #[serde(default)]
+    pub timed_out: bool,
+}
+
+impl ExitStatus {
+    /// The status a shell would report: the code, or 128 + signal number.
+    pub fn shell_code(&self) -> i32 {
+        match (self.code, self.signal) {
+            (Some(code), _) => code,
+            (None, Some(sig)) => 128 + sig,
+            (None, None) => 255,
+        }
+    }
+}
+
+/// An error reported to the peer; the connection closes after it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("{message} ({code})")]
+pub struct ErrorFrame {
+    /// What kind of failure, for programs.
+    pub code: ErrorCode,
+    /// What went wrong, for people: one line.
+    pub message: String,
+}
+
+impl ErrorFrame {
+    /// An error frame, its message cut to [`MAX_ERROR_MESSAGE_BYTES`].
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        let mut message = message.into();
+        if message.len() > MAX_ERROR_MESSAGE_BYTES {
+            let mut end = MAX_ERROR_MESSAGE_BYTES;
+            while !message.is_char_boundary(end) {
+                end -= 1;
+            }
+            message.truncate(end);
+        }
+        Self { code, message }
+    }
+}
+
+/// Typed error codes; stable strings on the wire.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// The peer's major protocol version is not supported.
+    UnsupportedVersion,
+    /// The agent requires credentials the client did not offer.
+    AuthRequired,
+    /// The credentials offered did not verify.
+    AuthFailed,
+    /// A frame could not be decoded (size, kind, JSON).
+    MalformedFrame,
+    /// A valid message arrived where another was expected.
+    UnexpectedMessage,
+    /// No service with that GUID here.
+    UnknownService,
+    /// The service does not support that operation.
+    UnsupportedRequest,
+    /// The service exists but is disabled by policy.
+    ServiceDisabled,
+    /// A parameter is invalid (empty program, bad env name, ...).
+    InvalidArgument,
+    /// A file, directory, program or user does not exist.
+    NotFound,
+    /// The operating system refused (EACCES, EPERM).
+    PermissionDenied,
+    /// The destination already exists.
+    AlreadyExists,
+    /// A limit was reached (connections, sizes).
+    ResourceLimit,
+    /// A deadline passed.
+    Timeout,
+    /// An operating-system error not covered above.
+    Io,
+    /// A bug or an unexpected state in the sender.
+    Internal,
+    /// A code this version does not know.
+    #[serde(other)]
+    Unknown,
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The serde name is the stable one; reuse it.
+        let name = serde_json::to_value(self)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_else(|| "unknown".into());
+        f.write_str(&name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::service::BuiltinService;
+
+    #[test]
+    fn exec_request_has_the_documented_json_shape() {
+        let msg = Control::Request(Request {
+            service: BuiltinService::Exec.id(),
+            call: Call::Exec(ExecRequest {
+                program: "echo".into(),
+                args: vec!["hi".into()],
+                ..Default::default()
+            }),
+        });
+        let json: serde_json::Value = serde_json::to_value(&msg).unwrap();
+        assert_eq!(json["type"], "request");
+        assert_eq!(json["service"], "00004744-facb-11e6-bd58-64006a7986d3");
+        assert_eq!(json["call"]["op"], "exec");
+        assert_eq!(json["call"]["program"], "echo");
+        assert_eq!(json["call"]["args"][0], "hi");
+    }
+
+    #[test]
+    fn minimal_exec_request_decodes_with_defaults() {
+        let json = r#"{"type":"request","service":"00004744-facb-11e6-bd58-64006a7986d3","call":{"op":"exec","program":"true"}}"#;
+        let Control::Request(req) = serde_json::from_str(json).unwrap() else {
+            panic!("not a request")
+        };
+        let Call::Exec(exec) = req.call else {
+            panic!("not exec")
+        };
+        assert_eq!(exec.program, "true");
+        assert!(exec.args.is_empty() && exec.env.is_empty() && exec.tty.is_none());
+    }
+
+    #[test]
+    fn unknown_type_and_op_decode_to_catch_all_variants() {
+        let msg: Control = serde_json::from_str(r#"{"type":"teleport","x":1}"#).unwrap();
+        assert_eq!(msg, Control::Unknown);
+        let json = r#"{"type":"request","service":"00004744-facb-11e6-bd58-64006a7986d3","call":{"op":"teleport"}}"#;
+        let Control::Request(req) = serde_json::from_str(json).unwrap() else {
+            panic!("not a request")
+        };
+        assert_eq!(req.call, Call::Unsupported);
+    }
+
+    #[test]
+    fn error_code_displays_its_wire_name() {
+        assert_eq!(
+            ErrorCode::UnsupportedVersion.to_string(),
+            "unsupported_version"
+        );
+        let e = ErrorFrame::new(ErrorCode::NotFound, "no such file: foo");
+        assert_eq!(e.to_string(), "no such file: foo (not_found)");
+    }
+
+    #[test]
+    fn error_message_is_truncated_on_a_char_boundary() {
+        let e = ErrorFrame::new(ErrorCode::Io, "é".repeat(MAX_ERROR_MESSAGE_BYTES));
+        assert!(e.message.len() <= MAX_ERROR_MESSAGE_BYTES);
+        assert!(e.message.chars().all(|c| c == 'é'));
+    }
+
+    #[test]
+    fn shell_code_follows_shell_conventions() {
+        let by_code = ExitStatus {
+            code: Some(7),
+            signal: None,
+            timed_out: false,
+        };
+        let by_signal = ExitStatus {
+            code: None,
+            signal: Some(9),
+            timed_out: true,
+        };
+        assert_eq!(by_code.shell_code(), 7);
+        assert_eq!(by_signal.shell_code(), 137);
+    }
+}
