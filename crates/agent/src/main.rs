@@ -1,1 +1,2 @@
+//! Placeholder binary until the agent lands.
 fn main() {}

@@ -1,1 +1,2 @@
+//! Placeholder binary until the cli lands.
 fn main() {}
