@@ -4,6 +4,22 @@
 //! unknown request operations decode to [`Control::Unknown`] and
 //! [`Call::Unsupported`], so a newer peer gets a clear error, not a
 //! malformed-frame failure.
+//!
+//! An exec operation, after the handshake:
+//!
+//! ```text
+//! client                                        agent
+//!   | -- Request {exec, program, args, ...} -->   |
+//!   | <-- ExecStarted {pid} | Error {code} -----   |  spawn failed: error, close
+//!   | -- data(stdin) ... Eof{stdin} ---------->   |  any time; Eof closes the pipe
+//!   | -- Resize {rows, cols} / Signal {n} ---->   |  any time
+//!   | <-- data(stdout), data(stderr) ----------   |  interleaved, in order per stream
+//!   | <-- Eof{stdout}, Eof{stderr} ------------   |  when each pipe closes
+//!   | <-- Exited {code | signal, timed_out} ---   |  last frame; both close
+//! ```
+//!
+//! If the client's side closes before `Exited`, the agent kills the process
+//! group: nothing outlives its caller.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -230,7 +246,9 @@ pub enum ErrorCode {
     ServiceDisabled,
     /// A parameter is invalid (empty program, bad env name, ...).
     InvalidArgument,
-    /// A file, directory, program or user does not exist.
+    /// The program to execute does not exist (a shell would exit with 127).
+    CommandNotFound,
+    /// A file, directory or user does not exist.
     NotFound,
     /// The operating system refused (EACCES, EPERM).
     PermissionDenied,
