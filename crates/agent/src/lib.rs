@@ -1,1 +1,17 @@
-//! placeholder
+//! The guestcomm guest agent: runs inside the guest and serves the built-in
+//! guest communication services to the host.
+//!
+//! [`server`] accepts connections on every listen address, runs the handshake
+//! and dispatches each connection's single request by service GUID.
+//! [`exec`] runs a program with streamed stdin/stdout/stderr or a
+//! pseudo-terminal ([`pty`]), as another user if asked ([`user`]).
+//! [`limits`] holds the agent's bounds; [`observability`] its logging setup.
+
+pub mod exec;
+pub mod limits;
+pub mod observability;
+pub mod pty;
+pub mod server;
+pub mod user;
+
+pub use server::{Agent, AgentConfig};

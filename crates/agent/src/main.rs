@@ -1,2 +1,74 @@
-//! Placeholder binary until the agent lands.
-fn main() {}
+//! `guestcomm-agent`: the guest side of guestcomm. Parses arguments, sets up
+//! logging and runs the agent library until SIGINT or SIGTERM.
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Parser;
+use guestcomm_agent::observability::{self, LogFormat};
+use guestcomm_agent::{Agent, AgentConfig};
+use guestcomm_transport::{Address, PeerCidFilter};
+
+/// The guestcomm guest agent: serves command execution (and, later, files,
+/// key-value exchange, shutdown, time and guest information) to the host.
+///
+/// Run it inside the guest, listening on vsock, e.g.
+/// `guestcomm-agent --listen vsock://any:18243`; on a Hyper-V Linux guest the
+/// same port is the service GUID 00004743-facb-11e6-bd58-64006a7986d3.
+/// For tests and containers it also listens on Unix sockets and loopback TCP.
+#[derive(Debug, Parser)]
+#[command(
+    version,
+    after_help = "Exit status: 0 after a clean shutdown (SIGINT/SIGTERM), 1 on a start-up error.\nLog level: GUESTCOMM_LOG (e.g. debug), default info."
+)]
+struct Args {
+    /// Address to listen on: vsock://CID:PORT (CID may be `any`),
+    /// unix:///PATH or tcp://127.0.0.1:PORT. Repeat to listen on several.
+    #[arg(long, required = true, value_name = "ADDR")]
+    listen: Vec<Address>,
+
+    /// Also accept vsock connections from this CID (by default only the
+    /// host, CID 2, may connect). Repeatable.
+    #[arg(long, value_name = "CID")]
+    allow_peer_cid: Vec<u32>,
+
+    /// Accept vsock connections from any CID (other guests included).
+    #[arg(long)]
+    allow_any_peer: bool,
+
+    /// Most connections served at once.
+    #[arg(long, value_name = "N", default_value_t = guestcomm_agent::limits::MAX_CONNECTIONS)]
+    max_connections: usize,
+
+    /// Log format.
+    #[arg(long, value_enum, default_value_t)]
+    log_format: LogFormat,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    observability::init(args.log_format);
+    match run(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("guestcomm-agent: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[tokio::main]
+async fn run(args: Args) -> anyhow::Result<()> {
+    let mut config = AgentConfig::new(args.listen);
+    config.peer_filter = PeerCidFilter::host_and(&args.allow_peer_cid, args.allow_any_peer);
+    config.max_connections = args.max_connections.max(1);
+    let agent = Agent::bind(config).await.context("failed to start")?;
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("failed to install the SIGTERM handler")?;
+    tokio::select! {
+        () = agent.run() => {}
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT, stopping"),
+        _ = term.recv() => tracing::info!("SIGTERM, stopping"),
+    }
+    Ok(())
+}

@@ -1,1 +1,66 @@
-//! placeholder
+//! The `guestcomm` command line: what an operator types.
+//!
+//! [`Cli`] is the whole argument grammar (one file per subcommand under
+//! [`commands`]); [`run`] turns a parsed command line into an exit code.
+//! [`target`] decides whether a TARGET is a transport address (direct mode)
+//! or a VM name (through the daemon), [`terminal`] owns the local terminal
+//! (raw mode, window size) and [`exit`] the exit-code conventions.
+
+pub mod commands;
+pub mod exit;
+pub mod target;
+pub mod terminal;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Run commands in virtual machines and manage their guest communication
+/// services.
+///
+/// TARGET is a transport address of a guest agent (direct mode, no daemon):
+///   unix:///PATH, tcp://127.0.0.1:PORT, vsock://CID[:PORT],
+///   hvsock-uds:///PATH[?port=PORT] (Firecracker, Cloud Hypervisor,
+///   vhost-device-vsock).
+/// VM names, resolved by the guestcommd daemon, come with the daemon.
+#[derive(Debug, Parser)]
+#[command(name = "guestcomm", version, after_help = exit::EXIT_CODES_HELP)]
+pub struct Cli {
+    /// Address of the guestcommd API (used for VM names).
+    #[arg(long, global = true, env = "GUESTCOMM_API", value_name = "ADDR")]
+    pub api: Option<String>,
+
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a command in the guest, streaming stdin, stdout and stderr.
+    Exec(commands::exec::ExecArgs),
+}
+
+/// Runs a parsed command line.
+pub fn run(cli: Cli) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            return exit::fail(&anyhow::Error::new(e).context("failed to start the async runtime"))
+        }
+    };
+    let code = runtime.block_on(async {
+        match cli.command {
+            Command::Exec(args) => commands::exec::run(args, cli.api.as_deref()).await,
+        }
+    });
+    // Stdin is read on a blocking thread that may sit in read(2) forever;
+    // do not wait for it.
+    runtime.shutdown_background();
+    code
+}

@@ -17,6 +17,8 @@
 //! before reserving any memory. Data bodies are never encoded.
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
+use futures::{Sink, SinkExt};
+use tokio::sync::mpsc;
 use tokio_util::codec::{Decoder, Encoder};
 
 use crate::limits::MAX_FRAME_BYTES;
@@ -169,6 +171,26 @@ impl Decoder for FrameCodec {
             }),
         }
     }
+}
+
+/// Sends every frame queued on `rx` to `sink`, flushing whenever the queue
+/// runs empty, until every sender is gone.
+///
+/// Both sides use it as the single writer of a connection whose frames come
+/// from several tasks (stdout and stderr readers, stdin, control messages):
+/// the bounded queue gives back-pressure, and batching the flushes saves
+/// system calls under load without delaying a lone frame.
+pub async fn forward_frames<S>(mut sink: S, mut rx: mpsc::Receiver<Frame>) -> Result<(), FrameError>
+where
+    S: Sink<Frame, Error = FrameError> + Unpin,
+{
+    while let Some(frame) = rx.recv().await {
+        sink.feed(frame).await?;
+        if rx.is_empty() {
+            sink.flush().await?;
+        }
+    }
+    sink.flush().await
 }
 
 impl Encoder<Frame> for FrameCodec {

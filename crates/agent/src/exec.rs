@@ -1,0 +1,465 @@
+//! The exec service: run a program in the guest with its stdin, stdout and
+//! stderr streamed over the connection (or one pseudo-terminal with `tty`).
+//!
+//! ```text
+//!            +--> stdout reader --+
+//!  process --+--> stderr reader --+--> bounded queue --> frame writer --> host
+//!            +<-- stdin writer <-- bounded queue <-- session loop <-- host
+//! ```
+//!
+//! Memory per exec is bounded by the two queues: when the host reads slowly
+//! the queue fills, the readers stop, the pipe fills and the process blocks.
+//! The session loop also handles resize, signals, the timeout and the host
+//! going away (which kills the whole process group). `Exited` is sent only
+//! after the process ended *and* both output streams reached end of file.
+
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::process::ExitStatusExt;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use futures::{Sink, SinkExt, Stream, StreamExt};
+use guestcomm_protocol::frame::forward_frames;
+use guestcomm_protocol::limits::{DATA_CHUNK_BYTES, MAX_EXEC_ARGS, MAX_EXEC_ENV};
+use guestcomm_protocol::message::{ErrorCode, ErrorFrame, ExecRequest, ExitStatus};
+use guestcomm_protocol::{Control, Frame, FrameError, StreamId};
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::process::{Child, ChildStdin, Command};
+use tokio::sync::mpsc;
+use tracing::{debug, info, warn};
+
+use crate::limits::{OUTPUT_QUEUE_FRAMES, PIPE_BUFFER_BYTES, STDIN_QUEUE_FRAMES};
+use crate::pty::{self, PtyMaster};
+use crate::user::{self, UserError};
+
+/// How long the agent waits for the host to close after `Exited`, so the
+/// last frames are read before the connection goes (see `TOOLCHAIN.md`:
+/// hybrid vsock turns an early close into a reset).
+const LINGER_AFTER_EXIT: Duration = Duration::from_secs(5);
+
+/// The byte a terminal reads as end of input (VEOF, Ctrl-D) in pty mode,
+/// where the input cannot be closed without closing the output too.
+const TERMINAL_EOF: u8 = 0x04;
+
+/// How an exec session ended early.
+#[derive(Debug, thiserror::Error)]
+pub enum ExecError {
+    /// The request was refused before anything ran; the error frame was sent.
+    #[error("exec request refused")]
+    Refused(#[source] ErrorFrame),
+    /// The host closed the connection (or it failed) before `Exited`; the
+    /// process group was killed.
+    #[error("the host went away before the command finished; its process group was killed")]
+    Disconnected,
+    /// The host sent a frame that has no place in an exec session.
+    #[error("unexpected frame from the host: {0}")]
+    Protocol(String),
+    /// Sending to the host failed.
+    #[error("cannot send to the host")]
+    Send(#[source] FrameError),
+}
+
+/// A spawned process and the agent's ends of its stdio.
+struct Spawned {
+    child: Child,
+    pgid: Pid,
+    input: Input,
+    outputs: Vec<(StreamId, Output)>,
+    pty: Option<Arc<PtyMaster>>,
+}
+
+enum Input {
+    Pipe(ChildStdin),
+    Pty(Arc<PtyMaster>),
+}
+
+enum Output {
+    Pipe(Box<dyn AsyncRead + Send + Unpin>),
+    Pty(Arc<PtyMaster>),
+}
+
+fn refuse(code: ErrorCode, message: impl Into<String>) -> ErrorFrame {
+    ErrorFrame::new(code, message)
+}
+
+/// Checks a request and builds the command, without running anything.
+fn prepare(req: &ExecRequest) -> Result<Command, ErrorFrame> {
+    let invalid = |what: &str| refuse(ErrorCode::InvalidArgument, what.to_string());
+    if req.program.is_empty() {
+        return Err(invalid("empty program name"));
+    }
+    if req.args.len() > MAX_EXEC_ARGS || req.env.len() > MAX_EXEC_ENV {
+        return Err(refuse(
+            ErrorCode::ResourceLimit,
+            format!("too many arguments or environment variables (limits {MAX_EXEC_ARGS} and {MAX_EXEC_ENV})"),
+        ));
+    }
+    let has_nul = |s: &str| s.contains('\0');
+    if has_nul(&req.program) || req.args.iter().any(|a| has_nul(a)) {
+        return Err(invalid("program or argument contains a NUL byte"));
+    }
+    for (name, value) in &req.env {
+        if name.is_empty() || name.contains('=') || has_nul(name) || has_nul(value) {
+            return Err(refuse(
+                ErrorCode::InvalidArgument,
+                format!("invalid environment variable name {name:?}: names are non-empty, without '=' or NUL"),
+            ));
+        }
+    }
+    let mut cmd = Command::new(&req.program);
+    cmd.args(&req.args);
+    if let Some(cwd) = &req.cwd {
+        match std::fs::metadata(cwd) {
+            Ok(meta) if meta.is_dir() => {}
+            Ok(_) => {
+                return Err(refuse(
+                    ErrorCode::InvalidArgument,
+                    format!("working directory {cwd} is not a directory"),
+                ))
+            }
+            Err(_) => {
+                return Err(refuse(
+                    ErrorCode::NotFound,
+                    format!("working directory {cwd} does not exist in the guest"),
+                ))
+            }
+        }
+        cmd.current_dir(cwd);
+    }
+    let target = match req.user.as_deref().map(user::resolve).transpose() {
+        Ok(target) => target,
+        Err(e @ UserError::NotFound(_)) => return Err(refuse(ErrorCode::NotFound, e.to_string())),
+        Err(e @ UserError::NotPermitted { .. }) => {
+            return Err(refuse(ErrorCode::PermissionDenied, e.to_string()))
+        }
+        Err(e) => {
+            return Err(refuse(
+                ErrorCode::Io,
+                guestcomm_protocol::handshake::error_chain(&e),
+            ))
+        }
+    };
+    if let Some(user) = &target {
+        cmd.env("HOME", &user.home)
+            .env("USER", &user.name)
+            .env("LOGNAME", &user.name)
+            .env("SHELL", &user.shell);
+    }
+    cmd.envs(&req.env);
+    let new_session = req.tty.is_some();
+    let ids = target.map(|u| (u.uid, u.gid, u.groups));
+    // SAFETY: the closure runs in the child between fork and exec and only
+    // makes async-signal-safe system calls (setsid, ioctl, setgroups,
+    // setgid, setuid); everything it needs was computed before the fork.
+    unsafe {
+        cmd.pre_exec(move || {
+            if new_session {
+                // A new session whose controlling terminal is the pty (fd 0).
+                nix::unistd::setsid()?;
+                if libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            if let Some((uid, gid, groups)) = &ids {
+                let groups: Vec<_> = groups
+                    .iter()
+                    .map(|g| nix::unistd::Gid::from_raw(*g))
+                    .collect();
+                nix::unistd::setgroups(&groups)?;
+                nix::unistd::setgid(nix::unistd::Gid::from_raw(*gid))?;
+                nix::unistd::setuid(nix::unistd::Uid::from_raw(*uid))?;
+            }
+            Ok(())
+        });
+    }
+    if !new_session {
+        // Its own process group, so that signals and the final kill reach
+        // everything it started.
+        cmd.process_group(0);
+    }
+    Ok(cmd)
+}
+
+fn spawn_error(program: &str, err: std::io::Error) -> ErrorFrame {
+    match err.kind() {
+        std::io::ErrorKind::NotFound => refuse(
+            ErrorCode::CommandNotFound,
+            format!("{program}: command not found in the guest"),
+        ),
+        std::io::ErrorKind::PermissionDenied => refuse(
+            ErrorCode::PermissionDenied,
+            format!("{program}: permission denied"),
+        ),
+        _ => refuse(ErrorCode::Io, format!("cannot run {program}: {err}")),
+    }
+}
+
+/// Starts the process described by `req`.
+fn spawn(req: &ExecRequest) -> Result<Spawned, ErrorFrame> {
+    let mut cmd = prepare(req)?;
+    let io_error = |e: std::io::Error| refuse(ErrorCode::Io, format!("cannot set up stdio: {e}"));
+    if let Some(size) = req.tty {
+        let pty = pty::open(size).map_err(io_error)?;
+        let slave = |fd: &OwnedFd| fd.try_clone().map(Stdio::from).map_err(io_error);
+        cmd.stdin(slave(&pty.slave)?)
+            .stdout(slave(&pty.slave)?)
+            .stderr(slave(&pty.slave)?);
+        let child = cmd.spawn().map_err(|e| spawn_error(&req.program, e))?;
+        // Our copy of the slave must go, or the master never reads EOF.
+        drop(pty.slave);
+        let master = Arc::new(pty.master);
+        let pgid = Pid::from_raw(child.id().map_or(0, |id| id as i32));
+        return Ok(Spawned {
+            child,
+            pgid,
+            input: Input::Pty(master.clone()),
+            outputs: vec![(StreamId::Stdout, Output::Pty(master.clone()))],
+            pty: Some(master),
+        });
+    }
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().map_err(|e| spawn_error(&req.program, e))?;
+    let (Some(stdin), Some(stdout), Some(stderr)) =
+        (child.stdin.take(), child.stdout.take(), child.stderr.take())
+    else {
+        return Err(refuse(ErrorCode::Internal, "child stdio was not piped"));
+    };
+    for fd in [stdout.as_fd(), stderr.as_fd()] {
+        // Best effort: a smaller pipe only costs more reads.
+        let _ = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETPIPE_SZ(PIPE_BUFFER_BYTES));
+    }
+    let pgid = Pid::from_raw(child.id().map_or(0, |id| id as i32));
+    Ok(Spawned {
+        child,
+        pgid,
+        input: Input::Pipe(stdin),
+        outputs: vec![
+            (StreamId::Stdout, Output::Pipe(Box::new(stdout))),
+            (StreamId::Stderr, Output::Pipe(Box::new(stderr))),
+        ],
+        pty: None,
+    })
+}
+
+/// Reads one output stream into frames until end of file.
+async fn pump_output(mut source: Output, stream: StreamId, tx: mpsc::Sender<Frame>) {
+    let mut buf = BytesMut::with_capacity(DATA_CHUNK_BYTES);
+    let mut scratch = Vec::new();
+    loop {
+        // Reclaims the previous chunk's memory once the writer has sent it.
+        buf.reserve(DATA_CHUNK_BYTES);
+        let read = match &mut source {
+            Output::Pipe(pipe) => pipe.read_buf(&mut (&mut buf).limit(DATA_CHUNK_BYTES)).await,
+            Output::Pty(master) => {
+                scratch.resize(DATA_CHUNK_BYTES.min(64 * 1024), 0);
+                master
+                    .read(&mut scratch)
+                    .await
+                    .inspect(|&n| buf.extend_from_slice(&scratch[..n]))
+            }
+        };
+        let frame = match read {
+            Ok(0) => Frame::Control(Control::Eof { stream }),
+            Ok(_) => Frame::Data(stream, buf.split().freeze()),
+            Err(e) => {
+                warn!(?stream, error = %e, "reading the command's output failed");
+                Frame::Control(Control::Eof { stream })
+            }
+        };
+        let last = matches!(frame, Frame::Control(_));
+        if tx.send(frame).await.is_err() || last {
+            return;
+        }
+    }
+}
+
+/// Writes stdin chunks to the process until the queue closes (host EOF).
+async fn pump_stdin(input: Input, mut rx: mpsc::Receiver<Bytes>) {
+    let mut input = Some(input);
+    while let Some(chunk) = rx.recv().await {
+        let result = match &mut input {
+            Some(Input::Pipe(pipe)) => pipe.write_all(&chunk).await,
+            Some(Input::Pty(master)) => master.write_all(&chunk).await,
+            // The process stopped reading: keep draining so the host is not blocked.
+            None => Ok(()),
+        };
+        if let Err(e) = result {
+            debug!(error = %e, "the command no longer reads its input");
+            input = None;
+        }
+    }
+    if let Some(Input::Pty(master)) = &input {
+        let _ = master.write_all(&[TERMINAL_EOF]).await;
+    }
+    // Dropping a pipe closes it: the process reads end of file.
+}
+
+fn signal_group(pgid: Pid, signal: Signal) {
+    if pgid.as_raw() > 0 {
+        if let Err(e) = killpg(pgid, signal) {
+            debug!(%pgid, ?signal, error = %e, "signalling the process group failed");
+        }
+    }
+}
+
+fn exit_status(status: std::io::Result<std::process::ExitStatus>, timed_out: bool) -> ExitStatus {
+    match status {
+        Ok(s) => ExitStatus {
+            code: s.code(),
+            signal: s.signal(),
+            timed_out,
+        },
+        Err(e) => {
+            warn!(error = %e, "waiting for the command failed");
+            ExitStatus {
+                code: None,
+                signal: None,
+                timed_out,
+            }
+        }
+    }
+}
+
+/// Serves one exec request on a connection whose handshake is done.
+pub async fn serve<C>(mut conn: C, req: ExecRequest) -> Result<ExitStatus, ExecError>
+where
+    C: Stream<Item = Result<Frame, FrameError>>
+        + Sink<Frame, Error = FrameError>
+        + Unpin
+        + Send
+        + 'static,
+{
+    let spawned = match spawn(&req) {
+        Ok(spawned) => spawned,
+        Err(frame) => {
+            let _ = conn
+                .send(Frame::Control(Control::Error(frame.clone())))
+                .await;
+            return Err(ExecError::Refused(frame));
+        }
+    };
+    let Spawned {
+        mut child,
+        pgid,
+        input,
+        outputs,
+        pty,
+    } = spawned;
+    info!(program = %req.program, pid = pgid.as_raw(), tty = req.tty.is_some(), "command started");
+    conn.send(Frame::Control(Control::ExecStarted {
+        pid: pgid.as_raw() as u32,
+    }))
+    .await
+    .map_err(|e| {
+        signal_group(pgid, Signal::SIGKILL);
+        ExecError::Send(e)
+    })?;
+
+    let (sink, mut from_host) = conn.split();
+    let (out_tx, out_rx) = mpsc::channel(OUTPUT_QUEUE_FRAMES);
+    let writer = tokio::spawn(forward_frames(sink, out_rx));
+    let readers: Vec<_> = outputs
+        .into_iter()
+        .map(|(stream, source)| tokio::spawn(pump_output(source, stream, out_tx.clone())))
+        .collect();
+    let (stdin_tx, stdin_rx) = mpsc::channel(STDIN_QUEUE_FRAMES);
+    let stdin_task = tokio::spawn(pump_stdin(input, stdin_rx));
+    let mut stdin_tx = Some(stdin_tx);
+
+    let mut done = std::pin::pin!(async move {
+        let status = child.wait().await;
+        for reader in readers {
+            let _ = reader.await;
+        }
+        status
+    });
+    let deadline = tokio::time::sleep(Duration::from_millis(req.timeout_ms.unwrap_or(0)));
+    let mut deadline = std::pin::pin!(deadline);
+    let mut timed_out = false;
+    let mut pending: Option<Bytes> = None;
+
+    let status = loop {
+        let mut close_stdin = false;
+        tokio::select! {
+            status = &mut done => break status,
+            permit = async { match &stdin_tx { Some(tx) => tx.reserve().await.ok(), None => None } },
+                if pending.is_some() =>
+            {
+                if let (Some(permit), Some(chunk)) = (permit, pending.take()) {
+                    permit.send(chunk);
+                }
+            }
+            () = &mut deadline, if req.timeout_ms.is_some() && !timed_out => {
+                info!(pid = pgid.as_raw(), "timeout expired, killing the process group");
+                timed_out = true;
+                signal_group(pgid, Signal::SIGKILL);
+            }
+            frame = from_host.next(), if pending.is_none() => match frame {
+                Some(Ok(Frame::Data(StreamId::Stdin, chunk))) => {
+                    if stdin_tx.is_some() && !chunk.is_empty() {
+                        pending = Some(chunk);
+                    }
+                }
+                Some(Ok(Frame::Control(Control::Eof { stream: StreamId::Stdin }))) => close_stdin = true,
+                Some(Ok(Frame::Control(Control::Resize(size)))) => {
+                    if let Some(master) = &pty {
+                        if let Err(e) = master.resize(size) {
+                            debug!(error = %e, "resize failed");
+                        }
+                    }
+                }
+                Some(Ok(Frame::Control(Control::Signal { signal }))) => match Signal::try_from(signal) {
+                    Ok(sig) => {
+                        let group = pty.as_ref().and_then(|m| m.foreground_group()).unwrap_or(pgid);
+                        signal_group(group, sig);
+                    }
+                    Err(_) => debug!(signal, "ignoring an invalid signal number"),
+                },
+                Some(Ok(Frame::Control(Control::Unknown))) => debug!("ignoring an unknown control message"),
+                Some(Ok(other)) => {
+                    let what = guestcomm_protocol::handshake::describe(&other);
+                    signal_group(pgid, Signal::SIGKILL);
+                    let frame = ErrorFrame::new(ErrorCode::UnexpectedMessage, format!("unexpected {what} during exec"));
+                    let _ = out_tx.send(Frame::Control(Control::Error(frame))).await;
+                    drop(out_tx);
+                    stdin_task.abort();
+                    let _ = writer.await;
+                    return Err(ExecError::Protocol(what));
+                }
+                None | Some(Err(_)) => {
+                    warn!(pid = pgid.as_raw(), "host went away, killing the process group");
+                    signal_group(pgid, Signal::SIGKILL);
+                    writer.abort();
+                    stdin_task.abort();
+                    return Err(ExecError::Disconnected);
+                }
+            },
+        }
+        if close_stdin {
+            // Dropping the queue's sender ends the stdin writer: the pipe closes.
+            stdin_tx = None;
+        }
+    };
+    stdin_task.abort();
+    let exit = exit_status(status, timed_out);
+    info!(pid = pgid.as_raw(), code = ?exit.code, signal = ?exit.signal, timed_out, "command ended");
+    let sent = out_tx.send(Frame::Control(Control::Exited(exit))).await;
+    drop(out_tx);
+    match writer.await {
+        Ok(Ok(())) if sent.is_ok() => {}
+        Ok(Err(e)) => return Err(ExecError::Send(e)),
+        _ => return Err(ExecError::Disconnected),
+    }
+    // Wait for the host to close first, ignoring anything it still sends.
+    let _ = tokio::time::timeout(LINGER_AFTER_EXIT, async {
+        while let Some(Ok(_)) = from_host.next().await {}
+    })
+    .await;
+    Ok(exit)
+}

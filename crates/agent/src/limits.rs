@@ -1,0 +1,26 @@
+//! Bounds of the guest agent, each with the reason for its value.
+
+/// Most connections served at once; the next one gets a `resource_limit`
+/// error frame and is closed, and the agent keeps serving the others.
+///
+/// Each exec connection holds a process, a few pipes and at most
+/// [`OUTPUT_QUEUE_FRAMES`] frames of output; 256 of them stay within a few
+/// tens of MiB even in a small guest.
+pub const MAX_CONNECTIONS: usize = 256;
+
+/// Output frames queued between the pipe readers and the socket writer.
+///
+/// Bounds memory per exec to this many
+/// [`DATA_CHUNK_BYTES`](guestcomm_protocol::limits::DATA_CHUNK_BYTES) chunks:
+/// when the host reads slowly the readers stop, the pipes fill and the
+/// guest process blocks on write (back-pressure, not buffering).
+pub const OUTPUT_QUEUE_FRAMES: usize = 4;
+
+/// Stdin chunks queued between the socket reader and the process.
+pub const STDIN_QUEUE_FRAMES: usize = 4;
+
+/// Pipe buffer size asked for on the child's stdout and stderr.
+///
+/// The Linux default (64 KiB) makes bulk output cost one read per 64 KiB;
+/// 1 MiB (the unprivileged maximum by default) cuts that syscall rate.
+pub const PIPE_BUFFER_BYTES: i32 = 1024 * 1024;

@@ -1,0 +1,219 @@
+//! Accepting connections and dispatching their one request.
+//!
+//! ```text
+//! accept -> peer filter (vsock: host only by default)
+//!        -> connection cap (refuse with resource_limit, keep serving)
+//!        -> handshake (version, auth) -> Request -> service by GUID
+//! ```
+//!
+//! Each connection runs in its own task; a failing or hostile connection
+//! ends only itself.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use guestcomm_protocol::handshake::{self, ServerOffer, AUTH_NONE};
+use guestcomm_protocol::limits::HANDSHAKE_TIMEOUT_MS;
+use guestcomm_protocol::message::{Call, ErrorCode, ErrorFrame, Request};
+use guestcomm_protocol::{BuiltinService, Control, Frame, FrameCodec, FramedConn};
+use guestcomm_transport::{Address, ListenError, Listener, Peer, PeerCidFilter, Stream};
+use tokio::sync::Semaphore;
+use tokio_util::codec::Framed;
+use tracing::{debug, info, info_span, warn, Instrument};
+
+use crate::exec;
+use crate::limits::MAX_CONNECTIONS;
+
+/// How long to pause accepting after an accept error (e.g. out of file
+/// descriptors), so the loop does not spin.
+const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
+
+/// What the agent serves and to whom.
+#[derive(Clone, Debug)]
+pub struct AgentConfig {
+    /// Addresses to listen on.
+    pub listen: Vec<Address>,
+    /// Which vsock peers may connect.
+    pub peer_filter: PeerCidFilter,
+    /// Most connections served at once.
+    pub max_connections: usize,
+}
+
+impl AgentConfig {
+    /// A configuration with default limits for `listen`.
+    pub fn new(listen: Vec<Address>) -> Self {
+        Self {
+            listen,
+            peer_filter: PeerCidFilter::default(),
+            max_connections: MAX_CONNECTIONS,
+        }
+    }
+}
+
+/// A bound agent, ready to serve.
+pub struct Agent {
+    listeners: Vec<Listener>,
+    config: AgentConfig,
+}
+
+/// The agent's name and version, as sent in `Welcome`.
+pub fn agent_name() -> String {
+    format!("guestcomm-agent {}", env!("CARGO_PKG_VERSION"))
+}
+
+impl Agent {
+    /// Opens every listen address; fails on the first that cannot be opened.
+    pub async fn bind(config: AgentConfig) -> Result<Self, ListenError> {
+        let mut listeners = Vec::with_capacity(config.listen.len());
+        for addr in &config.listen {
+            listeners.push(Listener::bind(addr).await?);
+        }
+        Ok(Self { listeners, config })
+    }
+
+    /// The addresses actually bound.
+    pub fn local_addresses(&self) -> Vec<Address> {
+        self.listeners
+            .iter()
+            .filter_map(|l| l.local_address().ok())
+            .collect()
+    }
+
+    /// Serves until the task is dropped.
+    pub async fn run(self) {
+        let slots = Arc::new(Semaphore::new(self.config.max_connections));
+        let offer = Arc::new(ServerOffer {
+            features: vec!["exec".into(), "pty".into()],
+            auth: vec![AUTH_NONE.into()],
+            agent: agent_name(),
+        });
+        let filter = Arc::new(self.config.peer_filter.clone());
+        let mut loops = tokio::task::JoinSet::new();
+        for listener in self.listeners {
+            loops.spawn(accept_loop(
+                listener,
+                slots.clone(),
+                offer.clone(),
+                filter.clone(),
+            ));
+        }
+        while loops.join_next().await.is_some() {}
+    }
+}
+
+async fn accept_loop(
+    listener: Listener,
+    slots: Arc<Semaphore>,
+    offer: Arc<ServerOffer>,
+    filter: Arc<PeerCidFilter>,
+) {
+    let local = listener
+        .local_address()
+        .map_or_else(|_| "?".into(), |a| a.to_string());
+    info!(listen = %local, "listening");
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                warn!(listen = %local, error = %e, "accept failed");
+                tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
+                continue;
+            }
+        };
+        if !filter.allows(&peer) {
+            warn!(%peer, "refused a connection from a vsock peer that is not allowed (see --allow-peer-cid)");
+            continue;
+        }
+        let mut conn = Framed::new(stream, FrameCodec::new());
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            warn!(%peer, "connection limit reached, refusing a connection");
+            tokio::spawn(async move {
+                let frame = ErrorFrame::new(
+                    ErrorCode::ResourceLimit,
+                    "the agent is serving its maximum number of connections; retry later",
+                );
+                let _ = conn.send(Frame::Control(Control::Error(frame))).await;
+            });
+            continue;
+        };
+        let offer = offer.clone();
+        let span = info_span!("conn", %peer);
+        tokio::spawn(
+            async move {
+                handle(conn, &peer, &offer).await;
+                drop(permit);
+            }
+            .instrument(span),
+        );
+    }
+}
+
+/// Runs one connection: handshake, request, service.
+async fn handle(mut conn: FramedConn<Stream>, peer: &Peer, offer: &ServerOffer) {
+    let hello = match handshake::server_handshake(&mut conn, offer).await {
+        Ok((hello, _)) => hello,
+        Err(e) => {
+            warn!(error = %handshake::error_chain(&e), "handshake failed");
+            return;
+        }
+    };
+    debug!(client = %hello.client, "handshake done");
+    let request = match read_request(&mut conn).await {
+        Ok(request) => request,
+        Err(frame) => {
+            warn!(error = %frame, "bad request");
+            let _ = conn.send(Frame::Control(Control::Error(frame))).await;
+            return;
+        }
+    };
+    let service = request.service;
+    match (service.builtin(), request.call) {
+        (Some(BuiltinService::Exec), Call::Exec(req)) => {
+            if let Err(e) = exec::serve(conn, req).await {
+                info!(%peer, error = %handshake::error_chain(&e), "exec ended early");
+            }
+        }
+        (Some(builtin), _) => {
+            let frame = ErrorFrame::new(
+                ErrorCode::UnsupportedRequest,
+                format!(
+                    "service {} ({service}) does not support this request in this agent version",
+                    builtin.name()
+                ),
+            );
+            let _ = conn.send(Frame::Control(Control::Error(frame))).await;
+        }
+        (None, _) => {
+            let frame = ErrorFrame::new(
+                ErrorCode::UnknownService,
+                format!("no service {service} in this agent"),
+            );
+            let _ = conn.send(Frame::Control(Control::Error(frame))).await;
+        }
+    }
+}
+
+/// Reads the frame after the handshake, which must be a `Request`.
+async fn read_request(conn: &mut FramedConn<Stream>) -> Result<Request, ErrorFrame> {
+    let next = tokio::time::timeout(Duration::from_millis(HANDSHAKE_TIMEOUT_MS), conn.next()).await;
+    match next {
+        Err(_) => Err(ErrorFrame::new(
+            ErrorCode::Timeout,
+            format!("no request within {HANDSHAKE_TIMEOUT_MS} ms of the handshake"),
+        )),
+        Ok(None) => Err(ErrorFrame::new(
+            ErrorCode::UnexpectedMessage,
+            "connection closed before a request",
+        )),
+        Ok(Some(Err(e))) => Err(ErrorFrame::new(
+            ErrorCode::MalformedFrame,
+            handshake::error_chain(&e),
+        )),
+        Ok(Some(Ok(Frame::Control(Control::Request(request))))) => Ok(request),
+        Ok(Some(Ok(other))) => Err(ErrorFrame::new(
+            ErrorCode::UnexpectedMessage,
+            format!("expected a request, got {}", handshake::describe(&other)),
+        )),
+    }
+}

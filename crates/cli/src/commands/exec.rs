@@ -1,0 +1,221 @@
+//! `guestcomm exec TARGET -- CMD [ARGS...]`: run a command in the guest.
+
+use std::collections::BTreeMap;
+use std::process::ExitCode;
+
+use anyhow::{anyhow, Context};
+use clap::Args;
+use guestcomm_client::{ExecInput, ExecIo};
+use guestcomm_protocol::message::ExecRequest;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::mpsc;
+
+use crate::exit;
+use crate::target::Target;
+use crate::terminal::{self, RawMode};
+
+/// Run a command in the guest, streaming stdin, stdout and stderr.
+///
+/// Stdin is forwarded until end of file (use -n when the command should
+/// not read it). Ctrl-C, SIGTERM and SIGHUP are forwarded to the guest
+/// process group; with -t the local terminal is in raw mode and Ctrl-C goes
+/// through the guest's terminal instead. If guestcomm is killed or the
+/// connection drops, the agent kills the command.
+#[derive(Debug, Args)]
+#[command(after_help = exit::EXIT_CODES_HELP)]
+pub struct ExecArgs {
+    /// Allocate a pseudo-terminal in the guest (stderr merges into stdout).
+    #[arg(short = 't', long)]
+    pub tty: bool,
+
+    /// Do not forward stdin; the command reads end of file at once.
+    #[arg(short = 'n', long)]
+    pub no_stdin: bool,
+
+    /// Set an environment variable for the command (repeatable).
+    #[arg(short = 'e', long = "env", value_name = "KEY=VAL", value_parser = parse_env)]
+    pub env: Vec<(String, String)>,
+
+    /// Working directory in the guest.
+    #[arg(short = 'w', long = "workdir", value_name = "DIR")]
+    pub workdir: Option<String>,
+
+    /// Run as this guest user (name or uid; the agent must run as root).
+    #[arg(short = 'u', long, value_name = "USER")]
+    pub user: Option<String>,
+
+    /// Kill the command after this many seconds.
+    #[arg(long, value_name = "SECONDS")]
+    pub timeout: Option<u64>,
+
+    /// The guest agent's address (see `guestcomm --help`) or a VM name.
+    #[arg(value_name = "TARGET")]
+    pub target: Target,
+
+    /// The command and its arguments (after `--`).
+    #[arg(value_name = "CMD", required = true, last = true, num_args = 1..)]
+    pub command: Vec<String>,
+}
+
+fn parse_env(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((key, value)) if !key.is_empty() => Ok((key.into(), value.into())),
+        _ => Err(format!("expected KEY=VALUE, got {text:?}")),
+    }
+}
+
+impl ExecArgs {
+    /// The request this command line describes.
+    pub fn request(&self) -> ExecRequest {
+        let mut env: BTreeMap<String, String> = self.env.iter().cloned().collect();
+        let tty = self
+            .tty
+            .then(|| terminal::window_size().unwrap_or(terminal::DEFAULT_WINDOW));
+        if tty.is_some() {
+            if let Ok(term) = std::env::var("TERM") {
+                env.entry("TERM".into()).or_insert(term);
+            }
+        }
+        let (program, args) = self.command.split_first().map_or_else(
+            || (String::new(), Vec::new()),
+            |(p, a)| (p.clone(), a.to_vec()),
+        );
+        ExecRequest {
+            program,
+            args,
+            env,
+            cwd: self.workdir.clone(),
+            user: self.user.clone(),
+            tty,
+            timeout_ms: self.timeout.map(|s| s.saturating_mul(1000)),
+        }
+    }
+}
+
+/// Runs `guestcomm exec`.
+pub async fn run(args: ExecArgs, _api: Option<&str>) -> ExitCode {
+    let addr = match &args.target {
+        Target::Direct(addr) => addr.clone(),
+        Target::Vm(name) => {
+            return exit::fail(&anyhow!(
+                "{name:?} is not a transport address, and VM names need the guestcommd daemon, which this version does not include yet; give the agent's address, e.g. unix:///run/guestcomm/agent.sock or vsock://3"
+            ))
+        }
+    };
+    let session =
+        match guestcomm_client::connect(&addr, &format!("guestcomm {}", env!("CARGO_PKG_VERSION")))
+            .await
+        {
+            Ok(session) => session,
+            Err(e) => return exit::fail(&anyhow::Error::new(e)),
+        };
+    let request = args.request();
+    let tty = request.tty.is_some();
+    let (input_tx, input_rx) = mpsc::channel(8);
+    let forwarder = match forward_signals(input_tx, tty) {
+        Ok(task) => task,
+        Err(e) => return exit::fail(&e),
+    };
+    let raw = if tty {
+        match RawMode::enter().context("failed to put the terminal in raw mode") {
+            Ok(raw) => raw,
+            Err(e) => return exit::fail(&e),
+        }
+    } else {
+        None
+    };
+    let io = ExecIo {
+        stdin: (!args.no_stdin).then(tokio::io::stdin),
+        stdout: tokio::io::stdout(),
+        stderr: tokio::io::stderr(),
+        input: Some(input_rx),
+    };
+    let result = guestcomm_client::exec(session.conn, request, io, |_| {}).await;
+    forwarder.abort();
+    drop(raw);
+    match result {
+        Ok(status) => {
+            if status.timed_out {
+                eprintln!("guestcomm: the command timed out and was killed");
+            }
+            exit::from_status(status.shell_code())
+        }
+        Err(e) => {
+            let code = exit::exec_failure_code(&e);
+            if code != exit::BROKEN_PIPE {
+                eprintln!("guestcomm: {:#}", anyhow::Error::new(e));
+            }
+            ExitCode::from(code)
+        }
+    }
+}
+
+/// Forwards local signals (and, with a pty, window size changes) to the guest.
+fn forward_signals(
+    tx: mpsc::Sender<ExecInput>,
+    tty: bool,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let install = |kind: SignalKind| signal(kind).context("failed to install a signal handler");
+    let mut int = install(SignalKind::interrupt())?;
+    let mut term = install(SignalKind::terminate())?;
+    let mut hup = install(SignalKind::hangup())?;
+    let mut quit = install(SignalKind::quit())?;
+    let mut winch = install(SignalKind::window_change())?;
+    Ok(tokio::spawn(async move {
+        loop {
+            let input = tokio::select! {
+                _ = int.recv() => ExecInput::Signal(libc::SIGINT),
+                _ = term.recv() => ExecInput::Signal(libc::SIGTERM),
+                _ = hup.recv() => ExecInput::Signal(libc::SIGHUP),
+                _ = quit.recv() => ExecInput::Signal(libc::SIGQUIT),
+                _ = winch.recv() => match terminal::window_size() {
+                    Some(size) if tty => ExecInput::Resize(size),
+                    _ => continue,
+                },
+            };
+            if tx.send(input).await.is_err() {
+                return;
+            }
+        }
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    #[test]
+    fn command_line_becomes_a_request() {
+        let cli = crate::Cli::try_parse_from([
+            "guestcomm",
+            "exec",
+            "-e",
+            "A=1",
+            "-w",
+            "/tmp",
+            "--timeout",
+            "3",
+            "unix:///a.sock",
+            "--",
+            "ls",
+            "-l",
+        ])
+        .unwrap();
+        let crate::Command::Exec(args) = cli.command;
+        let req = args.request();
+        assert_eq!(req.program, "ls");
+        assert_eq!(req.args, ["-l"]);
+        assert_eq!(req.env.get("A").map(String::as_str), Some("1"));
+        assert_eq!(req.cwd.as_deref(), Some("/tmp"));
+        assert_eq!(req.timeout_ms, Some(3000));
+        assert!(req.tty.is_none());
+    }
+
+    #[test]
+    fn env_without_equals_is_refused() {
+        let err =
+            crate::Cli::try_parse_from(["guestcomm", "exec", "-e", "A", "unix:///a", "--", "x"])
+                .unwrap_err();
+        assert!(err.to_string().contains("KEY=VALUE"), "{err}");
+    }
+}

@@ -1,0 +1,14 @@
+//! The host side of guestcomm: open a connection to a guest agent, run the
+//! handshake, and carry out one operation on it.
+//!
+//! [`connect`] gives a [`Session`] (a connection past its handshake);
+//! [`exec`] runs a command through it, pumping stdin, stdout and stderr
+//! between async readers/writers and the agent. The CLI's direct mode, the
+//! daemon and the benchmarks all use this crate, so the host side of the
+//! protocol lives in one place.
+
+pub mod exec;
+mod session;
+
+pub use exec::{exec, ExecError, ExecInput, ExecIo};
+pub use session::{connect, ClientError, Session};
