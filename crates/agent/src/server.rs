@@ -153,6 +153,11 @@ async fn accept_loop(
 async fn handle(mut conn: FramedConn<Stream>, peer: &Peer, offer: &ServerOffer) {
     let hello = match handshake::server_handshake(&mut conn, offer).await {
         Ok((hello, _)) => hello,
+        // A connection closed without a byte is a liveness probe, not a problem.
+        Err(handshake::HandshakeError::Closed) => {
+            debug!("connection closed before the handshake");
+            return;
+        }
         Err(e) => {
             warn!(error = %handshake::error_chain(&e), "handshake failed");
             return;

@@ -1,0 +1,265 @@
+//! `guestcomm exec` against a real `guestcomm-agent` on a Unix socket:
+//! streams, exit codes, pty, concurrency, signals and disconnects.
+
+// Helpers here are test code too: a panic is a failed test.
+#![allow(clippy::unwrap_used)]
+
+mod util;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::process::Stdio;
+use std::time::Duration;
+
+use util::{pseudo_random, wait_until, Agent};
+
+#[test]
+fn stdout_and_stderr_stay_apart_and_byte_exact_for_100_mb() {
+    let agent = Agent::start();
+    let out_data = pseudo_random(60_000_000, 1);
+    let err_data = pseudo_random(40_000_000, 2);
+    let out_file = agent.dir.path().join("out.bin");
+    let err_file = agent.dir.path().join("err.bin");
+    std::fs::write(&out_file, &out_data).unwrap();
+    std::fs::write(&err_file, &err_data).unwrap();
+    // Both streams written at the same time by two processes.
+    let script = format!(
+        "cat {} & cat {} >&2; wait",
+        out_file.display(),
+        err_file.display()
+    );
+    let output = agent.exec(&["sh", "-c", &script]);
+    assert_eq!(output.status.code(), Some(0));
+    assert!(
+        output.stdout == out_data,
+        "stdout differs ({} bytes)",
+        output.stdout.len()
+    );
+    assert!(
+        output.stderr == err_data,
+        "stderr differs ({} bytes)",
+        output.stderr.len()
+    );
+}
+
+#[test]
+fn stdin_is_piped_through_including_end_of_file() {
+    let agent = Agent::start();
+    let data = pseudo_random(5_000_000, 3);
+    let mut child = agent
+        .exec_cmd(&[], &["sh", "-c", "cat; echo END-OF-INPUT"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let writer = std::thread::spawn({
+        let data = data.clone();
+        move || stdin.write_all(&data)
+    });
+    let mut out = Vec::new();
+    child.stdout.take().unwrap().read_to_end(&mut out).unwrap();
+    writer.join().unwrap().unwrap();
+    assert!(child.wait().unwrap().success());
+    let mut expected = data;
+    expected.extend_from_slice(b"END-OF-INPUT\n");
+    assert!(out == expected, "output differs ({} bytes)", out.len());
+}
+
+#[test]
+fn exit_codes_are_propagated() {
+    let agent = Agent::start();
+    for code in [0, 1, 7] {
+        let out = agent.exec(&["sh", "-c", &format!("exit {code}")]);
+        assert_eq!(out.status.code(), Some(code));
+    }
+    let killed = agent.exec(&["sh", "-c", "kill -TERM $$"]);
+    assert_eq!(killed.status.code(), Some(128 + 15));
+}
+
+#[test]
+fn missing_command_exits_127_with_a_clear_message() {
+    let agent = Agent::start();
+    let out = agent.exec(&["no-such-command-guestcomm"]);
+    assert_eq!(out.status.code(), Some(127));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("no-such-command-guestcomm: command not found"),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "{err}");
+}
+
+#[test]
+fn missing_working_directory_exits_126_naming_it() {
+    let agent = Agent::start();
+    let out = agent
+        .exec_cmd(&["-w", "/no/such/dir"], &["pwd"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(126));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("/no/such/dir") && err.contains("does not exist"),
+        "{err}"
+    );
+}
+
+#[test]
+fn environment_and_working_directory_reach_the_command() {
+    let agent = Agent::start();
+    let out = agent
+        .exec_cmd(
+            &["-e", "GREETING=hello there", "-w", "/tmp"],
+            &["sh", "-c", "echo \"$GREETING\"; pwd"],
+        )
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "hello there\n/tmp\n");
+}
+
+#[test]
+fn pty_mode_gives_the_command_a_terminal() {
+    let agent = Agent::start();
+    let out = agent
+        .exec_cmd(&["-t"], &["tty"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.trim().starts_with("/dev/pts/"), "{text}");
+    let piped = agent.exec(&["tty"]);
+    assert_ne!(
+        piped.status.code(),
+        Some(0),
+        "without -t there is no terminal"
+    );
+}
+
+#[test]
+fn fifty_concurrent_execs_each_get_their_own_output() {
+    let agent = Agent::start();
+    let children: Vec<_> = (0..50)
+        .map(|i| {
+            agent
+                .exec_cmd(
+                    &[],
+                    &[
+                        "sh",
+                        "-c",
+                        &format!("sleep 0.2; echo job-{i}; exit {}", i % 5),
+                    ],
+                )
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for (i, child) in children.into_iter().enumerate() {
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout), format!("job-{i}\n"));
+        assert_eq!(out.status.code(), Some((i % 5) as i32));
+    }
+}
+
+#[test]
+fn timeout_kills_the_command() {
+    let agent = Agent::start();
+    let out = agent
+        .exec_cmd(&["--timeout", "1"], &["sleep", "600"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(128 + 9));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("timed out"));
+}
+
+/// Starts a guest command that records its pid and prints `ready`.
+fn start_guest_loop(agent: &Agent, pidfile: &std::path::Path, trap: &str) -> std::process::Child {
+    let script = format!(
+        "{trap} echo $$ > {}; echo ready; while :; do sleep 0.05; done",
+        pidfile.display()
+    );
+    let mut child = agent
+        .exec_cmd(&[], &["sh", "-c", &script])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.as_mut().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line, "ready\n");
+    child
+}
+
+fn process_alive(pid: i32) -> bool {
+    // Zombies count as gone: the agent reaps them in the background.
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
+#[test]
+fn ctrl_c_is_forwarded_to_the_guest_process() {
+    let agent = Agent::start();
+    let pidfile = agent.dir.path().join("pid");
+    let child = start_guest_loop(&agent, &pidfile, "trap 'exit 42' INT;");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(42));
+}
+
+#[test]
+fn host_disconnect_kills_the_guest_process() {
+    let mut agent = Agent::start();
+    let pidfile = agent.dir.path().join("pid");
+    let mut child = start_guest_loop(&agent, &pidfile, "");
+    let pid: i32 = std::fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(process_alive(pid));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(
+        wait_until(Duration::from_secs(20), || !process_alive(pid)),
+        "guest process {pid} survived its caller"
+    );
+    assert!(agent.is_running(), "the agent must keep running");
+    assert_eq!(agent.exec(&["true"]).status.code(), Some(0));
+}
+
+#[test]
+fn vm_names_without_a_daemon_get_a_clear_error() {
+    let out = std::process::Command::new(util::bin("guestcomm"))
+        .args(["exec", "web1", "--", "true"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(125));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("guestcommd"));
+}
+
+#[test]
+fn unreachable_agent_exits_125_naming_the_address() {
+    let dir = tempfile::tempdir().unwrap();
+    let addr = format!("unix://{}/nobody.sock", dir.path().display());
+    let out = std::process::Command::new(util::bin("guestcomm"))
+        .args(["exec", &addr, "--", "true"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(125));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("nobody.sock"));
+}

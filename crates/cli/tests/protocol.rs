@@ -1,0 +1,311 @@
+//! The agent at the protocol level: hostile or broken input gets one clear
+//! error frame and the agent keeps serving; pty resize through the client
+//! library; a hostile agent cannot crash the CLI.
+
+// Helpers here are test code too: a panic is a failed test.
+#![allow(clippy::unwrap_used)]
+
+mod util;
+
+use std::io::{Read, Write};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::time::Duration;
+
+use bytes::BytesMut;
+use guestcomm_protocol::handshake::default_hello;
+use guestcomm_protocol::message::{Call, ExecRequest, ProtocolVersion, Request};
+use guestcomm_protocol::{
+    BuiltinService, Control, ErrorCode, Frame, FrameCodec, ServiceId, WindowSize,
+};
+use tokio_util::codec::{Decoder, Encoder};
+use util::Agent;
+
+fn encode(frames: Vec<Frame>) -> Vec<u8> {
+    let mut buf = BytesMut::new();
+    for frame in frames {
+        FrameCodec::new().encode(frame, &mut buf).unwrap();
+    }
+    buf.to_vec()
+}
+
+/// Sends `bytes` (then optionally half-closes) and returns every frame the agent sent back.
+fn exchange(agent: &Agent, bytes: &[u8], half_close: bool) -> Vec<Frame> {
+    let mut sock = UnixStream::connect(&agent.socket).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    sock.write_all(bytes).unwrap();
+    if half_close {
+        sock.shutdown(std::net::Shutdown::Write).unwrap();
+    }
+    let mut reply = Vec::new();
+    sock.read_to_end(&mut reply).unwrap();
+    let mut buf = BytesMut::from(&reply[..]);
+    let mut codec = FrameCodec::new();
+    let mut frames = Vec::new();
+    while let Some(frame) = codec.decode(&mut buf).unwrap() {
+        frames.push(frame);
+    }
+    frames
+}
+
+/// The error frame that ends `frames`, which must be the only thing after any Welcome.
+fn final_error(frames: &[Frame]) -> (ErrorCode, String) {
+    match frames.last() {
+        Some(Frame::Control(Control::Error(e))) => (e.code, e.message.clone()),
+        other => panic!("expected an error frame last, got {other:?}"),
+    }
+}
+
+fn hello() -> Frame {
+    Frame::Control(Control::Hello(default_hello("test")))
+}
+
+fn request(service: ServiceId, call: Call) -> Frame {
+    Frame::Control(Control::Request(Request { service, call }))
+}
+
+#[test]
+fn bad_input_gets_one_clear_error_and_the_agent_keeps_serving() {
+    let mut agent = Agent::start();
+    let mut oversized = vec![0x7f, 0xff, 0xff, 0xff, 0x00];
+    oversized.extend_from_slice(b"xxxx");
+    let mut wrong_version = default_hello("test");
+    wrong_version.version = ProtocolVersion { major: 9, minor: 0 };
+    let exec_true = Call::Exec(ExecRequest {
+        program: "true".into(),
+        ..Default::default()
+    });
+    let cases: Vec<(&str, Vec<u8>, bool, ErrorCode, &str)> = vec![
+        (
+            "garbage",
+            b"GET / HTTP/1.1\r\n\r\n".to_vec(),
+            false,
+            ErrorCode::MalformedFrame,
+            "exceeds",
+        ),
+        (
+            "oversized length",
+            oversized,
+            false,
+            ErrorCode::MalformedFrame,
+            "exceeds the 1048576-byte limit",
+        ),
+        (
+            "truncated frame",
+            vec![0, 0, 0, 100, 0, b'{'],
+            true,
+            ErrorCode::MalformedFrame,
+            "middle of a frame",
+        ),
+        (
+            "unknown kind",
+            vec![0, 0, 0, 1, 9, 0],
+            false,
+            ErrorCode::MalformedFrame,
+            "unknown frame kind 0x09",
+        ),
+        (
+            "bad json",
+            vec![0, 0, 0, 1, 0, b'{'],
+            false,
+            ErrorCode::MalformedFrame,
+            "malformed control message",
+        ),
+        (
+            "wrong version",
+            encode(vec![Frame::Control(Control::Hello(wrong_version))]),
+            false,
+            ErrorCode::UnsupportedVersion,
+            "9.0",
+        ),
+        (
+            "data before hello",
+            encode(vec![Frame::Data(
+                guestcomm_protocol::StreamId::Stdin,
+                "x".into(),
+            )]),
+            false,
+            ErrorCode::UnexpectedMessage,
+            "expected hello",
+        ),
+        (
+            "unknown service",
+            encode(vec![
+                hello(),
+                request(ServiceId::from_vsock_port(4242), exec_true.clone()),
+            ]),
+            false,
+            ErrorCode::UnknownService,
+            "00001092-facb-11e6-bd58-64006a7986d3",
+        ),
+        (
+            "request the service cannot do",
+            encode(vec![
+                hello(),
+                request(BuiltinService::Files.id(), exec_true),
+            ]),
+            false,
+            ErrorCode::UnsupportedRequest,
+            "files",
+        ),
+        (
+            "empty program",
+            encode(vec![
+                hello(),
+                request(
+                    BuiltinService::Exec.id(),
+                    Call::Exec(ExecRequest::default()),
+                ),
+            ]),
+            false,
+            ErrorCode::InvalidArgument,
+            "empty program",
+        ),
+        (
+            "truncated handshake",
+            encode(vec![hello()])[..7].to_vec(),
+            true,
+            ErrorCode::MalformedFrame,
+            "middle of a frame",
+        ),
+    ];
+    for (name, bytes, half_close, code, text) in cases {
+        let frames = exchange(&agent, &bytes, half_close);
+        let (got_code, message) = final_error(&frames);
+        assert_eq!(got_code, code, "{name}: {message}");
+        assert!(message.contains(text), "{name}: {message:?} lacks {text:?}");
+        assert!(!message.contains('\n'), "{name}: one line, got {message:?}");
+        assert!(agent.is_running(), "{name}: the agent died");
+    }
+    assert_eq!(agent.exec(&["true"]).status.code(), Some(0));
+}
+
+#[tokio::test]
+async fn pty_resize_reaches_the_guest_terminal() {
+    let agent = Agent::start();
+    let addr = agent.addr().parse().unwrap();
+    let session = guestcomm_client::connect(&addr, "test").await.unwrap();
+    let (to_cmd, cmd_stdin) = tokio::io::duplex(1024);
+    let (input_tx, input_rx) = tokio::sync::mpsc::channel(4);
+    let req = ExecRequest {
+        program: "sh".into(),
+        args: vec!["-c".into(), "stty size; read line; stty size".into()],
+        tty: Some(WindowSize { rows: 24, cols: 80 }),
+        ..Default::default()
+    };
+    let (out_w, mut out_r) = tokio::io::duplex(1 << 20);
+    let io = guestcomm_client::ExecIo {
+        stdin: Some(cmd_stdin),
+        stdout: out_w,
+        stderr: tokio::io::sink(),
+        input: Some(input_rx),
+    };
+    let run = tokio::spawn(guestcomm_client::exec(session.conn, req, io, |_| {}));
+    // Wait for the first size, then resize and let the script go on.
+    let mut seen = Vec::new();
+    while !String::from_utf8_lossy(&seen).contains("24 80") {
+        let mut buf = [0u8; 256];
+        let n = tokio::io::AsyncReadExt::read(&mut out_r, &mut buf)
+            .await
+            .unwrap();
+        assert!(
+            n > 0,
+            "output ended early: {:?}",
+            String::from_utf8_lossy(&seen)
+        );
+        seen.extend_from_slice(&buf[..n]);
+    }
+    input_tx
+        .send(guestcomm_client::ExecInput::Resize(WindowSize {
+            rows: 50,
+            cols: 132,
+        }))
+        .await
+        .unwrap();
+    let mut to_cmd = to_cmd;
+    tokio::io::AsyncWriteExt::write_all(&mut to_cmd, b"go\r")
+        .await
+        .unwrap();
+    let status = run.await.unwrap().unwrap();
+    assert_eq!(status.code, Some(0));
+    let mut rest = Vec::new();
+    tokio::io::AsyncReadExt::read_to_end(&mut out_r, &mut rest)
+        .await
+        .unwrap();
+    seen.extend_from_slice(&rest);
+    assert!(
+        String::from_utf8_lossy(&seen).contains("50 132"),
+        "{:?}",
+        String::from_utf8_lossy(&seen)
+    );
+}
+
+/// A fake agent that answers the handshake, then sends `reply` and closes.
+fn hostile_agent(reply: Vec<u8>) -> (tempfile::TempDir, String, std::thread::JoinHandle<()>) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("evil.sock");
+    let listener = UnixListener::bind(&path).unwrap();
+    let thread = std::thread::spawn(move || {
+        let (mut sock, _) = listener.accept().unwrap();
+        let mut buf = [0u8; 4096];
+        let _ = sock.read(&mut buf);
+        let welcome = guestcomm_protocol::message::Welcome {
+            version: ProtocolVersion::CURRENT,
+            features: vec![],
+            auth: "none".into(),
+            agent: "evil".into(),
+        };
+        let mut bytes = encode(vec![Frame::Control(Control::Welcome(welcome))]);
+        bytes.extend_from_slice(&reply);
+        let _ = sock.write_all(&bytes);
+        let _ = sock.read(&mut buf);
+    });
+    let addr = format!("unix://{}", path.display());
+    (dir, addr, thread)
+}
+
+#[test]
+fn a_hostile_agent_gets_the_cli_to_fail_cleanly_not_crash() {
+    let started = encode(vec![Frame::Control(Control::ExecStarted { pid: 1 })]);
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        (
+            "oversized frame",
+            vec![0xff, 0xff, 0xff, 0xff, 0x02],
+            "exceeds",
+        ),
+        (
+            "garbage after start",
+            [started.clone(), b"\x00\x00\x00\x02\x07zz".to_vec()].concat(),
+            "unknown frame kind",
+        ),
+        (
+            "closed mid-command",
+            started.clone(),
+            "closed before the command finished",
+        ),
+        (
+            "stdin data from the agent",
+            [
+                started,
+                encode(vec![Frame::Data(
+                    guestcomm_protocol::StreamId::Stdin,
+                    "x".into(),
+                )]),
+            ]
+            .concat(),
+            "protocol error",
+        ),
+    ];
+    for (name, reply, text) in cases {
+        let (_dir, addr, thread) = hostile_agent(reply);
+        let out = std::process::Command::new(util::bin("guestcomm"))
+            .args(["exec", "-n", &addr, "--", "true"])
+            .output()
+            .unwrap();
+        thread.join().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(125), "{name}: {err}");
+        assert!(err.contains(text), "{name}: {err:?} lacks {text:?}");
+        assert!(!err.contains("panicked"), "{name}: {err}");
+    }
+}

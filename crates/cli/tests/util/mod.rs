@@ -1,0 +1,132 @@
+//! Test support: find the workspace's binaries, start an agent on a Unix
+//! socket in a temporary directory, and always stop it by PID.
+
+#![allow(dead_code, unreachable_pub, clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// Generous: a loaded CI machine may be slow to start a process.
+pub const STARTUP_DEADLINE: Duration = Duration::from_secs(30);
+
+/// The directory holding the workspace's binaries (target/debug or release).
+pub fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<test> -> target/<profile>
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("target dir")
+        .to_path_buf()
+}
+
+/// Path of a workspace binary, which `cargo test --workspace` builds.
+pub fn bin(name: &str) -> PathBuf {
+    let path = bin_dir().join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run the tests with `cargo test --workspace` so every binary is built",
+        path.display()
+    );
+    path
+}
+
+/// A running agent, killed (by PID) and reaped when dropped.
+pub struct Agent {
+    pub child: Child,
+    pub dir: tempfile::TempDir,
+    pub socket: PathBuf,
+}
+
+impl Agent {
+    /// Starts `guestcomm-agent` on a fresh Unix socket and waits until it accepts.
+    pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// Same, with extra agent arguments.
+    pub fn start_with(extra: &[&str]) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let socket = dir.path().join("agent.sock");
+        let child = Command::new(bin("guestcomm-agent"))
+            .arg("--listen")
+            .arg(format!("unix://{}", socket.display()))
+            .args(extra)
+            .env("GUESTCOMM_LOG", "warn")
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("spawn guestcomm-agent");
+        let agent = Agent { child, dir, socket };
+        let deadline = Instant::now() + STARTUP_DEADLINE;
+        while std::os::unix::net::UnixStream::connect(&agent.socket).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "the agent did not start listening"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        agent
+    }
+
+    /// The agent's address for the CLI.
+    pub fn addr(&self) -> String {
+        format!("unix://{}", self.socket.display())
+    }
+
+    /// A `guestcomm exec ADDR [opts] -- cmd...` command, not yet run.
+    pub fn exec_cmd(&self, opts: &[&str], cmd: &[&str]) -> Command {
+        let mut c = Command::new(bin("guestcomm"));
+        c.arg("exec")
+            .args(opts)
+            .arg(self.addr())
+            .arg("--")
+            .args(cmd);
+        c
+    }
+
+    /// Runs `guestcomm exec` with stdin closed and collects its output.
+    pub fn exec(&self, cmd: &[&str]) -> Output {
+        self.exec_cmd(&[], cmd)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run guestcomm")
+    }
+
+    /// True while the agent process is alive.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Polls `cond` every 20 ms until it holds or `deadline` passes.
+pub fn wait_until(deadline: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + deadline;
+    while Instant::now() < end {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    cond()
+}
+
+/// Deterministic pseudo-random bytes (xorshift), so failures reproduce.
+pub fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
