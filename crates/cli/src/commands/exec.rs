@@ -1,6 +1,7 @@
 //! `guestcomm exec TARGET -- CMD [ARGS...]`: run a command in the guest.
 
 use std::collections::BTreeMap;
+use std::os::fd::AsFd;
 use std::process::ExitCode;
 
 use anyhow::{anyhow, Context};
@@ -124,9 +125,13 @@ pub async fn run(args: ExecArgs, _api: Option<&str>) -> ExitCode {
     } else {
         None
     };
+    let stdout = match raw_stdout() {
+        Ok(stdout) => stdout,
+        Err(e) => return exit::fail(&e),
+    };
     let io = ExecIo {
         stdin: (!args.no_stdin).then(tokio::io::stdin),
-        stdout: tokio::io::stdout(),
+        stdout,
         stderr: tokio::io::stderr(),
         input: Some(input_rx),
     };
@@ -148,6 +153,21 @@ pub async fn run(args: ExecArgs, _api: Option<&str>) -> ExitCode {
             ExitCode::from(code)
         }
     }
+}
+
+/// Standard output without std's line buffering.
+///
+/// `tokio::io::stdout()` writes through `std::io::Stdout`, a `LineWriter`
+/// that scans every chunk for a newline (a `memrchr` over each 256 KiB data
+/// frame: ~15% of the CLI's CPU time for bulk output) and may split it. A
+/// plain file on a duplicate of fd 1 writes each chunk as it comes; we flush
+/// at each end of stream anyway.
+fn raw_stdout() -> anyhow::Result<tokio::fs::File> {
+    let fd = std::io::stdout()
+        .as_fd()
+        .try_clone_to_owned()
+        .context("failed to duplicate standard output")?;
+    Ok(tokio::fs::File::from_std(std::fs::File::from(fd)))
 }
 
 /// Forwards local signals (and, with a pty, window size changes) to the guest.

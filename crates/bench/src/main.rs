@@ -1,0 +1,196 @@
+//! `guestcomm-bench`: what exec through guestcomm costs, against local
+//! baselines measured in the same run (issue #2). A benchmark command, not a
+//! timed test: run it on a quiet machine, in release mode.
+//!
+//! The agent (`guestcomm-agent`, by default next to this executable) is
+//! started on a Unix socket in a temporary directory and killed by its PID
+//! at the end. Every path of a case runs once per round, in an order that
+//! rotates each round.
+//!
+//! - **A. exec round trip of `true`**, `--iterations` samples per path
+//!   (default 200, after `--warmup` 10 unmeasured rounds): the library path
+//!   (`guestcomm_client::connect` + handshake + `exec`, stdin closed, output
+//!   discarded) and the CLI path (`guestcomm exec unix://… -- true` as a
+//!   child process), both against the baseline of spawning `true` locally
+//!   with `std::process::Command`. Reported: median and p99 of each, the
+//!   overhead (median minus local median, ms) and the ratio to local.
+//! - **B. stdout throughput of `head -c SIZE /dev/zero`** (`--bytes`,
+//!   default 1 GiB), `--rounds` samples per path (default 3): the library
+//!   path (stdout into a byte-counting sink, count checked) and the CLI path
+//!   (stdout to /dev/null), against the baseline of the same child whose
+//!   stdout pipe (1 MiB, as the agent sets it) the bench copies with a
+//!   256 KiB buffer into one end of a Unix socket pair and drains from the
+//!   other. Reported: median, min and max MB/s (10^6 B/s, process start
+//!   included) and the ratio to the baseline.
+//!
+//! Targets (issue #2): library exec overhead under 1 ms; library stdout
+//! throughput at least 70% of the bare socket. Both are printed as met or
+//! missed, as are the same figures for the CLI.
+
+mod agent;
+mod cases;
+mod report;
+mod stats;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Parser;
+
+use crate::agent::AgentGuard;
+use crate::report::{Machine, Settings, Verdict};
+
+/// Default samples per path of case A.
+const DEFAULT_ITERATIONS: usize = 200;
+/// Default unmeasured rounds before case A.
+const DEFAULT_WARMUP: usize = 10;
+/// Default bytes of output in case B.
+const DEFAULT_BYTES: &str = "1GiB";
+/// Default samples per path of case B.
+const DEFAULT_ROUNDS: usize = 3;
+
+/// Measure what running a command through guestcomm costs (issue #2).
+///
+/// Starts guestcomm-agent on a Unix socket in a temporary directory, then
+/// measures, alternating the paths round by round:
+///
+/// A. exec round trip of `true`: connect + handshake + exec through the
+///    client library, and `guestcomm exec unix://… -- true` through the
+///    CLI, against spawning `true` locally (std::process::Command). Reports
+///    median and p99, overhead in ms (median minus local median), ratio.
+///
+/// B. stdout throughput of `head -c SIZE /dev/zero`: exec through the
+///    library into a byte-counting sink, and the CLI with stdout to
+///    /dev/null, against a bare Unix socket pair (the bench copies the same
+///    child's stdout into one end and drains the other). Reports MB/s
+///    (median, min, max) and the ratio to the bare socket.
+///
+/// Targets: library exec overhead < 1 ms; library stdout throughput >= 70%
+/// of the bare socket (printed as met or missed, with the CLI figures).
+///
+/// Prints a Markdown report (machine: nproc, CPU model, kernel, rustc,
+/// date) to stdout; --write also puts it into a file.
+#[derive(Debug, Parser)]
+#[command(
+    name = "guestcomm-bench",
+    version,
+    after_help = "Build first, in release mode:\n  cargo build --release -p guestcomm-agent -p guestcomm-cli -p guestcomm-bench\n  target/release/guestcomm-bench --write docs/BENCHMARKS.md\n\nExit status: 0 when every case ran (a missed target is reported, not an error), 1 on error."
+)]
+struct Args {
+    /// The agent binary [default: guestcomm-agent next to this executable].
+    #[arg(long, value_name = "PATH")]
+    agent: Option<PathBuf>,
+
+    /// The CLI binary [default: guestcomm next to this executable].
+    #[arg(long, value_name = "PATH")]
+    cli: Option<PathBuf>,
+
+    /// Samples per path in case A (exec round trip).
+    #[arg(short = 'n', long, value_name = "N", default_value_t = DEFAULT_ITERATIONS,
+          value_parser = positive)]
+    iterations: usize,
+
+    /// Unmeasured rounds of every path before case A.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_WARMUP)]
+    warmup: usize,
+
+    /// Bytes of stdout per run in case B: a number or K/M/G (binary), e.g. 256MiB.
+    #[arg(long, value_name = "SIZE", default_value = DEFAULT_BYTES, value_parser = stats::parse_bytes)]
+    bytes: u64,
+
+    /// Samples per path in case B (stdout throughput); the median is reported.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_ROUNDS,
+          value_parser = positive)]
+    rounds: usize,
+
+    /// Also write the report into this Markdown file (e.g. docs/BENCHMARKS.md),
+    /// replacing only the section between `<!-- bench:exec:begin -->` and
+    /// `<!-- bench:exec:end -->` (appended, or the file created, if absent).
+    #[arg(long, value_name = "FILE")]
+    write: Option<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    match run(Args::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("guestcomm-bench: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn positive(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(format!("expected a positive whole number, got {text:?}")),
+    }
+}
+
+/// `NAME` in the directory of this executable (target/release when built by cargo).
+fn sibling(name: &str) -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe().context("failed to find this executable's path")?;
+    Ok(exe.with_file_name(name))
+}
+
+fn run(args: Args) -> anyhow::Result<()> {
+    let agent_bin = match args.agent {
+        Some(path) => path,
+        None => sibling("guestcomm-agent")?,
+    };
+    let cli_bin = match args.cli {
+        Some(path) => path,
+        None => sibling("guestcomm")?,
+    };
+    anyhow::ensure!(
+        cli_bin.is_file(),
+        "no CLI at {} (build it with `cargo build --release -p guestcomm-cli`, or pass --cli)",
+        cli_bin.display()
+    );
+    let rt = tokio::runtime::Runtime::new().context("failed to start the async runtime")?;
+    let agent = AgentGuard::start(&agent_bin, &rt)?;
+    eprintln!(
+        "guestcomm-bench: agent {} (pid {}) on {}",
+        agent_bin.display(),
+        agent.pid(),
+        agent.addr()
+    );
+
+    eprintln!(
+        "guestcomm-bench: A. exec round trip, {} + {} warm-up rounds",
+        args.iterations, args.warmup
+    );
+    let a = cases::exec_round_trip(&rt, agent.addr(), &cli_bin, args.iterations, args.warmup)?;
+    eprintln!(
+        "guestcomm-bench: B. stdout throughput, {} x {} rounds",
+        stats::format_bytes(args.bytes),
+        args.rounds
+    );
+    let b = cases::stdout_throughput(&rt, agent.addr(), &cli_bin, args.bytes, args.rounds)?;
+    drop(agent);
+
+    let settings = Settings {
+        iterations: args.iterations,
+        warmup: args.warmup,
+        bytes: args.bytes,
+        rounds: args.rounds,
+    };
+    let section = report::render(&Machine::probe(), &settings, &a, &b);
+    print!("{section}");
+    if let Some(path) = &args.write {
+        report::write_section(path, &section)?;
+        eprintln!("guestcomm-bench: wrote {}", path.display());
+    }
+    let v = Verdict::new(&a, &b);
+    eprintln!(
+        "guestcomm-bench: overhead {:.3} ms (target < {} ms: {}), throughput {:.0}% of bare (target >= {:.0}%: {})",
+        v.overhead_ms,
+        report::TARGET_OVERHEAD_MS,
+        if v.overhead_met() { "met" } else { "MISSED" },
+        100.0 * v.throughput_ratio,
+        100.0 * report::TARGET_THROUGHPUT_RATIO,
+        if v.throughput_met() { "met" } else { "MISSED" },
+    );
+    Ok(())
+}

@@ -1,0 +1,329 @@
+//! The report: machine information, the Markdown tables, the targets, and
+//! the rewrite of one marked section of `docs/BENCHMARKS.md` (other benches
+//! keep their own sections in the same file).
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::process::Command;
+
+use anyhow::Context;
+
+use crate::cases::{RoundTrip, Throughput};
+use crate::stats::{format_bytes, Samples};
+
+/// First line of this bench's section.
+pub(crate) const BEGIN_MARKER: &str = "<!-- bench:exec:begin -->";
+/// Last line of this bench's section.
+pub(crate) const END_MARKER: &str = "<!-- bench:exec:end -->";
+
+/// Target of issue #2: added latency of one exec, median against local.
+pub(crate) const TARGET_OVERHEAD_MS: f64 = 1.0;
+/// Target of issue #2: exec stdout throughput as a share of the bare socket.
+pub(crate) const TARGET_THROUGHPUT_RATIO: f64 = 0.70;
+
+/// Where and with what the figures were measured.
+pub(crate) struct Machine {
+    cpus: String,
+    cpu_model: String,
+    kernel: String,
+    rustc: String,
+    date: String,
+}
+
+fn command_line(program: &str, args: &[&str]) -> Option<String> {
+    let out = Command::new(program).args(args).output().ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+        .filter(|s| !s.is_empty())
+}
+
+impl Machine {
+    pub(crate) fn probe() -> Self {
+        let unknown = || "unknown".to_string();
+        let cpus = std::thread::available_parallelism()
+            .map(|n| n.to_string())
+            .unwrap_or_else(|_| unknown());
+        let cpu_model = std::fs::read_to_string("/proc/cpuinfo")
+            .ok()
+            .and_then(|info| {
+                info.lines()
+                    .find(|l| l.starts_with("model name"))
+                    .and_then(|l| l.split_once(':'))
+                    .map(|(_, model)| model.trim().to_string())
+            })
+            .unwrap_or_else(unknown);
+        let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .map(|k| format!("Linux {}", k.trim()))
+            .unwrap_or_else(|_| unknown());
+        let rustc =
+            command_line("rustc", &["-V"]).unwrap_or_else(|| "unknown (rustc not on PATH)".into());
+        let date = command_line("date", &["-u", "+%Y-%m-%d %H:%M UTC"]).unwrap_or_else(unknown);
+        Self {
+            cpus,
+            cpu_model,
+            kernel,
+            rustc,
+            date,
+        }
+    }
+}
+
+/// What was asked for, echoed in the report.
+pub(crate) struct Settings {
+    pub(crate) iterations: usize,
+    pub(crate) warmup: usize,
+    pub(crate) bytes: u64,
+    pub(crate) rounds: usize,
+}
+
+/// Whether the measured figures meet the issue's targets.
+pub(crate) struct Verdict {
+    pub(crate) overhead_ms: f64,
+    pub(crate) throughput_ratio: f64,
+}
+
+impl Verdict {
+    pub(crate) fn new(a: &RoundTrip, b: &Throughput) -> Self {
+        Self {
+            overhead_ms: a.library.median() - a.local.median(),
+            throughput_ratio: b.library.median() / b.bare.median(),
+        }
+    }
+
+    pub(crate) fn overhead_met(&self) -> bool {
+        self.overhead_ms < TARGET_OVERHEAD_MS
+    }
+
+    pub(crate) fn throughput_met(&self) -> bool {
+        self.throughput_ratio >= TARGET_THROUGHPUT_RATIO
+    }
+}
+
+fn met(ok: bool) -> &'static str {
+    if ok {
+        "**met**"
+    } else {
+        "**missed**"
+    }
+}
+
+/// The whole section, markers included.
+pub(crate) fn render(m: &Machine, s: &Settings, a: &RoundTrip, b: &Throughput) -> String {
+    let v = Verdict::new(a, b);
+    let local = a.local.median();
+    let mut o = String::new();
+    // Writing to a String cannot fail.
+    let _ = writeln!(o, "{BEGIN_MARKER}");
+    let _ = writeln!(o, "## exec: round trip and stdout throughput (issue #2)\n");
+    let _ = writeln!(
+        o,
+        "Written by `target/release/guestcomm-bench --write docs/BENCHMARKS.md` \
+         (source and method: `crates/bench/src/main.rs`). The agent runs on the same \
+         machine on a Unix socket, so these figures are the cost of guestcomm itself, \
+         without a VM or vsock.\n"
+    );
+    let _ = writeln!(o, "| machine | |\n| --- | --- |");
+    let _ = writeln!(o, "| CPUs (nproc) | {} |", m.cpus);
+    let _ = writeln!(o, "| CPU | {} |", m.cpu_model);
+    let _ = writeln!(o, "| kernel | {} |", m.kernel);
+    let _ = writeln!(o, "| rustc | {} |", m.rustc);
+    let _ = writeln!(o, "| date | {} |\n", m.date);
+
+    let _ = writeln!(
+        o,
+        "### A. exec round trip of `true`\n\n{} samples per path after {} warm-up rounds, \
+         paths alternated round by round. Overhead = median minus the local median.\n",
+        s.iterations, s.warmup
+    );
+    let _ = writeln!(
+        o,
+        "| path | median ms | p99 ms | overhead ms | ratio to local |\n| --- | ---: | ---: | ---: | ---: |"
+    );
+    let row = |o: &mut String, name: &str, x: &Samples, baseline: bool| {
+        let (over, ratio) = if baseline {
+            ("—".to_string(), "1.00×".to_string())
+        } else {
+            (
+                format!("{:+.3}", x.median() - local),
+                format!("{:.2}×", x.median() / local),
+            )
+        };
+        let _ = writeln!(
+            o,
+            "| {name} | {:.3} | {:.3} | {over} | {ratio} |",
+            x.median(),
+            x.percentile(99.0)
+        );
+    };
+    row(
+        &mut o,
+        "local: spawn `true` (std::process::Command)",
+        &a.local,
+        true,
+    );
+    row(
+        &mut o,
+        "library: connect + handshake + exec `true`",
+        &a.library,
+        false,
+    );
+    row(
+        &mut o,
+        "CLI: `guestcomm exec unix://… -- true`",
+        &a.cli,
+        false,
+    );
+
+    let _ = writeln!(
+        o,
+        "\n### B. stdout throughput of `head -c {} /dev/zero`\n\n{} rounds per path, \
+         alternated; MB/s = 10^6 bytes/s, over the whole run (process start included).\n",
+        format_bytes(s.bytes),
+        s.rounds
+    );
+    let _ = writeln!(
+        o,
+        "| path | median MB/s | min | max | ratio to bare |\n| --- | ---: | ---: | ---: | ---: |"
+    );
+    let bare = b.bare.median();
+    for (name, x) in [
+        (
+            "bare: child pipe → copy → Unix socket pair → drain",
+            &b.bare,
+        ),
+        ("library: exec, stdout into a counting sink", &b.library),
+        ("CLI: `guestcomm exec … > /dev/null`", &b.cli),
+    ] {
+        let _ = writeln!(
+            o,
+            "| {name} | {:.0} | {:.0} | {:.0} | {:.0}% |",
+            x.median(),
+            x.min(),
+            x.max(),
+            100.0 * x.median() / bare
+        );
+    }
+
+    let cli_over = a.cli.median() - local;
+    let cli_ratio = b.cli.median() / bare;
+    let _ = writeln!(
+        o,
+        "\n### Targets\n\n| target | measured | |\n| --- | ---: | --- |"
+    );
+    let _ = writeln!(
+        o,
+        "| library exec overhead < {TARGET_OVERHEAD_MS} ms | {:.3} ms | {} |",
+        v.overhead_ms,
+        met(v.overhead_met())
+    );
+    let _ = writeln!(
+        o,
+        "| CLI exec overhead < {TARGET_OVERHEAD_MS} ms (what users feel) | {cli_over:.3} ms | {} |",
+        met(cli_over < TARGET_OVERHEAD_MS)
+    );
+    let _ = writeln!(
+        o,
+        "| library stdout ≥ {:.0}% of bare socket | {:.0}% | {} |",
+        100.0 * TARGET_THROUGHPUT_RATIO,
+        100.0 * v.throughput_ratio,
+        met(v.throughput_met())
+    );
+    let _ = writeln!(
+        o,
+        "| CLI stdout ≥ {:.0}% of bare socket | {:.0}% | {} |",
+        100.0 * TARGET_THROUGHPUT_RATIO,
+        100.0 * cli_ratio,
+        met(cli_ratio >= TARGET_THROUGHPUT_RATIO)
+    );
+    let _ = writeln!(o, "{END_MARKER}");
+    o
+}
+
+/// Title of a benchmarks file this bench creates.
+const NEW_FILE_HEADER: &str = "# Benchmarks\n\n\
+Measured figures. Each section is rewritten by the command named in it, between its \
+`<!-- bench:NAME:begin -->` and `<!-- bench:NAME:end -->` markers; text outside the \
+markers is kept.\n\n";
+
+/// Puts `section` (markers included) into `existing`: in place of the marked
+/// section when there is one, else at the end.
+pub(crate) fn splice(existing: &str, section: &str) -> String {
+    if let Some(begin) = existing.find(BEGIN_MARKER) {
+        if let Some(end_rel) = existing[begin..].find(END_MARKER) {
+            let mut end = begin + end_rel + END_MARKER.len();
+            if existing[end..].starts_with('\n') {
+                end += 1;
+            }
+            return format!("{}{section}{}", &existing[..begin], &existing[end..]);
+        }
+    }
+    let mut out = existing.to_string();
+    if !out.is_empty() && !out.ends_with("\n\n") {
+        out.push_str(if out.ends_with('\n') { "\n" } else { "\n\n" });
+    }
+    out.push_str(section);
+    out
+}
+
+/// Creates `path` or replaces this bench's section in it.
+pub(crate) fn write_section(path: &Path, section: &str) -> anyhow::Result<()> {
+    let existing = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir)
+                    .with_context(|| format!("failed to create {}", dir.display()))?;
+            }
+            NEW_FILE_HEADER.to_string()
+        }
+        Err(e) => return Err(e).with_context(|| format!("failed to read {}", path.display())),
+    };
+    std::fs::write(path, splice(&existing, section))
+        .with_context(|| format!("failed to write {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn section(body: &str) -> String {
+        format!("{BEGIN_MARKER}\n{body}\n{END_MARKER}\n")
+    }
+
+    #[test]
+    fn splice_replaces_only_the_marked_section() {
+        let old = format!(
+            "# Benchmarks\n\nintro\n\n{}\n<!-- bench:cp:begin -->\ncp\n<!-- bench:cp:end -->\n",
+            section("old figures")
+        );
+        let new = splice(&old, &section("new figures"));
+        assert!(new.contains("new figures"));
+        assert!(!new.contains("old figures"));
+        assert!(new.starts_with("# Benchmarks\n\nintro\n\n"));
+        assert!(new.ends_with("\n<!-- bench:cp:begin -->\ncp\n<!-- bench:cp:end -->\n"));
+        assert_eq!(splice(&new, &section("new figures")), new);
+    }
+
+    #[test]
+    fn splice_appends_when_there_is_no_section() {
+        let new = splice("# Benchmarks\nother", &section("figures"));
+        assert_eq!(
+            new,
+            format!("# Benchmarks\nother\n\n{}", section("figures"))
+        );
+        assert_eq!(splice("", &section("x")), section("x"));
+    }
+
+    #[test]
+    fn write_section_creates_the_file_and_its_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("docs/BENCHMARKS.md");
+        write_section(&path, &section("one")).unwrap();
+        write_section(&path, &section("two")).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.starts_with("# Benchmarks"));
+        assert!(text.contains("two") && !text.contains("one\n"));
+        assert_eq!(text.matches(BEGIN_MARKER).count(), 1);
+    }
+}
