@@ -93,10 +93,12 @@ fn prepare(req: &ExecRequest) -> Result<Command, ErrorFrame> {
         return Err(invalid("empty program name"));
     }
     if req.args.len() > MAX_EXEC_ARGS || req.env.len() > MAX_EXEC_ENV {
-        return Err(refuse(
-            ErrorCode::ResourceLimit,
-            format!("too many arguments or environment variables (limits {MAX_EXEC_ARGS} and {MAX_EXEC_ENV})"),
-        ));
+        return Err(invalid(&format!(
+            "too many arguments or environment variables (limits {MAX_EXEC_ARGS} and {MAX_EXEC_ENV})"
+        )));
+    }
+    if req.timeout_ms == Some(0) {
+        return Err(invalid("timeout of 0 ms: give a positive timeout, or none"));
     }
     let has_nul = |s: &str| s.contains('\0');
     if has_nul(&req.program) || req.args.iter().any(|a| has_nul(a)) {
@@ -421,7 +423,6 @@ where
                     }
                     Err(_) => debug!(signal, "ignoring an invalid signal number"),
                 },
-                Some(Ok(Frame::Control(Control::Unknown))) => debug!("ignoring an unknown control message"),
                 Some(Ok(other)) => {
                     let what = guestcomm_protocol::handshake::describe(&other);
                     signal_group(pgid, Signal::SIGKILL);

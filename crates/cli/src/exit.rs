@@ -32,11 +32,18 @@ pub fn fail(err: &anyhow::Error) -> ExitCode {
 
 /// The exit code for an exec that did not produce an exit status.
 pub fn exec_failure_code(err: &ExecError) -> u8 {
+    // docs/PROTOCOL.md section 9 assigns these.
     match err {
-        ExecError::Refused(frame) if frame.code == ErrorCode::CommandNotFound => NOT_FOUND,
-        ExecError::Refused(_) => CANNOT_RUN,
+        ExecError::Refused(frame) | ExecError::Remote(frame) => match frame.code {
+            ErrorCode::CommandNotFound => NOT_FOUND,
+            ErrorCode::MalformedFrame | ErrorCode::UnexpectedMessage => GUESTCOMM_FAILED,
+            _ => CANNOT_RUN,
+        },
         ExecError::Output(e) if e.kind() == std::io::ErrorKind::BrokenPipe => BROKEN_PIPE,
-        _ => GUESTCOMM_FAILED,
+        ExecError::Disconnected
+        | ExecError::Protocol(_)
+        | ExecError::Frame(_)
+        | ExecError::Output(_) => GUESTCOMM_FAILED,
     }
 }
 
@@ -54,6 +61,8 @@ mod tests {
     fn refusals_map_to_shell_codes() {
         let not_found = ExecError::Refused(ErrorFrame::new(ErrorCode::CommandNotFound, "x"));
         let bad_cwd = ExecError::Refused(ErrorFrame::new(ErrorCode::NotFound, "x"));
+        let garbled = ExecError::Refused(ErrorFrame::new(ErrorCode::MalformedFrame, "x"));
+        assert_eq!(exec_failure_code(&garbled), GUESTCOMM_FAILED);
         assert_eq!(exec_failure_code(&not_found), NOT_FOUND);
         assert_eq!(exec_failure_code(&bad_cwd), CANNOT_RUN);
         assert_eq!(

@@ -126,10 +126,6 @@ where
             }) => stderr.flush().await,
             Frame::Control(Control::Exited(status)) => break Ok(status),
             Frame::Control(Control::Error(e)) => break Err(ExecError::Remote(e)),
-            Frame::Control(Control::Unknown) => {
-                debug!("ignoring an unknown control message");
-                Ok(())
-            }
             other => break Err(ExecError::Protocol(describe(&other))),
         };
         if let Err(e) = written {
