@@ -3,12 +3,15 @@
 //!
 //! ```text
 //!            +--> stdout reader --+
-//!  process --+--> stderr reader --+--> bounded queue --> frame writer --> host
+//!  process --+--> stderr reader --+--> frame writer (shared, one at a time) --> host
 //!            +<-- stdin writer <-- bounded queue <-- session loop <-- host
 //! ```
 //!
-//! Memory per exec is bounded by the two queues: when the host reads slowly
-//! the queue fills, the readers stop, the pipe fills and the process blocks.
+//! Each output reader writes its chunk to the socket itself, holding the
+//! shared writer, and reads the next chunk into the same buffer once the
+//! write is done: no queue, no allocation per chunk, one chunk in flight per
+//! stream. When the host reads slowly the write waits, the reader stops, the
+//! pipe fills and the process blocks (back-pressure, not buffering).
 //! The session loop also handles resize, signals, the timeout and the host
 //! going away (which kills the whole process group). `Exited` is sent only
 //! after the process ended *and* both output streams reached end of file.
@@ -20,19 +23,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
-use futures::{Sink, SinkExt, Stream, StreamExt};
-use guestcomm_protocol::frame::forward_frames;
+use futures::{SinkExt, StreamExt};
 use guestcomm_protocol::limits::{DATA_CHUNK_BYTES, MAX_EXEC_ARGS, MAX_EXEC_ENV};
 use guestcomm_protocol::message::{ErrorCode, ErrorFrame, ExecRequest, ExitStatus};
+use guestcomm_protocol::split::{split, FrameWriter};
+use guestcomm_protocol::FramedConn;
 use guestcomm_protocol::{Control, Frame, FrameError, StreamId};
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::process::{Child, ChildStdin, Command};
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
-use crate::limits::{OUTPUT_QUEUE_FRAMES, PIPE_BUFFER_BYTES, STDIN_QUEUE_FRAMES};
+use crate::limits::{PIPE_BUFFER_BYTES, STDIN_QUEUE_FRAMES};
 use crate::pty::{self, PtyMaster};
 use crate::user::{self, UserError};
 
@@ -249,12 +253,20 @@ fn spawn(req: &ExecRequest) -> Result<Spawned, ErrorFrame> {
     })
 }
 
+/// The connection's writing half, shared by the output readers and the
+/// session loop; whoever holds it writes whole frames.
+type SharedWriter<T> = Arc<tokio::sync::Mutex<FrameWriter<T>>>;
+
 /// Reads one output stream into frames until end of file.
-async fn pump_output(mut source: Output, stream: StreamId, tx: mpsc::Sender<Frame>) {
+async fn pump_output<T: AsyncWrite>(
+    mut source: Output,
+    stream: StreamId,
+    to_host: SharedWriter<T>,
+) {
     let mut buf = BytesMut::with_capacity(DATA_CHUNK_BYTES);
     let mut scratch = Vec::new();
     loop {
-        // Reclaims the previous chunk's memory once the writer has sent it.
+        // The previous chunk was written and dropped: this reuses its memory.
         buf.reserve(DATA_CHUNK_BYTES);
         let read = match &mut source {
             Output::Pipe(pipe) => pipe.read_buf(&mut (&mut buf).limit(DATA_CHUNK_BYTES)).await,
@@ -275,7 +287,11 @@ async fn pump_output(mut source: Output, stream: StreamId, tx: mpsc::Sender<Fram
             }
         };
         let last = matches!(frame, Frame::Control(_));
-        if tx.send(frame).await.is_err() || last {
+        if let Err(e) = to_host.lock().await.send(frame).await {
+            debug!(?stream, error = %e, "the host no longer takes output");
+            return;
+        }
+        if last {
             return;
         }
     }
@@ -329,13 +345,9 @@ fn exit_status(status: std::io::Result<std::process::ExitStatus>, timed_out: boo
 }
 
 /// Serves one exec request on a connection whose handshake is done.
-pub async fn serve<C>(mut conn: C, req: ExecRequest) -> Result<ExitStatus, ExecError>
+pub async fn serve<T>(mut conn: FramedConn<T>, req: ExecRequest) -> Result<ExitStatus, ExecError>
 where
-    C: Stream<Item = Result<Frame, FrameError>>
-        + Sink<Frame, Error = FrameError>
-        + Unpin
-        + Send
-        + 'static,
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let spawned = match spawn(&req) {
         Ok(spawned) => spawned,
@@ -363,13 +375,13 @@ where
         ExecError::Send(e)
     })?;
 
-    let (sink, mut from_host) = conn.split();
-    let (out_tx, out_rx) = mpsc::channel(OUTPUT_QUEUE_FRAMES);
-    let writer = tokio::spawn(forward_frames(sink, out_rx));
+    let (mut from_host, to_host) = split(conn);
+    let to_host: SharedWriter<T> = Arc::new(tokio::sync::Mutex::new(to_host));
     let readers: Vec<_> = outputs
         .into_iter()
-        .map(|(stream, source)| tokio::spawn(pump_output(source, stream, out_tx.clone())))
+        .map(|(stream, source)| tokio::spawn(pump_output(source, stream, to_host.clone())))
         .collect();
+    let abort_readers: Vec<_> = readers.iter().map(|r| r.abort_handle()).collect();
     let (stdin_tx, stdin_rx) = mpsc::channel(STDIN_QUEUE_FRAMES);
     let stdin_task = tokio::spawn(pump_stdin(input, stdin_rx));
     let mut stdin_tx = Some(stdin_tx);
@@ -427,16 +439,19 @@ where
                     let what = guestcomm_protocol::handshake::describe(&other);
                     signal_group(pgid, Signal::SIGKILL);
                     let frame = ErrorFrame::new(ErrorCode::UnexpectedMessage, format!("unexpected {what} during exec"));
-                    let _ = out_tx.send(Frame::Control(Control::Error(frame))).await;
-                    drop(out_tx);
+                    abort_readers.iter().for_each(|r| r.abort());
                     stdin_task.abort();
-                    let _ = writer.await;
+                    // The readers are gone, so the writer is free unless a write was cut
+                    // short; then the stream is broken anyway and the error is skipped.
+                    if let Ok(mut writer) = to_host.try_lock() {
+                        let _ = writer.send(Frame::Control(Control::Error(frame))).await;
+                    }
                     return Err(ExecError::Protocol(what));
                 }
                 None | Some(Err(_)) => {
                     warn!(pid = pgid.as_raw(), "host went away, killing the process group");
                     signal_group(pgid, Signal::SIGKILL);
-                    writer.abort();
+                    abort_readers.iter().for_each(|r| r.abort());
                     stdin_task.abort();
                     return Err(ExecError::Disconnected);
                 }
@@ -450,13 +465,12 @@ where
     stdin_task.abort();
     let exit = exit_status(status, timed_out);
     info!(pid = pgid.as_raw(), code = ?exit.code, signal = ?exit.signal, timed_out, "command ended");
-    let sent = out_tx.send(Frame::Control(Control::Exited(exit))).await;
-    drop(out_tx);
-    match writer.await {
-        Ok(Ok(())) if sent.is_ok() => {}
-        Ok(Err(e)) => return Err(ExecError::Send(e)),
-        _ => return Err(ExecError::Disconnected),
-    }
+    to_host
+        .lock()
+        .await
+        .send(Frame::Control(Control::Exited(exit)))
+        .await
+        .map_err(ExecError::Send)?;
     // Wait for the host to close first, ignoring anything it still sends.
     let _ = tokio::time::timeout(LINGER_AFTER_EXIT, async {
         while let Some(Ok(_)) = from_host.next().await {}

@@ -3,18 +3,11 @@
 /// Most connections served at once; the next one gets a `resource_limit`
 /// error frame and is closed, and the agent keeps serving the others.
 ///
-/// Each exec connection holds a process, a few pipes and at most
-/// [`OUTPUT_QUEUE_FRAMES`] frames of output; 256 of them stay within a few
-/// tens of MiB even in a small guest.
+/// Each exec connection holds a process, a few pipes and one
+/// [`DATA_CHUNK_BYTES`](guestcomm_protocol::limits::DATA_CHUNK_BYTES) buffer
+/// per output stream; 256 of them stay within ~130 MiB at full load and far
+/// less in practice (buffers grow only as output arrives).
 pub const MAX_CONNECTIONS: usize = 256;
-
-/// Output frames queued between the pipe readers and the socket writer.
-///
-/// Bounds memory per exec to this many
-/// [`DATA_CHUNK_BYTES`](guestcomm_protocol::limits::DATA_CHUNK_BYTES) chunks:
-/// when the host reads slowly the readers stop, the pipes fill and the
-/// guest process blocks on write (back-pressure, not buffering).
-pub const OUTPUT_QUEUE_FRAMES: usize = 4;
 
 /// Stdin chunks queued between the socket reader and the process.
 pub const STDIN_QUEUE_FRAMES: usize = 4;

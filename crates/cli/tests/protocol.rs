@@ -309,3 +309,46 @@ fn a_hostile_agent_gets_the_cli_to_fail_cleanly_not_crash() {
         assert!(!err.contains("panicked"), "{name}: {err}");
     }
 }
+
+#[test]
+fn a_whole_session_sent_in_one_burst_is_served() {
+    // Hello, request, stdin and its end in a single write: the agent must
+    // decode what it buffered during the handshake, not wait for more bytes.
+    let agent = Agent::start();
+    let cat = Call::Exec(ExecRequest {
+        program: "cat".into(),
+        ..Default::default()
+    });
+    let burst = encode(vec![
+        hello(),
+        request(BuiltinService::Exec.id(), cat),
+        Frame::Data(guestcomm_protocol::StreamId::Stdin, "hello".into()),
+        Frame::Control(Control::Eof {
+            stream: guestcomm_protocol::StreamId::Stdin,
+        }),
+    ]);
+    let mut sock = UnixStream::connect(&agent.socket).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    sock.write_all(&burst).unwrap();
+    let mut codec = FrameCodec::new();
+    let mut buf = BytesMut::new();
+    let mut stdout = Vec::new();
+    let status = loop {
+        match codec.decode(&mut buf).unwrap() {
+            Some(Frame::Data(guestcomm_protocol::StreamId::Stdout, data)) => {
+                stdout.extend_from_slice(&data)
+            }
+            Some(Frame::Control(Control::Exited(status))) => break status,
+            Some(_) => {}
+            None => {
+                let mut chunk = [0u8; 4096];
+                let n = sock.read(&mut chunk).unwrap();
+                assert!(n > 0, "connection closed before exited");
+                buf.extend_from_slice(&chunk[..n]);
+            }
+        }
+    };
+    assert_eq!(stdout, b"hello");
+    assert_eq!(status.code, Some(0));
+}

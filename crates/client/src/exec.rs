@@ -10,10 +10,10 @@ use std::io;
 
 use bytes::{BufMut, BytesMut};
 use futures::{SinkExt, StreamExt};
-use guestcomm_protocol::frame::forward_frames;
 use guestcomm_protocol::handshake::describe;
 use guestcomm_protocol::limits::DATA_CHUNK_BYTES;
 use guestcomm_protocol::message::{Call, ErrorFrame, ExecRequest, ExitStatus, Request};
+use guestcomm_protocol::split::{forward_frames, split};
 use guestcomm_protocol::{
     BuiltinService, Control, Frame, FrameCodec, FrameError, StreamId, WindowSize,
 };
@@ -102,9 +102,9 @@ where
         mut stderr,
         input,
     } = io;
-    let (sink, mut from_agent) = conn.split();
+    let (mut from_agent, to_agent) = split(conn);
     let (tx, rx) = mpsc::channel(SEND_QUEUE_FRAMES);
-    let writer = tokio::spawn(forward_frames(sink, rx));
+    let writer = tokio::spawn(forward_frames(to_agent, rx));
     let stdin_task = tokio::spawn(pump_stdin(stdin, tx.clone()));
     let input_task = input.map(|rx| tokio::spawn(pump_input(rx, tx.clone())));
     drop(tx);

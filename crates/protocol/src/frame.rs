@@ -17,8 +17,6 @@
 //! before reserving any memory. Data bodies are never encoded.
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use futures::{Sink, SinkExt};
-use tokio::sync::mpsc;
 use tokio_util::codec::{Decoder, Encoder};
 
 use crate::limits::MAX_FRAME_BYTES;
@@ -115,6 +113,11 @@ impl FrameCodec {
         }
     }
 
+    /// The largest body this codec accepts and emits.
+    pub fn max_frame_bytes(&self) -> usize {
+        self.max_frame_bytes
+    }
+
     /// Lowers (or raises) the largest body this codec accepts and emits.
     pub fn with_max_frame_bytes(mut self, max: usize) -> Self {
         self.max_frame_bytes = max;
@@ -173,24 +176,10 @@ impl Decoder for FrameCodec {
     }
 }
 
-/// Sends every frame queued on `rx` to `sink`, flushing whenever the queue
-/// runs empty, until every sender is gone.
-///
-/// Both sides use it as the single writer of a connection whose frames come
-/// from several tasks (stdout and stderr readers, stdin, control messages):
-/// the bounded queue gives back-pressure, and batching the flushes saves
-/// system calls under load without delaying a lone frame.
-pub async fn forward_frames<S>(mut sink: S, mut rx: mpsc::Receiver<Frame>) -> Result<(), FrameError>
-where
-    S: Sink<Frame, Error = FrameError> + Unpin,
-{
-    while let Some(frame) = rx.recv().await {
-        sink.feed(frame).await?;
-        if rx.is_empty() {
-            sink.flush().await?;
-        }
-    }
-    sink.flush().await
+/// Writes the header of a data frame whose body (`len` bytes) follows.
+pub(crate) fn put_data_header(stream: StreamId, len: usize, dst: &mut BytesMut) {
+    dst.put_u32(len as u32);
+    dst.put_u8(stream.kind());
 }
 
 impl Encoder<Frame> for FrameCodec {
@@ -220,8 +209,7 @@ impl Encoder<Frame> for FrameCodec {
                     });
                 }
                 dst.reserve(HEADER_BYTES + body.len());
-                dst.put_u32(body.len() as u32);
-                dst.put_u8(stream.kind());
+                put_data_header(stream, body.len(), dst);
                 dst.put_slice(&body);
             }
         }

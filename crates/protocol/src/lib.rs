@@ -12,7 +12,8 @@
 //!
 //! Modules: [`frame`] (length-prefixed frames and their codec), [`message`]
 //! (typed control messages), [`handshake`] (steps 2 and its checks),
-//! [`service`] (service GUIDs and their vsock ports), [`limits`] (every bound).
+//! [`service`] (service GUIDs and their vsock ports), [`limits`] (every bound),
+//! [`split`] (a connection as a frame reader and a copy-free frame writer).
 //! `docs/PROTOCOL.md` is the full specification.
 
 pub mod frame;
@@ -20,6 +21,7 @@ pub mod handshake;
 pub mod limits;
 pub mod message;
 pub mod service;
+pub mod split;
 
 pub use frame::{Frame, FrameCodec, FrameError, StreamId};
 pub use handshake::{FramedConn, HandshakeError};
