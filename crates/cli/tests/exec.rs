@@ -263,3 +263,29 @@ fn unreachable_agent_exits_125_naming_the_address() {
     assert_eq!(out.status.code(), Some(125));
     assert!(String::from_utf8_lossy(&out.stderr).contains("nobody.sock"));
 }
+
+#[test]
+fn user_option_runs_the_command_as_that_user() {
+    if !nix::unistd::Uid::effective().is_root() {
+        eprintln!("SKIPPED user_option_runs_the_command_as_that_user: switching users needs root");
+        return;
+    }
+    let agent = Agent::start();
+    let out = agent
+        .exec_cmd(&["-u", "nobody"], &["sh", "-c", "id -u; echo $USER"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let nobody = nix::unistd::User::from_name("nobody").unwrap().unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!("{}\nnobody\n", nobody.uid)
+    );
+    let missing = agent
+        .exec_cmd(&["-u", "no-such-user-guestcomm"], &["true"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(missing.status.code(), Some(126));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("no user \"no-such-user-guestcomm\""));
+}
