@@ -20,12 +20,12 @@ pub fn bin_dir() -> PathBuf {
         .to_path_buf()
 }
 
-/// Path of a workspace binary, which `cargo test --workspace` builds.
+/// Path of a workspace binary (built by `cargo build --workspace --bins`).
 pub fn bin(name: &str) -> PathBuf {
     let path = bin_dir().join(name);
     assert!(
         path.exists(),
-        "{} is missing: run the tests with `cargo test --workspace` so every binary is built",
+        "{} is missing: run `cargo build --workspace --bins` before the tests (scripts/test does)",
         path.display()
     );
     path
