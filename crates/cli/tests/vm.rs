@@ -1,0 +1,333 @@
+//! End to end in a real virtual machine: QEMU (TCG) with a virtio-vsock
+//! device served by vhost-device-vsock, the guest running the real
+//! `guestcomm-agent` on AF_VSOCK inside it, reached from the host through
+//! hybrid vsock (`hvsock-uds://`). The machine's own vsock is never used.
+//!
+//! Needs `scripts/vm/build-image` (target/vm), `qemu-system-x86_64` and
+//! `vhost-device-vsock` (PATH or target/tools/bin). Without them the test
+//! says SKIPPED loudly; with GUESTCOMM_VM_REQUIRED=1 (set by CI) it fails.
+
+// Helpers here are test code too: a panic is a failed test.
+#![allow(clippy::unwrap_used)]
+
+mod util;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// TCG boots in seconds, but a loaded CI machine can be much slower.
+const BOOT_DEADLINE: Duration = Duration::from_secs(240);
+/// Any single command in the guest; generous for TCG under load.
+const COMMAND_DEADLINE: Duration = Duration::from_secs(180);
+
+fn find_tool(name: &str) -> Option<PathBuf> {
+    let local = util::bin_dir().join("../tools/bin").join(name);
+    if local.exists() {
+        return Some(local);
+    }
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join(name))
+            .find(|p| p.exists())
+    })
+}
+
+/// A booted test VM; QEMU and the vsock backend are killed by PID on drop.
+struct Vm {
+    qemu: Child,
+    backend: Child,
+    dir: tempfile::TempDir,
+}
+
+impl Drop for Vm {
+    fn drop(&mut self) {
+        for child in [&mut self.qemu, &mut self.backend] {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Vm {
+    /// Boots the VM, or returns why it cannot be booted here.
+    fn boot() -> Result<Vm, String> {
+        let images = std::env::var_os("GUESTCOMM_VM_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| util::bin_dir().join("../vm"));
+        let kernel = images.join("vmlinuz");
+        let initrd = images.join("initramfs.cpio.gz");
+        if !kernel.exists() || !initrd.exists() {
+            return Err(format!(
+                "no VM image in {} (run scripts/vm/build-image)",
+                images.display()
+            ));
+        }
+        let qemu_bin = find_tool("qemu-system-x86_64").ok_or("qemu-system-x86_64 not installed")?;
+        let backend_bin =
+            find_tool("vhost-device-vsock").ok_or("vhost-device-vsock not installed")?;
+        let dir = tempfile::tempdir().unwrap();
+        let vhost = dir.path().join("vhost.sock");
+        let uds = dir.path().join("vm.vsock");
+        let log = |name: &str| Stdio::from(std::fs::File::create(dir.path().join(name)).unwrap());
+        let mut backend = Command::new(backend_bin)
+            .args(["--guest-cid", "3", "--socket"])
+            .arg(&vhost)
+            .arg("--uds-path")
+            .arg(&uds)
+            .stdout(log("backend.log"))
+            .stderr(log("backend.err"))
+            .spawn()
+            .map_err(|e| format!("cannot start vhost-device-vsock: {e}"))?;
+        if !util::wait_until(Duration::from_secs(30), || vhost.exists()) {
+            let _ = backend.kill();
+            let _ = backend.wait();
+            return Err("vhost-device-vsock did not create its socket".into());
+        }
+        let qemu = Command::new(qemu_bin)
+            .args([
+                "-accel",
+                "tcg",
+                "-M",
+                "q35",
+                "-m",
+                "256",
+                "-nographic",
+                "-no-reboot",
+            ])
+            .arg("-kernel")
+            .arg(&kernel)
+            .arg("-initrd")
+            .arg(&initrd)
+            .args(["-append", "console=ttyS0 quiet panic=-1"])
+            .args([
+                "-object",
+                "memory-backend-memfd,id=mem,size=256M,share=on",
+                "-numa",
+                "node,memdev=mem",
+            ])
+            .arg("-chardev")
+            .arg(format!("socket,id=vsock0,path={}", vhost.display()))
+            .args(["-device", "vhost-user-vsock-pci,chardev=vsock0"])
+            .stdin(Stdio::null())
+            .stdout(log("console.log"))
+            .stderr(log("qemu.err"))
+            .spawn();
+        let qemu = match qemu {
+            Ok(q) => q,
+            Err(e) => {
+                let _ = backend.kill();
+                let _ = backend.wait();
+                return Err(format!("cannot start QEMU: {e}"));
+            }
+        };
+        let mut vm = Vm { qemu, backend, dir };
+        let deadline = Instant::now() + BOOT_DEADLINE;
+        loop {
+            let probe = vm.run(&["-n"], &["true"]);
+            if probe.status.success() {
+                return Ok(vm);
+            }
+            if let Ok(Some(status)) = vm.qemu.try_wait() {
+                panic!(
+                    "QEMU exited during boot ({status}); console:\n{}",
+                    vm.console()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the guest agent did not answer within {BOOT_DEADLINE:?}; console:\n{}",
+                vm.console()
+            );
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+
+    fn addr(&self) -> String {
+        format!(
+            "hvsock-uds://{}",
+            self.dir.path().join("vm.vsock").display()
+        )
+    }
+
+    fn console(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("console.log")).unwrap_or_default()
+    }
+
+    fn exec_cmd(&self, opts: &[&str], cmd: &[&str]) -> Command {
+        let mut c = Command::new(util::bin("guestcomm"));
+        c.arg("exec")
+            .args(opts)
+            .arg(self.addr())
+            .arg("--")
+            .args(cmd);
+        c
+    }
+
+    /// Runs a command in the guest with a deadline (the vsock backend has a
+    /// known stall with two-way bulk traffic under load: see TOOLCHAIN.md).
+    fn run_with(&self, mut cmd: Command, stdin: Option<Vec<u8>>) -> Output {
+        cmd.stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+        let mut child = cmd.spawn().unwrap();
+        let feeder = stdin.map(|data| {
+            let mut pipe = child.stdin.take().unwrap();
+            std::thread::spawn(move || std::io::Write::write_all(&mut pipe, &data))
+        });
+        let pid = child.id();
+        let (finished, wait_for_finish) = std::sync::mpsc::channel::<()>();
+        let watchdog = std::thread::spawn(move || {
+            // Kill only while the child is certainly unreaped (ours): the
+            // main thread signals before it reaps.
+            if wait_for_finish.recv_timeout(COMMAND_DEADLINE).is_err() {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid as i32),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        });
+        let stdout = child.stdout.take().unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let read_all = |mut r: Box<dyn std::io::Read + Send>| {
+            std::thread::spawn(move || {
+                let mut buf = Vec::new();
+                let _ = r.read_to_end(&mut buf);
+                buf
+            })
+        };
+        let (out_reader, err_reader) = (read_all(Box::new(stdout)), read_all(Box::new(stderr)));
+        let (stdout, stderr) = (out_reader.join().unwrap(), err_reader.join().unwrap());
+        // Output closed: the CLI is exiting. Stop the watchdog, then reap.
+        let _ = finished.send(());
+        watchdog.join().unwrap();
+        let status = child.wait().unwrap();
+        let out = Output {
+            status,
+            stdout,
+            stderr,
+        };
+        if let Some(f) = feeder {
+            let _ = f.join();
+        }
+        out
+    }
+
+    fn run(&self, opts: &[&str], cmd: &[&str]) -> Output {
+        self.run_with(self.exec_cmd(opts, cmd), None)
+    }
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn exec_in_a_real_vm_over_virtio_vsock() {
+    let vm = match Vm::boot() {
+        Ok(vm) => vm,
+        Err(why) => {
+            if std::env::var_os("GUESTCOMM_VM_REQUIRED").is_some() {
+                panic!("VM tests required but cannot run: {why}");
+            }
+            eprintln!("\n*** SKIPPED exec_in_a_real_vm_over_virtio_vsock: {why} ***\n");
+            return;
+        }
+    };
+    let show = |p: &Path| p.display().to_string();
+    eprintln!("VM up; logs in {}", show(vm.dir.path()));
+
+    // It is the guest: its own kernel and hostname.
+    let uname = vm.run(&["-n"], &["uname", "-nr"]);
+    assert_eq!(uname.status.code(), Some(0), "{}", text(&uname.stderr));
+    assert!(
+        text(&uname.stdout).starts_with("guestcomm-test-vm "),
+        "{}",
+        text(&uname.stdout)
+    );
+
+    // Exit codes, signals, missing commands.
+    for code in [0, 1, 7] {
+        let out = vm.run(&["-n"], &["sh", "-c", &format!("exit {code}")]);
+        assert_eq!(out.status.code(), Some(code));
+    }
+    assert_eq!(
+        vm.run(&["-n"], &["sh", "-c", "kill -TERM $$"])
+            .status
+            .code(),
+        Some(143)
+    );
+    let missing = vm.run(&["-n"], &["no-such-command"]);
+    assert_eq!(
+        missing.status.code(),
+        Some(127),
+        "{}",
+        text(&missing.stderr)
+    );
+
+    // stdout and stderr apart and byte-exact, 20 MB of stdout.
+    let script = "yes guestcomm-vsock | head -c 20000000; echo on-stderr >&2";
+    let out = vm.run(&["-n"], &["sh", "-c", script]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let expected: Vec<u8> = b"guestcomm-vsock\n"
+        .iter()
+        .copied()
+        .cycle()
+        .take(20_000_000)
+        .collect();
+    assert!(
+        out.stdout == expected,
+        "stdout differs ({} bytes)",
+        out.stdout.len()
+    );
+    assert_eq!(text(&out.stderr), "on-stderr\n");
+
+    // stdin through, end of file included (small: two-way bulk can stall the backend).
+    let input = util::pseudo_random(64 * 1024, 9);
+    let cat = vm.run_with(
+        vm.exec_cmd(&[], &["sh", "-c", "cat; echo END"]),
+        Some(input.clone()),
+    );
+    let mut want = input;
+    want.extend_from_slice(b"END\n");
+    assert!(
+        cat.stdout == want,
+        "cat output differs ({} bytes)",
+        cat.stdout.len()
+    );
+
+    // A terminal, another user, environment and working directory.
+    let tty = vm.run(&["-n", "-t"], &["tty"]);
+    assert!(
+        text(&tty.stdout).trim().starts_with("/dev/pts/"),
+        "{}",
+        text(&tty.stdout)
+    );
+    let nobody = vm.run(&["-n", "-u", "nobody"], &["id", "-u"]);
+    assert_eq!(text(&nobody.stdout), "65534\n");
+    let env = vm.run(
+        &["-n", "-e", "X=from-host", "-w", "/tmp"],
+        &["sh", "-c", "echo $X $(pwd)"],
+    );
+    assert_eq!(text(&env.stdout), "from-host /tmp\n");
+
+    // Concurrency over one vsock device.
+    let children: Vec<_> = (0..10)
+        .map(|i| {
+            vm.exec_cmd(&["-n"], &["sh", "-c", &format!("echo vm-job-{i}")])
+                .stdout(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for (i, child) in children.into_iter().enumerate() {
+        assert_eq!(
+            text(&child.wait_with_output().unwrap().stdout),
+            format!("vm-job-{i}\n")
+        );
+    }
+}
