@@ -352,3 +352,47 @@ fn a_whole_session_sent_in_one_burst_is_served() {
     assert_eq!(stdout, b"hello");
     assert_eq!(status.code, Some(0));
 }
+
+#[tokio::test]
+async fn ctrl_c_typed_into_the_pty_interrupts_the_guest_program() {
+    let agent = Agent::start();
+    let addr = agent.addr().parse().unwrap();
+    let session = guestcomm_client::connect(&addr, "test").await.unwrap();
+    let (mut keyboard, cmd_stdin) = tokio::io::duplex(1024);
+    let req = ExecRequest {
+        program: "sh".into(),
+        args: vec![
+            "-c".into(),
+            "trap 'exit 42' INT; echo ready; while :; do sleep 0.05; done".into(),
+        ],
+        tty: Some(WindowSize { rows: 24, cols: 80 }),
+        ..Default::default()
+    };
+    let (out_w, mut out_r) = tokio::io::duplex(1 << 20);
+    let io = guestcomm_client::ExecIo {
+        stdin: Some(cmd_stdin),
+        stdout: out_w,
+        stderr: tokio::io::sink(),
+        input: None,
+    };
+    let run = tokio::spawn(guestcomm_client::exec(session.conn, req, io, |_| {}));
+    let mut seen = Vec::new();
+    while !String::from_utf8_lossy(&seen).contains("ready") {
+        let mut buf = [0u8; 256];
+        let n = tokio::io::AsyncReadExt::read(&mut out_r, &mut buf)
+            .await
+            .unwrap();
+        assert!(
+            n > 0,
+            "output ended early: {:?}",
+            String::from_utf8_lossy(&seen)
+        );
+        seen.extend_from_slice(&buf[..n]);
+    }
+    // What a raw-mode local terminal sends for Ctrl-C: the byte 0x03.
+    tokio::io::AsyncWriteExt::write_all(&mut keyboard, b"\x03")
+        .await
+        .unwrap();
+    let status = run.await.unwrap().unwrap();
+    assert_eq!(status.code, Some(42));
+}
