@@ -396,3 +396,28 @@ async fn ctrl_c_typed_into_the_pty_interrupts_the_guest_program() {
     let status = run.await.unwrap().unwrap();
     assert_eq!(status.code, Some(42));
 }
+
+#[test]
+fn at_the_connection_cap_newcomers_are_refused_and_service_resumes() {
+    let agent = Agent::start_with(&["--max-connections", "2"]);
+    let held: Vec<_> = (0..2)
+        .map(|_| UnixStream::connect(&agent.socket).unwrap())
+        .collect();
+    // Both slots are taken once the agent accepted them; a third is refused with a reason.
+    let refused = util::wait_until(Duration::from_secs(30), || {
+        let frames = exchange(&agent, b"", true);
+        matches!(frames.last(), Some(Frame::Control(Control::Error(e))) if e.code == ErrorCode::ResourceLimit)
+    });
+    assert!(
+        refused,
+        "a third connection was not refused with resource_limit"
+    );
+    drop(held);
+    let served = util::wait_until(Duration::from_secs(30), || {
+        agent.exec(&["true"]).status.success()
+    });
+    assert!(
+        served,
+        "the agent did not serve again after connections closed"
+    );
+}
