@@ -14,4 +14,4 @@ pub mod pty;
 pub mod server;
 pub mod user;
 
-pub use server::{Agent, AgentConfig};
+pub use server::{Agent, AgentConfig, BindError, ConfigError};

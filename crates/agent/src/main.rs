@@ -36,6 +36,11 @@ struct Args {
     #[arg(long)]
     allow_any_peer: bool,
 
+    /// This VM's credentials file (see `guestcomm identity new`): every
+    /// client must then prove it holds the same key. Required on vsock.
+    #[arg(long, value_name = "FILE")]
+    credentials: Option<std::path::PathBuf>,
+
     /// Most connections served at once.
     #[arg(long, value_name = "N", default_value_t = guestcomm_agent::limits::MAX_CONNECTIONS)]
     max_connections: usize,
@@ -62,6 +67,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let mut config = AgentConfig::new(args.listen);
     config.peer_filter = PeerCidFilter::host_and(&args.allow_peer_cid, args.allow_any_peer);
     config.max_connections = args.max_connections.max(1);
+    if let Some(path) = &args.credentials {
+        config.psk = Some(
+            guestcomm_protocol::auth::load_credentials(path)
+                .context("failed to load credentials")?,
+        );
+    } else {
+        tracing::warn!("no --credentials: serving unauthenticated clients, on unix:// and loopback tcp:// only");
+    }
     let agent = Agent::bind(config).await.context("failed to start")?;
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("failed to install the SIGTERM handler")?;

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
+use guestcomm_protocol::auth::{Psk, AUTH_PSK};
 use guestcomm_protocol::handshake::{self, ServerOffer, AUTH_NONE};
 use guestcomm_protocol::limits::HANDSHAKE_TIMEOUT_MS;
 use guestcomm_protocol::message::{Call, ErrorCode, ErrorFrame, Request};
@@ -38,6 +39,16 @@ pub struct AgentConfig {
     pub peer_filter: PeerCidFilter,
     /// Most connections served at once.
     pub max_connections: usize,
+    /// The VM's key: when set, every client must prove it holds it.
+    pub psk: Option<Psk>,
+}
+
+/// Why a configuration is refused before anything is opened.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// vsock without credentials would let any host user in.
+    #[error("refusing to listen on {0} without --credentials: on a KVM host any local user can connect to a guest's vsock; give --credentials FILE (create one with `guestcomm identity new FILE`), or listen on unix:// or tcp://127.0.0.1 only")]
+    VsockWithoutCredentials(String),
 }
 
 impl AgentConfig {
@@ -47,8 +58,35 @@ impl AgentConfig {
             listen,
             peer_filter: PeerCidFilter::default(),
             max_connections: MAX_CONNECTIONS,
+            psk: None,
         }
     }
+
+    /// Checks the configuration before any socket is opened: vsock needs
+    /// credentials (Unix sockets have file modes, TCP is loopback only).
+    pub fn check(&self) -> Result<(), ConfigError> {
+        if self.psk.is_none() {
+            if let Some(addr) = self
+                .listen
+                .iter()
+                .find(|a| matches!(a, Address::Vsock { .. }))
+            {
+                return Err(ConfigError::VsockWithoutCredentials(addr.to_string()));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Why the agent could not start serving.
+#[derive(Debug, thiserror::Error)]
+pub enum BindError {
+    /// The configuration is refused.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// A listen address could not be opened.
+    #[error(transparent)]
+    Listen(#[from] ListenError),
 }
 
 /// A bound agent, ready to serve.
@@ -63,8 +101,10 @@ pub fn agent_name() -> String {
 }
 
 impl Agent {
-    /// Opens every listen address; fails on the first that cannot be opened.
-    pub async fn bind(config: AgentConfig) -> Result<Self, ListenError> {
+    /// Checks the configuration, then opens every listen address; fails on
+    /// the first that cannot be opened.
+    pub async fn bind(config: AgentConfig) -> Result<Self, BindError> {
+        config.check()?;
         let mut listeners = Vec::with_capacity(config.listen.len());
         for addr in &config.listen {
             listeners.push(Listener::bind(addr).await?);
@@ -83,10 +123,16 @@ impl Agent {
     /// Serves until the task is dropped.
     pub async fn run(self) {
         let slots = Arc::new(Semaphore::new(self.config.max_connections));
+        let auth = if self.config.psk.is_some() {
+            AUTH_PSK
+        } else {
+            AUTH_NONE
+        };
         let offer = Arc::new(ServerOffer {
             features: vec!["exec".into(), "pty".into()],
-            auth: vec![AUTH_NONE.into()],
+            auth: vec![auth.into()],
             agent: agent_name(),
+            psk: self.config.psk.clone(),
         });
         let filter = Arc::new(self.config.peer_filter.clone());
         let mut loops = tokio::task::JoinSet::new();
@@ -220,5 +266,32 @@ async fn read_request(conn: &mut FramedConn<Stream>) -> Result<Request, ErrorFra
             ErrorCode::UnexpectedMessage,
             format!("expected a request, got {}", handshake::describe(&other)),
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vsock_without_credentials_is_refused_before_binding() {
+        let config = AgentConfig::new(vec!["vsock://any:18243".parse().unwrap()]);
+        let err = config.check().unwrap_err().to_string();
+        assert!(
+            err.contains("--credentials") && err.contains("vsock://any:18243"),
+            "{err}"
+        );
+        let mut keyed = config.clone();
+        keyed.psk = Some(Psk::generate().unwrap());
+        assert!(keyed.check().is_ok());
+    }
+
+    #[test]
+    fn unix_and_loopback_tcp_work_without_credentials() {
+        let config = AgentConfig::new(vec![
+            "unix:///run/a.sock".parse().unwrap(),
+            "tcp://127.0.0.1:1".parse().unwrap(),
+        ]);
+        assert!(config.check().is_ok());
     }
 }

@@ -40,10 +40,16 @@ pub struct Cli {
 pub enum Command {
     /// Run a command in the guest, streaming stdin, stdout and stderr.
     Exec(commands::exec::ExecArgs),
+    /// Create keys that authenticate host and agent to each other.
+    Identity(commands::identity::IdentityArgs),
 }
 
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> ExitCode {
+    let command = match cli.command {
+        Command::Identity(args) => return commands::identity::run(args),
+        command => command,
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -55,8 +61,9 @@ pub fn run(cli: Cli) -> ExitCode {
         }
     };
     let code = runtime.block_on(async {
-        match cli.command {
+        match command {
             Command::Exec(args) => commands::exec::run(args, cli.api.as_deref()).await,
+            Command::Identity(_) => unreachable!("handled without a runtime"),
         }
     });
     // Stdin is read on a blocking thread that may sit in read(2) forever;

@@ -38,6 +38,8 @@ struct Vm {
     qemu: Child,
     backend: Child,
     dir: tempfile::TempDir,
+    /// The VM's key, which its agent requires (built by scripts/vm/build-image).
+    identity: PathBuf,
 }
 
 impl Drop for Vm {
@@ -121,7 +123,12 @@ impl Vm {
                 return Err(format!("cannot start QEMU: {e}"));
             }
         };
-        let mut vm = Vm { qemu, backend, dir };
+        let mut vm = Vm {
+            qemu,
+            backend,
+            dir,
+            identity: images.join("credentials"),
+        };
         let deadline = Instant::now() + BOOT_DEADLINE;
         loop {
             let probe = vm.run(&["-n"], &["true"]);
@@ -156,11 +163,8 @@ impl Vm {
 
     fn exec_cmd(&self, opts: &[&str], cmd: &[&str]) -> Command {
         let mut c = Command::new(util::bin("guestcomm"));
-        c.arg("exec")
-            .args(opts)
-            .arg(self.addr())
-            .arg("--")
-            .args(cmd);
+        c.arg("exec").arg("--identity").arg(&self.identity);
+        c.args(opts).arg(self.addr()).arg("--").args(cmd);
         c
     }
 
@@ -240,6 +244,17 @@ fn exec_in_a_real_vm_over_virtio_vsock() {
     };
     let show = |p: &Path| p.display().to_string();
     eprintln!("VM up; logs in {}", show(vm.dir.path()));
+
+    // The agent is on vsock, so it requires the VM's key.
+    let mut anonymous = Command::new(util::bin("guestcomm"));
+    anonymous.args(["exec", "-n", &vm.addr(), "--", "true"]);
+    let refused = vm.run_with(anonymous, None);
+    assert_eq!(refused.status.code(), Some(125));
+    assert!(
+        text(&refused.stderr).contains("auth_required"),
+        "{}",
+        text(&refused.stderr)
+    );
 
     // It is the guest: its own kernel and hostname.
     let uname = vm.run(&["-n"], &["uname", "-nr"]);

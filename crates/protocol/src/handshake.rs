@@ -3,15 +3,16 @@
 //! ```text
 //! client                                   server (agent)
 //!   | -- Hello {protocol, version, auth} -->  |  major versions must match
-//!   |                                         |  (auth exchange: reserved)
+//!   | <-- AuthChallenge {nonce, proof} -----  |  only with psk-hmac-sha256
+//!   | -- AuthResponse {proof} ------------->  |  (see crate::auth)
 //!   | <-- Welcome {version, features} ------  |  or Error {code}, then close
 //!   | -- Request {service, call} ---------->  |
 //! ```
 //!
 //! Both sides bound the whole handshake by
-//! [`HANDSHAKE_TIMEOUT_MS`](crate::limits::HANDSHAKE_TIMEOUT_MS). Mutual
-//! authentication will slot in between Hello and Welcome (see
-//! `docs/PROTOCOL.md`); a peer offering only `"none"` keeps working unchanged.
+//! [`HANDSHAKE_TIMEOUT_MS`](crate::limits::HANDSHAKE_TIMEOUT_MS). A client
+//! holding a key offers only `psk-hmac-sha256`, so a server cannot downgrade
+//! it to `"none"`.
 
 use std::time::Duration;
 
@@ -19,6 +20,7 @@ use futures::{SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::codec::Framed;
 
+use crate::auth::{self, Psk, Transcript, AUTH_PSK};
 use crate::frame::{Frame, FrameCodec, FrameError};
 use crate::limits::HANDSHAKE_TIMEOUT_MS;
 use crate::message::{Control, ErrorCode, ErrorFrame, Hello, ProtocolVersion, Welcome};
@@ -66,6 +68,12 @@ pub enum HandshakeError {
         /// The peer's version.
         theirs: ProtocolVersion,
     },
+    /// The peer's proof of the key did not verify (or was missing).
+    #[error("authentication failed: {0}")]
+    AuthFailed(String),
+    /// No randomness for a nonce.
+    #[error("authentication unavailable")]
+    Auth(#[from] auth::AuthError),
     /// No authentication method offered is accepted.
     #[error("no common authentication method: the client offered {offered:?}, this side accepts {accepted:?}")]
     NoCommonAuth {
@@ -85,6 +93,8 @@ impl HandshakeError {
             Self::Unexpected { .. } | Self::NotGuestcomm(_) => ErrorCode::UnexpectedMessage,
             Self::UnsupportedVersion { .. } => ErrorCode::UnsupportedVersion,
             Self::NoCommonAuth { .. } => ErrorCode::AuthRequired,
+            Self::AuthFailed(_) => ErrorCode::AuthFailed,
+            Self::Auth(_) => ErrorCode::Internal,
             Self::Closed | Self::Rejected(_) => return None,
         };
         Some(ErrorFrame::new(code, error_chain(self)))
@@ -129,6 +139,8 @@ pub struct ServerOffer {
     pub auth: Vec<String>,
     /// Name and version for Welcome.
     pub agent: String,
+    /// The key for `psk-hmac-sha256`, when the server has one.
+    pub psk: Option<Psk>,
 }
 
 /// Receives one frame, turning end-of-stream into [`HandshakeError::Closed`].
@@ -142,19 +154,64 @@ where
     }
 }
 
-/// Client side: sends `hello`, waits for Welcome.
+/// Client side: sends `hello`, authenticates with `psk` if given (offering
+/// nothing else), waits for Welcome.
 pub async fn client_handshake<T>(
     conn: &mut FramedConn<T>,
-    hello: Hello,
+    mut hello: Hello,
+    psk: Option<&Psk>,
 ) -> Result<Welcome, HandshakeError>
 where
     T: AsyncRead + AsyncWrite + Unpin,
 {
+    let client_nonce = match psk {
+        Some(_) => {
+            let nonce = auth::nonce()?;
+            hello.auth = vec![AUTH_PSK.into()];
+            hello.auth_nonce = Some(nonce.clone());
+            Some(nonce)
+        }
+        None => None,
+    };
+    let offered = hello.auth.clone();
+    let version = hello.version;
     let exchange = async {
         conn.send(Frame::Control(Control::Hello(hello)))
             .await
             .map_err(HandshakeError::Frame)?;
-        match next_frame(conn).await? {
+        let mut frame = next_frame(conn).await?;
+        if let Frame::Control(Control::AuthChallenge { nonce, proof, .. }) = &frame {
+            let (Some(psk), Some(client_nonce)) = (psk, &client_nonce) else {
+                return Err(HandshakeError::Unexpected {
+                    expected: "welcome",
+                    got: "an authentication challenge (this client has no key)".into(),
+                });
+            };
+            let transcript = Transcript {
+                client_nonce,
+                server_nonce: nonce,
+                offered: &offered,
+                version,
+            };
+            if auth::check_nonce(nonce).is_err() || !psk.verify_server(&transcript, proof) {
+                let err = HandshakeError::AuthFailed(
+                    "the agent could not prove it holds this VM's key (wrong credentials file?)"
+                        .into(),
+                );
+                let frame = ErrorFrame::new(ErrorCode::AuthFailed, error_chain(&err));
+                let _ = conn.send(Frame::Control(Control::Error(frame))).await;
+                return Err(err);
+            }
+            let proof = psk.client_proof(&transcript);
+            conn.send(Frame::Control(Control::AuthResponse { proof }))
+                .await?;
+            frame = next_frame(conn).await?;
+        } else if psk.is_some() && matches!(frame, Frame::Control(Control::Welcome(_))) {
+            return Err(HandshakeError::AuthFailed(
+                "the agent accepted the connection without proving it holds the key".into(),
+            ));
+        }
+        match frame {
             Frame::Control(Control::Welcome(welcome)) => {
                 if welcome.version.major != ProtocolVersion::CURRENT.major {
                     return Err(HandshakeError::UnsupportedVersion {
@@ -172,6 +229,51 @@ where
         }
     };
     with_deadline(exchange).await
+}
+
+/// Server side of `psk-hmac-sha256`: challenge, then check the response.
+async fn authenticate_client<T>(
+    conn: &mut FramedConn<T>,
+    hello: &Hello,
+    psk: &Psk,
+) -> Result<(), HandshakeError>
+where
+    T: AsyncRead + AsyncWrite + Unpin,
+{
+    let Some(client_nonce) = hello.auth_nonce.as_deref() else {
+        return Err(HandshakeError::AuthFailed(
+            "the hello carries no auth_nonce".into(),
+        ));
+    };
+    auth::check_nonce(client_nonce).map_err(|e| HandshakeError::AuthFailed(e.to_string()))?;
+    let server_nonce = auth::nonce()?;
+    let transcript = Transcript {
+        client_nonce,
+        server_nonce: &server_nonce,
+        offered: &hello.auth,
+        version: hello.version,
+    };
+    let challenge = Control::AuthChallenge {
+        method: AUTH_PSK.into(),
+        nonce: server_nonce.clone(),
+        proof: psk.server_proof(&transcript),
+    };
+    conn.send(Frame::Control(challenge)).await?;
+    match next_frame(conn).await? {
+        Frame::Control(Control::AuthResponse { proof })
+            if psk.verify_client(&transcript, &proof) =>
+        {
+            Ok(())
+        }
+        Frame::Control(Control::AuthResponse { .. }) => Err(HandshakeError::AuthFailed(
+            "the client's proof does not match this agent's key (wrong credentials?)".into(),
+        )),
+        Frame::Control(Control::Error(e)) => Err(HandshakeError::Rejected(e)),
+        other => Err(HandshakeError::Unexpected {
+            expected: "auth_response",
+            got: describe(&other),
+        }),
+    }
 }
 
 /// Server side: reads Hello, answers Welcome or an error frame.
@@ -210,6 +312,12 @@ where
                 accepted: offer.auth.clone(),
             });
         };
+        if auth == AUTH_PSK {
+            let Some(psk) = &offer.psk else {
+                return Err(HandshakeError::AuthFailed("this side has no key".into()));
+            };
+            authenticate_client(conn, &hello, psk).await?;
+        }
         let welcome = Welcome {
             version: hello.version.min(ProtocolVersion::CURRENT),
             features: offer.features.clone(),
@@ -247,6 +355,7 @@ pub fn default_hello(client: impl Into<String>) -> Hello {
         features: vec!["exec".into(), "pty".into()],
         auth: vec![AUTH_NONE.into()],
         client: client.into(),
+        auth_nonce: None,
     }
 }
 
@@ -260,7 +369,133 @@ mod tests {
             features: vec!["exec".into()],
             auth: vec![AUTH_NONE.into()],
             agent: "test-agent".into(),
+            psk: None,
         }
+    }
+
+    fn psk_offer(psk: &Psk) -> ServerOffer {
+        ServerOffer {
+            auth: vec![AUTH_PSK.into()],
+            psk: Some(psk.clone()),
+            ..offer()
+        }
+    }
+
+    /// Runs both sides over an in-memory pipe.
+    async fn both(
+        server_offer: ServerOffer,
+        client_psk: Option<Psk>,
+    ) -> (
+        Result<Welcome, HandshakeError>,
+        Result<(Hello, Welcome), HandshakeError>,
+    ) {
+        let (a, b) = duplex(4096);
+        let server = tokio::spawn(async move {
+            let mut conn = Framed::new(b, FrameCodec::new());
+            server_handshake(&mut conn, &server_offer).await
+        });
+        let mut conn = Framed::new(a, FrameCodec::new());
+        let client = client_handshake(&mut conn, default_hello("t"), client_psk.as_ref()).await;
+        (client, server.await.unwrap())
+    }
+
+    #[tokio::test]
+    async fn both_sides_with_the_same_key_authenticate() {
+        let key = Psk::generate().unwrap();
+        let (client, server) = both(psk_offer(&key), Some(key)).await;
+        assert_eq!(client.unwrap().auth, AUTH_PSK);
+        assert_eq!(server.unwrap().1.auth, AUTH_PSK);
+    }
+
+    #[tokio::test]
+    async fn a_client_with_the_wrong_key_is_refused_by_both_sides() {
+        let (client, server) = both(
+            psk_offer(&Psk::generate().unwrap()),
+            Some(Psk::generate().unwrap()),
+        )
+        .await;
+        // The client detects the agent's proof does not match its key first.
+        assert!(
+            matches!(client, Err(HandshakeError::AuthFailed(_))),
+            "{client:?}"
+        );
+        assert!(server.is_err());
+    }
+
+    #[tokio::test]
+    async fn a_client_without_a_key_gets_auth_required() {
+        let (client, server) = both(psk_offer(&Psk::generate().unwrap()), None).await;
+        let Err(HandshakeError::Rejected(frame)) = client else {
+            panic!("expected a rejection, got {client:?}")
+        };
+        assert_eq!(frame.code, ErrorCode::AuthRequired);
+        assert!(matches!(server, Err(HandshakeError::NoCommonAuth { .. })));
+    }
+
+    #[tokio::test]
+    async fn a_client_with_a_key_refuses_an_agent_without_one() {
+        let (client, _) = both(offer(), Some(Psk::generate().unwrap())).await;
+        // The agent accepts only "none", which a keyed client never offers.
+        let Err(HandshakeError::Rejected(frame)) = client else {
+            panic!("expected a rejection, got {client:?}")
+        };
+        assert_eq!(frame.code, ErrorCode::AuthRequired);
+    }
+
+    #[tokio::test]
+    async fn a_replayed_handshake_does_not_authenticate() {
+        use tokio_util::codec::Encoder;
+        let key = Psk::generate().unwrap();
+        // Record what a genuine client sends to a genuine server.
+        let (a, b) = duplex(4096);
+        let offer_for_server = psk_offer(&key);
+        let server = tokio::spawn(async move {
+            let mut conn = Framed::new(b, FrameCodec::new());
+            server_handshake(&mut conn, &offer_for_server).await
+        });
+        let mut recorded = Vec::new();
+        let mut conn = Framed::new(a, FrameCodec::new());
+        let mut hello = default_hello("t");
+        let nonce = auth::nonce().unwrap();
+        hello.auth = vec![AUTH_PSK.into()];
+        hello.auth_nonce = Some(nonce.clone());
+        recorded.push(Frame::Control(Control::Hello(hello.clone())));
+        conn.send(Frame::Control(Control::Hello(hello.clone())))
+            .await
+            .unwrap();
+        let Some(Ok(Frame::Control(Control::AuthChallenge { nonce: ns, .. }))) = conn.next().await
+        else {
+            panic!("no challenge")
+        };
+        let t = Transcript {
+            client_nonce: &nonce,
+            server_nonce: &ns,
+            offered: &hello.auth,
+            version: hello.version,
+        };
+        let response = Frame::Control(Control::AuthResponse {
+            proof: key.client_proof(&t),
+        });
+        recorded.push(response.clone());
+        conn.send(response).await.unwrap();
+        assert!(
+            server.await.unwrap().is_ok(),
+            "the genuine handshake must pass"
+        );
+        // Replay the recorded bytes to a new connection: a fresh server nonce defeats it.
+        let (mut a, b) = duplex(4096);
+        let offer_for_server = psk_offer(&key);
+        let server = tokio::spawn(async move {
+            let mut conn = Framed::new(b, FrameCodec::new());
+            server_handshake(&mut conn, &offer_for_server).await
+        });
+        let mut wire = bytes::BytesMut::new();
+        for frame in recorded {
+            FrameCodec::new().encode(frame, &mut wire).unwrap();
+        }
+        a.write_all(&wire).await.unwrap();
+        let err = server.await.unwrap().unwrap_err();
+        assert!(matches!(err, HandshakeError::AuthFailed(_)), "{err}");
     }
 
     #[tokio::test]
@@ -271,7 +506,7 @@ mod tests {
             server_handshake(&mut conn, &offer()).await
         });
         let mut conn = Framed::new(a, FrameCodec::new());
-        let welcome = client_handshake(&mut conn, default_hello("t"))
+        let welcome = client_handshake(&mut conn, default_hello("t"), None)
             .await
             .unwrap();
         assert_eq!(welcome.version, ProtocolVersion::CURRENT);
@@ -290,7 +525,7 @@ mod tests {
         let mut conn = Framed::new(a, FrameCodec::new());
         let mut hello = default_hello("t");
         hello.version = ProtocolVersion { major: 9, minor: 0 };
-        let err = client_handshake(&mut conn, hello).await.unwrap_err();
+        let err = client_handshake(&mut conn, hello, None).await.unwrap_err();
         let HandshakeError::Rejected(frame) = err else {
             panic!("expected a rejection, got {err}")
         };
@@ -316,7 +551,7 @@ mod tests {
         let mut conn = Framed::new(a, FrameCodec::new());
         let mut hello = default_hello("t");
         hello.auth = vec!["psk-hmac-sha256".into()];
-        let err = client_handshake(&mut conn, hello).await.unwrap_err();
+        let err = client_handshake(&mut conn, hello, None).await.unwrap_err();
         let HandshakeError::Rejected(frame) = err else {
             panic!("expected a rejection, got {err}")
         };

@@ -16,6 +16,7 @@
 //! [`split`] (a connection as a frame reader and a copy-free frame writer).
 //! `docs/PROTOCOL.md` is the full specification.
 
+pub mod auth;
 pub mod frame;
 pub mod handshake;
 pub mod limits;

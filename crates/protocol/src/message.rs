@@ -58,6 +58,21 @@ pub enum Control {
     Hello(Hello),
     /// Server to client: handshake accepted.
     Welcome(Welcome),
+    /// Server to client, between Hello and Welcome when the method is
+    /// `psk-hmac-sha256`: the server's nonce and its proof of the key.
+    AuthChallenge {
+        /// The method chosen.
+        method: String,
+        /// The server's nonce, hex.
+        nonce: String,
+        /// The server's proof, hex.
+        proof: String,
+    },
+    /// Client to server, answering `AuthChallenge`: the client's proof.
+    AuthResponse {
+        /// The client's proof, hex.
+        proof: String,
+    },
     /// Client to server, first frame after the handshake: what to do.
     Request(Request),
     /// Either direction: the operation (or the handshake) failed; the sender closes next.
@@ -96,13 +111,16 @@ pub struct Hello {
     /// Optional features the client understands (e.g. `"pty"`).
     #[serde(default)]
     pub features: Vec<String>,
-    /// Authentication methods the client offers, best first. `"none"` means
-    /// no credentials; see `docs/PROTOCOL.md` for the reserved exchange.
+    /// Authentication methods the client offers. `"none"` means no
+    /// credentials; `"psk-hmac-sha256"` a pre-shared key (see [`crate::auth`]).
     #[serde(default)]
     pub auth: Vec<String>,
     /// Who is connecting, for the guest's logs (e.g. `"guestcomm 0.1.0"`).
     #[serde(default)]
     pub client: String,
+    /// The client's nonce (64 hex digits) when it offers `psk-hmac-sha256`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_nonce: Option<String>,
 }
 
 /// Accepts the handshake.

@@ -97,17 +97,19 @@ fn control() -> impl Strategy<Value = Control> {
             version(),
             words(),
             words(),
-            any::<String>()
+            any::<String>(),
+            proptest::option::of(any::<String>())
         )
-            .prop_map(
-                |(protocol, version, features, auth, client)| Control::Hello(Hello {
+            .prop_map(|(protocol, version, features, auth, client, auth_nonce)| {
+                Control::Hello(Hello {
                     protocol,
                     version,
                     features,
                     auth,
                     client,
+                    auth_nonce,
                 })
-            ),
+            }),
         (version(), words(), any::<String>(), any::<String>()).prop_map(
             |(version, features, auth, agent)| Control::Welcome(Welcome {
                 version,

@@ -45,6 +45,11 @@ pub struct ExecArgs {
     #[arg(short = 'u', long, value_name = "USER")]
     pub user: Option<String>,
 
+    /// Key file shared with the agent (`guestcomm identity new`); both sides
+    /// then prove they hold it. Required by agents started with --credentials.
+    #[arg(long, env = "GUESTCOMM_IDENTITY", value_name = "FILE")]
+    pub identity: Option<std::path::PathBuf>,
+
     /// Kill the command after this many seconds.
     #[arg(long, value_name = "SECONDS")]
     pub timeout: Option<u64>,
@@ -103,13 +108,20 @@ pub async fn run(args: ExecArgs, _api: Option<&str>) -> ExitCode {
             ))
         }
     };
-    let session =
-        match guestcomm_client::connect(&addr, &format!("guestcomm {}", env!("CARGO_PKG_VERSION")))
-            .await
-        {
-            Ok(session) => session,
-            Err(e) => return exit::fail(&anyhow::Error::new(e)),
-        };
+    let psk = match args
+        .identity
+        .as_deref()
+        .map(guestcomm_protocol::auth::load_credentials)
+        .transpose()
+    {
+        Ok(psk) => psk,
+        Err(e) => return exit::fail(&anyhow::Error::new(e).context("failed to load --identity")),
+    };
+    let client_name = format!("guestcomm {}", env!("CARGO_PKG_VERSION"));
+    let session = match guestcomm_client::connect_with(&addr, &client_name, psk.as_ref()).await {
+        Ok(session) => session,
+        Err(e) => return exit::fail(&anyhow::Error::new(e)),
+    };
     let request = args.request();
     let tty = request.tty.is_some();
     let (input_tx, input_rx) = mpsc::channel(8);
@@ -221,7 +233,9 @@ mod tests {
             "-l",
         ])
         .unwrap();
-        let crate::Command::Exec(args) = cli.command;
+        let crate::Command::Exec(args) = cli.command else {
+            panic!("not exec")
+        };
         let req = args.request();
         assert_eq!(req.program, "ls");
         assert_eq!(req.args, ["-l"]);

@@ -1,0 +1,108 @@
+//! Mutual authentication between `guestcomm` and an agent started with
+//! `--credentials`: the right key works, no key or a wrong key is refused
+//! with a clear error, and bad credentials files are refused at start.
+
+// Helpers here are test code too: a panic is a failed test.
+#![allow(clippy::unwrap_used)]
+
+mod util;
+
+use std::process::{Command, Stdio};
+
+use util::Agent;
+
+fn new_identity(dir: &std::path::Path, name: &str) -> std::path::PathBuf {
+    let path = dir.join(name);
+    let out = Command::new(util::bin("guestcomm"))
+        .args(["identity", "new"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    path
+}
+
+#[test]
+fn only_a_client_holding_the_vms_key_gets_in() {
+    let keys = tempfile::tempdir().unwrap();
+    let key = new_identity(keys.path(), "vm1.key");
+    let other = new_identity(keys.path(), "other.key");
+    let mut agent = Agent::start_with(&["--credentials", key.to_str().unwrap()]);
+    let addr = agent.addr();
+    let run = |opts: &[&str]| {
+        Command::new(util::bin("guestcomm"))
+            .arg("exec")
+            .args(opts)
+            .args([addr.as_str(), "--", "echo", "inside"])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+
+    let ok = run(&["--identity", key.to_str().unwrap()]);
+    assert_eq!(String::from_utf8_lossy(&ok.stdout), "inside\n");
+
+    let anonymous = run(&[]);
+    assert_eq!(anonymous.status.code(), Some(125));
+    assert!(anonymous.stdout.is_empty());
+    assert!(String::from_utf8_lossy(&anonymous.stderr).contains("auth_required"));
+
+    let wrong = run(&["--identity", other.to_str().unwrap()]);
+    assert_eq!(wrong.status.code(), Some(125));
+    assert!(wrong.stdout.is_empty());
+    assert!(String::from_utf8_lossy(&wrong.stderr).contains("authentication failed"));
+
+    assert!(agent.is_running(), "refusals must not stop the agent");
+    assert!(run(&["--identity", key.to_str().unwrap()]).status.success());
+}
+
+#[test]
+fn a_keyed_client_refuses_an_agent_that_does_not_authenticate() {
+    let keys = tempfile::tempdir().unwrap();
+    let key = new_identity(keys.path(), "vm1.key");
+    let agent = Agent::start();
+    let out = agent
+        .exec_cmd(&["--identity", key.to_str().unwrap()], &["echo", "inside"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(125));
+    assert!(
+        out.stdout.is_empty(),
+        "nothing may run on an unauthenticated agent"
+    );
+}
+
+#[test]
+fn identity_files_are_never_overwritten_and_open_ones_are_refused() {
+    let keys = tempfile::tempdir().unwrap();
+    let key = new_identity(keys.path(), "vm1.key");
+    let again = Command::new(util::bin("guestcomm"))
+        .args(["identity", "new"])
+        .arg(&key)
+        .output()
+        .unwrap();
+    assert_eq!(again.status.code(), Some(125));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("File exists"));
+
+    std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    let agent = Command::new(util::bin("guestcomm-agent"))
+        .args([
+            "--listen",
+            &format!("unix://{}/a.sock", keys.path().display()),
+            "--credentials",
+        ])
+        .arg(&key)
+        .output()
+        .unwrap();
+    assert_eq!(agent.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&agent.stderr).contains("chmod 600"),
+        "{}",
+        String::from_utf8_lossy(&agent.stderr)
+    );
+}

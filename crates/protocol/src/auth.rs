@@ -1,0 +1,383 @@
+//! Mutual authentication with a per-VM pre-shared key: `"psk-hmac-sha256"`.
+//!
+//! ```text
+//! client                                          server (agent)
+//!   | -- hello {auth:["psk-hmac-sha256"], auth_nonce: Nc} -->  |
+//!   | <-- auth_challenge {method, nonce: Ns, proof: Ps} -----  |  Ps proves the agent has K
+//!   | -- auth_response {proof: Pc} ------------------------>  |  Pc proves the client has K
+//!   | <-- welcome ------------------------------------------  |
+//! Ps = HMAC-SHA256(K, "guestcomm psk-hmac-sha256 server" 0 T)
+//! Pc = HMAC-SHA256(K, "guestcomm psk-hmac-sha256 client" 0 T)
+//! T  = Nc 0 Ns 0 offered-methods-joined-by-"," 0 "major.minor"
+//! ```
+//!
+//! Fresh nonces on both sides make a recorded handshake useless for a
+//! replay; the direction labels stop a proof from being reflected; the
+//! offered methods in `T` detect a downgrade. After the handshake the
+//! stream is not encrypted: vsock and Unix sockets are local to the machine,
+//! and bulk throughput stays unchanged (docs/SECURITY.md).
+//!
+//! A credentials file holds one key: `{"method":"psk-hmac-sha256","key":"<64 hex>"}`,
+//! mode 0600; the same file serves the host side and the guest side.
+
+use std::fmt;
+use std::io::Write;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::Path;
+
+use hmac::{Hmac, Mac};
+use serde::{Deserialize, Serialize};
+use sha2::Sha256;
+
+use crate::message::ProtocolVersion;
+
+/// The method name in `hello.auth` and `welcome.auth`.
+pub const AUTH_PSK: &str = "psk-hmac-sha256";
+
+/// Key size: 256 bits, HMAC-SHA256's block-size-independent strength.
+pub const KEY_BYTES: usize = 32;
+
+/// Nonce size: 256 bits, so a nonce never repeats by chance.
+pub const NONCE_BYTES: usize = 32;
+
+/// Largest credentials file read (a valid one is under 100 bytes).
+pub const MAX_CREDENTIALS_FILE_BYTES: u64 = 4096;
+
+/// Why authentication material is unusable.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    /// A key, nonce or proof is not the expected number of hex digits.
+    #[error("{what} must be {digits} lower-case hex digits")]
+    BadHex {
+        /// Which value.
+        what: &'static str,
+        /// How many digits it must have.
+        digits: usize,
+    },
+    /// The operating system's random number generator failed.
+    #[error("cannot get random bytes from the operating system: {0}")]
+    Random(String),
+}
+
+/// Why a credentials file cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum CredentialsError {
+    /// The file could not be read or written.
+    #[error("cannot access credentials file {path}")]
+    Io {
+        /// The file.
+        path: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Group or others may read the file.
+    #[error("credentials file {path} has mode {mode:04o}: others could read the key; run chmod 600 {path}")]
+    TooOpen {
+        /// The file.
+        path: String,
+        /// Its permission bits.
+        mode: u32,
+    },
+    /// The file is not a credentials file.
+    #[error("credentials file {path} is malformed: {reason}")]
+    Malformed {
+        /// The file.
+        path: String,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// A pre-shared key. Its `Debug` output never shows the key.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Psk([u8; KEY_BYTES]);
+
+impl fmt::Debug for Psk {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Psk(<redacted>)")
+    }
+}
+
+fn to_hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn from_hex<const N: usize>(text: &str, what: &'static str) -> Result<[u8; N], AuthError> {
+    let bad = AuthError::BadHex {
+        what,
+        digits: 2 * N,
+    };
+    let digits = text.as_bytes();
+    if digits.len() != 2 * N
+        || !digits
+            .iter()
+            .all(|d| matches!(d, b'0'..=b'9' | b'a'..=b'f'))
+    {
+        return Err(bad);
+    }
+    let mut out = [0u8; N];
+    for (i, pair) in digits.chunks_exact(2).enumerate() {
+        let hex = std::str::from_utf8(pair).map_err(|_| AuthError::BadHex {
+            what,
+            digits: 2 * N,
+        })?;
+        out[i] = u8::from_str_radix(hex, 16).map_err(|_| AuthError::BadHex {
+            what,
+            digits: 2 * N,
+        })?;
+    }
+    Ok(out)
+}
+
+fn random<const N: usize>() -> Result<[u8; N], AuthError> {
+    let mut out = [0u8; N];
+    getrandom::fill(&mut out).map_err(|e| AuthError::Random(e.to_string()))?;
+    Ok(out)
+}
+
+/// A fresh nonce, as hex.
+pub fn nonce() -> Result<String, AuthError> {
+    Ok(to_hex(&random::<NONCE_BYTES>()?))
+}
+
+/// Checks that a nonce from the peer has the right form.
+pub fn check_nonce(text: &str) -> Result<(), AuthError> {
+    from_hex::<NONCE_BYTES>(text, "an authentication nonce").map(|_| ())
+}
+
+/// What both proofs cover.
+#[derive(Clone, Copy, Debug)]
+pub struct Transcript<'a> {
+    /// The client's nonce (hex).
+    pub client_nonce: &'a str,
+    /// The server's nonce (hex).
+    pub server_nonce: &'a str,
+    /// The methods the client offered, in its order.
+    pub offered: &'a [String],
+    /// The version the client announced.
+    pub version: ProtocolVersion,
+}
+
+const SERVER_LABEL: &[u8] = b"guestcomm psk-hmac-sha256 server";
+const CLIENT_LABEL: &[u8] = b"guestcomm psk-hmac-sha256 client";
+
+impl Psk {
+    /// A new random key.
+    pub fn generate() -> Result<Self, AuthError> {
+        random().map(Self)
+    }
+
+    /// The key from its hex form.
+    pub fn from_hex(text: &str) -> Result<Self, AuthError> {
+        from_hex(text, "a key").map(Self)
+    }
+
+    fn mac(&self, label: &[u8], t: &Transcript<'_>) -> Hmac<Sha256> {
+        // HMAC takes keys of any length, so this cannot fail for 32 bytes.
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.0)
+            .unwrap_or_else(|_| unreachable!("HMAC accepts every key length"));
+        for part in [
+            label,
+            t.client_nonce.as_bytes(),
+            t.server_nonce.as_bytes(),
+            t.offered.join(",").as_bytes(),
+            t.version.to_string().as_bytes(),
+        ] {
+            mac.update(part);
+            mac.update(b"\0");
+        }
+        mac
+    }
+
+    /// The server's proof, as hex.
+    pub fn server_proof(&self, t: &Transcript<'_>) -> String {
+        to_hex(&self.mac(SERVER_LABEL, t).finalize().into_bytes())
+    }
+
+    /// The client's proof, as hex.
+    pub fn client_proof(&self, t: &Transcript<'_>) -> String {
+        to_hex(&self.mac(CLIENT_LABEL, t).finalize().into_bytes())
+    }
+
+    /// Checks the server's proof in constant time.
+    pub fn verify_server(&self, t: &Transcript<'_>, proof: &str) -> bool {
+        from_hex::<32>(proof, "a proof")
+            .is_ok_and(|p| self.mac(SERVER_LABEL, t).verify_slice(&p).is_ok())
+    }
+
+    /// Checks the client's proof in constant time.
+    pub fn verify_client(&self, t: &Transcript<'_>, proof: &str) -> bool {
+        from_hex::<32>(proof, "a proof")
+            .is_ok_and(|p| self.mac(CLIENT_LABEL, t).verify_slice(&p).is_ok())
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CredentialsFile {
+    method: String,
+    key: String,
+}
+
+/// Reads a credentials file, refusing one that others can read.
+pub fn load_credentials(path: &Path) -> Result<Psk, CredentialsError> {
+    let name = path.display().to_string();
+    let io = |source| CredentialsError::Io {
+        path: name.clone(),
+        source,
+    };
+    let malformed = |reason: String| CredentialsError::Malformed {
+        path: name.clone(),
+        reason,
+    };
+    let meta = std::fs::metadata(path).map_err(io)?;
+    if meta.mode() & 0o077 != 0 {
+        return Err(CredentialsError::TooOpen {
+            path: name.clone(),
+            mode: meta.mode() & 0o7777,
+        });
+    }
+    if meta.len() > MAX_CREDENTIALS_FILE_BYTES {
+        return Err(malformed(format!(
+            "larger than {MAX_CREDENTIALS_FILE_BYTES} bytes"
+        )));
+    }
+    let text = std::fs::read_to_string(path).map_err(io)?;
+    let file: CredentialsFile =
+        serde_json::from_str(&text).map_err(|e| malformed(e.to_string()))?;
+    if file.method != AUTH_PSK {
+        return Err(malformed(format!(
+            "unknown method {:?}, expected {AUTH_PSK:?}",
+            file.method
+        )));
+    }
+    Psk::from_hex(&file.key).map_err(|e| malformed(e.to_string()))
+}
+
+/// Writes `psk` to a new file with mode 0600; an existing file is an error.
+pub fn write_credentials(path: &Path, psk: &Psk) -> Result<(), CredentialsError> {
+    let io = |source| CredentialsError::Io {
+        path: path.display().to_string(),
+        source,
+    };
+    let file = CredentialsFile {
+        method: AUTH_PSK.into(),
+        key: to_hex(&psk.0),
+    };
+    let mut text = serde_json::to_string(&file).map_err(|e| io(std::io::Error::other(e)))?;
+    text.push('\n');
+    let mut out = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(io)?;
+    out.write_all(text.as_bytes()).map_err(io)?;
+    out.sync_all().map_err(io)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn transcript<'a>(offered: &'a [String]) -> Transcript<'a> {
+        Transcript {
+            client_nonce: "aa",
+            server_nonce: "bb",
+            offered,
+            version: ProtocolVersion::CURRENT,
+        }
+    }
+
+    #[test]
+    fn proofs_verify_with_the_same_key_only() {
+        let offered = vec![AUTH_PSK.to_string()];
+        let t = transcript(&offered);
+        let key = Psk::generate().unwrap();
+        let other = Psk::generate().unwrap();
+        assert!(key.verify_server(&t, &key.server_proof(&t)));
+        assert!(key.verify_client(&t, &key.client_proof(&t)));
+        assert!(!key.verify_server(&t, &other.server_proof(&t)));
+        assert!(!key.verify_client(&t, &other.client_proof(&t)));
+    }
+
+    #[test]
+    fn a_proof_cannot_be_reflected_or_moved_to_another_transcript() {
+        let offered = vec![AUTH_PSK.to_string()];
+        let t = transcript(&offered);
+        let key = Psk::generate().unwrap();
+        // The server's proof is not a valid client proof (reflection).
+        assert!(!key.verify_client(&t, &key.server_proof(&t)));
+        // A proof for other nonces or other offered methods does not verify.
+        let t2 = Transcript {
+            server_nonce: "bc",
+            ..t
+        };
+        assert!(!key.verify_client(&t2, &key.client_proof(&t)));
+        let downgraded = vec![AUTH_PSK.to_string(), "none".to_string()];
+        let t3 = Transcript {
+            offered: &downgraded,
+            ..t
+        };
+        assert!(!key.verify_server(&t3, &key.server_proof(&t)));
+    }
+
+    #[test]
+    fn garbage_proofs_are_rejected_without_panicking() {
+        let offered = vec![];
+        let t = transcript(&offered);
+        let key = Psk::generate().unwrap();
+        for bad in ["", "zz", &"0".repeat(63), &"A".repeat(64), "é"] {
+            assert!(!key.verify_client(&t, bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn debug_output_never_shows_the_key() {
+        let key = Psk::from_hex(&"ab".repeat(32)).unwrap();
+        assert_eq!(format!("{key:?}"), "Psk(<redacted>)");
+    }
+
+    #[test]
+    fn credentials_round_trip_with_mode_0600_and_open_files_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("vm1.key");
+        let key = Psk::generate().unwrap();
+        write_credentials(&path, &key).unwrap();
+        assert_eq!(std::fs::metadata(&path).unwrap().mode() & 0o777, 0o600);
+        assert_eq!(load_credentials(&path).unwrap(), key);
+        assert!(
+            write_credentials(&path, &key).is_err(),
+            "must not overwrite"
+        );
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o644))
+            .unwrap();
+        let err = load_credentials(&path).unwrap_err().to_string();
+        assert!(err.contains("chmod 600"), "{err}");
+    }
+
+    #[test]
+    fn malformed_credentials_name_the_problem() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bad.key");
+        for (text, expected) in [
+            ("not json", "malformed"),
+            (
+                r#"{"method":"psk-hmac-sha256","key":"abc"}"#,
+                "64 lower-case hex digits",
+            ),
+            (r#"{"method":"rot13","key":"00"}"#, "unknown method"),
+            (
+                r#"{"method":"psk-hmac-sha256","key":"00","extra":1}"#,
+                "unknown field",
+            ),
+        ] {
+            std::fs::write(&path, text).unwrap();
+            std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+                .unwrap();
+            let err = load_credentials(&path).unwrap_err().to_string();
+            assert!(err.contains(expected), "{text}: {err}");
+        }
+    }
+}
