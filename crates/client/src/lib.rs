@@ -11,4 +11,4 @@ pub mod exec;
 mod session;
 
 pub use exec::{exec, ExecError, ExecInput, ExecIo};
-pub use session::{connect, ClientError, Session};
+pub use session::{connect, handshake, ClientError, Session};
