@@ -8,6 +8,8 @@ use anyhow::{anyhow, Context};
 use clap::Args;
 use guestcomm_client::{ExecInput, ExecIo};
 use guestcomm_protocol::message::ExecRequest;
+use guestcomm_protocol::FramedConn;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
 
@@ -93,23 +95,40 @@ impl ExecArgs {
     }
 }
 
-/// Runs `guestcomm exec`.
-pub async fn run(args: ExecArgs, _api: Option<&str>) -> ExitCode {
-    let addr = match &args.target {
-        Target::Direct(addr) => addr.clone(),
+/// Runs `guestcomm exec`: directly to an agent's address, or through
+/// guestcommd for a VM name; both then share [`run_session`].
+pub async fn run(args: ExecArgs, api: Option<&str>) -> ExitCode {
+    let client_name = format!("guestcomm {}", env!("CARGO_PKG_VERSION"));
+    match &args.target {
+        Target::Direct(addr) => match guestcomm_client::connect(addr, &client_name).await {
+            Ok(session) => run_session(session.conn, args).await,
+            Err(e) => exit::fail(&anyhow::Error::new(e)),
+        },
         Target::Vm(name) => {
-            return exit::fail(&anyhow!(
-                "{name:?} is not a transport address, and VM names need the guestcommd daemon, which this version does not include yet; give the agent's address, e.g. unix:///run/guestcomm/agent.sock or vsock://3"
-            ))
+            let stream = async {
+                let client = super::api::client(api)?;
+                client
+                    .upgrade(&format!("{}/connect", super::api::vm_path(name)?))
+                    .await
+            };
+            let stream = match stream.await {
+                Ok(stream) => stream,
+                Err(e) => return exit::fail(&anyhow!(super::api::one_line(&e))),
+            };
+            let peer = format!("VM {name} through guestcommd");
+            match guestcomm_client::handshake(stream, &peer, &client_name).await {
+                Ok(session) => run_session(session.conn, args).await,
+                Err(e) => exit::fail(&anyhow::Error::new(e)),
+            }
         }
-    };
-    let session =
-        match guestcomm_client::connect(&addr, &format!("guestcomm {}", env!("CARGO_PKG_VERSION")))
-            .await
-        {
-            Ok(session) => session,
-            Err(e) => return exit::fail(&anyhow::Error::new(e)),
-        };
+    }
+}
+
+/// The exec itself, on a connection past its handshake, whatever carries it.
+async fn run_session<T>(conn: FramedConn<T>, args: ExecArgs) -> ExitCode
+where
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let request = args.request();
     let tty = request.tty.is_some();
     let (input_tx, input_rx) = mpsc::channel(8);
@@ -135,7 +154,7 @@ pub async fn run(args: ExecArgs, _api: Option<&str>) -> ExitCode {
         stderr: tokio::io::stderr(),
         input: Some(input_rx),
     };
-    let result = guestcomm_client::exec(session.conn, request, io, |_| {}).await;
+    let result = guestcomm_client::exec(conn, request, io, |_| {}).await;
     forwarder.abort();
     drop(raw);
     match result {
@@ -221,7 +240,9 @@ mod tests {
             "-l",
         ])
         .unwrap();
-        let crate::Command::Exec(args) = cli.command;
+        let crate::Command::Exec(args) = cli.command else {
+            panic!("not exec")
+        };
         let req = args.request();
         assert_eq!(req.program, "ls");
         assert_eq!(req.args, ["-l"]);

@@ -1,3 +1,7 @@
 //! One module per subcommand: its clap arguments and what it does.
 
+pub mod api;
 pub mod exec;
+pub mod service;
+pub mod status;
+pub mod vm;

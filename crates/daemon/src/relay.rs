@@ -1,0 +1,206 @@
+//! `POST /v1/vms/{name}/connect`: a guestcomm connection to a VM's agent,
+//! through the daemon, over an HTTP upgrade.
+//!
+//! ```text
+//! CLI                        guestcommd                         agent
+//!  | POST .../connect  ------> VM known? (404)                    |
+//!  |  Upgrade: guestcomm       connect + handshake --------------> |  (502 if unreachable)
+//!  | <------ 101 Switching Protocols                               |
+//!  | -- hello ---------------> | answered with the agent's         |
+//!  | <- welcome -------------- |   features and name               |
+//!  | -- request -------------> | service registered and enabled    |
+//!  |                           |   for this VM? else error frame   |
+//!  |                           |   unknown_service/service_disabled|
+//!  |                           | -- request ---------------------> |
+//!  | <======= bytes relayed both ways, bounded buffers ==========> |
+//! ```
+//!
+//! After the request the relay copies bytes, never half-closing either side
+//! (see docs/PROTOCOL.md 2.5): when the agent closes, its last bytes are
+//! flushed to the CLI and both connections close; when the CLI goes away
+//! the agent connection is dropped, and the agent kills the command.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Path, Request, State as AxumState};
+use axum::response::Response;
+use futures::SinkExt;
+use guestcomm_client::Session;
+use guestcomm_protocol::handshake::{self, ServerOffer, AUTH_NONE};
+use guestcomm_protocol::message::{ErrorCode, ErrorFrame, Request as GcRequest};
+use guestcomm_protocol::{Control, Frame, FrameCodec, FramedConn};
+use guestcomm_transport::{Address, Stream};
+use hyper::header::{CONNECTION, UPGRADE};
+use hyper::StatusCode;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio_util::codec::Framed;
+use tracing::{debug, info, warn, Instrument};
+
+use crate::api::Error;
+use crate::limits::RELAY_BUFFER_BYTES;
+use crate::policy::{effective_state, Policy};
+use crate::store::{StoreError, VmRow};
+use crate::State;
+
+/// The handler: checks the VM, reaches its agent, then upgrades.
+pub async fn connect(
+    AxumState(state): AxumState<Arc<State>>,
+    Path(name): Path<String>,
+    mut req: Request,
+) -> Result<Response, Error> {
+    let wants_upgrade = req
+        .headers()
+        .get(UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case(guestcomm_api::UPGRADE_PROTOCOL));
+    if !wants_upgrade {
+        return Err(Error::BadRequest(format!(
+            "this endpoint needs `Connection: Upgrade` and `Upgrade: {}`",
+            guestcomm_api::UPGRADE_PROTOCOL
+        )));
+    }
+    let vm = state.db(move |s| s.vm(&name)).await?;
+    let addr: Address = vm
+        .endpoint
+        .parse()
+        .map_err(|e| Error::BadRequest(handshake::error_chain(&e)))?;
+    let agent = guestcomm_client::connect(&addr, crate::DAEMON_NAME)
+        .await
+        .map_err(|source| Error::Agent {
+            vm: vm.name.clone(),
+            source,
+        })?;
+    let upgrade = hyper::upgrade::on(&mut req);
+    let span = tracing::info_span!("relay", vm = %vm.name);
+    tokio::spawn(
+        async move {
+            match upgrade.await {
+                Ok(upgraded) => relay(state, vm, agent, TokioIo::new(upgraded)).await,
+                Err(e) => warn!(error = %e, "HTTP upgrade failed"),
+            }
+        }
+        .instrument(span),
+    );
+    Response::builder()
+        .status(StatusCode::SWITCHING_PROTOCOLS)
+        .header(CONNECTION, "upgrade")
+        .header(UPGRADE, guestcomm_api::UPGRADE_PROTOCOL)
+        .body(Body::empty())
+        .map_err(|e| Error::Internal(e.to_string()))
+}
+
+/// Handshake with the CLI, policy check of its request, then the byte relay.
+async fn relay<T>(state: Arc<State>, vm: VmRow, agent: Session<Stream>, client: T)
+where
+    T: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    let mut client = Framed::new(client, FrameCodec::new());
+    let offer = ServerOffer {
+        features: agent.welcome.features.clone(),
+        auth: vec![AUTH_NONE.into()],
+        agent: agent.welcome.agent.clone(),
+    };
+    if let Err(e) = handshake::server_handshake(&mut client, &offer).await {
+        debug!(error = %handshake::error_chain(&e), "client handshake failed");
+        return;
+    }
+    let request = match handshake::read_request(&mut client).await {
+        Ok(request) => request,
+        Err(frame) => return refuse(&mut client, frame).await,
+    };
+    if let Err(frame) = check(&state, &vm, &request).await {
+        info!(service = %request.service, error = %frame.message, "request refused");
+        return refuse(&mut client, frame).await;
+    }
+    let service = request.service;
+    let mut agent_conn = agent.conn;
+    if let Err(e) = agent_conn
+        .send(Frame::Control(Control::Request(request)))
+        .await
+    {
+        let message = format!(
+            "the agent of VM {} failed: {}",
+            vm.name,
+            handshake::error_chain(&e)
+        );
+        return refuse(&mut client, ErrorFrame::new(ErrorCode::Io, message)).await;
+    }
+    debug!(%service, "relaying");
+    if let Err(e) = pump(client, agent_conn).await {
+        debug!(error = %e, "relay ended with an error");
+    }
+}
+
+/// Sends a final error frame to the CLI (best effort).
+async fn refuse<T: AsyncRead + AsyncWrite + Unpin>(client: &mut FramedConn<T>, frame: ErrorFrame) {
+    let _ = client.send(Frame::Control(Control::Error(frame))).await;
+}
+
+/// Whether `request` may pass to `vm`: the service must be registered and
+/// its effective state on the VM enabled.
+async fn check(state: &State, vm: &VmRow, request: &GcRequest) -> Result<(), ErrorFrame> {
+    let id = request.service;
+    let vm_id = vm.id;
+    let looked_up = state
+        .db(move |s| Ok((s.service(id)?, s.vm_policy(id, vm_id)?)))
+        .await;
+    let (service, policy) = match looked_up {
+        Ok(found) => found,
+        Err(StoreError::UnknownService(_)) => {
+            return Err(ErrorFrame::new(
+                ErrorCode::UnknownService,
+                format!("service {id} is not registered on this host, so VM {} cannot be reached through it (see `guestcomm service list`)", vm.name),
+            ))
+        }
+        Err(e) => return Err(ErrorFrame::new(ErrorCode::Internal, handshake::error_chain(&e))),
+    };
+    let state = effective_state(
+        vm.interface_enabled,
+        service.enabled,
+        policy,
+        vm.default_policy,
+    );
+    if state == Policy::Disabled {
+        return Err(ErrorFrame::new(
+            ErrorCode::ServiceDisabled,
+            format!(
+                "service {} ({id}) is disabled for VM {} (enable it with `guestcomm service enable {id} --vm {}`)",
+                service.element_name, vm.name, vm.name
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Copies bytes both ways until the agent closes (or the CLI goes away).
+async fn pump<C, A>(client: FramedConn<C>, agent: FramedConn<A>) -> std::io::Result<()>
+where
+    C: AsyncRead + AsyncWrite + Unpin,
+    A: AsyncRead + AsyncWrite + Unpin,
+{
+    // Bytes already read past the request (stdin sent early) go first.
+    let client = client.into_parts();
+    let agent = agent.into_parts();
+    let (client_read, mut client_write) = tokio::io::split(client.io);
+    let (agent_read, mut agent_write) = tokio::io::split(agent.io);
+    let up = async {
+        agent_write.write_all(&client.read_buf).await?;
+        agent_write.flush().await?;
+        let mut from = BufReader::with_capacity(RELAY_BUFFER_BYTES, client_read);
+        tokio::io::copy_buf(&mut from, &mut agent_write).await
+    };
+    let down = async {
+        client_write.write_all(&agent.read_buf).await?;
+        client_write.flush().await?;
+        let mut from = BufReader::with_capacity(RELAY_BUFFER_BYTES, agent_read);
+        let n = tokio::io::copy_buf(&mut from, &mut client_write).await?;
+        client_write.flush().await?;
+        Ok::<u64, std::io::Error>(n)
+    };
+    tokio::select! {
+        r = down => r.map(drop),
+        r = up => r.map(drop),
+    }
+}
