@@ -62,8 +62,8 @@ pub struct Config {
     pub state_dir: PathBuf,
     /// The API's Unix socket.
     pub api_socket: PathBuf,
-    /// Interval between health probes of one VM.
-    pub heartbeat_interval: Duration,
+    /// Interval between health probes of one VM; `None`: no monitor.
+    pub heartbeat_interval: Option<Duration>,
     /// Health probes in flight at once.
     pub max_concurrent_probes: usize,
 }
@@ -144,15 +144,19 @@ impl Daemon {
             config,
             _socket,
         } = self;
-        let monitor = tokio::spawn(health::monitor(
-            state.clone(),
-            config.heartbeat_interval,
-            config.max_concurrent_probes,
-        ));
+        let monitor = config.heartbeat_interval.map(|interval| {
+            tokio::spawn(health::monitor(
+                state.clone(),
+                interval,
+                config.max_concurrent_probes,
+            ))
+        });
         tracing::info!(api = %config.api_socket.display(), state = %config.state_dir.display(), "serving");
         let app = api::router(state).into_make_service_with_connect_info::<api::Caller>();
         let served = axum::serve(listener, app).await;
-        monitor.abort();
+        if let Some(monitor) = monitor {
+            monitor.abort();
+        }
         served
     }
 }

@@ -29,7 +29,8 @@ struct Args {
     #[arg(long, value_name = "ADDR", default_value = guestcomm_api::DEFAULT_API_ADDRESS)]
     api: Address,
 
-    /// Interval between health probes of each VM: e.g. 5s, 200ms.
+    /// Interval between health probes of each VM: e.g. 5s, 200ms; `off`
+    /// disables the monitor (every VM then stays "No Contact").
     #[arg(long, value_name = "DURATION", value_parser = parse_duration,
           default_value_t = format!("{DEFAULT_HEARTBEAT_INTERVAL_MS}ms"))]
     heartbeat_interval: String,
@@ -43,23 +44,26 @@ struct Args {
     log_format: LogFormat,
 }
 
-/// `5s`, `200ms`: a positive number with a unit.
+/// `5s`, `200ms`: a positive number with a unit; or `off`.
 fn parse_duration(text: &str) -> Result<String, String> {
     to_duration(text).map(|_| text.to_string())
 }
 
-fn to_duration(text: &str) -> Result<Duration, String> {
+fn to_duration(text: &str) -> Result<Option<Duration>, String> {
+    if text == "off" {
+        return Ok(None);
+    }
     let (number, scale) = if let Some(n) = text.strip_suffix("ms") {
         (n, 1)
     } else if let Some(n) = text.strip_suffix('s') {
         (n, 1000)
     } else {
         return Err(format!(
-            "invalid duration {text:?}: expected e.g. 5s or 200ms"
+            "invalid duration {text:?}: expected e.g. 5s, 200ms or off"
         ));
     };
     match number.parse::<u64>() {
-        Ok(n) if n > 0 => Ok(Duration::from_millis(n.saturating_mul(scale))),
+        Ok(n) if n > 0 => Ok(Some(Duration::from_millis(n.saturating_mul(scale)))),
         _ => Err(format!(
             "invalid duration {text:?}: expected a positive whole number, e.g. 5s or 200ms"
         )),

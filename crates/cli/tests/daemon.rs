@@ -1,0 +1,328 @@
+//! guestcommd with the real CLI and agents on Unix sockets: inventory and
+//! registry persistence across SIGKILL, policy enforcement, exec through
+//! the daemon, health transitions, the API's socket and documents, scale.
+
+// Helpers here are test code too: a panic is a failed test.
+#![allow(clippy::unwrap_used)]
+
+mod util;
+
+use std::os::unix::fs::PermissionsExt;
+use std::time::Duration;
+
+use serde_json::Value;
+use util::daemon::{AgentAt, Daemon};
+use util::{pseudo_random, wait_until};
+
+const EXEC_GUID: &str = "00004744-facb-11e6-bd58-64006a7986d3";
+const MY_GUID: &str = "0e0b6031-5213-4934-818b-38d90ced39db";
+
+/// Generous: only a bound on how long a broken test hangs, never an assertion on speed.
+const POLL_DEADLINE: Duration = Duration::from_secs(60);
+
+fn names(list: &Value) -> Vec<String> {
+    list.as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["name"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn vm_inventory_survives_a_sigkill_restart() {
+    // No monitor: the vsock endpoint below must never be dialled on this machine.
+    let mut d = Daemon::start("off");
+    let id = d.ok(&["vm", "add", "web1", "--endpoint", "vsock://3:1024"]);
+    d.ok(&[
+        "vm",
+        "add",
+        "fc1",
+        "--endpoint",
+        "hvsock-uds:///run/fc/v.sock",
+    ]);
+    d.ok(&["vm", "add", "gone", "--endpoint", "unix:///run/x.sock"]);
+    d.ok(&["vm", "rm", "gone"]);
+    d.kill9_and_restart();
+    let list = d.json(&["vm", "list"]);
+    assert_eq!(names(&list), ["fc1", "web1"]);
+    let web1 = d.json(&["vm", "show", "web1"]);
+    assert_eq!(web1["id"].as_str().unwrap(), id.trim());
+    assert_eq!(web1["endpoint"], "vsock://3:1024");
+    assert_eq!(
+        list[0]["endpoint"],
+        "hvsock-uds:///run/fc/v.sock?port=18243"
+    );
+    assert_eq!(web1["health"]["status"], "No Contact");
+}
+
+#[test]
+fn bad_vm_names_and_duplicates_get_one_line_errors() {
+    let d = Daemon::start("off");
+    d.ok(&["vm", "add", "web1", "--endpoint", "unix:///a.sock"]);
+    let cases: [(&[&str], &str); 4] = [
+        (
+            &["vm", "add", "web1", "--endpoint", "unix:///b.sock"],
+            "already exists",
+        ),
+        (
+            &["vm", "add", "a/b", "--endpoint", "unix:///b.sock"],
+            "invalid VM name",
+        ),
+        (
+            &["vm", "add", &"x".repeat(64), "--endpoint", "unix:///b.sock"],
+            "1 to 63",
+        ),
+        (&["vm", "rm", "nosuch"], "no VM named \"nosuch\""),
+    ];
+    for (args, expected) in cases {
+        let out = d.run(args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert!(err.contains(expected), "{args:?}: {err}");
+        assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    }
+    let out = d.run(&["vm", "add", "x", "--endpoint", "vsock://nope"]);
+    assert_eq!(out.status.code(), Some(2), "a bad address is a usage error");
+}
+
+/// The instance of service `guid` on `vm`, from `service list --vm VM --json`.
+fn on(d: &Daemon, vm: &str, guid: &str) -> Value {
+    let list = d.json(&["service", "list", "--vm", vm]);
+    let found = list.as_array().unwrap().iter().find(|s| s["Name"] == guid);
+    found.unwrap().clone()
+}
+
+#[test]
+fn service_registration_and_policies_survive_a_sigkill_restart() {
+    let mut d = Daemon::start("off");
+    d.ok(&["vm", "add", "web1", "--endpoint", "unix:///a.sock"]);
+    d.ok(&["vm", "add", "web2", "--endpoint", "unix:///b.sock"]);
+    d.ok(&[
+        "service",
+        "register",
+        MY_GUID,
+        "--name",
+        "My Service",
+        "--description",
+        "mine",
+    ]);
+    d.ok(&["service", "disable", MY_GUID, "--vm", "web1"]);
+    d.ok(&["service", "disable", "exec"]);
+    d.kill9_and_restart();
+
+    let regs = d.json(&["service", "list"]);
+    let mine = regs
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == MY_GUID)
+        .unwrap();
+    assert_eq!(mine["element_name"], "My Service");
+    assert_eq!(mine["description"], "mine");
+    let exec = regs
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == EXEC_GUID)
+        .unwrap();
+    assert_eq!(exec["enabled"], false);
+    assert_eq!(exec["builtin"], true);
+
+    let web1 = on(&d, "web1", MY_GUID);
+    assert_eq!(
+        (
+            web1["EnabledState"].as_u64(),
+            web1["RequestedState"].as_u64()
+        ),
+        (Some(3), Some(3))
+    );
+    assert_eq!(web1["CreationClassName"], "Msvm_GuestCommunicationService");
+    assert_eq!(web1["SystemCreationClassName"], "Msvm_ComputerSystem");
+    assert_eq!(web1["SystemName"], d.json(&["vm", "show", "web1"])["id"]);
+    assert_eq!(web1["ElementName"], "My Service");
+    let web2 = on(&d, "web2", MY_GUID);
+    assert_eq!(
+        (
+            web2["EnabledState"].as_u64(),
+            web2["RequestedState"].as_u64()
+        ),
+        (Some(2), Some(8))
+    );
+    assert_eq!(
+        on(&d, "web2", EXEC_GUID)["EnabledState"],
+        3,
+        "host-wide disable"
+    );
+
+    d.ok(&["service", "enable", "exec"]);
+    d.ok(&["service", "enable", MY_GUID, "--vm", "web1"]);
+    d.ok(&["service", "unregister", MY_GUID]);
+    d.kill9_and_restart();
+    let regs = d.json(&["service", "list"]);
+    assert!(regs.as_array().unwrap().iter().all(|s| s["id"] != MY_GUID));
+    assert_eq!(on(&d, "web2", EXEC_GUID)["EnabledState"], 2);
+
+    let out = d.run(&["service", "unregister", EXEC_GUID]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("disable it instead"));
+}
+
+#[test]
+fn exec_through_the_daemon_is_byte_exact_and_propagates_exit_codes() {
+    let d = Daemon::start("off");
+    let (_agent, endpoint) = d.agent_vm("web1");
+
+    let data = pseudo_random(5_000_000, 7);
+    let script = "cat; echo done >&2; exit 3";
+    let output = d.run_with_stdin(&["exec", "web1", "--", "sh", "-c", script], data.clone());
+    let out = output.stdout;
+    assert_eq!(output.status.code(), Some(3));
+    assert!(out == data, "stdout differs ({} bytes)", out.len());
+    assert_eq!(output.stderr, b"done\n");
+
+    // Same codes as direct mode.
+    let missing = d.run(&["exec", "web1", "--", "/no/such/program"]);
+    assert_eq!(missing.status.code(), Some(127));
+    let direct = d.run(&["exec", &endpoint, "--", "/no/such/program"]);
+    assert_eq!(direct.status.code(), Some(127));
+}
+
+#[test]
+fn a_disabled_builtin_service_is_refused_with_a_clear_error() {
+    let d = Daemon::start("off");
+    let (_agent, _) = d.agent_vm("web1");
+    d.ok(&["service", "disable", EXEC_GUID, "--vm", "web1"]);
+    let out = d.run(&["exec", "web1", "--", "true"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(126), "{err}");
+    assert!(
+        err.contains("disabled for VM web1") && err.contains(EXEC_GUID),
+        "{err}"
+    );
+    assert!(
+        err.contains("service_disabled") || err.contains("guestcomm service enable"),
+        "{err}"
+    );
+    d.ok(&["service", "enable", EXEC_GUID, "--vm", "web1"]);
+    assert_eq!(
+        d.run(&["exec", "web1", "--", "true"]).status.code(),
+        Some(0)
+    );
+}
+
+#[test]
+fn unknown_vm_and_unreachable_agent_fail_with_125_and_one_line() {
+    let d = Daemon::start("off");
+    d.ok(&[
+        "vm",
+        "add",
+        "dead",
+        "--endpoint",
+        "unix:///nonexistent/agent.sock",
+    ]);
+    for (vm, expected) in [
+        ("nosuch", "no VM named \"nosuch\""),
+        ("dead", "cannot reach the agent of VM dead"),
+    ] {
+        let out = d.run(&["exec", vm, "--", "true"]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(125), "{err}");
+        assert!(err.contains(expected), "{err}");
+        assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    }
+}
+
+#[test]
+fn heartbeat_marks_a_killed_agent_lost_comm_and_ok_after_it_returns() {
+    let d = Daemon::start("200ms");
+    let agent_sock = d.dir.path().join("agent.sock");
+    let endpoint = format!("unix://{}", agent_sock.display());
+    let agent = AgentAt::start(&agent_sock);
+    d.ok(&["vm", "add", "web1", "--endpoint", &endpoint]);
+    let status = || d.json(&["status", "web1"]);
+    assert!(wait_until(POLL_DEADLINE, || status()["status"] == "OK"));
+    let ok = status();
+    assert!(ok["agent_version"]
+        .as_str()
+        .unwrap()
+        .starts_with("guestcomm-agent "));
+    assert!(ok["rtt_us"].is_u64() && ok["last_contact_ms"].is_u64());
+
+    drop(agent);
+    assert!(wait_until(POLL_DEADLINE, || status()["status"] == "Lost Comm"));
+    let _agent = AgentAt::start(&agent_sock);
+    assert!(wait_until(POLL_DEADLINE, || status()["status"] == "OK"));
+    let text = d.ok(&["status", "web1"]);
+    assert!(text.contains("Status:        OK"), "{text}");
+}
+
+#[test]
+fn a_thousand_vms_are_listed() {
+    let d = Daemon::start("1s");
+    let (_agent, endpoint) = d.agent_vm("vm0000");
+    // Through the API client directly: 1,000 CLI processes would only test process start-up.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let client = guestcomm_api::ApiClient::new(&d.api()).unwrap();
+    rt.block_on(async {
+        for i in 1..1000 {
+            let body = guestcomm_api::AddVm {
+                name: format!("vm{i:04}"),
+                endpoint: endpoint.clone(),
+            };
+            let _: guestcomm_api::Vm = client
+                .send(guestcomm_api::Method::POST, "/v1/vms", &body)
+                .await
+                .unwrap();
+        }
+    });
+    let list = d.json(&["vm", "list"]);
+    assert_eq!(list.as_array().unwrap().len(), 1000);
+    assert_eq!(list[999]["name"], "vm0999");
+    let table = d.ok(&["vm", "list"]);
+    assert_eq!(table.lines().count(), 1001);
+}
+
+#[test]
+fn api_socket_is_0660_and_serves_its_openapi_document() {
+    let d = Daemon::start("off");
+    let mode = std::fs::metadata(&d.socket).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o660);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let client = guestcomm_api::ApiClient::new(&d.api()).unwrap();
+    let doc: Value = rt.block_on(client.get("/openapi.json")).unwrap();
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+    for path in [
+        "/v1/vms",
+        "/v1/vms/{name}/connect",
+        "/v1/services",
+        "/v1/services/{id}/policy",
+    ] {
+        assert!(doc["paths"][path].is_object(), "{path} undocumented");
+    }
+}
+
+#[test]
+fn request_state_change_answers_cim_return_codes() {
+    let d = Daemon::start("off");
+    d.ok(&["vm", "add", "web1", "--endpoint", "unix:///a.sock"]);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let client = guestcomm_api::ApiClient::new(&d.api()).unwrap();
+    let path = format!("/v1/vms/web1/services/{EXEC_GUID}/RequestStateChange");
+    let call = |state: u16| -> u64 {
+        let body = serde_json::json!({ "RequestedState": state });
+        let r: Value = rt
+            .block_on(client.send(guestcomm_api::Method::POST, &path, &body))
+            .unwrap();
+        r["ReturnValue"].as_u64().unwrap()
+    };
+    assert_eq!(call(3), 0);
+    assert_eq!(
+        d.json(&["service", "list", "--vm", "web1"])[1]["EnabledState"],
+        3
+    );
+    assert_eq!(call(11), 1, "Reset is not supported");
+    d.ok(&["service", "disable", EXEC_GUID]);
+    assert_eq!(call(2), 32775, "host-wide disabled: invalid state");
+    d.ok(&["service", "enable", EXEC_GUID]);
+    assert_eq!(call(2), 0);
+}
