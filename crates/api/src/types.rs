@@ -17,6 +17,19 @@ pub struct AddVm {
     pub endpoint: String,
 }
 
+/// `PATCH /v1/vms/{name}`: the VM's guest service interface settings
+/// (Msvm_GuestServiceInterfaceComponentSettingData); absent fields keep their value.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateVm {
+    /// Turn the guest service interface on or off (off disables every service).
+    #[serde(default)]
+    pub interface_enabled: Option<bool>,
+    /// DefaultEnabledStatePolicy: 2 Enabled or 3 Disabled.
+    #[serde(default)]
+    pub default_enabled_state_policy: Option<u16>,
+}
+
 /// A VM in the inventory, with its health.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Vm {

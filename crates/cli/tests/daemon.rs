@@ -326,3 +326,62 @@ fn request_state_change_answers_cim_return_codes() {
     d.ok(&["service", "enable", EXEC_GUID]);
     assert_eq!(call(2), 0);
 }
+
+#[test]
+fn interface_switch_and_default_policy_drive_deferred_services() {
+    let mut d = Daemon::start("off");
+    d.ok(&["vm", "add", "web1", "--endpoint", "unix:///a.sock"]);
+    d.ok(&["service", "register", MY_GUID, "--name", "Mine"]);
+    d.ok(&["service", "enable", "files", "--vm", "web1"]);
+    d.ok(&["vm", "set", "web1", "--default-policy", "disabled"]);
+    d.kill9_and_restart();
+    assert_eq!(
+        on(&d, "web1", MY_GUID)["EnabledState"],
+        3,
+        "deferred follows the default"
+    );
+    assert_eq!(on(&d, "web1", EXEC_GUID)["EnabledState"], 3);
+    let files = "00004745-facb-11e6-bd58-64006a7986d3";
+    assert_eq!(
+        on(&d, "web1", files)["EnabledState"],
+        2,
+        "explicit policy wins"
+    );
+    d.ok(&["vm", "set", "web1", "--interface", "disabled"]);
+    assert_eq!(on(&d, "web1", files)["EnabledState"], 3, "interface off");
+    let vm = d.json(&["vm", "show", "web1"]);
+    assert_eq!(
+        (
+            vm["interface_enabled"].as_bool(),
+            vm["default_enabled_state_policy"].as_u64()
+        ),
+        (Some(false), Some(3))
+    );
+}
+
+#[test]
+fn start_and_stop_service_are_not_supported() {
+    let d = Daemon::start("off");
+    d.ok(&["vm", "add", "web1", "--endpoint", "unix:///a.sock"]);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let client = guestcomm_api::ApiClient::new(&d.api()).unwrap();
+    for method in ["StartService", "StopService"] {
+        let path = format!("/v1/vms/web1/services/{EXEC_GUID}/{method}");
+        let r: Value = rt
+            .block_on(client.send(guestcomm_api::Method::POST, &path, &serde_json::json!({})))
+            .unwrap();
+        assert_eq!(r["ReturnValue"], 1, "{method}");
+    }
+    let err = rt
+        .block_on(client.send::<_, Value>(
+            guestcomm_api::Method::POST,
+            "/v1/vms",
+            &serde_json::json!({"name": 5}),
+        ))
+        .unwrap_err();
+    let guestcomm_api::ApiError::Status { status, body } = err else {
+        panic!("{err}")
+    };
+    assert_eq!((status, body.code.as_str()), (400, "invalid_argument"));
+    assert!(body.error.contains("name"), "{}", body.error);
+}

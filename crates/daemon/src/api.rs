@@ -17,7 +17,7 @@ use axum::serve::IncomingStream;
 use axum::{Json, Router};
 use guestcomm_api::{
     validate_vm_name, AddVm, ErrorBody, GuestCommunicationService, MethodResult, RegisterService,
-    RequestStateChange, ServiceRegistration, SetPolicy, Vm,
+    RequestStateChange, ServiceRegistration, SetPolicy, UpdateVm, Vm,
 };
 use guestcomm_protocol::handshake::error_chain;
 use guestcomm_protocol::ServiceId;
@@ -51,6 +51,9 @@ pub enum Error {
         #[source]
         source: guestcomm_client::ClientError,
     },
+    /// A limit was reached; retry later.
+    #[error("{0}")]
+    Busy(String),
     /// A bug or an unexpected state.
     #[error("internal error: {0}")]
     Internal(String),
@@ -72,6 +75,7 @@ impl Error {
             }
             Self::BadRequest(_) => (StatusCode::BAD_REQUEST, "invalid_argument"),
             Self::Agent { .. } => (StatusCode::BAD_GATEWAY, "agent_unreachable"),
+            Self::Busy(_) => (StatusCode::SERVICE_UNAVAILABLE, "resource_limit"),
         }
     }
 }
@@ -140,12 +144,19 @@ pub fn router(state: Arc<State>) -> Router {
     Router::new()
         .route("/openapi.json", get(openapi))
         .route("/v1/vms", get(list_vms).post(add_vm))
-        .route("/v1/vms/{name}", get(show_vm).delete(remove_vm))
+        .route(
+            "/v1/vms/{name}",
+            get(show_vm).delete(remove_vm).patch(update_vm),
+        )
         .route("/v1/vms/{name}/connect", post(crate::relay::connect))
         .route("/v1/vms/{name}/services", get(vm_services))
         .route(
             "/v1/vms/{name}/services/{id}/RequestStateChange",
             post(request_state_change),
+        )
+        .route(
+            "/v1/vms/{name}/services/{id}/{method}",
+            post(start_stop_service),
         )
         .route("/v1/services", get(list_services).post(register))
         .route("/v1/services/{id}", axum::routing::delete(unregister))
@@ -201,6 +212,30 @@ async fn show_vm(
     Path(name): Path<String>,
 ) -> Result<Json<Vm>, Error> {
     let row = state.db(move |s| s.vm(&name)).await?;
+    Ok(Json(vm_view(&state, row)))
+}
+
+async fn update_vm(
+    AxumState(state): AxumState<Arc<State>>,
+    Path(name): Path<String>,
+    body: Result<Json<UpdateVm>, JsonRejection>,
+) -> Result<Json<Vm>, Error> {
+    let Json(update) = body?;
+    let default = match update.default_enabled_state_policy {
+        None => None,
+        Some(v) => match Policy::from_value(v) {
+            Some(p @ (Policy::Enabled | Policy::Disabled)) => Some(p),
+            _ => {
+                return Err(Error::BadRequest(format!(
+                    "invalid DefaultEnabledStatePolicy {v}: expected 2 (enabled) or 3 (disabled)"
+                )))
+            }
+        },
+    };
+    let row = state
+        .db(move |s| s.update_vm(&name, update.interface_enabled, default))
+        .await?;
+    tracing::info!(vm = %row.name, interface_enabled = row.interface_enabled, default_policy = row.default_policy.value(), "VM settings changed");
     Ok(Json(vm_view(&state, row)))
 }
 
@@ -385,4 +420,28 @@ async fn request_state_change(
         })
         .await?;
     Ok(Json(MethodResult { return_value }))
+}
+
+/// `StartService` and `StopService`: a guest communication service runs in
+/// the guest, not on the host, so neither is supported (CIM return code 1),
+/// as for Hyper-V's own guest services; unknown VMs and services are 404.
+async fn start_stop_service(
+    AxumState(state): AxumState<Arc<State>>,
+    Path((name, id, method)): Path<(String, String, String)>,
+) -> Result<Json<MethodResult>, Error> {
+    if method != "StartService" && method != "StopService" {
+        return Err(Error::BadRequest(format!(
+            "unknown method {method:?}: expected RequestStateChange, StartService or StopService"
+        )));
+    }
+    let id = parse_service(&id)?;
+    state
+        .db(move |s| {
+            s.vm(&name)?;
+            s.service(id)
+        })
+        .await?;
+    Ok(Json(MethodResult {
+        return_value: RSC_NOT_SUPPORTED,
+    }))
 }

@@ -36,6 +36,8 @@ pub struct State {
     store: Arc<Mutex<Store>>,
     /// Health of each VM.
     pub health: HealthMap,
+    /// One permit per relayed connection ([`limits::MAX_RELAYS`]).
+    pub relays: Arc<tokio::sync::Semaphore>,
 }
 
 impl State {
@@ -127,6 +129,7 @@ impl Daemon {
         let state = Arc::new(State {
             store: Arc::new(Mutex::new(store)),
             health: HealthMap::default(),
+            relays: Arc::new(tokio::sync::Semaphore::new(limits::MAX_RELAYS)),
         });
         Ok(Self {
             state,

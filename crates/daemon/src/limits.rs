@@ -21,3 +21,10 @@ pub const RELAY_BUFFER_BYTES: usize = 256 * 1024;
 
 /// Mode of the API socket: owner and group (the `guestcomm` group) only.
 pub const API_SOCKET_MODE: u32 = 0o660;
+
+/// Most relayed connections (exec through the daemon) at once; the next
+/// one gets HTTP 503 and the daemon keeps serving. Each holds two sockets and
+/// two [`RELAY_BUFFER_BYTES`] buffers: 1,024 of them stay near 512 MiB at the
+/// very worst and far fewer file descriptors than the default limit of systemd
+/// services (524,288).
+pub const MAX_RELAYS: usize = 1024;

@@ -62,6 +62,13 @@ pub async fn connect(
         )));
     }
     let vm = state.db(move |s| s.vm(&name)).await?;
+    let Ok(permit) = state.relays.clone().try_acquire_owned() else {
+        warn!(vm = %vm.name, "relay limit reached, refusing a connection");
+        return Err(Error::Busy(format!(
+            "guestcommd is relaying its maximum of {} connections; retry later",
+            crate::limits::MAX_RELAYS
+        )));
+    };
     let addr: Address = vm
         .endpoint
         .parse()
@@ -80,6 +87,7 @@ pub async fn connect(
                 Ok(upgraded) => relay(state, vm, agent, TokioIo::new(upgraded)).await,
                 Err(e) => warn!(error = %e, "HTTP upgrade failed"),
             }
+            drop(permit);
         }
         .instrument(span),
     );

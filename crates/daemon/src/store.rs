@@ -209,6 +209,25 @@ impl Store {
             .ok_or_else(|| StoreError::UnknownVm(name.into()))
     }
 
+    /// Changes a VM's interface switch and default policy (`None` keeps a value).
+    pub fn update_vm(
+        &mut self,
+        name: &str,
+        interface_enabled: Option<bool>,
+        default_policy: Option<Policy>,
+    ) -> Result<VmRow, StoreError> {
+        let vm = self.vm(name)?;
+        self.conn.execute(
+            "UPDATE vms SET interface_enabled = ?2, default_policy = ?3 WHERE id = ?1",
+            params![
+                vm.id.to_string(),
+                interface_enabled.unwrap_or(vm.interface_enabled),
+                default_policy.unwrap_or(vm.default_policy).value()
+            ],
+        )?;
+        self.vm(name)
+    }
+
     /// Removes a VM and its policies.
     pub fn remove_vm(&mut self, name: &str) -> Result<(), StoreError> {
         match self

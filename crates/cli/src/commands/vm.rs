@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
 use guestcomm_api::Method;
-use guestcomm_api::{AddVm, Vm};
+use guestcomm_api::{AddVm, UpdateVm, Vm};
 use guestcomm_transport::Address;
 
 use super::api::{self, FAILED};
@@ -44,12 +44,32 @@ pub enum VmCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Change a VM's guest service interface settings.
+    Set {
+        /// The VM.
+        name: String,
+        /// Turn the guest service interface on or off (off disables every service).
+        #[arg(long, value_enum, value_name = "STATE")]
+        interface: Option<Switch>,
+        /// DefaultEnabledStatePolicy: the state of services whose policy is deferred.
+        #[arg(long, value_enum, value_name = "STATE")]
+        default_policy: Option<Switch>,
+    },
     /// Remove a VM (and its service policies).
     #[command(alias = "remove")]
     Rm {
         /// The VM.
         name: String,
     },
+}
+
+/// Enabled or disabled.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Switch {
+    /// On (CIM 2).
+    Enabled,
+    /// Off (CIM 3).
+    Disabled,
 }
 
 /// Runs `guestcomm vm ...`.
@@ -103,6 +123,26 @@ async fn exec(args: VmArgs, api: Option<&str>) -> Result<ExitCode, guestcomm_api
                 vm.default_enabled_state_policy
             );
             println!("Status:     {}", vm.health.status);
+            ExitCode::SUCCESS
+        }
+        VmCommand::Set {
+            name,
+            interface,
+            default_policy,
+        } => {
+            let body = UpdateVm {
+                interface_enabled: interface.map(|s| s == Switch::Enabled),
+                default_enabled_state_policy: default_policy.map(|s| {
+                    if s == Switch::Enabled {
+                        2
+                    } else {
+                        3
+                    }
+                }),
+            };
+            let _: Vm = client
+                .send(Method::PATCH, &api::vm_path(&name)?, &body)
+                .await?;
             ExitCode::SUCCESS
         }
         VmCommand::Rm { name } => {
