@@ -385,3 +385,27 @@ fn start_and_stop_service_are_not_supported() {
     assert_eq!((status, body.code.as_str()), (400, "invalid_argument"));
     assert!(body.error.contains("name"), "{}", body.error);
 }
+
+#[test]
+fn killing_the_cli_through_the_daemon_kills_the_guest_process() {
+    let d = Daemon::start("off");
+    let (_agent, _) = d.agent_vm("web1");
+    let pidfile = d.dir.path().join("pid");
+    let script = util::guest_loop_script(&pidfile, "");
+    let child = util::spawn_until_ready(d.cli(&["exec", "web1", "--", "sh", "-c", &script]));
+    util::kill_caller_and_expect_guest_gone(child, &pidfile);
+    assert_eq!(
+        d.run(&["exec", "web1", "--", "true"]).status.code(),
+        Some(0)
+    );
+}
+
+#[test]
+fn pty_mode_works_through_the_daemon() {
+    let d = Daemon::start("off");
+    let (_agent, _) = d.agent_vm("web1");
+    let out = d.run(&["exec", "-t", "web1", "--", "tty"]);
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.trim().starts_with("/dev/pts/"), "{text}");
+}
