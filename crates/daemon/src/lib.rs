@@ -18,7 +18,7 @@ pub mod policy;
 pub mod relay;
 pub mod store;
 
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -41,6 +41,15 @@ pub struct State {
 }
 
 impl State {
+    /// State over `store`, with no health known yet.
+    pub fn new(store: Store) -> Self {
+        Self {
+            store: Arc::new(Mutex::new(store)),
+            health: HealthMap::default(),
+            relays: Arc::new(tokio::sync::Semaphore::new(limits::MAX_RELAYS)),
+        }
+    }
+
     /// Runs `f` on the database on a blocking thread (SQLite calls block).
     pub async fn db<R, F>(&self, f: F) -> Result<R, StoreError>
     where
@@ -108,7 +117,11 @@ impl Daemon {
     /// Opens the state and binds the API socket (mode 0660).
     pub async fn bind(config: Config) -> Result<Self, StartError> {
         let dir = &config.state_dir;
-        std::fs::create_dir_all(dir)
+        // Owner only: the state will hold per-VM credentials (issue #10).
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
             .map_err(|e| StartError::StateDir(dir.display().to_string(), e))?;
         let store = Store::open(dir)?;
         let path = &config.api_socket;
@@ -126,11 +139,7 @@ impl Daemon {
             std::fs::Permissions::from_mode(limits::API_SOCKET_MODE),
         )
         .map_err(|e| StartError::Listen(name, e))?;
-        let state = Arc::new(State {
-            store: Arc::new(Mutex::new(store)),
-            health: HealthMap::default(),
-            relays: Arc::new(tokio::sync::Semaphore::new(limits::MAX_RELAYS)),
-        });
+        let state = Arc::new(State::new(store));
         Ok(Self {
             state,
             listener,

@@ -212,3 +212,48 @@ where
         r = up => r.map(drop),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Store;
+    use guestcomm_protocol::message::{Call, ExecRequest};
+    use guestcomm_protocol::BuiltinService;
+
+    fn request(service: guestcomm_protocol::ServiceId) -> GcRequest {
+        GcRequest {
+            service,
+            call: Call::Exec(ExecRequest::default()),
+        }
+    }
+
+    #[tokio::test]
+    async fn requests_pass_only_for_registered_enabled_services_and_errors_name_both() {
+        let mut store = Store::in_memory().unwrap();
+        let vm = store.add_vm("web1", "unix:///a").unwrap();
+        let exec = BuiltinService::Exec.id();
+        let state = State::new(store);
+        assert!(check(&state, &vm, &request(exec)).await.is_ok());
+
+        let stranger = "0e0b6031-5213-4934-818b-38d90ced39db".parse().unwrap();
+        let err = check(&state, &vm, &request(stranger)).await.unwrap_err();
+        assert_eq!(err.code, ErrorCode::UnknownService);
+        assert!(
+            err.message.contains("0e0b6031") && err.message.contains("web1"),
+            "{}",
+            err.message
+        );
+
+        state
+            .db(move |s| s.set_vm_policy(exec, "web1", Policy::Disabled))
+            .await
+            .unwrap();
+        let err = check(&state, &vm, &request(exec)).await.unwrap_err();
+        assert_eq!(err.code, ErrorCode::ServiceDisabled);
+        assert!(
+            err.message.contains("00004744") && err.message.contains("web1"),
+            "{}",
+            err.message
+        );
+    }
+}
