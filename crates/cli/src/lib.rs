@@ -47,6 +47,8 @@ pub enum Command {
     Service(commands::service::ServiceArgs),
     /// Show the health of a VM's agent.
     Status(commands::status::StatusArgs),
+    /// Connect stdin and stdout to a guest communication service of a VM.
+    Connect(commands::connect::ConnectArgs),
 }
 
 /// Runs a parsed command line.
@@ -67,6 +69,7 @@ pub fn run(cli: Cli) -> ExitCode {
             Command::Vm(args) => commands::vm::run(args, cli.api.as_deref()).await,
             Command::Service(args) => commands::service::run(args, cli.api.as_deref()).await,
             Command::Status(args) => commands::status::run(args, cli.api.as_deref()).await,
+            Command::Connect(args) => commands::connect::run(args, cli.api.as_deref()).await,
         }
     });
     // Stdin is read on a blocking thread that may sit in read(2) forever;

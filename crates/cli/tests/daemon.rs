@@ -75,11 +75,7 @@ fn bad_vm_names_and_duplicates_get_one_line_errors() {
         (&["vm", "rm", "nosuch"], "no VM named \"nosuch\""),
     ];
     for (args, expected) in cases {
-        let out = d.run(args);
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
-        assert!(err.contains(expected), "{args:?}: {err}");
-        assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+        assert_fails_on_one_line(&d, args, 1, expected);
     }
     let out = d.run(&["vm", "add", "x", "--endpoint", "vsock://nope"]);
     assert_eq!(out.status.code(), Some(2), "a bad address is a usage error");
@@ -224,11 +220,7 @@ fn unknown_vm_and_unreachable_agent_fail_with_125_and_one_line() {
         ("nosuch", "no VM named \"nosuch\""),
         ("dead", "cannot reach the agent of VM dead"),
     ] {
-        let out = d.run(&["exec", vm, "--", "true"]);
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(125), "{err}");
-        assert!(err.contains(expected), "{err}");
-        assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+        assert_fails_on_one_line(&d, &["exec", vm, "--", "true"], 125, expected);
     }
 }
 
@@ -294,6 +286,7 @@ fn api_socket_is_0660_and_serves_its_openapi_document() {
     for path in [
         "/v1/vms",
         "/v1/vms/{name}/connect",
+        "/v1/vms/{name}/services/{id}/connect",
         "/v1/services",
         "/v1/services/{id}/policy",
     ] {
@@ -408,4 +401,96 @@ fn pty_mode_works_through_the_daemon() {
     assert_eq!(out.status.code(), Some(0));
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.trim().starts_with("/dev/pts/"), "{text}");
+}
+
+/// Adds VM `name` behind a hybrid vsock socket `<dir>/vmm.sock`; returns its path.
+fn hybrid_vm(d: &Daemon, name: &str) -> std::path::PathBuf {
+    let vmm = d.dir.path().join("vmm.sock");
+    let endpoint = format!("hvsock-uds://{}", vmm.display());
+    d.ok(&["vm", "add", name, "--endpoint", &endpoint]);
+    vmm
+}
+
+/// Asserts that `guestcomm ARGS` exits with `code` and one line containing `expected`.
+fn assert_fails_on_one_line(d: &Daemon, args: &[&str], code: i32, expected: &str) {
+    let out = d.run(args);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(code), "{args:?}: {err}");
+    assert!(err.contains(expected), "{args:?}: {err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+}
+
+/// A fake hybrid vsock VMM on `path`: accepts one connection, reads the
+/// `CONNECT <port>` line, answers `OK`, then echoes lines until "quit" and
+/// closes. Returns the CONNECT line it received.
+fn fake_vmm(path: &std::path::Path) -> std::thread::JoinHandle<String> {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::os::unix::net::UnixListener::bind(path).unwrap();
+    std::thread::spawn(move || {
+        let (stream, _) = listener.accept().unwrap();
+        let mut reader = BufReader::new(stream.try_clone().unwrap());
+        let mut writer = stream;
+        let mut connect = String::new();
+        reader.read_line(&mut connect).unwrap();
+        writer.write_all(b"OK 1073741824\n").unwrap();
+        let mut line = String::new();
+        while reader.read_line(&mut line).unwrap() > 0 && line != "quit\n" {
+            writer.write_all(line.as_bytes()).unwrap();
+            line.clear();
+        }
+        connect
+    })
+}
+
+#[test]
+fn connect_relays_bytes_both_ways_to_a_registered_enabled_service() {
+    let d = Daemon::start("off");
+    let echo = fake_vmm(&hybrid_vm(&d, "fc1"));
+    // Port 2761 = 0xac9.
+    d.ok(&[
+        "service",
+        "register",
+        "00000ac9-facb-11e6-bd58-64006a7986d3",
+        "--name",
+        "Echo",
+    ]);
+    let out = d.run_with_stdin(
+        &["connect", "fc1", "Echo"],
+        b"hello\nworld\nquit\n".to_vec(),
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.stdout, b"hello\nworld\n");
+    assert_eq!(echo.join().unwrap(), "CONNECT 2761\n");
+}
+
+#[test]
+fn connect_refuses_unregistered_disabled_and_portless_services() {
+    let d = Daemon::start("off");
+    hybrid_vm(&d, "fc1");
+    d.ok(&["vm", "add", "plain", "--endpoint", "unix:///a.sock"]);
+    let echo = "00000ac9-facb-11e6-bd58-64006a7986d3";
+    d.ok(&["service", "register", echo, "--name", "Echo"]);
+    d.ok(&["service", "register", MY_GUID, "--name", "No port"]);
+    d.ok(&["service", "disable", echo, "--vm", "fc1"]);
+    let cases: [(&[&str], &str); 5] = [
+        (
+            &["connect", "fc1", "00000bbb-facb-11e6-bd58-64006a7986d3"],
+            "is registered",
+        ),
+        (&["connect", "fc1", echo], "disabled for VM fc1"),
+        (&["connect", "fc1", MY_GUID], "has no vsock port"),
+        (&["connect", "plain", "exec"], "only the agent's protocol"),
+        (
+            &["connect", "fc1", "Nope"],
+            "no registered service named \"Nope\"",
+        ),
+    ];
+    for (args, expected) in cases {
+        assert_fails_on_one_line(&d, args, 1, expected);
+    }
 }

@@ -51,6 +51,20 @@ pub enum Error {
         #[source]
         source: guestcomm_client::ClientError,
     },
+    /// The service is disabled for the VM.
+    #[error("{0}")]
+    ServiceDisabled(String),
+    /// A guest port could not be reached.
+    #[error("cannot reach service {service} in VM {vm}")]
+    Guest {
+        /// The VM.
+        vm: String,
+        /// The service.
+        service: ServiceId,
+        /// Why.
+        #[source]
+        source: guestcomm_transport::ConnectError,
+    },
     /// A limit was reached; retry later.
     #[error("{0}")]
     Busy(String),
@@ -75,6 +89,8 @@ impl Error {
             }
             Self::BadRequest(_) => (StatusCode::BAD_REQUEST, "invalid_argument"),
             Self::Agent { .. } => (StatusCode::BAD_GATEWAY, "agent_unreachable"),
+            Self::Guest { .. } => (StatusCode::BAD_GATEWAY, "guest_unreachable"),
+            Self::ServiceDisabled(_) => (StatusCode::FORBIDDEN, "service_disabled"),
             Self::Busy(_) => (StatusCode::SERVICE_UNAVAILABLE, "resource_limit"),
         }
     }
@@ -153,6 +169,10 @@ pub fn router(state: Arc<State>) -> Router {
         .route(
             "/v1/vms/{name}/services/{id}/RequestStateChange",
             post(request_state_change),
+        )
+        .route(
+            "/v1/vms/{name}/services/{id}/connect",
+            post(crate::broker::connect),
         )
         .route(
             "/v1/vms/{name}/services/{id}/{method}",

@@ -11,6 +11,7 @@
 //! serves until dropped.
 
 pub mod api;
+pub mod broker;
 pub mod health;
 pub mod limits;
 pub mod observability;

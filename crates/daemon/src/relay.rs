@@ -29,12 +29,13 @@ use futures::SinkExt;
 use guestcomm_client::Session;
 use guestcomm_protocol::handshake::{self, ServerOffer, AUTH_NONE};
 use guestcomm_protocol::message::{ErrorCode, ErrorFrame, Request as GcRequest};
-use guestcomm_protocol::{Control, Frame, FrameCodec, FramedConn};
+use guestcomm_protocol::{Control, Frame, FrameCodec, FramedConn, ServiceId};
 use guestcomm_transport::{Address, Stream};
 use hyper::header::{CONNECTION, UPGRADE};
 use hyper::StatusCode;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::codec::Framed;
 use tracing::{debug, info, warn, Instrument};
 
@@ -50,25 +51,9 @@ pub async fn connect(
     Path(name): Path<String>,
     mut req: Request,
 ) -> Result<Response, Error> {
-    let wants_upgrade = req
-        .headers()
-        .get(UPGRADE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.eq_ignore_ascii_case(guestcomm_api::UPGRADE_PROTOCOL));
-    if !wants_upgrade {
-        return Err(Error::BadRequest(format!(
-            "this endpoint needs `Connection: Upgrade` and `Upgrade: {}`",
-            guestcomm_api::UPGRADE_PROTOCOL
-        )));
-    }
+    require_upgrade(&req)?;
     let vm = state.db(move |s| s.vm(&name)).await?;
-    let Ok(permit) = state.relays.clone().try_acquire_owned() else {
-        warn!(vm = %vm.name, "relay limit reached, refusing a connection");
-        return Err(Error::Busy(format!(
-            "guestcommd is relaying its maximum of {} connections; retry later",
-            crate::limits::MAX_RELAYS
-        )));
-    };
+    let permit = acquire_relay(&state, &vm.name)?;
     let addr: Address = vm
         .endpoint
         .parse()
@@ -91,6 +76,39 @@ pub async fn connect(
         }
         .instrument(span),
     );
+    switching_protocols()
+}
+
+/// Refuses a request that does not ask for the guestcomm upgrade.
+pub(crate) fn require_upgrade(req: &Request) -> Result<(), Error> {
+    let wants_upgrade = req
+        .headers()
+        .get(UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case(guestcomm_api::UPGRADE_PROTOCOL));
+    if wants_upgrade {
+        Ok(())
+    } else {
+        Err(Error::BadRequest(format!(
+            "this endpoint needs `Connection: Upgrade` and `Upgrade: {}`",
+            guestcomm_api::UPGRADE_PROTOCOL
+        )))
+    }
+}
+
+/// A relay slot, or 503 at [`MAX_RELAYS`](crate::limits::MAX_RELAYS).
+pub(crate) fn acquire_relay(state: &State, vm: &str) -> Result<OwnedSemaphorePermit, Error> {
+    state.relays.clone().try_acquire_owned().map_err(|_| {
+        warn!(vm, "relay limit reached, refusing a connection");
+        Error::Busy(format!(
+            "guestcommd is relaying its maximum of {} connections; retry later",
+            crate::limits::MAX_RELAYS
+        ))
+    })
+}
+
+/// The 101 answer that starts a relay.
+pub(crate) fn switching_protocols() -> Result<Response, Error> {
     Response::builder()
         .status(StatusCode::SWITCHING_PROTOCOLS)
         .header(CONNECTION, "upgrade")
@@ -146,63 +164,110 @@ async fn refuse<T: AsyncRead + AsyncWrite + Unpin>(client: &mut FramedConn<T>, f
     let _ = client.send(Frame::Control(Control::Error(frame))).await;
 }
 
-/// Whether `request` may pass to `vm`: the service must be registered and
-/// its effective state on the VM enabled.
-async fn check(state: &State, vm: &VmRow, request: &GcRequest) -> Result<(), ErrorFrame> {
-    let id = request.service;
+/// Why a service may not pass to a VM.
+#[derive(Debug)]
+pub(crate) enum Refusal {
+    /// The GUID is not registered.
+    Unknown,
+    /// Registered, but its effective state on the VM is Disabled.
+    Disabled {
+        /// The service's ElementName.
+        element_name: String,
+    },
+    /// The state store failed.
+    Store(StoreError),
+}
+
+impl Refusal {
+    /// One line naming the service and the VM, with what to do.
+    pub(crate) fn message(&self, id: ServiceId, vm: &str) -> String {
+        match self {
+            Self::Unknown => format!(
+                "service {id} is not registered on this host, so VM {vm} cannot be reached through it (see `guestcomm service list`)"
+            ),
+            Self::Disabled { element_name } => format!(
+                "service {element_name} ({id}) is disabled for VM {vm} (enable it with `guestcomm service enable {id} --vm {vm}`)"
+            ),
+            Self::Store(e) => handshake::error_chain(e),
+        }
+    }
+}
+
+/// Passes when service `id` is registered and its effective state on `vm`
+/// is Enabled: the policy check of every relayed connection.
+pub(crate) async fn admit(state: &State, vm: &VmRow, id: ServiceId) -> Result<(), Refusal> {
     let vm_id = vm.id;
     let looked_up = state
         .db(move |s| Ok((s.service(id)?, s.vm_policy(id, vm_id)?)))
         .await;
     let (service, policy) = match looked_up {
         Ok(found) => found,
-        Err(StoreError::UnknownService(_)) => {
-            return Err(ErrorFrame::new(
-                ErrorCode::UnknownService,
-                format!("service {id} is not registered on this host, so VM {} cannot be reached through it (see `guestcomm service list`)", vm.name),
-            ))
-        }
-        Err(e) => return Err(ErrorFrame::new(ErrorCode::Internal, handshake::error_chain(&e))),
+        Err(StoreError::UnknownService(_)) => return Err(Refusal::Unknown),
+        Err(e) => return Err(Refusal::Store(e)),
     };
-    let state = effective_state(
+    let effective = effective_state(
         vm.interface_enabled,
         service.enabled,
         policy,
         vm.default_policy,
     );
-    if state == Policy::Disabled {
-        return Err(ErrorFrame::new(
-            ErrorCode::ServiceDisabled,
-            format!(
-                "service {} ({id}) is disabled for VM {} (enable it with `guestcomm service enable {id} --vm {}`)",
-                service.element_name, vm.name, vm.name
-            ),
-        ));
+    if effective == Policy::Disabled {
+        return Err(Refusal::Disabled {
+            element_name: service.element_name,
+        });
     }
     Ok(())
 }
 
-/// Copies bytes both ways until the agent closes (or the CLI goes away).
+/// [`admit`] for a relayed request, as the error frame to send back.
+async fn check(state: &State, vm: &VmRow, request: &GcRequest) -> Result<(), ErrorFrame> {
+    admit(state, vm, request.service).await.map_err(|refusal| {
+        let code = match refusal {
+            Refusal::Unknown => ErrorCode::UnknownService,
+            Refusal::Disabled { .. } => ErrorCode::ServiceDisabled,
+            Refusal::Store(_) => ErrorCode::Internal,
+        };
+        ErrorFrame::new(code, refusal.message(request.service, &vm.name))
+    })
+}
+
+/// Copies bytes both ways until the agent closes (or the CLI goes away),
+/// first the bytes each side's framing had already read.
 async fn pump<C, A>(client: FramedConn<C>, agent: FramedConn<A>) -> std::io::Result<()>
 where
     C: AsyncRead + AsyncWrite + Unpin,
     A: AsyncRead + AsyncWrite + Unpin,
 {
-    // Bytes already read past the request (stdin sent early) go first.
     let client = client.into_parts();
     let agent = agent.into_parts();
-    let (client_read, mut client_write) = tokio::io::split(client.io);
-    let (agent_read, mut agent_write) = tokio::io::split(agent.io);
+    copy_both_ways(client.io, &client.read_buf, agent.io, &agent.read_buf).await
+}
+
+/// The byte relay: `client_early` goes to the guest side and `guest_early`
+/// to the client before anything else; ends when the guest side closes (its
+/// last bytes flushed) or the client goes away. Never half-closes.
+pub(crate) async fn copy_both_ways<C, G>(
+    client: C,
+    client_early: &[u8],
+    guest: G,
+    guest_early: &[u8],
+) -> std::io::Result<()>
+where
+    C: AsyncRead + AsyncWrite,
+    G: AsyncRead + AsyncWrite,
+{
+    let (client_read, mut client_write) = tokio::io::split(client);
+    let (guest_read, mut guest_write) = tokio::io::split(guest);
     let up = async {
-        agent_write.write_all(&client.read_buf).await?;
-        agent_write.flush().await?;
+        guest_write.write_all(client_early).await?;
+        guest_write.flush().await?;
         let mut from = BufReader::with_capacity(RELAY_BUFFER_BYTES, client_read);
-        tokio::io::copy_buf(&mut from, &mut agent_write).await
+        tokio::io::copy_buf(&mut from, &mut guest_write).await
     };
     let down = async {
-        client_write.write_all(&agent.read_buf).await?;
+        client_write.write_all(guest_early).await?;
         client_write.flush().await?;
-        let mut from = BufReader::with_capacity(RELAY_BUFFER_BYTES, agent_read);
+        let mut from = BufReader::with_capacity(RELAY_BUFFER_BYTES, guest_read);
         let n = tokio::io::copy_buf(&mut from, &mut client_write).await?;
         client_write.flush().await?;
         Ok::<u64, std::io::Error>(n)

@@ -15,15 +15,20 @@ pub fn client(api: Option<&str>) -> Result<ApiClient, ApiError> {
 
 /// The API path of a VM, after checking its name (so it is URL-safe).
 pub fn vm_path(name: &str) -> Result<String, ApiError> {
-    validate_vm_name(name).map_err(|error| ApiError::Status {
-        status: 400,
+    validate_vm_name(name).map_err(|error| local_error(400, "invalid_argument", error))?;
+    Ok(format!("/v1/vms/{name}"))
+}
+
+/// An error found before asking the daemon, shaped as the daemon's.
+pub fn local_error(status: u16, code: &str, error: String) -> ApiError {
+    ApiError::Status {
+        status,
         body: guestcomm_api::ErrorBody {
-            code: "invalid_argument".into(),
+            code: code.into(),
             chain: vec![error.clone()],
             error,
         },
-    })?;
-    Ok(format!("/v1/vms/{name}"))
+    }
 }
 
 /// Prints an API error on one line and returns `code`.

@@ -1,6 +1,7 @@
 //! One module per subcommand: its clap arguments and what it does.
 
 pub mod api;
+pub mod connect;
 pub mod exec;
 pub mod service;
 pub mod status;
