@@ -353,7 +353,7 @@ fn interface_switch_and_default_policy_drive_deferred_services() {
 }
 
 #[test]
-fn start_and_stop_service_are_not_supported() {
+fn start_stop_service_are_not_supported_and_every_refusal_has_a_json_body() {
     let d = Daemon::start("off");
     d.ok(&["vm", "add", "web1", "--endpoint", "unix:///a.sock"]);
     let rt = tokio::runtime::Runtime::new().unwrap();
@@ -377,6 +377,25 @@ fn start_and_stop_service_are_not_supported() {
     };
     assert_eq!((status, body.code.as_str()), (400, "invalid_argument"));
     assert!(body.error.contains("name"), "{}", body.error);
+    // The framework's own refusals carry the same JSON body.
+    for (method, path, code) in [
+        (guestcomm_api::Method::GET, "/v1/nothing", 404),
+        (guestcomm_api::Method::PUT, "/v1/vms", 404),
+        (
+            guestcomm_api::Method::GET,
+            "/v1/services/instances?bogus=1",
+            400,
+        ),
+    ] {
+        let err = rt
+            .block_on(client.send::<_, Value>(method, path, &serde_json::json!({})))
+            .unwrap_err();
+        let guestcomm_api::ApiError::Status { status, body } = err else {
+            panic!("{err}")
+        };
+        assert_eq!(status, code, "{path}: {}", body.error);
+        assert!(!body.chain.is_empty(), "{path}");
+    }
 }
 
 #[test]

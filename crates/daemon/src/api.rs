@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 
-use axum::extract::rejection::JsonRejection;
+use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{ConnectInfo, Path, Query, State as AxumState};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -65,6 +65,14 @@ pub enum Error {
         #[source]
         source: guestcomm_transport::ConnectError,
     },
+    /// No such endpoint (or not with this method).
+    #[error("no API endpoint {method} {path} (see /openapi.json)")]
+    NoRoute {
+        /// The method asked for.
+        method: String,
+        /// The path asked for.
+        path: String,
+    },
     /// A limit was reached; retry later.
     #[error("{0}")]
     Busy(String),
@@ -77,9 +85,8 @@ impl Error {
     /// The HTTP status and stable code of every error: the one mapping.
     pub fn status(&self) -> (StatusCode, &'static str) {
         match self {
-            Self::Store(StoreError::UnknownVm(_) | StoreError::UnknownService(_)) => {
-                (StatusCode::NOT_FOUND, "not_found")
-            }
+            Self::Store(StoreError::UnknownVm(_) | StoreError::UnknownService(_))
+            | Self::NoRoute { .. } => (StatusCode::NOT_FOUND, "not_found"),
             Self::Store(StoreError::DuplicateVm(_) | StoreError::DuplicateService(_)) => {
                 (StatusCode::CONFLICT, "conflict")
             }
@@ -99,6 +106,20 @@ impl Error {
 impl From<JsonRejection> for Error {
     fn from(e: JsonRejection) -> Self {
         Self::BadRequest(e.body_text())
+    }
+}
+
+impl From<QueryRejection> for Error {
+    fn from(e: QueryRejection) -> Self {
+        Self::BadRequest(e.body_text())
+    }
+}
+
+/// Unknown paths, and known paths with another method.
+async fn no_route(method: axum::http::Method, uri: axum::http::Uri) -> Error {
+    Error::NoRoute {
+        method: method.to_string(),
+        path: uri.path().to_string(),
     }
 }
 
@@ -182,6 +203,8 @@ pub fn router(state: Arc<State>) -> Router {
         .route("/v1/services/{id}", axum::routing::delete(unregister))
         .route("/v1/services/{id}/policy", put(set_policy))
         .route("/v1/services/instances", get(all_instances))
+        .fallback(no_route)
+        .method_not_allowed_fallback(no_route)
         .layer(axum::middleware::from_fn(log_caller))
         .with_state(state)
 }
@@ -402,8 +425,9 @@ struct InstancesQuery {
 
 async fn all_instances(
     AxumState(state): AxumState<Arc<State>>,
-    Query(q): Query<InstancesQuery>,
+    query: Result<Query<InstancesQuery>, QueryRejection>,
 ) -> Result<Json<Vec<GuestCommunicationService>>, Error> {
+    let Query(q) = query?;
     Ok(Json(instances(&state, q.vm).await?))
 }
 
