@@ -75,6 +75,10 @@ pub struct RegisterService {
     /// Free text.
     #[serde(default)]
     pub description: String,
+    /// Where guest-initiated connections to this service are relayed on the
+    /// host (`unix:///path` or `tcp://127.0.0.1:PORT`); hybrid vsock VMs only.
+    #[serde(default)]
+    pub host_endpoint: Option<String>,
 }
 
 /// A registration (host-wide), built-in or registered.
@@ -92,6 +96,8 @@ pub struct ServiceRegistration {
     pub enabled: bool,
     /// When it was registered, seconds since the Unix epoch.
     pub installed_at: i64,
+    /// Where guest-initiated connections are relayed on the host, if anywhere.
+    pub host_endpoint: Option<String>,
 }
 
 /// A per-VM (or host-wide) enablement request.

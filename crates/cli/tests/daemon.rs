@@ -513,3 +513,69 @@ fn connect_refuses_unregistered_disabled_and_portless_services() {
         assert_fails_on_one_line(&d, args, 1, expected);
     }
 }
+
+/// An echo server on `path` for any number of sequential connections.
+fn echo_server(path: &std::path::Path) {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::os::unix::net::UnixListener::bind(path).unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let stream = stream.unwrap();
+            let mut writer = stream.try_clone().unwrap();
+            for line in BufReader::new(stream).lines() {
+                let Ok(line) = line else { break };
+                if writer.write_all(format!("{line}\n").as_bytes()).is_err() {
+                    break;
+                }
+            }
+        }
+    });
+}
+
+#[test]
+fn guest_initiated_connections_reach_the_host_endpoint_only_while_enabled() {
+    use std::io::{BufRead, BufReader, Write};
+    let mut d = Daemon::start("off");
+    let vmm = hybrid_vm(&d, "fc1");
+    let host = d.dir.path().join("host.sock");
+    echo_server(&host);
+    let echo = "00000ac9-facb-11e6-bd58-64006a7986d3";
+    let host_endpoint = format!("unix://{}", host.display());
+    d.ok(&[
+        "service",
+        "register",
+        echo,
+        "--name",
+        "Echo",
+        "--host-endpoint",
+        &host_endpoint,
+    ]);
+    // Where the VMM delivers a guest's connection to host port 2761.
+    let guest_side = std::path::PathBuf::from(format!("{}_2761", vmm.display()));
+    let ping = || -> Option<String> {
+        let mut s = std::os::unix::net::UnixStream::connect(&guest_side).ok()?;
+        s.write_all(b"ping\n").ok()?;
+        let mut line = String::new();
+        BufReader::new(s).read_line(&mut line).ok()?;
+        Some(line)
+    };
+    assert!(wait_until(POLL_DEADLINE, || guest_side.exists()));
+    assert_eq!(ping().as_deref(), Some("ping\n"));
+
+    d.kill9_and_restart();
+    assert!(wait_until(POLL_DEADLINE, || ping().as_deref() == Some("ping\n")));
+    let regs = d.json(&["service", "list"]);
+    let mine = regs
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == echo)
+        .unwrap();
+    assert_eq!(mine["host_endpoint"], host_endpoint.as_str());
+
+    d.ok(&["service", "disable", echo, "--vm", "fc1"]);
+    assert!(wait_until(POLL_DEADLINE, || !guest_side.exists()));
+    assert_eq!(ping(), None, "disabled: refused");
+    d.ok(&["service", "enable", echo, "--vm", "fc1"]);
+    assert!(wait_until(POLL_DEADLINE, || ping().as_deref() == Some("ping\n")));
+}

@@ -247,6 +247,7 @@ async fn add_vm(
     let endpoint = endpoint.to_string();
     let row = state.db(move |s| s.add_vm(&add.name, &endpoint)).await?;
     tracing::info!(vm = %row.name, id = %row.id, endpoint = %row.endpoint, "VM added");
+    state.changed.notify_one();
     Ok((StatusCode::CREATED, Json(vm_view(&state, row))))
 }
 
@@ -279,6 +280,7 @@ async fn update_vm(
         .db(move |s| s.update_vm(&name, update.interface_enabled, default))
         .await?;
     tracing::info!(vm = %row.name, interface_enabled = row.interface_enabled, default_policy = row.default_policy.value(), "VM settings changed");
+    state.changed.notify_one();
     Ok(Json(vm_view(&state, row)))
 }
 
@@ -289,6 +291,7 @@ async fn remove_vm(
     let logged = name.clone();
     state.db(move |s| s.remove_vm(&name)).await?;
     tracing::info!(vm = %logged, "VM removed");
+    state.changed.notify_one();
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -304,6 +307,7 @@ fn registration(row: ServiceRow) -> ServiceRegistration {
         builtin: row.builtin,
         enabled: row.enabled,
         installed_at: row.installed_at,
+        host_endpoint: row.host_endpoint,
     }
 }
 
@@ -331,9 +335,20 @@ async fn register(
             req.element_name
         )));
     }
+    let host_endpoint = match req.host_endpoint.as_deref().map(str::parse::<Address>) {
+        None => None,
+        Some(Ok(addr @ (Address::Unix(_) | Address::Tcp(_)))) => Some(addr.to_string()),
+        Some(Ok(other)) => {
+            return Err(Error::BadRequest(format!(
+                "invalid host endpoint {other}: guest-initiated connections are relayed to unix:///PATH or tcp://IP:PORT on the host"
+            )))
+        }
+        Some(Err(e)) => return Err(Error::BadRequest(error_chain(&e))),
+    };
     let row = state
-        .db(move |s| s.register(id, &name, &req.description))
+        .db(move |s| s.register(id, &name, &req.description, host_endpoint.as_deref()))
         .await?;
+    state.changed.notify_one();
     tracing::info!(service = %row.id, name = %row.element_name, "service registered");
     Ok((StatusCode::CREATED, Json(registration(row))))
 }
@@ -345,6 +360,7 @@ async fn unregister(
     let id = parse_service(&id)?;
     state.db(move |s| s.unregister(id)).await?;
     tracing::info!(service = %id, "service unregistered");
+    state.changed.notify_one();
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -376,6 +392,7 @@ async fn set_policy(
         }
     }
     tracing::info!(service = %id, policy = policy.value(), "service policy changed");
+    state.changed.notify_one();
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -463,6 +480,7 @@ async fn request_state_change(
             Ok(RSC_COMPLETED)
         })
         .await?;
+    state.changed.notify_one();
     Ok(Json(MethodResult { return_value }))
 }
 

@@ -12,6 +12,7 @@
 
 pub mod api;
 pub mod broker;
+pub mod guest;
 pub mod health;
 pub mod limits;
 pub mod observability;
@@ -39,6 +40,8 @@ pub struct State {
     pub health: HealthMap,
     /// One permit per relayed connection ([`limits::MAX_RELAYS`]).
     pub relays: Arc<tokio::sync::Semaphore>,
+    /// Signalled after every change of VMs, registrations or policies.
+    pub changed: tokio::sync::Notify,
 }
 
 impl State {
@@ -48,6 +51,7 @@ impl State {
             store: Arc::new(Mutex::new(store)),
             health: HealthMap::default(),
             relays: Arc::new(tokio::sync::Semaphore::new(limits::MAX_RELAYS)),
+            changed: tokio::sync::Notify::new(),
         }
     }
 
@@ -164,12 +168,14 @@ impl Daemon {
                 config.max_concurrent_probes,
             ))
         });
+        let listeners = tokio::spawn(guest::reconcile(state.clone()));
         tracing::info!(api = %config.api_socket.display(), state = %config.state_dir.display(), "serving");
         let app = api::router(state).into_make_service_with_connect_info::<api::Caller>();
         let served = axum::serve(listener, app).await;
         if let Some(monitor) = monitor {
             monitor.abort();
         }
+        listeners.abort();
         served
     }
 }

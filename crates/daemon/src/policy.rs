@@ -71,6 +71,16 @@ pub fn effective_state(
     }
 }
 
+/// [`effective_state`] of `service` on `vm`, given its policy there.
+pub fn effective_on(vm: &VmRow, service: &ServiceRow, vm_policy: Policy) -> Policy {
+    effective_state(
+        vm.interface_enabled,
+        service.enabled,
+        vm_policy,
+        vm.default_policy,
+    )
+}
+
 /// Formats seconds since the epoch as a CIM datetime, `yyyymmddhhmmss.mmmmmm+000` (UTC).
 pub fn cim_datetime(secs: i64) -> String {
     let days = secs.div_euclid(86_400);
@@ -100,12 +110,7 @@ pub fn instance(
     vm_policy: Policy,
     health: &Health,
 ) -> GuestCommunicationService {
-    let state = effective_state(
-        vm.interface_enabled,
-        service.enabled,
-        vm_policy,
-        vm.default_policy,
-    );
+    let state = effective_on(vm, service, vm_policy);
     GuestCommunicationService {
         caption: service.element_name.clone(),
         creation_class_name: "Msvm_GuestCommunicationService".into(),

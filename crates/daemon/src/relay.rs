@@ -41,7 +41,7 @@ use tracing::{debug, info, warn, Instrument};
 
 use crate::api::Error;
 use crate::limits::RELAY_BUFFER_BYTES;
-use crate::policy::{effective_state, Policy};
+use crate::policy::{effective_on, Policy};
 use crate::store::{StoreError, VmRow};
 use crate::State;
 
@@ -205,12 +205,7 @@ pub(crate) async fn admit(state: &State, vm: &VmRow, id: ServiceId) -> Result<()
         Err(StoreError::UnknownService(_)) => return Err(Refusal::Unknown),
         Err(e) => return Err(Refusal::Store(e)),
     };
-    let effective = effective_state(
-        vm.interface_enabled,
-        service.enabled,
-        policy,
-        vm.default_policy,
-    );
+    let effective = effective_on(vm, &service, policy);
     if effective == Policy::Disabled {
         return Err(Refusal::Disabled {
             element_name: service.element_name,

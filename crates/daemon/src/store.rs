@@ -41,6 +41,8 @@ const MIGRATIONS: &[&str] = &[
         policy INTEGER NOT NULL,
         PRIMARY KEY (service, vm)
     );",
+    // 2: where guest-initiated connections to a service are relayed on the host.
+    "ALTER TABLE services ADD COLUMN host_endpoint TEXT;",
 ];
 
 /// Why a state operation failed.
@@ -106,6 +108,8 @@ pub struct ServiceRow {
     pub enabled: bool,
     /// Seconds since the epoch.
     pub installed_at: i64,
+    /// Host address guest-initiated connections are relayed to, if any.
+    pub host_endpoint: Option<String>,
 }
 
 /// The open database.
@@ -245,12 +249,13 @@ impl Store {
         id: ServiceId,
         element_name: &str,
         description: &str,
+        host_endpoint: Option<&str>,
     ) -> Result<ServiceRow, StoreError> {
         let now = now_secs();
         let inserted = self.conn.execute(
-            "INSERT INTO services (id, element_name, description, installed_at) VALUES (?1, ?2, ?3, ?4)
+            "INSERT INTO services (id, element_name, description, installed_at, host_endpoint) VALUES (?1, ?2, ?3, ?4, ?5)
              ON CONFLICT(id) DO NOTHING",
-            params![id.to_string(), element_name, description, now],
+            params![id.to_string(), element_name, description, now, host_endpoint],
         )?;
         if inserted == 0 {
             return Err(StoreError::DuplicateService(id));
@@ -271,7 +276,7 @@ impl Store {
     /// Every registration, built-ins first, then by GUID.
     pub fn services(&self) -> Result<Vec<ServiceRow>, StoreError> {
         let mut stmt = self.conn.prepare(
-            "SELECT id, element_name, description, builtin, enabled, installed_at FROM services
+            "SELECT id, element_name, description, builtin, enabled, installed_at, host_endpoint FROM services
              ORDER BY builtin DESC, id",
         )?;
         let rows = stmt.query_map([], service_row)?;
@@ -282,7 +287,7 @@ impl Store {
     pub fn service(&self, id: ServiceId) -> Result<ServiceRow, StoreError> {
         self.conn
             .query_row(
-                "SELECT id, element_name, description, builtin, enabled, installed_at FROM services WHERE id = ?1",
+                "SELECT id, element_name, description, builtin, enabled, installed_at, host_endpoint FROM services WHERE id = ?1",
                 [id.to_string()],
                 service_row,
             )
@@ -368,6 +373,7 @@ fn service_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ServiceRow> {
         builtin: r.get(3)?,
         enabled: r.get(4)?,
         installed_at: r.get(5)?,
+        host_endpoint: r.get(6)?,
     })
 }
 
@@ -407,7 +413,7 @@ mod tests {
         {
             let mut s = Store::open(dir.path()).unwrap();
             s.add_vm("a", "unix:///a").unwrap();
-            s.register(id, "Mine", "").unwrap();
+            s.register(id, "Mine", "", None).unwrap();
         }
         let s = Store::open(dir.path()).unwrap();
         assert_eq!(s.vms().unwrap()[0].name, "a");
@@ -417,5 +423,44 @@ mod tests {
             .pragma_query_value(None, "user_version", |r| r.get(0))
             .unwrap();
         assert_eq!(v as usize, MIGRATIONS.len());
+    }
+
+    #[test]
+    fn a_version_1_database_is_migrated_keeping_its_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let conn = Connection::open(dir.path().join("guestcommd.db")).unwrap();
+            conn.execute_batch(MIGRATIONS[0]).unwrap();
+            conn.pragma_update(None, "user_version", 1).unwrap();
+            conn.execute(
+                "INSERT INTO services (id, element_name, installed_at) VALUES ('0e0b6031-5213-4934-818b-38d90ced39db', 'Old', 0)",
+                [],
+            )
+            .unwrap();
+        }
+        let s = Store::open(dir.path()).unwrap();
+        let id: ServiceId = "0e0b6031-5213-4934-818b-38d90ced39db".parse().unwrap();
+        let row = s.service(id).unwrap();
+        assert_eq!(
+            (row.element_name.as_str(), row.host_endpoint),
+            ("Old", None)
+        );
+        let v: u32 = s
+            .conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(v, 2);
+    }
+
+    #[test]
+    fn a_database_from_a_newer_daemon_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = Connection::open(dir.path().join("guestcommd.db")).unwrap();
+        conn.pragma_update(None, "user_version", 99).unwrap();
+        drop(conn);
+        assert!(matches!(
+            Store::open(dir.path()),
+            Err(StoreError::TooNew { found: 99, .. })
+        ));
     }
 }

@@ -39,6 +39,10 @@ pub enum ServiceCommand {
         /// Free text.
         #[arg(long, value_name = "TEXT", default_value = "")]
         description: String,
+        /// Relay guest-initiated connections to this host address
+        /// (unix:///PATH or tcp://IP:PORT); hybrid vsock VMs only.
+        #[arg(long, value_name = "ADDR")]
+        host_endpoint: Option<guestcomm_transport::Address>,
     },
     /// Unregister a service (built-in services can only be disabled).
     Unregister {
@@ -140,11 +144,13 @@ async fn exec(args: ServiceArgs, api: Option<&str>) -> Result<ExitCode, ApiError
             id,
             name,
             description,
+            host_endpoint,
         } => {
             let body = RegisterService {
                 id: id.to_string(),
                 element_name: name,
                 description,
+                host_endpoint: host_endpoint.map(|a| a.to_string()),
             };
             let _: ServiceRegistration = client.send(Method::POST, "/v1/services", &body).await?;
             ExitCode::SUCCESS
