@@ -29,7 +29,7 @@ use futures::SinkExt;
 use guestcomm_client::Session;
 use guestcomm_protocol::handshake::{self, ServerOffer, AUTH_NONE};
 use guestcomm_protocol::message::{ErrorCode, ErrorFrame, Request as GcRequest};
-use guestcomm_protocol::{Control, Frame, FrameCodec, FramedConn, ServiceId};
+use guestcomm_protocol::{BuiltinService, Control, Frame, FrameCodec, FramedConn, ServiceId};
 use guestcomm_transport::{Address, Stream};
 use hyper::header::{CONNECTION, UPGRADE};
 use hyper::StatusCode;
@@ -214,15 +214,24 @@ pub(crate) async fn admit(state: &State, vm: &VmRow, id: ServiceId) -> Result<()
     Ok(())
 }
 
-/// [`admit`] for a relayed request, as the error frame to send back.
+/// [`admit`] for a relayed request, as the error frame to send back. The
+/// connection goes through the agent's own service (its port), so that one
+/// must be enabled too, then the service the request names.
 async fn check(state: &State, vm: &VmRow, request: &GcRequest) -> Result<(), ErrorFrame> {
-    admit(state, vm, request.service).await.map_err(|refusal| {
+    let agent = BuiltinService::Agent.id();
+    let admitted = match admit(state, vm, agent).await {
+        Ok(()) => admit(state, vm, request.service)
+            .await
+            .map_err(|r| (r, request.service)),
+        Err(refusal) => Err((refusal, agent)),
+    };
+    admitted.map_err(|(refusal, service)| {
         let code = match refusal {
             Refusal::Unknown => ErrorCode::UnknownService,
             Refusal::Disabled { .. } => ErrorCode::ServiceDisabled,
             Refusal::Store(_) => ErrorCode::Internal,
         };
-        ErrorFrame::new(code, refusal.message(request.service, &vm.name))
+        ErrorFrame::new(code, refusal.message(service, &vm.name))
     })
 }
 
@@ -280,6 +289,13 @@ mod tests {
     use guestcomm_protocol::message::{Call, ExecRequest};
     use guestcomm_protocol::BuiltinService;
 
+    async fn set(state: &State, id: guestcomm_protocol::ServiceId, policy: Policy) {
+        state
+            .db(move |s| s.set_vm_policy(id, "web1", policy))
+            .await
+            .unwrap();
+    }
+
     fn request(service: guestcomm_protocol::ServiceId) -> GcRequest {
         GcRequest {
             service,
@@ -304,10 +320,22 @@ mod tests {
             err.message
         );
 
-        state
-            .db(move |s| s.set_vm_policy(exec, "web1", Policy::Disabled))
-            .await
-            .unwrap();
+        set(&state, exec, Policy::Disabled).await;
+        let err = check(&state, &vm, &request(exec)).await.unwrap_err();
+        assert_eq!(err.code, ErrorCode::ServiceDisabled);
+        assert!(err.message.contains("00004744"), "{}", err.message);
+
+        // Disabling the agent's own service closes every relayed request.
+        let agent = BuiltinService::Agent.id();
+        set(&state, exec, Policy::Deferred).await;
+        set(&state, agent, Policy::Disabled).await;
+        let err = check(&state, &vm, &request(exec)).await.unwrap_err();
+        assert_eq!(err.code, ErrorCode::ServiceDisabled);
+        assert!(err.message.contains("00004743"), "{}", err.message);
+        set(&state, agent, Policy::Deferred).await;
+        let err = check(&state, &vm, &request(exec)).await;
+        assert!(err.is_ok());
+        set(&state, exec, Policy::Disabled).await;
         let err = check(&state, &vm, &request(exec)).await.unwrap_err();
         assert_eq!(err.code, ErrorCode::ServiceDisabled);
         assert!(
