@@ -12,11 +12,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::{SinkExt, StreamExt};
+use futures::SinkExt;
 use guestcomm_protocol::auth::{Psk, AUTH_PSK};
 use guestcomm_protocol::handshake::{self, ServerOffer, AUTH_NONE};
-use guestcomm_protocol::limits::HANDSHAKE_TIMEOUT_MS;
-use guestcomm_protocol::message::{Call, ErrorCode, ErrorFrame, Request};
+use guestcomm_protocol::message::{Call, ErrorCode, ErrorFrame};
 use guestcomm_protocol::{BuiltinService, Control, Frame, FrameCodec, FramedConn};
 use guestcomm_transport::{Address, ListenError, Listener, Peer, PeerCidFilter, Stream};
 use tokio::sync::Semaphore;
@@ -210,8 +209,16 @@ async fn handle(mut conn: FramedConn<Stream>, peer: &Peer, offer: &ServerOffer) 
         }
     };
     debug!(client = %hello.client, "handshake done");
-    let request = match read_request(&mut conn).await {
+    let request = match handshake::read_request(&mut conn).await {
         Ok(request) => request,
+        // A client that hangs up after the handshake (a health probe) is not a problem.
+        Err(frame)
+            if frame.code == ErrorCode::UnexpectedMessage
+                && frame.message == handshake::CLOSED_BEFORE_REQUEST =>
+        {
+            debug!("connection closed after the handshake");
+            return;
+        }
         Err(frame) => {
             warn!(error = %frame, "bad request");
             let _ = conn.send(Frame::Control(Control::Error(frame))).await;
@@ -242,30 +249,6 @@ async fn handle(mut conn: FramedConn<Stream>, peer: &Peer, offer: &ServerOffer) 
             );
             let _ = conn.send(Frame::Control(Control::Error(frame))).await;
         }
-    }
-}
-
-/// Reads the frame after the handshake, which must be a `Request`.
-async fn read_request(conn: &mut FramedConn<Stream>) -> Result<Request, ErrorFrame> {
-    let next = tokio::time::timeout(Duration::from_millis(HANDSHAKE_TIMEOUT_MS), conn.next()).await;
-    match next {
-        Err(_) => Err(ErrorFrame::new(
-            ErrorCode::Timeout,
-            format!("no request within {HANDSHAKE_TIMEOUT_MS} ms of the handshake"),
-        )),
-        Ok(None) => Err(ErrorFrame::new(
-            ErrorCode::UnexpectedMessage,
-            "connection closed before a request",
-        )),
-        Ok(Some(Err(e))) => Err(ErrorFrame::new(
-            ErrorCode::MalformedFrame,
-            handshake::error_chain(&e),
-        )),
-        Ok(Some(Ok(Frame::Control(Control::Request(request))))) => Ok(request),
-        Ok(Some(Ok(other))) => Err(ErrorFrame::new(
-            ErrorCode::UnexpectedMessage,
-            format!("expected a request, got {}", handshake::describe(&other)),
-        )),
     }
 }
 

@@ -22,11 +22,12 @@ use clap::{Parser, Subcommand};
 ///   unix:///PATH, tcp://127.0.0.1:PORT, vsock://CID[:PORT],
 ///   hvsock-uds:///PATH[?port=PORT] (Firecracker, Cloud Hypervisor,
 ///   vhost-device-vsock).
-/// VM names, resolved by the guestcommd daemon, come with the daemon.
+/// or a VM name known to the guestcommd daemon (see `guestcomm vm`).
 #[derive(Debug, Parser)]
 #[command(name = "guestcomm", version, after_help = exit::EXIT_CODES_HELP)]
 pub struct Cli {
-    /// Address of the guestcommd API (used for VM names).
+    /// Address of the guestcommd API, unix:///PATH (default
+    /// unix:///run/guestcomm/api.sock).
     #[arg(long, global = true, env = "GUESTCOMM_API", value_name = "ADDR")]
     pub api: Option<String>,
 
@@ -42,6 +43,14 @@ pub enum Command {
     Exec(commands::exec::ExecArgs),
     /// Create keys that authenticate host and agent to each other.
     Identity(commands::identity::IdentityArgs),
+    /// Manage the VMs known to guestcommd.
+    Vm(commands::vm::VmArgs),
+    /// Manage the registered guest communication services.
+    Service(commands::service::ServiceArgs),
+    /// Show the health of a VM's agent.
+    Status(commands::status::StatusArgs),
+    /// Connect stdin and stdout to a guest communication service of a VM.
+    Connect(commands::connect::ConnectArgs),
 }
 
 /// Runs a parsed command line.
@@ -64,6 +73,10 @@ pub fn run(cli: Cli) -> ExitCode {
         match command {
             Command::Exec(args) => commands::exec::run(args, cli.api.as_deref()).await,
             Command::Identity(_) => unreachable!("handled without a runtime"),
+            Command::Vm(args) => commands::vm::run(args, cli.api.as_deref()).await,
+            Command::Service(args) => commands::service::run(args, cli.api.as_deref()).await,
+            Command::Status(args) => commands::status::run(args, cli.api.as_deref()).await,
+            Command::Connect(args) => commands::connect::run(args, cli.api.as_deref()).await,
         }
     });
     // Stdin is read on a blocking thread that may sit in read(2) forever;

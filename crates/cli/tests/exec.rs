@@ -6,11 +6,10 @@
 
 mod util;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::process::Stdio;
-use std::time::Duration;
 
-use util::{pseudo_random, wait_until, Agent};
+use util::{pseudo_random, Agent};
 
 #[test]
 fn stdout_and_stderr_stay_apart_and_byte_exact_for_100_mb() {
@@ -179,32 +178,8 @@ fn timeout_kills_the_command() {
 
 /// Starts a guest command that records its pid and prints `ready`.
 fn start_guest_loop(agent: &Agent, pidfile: &std::path::Path, trap: &str) -> std::process::Child {
-    let script = format!(
-        "{trap} echo $$ > {}; echo ready; while :; do sleep 0.05; done",
-        pidfile.display()
-    );
-    let mut child = agent
-        .exec_cmd(&[], &["sh", "-c", &script])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.as_mut().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert_eq!(line, "ready\n");
-    child
-}
-
-fn process_alive(pid: i32) -> bool {
-    // Zombies count as gone: the agent reaps them in the background.
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => !stat
-            .rsplit_once(')')
-            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
-        Err(_) => false,
-    }
+    let script = util::guest_loop_script(pidfile, trap);
+    util::spawn_until_ready(agent.exec_cmd(&[], &["sh", "-c", &script]))
 }
 
 #[test]
@@ -225,19 +200,8 @@ fn ctrl_c_is_forwarded_to_the_guest_process() {
 fn host_disconnect_kills_the_guest_process() {
     let mut agent = Agent::start();
     let pidfile = agent.dir.path().join("pid");
-    let mut child = start_guest_loop(&agent, &pidfile, "");
-    let pid: i32 = std::fs::read_to_string(&pidfile)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
-    assert!(process_alive(pid));
-    child.kill().unwrap();
-    child.wait().unwrap();
-    assert!(
-        wait_until(Duration::from_secs(20), || !process_alive(pid)),
-        "guest process {pid} survived its caller"
-    );
+    let child = start_guest_loop(&agent, &pidfile, "");
+    util::kill_caller_and_expect_guest_gone(child, &pidfile);
     assert!(agent.is_running(), "the agent must keep running");
     assert_eq!(agent.exec(&["true"]).status.code(), Some(0));
 }

@@ -11,4 +11,4 @@ pub mod exec;
 mod session;
 
 pub use exec::{exec, ExecError, ExecInput, ExecIo};
-pub use session::{connect, connect_with, ClientError, Session};
+pub use session::{connect, connect_with, handshake, ClientError, Session};

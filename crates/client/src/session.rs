@@ -5,6 +5,7 @@ use guestcomm_protocol::handshake::{self, HandshakeError};
 use guestcomm_protocol::message::Welcome;
 use guestcomm_protocol::{FrameCodec, FramedConn};
 use guestcomm_transport::{Address, ConnectError, Stream};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::codec::Framed;
 
 /// Why a session could not be opened.
@@ -25,9 +26,12 @@ pub enum ClientError {
 }
 
 /// A connection to an agent whose handshake is done, ready for one request.
-pub struct Session {
+///
+/// `T` is the byte stream: a transport [`Stream`] when connecting directly,
+/// or any other stream that reaches an agent (the daemon's relay).
+pub struct Session<T = Stream> {
     /// The framed connection.
-    pub conn: FramedConn<Stream>,
+    pub conn: FramedConn<T>,
     /// What the agent said about itself.
     pub welcome: Welcome,
 }
@@ -45,12 +49,26 @@ pub async fn connect_with(
     psk: Option<&Psk>,
 ) -> Result<Session, ClientError> {
     let stream = guestcomm_transport::connect(addr).await?;
+    handshake(stream, &addr.to_string(), client_name, psk).await
+}
+
+/// Runs the client handshake on an already connected `stream`; `peer`
+/// names it in errors.
+pub async fn handshake<T>(
+    stream: T,
+    peer: &str,
+    client_name: &str,
+    psk: Option<&Psk>,
+) -> Result<Session<T>, ClientError>
+where
+    T: AsyncRead + AsyncWrite + Unpin,
+{
     let mut conn = Framed::new(stream, FrameCodec::new());
     let welcome =
         handshake::client_handshake(&mut conn, handshake::default_hello(client_name), psk)
             .await
             .map_err(|source| ClientError::Handshake {
-                addr: addr.to_string(),
+                addr: peer.to_string(),
                 source,
             })?;
     Ok(Session { conn, welcome })

@@ -23,7 +23,7 @@ use tokio_util::codec::Framed;
 use crate::auth::{self, Psk, Transcript, AUTH_PSK};
 use crate::frame::{Frame, FrameCodec, FrameError};
 use crate::limits::HANDSHAKE_TIMEOUT_MS;
-use crate::message::{Control, ErrorCode, ErrorFrame, Hello, ProtocolVersion, Welcome};
+use crate::message::{Control, ErrorCode, ErrorFrame, Hello, ProtocolVersion, Request, Welcome};
 
 /// The value of [`Hello::protocol`].
 pub const PROTOCOL_NAME: &str = "guestcomm";
@@ -356,6 +356,37 @@ pub fn default_hello(client: impl Into<String>) -> Hello {
         auth: vec![AUTH_NONE.into()],
         client: client.into(),
         auth_nonce: None,
+    }
+}
+
+/// The message of the error for a client that closed before its request.
+pub const CLOSED_BEFORE_REQUEST: &str = "connection closed before a request";
+
+/// Reads the frame after the handshake, which must be a `Request`.
+///
+/// The server bounds the wait by [`HANDSHAKE_TIMEOUT_MS`] too. The error is
+/// the frame to send back before closing; a client that closed without a
+/// request gets [`CLOSED_BEFORE_REQUEST`] (nobody is there to read it).
+pub async fn read_request<T>(conn: &mut FramedConn<T>) -> Result<Request, ErrorFrame>
+where
+    T: AsyncRead + AsyncWrite + Unpin,
+{
+    let next = tokio::time::timeout(Duration::from_millis(HANDSHAKE_TIMEOUT_MS), conn.next()).await;
+    match next {
+        Err(_) => Err(ErrorFrame::new(
+            ErrorCode::Timeout,
+            format!("no request within {HANDSHAKE_TIMEOUT_MS} ms of the handshake"),
+        )),
+        Ok(None) => Err(ErrorFrame::new(
+            ErrorCode::UnexpectedMessage,
+            CLOSED_BEFORE_REQUEST,
+        )),
+        Ok(Some(Err(e))) => Err(ErrorFrame::new(ErrorCode::MalformedFrame, error_chain(&e))),
+        Ok(Some(Ok(Frame::Control(Control::Request(request))))) => Ok(request),
+        Ok(Some(Ok(other))) => Err(ErrorFrame::new(
+            ErrorCode::UnexpectedMessage,
+            format!("expected a request, got {}", describe(&other)),
+        )),
     }
 }
 

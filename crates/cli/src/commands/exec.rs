@@ -8,6 +8,8 @@ use anyhow::{anyhow, Context};
 use clap::Args;
 use guestcomm_client::{ExecInput, ExecIo};
 use guestcomm_protocol::message::ExecRequest;
+use guestcomm_protocol::FramedConn;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
 
@@ -98,30 +100,53 @@ impl ExecArgs {
     }
 }
 
-/// Runs `guestcomm exec`.
-pub async fn run(args: ExecArgs, _api: Option<&str>) -> ExitCode {
-    let addr = match &args.target {
-        Target::Direct(addr) => addr.clone(),
-        Target::Vm(name) => {
-            return exit::fail(&anyhow!(
-                "{name:?} is not a transport address, and VM names need the guestcommd daemon, which this version does not include yet; give the agent's address, e.g. unix:///run/guestcomm/agent.sock or vsock://3"
-            ))
-        }
-    };
-    let psk = match args
-        .identity
-        .as_deref()
-        .map(guestcomm_protocol::auth::load_credentials)
-        .transpose()
-    {
-        Ok(psk) => psk,
-        Err(e) => return exit::fail(&anyhow::Error::new(e).context("failed to load --identity")),
-    };
+/// Runs `guestcomm exec`: directly to an agent's address, or through
+/// guestcommd for a VM name; both then share [`run_session`].
+pub async fn run(args: ExecArgs, api: Option<&str>) -> ExitCode {
     let client_name = format!("guestcomm {}", env!("CARGO_PKG_VERSION"));
-    let session = match guestcomm_client::connect_with(&addr, &client_name, psk.as_ref()).await {
-        Ok(session) => session,
-        Err(e) => return exit::fail(&anyhow::Error::new(e)),
-    };
+    match &args.target {
+        Target::Direct(addr) => {
+            let psk = match args
+                .identity
+                .as_deref()
+                .map(guestcomm_protocol::auth::load_credentials)
+                .transpose()
+            {
+                Ok(psk) => psk,
+                Err(e) => {
+                    return exit::fail(&anyhow::Error::new(e).context("failed to load --identity"))
+                }
+            };
+            match guestcomm_client::connect_with(addr, &client_name, psk.as_ref()).await {
+                Ok(session) => run_session(session.conn, args).await,
+                Err(e) => exit::fail(&anyhow::Error::new(e)),
+            }
+        }
+        Target::Vm(name) => {
+            let stream = async {
+                let client = super::api::client(api)?;
+                client
+                    .upgrade(&format!("{}/connect", super::api::vm_path(name)?))
+                    .await
+            };
+            let stream = match stream.await {
+                Ok(stream) => stream,
+                Err(e) => return exit::fail(&anyhow!(super::api::one_line(&e))),
+            };
+            let peer = format!("VM {name} through guestcommd");
+            match guestcomm_client::handshake(stream, &peer, &client_name, None).await {
+                Ok(session) => run_session(session.conn, args).await,
+                Err(e) => exit::fail(&anyhow::Error::new(e)),
+            }
+        }
+    }
+}
+
+/// The exec itself, on a connection past its handshake, whatever carries it.
+async fn run_session<T>(conn: FramedConn<T>, args: ExecArgs) -> ExitCode
+where
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let request = args.request();
     let tty = request.tty.is_some();
     let (input_tx, input_rx) = mpsc::channel(8);
@@ -147,7 +172,7 @@ pub async fn run(args: ExecArgs, _api: Option<&str>) -> ExitCode {
         stderr: tokio::io::stderr(),
         input: Some(input_rx),
     };
-    let result = guestcomm_client::exec(session.conn, request, io, |_| {}).await;
+    let result = guestcomm_client::exec(conn, request, io, |_| {}).await;
     forwarder.abort();
     drop(raw);
     match result {

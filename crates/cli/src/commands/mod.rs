@@ -1,4 +1,9 @@
 //! One module per subcommand: its clap arguments and what it does.
 
+pub mod api;
+pub mod connect;
 pub mod exec;
 pub mod identity;
+pub mod service;
+pub mod status;
+pub mod vm;

@@ -3,6 +3,8 @@
 
 #![allow(dead_code, unreachable_pub, clippy::unwrap_used)]
 
+pub mod daemon;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -129,4 +131,57 @@ pub fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
     }
     out.truncate(len);
     out
+}
+
+/// A guest shell script that writes its pid to `pidfile`, prints "ready"
+/// and loops until killed; `trap` is prepended (e.g. a signal trap).
+pub fn guest_loop_script(pidfile: &Path, trap: &str) -> String {
+    format!(
+        "{trap} echo $$ > {}; echo ready; while :; do sleep 0.05; done",
+        pidfile.display()
+    )
+}
+
+/// Spawns `cmd` (stdin closed, stdout piped) and waits for its "ready" line.
+pub fn spawn_until_ready(mut cmd: Command) -> Child {
+    use std::io::BufRead;
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.as_mut().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line, "ready\n");
+    child
+}
+
+/// Whether process `pid` is alive. Zombies count as gone: the agent reaps
+/// them in the background.
+pub fn process_alive(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
+/// Reads the guest pid from `pidfile`, kills the CLI `child` and asserts
+/// that the guest process goes away too (nothing outlives its caller).
+pub fn kill_caller_and_expect_guest_gone(mut child: Child, pidfile: &Path) {
+    let pid: i32 = std::fs::read_to_string(pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(process_alive(pid));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(
+        wait_until(Duration::from_secs(60), || !process_alive(pid)),
+        "guest process {pid} survived its caller"
+    );
 }

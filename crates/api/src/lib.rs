@@ -1,0 +1,19 @@
+//! The guestcommd HTTP/JSON API, shared by the daemon and its clients.
+//!
+//! [`types`] holds every request and response body (serde), [`client`] a
+//! thin HTTP/1 client over the daemon's Unix socket, including the HTTP
+//! upgrade that turns an API request into a guestcomm frame stream. This
+//! crate links no server and no SQLite: the CLI depends on it alone.
+
+pub mod client;
+pub mod types;
+
+pub use client::{ApiClient, ApiError};
+pub use hyper::Method;
+pub use types::*;
+
+/// Where the daemon listens and the CLI connects when nothing else is said.
+pub const DEFAULT_API_ADDRESS: &str = "unix:///run/guestcomm/api.sock";
+
+/// The value of the `Upgrade` header for a guestcomm frame stream.
+pub const UPGRADE_PROTOCOL: &str = "guestcomm";

@@ -1,0 +1,214 @@
+//! Request and response bodies of the API, as JSON.
+//!
+//! Inventory and registry objects use snake_case; the management objects
+//! ([`GuestCommunicationService`]) use the CIM property names of
+//! Msvm_GuestCommunicationService (see docs/MANAGEMENT.md).
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// `POST /v1/vms`: add a VM to the inventory.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AddVm {
+    /// Unique name.
+    pub name: String,
+    /// The agent's transport address (`vsock://CID:PORT`, `hvsock-uds:///path`, ...).
+    pub endpoint: String,
+}
+
+/// `PATCH /v1/vms/{name}`: the VM's guest service interface settings
+/// (Msvm_GuestServiceInterfaceComponentSettingData); absent fields keep their value.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateVm {
+    /// Turn the guest service interface on or off (off disables every service).
+    #[serde(default)]
+    pub interface_enabled: Option<bool>,
+    /// DefaultEnabledStatePolicy: 2 Enabled or 3 Disabled.
+    #[serde(default)]
+    pub default_enabled_state_policy: Option<u16>,
+}
+
+/// A VM in the inventory, with its health.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Vm {
+    /// The VM's identity (CIM SystemName of its guest services).
+    pub id: Uuid,
+    /// Unique name.
+    pub name: String,
+    /// The agent's transport address.
+    pub endpoint: String,
+    /// The guest service interface (Msvm_GuestServiceInterfaceComponent) is on.
+    pub interface_enabled: bool,
+    /// DefaultEnabledStatePolicy: state of services whose policy is Deferred (2 or 3).
+    pub default_enabled_state_policy: u16,
+    /// When it was added, seconds since the Unix epoch.
+    pub created_at: i64,
+    /// Health, from the monitor.
+    pub health: Health,
+}
+
+/// What the health monitor knows about a VM's agent.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Health {
+    /// CIM status: "OK", "Lost Comm", or "No Contact" before the first contact.
+    pub status: String,
+    /// Last successful probe, milliseconds since the Unix epoch.
+    pub last_contact_ms: Option<u64>,
+    /// Round-trip time of the last successful probe (connect + handshake), microseconds.
+    pub rtt_us: Option<u64>,
+    /// The agent's name and version, from its Welcome.
+    pub agent_version: Option<String>,
+    /// Why the last probe failed, if it did.
+    pub last_error: Option<String>,
+}
+
+/// `POST /v1/services`: register a guest communication service.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterService {
+    /// The service GUID.
+    pub id: String,
+    /// Friendly name (ElementName).
+    pub element_name: String,
+    /// Free text.
+    #[serde(default)]
+    pub description: String,
+    /// Where guest-initiated connections to this service are relayed on the
+    /// host (`unix:///path` or `tcp://127.0.0.1:PORT`); hybrid vsock VMs only.
+    #[serde(default)]
+    pub host_endpoint: Option<String>,
+}
+
+/// A registration (host-wide), built-in or registered.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ServiceRegistration {
+    /// The service GUID.
+    pub id: String,
+    /// Friendly name (ElementName).
+    pub element_name: String,
+    /// Free text.
+    pub description: String,
+    /// Built into guestcomm (cannot be unregistered).
+    pub builtin: bool,
+    /// Host-wide switch: when false the service is disabled on every VM.
+    pub enabled: bool,
+    /// When it was registered, seconds since the Unix epoch.
+    pub installed_at: i64,
+    /// Where guest-initiated connections are relayed on the host, if anywhere.
+    pub host_endpoint: Option<String>,
+}
+
+/// A per-VM (or host-wide) enablement request.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SetPolicy {
+    /// The VM; absent for the host-wide switch.
+    #[serde(default)]
+    pub vm: Option<String>,
+    /// 2 Enabled, 3 Disabled, 8 Deferred (Deferred only per VM).
+    pub policy: u16,
+}
+
+/// `POST .../RequestStateChange`, as the CIM method.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RequestStateChange {
+    /// 2 Enabled or 3 Disabled; anything else is "not supported".
+    #[serde(rename = "RequestedState")]
+    pub requested_state: u16,
+}
+
+/// The result of a CIM method call.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MethodResult {
+    /// 0 completed, 1 not supported, 32775 invalid state.
+    #[serde(rename = "ReturnValue")]
+    pub return_value: u32,
+}
+
+/// One Msvm_GuestCommunicationService instance: a service on one VM.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+#[allow(missing_docs)] // The CIM property names are documented in docs/MANAGEMENT.md.
+pub struct GuestCommunicationService {
+    pub caption: String,
+    pub creation_class_name: String,
+    pub description: String,
+    pub element_name: String,
+    /// CIM datetime `yyyymmddhhmmss.mmmmmm+000`.
+    pub install_date: Option<String>,
+    /// The service GUID.
+    pub name: String,
+    pub started: bool,
+    pub start_mode: String,
+    pub status: String,
+    pub system_creation_class_name: String,
+    /// The VM's GUID.
+    pub system_name: String,
+    pub enabled_state: u16,
+    pub requested_state: u16,
+    /// guestcomm extension: the VM's name (not a CIM property).
+    #[serde(rename = "guestcomm_vm_name")]
+    pub vm_name: String,
+}
+
+/// The body of every error response.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// Stable, machine-readable kind: `not_found`, `conflict`, `invalid_argument`, ...
+    pub code: String,
+    /// The whole error chain on one line, joined by ": ".
+    pub error: String,
+    /// The chain, outermost first.
+    pub chain: Vec<String>,
+}
+
+/// Longest VM name, in bytes (a DNS label's limit: names often become host names).
+pub const MAX_VM_NAME_BYTES: usize = 63;
+
+/// Checks a VM name: 1 to [`MAX_VM_NAME_BYTES`] ASCII letters, digits, `-`,
+/// `_` or `.`, starting with a letter or digit (so it can never look like a
+/// transport address or an option).
+pub fn validate_vm_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > MAX_VM_NAME_BYTES {
+        return Err(format!(
+            "invalid VM name {name:?}: must be 1 to {MAX_VM_NAME_BYTES} characters long"
+        ));
+    }
+    let ok_first = name.as_bytes()[0].is_ascii_alphanumeric();
+    let ok_rest = name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+    if !(ok_first && ok_rest) {
+        return Err(format!(
+            "invalid VM name {name:?}: use letters, digits, '-', '_' and '.', starting with a letter or digit"
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vm_names_are_checked_for_length_and_characters() {
+        for good in ["web1", "a", "db-2.prod_x", &"x".repeat(63)] {
+            assert!(validate_vm_name(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "",
+            "-x",
+            ".x",
+            "a b",
+            "a/b",
+            "unix:///x",
+            "é",
+            &"x".repeat(64),
+        ] {
+            assert!(validate_vm_name(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,93 @@
+//! What the management subcommands share: reaching the daemon's API,
+//! reporting its errors on one line, and printing tables or JSON.
+
+use std::process::ExitCode;
+
+use guestcomm_api::{validate_vm_name, ApiClient, ApiError, DEFAULT_API_ADDRESS};
+
+/// Exit code of a management command that failed (`vm`, `service`, `status`).
+pub const FAILED: u8 = 1;
+
+/// A client for `--api` / `GUESTCOMM_API`, or the default socket.
+pub fn client(api: Option<&str>) -> Result<ApiClient, ApiError> {
+    ApiClient::new(api.unwrap_or(DEFAULT_API_ADDRESS))
+}
+
+/// The API path of a VM, after checking its name (so it is URL-safe).
+pub fn vm_path(name: &str) -> Result<String, ApiError> {
+    validate_vm_name(name).map_err(|error| local_error(400, "invalid_argument", error))?;
+    Ok(format!("/v1/vms/{name}"))
+}
+
+/// An error found before asking the daemon, shaped as the daemon's.
+pub fn local_error(status: u16, code: &str, error: String) -> ApiError {
+    ApiError::Status {
+        status,
+        body: guestcomm_api::ErrorBody {
+            code: code.into(),
+            chain: vec![error.clone()],
+            error,
+        },
+    }
+}
+
+/// Prints an API error on one line and returns `code`.
+pub fn report(err: &ApiError, code: u8) -> ExitCode {
+    eprintln!("guestcomm: {:#}", anyhow::Error::msg(one_line(err)));
+    ExitCode::from(code)
+}
+
+/// The error and its causes, joined by ": " (the daemon's body is already one line).
+pub fn one_line(err: &ApiError) -> String {
+    guestcomm_protocol::handshake::error_chain(err)
+}
+
+/// Prints `value` as pretty JSON.
+pub fn print_json<T: serde::Serialize>(value: &T) -> ExitCode {
+    match serde_json::to_string_pretty(value) {
+        Ok(text) => {
+            println!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => report(&ApiError::Decode(e), FAILED),
+    }
+}
+
+/// Prints `items` as a table, or as JSON with `json`; `row` gives the cells.
+pub fn print_list<T: serde::Serialize>(
+    items: &[T],
+    json: bool,
+    header: &[&str],
+    row: impl Fn(&T) -> Vec<String>,
+) -> ExitCode {
+    if json {
+        return print_json(&items);
+    }
+    print_table(header, &items.iter().map(row).collect::<Vec<_>>());
+    ExitCode::SUCCESS
+}
+
+/// Prints rows as aligned columns under `header`.
+pub fn print_table(header: &[&str], rows: &[Vec<String>]) {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let mut out = String::new();
+        for (i, (cell, w)) in cells.iter().zip(&widths).enumerate() {
+            if i + 1 == cells.len() {
+                out.push_str(cell);
+            } else {
+                out.push_str(&format!("{cell:<w$}  "));
+            }
+        }
+        println!("{}", out.trim_end());
+    };
+    line(header.to_vec());
+    for row in rows {
+        line(row.iter().map(String::as_str).collect());
+    }
+}

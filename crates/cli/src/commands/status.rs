@@ -1,0 +1,59 @@
+//! `guestcomm status VM`: the health of a VM's agent, from guestcommd's monitor.
+
+use std::process::ExitCode;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use clap::Args;
+use guestcomm_api::Vm;
+
+use super::api::{self, FAILED};
+
+/// Show the health of a VM's agent: status, last contact, round-trip
+/// time and agent version.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// The VM.
+    pub vm: String,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Runs `guestcomm status`.
+pub async fn run(args: StatusArgs, api: Option<&str>) -> ExitCode {
+    let vm: Vm = match async {
+        let client = api::client(api)?;
+        client.get(&api::vm_path(&args.vm)?).await
+    }
+    .await
+    {
+        Ok(vm) => vm,
+        Err(e) => return api::report(&e, FAILED),
+    };
+    if args.json {
+        return api::print_json(&vm.health);
+    }
+    let h = &vm.health;
+    let now_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    println!("VM:            {} ({})", vm.name, vm.id);
+    println!("Status:        {}", h.status);
+    match h.last_contact_ms {
+        Some(t) => println!(
+            "Last contact:  {:.1} s ago",
+            now_ms.saturating_sub(t) as f64 / 1000.0
+        ),
+        None => println!("Last contact:  never"),
+    }
+    if let Some(rtt) = h.rtt_us {
+        println!("Round trip:    {:.3} ms", rtt as f64 / 1000.0);
+    }
+    if let Some(agent) = &h.agent_version {
+        println!("Agent:         {agent}");
+    }
+    if let Some(error) = &h.last_error {
+        println!("Last error:    {error}");
+    }
+    ExitCode::SUCCESS
+}

@@ -1,0 +1,581 @@
+//! guestcommd with the real CLI and agents on Unix sockets: inventory and
+//! registry persistence across SIGKILL, policy enforcement, exec through
+//! the daemon, health transitions, the API's socket and documents, scale.
+
+// Helpers here are test code too: a panic is a failed test.
+#![allow(clippy::unwrap_used)]
+
+mod util;
+
+use std::os::unix::fs::PermissionsExt;
+use std::time::Duration;
+
+use serde_json::Value;
+use util::daemon::{AgentAt, Daemon};
+use util::{pseudo_random, wait_until};
+
+const EXEC_GUID: &str = "00004744-facb-11e6-bd58-64006a7986d3";
+const MY_GUID: &str = "0e0b6031-5213-4934-818b-38d90ced39db";
+
+/// Generous: only a bound on how long a broken test hangs, never an assertion on speed.
+const POLL_DEADLINE: Duration = Duration::from_secs(60);
+
+fn names(list: &Value) -> Vec<String> {
+    list.as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["name"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn vm_inventory_survives_a_sigkill_restart() {
+    // No monitor: the vsock endpoint below must never be dialled on this machine.
+    let mut d = Daemon::start("off");
+    let id = d.ok(&["vm", "add", "web1", "--endpoint", "vsock://3:1024"]);
+    d.ok(&[
+        "vm",
+        "add",
+        "fc1",
+        "--endpoint",
+        "hvsock-uds:///run/fc/v.sock",
+    ]);
+    d.ok(&["vm", "add", "gone", "--endpoint", "unix:///run/x.sock"]);
+    d.ok(&["vm", "rm", "gone"]);
+    d.kill9_and_restart();
+    let list = d.json(&["vm", "list"]);
+    assert_eq!(names(&list), ["fc1", "web1"]);
+    let web1 = d.json(&["vm", "show", "web1"]);
+    assert_eq!(web1["id"].as_str().unwrap(), id.trim());
+    assert_eq!(web1["endpoint"], "vsock://3:1024");
+    assert_eq!(
+        list[0]["endpoint"],
+        "hvsock-uds:///run/fc/v.sock?port=18243"
+    );
+    assert_eq!(web1["health"]["status"], "No Contact");
+}
+
+#[test]
+fn bad_vm_names_and_duplicates_get_one_line_errors() {
+    let d = Daemon::start("off");
+    d.ok(&["vm", "add", "web1", "--endpoint", "unix:///a.sock"]);
+    let cases: [(&[&str], &str); 4] = [
+        (
+            &["vm", "add", "web1", "--endpoint", "unix:///b.sock"],
+            "already exists",
+        ),
+        (
+            &["vm", "add", "a/b", "--endpoint", "unix:///b.sock"],
+            "invalid VM name",
+        ),
+        (
+            &["vm", "add", &"x".repeat(64), "--endpoint", "unix:///b.sock"],
+            "1 to 63",
+        ),
+        (&["vm", "rm", "nosuch"], "no VM named \"nosuch\""),
+    ];
+    for (args, expected) in cases {
+        assert_fails_on_one_line(&d, args, 1, expected);
+    }
+    let out = d.run(&["vm", "add", "x", "--endpoint", "vsock://nope"]);
+    assert_eq!(out.status.code(), Some(2), "a bad address is a usage error");
+}
+
+/// The instance of service `guid` on `vm`, from `service list --vm VM --json`.
+fn on(d: &Daemon, vm: &str, guid: &str) -> Value {
+    let list = d.json(&["service", "list", "--vm", vm]);
+    let found = list.as_array().unwrap().iter().find(|s| s["Name"] == guid);
+    found.unwrap().clone()
+}
+
+#[test]
+fn service_registration_and_policies_survive_a_sigkill_restart() {
+    let mut d = Daemon::start("off");
+    d.ok(&["vm", "add", "web1", "--endpoint", "unix:///a.sock"]);
+    d.ok(&["vm", "add", "web2", "--endpoint", "unix:///b.sock"]);
+    d.ok(&[
+        "service",
+        "register",
+        MY_GUID,
+        "--name",
+        "My Service",
+        "--description",
+        "mine",
+    ]);
+    d.ok(&["service", "disable", MY_GUID, "--vm", "web1"]);
+    d.ok(&["service", "disable", "exec"]);
+    d.kill9_and_restart();
+
+    let regs = d.json(&["service", "list"]);
+    let mine = regs
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == MY_GUID)
+        .unwrap();
+    assert_eq!(mine["element_name"], "My Service");
+    assert_eq!(mine["description"], "mine");
+    let exec = regs
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == EXEC_GUID)
+        .unwrap();
+    assert_eq!(exec["enabled"], false);
+    assert_eq!(exec["builtin"], true);
+
+    let web1 = on(&d, "web1", MY_GUID);
+    assert_eq!(
+        (
+            web1["EnabledState"].as_u64(),
+            web1["RequestedState"].as_u64()
+        ),
+        (Some(3), Some(3))
+    );
+    assert_eq!(web1["CreationClassName"], "Msvm_GuestCommunicationService");
+    assert_eq!(web1["SystemCreationClassName"], "Msvm_ComputerSystem");
+    assert_eq!(web1["SystemName"], d.json(&["vm", "show", "web1"])["id"]);
+    assert_eq!(web1["ElementName"], "My Service");
+    let web2 = on(&d, "web2", MY_GUID);
+    assert_eq!(
+        (
+            web2["EnabledState"].as_u64(),
+            web2["RequestedState"].as_u64()
+        ),
+        (Some(2), Some(8))
+    );
+    assert_eq!(
+        on(&d, "web2", EXEC_GUID)["EnabledState"],
+        3,
+        "host-wide disable"
+    );
+
+    d.ok(&["service", "enable", "exec"]);
+    d.ok(&["service", "enable", MY_GUID, "--vm", "web1"]);
+    d.ok(&["service", "unregister", MY_GUID]);
+    d.kill9_and_restart();
+    let regs = d.json(&["service", "list"]);
+    assert!(regs.as_array().unwrap().iter().all(|s| s["id"] != MY_GUID));
+    assert_eq!(on(&d, "web2", EXEC_GUID)["EnabledState"], 2);
+
+    let out = d.run(&["service", "unregister", EXEC_GUID]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("disable it instead"));
+}
+
+#[test]
+fn exec_through_the_daemon_is_byte_exact_and_propagates_exit_codes() {
+    let d = Daemon::start("off");
+    let (_agent, endpoint) = d.agent_vm("web1");
+
+    let data = pseudo_random(5_000_000, 7);
+    let script = "cat; echo done >&2; exit 3";
+    let output = d.run_with_stdin(&["exec", "web1", "--", "sh", "-c", script], data.clone());
+    let out = output.stdout;
+    assert_eq!(output.status.code(), Some(3));
+    assert!(out == data, "stdout differs ({} bytes)", out.len());
+    assert_eq!(output.stderr, b"done\n");
+
+    // Same codes as direct mode.
+    let missing = d.run(&["exec", "web1", "--", "/no/such/program"]);
+    assert_eq!(missing.status.code(), Some(127));
+    let direct = d.run(&["exec", &endpoint, "--", "/no/such/program"]);
+    assert_eq!(direct.status.code(), Some(127));
+}
+
+#[test]
+fn a_disabled_builtin_service_is_refused_with_a_clear_error() {
+    let d = Daemon::start("off");
+    let (_agent, _) = d.agent_vm("web1");
+    d.ok(&["service", "disable", EXEC_GUID, "--vm", "web1"]);
+    let out = d.run(&["exec", "web1", "--", "true"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(126), "{err}");
+    assert!(
+        err.contains("disabled for VM web1") && err.contains(EXEC_GUID),
+        "{err}"
+    );
+    assert!(
+        err.contains("service_disabled") || err.contains("guestcomm service enable"),
+        "{err}"
+    );
+    d.ok(&["service", "enable", EXEC_GUID, "--vm", "web1"]);
+    assert_eq!(
+        d.run(&["exec", "web1", "--", "true"]).status.code(),
+        Some(0)
+    );
+}
+
+#[test]
+fn unknown_vm_and_unreachable_agent_fail_with_125_and_one_line() {
+    let d = Daemon::start("off");
+    d.ok(&[
+        "vm",
+        "add",
+        "dead",
+        "--endpoint",
+        "unix:///nonexistent/agent.sock",
+    ]);
+    for (vm, expected) in [
+        ("nosuch", "no VM named \"nosuch\""),
+        ("dead", "cannot reach the agent of VM dead"),
+    ] {
+        assert_fails_on_one_line(&d, &["exec", vm, "--", "true"], 125, expected);
+    }
+}
+
+#[test]
+fn heartbeat_marks_a_killed_agent_lost_comm_and_ok_after_it_returns() {
+    let d = Daemon::start("200ms");
+    let agent_sock = d.dir.path().join("agent.sock");
+    let endpoint = format!("unix://{}", agent_sock.display());
+    let agent = AgentAt::start(&agent_sock);
+    d.ok(&["vm", "add", "web1", "--endpoint", &endpoint]);
+    let status = || d.json(&["status", "web1"]);
+    assert!(wait_until(POLL_DEADLINE, || status()["status"] == "OK"));
+    let ok = status();
+    assert!(ok["agent_version"]
+        .as_str()
+        .unwrap()
+        .starts_with("guestcomm-agent "));
+    assert!(ok["rtt_us"].is_u64() && ok["last_contact_ms"].is_u64());
+
+    drop(agent);
+    assert!(wait_until(POLL_DEADLINE, || status()["status"] == "Lost Comm"));
+    let _agent = AgentAt::start(&agent_sock);
+    assert!(wait_until(POLL_DEADLINE, || status()["status"] == "OK"));
+    let text = d.ok(&["status", "web1"]);
+    assert!(text.contains("Status:        OK"), "{text}");
+}
+
+#[test]
+fn a_thousand_vms_are_listed() {
+    let d = Daemon::start("1s");
+    let (_agent, endpoint) = d.agent_vm("vm0000");
+    // Through the API client directly: 1,000 CLI processes would only test process start-up.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let client = guestcomm_api::ApiClient::new(&d.api()).unwrap();
+    rt.block_on(async {
+        for i in 1..1000 {
+            let body = guestcomm_api::AddVm {
+                name: format!("vm{i:04}"),
+                endpoint: endpoint.clone(),
+            };
+            let _: guestcomm_api::Vm = client
+                .send(guestcomm_api::Method::POST, "/v1/vms", &body)
+                .await
+                .unwrap();
+        }
+    });
+    let list = d.json(&["vm", "list"]);
+    assert_eq!(list.as_array().unwrap().len(), 1000);
+    assert_eq!(list[999]["name"], "vm0999");
+    let table = d.ok(&["vm", "list"]);
+    assert_eq!(table.lines().count(), 1001);
+}
+
+#[test]
+fn api_socket_is_0660_and_serves_its_openapi_document() {
+    let d = Daemon::start("off");
+    let mode = std::fs::metadata(&d.socket).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o660);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let client = guestcomm_api::ApiClient::new(&d.api()).unwrap();
+    let doc: Value = rt.block_on(client.get("/openapi.json")).unwrap();
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+    for path in [
+        "/v1/vms",
+        "/v1/vms/{name}/connect",
+        "/v1/vms/{name}/services/{id}/connect",
+        "/v1/services",
+        "/v1/services/{id}/policy",
+    ] {
+        assert!(doc["paths"][path].is_object(), "{path} undocumented");
+    }
+}
+
+#[test]
+fn request_state_change_answers_cim_return_codes() {
+    let d = Daemon::start("off");
+    d.ok(&["vm", "add", "web1", "--endpoint", "unix:///a.sock"]);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let client = guestcomm_api::ApiClient::new(&d.api()).unwrap();
+    let path = format!("/v1/vms/web1/services/{EXEC_GUID}/RequestStateChange");
+    let call = |state: u16| -> u64 {
+        let body = serde_json::json!({ "RequestedState": state });
+        let r: Value = rt
+            .block_on(client.send(guestcomm_api::Method::POST, &path, &body))
+            .unwrap();
+        r["ReturnValue"].as_u64().unwrap()
+    };
+    assert_eq!(call(3), 0);
+    assert_eq!(
+        d.json(&["service", "list", "--vm", "web1"])[1]["EnabledState"],
+        3
+    );
+    assert_eq!(call(11), 1, "Reset is not supported");
+    d.ok(&["service", "disable", EXEC_GUID]);
+    assert_eq!(call(2), 32775, "host-wide disabled: invalid state");
+    d.ok(&["service", "enable", EXEC_GUID]);
+    assert_eq!(call(2), 0);
+}
+
+#[test]
+fn interface_switch_and_default_policy_drive_deferred_services() {
+    let mut d = Daemon::start("off");
+    d.ok(&["vm", "add", "web1", "--endpoint", "unix:///a.sock"]);
+    d.ok(&["service", "register", MY_GUID, "--name", "Mine"]);
+    d.ok(&["service", "enable", "files", "--vm", "web1"]);
+    d.ok(&["vm", "set", "web1", "--default-policy", "disabled"]);
+    d.kill9_and_restart();
+    assert_eq!(
+        on(&d, "web1", MY_GUID)["EnabledState"],
+        3,
+        "deferred follows the default"
+    );
+    assert_eq!(on(&d, "web1", EXEC_GUID)["EnabledState"], 3);
+    let files = "00004745-facb-11e6-bd58-64006a7986d3";
+    assert_eq!(
+        on(&d, "web1", files)["EnabledState"],
+        2,
+        "explicit policy wins"
+    );
+    d.ok(&["vm", "set", "web1", "--interface", "disabled"]);
+    assert_eq!(on(&d, "web1", files)["EnabledState"], 3, "interface off");
+    let vm = d.json(&["vm", "show", "web1"]);
+    assert_eq!(
+        (
+            vm["interface_enabled"].as_bool(),
+            vm["default_enabled_state_policy"].as_u64()
+        ),
+        (Some(false), Some(3))
+    );
+}
+
+#[test]
+fn start_stop_service_are_not_supported_and_every_refusal_has_a_json_body() {
+    let d = Daemon::start("off");
+    d.ok(&["vm", "add", "web1", "--endpoint", "unix:///a.sock"]);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let client = guestcomm_api::ApiClient::new(&d.api()).unwrap();
+    for method in ["StartService", "StopService"] {
+        let path = format!("/v1/vms/web1/services/{EXEC_GUID}/{method}");
+        let r: Value = rt
+            .block_on(client.send(guestcomm_api::Method::POST, &path, &serde_json::json!({})))
+            .unwrap();
+        assert_eq!(r["ReturnValue"], 1, "{method}");
+    }
+    let err = rt
+        .block_on(client.send::<_, Value>(
+            guestcomm_api::Method::POST,
+            "/v1/vms",
+            &serde_json::json!({"name": 5}),
+        ))
+        .unwrap_err();
+    let guestcomm_api::ApiError::Status { status, body } = err else {
+        panic!("{err}")
+    };
+    assert_eq!((status, body.code.as_str()), (400, "invalid_argument"));
+    assert!(body.error.contains("name"), "{}", body.error);
+    // The framework's own refusals carry the same JSON body.
+    for (method, path, code) in [
+        (guestcomm_api::Method::GET, "/v1/nothing", 404),
+        (guestcomm_api::Method::PUT, "/v1/vms", 404),
+        (
+            guestcomm_api::Method::GET,
+            "/v1/services/instances?bogus=1",
+            400,
+        ),
+    ] {
+        let err = rt
+            .block_on(client.send::<_, Value>(method, path, &serde_json::json!({})))
+            .unwrap_err();
+        let guestcomm_api::ApiError::Status { status, body } = err else {
+            panic!("{err}")
+        };
+        assert_eq!(status, code, "{path}: {}", body.error);
+        assert!(!body.chain.is_empty(), "{path}");
+    }
+}
+
+#[test]
+fn killing_the_cli_through_the_daemon_kills_the_guest_process() {
+    let d = Daemon::start("off");
+    let (_agent, _) = d.agent_vm("web1");
+    let pidfile = d.dir.path().join("pid");
+    let script = util::guest_loop_script(&pidfile, "");
+    let child = util::spawn_until_ready(d.cli(&["exec", "web1", "--", "sh", "-c", &script]));
+    util::kill_caller_and_expect_guest_gone(child, &pidfile);
+    assert_eq!(
+        d.run(&["exec", "web1", "--", "true"]).status.code(),
+        Some(0)
+    );
+}
+
+#[test]
+fn pty_mode_works_through_the_daemon() {
+    let d = Daemon::start("off");
+    let (_agent, _) = d.agent_vm("web1");
+    let out = d.run(&["exec", "-t", "web1", "--", "tty"]);
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.trim().starts_with("/dev/pts/"), "{text}");
+}
+
+/// Adds VM `name` behind a hybrid vsock socket `<dir>/vmm.sock`; returns its path.
+fn hybrid_vm(d: &Daemon, name: &str) -> std::path::PathBuf {
+    let vmm = d.dir.path().join("vmm.sock");
+    let endpoint = format!("hvsock-uds://{}", vmm.display());
+    d.ok(&["vm", "add", name, "--endpoint", &endpoint]);
+    vmm
+}
+
+/// Asserts that `guestcomm ARGS` exits with `code` and one line containing `expected`.
+fn assert_fails_on_one_line(d: &Daemon, args: &[&str], code: i32, expected: &str) {
+    let out = d.run(args);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(code), "{args:?}: {err}");
+    assert!(err.contains(expected), "{args:?}: {err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+}
+
+/// A fake hybrid vsock VMM on `path`: accepts one connection, reads the
+/// `CONNECT <port>` line, answers `OK`, then echoes lines until "quit" and
+/// closes. Returns the CONNECT line it received.
+fn fake_vmm(path: &std::path::Path) -> std::thread::JoinHandle<String> {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::os::unix::net::UnixListener::bind(path).unwrap();
+    std::thread::spawn(move || {
+        let (stream, _) = listener.accept().unwrap();
+        let mut reader = BufReader::new(stream.try_clone().unwrap());
+        let mut writer = stream;
+        let mut connect = String::new();
+        reader.read_line(&mut connect).unwrap();
+        writer.write_all(b"OK 1073741824\n").unwrap();
+        let mut line = String::new();
+        while reader.read_line(&mut line).unwrap() > 0 && line != "quit\n" {
+            writer.write_all(line.as_bytes()).unwrap();
+            line.clear();
+        }
+        connect
+    })
+}
+
+#[test]
+fn connect_relays_bytes_both_ways_to_a_registered_enabled_service() {
+    let d = Daemon::start("off");
+    let echo = fake_vmm(&hybrid_vm(&d, "fc1"));
+    // Port 2761 = 0xac9.
+    d.ok(&[
+        "service",
+        "register",
+        "00000ac9-facb-11e6-bd58-64006a7986d3",
+        "--name",
+        "Echo",
+    ]);
+    let out = d.run_with_stdin(
+        &["connect", "fc1", "Echo"],
+        b"hello\nworld\nquit\n".to_vec(),
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.stdout, b"hello\nworld\n");
+    assert_eq!(echo.join().unwrap(), "CONNECT 2761\n");
+}
+
+#[test]
+fn connect_refuses_unregistered_disabled_and_portless_services() {
+    let d = Daemon::start("off");
+    hybrid_vm(&d, "fc1");
+    d.ok(&["vm", "add", "plain", "--endpoint", "unix:///a.sock"]);
+    let echo = "00000ac9-facb-11e6-bd58-64006a7986d3";
+    d.ok(&["service", "register", echo, "--name", "Echo"]);
+    d.ok(&["service", "register", MY_GUID, "--name", "No port"]);
+    d.ok(&["service", "disable", echo, "--vm", "fc1"]);
+    let cases: [(&[&str], &str); 5] = [
+        (
+            &["connect", "fc1", "00000bbb-facb-11e6-bd58-64006a7986d3"],
+            "is registered",
+        ),
+        (&["connect", "fc1", echo], "disabled for VM fc1"),
+        (&["connect", "fc1", MY_GUID], "has no vsock port"),
+        (&["connect", "plain", "exec"], "only the agent's protocol"),
+        (
+            &["connect", "fc1", "Nope"],
+            "no registered service named \"Nope\"",
+        ),
+    ];
+    for (args, expected) in cases {
+        assert_fails_on_one_line(&d, args, 1, expected);
+    }
+}
+
+/// An echo server on `path` for any number of sequential connections.
+fn echo_server(path: &std::path::Path) {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::os::unix::net::UnixListener::bind(path).unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let stream = stream.unwrap();
+            let mut writer = stream.try_clone().unwrap();
+            for line in BufReader::new(stream).lines() {
+                let Ok(line) = line else { break };
+                if writer.write_all(format!("{line}\n").as_bytes()).is_err() {
+                    break;
+                }
+            }
+        }
+    });
+}
+
+#[test]
+fn guest_initiated_connections_reach_the_host_endpoint_only_while_enabled() {
+    use std::io::{BufRead, BufReader, Write};
+    let mut d = Daemon::start("off");
+    let vmm = hybrid_vm(&d, "fc1");
+    let host = d.dir.path().join("host.sock");
+    echo_server(&host);
+    let echo = "00000ac9-facb-11e6-bd58-64006a7986d3";
+    let host_endpoint = format!("unix://{}", host.display());
+    d.ok(&[
+        "service",
+        "register",
+        echo,
+        "--name",
+        "Echo",
+        "--host-endpoint",
+        &host_endpoint,
+    ]);
+    // Where the VMM delivers a guest's connection to host port 2761.
+    let guest_side = std::path::PathBuf::from(format!("{}_2761", vmm.display()));
+    let ping = || -> Option<String> {
+        let mut s = std::os::unix::net::UnixStream::connect(&guest_side).ok()?;
+        s.write_all(b"ping\n").ok()?;
+        let mut line = String::new();
+        BufReader::new(s).read_line(&mut line).ok()?;
+        Some(line)
+    };
+    assert!(wait_until(POLL_DEADLINE, || guest_side.exists()));
+    assert_eq!(ping().as_deref(), Some("ping\n"));
+
+    d.kill9_and_restart();
+    assert!(wait_until(POLL_DEADLINE, || ping().as_deref() == Some("ping\n")));
+    let regs = d.json(&["service", "list"]);
+    let mine = regs
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == echo)
+        .unwrap();
+    assert_eq!(mine["host_endpoint"], host_endpoint.as_str());
+
+    d.ok(&["service", "disable", echo, "--vm", "fc1"]);
+    assert!(wait_until(POLL_DEADLINE, || !guest_side.exists()));
+    assert_eq!(ping(), None, "disabled: refused");
+    d.ok(&["service", "enable", echo, "--vm", "fc1"]);
+    assert!(wait_until(POLL_DEADLINE, || ping().as_deref() == Some("ping\n")));
+}

@@ -1,0 +1,172 @@
+//! Test support for the daemon: start `guestcommd` on a Unix socket in a
+//! temporary directory, restart it after a SIGKILL with the same state, and
+//! start agents on fixed socket paths (so one can come back). Every process
+//! is killed by PID and reaped when its guard is dropped.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+
+use super::{bin, wait_until, STARTUP_DEADLINE};
+
+/// A running guestcommd with its state directory.
+pub struct Daemon {
+    child: Option<Child>,
+    pub dir: tempfile::TempDir,
+    pub socket: PathBuf,
+    heartbeat: String,
+}
+
+impl Daemon {
+    /// Starts guestcommd; `heartbeat` is its `--heartbeat-interval`.
+    pub fn start(heartbeat: &str) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let socket = dir.path().join("api.sock");
+        let mut daemon = Daemon {
+            child: None,
+            dir,
+            socket,
+            heartbeat: heartbeat.into(),
+        };
+        daemon.spawn();
+        daemon
+    }
+
+    fn spawn(&mut self) {
+        let child = Command::new(bin("guestcommd"))
+            .arg("--state")
+            .arg(self.dir.path().join("state"))
+            .arg("--api")
+            .arg(self.api())
+            .arg("--heartbeat-interval")
+            .arg(&self.heartbeat)
+            .env("GUESTCOMM_LOG", "warn")
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("spawn guestcommd");
+        self.child = Some(child);
+        let socket = self.socket.clone();
+        assert!(
+            wait_until(STARTUP_DEADLINE, || {
+                std::os::unix::net::UnixStream::connect(&socket).is_ok()
+            }),
+            "guestcommd did not start listening"
+        );
+    }
+
+    /// SIGKILL (no chance to clean up), then start again on the same state.
+    pub fn kill9_and_restart(&mut self) {
+        self.stop();
+        self.spawn();
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // Child::kill sends SIGKILL.
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// The API address.
+    pub fn api(&self) -> String {
+        format!("unix://{}", self.socket.display())
+    }
+
+    /// A `guestcomm ARGS...` command talking to this daemon.
+    pub fn cli(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(bin("guestcomm"));
+        c.env("GUESTCOMM_API", self.api()).args(args);
+        c
+    }
+
+    /// Starts an agent on `<dir>/agent.sock`, adds it as VM `name`, and
+    /// returns the agent and its endpoint.
+    pub fn agent_vm(&self, name: &str) -> (AgentAt, String) {
+        let socket = self.dir.path().join("agent.sock");
+        let agent = AgentAt::start(&socket);
+        let endpoint = format!("unix://{}", socket.display());
+        self.ok(&["vm", "add", name, "--endpoint", &endpoint]);
+        (agent, endpoint)
+    }
+
+    /// Runs `guestcomm ARGS...` feeding `stdin` from another thread.
+    pub fn run_with_stdin(&self, args: &[&str], stdin: Vec<u8>) -> Output {
+        let mut child = self
+            .cli(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn guestcomm");
+        let mut pipe = child.stdin.take().expect("stdin pipe");
+        let writer = std::thread::spawn(move || std::io::Write::write_all(&mut pipe, &stdin));
+        let output = child.wait_with_output().expect("wait for guestcomm");
+        writer.join().expect("stdin writer").expect("write stdin");
+        output
+    }
+
+    /// Runs `guestcomm ARGS...` with stdin closed.
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.cli(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run guestcomm")
+    }
+
+    /// Runs `guestcomm ARGS...`, asserts success and returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "guestcomm {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).expect("utf-8 output")
+    }
+
+    /// Runs `guestcomm ARGS... --json` and parses the output.
+    pub fn json(&self, args: &[&str]) -> serde_json::Value {
+        let mut args = args.to_vec();
+        args.push("--json");
+        serde_json::from_str(&self.ok(&args)).expect("JSON output")
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// An agent on a fixed socket path, killed by PID when dropped.
+pub struct AgentAt {
+    child: Child,
+}
+
+impl AgentAt {
+    /// Starts guestcomm-agent on `socket` and waits until it accepts.
+    pub fn start(socket: &Path) -> Self {
+        let child = Command::new(bin("guestcomm-agent"))
+            .arg("--listen")
+            .arg(format!("unix://{}", socket.display()))
+            .env("GUESTCOMM_LOG", "warn")
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("spawn guestcomm-agent");
+        let agent = AgentAt { child };
+        assert!(
+            wait_until(STARTUP_DEADLINE, || {
+                std::os::unix::net::UnixStream::connect(socket).is_ok()
+            }),
+            "the agent did not start listening"
+        );
+        agent
+    }
+}
+
+impl Drop for AgentAt {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,509 @@
+//! The HTTP/JSON API on the Unix socket (routes in [`router`]).
+//!
+//! Every handler returns `Result<_, Error>`; [`Error::status`] is the one
+//! place where an error becomes an HTTP status, and the body is always an
+//! [`ErrorBody`] with the whole error chain. Callers are identified by
+//! `SO_PEERCRED` ([`Caller`]) and logged with each request: the hook for
+//! roles and the audit log.
+
+use std::sync::Arc;
+
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{ConnectInfo, Path, Query, State as AxumState};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::serve::IncomingStream;
+use axum::{Json, Router};
+use guestcomm_api::{
+    validate_vm_name, AddVm, ErrorBody, GuestCommunicationService, MethodResult, RegisterService,
+    RequestStateChange, ServiceRegistration, SetPolicy, UpdateVm, Vm,
+};
+use guestcomm_protocol::handshake::error_chain;
+use guestcomm_protocol::ServiceId;
+use guestcomm_transport::Address;
+use serde::Deserialize;
+use tokio::net::UnixListener;
+use tracing::debug;
+
+use crate::policy::{self, Policy};
+use crate::store::{ServiceRow, StoreError, VmRow};
+use crate::State;
+
+/// The OpenAPI document of this API, hand-written.
+const OPENAPI: &str = include_str!("openapi.json");
+
+/// Why an API call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The state store refused or failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The request is malformed or a parameter is invalid.
+    #[error("{0}")]
+    BadRequest(String),
+    /// The VM's agent could not be reached.
+    #[error("cannot reach the agent of VM {vm}")]
+    Agent {
+        /// The VM.
+        vm: String,
+        /// Why.
+        #[source]
+        source: guestcomm_client::ClientError,
+    },
+    /// The service is disabled for the VM.
+    #[error("{0}")]
+    ServiceDisabled(String),
+    /// A guest port could not be reached.
+    #[error("cannot reach service {service} in VM {vm}")]
+    Guest {
+        /// The VM.
+        vm: String,
+        /// The service.
+        service: ServiceId,
+        /// Why.
+        #[source]
+        source: guestcomm_transport::ConnectError,
+    },
+    /// No such endpoint (or not with this method).
+    #[error("no API endpoint {method} {path} (see /openapi.json)")]
+    NoRoute {
+        /// The method asked for.
+        method: String,
+        /// The path asked for.
+        path: String,
+    },
+    /// A limit was reached; retry later.
+    #[error("{0}")]
+    Busy(String),
+    /// A bug or an unexpected state.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl Error {
+    /// The HTTP status and stable code of every error: the one mapping.
+    pub fn status(&self) -> (StatusCode, &'static str) {
+        match self {
+            Self::Store(StoreError::UnknownVm(_) | StoreError::UnknownService(_))
+            | Self::NoRoute { .. } => (StatusCode::NOT_FOUND, "not_found"),
+            Self::Store(StoreError::DuplicateVm(_) | StoreError::DuplicateService(_)) => {
+                (StatusCode::CONFLICT, "conflict")
+            }
+            Self::Store(StoreError::Builtin(_)) => (StatusCode::CONFLICT, "builtin_service"),
+            Self::Store(StoreError::TooNew { .. } | StoreError::Sqlite(_)) | Self::Internal(_) => {
+                (StatusCode::INTERNAL_SERVER_ERROR, "internal")
+            }
+            Self::BadRequest(_) => (StatusCode::BAD_REQUEST, "invalid_argument"),
+            Self::Agent { .. } => (StatusCode::BAD_GATEWAY, "agent_unreachable"),
+            Self::Guest { .. } => (StatusCode::BAD_GATEWAY, "guest_unreachable"),
+            Self::ServiceDisabled(_) => (StatusCode::FORBIDDEN, "service_disabled"),
+            Self::Busy(_) => (StatusCode::SERVICE_UNAVAILABLE, "resource_limit"),
+        }
+    }
+}
+
+impl From<JsonRejection> for Error {
+    fn from(e: JsonRejection) -> Self {
+        Self::BadRequest(e.body_text())
+    }
+}
+
+impl From<QueryRejection> for Error {
+    fn from(e: QueryRejection) -> Self {
+        Self::BadRequest(e.body_text())
+    }
+}
+
+/// Unknown paths, and known paths with another method.
+async fn no_route(method: axum::http::Method, uri: axum::http::Uri) -> Error {
+    Error::NoRoute {
+        method: method.to_string(),
+        path: uri.path().to_string(),
+    }
+}
+
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        let (status, code) = self.status();
+        let mut chain = vec![self.to_string()];
+        let mut source = std::error::Error::source(&self);
+        while let Some(cause) = source {
+            chain.push(cause.to_string());
+            source = cause.source();
+        }
+        if status.is_server_error() {
+            tracing::warn!(error = %error_chain(&self), "API call failed");
+        }
+        let body = ErrorBody {
+            code: code.into(),
+            error: error_chain(&self),
+            chain,
+        };
+        (status, Json(body)).into_response()
+    }
+}
+
+/// Who called, from `SO_PEERCRED` on the API socket.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Caller {
+    /// User id.
+    pub uid: Option<u32>,
+    /// Group id.
+    pub gid: Option<u32>,
+    /// Process id.
+    pub pid: Option<i32>,
+}
+
+impl axum::extract::connect_info::Connected<IncomingStream<'_, UnixListener>> for Caller {
+    fn connect_info(stream: IncomingStream<'_, UnixListener>) -> Self {
+        let cred = stream.io().peer_cred().ok();
+        Self {
+            uid: cred.map(|c| c.uid()),
+            gid: cred.map(|c| c.gid()),
+            pid: cred.and_then(|c| c.pid()),
+        }
+    }
+}
+
+/// Logs each call with its caller.
+async fn log_caller(
+    ConnectInfo(caller): ConnectInfo<Caller>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    debug!(method = %req.method(), path = %req.uri().path(), uid = ?caller.uid, pid = ?caller.pid, "API call");
+    next.run(req).await
+}
+
+/// Every route of the API.
+pub fn router(state: Arc<State>) -> Router {
+    Router::new()
+        .route("/openapi.json", get(openapi))
+        .route("/v1/vms", get(list_vms).post(add_vm))
+        .route(
+            "/v1/vms/{name}",
+            get(show_vm).delete(remove_vm).patch(update_vm),
+        )
+        .route("/v1/vms/{name}/connect", post(crate::relay::connect))
+        .route("/v1/vms/{name}/services", get(vm_services))
+        .route(
+            "/v1/vms/{name}/services/{id}/RequestStateChange",
+            post(request_state_change),
+        )
+        .route(
+            "/v1/vms/{name}/services/{id}/connect",
+            post(crate::broker::connect),
+        )
+        .route(
+            "/v1/vms/{name}/services/{id}/{method}",
+            post(start_stop_service),
+        )
+        .route("/v1/services", get(list_services).post(register))
+        .route("/v1/services/{id}", axum::routing::delete(unregister))
+        .route("/v1/services/{id}/policy", put(set_policy))
+        .route("/v1/services/instances", get(all_instances))
+        .fallback(no_route)
+        .method_not_allowed_fallback(no_route)
+        .layer(axum::middleware::from_fn(log_caller))
+        .with_state(state)
+}
+
+async fn openapi() -> impl IntoResponse {
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        OPENAPI,
+    )
+}
+
+fn vm_view(state: &State, row: VmRow) -> Vm {
+    Vm {
+        health: state.health.get(row.id),
+        id: row.id,
+        name: row.name,
+        endpoint: row.endpoint,
+        interface_enabled: row.interface_enabled,
+        default_enabled_state_policy: row.default_policy.value(),
+        created_at: row.created_at,
+    }
+}
+
+async fn list_vms(AxumState(state): AxumState<Arc<State>>) -> Result<Json<Vec<Vm>>, Error> {
+    let rows = state.db(|s| s.vms()).await?;
+    Ok(Json(rows.into_iter().map(|r| vm_view(&state, r)).collect()))
+}
+
+async fn add_vm(
+    AxumState(state): AxumState<Arc<State>>,
+    body: Result<Json<AddVm>, JsonRejection>,
+) -> Result<(StatusCode, Json<Vm>), Error> {
+    let Json(add) = body?;
+    validate_vm_name(&add.name).map_err(Error::BadRequest)?;
+    let endpoint: Address = add
+        .endpoint
+        .parse()
+        .map_err(|e| Error::BadRequest(error_chain(&e)))?;
+    // Stored in its canonical form (defaults made explicit).
+    let endpoint = endpoint.to_string();
+    let row = state.db(move |s| s.add_vm(&add.name, &endpoint)).await?;
+    tracing::info!(vm = %row.name, id = %row.id, endpoint = %row.endpoint, "VM added");
+    state.changed.notify_one();
+    Ok((StatusCode::CREATED, Json(vm_view(&state, row))))
+}
+
+async fn show_vm(
+    AxumState(state): AxumState<Arc<State>>,
+    Path(name): Path<String>,
+) -> Result<Json<Vm>, Error> {
+    let row = state.db(move |s| s.vm(&name)).await?;
+    Ok(Json(vm_view(&state, row)))
+}
+
+async fn update_vm(
+    AxumState(state): AxumState<Arc<State>>,
+    Path(name): Path<String>,
+    body: Result<Json<UpdateVm>, JsonRejection>,
+) -> Result<Json<Vm>, Error> {
+    let Json(update) = body?;
+    let default = match update.default_enabled_state_policy {
+        None => None,
+        Some(v) => match Policy::from_value(v) {
+            Some(p @ (Policy::Enabled | Policy::Disabled)) => Some(p),
+            _ => {
+                return Err(Error::BadRequest(format!(
+                    "invalid DefaultEnabledStatePolicy {v}: expected 2 (enabled) or 3 (disabled)"
+                )))
+            }
+        },
+    };
+    let row = state
+        .db(move |s| s.update_vm(&name, update.interface_enabled, default))
+        .await?;
+    tracing::info!(vm = %row.name, interface_enabled = row.interface_enabled, default_policy = row.default_policy.value(), "VM settings changed");
+    state.changed.notify_one();
+    Ok(Json(vm_view(&state, row)))
+}
+
+async fn remove_vm(
+    AxumState(state): AxumState<Arc<State>>,
+    Path(name): Path<String>,
+) -> Result<StatusCode, Error> {
+    let logged = name.clone();
+    state.db(move |s| s.remove_vm(&name)).await?;
+    tracing::info!(vm = %logged, "VM removed");
+    state.changed.notify_one();
+    Ok(StatusCode::NO_CONTENT)
+}
+
+fn parse_service(text: &str) -> Result<ServiceId, Error> {
+    text.parse().map_err(|e| Error::BadRequest(error_chain(&e)))
+}
+
+fn registration(row: ServiceRow) -> ServiceRegistration {
+    ServiceRegistration {
+        id: row.id.to_string(),
+        element_name: row.element_name,
+        description: row.description,
+        builtin: row.builtin,
+        enabled: row.enabled,
+        installed_at: row.installed_at,
+        host_endpoint: row.host_endpoint,
+    }
+}
+
+async fn list_services(
+    AxumState(state): AxumState<Arc<State>>,
+) -> Result<Json<Vec<ServiceRegistration>>, Error> {
+    let rows = state.db(|s| s.services()).await?;
+    Ok(Json(rows.into_iter().map(registration).collect()))
+}
+
+/// Longest ElementName accepted (CIM's Caption is limited to 64 characters;
+/// names longer than that do not display anywhere).
+const MAX_ELEMENT_NAME_CHARS: usize = 256;
+
+async fn register(
+    AxumState(state): AxumState<Arc<State>>,
+    body: Result<Json<RegisterService>, JsonRejection>,
+) -> Result<(StatusCode, Json<ServiceRegistration>), Error> {
+    let Json(req) = body?;
+    let id = parse_service(&req.id)?;
+    let name = req.element_name.trim().to_string();
+    if name.is_empty() || name.chars().count() > MAX_ELEMENT_NAME_CHARS || name.contains('\n') {
+        return Err(Error::BadRequest(format!(
+            "invalid service name {:?}: must be one line of 1 to {MAX_ELEMENT_NAME_CHARS} characters",
+            req.element_name
+        )));
+    }
+    let host_endpoint = match req.host_endpoint.as_deref().map(str::parse::<Address>) {
+        None => None,
+        Some(Ok(addr @ (Address::Unix(_) | Address::Tcp(_)))) => Some(addr.to_string()),
+        Some(Ok(other)) => {
+            return Err(Error::BadRequest(format!(
+                "invalid host endpoint {other}: guest-initiated connections are relayed to unix:///PATH or tcp://IP:PORT on the host"
+            )))
+        }
+        Some(Err(e)) => return Err(Error::BadRequest(error_chain(&e))),
+    };
+    let row = state
+        .db(move |s| s.register(id, &name, &req.description, host_endpoint.as_deref()))
+        .await?;
+    state.changed.notify_one();
+    tracing::info!(service = %row.id, name = %row.element_name, "service registered");
+    Ok((StatusCode::CREATED, Json(registration(row))))
+}
+
+async fn unregister(
+    AxumState(state): AxumState<Arc<State>>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, Error> {
+    let id = parse_service(&id)?;
+    state.db(move |s| s.unregister(id)).await?;
+    tracing::info!(service = %id, "service unregistered");
+    state.changed.notify_one();
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn set_policy(
+    AxumState(state): AxumState<Arc<State>>,
+    Path(id): Path<String>,
+    body: Result<Json<SetPolicy>, JsonRejection>,
+) -> Result<StatusCode, Error> {
+    let Json(req) = body?;
+    let id = parse_service(&id)?;
+    let policy = Policy::from_value(req.policy).ok_or_else(|| {
+        Error::BadRequest(format!(
+            "invalid policy {}: expected 2 (enabled), 3 (disabled) or 8 (deferred)",
+            req.policy
+        ))
+    })?;
+    match req.vm {
+        Some(vm) => state.db(move |s| s.set_vm_policy(id, &vm, policy)).await?,
+        None if policy == Policy::Deferred => {
+            return Err(Error::BadRequest(
+                "the host-wide switch is enabled (2) or disabled (3); deferred (8) needs a VM"
+                    .into(),
+            ))
+        }
+        None => {
+            state
+                .db(move |s| s.set_global(id, policy == Policy::Enabled))
+                .await?
+        }
+    }
+    tracing::info!(service = %id, policy = policy.value(), "service policy changed");
+    state.changed.notify_one();
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The instances of every service on each VM in `vms`.
+async fn instances(
+    state: &Arc<State>,
+    vm: Option<String>,
+) -> Result<Vec<GuestCommunicationService>, Error> {
+    let rows = state
+        .db(move |s| {
+            let vms = match vm {
+                Some(name) => vec![s.vm(&name)?],
+                None => s.vms()?,
+            };
+            let services = s.services()?;
+            let mut out = Vec::with_capacity(vms.len() * services.len());
+            for vm in vms {
+                for service in &services {
+                    let policy = s.vm_policy(service.id, vm.id)?;
+                    out.push((service.clone(), vm.clone(), policy));
+                }
+            }
+            Ok(out)
+        })
+        .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(service, vm, policy)| {
+            policy::instance(&service, &vm, policy, &state.health.get(vm.id))
+        })
+        .collect())
+}
+
+async fn vm_services(
+    AxumState(state): AxumState<Arc<State>>,
+    Path(name): Path<String>,
+) -> Result<Json<Vec<GuestCommunicationService>>, Error> {
+    Ok(Json(instances(&state, Some(name)).await?))
+}
+
+/// Query of `/v1/services/instances`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InstancesQuery {
+    vm: Option<String>,
+}
+
+async fn all_instances(
+    AxumState(state): AxumState<Arc<State>>,
+    query: Result<Query<InstancesQuery>, QueryRejection>,
+) -> Result<Json<Vec<GuestCommunicationService>>, Error> {
+    let Query(q) = query?;
+    Ok(Json(instances(&state, q.vm).await?))
+}
+
+/// CIM return codes of RequestStateChange.
+const RSC_COMPLETED: u32 = 0;
+const RSC_NOT_SUPPORTED: u32 = 1;
+const RSC_INVALID_STATE: u32 = 32775;
+
+async fn request_state_change(
+    AxumState(state): AxumState<Arc<State>>,
+    Path((name, id)): Path<(String, String)>,
+    body: Result<Json<RequestStateChange>, JsonRejection>,
+) -> Result<Json<MethodResult>, Error> {
+    let Json(req) = body?;
+    let id = parse_service(&id)?;
+    let Some(policy @ (Policy::Enabled | Policy::Disabled)) =
+        Policy::from_value(req.requested_state)
+    else {
+        return Ok(Json(MethodResult {
+            return_value: RSC_NOT_SUPPORTED,
+        }));
+    };
+    let return_value = state
+        .db(move |s| {
+            let vm = s.vm(&name)?;
+            let service = s.service(id)?;
+            // Enabling cannot succeed while the interface or the host-wide
+            // switch holds the service disabled.
+            if policy == Policy::Enabled && !(vm.interface_enabled && service.enabled) {
+                return Ok(RSC_INVALID_STATE);
+            }
+            s.set_vm_policy(id, &name, policy)?;
+            Ok(RSC_COMPLETED)
+        })
+        .await?;
+    state.changed.notify_one();
+    Ok(Json(MethodResult { return_value }))
+}
+
+/// `StartService` and `StopService`: a guest communication service runs in
+/// the guest, not on the host, so neither is supported (CIM return code 1),
+/// as for Hyper-V's own guest services; unknown VMs and services are 404.
+async fn start_stop_service(
+    AxumState(state): AxumState<Arc<State>>,
+    Path((name, id, method)): Path<(String, String, String)>,
+) -> Result<Json<MethodResult>, Error> {
+    if method != "StartService" && method != "StopService" {
+        return Err(Error::BadRequest(format!(
+            "unknown method {method:?}: expected RequestStateChange, StartService or StopService"
+        )));
+    }
+    let id = parse_service(&id)?;
+    state
+        .db(move |s| {
+            s.vm(&name)?;
+            s.service(id)
+        })
+        .await?;
+    Ok(Json(MethodResult {
+        return_value: RSC_NOT_SUPPORTED,
+    }))
+}

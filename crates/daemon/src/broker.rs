@@ -1,0 +1,119 @@
+//! `POST /v1/vms/{name}/services/{id}/connect`: a raw byte stream to the
+//! guest program listening on the vsock port of a service GUID.
+//!
+//! ```text
+//! CLI                         guestcommd                          guest
+//!  | POST .../connect ------> VM known? service registered? (404)    |
+//!  |  Upgrade: guestcomm      enabled on this VM? (403)              |
+//!  |                          GUID -> vsock port (VSOCK template)    |
+//!  |                          vsock://CID:P or hvsock-uds CONNECT P -> |  (502 if refused)
+//!  | <------ 101 ------------ |                                      |
+//!  | <======= raw bytes both ways, bounded buffers, no half-close ==> |
+//! ```
+//!
+//! Only vsock and hybrid vsock endpoints have guest ports; a VM reached over
+//! `unix://` or `tcp://` carries the agent's protocol only (400).
+
+use std::sync::Arc;
+
+use axum::extract::{Path, Request, State as AxumState};
+use axum::response::Response;
+use guestcomm_protocol::handshake::error_chain;
+use guestcomm_protocol::ServiceId;
+use guestcomm_transport::Address;
+use hyper_util::rt::TokioIo;
+use tracing::{debug, warn, Instrument};
+
+use crate::api::Error;
+use crate::relay::{
+    acquire_relay, admit, copy_both_ways, require_upgrade, switching_protocols, Refusal,
+};
+use crate::store::StoreError;
+use crate::State;
+
+/// The guest address of `port` behind a VM's agent endpoint.
+pub fn guest_address(endpoint: &Address, port: u32) -> Option<Address> {
+    match endpoint {
+        Address::Vsock { cid, .. } => Some(Address::Vsock { cid: *cid, port }),
+        Address::HybridVsock { path, .. } => Some(Address::HybridVsock {
+            path: path.clone(),
+            port,
+        }),
+        Address::Unix(_) | Address::Tcp(_) => None,
+    }
+}
+
+/// The handler.
+pub async fn connect(
+    AxumState(state): AxumState<Arc<State>>,
+    Path((name, id)): Path<(String, String)>,
+    mut req: Request,
+) -> Result<Response, Error> {
+    require_upgrade(&req)?;
+    let id: ServiceId = id.parse().map_err(|e| Error::BadRequest(error_chain(&e)))?;
+    let vm = state.db(move |s| s.vm(&name)).await?;
+    admit(&state, &vm, id)
+        .await
+        .map_err(|refusal| match refusal {
+            Refusal::Unknown => Error::Store(StoreError::UnknownService(id)),
+            Refusal::Disabled { .. } => Error::ServiceDisabled(refusal.message(id, &vm.name)),
+            Refusal::Store(e) => Error::Store(e),
+        })?;
+    let Some(port) = id.vsock_port() else {
+        return Err(Error::BadRequest(format!(
+            "service {id} has no vsock port: only GUIDs of the form PPPPPPPP-facb-11e6-bd58-64006a7986d3 can be reached in a Linux guest"
+        )));
+    };
+    let endpoint: Address = vm
+        .endpoint
+        .parse()
+        .map_err(|e| Error::BadRequest(error_chain(&e)))?;
+    let Some(addr) = guest_address(&endpoint, port) else {
+        return Err(Error::BadRequest(format!(
+            "VM {} is reached at {endpoint}, which carries only the agent's protocol; raw service connections need a vsock:// or hvsock-uds:// endpoint",
+            vm.name
+        )));
+    };
+    let permit = acquire_relay(&state, &vm.name)?;
+    let guest = guestcomm_transport::connect(&addr)
+        .await
+        .map_err(|source| Error::Guest {
+            vm: vm.name.clone(),
+            service: id,
+            source,
+        })?;
+    let upgrade = hyper::upgrade::on(&mut req);
+    let span = tracing::info_span!("broker", vm = %vm.name, service = %id, port);
+    tokio::spawn(
+        async move {
+            match upgrade.await {
+                Ok(upgraded) => {
+                    if let Err(e) = copy_both_ways(TokioIo::new(upgraded), &[], guest, &[]).await {
+                        debug!(error = %e, "broker relay ended with an error");
+                    }
+                }
+                Err(e) => warn!(error = %e, "HTTP upgrade failed"),
+            }
+            drop(permit);
+        }
+        .instrument(span),
+    );
+    switching_protocols()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn guest_ports_exist_only_behind_vsock_endpoints() {
+        let at = |s: &str| guest_address(&s.parse().unwrap(), 2761).map(|a| a.to_string());
+        assert_eq!(at("vsock://3:18243").as_deref(), Some("vsock://3:2761"));
+        assert_eq!(
+            at("hvsock-uds:///run/v.sock?port=18243").as_deref(),
+            Some("hvsock-uds:///run/v.sock?port=2761")
+        );
+        assert_eq!(at("unix:///a.sock"), None);
+        assert_eq!(at("tcp://127.0.0.1:1"), None);
+    }
+}

@@ -1,0 +1,181 @@
+//! guestcommd, the host daemon: VM inventory, the registry of guest
+//! communication services, per-VM enablement, health, and the HTTP/JSON API.
+//!
+//! ```text
+//! API (api, relay) -> policy (effective state) -> store (SQLite)
+//!                  -> guestcomm_client -> transport -> agent
+//! health: a monitor task probing every VM's agent
+//! ```
+//!
+//! [`Daemon::bind`] opens the state and the API socket; [`Daemon::run`]
+//! serves until dropped.
+
+pub mod api;
+pub mod broker;
+pub mod guest;
+pub mod health;
+pub mod limits;
+pub mod observability;
+pub mod policy;
+pub mod relay;
+pub mod store;
+
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::net::UnixListener;
+
+use crate::health::HealthMap;
+use crate::store::{Store, StoreError};
+
+/// The daemon's name and version, as sent in `Hello` to agents.
+pub const DAEMON_NAME: &str = concat!("guestcommd ", env!("CARGO_PKG_VERSION"));
+
+/// Shared by every handler and the monitor.
+pub struct State {
+    store: Arc<Mutex<Store>>,
+    /// Health of each VM.
+    pub health: HealthMap,
+    /// One permit per relayed connection ([`limits::MAX_RELAYS`]).
+    pub relays: Arc<tokio::sync::Semaphore>,
+    /// Signalled after every change of VMs, registrations or policies.
+    pub changed: tokio::sync::Notify,
+}
+
+impl State {
+    /// State over `store`, with no health known yet.
+    pub fn new(store: Store) -> Self {
+        Self {
+            store: Arc::new(Mutex::new(store)),
+            health: HealthMap::default(),
+            relays: Arc::new(tokio::sync::Semaphore::new(limits::MAX_RELAYS)),
+            changed: tokio::sync::Notify::new(),
+        }
+    }
+
+    /// Runs `f` on the database on a blocking thread (SQLite calls block).
+    pub async fn db<R, F>(&self, f: F) -> Result<R, StoreError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut Store) -> Result<R, StoreError> + Send + 'static,
+    {
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut store = store.lock().unwrap_or_else(|e| e.into_inner());
+            f(&mut store)
+        })
+        .await
+        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
+    }
+}
+
+/// What the daemon needs to start.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// State directory (the SQLite database).
+    pub state_dir: PathBuf,
+    /// The API's Unix socket.
+    pub api_socket: PathBuf,
+    /// Interval between health probes of one VM; `None`: no monitor.
+    pub heartbeat_interval: Option<Duration>,
+    /// Health probes in flight at once.
+    pub max_concurrent_probes: usize,
+}
+
+/// Why the daemon could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The state directory could not be created.
+    #[error("cannot create the state directory {0}")]
+    StateDir(String, #[source] std::io::Error),
+    /// The state database could not be opened.
+    #[error("cannot open the state database")]
+    Store(#[from] StoreError),
+    /// Another daemon serves this socket.
+    #[error("another guestcommd is listening on {0}")]
+    InUse(String),
+    /// The API socket could not be opened.
+    #[error("cannot listen on {0}")]
+    Listen(String, #[source] std::io::Error),
+}
+
+/// A daemon with its state open and its socket bound.
+pub struct Daemon {
+    state: Arc<State>,
+    listener: UnixListener,
+    config: Config,
+    _socket: SocketFile,
+}
+
+/// Removes the API socket file when the daemon stops.
+struct SocketFile(PathBuf);
+
+impl Drop for SocketFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+impl Daemon {
+    /// Opens the state and binds the API socket (mode 0660).
+    pub async fn bind(config: Config) -> Result<Self, StartError> {
+        let dir = &config.state_dir;
+        // Owner only: the state will hold per-VM credentials (issue #10).
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| StartError::StateDir(dir.display().to_string(), e))?;
+        let store = Store::open(dir)?;
+        let path = &config.api_socket;
+        let name = format!("unix://{}", path.display());
+        if path.exists() {
+            // A live socket answers; a stale one from a crash is replaced.
+            if tokio::net::UnixStream::connect(path).await.is_ok() {
+                return Err(StartError::InUse(name));
+            }
+            std::fs::remove_file(path).map_err(|e| StartError::Listen(name.clone(), e))?;
+        }
+        let listener = UnixListener::bind(path).map_err(|e| StartError::Listen(name.clone(), e))?;
+        std::fs::set_permissions(
+            path,
+            std::fs::Permissions::from_mode(limits::API_SOCKET_MODE),
+        )
+        .map_err(|e| StartError::Listen(name, e))?;
+        let state = Arc::new(State::new(store));
+        Ok(Self {
+            state,
+            listener,
+            _socket: SocketFile(config.api_socket.clone()),
+            config,
+        })
+    }
+
+    /// Serves the API and runs the health monitor until dropped.
+    pub async fn run(self) -> std::io::Result<()> {
+        let Self {
+            state,
+            listener,
+            config,
+            _socket,
+        } = self;
+        let monitor = config.heartbeat_interval.map(|interval| {
+            tokio::spawn(health::monitor(
+                state.clone(),
+                interval,
+                config.max_concurrent_probes,
+            ))
+        });
+        let listeners = tokio::spawn(guest::reconcile(state.clone()));
+        tracing::info!(api = %config.api_socket.display(), state = %config.state_dir.display(), "serving");
+        let app = api::router(state).into_make_service_with_connect_info::<api::Caller>();
+        let served = axum::serve(listener, app).await;
+        if let Some(monitor) = monitor {
+            monitor.abort();
+        }
+        listeners.abort();
+        served
+    }
+}

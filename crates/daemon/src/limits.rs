@@ -1,0 +1,30 @@
+//! Bounds and defaults of the daemon, each with the reason for its value.
+
+/// Default interval between two health probes of one VM, in milliseconds
+/// (`--heartbeat-interval`). Hyper-V's heartbeat service reports every few
+/// seconds; 5 s keeps 1,000 VMs at 200 probes per second.
+pub const DEFAULT_HEARTBEAT_INTERVAL_MS: u64 = 5_000;
+
+/// Default number of health probes in flight at once (`--max-concurrent-probes`):
+/// 1,000 VMs must not mean 1,000 sockets opened in the same instant.
+pub const DEFAULT_MAX_CONCURRENT_PROBES: usize = 64;
+
+/// How long one probe (connect + handshake) may take before the VM counts as
+/// unreachable. Shorter than the protocol's 10 s handshake bound, so that a
+/// silent agent does not hold a probe slot for a whole round.
+pub const PROBE_TIMEOUT_MS: u64 = 3_000;
+
+/// Buffer of each direction of a relayed connection: a data frame
+/// ([`DATA_CHUNK_BYTES`](guestcomm_protocol::limits::DATA_CHUNK_BYTES)) moves
+/// in one read, and a relay holds at most twice this much per connection.
+pub const RELAY_BUFFER_BYTES: usize = 256 * 1024;
+
+/// Mode of the API socket: owner and group (the `guestcomm` group) only.
+pub const API_SOCKET_MODE: u32 = 0o660;
+
+/// Most relayed connections (exec through the daemon) at once; the next
+/// one gets HTTP 503 and the daemon keeps serving. Each holds two sockets and
+/// two [`RELAY_BUFFER_BYTES`] buffers: 1,024 of them stay near 512 MiB at the
+/// very worst and far fewer file descriptors than the default limit of systemd
+/// services (524,288).
+pub const MAX_RELAYS: usize = 1024;

@@ -1,0 +1,108 @@
+//! `guestcommd`: parses arguments, sets up logging and runs the daemon
+//! library until SIGINT or SIGTERM.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use guestcomm_transport::Address;
+use guestcommd::limits::{DEFAULT_HEARTBEAT_INTERVAL_MS, DEFAULT_MAX_CONCURRENT_PROBES};
+use guestcommd::observability::{self, LogFormat};
+use guestcommd::{Config, Daemon};
+
+/// The guestcomm host daemon: keeps the VM inventory and the registry of
+/// guest communication services, lets only registered and enabled services
+/// through to each VM's agent, watches the agents' health, and serves an
+/// HTTP/JSON API (OpenAPI at /openapi.json) on a Unix socket.
+#[derive(Debug, Parser)]
+#[command(
+    version,
+    after_help = "Exit status: 0 after SIGINT/SIGTERM, 1 on a start-up error.\nLog level: GUESTCOMM_LOG (e.g. debug), default info."
+)]
+struct Args {
+    /// State directory (SQLite database); created if missing.
+    #[arg(long, value_name = "DIR")]
+    state: std::path::PathBuf,
+
+    /// API address: unix:///PATH (socket mode 0660).
+    #[arg(long, value_name = "ADDR", default_value = guestcomm_api::DEFAULT_API_ADDRESS)]
+    api: Address,
+
+    /// Interval between health probes of each VM: e.g. 5s, 200ms; `off`
+    /// disables the monitor (every VM then stays "No Contact").
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration,
+          default_value_t = format!("{DEFAULT_HEARTBEAT_INTERVAL_MS}ms"))]
+    heartbeat_interval: String,
+
+    /// Most health probes in flight at once.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_CONCURRENT_PROBES)]
+    max_concurrent_probes: usize,
+
+    /// Log format.
+    #[arg(long, value_enum, default_value_t)]
+    log_format: LogFormat,
+}
+
+/// `5s`, `200ms`: a positive number with a unit; or `off`.
+fn parse_duration(text: &str) -> Result<String, String> {
+    to_duration(text).map(|_| text.to_string())
+}
+
+fn to_duration(text: &str) -> Result<Option<Duration>, String> {
+    if text == "off" {
+        return Ok(None);
+    }
+    let (number, scale) = if let Some(n) = text.strip_suffix("ms") {
+        (n, 1)
+    } else if let Some(n) = text.strip_suffix('s') {
+        (n, 1000)
+    } else {
+        return Err(format!(
+            "invalid duration {text:?}: expected e.g. 5s, 200ms or off"
+        ));
+    };
+    match number.parse::<u64>() {
+        Ok(n) if n > 0 => Ok(Some(Duration::from_millis(n.saturating_mul(scale)))),
+        _ => Err(format!(
+            "invalid duration {text:?}: expected a positive whole number, e.g. 5s or 200ms"
+        )),
+    }
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    observability::init(args.log_format);
+    match run(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("guestcommd: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[tokio::main]
+async fn run(args: Args) -> anyhow::Result<()> {
+    let Address::Unix(api_socket) = args.api else {
+        anyhow::bail!(
+            "--api {}: only unix:///PATH is supported in this version",
+            args.api
+        );
+    };
+    let config = Config {
+        state_dir: args.state,
+        api_socket,
+        heartbeat_interval: to_duration(&args.heartbeat_interval).map_err(anyhow::Error::msg)?,
+        max_concurrent_probes: args.max_concurrent_probes.max(1),
+    };
+    let daemon = Daemon::bind(config).await.context("failed to start")?;
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("failed to install the SIGTERM handler")?;
+    tokio::select! {
+        served = daemon.run() => served.context("the API server failed")?,
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT, stopping"),
+        _ = term.recv() => tracing::info!("SIGTERM, stopping"),
+    }
+    Ok(())
+}

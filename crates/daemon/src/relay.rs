@@ -1,0 +1,350 @@
+//! `POST /v1/vms/{name}/connect`: a guestcomm connection to a VM's agent,
+//! through the daemon, over an HTTP upgrade.
+//!
+//! ```text
+//! CLI                        guestcommd                         agent
+//!  | POST .../connect  ------> VM known? (404)                    |
+//!  |  Upgrade: guestcomm       connect + handshake --------------> |  (502 if unreachable)
+//!  | <------ 101 Switching Protocols                               |
+//!  | -- hello ---------------> | answered with the agent's         |
+//!  | <- welcome -------------- |   features and name               |
+//!  | -- request -------------> | service registered and enabled    |
+//!  |                           |   for this VM? else error frame   |
+//!  |                           |   unknown_service/service_disabled|
+//!  |                           | -- request ---------------------> |
+//!  | <======= bytes relayed both ways, bounded buffers ==========> |
+//! ```
+//!
+//! After the request the relay copies bytes, never half-closing either side
+//! (see docs/PROTOCOL.md 2.5): when the agent closes, its last bytes are
+//! flushed to the CLI and both connections close; when the CLI goes away
+//! the agent connection is dropped, and the agent kills the command.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Path, Request, State as AxumState};
+use axum::response::Response;
+use futures::SinkExt;
+use guestcomm_client::Session;
+use guestcomm_protocol::handshake::{self, ServerOffer, AUTH_NONE};
+use guestcomm_protocol::message::{ErrorCode, ErrorFrame, Request as GcRequest};
+use guestcomm_protocol::{BuiltinService, Control, Frame, FrameCodec, FramedConn, ServiceId};
+use guestcomm_transport::{Address, Stream};
+use hyper::header::{CONNECTION, UPGRADE};
+use hyper::StatusCode;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::sync::OwnedSemaphorePermit;
+use tokio_util::codec::Framed;
+use tracing::{debug, info, warn, Instrument};
+
+use crate::api::Error;
+use crate::limits::RELAY_BUFFER_BYTES;
+use crate::policy::{effective_on, Policy};
+use crate::store::{StoreError, VmRow};
+use crate::State;
+
+/// The handler: checks the VM, reaches its agent, then upgrades.
+pub async fn connect(
+    AxumState(state): AxumState<Arc<State>>,
+    Path(name): Path<String>,
+    mut req: Request,
+) -> Result<Response, Error> {
+    require_upgrade(&req)?;
+    let vm = state.db(move |s| s.vm(&name)).await?;
+    let permit = acquire_relay(&state, &vm.name)?;
+    let addr: Address = vm
+        .endpoint
+        .parse()
+        .map_err(|e| Error::BadRequest(handshake::error_chain(&e)))?;
+    let agent = guestcomm_client::connect(&addr, crate::DAEMON_NAME)
+        .await
+        .map_err(|source| Error::Agent {
+            vm: vm.name.clone(),
+            source,
+        })?;
+    let upgrade = hyper::upgrade::on(&mut req);
+    let span = tracing::info_span!("relay", vm = %vm.name);
+    tokio::spawn(
+        async move {
+            match upgrade.await {
+                Ok(upgraded) => relay(state, vm, agent, TokioIo::new(upgraded)).await,
+                Err(e) => warn!(error = %e, "HTTP upgrade failed"),
+            }
+            drop(permit);
+        }
+        .instrument(span),
+    );
+    switching_protocols()
+}
+
+/// Refuses a request that does not ask for the guestcomm upgrade.
+pub(crate) fn require_upgrade(req: &Request) -> Result<(), Error> {
+    let wants_upgrade = req
+        .headers()
+        .get(UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case(guestcomm_api::UPGRADE_PROTOCOL));
+    if wants_upgrade {
+        Ok(())
+    } else {
+        Err(Error::BadRequest(format!(
+            "this endpoint needs `Connection: Upgrade` and `Upgrade: {}`",
+            guestcomm_api::UPGRADE_PROTOCOL
+        )))
+    }
+}
+
+/// A relay slot, or 503 at [`MAX_RELAYS`](crate::limits::MAX_RELAYS).
+pub(crate) fn acquire_relay(state: &State, vm: &str) -> Result<OwnedSemaphorePermit, Error> {
+    state.relays.clone().try_acquire_owned().map_err(|_| {
+        warn!(vm, "relay limit reached, refusing a connection");
+        Error::Busy(format!(
+            "guestcommd is relaying its maximum of {} connections; retry later",
+            crate::limits::MAX_RELAYS
+        ))
+    })
+}
+
+/// The 101 answer that starts a relay.
+pub(crate) fn switching_protocols() -> Result<Response, Error> {
+    Response::builder()
+        .status(StatusCode::SWITCHING_PROTOCOLS)
+        .header(CONNECTION, "upgrade")
+        .header(UPGRADE, guestcomm_api::UPGRADE_PROTOCOL)
+        .body(Body::empty())
+        .map_err(|e| Error::Internal(e.to_string()))
+}
+
+/// Handshake with the CLI, policy check of its request, then the byte relay.
+async fn relay<T>(state: Arc<State>, vm: VmRow, agent: Session<Stream>, client: T)
+where
+    T: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    let mut client = Framed::new(client, FrameCodec::new());
+    let offer = ServerOffer {
+        features: agent.welcome.features.clone(),
+        auth: vec![AUTH_NONE.into()],
+        agent: agent.welcome.agent.clone(),
+        // The caller came through the API socket, identified by SO_PEERCRED;
+        // keys are between the daemon and the agent.
+        psk: None,
+    };
+    if let Err(e) = handshake::server_handshake(&mut client, &offer).await {
+        debug!(error = %handshake::error_chain(&e), "client handshake failed");
+        return;
+    }
+    let request = match handshake::read_request(&mut client).await {
+        Ok(request) => request,
+        Err(frame) => return refuse(&mut client, frame).await,
+    };
+    if let Err(frame) = check(&state, &vm, &request).await {
+        info!(service = %request.service, error = %frame.message, "request refused");
+        return refuse(&mut client, frame).await;
+    }
+    let service = request.service;
+    let mut agent_conn = agent.conn;
+    if let Err(e) = agent_conn
+        .send(Frame::Control(Control::Request(request)))
+        .await
+    {
+        let message = format!(
+            "the agent of VM {} failed: {}",
+            vm.name,
+            handshake::error_chain(&e)
+        );
+        return refuse(&mut client, ErrorFrame::new(ErrorCode::Io, message)).await;
+    }
+    debug!(%service, "relaying");
+    if let Err(e) = pump(client, agent_conn).await {
+        debug!(error = %e, "relay ended with an error");
+    }
+}
+
+/// Sends a final error frame to the CLI (best effort).
+async fn refuse<T: AsyncRead + AsyncWrite + Unpin>(client: &mut FramedConn<T>, frame: ErrorFrame) {
+    let _ = client.send(Frame::Control(Control::Error(frame))).await;
+}
+
+/// Why a service may not pass to a VM.
+#[derive(Debug)]
+pub(crate) enum Refusal {
+    /// The GUID is not registered.
+    Unknown,
+    /// Registered, but its effective state on the VM is Disabled.
+    Disabled {
+        /// The service's ElementName.
+        element_name: String,
+    },
+    /// The state store failed.
+    Store(StoreError),
+}
+
+impl Refusal {
+    /// One line naming the service and the VM, with what to do.
+    pub(crate) fn message(&self, id: ServiceId, vm: &str) -> String {
+        match self {
+            Self::Unknown => format!(
+                "service {id} is not registered on this host, so VM {vm} cannot be reached through it (see `guestcomm service list`)"
+            ),
+            Self::Disabled { element_name } => format!(
+                "service {element_name} ({id}) is disabled for VM {vm} (enable it with `guestcomm service enable {id} --vm {vm}`)"
+            ),
+            Self::Store(e) => handshake::error_chain(e),
+        }
+    }
+}
+
+/// Passes when service `id` is registered and its effective state on `vm`
+/// is Enabled: the policy check of every relayed connection.
+pub(crate) async fn admit(state: &State, vm: &VmRow, id: ServiceId) -> Result<(), Refusal> {
+    let vm_id = vm.id;
+    let looked_up = state
+        .db(move |s| Ok((s.service(id)?, s.vm_policy(id, vm_id)?)))
+        .await;
+    let (service, policy) = match looked_up {
+        Ok(found) => found,
+        Err(StoreError::UnknownService(_)) => return Err(Refusal::Unknown),
+        Err(e) => return Err(Refusal::Store(e)),
+    };
+    let effective = effective_on(vm, &service, policy);
+    if effective == Policy::Disabled {
+        return Err(Refusal::Disabled {
+            element_name: service.element_name,
+        });
+    }
+    Ok(())
+}
+
+/// [`admit`] for a relayed request, as the error frame to send back. The
+/// connection goes through the agent's own service (its port), so that one
+/// must be enabled too, then the service the request names.
+async fn check(state: &State, vm: &VmRow, request: &GcRequest) -> Result<(), ErrorFrame> {
+    let agent = BuiltinService::Agent.id();
+    let admitted = match admit(state, vm, agent).await {
+        Ok(()) => admit(state, vm, request.service)
+            .await
+            .map_err(|r| (r, request.service)),
+        Err(refusal) => Err((refusal, agent)),
+    };
+    admitted.map_err(|(refusal, service)| {
+        let code = match refusal {
+            Refusal::Unknown => ErrorCode::UnknownService,
+            Refusal::Disabled { .. } => ErrorCode::ServiceDisabled,
+            Refusal::Store(_) => ErrorCode::Internal,
+        };
+        ErrorFrame::new(code, refusal.message(service, &vm.name))
+    })
+}
+
+/// Copies bytes both ways until the agent closes (or the CLI goes away),
+/// first the bytes each side's framing had already read.
+async fn pump<C, A>(client: FramedConn<C>, agent: FramedConn<A>) -> std::io::Result<()>
+where
+    C: AsyncRead + AsyncWrite + Unpin,
+    A: AsyncRead + AsyncWrite + Unpin,
+{
+    let client = client.into_parts();
+    let agent = agent.into_parts();
+    copy_both_ways(client.io, &client.read_buf, agent.io, &agent.read_buf).await
+}
+
+/// The byte relay: `client_early` goes to the guest side and `guest_early`
+/// to the client before anything else; ends when the guest side closes (its
+/// last bytes flushed) or the client goes away. Never half-closes.
+pub(crate) async fn copy_both_ways<C, G>(
+    client: C,
+    client_early: &[u8],
+    guest: G,
+    guest_early: &[u8],
+) -> std::io::Result<()>
+where
+    C: AsyncRead + AsyncWrite,
+    G: AsyncRead + AsyncWrite,
+{
+    let (client_read, mut client_write) = tokio::io::split(client);
+    let (guest_read, mut guest_write) = tokio::io::split(guest);
+    let up = async {
+        guest_write.write_all(client_early).await?;
+        guest_write.flush().await?;
+        let mut from = BufReader::with_capacity(RELAY_BUFFER_BYTES, client_read);
+        tokio::io::copy_buf(&mut from, &mut guest_write).await
+    };
+    let down = async {
+        client_write.write_all(guest_early).await?;
+        client_write.flush().await?;
+        let mut from = BufReader::with_capacity(RELAY_BUFFER_BYTES, guest_read);
+        let n = tokio::io::copy_buf(&mut from, &mut client_write).await?;
+        client_write.flush().await?;
+        Ok::<u64, std::io::Error>(n)
+    };
+    tokio::select! {
+        r = down => r.map(drop),
+        r = up => r.map(drop),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Store;
+    use guestcomm_protocol::message::{Call, ExecRequest};
+    use guestcomm_protocol::BuiltinService;
+
+    async fn set(state: &State, id: guestcomm_protocol::ServiceId, policy: Policy) {
+        state
+            .db(move |s| s.set_vm_policy(id, "web1", policy))
+            .await
+            .unwrap();
+    }
+
+    fn request(service: guestcomm_protocol::ServiceId) -> GcRequest {
+        GcRequest {
+            service,
+            call: Call::Exec(ExecRequest::default()),
+        }
+    }
+
+    #[tokio::test]
+    async fn requests_pass_only_for_registered_enabled_services_and_errors_name_both() {
+        let mut store = Store::in_memory().unwrap();
+        let vm = store.add_vm("web1", "unix:///a").unwrap();
+        let exec = BuiltinService::Exec.id();
+        let state = State::new(store);
+        assert!(check(&state, &vm, &request(exec)).await.is_ok());
+
+        let stranger = "0e0b6031-5213-4934-818b-38d90ced39db".parse().unwrap();
+        let err = check(&state, &vm, &request(stranger)).await.unwrap_err();
+        assert_eq!(err.code, ErrorCode::UnknownService);
+        assert!(
+            err.message.contains("0e0b6031") && err.message.contains("web1"),
+            "{}",
+            err.message
+        );
+
+        set(&state, exec, Policy::Disabled).await;
+        let err = check(&state, &vm, &request(exec)).await.unwrap_err();
+        assert_eq!(err.code, ErrorCode::ServiceDisabled);
+        assert!(err.message.contains("00004744"), "{}", err.message);
+
+        // Disabling the agent's own service closes every relayed request.
+        let agent = BuiltinService::Agent.id();
+        set(&state, exec, Policy::Deferred).await;
+        set(&state, agent, Policy::Disabled).await;
+        let err = check(&state, &vm, &request(exec)).await.unwrap_err();
+        assert_eq!(err.code, ErrorCode::ServiceDisabled);
+        assert!(err.message.contains("00004743"), "{}", err.message);
+        set(&state, agent, Policy::Deferred).await;
+        let err = check(&state, &vm, &request(exec)).await;
+        assert!(err.is_ok());
+        set(&state, exec, Policy::Disabled).await;
+        let err = check(&state, &vm, &request(exec)).await.unwrap_err();
+        assert_eq!(err.code, ErrorCode::ServiceDisabled);
+        assert!(
+            err.message.contains("00004744") && err.message.contains("web1"),
+            "{}",
+            err.message
+        );
+    }
+}

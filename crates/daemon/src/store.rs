@@ -1,0 +1,466 @@
+//! Persistent state in SQLite: the VM inventory, service registrations and
+//! per-VM enablement policies.
+//!
+//! The database lives at `<state>/guestcommd.db` in WAL mode with
+//! `synchronous = FULL`: a committed change survives SIGKILL and power loss.
+//! The schema is versioned by `PRAGMA user_version`; [`MIGRATIONS`] holds
+//! every step in order, applied in one transaction each at open. Built-in
+//! services are (re)inserted at every open, so a new built-in needs no
+//! migration.
+
+use std::path::Path;
+
+use guestcomm_protocol::{BuiltinService, ServiceId};
+use rusqlite::{params, Connection, OptionalExtension};
+use uuid::Uuid;
+
+use crate::policy::Policy;
+
+/// Schema steps; step N brings `user_version` from N to N + 1.
+const MIGRATIONS: &[&str] = &[
+    // 1: inventory, registry, per-VM policies.
+    "CREATE TABLE vms (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        endpoint TEXT NOT NULL,
+        interface_enabled INTEGER NOT NULL DEFAULT 1,
+        default_policy INTEGER NOT NULL DEFAULT 2,
+        created_at INTEGER NOT NULL
+    );
+    CREATE TABLE services (
+        id TEXT PRIMARY KEY,
+        element_name TEXT NOT NULL,
+        description TEXT NOT NULL DEFAULT '',
+        builtin INTEGER NOT NULL DEFAULT 0,
+        enabled INTEGER NOT NULL DEFAULT 1,
+        installed_at INTEGER NOT NULL
+    );
+    CREATE TABLE service_vm_policy (
+        service TEXT NOT NULL REFERENCES services(id) ON DELETE CASCADE,
+        vm TEXT NOT NULL REFERENCES vms(id) ON DELETE CASCADE,
+        policy INTEGER NOT NULL,
+        PRIMARY KEY (service, vm)
+    );",
+    // 2: where guest-initiated connections to a service are relayed on the host.
+    "ALTER TABLE services ADD COLUMN host_endpoint TEXT;",
+];
+
+/// Why a state operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// No VM of that name.
+    #[error("no VM named {0:?} (see `guestcomm vm list`)")]
+    UnknownVm(String),
+    /// A VM of that name exists already.
+    #[error("a VM named {0:?} already exists")]
+    DuplicateVm(String),
+    /// No service with that GUID.
+    #[error("no guest communication service {0} is registered (see `guestcomm service list`)")]
+    UnknownService(ServiceId),
+    /// The GUID is registered already.
+    #[error("guest communication service {0} is already registered")]
+    DuplicateService(ServiceId),
+    /// Built-in services cannot be unregistered, only disabled.
+    #[error("service {0} is built into guestcomm and cannot be unregistered; disable it instead")]
+    Builtin(ServiceId),
+    /// The database was written by a newer guestcommd.
+    #[error("the state database has schema version {found}, newer than this guestcommd ({known})")]
+    TooNew {
+        /// Version in the file.
+        found: u32,
+        /// Newest version known here.
+        known: u32,
+    },
+    /// SQLite failed.
+    #[error("state database error")]
+    Sqlite(#[from] rusqlite::Error),
+}
+
+/// A VM row.
+#[derive(Clone, Debug, PartialEq)]
+pub struct VmRow {
+    /// Identity.
+    pub id: Uuid,
+    /// Unique name.
+    pub name: String,
+    /// Transport address, as given (validated on insert).
+    pub endpoint: String,
+    /// Guest service interface on.
+    pub interface_enabled: bool,
+    /// DefaultEnabledStatePolicy (Enabled or Disabled).
+    pub default_policy: Policy,
+    /// Seconds since the epoch.
+    pub created_at: i64,
+}
+
+/// A service registration row.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ServiceRow {
+    /// GUID.
+    pub id: ServiceId,
+    /// ElementName.
+    pub element_name: String,
+    /// Description.
+    pub description: String,
+    /// Built in.
+    pub builtin: bool,
+    /// Host-wide switch.
+    pub enabled: bool,
+    /// Seconds since the epoch.
+    pub installed_at: i64,
+    /// Host address guest-initiated connections are relayed to, if any.
+    pub host_endpoint: Option<String>,
+}
+
+/// The open database.
+pub struct Store {
+    conn: Connection,
+}
+
+/// Seconds since the Unix epoch.
+pub fn now_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+impl Store {
+    /// Opens (creating if needed) the database in `dir`, migrating it.
+    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        let conn = Connection::open(dir.join("guestcommd.db"))?;
+        Self::init(conn)
+    }
+
+    /// An in-memory database, for tests.
+    pub fn in_memory() -> Result<Self, StoreError> {
+        Self::init(Connection::open_in_memory()?)
+    }
+
+    fn init(mut conn: Connection) -> Result<Self, StoreError> {
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        let version: u32 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        let known = MIGRATIONS.len() as u32;
+        if version > known {
+            return Err(StoreError::TooNew {
+                found: version,
+                known,
+            });
+        }
+        for (step, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+            let tx = conn.transaction()?;
+            tx.execute_batch(sql)?;
+            tx.pragma_update(None, "user_version", step as u32 + 1)?;
+            tx.commit()?;
+        }
+        let now = now_secs();
+        for s in BuiltinService::ALL {
+            conn.execute(
+                "INSERT OR IGNORE INTO services (id, element_name, builtin, installed_at) VALUES (?1, ?2, 1, ?3)",
+                params![s.id().to_string(), s.element_name(), now],
+            )?;
+        }
+        Ok(Self { conn })
+    }
+
+    /// Adds a VM; the name must be free.
+    pub fn add_vm(&mut self, name: &str, endpoint: &str) -> Result<VmRow, StoreError> {
+        let row = VmRow {
+            id: Uuid::new_v4(),
+            name: name.into(),
+            endpoint: endpoint.into(),
+            interface_enabled: true,
+            default_policy: Policy::Enabled,
+            created_at: now_secs(),
+        };
+        let inserted = self.conn.execute(
+            "INSERT INTO vms (id, name, endpoint, interface_enabled, default_policy, created_at)
+             VALUES (?1, ?2, ?3, 1, ?4, ?5) ON CONFLICT(name) DO NOTHING",
+            params![
+                row.id.to_string(),
+                name,
+                endpoint,
+                row.default_policy.value(),
+                row.created_at
+            ],
+        )?;
+        if inserted == 0 {
+            return Err(StoreError::DuplicateVm(name.into()));
+        }
+        Ok(row)
+    }
+
+    /// Every VM, by name.
+    pub fn vms(&self) -> Result<Vec<VmRow>, StoreError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT id, name, endpoint, interface_enabled, default_policy, created_at FROM vms ORDER BY name",
+        )?;
+        let rows = stmt.query_map([], vm_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// One VM by name.
+    pub fn vm(&self, name: &str) -> Result<VmRow, StoreError> {
+        self.conn
+            .query_row(
+                "SELECT id, name, endpoint, interface_enabled, default_policy, created_at FROM vms WHERE name = ?1",
+                [name],
+                vm_row,
+            )
+            .optional()?
+            .ok_or_else(|| StoreError::UnknownVm(name.into()))
+    }
+
+    /// Changes a VM's interface switch and default policy (`None` keeps a value).
+    pub fn update_vm(
+        &mut self,
+        name: &str,
+        interface_enabled: Option<bool>,
+        default_policy: Option<Policy>,
+    ) -> Result<VmRow, StoreError> {
+        let vm = self.vm(name)?;
+        self.conn.execute(
+            "UPDATE vms SET interface_enabled = ?2, default_policy = ?3 WHERE id = ?1",
+            params![
+                vm.id.to_string(),
+                interface_enabled.unwrap_or(vm.interface_enabled),
+                default_policy.unwrap_or(vm.default_policy).value()
+            ],
+        )?;
+        self.vm(name)
+    }
+
+    /// Removes a VM and its policies.
+    pub fn remove_vm(&mut self, name: &str) -> Result<(), StoreError> {
+        match self
+            .conn
+            .execute("DELETE FROM vms WHERE name = ?1", [name])?
+        {
+            0 => Err(StoreError::UnknownVm(name.into())),
+            _ => Ok(()),
+        }
+    }
+
+    /// Registers a service GUID.
+    pub fn register(
+        &mut self,
+        id: ServiceId,
+        element_name: &str,
+        description: &str,
+        host_endpoint: Option<&str>,
+    ) -> Result<ServiceRow, StoreError> {
+        let now = now_secs();
+        let inserted = self.conn.execute(
+            "INSERT INTO services (id, element_name, description, installed_at, host_endpoint) VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT(id) DO NOTHING",
+            params![id.to_string(), element_name, description, now, host_endpoint],
+        )?;
+        if inserted == 0 {
+            return Err(StoreError::DuplicateService(id));
+        }
+        self.service(id)
+    }
+
+    /// Unregisters a (non-built-in) service and its per-VM policies.
+    pub fn unregister(&mut self, id: ServiceId) -> Result<(), StoreError> {
+        if self.service(id)?.builtin {
+            return Err(StoreError::Builtin(id));
+        }
+        self.conn
+            .execute("DELETE FROM services WHERE id = ?1", [id.to_string()])?;
+        Ok(())
+    }
+
+    /// Every registration, built-ins first, then by GUID.
+    pub fn services(&self) -> Result<Vec<ServiceRow>, StoreError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT id, element_name, description, builtin, enabled, installed_at, host_endpoint FROM services
+             ORDER BY builtin DESC, id",
+        )?;
+        let rows = stmt.query_map([], service_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// One registration.
+    pub fn service(&self, id: ServiceId) -> Result<ServiceRow, StoreError> {
+        self.conn
+            .query_row(
+                "SELECT id, element_name, description, builtin, enabled, installed_at, host_endpoint FROM services WHERE id = ?1",
+                [id.to_string()],
+                service_row,
+            )
+            .optional()?
+            .ok_or(StoreError::UnknownService(id))
+    }
+
+    /// Sets the host-wide switch of a service.
+    pub fn set_global(&mut self, id: ServiceId, enabled: bool) -> Result<(), StoreError> {
+        let n = self.conn.execute(
+            "UPDATE services SET enabled = ?2 WHERE id = ?1",
+            params![id.to_string(), enabled],
+        )?;
+        if n == 0 {
+            return Err(StoreError::UnknownService(id));
+        }
+        Ok(())
+    }
+
+    /// Sets the policy of a service on one VM (Deferred removes the row).
+    pub fn set_vm_policy(
+        &mut self,
+        id: ServiceId,
+        vm: &str,
+        policy: Policy,
+    ) -> Result<(), StoreError> {
+        self.service(id)?;
+        let vm = self.vm(vm)?;
+        if policy == Policy::Deferred {
+            self.conn.execute(
+                "DELETE FROM service_vm_policy WHERE service = ?1 AND vm = ?2",
+                params![id.to_string(), vm.id.to_string()],
+            )?;
+        } else {
+            self.conn.execute(
+                "INSERT INTO service_vm_policy (service, vm, policy) VALUES (?1, ?2, ?3)
+                 ON CONFLICT(service, vm) DO UPDATE SET policy = excluded.policy",
+                params![id.to_string(), vm.id.to_string(), policy.value()],
+            )?;
+        }
+        Ok(())
+    }
+
+    /// The policy of a service on a VM (Deferred when none was set).
+    pub fn vm_policy(&self, id: ServiceId, vm: Uuid) -> Result<Policy, StoreError> {
+        let value: Option<u16> = self
+            .conn
+            .query_row(
+                "SELECT policy FROM service_vm_policy WHERE service = ?1 AND vm = ?2",
+                params![id.to_string(), vm.to_string()],
+                |r| r.get(0),
+            )
+            .optional()?;
+        Ok(value
+            .and_then(Policy::from_value)
+            .unwrap_or(Policy::Deferred))
+    }
+}
+
+fn vm_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<VmRow> {
+    let id: String = r.get(0)?;
+    let policy: u16 = r.get(4)?;
+    Ok(VmRow {
+        id: Uuid::parse_str(&id).map_err(|e| {
+            rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
+        })?,
+        name: r.get(1)?,
+        endpoint: r.get(2)?,
+        interface_enabled: r.get(3)?,
+        default_policy: Policy::from_value(policy).unwrap_or(Policy::Enabled),
+        created_at: r.get(5)?,
+    })
+}
+
+fn service_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ServiceRow> {
+    let id: String = r.get(0)?;
+    Ok(ServiceRow {
+        id: id.parse().map_err(|e| {
+            rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
+        })?,
+        element_name: r.get(1)?,
+        description: r.get(2)?,
+        builtin: r.get(3)?,
+        enabled: r.get(4)?,
+        installed_at: r.get(5)?,
+        host_endpoint: r.get(6)?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vms_are_unique_by_name_and_removal_cascades_policies() {
+        let mut s = Store::in_memory().unwrap();
+        s.add_vm("web1", "unix:///a").unwrap();
+        assert!(matches!(
+            s.add_vm("web1", "unix:///b"),
+            Err(StoreError::DuplicateVm(_))
+        ));
+        let exec = BuiltinService::Exec.id();
+        s.set_vm_policy(exec, "web1", Policy::Disabled).unwrap();
+        let id = s.vm("web1").unwrap().id;
+        assert_eq!(s.vm_policy(exec, id).unwrap(), Policy::Disabled);
+        s.remove_vm("web1").unwrap();
+        assert_eq!(s.vm_policy(exec, id).unwrap(), Policy::Deferred);
+        assert!(matches!(s.remove_vm("web1"), Err(StoreError::UnknownVm(_))));
+    }
+
+    #[test]
+    fn builtins_are_present_and_cannot_be_unregistered() {
+        let mut s = Store::in_memory().unwrap();
+        assert_eq!(s.services().unwrap().len(), BuiltinService::ALL.len());
+        let err = s.unregister(BuiltinService::Exec.id()).unwrap_err();
+        assert!(matches!(err, StoreError::Builtin(_)));
+    }
+
+    #[test]
+    fn reopening_keeps_state_and_schema_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let id: ServiceId = "0e0b6031-5213-4934-818b-38d90ced39db".parse().unwrap();
+        {
+            let mut s = Store::open(dir.path()).unwrap();
+            s.add_vm("a", "unix:///a").unwrap();
+            s.register(id, "Mine", "", None).unwrap();
+        }
+        let s = Store::open(dir.path()).unwrap();
+        assert_eq!(s.vms().unwrap()[0].name, "a");
+        assert_eq!(s.service(id).unwrap().element_name, "Mine");
+        let v: u32 = s
+            .conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(v as usize, MIGRATIONS.len());
+    }
+
+    #[test]
+    fn a_version_1_database_is_migrated_keeping_its_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let conn = Connection::open(dir.path().join("guestcommd.db")).unwrap();
+            conn.execute_batch(MIGRATIONS[0]).unwrap();
+            conn.pragma_update(None, "user_version", 1).unwrap();
+            conn.execute(
+                "INSERT INTO services (id, element_name, installed_at) VALUES ('0e0b6031-5213-4934-818b-38d90ced39db', 'Old', 0)",
+                [],
+            )
+            .unwrap();
+        }
+        let s = Store::open(dir.path()).unwrap();
+        let id: ServiceId = "0e0b6031-5213-4934-818b-38d90ced39db".parse().unwrap();
+        let row = s.service(id).unwrap();
+        assert_eq!(
+            (row.element_name.as_str(), row.host_endpoint),
+            ("Old", None)
+        );
+        let v: u32 = s
+            .conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(v, 2);
+    }
+
+    #[test]
+    fn a_database_from_a_newer_daemon_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = Connection::open(dir.path().join("guestcommd.db")).unwrap();
+        conn.pragma_update(None, "user_version", 99).unwrap();
+        drop(conn);
+        assert!(matches!(
+            Store::open(dir.path()),
+            Err(StoreError::TooNew { found: 99, .. })
+        ));
+    }
+}
