@@ -15,6 +15,39 @@ pub struct AddVm {
     pub name: String,
     /// The agent's transport address (`vsock://CID:PORT`, `hvsock-uds:///path`, ...).
     pub endpoint: String,
+    /// How the daemon authenticates to this VM's agent.
+    #[serde(default)]
+    pub credentials: NewCredentials,
+}
+
+/// The key for a new VM.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "mode", deny_unknown_fields)]
+pub enum NewCredentials {
+    /// A new random key for vsock and hybrid vsock endpoints (whose agents
+    /// must have credentials); none for unix and tcp endpoints.
+    #[default]
+    Auto,
+    /// A new random key, whatever the endpoint.
+    Generate,
+    /// This key (64 hex digits), e.g. one already baked into the VM's image.
+    Import {
+        /// The key, hex.
+        key: String,
+    },
+    /// No key: only for unix and tcp endpoints.
+    None,
+}
+
+/// `GET /v1/vms/{name}/credentials`: the guest side of the VM's key, in the
+/// credentials file format (`guestcomm-agent --credentials`).
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Credentials {
+    /// Always `psk-hmac-sha256`.
+    pub method: String,
+    /// The key, hex: a secret.
+    pub key: String,
 }
 
 /// `PATCH /v1/vms/{name}`: the VM's guest service interface settings
@@ -45,6 +78,9 @@ pub struct Vm {
     pub default_enabled_state_policy: u16,
     /// When it was added, seconds since the Unix epoch.
     pub created_at: i64,
+    /// The daemon holds a key for this VM and its agent must prove it too.
+    #[serde(default)]
+    pub authenticated: bool,
     /// Health, from the monitor.
     pub health: Health,
 }

@@ -260,6 +260,7 @@ fn a_thousand_vms_are_listed() {
             let body = guestcomm_api::AddVm {
                 name: format!("vm{i:04}"),
                 endpoint: endpoint.clone(),
+                credentials: guestcomm_api::NewCredentials::Auto,
             };
             let _: guestcomm_api::Vm = client
                 .send(guestcomm_api::Method::POST, "/v1/vms", &body)
@@ -578,4 +579,88 @@ fn guest_initiated_connections_reach_the_host_endpoint_only_while_enabled() {
     assert_eq!(ping(), None, "disabled: refused");
     d.ok(&["service", "enable", echo, "--vm", "fc1"]);
     assert!(wait_until(POLL_DEADLINE, || ping().as_deref() == Some("ping\n")));
+}
+
+#[test]
+fn the_daemon_authenticates_to_agents_with_each_vms_key() {
+    let d = Daemon::start("off");
+    let socket = d.dir.path().join("keyed.sock");
+    let endpoint = format!("unix://{}", socket.display());
+    let guest_file = d.dir.path().join("guest.key");
+    let guest = guest_file.to_str().unwrap();
+
+    // A new key for the VM; the guest side goes to the agent's --credentials.
+    d.ok(&[
+        "vm",
+        "add",
+        "keyed",
+        "--endpoint",
+        &endpoint,
+        "--generate-credentials",
+    ]);
+    d.ok(&["vm", "credentials", "keyed", "--guest-file", guest]);
+    assert_eq!(
+        std::fs::metadata(&guest_file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let _agent = AgentAt::start_with(&socket, &["--credentials", guest]);
+    assert_eq!(d.json(&["vm", "show", "keyed"])["authenticated"], true);
+    assert_eq!(
+        d.ok(&["exec", "keyed", "--", "echo", "authenticated"]),
+        "authenticated\n"
+    );
+
+    // The same agent under a VM entry with another key: refused, nothing runs.
+    d.ok(&[
+        "vm",
+        "add",
+        "stranger",
+        "--endpoint",
+        &endpoint,
+        "--generate-credentials",
+    ]);
+    let refused = d.run(&["exec", "stranger", "--", "echo", "inside"]);
+    assert_eq!(refused.status.code(), Some(125));
+    assert!(refused.stdout.is_empty());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("authentication failed"));
+
+    // Importing the key file that the guest holds works too.
+    d.ok(&[
+        "vm",
+        "add",
+        "imported",
+        "--endpoint",
+        &endpoint,
+        "--credentials",
+        guest,
+    ]);
+    assert_eq!(
+        d.ok(&["exec", "imported", "--", "echo", "imported"]),
+        "imported\n"
+    );
+
+    // A vsock VM cannot go without a key, and a key is never written over a file.
+    let no_key = d.run(&[
+        "vm",
+        "add",
+        "bare",
+        "--endpoint",
+        "hvsock-uds:///run/x.vsock",
+        "--no-credentials",
+    ]);
+    assert!(!no_key.status.success());
+    assert!(String::from_utf8_lossy(&no_key.stderr).contains("must have credentials"));
+    let again = d.run(&["vm", "credentials", "keyed", "--guest-file", guest]);
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("File exists"));
+    // A VM added without a key has no guest side to give.
+    d.ok(&["vm", "add", "open", "--endpoint", &endpoint]);
+    let none = d.run(&[
+        "vm",
+        "credentials",
+        "open",
+        "--guest-file",
+        &format!("{guest}.2"),
+    ]);
+    assert!(String::from_utf8_lossy(&none.stderr).contains("has no key"));
 }

@@ -16,9 +16,11 @@ use axum::routing::{get, post, put};
 use axum::serve::IncomingStream;
 use axum::{Json, Router};
 use guestcomm_api::{
-    validate_vm_name, AddVm, ErrorBody, GuestCommunicationService, MethodResult, RegisterService,
-    RequestStateChange, ServiceRegistration, SetPolicy, UpdateVm, Vm,
+    validate_vm_name, AddVm, Credentials, ErrorBody, GuestCommunicationService, MethodResult,
+    NewCredentials, RegisterService, RequestStateChange, ServiceRegistration, SetPolicy, UpdateVm,
+    Vm,
 };
+use guestcomm_protocol::auth::{Psk, AUTH_PSK};
 use guestcomm_protocol::handshake::error_chain;
 use guestcomm_protocol::ServiceId;
 use guestcomm_transport::Address;
@@ -186,6 +188,7 @@ pub fn router(state: Arc<State>) -> Router {
             get(show_vm).delete(remove_vm).patch(update_vm),
         )
         .route("/v1/vms/{name}/connect", post(crate::relay::connect))
+        .route("/v1/vms/{name}/credentials", get(vm_credentials))
         .route("/v1/vms/{name}/services", get(vm_services))
         .route(
             "/v1/vms/{name}/services/{id}/RequestStateChange",
@@ -225,7 +228,51 @@ fn vm_view(state: &State, row: VmRow) -> Vm {
         interface_enabled: row.interface_enabled,
         default_enabled_state_policy: row.default_policy.value(),
         created_at: row.created_at,
+        authenticated: row.psk.is_some(),
     }
+}
+
+/// The key a new VM gets, from the request and the endpoint's kind.
+fn new_vm_key(choice: NewCredentials, endpoint: &Address) -> Result<Option<Psk>, Error> {
+    let needs_key = matches!(
+        endpoint,
+        Address::Vsock { .. } | Address::HybridVsock { .. }
+    );
+    let generate = || {
+        Psk::generate()
+            .map(Some)
+            .map_err(|e| Error::Internal(e.to_string()))
+    };
+    match choice {
+        NewCredentials::Auto if needs_key => generate(),
+        NewCredentials::Auto => Ok(None),
+        NewCredentials::Generate => generate(),
+        NewCredentials::Import { key } => Psk::from_hex(&key)
+            .map(Some)
+            .map_err(|e| Error::BadRequest(format!("invalid key: {e}"))),
+        NewCredentials::None if needs_key => Err(Error::BadRequest(format!(
+            "{endpoint} is a vsock endpoint: its agent must have credentials, so the VM needs a key (drop --no-credentials)"
+        ))),
+        NewCredentials::None => Ok(None),
+    }
+}
+
+async fn vm_credentials(
+    AxumState(state): AxumState<Arc<State>>,
+    Path(name): Path<String>,
+) -> Result<Json<Credentials>, Error> {
+    let row = state.db(move |s| s.vm(&name)).await?;
+    let Some(psk) = row.psk else {
+        return Err(Error::BadRequest(format!(
+            "VM {:?} has no key: add it with credentials (vm add --generate-credentials or --credentials FILE)",
+            row.name
+        )));
+    };
+    tracing::info!(vm = %row.name, "guest credentials read");
+    Ok(Json(Credentials {
+        method: AUTH_PSK.into(),
+        key: psk.secret_hex(),
+    }))
 }
 
 async fn list_vms(AxumState(state): AxumState<Arc<State>>) -> Result<Json<Vec<Vm>>, Error> {
@@ -243,9 +290,12 @@ async fn add_vm(
         .endpoint
         .parse()
         .map_err(|e| Error::BadRequest(error_chain(&e)))?;
+    let psk = new_vm_key(add.credentials, &endpoint)?;
     // Stored in its canonical form (defaults made explicit).
     let endpoint = endpoint.to_string();
-    let row = state.db(move |s| s.add_vm(&add.name, &endpoint)).await?;
+    let row = state
+        .db(move |s| s.add_vm(&add.name, &endpoint, psk))
+        .await?;
     tracing::info!(vm = %row.name, id = %row.id, endpoint = %row.endpoint, "VM added");
     state.changed.notify_one();
     Ok((StatusCode::CREATED, Json(vm_view(&state, row))))

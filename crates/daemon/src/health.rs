@@ -12,6 +12,7 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use guestcomm_api::Health;
+use guestcomm_protocol::auth::Psk;
 use guestcomm_protocol::handshake::error_chain;
 use guestcomm_transport::Address;
 use tokio::sync::Semaphore;
@@ -91,10 +92,10 @@ fn now_ms() -> u64 {
 }
 
 /// Probes one VM: connect and handshake, within [`PROBE_TIMEOUT_MS`].
-pub async fn probe(endpoint: &str) -> Result<(Duration, String), String> {
+pub async fn probe(endpoint: &str, psk: Option<&Psk>) -> Result<(Duration, String), String> {
     let addr: Address = endpoint.parse().map_err(|e| error_chain(&e))?;
     let start = Instant::now();
-    let attempt = guestcomm_client::connect(&addr, crate::DAEMON_NAME);
+    let attempt = guestcomm_client::connect_with(&addr, crate::DAEMON_NAME, psk);
     match tokio::time::timeout(Duration::from_millis(PROBE_TIMEOUT_MS), attempt).await {
         Ok(Ok(session)) => Ok((start.elapsed(), session.welcome.agent)),
         Ok(Err(e)) => Err(error_chain(&e)),
@@ -126,7 +127,7 @@ pub async fn monitor(state: Arc<State>, interval: Duration, max_concurrent: usiz
             };
             let state = state.clone();
             round.spawn(async move {
-                let result = probe(&vm.endpoint).await;
+                let result = probe(&vm.endpoint, vm.psk.as_ref()).await;
                 state.health.record(&vm, result);
                 drop(permit);
             });
@@ -148,6 +149,7 @@ mod tests {
             interface_enabled: true,
             default_policy: Policy::Enabled,
             created_at: 0,
+            psk: None,
         }
     }
 

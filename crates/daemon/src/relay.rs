@@ -58,7 +58,7 @@ pub async fn connect(
         .endpoint
         .parse()
         .map_err(|e| Error::BadRequest(handshake::error_chain(&e)))?;
-    let agent = guestcomm_client::connect(&addr, crate::DAEMON_NAME)
+    let agent = guestcomm_client::connect_with(&addr, crate::DAEMON_NAME, vm.psk.as_ref())
         .await
         .map_err(|source| Error::Agent {
             vm: vm.name.clone(),
@@ -309,7 +309,7 @@ mod tests {
     #[tokio::test]
     async fn requests_pass_only_for_registered_enabled_services_and_errors_name_both() {
         let mut store = Store::in_memory().unwrap();
-        let vm = store.add_vm("web1", "unix:///a").unwrap();
+        let vm = store.add_vm("web1", "unix:///a", None).unwrap();
         let exec = BuiltinService::Exec.id();
         let state = State::new(store);
         assert!(check(&state, &vm, &request(exec)).await.is_ok());

@@ -10,6 +10,7 @@
 
 use std::path::Path;
 
+use guestcomm_protocol::auth::Psk;
 use guestcomm_protocol::{BuiltinService, ServiceId};
 use rusqlite::{params, Connection, OptionalExtension};
 use uuid::Uuid;
@@ -43,6 +44,8 @@ const MIGRATIONS: &[&str] = &[
     );",
     // 2: where guest-initiated connections to a service are relayed on the host.
     "ALTER TABLE services ADD COLUMN host_endpoint TEXT;",
+    // 3: the VM's pre-shared key (hex), NULL for agents without credentials.
+    "ALTER TABLE vms ADD COLUMN psk TEXT;",
 ];
 
 /// Why a state operation failed.
@@ -91,6 +94,8 @@ pub struct VmRow {
     pub default_policy: Policy,
     /// Seconds since the epoch.
     pub created_at: i64,
+    /// The key the agent requires, if it has credentials.
+    pub psk: Option<Psk>,
 }
 
 /// A service registration row.
@@ -166,7 +171,12 @@ impl Store {
     }
 
     /// Adds a VM; the name must be free.
-    pub fn add_vm(&mut self, name: &str, endpoint: &str) -> Result<VmRow, StoreError> {
+    pub fn add_vm(
+        &mut self,
+        name: &str,
+        endpoint: &str,
+        psk: Option<Psk>,
+    ) -> Result<VmRow, StoreError> {
         let row = VmRow {
             id: Uuid::new_v4(),
             name: name.into(),
@@ -174,16 +184,18 @@ impl Store {
             interface_enabled: true,
             default_policy: Policy::Enabled,
             created_at: now_secs(),
+            psk,
         };
         let inserted = self.conn.execute(
-            "INSERT INTO vms (id, name, endpoint, interface_enabled, default_policy, created_at)
-             VALUES (?1, ?2, ?3, 1, ?4, ?5) ON CONFLICT(name) DO NOTHING",
+            "INSERT INTO vms (id, name, endpoint, interface_enabled, default_policy, created_at, psk)
+             VALUES (?1, ?2, ?3, 1, ?4, ?5, ?6) ON CONFLICT(name) DO NOTHING",
             params![
                 row.id.to_string(),
                 name,
                 endpoint,
                 row.default_policy.value(),
-                row.created_at
+                row.created_at,
+                row.psk.as_ref().map(Psk::secret_hex)
             ],
         )?;
         if inserted == 0 {
@@ -195,7 +207,7 @@ impl Store {
     /// Every VM, by name.
     pub fn vms(&self) -> Result<Vec<VmRow>, StoreError> {
         let mut stmt = self.conn.prepare(
-            "SELECT id, name, endpoint, interface_enabled, default_policy, created_at FROM vms ORDER BY name",
+            "SELECT id, name, endpoint, interface_enabled, default_policy, created_at, psk FROM vms ORDER BY name",
         )?;
         let rows = stmt.query_map([], vm_row)?;
         Ok(rows.collect::<Result<_, _>>()?)
@@ -205,7 +217,7 @@ impl Store {
     pub fn vm(&self, name: &str) -> Result<VmRow, StoreError> {
         self.conn
             .query_row(
-                "SELECT id, name, endpoint, interface_enabled, default_policy, created_at FROM vms WHERE name = ?1",
+                "SELECT id, name, endpoint, interface_enabled, default_policy, created_at, psk FROM vms WHERE name = ?1",
                 [name],
                 vm_row,
             )
@@ -359,6 +371,17 @@ fn vm_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<VmRow> {
         interface_enabled: r.get(3)?,
         default_policy: Policy::from_value(policy).unwrap_or(Policy::Enabled),
         created_at: r.get(5)?,
+        psk: r
+            .get::<_, Option<String>>(6)?
+            .map(|hex| Psk::from_hex(&hex))
+            .transpose()
+            .map_err(|e| {
+                rusqlite::Error::FromSqlConversionFailure(
+                    6,
+                    rusqlite::types::Type::Text,
+                    Box::new(e),
+                )
+            })?,
     })
 }
 
@@ -384,9 +407,9 @@ mod tests {
     #[test]
     fn vms_are_unique_by_name_and_removal_cascades_policies() {
         let mut s = Store::in_memory().unwrap();
-        s.add_vm("web1", "unix:///a").unwrap();
+        s.add_vm("web1", "unix:///a", None).unwrap();
         assert!(matches!(
-            s.add_vm("web1", "unix:///b"),
+            s.add_vm("web1", "unix:///b", None),
             Err(StoreError::DuplicateVm(_))
         ));
         let exec = BuiltinService::Exec.id();
@@ -412,7 +435,7 @@ mod tests {
         let id: ServiceId = "0e0b6031-5213-4934-818b-38d90ced39db".parse().unwrap();
         {
             let mut s = Store::open(dir.path()).unwrap();
-            s.add_vm("a", "unix:///a").unwrap();
+            s.add_vm("a", "unix:///a", None).unwrap();
             s.register(id, "Mine", "", None).unwrap();
         }
         let s = Store::open(dir.path()).unwrap();
@@ -437,6 +460,11 @@ mod tests {
                 [],
             )
             .unwrap();
+            conn.execute(
+                "INSERT INTO vms (id, name, endpoint, created_at) VALUES ('6f9619ff-8b86-d011-b42d-00c04fc964ff', 'old-vm', 'unix:///a', 0)",
+                [],
+            )
+            .unwrap();
         }
         let s = Store::open(dir.path()).unwrap();
         let id: ServiceId = "0e0b6031-5213-4934-818b-38d90ced39db".parse().unwrap();
@@ -445,11 +473,13 @@ mod tests {
             (row.element_name.as_str(), row.host_endpoint),
             ("Old", None)
         );
+        // Migration 3: VMs from before keys existed have none.
+        assert_eq!(s.vm("old-vm").unwrap().psk, None);
         let v: u32 = s
             .conn
             .pragma_query_value(None, "user_version", |r| r.get(0))
             .unwrap();
-        assert_eq!(v, 2);
+        assert_eq!(v as usize, MIGRATIONS.len());
     }
 
     #[test]

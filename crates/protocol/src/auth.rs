@@ -168,6 +168,12 @@ impl Psk {
         random().map(Self)
     }
 
+    /// The key as hex, for the daemon's state database and credentials
+    /// files. It is the secret itself: never log it.
+    pub fn secret_hex(&self) -> String {
+        to_hex(&self.0)
+    }
+
     /// The key from its hex form.
     pub fn from_hex(text: &str) -> Result<Self, AuthError> {
         from_hex(text, "a key").map(Self)
@@ -263,7 +269,7 @@ pub fn write_credentials(path: &Path, psk: &Psk) -> Result<(), CredentialsError>
     };
     let file = CredentialsFile {
         method: AUTH_PSK.into(),
-        key: to_hex(&psk.0),
+        key: psk.secret_hex(),
     };
     let mut text = serde_json::to_string(&file).map_err(|e| io(std::io::Error::other(e)))?;
     text.push('\n');

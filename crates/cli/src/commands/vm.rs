@@ -2,9 +2,11 @@
 
 use std::process::ExitCode;
 
+use anyhow::Context;
 use clap::{Args, Subcommand};
 use guestcomm_api::Method;
-use guestcomm_api::{AddVm, UpdateVm, Vm};
+use guestcomm_api::{AddVm, Credentials, NewCredentials, UpdateVm, Vm};
+use guestcomm_protocol::auth::{load_credentials, write_credentials, Psk};
 use guestcomm_transport::Address;
 
 use super::api::{self, FAILED};
@@ -28,6 +30,27 @@ pub enum VmCommand {
         /// unix:///PATH or tcp://IP:PORT.
         #[arg(long, value_name = "ADDR")]
         endpoint: Address,
+        /// Use this existing key file (e.g. one baked into the VM's image)
+        /// instead of a new key. By default vsock and hybrid vsock VMs get a
+        /// new key (write its guest side with `vm credentials`); unix and tcp
+        /// VMs get none.
+        #[arg(long, value_name = "FILE", group = "key")]
+        credentials: Option<std::path::PathBuf>,
+        /// Create a new key even for a unix or tcp endpoint.
+        #[arg(long, group = "key")]
+        generate_credentials: bool,
+        /// No key (unix and tcp endpoints only; their agents run without --credentials).
+        #[arg(long, group = "key")]
+        no_credentials: bool,
+    },
+    /// Write the guest side of a VM's key, for `guestcomm-agent --credentials`
+    /// (place it in the guest with cloud-init, a config drive or the image).
+    Credentials {
+        /// The VM.
+        name: String,
+        /// Where to write it (mode 0600; an existing file is not overwritten).
+        #[arg(long, value_name = "PATH")]
+        guest_file: std::path::PathBuf,
     },
     /// List the VMs.
     #[command(alias = "ls")]
@@ -74,20 +97,36 @@ pub enum Switch {
 
 /// Runs `guestcomm vm ...`.
 pub async fn run(args: VmArgs, api: Option<&str>) -> ExitCode {
-    match exec(args, api).await {
+    let key = match new_key(&args.command) {
+        Ok(key) => key,
+        Err(e) => {
+            eprintln!("guestcomm: {e:#}");
+            return ExitCode::from(FAILED);
+        }
+    };
+    if let VmCommand::Credentials { name, guest_file } = &args.command {
+        return write_guest_credentials(api, name, guest_file).await;
+    }
+    match exec(args, key, api).await {
         Ok(code) => code,
         Err(e) => api::report(&e, FAILED),
     }
 }
 
-async fn exec(args: VmArgs, api: Option<&str>) -> Result<ExitCode, guestcomm_api::ApiError> {
+async fn exec(
+    args: VmArgs,
+    key: NewCredentials,
+    api: Option<&str>,
+) -> Result<ExitCode, guestcomm_api::ApiError> {
     let client = api::client(api)?;
     Ok(match args.command {
-        VmCommand::Add { name, endpoint } => {
+        VmCommand::Credentials { .. } => unreachable!("handled in run"),
+        VmCommand::Add { name, endpoint, .. } => {
             api::vm_path(&name)?;
             let body = AddVm {
                 name,
                 endpoint: endpoint.to_string(),
+                credentials: key,
             };
             let vm: Vm = client.send(Method::POST, "/v1/vms", &body).await?;
             println!("{}", vm.id);
@@ -123,6 +162,14 @@ async fn exec(args: VmArgs, api: Option<&str>) -> Result<ExitCode, guestcomm_api
                 vm.default_enabled_state_policy
             );
             println!("Status:     {}", vm.health.status);
+            println!(
+                "Auth:       {}",
+                if vm.authenticated {
+                    "psk-hmac-sha256 (the agent must hold the VM's key)"
+                } else {
+                    "none"
+                }
+            );
             ExitCode::SUCCESS
         }
         VmCommand::Set {
@@ -150,4 +197,62 @@ async fn exec(args: VmArgs, api: Option<&str>) -> Result<ExitCode, guestcomm_api
             ExitCode::SUCCESS
         }
     })
+}
+
+/// The key choice of `vm add`; a key file is read here, by the caller
+/// (the daemon may not be allowed to read the caller's files).
+fn new_key(command: &VmCommand) -> anyhow::Result<NewCredentials> {
+    Ok(match command {
+        VmCommand::Add {
+            credentials: Some(path),
+            ..
+        } => NewCredentials::Import {
+            key: load_credentials(path)
+                .context("failed to read --credentials")?
+                .secret_hex(),
+        },
+        VmCommand::Add {
+            generate_credentials: true,
+            ..
+        } => NewCredentials::Generate,
+        VmCommand::Add {
+            no_credentials: true,
+            ..
+        } => NewCredentials::None,
+        _ => NewCredentials::Auto,
+    })
+}
+
+/// `vm credentials NAME --guest-file PATH`.
+async fn write_guest_credentials(
+    api: Option<&str>,
+    name: &str,
+    file: &std::path::Path,
+) -> ExitCode {
+    let fetched = async {
+        let client = api::client(api)?;
+        client
+            .get::<Credentials>(&format!("{}/credentials", api::vm_path(name)?))
+            .await
+    };
+    let creds = match fetched.await {
+        Ok(creds) => creds,
+        Err(e) => return api::report(&e, FAILED),
+    };
+    let written = Psk::from_hex(&creds.key)
+        .context("guestcommd sent an invalid key")
+        .and_then(|psk| write_credentials(file, &psk).context("failed to write the guest file"));
+    match written {
+        Ok(()) => {
+            eprintln!(
+                "wrote VM {name}'s key to {}: start the agent in the guest with --credentials pointing at it",
+                file.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("guestcomm: {e:#}");
+            ExitCode::from(FAILED)
+        }
+    }
 }

@@ -146,9 +146,15 @@ pub struct AgentAt {
 impl AgentAt {
     /// Starts guestcomm-agent on `socket` and waits until it accepts.
     pub fn start(socket: &Path) -> Self {
+        Self::start_with(socket, &[])
+    }
+
+    /// Same, with extra agent arguments.
+    pub fn start_with(socket: &Path, extra: &[&str]) -> Self {
         let child = Command::new(bin("guestcomm-agent"))
             .arg("--listen")
             .arg(format!("unix://{}", socket.display()))
+            .args(extra)
             .env("GUESTCOMM_LOG", "warn")
             .stdin(Stdio::null())
             .spawn()
