@@ -221,7 +221,9 @@ mod tests {
             "-l",
         ])
         .unwrap();
-        let crate::Command::Exec(args) = cli.command;
+        let crate::Command::Exec(args) = cli.command else {
+            panic!("not an exec command line")
+        };
         let req = args.request();
         assert_eq!(req.program, "ls");
         assert_eq!(req.args, ["-l"]);
