@@ -167,16 +167,19 @@ impl CpArgs {
     }
 }
 
-/// Connects to the guest's agent (a VM name needs the daemon).
-async fn connect(target: Target) -> Result<Session, ExitCode> {
-    let addr: Address = match target {
-        Target::Direct(addr) => addr,
-        Target::Vm(name) => return Err(exit::fail(&anyhow::anyhow!(
+/// The agent's address; a VM name needs the daemon.
+fn address(target: Target) -> Result<Address, ExitCode> {
+    match target {
+        Target::Direct(addr) => Ok(addr),
+        Target::Vm(name) => Err(exit::fail(&anyhow::anyhow!(
             "{name:?} is not a transport address, and VM names need the guestcommd daemon, which this version does not include yet; give the agent's address, e.g. unix:///run/guestcomm/agent.sock:/tmp/file"
         ))),
-    };
+    }
+}
+
+async fn connect(addr: &Address) -> Result<Session, ExitCode> {
     let client = format!("guestcomm {}", env!("CARGO_PKG_VERSION"));
-    guestcomm_client::connect(&addr, &client)
+    guestcomm_client::connect(addr, &client)
         .await
         .map_err(|e| exit::fail(&anyhow::Error::new(e)))
 }
@@ -232,8 +235,9 @@ pub async fn run(args: CpArgs, _api: Option<&str>) -> ExitCode {
 async fn copy(plan: Plan, args: &CpArgs) -> Result<CopySummary, ExitCode> {
     match plan {
         Plan::ToGuest { src, target, dst } => {
+            let addr = address(target)?;
             let total = local_total(&src, args.recursive).map_err(|e| report(&e))?;
-            let session = connect(target).await?;
+            let session = connect(&addr).await?;
             let req = CopyToGuest {
                 dst,
                 overwrite: args.force,
@@ -247,9 +251,10 @@ async fn copy(plan: Plan, args: &CpArgs) -> Result<CopySummary, ExitCode> {
             result.map_err(|e| report(&e))
         }
         Plan::FromGuest { target, src, dst } => {
+            let addr = address(target)?;
             let opts = args.receive_options();
             guestcomm_client::check_destination(&dst, opts).map_err(|e| report(&e))?;
-            let session = connect(target).await?;
+            let session = connect(&addr).await?;
             let req = CopyFromGuest {
                 src,
                 recursive: args.recursive,

@@ -80,3 +80,34 @@ pub fn hostile_agent(reply: Vec<u8>) -> (tempfile::TempDir, String, std::thread:
     let addr = format!("unix://{}", path.display());
     (dir, addr, thread)
 }
+
+/// Sends `bytes` and returns the frames the agent sends back, up to and
+/// including its final one (an error or a copy summary); then closes, as a
+/// real client does (the agent waits for that close).
+pub fn exchange_until_final(agent: &Agent, bytes: &[u8]) -> Vec<Frame> {
+    let mut sock = UnixStream::connect(&agent.socket).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    // The agent may refuse (and stop reading) before taking every byte.
+    let _ = sock.write_all(bytes);
+    let mut buf = BytesMut::new();
+    let mut codec = FrameCodec::new();
+    let mut frames = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        while let Some(frame) = codec.decode(&mut buf).unwrap() {
+            let last = matches!(
+                frame,
+                Frame::Control(Control::Error(_) | Control::CopySummary(_))
+            );
+            frames.push(frame);
+            if last {
+                return frames;
+            }
+        }
+        match sock.read(&mut chunk) {
+            Ok(0) | Err(_) => return frames,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
