@@ -17,7 +17,7 @@ use std::io::{self, Read};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
-use bytes::BytesMut;
+use bytes::Bytes;
 use futures::StreamExt;
 use guestcomm_protocol::files::{CopySummary, Entry, EntryKind};
 use guestcomm_protocol::handshake::describe;
@@ -235,19 +235,16 @@ fn send_content(path: &Path, size: u64, tx: &mpsc::Sender<Frame>) -> Result<Stri
     let mut left = size;
     while left > 0 {
         let n = left.min(FILE_CHUNK_BYTES as u64) as usize;
-        let mut buf = BytesMut::zeroed(n);
-        let mut filled = 0;
-        while filled < n {
-            match file.read(&mut buf[filled..]) {
-                Ok(0) => return Err(CopyError::Changed(path.into())),
-                Ok(k) => filled += k,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(CopyError::fs("read", path, e)),
-            }
+        // Read into spare capacity: no zeroing, no copy into the frame.
+        let mut buf = Vec::with_capacity(n);
+        match (&mut file).take(n as u64).read_to_end(&mut buf) {
+            Ok(got) if got == n => {}
+            Ok(_) => return Err(CopyError::Changed(path.into())),
+            Err(e) => return Err(CopyError::fs("read", path, e)),
         }
         hasher.update(&buf);
         left -= n as u64;
-        put(tx, Frame::Data(StreamId::File, buf.freeze()))?;
+        put(tx, Frame::Data(StreamId::File, Bytes::from(buf)))?;
     }
     Ok(hasher.finalize().to_hex().to_string())
 }
