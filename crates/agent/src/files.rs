@@ -22,6 +22,7 @@ pub async fn serve_to_guest(
         overwrite: req.overwrite,
         create_full_path: req.create_full_path,
         recursive: req.recursive,
+        resume: req.resume,
     };
     let dst = PathBuf::from(&req.dst);
     let checked = if req.dst.contains('\0') {
@@ -51,6 +52,7 @@ pub async fn serve_from_guest(
         conn,
         &PathBuf::from(&req.src),
         req.recursive,
+        req.resume,
         &mut NoProgress,
     )
     .await

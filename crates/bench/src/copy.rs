@@ -184,6 +184,7 @@ async fn library_from(addr: &Address, src: &Path, dst: &Path) -> anyhow::Result<
     let req = CopyFromGuest {
         src: src.display().to_string(),
         recursive: false,
+        resume: false,
     };
     let dst: PathBuf = dst.to_path_buf();
     guestcomm_client::copy_from_guest(

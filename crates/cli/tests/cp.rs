@@ -488,3 +488,149 @@ fn a_connection_dropped_mid_file_leaves_no_temporary_file_and_the_old_file() {
     .is_empty()));
     assert_eq!(fs::read_to_string(&dst).unwrap(), "old");
 }
+
+/// The entry a sender sends for the local file `path`, named `name`.
+fn entry_for(path: &Path, name: &str) -> Frame {
+    let meta = fs::metadata(path).unwrap();
+    Frame::Control(Control::Entry(Entry {
+        path: name.into(),
+        kind: EntryKind::File,
+        mode: meta.mode() & 0o7777,
+        mtime: meta.mtime(),
+        mtime_nsec: u32::try_from(meta.mtime_nsec()).unwrap(),
+        size: meta.len(),
+        target: None,
+    }))
+}
+
+/// The first `mib` MiB of `content` as file data frames.
+fn first_mib(content: &[u8], mib: usize) -> Vec<Frame> {
+    content[..mib << 20]
+        .chunks(1 << 20)
+        .map(|c| Frame::Data(StreamId::File, bytes::Bytes::copy_from_slice(c)))
+        .collect()
+}
+
+/// True once nobody holds the lock of the partial file at `path`.
+fn unlocked(path: &Path) -> bool {
+    let file = fs::File::open(path).unwrap();
+    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock).is_ok()
+}
+
+#[test]
+fn a_copy_into_the_guest_killed_halfway_resumes_from_what_was_received() {
+    use std::io::{Read, Write};
+    let agent = Agent::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (src, dst) = (dir.path().join("src.bin"), dir.path().join("dst"));
+    let content = pseudo_random((3 << 20) + 5, 9);
+    fs::write(&src, &content).unwrap();
+    fs::create_dir(&dst).unwrap();
+
+    // A sender that dies after 2 MiB: it waits for resume_from (nothing
+    // held yet), sends two chunks, and its connection drops.
+    let req = request(
+        BuiltinService::Files.id(),
+        Call::CopyToGuest(CopyToGuest {
+            dst: s(&dst).into(),
+            resume: true,
+            ..Default::default()
+        }),
+    );
+    let mut sock = std::os::unix::net::UnixStream::connect(&agent.socket).unwrap();
+    sock.write_all(&encode(vec![hello(), req, entry_for(&src, "src.bin")]))
+        .unwrap();
+    let mut seen = Vec::new();
+    while !String::from_utf8_lossy(&seen).contains("resume_from") {
+        let mut chunk = [0u8; 4096];
+        let n = sock.read(&mut chunk).unwrap();
+        assert!(n > 0, "the agent closed before resume_from");
+        seen.extend_from_slice(&chunk[..n]);
+    }
+    sock.write_all(&encode(first_mib(&content, 2))).unwrap();
+    let partial = || temp_files(&dst).pop();
+    assert!(util::wait_until(util::STARTUP_DEADLINE, || {
+        partial().is_some_and(|p| fs::metadata(p).unwrap().len() == 2 << 20)
+    }));
+    drop(sock);
+    let kept = partial().unwrap();
+    assert!(util::wait_until(util::STARTUP_DEADLINE, || unlocked(&kept)));
+    assert!(!dst.join("src.bin").exists());
+
+    let out = cp(&["--resume", "--json", s(&src), &remote(&agent, &dst)]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(summary["resumed_bytes"], 2 << 20);
+    assert_eq!(summary["bytes"], content.len());
+    assert_eq!(fs::read(dst.join("src.bin")).unwrap(), content);
+    assert!(temp_files(dir.path()).is_empty());
+}
+
+#[test]
+fn a_copy_out_of_the_guest_cut_halfway_resumes_and_without_resume_keeps_nothing() {
+    let agent = Agent::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (src, dst) = (dir.path().join("src.bin"), dir.path().join("dst"));
+    let content = pseudo_random((3 << 20) + 5, 11);
+    fs::write(&src, &content).unwrap();
+    fs::create_dir(&dst).unwrap();
+    let mut cut = vec![entry_for(&src, "src.bin")];
+    cut.extend(first_mib(&content, 2));
+
+    // Cut without --resume: the CLI keeps nothing.
+    let (_sock_dir, addr, thread) = hostile_agent(encode(cut.clone()));
+    let out = cp(&[&format!("{addr}:/src.bin"), s(&dst)]);
+    thread.join().unwrap();
+    assert_eq!(out.status.code(), Some(125), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("connection closed"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(temp_files(dir.path()).is_empty());
+
+    // Cut with --resume: the partial file stays, and the next copy from the
+    // real agent continues it.
+    let (_sock_dir, addr, thread) = hostile_agent(encode(cut));
+    let out = cp(&["--resume", &format!("{addr}:/src.bin"), s(&dst)]);
+    thread.join().unwrap();
+    assert_eq!(out.status.code(), Some(125), "{}", stderr(&out));
+    let kept = temp_files(&dst);
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert_eq!(fs::metadata(&kept[0]).unwrap().len(), 2 << 20);
+
+    let out = cp(&["--resume", "--json", &remote(&agent, &src), s(&dst)]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(summary["resumed_bytes"], 2 << 20);
+    assert_eq!(fs::read(dst.join("src.bin")).unwrap(), content);
+    assert!(temp_files(dir.path()).is_empty());
+}
+
+#[test]
+fn a_partial_file_that_does_not_match_the_source_is_refused() {
+    let agent = Agent::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (src, dst) = (dir.path().join("src.bin"), dir.path().join("dst"));
+    let content = pseudo_random((2 << 20) + 1, 12);
+    fs::write(&src, &content).unwrap();
+    fs::create_dir(&dst).unwrap();
+    // A partial copy of other bytes, under the name this source maps to.
+    let mut other = content.clone();
+    other[0] ^= 0xff;
+    let mut cut = vec![entry_for(&src, "src.bin")];
+    cut.extend(first_mib(&other, 1));
+    let (_sock_dir, addr, thread) = hostile_agent(encode(cut));
+    let _ = cp(&["--resume", &format!("{addr}:/src.bin"), s(&dst)]);
+    thread.join().unwrap();
+    assert_eq!(temp_files(&dst).len(), 1);
+
+    let out = cp(&["--resume", &remote(&agent, &src), s(&dst)]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("does not match the source"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!dst.join("src.bin").exists());
+}

@@ -25,7 +25,7 @@ pub async fn copy_to_guest<T>(
 where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let recursive = req.recursive;
+    let (recursive, resume) = (req.recursive, req.resume);
     let request = Request {
         service: BuiltinService::Files.id(),
         call: Call::CopyToGuest(req),
@@ -38,7 +38,7 @@ where
         Some(Err(e)) => return Err(e.into()),
         None => return Err(CopyError::Disconnected),
     }
-    send_copy(conn, src, recursive, progress).await
+    send_copy(conn, src, recursive, resume, progress).await
 }
 
 /// Copies `req.src` out of the guest into the local `dst`.

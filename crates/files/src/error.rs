@@ -74,6 +74,12 @@ pub enum CopyError {
     /// The source changed while it was being read.
     #[error("{} changed while it was being copied", .0.display())]
     Changed(PathBuf),
+    /// Another copy is writing the same partial file.
+    #[error("another copy is writing {} right now", .0.display())]
+    Busy(PathBuf),
+    /// A kept partial file does not match the start of the source.
+    #[error("the partial copy of {} does not match the source: remove the destination's .guestcomm-partial-* file or copy without --resume", .0.display())]
+    ResumeMismatch(PathBuf),
     /// More entries than the receiver accepts.
     #[error("the copy has more than {0} entries")]
     TooManyEntries(u64),
@@ -133,7 +139,8 @@ impl CopyError {
                 io::ErrorKind::AlreadyExists => ErrorCode::AlreadyExists,
                 _ => ErrorCode::Io,
             },
-            Self::Changed(_) => ErrorCode::Io,
+            Self::Changed(_) | Self::Busy(_) => ErrorCode::Io,
+            Self::ResumeMismatch(_) => ErrorCode::InvalidArgument,
             Self::Protocol(_) => ErrorCode::UnexpectedMessage,
             Self::Frame(_) => ErrorCode::MalformedFrame,
             Self::Peer(frame) => frame.code,

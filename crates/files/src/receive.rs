@@ -15,7 +15,10 @@
 //! through symlinks); below it, no component is ever followed if it is a
 //! symlink, so nothing lands outside. A file exists under its final name
 //! only once complete and verified: on any failure the temporary file is
-//! removed and an older file of that name is untouched. Directories are
+//! removed and an older file of that name is untouched. With `resume`, the
+//! temporary file has a name derived from the entry (name, size, mtime), is
+//! kept when the connection drops, and a later copy of the same file
+//! continues it after the sender has checked its BLAKE3. Directories are
 //! created `0700` and get their mode and mtime at the end, deepest first.
 
 use std::ffi::{OsStr, OsString};
@@ -31,7 +34,7 @@ use futures::{Stream, StreamExt};
 use guestcomm_protocol::files::{CopySummary, Entry, EntryKind};
 use guestcomm_protocol::handshake::describe;
 use guestcomm_protocol::limits::MAX_COPY_ENTRIES;
-use guestcomm_protocol::split::split;
+use guestcomm_protocol::split::{split, FrameWriter};
 use guestcomm_protocol::{Control, Frame, FrameError, FramedConn, StreamId};
 use nix::errno::Errno;
 use nix::fcntl::{openat, renameat2, AtFlags, OFlag, RenameFlags};
@@ -62,6 +65,8 @@ pub struct ReceiveOptions {
     pub create_full_path: bool,
     /// Accept a directory tree.
     pub recursive: bool,
+    /// Keep partial files on interruption and continue them (`ResumeFrom`).
+    pub resume: bool,
 }
 
 /// Checks, before any entry arrives, that `dst` can receive a copy: its
@@ -104,7 +109,7 @@ where
     T: AsyncRead + AsyncWrite + Send + 'static,
 {
     let (mut reader, mut writer) = split(conn);
-    let result = receive(&mut reader, dst, opts, progress).await;
+    let result = receive(&mut reader, &mut writer, dst, opts, progress).await;
     let reply = match &result {
         Ok(summary) => Some(Control::CopySummary(summary.clone())),
         Err(e) => e.to_error_frame().map(Control::Error),
@@ -132,21 +137,36 @@ enum Msg {
     CopyEnd,
 }
 
-/// Reads entries from `frames` until `CopyEnd` and stores them under `dst`.
-pub async fn receive<S>(
+/// Reads entries from `frames` until `CopyEnd` and stores them under `dst`;
+/// `writer` carries the `ResumeFrom` answers (resume only).
+pub async fn receive<S, W>(
     frames: &mut S,
+    writer: &mut FrameWriter<W>,
     dst: &Path,
     opts: ReceiveOptions,
     progress: &mut dyn Progress,
 ) -> Result<CopySummary, CopyError>
 where
     S: Stream<Item = Result<Frame, FrameError>> + Unpin,
+    W: AsyncWrite,
 {
     let (tx, rx) = mpsc::channel(RECEIVE_QUEUE_FRAMES);
+    // Unbounded, as the store must never block on it: one small answer
+    // per file entry at most, so bounded by MAX_COPY_ENTRIES.
+    let (reply_tx, mut replies) = mpsc::unbounded_channel();
     let dst = dst.to_path_buf();
-    let store = tokio::task::spawn_blocking(move || Store::new(dst, opts).run(rx));
+    let store = tokio::task::spawn_blocking(move || Store::new(dst, opts, reply_tx).run(rx));
     let fed = loop {
-        let frame = match frames.next().await {
+        let next = tokio::select! {
+            next = frames.next() => next,
+            Some(reply) = replies.recv() => {
+                if let Err(e) = writer.send(Frame::Control(reply)).await {
+                    break Err(e.into());
+                }
+                continue;
+            }
+        };
+        let frame = match next {
             Some(Ok(frame)) => frame,
             Some(Err(e)) => break Err(e.into()),
             None => break Err(CopyError::Disconnected),
@@ -181,12 +201,14 @@ where
 /// Names temporary files uniquely within this process.
 static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
-/// A temporary file in its final directory, removed on drop unless renamed.
+/// A temporary file in its final directory, removed on drop unless renamed
+/// (or kept for a later resume).
 struct TempFile {
     dir: OwnedFd,
     name: OsString,
     file: File,
     committed: bool,
+    keep: bool,
 }
 
 impl TempFile {
@@ -207,13 +229,88 @@ impl TempFile {
             name,
             file: File::from(fd),
             committed: false,
+            keep: false,
         })
     }
+
+    /// Opens (or starts) the partial file of `entry` under its resume name,
+    /// locked against a concurrent copy, and hashes what it holds.
+    fn resume(
+        dir: OwnedFd,
+        final_name: &OsStr,
+        entry: &Entry,
+        shown: &Path,
+    ) -> Result<(Self, u64, blake3::Hasher), CopyError> {
+        let name = partial_name(final_name, entry);
+        let flags = OFlag::O_RDWR | OFlag::O_CREAT | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+        let fd = openat(
+            &dir,
+            name.as_os_str(),
+            flags,
+            Mode::from_bits_truncate(0o600),
+        )
+        .map_err(|e| CopyError::fs("open the partial file of", shown, e))?;
+        let mut file = lock(File::from(fd), shown)?;
+        let meta = file
+            .metadata()
+            .map_err(|e| CopyError::fs("inspect the partial file of", shown, e))?;
+        let mut hasher = blake3::Hasher::new();
+        let mut held = meta.len();
+        if !meta.is_file() || held > entry.size {
+            file.set_len(0)
+                .map_err(|e| CopyError::fs("truncate the partial file of", shown, e))?;
+            held = 0;
+        } else {
+            std::io::copy(&mut std::io::Read::take(&file, held), &mut hasher)
+                .map_err(|e| CopyError::fs("read the partial file of", shown, e))?;
+        }
+        use std::io::Seek;
+        file.seek(std::io::SeekFrom::Start(held))
+            .map_err(|e| CopyError::fs("read the partial file of", shown, e))?;
+        let temp = Self {
+            dir,
+            name,
+            file,
+            committed: false,
+            keep: true,
+        };
+        Ok((temp, held, hasher))
+    }
+}
+
+/// Takes an exclusive `flock` for the life of the descriptor, so two
+/// copies never write one partial file.
+fn lock(file: File, shown: &Path) -> Result<File, CopyError> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: flock on a descriptor we own; no memory is involved.
+    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc == 0 {
+        Ok(file)
+    } else {
+        match Errno::last() {
+            Errno::EWOULDBLOCK => Err(CopyError::Busy(shown.into())),
+            e => Err(CopyError::fs("lock", shown, e)),
+        }
+    }
+}
+
+/// The resume name of a file: the same source (name, size, mtime) always
+/// maps to the same partial file, a changed source to another.
+fn partial_name(final_name: &OsStr, entry: &Entry) -> OsString {
+    use std::os::unix::ffi::OsStrExt;
+    let mut h = blake3::Hasher::new();
+    h.update(final_name.as_bytes());
+    h.update(&[0]);
+    h.update(&entry.size.to_le_bytes());
+    h.update(&entry.mtime.to_le_bytes());
+    h.update(&entry.mtime_nsec.to_le_bytes());
+    let hex = h.finalize().to_hex();
+    OsString::from(format!(".guestcomm-partial-{}.tmp", &hex[..32]))
 }
 
 impl Drop for TempFile {
     fn drop(&mut self) {
-        if !self.committed {
+        if !self.committed && !self.keep {
             let _ = unlinkat(&self.dir, self.name.as_os_str(), UnlinkatFlags::NoRemoveDir);
         }
     }
@@ -251,6 +348,8 @@ struct Store {
     dirs: Vec<(Vec<OsString>, Entry)>,
     entries: u64,
     summary: CopySummary,
+    /// `ResumeFrom` answers, written by the frame loop.
+    replies: mpsc::UnboundedSender<Control>,
 }
 
 fn timespec(entry: &Entry) -> TimeSpec {
@@ -263,8 +362,9 @@ fn mode_of(entry: &Entry) -> Mode {
 }
 
 impl Store {
-    fn new(dst: PathBuf, opts: ReceiveOptions) -> Self {
+    fn new(dst: PathBuf, opts: ReceiveOptions, replies: mpsc::UnboundedSender<Control>) -> Self {
         Self {
+            replies,
             dst,
             opts,
             root: None,
@@ -367,14 +467,27 @@ impl Store {
                     check_target(&entry.path, entry.target.as_deref())?;
                     self.symlink(dir, last, &entry, &shown)?;
                 } else {
-                    let temp = TempFile::create(dir, &shown)?;
+                    let (temp, received, hasher) = if self.opts.resume {
+                        let (temp, held, hasher) = TempFile::resume(dir, last, &entry, &shown)?;
+                        let reply = Control::ResumeFrom {
+                            offset: held,
+                            blake3: hasher.clone().finalize().to_hex().to_string(),
+                        };
+                        self.replies
+                            .send(reply)
+                            .map_err(|_| CopyError::Interrupted)?;
+                        self.summary.resumed_bytes += held;
+                        (temp, held, hasher)
+                    } else {
+                        (TempFile::create(dir, &shown)?, 0, blake3::Hasher::new())
+                    };
                     self.current = Some(Current {
                         entry,
                         temp,
                         final_name: last.clone(),
                         shown,
-                        received: 0,
-                        hasher: blake3::Hasher::new(),
+                        received,
+                        hasher,
                     });
                 }
             }
@@ -480,6 +593,8 @@ impl Store {
         };
         let received = cur.received + body.len() as u64;
         if received > cur.entry.size {
+            // Bad data is not worth resuming.
+            cur.temp.keep = false;
             return Err(CopyError::Size {
                 path: cur.entry.path.clone(),
                 declared: cur.entry.size,
@@ -499,6 +614,8 @@ impl Store {
         let Some(mut cur) = self.current.take() else {
             return Err(CopyError::Protocol("entry_end outside a file entry".into()));
         };
+        // Whatever happens now, this partial file is not worth resuming.
+        cur.temp.keep = false;
         if cur.received != cur.entry.size {
             return Err(CopyError::Size {
                 path: cur.entry.path.clone(),

@@ -34,21 +34,37 @@ const SEND_QUEUE_FRAMES: usize = 4;
 
 /// Sends `src` on `conn` (after the request, and `CopyReady` host to guest),
 /// then waits for the receiver's `CopySummary`. On a local failure the
-/// receiver is told with an error frame.
+/// receiver is told with an error frame. With `resume`, each file waits for
+/// the receiver's `ResumeFrom` and continues from there.
 pub async fn send_copy<T>(
     conn: FramedConn<T>,
     src: &Path,
     recursive: bool,
+    resume: bool,
     progress: &mut dyn Progress,
 ) -> Result<CopySummary, CopyError>
 where
     T: AsyncRead + AsyncWrite + Send + 'static,
 {
     let (mut reader, mut writer) = split(conn);
-    // The receiver speaks only to refuse: watch for that while sending.
+    let (resume_tx, resume_rx) = mpsc::channel(1);
+    // The receiver speaks only to refuse, or to say where to resume: watch
+    // for that while sending.
+    let watch = async {
+        loop {
+            match reader.next().await {
+                Some(Ok(Frame::Control(Control::ResumeFrom { offset, blake3 }))) if resume => {
+                    if resume_tx.send((offset, blake3)).await.is_err() {
+                        std::future::pending::<()>().await;
+                    }
+                }
+                frame => return answer(frame),
+            }
+        }
+    };
     let sent = tokio::select! {
-        sent = send(&mut writer, src, recursive, progress) => sent,
-        frame = reader.next() => Err(answer(frame)),
+        sent = send(&mut writer, src, recursive, resume.then_some(resume_rx), progress) => sent,
+        refused = watch => Err(refused),
     };
     match sent {
         Ok(()) => match reader.next().await {
@@ -87,11 +103,12 @@ pub async fn send<T: AsyncWrite>(
     writer: &mut FrameWriter<T>,
     src: &Path,
     recursive: bool,
+    mut resume: Option<Resumes>,
     progress: &mut dyn Progress,
 ) -> Result<(), CopyError> {
     let (tx, mut rx) = mpsc::channel(SEND_QUEUE_FRAMES);
     let src = src.to_path_buf();
-    let walker = tokio::task::spawn_blocking(move || walk(&src, recursive, &tx));
+    let walker = tokio::task::spawn_blocking(move || walk(&src, recursive, &tx, &mut resume));
     let mut written = Ok(());
     while let Some(frame) = rx.recv().await {
         match &frame {
@@ -115,11 +132,19 @@ pub async fn send<T: AsyncWrite>(
     Ok(writer.flush().await?)
 }
 
+/// The receiver's `ResumeFrom` answers (offset, BLAKE3 of the prefix).
+pub type Resumes = mpsc::Receiver<(u64, String)>;
+
 fn put(tx: &mpsc::Sender<Frame>, frame: Frame) -> Result<(), CopyError> {
     tx.blocking_send(frame).map_err(|_| CopyError::Interrupted)
 }
 
-fn walk(src: &Path, recursive: bool, tx: &mpsc::Sender<Frame>) -> Result<(), CopyError> {
+fn walk(
+    src: &Path,
+    recursive: bool,
+    tx: &mpsc::Sender<Frame>,
+    resume: &mut Option<Resumes>,
+) -> Result<(), CopyError> {
     let meta = fs::metadata(src).map_err(|e| match e.kind() {
         io::ErrorKind::NotFound => CopyError::SourceNotFound(src.into()),
         _ => CopyError::fs("read", src, e),
@@ -128,7 +153,7 @@ fn walk(src: &Path, recursive: bool, tx: &mpsc::Sender<Frame>) -> Result<(), Cop
     if meta.is_dir() && !recursive {
         return Err(CopyError::IsADirectory(src.into()));
     }
-    emit(src, root_name(src)?, &meta, tx)?;
+    emit(src, root_name(src)?, &meta, tx, resume)?;
     put(tx, Frame::Control(Control::CopyEnd))
 }
 
@@ -180,6 +205,7 @@ fn emit(
     rel: String,
     meta: &Metadata,
     tx: &mpsc::Sender<Frame>,
+    resume: &mut Option<Resumes>,
 ) -> Result<(), CopyError> {
     let ft = meta.file_type();
     let (kind, target) = if ft.is_dir() {
@@ -207,7 +233,7 @@ fn emit(
     put(tx, Frame::Control(Control::Entry(entry)))?;
     match kind {
         EntryKind::File => {
-            let blake3 = send_content(path, size, tx)?;
+            let blake3 = send_content(path, size, tx, resume)?;
             put(tx, Frame::Control(Control::EntryEnd { blake3 }))
         }
         EntryKind::Dir => {
@@ -220,7 +246,7 @@ fn emit(
                 let meta =
                     fs::symlink_metadata(&child).map_err(|e| CopyError::fs("read", &child, e))?;
                 check_kind(&meta, &child)?;
-                emit(&child, format!("{rel}/{name}"), &meta, tx)?;
+                emit(&child, format!("{rel}/{name}"), &meta, tx, resume)?;
             }
             Ok(())
         }
@@ -228,11 +254,28 @@ fn emit(
     }
 }
 
-/// Sends exactly `size` bytes of `path` and returns their BLAKE3.
-fn send_content(path: &Path, size: u64, tx: &mpsc::Sender<Frame>) -> Result<String, CopyError> {
+/// Sends exactly `size` bytes of `path` (from where the receiver's partial
+/// file ends, when resuming) and returns the BLAKE3 of all of them.
+fn send_content(
+    path: &Path,
+    size: u64,
+    tx: &mpsc::Sender<Frame>,
+    resume: &mut Option<Resumes>,
+) -> Result<String, CopyError> {
     let mut file = File::open(path).map_err(|e| CopyError::fs("open", path, e))?;
     let mut hasher = blake3::Hasher::new();
-    let mut left = size;
+    let mut offset = 0;
+    if let Some(resumes) = resume.as_mut() {
+        let (held, theirs) = resumes.blocking_recv().ok_or(CopyError::Interrupted)?;
+        let copied = io::copy(&mut (&mut file).take(held.min(size)), &mut hasher)
+            .map_err(|e| CopyError::fs("read", path, e))?;
+        let ours = hasher.clone().finalize().to_hex();
+        if held > size || copied != held || !ours.eq_ignore_ascii_case(&theirs) {
+            return Err(CopyError::ResumeMismatch(path.into()));
+        }
+        offset = held;
+    }
+    let mut left = size - offset;
     while left > 0 {
         let n = left.min(FILE_CHUNK_BYTES as u64) as usize;
         // Read into spare capacity: no zeroing, no copy into the frame.

@@ -14,6 +14,10 @@
 //!   | <-- CopySummary {files, bytes, ...} | Error   |  either may send Error at any time
 //! ```
 //!
+//! With `resume`, the receiver answers every file entry with
+//! `ResumeFrom {offset, blake3}` (what a kept partial file holds) and the
+//! sender, once it has checked that prefix, sends only the rest.
+//!
 //! Host to guest, the client sends `Request {copy_to_guest}`, waits for
 //! `CopyReady` (the agent checked the destination) and is the sender. Guest to
 //! host, the client sends `Request {copy_from_guest}` and is the receiver.
@@ -36,6 +40,9 @@ pub struct CopyToGuest {
     /// Accept a directory tree, not only one file.
     #[serde(default)]
     pub recursive: bool,
+    /// Keep partial files of an interrupted copy, and continue them.
+    #[serde(default)]
+    pub resume: bool,
 }
 
 /// A copy out of the guest; the destination options stay on the client.
@@ -46,6 +53,10 @@ pub struct CopyFromGuest {
     /// Send a directory tree, not only one file.
     #[serde(default)]
     pub recursive: bool,
+    /// The client keeps partial files and continues them (it answers each
+    /// file entry with `ResumeFrom`).
+    #[serde(default)]
+    pub resume: bool,
 }
 
 /// What an entry is.
@@ -96,4 +107,7 @@ pub struct CopySummary {
     /// BLAKE3 of the content, when the copy was one file.
     #[serde(default)]
     pub blake3: Option<String>,
+    /// Bytes taken from partial files of an earlier attempt (resume).
+    #[serde(default)]
+    pub resumed_bytes: u64,
 }

@@ -94,6 +94,14 @@ pub enum Control {
         /// BLAKE3 of the whole content, 64 lower-case hex digits.
         blake3: String,
     },
+    /// Receiver to sender (resume only): the partial file holds `offset`
+    /// bytes whose BLAKE3 is `blake3`; send the content from there.
+    ResumeFrom {
+        /// Bytes already held.
+        offset: u64,
+        /// BLAKE3 of those bytes.
+        blake3: String,
+    },
     /// Sender to receiver: no more entries.
     CopyEnd,
     /// Receiver to sender: every entry was stored; the last message of a copy.

@@ -167,26 +167,27 @@ fn entry() -> impl Strategy<Value = Entry> {
         )
 }
 
-/// The file service's messages (section 9 of the spec).
+/// The file service's messages (section 13 of the spec).
 fn file_control() -> impl Strategy<Value = Control> {
     prop_oneof![
         Just(Control::CopyReady),
         Just(Control::CopyEnd),
         entry().prop_map(Control::Entry),
         "[0-9a-f]{64}".prop_map(|blake3| Control::EntryEnd { blake3 }),
-        (any::<[u64; 4]>(), proptest::option::of("[0-9a-f]{64}")).prop_map(
-            |([files, dirs, symlinks, bytes], blake3)| {
+        (any::<[u64; 5]>(), proptest::option::of("[0-9a-f]{64}")).prop_map(
+            |([files, dirs, symlinks, bytes, resumed_bytes], blake3)| {
                 Control::CopySummary(CopySummary {
                     files,
                     dirs,
                     symlinks,
                     bytes,
                     blake3,
+                    resumed_bytes,
                 })
             }
         ),
-        (any::<String>(), any::<[bool; 3]>()).prop_map(
-            |(dst, [overwrite, create_full_path, recursive])| {
+        (any::<String>(), any::<[bool; 4]>()).prop_map(
+            |(dst, [overwrite, create_full_path, recursive, resume])| {
                 Control::Request(Request {
                     service: BuiltinService::Files.id(),
                     call: Call::CopyToGuest(CopyToGuest {
@@ -194,16 +195,23 @@ fn file_control() -> impl Strategy<Value = Control> {
                         overwrite,
                         create_full_path,
                         recursive,
+                        resume,
                     }),
                 })
             }
         ),
-        (any::<String>(), any::<bool>()).prop_map(|(src, recursive)| {
+        (any::<String>(), any::<[bool; 2]>()).prop_map(|(src, [recursive, resume])| {
             Control::Request(Request {
                 service: BuiltinService::Files.id(),
-                call: Call::CopyFromGuest(CopyFromGuest { src, recursive }),
+                call: Call::CopyFromGuest(CopyFromGuest {
+                    src,
+                    recursive,
+                    resume,
+                }),
             })
         }),
+        (any::<u64>(), "[0-9a-f]{64}")
+            .prop_map(|(offset, blake3)| Control::ResumeFrom { offset, blake3 }),
     ]
 }
 

@@ -36,7 +36,8 @@ Exit status of `cp`:
   2    invalid command line
   125  guestcomm failed (cannot connect, handshake refused, protocol error,
        connection lost)
-  130  interrupted (Ctrl-C); nothing partial is kept";
+  130  interrupted (Ctrl-C); nothing partial is kept (with --resume,
+       partial files are kept and the same command continues them)";
 
 /// Exit code when the copy itself failed.
 const COPY_FAILED: u8 = 1;
@@ -67,6 +68,12 @@ pub struct CpArgs {
     /// Copy directories recursively.
     #[arg(short = 'r', visible_short_alias = 'R', long)]
     pub recursive: bool,
+
+    /// Keep partial files when interrupted, and continue them: a file whose
+    /// partial copy exists at the destination is sent from where it ends,
+    /// after its BLAKE3 is checked against the source's start.
+    #[arg(long)]
+    pub resume: bool,
 
     /// Print a JSON summary (bytes, files, seconds, blake3) on stdout.
     #[arg(long)]
@@ -163,6 +170,7 @@ impl CpArgs {
             overwrite: self.force,
             create_full_path: self.create_full_path,
             recursive: self.recursive,
+            resume: self.resume,
         }
     }
 }
@@ -206,7 +214,11 @@ pub async fn run(args: CpArgs, _api: Option<&str>) -> ExitCode {
     let result = tokio::select! {
         result = copy(plan, &args) => result,
         _ = tokio::signal::ctrl_c() => {
-            eprintln!("guestcomm: interrupted; nothing partial was kept");
+            if args.resume {
+                eprintln!("guestcomm: interrupted; run the same command again to resume");
+            } else {
+                eprintln!("guestcomm: interrupted; nothing partial was kept");
+            }
             return ExitCode::from(INTERRUPTED);
         }
     };
@@ -223,6 +235,7 @@ pub async fn run(args: CpArgs, _api: Option<&str>) -> ExitCode {
                     "bytes": summary.bytes,
                     "seconds": started.elapsed().as_secs_f64(),
                     "blake3": summary.blake3,
+                    "resumed_bytes": summary.resumed_bytes,
                 });
                 println!("{json}");
             }
@@ -243,6 +256,7 @@ async fn copy(plan: Plan, args: &CpArgs) -> Result<CopySummary, ExitCode> {
                 overwrite: args.force,
                 create_full_path: args.create_full_path,
                 recursive: args.recursive,
+                resume: args.resume,
             };
             let mut progress = CopyProgress::new(total);
             let result =
@@ -258,6 +272,7 @@ async fn copy(plan: Plan, args: &CpArgs) -> Result<CopySummary, ExitCode> {
             let req = CopyFromGuest {
                 src,
                 recursive: args.recursive,
+                resume: args.resume,
             };
             let mut progress = CopyProgress::new(None);
             let result =
