@@ -6,7 +6,7 @@
 //!   it as `Entry`, file data, `EntryEnd` and `CopyEnd` frames;
 //! - [`receive`] stores such a stream under a destination, treating the
 //!   sender as hostile ([`path`] validates every name; files land through a
-//!   temporary file, BLAKE3 check, fsync and rename);
+//!   temporary file (module `temp`), BLAKE3 check, fsync and rename);
 //! - [`error`] is the one error type, and how it maps to error frames.
 //!
 //! The wire sequence is in `guestcomm_protocol::files` and `docs/PROTOCOL.md`.
@@ -15,6 +15,7 @@ pub mod error;
 pub mod path;
 pub mod receive;
 pub mod send;
+mod temp;
 
 pub use error::CopyError;
 pub use receive::{check_destination, receive_copy, ReceiveOptions};
