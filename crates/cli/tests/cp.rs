@@ -634,3 +634,31 @@ fn a_partial_file_that_does_not_match_the_source_is_refused() {
     );
     assert!(!dst.join("src.bin").exists());
 }
+
+#[test]
+fn ctrl_c_in_the_middle_of_a_file_removes_its_temporary_file() {
+    let dir = tempfile::tempdir().unwrap();
+    // An agent that sends 3 bytes of a 10 MiB file, then nothing.
+    let (_sock_dir, addr, thread) = util::wire::stalling_agent(encode(vec![
+        entry("f", EntryKind::File, 10 << 20, None),
+        data(b"abc"),
+    ]));
+    let child = Command::new(bin("guestcomm"))
+        .args(["cp", &format!("{addr}:/f"), s(dir.path())])
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(util::wait_until(util::STARTUP_DEADLINE, || !temp_files(
+        dir.path()
+    )
+    .is_empty()));
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap());
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
+    let out = child.wait_with_output().unwrap();
+    thread.join().unwrap();
+    assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
+    assert!(stderr(&out).contains("interrupted"), "{}", stderr(&out));
+    assert!(temp_files(dir.path()).is_empty());
+    assert!(!dir.path().join("f").exists());
+}

@@ -59,6 +59,19 @@ pub fn request(service: ServiceId, call: Call) -> Frame {
 
 /// A fake agent that answers the handshake, then sends `reply` and closes.
 pub fn hostile_agent(reply: Vec<u8>) -> (tempfile::TempDir, String, std::thread::JoinHandle<()>) {
+    fake_agent(reply, false)
+}
+
+/// A fake agent that answers the handshake, sends `reply`, then stalls
+/// (reads and discards) until the client closes the connection.
+pub fn stalling_agent(reply: Vec<u8>) -> (tempfile::TempDir, String, std::thread::JoinHandle<()>) {
+    fake_agent(reply, true)
+}
+
+fn fake_agent(
+    reply: Vec<u8>,
+    stall: bool,
+) -> (tempfile::TempDir, String, std::thread::JoinHandle<()>) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("evil.sock");
     let listener = UnixListener::bind(&path).unwrap();
@@ -75,7 +88,7 @@ pub fn hostile_agent(reply: Vec<u8>) -> (tempfile::TempDir, String, std::thread:
         let mut bytes = encode(vec![Frame::Control(Control::Welcome(welcome))]);
         bytes.extend_from_slice(&reply);
         let _ = sock.write_all(&bytes);
-        let _ = sock.read(&mut buf);
+        while matches!(sock.read(&mut buf), Ok(n) if n > 0) && stall {}
     });
     let addr = format!("unix://{}", path.display());
     (dir, addr, thread)
