@@ -4,7 +4,8 @@
 //! Every path reads the same source file (in the page cache after it is
 //! made) and writes a new file on the same file system, then makes it
 //! durable with fsync, as the file service does before its rename; each
-//! destination is removed before its path is timed.
+//! destination is removed, and the file system synced, before its path is
+//! timed.
 //!
 //! - library to guest / from guest: `guestcomm_client::copy_to_guest` /
 //!   `copy_from_guest` against the agent (BLAKE3 on both sides, temp file,
@@ -76,7 +77,10 @@ pub(crate) fn copy_throughput(
             &[Bare, SystemCp, LibraryTo, LibraryFrom, CliTo, CliFrom],
             round,
         ) {
+            // Untimed: the previous copy's removal and writeback must not
+            // slow the next path.
             let _ = fs::remove_file(&dst);
+            nix::unistd::sync();
             let (samples, d) = match path {
                 Bare => (&mut out.bare, bare_copy(&src, &dst)?),
                 SystemCp => {
