@@ -22,7 +22,8 @@
 //! group: nothing outlives its caller.
 //!
 //! The file service's copies (`CopyToGuest`, `CopyFromGuest`, then `Entry`,
-//! `EntryEnd`, `CopyEnd`, `CopySummary`) are described in [`crate::files`].
+//! `EntryEnd`, `ResumeFrom`, `CopyEnd`, `CopySummary`) are described in
+//! [`crate::files`].
 
 use std::collections::BTreeMap;
 use std::fmt;

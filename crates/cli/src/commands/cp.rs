@@ -33,6 +33,7 @@ Exit status of `cp`:
        missing parent (no --create-full-path), directory without -r,
        permission denied, disk full, checksum or size mismatch, an entry
        refused; the old destination is untouched, no temporary file is left
+       (with --resume, partial files are kept for the next attempt)
   2    invalid command line
   125  guestcomm failed (cannot connect, handshake refused, protocol error,
        connection lost)
@@ -346,6 +347,10 @@ mod tests {
         assert_eq!(remote("vsock://3:18243:/tmp/x").1, "/tmp/x");
         assert_eq!(remote("vsock://3:/tmp/x").1, "/tmp/x");
         assert_eq!(remote("tcp://[::1]:5000:/a:/b").1, "/a:/b");
+        assert_eq!(
+            remote("hvsock-uds:///run/fc.vsock?port=18243:/x"),
+            ("hvsock-uds:///run/fc.vsock?port=18243".into(), "/x".into())
+        );
         assert!(parse_location("unix:///tmp/a.sock:rel").is_err());
         assert!(parse_location("vsock://3:18243").is_err());
     }
