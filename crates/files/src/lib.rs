@@ -12,6 +12,7 @@
 //! The wire sequence is in `guestcomm_protocol::files` and `docs/PROTOCOL.md`.
 
 pub mod error;
+mod hashing;
 pub mod path;
 pub mod receive;
 pub mod send;

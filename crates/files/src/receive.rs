@@ -44,6 +44,7 @@ use nix::unistd::{symlinkat, unlinkat, UnlinkatFlags};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
 
+use crate::hashing::Hashing;
 use crate::path::{check_target, components};
 use crate::temp::{TempFile, TEMP_COUNTER};
 use crate::{CopyError, Progress};
@@ -206,7 +207,7 @@ struct Current {
     final_name: OsString,
     shown: PathBuf,
     received: u64,
-    hasher: blake3::Hasher,
+    hasher: Hashing,
 }
 
 /// The destination, fixed by the first (root) entry.
@@ -262,7 +263,7 @@ impl Store {
         while let Some(msg) = rx.blocking_recv() {
             match msg {
                 Msg::Entry(entry) => self.entry(entry)?,
-                Msg::Data(body) => self.data(&body)?,
+                Msg::Data(body) => self.data(body)?,
                 Msg::EntryEnd(hash) => self.entry_end(&hash)?,
                 Msg::CopyEnd => return self.finish(),
             }
@@ -370,7 +371,7 @@ impl Store {
                         final_name: last.clone(),
                         shown,
                         received,
-                        hasher,
+                        hasher: Hashing::start(hasher),
                     });
                 }
             }
@@ -470,7 +471,7 @@ impl Store {
         })
     }
 
-    fn data(&mut self, body: &[u8]) -> Result<(), CopyError> {
+    fn data(&mut self, body: Bytes) -> Result<(), CopyError> {
         let Some(cur) = self.current.as_mut() else {
             return Err(CopyError::Protocol("file data outside a file entry".into()));
         };
@@ -486,7 +487,7 @@ impl Store {
         }
         cur.temp
             .file
-            .write_all(body)
+            .write_all(&body)
             .map_err(|e| CopyError::fs("write", &cur.shown, e))?;
         cur.hasher.update(body);
         cur.received = received;
@@ -506,7 +507,7 @@ impl Store {
                 received: cur.received,
             });
         }
-        let actual = cur.hasher.finalize().to_hex().to_string();
+        let actual = cur.hasher.finish()?;
         if !actual.eq_ignore_ascii_case(expected) {
             return Err(CopyError::Checksum {
                 path: cur.entry.path.clone(),
