@@ -365,13 +365,14 @@ impl Store {
                     } else {
                         (TempFile::create(dir, &shown)?, 0, blake3::Hasher::new())
                     };
+                    let hasher = Hashing::start(hasher, entry.size - received);
                     self.current = Some(Current {
                         entry,
                         temp,
                         final_name: last.clone(),
                         shown,
                         received,
-                        hasher: Hashing::start(hasher),
+                        hasher,
                     });
                 }
             }
