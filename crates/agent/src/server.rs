@@ -23,6 +23,7 @@ use tokio_util::codec::Framed;
 use tracing::{debug, info, info_span, warn, Instrument};
 
 use crate::exec;
+use crate::files;
 use crate::limits::MAX_CONNECTIONS;
 
 /// How long to pause accepting after an accept error (e.g. out of file
@@ -128,7 +129,7 @@ impl Agent {
             AUTH_NONE
         };
         let offer = Arc::new(ServerOffer {
-            features: vec!["exec".into(), "pty".into()],
+            features: vec!["exec".into(), "pty".into(), "files".into()],
             auth: vec![auth.into()],
             agent: agent_name(),
             psk: self.config.psk.clone(),
@@ -230,6 +231,26 @@ async fn handle(mut conn: FramedConn<Stream>, peer: &Peer, offer: &ServerOffer) 
         (Some(BuiltinService::Exec), Call::Exec(req)) => {
             if let Err(e) = exec::serve(conn, req).await {
                 info!(%peer, error = %handshake::error_chain(&e), "exec ended early");
+            }
+        }
+        (Some(BuiltinService::Files), Call::CopyToGuest(req)) => {
+            let dst = req.dst.clone();
+            match files::serve_to_guest(conn, req).await {
+                Ok(s) => info!(%dst, files = s.files, bytes = s.bytes, "copy into the guest done"),
+                Err(e) => {
+                    info!(%dst, error = %handshake::error_chain(&e), "copy into the guest failed")
+                }
+            }
+        }
+        (Some(BuiltinService::Files), Call::CopyFromGuest(req)) => {
+            let src = req.src.clone();
+            match files::serve_from_guest(conn, req).await {
+                Ok(s) => {
+                    info!(%src, files = s.files, bytes = s.bytes, "copy out of the guest done")
+                }
+                Err(e) => {
+                    info!(%src, error = %handshake::error_chain(&e), "copy out of the guest failed")
+                }
             }
         }
         (Some(builtin), _) => {

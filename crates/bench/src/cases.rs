@@ -26,10 +26,10 @@ use crate::stats::Samples;
 const BASELINE_PIPE_BYTES: i32 = 1024 * 1024;
 
 /// Name the bench gives itself in the handshake.
-const CLIENT_NAME: &str = "guestcomm-bench";
+pub(crate) const CLIENT_NAME: &str = "guestcomm-bench";
 
 /// Rotates `paths` left by `round`: round 0 runs A B C, round 1 B C A, ...
-fn rotated<T: Copy>(paths: &[T], round: usize) -> Vec<T> {
+pub(crate) fn rotated<T: Copy>(paths: &[T], round: usize) -> Vec<T> {
     let mut order = paths.to_vec();
     if !order.is_empty() {
         order.rotate_left(round % paths.len());
@@ -97,7 +97,7 @@ pub(crate) fn exec_round_trip(
 /// Runs `cmd` to completion with stdin and stdout on /dev/null and stderr
 /// captured (for the error message); every process-spawning path uses it,
 /// so all pay for the same stdio set-up.
-fn run_timed(cmd: &mut Command) -> anyhow::Result<Duration> {
+pub(crate) fn run_timed(cmd: &mut Command) -> anyhow::Result<Duration> {
     let start = Instant::now();
     let output = cmd
         .stdin(Stdio::null())

@@ -23,12 +23,19 @@
 //!   other. Reported: median, min and max MB/s (10^6 B/s, process start
 //!   included) and the ratio to the baseline.
 //!
+//! - **C. `cp` of one file of `--bytes` each way** (`--case cp`, issue #3),
+//!   `--rounds` samples per path: library and CLI, host to guest and guest
+//!   to host, against a bare Unix socket (file -> socket pair -> file) and
+//!   `cp(1)`, every path ending with an fsync (see `copy.rs`).
+//!
 //! Targets (issue #2): library exec overhead under 1 ms; library stdout
 //! throughput at least 70% of the bare socket. Both are printed as met or
-//! missed, as are the same figures for the CLI.
+//! missed, as are the same figures for the CLI. Issue #3: each copy
+//! direction at least 70% of the bare socket.
 
 mod agent;
 mod cases;
+mod copy;
 mod report;
 mod stats;
 
@@ -104,11 +111,26 @@ struct Args {
           value_parser = positive)]
     rounds: usize,
 
+    /// Which cases to run: exec (A and B), cp (C) or all.
+    #[arg(long, value_enum, default_value_t = Case::Exec)]
+    case: Case,
+
     /// Also write the report into this Markdown file (e.g. docs/BENCHMARKS.md),
     /// replacing only the section between `<!-- bench:exec:begin -->` and
     /// `<!-- bench:exec:end -->` (appended, or the file created, if absent).
     #[arg(long, value_name = "FILE")]
     write: Option<PathBuf>,
+}
+
+/// Groups of cases, each with its own section of the report.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum Case {
+    /// A. exec round trip and B. stdout throughput (issue #2).
+    Exec,
+    /// C. cp of one large file each way (issue #3).
+    Cp,
+    /// Every case.
+    All,
 }
 
 fn main() -> ExitCode {
@@ -135,11 +157,11 @@ fn sibling(name: &str) -> anyhow::Result<PathBuf> {
 }
 
 fn run(args: Args) -> anyhow::Result<()> {
-    let agent_bin = match args.agent {
+    let agent_bin = match args.agent.clone() {
         Some(path) => path,
         None => sibling("guestcomm-agent")?,
     };
-    let cli_bin = match args.cli {
+    let cli_bin = match args.cli.clone() {
         Some(path) => path,
         None => sibling("guestcomm")?,
     };
@@ -157,18 +179,44 @@ fn run(args: Args) -> anyhow::Result<()> {
         agent.addr()
     );
 
+    if args.case != Case::Cp {
+        run_exec_cases(&args, &rt, &agent, &cli_bin)?;
+    }
+    if args.case != Case::Exec {
+        eprintln!(
+            "guestcomm-bench: C. cp, {} x {} rounds",
+            stats::format_bytes(args.bytes),
+            args.rounds
+        );
+        let c = copy::copy_throughput(&rt, agent.addr(), &cli_bin, args.bytes, args.rounds)?;
+        let section = report::render_cp(&Machine::probe(), args.bytes, args.rounds, &c);
+        print!("{section}");
+        if let Some(path) = &args.write {
+            report::write_section(path, &section)?;
+            eprintln!("guestcomm-bench: wrote {}", path.display());
+        }
+    }
+    drop(agent);
+    Ok(())
+}
+
+fn run_exec_cases(
+    args: &Args,
+    rt: &tokio::runtime::Runtime,
+    agent: &AgentGuard,
+    cli_bin: &std::path::Path,
+) -> anyhow::Result<()> {
     eprintln!(
         "guestcomm-bench: A. exec round trip, {} + {} warm-up rounds",
         args.iterations, args.warmup
     );
-    let a = cases::exec_round_trip(&rt, agent.addr(), &cli_bin, args.iterations, args.warmup)?;
+    let a = cases::exec_round_trip(rt, agent.addr(), cli_bin, args.iterations, args.warmup)?;
     eprintln!(
         "guestcomm-bench: B. stdout throughput, {} x {} rounds",
         stats::format_bytes(args.bytes),
         args.rounds
     );
-    let b = cases::stdout_throughput(&rt, agent.addr(), &cli_bin, args.bytes, args.rounds)?;
-    drop(agent);
+    let b = cases::stdout_throughput(rt, agent.addr(), cli_bin, args.bytes, args.rounds)?;
 
     let settings = Settings {
         iterations: args.iterations,

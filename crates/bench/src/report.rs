@@ -9,6 +9,7 @@ use std::process::Command;
 use anyhow::Context;
 
 use crate::cases::{RoundTrip, Throughput};
+use crate::copy::CopyThroughput;
 use crate::stats::{format_bytes, Samples};
 
 /// First line of this bench's section.
@@ -83,6 +84,16 @@ pub(crate) struct Verdict {
     pub(crate) throughput_ratio: f64,
 }
 
+impl Machine {
+    /// The machine as a Markdown table, followed by a blank line.
+    pub(crate) fn table(&self) -> String {
+        format!(
+            "| machine | |\n| --- | --- |\n| CPUs (nproc) | {} |\n| CPU | {} |\n| kernel | {} |\n| rustc | {} |\n| date | {} |\n\n",
+            self.cpus, self.cpu_model, self.kernel, self.rustc, self.date
+        )
+    }
+}
+
 impl Verdict {
     pub(crate) fn new(a: &RoundTrip, b: &Throughput) -> Self {
         Self {
@@ -123,12 +134,7 @@ pub(crate) fn render(m: &Machine, s: &Settings, a: &RoundTrip, b: &Throughput) -
          machine on a Unix socket, so these figures are the cost of guestcomm itself, \
          without a VM or vsock.\n"
     );
-    let _ = writeln!(o, "| machine | |\n| --- | --- |");
-    let _ = writeln!(o, "| CPUs (nproc) | {} |", m.cpus);
-    let _ = writeln!(o, "| CPU | {} |", m.cpu_model);
-    let _ = writeln!(o, "| kernel | {} |", m.kernel);
-    let _ = writeln!(o, "| rustc | {} |", m.rustc);
-    let _ = writeln!(o, "| date | {} |\n", m.date);
+    o.push_str(&m.table());
 
     let _ = writeln!(
         o,
@@ -187,23 +193,18 @@ pub(crate) fn render(m: &Machine, s: &Settings, a: &RoundTrip, b: &Throughput) -
         "| path | median MB/s | min | max | ratio to bare |\n| --- | ---: | ---: | ---: | ---: |"
     );
     let bare = b.bare.median();
-    for (name, x) in [
-        (
-            "bare: child pipe → copy → Unix socket pair → drain",
-            &b.bare,
-        ),
-        ("library: exec, stdout into a counting sink", &b.library),
-        ("CLI: `guestcomm exec … > /dev/null`", &b.cli),
-    ] {
-        let _ = writeln!(
-            o,
-            "| {name} | {:.0} | {:.0} | {:.0} | {:.0}% |",
-            x.median(),
-            x.min(),
-            x.max(),
-            100.0 * x.median() / bare
-        );
-    }
+    throughput_rows(
+        &mut o,
+        bare,
+        &[
+            (
+                "bare: child pipe → copy → Unix socket pair → drain",
+                &b.bare,
+            ),
+            ("library: exec, stdout into a counting sink", &b.library),
+            ("CLI: `guestcomm exec … > /dev/null`", &b.cli),
+        ],
+    );
 
     let cli_over = a.cli.median() - local;
     let cli_ratio = b.cli.median() / bare;
@@ -240,18 +241,95 @@ pub(crate) fn render(m: &Machine, s: &Settings, a: &RoundTrip, b: &Throughput) -
     o
 }
 
+/// Rows of a throughput table: median, min, max MB/s and share of `bare`.
+fn throughput_rows(o: &mut String, bare: f64, rows: &[(&str, &Samples)]) {
+    for (name, x) in rows {
+        let _ = writeln!(
+            o,
+            "| {name} | {:.0} | {:.0} | {:.0} | {:.0}% |",
+            x.median(),
+            x.min(),
+            x.max(),
+            100.0 * x.median() / bare
+        );
+    }
+}
+
+/// The `cp` section (case C, issue #3), markers included.
+pub(crate) fn render_cp(m: &Machine, bytes: u64, rounds: usize, c: &CopyThroughput) -> String {
+    let bare = c.bare.median();
+    let mut o = String::new();
+    let _ = writeln!(o, "<!-- bench:cp:begin -->");
+    let _ = writeln!(o, "## cp: one large file each way (issue #3)\n");
+    let _ = writeln!(
+        o,
+        "Written by `target/release/guestcomm-bench --case cp --write docs/BENCHMARKS.md` \
+         (method: `crates/bench/src/copy.rs`). The agent runs on the same machine on a Unix \
+         socket; \"guest\" and host paths are on the same disk. Every path writes a new \
+         file and fsyncs it.\n"
+    );
+    o.push_str(&m.table());
+    let _ = writeln!(
+        o,
+        "{} file, {rounds} rounds, paths alternated round by round; MB/s = 10^6 B/s, \
+         connection and process start included.\n",
+        format_bytes(bytes)
+    );
+    let _ = writeln!(
+        o,
+        "| path | median MB/s | min | max | share of bare |\n| --- | ---: | ---: | ---: | ---: |"
+    );
+    throughput_rows(
+        &mut o,
+        bare,
+        &[
+            ("bare: file → Unix socket pair → file, fsync", &c.bare),
+            ("`cp(1)` + fsync", &c.system_cp),
+            ("library: copy_to_guest (host → guest)", &c.library_to),
+            ("library: copy_from_guest (guest → host)", &c.library_from),
+            ("CLI: `guestcomm cp FILE unix://…:/DST`", &c.cli_to),
+            ("CLI: `guestcomm cp unix://…:/SRC FILE`", &c.cli_from),
+        ],
+    );
+    let _ = writeln!(
+        o,
+        "\n### Targets\n\n| target | measured | |\n| --- | ---: | --- |"
+    );
+    for (name, x) in [
+        ("host → guest (library)", &c.library_to),
+        ("guest → host (library)", &c.library_from),
+        ("host → guest (CLI)", &c.cli_to),
+        ("guest → host (CLI)", &c.cli_from),
+    ] {
+        let ratio = x.median() / bare;
+        let _ = writeln!(
+            o,
+            "| {name} ≥ {:.0}% of bare socket | {:.0}% | {} |",
+            100.0 * TARGET_THROUGHPUT_RATIO,
+            100.0 * ratio,
+            met(ratio >= TARGET_THROUGHPUT_RATIO)
+        );
+    }
+    let _ = writeln!(o, "<!-- bench:cp:end -->");
+    o
+}
+
 /// Title of a benchmarks file this bench creates.
 const NEW_FILE_HEADER: &str = "# Benchmarks\n\n\
 Measured figures. Each section is rewritten by the command named in it, between its \
 `<!-- bench:NAME:begin -->` and `<!-- bench:NAME:end -->` markers; text outside the \
 markers is kept.\n\n";
 
-/// Puts `section` (markers included) into `existing`: in place of the marked
-/// section when there is one, else at the end.
+/// Puts `section` (markers included: its first and last lines) into
+/// `existing`: in place of the section with the same markers when there is
+/// one, else at the end.
 pub(crate) fn splice(existing: &str, section: &str) -> String {
-    if let Some(begin) = existing.find(BEGIN_MARKER) {
-        if let Some(end_rel) = existing[begin..].find(END_MARKER) {
-            let mut end = begin + end_rel + END_MARKER.len();
+    // The section's own first and last lines are its markers.
+    let begin_marker = section.lines().next().unwrap_or(BEGIN_MARKER);
+    let end_marker = section.lines().last().unwrap_or(END_MARKER);
+    if let Some(begin) = existing.find(begin_marker) {
+        if let Some(end_rel) = existing[begin..].find(end_marker) {
+            let mut end = begin + end_rel + end_marker.len();
             if existing[end..].starts_with('\n') {
                 end += 1;
             }
@@ -266,7 +344,7 @@ pub(crate) fn splice(existing: &str, section: &str) -> String {
     out
 }
 
-/// Creates `path` or replaces this bench's section in it.
+/// Creates `path` or replaces `section`'s part of it.
 pub(crate) fn write_section(path: &Path, section: &str) -> anyhow::Result<()> {
     let existing = match std::fs::read_to_string(path) {
         Ok(text) => text,

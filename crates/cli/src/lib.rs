@@ -4,16 +4,22 @@
 //! [`commands`]); [`run`] turns a parsed command line into an exit code.
 //! [`target`] decides whether a TARGET is a transport address (direct mode)
 //! or a VM name (through the daemon), [`terminal`] owns the local terminal
-//! (raw mode, window size) and [`exit`] the exit-code conventions.
+//! (raw mode, window size), [`exit`] the exit-code conventions and
+//! [`progress`] the progress bar of `cp`.
 
 pub mod commands;
 pub mod exit;
+pub mod progress;
+pub mod session;
 pub mod target;
 pub mod terminal;
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+
+/// How long an interrupted copy may take to remove its temporary files.
+const COPY_CLEANUP_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Run commands in virtual machines and manage their guest communication
 /// services.
@@ -51,6 +57,8 @@ pub enum Command {
     Status(commands::status::StatusArgs),
     /// Connect stdin and stdout to a guest communication service of a VM.
     Connect(commands::connect::ConnectArgs),
+    /// Copy files and directories into or out of the guest.
+    Cp(commands::cp::CpArgs),
 }
 
 /// Runs a parsed command line.
@@ -69,6 +77,9 @@ pub fn run(cli: Cli) -> ExitCode {
             return exit::fail(&anyhow::Error::new(e).context("failed to start the async runtime"))
         }
     };
+    // A copy's file work runs on blocking threads that remove their
+    // temporary files when interrupted: let them finish.
+    let wait_for_blocking = matches!(command, Command::Cp(_));
     let code = runtime.block_on(async {
         match command {
             Command::Exec(args) => commands::exec::run(args, cli.api.as_deref()).await,
@@ -77,10 +88,15 @@ pub fn run(cli: Cli) -> ExitCode {
             Command::Service(args) => commands::service::run(args, cli.api.as_deref()).await,
             Command::Status(args) => commands::status::run(args, cli.api.as_deref()).await,
             Command::Connect(args) => commands::connect::run(args, cli.api.as_deref()).await,
+            Command::Cp(args) => commands::cp::run(args, cli.api.as_deref()).await,
         }
     });
-    // Stdin is read on a blocking thread that may sit in read(2) forever;
-    // do not wait for it.
-    runtime.shutdown_background();
+    if wait_for_blocking {
+        runtime.shutdown_timeout(COPY_CLEANUP_WAIT);
+    } else {
+        // Stdin is read on a blocking thread that may sit in read(2)
+        // forever; do not wait for it.
+        runtime.shutdown_background();
+    }
     code
 }

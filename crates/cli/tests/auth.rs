@@ -106,3 +106,38 @@ fn identity_files_are_never_overwritten_and_open_ones_are_refused() {
         String::from_utf8_lossy(&agent.stderr)
     );
 }
+
+#[test]
+fn cp_to_an_agent_with_credentials_needs_the_identity() {
+    let keys = tempfile::tempdir().unwrap();
+    let key = new_identity(keys.path(), "vm1.key");
+    let agent = Agent::start_with(&["--credentials", key.to_str().unwrap()]);
+    let src = keys.path().join("file.txt");
+    std::fs::write(&src, b"payload").unwrap();
+    let dst = keys.path().join("copied.txt");
+    let target = format!("{}:{}", agent.addr(), dst.display());
+    let cp = |extra: &[&str]| {
+        Command::new(util::bin("guestcomm"))
+            .arg("cp")
+            .args(extra)
+            .arg(&src)
+            .arg(&target)
+            .output()
+            .unwrap()
+    };
+    let refused = cp(&[]);
+    assert_eq!(
+        refused.status.code(),
+        Some(125),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    assert!(!dst.exists());
+    let ok = cp(&["--identity", key.to_str().unwrap()]);
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert_eq!(std::fs::read(&dst).unwrap(), b"payload");
+}

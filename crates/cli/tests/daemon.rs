@@ -664,3 +664,55 @@ fn the_daemon_authenticates_to_agents_with_each_vms_key() {
     ]);
     assert!(String::from_utf8_lossy(&none.stderr).contains("has no key"));
 }
+
+#[test]
+fn cp_through_the_daemon_is_byte_exact_both_ways_and_obeys_the_files_policy() {
+    let d = Daemon::start("off");
+    let (_agent, _endpoint) = d.agent_vm("web1");
+    let data = pseudo_random(3_000_000, 11);
+    let src = d.dir.path().join("src.bin");
+    std::fs::write(&src, &data).unwrap();
+    let in_guest = d.dir.path().join("in-guest.bin");
+    let back = d.dir.path().join("back.bin");
+
+    d.ok(&[
+        "cp",
+        src.to_str().unwrap(),
+        &format!("web1:{}", in_guest.display()),
+    ]);
+    assert!(
+        std::fs::read(&in_guest).unwrap() == data,
+        "host to guest differs"
+    );
+    d.ok(&[
+        "cp",
+        &format!("web1:{}", in_guest.display()),
+        back.to_str().unwrap(),
+    ]);
+    assert!(
+        std::fs::read(&back).unwrap() == data,
+        "guest to host differs"
+    );
+
+    // The files service disabled for this VM: refused, nothing written.
+    d.ok(&[
+        "service",
+        "disable",
+        "00004745-facb-11e6-bd58-64006a7986d3",
+        "--vm",
+        "web1",
+    ]);
+    let refused_dst = d.dir.path().join("refused.bin");
+    let out = d.run(&[
+        "cp",
+        src.to_str().unwrap(),
+        &format!("web1:{}", refused_dst.display()),
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("disabled"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!refused_dst.exists());
+}

@@ -8,61 +8,18 @@
 mod util;
 
 use std::io::{Read, Write};
-use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
 use bytes::BytesMut;
 use guestcomm_protocol::handshake::default_hello;
-use guestcomm_protocol::message::{Call, ExecRequest, ProtocolVersion, Request};
+use guestcomm_protocol::message::{Call, ExecRequest, ProtocolVersion};
 use guestcomm_protocol::{
     BuiltinService, Control, ErrorCode, Frame, FrameCodec, ServiceId, WindowSize,
 };
-use tokio_util::codec::{Decoder, Encoder};
+use tokio_util::codec::Decoder;
+use util::wire::{encode, exchange, final_error, hello, hostile_agent, request};
 use util::Agent;
-
-fn encode(frames: Vec<Frame>) -> Vec<u8> {
-    let mut buf = BytesMut::new();
-    for frame in frames {
-        FrameCodec::new().encode(frame, &mut buf).unwrap();
-    }
-    buf.to_vec()
-}
-
-/// Sends `bytes` (then optionally half-closes) and returns every frame the agent sent back.
-fn exchange(agent: &Agent, bytes: &[u8], half_close: bool) -> Vec<Frame> {
-    let mut sock = UnixStream::connect(&agent.socket).unwrap();
-    sock.set_read_timeout(Some(Duration::from_secs(30)))
-        .unwrap();
-    sock.write_all(bytes).unwrap();
-    if half_close {
-        sock.shutdown(std::net::Shutdown::Write).unwrap();
-    }
-    let mut reply = Vec::new();
-    sock.read_to_end(&mut reply).unwrap();
-    let mut buf = BytesMut::from(&reply[..]);
-    let mut codec = FrameCodec::new();
-    let mut frames = Vec::new();
-    while let Some(frame) = codec.decode(&mut buf).unwrap() {
-        frames.push(frame);
-    }
-    frames
-}
-
-/// The error frame that ends `frames`, which must be the only thing after any Welcome.
-fn final_error(frames: &[Frame]) -> (ErrorCode, String) {
-    match frames.last() {
-        Some(Frame::Control(Control::Error(e))) => (e.code, e.message.clone()),
-        other => panic!("expected an error frame last, got {other:?}"),
-    }
-}
-
-fn hello() -> Frame {
-    Frame::Control(Control::Hello(default_hello("test")))
-}
-
-fn request(service: ServiceId, call: Call) -> Frame {
-    Frame::Control(Control::Request(Request { service, call }))
-}
 
 #[test]
 fn bad_input_gets_one_clear_error_and_the_agent_keeps_serving() {
@@ -238,30 +195,6 @@ async fn pty_resize_reaches_the_guest_terminal() {
         "{:?}",
         String::from_utf8_lossy(&seen)
     );
-}
-
-/// A fake agent that answers the handshake, then sends `reply` and closes.
-fn hostile_agent(reply: Vec<u8>) -> (tempfile::TempDir, String, std::thread::JoinHandle<()>) {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("evil.sock");
-    let listener = UnixListener::bind(&path).unwrap();
-    let thread = std::thread::spawn(move || {
-        let (mut sock, _) = listener.accept().unwrap();
-        let mut buf = [0u8; 4096];
-        let _ = sock.read(&mut buf);
-        let welcome = guestcomm_protocol::message::Welcome {
-            version: ProtocolVersion::CURRENT,
-            features: vec![],
-            auth: "none".into(),
-            agent: "evil".into(),
-        };
-        let mut bytes = encode(vec![Frame::Control(Control::Welcome(welcome))]);
-        bytes.extend_from_slice(&reply);
-        let _ = sock.write_all(&bytes);
-        let _ = sock.read(&mut buf);
-    });
-    let addr = format!("unix://{}", path.display());
-    (dir, addr, thread)
 }
 
 #[test]

@@ -3,12 +3,16 @@
 //!
 //! [`connect`] gives a [`Session`] (a connection past its handshake);
 //! [`exec`] runs a command through it, pumping stdin, stdout and stderr
-//! between async readers/writers and the agent. The CLI's direct mode, the
+//! between async readers/writers and the agent; [`files`] copies files and
+//! trees into and out of the guest. The CLI's direct mode, the
 //! daemon and the benchmarks all use this crate, so the host side of the
 //! protocol lives in one place.
 
 pub mod exec;
+pub mod files;
 mod session;
 
 pub use exec::{exec, ExecError, ExecInput, ExecIo};
+pub use files::{copy_from_guest, copy_to_guest};
+pub use guestcomm_files::{check_destination, CopyError, NoProgress, Progress, ReceiveOptions};
 pub use session::{connect, connect_with, handshake, ClientError, Session};

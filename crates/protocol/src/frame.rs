@@ -10,6 +10,7 @@
 //!  kind 0x01  stdin    body = raw bytes, host -> guest
 //!  kind 0x02  stdout   body = raw bytes, guest -> host
 //!  kind 0x03  stderr   body = raw bytes, guest -> host
+//!  kind 0x04  file     body = raw bytes of the current file entry, sender -> receiver
 //! ```
 //!
 //! `length` counts the body only and may not exceed
@@ -35,6 +36,8 @@ pub enum StreamId {
     Stdout,
     /// Standard error (guest to host).
     Stderr,
+    /// Content of the file entry being copied (file service, either direction).
+    File,
 }
 
 impl StreamId {
@@ -43,6 +46,7 @@ impl StreamId {
             Self::Stdin => 0x01,
             Self::Stdout => 0x02,
             Self::Stderr => 0x03,
+            Self::File => 0x04,
         }
     }
 }
@@ -147,7 +151,7 @@ impl Decoder for FrameCodec {
             });
         }
         let kind = src[4];
-        if !(0x00..=0x03).contains(&kind) {
+        if !(0x00..=0x04).contains(&kind) {
             return Err(FrameError::UnknownKind(kind));
         }
         if src.len() < HEADER_BYTES + len {
@@ -160,7 +164,8 @@ impl Decoder for FrameCodec {
             0x00 => Frame::Control(serde_json::from_slice(&body).map_err(FrameError::BadControl)?),
             0x01 => Frame::Data(StreamId::Stdin, body),
             0x02 => Frame::Data(StreamId::Stdout, body),
-            _ => Frame::Data(StreamId::Stderr, body),
+            0x03 => Frame::Data(StreamId::Stderr, body),
+            _ => Frame::Data(StreamId::File, body),
         };
         Ok(Some(frame))
     }

@@ -13,10 +13,12 @@
 //! Modules: [`frame`] (length-prefixed frames and their codec), [`message`]
 //! (typed control messages), [`handshake`] (steps 2 and its checks),
 //! [`service`] (service GUIDs and their vsock ports), [`limits`] (every bound),
-//! [`split`] (a connection as a frame reader and a copy-free frame writer).
+//! [`split`] (a connection as a frame reader and a copy-free frame writer),
+//! [`files`] (the file service's copy messages).
 //! `docs/PROTOCOL.md` is the full specification.
 
 pub mod auth;
+pub mod files;
 pub mod frame;
 pub mod handshake;
 pub mod limits;

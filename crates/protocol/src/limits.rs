@@ -32,3 +32,18 @@ pub const MAX_EXEC_ENV: usize = 4 * 1024;
 
 /// Largest message text in an error frame; longer text is truncated.
 pub const MAX_ERROR_MESSAGE_BYTES: usize = 4 * 1024;
+
+/// Longest relative path in a copy, and longest symlink target (Linux's
+/// `PATH_MAX`): a longer name could not be created anyway.
+pub const MAX_COPY_PATH_BYTES: usize = 4096;
+
+/// Longest path component in a copy (Linux's `NAME_MAX`).
+pub const MAX_COPY_NAME_BYTES: usize = 255;
+
+/// Most entries (files, directories, symlinks) in one copy: bounds the
+/// receiver's bookkeeping (one record per directory) against a hostile sender.
+pub const MAX_COPY_ENTRIES: u64 = 1_000_000;
+
+/// Size of the file data frames a sender sends: the frame limit, so a
+/// gigabyte costs a thousand frames and the 5-byte header is noise.
+pub const FILE_CHUNK_BYTES: usize = MAX_FRAME_BYTES;

@@ -20,12 +20,17 @@
 //!
 //! If the client's side closes before `Exited`, the agent kills the process
 //! group: nothing outlives its caller.
+//!
+//! The file service's copies (`CopyToGuest`, `CopyFromGuest`, then `Entry`,
+//! `EntryEnd`, `ResumeFrom`, `CopyEnd`, `CopySummary`) are described in
+//! [`crate::files`].
 
 use std::collections::BTreeMap;
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::files::{CopyFromGuest, CopySummary, CopyToGuest, Entry};
 use crate::frame::StreamId;
 use crate::limits::MAX_ERROR_MESSAGE_BYTES;
 use crate::service::ServiceId;
@@ -96,6 +101,27 @@ pub enum Control {
     },
     /// Server to client: the process ended and all its output was sent.
     Exited(ExitStatus),
+    /// Server to client: the copy destination is acceptable; send entries.
+    CopyReady,
+    /// Sender to receiver: the next file, directory or symlink of a copy.
+    Entry(Entry),
+    /// Sender to receiver: the current file's content is complete.
+    EntryEnd {
+        /// BLAKE3 of the whole content, 64 lower-case hex digits.
+        blake3: String,
+    },
+    /// Receiver to sender (resume only): the partial file holds `offset`
+    /// bytes whose BLAKE3 is `blake3`; send the content from there.
+    ResumeFrom {
+        /// Bytes already held.
+        offset: u64,
+        /// BLAKE3 of those bytes.
+        blake3: String,
+    },
+    /// Sender to receiver: no more entries.
+    CopyEnd,
+    /// Receiver to sender: every entry was stored; the last message of a copy.
+    CopySummary(CopySummary),
     /// A message type this version does not know.
     #[serde(other)]
     Unknown,
@@ -153,6 +179,10 @@ pub struct Request {
 pub enum Call {
     /// Run a program (service: exec).
     Exec(ExecRequest),
+    /// Copy a file or tree into the guest; the client sends it (service: files).
+    CopyToGuest(CopyToGuest),
+    /// Copy a file or tree out of the guest; the agent sends it (service: files).
+    CopyFromGuest(CopyFromGuest),
     /// An operation this version does not know.
     #[serde(other)]
     Unsupported,

@@ -6,13 +6,14 @@
 use std::collections::BTreeMap;
 
 use bytes::{Bytes, BytesMut};
+use guestcomm_protocol::files::{CopyFromGuest, CopySummary, CopyToGuest, Entry, EntryKind};
 use guestcomm_protocol::frame::{Frame, FrameCodec, FrameError, StreamId, HEADER_BYTES};
 use guestcomm_protocol::limits::MAX_FRAME_BYTES;
 use guestcomm_protocol::message::{
     Call, Control, ErrorCode, ErrorFrame, ExecRequest, ExitStatus, Hello, ProtocolVersion, Request,
     Welcome, WindowSize,
 };
-use guestcomm_protocol::service::ServiceId;
+use guestcomm_protocol::service::{BuiltinService, ServiceId};
 use proptest::prelude::*;
 use tokio_util::codec::{Decoder, Encoder};
 
@@ -20,7 +21,8 @@ fn stream_id() -> impl Strategy<Value = StreamId> {
     prop_oneof![
         Just(StreamId::Stdin),
         Just(StreamId::Stdout),
-        Just(StreamId::Stderr)
+        Just(StreamId::Stderr),
+        Just(StreamId::File)
     ]
 }
 
@@ -90,7 +92,7 @@ fn exec_request() -> impl Strategy<Value = ExecRequest> {
         )
 }
 
-fn control() -> impl Strategy<Value = Control> {
+fn core_control() -> impl Strategy<Value = Control> {
     prop_oneof![
         (
             any::<String>(),
@@ -142,6 +144,81 @@ fn control() -> impl Strategy<Value = Control> {
             })),
         Just(Control::Unknown),
     ]
+}
+
+fn entry() -> impl Strategy<Value = Entry> {
+    (
+        any::<String>(),
+        prop::sample::select(vec![EntryKind::File, EntryKind::Dir, EntryKind::Symlink]),
+        any::<u32>(),
+        any::<i64>(),
+        any::<u32>(),
+        any::<u64>(),
+        proptest::option::of(any::<String>()),
+    )
+        .prop_map(
+            |(path, kind, mode, mtime, mtime_nsec, size, target)| Entry {
+                path,
+                kind,
+                mode,
+                mtime,
+                mtime_nsec,
+                size,
+                target,
+            },
+        )
+}
+
+/// The file service's messages (section 13 of the spec).
+fn file_control() -> impl Strategy<Value = Control> {
+    prop_oneof![
+        Just(Control::CopyReady),
+        Just(Control::CopyEnd),
+        entry().prop_map(Control::Entry),
+        "[0-9a-f]{64}".prop_map(|blake3| Control::EntryEnd { blake3 }),
+        (any::<[u64; 5]>(), proptest::option::of("[0-9a-f]{64}")).prop_map(
+            |([files, dirs, symlinks, bytes, resumed_bytes], blake3)| {
+                Control::CopySummary(CopySummary {
+                    files,
+                    dirs,
+                    symlinks,
+                    bytes,
+                    blake3,
+                    resumed_bytes,
+                })
+            }
+        ),
+        (any::<String>(), any::<[bool; 4]>()).prop_map(
+            |(dst, [overwrite, create_full_path, recursive, resume])| {
+                Control::Request(Request {
+                    service: BuiltinService::Files.id(),
+                    call: Call::CopyToGuest(CopyToGuest {
+                        dst,
+                        overwrite,
+                        create_full_path,
+                        recursive,
+                        resume,
+                    }),
+                })
+            }
+        ),
+        (any::<String>(), any::<[bool; 2]>()).prop_map(|(src, [recursive, resume])| {
+            Control::Request(Request {
+                service: BuiltinService::Files.id(),
+                call: Call::CopyFromGuest(CopyFromGuest {
+                    src,
+                    recursive,
+                    resume,
+                }),
+            })
+        }),
+        (any::<u64>(), "[0-9a-f]{64}")
+            .prop_map(|(offset, blake3)| Control::ResumeFrom { offset, blake3 }),
+    ]
+}
+
+fn control() -> impl Strategy<Value = Control> {
+    prop_oneof![core_control(), file_control()]
 }
 
 fn frame() -> impl Strategy<Value = Frame> {
@@ -196,7 +273,7 @@ fn hostile_bytes() -> impl Strategy<Value = Vec<u8>> {
                 v.extend(body);
                 v
             }),
-        (0u8..4, "\\{\"type\":\"[a-z_]{0,12}\"[ -~]{0,40}\\}").prop_map(|(kind, json)| {
+        (0u8..5, "\\{\"type\":\"[a-z_]{0,12}\"[ -~]{0,40}\\}").prop_map(|(kind, json)| {
             let mut v = (json.len() as u32).to_be_bytes().to_vec();
             v.push(kind);
             v.extend(json.bytes());
@@ -313,7 +390,7 @@ proptest! {
     #[test]
     fn unknown_kind_is_refused_on_the_header_alone(
         len in 0u32..1024,
-        kind in 4u8..=255,
+        kind in 5u8..=255,
     ) {
         let mut buf = BytesMut::new();
         buf.extend_from_slice(&len.to_be_bytes());

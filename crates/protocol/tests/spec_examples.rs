@@ -5,7 +5,8 @@
 
 use guestcomm_protocol::frame::HEADER_BYTES;
 use guestcomm_protocol::limits::{
-    DATA_CHUNK_BYTES, HANDSHAKE_TIMEOUT_MS, MAX_ERROR_MESSAGE_BYTES, MAX_EXEC_ARGS, MAX_EXEC_ENV,
+    DATA_CHUNK_BYTES, FILE_CHUNK_BYTES, HANDSHAKE_TIMEOUT_MS, MAX_COPY_ENTRIES,
+    MAX_COPY_NAME_BYTES, MAX_COPY_PATH_BYTES, MAX_ERROR_MESSAGE_BYTES, MAX_EXEC_ARGS, MAX_EXEC_ENV,
     MAX_FRAME_BYTES,
 };
 use guestcomm_protocol::message::Control;
@@ -99,6 +100,10 @@ fn limit_table_matches_the_code() {
         ("MAX_EXEC_ARGS", MAX_EXEC_ARGS as u64),
         ("MAX_EXEC_ENV", MAX_EXEC_ENV as u64),
         ("MAX_ERROR_MESSAGE_BYTES", MAX_ERROR_MESSAGE_BYTES as u64),
+        ("MAX_COPY_PATH_BYTES", MAX_COPY_PATH_BYTES as u64),
+        ("MAX_COPY_NAME_BYTES", MAX_COPY_NAME_BYTES as u64),
+        ("MAX_COPY_ENTRIES", MAX_COPY_ENTRIES),
+        ("FILE_CHUNK_BYTES", FILE_CHUNK_BYTES as u64),
     ];
     for (name, value) in limits {
         let prefix = format!("| `{name}` | {value} ");

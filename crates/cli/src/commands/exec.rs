@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::os::fd::AsFd;
 use std::process::ExitCode;
 
-use anyhow::{anyhow, Context};
+use anyhow::Context;
 use clap::Args;
 use guestcomm_client::{ExecInput, ExecIo};
 use guestcomm_protocol::message::ExecRequest;
@@ -101,44 +101,11 @@ impl ExecArgs {
 }
 
 /// Runs `guestcomm exec`: directly to an agent's address, or through
-/// guestcommd for a VM name; both then share [`run_session`].
+/// guestcommd for a VM name (see [`crate::session`]).
 pub async fn run(args: ExecArgs, api: Option<&str>) -> ExitCode {
-    let client_name = format!("guestcomm {}", env!("CARGO_PKG_VERSION"));
-    match &args.target {
-        Target::Direct(addr) => {
-            let psk = match args
-                .identity
-                .as_deref()
-                .map(guestcomm_protocol::auth::load_credentials)
-                .transpose()
-            {
-                Ok(psk) => psk,
-                Err(e) => {
-                    return exit::fail(&anyhow::Error::new(e).context("failed to load --identity"))
-                }
-            };
-            match guestcomm_client::connect_with(addr, &client_name, psk.as_ref()).await {
-                Ok(session) => run_session(session.conn, args).await,
-                Err(e) => exit::fail(&anyhow::Error::new(e)),
-            }
-        }
-        Target::Vm(name) => {
-            let stream = async {
-                let client = super::api::client(api)?;
-                client
-                    .upgrade(&format!("{}/connect", super::api::vm_path(name)?))
-                    .await
-            };
-            let stream = match stream.await {
-                Ok(stream) => stream,
-                Err(e) => return exit::fail(&anyhow!(super::api::one_line(&e))),
-            };
-            let peer = format!("VM {name} through guestcommd");
-            match guestcomm_client::handshake(stream, &peer, &client_name, None).await {
-                Ok(session) => run_session(session.conn, args).await,
-                Err(e) => exit::fail(&anyhow::Error::new(e)),
-            }
-        }
+    match crate::session::open(&args.target, api, args.identity.as_deref()).await {
+        Ok(session) => run_session(session.conn, args).await,
+        Err(e) => exit::fail(&e),
     }
 }
 

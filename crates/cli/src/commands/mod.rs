@@ -2,6 +2,7 @@
 
 pub mod api;
 pub mod connect;
+pub mod cp;
 pub mod exec;
 pub mod identity;
 pub mod service;

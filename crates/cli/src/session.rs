@@ -1,0 +1,68 @@
+//! Where a command's connection to an agent comes from: straight to the
+//! agent's address (direct mode, optionally with `--identity`), or through
+//! guestcommd for a VM name (the daemon checks policy and holds the VM's
+//! key). Either way the command gets a [`Session`] past its handshake and
+//! speaks the same protocol over it.
+
+use std::path::Path;
+
+use anyhow::{anyhow, bail, Context};
+use guestcomm_client::Session;
+use guestcomm_protocol::auth::load_credentials;
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use crate::commands::api;
+use crate::target::Target;
+
+/// Any byte stream to an agent.
+pub trait AgentIo: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> AgentIo for T {}
+
+/// The stream under a [`Session`], whichever way it was opened.
+pub type AgentStream = Box<dyn AgentIo>;
+
+/// Opens a session with the agent `target` names.
+pub async fn open(
+    target: &Target,
+    api_addr: Option<&str>,
+    identity: Option<&Path>,
+) -> anyhow::Result<Session<AgentStream>> {
+    let client_name = format!("guestcomm {}", env!("CARGO_PKG_VERSION"));
+    match target {
+        Target::Direct(addr) => {
+            let psk = identity
+                .map(load_credentials)
+                .transpose()
+                .context("failed to load --identity")?;
+            let stream = guestcomm_transport::connect(addr).await?;
+            let session = guestcomm_client::handshake(
+                Box::new(stream) as AgentStream,
+                &addr.to_string(),
+                &client_name,
+                psk.as_ref(),
+            )
+            .await?;
+            Ok(session)
+        }
+        Target::Vm(name) => {
+            if identity.is_some() {
+                bail!("--identity is for agent addresses; for VM {name:?} guestcommd holds the key (see `guestcomm vm credentials`)");
+            }
+            let upgrade = async {
+                let client = api::client(api_addr)?;
+                client
+                    .upgrade(&format!("{}/connect", api::vm_path(name)?))
+                    .await
+            };
+            let stream = upgrade.await.map_err(|e| anyhow!(api::one_line(&e)))?;
+            let peer = format!("VM {name} through guestcommd");
+            Ok(guestcomm_client::handshake(
+                Box::new(stream) as AgentStream,
+                &peer,
+                &client_name,
+                None,
+            )
+            .await?)
+        }
+    }
+}

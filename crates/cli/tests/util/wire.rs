@@ -1,0 +1,126 @@
+//! Speaking the wire protocol directly, for test doubles: encode frames,
+//! exchange bytes with the agent, and a fake agent for the CLI to talk to.
+
+use std::io::{Read, Write};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::time::Duration;
+
+use bytes::BytesMut;
+use guestcomm_protocol::handshake::default_hello;
+use guestcomm_protocol::message::{Call, ProtocolVersion, Request};
+use guestcomm_protocol::{Control, ErrorCode, Frame, FrameCodec, ServiceId};
+use tokio_util::codec::{Decoder, Encoder};
+
+use super::Agent;
+
+pub fn encode(frames: Vec<Frame>) -> Vec<u8> {
+    let mut buf = BytesMut::new();
+    for frame in frames {
+        FrameCodec::new().encode(frame, &mut buf).unwrap();
+    }
+    buf.to_vec()
+}
+
+/// Sends `bytes` (then optionally half-closes) and returns every frame the agent sent back.
+pub fn exchange(agent: &Agent, bytes: &[u8], half_close: bool) -> Vec<Frame> {
+    let mut sock = UnixStream::connect(&agent.socket).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    sock.write_all(bytes).unwrap();
+    if half_close {
+        sock.shutdown(std::net::Shutdown::Write).unwrap();
+    }
+    let mut reply = Vec::new();
+    sock.read_to_end(&mut reply).unwrap();
+    let mut buf = BytesMut::from(&reply[..]);
+    let mut codec = FrameCodec::new();
+    let mut frames = Vec::new();
+    while let Some(frame) = codec.decode(&mut buf).unwrap() {
+        frames.push(frame);
+    }
+    frames
+}
+
+/// The error frame that ends `frames`, which must be the only thing after any Welcome.
+pub fn final_error(frames: &[Frame]) -> (ErrorCode, String) {
+    match frames.last() {
+        Some(Frame::Control(Control::Error(e))) => (e.code, e.message.clone()),
+        other => panic!("expected an error frame last, got {other:?}"),
+    }
+}
+
+pub fn hello() -> Frame {
+    Frame::Control(Control::Hello(default_hello("test")))
+}
+
+pub fn request(service: ServiceId, call: Call) -> Frame {
+    Frame::Control(Control::Request(Request { service, call }))
+}
+
+/// A fake agent that answers the handshake, then sends `reply` and closes.
+pub fn hostile_agent(reply: Vec<u8>) -> (tempfile::TempDir, String, std::thread::JoinHandle<()>) {
+    fake_agent(reply, false)
+}
+
+/// A fake agent that answers the handshake, sends `reply`, then stalls
+/// (reads and discards) until the client closes the connection.
+pub fn stalling_agent(reply: Vec<u8>) -> (tempfile::TempDir, String, std::thread::JoinHandle<()>) {
+    fake_agent(reply, true)
+}
+
+fn fake_agent(
+    reply: Vec<u8>,
+    stall: bool,
+) -> (tempfile::TempDir, String, std::thread::JoinHandle<()>) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("evil.sock");
+    let listener = UnixListener::bind(&path).unwrap();
+    let thread = std::thread::spawn(move || {
+        let (mut sock, _) = listener.accept().unwrap();
+        let mut buf = [0u8; 4096];
+        let _ = sock.read(&mut buf);
+        let welcome = guestcomm_protocol::message::Welcome {
+            version: ProtocolVersion::CURRENT,
+            features: vec![],
+            auth: "none".into(),
+            agent: "evil".into(),
+        };
+        let mut bytes = encode(vec![Frame::Control(Control::Welcome(welcome))]);
+        bytes.extend_from_slice(&reply);
+        let _ = sock.write_all(&bytes);
+        while matches!(sock.read(&mut buf), Ok(n) if n > 0) && stall {}
+    });
+    let addr = format!("unix://{}", path.display());
+    (dir, addr, thread)
+}
+
+/// Sends `bytes` and returns the frames the agent sends back, up to and
+/// including its final one (an error or a copy summary); then closes, as a
+/// real client does (the agent waits for that close).
+pub fn exchange_until_final(agent: &Agent, bytes: &[u8]) -> Vec<Frame> {
+    let mut sock = UnixStream::connect(&agent.socket).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    // The agent may refuse (and stop reading) before taking every byte.
+    let _ = sock.write_all(bytes);
+    let mut buf = BytesMut::new();
+    let mut codec = FrameCodec::new();
+    let mut frames = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        while let Some(frame) = codec.decode(&mut buf).unwrap() {
+            let last = matches!(
+                frame,
+                Frame::Control(Control::Error(_) | Control::CopySummary(_))
+            );
+            frames.push(frame);
+            if last {
+                return frames;
+            }
+        }
+        match sock.read(&mut chunk) {
+            Ok(0) | Err(_) => return frames,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+}

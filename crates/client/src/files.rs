@@ -1,0 +1,62 @@
+//! Copying files into and out of a guest, host side. The sending and
+//! receiving logic is `guestcomm-files`, shared with the agent; this module
+//! only opens the operation (request, `CopyReady`).
+
+use std::path::Path;
+
+use futures::{SinkExt, StreamExt};
+use guestcomm_files::{
+    check_destination, receive_copy, send_copy, CopyError, Progress, ReceiveOptions,
+};
+use guestcomm_protocol::files::{CopyFromGuest, CopySummary, CopyToGuest};
+use guestcomm_protocol::handshake::describe;
+use guestcomm_protocol::message::Request;
+use guestcomm_protocol::{BuiltinService, Call, Control, Frame, FrameCodec};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_util::codec::Framed;
+
+/// Copies the local `src` into the guest as `req` says; returns the guest's summary.
+pub async fn copy_to_guest<T>(
+    mut conn: Framed<T, FrameCodec>,
+    src: &Path,
+    req: CopyToGuest,
+    progress: &mut dyn Progress,
+) -> Result<CopySummary, CopyError>
+where
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (recursive, resume) = (req.recursive, req.resume);
+    let request = Request {
+        service: BuiltinService::Files.id(),
+        call: Call::CopyToGuest(req),
+    };
+    conn.send(Frame::Control(Control::Request(request))).await?;
+    match conn.next().await {
+        Some(Ok(Frame::Control(Control::CopyReady))) => {}
+        Some(Ok(Frame::Control(Control::Error(e)))) => return Err(CopyError::Peer(e)),
+        Some(Ok(other)) => return Err(CopyError::Protocol(describe(&other))),
+        Some(Err(e)) => return Err(e.into()),
+        None => return Err(CopyError::Disconnected),
+    }
+    send_copy(conn, src, recursive, resume, progress).await
+}
+
+/// Copies `req.src` out of the guest into the local `dst`.
+pub async fn copy_from_guest<T>(
+    mut conn: Framed<T, FrameCodec>,
+    req: CopyFromGuest,
+    dst: &Path,
+    opts: ReceiveOptions,
+    progress: &mut dyn Progress,
+) -> Result<CopySummary, CopyError>
+where
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    check_destination(dst, opts)?;
+    let request = Request {
+        service: BuiltinService::Files.id(),
+        call: Call::CopyFromGuest(req),
+    };
+    conn.send(Frame::Control(Control::Request(request))).await?;
+    receive_copy(conn, dst, opts, progress).await
+}

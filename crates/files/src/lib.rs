@@ -1,0 +1,38 @@
+//! The file service of guestcomm, shared by the guest agent and the host:
+//! one implementation of "send a tree" and one of "receive a tree safely",
+//! whichever side holds the files.
+//!
+//! - [`send`] walks a source (a file, or a tree with `recursive`) and streams
+//!   it as `Entry`, file data, `EntryEnd` and `CopyEnd` frames;
+//! - [`receive`] stores such a stream under a destination, treating the
+//!   sender as hostile ([`path`] validates every name; files land through a
+//!   temporary file (module `temp`), BLAKE3 check, fsync and rename);
+//! - [`error`] is the one error type, and how it maps to error frames.
+//!
+//! The wire sequence is in `guestcomm_protocol::files` and `docs/PROTOCOL.md`.
+
+pub mod error;
+mod hashing;
+pub mod path;
+pub mod receive;
+pub mod send;
+mod temp;
+
+pub use error::CopyError;
+pub use receive::{check_destination, receive_copy, ReceiveOptions};
+pub use send::send_copy;
+
+use guestcomm_protocol::files::Entry;
+
+/// Told about a copy's progress, from the task that moves the frames.
+pub trait Progress: Send {
+    /// An entry starts (the root first).
+    fn entry(&mut self, _entry: &Entry) {}
+    /// `n` more bytes of file content moved.
+    fn bytes(&mut self, _n: u64) {}
+}
+
+/// Progress that nobody watches.
+pub struct NoProgress;
+
+impl Progress for NoProgress {}
