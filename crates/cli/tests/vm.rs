@@ -231,14 +231,14 @@ fn text(bytes: &[u8]) -> String {
 }
 
 #[test]
-fn exec_in_a_real_vm_over_virtio_vsock() {
-    let vm = match Vm::boot() {
+fn a_real_vm_over_virtio_vsock_direct_and_through_the_daemon() {
+    let mut vm = match Vm::boot() {
         Ok(vm) => vm,
         Err(why) => {
             if std::env::var_os("GUESTCOMM_VM_REQUIRED").is_some() {
                 panic!("VM tests required but cannot run: {why}");
             }
-            eprintln!("\n*** SKIPPED exec_in_a_real_vm_over_virtio_vsock: {why} ***\n");
+            eprintln!("\n*** SKIPPED a_real_vm_over_virtio_vsock_direct_and_through_the_daemon: {why} ***\n");
             return;
         }
     };
@@ -330,7 +330,79 @@ fn exec_in_a_real_vm_over_virtio_vsock() {
     );
     assert_eq!(text(&env.stdout), "from-host /tmp\n");
 
-    // Concurrency over one vsock device.
+    concurrency(&vm);
+    through_the_daemon(&mut vm);
+}
+
+/// The same VM managed by guestcommd: keyed relay, cp both ways, health.
+fn through_the_daemon(vm: &mut Vm) {
+    let d = util::daemon::Daemon::start("1s");
+    let identity = vm.identity.to_str().unwrap().to_string();
+    d.ok(&[
+        "vm",
+        "add",
+        "testvm",
+        "--endpoint",
+        &vm.addr(),
+        "--credentials",
+        &identity,
+    ]);
+    assert_eq!(
+        d.ok(&["exec", "testvm", "--", "uname", "-n"]),
+        "guestcomm-test-vm\n"
+    );
+
+    // cp of 20 MB host to guest and back, checked by BLAKE3 on each side and compared here.
+    let data = util::pseudo_random(20_000_000, 21);
+    let src = d.dir.path().join("payload.bin");
+    std::fs::write(&src, &data).unwrap();
+    d.ok(&["cp", src.to_str().unwrap(), "testvm:/tmp/payload.bin"]);
+    let back = d.dir.path().join("back.bin");
+    d.ok(&["cp", "testvm:/tmp/payload.bin", back.to_str().unwrap()]);
+    assert!(
+        std::fs::read(&back).unwrap() == data,
+        "the round trip through the VM changed the file"
+    );
+
+    // A directory tree with a symlink, into the guest and back.
+    let tree = d.dir.path().join("tree");
+    std::fs::create_dir_all(tree.join("sub/empty")).unwrap();
+    std::fs::write(tree.join("sub/a.txt"), b"alpha").unwrap();
+    std::os::unix::fs::symlink("sub/a.txt", tree.join("link")).unwrap();
+    d.ok(&["cp", "-r", tree.to_str().unwrap(), "testvm:/tmp/tree"]);
+    let listing = d.ok(&[
+        "exec",
+        "testvm",
+        "--",
+        "sh",
+        "-c",
+        "cat /tmp/tree/link; ls -d /tmp/tree/sub/empty",
+    ]);
+    assert_eq!(listing, "alpha/tmp/tree/sub/empty\n");
+
+    // Health: OK while the VM runs, Lost Comm once QEMU is gone.
+    let status = |d: &util::daemon::Daemon| {
+        d.json(&["status", "testvm"])["status"]
+            .as_str()
+            .unwrap_or("")
+            .to_string()
+    };
+    assert!(
+        util::wait_until(BOOT_DEADLINE, || status(&d) == "OK"),
+        "never OK: {}",
+        status(&d)
+    );
+    let _ = vm.qemu.kill();
+    let _ = vm.qemu.wait();
+    assert!(
+        util::wait_until(BOOT_DEADLINE, || status(&d) == "Lost Comm"),
+        "not Lost Comm after QEMU died: {}",
+        status(&d)
+    );
+}
+
+/// Ten commands at once over one vsock device.
+fn concurrency(vm: &Vm) {
     let children: Vec<_> = (0..10)
         .map(|i| {
             vm.exec_cmd(&["-n"], &["sh", "-c", &format!("echo vm-job-{i}")])
