@@ -6,12 +6,11 @@
 //! [`exec`] runs a program with streamed stdin/stdout/stderr or a
 //! pseudo-terminal ([`pty`]), as another user if asked ([`user`]).
 //! [`files`] serves copies into and out of the guest.
-//! [`limits`] holds the agent's bounds; [`observability`] its logging setup.
+//! [`limits`] holds the agent's bounds.
 
 pub mod exec;
 pub mod files;
 pub mod limits;
-pub mod observability;
 pub mod pty;
 pub mod server;
 pub mod user;

@@ -5,8 +5,8 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
-use guestcomm_agent::observability::{self, LogFormat};
 use guestcomm_agent::{Agent, AgentConfig};
+use guestcomm_observability::{self as observability, LogFormat};
 use guestcomm_transport::{Address, PeerCidFilter};
 
 /// The guestcomm guest agent: serves command execution (and, later, files,
@@ -76,12 +76,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
         tracing::warn!("no --credentials: serving unauthenticated clients, on unix:// and loopback tcp:// only");
     }
     let agent = Agent::bind(config).await.context("failed to start")?;
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .context("failed to install the SIGTERM handler")?;
     tokio::select! {
         () = agent.run() => {}
-        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT, stopping"),
-        _ = term.recv() => tracing::info!("SIGTERM, stopping"),
+        stopped = observability::stop_signal() => stopped.context("failed to install the signal handlers")?,
     }
     Ok(())
 }

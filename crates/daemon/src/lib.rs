@@ -15,7 +15,6 @@ pub mod broker;
 pub mod guest;
 pub mod health;
 pub mod limits;
-pub mod observability;
 pub mod policy;
 pub mod relay;
 pub mod store;

@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
+use guestcomm_observability::{self as observability, LogFormat};
 use guestcomm_transport::Address;
 use guestcommd::limits::{DEFAULT_HEARTBEAT_INTERVAL_MS, DEFAULT_MAX_CONCURRENT_PROBES};
-use guestcommd::observability::{self, LogFormat};
 use guestcommd::{Config, Daemon};
 
 /// The guestcomm host daemon: keeps the VM inventory and the registry of
@@ -97,12 +97,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
         max_concurrent_probes: args.max_concurrent_probes.max(1),
     };
     let daemon = Daemon::bind(config).await.context("failed to start")?;
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .context("failed to install the SIGTERM handler")?;
     tokio::select! {
         served = daemon.run() => served.context("the API server failed")?,
-        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT, stopping"),
-        _ = term.recv() => tracing::info!("SIGTERM, stopping"),
+        stopped = observability::stop_signal() => stopped.context("failed to install the signal handlers")?,
     }
     Ok(())
 }

@@ -1,4 +1,7 @@
-//! Logging for the agent binary: `tracing` events to stderr, as text or JSON.
+//! What guestcomm's long-running binaries (`guestcomm-agent`, `guestcommd`)
+//! share around their libraries: the `tracing` subscriber (text or JSON on
+//! stderr, which journald picks up under systemd) and waiting for SIGINT or
+//! SIGTERM. Libraries only emit events; only binaries call [`init`].
 //!
 //! The level comes from `GUESTCOMM_LOG` (an `EnvFilter` directive such as
 //! `info` or `guestcomm_agent=debug`), defaulting to `info`.
@@ -26,4 +29,16 @@ pub fn init(format: LogFormat) {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
     }
+}
+
+/// Completes at the first SIGINT or SIGTERM, logging which.
+pub async fn stop_signal() -> std::io::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    tokio::select! {
+        _ = int.recv() => tracing::info!("SIGINT, stopping"),
+        _ = term.recv() => tracing::info!("SIGTERM, stopping"),
+    }
+    Ok(())
 }
