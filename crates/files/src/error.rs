@@ -83,6 +83,9 @@ pub enum CopyError {
     /// More entries than the receiver accepts.
     #[error("the copy has more than {0} entries")]
     TooManyEntries(u64),
+    /// The tree's directories need more bookkeeping than the receiver keeps.
+    #[error("the copy's directories exceed the receiver's {0}-byte bookkeeping limit; copy the tree in parts")]
+    TooManyDirectories(usize),
     /// An operating-system call failed.
     #[error("cannot {op} {}", .path.display())]
     Fs {
@@ -132,7 +135,7 @@ impl CopyError {
             | Self::Size { .. } => ErrorCode::InvalidArgument,
             Self::Exists(_) | Self::WrongKind { .. } => ErrorCode::AlreadyExists,
             Self::MissingParent(_) | Self::SourceNotFound(_) => ErrorCode::NotFound,
-            Self::TooManyEntries(_) => ErrorCode::ResourceLimit,
+            Self::TooManyEntries(_) | Self::TooManyDirectories(_) => ErrorCode::ResourceLimit,
             Self::Fs { source, .. } => match source.kind() {
                 io::ErrorKind::NotFound => ErrorCode::NotFound,
                 io::ErrorKind::PermissionDenied => ErrorCode::PermissionDenied,

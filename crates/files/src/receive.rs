@@ -33,7 +33,7 @@ use bytes::Bytes;
 use futures::{Stream, StreamExt};
 use guestcomm_protocol::files::{CopySummary, Entry, EntryKind};
 use guestcomm_protocol::handshake::describe;
-use guestcomm_protocol::limits::MAX_COPY_ENTRIES;
+use guestcomm_protocol::limits::{MAX_COPY_DIR_RECORD_BYTES, MAX_COPY_ENTRIES};
 use guestcomm_protocol::split::{split, FrameWriter};
 use guestcomm_protocol::{Control, Frame, FrameError, FramedConn, StreamId};
 use nix::errno::Errno;
@@ -230,6 +230,9 @@ struct Store {
     current: Option<Current>,
     /// Directories to finish (mode, mtime), in creation order.
     dirs: Vec<(Vec<OsString>, Entry)>,
+    /// Approximate heap bytes held by `dirs`, bounded by `max_dir_record_bytes`.
+    dir_record_bytes: usize,
+    max_dir_record_bytes: usize,
     entries: u64,
     summary: CopySummary,
     /// `ResumeFrom` answers, written by the frame loop.
@@ -254,6 +257,8 @@ impl Store {
             root: None,
             current: None,
             dirs: Vec::new(),
+            dir_record_bytes: 0,
+            max_dir_record_bytes: MAX_COPY_DIR_RECORD_BYTES,
             entries: 0,
             summary: CopySummary::default(),
         }
@@ -335,7 +340,7 @@ impl Store {
                     }
                 }
                 self.summary.dirs += 1;
-                self.dirs.push((names.clone(), entry));
+                self.remember_dir(names.clone(), entry)?;
             }
             EntryKind::File | EntryKind::Symlink => {
                 if is_dir {
@@ -377,6 +382,21 @@ impl Store {
                 }
             }
         }
+        Ok(())
+    }
+
+    /// Keeps a directory to finish at the end, within the bookkeeping limit.
+    fn remember_dir(&mut self, names: Vec<OsString>, entry: Entry) -> Result<(), CopyError> {
+        let names_bytes: usize = names
+            .iter()
+            .map(|n| n.len() + std::mem::size_of::<OsString>())
+            .sum();
+        let bytes = names_bytes + entry.path.len() + std::mem::size_of::<(Vec<OsString>, Entry)>();
+        self.dir_record_bytes = self.dir_record_bytes.saturating_add(bytes);
+        if self.dir_record_bytes > self.max_dir_record_bytes {
+            return Err(CopyError::TooManyDirectories(self.max_dir_record_bytes));
+        }
+        self.dirs.push((names, entry));
         Ok(())
     }
 
@@ -571,5 +591,49 @@ fn beneath_error(e: Errno, sent: &str, shown: &Path) -> CopyError {
     match e {
         Errno::ELOOP | Errno::ENOTDIR => CopyError::ThroughSymlink { path: sent.into() },
         e => CopyError::fs("open the directory of", shown, e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dir(path: &str) -> Entry {
+        Entry {
+            path: path.into(),
+            kind: EntryKind::Dir,
+            mode: 0o755,
+            mtime: 0,
+            mtime_nsec: 0,
+            size: 0,
+            target: None,
+        }
+    }
+
+    #[test]
+    fn directory_bookkeeping_is_bounded_against_a_hostile_tree() {
+        let dst = tempfile::tempdir().unwrap();
+        let (replies, _) = mpsc::unbounded_channel();
+        let opts = ReceiveOptions {
+            recursive: true,
+            ..Default::default()
+        };
+        let mut store = Store::new(dst.path().join("tree"), opts, replies);
+        store.max_dir_record_bytes = 4096;
+        store.entry(dir("tree")).unwrap();
+        let long = "d".repeat(200);
+        let mut refused = None;
+        for i in 0..100 {
+            if let Err(e) = store.entry(dir(&format!("tree/{long}{i}"))) {
+                refused = Some((i, e));
+                break;
+            }
+        }
+        let (i, err) = refused.expect("the limit never triggered");
+        assert!(
+            i > 0 && matches!(err, CopyError::TooManyDirectories(4096)),
+            "{i}: {err}"
+        );
+        assert!(store.dir_record_bytes > 4096 && store.dirs.len() == i + 1);
     }
 }

@@ -44,6 +44,13 @@ pub const MAX_COPY_NAME_BYTES: usize = 255;
 /// receiver's bookkeeping (one record per directory) against a hostile sender.
 pub const MAX_COPY_ENTRIES: u64 = 1_000_000;
 
+/// Most bytes of directory bookkeeping a receiver keeps during one copy
+/// (each directory's path, to set its mode and mtime at the end). Without
+/// it a hostile sender could make [`MAX_COPY_ENTRIES`] directories with
+/// 4 KiB paths, gigabytes of bookkeeping; 64 MiB is ~100,000 directories at
+/// typical path lengths.
+pub const MAX_COPY_DIR_RECORD_BYTES: usize = 64 * 1024 * 1024;
+
 /// Size of the file data frames a sender sends: the frame limit, so a
 /// gigabyte costs a thousand frames and the 5-byte header is noise.
 pub const FILE_CHUNK_BYTES: usize = MAX_FRAME_BYTES;
