@@ -142,7 +142,25 @@ async fn library_exec<O: AsyncWrite + Unpin>(
     Ok(())
 }
 
-async fn library_true(addr: &Address) -> anyhow::Result<Duration> {
+/// Handshake and exec `true` over an already open stream (the daemon's relay).
+pub(crate) async fn exec_true_over<T>(stream: T, peer: &str) -> anyhow::Result<()>
+where
+    T: tokio::io::AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let session = guestcomm_client::handshake(stream, peer, CLIENT_NAME, None).await?;
+    let io = ExecIo {
+        stdin: None::<tokio::io::Empty>,
+        stdout: tokio::io::sink(),
+        stderr: tokio::io::sink(),
+        input: None,
+    };
+    let status = guestcomm_client::exec(session.conn, request("true", &[]), io, |_| {}).await?;
+    ensure!(status.code == Some(0), "the command ended with {status:?}");
+    Ok(())
+}
+
+/// connect + handshake + exec `true` straight to the agent, timed.
+pub(crate) async fn library_true(addr: &Address) -> anyhow::Result<Duration> {
     let start = Instant::now();
     library_exec(addr, request("true", &[]), tokio::io::sink()).await?;
     Ok(start.elapsed())

@@ -28,6 +28,11 @@
 //!   to host, against a bare Unix socket (file -> socket pair -> file) and
 //!   `cp(1)`, every path ending with an fsync (see `copy.rs`).
 //!
+//! - **D. the daemon** (`--case daemon`, issue #4): exec `true` straight to
+//!   the agent versus through `guestcommd` (`--iterations` samples each), then
+//!   `--vms` VMs (default 1,000) heartbeating every 5 s: the daemon's CPU over
+//!   `--idle-secs` (default 30) and its RSS (see `daemon.rs`).
+//!
 //! Targets (issue #2): library exec overhead under 1 ms; library stdout
 //! throughput at least 70% of the bare socket. Both are printed as met or
 //! missed, as are the same figures for the CLI. Issue #3: each copy
@@ -36,6 +41,7 @@
 mod agent;
 mod cases;
 mod copy;
+mod daemon;
 mod report;
 mod stats;
 
@@ -111,7 +117,19 @@ struct Args {
           value_parser = positive)]
     rounds: usize,
 
-    /// Which cases to run: exec (A and B), cp (C) or all.
+    /// The daemon binary for case D [default: guestcommd next to this executable].
+    #[arg(long, value_name = "PATH")]
+    daemon: Option<PathBuf>,
+
+    /// VMs registered in case D2.
+    #[arg(long, value_name = "N", default_value_t = 1000, value_parser = positive)]
+    vms: usize,
+
+    /// Seconds of idle CPU measured in case D2.
+    #[arg(long, value_name = "SECONDS", default_value_t = 30)]
+    idle_secs: u64,
+
+    /// Which cases to run: exec (A and B), cp (C), daemon (D) or all.
     #[arg(long, value_enum, default_value_t = Case::Exec)]
     case: Case,
 
@@ -129,6 +147,8 @@ enum Case {
     Exec,
     /// C. cp of one large file each way (issue #3).
     Cp,
+    /// D. exec through guestcommd, and the daemon with many VMs (issue #4).
+    Daemon,
     /// Every case.
     All,
 }
@@ -179,10 +199,35 @@ fn run(args: Args) -> anyhow::Result<()> {
         agent.addr()
     );
 
-    if args.case != Case::Cp {
+    if matches!(args.case, Case::Exec | Case::All) {
         run_exec_cases(&args, &rt, &agent, &cli_bin)?;
     }
-    if args.case != Case::Exec {
+    if matches!(args.case, Case::Daemon | Case::All) {
+        let daemon_bin = match args.daemon.clone() {
+            Some(path) => path,
+            None => sibling("guestcommd")?,
+        };
+        eprintln!(
+            "guestcomm-bench: D. daemon, {} + {} warm-up rounds, then {} VMs for {} s",
+            args.iterations, args.warmup, args.vms, args.idle_secs
+        );
+        let d = daemon::daemon_case(
+            &rt,
+            agent.addr(),
+            &daemon_bin,
+            args.iterations,
+            args.warmup,
+            args.vms,
+            args.idle_secs,
+        )?;
+        let section = daemon::render(&Machine::probe(), args.iterations, args.warmup, &d);
+        print!("{section}");
+        if let Some(path) = &args.write {
+            report::write_section(path, &section)?;
+            eprintln!("guestcomm-bench: wrote {}", path.display());
+        }
+    }
+    if matches!(args.case, Case::Cp | Case::All) {
         eprintln!(
             "guestcomm-bench: C. cp, {} x {} rounds",
             stats::format_bytes(args.bytes),

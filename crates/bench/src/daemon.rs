@@ -1,0 +1,253 @@
+//! Case D (issue #4): what going through guestcommd costs.
+//!
+//! D1. exec round trip of `true`: connect + handshake + exec straight to the
+//!     agent (baseline) versus through the daemon (HTTP upgrade on its API
+//!     socket, policy check, relay), alternated round by round; reported as
+//!     medians and the added milliseconds. Target: under 0.5 ms added.
+//! D2. the daemon with `vms` VMs registered (all pointing at the same agent,
+//!     as the issue allows) and heartbeats every 5 s: CPU over an idle
+//!     period from /proc/PID/stat, and resident memory. Targets: under 2% of
+//!     one core, under 64 MB.
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{ensure, Context};
+use guestcomm_api::{AddVm, ApiClient, Method, NewCredentials, Vm};
+use guestcomm_transport::Address;
+use tokio::runtime::Runtime;
+
+use crate::cases::{exec_true_over, library_true, rotated};
+use crate::report::Machine;
+use crate::stats::Samples;
+
+/// The daemon's heartbeat interval in D2, as the issue states it.
+const HEARTBEAT: &str = "5s";
+/// How long the daemon may take to listen.
+const STARTUP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A running guestcommd, killed by PID on drop.
+struct DaemonGuard {
+    child: Child,
+    api: String,
+    _dir: tempfile::TempDir,
+}
+
+impl DaemonGuard {
+    fn start(binary: &Path) -> anyhow::Result<Self> {
+        let dir = tempfile::Builder::new()
+            .prefix("guestcomm-bench-daemon-")
+            .tempdir()?;
+        let socket = dir.path().join("api.sock");
+        let api = format!("unix://{}", socket.display());
+        let child = Command::new(binary)
+            .arg("--state")
+            .arg(dir.path().join("state"))
+            .args(["--api", &api, "--heartbeat-interval", HEARTBEAT])
+            .env("GUESTCOMM_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .with_context(|| {
+                format!(
+                    "failed to start {} (cargo build --release -p guestcommd)",
+                    binary.display()
+                )
+            })?;
+        let guard = Self {
+            child,
+            api,
+            _dir: dir,
+        };
+        let start = Instant::now();
+        while std::os::unix::net::UnixStream::connect(&socket).is_err() {
+            ensure!(
+                start.elapsed() < STARTUP_TIMEOUT,
+                "guestcommd did not listen within {STARTUP_TIMEOUT:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(guard)
+    }
+}
+
+impl Drop for DaemonGuard {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The figures of case D.
+pub(crate) struct DaemonFigures {
+    direct: Samples,
+    through: Samples,
+    vms: usize,
+    idle_secs: u64,
+    cpu_percent: f64,
+    rss_mib: f64,
+}
+
+#[derive(Clone, Copy)]
+enum Path2 {
+    Direct,
+    Daemon,
+}
+
+/// CPU time (user + system) of a process, from /proc/PID/stat.
+fn cpu_time(pid: u32) -> anyhow::Result<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .context("malformed stat")?
+        .1
+        .split_whitespace()
+        .collect();
+    let ticks: u64 = fields.get(11).context("no utime")?.parse::<u64>()?
+        + fields.get(12).context("no stime")?.parse::<u64>()?;
+    // SAFETY: sysconf only reads a configuration value.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    Ok(Duration::from_micros(ticks * 1_000_000 / hz))
+}
+
+fn rss_mib(pid: u32) -> anyhow::Result<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .context("no VmRSS")?;
+    Ok(kib / 1024.0)
+}
+
+/// Runs case D against the agent at `agent`.
+pub(crate) fn daemon_case(
+    rt: &Runtime,
+    agent: &Address,
+    daemon_bin: &Path,
+    iterations: usize,
+    warmup: usize,
+    vms: usize,
+    idle_secs: u64,
+) -> anyhow::Result<DaemonFigures> {
+    let daemon = DaemonGuard::start(daemon_bin)?;
+    let client = ApiClient::new(&daemon.api)?;
+    let add = |name: String| AddVm {
+        name,
+        endpoint: agent.to_string(),
+        credentials: NewCredentials::Auto,
+    };
+    rt.block_on(client.send::<_, Vm>(Method::POST, "/v1/vms", &add("bench".into())))?;
+    let mut direct = Samples::default();
+    let mut through = Samples::default();
+    for round in 0..warmup + iterations {
+        for path in rotated(&[Path2::Direct, Path2::Daemon], round) {
+            let elapsed = match path {
+                Path2::Direct => rt.block_on(library_true(agent))?,
+                Path2::Daemon => rt.block_on(async {
+                    let start = Instant::now();
+                    let stream = client.upgrade("/v1/vms/bench/connect").await?;
+                    exec_true_over(stream, "guestcommd").await?;
+                    anyhow::Ok(start.elapsed())
+                })?,
+            };
+            if round >= warmup {
+                match path {
+                    Path2::Direct => direct.push_ms(elapsed),
+                    Path2::Daemon => through.push_ms(elapsed),
+                }
+            }
+        }
+    }
+    rt.block_on(async {
+        for i in 1..vms {
+            client
+                .send::<_, Vm>(Method::POST, "/v1/vms", &add(format!("vm{i:05}")))
+                .await?;
+        }
+        anyhow::Ok(())
+    })?;
+    let pid = daemon.child.id();
+    let before = cpu_time(pid)?;
+    std::thread::sleep(Duration::from_secs(idle_secs));
+    let used = cpu_time(pid)?.saturating_sub(before);
+    Ok(DaemonFigures {
+        direct,
+        through,
+        vms,
+        idle_secs,
+        cpu_percent: 100.0 * used.as_secs_f64() / idle_secs as f64,
+        rss_mib: rss_mib(pid)?,
+    })
+}
+
+/// The Markdown section of case D.
+pub(crate) fn render(m: &Machine, iterations: usize, warmup: usize, d: &DaemonFigures) -> String {
+    let added = d.through.median() - d.direct.median();
+    let met = |ok: bool| if ok { "**met**" } else { "**missed**" };
+    let mut o = String::new();
+    let _ = writeln!(o, "<!-- bench:daemon:begin -->");
+    let _ = writeln!(
+        o,
+        "## daemon: exec through guestcommd, and 1,000 VMs heartbeating (issue #4)\n"
+    );
+    let _ = writeln!(
+        o,
+        "Written by `target/release/guestcomm-bench --case daemon --write docs/BENCHMARKS.md` \
+         (method: `crates/bench/src/daemon.rs`). Agent and daemon on the same machine, Unix sockets.\n"
+    );
+    o.push_str(&m.table());
+    let _ = writeln!(o, "### D1. exec round trip of `true`\n\n{iterations} samples per path after {warmup} warm-up rounds, alternated.\n");
+    let _ = writeln!(o, "| path | median ms | p99 ms |\n| --- | ---: | ---: |");
+    for (name, s) in [
+        ("direct: connect + handshake + exec", &d.direct),
+        (
+            "through guestcommd: upgrade + policy + relay + exec",
+            &d.through,
+        ),
+    ] {
+        let _ = writeln!(
+            o,
+            "| {name} | {:.3} | {:.3} |",
+            s.median(),
+            s.percentile(99.0)
+        );
+    }
+    let _ = writeln!(
+        o,
+        "\n### D2. {} VMs registered, heartbeat every {HEARTBEAT}\n\nCPU over {} s idle (user + system from /proc), resident memory at the end.\n",
+        d.vms, d.idle_secs
+    );
+    let _ = writeln!(
+        o,
+        "| measure | value |\n| --- | ---: |\n| CPU, % of one core | {:.2} |\n| RSS, MiB | {:.1} |",
+        d.cpu_percent, d.rss_mib
+    );
+    let _ = writeln!(
+        o,
+        "\n### Targets\n\n| target | measured | |\n| --- | ---: | --- |"
+    );
+    let _ = writeln!(
+        o,
+        "| daemon adds < 0.5 ms per exec | {added:.3} ms | {} |",
+        met(added < 0.5)
+    );
+    let _ = writeln!(
+        o,
+        "| CPU < 2% of one core with {} VMs | {:.2}% | {} |",
+        d.vms,
+        d.cpu_percent,
+        met(d.cpu_percent < 2.0)
+    );
+    let _ = writeln!(
+        o,
+        "| RSS < 64 MB with {} VMs | {:.1} MiB | {} |",
+        d.vms,
+        d.rss_mib,
+        met(d.rss_mib * 1.048576 < 64.0)
+    );
+    let _ = writeln!(o, "<!-- bench:daemon:end -->");
+    o
+}
