@@ -123,14 +123,17 @@ fn request(program: &str, args: &[&str]) -> ExecRequest {
     }
 }
 
-/// Runs `req` through the client library with stdout into `stdout`, and
+/// Runs `req` on a session past its handshake, stdout into `stdout`, and
 /// checks that it exited with 0.
-async fn library_exec<O: AsyncWrite + Unpin>(
-    addr: &Address,
+async fn exec_checked<T, O>(
+    session: guestcomm_client::Session<T>,
     req: ExecRequest,
     stdout: O,
-) -> anyhow::Result<()> {
-    let session = guestcomm_client::connect(addr, CLIENT_NAME).await?;
+) -> anyhow::Result<()>
+where
+    T: tokio::io::AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    O: AsyncWrite + Unpin,
+{
     let io = ExecIo {
         stdin: None::<tokio::io::Empty>,
         stdout,
@@ -142,21 +145,23 @@ async fn library_exec<O: AsyncWrite + Unpin>(
     Ok(())
 }
 
+/// Runs `req` straight to the agent at `addr` (connect + handshake + exec).
+async fn library_exec<O: AsyncWrite + Unpin>(
+    addr: &Address,
+    req: ExecRequest,
+    stdout: O,
+) -> anyhow::Result<()> {
+    let session = guestcomm_client::connect(addr, CLIENT_NAME).await?;
+    exec_checked(session, req, stdout).await
+}
+
 /// Handshake and exec `true` over an already open stream (the daemon's relay).
 pub(crate) async fn exec_true_over<T>(stream: T, peer: &str) -> anyhow::Result<()>
 where
     T: tokio::io::AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let session = guestcomm_client::handshake(stream, peer, CLIENT_NAME, None).await?;
-    let io = ExecIo {
-        stdin: None::<tokio::io::Empty>,
-        stdout: tokio::io::sink(),
-        stderr: tokio::io::sink(),
-        input: None,
-    };
-    let status = guestcomm_client::exec(session.conn, request("true", &[]), io, |_| {}).await?;
-    ensure!(status.code == Some(0), "the command ended with {status:?}");
-    Ok(())
+    exec_checked(session, request("true", &[]), tokio::io::sink()).await
 }
 
 /// connect + handshake + exec `true` straight to the agent, timed.

@@ -151,22 +151,9 @@ impl AgentAt {
 
     /// Same, with extra agent arguments.
     pub fn start_with(socket: &Path, extra: &[&str]) -> Self {
-        let child = Command::new(bin("guestcomm-agent"))
-            .arg("--listen")
-            .arg(format!("unix://{}", socket.display()))
-            .args(extra)
-            .env("GUESTCOMM_LOG", "warn")
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("spawn guestcomm-agent");
-        let agent = AgentAt { child };
-        assert!(
-            wait_until(STARTUP_DEADLINE, || {
-                std::os::unix::net::UnixStream::connect(socket).is_ok()
-            }),
-            "the agent did not start listening"
-        );
-        agent
+        AgentAt {
+            child: super::spawn_agent(socket, extra),
+        }
     }
 }
 

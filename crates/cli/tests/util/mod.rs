@@ -34,6 +34,25 @@ pub fn bin(name: &str) -> PathBuf {
     path
 }
 
+/// Starts `guestcomm-agent` listening on `socket` and waits until it accepts.
+pub fn spawn_agent(socket: &Path, extra: &[&str]) -> Child {
+    let child = Command::new(bin("guestcomm-agent"))
+        .arg("--listen")
+        .arg(format!("unix://{}", socket.display()))
+        .args(extra)
+        .env("GUESTCOMM_LOG", "warn")
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("spawn guestcomm-agent");
+    assert!(
+        wait_until(STARTUP_DEADLINE, || {
+            std::os::unix::net::UnixStream::connect(socket).is_ok()
+        }),
+        "the agent did not start listening"
+    );
+    child
+}
+
 /// A running agent, killed (by PID) and reaped when dropped.
 pub struct Agent {
     pub child: Child,
@@ -51,24 +70,8 @@ impl Agent {
     pub fn start_with(extra: &[&str]) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let socket = dir.path().join("agent.sock");
-        let child = Command::new(bin("guestcomm-agent"))
-            .arg("--listen")
-            .arg(format!("unix://{}", socket.display()))
-            .args(extra)
-            .env("GUESTCOMM_LOG", "warn")
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("spawn guestcomm-agent");
-        let agent = Agent { child, dir, socket };
-        let deadline = Instant::now() + STARTUP_DEADLINE;
-        while std::os::unix::net::UnixStream::connect(&agent.socket).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "the agent did not start listening"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        agent
+        let child = spawn_agent(&socket, extra);
+        Agent { child, dir, socket }
     }
 
     /// The agent's address for the CLI.
