@@ -47,6 +47,7 @@ use tokio::sync::mpsc;
 use crate::hashing::Hashing;
 use crate::path::{check_target, components};
 use crate::temp::{TempFile, TEMP_COUNTER};
+use crate::writeback::Writeback;
 use crate::{CopyError, Progress};
 
 /// How long the receiver waits, after its last frame, for the sender to
@@ -208,6 +209,7 @@ struct Current {
     shown: PathBuf,
     received: u64,
     hasher: Hashing,
+    writeback: Writeback,
 }
 
 /// The destination, fixed by the first (root) entry.
@@ -378,6 +380,7 @@ impl Store {
                         shown,
                         received,
                         hasher,
+                        writeback: Writeback::from(received),
                     });
                 }
             }
@@ -512,6 +515,7 @@ impl Store {
             .map_err(|e| CopyError::fs("write", &cur.shown, e))?;
         cur.hasher.update(body);
         cur.received = received;
+        cur.writeback.advance(&cur.temp.file, received);
         Ok(())
     }
 
