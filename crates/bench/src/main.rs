@@ -26,7 +26,8 @@
 //! - **C. `cp` of one file of `--bytes` each way** (`--case cp`, issue #3),
 //!   `--rounds` samples per path: library and CLI, host to guest and guest
 //!   to host, against a bare Unix socket (file -> socket pair -> file) and
-//!   `cp(1)`, every path ending with an fsync (see `copy.rs`).
+//!   `cp(1)`, every path ending with an fsync (see `copy.rs`); and, when
+//!   `qemu-ga` is installed, its guest-file-write/read path on the same file.
 //!
 //! - **D. the daemon** (`--case daemon`, issue #4): exec `true` straight to
 //!   the agent versus through `guestcommd` (`--iterations` samples each), then
@@ -36,12 +37,13 @@
 //! Targets (issue #2): library exec overhead under 1 ms; library stdout
 //! throughput at least 70% of the bare socket. Both are printed as met or
 //! missed, as are the same figures for the CLI. Issue #3: each copy
-//! direction at least 70% of the bare socket.
+//! direction at least 70% of the bare socket, and over 20 times qemu-ga's.
 
 mod agent;
 mod cases;
 mod copy;
 mod daemon;
+mod qga;
 mod report;
 mod stats;
 
@@ -233,7 +235,21 @@ fn run(args: Args) -> anyhow::Result<()> {
             stats::format_bytes(args.bytes),
             args.rounds
         );
-        let c = copy::copy_throughput(&rt, agent.addr(), &cli_bin, args.bytes, args.rounds)?;
+        let qga = match qga::find() {
+            Some(program) => Some(qga::QgaAgent::start(&program)?),
+            None => {
+                eprintln!("guestcomm-bench: qemu-ga not installed: its rows are left out");
+                None
+            }
+        };
+        let c = copy::copy_throughput(
+            &rt,
+            agent.addr(),
+            &cli_bin,
+            qga.as_ref(),
+            args.bytes,
+            args.rounds,
+        )?;
         let section = report::render_cp(&Machine::probe(), args.bytes, args.rounds, &c);
         print!("{section}");
         if let Some(path) = &args.write {
