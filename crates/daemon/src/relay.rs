@@ -199,20 +199,49 @@ impl Refusal {
 /// Passes when service `id` is registered and its effective state on `vm`
 /// is Enabled: the policy check of every relayed connection.
 pub(crate) async fn admit(state: &State, vm: &VmRow, id: ServiceId) -> Result<(), Refusal> {
+    admit_each(state, vm, vec![id]).await.map_err(|(r, _)| r)
+}
+
+/// [`admit`] for several services in one trip to the store (a relayed
+/// request pays one blocking-thread hand-off, not one per service); the
+/// first refusal, in order, with the service it concerns.
+async fn admit_each(
+    state: &State,
+    vm: &VmRow,
+    ids: Vec<ServiceId>,
+) -> Result<(), (Refusal, ServiceId)> {
     let vm_id = vm.id;
-    let looked_up = state
-        .db(move |s| Ok((s.service(id)?, s.vm_policy(id, vm_id)?)))
-        .await;
-    let (service, policy) = match looked_up {
-        Ok(found) => found,
-        Err(StoreError::UnknownService(_)) => return Err(Refusal::Unknown),
-        Err(e) => return Err(Refusal::Store(e)),
+    let Some(&first) = ids.first() else {
+        return Ok(());
     };
-    let effective = effective_on(vm, &service, policy);
-    if effective == Policy::Disabled {
-        return Err(Refusal::Disabled {
-            element_name: service.element_name,
-        });
+    let looked_up = state
+        .db(move |s| {
+            Ok(ids
+                .into_iter()
+                .map(|id| {
+                    (
+                        id,
+                        s.service(id)
+                            .and_then(|row| Ok((row, s.vm_policy(id, vm_id)?))),
+                    )
+                })
+                .collect::<Vec<_>>())
+        })
+        .await;
+    let looked_up = match looked_up {
+        Ok(found) => found,
+        Err(e) => return Err((Refusal::Store(e), first)),
+    };
+    for (id, found) in looked_up {
+        let (service, policy) = match found {
+            Ok(found) => found,
+            Err(StoreError::UnknownService(_)) => return Err((Refusal::Unknown, id)),
+            Err(e) => return Err((Refusal::Store(e), id)),
+        };
+        if effective_on(vm, &service, policy) == Policy::Disabled {
+            let element_name = service.element_name;
+            return Err((Refusal::Disabled { element_name }, id));
+        }
     }
     Ok(())
 }
@@ -221,13 +250,8 @@ pub(crate) async fn admit(state: &State, vm: &VmRow, id: ServiceId) -> Result<()
 /// connection goes through the agent's own service (its port), so that one
 /// must be enabled too, then the service the request names.
 async fn check(state: &State, vm: &VmRow, request: &GcRequest) -> Result<(), ErrorFrame> {
-    let agent = BuiltinService::Agent.id();
-    let admitted = match admit(state, vm, agent).await {
-        Ok(()) => admit(state, vm, request.service)
-            .await
-            .map_err(|r| (r, request.service)),
-        Err(refusal) => Err((refusal, agent)),
-    };
+    let ids = vec![BuiltinService::Agent.id(), request.service];
+    let admitted = admit_each(state, vm, ids).await;
     admitted.map_err(|(refusal, service)| {
         let code = match refusal {
             Refusal::Unknown => ErrorCode::UnknownService,
