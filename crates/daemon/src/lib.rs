@@ -3,6 +3,7 @@
 //!
 //! ```text
 //! API (api, relay) -> policy (effective state) -> store (SQLite)
+//!                  -> spare (warm agent connections)
 //!                  -> guestcomm_client -> transport -> agent
 //! health: a monitor task probing every VM's agent
 //! ```
@@ -17,6 +18,7 @@ pub mod health;
 pub mod limits;
 pub mod policy;
 pub mod relay;
+pub mod spare;
 pub mod store;
 
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
@@ -41,6 +43,8 @@ pub struct State {
     pub relays: Arc<tokio::sync::Semaphore>,
     /// Signalled after every change of VMs, registrations or policies.
     pub changed: tokio::sync::Notify,
+    /// Warm, authenticated agent connections of recently used VMs.
+    pub spares: Arc<spare::Spares>,
 }
 
 impl State {
@@ -51,6 +55,7 @@ impl State {
             health: HealthMap::default(),
             relays: Arc::new(tokio::sync::Semaphore::new(limits::MAX_RELAYS)),
             changed: tokio::sync::Notify::new(),
+            spares: Arc::default(),
         }
     }
 
@@ -81,6 +86,8 @@ pub struct Config {
     pub heartbeat_interval: Option<Duration>,
     /// Health probes in flight at once.
     pub max_concurrent_probes: usize,
+    /// Keep a warm agent connection for recently used VMs (module `spare`).
+    pub warm_connections: bool,
 }
 
 /// Why the daemon could not start.
@@ -143,7 +150,11 @@ impl Daemon {
             std::fs::Permissions::from_mode(limits::API_SOCKET_MODE),
         )
         .map_err(|e| StartError::Listen(name, e))?;
-        let state = Arc::new(State::new(store));
+        let mut state = State::new(store);
+        if !config.warm_connections {
+            state.spares = Arc::new(spare::Spares::disabled());
+        }
+        let state = Arc::new(state);
         Ok(Self {
             state,
             listener,

@@ -4,7 +4,8 @@
 //! ```text
 //! CLI                        guestcommd                         agent
 //!  | POST .../connect  ------> VM known? (404)                    |
-//!  |  Upgrade: guestcomm       connect + handshake --------------> |  (502 if unreachable)
+//!  |  Upgrade: guestcomm       connect + handshake --------------> |  (502 if unreachable;
+//!  |                           (or a warm spare, module spare)     |   spare refilled)
 //!  | <------ 101 Switching Protocols                               |
 //!  | -- hello ---------------> | answered with the agent's         |
 //!  | <- welcome -------------- |   features and name               |
@@ -58,12 +59,17 @@ pub async fn connect(
         .endpoint
         .parse()
         .map_err(|e| Error::BadRequest(handshake::error_chain(&e)))?;
-    let agent = guestcomm_client::connect_with(&addr, crate::DAEMON_NAME, vm.psk.as_ref())
-        .await
-        .map_err(|source| Error::Agent {
-            vm: vm.name.clone(),
-            source,
-        })?;
+    let agent = match state.spares.take(&vm) {
+        Some(spare) => AgentConn::Spare(spare, addr),
+        None => AgentConn::Fresh(
+            guestcomm_client::connect_with(&addr, crate::DAEMON_NAME, vm.psk.as_ref())
+                .await
+                .map_err(|source| Error::Agent {
+                    vm: vm.name.clone(),
+                    source,
+                })?,
+        ),
+    };
     let upgrade = hyper::upgrade::on(&mut req);
     let span = tracing::info_span!("relay", vm = %vm.name);
     tokio::spawn(
@@ -117,16 +123,71 @@ pub(crate) fn switching_protocols() -> Result<Response, Error> {
         .map_err(|e| Error::Internal(e.to_string()))
 }
 
+/// The agent connection a relay starts with.
+enum AgentConn {
+    /// Made for this operation.
+    Fresh(Session<Stream>),
+    /// A warm spare (module `spare`) and the address to connect to anew if
+    /// the agent turns out to have closed it meanwhile.
+    Spare(Session<Stream>, Address),
+}
+
+impl AgentConn {
+    fn session(&self) -> &Session<Stream> {
+        match self {
+            Self::Fresh(session) | Self::Spare(session, _) => session,
+        }
+    }
+}
+
+/// Sends the admitted request to the agent. A spare that the agent closed
+/// since it was checked (a restart) fails the write at once: then one fresh
+/// connection is tried, so a warm spare never costs an operation.
+async fn forward(
+    agent: AgentConn,
+    vm: &VmRow,
+    request: GcRequest,
+) -> Result<FramedConn<Stream>, ErrorFrame> {
+    let failed = |e: &dyn std::error::Error| {
+        let message = format!(
+            "the agent of VM {} failed: {}",
+            vm.name,
+            handshake::error_chain(e)
+        );
+        ErrorFrame::new(ErrorCode::Io, message)
+    };
+    let (mut conn, retry) = match agent {
+        AgentConn::Fresh(session) => (session.conn, None),
+        AgentConn::Spare(session, addr) => (session.conn, Some(addr)),
+    };
+    let sent = conn
+        .send(Frame::Control(Control::Request(request.clone())))
+        .await;
+    match (sent, retry) {
+        (Ok(()), _) => Ok(conn),
+        (Err(e), None) => Err(failed(&e)),
+        (Err(e), Some(addr)) => {
+            debug!(error = %handshake::error_chain(&e), "spare connection was closed; connecting anew");
+            let session =
+                guestcomm_client::connect_with(&addr, crate::DAEMON_NAME, vm.psk.as_ref())
+                    .await
+                    .map_err(|e| failed(&e))?;
+            Box::pin(forward(AgentConn::Fresh(session), vm, request)).await
+        }
+    }
+}
+
 /// Handshake with the CLI, policy check of its request, then the byte relay.
-async fn relay<T>(state: Arc<State>, vm: VmRow, agent: Session<Stream>, client: T)
+async fn relay<T>(state: Arc<State>, vm: VmRow, agent: AgentConn, client: T)
 where
     T: AsyncRead + AsyncWrite + Unpin + Send,
 {
+    let welcome = &agent.session().welcome;
     let mut client = Framed::new(client, FrameCodec::new());
     let offer = ServerOffer {
-        features: agent.welcome.features.clone(),
+        features: welcome.features.clone(),
         auth: vec![AUTH_NONE.into()],
-        agent: agent.welcome.agent.clone(),
+        agent: welcome.agent.clone(),
         // The caller came through the API socket, identified by SO_PEERCRED;
         // keys are between the daemon and the agent.
         psk: None,
@@ -144,22 +205,18 @@ where
         return refuse(&mut client, frame).await;
     }
     let service = request.service;
-    let mut agent_conn = agent.conn;
-    if let Err(e) = agent_conn
-        .send(Frame::Control(Control::Request(request)))
-        .await
-    {
-        let message = format!(
-            "the agent of VM {} failed: {}",
-            vm.name,
-            handshake::error_chain(&e)
-        );
-        return refuse(&mut client, ErrorFrame::new(ErrorCode::Io, message)).await;
-    }
+    let agent_conn = match forward(agent, &vm, request).await {
+        Ok(conn) => conn,
+        Err(frame) => return refuse(&mut client, frame).await,
+    };
     debug!(%service, "relaying");
     if let Err(e) = pump(client, agent_conn).await {
         debug!(error = %e, "relay ended with an error");
     }
+    // The agent served this operation: the next one on this VM gets a warm
+    // connection. Made now, not while relaying, so that it does not compete
+    // with the operation for the CPU.
+    state.spares.refill(vm, crate::DAEMON_NAME);
 }
 
 /// Sends a final error frame to the CLI (best effort).
