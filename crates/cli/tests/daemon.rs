@@ -229,10 +229,8 @@ fn an_agent_restart_between_two_execs_costs_no_failure() {
     // The first exec leaves a warm spare connection to the agent; the
     // restart closes it; the second exec must still succeed.
     let d = Daemon::start("off");
+    let (agent, _) = d.agent_vm("web1");
     let agent_sock = d.dir.path().join("agent.sock");
-    let endpoint = format!("unix://{}", agent_sock.display());
-    let agent = AgentAt::start(&agent_sock);
-    d.ok(&["vm", "add", "web1", "--endpoint", &endpoint]);
     assert_eq!(d.ok(&["exec", "web1", "--", "echo", "one"]), "one\n");
     // Let the spare be made before the agent goes.
     std::thread::sleep(std::time::Duration::from_millis(300));
