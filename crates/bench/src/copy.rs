@@ -145,7 +145,7 @@ pub(crate) fn copy_throughput(
 }
 
 /// Writes `bytes` of incompressible data (a random MiB, varied per block).
-fn make_file(path: &Path, bytes: u64) -> anyhow::Result<()> {
+pub(crate) fn make_file(path: &Path, bytes: u64) -> anyhow::Result<()> {
     let mut block = vec![0u8; FILE_CHUNK_BYTES];
     let mut x = 0x9e37_79b9_7f4a_7c15u64;
     for chunk in block.chunks_mut(8) {

@@ -38,14 +38,33 @@ const SETTLE: Duration = Duration::from_millis(3);
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A running guestcommd, killed by PID on drop.
-struct DaemonGuard {
+pub(crate) struct DaemonGuard {
     child: Child,
-    api: String,
+    pub(crate) api: String,
     _dir: tempfile::TempDir,
 }
 
 impl DaemonGuard {
-    fn start(binary: &Path, extra: &[&str]) -> anyhow::Result<Self> {
+    /// Adds VM `name` at `endpoint` (the daemon makes no key: none needed
+    /// for an agent without credentials).
+    pub(crate) async fn add_vm(
+        &self,
+        client: &ApiClient,
+        name: &str,
+        endpoint: &str,
+    ) -> anyhow::Result<()> {
+        let vm = AddVm {
+            name: name.into(),
+            endpoint: endpoint.into(),
+            credentials: NewCredentials::Auto,
+        };
+        client.send::<_, Vm>(Method::POST, "/v1/vms", &vm).await?;
+        Ok(())
+    }
+
+    /// Starts `binary` with a state directory and API socket of its own,
+    /// plus `extra` arguments, and waits until it listens.
+    pub(crate) fn start(binary: &Path, extra: &[&str]) -> anyhow::Result<Self> {
         let dir = tempfile::Builder::new()
             .prefix("guestcomm-bench-daemon-")
             .tempdir()?;
@@ -124,13 +143,14 @@ fn cpu_time(pid: u32) -> anyhow::Result<Duration> {
     Ok(Duration::from_micros(ticks * 1_000_000 / hz))
 }
 
-fn rss_mib(pid: u32) -> anyhow::Result<f64> {
+/// A memory figure of a process from /proc/PID/status (`VmRSS`, `VmHWM`), in MiB.
+pub(crate) fn status_mib(pid: u32, field: &str) -> anyhow::Result<f64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     let kib: f64 = status
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .context("no VmRSS")?;
+        .with_context(|| format!("no {field} in /proc/{pid}/status"))?;
     Ok(kib / 1024.0)
 }
 
@@ -205,7 +225,7 @@ pub(crate) fn daemon_case(
         vms,
         idle_secs,
         cpu_percent: 100.0 * used.as_secs_f64() / idle_secs as f64,
-        rss_mib: rss_mib(pid)?,
+        rss_mib: status_mib(pid, "VmRSS")?,
     })
 }
 
@@ -286,4 +306,18 @@ pub(crate) fn render(m: &Machine, iterations: usize, warmup: usize, d: &DaemonFi
     );
     let _ = writeln!(o, "<!-- bench:daemon:end -->");
     o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_figures_come_from_proc_status() {
+        let pid = std::process::id();
+        let rss = status_mib(pid, "VmRSS").unwrap();
+        let peak = status_mib(pid, "VmHWM").unwrap();
+        assert!(rss > 0.0 && peak >= rss, "rss {rss} peak {peak}");
+        assert!(status_mib(pid, "NoSuchField").is_err());
+    }
 }

@@ -1,7 +1,9 @@
 //! The QEMU guest agent as a comparison point: `qemu-ga` started on a Unix
 //! socket in a temporary directory (`-m unix-listen`), and a minimal client
 //! of its JSON protocol for the file commands (`guest-file-open`,
-//! `guest-file-write`/`guest-file-read` with base64 bodies, `guest-file-close`).
+//! `guest-file-write`/`guest-file-read` with base64 bodies, `guest-file-close`)
+//! and for running a program (`guest-exec`, then `guest-exec-status` until it
+//! has exited: qemu-ga returns output only then, base64, at most 16 MiB).
 //!
 //! Used only when `qemu-ga` is installed (Debian: `qemu-guest-agent`); the
 //! bench installs nothing itself.
@@ -35,6 +37,9 @@ pub(crate) fn find() -> Option<PathBuf> {
         .chain(QGA_CANDIDATES.iter().map(PathBuf::from))
         .find(|p| p.is_file())
 }
+
+/// Most output qemu-ga captures for `guest-exec` (its `GUEST_EXEC_MAX_OUTPUT`).
+pub(crate) const QGA_MAX_OUTPUT_BYTES: u64 = 16 * 1024 * 1024;
 
 /// A `qemu-ga` process of ours, killed (by PID) and reaped on drop.
 pub(crate) struct QgaAgent {
@@ -91,6 +96,13 @@ impl QgaAgent {
     }
 }
 
+impl QgaAgent {
+    /// The process ID, for its memory figures.
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
 impl Drop for QgaAgent {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -134,6 +146,40 @@ impl QgaClient {
             bail!("qemu-ga's file handle is not a number: {handle}");
         }
         Ok(handle)
+    }
+
+    /// Runs `path args` with `guest-exec` and polls `guest-exec-status`
+    /// (without pause, qemu-ga's best case) until it exits; returns the
+    /// decoded stdout length when `capture` is set, else 0.
+    pub(crate) fn exec(&mut self, path: &str, args: &[&str], capture: bool) -> anyhow::Result<u64> {
+        let started = self.call(
+            "guest-exec",
+            json!({ "path": path, "arg": args, "capture-output": capture }),
+        )?;
+        let pid = started
+            .get("pid")
+            .and_then(Value::as_i64)
+            .context("qemu-ga's guest-exec answer has no pid")?;
+        let deadline = Instant::now() + Duration::from_secs(600);
+        loop {
+            let status = self.call("guest-exec-status", json!({ "pid": pid }))?;
+            if status.get("exited").and_then(Value::as_bool) == Some(true) {
+                if status.get("out-truncated").and_then(Value::as_bool) == Some(true) {
+                    bail!("qemu-ga truncated the output of {path}");
+                }
+                let out = match status.get("out-data").and_then(Value::as_str) {
+                    Some(data) => BASE64
+                        .decode(data)
+                        .context("qemu-ga sent invalid base64")?
+                        .len() as u64,
+                    None => 0,
+                };
+                return Ok(out);
+            }
+            if Instant::now() > deadline {
+                bail!("{path} did not exit under qemu-ga within 10 minutes");
+            }
+        }
     }
 
     /// Host to guest: `src` (local) written to `dst` through qemu-ga.
