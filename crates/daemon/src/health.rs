@@ -5,7 +5,9 @@
 //! Msvm_GuestService.Status: "No Contact" until the first answer, "OK"
 //! while the agent answers, "Lost Comm" once it stops. Each round waits for
 //! its probes (so rounds never pile up), and a semaphore bounds how many
-//! run at once. Transitions are logged.
+//! run at once. Transitions are logged. When an agent answers after not
+//! answering (or while its key-value pool waits for delivery), the pool is
+//! pushed to it.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -41,8 +43,9 @@ impl HealthMap {
         map.get(&vm).cloned().unwrap_or_else(no_contact)
     }
 
-    /// Records a probe result and logs a change of status.
-    pub fn record(&self, vm: &VmRow, result: Result<(Duration, String), String>) {
+    /// Records a probe result and logs a change of status; true when the
+    /// agent answered after not answering (or for the first time).
+    pub fn record(&self, vm: &VmRow, result: Result<(Duration, String), String>) -> bool {
         let mut map = self.0.write().unwrap_or_else(|e| e.into_inner());
         let entry = map.entry(vm.id).or_insert_with(no_contact);
         let before = entry.status.clone();
@@ -69,6 +72,7 @@ impl HealthMap {
                 warn!(vm = %vm.name, from = %before, to = %entry.status, error, "agent health changed");
             }
         }
+        entry.status != before && entry.status == OK
     }
 
     /// Forgets VMs that are no longer in the inventory.
@@ -128,7 +132,12 @@ pub async fn monitor(state: Arc<State>, interval: Duration, max_concurrent: usiz
             let state = state.clone();
             round.spawn(async move {
                 let result = probe(&vm.endpoint, vm.psk.as_ref()).await;
-                state.health.record(&vm, result);
+                let answered = result.is_ok();
+                let came_back = state.health.record(&vm, result);
+                if answered {
+                    // Deliver what the agent missed.
+                    crate::integration::push_if_needed(&state, &vm, came_back).await;
+                }
                 drop(permit);
             });
         }

@@ -4,7 +4,9 @@
 //! ```text
 //! API (api, relay) -> policy (effective state) -> store (SQLite)
 //!                  -> guestcomm_client -> transport -> agent
-//! health: a monitor task probing every VM's agent
+//! integration: guest info, time, key-value pools, shutdown, freeze by VM name
+//! health: a monitor task probing every VM's agent (and delivering pending
+//!         key-value pools when an agent answers again)
 //! ```
 //!
 //! [`Daemon::bind`] opens the state and the API socket; [`Daemon::run`]
@@ -14,6 +16,7 @@ pub mod api;
 pub mod broker;
 pub mod guest;
 pub mod health;
+pub mod integration;
 pub mod limits;
 pub mod policy;
 pub mod relay;
