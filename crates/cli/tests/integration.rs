@@ -286,3 +286,65 @@ fn freeze_thaw_and_status_with_a_simulated_freezer() {
         "expected 1 to 600",
     );
 }
+
+#[test]
+fn integration_services_are_management_objects_and_a_disabled_one_is_refused() {
+    let d = Daemon::start("off");
+    d.ok(&[
+        "vm",
+        "add",
+        "web1",
+        "--endpoint",
+        "unix:///nonexistent/a.sock",
+    ]);
+    d.ok(&["service", "disable", "shutdown", "--vm", "web1"]);
+    // Refused by policy before any connection to the (absent) agent.
+    let out = d.run(&["shutdown", "web1"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("guestcomm Shutdown") && err.contains("disabled for VM web1"),
+        "{err}"
+    );
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let client = guestcomm_api::ApiClient::new(&d.api()).unwrap();
+    let objects: Value = rt
+        .block_on(client.get("/v1/vms/web1/integration-services"))
+        .unwrap();
+    let class_of = |class: &str| {
+        objects
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|o| o["CreationClassName"] == class)
+            .unwrap_or_else(|| panic!("no {class} in {objects}"))
+            .clone()
+    };
+    assert_eq!(class_of("Guestcomm_ShutdownService")["EnabledState"], 3);
+    let kvp = class_of("Guestcomm_KvpExchangeService");
+    assert_eq!(kvp["EnabledState"], 2);
+    assert_eq!(kvp["Name"], "00004746-facb-11e6-bd58-64006a7986d3");
+    for class in [
+        "Guestcomm_TimeSyncService",
+        "Guestcomm_GuestInfoService",
+        "Guestcomm_FsFreezeService",
+    ] {
+        class_of(class);
+    }
+    let doc: Value = rt.block_on(client.get("/openapi.json")).unwrap();
+    for path in [
+        "/v1/vms/{name}/info",
+        "/v1/vms/{name}/time",
+        "/v1/vms/{name}/time/sync",
+        "/v1/vms/{name}/kvp/{pool}",
+        "/v1/vms/{name}/kvp/{pool}/{key}",
+        "/v1/vms/{name}/shutdown",
+        "/v1/vms/{name}/fs",
+        "/v1/vms/{name}/fs/freeze",
+        "/v1/vms/{name}/fs/thaw",
+        "/v1/vms/{name}/integration-services",
+    ] {
+        assert!(doc["paths"][path].is_object(), "{path} undocumented");
+    }
+}

@@ -225,6 +225,10 @@ pub fn router(state: Arc<State>) -> Router {
         .route("/v1/vms/{name}/connect", post(crate::relay::connect))
         .route("/v1/vms/{name}/credentials", get(vm_credentials))
         .route("/v1/vms/{name}/services", get(vm_services))
+        .route(
+            "/v1/vms/{name}/integration-services",
+            get(integration_services),
+        )
         .route("/v1/vms/{name}/info", get(integration::info))
         .route("/v1/vms/{name}/time", get(integration::time))
         .route("/v1/vms/{name}/time/sync", post(integration::time_sync))
@@ -523,6 +527,24 @@ async fn instances(
             policy::instance(&service, &vm, policy, &state.health.get(vm.id))
         })
         .collect())
+}
+
+/// `GET /v1/vms/{name}/integration-services`: the VM's integration services
+/// as objects of guestcomm's Msvm_GuestService subclasses.
+async fn integration_services(
+    AxumState(state): AxumState<Arc<State>>,
+    Path(name): Path<String>,
+) -> Result<Json<Vec<GuestCommunicationService>>, Error> {
+    let all = instances(&state, Some(name)).await?;
+    Ok(Json(
+        all.into_iter()
+            .filter_map(|mut instance| {
+                let builtin = instance.name.parse::<ServiceId>().ok()?.builtin()?;
+                instance.creation_class_name = policy::integration_class(builtin)?.into();
+                Some(instance)
+            })
+            .collect(),
+    ))
 }
 
 async fn vm_services(
