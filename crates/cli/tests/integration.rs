@@ -348,3 +348,26 @@ fn integration_services_are_management_objects_and_a_disabled_one_is_refused() {
         assert!(doc["paths"][path].is_object(), "{path} undocumented");
     }
 }
+
+#[test]
+fn the_daemons_periodic_time_sync_steps_a_clock_that_is_off() {
+    let d = Daemon::start_with("200ms", &["--time-sync-interval", "300ms"]);
+    let socket = d.dir.path().join("agent.sock");
+    let _agent = AgentAt::start_with(&socket, &["--simulated-clock-offset", "-7200"]);
+    d.ok(&[
+        "vm",
+        "add",
+        "web1",
+        "--endpoint",
+        &format!("unix://{}", socket.display()),
+    ]);
+    let offset_s = || {
+        let report = d.json(&["time", "web1"]);
+        report["offset_ns"].as_i64().unwrap() as f64 / 1e9
+    };
+    assert!(
+        wait_until(POLL_DEADLINE, || offset_s().abs() < 60.0),
+        "the periodic sync never stepped the clock: offset {} s",
+        offset_s()
+    );
+}

@@ -14,6 +14,7 @@
 //! health monitor next sees it come back (see [`crate::health`]).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Path, Query, State as AxumState};
@@ -122,37 +123,105 @@ async fn time_report(
     }
     let vm = state.db(move |s| s.vm(&name)).await?;
     admit_service(state, &vm, BuiltinService::Time).await?;
-    let open = || async {
-        session(&vm).await.map_err(|e| match e {
-            Error::Agent { source, .. } => TimeFailure::Connect(source),
-            other => TimeFailure::Other(other.to_string()),
-        })
-    };
-    let report = if sync {
-        ops::sync_time(open, samples).await
+    if sync {
+        ops::sync_time(time_session(&vm), samples).await
     } else {
-        ops::measure_time(open, samples).await
-    };
-    report.map_err(|e| match e {
-        TimeFailure::Call(e) => call_error(&vm, e),
-        TimeFailure::Connect(source) => Error::Agent {
-            vm: vm.name.clone(),
-            source,
-        },
-        TimeFailure::Other(text) => Error::Internal(text),
-    })
+        ops::measure_time(time_session(&vm), samples).await
+    }
+    .map_err(|e| e.into_error(&vm))
 }
 
 /// What can fail while sampling the guest clock.
 enum TimeFailure {
+    /// The agent refused or failed.
     Call(CallError),
-    Connect(guestcomm_client::ClientError),
-    Other(String),
+    /// The agent could not be reached.
+    Session(Error),
 }
 
 impl From<CallError> for TimeFailure {
     fn from(e: CallError) -> Self {
         Self::Call(e)
+    }
+}
+
+impl TimeFailure {
+    fn into_error(self, vm: &VmRow) -> Error {
+        match self {
+            Self::Call(e) => call_error(vm, e),
+            Self::Session(e) => e,
+        }
+    }
+}
+
+/// A session for one time sample.
+type SampleSession<'a> = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<Session<Stream>, TimeFailure>> + Send + 'a>,
+>;
+
+/// Opens one session per time sample.
+fn time_session<'a>(vm: &'a VmRow) -> impl FnMut() -> SampleSession<'a> + 'a {
+    move || Box::pin(async move { session(vm).await.map_err(TimeFailure::Session) })
+}
+
+/// How far a guest clock may be from the host's before the periodic sync
+/// steps it: below this, a step would only add jitter.
+const PERIODIC_SYNC_TOLERANCE_NS: u64 = 1_000_000;
+
+/// Bound of one VM's periodic sync (a dozen connections at most).
+const PERIODIC_SYNC_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Steps `vm`'s clock if it is off by more than the tolerance (or the
+/// measurement's uncertainty); returns the offset found and whether it stepped.
+async fn sync_if_off(vm: &VmRow) -> Result<(i64, bool), Error> {
+    let before = ops::measure_time(time_session(vm), DEFAULT_TIME_SAMPLES)
+        .await
+        .map_err(|e| e.into_error(vm))?;
+    let tolerance = (before.rtt_ns / 2).max(PERIODIC_SYNC_TOLERANCE_NS);
+    if before.offset_ns.unsigned_abs() <= tolerance {
+        return Ok((before.offset_ns, false));
+    }
+    ops::sync_time(time_session(vm), DEFAULT_TIME_SAMPLES)
+        .await
+        .map_err(|e| e.into_error(vm))?;
+    Ok((before.offset_ns, true))
+}
+
+/// The daemon's optional periodic time sync (`guestcommd
+/// --time-sync-interval`): every interval, each VM whose agent the health
+/// monitor sees answering and whose time service is enabled gets its clock
+/// stepped when it is off. One VM at a time, each bounded.
+pub async fn time_sync_loop(state: Arc<State>, interval: Duration) {
+    let mut ticks = tokio::time::interval(interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        let vms = match state.db(|s| s.vms()).await {
+            Ok(vms) => vms,
+            Err(e) => {
+                warn!(error = %error_chain(&e), "time sync cannot list VMs");
+                continue;
+            }
+        };
+        for vm in vms {
+            if state.health.get(vm.id).status != crate::health::OK
+                || admit_service(&state, &vm, BuiltinService::Time)
+                    .await
+                    .is_err()
+            {
+                continue;
+            }
+            match tokio::time::timeout(PERIODIC_SYNC_TIMEOUT, sync_if_off(&vm)).await {
+                Ok(Ok((offset_ns, true))) => {
+                    info!(vm = %vm.name, offset_ns, "guest clock stepped by the periodic time sync")
+                }
+                Ok(Ok((_, false))) => {}
+                Ok(Err(e)) => {
+                    warn!(vm = %vm.name, error = %error_chain(&e), "periodic time sync failed")
+                }
+                Err(_) => warn!(vm = %vm.name, "periodic time sync timed out"),
+            }
+        }
     }
 }
 

@@ -84,6 +84,8 @@ pub struct Config {
     pub heartbeat_interval: Option<Duration>,
     /// Health probes in flight at once.
     pub max_concurrent_probes: usize,
+    /// Interval of the periodic guest clock sync; `None`: off (the default).
+    pub time_sync_interval: Option<Duration>,
 }
 
 /// Why the daemon could not start.
@@ -170,12 +172,18 @@ impl Daemon {
                 config.max_concurrent_probes,
             ))
         });
+        let time_sync = config
+            .time_sync_interval
+            .map(|interval| tokio::spawn(integration::time_sync_loop(state.clone(), interval)));
         let listeners = tokio::spawn(guest::reconcile(state.clone()));
         tracing::info!(api = %config.api_socket.display(), state = %config.state_dir.display(), "serving");
         let app = api::router(state).into_make_service_with_connect_info::<api::Caller>();
         let served = axum::serve(listener, app).await;
         if let Some(monitor) = monitor {
             monitor.abort();
+        }
+        if let Some(time_sync) = time_sync {
+            time_sync.abort();
         }
         listeners.abort();
         served

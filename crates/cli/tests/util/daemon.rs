@@ -14,11 +14,17 @@ pub struct Daemon {
     pub dir: tempfile::TempDir,
     pub socket: PathBuf,
     heartbeat: String,
+    extra: Vec<String>,
 }
 
 impl Daemon {
     /// Starts guestcommd; `heartbeat` is its `--heartbeat-interval`.
     pub fn start(heartbeat: &str) -> Self {
+        Self::start_with(heartbeat, &[])
+    }
+
+    /// Same, with extra guestcommd arguments.
+    pub fn start_with(heartbeat: &str, extra: &[&str]) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let socket = dir.path().join("api.sock");
         let mut daemon = Daemon {
@@ -26,6 +32,7 @@ impl Daemon {
             dir,
             socket,
             heartbeat: heartbeat.into(),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
         };
         daemon.spawn();
         daemon
@@ -39,6 +46,7 @@ impl Daemon {
             .arg(self.api())
             .arg("--heartbeat-interval")
             .arg(&self.heartbeat)
+            .args(&self.extra)
             .env("GUESTCOMM_LOG", "warn")
             .stdin(Stdio::null())
             .spawn()
