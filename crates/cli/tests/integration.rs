@@ -218,7 +218,6 @@ fn kvp_round_trips_both_ways_through_the_daemon_across_restarts() {
 #[test]
 fn shutdown_is_acknowledged_then_runs_the_injected_command() {
     let d = Daemon::start("off");
-    let socket = d.dir.path().join("agent.sock");
     let record = d.dir.path().join("shutdown-args");
     let script = d.dir.path().join("fake-shutdown");
     std::fs::write(
@@ -227,14 +226,7 @@ fn shutdown_is_acknowledged_then_runs_the_injected_command() {
     )
     .unwrap();
     std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    let _agent = AgentAt::start_with(&socket, &["--shutdown-command", script.to_str().unwrap()]);
-    d.ok(&[
-        "vm",
-        "add",
-        "web1",
-        "--endpoint",
-        &format!("unix://{}", socket.display()),
-    ]);
+    let _agent = d.agent_vm_with("web1", &["--shutdown-command", script.to_str().unwrap()]);
     let out = d.ok(&["shutdown", "web1", "--reboot", "--reason", "kernel update"]);
     assert!(out.contains("reboot (graceful)"), "{out}");
     assert!(
@@ -352,15 +344,7 @@ fn integration_services_are_management_objects_and_a_disabled_one_is_refused() {
 #[test]
 fn the_daemons_periodic_time_sync_steps_a_clock_that_is_off() {
     let d = Daemon::start_with("200ms", &["--time-sync-interval", "300ms"]);
-    let socket = d.dir.path().join("agent.sock");
-    let _agent = AgentAt::start_with(&socket, &["--simulated-clock-offset", "-7200"]);
-    d.ok(&[
-        "vm",
-        "add",
-        "web1",
-        "--endpoint",
-        &format!("unix://{}", socket.display()),
-    ]);
+    let _agent = d.agent_vm_with("web1", &["--simulated-clock-offset", "-7200"]);
     let offset_s = || {
         let report = d.json(&["time", "web1"]);
         report["offset_ns"].as_i64().unwrap() as f64 / 1e9

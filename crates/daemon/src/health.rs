@@ -107,20 +107,40 @@ pub async fn probe(endpoint: &str, psk: Option<&Psk>) -> Result<(Duration, Strin
     }
 }
 
+/// Rounds over every VM at a fixed interval (the monitor, the time sync);
+/// a round that starts late is not made up for.
+pub(crate) struct Rounds {
+    ticks: tokio::time::Interval,
+    what: &'static str,
+}
+
+impl Rounds {
+    /// Rounds every `interval`; `what` names the task in logs.
+    pub(crate) fn new(interval: Duration, what: &'static str) -> Self {
+        let mut ticks = tokio::time::interval(interval);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        Self { ticks, what }
+    }
+
+    /// Waits for the next round and lists the VMs (skipping rounds in which
+    /// the database cannot be read).
+    pub(crate) async fn next(&mut self, state: &State) -> Vec<VmRow> {
+        loop {
+            self.ticks.tick().await;
+            match state.db(|s| s.vms()).await {
+                Ok(vms) => return vms,
+                Err(e) => warn!(error = %error_chain(&e), task = self.what, "cannot list VMs"),
+            }
+        }
+    }
+}
+
 /// Runs the monitor until the task is dropped.
 pub async fn monitor(state: Arc<State>, interval: Duration, max_concurrent: usize) {
     let slots = Arc::new(Semaphore::new(max_concurrent.max(1)));
-    let mut ticks = tokio::time::interval(interval);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut rounds = Rounds::new(interval, "health monitor");
     loop {
-        ticks.tick().await;
-        let vms = match state.db(|s| s.vms()).await {
-            Ok(vms) => vms,
-            Err(e) => {
-                warn!(error = %error_chain(&e), "health monitor cannot list VMs");
-                continue;
-            }
-        };
+        let vms = rounds.next(&state).await;
         state
             .health
             .retain(&vms.iter().map(|v| v.id).collect::<Vec<_>>());

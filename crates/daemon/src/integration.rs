@@ -192,17 +192,9 @@ async fn sync_if_off(vm: &VmRow) -> Result<(i64, bool), Error> {
 /// monitor sees answering and whose time service is enabled gets its clock
 /// stepped when it is off. One VM at a time, each bounded.
 pub async fn time_sync_loop(state: Arc<State>, interval: Duration) {
-    let mut ticks = tokio::time::interval(interval);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut rounds = crate::health::Rounds::new(interval, "time sync");
     loop {
-        ticks.tick().await;
-        let vms = match state.db(|s| s.vms()).await {
-            Ok(vms) => vms,
-            Err(e) => {
-                warn!(error = %error_chain(&e), "time sync cannot list VMs");
-                continue;
-            }
-        };
+        let vms = rounds.next(&state).await;
         for vm in vms {
             if state.health.get(vm.id).status != crate::health::OK
                 || admit_service(&state, &vm, BuiltinService::Time)

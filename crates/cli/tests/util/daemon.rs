@@ -90,8 +90,13 @@ impl Daemon {
     /// Starts an agent on `<dir>/agent.sock`, adds it as VM `name`, and
     /// returns the agent and its endpoint.
     pub fn agent_vm(&self, name: &str) -> (AgentAt, String) {
+        self.agent_vm_with(name, &[])
+    }
+
+    /// Same, with extra agent arguments.
+    pub fn agent_vm_with(&self, name: &str, extra: &[&str]) -> (AgentAt, String) {
         let socket = self.dir.path().join("agent.sock");
-        let agent = AgentAt::start(&socket);
+        let agent = AgentAt::start_with(&socket, extra);
         let endpoint = format!("unix://{}", socket.display());
         self.ok(&["vm", "add", name, "--endpoint", &endpoint]);
         (agent, endpoint)
