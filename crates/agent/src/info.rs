@@ -41,6 +41,7 @@ const PSEUDO_FS: &[&str] = &[
     "proc",
     "pstore",
     "ramfs",
+    "rootfs",
     "rpc_pipefs",
     "securityfs",
     "selinuxfs",
