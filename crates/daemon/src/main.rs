@@ -67,7 +67,7 @@ fn to_duration(text: &str) -> Result<Option<Duration>, String> {
         (n, 1000)
     } else {
         return Err(format!(
-            "invalid duration {text:?}: expected e.g. 5s, 200ms, 10m or off"
+            "invalid duration {text:?}: expected e.g. 5s, 200ms or off (minutes: 10m)"
         ));
     };
     match number.parse::<u64>() {
