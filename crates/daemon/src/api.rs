@@ -628,3 +628,40 @@ async fn start_stop_service(
         return_value: RSC_NOT_SUPPORTED,
     }))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use guestcomm_protocol::integration::{KvpPool, KvpSide};
+    use guestcomm_protocol::ErrorFrame;
+
+    #[test]
+    fn agent_refusals_keep_their_meaning_as_http_statuses() {
+        let refused = |code| Error::Refused {
+            vm: "web1".into(),
+            frame: ErrorFrame::new(code, "x"),
+        };
+        let cases = [
+            (ErrorCode::InvalidArgument, 400),
+            (ErrorCode::NotFound, 404),
+            (ErrorCode::PermissionDenied, 403),
+            (ErrorCode::ResourceLimit, 409),
+            (ErrorCode::UnsupportedRequest, 501),
+            (ErrorCode::Io, 502),
+        ];
+        for (code, status) in cases {
+            assert_eq!(refused(code).status().0.as_u16(), status, "{code}");
+        }
+        let read_only = Error::Store(StoreError::Kvp(
+            guestcomm_protocol::integration::KvpError::ReadOnly {
+                pool: KvpPool::Guest,
+                side: KvpSide::Host,
+            },
+        ));
+        assert_eq!(
+            read_only.status(),
+            (StatusCode::FORBIDDEN, "permission_denied")
+        );
+        assert_eq!(refused(ErrorCode::NotFound).to_string(), "VM web1: x");
+    }
+}

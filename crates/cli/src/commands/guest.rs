@@ -79,6 +79,20 @@ pub fn fail(err: &anyhow::Error) -> ExitCode {
     ExitCode::from(FAILED)
 }
 
+/// Writes `text` to stdout; a closed pipe (`| head`) is not an error.
+pub fn write_out(text: &str) -> ExitCode {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(e) => fail(&anyhow::Error::new(e).context("failed to write the output")),
+    }
+}
+
 /// Formats a byte count for people (binary units).
 pub fn human_bytes(bytes: u64) -> String {
     const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];

@@ -43,19 +43,22 @@ pub async fn run(args: InfoArgs, api: Option<&str>) -> ExitCode {
     if args.json {
         return super::api::print_json(&info);
     }
-    print(&info);
-    ExitCode::SUCCESS
+    guest::write_out(&render(&info))
 }
 
-fn print(i: &GuestInfo) {
+/// The human-readable report.
+fn render(i: &GuestInfo) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
     let os = if i.os.pretty_name.is_empty() {
         &i.os.name
     } else {
         &i.os.pretty_name
     };
-    println!("Hostname:  {} ({})", i.hostname, i.fqdn);
-    println!("OS:        {os}");
-    println!(
+    let _ = writeln!(out, "Hostname:  {} ({})", i.hostname, i.fqdn);
+    let _ = writeln!(out, "OS:        {os}");
+    let _ = writeln!(
+        out,
         "Kernel:    {} {} {}",
         i.kernel.sysname, i.kernel.release, i.kernel.machine
     );
@@ -64,15 +67,16 @@ fn print(i: &GuestInfo) {
         i.uptime_s % 86_400 / 3600,
         i.uptime_s % 3600 / 60,
     );
-    println!("Uptime:    {d}d {h}h {m}m");
-    println!("CPUs:      {}", i.cpus);
-    println!(
+    let _ = writeln!(out, "Uptime:    {d}d {h}h {m}m");
+    let _ = writeln!(out, "CPUs:      {}", i.cpus);
+    let _ = writeln!(
+        out,
         "Memory:    {} total, {} available",
         human_bytes(i.memory.total_bytes),
         human_bytes(i.memory.available_bytes)
     );
-    println!("Agent:     {} ({})", i.agent, i.services.join(", "));
-    println!();
+    let _ = writeln!(out, "Agent:     {} ({})", i.agent, i.services.join(", "));
+    let _ = writeln!(out);
     let rows: Vec<Vec<String>> = i
         .filesystems
         .iter()
@@ -87,11 +91,11 @@ fn print(i: &GuestInfo) {
             ]
         })
         .collect();
-    super::api::print_table(
+    out += &super::api::render_table(
         &["MOUNTPOINT", "TYPE", "SIZE", "USED", "AVAIL", "DEVICE"],
         &rows,
     );
-    println!();
+    let _ = writeln!(out);
     let rows: Vec<Vec<String>> = i
         .interfaces
         .iter()
@@ -104,16 +108,17 @@ fn print(i: &GuestInfo) {
             ]
         })
         .collect();
-    super::api::print_table(&["INTERFACE", "STATE", "MAC", "ADDRESSES"], &rows);
-    println!();
+    out += &super::api::render_table(&["INTERFACE", "STATE", "MAC", "ADDRESSES"], &rows);
+    let _ = writeln!(out);
     match &i.users {
         Some(users) => {
             let rows: Vec<Vec<String>> = users
                 .iter()
                 .map(|u| vec![u.user.clone(), u.terminal.clone(), u.host.clone()])
                 .collect();
-            super::api::print_table(&["USER", "TERMINAL", "FROM"], &rows);
+            out += &super::api::render_table(&["USER", "TERMINAL", "FROM"], &rows);
         }
-        None => println!("Users:     unknown (no utmp in the guest)"),
+        None => out += "Users:     unknown (no utmp in the guest)\n",
     }
+    out
 }

@@ -154,9 +154,11 @@ pub async fn run(args: KvpArgs, api: Option<&str>) -> ExitCode {
         Ok((Output::Value(v), _)) => println!("{v}"),
         Ok((Output::Entries(e), true)) => return super::api::print_json(&e),
         Ok((Output::Entries(e), false)) => {
-            let text: String = e.iter().map(|(k, v)| format!("{k}={v}\n")).collect();
-            // A closed pipe (`| head`) is not an error worth a message.
-            let _ = std::io::Write::write_all(&mut std::io::stdout().lock(), text.as_bytes());
+            return guest::write_out(
+                &e.iter()
+                    .map(|(k, v)| format!("{k}={v}\n"))
+                    .collect::<String>(),
+            )
         }
         Ok((Output::Written(None), _)) => {}
         Ok((Output::Written(Some(reason)), _)) => {
