@@ -246,3 +246,93 @@ pub async fn serve<T>(
         services.shutdown.run(&req).await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::SimulatedClock;
+    use crate::freeze::SimulatedFreezer;
+    use guestcomm_protocol::integration::KvpPool;
+
+    fn services() -> Arc<Services> {
+        Arc::new(Services {
+            kvp: KvpStore::in_memory(),
+            clock: Box::new(SimulatedClock::new(0)),
+            shutdown: ShutdownRunner::Command("/nonexistent/guestcomm-test-shutdown".into()),
+            freeze: FreezeManager::new(Box::new(SimulatedFreezer)),
+            agent: "agent".into(),
+            offered: vec![],
+        })
+    }
+
+    fn code(result: Result<Control, ErrorFrame>) -> ErrorCode {
+        result.map(|_| ()).unwrap_err().code
+    }
+
+    #[test]
+    fn an_operation_under_another_services_guid_is_refused() {
+        let s = services();
+        let get = Call::KvpList {
+            pool: KvpPool::External,
+        };
+        // The daemon admitted "info"; the operation is kvp's: refused.
+        let refused = answer(&s, Origin::Host, BuiltinService::GuestInfo, get.clone());
+        assert_eq!(code(refused), ErrorCode::UnsupportedRequest);
+        assert!(answer_ok(&s, Origin::Host, BuiltinService::KeyValue, get));
+    }
+
+    fn answer_ok(s: &Arc<Services>, origin: Origin, service: BuiltinService, call: Call) -> bool {
+        answer(s, origin, service, call).is_ok()
+    }
+
+    #[test]
+    fn the_local_socket_serves_key_value_requests_and_writes_only_the_guest_pool() {
+        let s = services();
+        let local = |service, call| answer(&s, Origin::Local, service, call);
+        assert_eq!(
+            code(local(BuiltinService::Time, Call::TimeStep { delta_ns: 1 })),
+            ErrorCode::UnsupportedRequest
+        );
+        let set = |pool| Call::KvpSet {
+            pool,
+            key: "k".into(),
+            value: "v".into(),
+        };
+        assert!(local(BuiltinService::KeyValue, set(KvpPool::Guest)).is_ok());
+        assert_eq!(
+            code(local(BuiltinService::KeyValue, set(KvpPool::External))),
+            ErrorCode::PermissionDenied
+        );
+        let replace = Call::KvpReplace {
+            entries: Default::default(),
+        };
+        assert_eq!(
+            code(local(BuiltinService::KeyValue, replace)),
+            ErrorCode::PermissionDenied
+        );
+    }
+
+    #[test]
+    fn a_shutdown_that_cannot_start_is_not_acknowledged() {
+        let s = services();
+        let req = ShutdownRequest::default();
+        let refused = answer(
+            &s,
+            Origin::Host,
+            BuiltinService::Shutdown,
+            Call::Shutdown(req),
+        );
+        assert_eq!(code(refused), ErrorCode::Io);
+        let long = ShutdownRequest {
+            reason: "r".repeat(2049),
+            ..Default::default()
+        };
+        let refused = answer(
+            &s,
+            Origin::Host,
+            BuiltinService::Shutdown,
+            Call::Shutdown(long),
+        );
+        assert_eq!(code(refused), ErrorCode::InvalidArgument);
+    }
+}

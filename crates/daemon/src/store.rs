@@ -584,6 +584,10 @@ mod tests {
         );
         // Migration 3: VMs from before keys existed have none.
         assert_eq!(s.vm("old-vm").unwrap().psk, None);
+        // Migration 4: they have an empty external key-value pool.
+        let old = s.vm("old-vm").unwrap().id;
+        assert!(s.kvp_entries(old).unwrap().is_empty());
+        assert!(!s.kvp_pending(old).unwrap());
         let v: u32 = s
             .conn
             .pragma_query_value(None, "user_version", |r| r.get(0))
