@@ -227,7 +227,7 @@ pub fn router(state: Arc<State>) -> Router {
         .route("/v1/vms/{name}/services", get(vm_services))
         .route(
             "/v1/vms/{name}/integration-services",
-            get(integration_services),
+            get(integration::integration_services),
         )
         .route("/v1/vms/{name}/info", get(integration::info))
         .route("/v1/vms/{name}/time", get(integration::time))
@@ -500,7 +500,7 @@ async fn set_policy(
 }
 
 /// The instances of every service on each VM in `vms`.
-async fn instances(
+pub(crate) async fn instances(
     state: &Arc<State>,
     vm: Option<String>,
 ) -> Result<Vec<GuestCommunicationService>, Error> {
@@ -527,24 +527,6 @@ async fn instances(
             policy::instance(&service, &vm, policy, &state.health.get(vm.id))
         })
         .collect())
-}
-
-/// `GET /v1/vms/{name}/integration-services`: the VM's integration services
-/// as objects of guestcomm's Msvm_GuestService subclasses.
-async fn integration_services(
-    AxumState(state): AxumState<Arc<State>>,
-    Path(name): Path<String>,
-) -> Result<Json<Vec<GuestCommunicationService>>, Error> {
-    let all = instances(&state, Some(name)).await?;
-    Ok(Json(
-        all.into_iter()
-            .filter_map(|mut instance| {
-                let builtin = instance.name.parse::<ServiceId>().ok()?.builtin()?;
-                instance.creation_class_name = policy::integration_class(builtin)?.into();
-                Some(instance)
-            })
-            .collect(),
-    ))
 }
 
 async fn vm_services(

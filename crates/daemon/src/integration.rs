@@ -20,8 +20,8 @@ use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Path, Query, State as AxumState};
 use axum::Json;
 use guestcomm_api::{
-    FreezeStatus, FsRequest, GuestInfo, KvpEntries, KvpPair, KvpValue, KvpWrite, ShutdownAnswer,
-    ShutdownRequest, TimeReport,
+    FreezeStatus, FsRequest, GuestCommunicationService, GuestInfo, KvpEntries, KvpPair, KvpValue,
+    KvpWrite, ShutdownAnswer, ShutdownRequest, TimeReport,
 };
 use guestcomm_client::integration::{self as ops, CallError};
 use guestcomm_client::Session;
@@ -88,6 +88,28 @@ fn call_error(vm: &VmRow, e: CallError) -> Error {
             source: other,
         },
     }
+}
+
+/// `GET /v1/vms/{name}/integration-services`: the VM's integration services
+/// as objects of guestcomm's Msvm_GuestService subclasses.
+pub async fn integration_services(
+    AxumState(state): AxumState<Arc<State>>,
+    Path(name): Path<String>,
+) -> Result<Json<Vec<GuestCommunicationService>>, Error> {
+    let all = crate::api::instances(&state, Some(name)).await?;
+    Ok(Json(
+        all.into_iter()
+            .filter_map(|mut instance| {
+                let builtin = instance
+                    .name
+                    .parse::<guestcomm_protocol::ServiceId>()
+                    .ok()?
+                    .builtin()?;
+                instance.creation_class_name = crate::policy::integration_class(builtin)?.into();
+                Some(instance)
+            })
+            .collect(),
+    ))
 }
 
 /// `GET /v1/vms/{name}/info`.
