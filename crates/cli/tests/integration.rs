@@ -355,3 +355,33 @@ fn the_daemons_periodic_time_sync_steps_a_clock_that_is_off() {
         offset_s()
     );
 }
+
+#[test]
+fn time_sync_without_cap_sys_time_is_a_clear_error() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let socket = dir.path().join("agent.sock");
+    let mut cmd = Command::new(bin("guestcomm-agent"));
+    cmd.arg("--listen")
+        .arg(format!("unix://{}", socket.display()))
+        .args(["--kvp-socket", "off"])
+        .env("GUESTCOMM_LOG", "warn")
+        .stdin(Stdio::null());
+    // As root, the agent runs as nobody: it has no CAP_SYS_TIME, so the
+    // real clock_settime is refused (this machine's clock never moves).
+    if nix::unistd::Uid::effective().is_root() {
+        cmd.uid(65534).gid(65534);
+    }
+    let mut child = cmd.spawn().unwrap();
+    let up = wait_until(POLL_DEADLINE, || {
+        std::os::unix::net::UnixStream::connect(&socket).is_ok()
+    });
+    let addr = format!("unix://{}", socket.display());
+    let out = cli(&["time", &addr, "--sync"]);
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(up, "the agent did not start");
+    fails_with(out, "CAP_SYS_TIME");
+}
