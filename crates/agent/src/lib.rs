@@ -6,13 +6,23 @@
 //! [`exec`] runs a program with streamed stdin/stdout/stderr or a
 //! pseudo-terminal ([`pty`]), as another user if asked ([`user`]).
 //! [`files`] serves copies into and out of the guest.
+//! [`integration`] serves guest information ([`info`]), time ([`clock`]),
+//! key-value exchange ([`kvp`], also to guest programs on a local socket,
+//! [`local`]), shutdown ([`shutdown`]) and filesystem freeze ([`freeze`]).
 //! [`limits`] holds the agent's bounds.
 
+pub mod clock;
 pub mod exec;
 pub mod files;
+pub mod freeze;
+pub mod info;
+pub mod integration;
+pub mod kvp;
 pub mod limits;
+pub mod local;
 pub mod pty;
 pub mod server;
+pub mod shutdown;
 pub mod user;
 
 pub use server::{Agent, AgentConfig, BindError, ConfigError};

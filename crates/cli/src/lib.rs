@@ -59,6 +59,16 @@ pub enum Command {
     Connect(commands::connect::ConnectArgs),
     /// Copy files and directories into or out of the guest.
     Cp(commands::cp::CpArgs),
+    /// Show the guest's OS, kernel, resources, filesystems, network and users.
+    Info(commands::info::InfoArgs),
+    /// Show the guest clock's offset from the host's, or set it (--sync).
+    Time(commands::time::TimeArgs),
+    /// Read and write the VM's key-value pools.
+    Kvp(commands::kvp::KvpArgs),
+    /// Power off or reboot the guest.
+    Shutdown(commands::shutdown::ShutdownArgs),
+    /// Freeze and thaw guest filesystems for consistent backups.
+    Fs(commands::fs::FsArgs),
 }
 
 /// Runs a parsed command line.
@@ -89,6 +99,11 @@ pub fn run(cli: Cli) -> ExitCode {
             Command::Status(args) => commands::status::run(args, cli.api.as_deref()).await,
             Command::Connect(args) => commands::connect::run(args, cli.api.as_deref()).await,
             Command::Cp(args) => commands::cp::run(args, cli.api.as_deref()).await,
+            Command::Info(args) => commands::info::run(args, cli.api.as_deref()).await,
+            Command::Time(args) => commands::time::run(args, cli.api.as_deref()).await,
+            Command::Kvp(args) => commands::kvp::run(args, cli.api.as_deref()).await,
+            Command::Shutdown(args) => commands::shutdown::run(args, cli.api.as_deref()).await,
+            Command::Fs(args) => commands::fs::run(args, cli.api.as_deref()).await,
         }
     });
     if wait_for_blocking {

@@ -5,7 +5,9 @@
 //! API (api, relay) -> policy (effective state) -> store (SQLite)
 //!                  -> spare (warm agent connections)
 //!                  -> guestcomm_client -> transport -> agent
-//! health: a monitor task probing every VM's agent
+//! integration: guest info, time, key-value pools, shutdown, freeze by VM name
+//! health: a monitor task probing every VM's agent (and delivering pending
+//!         key-value pools when an agent answers again)
 //! ```
 //!
 //! [`Daemon::bind`] opens the state and the API socket; [`Daemon::run`]
@@ -15,6 +17,7 @@ pub mod api;
 pub mod broker;
 pub mod guest;
 pub mod health;
+pub mod integration;
 pub mod limits;
 pub mod policy;
 pub mod relay;
@@ -88,6 +91,8 @@ pub struct Config {
     pub max_concurrent_probes: usize,
     /// Keep a warm agent connection for recently used VMs (module `spare`).
     pub warm_connections: bool,
+    /// Interval of the periodic guest clock sync; `None`: off (the default).
+    pub time_sync_interval: Option<Duration>,
 }
 
 /// Why the daemon could not start.
@@ -178,12 +183,18 @@ impl Daemon {
                 config.max_concurrent_probes,
             ))
         });
+        let time_sync = config
+            .time_sync_interval
+            .map(|interval| tokio::spawn(integration::time_sync_loop(state.clone(), interval)));
         let listeners = tokio::spawn(guest::reconcile(state.clone()));
         tracing::info!(api = %config.api_socket.display(), state = %config.state_dir.display(), "serving");
         let app = api::router(state).into_make_service_with_connect_info::<api::Caller>();
         let served = axum::serve(listener, app).await;
         if let Some(monitor) = monitor {
             monitor.abort();
+        }
+        if let Some(time_sync) = time_sync {
+            time_sync.abort();
         }
         listeners.abort();
         served

@@ -253,6 +253,15 @@ impl Refusal {
     }
 }
 
+/// [`admit`] for an API call: a refusal as the API's error (404, 403).
+pub(crate) async fn admit_api(state: &State, vm: &VmRow, id: ServiceId) -> Result<(), Error> {
+    admit(state, vm, id).await.map_err(|refusal| match refusal {
+        Refusal::Unknown => Error::Store(StoreError::UnknownService(id)),
+        Refusal::Disabled { .. } => Error::ServiceDisabled(refusal.message(id, &vm.name)),
+        Refusal::Store(e) => Error::Store(e),
+    })
+}
+
 /// Passes when service `id` is registered and its effective state on `vm`
 /// is Enabled: the policy check of every relayed connection.
 pub(crate) async fn admit(state: &State, vm: &VmRow, id: ServiceId) -> Result<(), Refusal> {

@@ -14,11 +14,17 @@ pub struct Daemon {
     pub dir: tempfile::TempDir,
     pub socket: PathBuf,
     heartbeat: String,
+    extra: Vec<String>,
 }
 
 impl Daemon {
     /// Starts guestcommd; `heartbeat` is its `--heartbeat-interval`.
     pub fn start(heartbeat: &str) -> Self {
+        Self::start_with(heartbeat, &[])
+    }
+
+    /// Same, with extra guestcommd arguments.
+    pub fn start_with(heartbeat: &str, extra: &[&str]) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let socket = dir.path().join("api.sock");
         let mut daemon = Daemon {
@@ -26,6 +32,7 @@ impl Daemon {
             dir,
             socket,
             heartbeat: heartbeat.into(),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
         };
         daemon.spawn();
         daemon
@@ -39,6 +46,7 @@ impl Daemon {
             .arg(self.api())
             .arg("--heartbeat-interval")
             .arg(&self.heartbeat)
+            .args(&self.extra)
             .env("GUESTCOMM_LOG", "warn")
             .stdin(Stdio::null())
             .spawn()
@@ -82,8 +90,13 @@ impl Daemon {
     /// Starts an agent on `<dir>/agent.sock`, adds it as VM `name`, and
     /// returns the agent and its endpoint.
     pub fn agent_vm(&self, name: &str) -> (AgentAt, String) {
+        self.agent_vm_with(name, &[])
+    }
+
+    /// Same, with extra agent arguments.
+    pub fn agent_vm_with(&self, name: &str, extra: &[&str]) -> (AgentAt, String) {
         let socket = self.dir.path().join("agent.sock");
-        let agent = AgentAt::start(&socket);
+        let agent = AgentAt::start_with(&socket, extra);
         let endpoint = format!("unix://{}", socket.display());
         self.ok(&["vm", "add", name, "--endpoint", &endpoint]);
         (agent, endpoint)
