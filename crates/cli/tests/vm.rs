@@ -3,9 +3,10 @@
 //! `guestcomm-agent` on AF_VSOCK inside it, reached from the host through
 //! hybrid vsock (`hvsock-uds://`). The machine's own vsock is never used.
 //!
-//! Needs `scripts/vm/build-image` (target/vm), `qemu-system-x86_64` and
-//! `vhost-device-vsock` (PATH or target/tools/bin). Without them the test
-//! says SKIPPED loudly; with GUESTCOMM_VM_REQUIRED=1 (set by CI) it fails.
+//! Needs `scripts/vm/build-image` (target/vm), `qemu-system-x86_64`,
+//! `vhost-device-vsock` (PATH or target/tools/bin) and `mkfs.ext4` (the
+//! guest's disk, for a real filesystem freeze). Without them the test says
+//! SKIPPED loudly; with GUESTCOMM_VM_REQUIRED=1 (set by CI) it fails.
 
 // Helpers here are test code too: a panic is a failed test.
 #![allow(clippy::unwrap_used)]
@@ -26,11 +27,12 @@ fn find_tool(name: &str) -> Option<PathBuf> {
     if local.exists() {
         return Some(local);
     }
-    std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|dir| dir.join(name))
-            .find(|p| p.exists())
-    })
+    // sbin too: mkfs.ext4 lives there and is not on every user's PATH.
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin", "/sbin"].map(PathBuf::from))
+        .map(|dir| dir.join(name))
+        .find(|p| p.exists())
 }
 
 /// A booted test VM; QEMU and the vsock backend are killed by PID on drop.
@@ -66,12 +68,24 @@ impl Vm {
             ));
         }
         let qemu_bin = find_tool("qemu-system-x86_64").ok_or("qemu-system-x86_64 not installed")?;
+        let mkfs = find_tool("mkfs.ext4").ok_or("mkfs.ext4 not installed (e2fsprogs)")?;
         let backend_bin =
             find_tool("vhost-device-vsock").ok_or("vhost-device-vsock not installed")?;
         let dir = tempfile::tempdir().unwrap();
         let vhost = dir.path().join("vhost.sock");
         let uds = dir.path().join("vm.vsock");
         let log = |name: &str| Stdio::from(std::fs::File::create(dir.path().join(name)).unwrap());
+        // An ext4 disk (/dev/vda in the guest): a filesystem that can freeze.
+        let disk = dir.path().join("disk.img");
+        let made = Command::new(mkfs)
+            .args(["-q", "-F", "-L", "guestdata"])
+            .arg(&disk)
+            .arg("16M")
+            .output()
+            .map_err(|e| format!("cannot run mkfs.ext4: {e}"))?;
+        if !made.status.success() {
+            return Err(format!("mkfs.ext4 failed: {}", text(&made.stderr)));
+        }
         let mut backend = Command::new(backend_bin)
             .args(["--guest-cid", "3", "--socket"])
             .arg(&vhost)
@@ -108,6 +122,8 @@ impl Vm {
                 "-numa",
                 "node,memdev=mem",
             ])
+            .arg("-drive")
+            .arg(format!("file={},if=virtio,format=raw", disk.display()))
             .arg("-chardev")
             .arg(format!("socket,id=vsock0,path={}", vhost.display()))
             .args(["-device", "vhost-user-vsock-pci,chardev=vsock0"])
@@ -230,17 +246,26 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
-#[test]
-fn a_real_vm_over_virtio_vsock_direct_and_through_the_daemon() {
-    let mut vm = match Vm::boot() {
-        Ok(vm) => vm,
+/// Boots a VM for test `name`; without what that needs, says SKIPPED
+/// loudly, or fails when GUESTCOMM_VM_REQUIRED is set (CI).
+fn boot_or_skip(name: &str) -> Option<Vm> {
+    match Vm::boot() {
+        Ok(vm) => Some(vm),
         Err(why) => {
             if std::env::var_os("GUESTCOMM_VM_REQUIRED").is_some() {
                 panic!("VM tests required but cannot run: {why}");
             }
-            eprintln!("\n*** SKIPPED a_real_vm_over_virtio_vsock_direct_and_through_the_daemon: {why} ***\n");
-            return;
+            eprintln!("\n*** SKIPPED {name}: {why} ***\n");
+            None
         }
+    }
+}
+
+#[test]
+fn a_real_vm_over_virtio_vsock_direct_and_through_the_daemon() {
+    let Some(mut vm) = boot_or_skip("a_real_vm_over_virtio_vsock_direct_and_through_the_daemon")
+    else {
+        return;
     };
     let show = |p: &Path| p.display().to_string();
     eprintln!("VM up; logs in {}", show(vm.dir.path()));
@@ -334,6 +359,37 @@ fn a_real_vm_over_virtio_vsock_direct_and_through_the_daemon() {
     through_the_daemon(&mut vm);
 }
 
+#[test]
+fn a_forced_shutdown_powers_a_real_guest_off_at_once() {
+    let Some(mut vm) = boot_or_skip("a_forced_shutdown_powers_a_real_guest_off_at_once") else {
+        return;
+    };
+    // Straight to the agent (no daemon): sync and reboot(2), no init.
+    let mut cmd = Command::new(util::bin("guestcomm"));
+    cmd.arg("shutdown")
+        .arg("--identity")
+        .arg(&vm.identity)
+        .arg(vm.addr())
+        .arg("--force");
+    let ack = vm.run_with(cmd, None);
+    assert_eq!(ack.status.code(), Some(0), "{}", text(&ack.stderr));
+    assert!(
+        text(&ack.stdout).contains("poweroff (force)"),
+        "{}",
+        text(&ack.stdout)
+    );
+    assert!(
+        util::wait_until(BOOT_DEADLINE, || matches!(vm.qemu.try_wait(), Ok(Some(_)))),
+        "the guest did not power off; console:\n{}",
+        vm.console()
+    );
+    assert!(
+        !vm.console().contains("poweroff requested"),
+        "a forced shutdown went through init; console:\n{}",
+        vm.console()
+    );
+}
+
 /// The same VM managed by guestcommd: keyed relay, cp both ways, health.
 fn through_the_daemon(vm: &mut Vm) {
     let d = util::daemon::Daemon::start("1s");
@@ -352,8 +408,8 @@ fn through_the_daemon(vm: &mut Vm) {
         "guestcomm-test-vm\n"
     );
 
-    // cp of 20 MB host to guest and back, checked by BLAKE3 on each side and compared here.
-    let data = util::pseudo_random(20_000_000, 21);
+    // cp of 50 MB host to guest and back, checked by BLAKE3 on each side and compared here.
+    let data = util::pseudo_random(50_000_000, 21);
     let src = d.dir.path().join("payload.bin");
     std::fs::write(&src, &data).unwrap();
     d.ok(&["cp", src.to_str().unwrap(), "testvm:/tmp/payload.bin"]);
@@ -380,7 +436,20 @@ fn through_the_daemon(vm: &mut Vm) {
     ]);
     assert_eq!(listing, "alpha/tmp/tree/sub/empty\n");
 
-    integration_services(&d);
+    // A registered guest service through the broker (`connect`): the
+    // agent's own, on vsock port 0x4743. A hello without the key gets the
+    // agent's refusal back, from inside the guest, byte for byte.
+    let agent_service = guestcomm_protocol::BuiltinService::Agent.id().to_string();
+    let hello = util::wire::encode(vec![util::wire::hello()]);
+    let out = d.run_with_stdin(&["connect", "testvm", &agent_service], hello);
+    assert!(
+        text(&out.stdout).contains("auth_required"),
+        "stdout {:?} stderr {}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+
+    integration_services(&d, vm);
 
     // Health: OK while the VM runs, Lost Comm once the guest powered off.
     let status = |d: &util::daemon::Daemon| {
@@ -394,19 +463,20 @@ fn through_the_daemon(vm: &mut Vm) {
         "never OK: {}",
         status(&d)
     );
-    // Shutdown: acknowledged, then the guest powers off (reboot(2) with
-    // --force) and QEMU exits (-no-reboot).
-    let ack = d.ok(&[
-        "shutdown",
-        "testvm",
-        "--force",
-        "--reason",
-        "end of the VM test",
-    ]);
-    assert!(ack.contains("poweroff (force)"), "{ack}");
+    // Graceful shutdown: acknowledged, then the agent runs the guest's
+    // `poweroff`, which asks init (the image's init script traps it) to stop;
+    // the guest powers off and QEMU exits (-no-reboot).
+    let ack = d.ok(&["shutdown", "testvm", "--reason", "end of the VM test"]);
+    assert!(ack.contains("poweroff"), "{ack}");
+    assert!(!ack.contains("force"), "{ack}");
     assert!(
         util::wait_until(BOOT_DEADLINE, || matches!(vm.qemu.try_wait(), Ok(Some(_)))),
         "the guest did not power off; console:\n{}",
+        vm.console()
+    );
+    assert!(
+        vm.console().contains("guestcomm-vm: poweroff requested"),
+        "init did not see a poweroff request; console:\n{}",
         vm.console()
     );
     assert!(
@@ -418,7 +488,7 @@ fn through_the_daemon(vm: &mut Vm) {
 
 /// Guest info, key-value pools both ways, time and freeze in the real guest
 /// (its clock and filesystems, never this machine's).
-fn integration_services(d: &util::daemon::Daemon) {
+fn integration_services(d: &util::daemon::Daemon, vm: &Vm) {
     let info = d.json(&["info", "testvm"]);
     assert_eq!(info["hostname"], "guestcomm-test-vm");
     let release = d.ok(&["exec", "testvm", "--", "uname", "-r"]);
@@ -465,6 +535,8 @@ fn integration_services(d: &util::daemon::Daemon) {
     let synced = d.json(&["time", "testvm", "--sync"]);
     assert_eq!(synced["synced"], true, "{synced}");
 
+    real_freeze(d, vm);
+
     // The real FIFREEZE: tmpfs cannot freeze (skipped with the reason);
     // a directory that is not a mount point freezes nothing.
     let fs = d.json(&["fs", "freeze", "testvm", "--timeout", "30", "/tmp"]);
@@ -480,6 +552,66 @@ fn integration_services(d: &util::daemon::Daemon) {
         "{}",
         text(&out.stderr)
     );
+}
+
+/// FIFREEZE and FITHAW on a real ext4 filesystem in the guest: while it is
+/// frozen a new file cannot be written; after the thaw the blocked write
+/// completes.
+fn real_freeze(d: &util::daemon::Daemon, vm: &Vm) {
+    d.ok(&[
+        "exec",
+        "testvm",
+        "--",
+        "sh",
+        "-c",
+        "mkdir -p /mnt/data && mount -t ext4 /dev/vda /mnt/data && echo before > /mnt/data/old",
+    ]);
+    let frozen = d.json(&["fs", "freeze", "testvm", "--timeout", "120", "/mnt/data"]);
+    assert_eq!(
+        frozen["frozen"],
+        serde_json::json!(["/mnt/data"]),
+        "{frozen}"
+    );
+    let status = d.json(&["fs", "status", "testvm"]);
+    assert_eq!(
+        status["frozen"],
+        serde_json::json!(["/mnt/data"]),
+        "{status}"
+    );
+    // A write started now blocks in the kernel (in the background, its
+    // output detached, or the exec would wait for it); reading still works. (Were
+    // the guest too slow to finish an unfrozen write in 2 s, this would pass
+    // without proving the freeze; the write completing after the thaw below
+    // is checked either way.)
+    let during = d.ok(&[
+        "exec",
+        "testvm",
+        "--",
+        "sh",
+        "-c",
+        "(echo after > /mnt/data/new && touch /tmp/wrote) </dev/null >/dev/null 2>&1 & \
+         sleep 2; cat /mnt/data/old; [ -e /tmp/wrote ] && echo written || echo blocked",
+    ]);
+    assert_eq!(
+        during, "before\nblocked\n",
+        "the write went through a frozen filesystem"
+    );
+    let thawed = d.json(&["fs", "thaw", "testvm", "/mnt/data"]);
+    assert_eq!(
+        thawed["thawed"],
+        serde_json::json!(["/mnt/data"]),
+        "{thawed}; console:\n{}",
+        vm.console()
+    );
+    assert!(
+        util::wait_until(COMMAND_DEADLINE, || {
+            d.run(&["exec", "testvm", "--", "cat", "/mnt/data/new"])
+                .stdout
+                == b"after\n"
+        }),
+        "the blocked write did not complete after the thaw"
+    );
+    d.ok(&["exec", "testvm", "--", "umount", "/mnt/data"]);
 }
 
 /// Ten commands at once over one vsock device.
