@@ -176,6 +176,7 @@ fn error_from(status: StatusCode, bytes: &[u8]) -> ApiError {
             code: "http".into(),
             chain: vec![error.clone()],
             error,
+            required_role: None,
         }
     });
     ApiError::Status {

@@ -59,6 +59,8 @@ pub enum Command {
     Connect(commands::connect::ConnectArgs),
     /// Copy files and directories into or out of the guest.
     Cp(commands::cp::CpArgs),
+    /// Show the audit log of guestcommd.
+    Audit(commands::audit::AuditArgs),
 }
 
 /// Runs a parsed command line.
@@ -89,6 +91,7 @@ pub fn run(cli: Cli) -> ExitCode {
             Command::Status(args) => commands::status::run(args, cli.api.as_deref()).await,
             Command::Connect(args) => commands::connect::run(args, cli.api.as_deref()).await,
             Command::Cp(args) => commands::cp::run(args, cli.api.as_deref()).await,
+            Command::Audit(args) => commands::audit::run(args, cli.api.as_deref()).await,
         }
     });
     if wait_for_blocking {

@@ -2,31 +2,27 @@
 //!
 //! Every handler returns `Result<_, Error>`; [`Error::status`] is the one
 //! place where an error becomes an HTTP status, and the body is always an
-//! [`ErrorBody`] with the whole error chain. Callers are identified by
-//! `SO_PEERCRED` ([`Caller`]) and logged with each request: the hook for
-//! roles and the audit log.
+//! [`ErrorBody`] with the whole error chain. Every route passes through
+//! [`crate::access::authorize`] first: the caller's role, then the audit log.
 
 use std::sync::Arc;
 
 use axum::extract::rejection::{JsonRejection, QueryRejection};
-use axum::extract::{ConnectInfo, Path, Query, State as AxumState};
+use axum::extract::{Path, Query, State as AxumState};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
-use axum::serve::IncomingStream;
 use axum::{Json, Router};
 use guestcomm_api::{
     validate_vm_name, AddVm, Credentials, ErrorBody, GuestCommunicationService, MethodResult,
-    NewCredentials, RegisterService, RequestStateChange, ServiceRegistration, SetPolicy, UpdateVm,
-    Vm,
+    NewCredentials, RegisterService, RequestStateChange, Role, ServiceRegistration, SetPolicy,
+    UpdateVm, Vm,
 };
 use guestcomm_protocol::auth::{Psk, AUTH_PSK};
 use guestcomm_protocol::handshake::error_chain;
 use guestcomm_protocol::ServiceId;
 use guestcomm_transport::Address;
 use serde::Deserialize;
-use tokio::net::UnixListener;
-use tracing::debug;
 
 use crate::policy::{self, Policy};
 use crate::store::{ServiceRow, StoreError, VmRow};
@@ -81,7 +77,36 @@ pub enum Error {
     /// A bug or an unexpected state.
     #[error("internal error: {0}")]
     Internal(String),
+    /// The caller's role is not enough for this call.
+    #[error("permission denied: {operation} needs the {required} role, and {who} {} (roles are set in {config})", has_role(*.has))]
+    Forbidden {
+        /// The operation asked for.
+        operation: &'static str,
+        /// The role it needs.
+        required: Role,
+        /// The caller, described.
+        who: String,
+        /// The caller's role, if any.
+        has: Option<Role>,
+        /// The configuration file holding the roles.
+        config: String,
+    },
+    /// The VM's policy refuses the operation.
+    #[error("{0}")]
+    PolicyDenied(String),
 }
+
+fn has_role(role: Option<Role>) -> String {
+    match role {
+        Some(role) => format!("is only a {role}"),
+        None => "has no role".into(),
+    }
+}
+
+/// The one-line error of a failed call, attached to its response so the
+/// audit log can record it.
+#[derive(Clone, Debug)]
+pub struct ErrorText(pub String);
 
 impl Error {
     /// The HTTP status and stable code of every error: the one mapping.
@@ -100,6 +125,8 @@ impl Error {
             Self::Agent { .. } => (StatusCode::BAD_GATEWAY, "agent_unreachable"),
             Self::Guest { .. } => (StatusCode::BAD_GATEWAY, "guest_unreachable"),
             Self::ServiceDisabled(_) => (StatusCode::FORBIDDEN, "service_disabled"),
+            Self::Forbidden { .. } => (StatusCode::FORBIDDEN, "permission_denied"),
+            Self::PolicyDenied(_) => (StatusCode::FORBIDDEN, "policy_denied"),
             Self::Busy(_) => (StatusCode::SERVICE_UNAVAILABLE, "resource_limit"),
         }
     }
@@ -137,45 +164,20 @@ impl IntoResponse for Error {
         if status.is_server_error() {
             tracing::warn!(error = %error_chain(&self), "API call failed");
         }
+        let required_role = match &self {
+            Self::Forbidden { required, .. } => Some(*required),
+            _ => None,
+        };
         let body = ErrorBody {
             code: code.into(),
             error: error_chain(&self),
             chain,
+            required_role,
         };
-        (status, Json(body)).into_response()
+        let mut response = (status, Json(body.clone())).into_response();
+        response.extensions_mut().insert(ErrorText(body.error));
+        response
     }
-}
-
-/// Who called, from `SO_PEERCRED` on the API socket.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct Caller {
-    /// User id.
-    pub uid: Option<u32>,
-    /// Group id.
-    pub gid: Option<u32>,
-    /// Process id.
-    pub pid: Option<i32>,
-}
-
-impl axum::extract::connect_info::Connected<IncomingStream<'_, UnixListener>> for Caller {
-    fn connect_info(stream: IncomingStream<'_, UnixListener>) -> Self {
-        let cred = stream.io().peer_cred().ok();
-        Self {
-            uid: cred.map(|c| c.uid()),
-            gid: cred.map(|c| c.gid()),
-            pid: cred.and_then(|c| c.pid()),
-        }
-    }
-}
-
-/// Logs each call with its caller.
-async fn log_caller(
-    ConnectInfo(caller): ConnectInfo<Caller>,
-    req: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> Response {
-    debug!(method = %req.method(), path = %req.uri().path(), uid = ?caller.uid, pid = ?caller.pid, "API call");
-    next.run(req).await
 }
 
 /// Every route of the API.
@@ -206,9 +208,13 @@ pub fn router(state: Arc<State>) -> Router {
         .route("/v1/services/{id}", axum::routing::delete(unregister))
         .route("/v1/services/{id}/policy", put(set_policy))
         .route("/v1/services/instances", get(all_instances))
+        .route("/v1/audit", get(crate::audit::list))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::access::authorize,
+        ))
         .fallback(no_route)
         .method_not_allowed_fallback(no_route)
-        .layer(axum::middleware::from_fn(log_caller))
         .with_state(state)
 }
 

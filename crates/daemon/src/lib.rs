@@ -2,22 +2,28 @@
 //! communication services, per-VM enablement, health, and the HTTP/JSON API.
 //!
 //! ```text
-//! API (api, relay) -> policy (effective state) -> store (SQLite)
-//!                  -> guestcomm_client -> transport -> agent
+//! access (caller, role) -> API (api, relay) -> policy (effective state) -> store (SQLite)
+//!        -> audit (SQLite + tracing)          -> guestcomm_client -> transport -> agent
 //! health: a monitor task probing every VM's agent
 //! ```
+//!
+//! [`config`] reads the configuration file (roles, socket group, audit retention).
 //!
 //! [`Daemon::bind`] opens the state and the API socket; [`Daemon::run`]
 //! serves until dropped.
 
+pub mod access;
 pub mod api;
+pub mod audit;
 pub mod broker;
+pub mod config;
 pub mod guest;
 pub mod health;
 pub mod limits;
 pub mod policy;
 pub mod relay;
 pub mod store;
+pub mod tap;
 
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::PathBuf;
@@ -41,12 +47,21 @@ pub struct State {
     pub relays: Arc<tokio::sync::Semaphore>,
     /// Signalled after every change of VMs, registrations or policies.
     pub changed: tokio::sync::Notify,
+    /// Who holds which role on the API.
+    pub access: access::Access,
 }
 
 impl State {
-    /// State over `store`, with no health known yet.
+    /// State over `store`, with no health known yet and no roles but the
+    /// built-in admins.
     pub fn new(store: Store) -> Self {
+        Self::with_access(store, access::Access::default())
+    }
+
+    /// State over `store` with these role memberships.
+    pub fn with_access(store: Store, access: access::Access) -> Self {
         Self {
+            access,
             store: Arc::new(Mutex::new(store)),
             health: HealthMap::default(),
             relays: Arc::new(tokio::sync::Semaphore::new(limits::MAX_RELAYS)),
@@ -81,6 +96,10 @@ pub struct Config {
     pub heartbeat_interval: Option<Duration>,
     /// Health probes in flight at once.
     pub max_concurrent_probes: usize,
+    /// The configuration file's content.
+    pub file: config::FileConfig,
+    /// Where it was read from (named in refusals).
+    pub config_path: PathBuf,
 }
 
 /// Why the daemon could not start.
@@ -98,6 +117,9 @@ pub enum StartError {
     /// The API socket could not be opened.
     #[error("cannot listen on {0}")]
     Listen(String, #[source] std::io::Error),
+    /// The API socket's group does not exist or cannot be set.
+    #[error("cannot give the API socket to group {0}")]
+    SocketGroup(String, #[source] std::io::Error),
 }
 
 /// A daemon with its state open and its socket bound.
@@ -143,7 +165,22 @@ impl Daemon {
             std::fs::Permissions::from_mode(limits::API_SOCKET_MODE),
         )
         .map_err(|e| StartError::Listen(name, e))?;
-        let state = Arc::new(State::new(store));
+        if let Some(group) = &config.file.api.socket_group {
+            set_socket_group(path, group)?;
+        }
+        let mut store = store;
+        let interrupted = store.interrupt_running_audit()?;
+        if interrupted > 0 {
+            tracing::warn!(
+                records = interrupted,
+                "audited operations were interrupted by the last stop"
+            );
+        }
+        let access = access::Access::new(
+            config.file.roles.clone(),
+            config.config_path.display().to_string(),
+        );
+        let state = Arc::new(State::with_access(store, access));
         Ok(Self {
             state,
             listener,
@@ -168,13 +205,39 @@ impl Daemon {
             ))
         });
         let listeners = tokio::spawn(guest::reconcile(state.clone()));
+        let pruner = tokio::spawn(audit::prune_task(state.clone(), config.file.audit));
         tracing::info!(api = %config.api_socket.display(), state = %config.state_dir.display(), "serving");
-        let app = api::router(state).into_make_service_with_connect_info::<api::Caller>();
+        let app = api::router(state).into_make_service_with_connect_info::<access::Caller>();
         let served = axum::serve(listener, app).await;
         if let Some(monitor) = monitor {
             monitor.abort();
         }
         listeners.abort();
+        pruner.abort();
         served
     }
+}
+
+/// Gives the API socket to `group` (name or gid), keeping its mode.
+fn set_socket_group(path: &std::path::Path, group: &config::Principal) -> Result<(), StartError> {
+    use nix::unistd::{chown, Gid, Group};
+    let name = match group {
+        config::Principal::Id(id) => id.to_string(),
+        config::Principal::Name(n) => n.clone(),
+    };
+    let gid = match name.parse::<u32>() {
+        Ok(id) => Gid::from_raw(id),
+        Err(_) => {
+            Group::from_name(&name)
+                .map_err(|e| StartError::SocketGroup(name.clone(), e.into()))?
+                .ok_or_else(|| {
+                    StartError::SocketGroup(
+                        name.clone(),
+                        std::io::Error::new(std::io::ErrorKind::NotFound, "no such group"),
+                    )
+                })?
+                .gid
+        }
+    };
+    chown(path, None, Some(gid)).map_err(|e| StartError::SocketGroup(name, e.into()))
 }

@@ -8,6 +8,7 @@ use anyhow::Context;
 use clap::Parser;
 use guestcomm_observability::{self as observability, LogFormat};
 use guestcomm_transport::Address;
+use guestcommd::config::{FileConfig, DEFAULT_CONFIG_PATH};
 use guestcommd::limits::{DEFAULT_HEARTBEAT_INTERVAL_MS, DEFAULT_MAX_CONCURRENT_PROBES};
 use guestcommd::{Config, Daemon};
 
@@ -34,6 +35,12 @@ struct Args {
     #[arg(long, value_name = "DURATION", value_parser = parse_duration,
           default_value_t = format!("{DEFAULT_HEARTBEAT_INTERVAL_MS}ms"))]
     heartbeat_interval: String,
+
+    /// Configuration file: roles on the API, the socket's group, audit
+    /// retention (see docs/SECURITY.md). Without this flag the default path
+    /// is read if it exists; with it the file must exist.
+    #[arg(long, value_name = "PATH")]
+    config: Option<std::path::PathBuf>,
 
     /// Most health probes in flight at once.
     #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_CONCURRENT_PROBES)]
@@ -90,7 +97,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
             args.api
         );
     };
+    let config_path = args
+        .config
+        .clone()
+        .unwrap_or_else(|| DEFAULT_CONFIG_PATH.into());
+    let file = FileConfig::load(&config_path, args.config.is_some())?;
     let config = Config {
+        file,
+        config_path,
         state_dir: args.state,
         api_socket,
         heartbeat_interval: to_duration(&args.heartbeat_interval).map_err(anyhow::Error::msg)?,

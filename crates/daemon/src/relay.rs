@@ -21,6 +21,7 @@
 //! the agent connection is dropped, and the agent kills the command.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use axum::body::Body;
 use axum::extract::{Path, Request, State as AxumState};
@@ -28,7 +29,7 @@ use axum::response::Response;
 use futures::SinkExt;
 use guestcomm_client::Session;
 use guestcomm_protocol::handshake::{self, ServerOffer, AUTH_NONE};
-use guestcomm_protocol::message::{ErrorCode, ErrorFrame, Request as GcRequest};
+use guestcomm_protocol::message::{Call, ErrorCode, ErrorFrame, Request as GcRequest};
 use guestcomm_protocol::{BuiltinService, Control, Frame, FrameCodec, FramedConn, ServiceId};
 use guestcomm_transport::{Address, Stream};
 use hyper::header::{CONNECTION, UPGRADE};
@@ -39,10 +40,13 @@ use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::codec::Framed;
 use tracing::{debug, info, warn, Instrument};
 
+use crate::access::{Authorized, Caller};
 use crate::api::Error;
+use crate::audit::{self, Outcome};
 use crate::limits::RELAY_BUFFER_BYTES;
 use crate::policy::{effective_on, Policy};
 use crate::store::{StoreError, VmRow};
+use crate::tap::{Tap, TapStats};
 use crate::State;
 
 /// The handler: checks the VM, reaches its agent, then upgrades.
@@ -52,6 +56,7 @@ pub async fn connect(
     mut req: Request,
 ) -> Result<Response, Error> {
     require_upgrade(&req)?;
+    let caller = caller_of(&req);
     let vm = state.db(move |s| s.vm(&name)).await?;
     let permit = acquire_relay(&state, &vm.name)?;
     let addr: Address = vm
@@ -69,7 +74,7 @@ pub async fn connect(
     tokio::spawn(
         async move {
             match upgrade.await {
-                Ok(upgraded) => relay(state, vm, agent, TokioIo::new(upgraded)).await,
+                Ok(upgraded) => relay(state, vm, agent, TokioIo::new(upgraded), caller).await,
                 Err(e) => warn!(error = %e, "HTTP upgrade failed"),
             }
             drop(permit);
@@ -77,6 +82,35 @@ pub async fn connect(
         .instrument(span),
     );
     switching_protocols()
+}
+
+/// The caller [`authorize`](crate::access::authorize) identified.
+pub(crate) fn caller_of(req: &Request) -> Caller {
+    req.extensions()
+        .get::<Authorized>()
+        .map(|a| a.caller)
+        .unwrap_or_default()
+}
+
+/// The audit record of a relayed request: its operation and arguments.
+fn audit_record(caller: Caller, vm: &VmRow, request: &GcRequest) -> audit::Record {
+    let (operation, arguments) = match &request.call {
+        Call::Exec(exec) => {
+            let mut line = audit::command_line(&exec.program, &exec.args);
+            if let Some(user) = &exec.user {
+                line.push_str(&format!(" (user {user})"));
+            }
+            ("exec", line)
+        }
+        Call::CopyToGuest(copy) => ("cp.to_guest", copy.dst.clone()),
+        Call::CopyFromGuest(copy) => ("cp.from_guest", copy.src.clone()),
+        Call::Unsupported => ("unsupported", String::new()),
+    };
+    let mut record = audit::record(caller, operation);
+    record.vm = Some(vm.name.clone());
+    record.service = Some(request.service.to_string());
+    record.arguments = audit::arguments(&arguments);
+    record
 }
 
 /// Refuses a request that does not ask for the guestcomm upgrade.
@@ -117,8 +151,9 @@ pub(crate) fn switching_protocols() -> Result<Response, Error> {
         .map_err(|e| Error::Internal(e.to_string()))
 }
 
-/// Handshake with the CLI, policy check of its request, then the byte relay.
-async fn relay<T>(state: Arc<State>, vm: VmRow, agent: Session<Stream>, client: T)
+/// Handshake with the CLI, policy check of its request, then the byte
+/// relay; the request is audited when it starts and when it ends.
+async fn relay<T>(state: Arc<State>, vm: VmRow, agent: Session<Stream>, client: T, caller: Caller)
 where
     T: AsyncRead + AsyncWrite + Unpin + Send,
 {
@@ -139,10 +174,20 @@ where
         Ok(request) => request,
         Err(frame) => return refuse(&mut client, frame).await,
     };
+    let started = Instant::now();
+    let mut record = audit_record(caller, &vm, &request);
     if let Err(frame) = check(&state, &vm, &request).await {
         info!(service = %request.service, error = %frame.message, "request refused");
+        audit::finish(
+            &mut record,
+            Outcome::Refused,
+            Some(frame.to_string()),
+            started,
+        );
+        state.audit(record).await;
         return refuse(&mut client, frame).await;
     }
+    let id = state.audit_start(&record).await;
     let service = request.service;
     let mut agent_conn = agent.conn;
     if let Err(e) = agent_conn
@@ -154,12 +199,36 @@ where
             vm.name,
             handshake::error_chain(&e)
         );
-        return refuse(&mut client, ErrorFrame::new(ErrorCode::Io, message)).await;
+        let frame = ErrorFrame::new(ErrorCode::Io, message);
+        audit::finish(
+            &mut record,
+            Outcome::Failed,
+            Some(frame.to_string()),
+            started,
+        );
+        state.audit_end(id, record).await;
+        return refuse(&mut client, frame).await;
     }
     debug!(%service, "relaying");
-    if let Err(e) = pump(client, agent_conn).await {
+    let stats = Arc::new(TapStats::default());
+    let pumped = pump(client, agent_conn, &stats).await;
+    if let Err(e) = &pumped {
         debug!(error = %e, "relay ended with an error");
     }
+    let seen = stats.observed();
+    record.exit_code = seen.exit_code;
+    record.bytes = Some(stats.bytes());
+    let (outcome, error) = match (seen.error, pumped) {
+        (Some(error), _) => (Outcome::Failed, Some(error)),
+        (None, Err(e)) => (Outcome::Failed, Some(e.to_string())),
+        (None, Ok(())) if record.operation == "exec" && seen.exit_code.is_none() => (
+            Outcome::Failed,
+            Some("the connection ended before the command's exit status".into()),
+        ),
+        (None, Ok(())) => (Outcome::Ok, None),
+    };
+    audit::finish(&mut record, outcome, error, started);
+    state.audit_end(id, record).await;
 }
 
 /// Sends a final error frame to the CLI (best effort).
@@ -240,14 +309,20 @@ async fn check(state: &State, vm: &VmRow, request: &GcRequest) -> Result<(), Err
 
 /// Copies bytes both ways until the agent closes (or the CLI goes away),
 /// first the bytes each side's framing had already read.
-async fn pump<C, A>(client: FramedConn<C>, agent: FramedConn<A>) -> std::io::Result<()>
+async fn pump<C, A>(
+    client: FramedConn<C>,
+    agent: FramedConn<A>,
+    stats: &Arc<TapStats>,
+) -> std::io::Result<()>
 where
     C: AsyncRead + AsyncWrite + Unpin,
     A: AsyncRead + AsyncWrite + Unpin,
 {
     let client = client.into_parts();
     let agent = agent.into_parts();
-    copy_both_ways(client.io, &client.read_buf, agent.io, &agent.read_buf).await
+    stats.saw(&agent.read_buf);
+    let tapped = Tap::new(agent.io, stats.clone());
+    copy_both_ways(client.io, &client.read_buf, tapped, &agent.read_buf).await
 }
 
 /// The byte relay: `client_early` goes to the guest side and `guest_early`

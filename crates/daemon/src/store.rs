@@ -1,5 +1,5 @@
 //! Persistent state in SQLite: the VM inventory, service registrations and
-//! per-VM enablement policies.
+//! per-VM enablement policies (the audit log's table is kept by `audit`).
 //!
 //! The database lives at `<state>/guestcommd.db` in WAL mode with
 //! `synchronous = FULL`: a committed change survives SIGKILL and power loss.
@@ -46,6 +46,26 @@ const MIGRATIONS: &[&str] = &[
     "ALTER TABLE services ADD COLUMN host_endpoint TEXT;",
     // 3: the VM's pre-shared key (hex), NULL for agents without credentials.
     "ALTER TABLE vms ADD COLUMN psk TEXT;",
+    // 4: the audit log (see audit.rs); vm and service are names, not keys,
+    // so records outlive what they name.
+    "CREATE TABLE audit (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        time_ms INTEGER NOT NULL,
+        uid INTEGER,
+        gid INTEGER,
+        pid INTEGER,
+        vm TEXT,
+        service TEXT,
+        operation TEXT NOT NULL,
+        arguments TEXT NOT NULL DEFAULT '',
+        outcome TEXT NOT NULL,
+        exit_code INTEGER,
+        bytes INTEGER,
+        error TEXT,
+        duration_ms INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX audit_vm ON audit (vm, id);
+    CREATE INDEX audit_time ON audit (time_ms);",
 ];
 
 /// Why a state operation failed.
@@ -130,6 +150,11 @@ pub fn now_secs() -> i64 {
 }
 
 impl Store {
+    /// The connection, for the modules that keep their own tables (audit).
+    pub(crate) fn conn(&self) -> &Connection {
+        &self.conn
+    }
+
     /// Opens (creating if needed) the database in `dir`, migrating it.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
         let conn = Connection::open(dir.join("guestcommd.db"))?;

@@ -27,6 +27,7 @@ pub fn local_error(status: u16, code: &str, error: String) -> ApiError {
             code: code.into(),
             chain: vec![error.clone()],
             error,
+            required_role: None,
         },
     }
 }

@@ -1,6 +1,7 @@
 //! One module per subcommand: its clap arguments and what it does.
 
 pub mod api;
+pub mod audit;
 pub mod connect;
 pub mod cp;
 pub mod exec;

@@ -14,21 +14,42 @@ pub struct Daemon {
     pub dir: tempfile::TempDir,
     pub socket: PathBuf,
     heartbeat: String,
+    /// `--config` file, when the test gave one.
+    config: Option<PathBuf>,
 }
 
 impl Daemon {
     /// Starts guestcommd; `heartbeat` is its `--heartbeat-interval`.
     pub fn start(heartbeat: &str) -> Self {
+        Self::start_inner(heartbeat, None)
+    }
+
+    /// Starts guestcommd with `--config` holding `config` (TOML).
+    pub fn start_with_config(heartbeat: &str, config: &str) -> Self {
+        Self::start_inner(heartbeat, Some(config))
+    }
+
+    fn start_inner(heartbeat: &str, config: Option<&str>) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let socket = dir.path().join("api.sock");
         let mut daemon = Daemon {
             child: None,
-            dir,
             socket,
             heartbeat: heartbeat.into(),
+            config: config.map(|_| dir.path().join("guestcommd.toml")),
+            dir,
         };
+        if let Some(text) = config {
+            daemon.set_config(text);
+        }
         daemon.spawn();
         daemon
+    }
+
+    /// Rewrites the `--config` file (read at the next start).
+    pub fn set_config(&self, text: &str) {
+        let path = self.config.as_ref().expect("started with a config");
+        std::fs::write(path, text).expect("write the config");
     }
 
     fn spawn(&mut self) {
@@ -39,6 +60,11 @@ impl Daemon {
             .arg(self.api())
             .arg("--heartbeat-interval")
             .arg(&self.heartbeat)
+            .args(
+                self.config
+                    .iter()
+                    .flat_map(|c| [std::ffi::OsStr::new("--config"), c.as_os_str()]),
+            )
             .env("GUESTCOMM_LOG", "warn")
             .stdin(Stdio::null())
             .spawn()
