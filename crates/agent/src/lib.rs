@@ -6,11 +6,13 @@
 //! [`exec`] runs a program with streamed stdin/stdout/stderr or a
 //! pseudo-terminal ([`pty`]), as another user if asked ([`user`]).
 //! [`files`] serves copies into and out of the guest.
+//! [`policy`] enforces the guest owner's `--policy`.
 //! [`limits`] holds the agent's bounds.
 
 pub mod exec;
 pub mod files;
 pub mod limits;
+pub mod policy;
 pub mod pty;
 pub mod server;
 pub mod user;

@@ -3,7 +3,8 @@
 //! ```text
 //! accept -> peer filter (vsock: host only by default)
 //!        -> connection cap (refuse with resource_limit, keep serving)
-//!        -> handshake (version, auth) -> Request -> service by GUID
+//!        -> handshake (version, auth) -> Request -> guest policy (--policy)
+//!        -> service by GUID
 //! ```
 //!
 //! Each connection runs in its own task; a failing or hostile connection
@@ -16,6 +17,7 @@ use futures::SinkExt;
 use guestcomm_protocol::auth::{Psk, AUTH_PSK};
 use guestcomm_protocol::handshake::{self, ServerOffer, AUTH_NONE};
 use guestcomm_protocol::message::{Call, ErrorCode, ErrorFrame};
+use guestcomm_protocol::policy::PolicyDocument;
 use guestcomm_protocol::{BuiltinService, Control, Frame, FrameCodec, FramedConn};
 use guestcomm_transport::{Address, ListenError, Listener, Peer, PeerCidFilter, Stream};
 use tokio::sync::Semaphore;
@@ -41,6 +43,9 @@ pub struct AgentConfig {
     pub max_connections: usize,
     /// The VM's key: when set, every client must prove it holds it.
     pub psk: Option<Psk>,
+    /// The guest owner's policy (`--policy`): requests it refuses never
+    /// reach a service.
+    pub policy: Option<PolicyDocument>,
 }
 
 /// Why a configuration is refused before anything is opened.
@@ -59,6 +64,7 @@ impl AgentConfig {
             peer_filter: PeerCidFilter::default(),
             max_connections: MAX_CONNECTIONS,
             psk: None,
+            policy: None,
         }
     }
 
@@ -135,6 +141,7 @@ impl Agent {
             psk: self.config.psk.clone(),
         });
         let filter = Arc::new(self.config.peer_filter.clone());
+        let policy = Arc::new(self.config.policy.clone());
         let mut loops = tokio::task::JoinSet::new();
         for listener in self.listeners {
             loops.spawn(accept_loop(
@@ -142,6 +149,7 @@ impl Agent {
                 slots.clone(),
                 offer.clone(),
                 filter.clone(),
+                policy.clone(),
             ));
         }
         while loops.join_next().await.is_some() {}
@@ -153,6 +161,7 @@ async fn accept_loop(
     slots: Arc<Semaphore>,
     offer: Arc<ServerOffer>,
     filter: Arc<PeerCidFilter>,
+    policy: Arc<Option<PolicyDocument>>,
 ) {
     let local = listener
         .local_address()
@@ -184,10 +193,11 @@ async fn accept_loop(
             continue;
         };
         let offer = offer.clone();
+        let policy = policy.clone();
         let span = info_span!("conn", %peer);
         tokio::spawn(
             async move {
-                handle(conn, &peer, &offer).await;
+                handle(conn, &peer, &offer, policy.as_ref().as_ref()).await;
                 drop(permit);
             }
             .instrument(span),
@@ -196,7 +206,12 @@ async fn accept_loop(
 }
 
 /// Runs one connection: handshake, request, service.
-async fn handle(mut conn: FramedConn<Stream>, peer: &Peer, offer: &ServerOffer) {
+async fn handle(
+    mut conn: FramedConn<Stream>,
+    peer: &Peer,
+    offer: &ServerOffer,
+    policy: Option<&PolicyDocument>,
+) {
     let hello = match handshake::server_handshake(&mut conn, offer).await {
         Ok((hello, _)) => hello,
         // A connection closed without a byte is a liveness probe, not a problem.
@@ -210,7 +225,7 @@ async fn handle(mut conn: FramedConn<Stream>, peer: &Peer, offer: &ServerOffer) 
         }
     };
     debug!(client = %hello.client, "handshake done");
-    let request = match handshake::read_request(&mut conn).await {
+    let mut request = match handshake::read_request(&mut conn).await {
         Ok(request) => request,
         // A client that hangs up after the handshake (a health probe) is not a problem.
         Err(frame)
@@ -226,6 +241,11 @@ async fn handle(mut conn: FramedConn<Stream>, peer: &Peer, offer: &ServerOffer) 
             return;
         }
     };
+    if let Some(Err(frame)) = policy.map(|p| crate::policy::check(p, &mut request)) {
+        warn!(%peer, error = %frame.message, "request refused by the guest policy");
+        let _ = conn.send(Frame::Control(Control::Error(frame))).await;
+        return;
+    }
     let service = request.service;
     match (service.builtin(), request.call) {
         (Some(BuiltinService::Exec), Call::Exec(req)) => {

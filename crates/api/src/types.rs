@@ -237,6 +237,15 @@ impl std::fmt::Display for Role {
     }
 }
 
+/// `PUT /v1/vms/{name}/policy`: the VM's new argument-level policy.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SetVmPolicy {
+    /// The document, TOML or JSON text (see `guestcomm_protocol::policy`);
+    /// empty: no restriction.
+    pub document: String,
+}
+
 /// One record of the audit log (`GET /v1/audit`): who did what to which
 /// VM, and how it ended.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]

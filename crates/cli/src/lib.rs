@@ -61,6 +61,8 @@ pub enum Command {
     Cp(commands::cp::CpArgs),
     /// Show the audit log of guestcommd.
     Audit(commands::audit::AuditArgs),
+    /// Show or set a VM's argument-level policy (programs, paths, read-only).
+    Policy(commands::policy::PolicyArgs),
 }
 
 /// Runs a parsed command line.
@@ -92,6 +94,7 @@ pub fn run(cli: Cli) -> ExitCode {
             Command::Connect(args) => commands::connect::run(args, cli.api.as_deref()).await,
             Command::Cp(args) => commands::cp::run(args, cli.api.as_deref()).await,
             Command::Audit(args) => commands::audit::run(args, cli.api.as_deref()).await,
+            Command::Policy(args) => commands::policy::run(args, cli.api.as_deref()).await,
         }
     });
     if wait_for_blocking {

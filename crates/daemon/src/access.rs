@@ -7,7 +7,9 @@
 //! request -> matched route -> ROUTES: operation, role needed, audited?
 //!         -> caller's role: root and the daemon's uid are admin, else the
 //!            highest role whose users or groups name the caller, else none
-//!         -> 403 permission_denied naming the role, or the handler
+//!         -> 403 permission_denied naming the role
+//!         -> operator routes on a read-only VM: 403 policy_denied
+//!         -> the handler
 //! ```
 //!
 //! A route missing from [`ROUTES`] needs `admin` (fail closed); a unit test
@@ -96,6 +98,7 @@ use Role::{Admin, Operator, Viewer};
 
 /// Every route, the role it needs and whether it is audited: the one place
 /// where access is decided. New routes add a line here (and to openapi.json).
+#[rustfmt::skip] // One line per route reads as a table.
 pub const ROUTES: &[RouteRule] = &[
     rule(Method::GET, "/openapi.json", "openapi", Viewer, Failures),
     rule(Method::GET, "/v1/vms", "vm.list", Viewer, Failures),
@@ -103,83 +106,19 @@ pub const ROUTES: &[RouteRule] = &[
     rule(Method::GET, "/v1/vms/{name}", "vm.show", Viewer, Failures),
     rule(Method::DELETE, "/v1/vms/{name}", "vm.rm", Admin, Always),
     rule(Method::PATCH, "/v1/vms/{name}", "vm.set", Admin, Always),
-    rule(
-        Method::POST,
-        "/v1/vms/{name}/connect",
-        "vm.connect",
-        Operator,
-        Always,
-    ),
-    rule(
-        Method::GET,
-        "/v1/vms/{name}/credentials",
-        "vm.credentials",
-        Admin,
-        Always,
-    ),
-    rule(
-        Method::GET,
-        "/v1/vms/{name}/services",
-        "service.list",
-        Viewer,
-        Failures,
-    ),
-    rule(
-        Method::POST,
-        "/v1/vms/{name}/services/{id}/RequestStateChange",
-        "service.state",
-        Admin,
-        Always,
-    ),
-    rule(
-        Method::POST,
-        "/v1/vms/{name}/services/{id}/connect",
-        "service.connect",
-        Operator,
-        Always,
-    ),
-    rule(
-        Method::POST,
-        "/v1/vms/{name}/services/{id}/{method}",
-        "service.method",
-        Admin,
-        Always,
-    ),
-    rule(
-        Method::GET,
-        "/v1/services",
-        "service.list",
-        Viewer,
-        Failures,
-    ),
-    rule(
-        Method::POST,
-        "/v1/services",
-        "service.register",
-        Admin,
-        Always,
-    ),
-    rule(
-        Method::DELETE,
-        "/v1/services/{id}",
-        "service.unregister",
-        Admin,
-        Always,
-    ),
-    rule(
-        Method::PUT,
-        "/v1/services/{id}/policy",
-        "service.enable",
-        Admin,
-        Always,
-    ),
-    rule(
-        Method::GET,
-        "/v1/services/instances",
-        "service.list",
-        Viewer,
-        Failures,
-    ),
+    rule(Method::POST, "/v1/vms/{name}/connect", "vm.connect", Operator, Always),
+    rule(Method::GET, "/v1/vms/{name}/credentials", "vm.credentials", Admin, Always),
+    rule(Method::GET, "/v1/vms/{name}/policy", "policy.show", Viewer, Failures),
+    rule(Method::PUT, "/v1/vms/{name}/policy", "policy.set", Admin, Always),
+    rule(Method::GET, "/v1/vms/{name}/services", "service.list", Viewer, Failures),
+    rule(Method::POST, "/v1/vms/{name}/services/{id}/RequestStateChange", "service.state", Admin, Always),
+    rule(Method::POST, "/v1/vms/{name}/services/{id}/connect", "service.connect", Operator, Always),
+    rule(Method::POST, "/v1/vms/{name}/services/{id}/{method}", "service.method", Admin, Always),
+    rule(Method::GET, "/v1/services", "service.list", Viewer, Failures),
+    rule(Method::POST, "/v1/services", "service.register", Admin, Always),
+    rule(Method::DELETE, "/v1/services/{id}", "service.unregister", Admin, Always),
+    rule(Method::PUT, "/v1/services/{id}/policy", "service.enable", Admin, Always),
+    rule(Method::GET, "/v1/services/instances", "service.list", Viewer, Failures),
     rule(Method::GET, "/v1/audit", "audit.read", Viewer, Failures),
 ];
 
@@ -313,6 +252,23 @@ pub struct Authorized {
     pub role: Role,
 }
 
+/// Audits a refusal and answers it.
+async fn refuse(
+    state: &State,
+    mut record: audit::Record,
+    err: Error,
+    started: std::time::Instant,
+) -> Response {
+    audit::finish(
+        &mut record,
+        Outcome::Refused,
+        Some(err.to_string()),
+        started,
+    );
+    state.audit(record).await;
+    err.into_response()
+}
+
 /// The middleware of every route: decides access from [`ROUTES`], then
 /// records the call in the audit log when the table says so. Relayed
 /// operations that were let through (HTTP 101) are recorded by the relay.
@@ -353,14 +309,15 @@ pub async fn authorize(
             has: role,
             config: state.access.config_path.clone(),
         };
-        audit::finish(
-            &mut record,
-            Outcome::Refused,
-            Some(err.to_string()),
-            started,
-        );
-        state.audit(record).await;
-        return err.into_response();
+        return refuse(&state, record, err, started).await;
+    }
+    // A read-only VM (host policy) lets no operator call through.
+    if rule.role == Operator {
+        if let Some(vm) = record.vm.clone() {
+            if let Err(err) = crate::policy_doc::require_writable(&state, vm).await {
+                return refuse(&state, record, err, started).await;
+            }
+        }
     }
     req.extensions_mut().insert(Authorized {
         caller,

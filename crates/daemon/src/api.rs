@@ -208,6 +208,10 @@ pub fn router(state: Arc<State>) -> Router {
         .route("/v1/services/{id}", axum::routing::delete(unregister))
         .route("/v1/services/{id}/policy", put(set_policy))
         .route("/v1/services/instances", get(all_instances))
+        .route(
+            "/v1/vms/{name}/policy",
+            get(crate::policy_doc::show).put(crate::policy_doc::set),
+        )
         .route("/v1/audit", get(crate::audit::list))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),

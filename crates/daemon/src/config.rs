@@ -21,6 +21,7 @@
 
 use std::path::Path;
 
+use guestcomm_protocol::policy::line_of;
 use serde::Deserialize;
 
 use crate::limits::{DEFAULT_AUDIT_MAX_AGE_DAYS, DEFAULT_AUDIT_MAX_RECORDS};
@@ -182,16 +183,6 @@ impl FileConfig {
         let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read(name.clone(), e))?;
         Self::parse(&text, &name)
     }
-}
-
-/// The 1-based line holding byte `offset` of `text`.
-pub fn line_of(text: &str, offset: usize) -> usize {
-    let end = offset.min(text.len());
-    text.as_bytes()[..end]
-        .iter()
-        .filter(|&&b| b == b'\n')
-        .count()
-        + 1
 }
 
 #[cfg(test)]

@@ -21,6 +21,7 @@ pub mod guest;
 pub mod health;
 pub mod limits;
 pub mod policy;
+pub mod policy_doc;
 pub mod relay;
 pub mod store;
 pub mod tap;

@@ -170,13 +170,17 @@ where
         debug!(error = %handshake::error_chain(&e), "client handshake failed");
         return;
     }
-    let request = match handshake::read_request(&mut client).await {
+    let mut request = match handshake::read_request(&mut client).await {
         Ok(request) => request,
         Err(frame) => return refuse(&mut client, frame).await,
     };
     let started = Instant::now();
     let mut record = audit_record(caller, &vm, &request);
-    if let Err(frame) = check(&state, &vm, &request).await {
+    let checked = match check(&state, &vm, &request).await {
+        Ok(()) => crate::policy_doc::check_request(&state, &vm, &mut request.call).await,
+        Err(frame) => Err(frame),
+    };
+    if let Err(frame) = checked {
         info!(service = %request.service, error = %frame.message, "request refused");
         audit::finish(
             &mut record,

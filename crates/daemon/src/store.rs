@@ -66,6 +66,12 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX audit_vm ON audit (vm, id);
     CREATE INDEX audit_time ON audit (time_ms);",
+    // 5: each VM's argument-level policy document, validated JSON (see policy_doc.rs).
+    "CREATE TABLE vm_policies (
+        vm TEXT PRIMARY KEY REFERENCES vms(id) ON DELETE CASCADE,
+        document TEXT NOT NULL,
+        updated_at INTEGER NOT NULL
+    );",
 ];
 
 /// Why a state operation failed.

@@ -14,7 +14,8 @@
 //! (typed control messages), [`handshake`] (steps 2 and its checks),
 //! [`service`] (service GUIDs and their vsock ports), [`limits`] (every bound),
 //! [`split`] (a connection as a frame reader and a copy-free frame writer),
-//! [`files`] (the file service's copy messages).
+//! [`files`] (the file service's copy messages), [`policy`] (the
+//! argument-level policy document both host and agent enforce).
 //! `docs/PROTOCOL.md` is the full specification.
 
 pub mod auth;
@@ -23,6 +24,7 @@ pub mod frame;
 pub mod handshake;
 pub mod limits;
 pub mod message;
+pub mod policy;
 pub mod service;
 pub mod split;
 

@@ -6,6 +6,7 @@ pub mod connect;
 pub mod cp;
 pub mod exec;
 pub mod identity;
+pub mod policy;
 pub mod service;
 pub mod status;
 pub mod vm;
