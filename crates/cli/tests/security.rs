@@ -156,3 +156,27 @@ fn a_malformed_config_stops_the_daemon_naming_the_line() {
     assert!(err.contains("line 3") && err.contains("root"), "{err}");
     assert_eq!(err.trim().lines().count(), 1, "{err}");
 }
+
+#[test]
+fn the_state_database_holding_the_keys_is_private() {
+    let d = Daemon::start("off");
+    d.ok(&[
+        "vm",
+        "add",
+        "vm1",
+        "--endpoint",
+        "unix:///nowhere.sock",
+        "--generate-credentials",
+    ]);
+    let state = d.dir.path().join("state");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&state).unwrap() {
+        let entry = entry.unwrap();
+        let mode = entry.metadata().unwrap().permissions().mode();
+        assert_eq!(mode & 0o077, 0, "{:?} has mode {mode:o}", entry.file_name());
+        seen += 1;
+    }
+    assert!(seen >= 2, "the database and its WAL");
+    let dir_mode = std::fs::metadata(&state).unwrap().permissions().mode();
+    assert_eq!(dir_mode & 0o777, 0o700);
+}

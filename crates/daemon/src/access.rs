@@ -407,9 +407,15 @@ mod tests {
                 }
                 let m: Method = method.to_uppercase().parse().unwrap();
                 documented += 1;
-                assert!(
-                    ROUTES.iter().any(|r| r.method == m && r.path == path),
-                    "{method} {path} is in openapi.json but not in access::ROUTES"
+                let rule = ROUTES.iter().find(|r| r.method == m && r.path == path);
+                let Some(rule) = rule else {
+                    panic!("{method} {path} is in openapi.json but not in access::ROUTES")
+                };
+                let op = &item[method];
+                assert_eq!(op["x-guestcomm-role"], rule.role.name(), "{method} {path}");
+                assert_eq!(
+                    op["x-guestcomm-operation"], rule.operation,
+                    "{method} {path}"
                 );
             }
         }

@@ -118,9 +118,10 @@ impl Error {
                 (StatusCode::CONFLICT, "conflict")
             }
             Self::Store(StoreError::Builtin(_)) => (StatusCode::CONFLICT, "builtin_service"),
-            Self::Store(StoreError::TooNew { .. } | StoreError::Sqlite(_)) | Self::Internal(_) => {
-                (StatusCode::INTERNAL_SERVER_ERROR, "internal")
-            }
+            Self::Store(
+                StoreError::TooNew { .. } | StoreError::Sqlite(_) | StoreError::File(..),
+            )
+            | Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
             Self::BadRequest(_) => (StatusCode::BAD_REQUEST, "invalid_argument"),
             Self::Agent { .. } => (StatusCode::BAD_GATEWAY, "agent_unreachable"),
             Self::Guest { .. } => (StatusCode::BAD_GATEWAY, "guest_unreachable"),

@@ -100,6 +100,9 @@ pub enum StoreError {
         /// Newest version known here.
         known: u32,
     },
+    /// The database file could not be created or protected.
+    #[error("cannot create the state database {0} with mode 0600")]
+    File(String, #[source] std::io::Error),
     /// SQLite failed.
     #[error("state database error")]
     Sqlite(#[from] rusqlite::Error),
@@ -162,8 +165,22 @@ impl Store {
     }
 
     /// Opens (creating if needed) the database in `dir`, migrating it.
+    ///
+    /// The file holds the VMs' keys: it is created (or set) mode 0600 before
+    /// SQLite opens it, and SQLite gives its WAL and shared-memory files the
+    /// same mode.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
-        let conn = Connection::open(dir.join("guestcommd.db"))?;
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        let path = dir.join("guestcommd.db");
+        let secret = |e: std::io::Error| StoreError::File(path.display().to_string(), e);
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(secret)?;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).map_err(secret)?;
+        let conn = Connection::open(&path)?;
         Self::init(conn)
     }
 
