@@ -260,6 +260,9 @@ pub struct AuditRecord {
     pub gid: Option<u32>,
     /// The caller's process id.
     pub pid: Option<i32>,
+    /// The caller's client certificate, `sha256:...` (TCP API).
+    #[serde(default)]
+    pub certificate: Option<String>,
     /// The VM, when the operation names one.
     pub vm: Option<String>,
     /// The service GUID, when the operation names one.

@@ -32,10 +32,28 @@ const COPY_CLEANUP_WAIT: std::time::Duration = std::time::Duration::from_secs(10
 #[derive(Debug, Parser)]
 #[command(name = "guestcomm", version, after_help = exit::EXIT_CODES_HELP)]
 pub struct Cli {
-    /// Address of the guestcommd API, unix:///PATH (default
-    /// unix:///run/guestcomm/api.sock).
+    /// Address of the guestcommd API: unix:///PATH (default
+    /// unix:///run/guestcomm/api.sock), or tcp://IP:PORT with mutual TLS
+    /// (--api-cert, --api-key, --api-ca).
     #[arg(long, global = true, env = "GUESTCOMM_API", value_name = "ADDR")]
     pub api: Option<String>,
+
+    /// With a tcp:// API: this client's certificate (PEM); guestcommd maps
+    /// its fingerprint to a role.
+    #[arg(long, global = true, env = "GUESTCOMM_API_CERT", value_name = "FILE",
+          requires_all = ["api_key", "api_ca"])]
+    pub api_cert: Option<std::path::PathBuf>,
+
+    /// With a tcp:// API: the private key of --api-cert (PEM).
+    #[arg(long, global = true, env = "GUESTCOMM_API_KEY", value_name = "FILE",
+          requires_all = ["api_cert", "api_ca"])]
+    pub api_key: Option<std::path::PathBuf>,
+
+    /// With a tcp:// API: the CA that signed guestcommd's certificate (PEM;
+    /// the certificate must name the IP address dialled).
+    #[arg(long, global = true, env = "GUESTCOMM_API_CA", value_name = "FILE",
+          requires_all = ["api_cert", "api_key"])]
+    pub api_ca: Option<std::path::PathBuf>,
 
     /// What to do.
     #[command(subcommand)]
@@ -67,6 +85,13 @@ pub enum Command {
 
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> ExitCode {
+    if let (Some(cert), Some(key), Some(ca)) = (&cli.api_cert, &cli.api_key, &cli.api_ca) {
+        commands::api::set_tls_files(guestcomm_api::tls::ClientTlsFiles {
+            cert: cert.clone(),
+            key: key.clone(),
+            ca: ca.clone(),
+        });
+    }
     let command = match cli.command {
         Command::Identity(args) => return commands::identity::run(args),
         command => command,

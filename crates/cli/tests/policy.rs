@@ -25,7 +25,7 @@ fn set_policy(d: &Daemon, vm: &str, doc: &str) -> Output {
 
 /// The audit records of `vm` (operation, outcome, record).
 fn audit(d: &Daemon, vm: &str) -> Vec<Value> {
-    d.json(&["audit", "--vm", vm]).as_array().unwrap().clone()
+    d.audit_settled(&["--vm", vm])
 }
 
 fn find<'a>(records: &'a [Value], op: &str, args_contain: &str) -> &'a Value {

@@ -1,5 +1,6 @@
-//! Who may call what on the API: callers identified by `SO_PEERCRED`
-//! ([`Caller`]), their role from the configuration file ([`Access`]), and
+//! Who may call what on the API: callers identified by `SO_PEERCRED`, or by
+//! their client certificate on the TCP API ([`Caller`]), their role from the
+//! configuration file ([`Access`]), and
 //! the one table of routes and the role each needs ([`ROUTES`]).
 //!
 //! ```text
@@ -23,15 +24,18 @@ use axum::http::Method;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::serve::IncomingStream;
+use guestcomm_api::tls::{digest, format_fingerprint};
 use guestcomm_api::Role;
 use tokio::net::UnixListener;
 
 use crate::api::Error;
 use crate::audit::{self, Outcome};
 use crate::config::{Members, Principal, RolesSection};
+use crate::tls_listener::TlsListener;
 use crate::State;
 
-/// Who called, from `SO_PEERCRED` on the API socket.
+/// Who called: `SO_PEERCRED` on the API socket, or the client certificate
+/// on the TCP API.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Caller {
     /// User id.
@@ -40,6 +44,15 @@ pub struct Caller {
     pub gid: Option<u32>,
     /// Process id.
     pub pid: Option<i32>,
+    /// SHA-256 of the client certificate (TCP API).
+    pub certificate: Option<[u8; 32]>,
+}
+
+impl Caller {
+    /// The certificate's fingerprint, `sha256:...`.
+    pub fn fingerprint(&self) -> Option<String> {
+        self.certificate.as_ref().map(format_fingerprint)
+    }
 }
 
 impl axum::extract::connect_info::Connected<IncomingStream<'_, UnixListener>> for Caller {
@@ -49,6 +62,20 @@ impl axum::extract::connect_info::Connected<IncomingStream<'_, UnixListener>> fo
             uid: cred.map(|c| c.uid()),
             gid: cred.map(|c| c.gid()),
             pid: cred.and_then(|c| c.pid()),
+            certificate: None,
+        }
+    }
+}
+
+impl axum::extract::connect_info::Connected<IncomingStream<'_, TlsListener>> for Caller {
+    fn connect_info(stream: IncomingStream<'_, TlsListener>) -> Self {
+        let (_, session) = stream.io().get_ref();
+        Self {
+            certificate: session
+                .peer_certificates()
+                .and_then(|chain| chain.first())
+                .map(|cert| digest(cert)),
+            ..Self::default()
         }
     }
 }
@@ -217,6 +244,19 @@ impl Access {
         }
     }
 
+    /// The role of a TCP API client certificate (`sha256:...`): the highest
+    /// role listing its fingerprint.
+    pub fn role_of_certificate(&self, fingerprint: &str) -> Option<Role> {
+        [
+            (Admin, &self.roles.admin),
+            (Operator, &self.roles.operator),
+            (Viewer, &self.roles.viewer),
+        ]
+        .into_iter()
+        .find(|(_, members)| members.certificates.iter().any(|c| c == fingerprint))
+        .map(|(role, _)| role)
+    }
+
     /// The highest role `who` holds: root and the daemon's own user are
     /// admin; otherwise the highest role listing the user or a group of it.
     pub fn role_of(&self, who: &Identity) -> Option<Role> {
@@ -294,18 +334,24 @@ pub async fn authorize(
     record.vm = param("name");
     record.service = param("id");
     record.arguments = req.uri().query().map(str::to_string).unwrap_or_default();
-    let who = match caller.uid {
-        Some(uid) => tokio::task::spawn_blocking(move || Identity::lookup(uid, caller.gid))
-            .await
-            .ok(),
-        None => None,
+    let (who, role) = match (caller.uid, caller.fingerprint()) {
+        (Some(uid), _) => {
+            match tokio::task::spawn_blocking(move || Identity::lookup(uid, caller.gid)).await {
+                Ok(who) => (who.describe(), state.access.role_of(&who)),
+                Err(_) => (format!("uid {uid}"), None),
+            }
+        }
+        (None, Some(fp)) => {
+            let role = state.access.role_of_certificate(&fp);
+            (format!("client certificate {fp}"), role)
+        }
+        (None, None) => ("an unidentified caller".into(), None),
     };
-    let role = who.as_ref().and_then(|w| state.access.role_of(w));
     if role.is_none_or(|r| r < rule.role) {
         let err = Error::Forbidden {
             operation: rule.operation,
             required: rule.role,
-            who: who.map_or_else(|| "an unidentified caller".into(), |w| w.describe()),
+            who,
             has: role,
             config: state.access.config_path.clone(),
         };

@@ -48,6 +48,7 @@ pub fn record(caller: Caller, operation: &str) -> Record {
         uid: caller.uid,
         gid: caller.gid,
         pid: caller.pid,
+        certificate: caller.fingerprint(),
         operation: operation.into(),
         outcome: Outcome::Running,
         ..Record::default()
@@ -100,6 +101,7 @@ fn trace(record: &Record) {
         outcome = record.outcome.name(),
         uid = ?record.uid,
         pid = ?record.pid,
+        certificate = record.certificate.as_deref().unwrap_or(""),
         vm = record.vm.as_deref().unwrap_or(""),
         service = record.service.as_deref().unwrap_or(""),
         arguments = %record.arguments,
@@ -156,7 +158,7 @@ impl State {
     }
 }
 
-const COLUMNS: &str = "id, time_ms, uid, gid, pid, vm, service, operation, arguments, outcome, exit_code, bytes, error, duration_ms";
+const COLUMNS: &str = "id, time_ms, uid, gid, pid, vm, service, operation, arguments, outcome, exit_code, bytes, error, duration_ms, certificate";
 
 fn audit_row(r: &Row<'_>) -> rusqlite::Result<Record> {
     let outcome: String = r.get(9)?;
@@ -175,6 +177,7 @@ fn audit_row(r: &Row<'_>) -> rusqlite::Result<Record> {
         bytes: r.get::<_, Option<i64>>(11)?.map(|b| b.max(0) as u64),
         error: r.get(12)?,
         duration_ms: r.get::<_, i64>(13)?.max(0) as u64,
+        certificate: r.get(14)?,
     })
 }
 
@@ -182,8 +185,8 @@ impl Store {
     /// Appends a record (`r.id` 0) or rewrites record `r.id`; returns its id.
     pub fn write_audit(&mut self, r: &Record) -> Result<i64, StoreError> {
         self.conn().execute(
-            "INSERT OR REPLACE INTO audit (id, time_ms, uid, gid, pid, vm, service, operation, arguments, outcome, exit_code, bytes, error, duration_ms)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+            "INSERT OR REPLACE INTO audit (id, time_ms, uid, gid, pid, vm, service, operation, arguments, outcome, exit_code, bytes, error, duration_ms, certificate)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
             params![
                 (r.id > 0).then_some(r.id),
                 r.time_ms,
@@ -198,7 +201,8 @@ impl Store {
                 r.exit_code,
                 r.bytes.map(|b| b.min(i64::MAX as u64) as i64),
                 r.error,
-                r.duration_ms.min(i64::MAX as u64) as i64
+                r.duration_ms.min(i64::MAX as u64) as i64,
+                r.certificate
             ],
         )?;
         Ok(self.conn().last_insert_rowid())

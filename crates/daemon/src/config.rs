@@ -6,11 +6,16 @@
 //! ```toml
 //! [api]
 //! socket_group = "guestcomm"        # group of the API socket (mode 0660)
+//! [api.tls]                         # for --api tcp://IP:PORT (mutual TLS)
+//! cert = "/etc/guestcomm/api.crt"   # must name the IP clients dial
+//! key = "/etc/guestcomm/api.key"
+//! client_ca = "/etc/guestcomm/clients-ca.crt"
 //!
 //! [roles]                           # users and groups: names or numeric ids
 //! admin    = { users = ["alice"] }
 //! operator = { groups = ["guestcomm-ops"] }
-//! viewer   = { users = [1001], groups = ["guestcomm"] }
+//! viewer   = { users = [1001], groups = ["guestcomm"],
+//!              certificates = ["sha256:3f2a..."] }   # TCP API clients
 //!
 //! [audit]
 //! max_records = 1000000             # 0: no limit by count
@@ -19,8 +24,9 @@
 //!
 //! Every table is `deny_unknown_fields`; a parse error names the line.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
+use guestcomm_api::tls::normalize_fingerprint;
 use guestcomm_protocol::policy::line_of;
 use serde::Deserialize;
 
@@ -75,6 +81,22 @@ pub struct ApiSection {
     /// Group the API socket is given (name or id), so members can connect.
     #[serde(default)]
     pub socket_group: Option<Principal>,
+    /// Mutual TLS, required for `--api tcp://...`.
+    #[serde(default)]
+    pub tls: Option<TlsSection>,
+}
+
+/// `[api.tls]`: the daemon's certificate and the CA its clients' certificates
+/// must chain to (PEM files).
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSection {
+    /// The daemon's certificate chain; it must name the address clients dial.
+    pub cert: PathBuf,
+    /// Its private key.
+    pub key: PathBuf,
+    /// The CA of the client certificates.
+    pub client_ca: PathBuf,
 }
 
 /// `[roles]`: one member list per role.
@@ -102,6 +124,11 @@ pub struct Members {
     /// Group names or gids (primary or supplementary, from the user database).
     #[serde(default)]
     pub groups: Vec<Principal>,
+    /// Client certificates of the TCP API, by SHA-256 fingerprint
+    /// (`sha256:` and hex; colons and upper case as openssl prints them are
+    /// accepted), normalized at load.
+    #[serde(default)]
+    pub certificates: Vec<String>,
 }
 
 /// A user or group, by name or by numeric id.
@@ -159,11 +186,24 @@ impl Default for AuditSection {
 impl FileConfig {
     /// Parses the text of a configuration file; `path` names it in errors.
     pub fn parse(text: &str, path: &str) -> Result<Self, ConfigError> {
-        toml::from_str(text).map_err(|e| ConfigError::Parse {
+        let mut config: Self = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: path.into(),
             line: e.span().map_or(1, |s| line_of(text, s.start)),
             message: e.message().trim().to_string(),
-        })
+        })?;
+        let roles = &mut config.roles;
+        for members in [&mut roles.admin, &mut roles.operator, &mut roles.viewer] {
+            for fp in &mut members.certificates {
+                *fp = normalize_fingerprint(fp).ok_or_else(|| ConfigError::Parse {
+                    path: path.into(),
+                    line: text.find(fp.as_str()).map_or(1, |i| line_of(text, i)),
+                    message: format!(
+                        "certificate {fp:?} is not a SHA-256 fingerprint (sha256: and 64 hex digits)"
+                    ),
+                })?;
+            }
+        }
+        Ok(config)
     }
 
     /// Reads the file at `path`. A missing file is an empty configuration
@@ -229,6 +269,24 @@ max_records = 10
         assert!(err.contains("line 2") && err.contains("user"), "{err}");
         let err = FileConfig::parse("[audit\n", "c").unwrap_err().to_string();
         assert!(err.contains("line 1"), "{err}");
+    }
+
+    #[test]
+    fn certificate_fingerprints_are_normalized_or_refused_naming_the_line() {
+        let hex = "AB:".repeat(31) + "AB";
+        let text = format!("[roles]\nviewer = {{ certificates = [\"{hex}\"] }}\n");
+        let c = FileConfig::parse(&text, "c").unwrap();
+        assert_eq!(
+            c.roles.viewer.certificates[0],
+            format!("sha256:{}", "ab".repeat(32))
+        );
+        let err = FileConfig::parse("[roles]\n\nadmin = { certificates = [\"abc\"] }\n", "c")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("line 3") && err.contains("fingerprint"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -25,12 +25,14 @@ pub mod policy_doc;
 pub mod relay;
 pub mod store;
 pub mod tap;
+pub mod tls_listener;
 
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use guestcomm_protocol::handshake::error_chain;
 use tokio::net::UnixListener;
 
 use crate::health::HealthMap;
@@ -91,8 +93,8 @@ impl State {
 pub struct Config {
     /// State directory (the SQLite database).
     pub state_dir: PathBuf,
-    /// The API's Unix socket.
-    pub api_socket: PathBuf,
+    /// Where the API is served.
+    pub api: ApiEndpoint,
     /// Interval between health probes of one VM; `None`: no monitor.
     pub heartbeat_interval: Option<Duration>,
     /// Health probes in flight at once.
@@ -101,6 +103,15 @@ pub struct Config {
     pub file: config::FileConfig,
     /// Where it was read from (named in refusals).
     pub config_path: PathBuf,
+}
+
+/// Where the API is served.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ApiEndpoint {
+    /// A Unix socket (mode 0660): callers by `SO_PEERCRED`.
+    Unix(PathBuf),
+    /// TCP with mutual TLS (`[api.tls]`): callers by client certificate.
+    Tcp(std::net::SocketAddr),
 }
 
 /// Why the daemon could not start.
@@ -118,6 +129,9 @@ pub enum StartError {
     /// The API socket could not be opened.
     #[error("cannot listen on {0}")]
     Listen(String, #[source] std::io::Error),
+    /// `--api tcp://` without `[api.tls]`, or TLS material that does not load.
+    #[error("cannot serve the API over TCP: {0}")]
+    Tls(String),
     /// The API socket's group does not exist or cannot be set.
     #[error("cannot give the API socket to group {0}")]
     SocketGroup(String, #[source] std::io::Error),
@@ -126,9 +140,14 @@ pub enum StartError {
 /// A daemon with its state open and its socket bound.
 pub struct Daemon {
     state: Arc<State>,
-    listener: UnixListener,
+    listener: Bound,
     config: Config,
-    _socket: SocketFile,
+}
+
+/// The API's listener.
+enum Bound {
+    Unix(UnixListener, SocketFile),
+    Tls(tls_listener::TlsListener),
 }
 
 /// Removes the API socket file when the daemon stops.
@@ -141,35 +160,17 @@ impl Drop for SocketFile {
 }
 
 impl Daemon {
-    /// Opens the state and binds the API socket (mode 0660).
+    /// Opens the state and binds the API: a Unix socket (mode 0660), or TCP
+    /// with mutual TLS.
     pub async fn bind(config: Config) -> Result<Self, StartError> {
         let dir = &config.state_dir;
-        // Owner only: the state will hold per-VM credentials (issue #10).
+        // Owner only: the state holds per-VM credentials.
         std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
             .create(dir)
             .map_err(|e| StartError::StateDir(dir.display().to_string(), e))?;
-        let store = Store::open(dir)?;
-        let path = &config.api_socket;
-        let name = format!("unix://{}", path.display());
-        if path.exists() {
-            // A live socket answers; a stale one from a crash is replaced.
-            if tokio::net::UnixStream::connect(path).await.is_ok() {
-                return Err(StartError::InUse(name));
-            }
-            std::fs::remove_file(path).map_err(|e| StartError::Listen(name.clone(), e))?;
-        }
-        let listener = UnixListener::bind(path).map_err(|e| StartError::Listen(name.clone(), e))?;
-        std::fs::set_permissions(
-            path,
-            std::fs::Permissions::from_mode(limits::API_SOCKET_MODE),
-        )
-        .map_err(|e| StartError::Listen(name, e))?;
-        if let Some(group) = &config.file.api.socket_group {
-            set_socket_group(path, group)?;
-        }
-        let mut store = store;
+        let mut store = Store::open(dir)?;
         let interrupted = store.interrupt_running_audit()?;
         if interrupted > 0 {
             tracing::warn!(
@@ -182,21 +183,54 @@ impl Daemon {
             config.config_path.display().to_string(),
         );
         let state = Arc::new(State::with_access(store, access));
+        let listener = match &config.api {
+            ApiEndpoint::Unix(path) => {
+                let (listener, file) = bind_unix(path, &config.file).await?;
+                Bound::Unix(listener, file)
+            }
+            ApiEndpoint::Tcp(addr) => {
+                let Some(tls) = &config.file.api.tls else {
+                    return Err(StartError::Tls(format!(
+                        "--api tcp://{addr} needs mutual TLS: set cert, key and client_ca in [api.tls] of {}",
+                        config.config_path.display()
+                    )));
+                };
+                let server = tls_listener::server_config(tls)
+                    .map_err(|e| StartError::Tls(error_chain(&e)))?;
+                let name = format!("tcp://{addr}");
+                let tcp = tokio::net::TcpListener::bind(addr)
+                    .await
+                    .map_err(|e| StartError::Listen(name.clone(), e))?;
+                let listener = tls_listener::TlsListener::new(tcp, server, state.clone())
+                    .map_err(|e| StartError::Listen(name, e))?;
+                Bound::Tls(listener)
+            }
+        };
         Ok(Self {
             state,
             listener,
-            _socket: SocketFile(config.api_socket.clone()),
             config,
         })
     }
 
+    /// The address the API listens on (with the port chosen for `:0`).
+    pub fn api_address(&self) -> String {
+        match &self.listener {
+            Bound::Unix(_, SocketFile(path)) => format!("unix://{}", path.display()),
+            Bound::Tls(l) => match axum::serve::Listener::local_addr(l) {
+                Ok(addr) => format!("tcp://{addr}"),
+                Err(_) => "tcp://?".into(),
+            },
+        }
+    }
+
     /// Serves the API and runs the health monitor until dropped.
     pub async fn run(self) -> std::io::Result<()> {
+        let api = self.api_address();
         let Self {
             state,
             listener,
             config,
-            _socket,
         } = self;
         let monitor = config.heartbeat_interval.map(|interval| {
             tokio::spawn(health::monitor(
@@ -207,9 +241,18 @@ impl Daemon {
         });
         let listeners = tokio::spawn(guest::reconcile(state.clone()));
         let pruner = tokio::spawn(audit::prune_task(state.clone(), config.file.audit));
-        tracing::info!(api = %config.api_socket.display(), state = %config.state_dir.display(), "serving");
-        let app = api::router(state).into_make_service_with_connect_info::<access::Caller>();
-        let served = axum::serve(listener, app).await;
+        tracing::info!(%api, state = %config.state_dir.display(), "serving");
+        let app = api::router(state);
+        let served = match listener {
+            Bound::Unix(listener, _socket) => {
+                let app = app.into_make_service_with_connect_info::<access::Caller>();
+                axum::serve(listener, app).await
+            }
+            Bound::Tls(listener) => {
+                let app = app.into_make_service_with_connect_info::<access::Caller>();
+                axum::serve(listener, app).await
+            }
+        };
         if let Some(monitor) = monitor {
             monitor.abort();
         }
@@ -217,6 +260,33 @@ impl Daemon {
         pruner.abort();
         served
     }
+}
+
+/// Binds the API's Unix socket (mode 0660, and `[api] socket_group`),
+/// replacing a stale one left by a crash.
+async fn bind_unix(
+    path: &std::path::Path,
+    file: &config::FileConfig,
+) -> Result<(UnixListener, SocketFile), StartError> {
+    let name = format!("unix://{}", path.display());
+    if path.exists() {
+        // A live socket answers; a stale one from a crash is replaced.
+        if tokio::net::UnixStream::connect(path).await.is_ok() {
+            return Err(StartError::InUse(name));
+        }
+        std::fs::remove_file(path).map_err(|e| StartError::Listen(name.clone(), e))?;
+    }
+    let listener = UnixListener::bind(path).map_err(|e| StartError::Listen(name.clone(), e))?;
+    let socket = SocketFile(path.to_path_buf());
+    std::fs::set_permissions(
+        path,
+        std::fs::Permissions::from_mode(limits::API_SOCKET_MODE),
+    )
+    .map_err(|e| StartError::Listen(name, e))?;
+    if let Some(group) = &file.api.socket_group {
+        set_socket_group(path, group)?;
+    }
+    Ok((listener, socket))
 }
 
 /// Gives the API socket to `group` (name or gid), keeping its mode.

@@ -46,3 +46,8 @@ pub const MAX_AUDIT_QUERY_RECORDS: u32 = 10_000;
 
 /// Interval between two prunings of the audit log to its retention, in seconds.
 pub const AUDIT_PRUNE_INTERVAL_SECS: u64 = 600;
+
+/// Most TLS handshakes of the TCP API in progress at once; the next
+/// connection is closed (and logged), so a flood of stalled handshakes costs
+/// bounded memory and never blocks clients that finish theirs.
+pub const MAX_TLS_HANDSHAKES: usize = 64;

@@ -10,7 +10,7 @@ use guestcomm_observability::{self as observability, LogFormat};
 use guestcomm_transport::Address;
 use guestcommd::config::{FileConfig, DEFAULT_CONFIG_PATH};
 use guestcommd::limits::{DEFAULT_HEARTBEAT_INTERVAL_MS, DEFAULT_MAX_CONCURRENT_PROBES};
-use guestcommd::{Config, Daemon};
+use guestcommd::{ApiEndpoint, Config, Daemon};
 
 /// The guestcomm host daemon: keeps the VM inventory and the registry of
 /// guest communication services, lets only registered and enabled services
@@ -26,7 +26,9 @@ struct Args {
     #[arg(long, value_name = "DIR")]
     state: std::path::PathBuf,
 
-    /// API address: unix:///PATH (socket mode 0660).
+    /// API address: unix:///PATH (socket mode 0660; callers by their
+    /// user), or tcp://IP:PORT with mutual TLS ([api.tls] in --config;
+    /// callers by their client certificate).
     #[arg(long, value_name = "ADDR", default_value = guestcomm_api::DEFAULT_API_ADDRESS)]
     api: Address,
 
@@ -91,11 +93,10 @@ fn main() -> ExitCode {
 
 #[tokio::main]
 async fn run(args: Args) -> anyhow::Result<()> {
-    let Address::Unix(api_socket) = args.api else {
-        anyhow::bail!(
-            "--api {}: only unix:///PATH is supported in this version",
-            args.api
-        );
+    let api = match args.api {
+        Address::Unix(path) => ApiEndpoint::Unix(path),
+        Address::Tcp(addr) => ApiEndpoint::Tcp(addr),
+        other => anyhow::bail!("--api {other}: expected unix:///PATH or tcp://IP:PORT"),
     };
     let config_path = args
         .config
@@ -106,7 +107,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         file,
         config_path,
         state_dir: args.state,
-        api_socket,
+        api,
         heartbeat_interval: to_duration(&args.heartbeat_interval).map_err(anyhow::Error::msg)?,
         max_concurrent_probes: args.max_concurrent_probes.max(1),
     };

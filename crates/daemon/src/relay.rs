@@ -222,14 +222,16 @@ where
     let seen = stats.observed();
     record.exit_code = seen.exit_code;
     record.bytes = Some(stats.bytes());
+    // Once the agent sent its last message, how the connection closed
+    // (with or without TLS close_notify, say) does not change the outcome.
     let (outcome, error) = match (seen.error, pumped) {
         (Some(error), _) => (Outcome::Failed, Some(error)),
+        (None, _) if seen.completed => (Outcome::Ok, None),
         (None, Err(e)) => (Outcome::Failed, Some(e.to_string())),
-        (None, Ok(())) if record.operation == "exec" && seen.exit_code.is_none() => (
+        (None, Ok(())) => (
             Outcome::Failed,
-            Some("the connection ended before the command's exit status".into()),
+            Some("the connection ended before the operation completed".into()),
         ),
-        (None, Ok(())) => (Outcome::Ok, None),
     };
     audit::finish(&mut record, outcome, error, started);
     state.audit_end(id, record).await;

@@ -62,7 +62,8 @@ const MIGRATIONS: &[&str] = &[
         exit_code INTEGER,
         bytes INTEGER,
         error TEXT,
-        duration_ms INTEGER NOT NULL DEFAULT 0
+        duration_ms INTEGER NOT NULL DEFAULT 0,
+        certificate TEXT
     );
     CREATE INDEX audit_vm ON audit (vm, id);
     CREATE INDEX audit_time ON audit (time_ms);",

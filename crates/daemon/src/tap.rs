@@ -1,11 +1,12 @@
 //! A byte stream wrapper for the audit log of relayed operations: counts
-//! the bytes each way and follows the frames coming from the agent to learn
-//! how the operation ended (`Exited`, `Error`), without copying or decoding
-//! data frames.
+//! the bytes each way and follows the frames in both directions to learn how
+//! the operation ended (`Exited`, `CopySummary`, `Error`), without copying
+//! or decoding data frames.
 //!
 //! ```text
-//! relay <-> Tap(agent stream): poll_read  -> FrameWatcher (headers; control bodies only)
-//!                              poll_write -> byte count
+//! relay <-> Tap(agent stream): poll_read  -> FrameWatcher (from the agent)
+//!                              poll_write -> FrameWatcher (to the agent)
+//!          each reads frame headers, and decodes control bodies only
 //! ```
 //!
 //! The watcher reads only frame headers and control bodies (at most
@@ -32,6 +33,9 @@ pub struct Observed {
     pub exit_code: Option<i32>,
     /// The last error frame's text.
     pub error: Option<String>,
+    /// The operation's last message went by (`Exited`, or the receiver's
+    /// `CopySummary`): what follows is only the connection closing.
+    pub completed: bool,
 }
 
 /// Follows frame boundaries in a byte stream.
@@ -97,7 +101,11 @@ impl FrameWatcher {
             return;
         };
         match serde_json::from_slice::<Control>(&body) {
-            Ok(Control::Exited(status)) => self.observed.exit_code = Some(status.shell_code()),
+            Ok(Control::Exited(status)) => {
+                self.observed.exit_code = Some(status.shell_code());
+                self.observed.completed = true;
+            }
+            Ok(Control::CopySummary(_)) => self.observed.completed = true,
             Ok(Control::Error(frame)) => self.observed.error = Some(frame.to_string()),
             _ => {}
         }
@@ -109,7 +117,10 @@ impl FrameWatcher {
 pub struct TapStats {
     read: AtomicU64,
     written: AtomicU64,
+    /// Frames from the agent.
     watcher: Mutex<FrameWatcher>,
+    /// Frames to the agent (the client's `CopySummary` or `Error`).
+    up: Mutex<FrameWatcher>,
 }
 
 impl TapStats {
@@ -117,6 +128,7 @@ impl TapStats {
     pub fn counting() -> Self {
         let stats = Self::default();
         stats.watcher.lock().unwrap_or_else(|e| e.into_inner()).lost = true;
+        stats.up.lock().unwrap_or_else(|e| e.into_inner()).lost = true;
         stats
     }
 
@@ -129,9 +141,14 @@ impl TapStats {
             .feed(bytes);
     }
 
-    /// Counts bytes written to the stream outside the tap.
-    pub fn sent(&self, n: usize) {
-        self.written.fetch_add(n as u64, Ordering::Relaxed);
+    /// Counts and watches bytes written to the stream.
+    pub fn sent(&self, bytes: &[u8]) {
+        self.written
+            .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        self.up
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .feed(bytes);
     }
 
     /// Bytes moved both ways.
@@ -139,13 +156,27 @@ impl TapStats {
         self.read.load(Ordering::Relaxed) + self.written.load(Ordering::Relaxed)
     }
 
-    /// What the frames said.
+    /// What the frames said: the agent's exit status and completion, or
+    /// the client's (a copy out of the guest ends with its `CopySummary`),
+    /// and the last error either side sent.
     pub fn observed(&self) -> Observed {
-        self.watcher
+        let down = self
+            .watcher
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .observed
-            .clone()
+            .clone();
+        let up = self
+            .up
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .observed
+            .clone();
+        Observed {
+            exit_code: down.exit_code,
+            error: up.error.or(down.error),
+            completed: down.completed || up.completed,
+        }
     }
 }
 
@@ -185,7 +216,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Tap<T> {
     ) -> Poll<io::Result<usize>> {
         let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
         if let Poll::Ready(Ok(n)) = polled {
-            self.stats.sent(n);
+            self.stats.sent(&buf[..n]);
         }
         polled
     }
@@ -234,8 +265,24 @@ mod tests {
                 stats.saw(chunk);
             }
             assert_eq!(stats.observed().exit_code, Some(137), "step {step}");
+            assert!(stats.observed().completed);
             assert_eq!(stats.bytes(), bytes.len() as u64);
         }
+    }
+
+    #[test]
+    fn the_clients_summary_or_error_ends_a_copy_out_of_the_guest() {
+        let stats = TapStats::default();
+        stats.saw(&encode(vec![Frame::Control(Control::CopyEnd)]));
+        assert!(!stats.observed().completed);
+        let summary = guestcomm_protocol::files::CopySummary::default();
+        stats.sent(&encode(vec![Frame::Control(Control::CopySummary(summary))]));
+        assert!(stats.observed().completed);
+        let failed = TapStats::default();
+        failed.sent(&encode(vec![Frame::Control(Control::Error(
+            ErrorFrame::new(ErrorCode::Io, "disk full"),
+        ))]));
+        assert!(failed.observed().error.unwrap().contains("disk full"));
     }
 
     #[test]

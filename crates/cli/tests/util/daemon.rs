@@ -150,6 +150,23 @@ impl Daemon {
         String::from_utf8(out.stdout).expect("utf-8 output")
     }
 
+    /// `guestcomm audit ARGS... --json`, once no record is `running`: a
+    /// relayed operation's record is completed just after its client has
+    /// seen the end (a wait for that state, not a timing assertion).
+    pub fn audit_settled(&self, args: &[&str]) -> Vec<serde_json::Value> {
+        let mut args = [&["audit"], args].concat();
+        args.push("--json");
+        let mut records = Vec::new();
+        let settled = super::wait_until(STARTUP_DEADLINE, || {
+            let out = self.run(&args);
+            records =
+                serde_json::from_slice::<Vec<serde_json::Value>>(&out.stdout).unwrap_or_default();
+            out.status.success() && records.iter().all(|r| r["outcome"] != "running")
+        });
+        assert!(settled, "audit records still running: {records:#?}");
+        records
+    }
+
     /// Runs `guestcomm ARGS... --json` and parses the output.
     pub fn json(&self, args: &[&str]) -> serde_json::Value {
         let mut args = args.to_vec();
