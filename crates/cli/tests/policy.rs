@@ -109,9 +109,22 @@ fn a_host_policy_allows_only_its_programs_and_paths_and_every_request_is_audited
         let cp_ok = find(&records, "cp.to_guest", "in/payload.txt");
         assert_eq!(cp_ok["outcome"], "ok");
         assert!(cp_ok["bytes"].as_u64().unwrap() > 4);
-        let policy = records.iter().filter(|r| r["operation"] == "policy.set");
-        let outcomes: Vec<_> = policy.map(|r| r["outcome"].as_str().unwrap()).collect();
+        let policy: Vec<_> = records
+            .iter()
+            .filter(|r| r["operation"] == "policy.set")
+            .collect();
+        let outcomes: Vec<_> = policy
+            .iter()
+            .map(|r| r["outcome"].as_str().unwrap())
+            .collect();
         assert_eq!(outcomes, ["ok", "failed"], "{round}");
+        assert!(policy[0]["arguments"]
+            .as_str()
+            .unwrap()
+            .contains("/usr/bin/uptime"));
+        assert!(policy[1]["error"].as_str().unwrap().contains("line 3"));
+        let added = find(&records, "vm.add", "--endpoint unix://");
+        assert_eq!(added["outcome"], "ok");
         d.kill9_and_restart();
     }
 }
@@ -168,4 +181,22 @@ fn a_read_only_vm_refuses_operator_calls_but_not_reads() {
     let records = audit(&d, "vm1");
     assert_eq!(records.last().unwrap()["operation"], "vm.connect");
     assert_eq!(records.last().unwrap()["outcome"], "refused");
+}
+
+#[test]
+fn an_agent_with_a_malformed_policy_does_not_start_and_names_the_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("p.toml");
+    std::fs::write(&policy, "read_only = false\n[cp]\nto_guest = \"/srv\"\n").unwrap();
+    let out = std::process::Command::new(util::bin("guestcomm-agent"))
+        .arg("--listen")
+        .arg(format!("unix://{}/a.sock", dir.path().display()))
+        .arg("--policy")
+        .arg(&policy)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.contains("p.toml") && err.contains("line 3"), "{err}");
+    assert!(!dir.path().join("a.sock").exists(), "nothing was served");
 }

@@ -365,6 +365,8 @@ pub async fn authorize(
             }
         }
     }
+    let note = audit::Note::default();
+    req.extensions_mut().insert(note.clone());
     req.extensions_mut().insert(Authorized {
         caller,
         // Checked just above.
@@ -388,6 +390,7 @@ pub async fn authorize(
         } else {
             (Outcome::Ok, None)
         };
+        note.apply(&mut record);
         audit::finish(&mut record, outcome, error, started);
         state.audit(record).await;
     }

@@ -12,7 +12,7 @@ use axum::extract::{Path, Query, State as AxumState};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use guestcomm_api::{
     validate_vm_name, AddVm, Credentials, ErrorBody, GuestCommunicationService, MethodResult,
     NewCredentials, RegisterService, RequestStateChange, Role, ServiceRegistration, SetPolicy,
@@ -24,6 +24,7 @@ use guestcomm_protocol::ServiceId;
 use guestcomm_transport::Address;
 use serde::Deserialize;
 
+use crate::audit;
 use crate::policy::{self, Policy};
 use crate::store::{ServiceRow, StoreError, VmRow};
 use crate::State;
@@ -293,9 +294,12 @@ async fn list_vms(AxumState(state): AxumState<Arc<State>>) -> Result<Json<Vec<Vm
 
 async fn add_vm(
     AxumState(state): AxumState<Arc<State>>,
+    Extension(note): Extension<audit::Note>,
     body: Result<Json<AddVm>, JsonRejection>,
 ) -> Result<(StatusCode, Json<Vm>), Error> {
     let Json(add) = body?;
+    note.vm(&add.name);
+    note.arguments(&format!("--endpoint {}", add.endpoint));
     validate_vm_name(&add.name).map_err(Error::BadRequest)?;
     let endpoint: Address = add
         .endpoint
@@ -322,10 +326,12 @@ async fn show_vm(
 
 async fn update_vm(
     AxumState(state): AxumState<Arc<State>>,
+    Extension(note): Extension<audit::Note>,
     Path(name): Path<String>,
     body: Result<Json<UpdateVm>, JsonRejection>,
 ) -> Result<Json<Vm>, Error> {
     let Json(update) = body?;
+    note.arguments(&serde_json::to_string(&update).unwrap_or_default());
     let default = match update.default_enabled_state_policy {
         None => None,
         Some(v) => match Policy::from_value(v) {
@@ -385,9 +391,12 @@ const MAX_ELEMENT_NAME_CHARS: usize = 256;
 
 async fn register(
     AxumState(state): AxumState<Arc<State>>,
+    Extension(note): Extension<audit::Note>,
     body: Result<Json<RegisterService>, JsonRejection>,
 ) -> Result<(StatusCode, Json<ServiceRegistration>), Error> {
     let Json(req) = body?;
+    note.service(&req.id);
+    note.arguments(&format!("--name {:?}", req.element_name));
     let id = parse_service(&req.id)?;
     let name = req.element_name.trim().to_string();
     if name.is_empty() || name.chars().count() > MAX_ELEMENT_NAME_CHARS || name.contains('\n') {
@@ -427,10 +436,15 @@ async fn unregister(
 
 async fn set_policy(
     AxumState(state): AxumState<Arc<State>>,
+    Extension(note): Extension<audit::Note>,
     Path(id): Path<String>,
     body: Result<Json<SetPolicy>, JsonRejection>,
 ) -> Result<StatusCode, Error> {
     let Json(req) = body?;
+    if let Some(vm) = &req.vm {
+        note.vm(vm);
+    }
+    note.arguments(&format!("policy {}", req.policy));
     let id = parse_service(&id)?;
     let policy = Policy::from_value(req.policy).ok_or_else(|| {
         Error::BadRequest(format!(

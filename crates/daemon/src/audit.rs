@@ -92,6 +92,48 @@ pub fn command_line(program: &str, args: &[String]) -> String {
         .join(" ")
 }
 
+/// Details a handler adds to its call's audit record (the VM or service a
+/// request body names, what was asked), also when it then fails. The
+/// access middleware puts one in each request's extensions and reads it back.
+#[derive(Clone, Debug, Default)]
+pub struct Note(Arc<std::sync::Mutex<Record>>);
+
+impl Note {
+    fn with(&self, f: impl FnOnce(&mut Record)) {
+        f(&mut self.0.lock().unwrap_or_else(|e| e.into_inner()));
+    }
+
+    /// The VM the call concerns.
+    pub fn vm(&self, vm: &str) {
+        self.with(|r| r.vm = Some(vm.into()));
+    }
+
+    /// The service the call concerns.
+    pub fn service(&self, service: &str) {
+        self.with(|r| r.service = Some(service.into()));
+    }
+
+    /// What was asked (cut with a digest when long; never a secret).
+    pub fn arguments(&self, text: &str) {
+        self.with(|r| r.arguments = arguments(text));
+    }
+
+    /// Copies what was noted into `record`.
+    pub fn apply(&self, record: &mut Record) {
+        self.with(|note| {
+            if note.vm.is_some() {
+                record.vm.clone_from(&note.vm);
+            }
+            if note.service.is_some() {
+                record.service.clone_from(&note.service);
+            }
+            if !note.arguments.is_empty() {
+                record.arguments.clone_from(&note.arguments);
+            }
+        });
+    }
+}
+
 /// Emits `record` as a structured event.
 fn trace(record: &Record) {
     tracing::info!(

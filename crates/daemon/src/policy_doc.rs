@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State as AxumState};
-use axum::Json;
+use axum::{Extension, Json};
 use guestcomm_api::SetVmPolicy;
 use guestcomm_protocol::message::{ErrorCode, ErrorFrame};
 use guestcomm_protocol::policy::PolicyDocument;
@@ -125,10 +125,12 @@ pub async fn show(
 /// `PUT /v1/vms/{name}/policy`: validates and stores a new document.
 pub async fn set(
     AxumState(state): AxumState<Arc<State>>,
+    Extension(note): Extension<crate::audit::Note>,
     Path(name): Path<String>,
     body: Result<Json<SetVmPolicy>, JsonRejection>,
 ) -> Result<Json<PolicyDocument>, Error> {
     let Json(req) = body?;
+    note.arguments(&req.document);
     let doc = PolicyDocument::parse(&req.document)
         .map_err(|e| Error::BadRequest(format!("invalid policy for VM {name}: {e}")))?;
     let stored = doc.clone();
