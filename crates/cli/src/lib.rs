@@ -35,24 +35,30 @@ pub struct Cli {
     /// Address of the guestcommd API: unix:///PATH (default
     /// unix:///run/guestcomm/api.sock), or tcp://IP:PORT with mutual TLS
     /// (--api-cert, --api-key, --api-ca).
-    #[arg(long, global = true, env = "GUESTCOMM_API", value_name = "ADDR")]
+    #[arg(
+        long,
+        global = true,
+        env = "GUESTCOMM_API",
+        value_name = "ADDR",
+        help_heading = "API connection"
+    )]
     pub api: Option<String>,
 
     /// With a tcp:// API: this client's certificate (PEM); guestcommd maps
     /// its fingerprint to a role.
     #[arg(long, global = true, env = "GUESTCOMM_API_CERT", value_name = "FILE",
-          requires_all = ["api_key", "api_ca"])]
+          help_heading = "API connection", requires_all = ["api_key", "api_ca"])]
     pub api_cert: Option<std::path::PathBuf>,
 
     /// With a tcp:// API: the private key of --api-cert (PEM).
     #[arg(long, global = true, env = "GUESTCOMM_API_KEY", value_name = "FILE",
-          requires_all = ["api_cert", "api_ca"])]
+          help_heading = "API connection", requires_all = ["api_cert", "api_ca"])]
     pub api_key: Option<std::path::PathBuf>,
 
     /// With a tcp:// API: the CA that signed guestcommd's certificate (PEM;
     /// the certificate must name the IP address dialled).
     #[arg(long, global = true, env = "GUESTCOMM_API_CA", value_name = "FILE",
-          requires_all = ["api_cert", "api_key"])]
+          help_heading = "API connection", requires_all = ["api_cert", "api_key"])]
     pub api_ca: Option<std::path::PathBuf>,
 
     /// What to do.

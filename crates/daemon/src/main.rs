@@ -14,8 +14,10 @@ use guestcommd::{ApiEndpoint, Config, Daemon};
 
 /// The guestcomm host daemon: keeps the VM inventory and the registry of
 /// guest communication services, lets only registered and enabled services
-/// through to each VM's agent, watches the agents' health, and serves an
-/// HTTP/JSON API (OpenAPI at /openapi.json) on a Unix socket.
+/// through to each VM's agent (for callers whose role allows it, within each
+/// VM's policy), audits every operation, watches the agents' health, and
+/// serves an HTTP/JSON API (OpenAPI at /openapi.json) on a Unix socket or
+/// over TCP with mutual TLS.
 #[derive(Debug, Parser)]
 #[command(
     version,
@@ -38,8 +40,8 @@ struct Args {
           default_value_t = format!("{DEFAULT_HEARTBEAT_INTERVAL_MS}ms"))]
     heartbeat_interval: String,
 
-    /// Configuration file: roles on the API, the socket's group, audit
-    /// retention (see docs/SECURITY.md). Without this flag the default path
+    /// Configuration file: roles on the API, the socket's group, TLS for a
+    /// tcp:// API, audit retention (see docs/SECURITY.md). Without this flag the default path
     /// is read if it exists; with it the file must exist.
     #[arg(long, value_name = "PATH")]
     config: Option<std::path::PathBuf>,
