@@ -23,6 +23,7 @@ pub async fn serve_to_guest(
         create_full_path: req.create_full_path,
         recursive: req.recursive,
         resume: req.resume,
+        preserve_owner: req.preserve_owner,
     };
     let dst = PathBuf::from(&req.dst);
     let checked = if req.dst.contains('\0') {

@@ -231,7 +231,9 @@ pub(crate) fn stdout_throughput(
     Ok(out)
 }
 
-async fn library_head(addr: &Address, bytes: u64) -> anyhow::Result<Duration> {
+/// exec `head -c BYTES /dev/zero` straight to the agent into a counting
+/// sink, timed.
+pub(crate) async fn library_head(addr: &Address, bytes: u64) -> anyhow::Result<Duration> {
     let start = Instant::now();
     let mut counter = CountingSink::default();
     let size = bytes.to_string();

@@ -13,7 +13,9 @@
 //! - CLI to guest / from guest: `guestcomm cp` as a child process;
 //! - bare: one thread reads the file in 1 MiB chunks into one end of a Unix
 //!   socket pair, the other end is written to the new file, then fsync;
-//! - cp(1): `cp SRC DST`, then fsync of DST.
+//! - cp(1): `cp SRC DST`, then fsync of DST;
+//! - qemu-ga (when installed): `guest-file-write` / `guest-file-read` with
+//!   base64 bodies of 4 MiB (module `qga`), then fsync of DST.
 
 use std::fs::{self, File};
 use std::io::{Read, Write};
@@ -30,6 +32,7 @@ use guestcomm_transport::Address;
 use tokio::runtime::Runtime;
 
 use crate::cases::{rotated, run_timed, CLIENT_NAME};
+use crate::qga::QgaAgent;
 use crate::stats::Samples;
 
 /// Throughput of case C, in MB/s (10^6 bytes per second).
@@ -41,6 +44,10 @@ pub(crate) struct CopyThroughput {
     pub(crate) library_from: Samples,
     pub(crate) cli_to: Samples,
     pub(crate) cli_from: Samples,
+    /// Empty when qemu-ga is not installed.
+    pub(crate) qga_to: Samples,
+    /// Empty when qemu-ga is not installed.
+    pub(crate) qga_from: Samples,
 }
 
 #[derive(Clone, Copy)]
@@ -51,13 +58,17 @@ enum CopyPath {
     LibraryFrom,
     CliTo,
     CliFrom,
+    QgaTo,
+    QgaFrom,
 }
 
-/// Case C: `rounds` rounds of copying a file of `bytes` bytes each way.
+/// Case C: `rounds` rounds of copying a file of `bytes` bytes each way,
+/// also through `qga` when given.
 pub(crate) fn copy_throughput(
     rt: &Runtime,
     addr: &Address,
     cli: &Path,
+    qga: Option<&QgaAgent>,
     bytes: u64,
     rounds: usize,
 ) -> anyhow::Result<CopyThroughput> {
@@ -72,11 +83,12 @@ pub(crate) fn copy_throughput(
     let remote = |p: &Path| format!("{addr}:{}", p.display());
     let mut out = CopyThroughput::default();
     let mb_per_s = |d: Duration| bytes as f64 / d.as_secs_f64() / 1e6;
+    let mut paths = vec![Bare, SystemCp, LibraryTo, LibraryFrom, CliTo, CliFrom];
+    if qga.is_some() {
+        paths.extend([QgaTo, QgaFrom]);
+    }
     for round in 0..rounds {
-        for path in rotated(
-            &[Bare, SystemCp, LibraryTo, LibraryFrom, CliTo, CliFrom],
-            round,
-        ) {
+        for path in rotated(&paths, round) {
             // Untimed: the previous copy's removal and writeback must not
             // slow the next path.
             let _ = fs::remove_file(&dst);
@@ -107,6 +119,19 @@ pub(crate) fn copy_throughput(
                     cmd.arg("cp").arg(remote(&in_guest)).arg(&dst);
                     (&mut out.cli_from, run_timed(&mut cmd)?)
                 }
+                QgaTo | QgaFrom => {
+                    let agent = qga.context("qemu-ga paths without qemu-ga")?;
+                    let start = Instant::now();
+                    let mut client = agent.connect()?;
+                    if matches!(path, QgaTo) {
+                        client.write_file(&src, &dst)?;
+                        File::open(&dst)?.sync_all()?;
+                        (&mut out.qga_to, start.elapsed())
+                    } else {
+                        client.read_file(&in_guest, &dst)?;
+                        (&mut out.qga_from, start.elapsed())
+                    }
+                }
             };
             let copied = fs::metadata(&dst)?.len();
             ensure!(
@@ -120,7 +145,7 @@ pub(crate) fn copy_throughput(
 }
 
 /// Writes `bytes` of incompressible data (a random MiB, varied per block).
-fn make_file(path: &Path, bytes: u64) -> anyhow::Result<()> {
+pub(crate) fn make_file(path: &Path, bytes: u64) -> anyhow::Result<()> {
     let mut block = vec![0u8; FILE_CHUNK_BYTES];
     let mut x = 0x9e37_79b9_7f4a_7c15u64;
     for chunk in block.chunks_mut(8) {

@@ -26,23 +26,33 @@
 //! - **C. `cp` of one file of `--bytes` each way** (`--case cp`, issue #3),
 //!   `--rounds` samples per path: library and CLI, host to guest and guest
 //!   to host, against a bare Unix socket (file -> socket pair -> file) and
-//!   `cp(1)`, every path ending with an fsync (see `copy.rs`).
+//!   `cp(1)`, every path ending with an fsync (see `copy.rs`); and, when
+//!   `qemu-ga` is installed, its guest-file-write/read path on the same file.
 //!
 //! - **D. the daemon** (`--case daemon`, issue #4): exec `true` straight to
 //!   the agent versus through `guestcommd` (`--iterations` samples each), then
 //!   `--vms` VMs (default 1,000) heartbeating every 5 s: the daemon's CPU over
 //!   `--idle-secs` (default 30) and its RSS (see `daemon.rs`).
 //!
+//! - **E. side by side** (`--case compare`, issue #8): guestcomm against
+//!   qemu-ga and OpenSSH where installed (exec latency, output throughput,
+//!   file copies both ways, agent memory), with PNG charts into `--plots`
+//!   (see `compare.rs`, `plot.rs`).
+//!
 //! Targets (issue #2): library exec overhead under 1 ms; library stdout
 //! throughput at least 70% of the bare socket. Both are printed as met or
 //! missed, as are the same figures for the CLI. Issue #3: each copy
-//! direction at least 70% of the bare socket.
+//! direction at least 70% of the bare socket, and over 20 times qemu-ga's.
 
 mod agent;
 mod cases;
+mod compare;
 mod copy;
 mod daemon;
+mod plot;
+mod qga;
 mod report;
+mod ssh;
 mod stats;
 
 use std::path::PathBuf;
@@ -88,7 +98,7 @@ const DEFAULT_ROUNDS: usize = 3;
 #[command(
     name = "guestcomm-bench",
     version,
-    after_help = "Build first, in release mode:\n  cargo build --release -p guestcomm-agent -p guestcomm-cli -p guestcomm-bench\n  target/release/guestcomm-bench --write docs/BENCHMARKS.md\n\nExit status: 0 when every case ran (a missed target is reported, not an error), 1 on error."
+    after_help = "Build first, in release mode:\n  cargo build --release -p guestcomm-agent -p guestcomm-cli -p guestcommd -p guestcomm-bench\n  target/release/guestcomm-bench --write docs/BENCHMARKS.md\n  target/release/guestcomm-bench --case compare --plots docs/img --write docs/BENCHMARKS.md\n\nCase E uses qemu-ga (Debian: qemu-guest-agent) and sshd/ssh/scp (openssh-server, openssh-client; run as root) when installed, and leaves out what is not.\n\nExit status: 0 when every case ran (a missed target is reported, not an error), 1 on error."
 )]
 struct Args {
     /// The agent binary [default: guestcomm-agent next to this executable].
@@ -133,6 +143,11 @@ struct Args {
     #[arg(long, value_enum, default_value_t = Case::Exec)]
     case: Case,
 
+    /// Case E: also draw its charts as PNG files into this directory
+    /// (e.g. docs/img).
+    #[arg(long, value_name = "DIR")]
+    plots: Option<PathBuf>,
+
     /// Also write the report into this Markdown file (e.g. docs/BENCHMARKS.md),
     /// replacing only the section between `<!-- bench:exec:begin -->` and
     /// `<!-- bench:exec:end -->` (appended, or the file created, if absent).
@@ -149,6 +164,8 @@ enum Case {
     Cp,
     /// D. exec through guestcommd, and the daemon with many VMs (issue #4).
     Daemon,
+    /// E. side by side with qemu-ga and OpenSSH, where installed (issue #8).
+    Compare,
     /// Every case.
     All,
 }
@@ -233,7 +250,21 @@ fn run(args: Args) -> anyhow::Result<()> {
             stats::format_bytes(args.bytes),
             args.rounds
         );
-        let c = copy::copy_throughput(&rt, agent.addr(), &cli_bin, args.bytes, args.rounds)?;
+        let qga = match qga::find() {
+            Some(program) => Some(qga::QgaAgent::start(&program)?),
+            None => {
+                eprintln!("guestcomm-bench: qemu-ga not installed: its rows are left out");
+                None
+            }
+        };
+        let c = copy::copy_throughput(
+            &rt,
+            agent.addr(),
+            &cli_bin,
+            qga.as_ref(),
+            args.bytes,
+            args.rounds,
+        )?;
         let section = report::render_cp(&Machine::probe(), args.bytes, args.rounds, &c);
         print!("{section}");
         if let Some(path) = &args.write {
@@ -242,6 +273,41 @@ fn run(args: Args) -> anyhow::Result<()> {
         }
     }
     drop(agent);
+    if matches!(args.case, Case::Compare | Case::All) {
+        let daemon_bin = match args.daemon.clone() {
+            Some(path) => path,
+            None => sibling("guestcommd")?,
+        };
+        eprintln!(
+            "guestcomm-bench: E. compare, {} exec samples, {} rounds, copies of {}",
+            args.iterations,
+            args.rounds,
+            stats::format_bytes(args.bytes)
+        );
+        let bins = compare::Binaries {
+            agent: &agent_bin,
+            cli: &cli_bin,
+            daemon: &daemon_bin,
+        };
+        let e = compare::compare(&rt, &bins, args.iterations, args.rounds, args.bytes)?;
+        let versions = format!(
+            "guestcomm {}; {}; {}",
+            env!("CARGO_PKG_VERSION"),
+            compare::version_of("qemu-ga", &["--version"]),
+            compare::version_of("ssh", &["-V"])
+        );
+        let section = e.render(&Machine::probe(), &versions);
+        print!("{section}");
+        if let Some(dir) = &args.plots {
+            for file in plot::draw_all(&e, dir)? {
+                eprintln!("guestcomm-bench: drew {}", file.display());
+            }
+        }
+        if let Some(path) = &args.write {
+            report::write_section(path, &section)?;
+            eprintln!("guestcomm-bench: wrote {}", path.display());
+        }
+    }
     Ok(())
 }
 

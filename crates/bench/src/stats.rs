@@ -12,6 +12,10 @@ impl Samples {
         self.0.push(value);
     }
 
+    pub(crate) fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
     pub(crate) fn push_ms(&mut self, d: Duration) {
         self.push(d.as_secs_f64() * 1e3);
     }
@@ -41,6 +45,15 @@ impl Samples {
         }
         let rank = ((p / 100.0) * v.len() as f64).ceil() as usize;
         v[rank.clamp(1, v.len()) - 1]
+    }
+
+    /// The median of `self[i] / base[i]`: each sample against the baseline
+    /// sample of the same round. Load that drifts from round to round (a
+    /// shared machine) moves both samples of a round together, so this is
+    /// steadier than a ratio of medians. NaN without common rounds.
+    pub(crate) fn paired_ratio(&self, base: &Samples) -> f64 {
+        let ratios: Samples = Samples(self.0.iter().zip(&base.0).map(|(x, b)| x / b).collect());
+        ratios.median()
     }
 
     pub(crate) fn min(&self) -> f64 {
@@ -107,6 +120,19 @@ mod tests {
         assert_eq!(samples(&[3.0, 1.0, 2.0]).median(), 2.0);
         assert_eq!(samples(&[4.0, 1.0, 3.0, 2.0]).median(), 2.5);
         assert!(samples(&[]).median().is_nan());
+    }
+
+    #[test]
+    fn paired_ratio_follows_the_baseline_round_by_round() {
+        // The machine slows down in round 2: both paths halve, the ratio holds.
+        let base = samples(&[1000.0, 500.0, 1000.0]);
+        let x = samples(&[800.0, 400.0, 900.0]);
+        assert_eq!(x.paired_ratio(&base), 0.8);
+        // A ratio of medians mixes rounds: 800 / 1000 here only by luck.
+        let y = samples(&[900.0, 450.0, 850.0]);
+        assert_eq!(y.paired_ratio(&base), 0.9);
+        assert_eq!(y.median() / base.median(), 0.85);
+        assert!(samples(&[]).paired_ratio(&base).is_nan());
     }
 
     #[test]

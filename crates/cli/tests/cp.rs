@@ -193,6 +193,92 @@ fn a_tree_with_symlinks_and_an_empty_dir_round_trips() {
     assert!(temp_files(dir.path()).is_empty());
 }
 
+/// Owner, group and mode of `path` (not following a symlink).
+fn owner_and_mode(path: &Path) -> (u32, u32, u32) {
+    let meta = fs::symlink_metadata(path).unwrap();
+    (meta.uid(), meta.gid(), meta.mode() & 0o7777)
+}
+
+#[test]
+fn preserve_owner_keeps_numeric_owners_both_ways_and_never_set_id_bits() {
+    let agent = Agent::start();
+    let dir = tempfile::tempdir().unwrap();
+    let tree = dir.path().join("tree");
+    fs::create_dir(&tree).unwrap();
+    fs::write(tree.join("tool"), "#!/bin/sh\n").unwrap();
+    std::os::unix::fs::symlink("tool", tree.join("link")).unwrap();
+    if !nix::unistd::geteuid().is_root() {
+        // Only the refusal can be checked without root.
+        let out = cp(&[
+            "-r",
+            "--preserve-owner",
+            &remote(&agent, &tree),
+            s(&dir.path().join("back")),
+        ]);
+        assert!(!out.status.success());
+        assert!(
+            stderr(&out).contains("needs the receiving side to run as root"),
+            "{}",
+            stderr(&out)
+        );
+        eprintln!("not root: only the refusal of --preserve-owner was tested");
+        return;
+    }
+    let chown = |path: &Path, uid: u32, gid: u32| {
+        std::os::unix::fs::lchown(path, Some(uid), Some(gid)).unwrap();
+    };
+    chown(&tree, 4321, 8765);
+    chown(&tree.join("tool"), 1234, 5678);
+    chown(&tree.join("link"), 2345, 6789);
+    // Set-user-ID root program: the owner travels, the bit does not.
+    fs::set_permissions(tree.join("tool"), fs::Permissions::from_mode(0o4755)).unwrap();
+
+    let guest = dir.path().join("guest");
+    fs::create_dir(&guest).unwrap();
+    let out = cp(&["-r", "--preserve-owner", s(&tree), &remote(&agent, &guest)]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let landed = guest.join("tree");
+    assert_eq!(owner_and_mode(&landed.join("tool")), (1234, 5678, 0o755));
+    assert_eq!(owner_and_mode(&landed.join("link")).0, 2345);
+    assert_eq!(owner_and_mode(&landed.join("link")).1, 6789);
+    assert_eq!(owner_and_mode(&landed).0, 4321);
+
+    let back = dir.path().join("back");
+    let out = cp(&["-r", "--preserve-owner", &remote(&agent, &landed), s(&back)]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(owner_and_mode(&back.join("tool")), (1234, 5678, 0o755));
+    assert_eq!(owner_and_mode(&back.join("link")).0, 2345);
+    assert_eq!(owner_and_mode(&back).1, 8765);
+
+    // Without the flag, the receiver owns what it writes.
+    let plain = dir.path().join("plain");
+    let out = cp(&["-r", &remote(&agent, &landed), s(&plain)]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(owner_and_mode(&plain.join("tool")), (0, 0, 0o755));
+
+    // A receiver that is not root refuses the flag before connecting.
+    if Path::new("/usr/bin/setpriv").exists() {
+        let out = Command::new("/usr/bin/setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(bin("guestcomm"))
+            .args([
+                "cp",
+                "-r",
+                "--preserve-owner",
+                &remote(&agent, &landed),
+                "/tmp/guestcomm-never",
+            ])
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        assert!(
+            stderr(&out).contains("needs the receiving side to run as root"),
+            "{}",
+            stderr(&out)
+        );
+    }
+}
+
 #[test]
 fn overwrite_is_refused_without_force_in_both_directions() {
     let agent = Agent::start();
@@ -310,6 +396,8 @@ fn entry(path: &str, kind: EntryKind, size: u64, target: Option<&str>) -> Frame 
         mtime_nsec: 0,
         size,
         target: target.map(Into::into),
+        uid: None,
+        gid: None,
     }))
 }
 
@@ -508,6 +596,8 @@ fn entry_for(path: &Path, name: &str) -> Frame {
         mtime_nsec: u32::try_from(meta.mtime_nsec()).unwrap(),
         size: meta.len(),
         target: None,
+        uid: Some(meta.uid()),
+        gid: Some(meta.gid()),
     }))
 }
 

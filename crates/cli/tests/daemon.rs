@@ -225,6 +225,27 @@ fn unknown_vm_and_unreachable_agent_fail_with_125_and_one_line() {
 }
 
 #[test]
+fn an_agent_restart_between_two_execs_costs_no_failure() {
+    // The first exec leaves a warm spare connection to the agent; the
+    // restart closes it; the second exec must still succeed.
+    let d = Daemon::start("off");
+    let (agent, _) = d.agent_vm("web1");
+    let agent_sock = d.dir.path().join("agent.sock");
+    assert_eq!(d.ok(&["exec", "web1", "--", "echo", "one"]), "one\n");
+    // Let the spare be made before the agent goes.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    drop(agent);
+    let _ = std::fs::remove_file(&agent_sock);
+    let _agent = AgentAt::start(&agent_sock);
+    for round in ["two", "three"] {
+        assert_eq!(
+            d.ok(&["exec", "web1", "--", "echo", round]),
+            format!("{round}\n")
+        );
+    }
+}
+
+#[test]
 fn heartbeat_marks_a_killed_agent_lost_comm_and_ok_after_it_returns() {
     let d = Daemon::start("200ms");
     let agent_sock = d.dir.path().join("agent.sock");

@@ -3,7 +3,8 @@
 //!
 //! ```text
 //! access (caller, role) -> API (api, relay) -> policy (effective state) -> store (SQLite)
-//!        -> audit (SQLite + tracing)          -> guestcomm_client -> transport -> agent
+//!        -> audit (SQLite + tracing)          -> spare (warm agent connections)
+//!                                             -> guestcomm_client -> transport -> agent
 //! health: a monitor task probing every VM's agent
 //! ```
 //!
@@ -23,6 +24,7 @@ pub mod limits;
 pub mod policy;
 pub mod policy_doc;
 pub mod relay;
+pub mod spare;
 pub mod store;
 pub mod tap;
 pub mod tls_listener;
@@ -52,6 +54,8 @@ pub struct State {
     pub changed: tokio::sync::Notify,
     /// Who holds which role on the API.
     pub access: access::Access,
+    /// Warm, authenticated agent connections of recently used VMs.
+    pub spares: Arc<spare::Spares>,
 }
 
 impl State {
@@ -69,6 +73,7 @@ impl State {
             health: HealthMap::default(),
             relays: Arc::new(tokio::sync::Semaphore::new(limits::MAX_RELAYS)),
             changed: tokio::sync::Notify::new(),
+            spares: Arc::default(),
         }
     }
 
@@ -99,6 +104,8 @@ pub struct Config {
     pub heartbeat_interval: Option<Duration>,
     /// Health probes in flight at once.
     pub max_concurrent_probes: usize,
+    /// Keep a warm agent connection for recently used VMs (module `spare`).
+    pub warm_connections: bool,
     /// The configuration file's content.
     pub file: config::FileConfig,
     /// Where it was read from (named in refusals).
@@ -182,7 +189,11 @@ impl Daemon {
             config.file.roles.clone(),
             config.config_path.display().to_string(),
         );
-        let state = Arc::new(State::with_access(store, access));
+        let mut state = State::with_access(store, access);
+        if !config.warm_connections {
+            state.spares = Arc::new(spare::Spares::disabled());
+        }
+        let state = Arc::new(state);
         let listener = match &config.api {
             ApiEndpoint::Unix(path) => {
                 let (listener, file) = bind_unix(path, &config.file).await?;

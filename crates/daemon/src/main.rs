@@ -50,6 +50,14 @@ struct Args {
     #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_CONCURRENT_PROBES)]
     max_concurrent_probes: usize,
 
+    /// Do not keep warm agent connections: by default, after an operation
+    /// on a VM the daemon opens and authenticates the next connection to
+    /// its agent ahead of time (kept 5 s), which saves the next exec or cp
+    /// the connect and handshake. Turn off for agents with a tight
+    /// --max-connections.
+    #[arg(long)]
+    no_warm_connections: bool,
+
     /// Log format.
     #[arg(long, value_enum, default_value_t)]
     log_format: LogFormat,
@@ -112,6 +120,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         api,
         heartbeat_interval: to_duration(&args.heartbeat_interval).map_err(anyhow::Error::msg)?,
         max_concurrent_probes: args.max_concurrent_probes.max(1),
+        warm_connections: !args.no_warm_connections,
     };
     let daemon = Daemon::bind(config).await.context("failed to start")?;
     tokio::select! {

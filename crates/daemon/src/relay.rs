@@ -4,7 +4,8 @@
 //! ```text
 //! CLI                        guestcommd                         agent
 //!  | POST .../connect  ------> VM known? (404)                    |
-//!  |  Upgrade: guestcomm       connect + handshake --------------> |  (502 if unreachable)
+//!  |  Upgrade: guestcomm       connect + handshake --------------> |  (502 if unreachable;
+//!  |                           (or a warm spare, module spare)     |   spare refilled)
 //!  | <------ 101 Switching Protocols                               |
 //!  | -- hello ---------------> | answered with the agent's         |
 //!  | <- welcome -------------- |   features and name               |
@@ -63,12 +64,17 @@ pub async fn connect(
         .endpoint
         .parse()
         .map_err(|e| Error::BadRequest(handshake::error_chain(&e)))?;
-    let agent = guestcomm_client::connect_with(&addr, crate::DAEMON_NAME, vm.psk.as_ref())
-        .await
-        .map_err(|source| Error::Agent {
-            vm: vm.name.clone(),
-            source,
-        })?;
+    let agent = match state.spares.take(&vm) {
+        Some(spare) => AgentConn::Spare(spare, addr),
+        None => AgentConn::Fresh(
+            guestcomm_client::connect_with(&addr, crate::DAEMON_NAME, vm.psk.as_ref())
+                .await
+                .map_err(|source| Error::Agent {
+                    vm: vm.name.clone(),
+                    source,
+                })?,
+        ),
+    };
     let upgrade = hyper::upgrade::on(&mut req);
     let span = tracing::info_span!("relay", vm = %vm.name);
     tokio::spawn(
@@ -151,17 +157,72 @@ pub(crate) fn switching_protocols() -> Result<Response, Error> {
         .map_err(|e| Error::Internal(e.to_string()))
 }
 
+/// The agent connection a relay starts with.
+enum AgentConn {
+    /// Made for this operation.
+    Fresh(Session<Stream>),
+    /// A warm spare (module `spare`) and the address to connect to anew if
+    /// the agent turns out to have closed it meanwhile.
+    Spare(Session<Stream>, Address),
+}
+
+impl AgentConn {
+    fn session(&self) -> &Session<Stream> {
+        match self {
+            Self::Fresh(session) | Self::Spare(session, _) => session,
+        }
+    }
+}
+
+/// Sends the admitted request to the agent. A spare that the agent closed
+/// since it was checked (a restart) fails the write at once: then one fresh
+/// connection is tried, so a warm spare never costs an operation.
+async fn forward(
+    agent: AgentConn,
+    vm: &VmRow,
+    request: GcRequest,
+) -> Result<FramedConn<Stream>, ErrorFrame> {
+    let failed = |e: &dyn std::error::Error| {
+        let message = format!(
+            "the agent of VM {} failed: {}",
+            vm.name,
+            handshake::error_chain(e)
+        );
+        ErrorFrame::new(ErrorCode::Io, message)
+    };
+    let (mut conn, retry) = match agent {
+        AgentConn::Fresh(session) => (session.conn, None),
+        AgentConn::Spare(session, addr) => (session.conn, Some(addr)),
+    };
+    let sent = conn
+        .send(Frame::Control(Control::Request(request.clone())))
+        .await;
+    match (sent, retry) {
+        (Ok(()), _) => Ok(conn),
+        (Err(e), None) => Err(failed(&e)),
+        (Err(e), Some(addr)) => {
+            debug!(error = %handshake::error_chain(&e), "spare connection was closed; connecting anew");
+            let session =
+                guestcomm_client::connect_with(&addr, crate::DAEMON_NAME, vm.psk.as_ref())
+                    .await
+                    .map_err(|e| failed(&e))?;
+            Box::pin(forward(AgentConn::Fresh(session), vm, request)).await
+        }
+    }
+}
+
 /// Handshake with the CLI, policy check of its request, then the byte
 /// relay; the request is audited when it starts and when it ends.
-async fn relay<T>(state: Arc<State>, vm: VmRow, agent: Session<Stream>, client: T, caller: Caller)
+async fn relay<T>(state: Arc<State>, vm: VmRow, agent: AgentConn, client: T, caller: Caller)
 where
     T: AsyncRead + AsyncWrite + Unpin + Send,
 {
+    let welcome = &agent.session().welcome;
     let mut client = Framed::new(client, FrameCodec::new());
     let offer = ServerOffer {
-        features: agent.welcome.features.clone(),
+        features: welcome.features.clone(),
         auth: vec![AUTH_NONE.into()],
-        agent: agent.welcome.agent.clone(),
+        agent: welcome.agent.clone(),
         // The caller came through the API socket, identified by SO_PEERCRED;
         // keys are between the daemon and the agent.
         psk: None,
@@ -193,26 +254,19 @@ where
     }
     let id = state.audit_start(&record).await;
     let service = request.service;
-    let mut agent_conn = agent.conn;
-    if let Err(e) = agent_conn
-        .send(Frame::Control(Control::Request(request)))
-        .await
-    {
-        let message = format!(
-            "the agent of VM {} failed: {}",
-            vm.name,
-            handshake::error_chain(&e)
-        );
-        let frame = ErrorFrame::new(ErrorCode::Io, message);
-        audit::finish(
-            &mut record,
-            Outcome::Failed,
-            Some(frame.to_string()),
-            started,
-        );
-        state.audit_end(id, record).await;
-        return refuse(&mut client, frame).await;
-    }
+    let agent_conn = match forward(agent, &vm, request).await {
+        Ok(conn) => conn,
+        Err(frame) => {
+            audit::finish(
+                &mut record,
+                Outcome::Failed,
+                Some(frame.to_string()),
+                started,
+            );
+            state.audit_end(id, record).await;
+            return refuse(&mut client, frame).await;
+        }
+    };
     debug!(%service, "relaying");
     let stats = Arc::new(TapStats::default());
     let pumped = pump(client, agent_conn, &stats).await;
@@ -235,6 +289,10 @@ where
     };
     audit::finish(&mut record, outcome, error, started);
     state.audit_end(id, record).await;
+    // The agent served this operation: the next one on this VM gets a warm
+    // connection. Made now, not while relaying, so that it does not compete
+    // with the operation for the CPU.
+    state.spares.refill(vm, crate::DAEMON_NAME);
 }
 
 /// Sends a final error frame to the CLI (best effort).
@@ -274,20 +332,49 @@ impl Refusal {
 /// Passes when service `id` is registered and its effective state on `vm`
 /// is Enabled: the policy check of every relayed connection.
 pub(crate) async fn admit(state: &State, vm: &VmRow, id: ServiceId) -> Result<(), Refusal> {
+    admit_each(state, vm, vec![id]).await.map_err(|(r, _)| r)
+}
+
+/// [`admit`] for several services in one trip to the store (a relayed
+/// request pays one blocking-thread hand-off, not one per service); the
+/// first refusal, in order, with the service it concerns.
+async fn admit_each(
+    state: &State,
+    vm: &VmRow,
+    ids: Vec<ServiceId>,
+) -> Result<(), (Refusal, ServiceId)> {
     let vm_id = vm.id;
-    let looked_up = state
-        .db(move |s| Ok((s.service(id)?, s.vm_policy(id, vm_id)?)))
-        .await;
-    let (service, policy) = match looked_up {
-        Ok(found) => found,
-        Err(StoreError::UnknownService(_)) => return Err(Refusal::Unknown),
-        Err(e) => return Err(Refusal::Store(e)),
+    let Some(&first) = ids.first() else {
+        return Ok(());
     };
-    let effective = effective_on(vm, &service, policy);
-    if effective == Policy::Disabled {
-        return Err(Refusal::Disabled {
-            element_name: service.element_name,
-        });
+    let looked_up = state
+        .db(move |s| {
+            Ok(ids
+                .into_iter()
+                .map(|id| {
+                    (
+                        id,
+                        s.service(id)
+                            .and_then(|row| Ok((row, s.vm_policy(id, vm_id)?))),
+                    )
+                })
+                .collect::<Vec<_>>())
+        })
+        .await;
+    let looked_up = match looked_up {
+        Ok(found) => found,
+        Err(e) => return Err((Refusal::Store(e), first)),
+    };
+    for (id, found) in looked_up {
+        let (service, policy) = match found {
+            Ok(found) => found,
+            Err(StoreError::UnknownService(_)) => return Err((Refusal::Unknown, id)),
+            Err(e) => return Err((Refusal::Store(e), id)),
+        };
+        if effective_on(vm, &service, policy) == Policy::Disabled {
+            let element_name = service.element_name;
+            return Err((Refusal::Disabled { element_name }, id));
+        }
     }
     Ok(())
 }
@@ -296,13 +383,8 @@ pub(crate) async fn admit(state: &State, vm: &VmRow, id: ServiceId) -> Result<()
 /// connection goes through the agent's own service (its port), so that one
 /// must be enabled too, then the service the request names.
 async fn check(state: &State, vm: &VmRow, request: &GcRequest) -> Result<(), ErrorFrame> {
-    let agent = BuiltinService::Agent.id();
-    let admitted = match admit(state, vm, agent).await {
-        Ok(()) => admit(state, vm, request.service)
-            .await
-            .map_err(|r| (r, request.service)),
-        Err(refusal) => Err((refusal, agent)),
-    };
+    let ids = vec![BuiltinService::Agent.id(), request.service];
+    let admitted = admit_each(state, vm, ids).await;
     admitted.map_err(|(refusal, service)| {
         let code = match refusal {
             Refusal::Unknown => ErrorCode::UnknownService,

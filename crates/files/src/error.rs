@@ -86,6 +86,9 @@ pub enum CopyError {
     /// The tree's directories need more bookkeeping than the receiver keeps.
     #[error("the copy's directories exceed the receiver's {0}-byte bookkeeping limit; copy the tree in parts")]
     TooManyDirectories(usize),
+    /// Owners can be preserved only by a receiver running as root.
+    #[error("--preserve-owner needs the receiving side to run as root")]
+    OwnerNeedsRoot,
     /// An operating-system call failed.
     #[error("cannot {op} {}", .path.display())]
     Fs {
@@ -135,6 +138,7 @@ impl CopyError {
             | Self::Size { .. } => ErrorCode::InvalidArgument,
             Self::Exists(_) | Self::WrongKind { .. } => ErrorCode::AlreadyExists,
             Self::MissingParent(_) | Self::SourceNotFound(_) => ErrorCode::NotFound,
+            Self::OwnerNeedsRoot => ErrorCode::PermissionDenied,
             Self::TooManyEntries(_) | Self::TooManyDirectories(_) => ErrorCode::ResourceLimit,
             Self::Fs { source, .. } => match source.kind() {
                 io::ErrorKind::NotFound => ErrorCode::NotFound,

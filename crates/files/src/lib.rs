@@ -6,7 +6,8 @@
 //!   it as `Entry`, file data, `EntryEnd` and `CopyEnd` frames;
 //! - [`receive`] stores such a stream under a destination, treating the
 //!   sender as hostile ([`path`] validates every name; files land through a
-//!   temporary file (module `temp`), BLAKE3 check, fsync and rename);
+//!   temporary file (module `temp`), BLAKE3 check, fsync and rename, with
+//!   writeback started while the data arrives (module `writeback`));
 //! - [`error`] is the one error type, and how it maps to error frames.
 //!
 //! The wire sequence is in `guestcomm_protocol::files` and `docs/PROTOCOL.md`.
@@ -17,6 +18,7 @@ pub mod path;
 pub mod receive;
 pub mod send;
 mod temp;
+mod writeback;
 
 pub use error::CopyError;
 pub use receive::{check_destination, receive_copy, ReceiveOptions};

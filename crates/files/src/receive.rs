@@ -20,6 +20,8 @@
 //! kept when the connection drops, and a later copy of the same file
 //! continues it after the sender has checked its BLAKE3. Directories are
 //! created `0700` and get their mode and mtime at the end, deepest first.
+//! With `preserve_owner` (root only), every entry also gets its source's
+//! numeric owner and group.
 
 use std::ffi::{OsStr, OsString};
 
@@ -40,13 +42,14 @@ use nix::errno::Errno;
 use nix::fcntl::{openat, renameat2, AtFlags, OFlag, RenameFlags};
 use nix::sys::stat::{fchmod, fstatat, futimens, mkdirat, utimensat, Mode, SFlag, UtimensatFlags};
 use nix::sys::time::TimeSpec;
-use nix::unistd::{symlinkat, unlinkat, UnlinkatFlags};
+use nix::unistd::{fchown, fchownat, symlinkat, unlinkat, Gid, Uid, UnlinkatFlags};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
 
 use crate::hashing::Hashing;
 use crate::path::{check_target, components};
 use crate::temp::{TempFile, TEMP_COUNTER};
+use crate::writeback::Writeback;
 use crate::{CopyError, Progress};
 
 /// How long the receiver waits, after its last frame, for the sender to
@@ -69,6 +72,10 @@ pub struct ReceiveOptions {
     pub recursive: bool,
     /// Keep partial files on interruption and continue them (`ResumeFrom`).
     pub resume: bool,
+    /// Give entries the numeric owner they have at the source (needs root).
+    /// Set-user-ID, set-group-ID and sticky bits are never kept, owner or
+    /// not: a copy must not mint privileged programs on the receiving side.
+    pub preserve_owner: bool,
 }
 
 /// Checks, before any entry arrives, that `dst` can receive a copy: its
@@ -80,6 +87,9 @@ pub fn check_destination(dst: &Path, opts: ReceiveOptions) -> Result<(), CopyErr
             path: String::new(),
             reason: "empty destination path".into(),
         });
+    }
+    if opts.preserve_owner && !nix::unistd::geteuid().is_root() {
+        return Err(CopyError::OwnerNeedsRoot);
     }
     if dst.is_dir() || opts.create_full_path {
         return Ok(());
@@ -208,6 +218,7 @@ struct Current {
     shown: PathBuf,
     received: u64,
     hasher: Hashing,
+    writeback: Writeback,
 }
 
 /// The destination, fixed by the first (root) entry.
@@ -241,6 +252,15 @@ struct Store {
 
 fn timespec(entry: &Entry) -> TimeSpec {
     TimeSpec::new(entry.mtime, i64::from(entry.mtime_nsec.min(999_999_999)))
+}
+
+/// The owner to give `entry`: its source owner with `preserve_owner`, else
+/// none (the receiver's own, as created).
+fn owner_of(entry: &Entry, opts: ReceiveOptions) -> (Option<Uid>, Option<Gid>) {
+    if !opts.preserve_owner {
+        return (None, None);
+    }
+    (entry.uid.map(Uid::from_raw), entry.gid.map(Gid::from_raw))
 }
 
 fn mode_of(entry: &Entry) -> Mode {
@@ -378,6 +398,7 @@ impl Store {
                         shown,
                         received,
                         hasher,
+                        writeback: Writeback::from(received),
                     });
                 }
             }
@@ -456,14 +477,25 @@ impl Store {
         let temp = OsString::from(format!(".guestcomm-{}-{n}.tmp", std::process::id()));
         symlinkat(target, &dir, temp.as_os_str())
             .map_err(|e| CopyError::fs("create symlink", shown, e))?;
-        let placed = utimensat(
+        let (uid, gid) = owner_of(entry, self.opts);
+        let placed = fchownat(
             &dir,
             temp.as_os_str(),
-            &TimeSpec::UTIME_OMIT,
-            &timespec(entry),
-            UtimensatFlags::NoFollowSymlink,
+            uid,
+            gid,
+            AtFlags::AT_SYMLINK_NOFOLLOW,
         )
-        .map_err(|e| CopyError::fs("set the time of", shown, e))
+        .map_err(|e| CopyError::fs("set the owner of", shown, e))
+        .and_then(|()| {
+            utimensat(
+                &dir,
+                temp.as_os_str(),
+                &TimeSpec::UTIME_OMIT,
+                &timespec(entry),
+                UtimensatFlags::NoFollowSymlink,
+            )
+            .map_err(|e| CopyError::fs("set the time of", shown, e))
+        })
         .and_then(|()| self.rename(&dir, &temp, last, shown));
         if placed.is_err() {
             let _ = unlinkat(&dir, temp.as_os_str(), UnlinkatFlags::NoRemoveDir);
@@ -512,6 +544,7 @@ impl Store {
             .map_err(|e| CopyError::fs("write", &cur.shown, e))?;
         cur.hasher.update(body);
         cur.received = received;
+        cur.writeback.advance(&cur.temp.file, received);
         Ok(())
     }
 
@@ -537,6 +570,9 @@ impl Store {
             });
         }
         let file = &cur.temp.file;
+        // Owner before mode: chown clears set-id bits.
+        let (uid, gid) = owner_of(&cur.entry, self.opts);
+        fchown(file, uid, gid).map_err(|e| CopyError::fs("set the owner of", &cur.shown, e))?;
         fchmod(file, mode_of(&cur.entry))
             .and_then(|()| futimens(file, &TimeSpec::UTIME_OMIT, &timespec(&cur.entry)))
             .map_err(|e| CopyError::fs("set the mode and time of", &cur.shown, e))?;
@@ -569,9 +605,11 @@ impl Store {
                 .fold(root.parent_path.clone(), |p, n| p.join(n));
             let dir = open_beneath(root.parent.as_fd(), names)
                 .map_err(|e| beneath_error(e, &entry.path, &shown))?;
-            fchmod(&dir, mode_of(entry))
+            let (uid, gid) = owner_of(entry, self.opts);
+            fchown(&dir, uid, gid)
+                .and_then(|()| fchmod(&dir, mode_of(entry)))
                 .and_then(|()| futimens(&dir, &TimeSpec::UTIME_OMIT, &timespec(entry)))
-                .map_err(|e| CopyError::fs("set the mode and time of", &shown, e))?;
+                .map_err(|e| CopyError::fs("set the owner, mode and time of", &shown, e))?;
         }
         Ok(self.summary)
     }
@@ -607,6 +645,8 @@ mod tests {
             mtime_nsec: 0,
             size: 0,
             target: None,
+            uid: None,
+            gid: None,
         }
     }
 

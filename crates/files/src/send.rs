@@ -229,6 +229,8 @@ fn emit(
         mtime_nsec: u32::try_from(meta.mtime_nsec()).unwrap_or(0),
         size,
         target,
+        uid: Some(meta.uid()),
+        gid: Some(meta.gid()),
     };
     put(tx, Frame::Control(Control::Entry(entry)))?;
     match kind {

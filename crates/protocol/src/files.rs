@@ -43,6 +43,10 @@ pub struct CopyToGuest {
     /// Keep partial files of an interrupted copy, and continue them.
     #[serde(default)]
     pub resume: bool,
+    /// Give each entry the owner (numeric uid and gid) it has at the source;
+    /// needs the agent to run as root.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub preserve_owner: bool,
 }
 
 /// A copy out of the guest; the destination options stay on the client.
@@ -91,6 +95,13 @@ pub struct Entry {
     /// Where the link points (symlinks only).
     #[serde(default)]
     pub target: Option<String>,
+    /// Numeric owner at the source; applied only when the receiver was
+    /// asked to preserve owners.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<u32>,
+    /// Numeric group at the source (as `uid`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gid: Option<u32>,
 }
 
 /// What the receiver stored, sent in answer to `CopyEnd`.

@@ -155,9 +155,11 @@ fn entry() -> impl Strategy<Value = Entry> {
         any::<u32>(),
         any::<u64>(),
         proptest::option::of(any::<String>()),
+        proptest::option::of(any::<u32>()),
+        proptest::option::of(any::<u32>()),
     )
         .prop_map(
-            |(path, kind, mode, mtime, mtime_nsec, size, target)| Entry {
+            |(path, kind, mode, mtime, mtime_nsec, size, target, uid, gid)| Entry {
                 path,
                 kind,
                 mode,
@@ -165,6 +167,8 @@ fn entry() -> impl Strategy<Value = Entry> {
                 mtime_nsec,
                 size,
                 target,
+                uid,
+                gid,
             },
         )
 }
@@ -188,8 +192,8 @@ fn file_control() -> impl Strategy<Value = Control> {
                 })
             }
         ),
-        (any::<String>(), any::<[bool; 4]>()).prop_map(
-            |(dst, [overwrite, create_full_path, recursive, resume])| {
+        (any::<String>(), any::<[bool; 5]>()).prop_map(
+            |(dst, [overwrite, create_full_path, recursive, resume, preserve_owner])| {
                 Control::Request(Request {
                     service: BuiltinService::Files.id(),
                     call: Call::CopyToGuest(CopyToGuest {
@@ -198,6 +202,7 @@ fn file_control() -> impl Strategy<Value = Control> {
                         create_full_path,
                         recursive,
                         resume,
+                        preserve_owner,
                     }),
                 })
             }

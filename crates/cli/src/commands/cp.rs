@@ -76,6 +76,13 @@ pub struct CpArgs {
     #[arg(long)]
     pub resume: bool,
 
+    /// Give copied entries the numeric owner and group they have at the
+    /// source (as `cp -p` as root). The receiving side must run as root:
+    /// the agent for a copy into the guest, this command for a copy out.
+    /// Set-user-ID, set-group-ID and sticky bits are never copied.
+    #[arg(long)]
+    pub preserve_owner: bool,
+
     /// Key file shared with the agent (`guestcomm identity new`), for an
     /// agent address whose agent has --credentials. VMs known to guestcommd
     /// need none: the daemon holds their keys.
@@ -178,6 +185,7 @@ impl CpArgs {
             create_full_path: self.create_full_path,
             recursive: self.recursive,
             resume: self.resume,
+            preserve_owner: self.preserve_owner,
         }
     }
 }
@@ -256,6 +264,7 @@ async fn copy(plan: Plan, args: &CpArgs, api: Option<&str>) -> Result<CopySummar
                 create_full_path: args.create_full_path,
                 recursive: args.recursive,
                 resume: args.resume,
+                preserve_owner: args.preserve_owner,
             };
             let mut progress = CopyProgress::new(total);
             let result =

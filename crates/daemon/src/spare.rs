@@ -1,0 +1,319 @@
+//! Warm agent connections: once a relayed operation has taken a connection
+//! to a VM's agent, the daemon opens and authenticates the next one in the
+//! background, so a following exec or cp to the same VM skips the connect
+//! and handshake (about half of what the daemon adds to an operation).
+//!
+//! A spare is kept at most [`SPARE_MAX_AGE`], well inside the agent's wait
+//! for a request after the handshake (`HANDSHAKE_TIMEOUT_MS`), and then
+//! closed (the agent logs that at debug level, like a health probe). It is
+//! used only for the same endpoint and key it was made with, and only if it
+//! is still open. At most [`MAX_SPARES`] exist, so a host with many VMs
+//! keeps spares only for the busy ones. A VM that is not used again costs
+//! one idle connection for a few seconds.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::{FutureExt, StreamExt};
+use guestcomm_client::Session;
+use guestcomm_protocol::auth::Psk;
+use guestcomm_transport::{Address, Stream};
+use tracing::debug;
+
+use crate::store::VmRow;
+
+/// How long a spare connection waits for an operation before it is closed.
+pub const SPARE_MAX_AGE: Duration = Duration::from_secs(5);
+
+/// Spare connections kept at most, over all VMs.
+pub const MAX_SPARES: usize = 64;
+
+/// What a spare was made for: a VM whose endpoint or key changed since
+/// must not get it.
+#[derive(Clone, PartialEq, Eq)]
+struct Key {
+    endpoint: String,
+    psk: Option<Psk>,
+}
+
+impl Key {
+    fn of(vm: &VmRow) -> Self {
+        Self {
+            endpoint: vm.endpoint.clone(),
+            psk: vm.psk.clone(),
+        }
+    }
+}
+
+struct Spare {
+    key: Key,
+    session: Session<Stream>,
+    /// Tells the expiry task whether this is still the spare it made.
+    generation: u64,
+}
+
+#[derive(Default)]
+struct Inner {
+    by_vm: HashMap<String, Spare>,
+    /// VMs whose next spare is being made.
+    filling: std::collections::HashSet<String>,
+    next_generation: u64,
+}
+
+/// The spare connections of all VMs.
+pub struct Spares {
+    inner: Mutex<Inner>,
+    max_age: Duration,
+    enabled: bool,
+}
+
+impl Default for Spares {
+    fn default() -> Self {
+        Self::with_max_age(SPARE_MAX_AGE)
+    }
+}
+
+impl Spares {
+    /// Spares closed after `max_age` (tests; the daemon uses [`SPARE_MAX_AGE`]).
+    pub fn with_max_age(max_age: Duration) -> Self {
+        Self {
+            inner: Mutex::default(),
+            max_age,
+            enabled: true,
+        }
+    }
+
+    /// No spares at all (`guestcommd --no-warm-connections`): every
+    /// operation connects anew.
+    pub fn disabled() -> Self {
+        Self {
+            enabled: false,
+            ..Self::default()
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Takes `vm`'s spare, if one is open and was made for its current
+    /// endpoint and key.
+    pub fn take(&self, vm: &VmRow) -> Option<Session<Stream>> {
+        let mut spare = self.lock().by_vm.remove(&vm.name)?;
+        if spare.key != Key::of(vm) {
+            return None;
+        }
+        // Anything ready to read (end of stream, an error frame, stray
+        // bytes) means the agent is done with it; nothing ready, it waits.
+        match spare.session.conn.next().now_or_never() {
+            None => Some(spare.session),
+            Some(_) => {
+                debug!(vm = %vm.name, "spare connection closed by the agent; connecting anew");
+                None
+            }
+        }
+    }
+
+    /// Makes `vm`'s next spare in the background, unless one exists, one
+    /// is being made, or [`MAX_SPARES`] are open.
+    pub fn refill(self: &Arc<Self>, vm: VmRow, client_name: &'static str) {
+        if !self.enabled {
+            return;
+        }
+        {
+            let mut inner = self.lock();
+            if inner.by_vm.contains_key(&vm.name)
+                || inner.filling.contains(&vm.name)
+                || inner.by_vm.len() + inner.filling.len() >= MAX_SPARES
+            {
+                return;
+            }
+            inner.filling.insert(vm.name.clone());
+        }
+        let spares = Arc::clone(self);
+        tokio::spawn(async move {
+            let made = match vm.endpoint.parse::<Address>() {
+                Ok(addr) => guestcomm_client::connect_with(&addr, client_name, vm.psk.as_ref())
+                    .await
+                    .ok(),
+                Err(_) => None,
+            };
+            let generation = {
+                let mut inner = spares.lock();
+                inner.filling.remove(&vm.name);
+                let Some(session) = made else { return };
+                inner.next_generation += 1;
+                let generation = inner.next_generation;
+                let spare = Spare {
+                    key: Key::of(&vm),
+                    session,
+                    generation,
+                };
+                inner.by_vm.insert(vm.name.clone(), spare);
+                generation
+            };
+            tokio::time::sleep(spares.max_age).await;
+            let mut inner = spares.lock();
+            if inner
+                .by_vm
+                .get(&vm.name)
+                .is_some_and(|s| s.generation == generation)
+            {
+                inner.by_vm.remove(&vm.name);
+            }
+        });
+    }
+
+    /// Spare connections open now.
+    pub fn len(&self) -> usize {
+        self.lock().by_vm.len()
+    }
+
+    /// Whether no spare connection is open.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use guestcomm_protocol::handshake::{server_handshake, ServerOffer, AUTH_NONE};
+    use guestcomm_protocol::FrameCodec;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::net::UnixListener;
+    use tokio_util::codec::Framed;
+
+    /// An agent stand-in: answers handshakes, counts them, and holds each
+    /// connection until told to drop them all.
+    struct FakeAgent {
+        endpoint: String,
+        handshakes: Arc<AtomicUsize>,
+        hung_up: Arc<AtomicUsize>,
+        hang_up: Arc<tokio::sync::Notify>,
+        _dir: tempfile::TempDir,
+    }
+
+    impl FakeAgent {
+        fn start() -> Self {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("agent.sock");
+            let listener = UnixListener::bind(&path).unwrap();
+            let handshakes = Arc::new(AtomicUsize::new(0));
+            let hung_up = Arc::new(AtomicUsize::new(0));
+            let hang_up = Arc::new(tokio::sync::Notify::new());
+            let (count, closed, hang) = (handshakes.clone(), hung_up.clone(), hang_up.clone());
+            tokio::spawn(async move {
+                while let Ok((stream, _)) = listener.accept().await {
+                    let (count, closed, hang) = (count.clone(), closed.clone(), hang.clone());
+                    tokio::spawn(async move {
+                        let mut conn = Framed::new(stream, FrameCodec::new());
+                        let offer = ServerOffer {
+                            features: vec![],
+                            auth: vec![AUTH_NONE.into()],
+                            agent: "fake".into(),
+                            psk: None,
+                        };
+                        if server_handshake(&mut conn, &offer).await.is_ok() {
+                            count.fetch_add(1, Ordering::SeqCst);
+                            hang.notified().await;
+                            drop(conn);
+                            closed.fetch_add(1, Ordering::SeqCst);
+                        }
+                    });
+                }
+            });
+            Self {
+                endpoint: format!("unix://{}", path.display()),
+                handshakes,
+                hung_up,
+                hang_up,
+                _dir: dir,
+            }
+        }
+    }
+
+    fn vm(endpoint: &str) -> VmRow {
+        VmRow {
+            id: uuid::Uuid::new_v4(),
+            name: "web1".into(),
+            endpoint: endpoint.into(),
+            interface_enabled: true,
+            default_policy: crate::policy::Policy::Enabled,
+            created_at: 0,
+            psk: None,
+        }
+    }
+
+    async fn until(what: &str, mut ready: impl FnMut() -> bool) {
+        for _ in 0..500 {
+            if ready() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("timed out waiting for {what}");
+    }
+
+    #[tokio::test]
+    async fn a_refilled_spare_is_taken_once_and_only_for_the_same_endpoint() {
+        let agent = FakeAgent::start();
+        let spares = Arc::new(Spares::default());
+        let web1 = vm(&agent.endpoint);
+        assert!(spares.take(&web1).is_none(), "nothing before a refill");
+        spares.refill(web1.clone(), "test");
+        until("the spare", || spares.len() == 1).await;
+        assert_eq!(agent.handshakes.load(Ordering::SeqCst), 1);
+        assert!(spares.take(&web1).is_some());
+        assert!(spares.take(&web1).is_none(), "a spare is used once");
+
+        spares.refill(web1.clone(), "test");
+        until("the second spare", || spares.len() == 1).await;
+        let moved = vm("unix:///elsewhere.sock");
+        assert!(spares.take(&moved).is_none(), "made for another endpoint");
+        assert!(spares.is_empty(), "and dropped");
+    }
+
+    #[tokio::test]
+    async fn a_spare_the_agent_closed_is_not_used() {
+        let agent = FakeAgent::start();
+        let spares = Arc::new(Spares::default());
+        let web1 = vm(&agent.endpoint);
+        spares.refill(web1.clone(), "test");
+        until("the spare", || spares.len() == 1).await;
+        agent.hang_up.notify_waiters();
+        until("the hang-up", || agent.hung_up.load(Ordering::SeqCst) == 1).await;
+        // Then the runtime's I/O driver sees the socket readable.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(spares.take(&web1).is_none());
+    }
+
+    #[tokio::test]
+    async fn disabled_spares_are_never_made() {
+        let agent = FakeAgent::start();
+        let spares = Arc::new(Spares::disabled());
+        spares.refill(vm(&agent.endpoint), "test");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(spares.is_empty());
+        assert_eq!(agent.handshakes.load(Ordering::SeqCst), 0);
+    }
+
+    #[tokio::test]
+    async fn spares_expire_and_an_unreachable_agent_leaves_none() {
+        let agent = FakeAgent::start();
+        let spares = Arc::new(Spares::with_max_age(Duration::from_millis(100)));
+        let web1 = vm(&agent.endpoint);
+        spares.refill(web1.clone(), "test");
+        until("the spare", || spares.len() == 1).await;
+        until("its expiry", || spares.is_empty()).await;
+
+        spares.refill(vm("unix:///nonexistent/agent.sock"), "test");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(spares.is_empty());
+        assert!(
+            spares.lock().filling.is_empty(),
+            "a failed refill is forgotten"
+        );
+    }
+}
