@@ -200,3 +200,41 @@ fn an_agent_with_a_malformed_policy_does_not_start_and_names_the_line() {
     assert!(err.contains("p.toml") && err.contains("line 3"), "{err}");
     assert!(!dir.path().join("a.sock").exists(), "nothing was served");
 }
+
+#[test]
+fn copies_out_of_the_guest_pass_only_from_allowed_paths() {
+    let d = Daemon::start("off");
+    let (_agent, _) = d.agent_vm("vm1");
+    let out_dir = d.dir.path().join("out");
+    std::fs::create_dir(&out_dir).unwrap();
+    std::fs::write(out_dir.join("report.txt"), b"public").unwrap();
+    std::fs::write(d.dir.path().join("secret.txt"), b"private").unwrap();
+    let doc = format!("[cp]\nfrom_guest = [\"{}\"]\n", out_dir.display());
+    assert!(set_policy(&d, "vm1", &doc).status.success());
+
+    let local = tempfile::tempdir().unwrap();
+    let secret = format!("vm1:{}", d.dir.path().join("secret.txt").display());
+    let refused = d.run(&["cp", &secret, local.path().to_str().unwrap()]);
+    assert_ne!(refused.status.code(), Some(0));
+    assert!(text(&refused.stderr).contains("outside the paths allowed for copies out of the guest"));
+    assert!(!local.path().join("secret.txt").exists());
+    let report = format!("vm1:{}", out_dir.join("report.txt").display());
+    d.ok(&["cp", &report, local.path().to_str().unwrap()]);
+    assert_eq!(
+        std::fs::read(local.path().join("report.txt")).unwrap(),
+        b"public"
+    );
+
+    let records = audit(&d, "vm1");
+    assert_eq!(
+        find(&records, "cp.from_guest", "secret.txt")["outcome"],
+        "refused"
+    );
+    assert_eq!(
+        find(&records, "cp.from_guest", "report.txt")["outcome"],
+        "ok"
+    );
+    // --since filters by time: nothing is newer than the far future.
+    assert_eq!(d.audit_settled(&["--since", "@99999999999"]).len(), 0);
+    assert!(d.audit_settled(&["--since", "1h"]).len() >= records.len());
+}
