@@ -29,6 +29,14 @@ pub enum TlsError {
         #[source]
         source: rustls::pki_types::pem::Error,
     },
+    /// A private key file that others may read.
+    #[error("private key {path} has mode {mode:04o}: others could read it; run chmod 600 {path}")]
+    KeyTooOpen {
+        /// The file.
+        path: String,
+        /// Its permission bits.
+        mode: u32,
+    },
     /// The file holds no certificate.
     #[error("{0} holds no certificate")]
     NoCertificate(String),
@@ -72,11 +80,22 @@ pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError>
     Ok(certs)
 }
 
-/// The private key in the PEM file at `path`.
+/// The private key in the PEM file at `path`, which only its owner may
+/// read (as the agent's credentials file).
 pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+    use std::os::unix::fs::MetadataExt;
+    let name = path.display().to_string();
+    if let Ok(meta) = std::fs::metadata(path) {
+        if meta.mode() & 0o077 != 0 {
+            return Err(TlsError::KeyTooOpen {
+                mode: meta.mode() & 0o7777,
+                path: name,
+            });
+        }
+    }
     PrivateKeyDer::from_pem_file(path).map_err(|source| TlsError::Pem {
         what: "a private key",
-        path: path.display().to_string(),
+        path: name,
         source,
     })
 }

@@ -50,7 +50,10 @@ impl Ca {
         let key = KeyPair::generate().unwrap();
         let cert = params.signed_by(&key, &self.issuer).unwrap();
         std::fs::write(self.path(&format!("{name}.crt")), cert.pem()).unwrap();
-        std::fs::write(self.path(&format!("{name}.key")), key.serialize_pem()).unwrap();
+        let key_path = self.path(&format!("{name}.key"));
+        std::fs::write(&key_path, key.serialize_pem()).unwrap();
+        let private = std::os::unix::fs::PermissionsExt::from_mode(0o600);
+        std::fs::set_permissions(&key_path, private).unwrap();
         guestcomm_api::tls::fingerprint(cert.der())
     }
 }
