@@ -6,15 +6,25 @@
 //! [`exec`] runs a program with streamed stdin/stdout/stderr or a
 //! pseudo-terminal ([`pty`]), as another user if asked ([`user`]).
 //! [`files`] serves copies into and out of the guest.
+//! [`integration`] serves guest information ([`info`]), time ([`clock`]),
+//! key-value exchange ([`kvp`], also to guest programs on a local socket,
+//! [`local`]), shutdown ([`shutdown`]) and filesystem freeze ([`freeze`]).
 //! [`policy`] enforces the guest owner's `--policy`.
 //! [`limits`] holds the agent's bounds.
 
+pub mod clock;
 pub mod exec;
 pub mod files;
+pub mod freeze;
+pub mod info;
+pub mod integration;
+pub mod kvp;
 pub mod limits;
+pub mod local;
 pub mod policy;
 pub mod pty;
 pub mod server;
+pub mod shutdown;
 pub mod user;
 
 pub use server::{Agent, AgentConfig, BindError, ConfigError};

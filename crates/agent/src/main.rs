@@ -4,13 +4,21 @@
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::Parser;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use guestcomm_agent::local::{LocalKvp, LocalOutput};
+use guestcomm_agent::shutdown::ShutdownRunner;
 use guestcomm_agent::{Agent, AgentConfig};
 use guestcomm_observability::{self as observability, LogFormat};
 use guestcomm_transport::{Address, PeerCidFilter};
 
-/// The guestcomm guest agent: serves command execution (and, later, files,
-/// key-value exchange, shutdown, time and guest information) to the host.
+/// The guestcomm guest agent: serves command execution, file copy,
+/// key-value exchange, shutdown, time, guest information and filesystem
+/// freeze to the host.
+///
+/// `guestcomm-agent kvp ...` is the guest programs' side of the key-value
+/// pools: it talks to the running agent over its local socket.
 ///
 /// Run it inside the guest, listening on vsock, e.g.
 /// `guestcomm-agent --listen vsock://any:18243`; on a Hyper-V Linux guest the
@@ -19,6 +27,8 @@ use guestcomm_transport::{Address, PeerCidFilter};
 #[derive(Debug, Parser)]
 #[command(
     version,
+    subcommand_negates_reqs = true,
+    args_conflicts_with_subcommands = true,
     after_help = "Exit status: 0 after a clean shutdown (SIGINT/SIGTERM), 1 on a start-up error.\nLog level: GUESTCOMM_LOG (e.g. debug), default info."
 )]
 struct Args {
@@ -51,14 +61,78 @@ struct Args {
     #[arg(long, value_name = "N", default_value_t = guestcomm_agent::limits::MAX_CONNECTIONS)]
     max_connections: usize,
 
+    /// Where guest programs reach the key-value pools (`guestcomm-agent
+    /// kvp`); `off` for nowhere. Mode 0660: root and the socket's group.
+    #[arg(long, value_name = "PATH", default_value = guestcomm_agent::local::DEFAULT_KVP_SOCKET)]
+    kvp_socket: String,
+
+    /// Keep the key-value pools (external and guest) in DIR/kvp.json, so
+    /// they survive a restart; without it they live in memory only.
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
+
+    /// Power off and reboot by running PROGRAM ACTION MODE REASON
+    /// (ACTION poweroff|reboot, MODE graceful|force) instead of the init
+    /// system (systemctl, shutdown, poweroff) or reboot(2).
+    #[arg(long, value_name = "PROGRAM")]
+    shutdown_command: Option<PathBuf>,
+
+    /// For tests and demos: report and step a clock SECONDS away from the
+    /// real one, never setting the system clock.
+    #[arg(long, value_name = "SECONDS", allow_negative_numbers = true)]
+    simulated_clock_offset: Option<i64>,
+
+    /// For tests: pretend to freeze filesystems, never issuing FIFREEZE.
+    #[arg(long)]
+    simulate_fsfreeze: bool,
+
     /// Log format.
     #[arg(long, value_enum, default_value_t)]
     log_format: LogFormat,
+
+    /// Guest side of the key-value pools.
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Read the pools and write the guest pool through the running agent.
+    Kvp(KvpArgs),
+}
+
+/// Guest programs' side of the key-value pools: read the host's values
+/// (pool external), the agent's own (auto) and the guest pool; write the
+/// guest pool, which the host reads.
+#[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Exit status: 0 on success, 1 on error (unknown key, over a limit, no agent)."
+)]
+struct KvpArgs {
+    /// The agent's local socket.
+    #[arg(long, value_name = "PATH", default_value = guestcomm_agent::local::DEFAULT_KVP_SOCKET, global = true)]
+    socket: PathBuf,
+
+    /// Print JSON (list).
+    #[arg(long, global = true)]
+    json: bool,
+
+    #[command(subcommand)]
+    op: LocalKvp,
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let mut args = Args::parse();
     observability::init(args.log_format);
+    if let Some(Command::Kvp(kvp)) = args.command.take() {
+        return match run_kvp(kvp) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("guestcomm-agent: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     match run(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -68,11 +142,38 @@ fn main() -> ExitCode {
     }
 }
 
+#[tokio::main(flavor = "current_thread")]
+async fn run_kvp(args: KvpArgs) -> anyhow::Result<()> {
+    let json = args.json;
+    match guestcomm_agent::local::run(&args.socket, args.op).await? {
+        LocalOutput::Value(value) => println!("{value}"),
+        LocalOutput::Entries(entries) if json => {
+            println!("{}", serde_json::to_string_pretty(&entries)?)
+        }
+        LocalOutput::Entries(entries) => {
+            for (k, v) in entries {
+                println!("{k}={v}");
+            }
+        }
+        LocalOutput::Done => {}
+    }
+    Ok(())
+}
+
 #[tokio::main]
 async fn run(args: Args) -> anyhow::Result<()> {
     let mut config = AgentConfig::new(args.listen);
     config.peer_filter = PeerCidFilter::host_and(&args.allow_peer_cid, args.allow_any_peer);
     config.max_connections = args.max_connections.max(1);
+    config.kvp_socket = (args.kvp_socket != "off").then(|| PathBuf::from(&args.kvp_socket));
+    config.state_dir = args.state_dir;
+    if let Some(program) = args.shutdown_command {
+        config.shutdown = ShutdownRunner::Command(program);
+    }
+    config.simulated_clock_offset_ns = args
+        .simulated_clock_offset
+        .map(|s| s.saturating_mul(1_000_000_000));
+    config.simulate_fsfreeze = args.simulate_fsfreeze;
     if let Some(path) = &args.credentials {
         config.psk = Some(
             guestcomm_protocol::auth::load_credentials(path)
@@ -85,9 +186,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
         config.policy = Some(guestcomm_agent::policy::load(path)?);
     }
     let agent = Agent::bind(config).await.context("failed to start")?;
+    let services = agent.services();
     tokio::select! {
         () = agent.run() => {}
         stopped = observability::stop_signal() => stopped.context("failed to install the signal handlers")?,
+    }
+    // The safety timer dies with the agent: leave nothing frozen.
+    if let Err(e) = services.freeze.thaw(&[]) {
+        tracing::warn!(error = %e, "cannot thaw at exit");
     }
     Ok(())
 }

@@ -8,8 +8,12 @@
 //! ```
 //!
 //! Each connection runs in its own task; a failing or hostile connection
-//! ends only itself.
+//! ends only itself. The local key-value socket (for guest programs) goes
+//! through the same loop with [`Origin::Local`], which admits key-value
+//! requests only.
 
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,9 +28,14 @@ use tokio::sync::Semaphore;
 use tokio_util::codec::Framed;
 use tracing::{debug, info, info_span, warn, Instrument};
 
+use crate::clock::{Clock, SimulatedClock, SystemClock};
 use crate::exec;
 use crate::files;
+use crate::freeze::{FreezeManager, IoctlFreezer, SimulatedFreezer};
+use crate::integration::{self, Origin, Services};
+use crate::kvp::KvpStore;
 use crate::limits::MAX_CONNECTIONS;
+use crate::shutdown::ShutdownRunner;
 
 /// How long to pause accepting after an accept error (e.g. out of file
 /// descriptors), so the loop does not spin.
@@ -43,6 +52,17 @@ pub struct AgentConfig {
     pub max_connections: usize,
     /// The VM's key: when set, every client must prove it holds it.
     pub psk: Option<Psk>,
+    /// Where guest programs reach the key-value pools (`None`: nowhere).
+    pub kvp_socket: Option<PathBuf>,
+    /// Where the key-value pools are kept (`None`: in memory only).
+    pub state_dir: Option<PathBuf>,
+    /// How to power off or reboot.
+    pub shutdown: ShutdownRunner,
+    /// Report and step a clock this many nanoseconds from the real one,
+    /// never setting the system clock (tests, demos).
+    pub simulated_clock_offset_ns: Option<i64>,
+    /// Pretend to freeze filesystems, never issuing FIFREEZE (tests).
+    pub simulate_fsfreeze: bool,
     /// The guest owner's policy (`--policy`): requests it refuses never
     /// reach a service.
     pub policy: Option<PolicyDocument>,
@@ -64,6 +84,11 @@ impl AgentConfig {
             peer_filter: PeerCidFilter::default(),
             max_connections: MAX_CONNECTIONS,
             psk: None,
+            kvp_socket: None,
+            state_dir: None,
+            shutdown: ShutdownRunner::System,
+            simulated_clock_offset_ns: None,
+            simulate_fsfreeze: false,
             policy: None,
         }
     }
@@ -93,12 +118,36 @@ pub enum BindError {
     /// A listen address could not be opened.
     #[error(transparent)]
     Listen(#[from] ListenError),
+    /// The state directory could not be opened.
+    #[error("cannot open the state directory {0}")]
+    StateDir(String, #[source] std::io::Error),
+    /// The local key-value socket could not be opened.
+    #[error("cannot open the key-value socket {0}")]
+    KvpSocket(String, #[source] std::io::Error),
 }
 
 /// A bound agent, ready to serve.
 pub struct Agent {
     listeners: Vec<Listener>,
+    local: Option<Listener>,
     config: AgentConfig,
+    services: Arc<Services>,
+}
+
+/// The services this agent offers, by short name (in `Welcome` and guest info).
+pub fn offered_services() -> Vec<String> {
+    [
+        BuiltinService::Exec,
+        BuiltinService::Files,
+        BuiltinService::KeyValue,
+        BuiltinService::Shutdown,
+        BuiltinService::Time,
+        BuiltinService::GuestInfo,
+        BuiltinService::FsFreeze,
+    ]
+    .iter()
+    .map(|s| s.name().to_string())
+    .collect()
 }
 
 /// The agent's name and version, as sent in `Welcome`.
@@ -111,11 +160,56 @@ impl Agent {
     /// the first that cannot be opened.
     pub async fn bind(config: AgentConfig) -> Result<Self, BindError> {
         config.check()?;
+        let kvp = match &config.state_dir {
+            Some(dir) => KvpStore::open(dir)
+                .map_err(|e| BindError::StateDir(dir.display().to_string(), e))?,
+            None => KvpStore::in_memory(),
+        };
+        let clock: Box<dyn Clock> = match config.simulated_clock_offset_ns {
+            Some(offset) => Box::new(SimulatedClock::new(offset)),
+            None => Box::new(SystemClock),
+        };
+        let freeze = if config.simulate_fsfreeze {
+            FreezeManager::new(Box::new(SimulatedFreezer))
+        } else {
+            FreezeManager::new(Box::new(IoctlFreezer))
+        };
+        let services = Arc::new(Services {
+            kvp,
+            clock,
+            shutdown: config.shutdown.clone(),
+            freeze,
+            agent: agent_name(),
+            offered: offered_services(),
+            policy: config.policy.clone(),
+        });
         let mut listeners = Vec::with_capacity(config.listen.len());
         for addr in &config.listen {
             listeners.push(Listener::bind(addr).await?);
         }
-        Ok(Self { listeners, config })
+        // Guest programs lose only their socket if it cannot be opened
+        // (e.g. an agent that is not root and cannot create /run/guestcomm).
+        let local = match &config.kvp_socket {
+            Some(path) => match bind_local(path).await {
+                Ok(listener) => Some(listener),
+                Err(e) => {
+                    warn!(error = %handshake::error_chain(&e), "serving the host without the local key-value socket");
+                    None
+                }
+            },
+            None => None,
+        };
+        Ok(Self {
+            listeners,
+            local,
+            config,
+            services,
+        })
+    }
+
+    /// The shared state of the integration services (to thaw at exit).
+    pub fn services(&self) -> Arc<Services> {
+        self.services.clone()
     }
 
     /// The addresses actually bound.
@@ -134,14 +228,15 @@ impl Agent {
         } else {
             AUTH_NONE
         };
+        let mut features = vec!["pty".to_string()];
+        features.extend(offered_services());
         let offer = Arc::new(ServerOffer {
-            features: vec!["exec".into(), "pty".into(), "files".into()],
+            features: features.clone(),
             auth: vec![auth.into()],
             agent: agent_name(),
             psk: self.config.psk.clone(),
         });
         let filter = Arc::new(self.config.peer_filter.clone());
-        let policy = Arc::new(self.config.policy.clone());
         let mut loops = tokio::task::JoinSet::new();
         for listener in self.listeners {
             loops.spawn(accept_loop(
@@ -149,11 +244,43 @@ impl Agent {
                 slots.clone(),
                 offer.clone(),
                 filter.clone(),
-                policy.clone(),
+                (self.services.clone(), Origin::Host),
+            ));
+        }
+        if let Some(local) = self.local {
+            // Guest programs: the socket's file mode admits them, no key.
+            let local_offer = Arc::new(ServerOffer {
+                features,
+                auth: vec![AUTH_NONE.into()],
+                agent: agent_name(),
+                psk: None,
+            });
+            loops.spawn(accept_loop(
+                local,
+                slots.clone(),
+                local_offer,
+                filter.clone(),
+                (self.services.clone(), Origin::Local),
             ));
         }
         while loops.join_next().await.is_some() {}
     }
+}
+
+/// Mode of the local key-value socket: root and the socket's group.
+const KVP_SOCKET_MODE: u32 = 0o660;
+
+/// Opens the local key-value socket, creating its directory (a stale
+/// socket from a crash is replaced, a live one is an error).
+async fn bind_local(path: &Path) -> Result<Listener, BindError> {
+    let err = |e| BindError::KvpSocket(path.display().to_string(), e);
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(err)?;
+    }
+    let listener = Listener::bind(&Address::Unix(path.to_path_buf())).await?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(KVP_SOCKET_MODE))
+        .map_err(err)?;
+    Ok(listener)
 }
 
 async fn accept_loop(
@@ -161,7 +288,7 @@ async fn accept_loop(
     slots: Arc<Semaphore>,
     offer: Arc<ServerOffer>,
     filter: Arc<PeerCidFilter>,
-    policy: Arc<Option<PolicyDocument>>,
+    (services, origin): (Arc<Services>, Origin),
 ) {
     let local = listener
         .local_address()
@@ -193,11 +320,11 @@ async fn accept_loop(
             continue;
         };
         let offer = offer.clone();
-        let policy = policy.clone();
+        let services = services.clone();
         let span = info_span!("conn", %peer);
         tokio::spawn(
             async move {
-                handle(conn, &peer, &offer, policy.as_ref().as_ref()).await;
+                handle(conn, &peer, &offer, services, origin).await;
                 drop(permit);
             }
             .instrument(span),
@@ -210,7 +337,8 @@ async fn handle(
     mut conn: FramedConn<Stream>,
     peer: &Peer,
     offer: &ServerOffer,
-    policy: Option<&PolicyDocument>,
+    services: Arc<Services>,
+    origin: Origin,
 ) {
     let hello = match handshake::server_handshake(&mut conn, offer).await {
         Ok((hello, _)) => hello,
@@ -241,12 +369,24 @@ async fn handle(
             return;
         }
     };
-    if let Some(Err(frame)) = policy.map(|p| crate::policy::check(p, &mut request)) {
+    let guest_policy = services.policy.as_ref().filter(|_| origin == Origin::Host);
+    if let Some(Err(frame)) = guest_policy.map(|p| crate::policy::check(p, &mut request)) {
         warn!(%peer, error = %frame.message, "request refused by the guest policy");
         let _ = conn.send(Frame::Control(Control::Error(frame))).await;
         return;
     }
     let service = request.service;
+    if let (Some(builtin), Some(_)) = (service.builtin(), integration::service_of(&request.call)) {
+        return integration::serve(conn, services, origin, builtin, request.call).await;
+    }
+    if origin == Origin::Local {
+        let frame = ErrorFrame::new(
+            ErrorCode::UnsupportedRequest,
+            "the local socket serves key-value requests only",
+        );
+        let _ = conn.send(Frame::Control(Control::Error(frame))).await;
+        return;
+    }
     match (service.builtin(), request.call) {
         (Some(BuiltinService::Exec), Call::Exec(req)) => {
             if let Err(e) = exec::serve(conn, req).await {

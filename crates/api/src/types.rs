@@ -7,6 +7,10 @@
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+pub use guestcomm_protocol::integration::{
+    FreezeStatus, GuestInfo, KvpEntries, ShutdownRequest, TimeReport,
+};
+
 /// `POST /v1/vms`: add a VM to the inventory.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -190,6 +194,69 @@ pub struct GuestCommunicationService {
     pub vm_name: String,
 }
 
+/// `PUT /v1/vms/{name}/kvp/external/{key}`: the new value.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KvpValue {
+    /// Up to 2,048 bytes of UTF-8.
+    pub value: String,
+}
+
+/// `GET /v1/vms/{name}/kvp/{pool}/{key}`: one key.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KvpPair {
+    /// The pool.
+    pub pool: String,
+    /// The key.
+    pub key: String,
+    /// Its value.
+    pub value: String,
+}
+
+/// The answer to a change of the external pool: stored, and whether the
+/// VM's agent has it yet (otherwise it gets it at its next contact).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KvpWrite {
+    /// The agent received the new pool.
+    pub delivered: bool,
+    /// Why not, when it did not.
+    #[serde(default)]
+    pub pending_reason: Option<String>,
+}
+
+/// `POST /v1/vms/{name}/fs/freeze` and `.../thaw`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FsRequest {
+    /// Mount points; empty for every one (freeze: that can freeze; thaw: frozen).
+    #[serde(default)]
+    pub mountpoints: Vec<String>,
+    /// Freeze only: thaw automatically after this many seconds (default 60, at most 600).
+    #[serde(default)]
+    pub timeout_s: Option<u64>,
+}
+
+/// `POST /v1/vms/{name}/shutdown`: the guest's acknowledgement.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShutdownAnswer {
+    /// What the guest acknowledged, e.g. `poweroff (graceful)`.
+    pub acknowledged: String,
+}
+
+/// Percent-encodes `text` for one path segment (everything but RFC 3986's
+/// unreserved characters), so a key may hold any character.
+pub fn encode_path_segment(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 /// The body of every error response.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ErrorBody {
@@ -365,6 +432,12 @@ mod tests {
         let body: ErrorBody =
             serde_json::from_str(r#"{"code":"x","error":"y","chain":[]}"#).unwrap();
         assert_eq!(body.required_role, None);
+    }
+
+    #[test]
+    fn path_segments_are_percent_encoded() {
+        assert_eq!(encode_path_segment("a-b_c.d~"), "a-b_c.d~");
+        assert_eq!(encode_path_segment("a/b c?é"), "a%2Fb%20c%3F%C3%A9");
     }
 
     #[test]

@@ -46,6 +46,7 @@ impl AgentGuard {
         let child = Command::new(binary)
             .arg("--listen")
             .arg(addr.to_string())
+            .args(["--kvp-socket", "off"])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log_file)

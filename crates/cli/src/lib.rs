@@ -83,6 +83,16 @@ pub enum Command {
     Connect(commands::connect::ConnectArgs),
     /// Copy files and directories into or out of the guest.
     Cp(commands::cp::CpArgs),
+    /// Show the guest's OS, kernel, resources, filesystems, network and users.
+    Info(commands::info::InfoArgs),
+    /// Show the guest clock's offset from the host's, or set it (--sync).
+    Time(commands::time::TimeArgs),
+    /// Read and write the VM's key-value pools.
+    Kvp(commands::kvp::KvpArgs),
+    /// Power off or reboot the guest.
+    Shutdown(commands::shutdown::ShutdownArgs),
+    /// Freeze and thaw guest filesystems for consistent backups.
+    Fs(commands::fs::FsArgs),
     /// Show the audit log of guestcommd.
     Audit(commands::audit::AuditArgs),
     /// Show or set a VM's argument-level policy (programs, paths, read-only).
@@ -124,6 +134,11 @@ pub fn run(cli: Cli) -> ExitCode {
             Command::Status(args) => commands::status::run(args, cli.api.as_deref()).await,
             Command::Connect(args) => commands::connect::run(args, cli.api.as_deref()).await,
             Command::Cp(args) => commands::cp::run(args, cli.api.as_deref()).await,
+            Command::Info(args) => commands::info::run(args, cli.api.as_deref()).await,
+            Command::Time(args) => commands::time::run(args, cli.api.as_deref()).await,
+            Command::Kvp(args) => commands::kvp::run(args, cli.api.as_deref()).await,
+            Command::Shutdown(args) => commands::shutdown::run(args, cli.api.as_deref()).await,
+            Command::Fs(args) => commands::fs::run(args, cli.api.as_deref()).await,
             Command::Audit(args) => commands::audit::run(args, cli.api.as_deref()).await,
             Command::Policy(args) => commands::policy::run(args, cli.api.as_deref()).await,
         }

@@ -165,7 +165,7 @@ fn the_agents_own_policy_refuses_what_the_host_allows_and_says_so() {
 }
 
 #[test]
-fn a_read_only_vm_refuses_operator_calls_but_not_reads() {
+fn a_read_only_vm_refuses_changes_but_not_reads() {
     let d = Daemon::start("off");
     let (_agent, _) = d.agent_vm("vm1");
     assert!(set_policy(&d, "vm1", "read_only = true\n").status.success());
@@ -177,10 +177,24 @@ fn a_read_only_vm_refuses_operator_calls_but_not_reads() {
         "{err}"
     );
     assert_eq!(err.lines().count(), 1, "{err}");
+    let kvp = d.run(&["kvp", "set", "vm1", "color", "red"]);
+    assert_eq!(kvp.status.code(), Some(1));
+    assert!(
+        text(&kvp.stderr).contains("read-only"),
+        "{}",
+        text(&kvp.stderr)
+    );
     d.ok(&["vm", "show", "vm1"]);
+    d.ok(&["info", "vm1"]);
     let records = audit(&d, "vm1");
-    assert_eq!(records.last().unwrap()["operation"], "vm.connect");
-    assert_eq!(records.last().unwrap()["outcome"], "refused");
+    assert!(records
+        .iter()
+        .any(|r| r["operation"] == "kvp.set" && r["outcome"] == "refused"));
+    let connect = records
+        .iter()
+        .find(|r| r["operation"] == "vm.connect")
+        .unwrap();
+    assert_eq!(connect["outcome"], "refused");
 }
 
 #[test]

@@ -380,7 +380,9 @@ fn through_the_daemon(vm: &mut Vm) {
     ]);
     assert_eq!(listing, "alpha/tmp/tree/sub/empty\n");
 
-    // Health: OK while the VM runs, Lost Comm once QEMU is gone.
+    integration_services(&d);
+
+    // Health: OK while the VM runs, Lost Comm once the guest powered off.
     let status = |d: &util::daemon::Daemon| {
         d.json(&["status", "testvm"])["status"]
             .as_str()
@@ -392,12 +394,91 @@ fn through_the_daemon(vm: &mut Vm) {
         "never OK: {}",
         status(&d)
     );
-    let _ = vm.qemu.kill();
-    let _ = vm.qemu.wait();
+    // Shutdown: acknowledged, then the guest powers off (reboot(2) with
+    // --force) and QEMU exits (-no-reboot).
+    let ack = d.ok(&[
+        "shutdown",
+        "testvm",
+        "--force",
+        "--reason",
+        "end of the VM test",
+    ]);
+    assert!(ack.contains("poweroff (force)"), "{ack}");
+    assert!(
+        util::wait_until(BOOT_DEADLINE, || matches!(vm.qemu.try_wait(), Ok(Some(_)))),
+        "the guest did not power off; console:\n{}",
+        vm.console()
+    );
     assert!(
         util::wait_until(BOOT_DEADLINE, || status(&d) == "Lost Comm"),
-        "not Lost Comm after QEMU died: {}",
+        "not Lost Comm after the guest powered off: {}",
         status(&d)
+    );
+}
+
+/// Guest info, key-value pools both ways, time and freeze in the real guest
+/// (its clock and filesystems, never this machine's).
+fn integration_services(d: &util::daemon::Daemon) {
+    let info = d.json(&["info", "testvm"]);
+    assert_eq!(info["hostname"], "guestcomm-test-vm");
+    let release = d.ok(&["exec", "testvm", "--", "uname", "-r"]);
+    assert_eq!(info["kernel"]["release"], release.trim());
+
+    // The host writes, a guest program reads through the agent's local socket;
+    // a guest program writes, the host reads.
+    d.ok(&["kvp", "set", "testvm", "color", "blue"]);
+    let got = d.ok(&[
+        "exec",
+        "testvm",
+        "--",
+        "guestcomm-agent",
+        "kvp",
+        "get",
+        "color",
+    ]);
+    assert_eq!(got, "blue\n");
+    d.ok(&[
+        "exec",
+        "testvm",
+        "--",
+        "guestcomm-agent",
+        "kvp",
+        "set",
+        "build",
+        "42",
+    ]);
+    assert_eq!(
+        d.ok(&["kvp", "get", "testvm", "--pool", "guest", "build"]),
+        "42\n"
+    );
+    let auto = d.ok(&[
+        "kvp",
+        "get",
+        "testvm",
+        "--pool",
+        "auto",
+        "IntegrationServicesVersion",
+    ]);
+    assert!(auto.starts_with("guestcomm-agent "), "{auto}");
+
+    // The agent is root in the guest: it steps the guest's clock for real.
+    let synced = d.json(&["time", "testvm", "--sync"]);
+    assert_eq!(synced["synced"], true, "{synced}");
+
+    // The real FIFREEZE: tmpfs cannot freeze (skipped with the reason);
+    // a directory that is not a mount point freezes nothing.
+    let fs = d.json(&["fs", "freeze", "testvm", "--timeout", "30", "/tmp"]);
+    assert_eq!(
+        fs["skipped"][0]["reason"], "this filesystem cannot freeze",
+        "{fs}"
+    );
+    assert!(fs["frozen"].as_array().unwrap().is_empty(), "{fs}");
+    let out = d.run(&["fs", "freeze", "testvm", "/tmp/tree"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("is not a mount point"),
+        "{}",
+        text(&out.stderr)
     );
 }
 

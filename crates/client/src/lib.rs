@@ -4,12 +4,14 @@
 //! [`connect`] gives a [`Session`] (a connection past its handshake);
 //! [`exec`] runs a command through it, pumping stdin, stdout and stderr
 //! between async readers/writers and the agent; [`files`] copies files and
-//! trees into and out of the guest. The CLI's direct mode, the
+//! trees into and out of the guest; [`integration`] asks the integration
+//! services (guest info, time, key-value exchange, shutdown, freeze). The CLI's direct mode, the
 //! daemon and the benchmarks all use this crate, so the host side of the
 //! protocol lives in one place.
 
 pub mod exec;
 pub mod files;
+pub mod integration;
 mod session;
 
 pub use exec::{exec, ExecError, ExecInput, ExecIo};

@@ -9,7 +9,7 @@
 //!         -> caller's role: root and the daemon's uid are admin, else the
 //!            highest role whose users or groups name the caller, else none
 //!         -> 403 permission_denied naming the role
-//!         -> operator routes on a read-only VM: 403 policy_denied
+//!         -> operator routes but reads on a read-only VM: 403 policy_denied
 //!         -> the handler
 //! ```
 //!
@@ -138,6 +138,18 @@ pub const ROUTES: &[RouteRule] = &[
     rule(Method::GET, "/v1/vms/{name}/policy", "policy.show", Viewer, Failures),
     rule(Method::PUT, "/v1/vms/{name}/policy", "policy.set", Admin, Always),
     rule(Method::GET, "/v1/vms/{name}/services", "service.list", Viewer, Failures),
+    rule(Method::GET, "/v1/vms/{name}/integration-services", "service.list", Viewer, Failures),
+    rule(Method::GET, "/v1/vms/{name}/info", "info", Viewer, Failures),
+    rule(Method::GET, "/v1/vms/{name}/time", "time.show", Operator, Failures),
+    rule(Method::POST, "/v1/vms/{name}/time/sync", "time.sync", Operator, Always),
+    rule(Method::GET, "/v1/vms/{name}/kvp/{pool}", "kvp.list", Operator, Failures),
+    rule(Method::GET, "/v1/vms/{name}/kvp/{pool}/{key}", "kvp.get", Operator, Failures),
+    rule(Method::PUT, "/v1/vms/{name}/kvp/{pool}/{key}", "kvp.set", Operator, Always),
+    rule(Method::DELETE, "/v1/vms/{name}/kvp/{pool}/{key}", "kvp.rm", Operator, Always),
+    rule(Method::POST, "/v1/vms/{name}/shutdown", "shutdown", Operator, Always),
+    rule(Method::GET, "/v1/vms/{name}/fs", "fs.status", Operator, Failures),
+    rule(Method::POST, "/v1/vms/{name}/fs/freeze", "fs.freeze", Operator, Always),
+    rule(Method::POST, "/v1/vms/{name}/fs/thaw", "fs.thaw", Operator, Always),
     rule(Method::POST, "/v1/vms/{name}/services/{id}/RequestStateChange", "service.state", Admin, Always),
     rule(Method::POST, "/v1/vms/{name}/services/{id}/connect", "service.connect", Operator, Always),
     rule(Method::POST, "/v1/vms/{name}/services/{id}/{method}", "service.method", Admin, Always),
@@ -333,7 +345,15 @@ pub async fn authorize(
     let mut record = audit::record(caller, rule.operation);
     record.vm = param("name");
     record.service = param("id");
-    record.arguments = req.uri().query().map(str::to_string).unwrap_or_default();
+    // Other path parameters (a key-value pool and key) and the query.
+    let mut arguments: Vec<String> = params
+        .iter()
+        .flat_map(|p| p.iter())
+        .filter(|(k, _)| !matches!(*k, "name" | "id"))
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    arguments.extend(req.uri().query().map(str::to_string));
+    record.arguments = audit::arguments(&arguments.join(" "));
     let (who, role) = match (caller.uid, caller.fingerprint()) {
         (Some(uid), _) => {
             match tokio::task::spawn_blocking(move || Identity::lookup(uid, caller.gid)).await {
@@ -357,8 +377,8 @@ pub async fn authorize(
         };
         return refuse(&state, record, err, started).await;
     }
-    // A read-only VM (host policy) lets no operator call through.
-    if rule.role == Operator {
+    // A read-only VM (host policy) lets no operator call through but reads.
+    if rule.role == Operator && rule.method != Method::GET {
         if let Some(vm) = record.vm.clone() {
             if let Err(err) = crate::policy_doc::require_writable(&state, vm).await {
                 return refuse(&state, record, err, started).await;

@@ -20,11 +20,12 @@ use guestcomm_api::{
 };
 use guestcomm_protocol::auth::{Psk, AUTH_PSK};
 use guestcomm_protocol::handshake::error_chain;
-use guestcomm_protocol::ServiceId;
+use guestcomm_protocol::{ErrorCode, ServiceId};
 use guestcomm_transport::Address;
 use serde::Deserialize;
 
 use crate::audit;
+use crate::integration;
 use crate::policy::{self, Policy};
 use crate::store::{ServiceRow, StoreError, VmRow};
 use crate::State;
@@ -75,6 +76,23 @@ pub enum Error {
     /// A limit was reached; retry later.
     #[error("{0}")]
     Busy(String),
+    /// The VM's agent refused a request (its error frame).
+    #[error("VM {vm}: {}", .frame.message)]
+    Refused {
+        /// The VM.
+        vm: String,
+        /// What the agent said.
+        frame: guestcomm_protocol::ErrorFrame,
+    },
+    /// A request to the VM's agent failed after connecting.
+    #[error("VM {vm}: the request to its agent failed")]
+    AgentCall {
+        /// The VM.
+        vm: String,
+        /// Why.
+        #[source]
+        source: guestcomm_client::integration::CallError,
+    },
     /// A bug or an unexpected state.
     #[error("internal error: {0}")]
     Internal(String),
@@ -109,6 +127,21 @@ fn has_role(role: Option<Role>) -> String {
 #[derive(Clone, Debug)]
 pub struct ErrorText(pub String);
 
+/// The HTTP status and stable code of an agent's error frame.
+fn refused_status(code: ErrorCode) -> (StatusCode, &'static str) {
+    match code {
+        ErrorCode::InvalidArgument => (StatusCode::BAD_REQUEST, "invalid_argument"),
+        ErrorCode::NotFound => (StatusCode::NOT_FOUND, "not_found"),
+        ErrorCode::PermissionDenied => (StatusCode::FORBIDDEN, "permission_denied"),
+        ErrorCode::PolicyDenied => (StatusCode::FORBIDDEN, "policy_denied"),
+        ErrorCode::ResourceLimit => (StatusCode::CONFLICT, "resource_limit"),
+        ErrorCode::UnsupportedRequest | ErrorCode::UnknownService => {
+            (StatusCode::NOT_IMPLEMENTED, "unsupported_request")
+        }
+        _ => (StatusCode::BAD_GATEWAY, "agent_failed"),
+    }
+}
+
 impl Error {
     /// The HTTP status and stable code of every error: the one mapping.
     pub fn status(&self) -> (StatusCode, &'static str) {
@@ -119,6 +152,9 @@ impl Error {
                 (StatusCode::CONFLICT, "conflict")
             }
             Self::Store(StoreError::Builtin(_)) => (StatusCode::CONFLICT, "builtin_service"),
+            Self::Store(StoreError::Kvp(e)) => refused_status(e.code()),
+            Self::Refused { frame, .. } => refused_status(frame.code),
+            Self::AgentCall { .. } => (StatusCode::BAD_GATEWAY, "agent_failed"),
             Self::Store(
                 StoreError::TooNew { .. } | StoreError::Sqlite(_) | StoreError::File(..),
             )
@@ -194,6 +230,24 @@ pub fn router(state: Arc<State>) -> Router {
         .route("/v1/vms/{name}/connect", post(crate::relay::connect))
         .route("/v1/vms/{name}/credentials", get(vm_credentials))
         .route("/v1/vms/{name}/services", get(vm_services))
+        .route(
+            "/v1/vms/{name}/integration-services",
+            get(integration::integration_services),
+        )
+        .route("/v1/vms/{name}/info", get(integration::info))
+        .route("/v1/vms/{name}/time", get(integration::time))
+        .route("/v1/vms/{name}/time/sync", post(integration::time_sync))
+        .route("/v1/vms/{name}/kvp/{pool}", get(integration::kvp_list))
+        .route(
+            "/v1/vms/{name}/kvp/{pool}/{key}",
+            get(integration::kvp_get)
+                .put(integration::kvp_put)
+                .delete(integration::kvp_delete),
+        )
+        .route("/v1/vms/{name}/shutdown", post(integration::shutdown))
+        .route("/v1/vms/{name}/fs", get(integration::fs_status))
+        .route("/v1/vms/{name}/fs/freeze", post(integration::fs_freeze))
+        .route("/v1/vms/{name}/fs/thaw", post(integration::fs_thaw))
         .route(
             "/v1/vms/{name}/services/{id}/RequestStateChange",
             post(request_state_change),
@@ -472,7 +526,7 @@ async fn set_policy(
 }
 
 /// The instances of every service on each VM in `vms`.
-async fn instances(
+pub(crate) async fn instances(
     state: &Arc<State>,
     vm: Option<String>,
 ) -> Result<Vec<GuestCommunicationService>, Error> {
@@ -581,4 +635,41 @@ async fn start_stop_service(
     Ok(Json(MethodResult {
         return_value: RSC_NOT_SUPPORTED,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use guestcomm_protocol::integration::{KvpPool, KvpSide};
+    use guestcomm_protocol::ErrorFrame;
+
+    #[test]
+    fn agent_refusals_keep_their_meaning_as_http_statuses() {
+        let refused = |code| Error::Refused {
+            vm: "web1".into(),
+            frame: ErrorFrame::new(code, "x"),
+        };
+        let cases = [
+            (ErrorCode::InvalidArgument, 400),
+            (ErrorCode::NotFound, 404),
+            (ErrorCode::PermissionDenied, 403),
+            (ErrorCode::ResourceLimit, 409),
+            (ErrorCode::UnsupportedRequest, 501),
+            (ErrorCode::Io, 502),
+        ];
+        for (code, status) in cases {
+            assert_eq!(refused(code).status().0.as_u16(), status, "{code}");
+        }
+        let read_only = Error::Store(StoreError::Kvp(
+            guestcomm_protocol::integration::KvpError::ReadOnly {
+                pool: KvpPool::Guest,
+                side: KvpSide::Host,
+            },
+        ));
+        assert_eq!(
+            read_only.status(),
+            (StatusCode::FORBIDDEN, "permission_denied")
+        );
+        assert_eq!(refused(ErrorCode::NotFound).to_string(), "VM web1: x");
+    }
 }

@@ -1,5 +1,5 @@
 //! The audit log: every operation and every refusal, in SQLite (table
-//! `audit`, schema migration 4) and as a `tracing` event (target
+//! `audit`, schema migration 5) and as a `tracing` event (target
 //! `guestcomm::audit`) for journald or a log shipper.
 //!
 //! A record is committed (WAL, `synchronous = FULL`) before the answer goes

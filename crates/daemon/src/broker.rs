@@ -28,9 +28,8 @@ use tracing::{debug, Instrument};
 use crate::api::Error;
 use crate::audit::{self, Outcome};
 use crate::relay::{
-    acquire_relay, admit, caller_of, copy_both_ways, require_upgrade, switching_protocols, Refusal,
+    acquire_relay, admit_api, caller_of, copy_both_ways, require_upgrade, switching_protocols,
 };
-use crate::store::StoreError;
 use crate::tap::{Tap, TapStats};
 use crate::State;
 
@@ -56,13 +55,7 @@ pub async fn connect(
     let caller = caller_of(&req);
     let id: ServiceId = id.parse().map_err(|e| Error::BadRequest(error_chain(&e)))?;
     let vm = state.db(move |s| s.vm(&name)).await?;
-    admit(&state, &vm, id)
-        .await
-        .map_err(|refusal| match refusal {
-            Refusal::Unknown => Error::Store(StoreError::UnknownService(id)),
-            Refusal::Disabled { .. } => Error::ServiceDisabled(refusal.message(id, &vm.name)),
-            Refusal::Store(e) => Error::Store(e),
-        })?;
+    admit_api(&state, &vm, id).await?;
     let Some(port) = id.vsock_port() else {
         return Err(Error::BadRequest(format!(
             "service {id} has no vsock port: only GUIDs of the form PPPPPPPP-facb-11e6-bd58-64006a7986d3 can be reached in a Linux guest"

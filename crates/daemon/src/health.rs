@@ -5,7 +5,9 @@
 //! Msvm_GuestService.Status: "No Contact" until the first answer, "OK"
 //! while the agent answers, "Lost Comm" once it stops. Each round waits for
 //! its probes (so rounds never pile up), and a semaphore bounds how many
-//! run at once. Transitions are logged.
+//! run at once. Transitions are logged. When an agent answers after not
+//! answering (or while its key-value pool waits for delivery), the pool is
+//! pushed to it.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -41,8 +43,9 @@ impl HealthMap {
         map.get(&vm).cloned().unwrap_or_else(no_contact)
     }
 
-    /// Records a probe result and logs a change of status.
-    pub fn record(&self, vm: &VmRow, result: Result<(Duration, String), String>) {
+    /// Records a probe result and logs a change of status; true when the
+    /// agent answered after not answering (or for the first time).
+    pub fn record(&self, vm: &VmRow, result: Result<(Duration, String), String>) -> bool {
         let mut map = self.0.write().unwrap_or_else(|e| e.into_inner());
         let entry = map.entry(vm.id).or_insert_with(no_contact);
         let before = entry.status.clone();
@@ -69,6 +72,7 @@ impl HealthMap {
                 warn!(vm = %vm.name, from = %before, to = %entry.status, error, "agent health changed");
             }
         }
+        entry.status != before && entry.status == OK
     }
 
     /// Forgets VMs that are no longer in the inventory.
@@ -103,20 +107,40 @@ pub async fn probe(endpoint: &str, psk: Option<&Psk>) -> Result<(Duration, Strin
     }
 }
 
+/// Rounds over every VM at a fixed interval (the monitor, the time sync);
+/// a round that starts late is not made up for.
+pub(crate) struct Rounds {
+    ticks: tokio::time::Interval,
+    what: &'static str,
+}
+
+impl Rounds {
+    /// Rounds every `interval`; `what` names the task in logs.
+    pub(crate) fn new(interval: Duration, what: &'static str) -> Self {
+        let mut ticks = tokio::time::interval(interval);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        Self { ticks, what }
+    }
+
+    /// Waits for the next round and lists the VMs (skipping rounds in which
+    /// the database cannot be read).
+    pub(crate) async fn next(&mut self, state: &State) -> Vec<VmRow> {
+        loop {
+            self.ticks.tick().await;
+            match state.db(|s| s.vms()).await {
+                Ok(vms) => return vms,
+                Err(e) => warn!(error = %error_chain(&e), task = self.what, "cannot list VMs"),
+            }
+        }
+    }
+}
+
 /// Runs the monitor until the task is dropped.
 pub async fn monitor(state: Arc<State>, interval: Duration, max_concurrent: usize) {
     let slots = Arc::new(Semaphore::new(max_concurrent.max(1)));
-    let mut ticks = tokio::time::interval(interval);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut rounds = Rounds::new(interval, "health monitor");
     loop {
-        ticks.tick().await;
-        let vms = match state.db(|s| s.vms()).await {
-            Ok(vms) => vms,
-            Err(e) => {
-                warn!(error = %error_chain(&e), "health monitor cannot list VMs");
-                continue;
-            }
-        };
+        let vms = rounds.next(&state).await;
         state
             .health
             .retain(&vms.iter().map(|v| v.id).collect::<Vec<_>>());
@@ -128,7 +152,12 @@ pub async fn monitor(state: Arc<State>, interval: Duration, max_concurrent: usiz
             let state = state.clone();
             round.spawn(async move {
                 let result = probe(&vm.endpoint, vm.psk.as_ref()).await;
-                state.health.record(&vm, result);
+                let answered = result.is_ok();
+                let came_back = state.health.record(&vm, result);
+                if answered {
+                    // Deliver what the agent missed.
+                    crate::integration::push_if_needed(&state, &vm, came_back).await;
+                }
                 drop(permit);
             });
         }

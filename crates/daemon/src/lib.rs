@@ -5,7 +5,9 @@
 //! access (caller, role) -> API (api, relay) -> policy (effective state) -> store (SQLite)
 //!        -> audit (SQLite + tracing)          -> spare (warm agent connections)
 //!                                             -> guestcomm_client -> transport -> agent
-//! health: a monitor task probing every VM's agent
+//! integration: guest info, time, key-value pools, shutdown, freeze by VM name
+//! health: a monitor task probing every VM's agent (and delivering pending
+//!         key-value pools when an agent answers again)
 //! ```
 //!
 //! [`config`] reads the configuration file (roles, socket group, audit retention).
@@ -20,6 +22,7 @@ pub mod broker;
 pub mod config;
 pub mod guest;
 pub mod health;
+pub mod integration;
 pub mod limits;
 pub mod policy;
 pub mod policy_doc;
@@ -106,6 +109,8 @@ pub struct Config {
     pub max_concurrent_probes: usize,
     /// Keep a warm agent connection for recently used VMs (module `spare`).
     pub warm_connections: bool,
+    /// Interval of the periodic guest clock sync; `None`: off (the default).
+    pub time_sync_interval: Option<Duration>,
     /// The configuration file's content.
     pub file: config::FileConfig,
     /// Where it was read from (named in refusals).
@@ -250,6 +255,9 @@ impl Daemon {
                 config.max_concurrent_probes,
             ))
         });
+        let time_sync = config
+            .time_sync_interval
+            .map(|interval| tokio::spawn(integration::time_sync_loop(state.clone(), interval)));
         let listeners = tokio::spawn(guest::reconcile(state.clone()));
         let pruner = tokio::spawn(audit::prune_task(state.clone(), config.file.audit));
         tracing::info!(%api, state = %config.state_dir.display(), "serving");
@@ -266,6 +274,9 @@ impl Daemon {
         };
         if let Some(monitor) = monitor {
             monitor.abort();
+        }
+        if let Some(time_sync) = time_sync {
+            time_sync.abort();
         }
         listeners.abort();
         pruner.abort();

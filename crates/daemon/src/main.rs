@@ -45,6 +45,11 @@ struct Args {
     /// is read if it exists; with it the file must exist.
     #[arg(long, value_name = "PATH")]
     config: Option<std::path::PathBuf>,
+    /// Step each VM's guest clock to the host's at this interval when it is
+    /// off by more than 1 ms (e.g. 10m, 3600s); needs the health monitor
+    /// (only VMs whose agent answers are synced). Off by default.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "off")]
+    time_sync_interval: String,
 
     /// Most health probes in flight at once.
     #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_CONCURRENT_PROBES)]
@@ -74,11 +79,13 @@ fn to_duration(text: &str) -> Result<Option<Duration>, String> {
     }
     let (number, scale) = if let Some(n) = text.strip_suffix("ms") {
         (n, 1)
+    } else if let Some(n) = text.strip_suffix('m') {
+        (n, 60_000)
     } else if let Some(n) = text.strip_suffix('s') {
         (n, 1000)
     } else {
         return Err(format!(
-            "invalid duration {text:?}: expected e.g. 5s, 200ms or off"
+            "invalid duration {text:?}: expected e.g. 5s, 200ms or off (minutes: 10m)"
         ));
     };
     match number.parse::<u64>() {
@@ -121,6 +128,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         heartbeat_interval: to_duration(&args.heartbeat_interval).map_err(anyhow::Error::msg)?,
         max_concurrent_probes: args.max_concurrent_probes.max(1),
         warm_connections: !args.no_warm_connections,
+        time_sync_interval: to_duration(&args.time_sync_interval).map_err(anyhow::Error::msg)?,
     };
     let daemon = Daemon::bind(config).await.context("failed to start")?;
     tokio::select! {

@@ -12,6 +12,7 @@
 //! management objects both call it.
 
 use guestcomm_api::{GuestCommunicationService, Health};
+use guestcomm_protocol::BuiltinService;
 
 use crate::store::{ServiceRow, VmRow};
 
@@ -85,6 +86,20 @@ pub fn effective_on(vm: &VmRow, service: &ServiceRow, vm_policy: Policy) -> Poli
 pub fn cim_datetime(secs: i64) -> String {
     let (year, month, day, h, m, s) = guestcomm_api::time::utc_fields(secs);
     format!("{year:04}{month:02}{day:02}{h:02}{m:02}{s:02}.000000+000")
+}
+
+/// guestcomm's Msvm_GuestService subclass for a built-in integration
+/// service (docs/MANAGEMENT.md), as Msvm_GuestFileService is for file copy.
+pub const fn integration_class(service: BuiltinService) -> Option<&'static str> {
+    match service {
+        BuiltinService::KeyValue => Some("Guestcomm_KvpExchangeService"),
+        BuiltinService::Shutdown => Some("Guestcomm_ShutdownService"),
+        BuiltinService::Time => Some("Guestcomm_TimeSyncService"),
+        BuiltinService::Heartbeat => Some("Guestcomm_HeartbeatService"),
+        BuiltinService::GuestInfo => Some("Guestcomm_GuestInfoService"),
+        BuiltinService::FsFreeze => Some("Guestcomm_FsFreezeService"),
+        BuiltinService::Agent | BuiltinService::Exec | BuiltinService::Files => None,
+    }
 }
 
 /// The Msvm_GuestCommunicationService instance of `service` on `vm`.

@@ -1,5 +1,5 @@
 //! The host side of argument-level policy: each VM's policy document
-//! (`guestcomm policy show|set VM`, table `vm_policies`, schema migration 5)
+//! (`guestcomm policy show|set VM`, table `vm_policies`, schema migration 6)
 //! and its enforcement on relayed requests and operator routes.
 //!
 //! The document type and its checks live in `guestcomm_protocol::policy`,
@@ -100,7 +100,7 @@ pub(crate) async fn require_writable(state: &State, name: String) -> Result<(), 
         .await;
     match doc {
         Ok((name, Some(doc))) if doc.read_only => Err(Error::PolicyDenied(format!(
-            "refused by the host policy of VM {name}: the VM is read-only: only viewer operations pass"
+            "refused by the host policy of VM {name}: the VM is read-only: only reads pass"
         ))),
         // An unknown VM is the handler's 404 to give.
         Ok(_) | Err(StoreError::UnknownVm(_)) => Ok(()),

@@ -110,7 +110,15 @@ fn audit_record(caller: Caller, vm: &VmRow, request: &GcRequest) -> audit::Recor
         }
         Call::CopyToGuest(copy) => ("cp.to_guest", copy.dst.clone()),
         Call::CopyFromGuest(copy) => ("cp.from_guest", copy.src.clone()),
-        Call::Unsupported => ("unsupported", String::new()),
+        // Integration requests relayed as they are (the API's own routes
+        // for them are audited by the access middleware).
+        other => (
+            "request",
+            serde_json::to_value(other)
+                .ok()
+                .and_then(|v| v.get("op").and_then(|op| op.as_str()).map(str::to_string))
+                .unwrap_or_default(),
+        ),
     };
     let mut record = audit::record(caller, operation);
     record.vm = Some(vm.name.clone());
@@ -327,6 +335,15 @@ impl Refusal {
             Self::Store(e) => handshake::error_chain(e),
         }
     }
+}
+
+/// [`admit`] for an API call: a refusal as the API's error (404, 403).
+pub(crate) async fn admit_api(state: &State, vm: &VmRow, id: ServiceId) -> Result<(), Error> {
+    admit(state, vm, id).await.map_err(|refusal| match refusal {
+        Refusal::Unknown => Error::Store(StoreError::UnknownService(id)),
+        Refusal::Disabled { .. } => Error::ServiceDisabled(refusal.message(id, &vm.name)),
+        Refusal::Store(e) => Error::Store(e),
+    })
 }
 
 /// Passes when service `id` is registered and its effective state on `vm`

@@ -1,5 +1,7 @@
-//! Persistent state in SQLite: the VM inventory, service registrations and
-//! per-VM enablement policies (the audit log's table is kept by `audit`).
+//! Persistent state in SQLite: the VM inventory, service registrations,
+//! per-VM enablement policies and each VM's host-to-guest key-value pool
+//! (the audit log's and the argument policies' tables are kept by `audit`
+//! and `policy_doc`).
 //!
 //! The database lives at `<state>/guestcommd.db` in WAL mode with
 //! `synchronous = FULL`: a committed change survives SIGKILL and power loss.
@@ -11,6 +13,8 @@
 use std::path::Path;
 
 use guestcomm_protocol::auth::Psk;
+use guestcomm_protocol::integration::{short_key, KvpEntries, KvpError, KvpPool};
+use guestcomm_protocol::limits::MAX_KVP_KEYS_PER_POOL;
 use guestcomm_protocol::{BuiltinService, ServiceId};
 use rusqlite::{params, Connection, OptionalExtension};
 use uuid::Uuid;
@@ -46,7 +50,18 @@ const MIGRATIONS: &[&str] = &[
     "ALTER TABLE services ADD COLUMN host_endpoint TEXT;",
     // 3: the VM's pre-shared key (hex), NULL for agents without credentials.
     "ALTER TABLE vms ADD COLUMN psk TEXT;",
-    // 4: the audit log (see audit.rs); vm and service are names, not keys,
+    // 4: the host-to-guest key-value pool (KVP pool 0) of each VM, and the
+    // VMs whose agent has not received its latest contents yet.
+    "CREATE TABLE kvp_external (
+        vm TEXT NOT NULL REFERENCES vms(id) ON DELETE CASCADE,
+        key TEXT NOT NULL,
+        value TEXT NOT NULL,
+        PRIMARY KEY (vm, key)
+    );
+    CREATE TABLE kvp_pending (
+        vm TEXT PRIMARY KEY REFERENCES vms(id) ON DELETE CASCADE
+    );",
+    // 5: the audit log (see audit.rs); vm and service are names, not keys,
     // so records outlive what they name.
     "CREATE TABLE audit (
         id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -67,7 +82,7 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX audit_vm ON audit (vm, id);
     CREATE INDEX audit_time ON audit (time_ms);",
-    // 5: each VM's argument-level policy document, validated JSON (see policy_doc.rs).
+    // 6: each VM's argument-level policy document, validated JSON (see policy_doc.rs).
     "CREATE TABLE vm_policies (
         vm TEXT PRIMARY KEY REFERENCES vms(id) ON DELETE CASCADE,
         document TEXT NOT NULL,
@@ -104,6 +119,9 @@ pub enum StoreError {
     /// The database file could not be created or protected.
     #[error("cannot create the state database {0} with mode 0600")]
     File(String, #[source] std::io::Error),
+    /// A key-value change broke a rule of the pools.
+    #[error(transparent)]
+    Kvp(#[from] KvpError),
     /// SQLite failed.
     #[error("state database error")]
     Sqlite(#[from] rusqlite::Error),
@@ -408,6 +426,99 @@ impl Store {
     }
 }
 
+impl Store {
+    /// The external key-value pool of a VM.
+    pub fn kvp_entries(&self, vm: Uuid) -> Result<KvpEntries, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT key, value FROM kvp_external WHERE vm = ?1 ORDER BY key")?;
+        let rows = stmt.query_map([vm.to_string()], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Sets a key of a VM's external pool (checked by the caller) and marks
+    /// the pool for delivery, in one transaction.
+    pub fn kvp_set(&mut self, vm: Uuid, key: &str, value: &str) -> Result<(), StoreError> {
+        let tx = self.conn.transaction()?;
+        let vm_id = vm.to_string();
+        let exists: bool = tx.query_row(
+            "SELECT EXISTS(SELECT 1 FROM kvp_external WHERE vm = ?1 AND key = ?2)",
+            params![vm_id, key],
+            |r| r.get(0),
+        )?;
+        let count: i64 = tx.query_row(
+            "SELECT COUNT(*) FROM kvp_external WHERE vm = ?1",
+            [&vm_id],
+            |r| r.get(0),
+        )?;
+        if !exists && usize::try_from(count).unwrap_or(usize::MAX) >= MAX_KVP_KEYS_PER_POOL {
+            return Err(KvpError::PoolFull {
+                pool: KvpPool::External,
+                max: MAX_KVP_KEYS_PER_POOL,
+            }
+            .into());
+        }
+        tx.execute(
+            "INSERT INTO kvp_external (vm, key, value) VALUES (?1, ?2, ?3)
+             ON CONFLICT(vm, key) DO UPDATE SET value = excluded.value",
+            params![vm_id, key, value],
+        )?;
+        commit_pending(tx, &vm_id)
+    }
+
+    /// Removes a key of a VM's external pool and marks the pool for delivery.
+    pub fn kvp_delete(&mut self, vm: Uuid, key: &str) -> Result<(), StoreError> {
+        let tx = self.conn.transaction()?;
+        let vm_id = vm.to_string();
+        let n = tx.execute(
+            "DELETE FROM kvp_external WHERE vm = ?1 AND key = ?2",
+            params![vm_id, key],
+        )?;
+        if n == 0 {
+            return Err(KvpError::UnknownKey {
+                pool: KvpPool::External,
+                key: short_key(key),
+            }
+            .into());
+        }
+        commit_pending(tx, &vm_id)
+    }
+
+    /// Whether the VM's agent has yet to receive its external pool.
+    pub fn kvp_pending(&self, vm: Uuid) -> Result<bool, StoreError> {
+        Ok(self.conn.query_row(
+            "SELECT EXISTS(SELECT 1 FROM kvp_pending WHERE vm = ?1)",
+            [vm.to_string()],
+            |r| r.get(0),
+        )?)
+    }
+
+    /// Records that the agent received `entries` (unless the pool changed since).
+    pub fn kvp_delivered(&mut self, vm: Uuid, entries: &KvpEntries) -> Result<(), StoreError> {
+        let tx = self.conn.transaction()?;
+        let now = {
+            let mut stmt = tx.prepare("SELECT key, value FROM kvp_external WHERE vm = ?1")?;
+            let rows = stmt.query_map([vm.to_string()], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            rows.collect::<Result<KvpEntries, _>>()?
+        };
+        if &now == entries {
+            tx.execute("DELETE FROM kvp_pending WHERE vm = ?1", [vm.to_string()])?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+}
+
+/// Marks a VM's external pool for delivery and commits the change.
+fn commit_pending(tx: rusqlite::Transaction<'_>, vm_id: &str) -> Result<(), StoreError> {
+    tx.execute(
+        "INSERT OR IGNORE INTO kvp_pending (vm) VALUES (?1)",
+        [vm_id],
+    )?;
+    tx.commit()?;
+    Ok(())
+}
+
 fn vm_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<VmRow> {
     let id: String = r.get(0)?;
     let policy: u16 = r.get(4)?;
@@ -524,11 +635,43 @@ mod tests {
         );
         // Migration 3: VMs from before keys existed have none.
         assert_eq!(s.vm("old-vm").unwrap().psk, None);
+        // Migration 4: they have an empty external key-value pool.
+        let old = s.vm("old-vm").unwrap().id;
+        assert!(s.kvp_entries(old).unwrap().is_empty());
+        assert!(!s.kvp_pending(old).unwrap());
         let v: u32 = s
             .conn
             .pragma_query_value(None, "user_version", |r| r.get(0))
             .unwrap();
         assert_eq!(v as usize, MIGRATIONS.len());
+    }
+
+    #[test]
+    fn external_pool_is_bounded_marked_pending_and_removed_with_its_vm() {
+        let mut s = Store::in_memory().unwrap();
+        let vm = s.add_vm("web1", "unix:///a", None).unwrap().id;
+        assert!(!s.kvp_pending(vm).unwrap());
+        for i in 0..MAX_KVP_KEYS_PER_POOL {
+            s.kvp_set(vm, &format!("k{i}"), "v").unwrap();
+        }
+        let err = s.kvp_set(vm, "one-more", "v").unwrap_err();
+        assert!(matches!(err, StoreError::Kvp(KvpError::PoolFull { .. })));
+        s.kvp_set(vm, "k0", "new").unwrap();
+        assert!(s.kvp_pending(vm).unwrap());
+        let entries = s.kvp_entries(vm).unwrap();
+        assert_eq!(entries["k0"], "new");
+        s.kvp_delivered(vm, &entries).unwrap();
+        assert!(!s.kvp_pending(vm).unwrap());
+        assert!(matches!(
+            s.kvp_delete(vm, "nope"),
+            Err(StoreError::Kvp(KvpError::UnknownKey { .. }))
+        ));
+        s.kvp_delete(vm, "k0").unwrap();
+        // Delivered contents that are no longer current keep the mark.
+        s.kvp_delivered(vm, &entries).unwrap();
+        assert!(s.kvp_pending(vm).unwrap());
+        s.remove_vm("web1").unwrap();
+        assert!(s.kvp_entries(vm).unwrap().is_empty());
     }
 
     #[test]

@@ -18,6 +18,7 @@ fn help_documents_the_interface_contract_flags() {
         "--api",
         "--heartbeat-interval",
         "--max-concurrent-probes",
+        "--time-sync-interval",
     ] {
         assert!(help.contains(flag), "{flag} missing from --help");
     }

@@ -14,14 +14,16 @@
 //! (typed control messages), [`handshake`] (steps 2 and its checks),
 //! [`service`] (service GUIDs and their vsock ports), [`limits`] (every bound),
 //! [`split`] (a connection as a frame reader and a copy-free frame writer),
-//! [`files`] (the file service's copy messages), [`policy`] (the
-//! argument-level policy document both host and agent enforce).
+//! [`files`] (the file service's copy messages), [`integration`] (guest
+//! info, time, key-value exchange, shutdown, filesystem freeze), [`policy`]
+//! (the argument-level policy document both host and agent enforce).
 //! `docs/PROTOCOL.md` is the full specification.
 
 pub mod auth;
 pub mod files;
 pub mod frame;
 pub mod handshake;
+pub mod integration;
 pub mod limits;
 pub mod message;
 pub mod policy;

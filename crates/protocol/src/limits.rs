@@ -54,3 +54,34 @@ pub const MAX_COPY_DIR_RECORD_BYTES: usize = 64 * 1024 * 1024;
 /// Size of the file data frames a sender sends: the frame limit, so a
 /// gigabyte costs a thousand frames and the 5-byte header is noise.
 pub const FILE_CHUNK_BYTES: usize = MAX_FRAME_BYTES;
+
+/// Longest key-value key, in bytes of UTF-8 (Hyper-V's KVP limit).
+pub const MAX_KVP_KEY_BYTES: usize = 512;
+
+/// Longest key-value value, in bytes of UTF-8 (Hyper-V's KVP limit).
+pub const MAX_KVP_VALUE_BYTES: usize = 2048;
+
+/// Most keys in one pool. A whole pool travels in one frame (a list, or the
+/// host's push): 128 × (512 + 2,048) bytes, doubled for the worst JSON
+/// escaping of the characters values may hold, is 640 KiB, within
+/// [`MAX_FRAME_BYTES`].
+pub const MAX_KVP_KEYS_PER_POOL: usize = 128;
+
+/// Longest shutdown reason, in bytes (Hyper-V's shutdown message limit).
+pub const MAX_SHUTDOWN_REASON_BYTES: usize = 2048;
+
+/// Most entries in each list of a guest information answer (filesystems,
+/// interfaces, addresses of one interface, user sessions): the answer stays
+/// far below [`MAX_FRAME_BYTES`] on any guest.
+pub const MAX_INFO_ITEMS: usize = 256;
+
+/// Most mount points one freeze or thaw request names.
+pub const MAX_FREEZE_MOUNTPOINTS: usize = 256;
+
+/// Longest safety timeout of a freeze, seconds: a filesystem frozen longer
+/// stalls every writer in the guest; backups snapshot in seconds.
+pub const MAX_FREEZE_TIMEOUT_S: u64 = 600;
+
+/// Safety timeout of a freeze when the host names none, seconds (Hyper-V's
+/// VSS waits about as long for a snapshot).
+pub const DEFAULT_FREEZE_TIMEOUT_S: u64 = 60;

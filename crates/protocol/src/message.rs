@@ -23,7 +23,8 @@
 //!
 //! The file service's copies (`CopyToGuest`, `CopyFromGuest`, then `Entry`,
 //! `EntryEnd`, `ResumeFrom`, `CopyEnd`, `CopySummary`) are described in
-//! [`crate::files`].
+//! [`crate::files`]; the integration services' questions and answers in
+//! [`crate::integration`].
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -32,6 +33,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::files::{CopyFromGuest, CopySummary, CopyToGuest, Entry};
 use crate::frame::StreamId;
+use crate::integration::{FreezeStatus, GuestInfo, KvpEntries, KvpPool, ShutdownRequest};
 use crate::limits::MAX_ERROR_MESSAGE_BYTES;
 use crate::service::ServiceId;
 
@@ -122,6 +124,40 @@ pub enum Control {
     CopyEnd,
     /// Receiver to sender: every entry was stored; the last message of a copy.
     CopySummary(CopySummary),
+    /// Agent to client: the answer to `guest_info`.
+    GuestInfo(Box<GuestInfo>),
+    /// Agent to client: the guest's clock (`time_query`, `time_step`).
+    TimeSample {
+        /// CLOCK_REALTIME in the guest, nanoseconds since the Unix epoch.
+        guest_unix_ns: i64,
+    },
+    /// Agent to client: one key's value (`kvp_get`).
+    KvpValue {
+        /// The pool.
+        pool: KvpPool,
+        /// The key.
+        key: String,
+        /// Its value.
+        value: String,
+    },
+    /// Agent to client: a whole pool (`kvp_list`).
+    KvpEntries {
+        /// The pool.
+        pool: KvpPool,
+        /// Every key and value.
+        entries: KvpEntries,
+    },
+    /// Agent to client: the operation succeeded and has nothing to say.
+    Done,
+    /// Agent to client: the shutdown was accepted and starts after this frame.
+    ShutdownAck {
+        /// `poweroff` or `reboot`.
+        action: String,
+        /// `graceful` or `force`.
+        mode: String,
+    },
+    /// Agent to client: the freeze state after `fs_freeze`, `fs_thaw`, `fs_status`.
+    FsFreezeStatus(FreezeStatus),
     /// A message type this version does not know.
     #[serde(other)]
     Unknown,
@@ -183,6 +219,67 @@ pub enum Call {
     CopyToGuest(CopyToGuest),
     /// Copy a file or tree out of the guest; the agent sends it (service: files).
     CopyFromGuest(CopyFromGuest),
+    /// OS, kernel, host name, resources, filesystems, network, users (service: info).
+    GuestInfo,
+    /// Read the guest clock (service: time).
+    TimeQuery,
+    /// Step the guest clock by `delta_ns` (service: time).
+    TimeStep {
+        /// Nanoseconds to add to CLOCK_REALTIME (negative: back).
+        delta_ns: i64,
+    },
+    /// Read one key (service: kvp).
+    KvpGet {
+        /// The pool.
+        pool: KvpPool,
+        /// The key.
+        key: String,
+    },
+    /// Write one key (service: kvp); only the pool's writer may.
+    KvpSet {
+        /// The pool.
+        pool: KvpPool,
+        /// The key.
+        key: String,
+        /// The value.
+        value: String,
+    },
+    /// Remove one key (service: kvp); only the pool's writer may.
+    KvpDelete {
+        /// The pool.
+        pool: KvpPool,
+        /// The key.
+        key: String,
+    },
+    /// Every key of a pool (service: kvp).
+    KvpList {
+        /// The pool.
+        pool: KvpPool,
+    },
+    /// Replace the whole external pool (service: kvp): the daemon's push.
+    KvpReplace {
+        /// The new contents.
+        entries: KvpEntries,
+    },
+    /// Power off or reboot (service: shutdown).
+    Shutdown(ShutdownRequest),
+    /// Freeze filesystems (service: fsfreeze); none named: every one that can.
+    FsFreeze {
+        /// Mount points; empty for all.
+        #[serde(default)]
+        mountpoints: Vec<String>,
+        /// Thaw automatically after this many seconds.
+        #[serde(default)]
+        timeout_s: Option<u64>,
+    },
+    /// Thaw filesystems (service: fsfreeze); none named: every frozen one.
+    FsThaw {
+        /// Mount points; empty for all.
+        #[serde(default)]
+        mountpoints: Vec<String>,
+    },
+    /// What is frozen (service: fsfreeze).
+    FsStatus,
     /// An operation this version does not know.
     #[serde(other)]
     Unsupported,

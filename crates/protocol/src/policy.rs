@@ -5,7 +5,7 @@
 //! enforced by the agent); a request passes only if both allow it.
 //!
 //! ```toml
-//! read_only = false            # true: no exec, no copy, no service stream
+//! read_only = false            # true: only reads (info, time, kvp get, fs status)
 //!
 //! [exec]                       # absent: any program; present: only these
 //! allow = [
@@ -60,7 +60,8 @@ pub enum PolicyError {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PolicyDocument {
-    /// Only viewer operations pass: no exec, no copy, no service stream.
+    /// Only reads pass: no exec, copy, service stream, clock step, key-value
+    /// change, shutdown or freeze.
     #[serde(default)]
     pub read_only: bool,
     /// Programs exec may run; absent: any.
@@ -251,8 +252,11 @@ impl PolicyDocument {
     /// Checks a request, rewriting a bare program name to the allowed path
     /// it stands for. `Err` is the reason, one line.
     pub fn check(&self, call: &mut Call) -> Result<(), String> {
+        if is_read(call) {
+            return Ok(());
+        }
         if self.read_only {
-            return Err("the VM is read-only: only viewer operations pass".into());
+            return Err("the VM is read-only: only reads pass".into());
         }
         match call {
             Call::Exec(exec) => self.check_exec(exec),
@@ -260,7 +264,9 @@ impl PolicyDocument {
             Call::CopyFromGuest(CopyFromGuest { src, .. }) => {
                 self.check_copy(Direction::FromGuest, src)
             }
-            Call::Unsupported => Ok(()),
+            // Changes without arguments this document restricts: only
+            // read_only stops them.
+            _ => Ok(()),
         }
     }
 
@@ -343,6 +349,19 @@ impl PolicyDocument {
     }
 }
 
+/// Whether `call` only reads guest state (information, the clock, key-value
+/// pools, what is frozen): what a read-only VM still answers.
+pub fn is_read(call: &Call) -> bool {
+    matches!(
+        call,
+        Call::GuestInfo
+            | Call::TimeQuery
+            | Call::KvpGet { .. }
+            | Call::KvpList { .. }
+            | Call::FsStatus
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -417,9 +436,18 @@ to_guest = ["/srv/in/"]
     }
 
     #[test]
-    fn read_only_refuses_every_request_and_empty_allows_all() {
+    fn read_only_refuses_every_change_but_not_reads_and_empty_allows_all() {
         let ro = PolicyDocument::parse("read_only = true").unwrap();
         assert!(ro.check(&mut exec("/usr/bin/uptime", None)).is_err());
+        assert!(ro.check(&mut Call::TimeStep { delta_ns: 1 }).is_err());
+        assert!(ro
+            .check(&mut Call::FsFreeze {
+                mountpoints: vec![],
+                timeout_s: None
+            })
+            .is_err());
+        assert!(ro.check(&mut Call::GuestInfo).is_ok());
+        assert!(ro.check(&mut Call::FsStatus).is_ok());
         let open = PolicyDocument::parse("").unwrap();
         assert!(open.check(&mut exec("anything", None)).is_ok());
     }

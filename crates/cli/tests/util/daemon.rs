@@ -16,26 +16,33 @@ pub struct Daemon {
     heartbeat: String,
     /// `--config` file, when the test gave one.
     config: Option<PathBuf>,
+    extra: Vec<String>,
 }
 
 impl Daemon {
     /// Starts guestcommd; `heartbeat` is its `--heartbeat-interval`.
     pub fn start(heartbeat: &str) -> Self {
-        Self::start_inner(heartbeat, None)
+        Self::start_inner(heartbeat, &[], None)
+    }
+
+    /// Same, with extra guestcommd arguments.
+    pub fn start_with(heartbeat: &str, extra: &[&str]) -> Self {
+        Self::start_inner(heartbeat, extra, None)
     }
 
     /// Starts guestcommd with `--config` holding `config` (TOML).
     pub fn start_with_config(heartbeat: &str, config: &str) -> Self {
-        Self::start_inner(heartbeat, Some(config))
+        Self::start_inner(heartbeat, &[], Some(config))
     }
 
-    fn start_inner(heartbeat: &str, config: Option<&str>) -> Self {
+    fn start_inner(heartbeat: &str, extra: &[&str], config: Option<&str>) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let socket = dir.path().join("api.sock");
         let mut daemon = Daemon {
             child: None,
             socket,
             heartbeat: heartbeat.into(),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
             config: config.map(|_| dir.path().join("guestcommd.toml")),
             dir,
         };
@@ -65,6 +72,7 @@ impl Daemon {
                     .iter()
                     .flat_map(|c| [std::ffi::OsStr::new("--config"), c.as_os_str()]),
             )
+            .args(&self.extra)
             .env("GUESTCOMM_LOG", "warn")
             .stdin(Stdio::null())
             .spawn()
@@ -108,8 +116,13 @@ impl Daemon {
     /// Starts an agent on `<dir>/agent.sock`, adds it as VM `name`, and
     /// returns the agent and its endpoint.
     pub fn agent_vm(&self, name: &str) -> (AgentAt, String) {
+        self.agent_vm_with(name, &[])
+    }
+
+    /// Same, with extra agent arguments.
+    pub fn agent_vm_with(&self, name: &str, extra: &[&str]) -> (AgentAt, String) {
         let socket = self.dir.path().join("agent.sock");
-        let agent = AgentAt::start(&socket);
+        let agent = AgentAt::start_with(&socket, extra);
         let endpoint = format!("unix://{}", socket.display());
         self.ok(&["vm", "add", name, "--endpoint", &endpoint]);
         (agent, endpoint)

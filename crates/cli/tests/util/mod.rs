@@ -36,10 +36,16 @@ pub fn bin(name: &str) -> PathBuf {
 }
 
 /// Starts `guestcomm-agent` listening on `socket` and waits until it accepts.
+/// The agent's local key-value socket sits beside its listen socket, never
+/// in /run/guestcomm on the test machine.
 pub fn spawn_agent(socket: &Path, extra: &[&str]) -> Child {
-    let child = Command::new(bin("guestcomm-agent"))
-        .arg("--listen")
-        .arg(format!("unix://{}", socket.display()))
+    let mut cmd = Command::new(bin("guestcomm-agent"));
+    cmd.arg("--listen")
+        .arg(format!("unix://{}", socket.display()));
+    if !extra.contains(&"--kvp-socket") {
+        cmd.arg("--kvp-socket").arg(kvp_socket_of(socket));
+    }
+    let child = cmd
         .args(extra)
         .env("GUESTCOMM_LOG", "warn")
         .stdin(Stdio::null())
@@ -52,6 +58,11 @@ pub fn spawn_agent(socket: &Path, extra: &[&str]) -> Child {
         "the agent did not start listening"
     );
     child
+}
+
+/// Where [`spawn_agent`] puts the local key-value socket of the agent on `socket`.
+pub fn kvp_socket_of(socket: &Path) -> PathBuf {
+    socket.with_extension("kvp.sock")
 }
 
 /// A running agent, killed (by PID) and reaped when dropped.

@@ -1,0 +1,124 @@
+//! `guestcomm info TARGET [--json]`: everything the guest says about itself.
+
+use std::process::ExitCode;
+
+use clap::Args;
+use guestcomm_api::GuestInfo;
+
+use super::guest::{self, human_bytes, GuestTarget, Via};
+
+/// Show the guest's OS, kernel, host name, uptime, CPUs, memory,
+/// filesystems with usage, network interfaces, logged-in users, and the
+/// agent's version and services.
+#[derive(Debug, Args)]
+#[command(after_help = "Exit status: 0 on success, 1 on error.")]
+pub struct InfoArgs {
+    /// Target and key.
+    #[command(flatten)]
+    pub to: GuestTarget,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+async fn fetch(args: &InfoArgs, api: Option<&str>) -> anyhow::Result<GuestInfo> {
+    match guest::via(&args.to.target, api, args.to.identity.as_deref())? {
+        Via::Direct(addr) => {
+            let session = guest::direct(addr, args.to.identity.as_deref()).await?;
+            Ok(guestcomm_client::integration::guest_info(session).await?)
+        }
+        Via::Daemon { client, vm_path } => client
+            .get(&format!("{vm_path}/info"))
+            .await
+            .map_err(guest::api_error),
+    }
+}
+
+/// Runs `guestcomm info`.
+pub async fn run(args: InfoArgs, api: Option<&str>) -> ExitCode {
+    let info = match fetch(&args, api).await {
+        Ok(info) => info,
+        Err(e) => return guest::fail(&e),
+    };
+    if args.json {
+        return super::api::print_json(&info);
+    }
+    guest::write_out(&render(&info))
+}
+
+/// The human-readable report.
+fn render(i: &GuestInfo) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let os = if i.os.pretty_name.is_empty() {
+        &i.os.name
+    } else {
+        &i.os.pretty_name
+    };
+    let _ = writeln!(out, "Hostname:  {} ({})", i.hostname, i.fqdn);
+    let _ = writeln!(out, "OS:        {os}");
+    let _ = writeln!(
+        out,
+        "Kernel:    {} {} {}",
+        i.kernel.sysname, i.kernel.release, i.kernel.machine
+    );
+    let (d, h, m) = (
+        i.uptime_s / 86_400,
+        i.uptime_s % 86_400 / 3600,
+        i.uptime_s % 3600 / 60,
+    );
+    let _ = writeln!(out, "Uptime:    {d}d {h}h {m}m");
+    let _ = writeln!(out, "CPUs:      {}", i.cpus);
+    let _ = writeln!(
+        out,
+        "Memory:    {} total, {} available",
+        human_bytes(i.memory.total_bytes),
+        human_bytes(i.memory.available_bytes)
+    );
+    let _ = writeln!(out, "Agent:     {} ({})", i.agent, i.services.join(", "));
+    let _ = writeln!(out);
+    let rows: Vec<Vec<String>> = i
+        .filesystems
+        .iter()
+        .map(|f| {
+            vec![
+                f.mountpoint.clone(),
+                f.fstype.clone(),
+                human_bytes(f.total_bytes),
+                human_bytes(f.used_bytes),
+                human_bytes(f.available_bytes),
+                f.device.clone(),
+            ]
+        })
+        .collect();
+    out += &super::api::render_table(
+        &["MOUNTPOINT", "TYPE", "SIZE", "USED", "AVAIL", "DEVICE"],
+        &rows,
+    );
+    let _ = writeln!(out);
+    let rows: Vec<Vec<String>> = i
+        .interfaces
+        .iter()
+        .map(|n| {
+            vec![
+                n.name.clone(),
+                if n.up { "up" } else { "down" }.into(),
+                n.mac.clone().unwrap_or_default(),
+                n.addresses.join(" "),
+            ]
+        })
+        .collect();
+    out += &super::api::render_table(&["INTERFACE", "STATE", "MAC", "ADDRESSES"], &rows);
+    let _ = writeln!(out);
+    match &i.users {
+        Some(users) => {
+            let rows: Vec<Vec<String>> = users
+                .iter()
+                .map(|u| vec![u.user.clone(), u.terminal.clone(), u.host.clone()])
+                .collect();
+            out += &super::api::render_table(&["USER", "TERMINAL", "FROM"], &rows);
+        }
+        None => out += "Users:     unknown (no utmp in the guest)\n",
+    }
+    out
+}

@@ -1,0 +1,483 @@
+//! The integration services through the API: guest info, time, key-value
+//! exchange, shutdown and filesystem freeze of a VM, by name.
+//!
+//! ```text
+//! API call -> VM known? (404) -> agent service and this service enabled? (403)
+//!          -> connect + handshake with the VM's key (502)
+//!          -> one request, one answer (the agent's refusals keep their meaning:
+//!             invalid_argument 400, not_found 404, permission_denied 403)
+//! ```
+//!
+//! The external key-value pool (host to guest) lives in the daemon's
+//! database: a change is stored first, then pushed to the agent as a whole
+//! pool ([`push_kvp`]); an agent that cannot be reached gets it when the
+//! health monitor next sees it come back (see [`crate::health`]).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{Path, Query, State as AxumState};
+use axum::Json;
+use guestcomm_api::{
+    FreezeStatus, FsRequest, GuestCommunicationService, GuestInfo, KvpEntries, KvpPair, KvpValue,
+    KvpWrite, ShutdownAnswer, ShutdownRequest, TimeReport,
+};
+use guestcomm_client::integration::{self as ops, CallError};
+use guestcomm_client::Session;
+use guestcomm_protocol::handshake::error_chain;
+use guestcomm_protocol::integration::{check_key, check_value, KvpError, KvpPool, KvpSide};
+use guestcomm_protocol::message::Call;
+use guestcomm_protocol::BuiltinService;
+use guestcomm_transport::{Address, Stream};
+use serde::Deserialize;
+use tracing::{info, warn};
+
+use crate::api::Error;
+use crate::relay::admit_api;
+use crate::store::{StoreError, VmRow};
+use crate::State;
+
+/// Samples of a time measurement unless the caller asks otherwise.
+const DEFAULT_TIME_SAMPLES: u32 = 4;
+/// Most samples of one measurement.
+const MAX_TIME_SAMPLES: u32 = 32;
+
+/// Checks that `service` (and the agent's own service) may reach `vm`.
+async fn admit_service(state: &State, vm: &VmRow, service: BuiltinService) -> Result<(), Error> {
+    for id in [BuiltinService::Agent.id(), service.id()] {
+        admit_api(state, vm, id).await?;
+    }
+    Ok(())
+}
+
+/// A session with the VM's agent.
+async fn session(vm: &VmRow) -> Result<Session<Stream>, Error> {
+    let addr: Address = vm
+        .endpoint
+        .parse()
+        .map_err(|e| Error::BadRequest(error_chain(&e)))?;
+    guestcomm_client::connect_with(&addr, crate::DAEMON_NAME, vm.psk.as_ref())
+        .await
+        .map_err(|source| Error::Agent {
+            vm: vm.name.clone(),
+            source,
+        })
+}
+
+/// The VM named `name`, admitted for `service`, and a session with its agent.
+async fn open(
+    state: &State,
+    name: String,
+    service: BuiltinService,
+) -> Result<(VmRow, Session<Stream>), Error> {
+    let vm = state.db(move |s| s.vm(&name)).await?;
+    admit_service(state, &vm, service).await?;
+    let session = session(&vm).await?;
+    Ok((vm, session))
+}
+
+fn call_error(vm: &VmRow, e: CallError) -> Error {
+    match e {
+        CallError::Refused(frame) => Error::Refused {
+            vm: vm.name.clone(),
+            frame,
+        },
+        other => Error::AgentCall {
+            vm: vm.name.clone(),
+            source: other,
+        },
+    }
+}
+
+/// `GET /v1/vms/{name}/integration-services`: the VM's integration services
+/// as objects of guestcomm's Msvm_GuestService subclasses.
+pub async fn integration_services(
+    AxumState(state): AxumState<Arc<State>>,
+    Path(name): Path<String>,
+) -> Result<Json<Vec<GuestCommunicationService>>, Error> {
+    let all = crate::api::instances(&state, Some(name)).await?;
+    Ok(Json(
+        all.into_iter()
+            .filter_map(|mut instance| {
+                let builtin = instance
+                    .name
+                    .parse::<guestcomm_protocol::ServiceId>()
+                    .ok()?
+                    .builtin()?;
+                instance.creation_class_name = crate::policy::integration_class(builtin)?.into();
+                Some(instance)
+            })
+            .collect(),
+    ))
+}
+
+/// `GET /v1/vms/{name}/info`.
+pub async fn info(
+    AxumState(state): AxumState<Arc<State>>,
+    Path(name): Path<String>,
+) -> Result<Json<GuestInfo>, Error> {
+    let (vm, session) = open(&state, name, BuiltinService::GuestInfo).await?;
+    let info = ops::guest_info(session)
+        .await
+        .map_err(|e| call_error(&vm, e))?;
+    Ok(Json(info))
+}
+
+/// Query of `GET /v1/vms/{name}/time`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TimeQuery {
+    samples: Option<u32>,
+}
+
+async fn time_report(
+    state: &State,
+    name: String,
+    samples: Option<u32>,
+    sync: bool,
+) -> Result<TimeReport, Error> {
+    let samples = samples.unwrap_or(DEFAULT_TIME_SAMPLES);
+    if samples == 0 || samples > MAX_TIME_SAMPLES {
+        return Err(Error::BadRequest(format!(
+            "invalid number of samples {samples}: expected 1 to {MAX_TIME_SAMPLES}"
+        )));
+    }
+    let vm = state.db(move |s| s.vm(&name)).await?;
+    admit_service(state, &vm, BuiltinService::Time).await?;
+    if sync {
+        ops::sync_time(time_session(&vm), samples).await
+    } else {
+        ops::measure_time(time_session(&vm), samples).await
+    }
+    .map_err(|e| e.into_error(&vm))
+}
+
+/// What can fail while sampling the guest clock.
+enum TimeFailure {
+    /// The agent refused or failed.
+    Call(CallError),
+    /// The agent could not be reached.
+    Session(Error),
+}
+
+impl From<CallError> for TimeFailure {
+    fn from(e: CallError) -> Self {
+        Self::Call(e)
+    }
+}
+
+impl TimeFailure {
+    fn into_error(self, vm: &VmRow) -> Error {
+        match self {
+            Self::Call(e) => call_error(vm, e),
+            Self::Session(e) => e,
+        }
+    }
+}
+
+/// A session for one time sample.
+type SampleSession<'a> = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<Session<Stream>, TimeFailure>> + Send + 'a>,
+>;
+
+/// Opens one session per time sample.
+fn time_session<'a>(vm: &'a VmRow) -> impl FnMut() -> SampleSession<'a> + 'a {
+    move || Box::pin(async move { session(vm).await.map_err(TimeFailure::Session) })
+}
+
+/// How far a guest clock may be from the host's before the periodic sync
+/// steps it: below this, a step would only add jitter.
+const PERIODIC_SYNC_TOLERANCE_NS: u64 = 1_000_000;
+
+/// Bound of one VM's periodic sync (a dozen connections at most).
+const PERIODIC_SYNC_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Steps `vm`'s clock if it is off by more than the tolerance (or the
+/// measurement's uncertainty); returns the offset found and whether it stepped.
+async fn sync_if_off(vm: &VmRow) -> Result<(i64, bool), Error> {
+    let before = ops::measure_time(time_session(vm), DEFAULT_TIME_SAMPLES)
+        .await
+        .map_err(|e| e.into_error(vm))?;
+    let tolerance = (before.rtt_ns / 2).max(PERIODIC_SYNC_TOLERANCE_NS);
+    if before.offset_ns.unsigned_abs() <= tolerance {
+        return Ok((before.offset_ns, false));
+    }
+    ops::sync_time(time_session(vm), DEFAULT_TIME_SAMPLES)
+        .await
+        .map_err(|e| e.into_error(vm))?;
+    Ok((before.offset_ns, true))
+}
+
+/// The daemon's optional periodic time sync (`guestcommd
+/// --time-sync-interval`): every interval, each VM whose agent the health
+/// monitor sees answering and whose time service is enabled gets its clock
+/// stepped when it is off. One VM at a time, each bounded.
+pub async fn time_sync_loop(state: Arc<State>, interval: Duration) {
+    let mut rounds = crate::health::Rounds::new(interval, "time sync");
+    loop {
+        let vms = rounds.next(&state).await;
+        for vm in vms {
+            if state.health.get(vm.id).status != crate::health::OK
+                || admit_service(&state, &vm, BuiltinService::Time)
+                    .await
+                    .is_err()
+            {
+                continue;
+            }
+            match tokio::time::timeout(PERIODIC_SYNC_TIMEOUT, sync_if_off(&vm)).await {
+                Ok(Ok((offset_ns, true))) => {
+                    info!(vm = %vm.name, offset_ns, "guest clock stepped by the periodic time sync")
+                }
+                Ok(Ok((_, false))) => {}
+                Ok(Err(e)) => {
+                    warn!(vm = %vm.name, error = %error_chain(&e), "periodic time sync failed")
+                }
+                Err(_) => warn!(vm = %vm.name, "periodic time sync timed out"),
+            }
+        }
+    }
+}
+
+/// `GET /v1/vms/{name}/time`: the guest clock's offset from the host's.
+pub async fn time(
+    AxumState(state): AxumState<Arc<State>>,
+    Path(name): Path<String>,
+    query: Result<Query<TimeQuery>, QueryRejection>,
+) -> Result<Json<TimeReport>, Error> {
+    let Query(q) = query?;
+    Ok(Json(time_report(&state, name, q.samples, false).await?))
+}
+
+/// `POST /v1/vms/{name}/time/sync`: steps the guest clock to the host's.
+pub async fn time_sync(
+    AxumState(state): AxumState<Arc<State>>,
+    Path(name): Path<String>,
+    query: Result<Query<TimeQuery>, QueryRejection>,
+) -> Result<Json<TimeReport>, Error> {
+    let Query(q) = query?;
+    let logged = name.clone();
+    let report = time_report(&state, name, q.samples, true).await?;
+    info!(vm = %logged, offset_ns = report.offset_ns, "guest clock synchronized");
+    Ok(Json(report))
+}
+
+fn parse_pool(text: &str) -> Result<KvpPool, Error> {
+    text.parse()
+        .map_err(|e: KvpError| Error::Store(StoreError::Kvp(e)))
+}
+
+/// `GET /v1/vms/{name}/kvp/{pool}`: the external pool from the database,
+/// the others from the agent.
+pub async fn kvp_list(
+    AxumState(state): AxumState<Arc<State>>,
+    Path((name, pool)): Path<(String, String)>,
+) -> Result<Json<KvpEntries>, Error> {
+    let pool = parse_pool(&pool)?;
+    let vm = state.db(move |s| s.vm(&name)).await?;
+    admit_service(&state, &vm, BuiltinService::KeyValue).await?;
+    if pool == KvpPool::External {
+        let id = vm.id;
+        return Ok(Json(state.db(move |s| s.kvp_entries(id)).await?));
+    }
+    let entries = ops::kvp_list(session(&vm).await?, pool)
+        .await
+        .map_err(|e| call_error(&vm, e))?;
+    Ok(Json(entries))
+}
+
+/// `GET /v1/vms/{name}/kvp/{pool}/{key}`.
+pub async fn kvp_get(
+    AxumState(state): AxumState<Arc<State>>,
+    Path((name, pool, key)): Path<(String, String, String)>,
+) -> Result<Json<KvpPair>, Error> {
+    let pool = parse_pool(&pool)?;
+    check_key(&key).map_err(StoreError::from)?;
+    let vm = state.db(move |s| s.vm(&name)).await?;
+    admit_service(&state, &vm, BuiltinService::KeyValue).await?;
+    let value = if pool == KvpPool::External {
+        let id = vm.id;
+        let mut entries = state.db(move |s| s.kvp_entries(id)).await?;
+        entries.remove(&key).ok_or_else(|| {
+            StoreError::Kvp(KvpError::UnknownKey {
+                pool,
+                key: guestcomm_protocol::integration::short_key(&key),
+            })
+        })?
+    } else {
+        ops::kvp_get(session(&vm).await?, pool, &key)
+            .await
+            .map_err(|e| call_error(&vm, e))?
+    };
+    Ok(Json(KvpPair {
+        pool: pool.to_string(),
+        key,
+        value,
+    }))
+}
+
+/// Refuses writes to pools the host does not write.
+fn host_writes(pool: KvpPool) -> Result<(), Error> {
+    if pool.writer() == Some(KvpSide::Host) {
+        Ok(())
+    } else {
+        Err(StoreError::Kvp(KvpError::ReadOnly {
+            pool,
+            side: KvpSide::Host,
+        })
+        .into())
+    }
+}
+
+/// After a change: push the pool now if the agent answers.
+async fn deliver(state: &State, vm: &VmRow) -> KvpWrite {
+    match push_kvp(state, vm).await {
+        Ok(()) => KvpWrite {
+            delivered: true,
+            pending_reason: None,
+        },
+        Err(reason) => {
+            info!(vm = %vm.name, %reason, "key-value pool stored; the agent gets it at its next contact");
+            KvpWrite {
+                delivered: false,
+                pending_reason: Some(reason),
+            }
+        }
+    }
+}
+
+/// `PUT /v1/vms/{name}/kvp/{pool}/{key}`: only the external pool.
+pub async fn kvp_put(
+    AxumState(state): AxumState<Arc<State>>,
+    Path((name, pool, key)): Path<(String, String, String)>,
+    body: Result<Json<KvpValue>, JsonRejection>,
+) -> Result<Json<KvpWrite>, Error> {
+    let Json(KvpValue { value }) = body?;
+    let pool = parse_pool(&pool)?;
+    host_writes(pool)?;
+    check_key(&key).map_err(StoreError::from)?;
+    check_value(&value).map_err(StoreError::from)?;
+    let vm = state.db(move |s| s.vm(&name)).await?;
+    admit_service(&state, &vm, BuiltinService::KeyValue).await?;
+    let id = vm.id;
+    state.db(move |s| s.kvp_set(id, &key, &value)).await?;
+    Ok(Json(deliver(&state, &vm).await))
+}
+
+/// `DELETE /v1/vms/{name}/kvp/{pool}/{key}`: only the external pool.
+pub async fn kvp_delete(
+    AxumState(state): AxumState<Arc<State>>,
+    Path((name, pool, key)): Path<(String, String, String)>,
+) -> Result<Json<KvpWrite>, Error> {
+    let pool = parse_pool(&pool)?;
+    host_writes(pool)?;
+    check_key(&key).map_err(StoreError::from)?;
+    let vm = state.db(move |s| s.vm(&name)).await?;
+    admit_service(&state, &vm, BuiltinService::KeyValue).await?;
+    let id = vm.id;
+    state.db(move |s| s.kvp_delete(id, &key)).await?;
+    Ok(Json(deliver(&state, &vm).await))
+}
+
+/// Sends the VM's whole external pool to its agent, if the key-value
+/// service is enabled there, and records the delivery.
+pub async fn push_kvp(state: &State, vm: &VmRow) -> Result<(), String> {
+    admit_service(state, vm, BuiltinService::KeyValue)
+        .await
+        .map_err(|e| error_chain(&e))?;
+    let id = vm.id;
+    let entries = state
+        .db(move |s| s.kvp_entries(id))
+        .await
+        .map_err(|e| error_chain(&e))?;
+    let session = session(vm).await.map_err(|e| error_chain(&e))?;
+    ops::kvp_change(
+        session,
+        Call::KvpReplace {
+            entries: entries.clone(),
+        },
+    )
+    .await
+    .map_err(|e| error_chain(&e))?;
+    state
+        .db(move |s| s.kvp_delivered(id, &entries))
+        .await
+        .map_err(|e| error_chain(&e))?;
+    info!(vm = %vm.name, "key-value pool delivered to the agent");
+    Ok(())
+}
+
+/// After a successful probe: pushes the pool if it waits for delivery, or,
+/// when the agent `came_back` (first answer, or after Lost Comm), if the
+/// pool is not empty (an agent restarted without `--state-dir` lost it).
+pub async fn push_if_needed(state: &State, vm: &VmRow, came_back: bool) {
+    let id = vm.id;
+    let needed = state
+        .db(move |s| Ok(s.kvp_pending(id)? || (came_back && !s.kvp_entries(id)?.is_empty())))
+        .await;
+    match needed {
+        Ok(true) => {
+            if let Err(reason) = push_kvp(state, vm).await {
+                warn!(vm = %vm.name, %reason, "key-value pool not delivered yet");
+            }
+        }
+        Ok(false) => {}
+        Err(e) => warn!(vm = %vm.name, error = %error_chain(&e), "cannot read the key-value state"),
+    }
+}
+
+/// `POST /v1/vms/{name}/shutdown`: returns when the guest acknowledged.
+pub async fn shutdown(
+    AxumState(state): AxumState<Arc<State>>,
+    Path(name): Path<String>,
+    body: Result<Json<ShutdownRequest>, JsonRejection>,
+) -> Result<Json<ShutdownAnswer>, Error> {
+    let Json(req) = body?;
+    req.check().map_err(Error::BadRequest)?;
+    let (vm, session) = open(&state, name, BuiltinService::Shutdown).await?;
+    let acknowledged = ops::shutdown(session, req.clone())
+        .await
+        .map_err(|e| call_error(&vm, e))?;
+    info!(vm = %vm.name, %acknowledged, reason = %req.reason, "guest shutdown acknowledged");
+    Ok(Json(ShutdownAnswer { acknowledged }))
+}
+
+async fn fs_call(state: &State, name: String, call: Call) -> Result<FreezeStatus, Error> {
+    let (vm, session) = open(state, name, BuiltinService::FsFreeze).await?;
+    ops::fs(session, call).await.map_err(|e| call_error(&vm, e))
+}
+
+/// `GET /v1/vms/{name}/fs`: what is frozen.
+pub async fn fs_status(
+    AxumState(state): AxumState<Arc<State>>,
+    Path(name): Path<String>,
+) -> Result<Json<FreezeStatus>, Error> {
+    Ok(Json(fs_call(&state, name, Call::FsStatus).await?))
+}
+
+/// `POST /v1/vms/{name}/fs/freeze`.
+pub async fn fs_freeze(
+    AxumState(state): AxumState<Arc<State>>,
+    Path(name): Path<String>,
+    body: Result<Json<FsRequest>, JsonRejection>,
+) -> Result<Json<FreezeStatus>, Error> {
+    let Json(req) = body?;
+    let call = Call::FsFreeze {
+        mountpoints: req.mountpoints,
+        timeout_s: req.timeout_s,
+    };
+    Ok(Json(fs_call(&state, name, call).await?))
+}
+
+/// `POST /v1/vms/{name}/fs/thaw`.
+pub async fn fs_thaw(
+    AxumState(state): AxumState<Arc<State>>,
+    Path(name): Path<String>,
+    body: Result<Json<FsRequest>, JsonRejection>,
+) -> Result<Json<FreezeStatus>, Error> {
+    let Json(req) = body?;
+    let call = Call::FsThaw {
+        mountpoints: req.mountpoints,
+    };
+    Ok(Json(fs_call(&state, name, call).await?))
+}
