@@ -52,6 +52,9 @@ pub struct Services {
     pub agent: String,
     /// Short names of the services offered.
     pub offered: Vec<String>,
+    /// The guest owner's policy (`--policy`), checked on every request from
+    /// the host before any service sees it.
+    pub policy: Option<guestcomm_protocol::policy::PolicyDocument>,
 }
 
 impl Services {
@@ -262,6 +265,7 @@ mod tests {
             freeze: FreezeManager::new(Box::new(SimulatedFreezer)),
             agent: "agent".into(),
             offered: vec![],
+            policy: None,
         })
     }
 

@@ -9,6 +9,7 @@
 //! [`integration`] serves guest information ([`info`]), time ([`clock`]),
 //! key-value exchange ([`kvp`], also to guest programs on a local socket,
 //! [`local`]), shutdown ([`shutdown`]) and filesystem freeze ([`freeze`]).
+//! [`policy`] enforces the guest owner's `--policy`.
 //! [`limits`] holds the agent's bounds.
 
 pub mod clock;
@@ -20,6 +21,7 @@ pub mod integration;
 pub mod kvp;
 pub mod limits;
 pub mod local;
+pub mod policy;
 pub mod pty;
 pub mod server;
 pub mod shutdown;

@@ -51,6 +51,12 @@ struct Args {
     #[arg(long, value_name = "FILE")]
     credentials: Option<std::path::PathBuf>,
 
+    /// The guest owner's policy (TOML or JSON, as `guestcomm policy set`):
+    /// programs exec may run, paths copies may use, or read-only. A request
+    /// runs only if this and the host's policy both allow it.
+    #[arg(long, value_name = "FILE")]
+    policy: Option<std::path::PathBuf>,
+
     /// Most connections served at once.
     #[arg(long, value_name = "N", default_value_t = guestcomm_agent::limits::MAX_CONNECTIONS)]
     max_connections: usize,
@@ -175,6 +181,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
         );
     } else {
         tracing::warn!("no --credentials: serving unauthenticated clients, on unix:// and loopback tcp:// only");
+    }
+    if let Some(path) = &args.policy {
+        config.policy = Some(guestcomm_agent::policy::load(path)?);
     }
     let agent = Agent::bind(config).await.context("failed to start")?;
     let services = agent.services();

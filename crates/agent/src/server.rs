@@ -3,7 +3,8 @@
 //! ```text
 //! accept -> peer filter (vsock: host only by default)
 //!        -> connection cap (refuse with resource_limit, keep serving)
-//!        -> handshake (version, auth) -> Request -> service by GUID
+//!        -> handshake (version, auth) -> Request -> guest policy (--policy)
+//!        -> service by GUID
 //! ```
 //!
 //! Each connection runs in its own task; a failing or hostile connection
@@ -20,6 +21,7 @@ use futures::SinkExt;
 use guestcomm_protocol::auth::{Psk, AUTH_PSK};
 use guestcomm_protocol::handshake::{self, ServerOffer, AUTH_NONE};
 use guestcomm_protocol::message::{Call, ErrorCode, ErrorFrame};
+use guestcomm_protocol::policy::PolicyDocument;
 use guestcomm_protocol::{BuiltinService, Control, Frame, FrameCodec, FramedConn};
 use guestcomm_transport::{Address, ListenError, Listener, Peer, PeerCidFilter, Stream};
 use tokio::sync::Semaphore;
@@ -61,6 +63,9 @@ pub struct AgentConfig {
     pub simulated_clock_offset_ns: Option<i64>,
     /// Pretend to freeze filesystems, never issuing FIFREEZE (tests).
     pub simulate_fsfreeze: bool,
+    /// The guest owner's policy (`--policy`): requests it refuses never
+    /// reach a service.
+    pub policy: Option<PolicyDocument>,
 }
 
 /// Why a configuration is refused before anything is opened.
@@ -84,6 +89,7 @@ impl AgentConfig {
             shutdown: ShutdownRunner::System,
             simulated_clock_offset_ns: None,
             simulate_fsfreeze: false,
+            policy: None,
         }
     }
 
@@ -175,6 +181,7 @@ impl Agent {
             freeze,
             agent: agent_name(),
             offered: offered_services(),
+            policy: config.policy.clone(),
         });
         let mut listeners = Vec::with_capacity(config.listen.len());
         for addr in &config.listen {
@@ -346,7 +353,7 @@ async fn handle(
         }
     };
     debug!(client = %hello.client, "handshake done");
-    let request = match handshake::read_request(&mut conn).await {
+    let mut request = match handshake::read_request(&mut conn).await {
         Ok(request) => request,
         // A client that hangs up after the handshake (a health probe) is not a problem.
         Err(frame)
@@ -362,6 +369,12 @@ async fn handle(
             return;
         }
     };
+    let guest_policy = services.policy.as_ref().filter(|_| origin == Origin::Host);
+    if let Some(Err(frame)) = guest_policy.map(|p| crate::policy::check(p, &mut request)) {
+        warn!(%peer, error = %frame.message, "request refused by the guest policy");
+        let _ = conn.send(Frame::Control(Control::Error(frame))).await;
+        return;
+    }
     let service = request.service;
     if let (Some(builtin), Some(_)) = (service.builtin(), integration::service_of(&request.call)) {
         return integration::serve(conn, services, origin, builtin, request.call).await;

@@ -1,10 +1,13 @@
-//! A thin HTTP/1 client for the daemon's API on a Unix socket.
+//! A thin HTTP/1 client for the daemon's API on a Unix socket, or over TCP
+//! with mutual TLS ([`crate::tls`]).
 //!
 //! One connection per call, as `curl --unix-socket` does: the API is local
 //! and calls are rare, so there is no pool to keep correct. Every non-2xx
 //! answer carries an [`ErrorBody`], surfaced as [`ApiError::Status`].
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use guestcomm_transport::Address;
@@ -12,10 +15,14 @@ use http_body_util::{BodyExt, Full};
 use hyper::header::{CONNECTION, CONTENT_TYPE, HOST, UPGRADE};
 use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
+use rustls::pki_types::ServerName;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tokio::net::UnixStream;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpStream, UnixStream};
+use tokio_rustls::TlsConnector;
 
+use crate::tls::{ClientTlsFiles, TlsError};
 use crate::types::ErrorBody;
 use crate::UPGRADE_PROTOCOL;
 
@@ -25,16 +32,29 @@ pub type Upgraded = TokioIo<hyper::upgrade::Upgraded>;
 /// Why an API call failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
-    /// The API address is not a Unix socket address.
-    #[error("invalid API address {0:?}: expected unix:///PATH (set --api or GUESTCOMM_API)")]
+    /// The API address is neither a Unix socket nor a TCP address.
+    #[error("invalid API address {0:?}: expected unix:///PATH or tcp://IP:PORT (set --api or GUESTCOMM_API)")]
     Address(String),
+    /// A TCP address without the files mutual TLS needs.
+    #[error("the API at {0} is served over mutual TLS: give --api-cert, --api-key and --api-ca (or GUESTCOMM_API_CERT, _KEY, _CA)")]
+    TlsFilesMissing(String),
+    /// The TLS files could not be loaded.
+    #[error("cannot set up TLS for the API")]
+    Tls(#[from] TlsError),
     /// Nothing listens on the socket.
-    #[error(
-        "cannot reach guestcommd at unix://{path} (is it running? set --api or GUESTCOMM_API)"
-    )]
+    #[error("cannot reach guestcommd at {addr} (is it running? set --api or GUESTCOMM_API)")]
     Connect {
-        /// The socket.
-        path: String,
+        /// The API address.
+        addr: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The TLS handshake with the daemon failed (its certificate, or ours).
+    #[error("TLS handshake with guestcommd at {addr} failed")]
+    Handshake {
+        /// The API address.
+        addr: String,
         /// Why.
         #[source]
         source: std::io::Error,
@@ -58,18 +78,58 @@ pub enum ApiError {
     Decode(#[from] serde_json::Error),
 }
 
+/// Any byte stream to the daemon.
+trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
+/// Where the daemon is.
+#[derive(Clone)]
+enum Endpoint {
+    Unix(PathBuf),
+    Tls {
+        addr: SocketAddr,
+        config: Arc<rustls::ClientConfig>,
+    },
+}
+
 /// A client of one daemon.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct ApiClient {
-    socket: PathBuf,
+    endpoint: Endpoint,
+}
+
+impl std::fmt::Debug for ApiClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.address())
+    }
 }
 
 impl ApiClient {
     /// A client for the API at `addr` (`unix:///PATH`).
     pub fn new(addr: &str) -> Result<Self, ApiError> {
-        match addr.parse::<Address>() {
-            Ok(Address::Unix(socket)) => Ok(Self { socket }),
-            _ => Err(ApiError::Address(addr.into())),
+        Self::with_tls(addr, None)
+    }
+
+    /// A client for the API at `addr`: `unix:///PATH`, or `tcp://IP:PORT`
+    /// with `tls` (mutual TLS; the daemon's certificate must name the IP).
+    pub fn with_tls(addr: &str, tls: Option<&ClientTlsFiles>) -> Result<Self, ApiError> {
+        let endpoint = match (addr.parse::<Address>(), tls) {
+            (Ok(Address::Unix(socket)), _) => Endpoint::Unix(socket),
+            (Ok(Address::Tcp(addr)), Some(files)) => Endpoint::Tls {
+                addr,
+                config: Arc::new(crate::tls::client_config(files)?),
+            },
+            (Ok(Address::Tcp(_)), None) => return Err(ApiError::TlsFilesMissing(addr.into())),
+            _ => return Err(ApiError::Address(addr.into())),
+        };
+        Ok(Self { endpoint })
+    }
+
+    /// The address, as given.
+    pub fn address(&self) -> String {
+        match &self.endpoint {
+            Endpoint::Unix(path) => format!("unix://{}", path.display()),
+            Endpoint::Tls { addr, .. } => format!("tcp://{addr}"),
         }
     }
 
@@ -96,14 +156,32 @@ impl ApiClient {
         self.call(Method::DELETE, path, None).await.map(drop)
     }
 
+    async fn connect(&self) -> Result<Box<dyn Io>, ApiError> {
+        let connect_error = |source| ApiError::Connect {
+            addr: self.address(),
+            source,
+        };
+        match &self.endpoint {
+            Endpoint::Unix(path) => Ok(Box::new(
+                UnixStream::connect(path).await.map_err(connect_error)?,
+            )),
+            Endpoint::Tls { addr, config } => {
+                let tcp = TcpStream::connect(addr).await.map_err(connect_error)?;
+                let name = ServerName::IpAddress(addr.ip().into());
+                let tls = TlsConnector::from(config.clone())
+                    .connect(name, tcp)
+                    .await
+                    .map_err(|source| ApiError::Handshake {
+                        addr: self.address(),
+                        source,
+                    })?;
+                Ok(Box::new(tls))
+            }
+        }
+    }
+
     async fn open(&self) -> Result<hyper::client::conn::http1::SendRequest<Full<Bytes>>, ApiError> {
-        let stream =
-            UnixStream::connect(&self.socket)
-                .await
-                .map_err(|source| ApiError::Connect {
-                    path: self.socket.display().to_string(),
-                    source,
-                })?;
+        let stream = self.connect().await?;
         let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
         tokio::spawn(conn.with_upgrades());
         Ok(sender)
@@ -176,6 +254,7 @@ fn error_from(status: StatusCode, bytes: &[u8]) -> ApiError {
             code: "http".into(),
             chain: vec![error.clone()],
             error,
+            required_role: None,
         }
     });
     ApiError::Status {
@@ -189,10 +268,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_unix_addresses_are_accepted() {
+    fn tcp_addresses_need_the_tls_files() {
         assert!(ApiClient::new("unix:///run/x.sock").is_ok());
         let err = ApiClient::new("tcp://127.0.0.1:1").unwrap_err().to_string();
-        assert!(err.contains("unix:///PATH"), "{err}");
+        assert!(err.contains("--api-cert"), "{err}");
+        let err = ApiClient::new("vsock://3:1").unwrap_err().to_string();
+        assert!(err.contains("unix:///PATH or tcp://"), "{err}");
     }
 
     #[test]

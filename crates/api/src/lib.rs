@@ -2,10 +2,14 @@
 //!
 //! [`types`] holds every request and response body (serde), [`client`] a
 //! thin HTTP/1 client over the daemon's Unix socket, including the HTTP
-//! upgrade that turns an API request into a guestcomm frame stream. This
+//! upgrade that turns an API request into a guestcomm frame stream; [`time`]
+//! turns epoch timestamps into UTC dates; [`tls`] loads the mutual-TLS
+//! material of the API over TCP. This
 //! crate links no server and no SQLite: the CLI depends on it alone.
 
 pub mod client;
+pub mod time;
+pub mod tls;
 pub mod types;
 
 pub use client::{ApiClient, ApiError};

@@ -266,6 +266,132 @@ pub struct ErrorBody {
     pub error: String,
     /// The chain, outermost first.
     pub chain: Vec<String>,
+    /// With `permission_denied` (HTTP 403): the role the call needs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub required_role: Option<Role>,
+}
+
+/// A role on the daemon's API; each includes the ones below it
+/// (`admin` ⊇ `operator` ⊇ `viewer`), so they compare with `<`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Reads: list, show, status, info, the audit log.
+    Viewer,
+    /// Acts on guests: exec, cp, connect, kvp, shutdown, time, fs.
+    Operator,
+    /// Changes the host: VMs, services, policies, credentials.
+    Admin,
+}
+
+impl Role {
+    /// Every role, lowest first.
+    pub const ALL: [Role; 3] = [Role::Viewer, Role::Operator, Role::Admin];
+
+    /// The lowercase name, as in the configuration file.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Viewer => "viewer",
+            Self::Operator => "operator",
+            Self::Admin => "admin",
+        }
+    }
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// `PUT /v1/vms/{name}/policy`: the VM's new argument-level policy.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SetVmPolicy {
+    /// The document, TOML or JSON text (see `guestcomm_protocol::policy`);
+    /// empty: no restriction.
+    pub document: String,
+}
+
+/// One record of the audit log (`GET /v1/audit`): who did what to which
+/// VM, and how it ended.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct AuditRecord {
+    /// Sequence number, increasing.
+    pub id: i64,
+    /// When the operation started, milliseconds since the Unix epoch.
+    pub time_ms: i64,
+    /// The caller's user id (`SO_PEERCRED`).
+    pub uid: Option<u32>,
+    /// The caller's group id.
+    pub gid: Option<u32>,
+    /// The caller's process id.
+    pub pid: Option<i32>,
+    /// The caller's client certificate, `sha256:...` (TCP API).
+    #[serde(default)]
+    pub certificate: Option<String>,
+    /// The VM, when the operation names one.
+    pub vm: Option<String>,
+    /// The service GUID, when the operation names one.
+    pub service: Option<String>,
+    /// What was asked: `exec`, `cp.to_guest`, `vm.add`, `policy.set`, ...
+    pub operation: String,
+    /// The command line, the paths, or the query; cut and followed by a
+    /// SHA-256 digest when long. Never a secret.
+    pub arguments: String,
+    /// How it ended.
+    pub outcome: AuditOutcome,
+    /// The guest command's exit code (exec).
+    pub exit_code: Option<i32>,
+    /// Bytes moved in both directions (relayed operations).
+    pub bytes: Option<u64>,
+    /// Why it was refused or failed.
+    pub error: Option<String>,
+    /// How long it took, milliseconds.
+    pub duration_ms: u64,
+}
+
+/// How an audited operation ended.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuditOutcome {
+    /// Done.
+    #[default]
+    Ok,
+    /// Refused by a role, a policy or the service registry.
+    Refused,
+    /// Allowed but failed (agent unreachable, bad request, guest error).
+    Failed,
+    /// Still running (a relayed operation).
+    Running,
+    /// Was running when guestcommd stopped.
+    Interrupted,
+}
+
+impl AuditOutcome {
+    /// The snake_case name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Ok => "ok",
+            Self::Refused => "refused",
+            Self::Failed => "failed",
+            Self::Running => "running",
+            Self::Interrupted => "interrupted",
+        }
+    }
+
+    /// The outcome named `name`.
+    pub fn from_name(name: &str) -> Option<Self> {
+        [
+            Self::Ok,
+            Self::Refused,
+            Self::Failed,
+            Self::Running,
+            Self::Interrupted,
+        ]
+        .into_iter()
+        .find(|o| o.name() == name)
+    }
 }
 
 /// Longest VM name, in bytes (a DNS label's limit: names often become host names).
@@ -295,6 +421,18 @@ pub fn validate_vm_name(name: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn roles_are_ordered_and_named_in_lowercase() {
+        assert!(Role::Viewer < Role::Operator && Role::Operator < Role::Admin);
+        assert_eq!(
+            serde_json::to_string(&Role::Operator).unwrap(),
+            "\"operator\""
+        );
+        let body: ErrorBody =
+            serde_json::from_str(r#"{"code":"x","error":"y","chain":[]}"#).unwrap();
+        assert_eq!(body.required_role, None);
+    }
 
     #[test]
     fn path_segments_are_percent_encoded() {

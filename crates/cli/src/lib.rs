@@ -32,10 +32,34 @@ const COPY_CLEANUP_WAIT: std::time::Duration = std::time::Duration::from_secs(10
 #[derive(Debug, Parser)]
 #[command(name = "guestcomm", version, after_help = exit::EXIT_CODES_HELP)]
 pub struct Cli {
-    /// Address of the guestcommd API, unix:///PATH (default
-    /// unix:///run/guestcomm/api.sock).
-    #[arg(long, global = true, env = "GUESTCOMM_API", value_name = "ADDR")]
+    /// Address of the guestcommd API: unix:///PATH (default
+    /// unix:///run/guestcomm/api.sock), or tcp://IP:PORT with mutual TLS
+    /// (--api-cert, --api-key, --api-ca).
+    #[arg(
+        long,
+        global = true,
+        env = "GUESTCOMM_API",
+        value_name = "ADDR",
+        help_heading = "API connection"
+    )]
     pub api: Option<String>,
+
+    /// With a tcp:// API: this client's certificate (PEM); guestcommd maps
+    /// its fingerprint to a role.
+    #[arg(long, global = true, env = "GUESTCOMM_API_CERT", value_name = "FILE",
+          help_heading = "API connection", requires_all = ["api_key", "api_ca"])]
+    pub api_cert: Option<std::path::PathBuf>,
+
+    /// With a tcp:// API: the private key of --api-cert (PEM).
+    #[arg(long, global = true, env = "GUESTCOMM_API_KEY", value_name = "FILE",
+          help_heading = "API connection", requires_all = ["api_cert", "api_ca"])]
+    pub api_key: Option<std::path::PathBuf>,
+
+    /// With a tcp:// API: the CA that signed guestcommd's certificate (PEM;
+    /// the certificate must name the IP address dialled).
+    #[arg(long, global = true, env = "GUESTCOMM_API_CA", value_name = "FILE",
+          help_heading = "API connection", requires_all = ["api_cert", "api_key"])]
+    pub api_ca: Option<std::path::PathBuf>,
 
     /// What to do.
     #[command(subcommand)]
@@ -69,10 +93,21 @@ pub enum Command {
     Shutdown(commands::shutdown::ShutdownArgs),
     /// Freeze and thaw guest filesystems for consistent backups.
     Fs(commands::fs::FsArgs),
+    /// Show the audit log of guestcommd.
+    Audit(commands::audit::AuditArgs),
+    /// Show or set a VM's argument-level policy (programs, paths, read-only).
+    Policy(commands::policy::PolicyArgs),
 }
 
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> ExitCode {
+    if let (Some(cert), Some(key), Some(ca)) = (&cli.api_cert, &cli.api_key, &cli.api_ca) {
+        commands::api::set_tls_files(guestcomm_api::tls::ClientTlsFiles {
+            cert: cert.clone(),
+            key: key.clone(),
+            ca: ca.clone(),
+        });
+    }
     let command = match cli.command {
         Command::Identity(args) => return commands::identity::run(args),
         command => command,
@@ -104,6 +139,8 @@ pub fn run(cli: Cli) -> ExitCode {
             Command::Kvp(args) => commands::kvp::run(args, cli.api.as_deref()).await,
             Command::Shutdown(args) => commands::shutdown::run(args, cli.api.as_deref()).await,
             Command::Fs(args) => commands::fs::run(args, cli.api.as_deref()).await,
+            Command::Audit(args) => commands::audit::run(args, cli.api.as_deref()).await,
+            Command::Policy(args) => commands::policy::run(args, cli.api.as_deref()).await,
         }
     });
     if wait_for_blocking {

@@ -2,32 +2,29 @@
 //!
 //! Every handler returns `Result<_, Error>`; [`Error::status`] is the one
 //! place where an error becomes an HTTP status, and the body is always an
-//! [`ErrorBody`] with the whole error chain. Callers are identified by
-//! `SO_PEERCRED` ([`Caller`]) and logged with each request: the hook for
-//! roles and the audit log.
+//! [`ErrorBody`] with the whole error chain. Every route passes through
+//! [`crate::access::authorize`] first: the caller's role, then the audit log.
 
 use std::sync::Arc;
 
 use axum::extract::rejection::{JsonRejection, QueryRejection};
-use axum::extract::{ConnectInfo, Path, Query, State as AxumState};
+use axum::extract::{Path, Query, State as AxumState};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
-use axum::serve::IncomingStream;
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use guestcomm_api::{
     validate_vm_name, AddVm, Credentials, ErrorBody, GuestCommunicationService, MethodResult,
-    NewCredentials, RegisterService, RequestStateChange, ServiceRegistration, SetPolicy, UpdateVm,
-    Vm,
+    NewCredentials, RegisterService, RequestStateChange, Role, ServiceRegistration, SetPolicy,
+    UpdateVm, Vm,
 };
 use guestcomm_protocol::auth::{Psk, AUTH_PSK};
 use guestcomm_protocol::handshake::error_chain;
 use guestcomm_protocol::{ErrorCode, ServiceId};
 use guestcomm_transport::Address;
 use serde::Deserialize;
-use tokio::net::UnixListener;
-use tracing::debug;
 
+use crate::audit;
 use crate::integration;
 use crate::policy::{self, Policy};
 use crate::store::{ServiceRow, StoreError, VmRow};
@@ -99,7 +96,36 @@ pub enum Error {
     /// A bug or an unexpected state.
     #[error("internal error: {0}")]
     Internal(String),
+    /// The caller's role is not enough for this call.
+    #[error("permission denied: {operation} needs the {required} role, and {who} {} (roles are set in {config})", has_role(*.has))]
+    Forbidden {
+        /// The operation asked for.
+        operation: &'static str,
+        /// The role it needs.
+        required: Role,
+        /// The caller, described.
+        who: String,
+        /// The caller's role, if any.
+        has: Option<Role>,
+        /// The configuration file holding the roles.
+        config: String,
+    },
+    /// The VM's policy refuses the operation.
+    #[error("{0}")]
+    PolicyDenied(String),
 }
+
+fn has_role(role: Option<Role>) -> String {
+    match role {
+        Some(role) => format!("is only a {role}"),
+        None => "has no role".into(),
+    }
+}
+
+/// The one-line error of a failed call, attached to its response so the
+/// audit log can record it.
+#[derive(Clone, Debug)]
+pub struct ErrorText(pub String);
 
 /// The HTTP status and stable code of an agent's error frame.
 fn refused_status(code: ErrorCode) -> (StatusCode, &'static str) {
@@ -107,6 +133,7 @@ fn refused_status(code: ErrorCode) -> (StatusCode, &'static str) {
         ErrorCode::InvalidArgument => (StatusCode::BAD_REQUEST, "invalid_argument"),
         ErrorCode::NotFound => (StatusCode::NOT_FOUND, "not_found"),
         ErrorCode::PermissionDenied => (StatusCode::FORBIDDEN, "permission_denied"),
+        ErrorCode::PolicyDenied => (StatusCode::FORBIDDEN, "policy_denied"),
         ErrorCode::ResourceLimit => (StatusCode::CONFLICT, "resource_limit"),
         ErrorCode::UnsupportedRequest | ErrorCode::UnknownService => {
             (StatusCode::NOT_IMPLEMENTED, "unsupported_request")
@@ -128,13 +155,16 @@ impl Error {
             Self::Store(StoreError::Kvp(e)) => refused_status(e.code()),
             Self::Refused { frame, .. } => refused_status(frame.code),
             Self::AgentCall { .. } => (StatusCode::BAD_GATEWAY, "agent_failed"),
-            Self::Store(StoreError::TooNew { .. } | StoreError::Sqlite(_)) | Self::Internal(_) => {
-                (StatusCode::INTERNAL_SERVER_ERROR, "internal")
-            }
+            Self::Store(
+                StoreError::TooNew { .. } | StoreError::Sqlite(_) | StoreError::File(..),
+            )
+            | Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
             Self::BadRequest(_) => (StatusCode::BAD_REQUEST, "invalid_argument"),
             Self::Agent { .. } => (StatusCode::BAD_GATEWAY, "agent_unreachable"),
             Self::Guest { .. } => (StatusCode::BAD_GATEWAY, "guest_unreachable"),
             Self::ServiceDisabled(_) => (StatusCode::FORBIDDEN, "service_disabled"),
+            Self::Forbidden { .. } => (StatusCode::FORBIDDEN, "permission_denied"),
+            Self::PolicyDenied(_) => (StatusCode::FORBIDDEN, "policy_denied"),
             Self::Busy(_) => (StatusCode::SERVICE_UNAVAILABLE, "resource_limit"),
         }
     }
@@ -172,45 +202,20 @@ impl IntoResponse for Error {
         if status.is_server_error() {
             tracing::warn!(error = %error_chain(&self), "API call failed");
         }
+        let required_role = match &self {
+            Self::Forbidden { required, .. } => Some(*required),
+            _ => None,
+        };
         let body = ErrorBody {
             code: code.into(),
             error: error_chain(&self),
             chain,
+            required_role,
         };
-        (status, Json(body)).into_response()
+        let mut response = (status, Json(body.clone())).into_response();
+        response.extensions_mut().insert(ErrorText(body.error));
+        response
     }
-}
-
-/// Who called, from `SO_PEERCRED` on the API socket.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct Caller {
-    /// User id.
-    pub uid: Option<u32>,
-    /// Group id.
-    pub gid: Option<u32>,
-    /// Process id.
-    pub pid: Option<i32>,
-}
-
-impl axum::extract::connect_info::Connected<IncomingStream<'_, UnixListener>> for Caller {
-    fn connect_info(stream: IncomingStream<'_, UnixListener>) -> Self {
-        let cred = stream.io().peer_cred().ok();
-        Self {
-            uid: cred.map(|c| c.uid()),
-            gid: cred.map(|c| c.gid()),
-            pid: cred.and_then(|c| c.pid()),
-        }
-    }
-}
-
-/// Logs each call with its caller.
-async fn log_caller(
-    ConnectInfo(caller): ConnectInfo<Caller>,
-    req: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> Response {
-    debug!(method = %req.method(), path = %req.uri().path(), uid = ?caller.uid, pid = ?caller.pid, "API call");
-    next.run(req).await
 }
 
 /// Every route of the API.
@@ -259,9 +264,17 @@ pub fn router(state: Arc<State>) -> Router {
         .route("/v1/services/{id}", axum::routing::delete(unregister))
         .route("/v1/services/{id}/policy", put(set_policy))
         .route("/v1/services/instances", get(all_instances))
+        .route(
+            "/v1/vms/{name}/policy",
+            get(crate::policy_doc::show).put(crate::policy_doc::set),
+        )
+        .route("/v1/audit", get(crate::audit::list))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::access::authorize,
+        ))
         .fallback(no_route)
         .method_not_allowed_fallback(no_route)
-        .layer(axum::middleware::from_fn(log_caller))
         .with_state(state)
 }
 
@@ -335,9 +348,12 @@ async fn list_vms(AxumState(state): AxumState<Arc<State>>) -> Result<Json<Vec<Vm
 
 async fn add_vm(
     AxumState(state): AxumState<Arc<State>>,
+    Extension(note): Extension<audit::Note>,
     body: Result<Json<AddVm>, JsonRejection>,
 ) -> Result<(StatusCode, Json<Vm>), Error> {
     let Json(add) = body?;
+    note.vm(&add.name);
+    note.arguments(&format!("--endpoint {}", add.endpoint));
     validate_vm_name(&add.name).map_err(Error::BadRequest)?;
     let endpoint: Address = add
         .endpoint
@@ -364,10 +380,12 @@ async fn show_vm(
 
 async fn update_vm(
     AxumState(state): AxumState<Arc<State>>,
+    Extension(note): Extension<audit::Note>,
     Path(name): Path<String>,
     body: Result<Json<UpdateVm>, JsonRejection>,
 ) -> Result<Json<Vm>, Error> {
     let Json(update) = body?;
+    note.arguments(&serde_json::to_string(&update).unwrap_or_default());
     let default = match update.default_enabled_state_policy {
         None => None,
         Some(v) => match Policy::from_value(v) {
@@ -427,9 +445,12 @@ const MAX_ELEMENT_NAME_CHARS: usize = 256;
 
 async fn register(
     AxumState(state): AxumState<Arc<State>>,
+    Extension(note): Extension<audit::Note>,
     body: Result<Json<RegisterService>, JsonRejection>,
 ) -> Result<(StatusCode, Json<ServiceRegistration>), Error> {
     let Json(req) = body?;
+    note.service(&req.id);
+    note.arguments(&format!("--name {:?}", req.element_name));
     let id = parse_service(&req.id)?;
     let name = req.element_name.trim().to_string();
     if name.is_empty() || name.chars().count() > MAX_ELEMENT_NAME_CHARS || name.contains('\n') {
@@ -469,10 +490,15 @@ async fn unregister(
 
 async fn set_policy(
     AxumState(state): AxumState<Arc<State>>,
+    Extension(note): Extension<audit::Note>,
     Path(id): Path<String>,
     body: Result<Json<SetPolicy>, JsonRejection>,
 ) -> Result<StatusCode, Error> {
     let Json(req) = body?;
+    if let Some(vm) = &req.vm {
+        note.vm(vm);
+    }
+    note.arguments(&format!("policy {}", req.policy));
     let id = parse_service(&id)?;
     let policy = Policy::from_value(req.policy).ok_or_else(|| {
         Error::BadRequest(format!(

@@ -15,6 +15,7 @@
 //! `unix://` or `tcp://` carries the agent's protocol only (400).
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use axum::extract::{Path, Request, State as AxumState};
 use axum::response::Response;
@@ -22,12 +23,14 @@ use guestcomm_protocol::handshake::error_chain;
 use guestcomm_protocol::ServiceId;
 use guestcomm_transport::Address;
 use hyper_util::rt::TokioIo;
-use tracing::{debug, warn, Instrument};
+use tracing::{debug, Instrument};
 
 use crate::api::Error;
+use crate::audit::{self, Outcome};
 use crate::relay::{
-    acquire_relay, admit_api, copy_both_ways, require_upgrade, switching_protocols,
+    acquire_relay, admit_api, caller_of, copy_both_ways, require_upgrade, switching_protocols,
 };
+use crate::tap::{Tap, TapStats};
 use crate::State;
 
 /// The guest address of `port` behind a VM's agent endpoint.
@@ -49,6 +52,7 @@ pub async fn connect(
     mut req: Request,
 ) -> Result<Response, Error> {
     require_upgrade(&req)?;
+    let caller = caller_of(&req);
     let id: ServiceId = id.parse().map_err(|e| Error::BadRequest(error_chain(&e)))?;
     let vm = state.db(move |s| s.vm(&name)).await?;
     admit_api(&state, &vm, id).await?;
@@ -77,17 +81,35 @@ pub async fn connect(
         })?;
     let upgrade = hyper::upgrade::on(&mut req);
     let span = tracing::info_span!("broker", vm = %vm.name, service = %id, port);
+    let mut record = audit::record(caller, "service.connect");
+    record.vm = Some(vm.name.clone());
+    record.service = Some(id.to_string());
+    let started = Instant::now();
+    let audit_id = state.audit_start(&record).await;
     tokio::spawn(
         async move {
-            match upgrade.await {
+            let stats = Arc::new(TapStats::counting());
+            let ended = match upgrade.await {
                 Ok(upgraded) => {
-                    if let Err(e) = copy_both_ways(TokioIo::new(upgraded), &[], guest, &[]).await {
-                        debug!(error = %e, "broker relay ended with an error");
-                    }
+                    let guest = Tap::new(guest, stats.clone());
+                    copy_both_ways(TokioIo::new(upgraded), &[], guest, &[])
+                        .await
+                        .map_err(|e| e.to_string())
                 }
-                Err(e) => warn!(error = %e, "HTTP upgrade failed"),
+                Err(e) => Err(format!("HTTP upgrade failed: {e}")),
+            };
+            if let Err(e) = &ended {
+                debug!(error = %e, "broker relay ended with an error");
             }
             drop(permit);
+            record.bytes = Some(stats.bytes());
+            let outcome = if ended.is_ok() {
+                Outcome::Ok
+            } else {
+                Outcome::Failed
+            };
+            audit::finish(&mut record, outcome, ended.err(), started);
+            state.audit_end(audit_id, record).await;
         }
         .instrument(span),
     );

@@ -2,33 +2,42 @@
 //! communication services, per-VM enablement, health, and the HTTP/JSON API.
 //!
 //! ```text
-//! API (api, relay) -> policy (effective state) -> store (SQLite)
-//!                  -> spare (warm agent connections)
-//!                  -> guestcomm_client -> transport -> agent
+//! access (caller, role) -> API (api, relay) -> policy (effective state) -> store (SQLite)
+//!        -> audit (SQLite + tracing)          -> spare (warm agent connections)
+//!                                             -> guestcomm_client -> transport -> agent
 //! integration: guest info, time, key-value pools, shutdown, freeze by VM name
 //! health: a monitor task probing every VM's agent (and delivering pending
 //!         key-value pools when an agent answers again)
 //! ```
 //!
+//! [`config`] reads the configuration file (roles, socket group, audit retention).
+//!
 //! [`Daemon::bind`] opens the state and the API socket; [`Daemon::run`]
 //! serves until dropped.
 
+pub mod access;
 pub mod api;
+pub mod audit;
 pub mod broker;
+pub mod config;
 pub mod guest;
 pub mod health;
 pub mod integration;
 pub mod limits;
 pub mod policy;
+pub mod policy_doc;
 pub mod relay;
 pub mod spare;
 pub mod store;
+pub mod tap;
+pub mod tls_listener;
 
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use guestcomm_protocol::handshake::error_chain;
 use tokio::net::UnixListener;
 
 use crate::health::HealthMap;
@@ -46,14 +55,23 @@ pub struct State {
     pub relays: Arc<tokio::sync::Semaphore>,
     /// Signalled after every change of VMs, registrations or policies.
     pub changed: tokio::sync::Notify,
+    /// Who holds which role on the API.
+    pub access: access::Access,
     /// Warm, authenticated agent connections of recently used VMs.
     pub spares: Arc<spare::Spares>,
 }
 
 impl State {
-    /// State over `store`, with no health known yet.
+    /// State over `store`, with no health known yet and no roles but the
+    /// built-in admins.
     pub fn new(store: Store) -> Self {
+        Self::with_access(store, access::Access::default())
+    }
+
+    /// State over `store` with these role memberships.
+    pub fn with_access(store: Store, access: access::Access) -> Self {
         Self {
+            access,
             store: Arc::new(Mutex::new(store)),
             health: HealthMap::default(),
             relays: Arc::new(tokio::sync::Semaphore::new(limits::MAX_RELAYS)),
@@ -83,8 +101,8 @@ impl State {
 pub struct Config {
     /// State directory (the SQLite database).
     pub state_dir: PathBuf,
-    /// The API's Unix socket.
-    pub api_socket: PathBuf,
+    /// Where the API is served.
+    pub api: ApiEndpoint,
     /// Interval between health probes of one VM; `None`: no monitor.
     pub heartbeat_interval: Option<Duration>,
     /// Health probes in flight at once.
@@ -93,6 +111,19 @@ pub struct Config {
     pub warm_connections: bool,
     /// Interval of the periodic guest clock sync; `None`: off (the default).
     pub time_sync_interval: Option<Duration>,
+    /// The configuration file's content.
+    pub file: config::FileConfig,
+    /// Where it was read from (named in refusals).
+    pub config_path: PathBuf,
+}
+
+/// Where the API is served.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ApiEndpoint {
+    /// A Unix socket (mode 0660): callers by `SO_PEERCRED`.
+    Unix(PathBuf),
+    /// TCP with mutual TLS (`[api.tls]`): callers by client certificate.
+    Tcp(std::net::SocketAddr),
 }
 
 /// Why the daemon could not start.
@@ -110,14 +141,25 @@ pub enum StartError {
     /// The API socket could not be opened.
     #[error("cannot listen on {0}")]
     Listen(String, #[source] std::io::Error),
+    /// `--api tcp://` without `[api.tls]`, or TLS material that does not load.
+    #[error("cannot serve the API over TCP: {0}")]
+    Tls(String),
+    /// The API socket's group does not exist or cannot be set.
+    #[error("cannot give the API socket to group {0}")]
+    SocketGroup(String, #[source] std::io::Error),
 }
 
 /// A daemon with its state open and its socket bound.
 pub struct Daemon {
     state: Arc<State>,
-    listener: UnixListener,
+    listener: Bound,
     config: Config,
-    _socket: SocketFile,
+}
+
+/// The API's listener.
+enum Bound {
+    Unix(UnixListener, SocketFile),
+    Tls(tls_listener::TlsListener),
 }
 
 /// Removes the API socket file when the daemon stops.
@@ -130,51 +172,81 @@ impl Drop for SocketFile {
 }
 
 impl Daemon {
-    /// Opens the state and binds the API socket (mode 0660).
+    /// Opens the state and binds the API: a Unix socket (mode 0660), or TCP
+    /// with mutual TLS.
     pub async fn bind(config: Config) -> Result<Self, StartError> {
         let dir = &config.state_dir;
-        // Owner only: the state will hold per-VM credentials (issue #10).
+        // Owner only: the state holds per-VM credentials.
         std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
             .create(dir)
             .map_err(|e| StartError::StateDir(dir.display().to_string(), e))?;
-        let store = Store::open(dir)?;
-        let path = &config.api_socket;
-        let name = format!("unix://{}", path.display());
-        if path.exists() {
-            // A live socket answers; a stale one from a crash is replaced.
-            if tokio::net::UnixStream::connect(path).await.is_ok() {
-                return Err(StartError::InUse(name));
-            }
-            std::fs::remove_file(path).map_err(|e| StartError::Listen(name.clone(), e))?;
+        let mut store = Store::open(dir)?;
+        let interrupted = store.interrupt_running_audit()?;
+        if interrupted > 0 {
+            tracing::warn!(
+                records = interrupted,
+                "audited operations were interrupted by the last stop"
+            );
         }
-        let listener = UnixListener::bind(path).map_err(|e| StartError::Listen(name.clone(), e))?;
-        std::fs::set_permissions(
-            path,
-            std::fs::Permissions::from_mode(limits::API_SOCKET_MODE),
-        )
-        .map_err(|e| StartError::Listen(name, e))?;
-        let mut state = State::new(store);
+        let access = access::Access::new(
+            config.file.roles.clone(),
+            config.config_path.display().to_string(),
+        );
+        let mut state = State::with_access(store, access);
         if !config.warm_connections {
             state.spares = Arc::new(spare::Spares::disabled());
         }
         let state = Arc::new(state);
+        let listener = match &config.api {
+            ApiEndpoint::Unix(path) => {
+                let (listener, file) = bind_unix(path, &config.file).await?;
+                Bound::Unix(listener, file)
+            }
+            ApiEndpoint::Tcp(addr) => {
+                let Some(tls) = &config.file.api.tls else {
+                    return Err(StartError::Tls(format!(
+                        "--api tcp://{addr} needs mutual TLS: set cert, key and client_ca in [api.tls] of {}",
+                        config.config_path.display()
+                    )));
+                };
+                let server = tls_listener::server_config(tls)
+                    .map_err(|e| StartError::Tls(error_chain(&e)))?;
+                let name = format!("tcp://{addr}");
+                let tcp = tokio::net::TcpListener::bind(addr)
+                    .await
+                    .map_err(|e| StartError::Listen(name.clone(), e))?;
+                let listener = tls_listener::TlsListener::new(tcp, server, state.clone())
+                    .map_err(|e| StartError::Listen(name, e))?;
+                Bound::Tls(listener)
+            }
+        };
         Ok(Self {
             state,
             listener,
-            _socket: SocketFile(config.api_socket.clone()),
             config,
         })
     }
 
+    /// The address the API listens on (with the port chosen for `:0`).
+    pub fn api_address(&self) -> String {
+        match &self.listener {
+            Bound::Unix(_, SocketFile(path)) => format!("unix://{}", path.display()),
+            Bound::Tls(l) => match axum::serve::Listener::local_addr(l) {
+                Ok(addr) => format!("tcp://{addr}"),
+                Err(_) => "tcp://?".into(),
+            },
+        }
+    }
+
     /// Serves the API and runs the health monitor until dropped.
     pub async fn run(self) -> std::io::Result<()> {
+        let api = self.api_address();
         let Self {
             state,
             listener,
             config,
-            _socket,
         } = self;
         let monitor = config.heartbeat_interval.map(|interval| {
             tokio::spawn(health::monitor(
@@ -187,9 +259,19 @@ impl Daemon {
             .time_sync_interval
             .map(|interval| tokio::spawn(integration::time_sync_loop(state.clone(), interval)));
         let listeners = tokio::spawn(guest::reconcile(state.clone()));
-        tracing::info!(api = %config.api_socket.display(), state = %config.state_dir.display(), "serving");
-        let app = api::router(state).into_make_service_with_connect_info::<api::Caller>();
-        let served = axum::serve(listener, app).await;
+        let pruner = tokio::spawn(audit::prune_task(state.clone(), config.file.audit));
+        tracing::info!(%api, state = %config.state_dir.display(), "serving");
+        let app = api::router(state);
+        let served = match listener {
+            Bound::Unix(listener, _socket) => {
+                let app = app.into_make_service_with_connect_info::<access::Caller>();
+                axum::serve(listener, app).await
+            }
+            Bound::Tls(listener) => {
+                let app = app.into_make_service_with_connect_info::<access::Caller>();
+                axum::serve(listener, app).await
+            }
+        };
         if let Some(monitor) = monitor {
             monitor.abort();
         }
@@ -197,6 +279,58 @@ impl Daemon {
             time_sync.abort();
         }
         listeners.abort();
+        pruner.abort();
         served
     }
+}
+
+/// Binds the API's Unix socket (mode 0660, and `[api] socket_group`),
+/// replacing a stale one left by a crash.
+async fn bind_unix(
+    path: &std::path::Path,
+    file: &config::FileConfig,
+) -> Result<(UnixListener, SocketFile), StartError> {
+    let name = format!("unix://{}", path.display());
+    if path.exists() {
+        // A live socket answers; a stale one from a crash is replaced.
+        if tokio::net::UnixStream::connect(path).await.is_ok() {
+            return Err(StartError::InUse(name));
+        }
+        std::fs::remove_file(path).map_err(|e| StartError::Listen(name.clone(), e))?;
+    }
+    let listener = UnixListener::bind(path).map_err(|e| StartError::Listen(name.clone(), e))?;
+    let socket = SocketFile(path.to_path_buf());
+    std::fs::set_permissions(
+        path,
+        std::fs::Permissions::from_mode(limits::API_SOCKET_MODE),
+    )
+    .map_err(|e| StartError::Listen(name, e))?;
+    if let Some(group) = &file.api.socket_group {
+        set_socket_group(path, group)?;
+    }
+    Ok((listener, socket))
+}
+
+/// Gives the API socket to `group` (name or gid), keeping its mode.
+fn set_socket_group(path: &std::path::Path, group: &config::Principal) -> Result<(), StartError> {
+    use nix::unistd::{chown, Gid, Group};
+    let name = match group {
+        config::Principal::Id(id) => id.to_string(),
+        config::Principal::Name(n) => n.clone(),
+    };
+    let gid = match name.parse::<u32>() {
+        Ok(id) => Gid::from_raw(id),
+        Err(_) => {
+            Group::from_name(&name)
+                .map_err(|e| StartError::SocketGroup(name.clone(), e.into()))?
+                .ok_or_else(|| {
+                    StartError::SocketGroup(
+                        name.clone(),
+                        std::io::Error::new(std::io::ErrorKind::NotFound, "no such group"),
+                    )
+                })?
+                .gid
+        }
+    };
+    chown(path, None, Some(gid)).map_err(|e| StartError::SocketGroup(name, e.into()))
 }

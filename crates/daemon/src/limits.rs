@@ -28,3 +28,26 @@ pub const API_SOCKET_MODE: u32 = 0o660;
 /// very worst and far fewer file descriptors than the default limit of systemd
 /// services (524,288).
 pub const MAX_RELAYS: usize = 1024;
+
+/// Default most audit records kept (`[audit] max_records`): a year of a busy
+/// host's operations at a few hundred bytes each stays under a gigabyte.
+pub const DEFAULT_AUDIT_MAX_RECORDS: u64 = 1_000_000;
+
+/// Default age after which audit records are dropped (`[audit] max_age_days`).
+pub const DEFAULT_AUDIT_MAX_AGE_DAYS: u64 = 365;
+
+/// Longest arguments text kept in an audit record, in bytes; longer ones are
+/// cut and followed by the SHA-256 of the whole text, so the record stays
+/// small and still identifies what ran.
+pub const MAX_AUDIT_ARGUMENTS_BYTES: usize = 1024;
+
+/// Most audit records one `GET /v1/audit` returns (the newest ones).
+pub const MAX_AUDIT_QUERY_RECORDS: u32 = 10_000;
+
+/// Interval between two prunings of the audit log to its retention, in seconds.
+pub const AUDIT_PRUNE_INTERVAL_SECS: u64 = 600;
+
+/// Most TLS handshakes of the TCP API in progress at once; the next
+/// connection is closed (and logged), so a flood of stalled handshakes costs
+/// bounded memory and never blocks clients that finish theirs.
+pub const MAX_TLS_HANDSHAKES: usize = 64;

@@ -8,13 +8,16 @@ use anyhow::Context;
 use clap::Parser;
 use guestcomm_observability::{self as observability, LogFormat};
 use guestcomm_transport::Address;
+use guestcommd::config::{FileConfig, DEFAULT_CONFIG_PATH};
 use guestcommd::limits::{DEFAULT_HEARTBEAT_INTERVAL_MS, DEFAULT_MAX_CONCURRENT_PROBES};
-use guestcommd::{Config, Daemon};
+use guestcommd::{ApiEndpoint, Config, Daemon};
 
 /// The guestcomm host daemon: keeps the VM inventory and the registry of
 /// guest communication services, lets only registered and enabled services
-/// through to each VM's agent, watches the agents' health, and serves an
-/// HTTP/JSON API (OpenAPI at /openapi.json) on a Unix socket.
+/// through to each VM's agent (for callers whose role allows it, within each
+/// VM's policy), audits every operation, watches the agents' health, and
+/// serves an HTTP/JSON API (OpenAPI at /openapi.json) on a Unix socket or
+/// over TCP with mutual TLS.
 #[derive(Debug, Parser)]
 #[command(
     version,
@@ -25,7 +28,9 @@ struct Args {
     #[arg(long, value_name = "DIR")]
     state: std::path::PathBuf,
 
-    /// API address: unix:///PATH (socket mode 0660).
+    /// API address: unix:///PATH (socket mode 0660; callers by their
+    /// user), or tcp://IP:PORT with mutual TLS ([api.tls] in --config;
+    /// callers by their client certificate).
     #[arg(long, value_name = "ADDR", default_value = guestcomm_api::DEFAULT_API_ADDRESS)]
     api: Address,
 
@@ -35,6 +40,11 @@ struct Args {
           default_value_t = format!("{DEFAULT_HEARTBEAT_INTERVAL_MS}ms"))]
     heartbeat_interval: String,
 
+    /// Configuration file: roles on the API, the socket's group, TLS for a
+    /// tcp:// API, audit retention (see docs/SECURITY.md). Without this flag the default path
+    /// is read if it exists; with it the file must exist.
+    #[arg(long, value_name = "PATH")]
+    config: Option<std::path::PathBuf>,
     /// Step each VM's guest clock to the host's at this interval when it is
     /// off by more than 1 ms (e.g. 10m, 3600s); needs the health monitor
     /// (only VMs whose agent answers are synced). Off by default.
@@ -100,15 +110,21 @@ fn main() -> ExitCode {
 
 #[tokio::main]
 async fn run(args: Args) -> anyhow::Result<()> {
-    let Address::Unix(api_socket) = args.api else {
-        anyhow::bail!(
-            "--api {}: only unix:///PATH is supported in this version",
-            args.api
-        );
+    let api = match args.api {
+        Address::Unix(path) => ApiEndpoint::Unix(path),
+        Address::Tcp(addr) => ApiEndpoint::Tcp(addr),
+        other => anyhow::bail!("--api {other}: expected unix:///PATH or tcp://IP:PORT"),
     };
+    let config_path = args
+        .config
+        .clone()
+        .unwrap_or_else(|| DEFAULT_CONFIG_PATH.into());
+    let file = FileConfig::load(&config_path, args.config.is_some())?;
     let config = Config {
+        file,
+        config_path,
         state_dir: args.state,
-        api_socket,
+        api,
         heartbeat_interval: to_duration(&args.heartbeat_interval).map_err(anyhow::Error::msg)?,
         max_concurrent_probes: args.max_concurrent_probes.max(1),
         warm_connections: !args.no_warm_connections,

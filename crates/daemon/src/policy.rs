@@ -84,24 +84,8 @@ pub fn effective_on(vm: &VmRow, service: &ServiceRow, vm_policy: Policy) -> Poli
 
 /// Formats seconds since the epoch as a CIM datetime, `yyyymmddhhmmss.mmmmmm+000` (UTC).
 pub fn cim_datetime(secs: i64) -> String {
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}{month:02}{day:02}{:02}{:02}{:02}.000000+000",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    let (year, month, day, h, m, s) = guestcomm_api::time::utc_fields(secs);
+    format!("{year:04}{month:02}{day:02}{h:02}{m:02}{s:02}.000000+000")
 }
 
 /// guestcomm's Msvm_GuestService subclass for a built-in integration

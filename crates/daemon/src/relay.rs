@@ -22,6 +22,7 @@
 //! the agent connection is dropped, and the agent kills the command.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use axum::body::Body;
 use axum::extract::{Path, Request, State as AxumState};
@@ -29,7 +30,7 @@ use axum::response::Response;
 use futures::SinkExt;
 use guestcomm_client::Session;
 use guestcomm_protocol::handshake::{self, ServerOffer, AUTH_NONE};
-use guestcomm_protocol::message::{ErrorCode, ErrorFrame, Request as GcRequest};
+use guestcomm_protocol::message::{Call, ErrorCode, ErrorFrame, Request as GcRequest};
 use guestcomm_protocol::{BuiltinService, Control, Frame, FrameCodec, FramedConn, ServiceId};
 use guestcomm_transport::{Address, Stream};
 use hyper::header::{CONNECTION, UPGRADE};
@@ -40,10 +41,13 @@ use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::codec::Framed;
 use tracing::{debug, info, warn, Instrument};
 
+use crate::access::{Authorized, Caller};
 use crate::api::Error;
+use crate::audit::{self, Outcome};
 use crate::limits::RELAY_BUFFER_BYTES;
 use crate::policy::{effective_on, Policy};
 use crate::store::{StoreError, VmRow};
+use crate::tap::{Tap, TapStats};
 use crate::State;
 
 /// The handler: checks the VM, reaches its agent, then upgrades.
@@ -53,6 +57,7 @@ pub async fn connect(
     mut req: Request,
 ) -> Result<Response, Error> {
     require_upgrade(&req)?;
+    let caller = caller_of(&req);
     let vm = state.db(move |s| s.vm(&name)).await?;
     let permit = acquire_relay(&state, &vm.name)?;
     let addr: Address = vm
@@ -75,7 +80,7 @@ pub async fn connect(
     tokio::spawn(
         async move {
             match upgrade.await {
-                Ok(upgraded) => relay(state, vm, agent, TokioIo::new(upgraded)).await,
+                Ok(upgraded) => relay(state, vm, agent, TokioIo::new(upgraded), caller).await,
                 Err(e) => warn!(error = %e, "HTTP upgrade failed"),
             }
             drop(permit);
@@ -83,6 +88,43 @@ pub async fn connect(
         .instrument(span),
     );
     switching_protocols()
+}
+
+/// The caller [`authorize`](crate::access::authorize) identified.
+pub(crate) fn caller_of(req: &Request) -> Caller {
+    req.extensions()
+        .get::<Authorized>()
+        .map(|a| a.caller)
+        .unwrap_or_default()
+}
+
+/// The audit record of a relayed request: its operation and arguments.
+fn audit_record(caller: Caller, vm: &VmRow, request: &GcRequest) -> audit::Record {
+    let (operation, arguments) = match &request.call {
+        Call::Exec(exec) => {
+            let mut line = audit::command_line(&exec.program, &exec.args);
+            if let Some(user) = &exec.user {
+                line.push_str(&format!(" (user {user})"));
+            }
+            ("exec", line)
+        }
+        Call::CopyToGuest(copy) => ("cp.to_guest", copy.dst.clone()),
+        Call::CopyFromGuest(copy) => ("cp.from_guest", copy.src.clone()),
+        // Integration requests relayed as they are (the API's own routes
+        // for them are audited by the access middleware).
+        other => (
+            "request",
+            serde_json::to_value(other)
+                .ok()
+                .and_then(|v| v.get("op").and_then(|op| op.as_str()).map(str::to_string))
+                .unwrap_or_default(),
+        ),
+    };
+    let mut record = audit::record(caller, operation);
+    record.vm = Some(vm.name.clone());
+    record.service = Some(request.service.to_string());
+    record.arguments = audit::arguments(&arguments);
+    record
 }
 
 /// Refuses a request that does not ask for the guestcomm upgrade.
@@ -177,8 +219,9 @@ async fn forward(
     }
 }
 
-/// Handshake with the CLI, policy check of its request, then the byte relay.
-async fn relay<T>(state: Arc<State>, vm: VmRow, agent: AgentConn, client: T)
+/// Handshake with the CLI, policy check of its request, then the byte
+/// relay; the request is audited when it starts and when it ends.
+async fn relay<T>(state: Arc<State>, vm: VmRow, agent: AgentConn, client: T, caller: Caller)
 where
     T: AsyncRead + AsyncWrite + Unpin + Send,
 {
@@ -196,23 +239,64 @@ where
         debug!(error = %handshake::error_chain(&e), "client handshake failed");
         return;
     }
-    let request = match handshake::read_request(&mut client).await {
+    let mut request = match handshake::read_request(&mut client).await {
         Ok(request) => request,
         Err(frame) => return refuse(&mut client, frame).await,
     };
-    if let Err(frame) = check(&state, &vm, &request).await {
+    let started = Instant::now();
+    let mut record = audit_record(caller, &vm, &request);
+    let checked = match check(&state, &vm, &request).await {
+        Ok(()) => crate::policy_doc::check_request(&state, &vm, &mut request.call).await,
+        Err(frame) => Err(frame),
+    };
+    if let Err(frame) = checked {
         info!(service = %request.service, error = %frame.message, "request refused");
+        audit::finish(
+            &mut record,
+            Outcome::Refused,
+            Some(frame.to_string()),
+            started,
+        );
+        state.audit(record).await;
         return refuse(&mut client, frame).await;
     }
+    let id = state.audit_start(&record).await;
     let service = request.service;
     let agent_conn = match forward(agent, &vm, request).await {
         Ok(conn) => conn,
-        Err(frame) => return refuse(&mut client, frame).await,
+        Err(frame) => {
+            audit::finish(
+                &mut record,
+                Outcome::Failed,
+                Some(frame.to_string()),
+                started,
+            );
+            state.audit_end(id, record).await;
+            return refuse(&mut client, frame).await;
+        }
     };
     debug!(%service, "relaying");
-    if let Err(e) = pump(client, agent_conn).await {
+    let stats = Arc::new(TapStats::default());
+    let pumped = pump(client, agent_conn, &stats).await;
+    if let Err(e) = &pumped {
         debug!(error = %e, "relay ended with an error");
     }
+    let seen = stats.observed();
+    record.exit_code = seen.exit_code;
+    record.bytes = Some(stats.bytes());
+    // Once the agent sent its last message, how the connection closed
+    // (with or without TLS close_notify, say) does not change the outcome.
+    let (outcome, error) = match (seen.error, pumped) {
+        (Some(error), _) => (Outcome::Failed, Some(error)),
+        (None, _) if seen.completed => (Outcome::Ok, None),
+        (None, Err(e)) => (Outcome::Failed, Some(e.to_string())),
+        (None, Ok(())) => (
+            Outcome::Failed,
+            Some("the connection ended before the operation completed".into()),
+        ),
+    };
+    audit::finish(&mut record, outcome, error, started);
+    state.audit_end(id, record).await;
     // The agent served this operation: the next one on this VM gets a warm
     // connection. Made now, not while relaying, so that it does not compete
     // with the operation for the CPU.
@@ -330,14 +414,20 @@ async fn check(state: &State, vm: &VmRow, request: &GcRequest) -> Result<(), Err
 
 /// Copies bytes both ways until the agent closes (or the CLI goes away),
 /// first the bytes each side's framing had already read.
-async fn pump<C, A>(client: FramedConn<C>, agent: FramedConn<A>) -> std::io::Result<()>
+async fn pump<C, A>(
+    client: FramedConn<C>,
+    agent: FramedConn<A>,
+    stats: &Arc<TapStats>,
+) -> std::io::Result<()>
 where
     C: AsyncRead + AsyncWrite + Unpin,
     A: AsyncRead + AsyncWrite + Unpin,
 {
     let client = client.into_parts();
     let agent = agent.into_parts();
-    copy_both_ways(client.io, &client.read_buf, agent.io, &agent.read_buf).await
+    stats.saw(&agent.read_buf);
+    let tapped = Tap::new(agent.io, stats.clone());
+    copy_both_ways(client.io, &client.read_buf, tapped, &agent.read_buf).await
 }
 
 /// The byte relay: `client_early` goes to the guest side and `guest_early`

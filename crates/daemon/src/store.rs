@@ -1,5 +1,7 @@
 //! Persistent state in SQLite: the VM inventory, service registrations,
-//! per-VM enablement policies and each VM's host-to-guest key-value pool.
+//! per-VM enablement policies and each VM's host-to-guest key-value pool
+//! (the audit log's and the argument policies' tables are kept by `audit`
+//! and `policy_doc`).
 //!
 //! The database lives at `<state>/guestcommd.db` in WAL mode with
 //! `synchronous = FULL`: a committed change survives SIGKILL and power loss.
@@ -59,6 +61,33 @@ const MIGRATIONS: &[&str] = &[
     CREATE TABLE kvp_pending (
         vm TEXT PRIMARY KEY REFERENCES vms(id) ON DELETE CASCADE
     );",
+    // 5: the audit log (see audit.rs); vm and service are names, not keys,
+    // so records outlive what they name.
+    "CREATE TABLE audit (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        time_ms INTEGER NOT NULL,
+        uid INTEGER,
+        gid INTEGER,
+        pid INTEGER,
+        vm TEXT,
+        service TEXT,
+        operation TEXT NOT NULL,
+        arguments TEXT NOT NULL DEFAULT '',
+        outcome TEXT NOT NULL,
+        exit_code INTEGER,
+        bytes INTEGER,
+        error TEXT,
+        duration_ms INTEGER NOT NULL DEFAULT 0,
+        certificate TEXT
+    );
+    CREATE INDEX audit_vm ON audit (vm, id);
+    CREATE INDEX audit_time ON audit (time_ms);",
+    // 6: each VM's argument-level policy document, validated JSON (see policy_doc.rs).
+    "CREATE TABLE vm_policies (
+        vm TEXT PRIMARY KEY REFERENCES vms(id) ON DELETE CASCADE,
+        document TEXT NOT NULL,
+        updated_at INTEGER NOT NULL
+    );",
 ];
 
 /// Why a state operation failed.
@@ -87,6 +116,9 @@ pub enum StoreError {
         /// Newest version known here.
         known: u32,
     },
+    /// The database file could not be created or protected.
+    #[error("cannot create the state database {0} with mode 0600")]
+    File(String, #[source] std::io::Error),
     /// A key-value change broke a rule of the pools.
     #[error(transparent)]
     Kvp(#[from] KvpError),
@@ -146,9 +178,28 @@ pub fn now_secs() -> i64 {
 }
 
 impl Store {
+    /// The connection, for the modules that keep their own tables (audit).
+    pub(crate) fn conn(&self) -> &Connection {
+        &self.conn
+    }
+
     /// Opens (creating if needed) the database in `dir`, migrating it.
+    ///
+    /// The file holds the VMs' keys: it is created (or set) mode 0600 before
+    /// SQLite opens it, and SQLite gives its WAL and shared-memory files the
+    /// same mode.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
-        let conn = Connection::open(dir.join("guestcommd.db"))?;
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        let path = dir.join("guestcommd.db");
+        let secret = |e: std::io::Error| StoreError::File(path.display().to_string(), e);
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(secret)?;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).map_err(secret)?;
+        let conn = Connection::open(&path)?;
         Self::init(conn)
     }
 

@@ -15,7 +15,8 @@
 //! [`service`] (service GUIDs and their vsock ports), [`limits`] (every bound),
 //! [`split`] (a connection as a frame reader and a copy-free frame writer),
 //! [`files`] (the file service's copy messages), [`integration`] (guest
-//! info, time, key-value exchange, shutdown, filesystem freeze).
+//! info, time, key-value exchange, shutdown, filesystem freeze), [`policy`]
+//! (the argument-level policy document both host and agent enforce).
 //! `docs/PROTOCOL.md` is the full specification.
 
 pub mod auth;
@@ -25,6 +26,7 @@ pub mod handshake;
 pub mod integration;
 pub mod limits;
 pub mod message;
+pub mod policy;
 pub mod service;
 pub mod split;
 

@@ -389,6 +389,9 @@ pub enum ErrorCode {
     UnsupportedRequest,
     /// The service exists but is disabled by policy.
     ServiceDisabled,
+    /// The argument-level policy (host's or guest's) refuses the request;
+    /// the message names which side and why.
+    PolicyDenied,
     /// A parameter is invalid (empty program, bad env name, ...).
     InvalidArgument,
     /// The program to execute does not exist (a shell would exit with 127).

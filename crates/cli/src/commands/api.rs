@@ -2,15 +2,26 @@
 //! reporting its errors on one line, and printing tables or JSON.
 
 use std::process::ExitCode;
+use std::sync::OnceLock;
 
+use guestcomm_api::tls::ClientTlsFiles;
 use guestcomm_api::{validate_vm_name, ApiClient, ApiError, DEFAULT_API_ADDRESS};
 
 /// Exit code of a management command that failed (`vm`, `service`, `status`).
 pub const FAILED: u8 = 1;
 
+/// The mutual-TLS files for an API on `tcp://` (`--api-cert`, `--api-key`,
+/// `--api-ca`), set once by [`crate::run`] before any command runs.
+static TLS_FILES: OnceLock<ClientTlsFiles> = OnceLock::new();
+
+/// Records the TLS files of this process's API connections.
+pub fn set_tls_files(files: ClientTlsFiles) {
+    let _ = TLS_FILES.set(files);
+}
+
 /// A client for `--api` / `GUESTCOMM_API`, or the default socket.
 pub fn client(api: Option<&str>) -> Result<ApiClient, ApiError> {
-    ApiClient::new(api.unwrap_or(DEFAULT_API_ADDRESS))
+    ApiClient::with_tls(api.unwrap_or(DEFAULT_API_ADDRESS), TLS_FILES.get())
 }
 
 /// The API path of a VM, after checking its name (so it is URL-safe).
@@ -27,6 +38,7 @@ pub fn local_error(status: u16, code: &str, error: String) -> ApiError {
             code: code.into(),
             chain: vec![error.clone()],
             error,
+            required_role: None,
         },
     }
 }

@@ -1,6 +1,7 @@
 //! One module per subcommand: its clap arguments and what it does.
 
 pub mod api;
+pub mod audit;
 pub mod connect;
 pub mod cp;
 pub mod exec;
@@ -9,6 +10,7 @@ pub mod guest;
 pub mod identity;
 pub mod info;
 pub mod kvp;
+pub mod policy;
 pub mod service;
 pub mod shutdown;
 pub mod status;

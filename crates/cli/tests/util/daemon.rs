@@ -14,28 +14,49 @@ pub struct Daemon {
     pub dir: tempfile::TempDir,
     pub socket: PathBuf,
     heartbeat: String,
+    /// `--config` file, when the test gave one.
+    config: Option<PathBuf>,
     extra: Vec<String>,
 }
 
 impl Daemon {
     /// Starts guestcommd; `heartbeat` is its `--heartbeat-interval`.
     pub fn start(heartbeat: &str) -> Self {
-        Self::start_with(heartbeat, &[])
+        Self::start_inner(heartbeat, &[], None)
     }
 
     /// Same, with extra guestcommd arguments.
     pub fn start_with(heartbeat: &str, extra: &[&str]) -> Self {
+        Self::start_inner(heartbeat, extra, None)
+    }
+
+    /// Starts guestcommd with `--config` holding `config` (TOML).
+    pub fn start_with_config(heartbeat: &str, config: &str) -> Self {
+        Self::start_inner(heartbeat, &[], Some(config))
+    }
+
+    fn start_inner(heartbeat: &str, extra: &[&str], config: Option<&str>) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let socket = dir.path().join("api.sock");
         let mut daemon = Daemon {
             child: None,
-            dir,
             socket,
             heartbeat: heartbeat.into(),
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            config: config.map(|_| dir.path().join("guestcommd.toml")),
+            dir,
         };
+        if let Some(text) = config {
+            daemon.set_config(text);
+        }
         daemon.spawn();
         daemon
+    }
+
+    /// Rewrites the `--config` file (read at the next start).
+    pub fn set_config(&self, text: &str) {
+        let path = self.config.as_ref().expect("started with a config");
+        std::fs::write(path, text).expect("write the config");
     }
 
     fn spawn(&mut self) {
@@ -46,6 +67,11 @@ impl Daemon {
             .arg(self.api())
             .arg("--heartbeat-interval")
             .arg(&self.heartbeat)
+            .args(
+                self.config
+                    .iter()
+                    .flat_map(|c| [std::ffi::OsStr::new("--config"), c.as_os_str()]),
+            )
             .args(&self.extra)
             .env("GUESTCOMM_LOG", "warn")
             .stdin(Stdio::null())
@@ -135,6 +161,23 @@ impl Daemon {
             String::from_utf8_lossy(&out.stderr)
         );
         String::from_utf8(out.stdout).expect("utf-8 output")
+    }
+
+    /// `guestcomm audit ARGS... --json`, once no record is `running`: a
+    /// relayed operation's record is completed just after its client has
+    /// seen the end (a wait for that state, not a timing assertion).
+    pub fn audit_settled(&self, args: &[&str]) -> Vec<serde_json::Value> {
+        let mut args = [&["audit"], args].concat();
+        args.push("--json");
+        let mut records = Vec::new();
+        let settled = super::wait_until(STARTUP_DEADLINE, || {
+            let out = self.run(&args);
+            records =
+                serde_json::from_slice::<Vec<serde_json::Value>>(&out.stdout).unwrap_or_default();
+            out.status.success() && records.iter().all(|r| r["outcome"] != "running")
+        });
+        assert!(settled, "audit records still running: {records:#?}");
+        records
     }
 
     /// Runs `guestcomm ARGS... --json` and parses the output.

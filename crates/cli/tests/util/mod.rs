@@ -4,6 +4,7 @@
 #![allow(dead_code, unreachable_pub, clippy::unwrap_used)]
 
 pub mod daemon;
+pub mod users;
 pub mod wire;
 
 use std::path::{Path, PathBuf};

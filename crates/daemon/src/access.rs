@@ -1,0 +1,506 @@
+//! Who may call what on the API: callers identified by `SO_PEERCRED`, or by
+//! their client certificate on the TCP API ([`Caller`]), their role from the
+//! configuration file ([`Access`]), and
+//! the one table of routes and the role each needs ([`ROUTES`]).
+//!
+//! ```text
+//! accept -> SO_PEERCRED (uid, gid, pid) -> Caller (connect info)
+//! request -> matched route -> ROUTES: operation, role needed, audited?
+//!         -> caller's role: root and the daemon's uid are admin, else the
+//!            highest role whose users or groups name the caller, else none
+//!         -> 403 permission_denied naming the role
+//!         -> operator routes but reads on a read-only VM: 403 policy_denied
+//!         -> the handler
+//! ```
+//!
+//! A route missing from [`ROUTES`] needs `admin` (fail closed); a unit test
+//! checks the table against openapi.json.
+
+use std::sync::Arc;
+
+use axum::extract::rejection::{MatchedPathRejection, RawPathParamsRejection};
+use axum::extract::{ConnectInfo, MatchedPath, RawPathParams, Request, State as AxumState};
+use axum::http::Method;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::serve::IncomingStream;
+use guestcomm_api::tls::{digest, format_fingerprint};
+use guestcomm_api::Role;
+use tokio::net::UnixListener;
+
+use crate::api::Error;
+use crate::audit::{self, Outcome};
+use crate::config::{Members, Principal, RolesSection};
+use crate::tls_listener::TlsListener;
+use crate::State;
+
+/// Who called: `SO_PEERCRED` on the API socket, or the client certificate
+/// on the TCP API.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Caller {
+    /// User id.
+    pub uid: Option<u32>,
+    /// Group id.
+    pub gid: Option<u32>,
+    /// Process id.
+    pub pid: Option<i32>,
+    /// SHA-256 of the client certificate (TCP API).
+    pub certificate: Option<[u8; 32]>,
+}
+
+impl Caller {
+    /// The certificate's fingerprint, `sha256:...`.
+    pub fn fingerprint(&self) -> Option<String> {
+        self.certificate.as_ref().map(format_fingerprint)
+    }
+}
+
+impl axum::extract::connect_info::Connected<IncomingStream<'_, UnixListener>> for Caller {
+    fn connect_info(stream: IncomingStream<'_, UnixListener>) -> Self {
+        let cred = stream.io().peer_cred().ok();
+        Self {
+            uid: cred.map(|c| c.uid()),
+            gid: cred.map(|c| c.gid()),
+            pid: cred.and_then(|c| c.pid()),
+            certificate: None,
+        }
+    }
+}
+
+impl axum::extract::connect_info::Connected<IncomingStream<'_, TlsListener>> for Caller {
+    fn connect_info(stream: IncomingStream<'_, TlsListener>) -> Self {
+        let (_, session) = stream.io().get_ref();
+        Self {
+            certificate: session
+                .peer_certificates()
+                .and_then(|chain| chain.first())
+                .map(|cert| digest(cert)),
+            ..Self::default()
+        }
+    }
+}
+
+/// When a call goes into the audit log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Audited {
+    /// Always: changes, guest operations, reading secrets.
+    Always,
+    /// Only when refused or failed: plain reads.
+    Failures,
+}
+
+/// One route of the API and what calling it takes.
+#[derive(Clone, Debug)]
+pub struct RouteRule {
+    /// HTTP method.
+    pub method: Method,
+    /// The route as registered (`/v1/vms/{name}`).
+    pub path: &'static str,
+    /// The operation's name in the audit log and in refusals.
+    pub operation: &'static str,
+    /// The lowest role allowed.
+    pub role: Role,
+    /// When it is audited.
+    pub audited: Audited,
+}
+
+const fn rule(
+    method: Method,
+    path: &'static str,
+    operation: &'static str,
+    role: Role,
+    audited: Audited,
+) -> RouteRule {
+    RouteRule {
+        method,
+        path,
+        operation,
+        role,
+        audited,
+    }
+}
+
+use Audited::{Always, Failures};
+use Role::{Admin, Operator, Viewer};
+
+/// Every route, the role it needs and whether it is audited: the one place
+/// where access is decided. New routes add a line here (and to openapi.json).
+#[rustfmt::skip] // One line per route reads as a table.
+pub const ROUTES: &[RouteRule] = &[
+    rule(Method::GET, "/openapi.json", "openapi", Viewer, Failures),
+    rule(Method::GET, "/v1/vms", "vm.list", Viewer, Failures),
+    rule(Method::POST, "/v1/vms", "vm.add", Admin, Always),
+    rule(Method::GET, "/v1/vms/{name}", "vm.show", Viewer, Failures),
+    rule(Method::DELETE, "/v1/vms/{name}", "vm.rm", Admin, Always),
+    rule(Method::PATCH, "/v1/vms/{name}", "vm.set", Admin, Always),
+    rule(Method::POST, "/v1/vms/{name}/connect", "vm.connect", Operator, Always),
+    rule(Method::GET, "/v1/vms/{name}/credentials", "vm.credentials", Admin, Always),
+    rule(Method::GET, "/v1/vms/{name}/policy", "policy.show", Viewer, Failures),
+    rule(Method::PUT, "/v1/vms/{name}/policy", "policy.set", Admin, Always),
+    rule(Method::GET, "/v1/vms/{name}/services", "service.list", Viewer, Failures),
+    rule(Method::GET, "/v1/vms/{name}/integration-services", "service.list", Viewer, Failures),
+    rule(Method::GET, "/v1/vms/{name}/info", "info", Viewer, Failures),
+    rule(Method::GET, "/v1/vms/{name}/time", "time.show", Operator, Failures),
+    rule(Method::POST, "/v1/vms/{name}/time/sync", "time.sync", Operator, Always),
+    rule(Method::GET, "/v1/vms/{name}/kvp/{pool}", "kvp.list", Operator, Failures),
+    rule(Method::GET, "/v1/vms/{name}/kvp/{pool}/{key}", "kvp.get", Operator, Failures),
+    rule(Method::PUT, "/v1/vms/{name}/kvp/{pool}/{key}", "kvp.set", Operator, Always),
+    rule(Method::DELETE, "/v1/vms/{name}/kvp/{pool}/{key}", "kvp.rm", Operator, Always),
+    rule(Method::POST, "/v1/vms/{name}/shutdown", "shutdown", Operator, Always),
+    rule(Method::GET, "/v1/vms/{name}/fs", "fs.status", Operator, Failures),
+    rule(Method::POST, "/v1/vms/{name}/fs/freeze", "fs.freeze", Operator, Always),
+    rule(Method::POST, "/v1/vms/{name}/fs/thaw", "fs.thaw", Operator, Always),
+    rule(Method::POST, "/v1/vms/{name}/services/{id}/RequestStateChange", "service.state", Admin, Always),
+    rule(Method::POST, "/v1/vms/{name}/services/{id}/connect", "service.connect", Operator, Always),
+    rule(Method::POST, "/v1/vms/{name}/services/{id}/{method}", "service.method", Admin, Always),
+    rule(Method::GET, "/v1/services", "service.list", Viewer, Failures),
+    rule(Method::POST, "/v1/services", "service.register", Admin, Always),
+    rule(Method::DELETE, "/v1/services/{id}", "service.unregister", Admin, Always),
+    rule(Method::PUT, "/v1/services/{id}/policy", "service.enable", Admin, Always),
+    rule(Method::GET, "/v1/services/instances", "service.list", Viewer, Failures),
+    rule(Method::GET, "/v1/audit", "audit.read", Viewer, Failures),
+];
+
+/// What a route missing from [`ROUTES`] takes: admin, audited.
+static UNLISTED: RouteRule = rule(Method::GET, "?", "unlisted", Admin, Always);
+
+/// The rule of `method path`; a route missing from the table needs admin.
+pub fn route_rule(method: &Method, path: &str) -> &'static RouteRule {
+    ROUTES
+        .iter()
+        .find(|r| r.method == *method && r.path == path)
+        .unwrap_or(&UNLISTED)
+}
+
+/// A caller as the user and group databases know it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Identity {
+    /// User id.
+    pub uid: u32,
+    /// User name, if the database has one.
+    pub user: Option<String>,
+    /// Primary group (from the socket) and the user's supplementary groups,
+    /// with their names.
+    pub groups: Vec<(u32, Option<String>)>,
+}
+
+impl Identity {
+    /// Looks `caller` up in the user and group databases (blocking: NSS).
+    pub fn lookup(uid: u32, gid: Option<u32>) -> Self {
+        use nix::unistd::{getgrouplist, Gid, Group, Uid, User};
+        let user = User::from_uid(Uid::from_raw(uid)).ok().flatten();
+        let mut gids: Vec<u32> = gid.into_iter().collect();
+        if let Some(user) = &user {
+            if let Ok(name) = std::ffi::CString::new(user.name.clone()) {
+                let primary = Gid::from_raw(gid.unwrap_or(user.gid.as_raw()));
+                if let Ok(list) = getgrouplist(&name, primary) {
+                    gids.extend(list.into_iter().map(Gid::as_raw));
+                }
+            }
+        }
+        gids.sort_unstable();
+        gids.dedup();
+        let groups = gids
+            .into_iter()
+            .map(|g| {
+                let name = Group::from_gid(Gid::from_raw(g)).ok().flatten();
+                (g, name.map(|n| n.name))
+            })
+            .collect();
+        Self {
+            uid,
+            user: user.map(|u| u.name),
+            groups,
+        }
+    }
+
+    /// `uid 1001 (alice)`, for messages.
+    pub fn describe(&self) -> String {
+        match &self.user {
+            Some(name) => format!("uid {} ({name})", self.uid),
+            None => format!("uid {}", self.uid),
+        }
+    }
+}
+
+impl Members {
+    /// Whether the list names this user or one of its groups.
+    fn includes(&self, who: &Identity) -> bool {
+        self.users
+            .iter()
+            .any(|p| p.matches(who.uid, who.user.as_deref()))
+            || self.groups.iter().any(|p: &Principal| {
+                who.groups
+                    .iter()
+                    .any(|(gid, name)| p.matches(*gid, name.as_deref()))
+            })
+    }
+}
+
+/// Role memberships and the users who are always admin.
+#[derive(Clone, Debug)]
+pub struct Access {
+    roles: RolesSection,
+    daemon_uid: u32,
+    /// The configuration file, named in refusals.
+    pub config_path: String,
+}
+
+impl Access {
+    /// Access by `roles`, read from `config_path`.
+    pub fn new(roles: RolesSection, config_path: String) -> Self {
+        Self {
+            roles,
+            daemon_uid: nix::unistd::geteuid().as_raw(),
+            config_path,
+        }
+    }
+
+    /// The role of a TCP API client certificate (`sha256:...`): the highest
+    /// role listing its fingerprint.
+    pub fn role_of_certificate(&self, fingerprint: &str) -> Option<Role> {
+        [
+            (Admin, &self.roles.admin),
+            (Operator, &self.roles.operator),
+            (Viewer, &self.roles.viewer),
+        ]
+        .into_iter()
+        .find(|(_, members)| members.certificates.iter().any(|c| c == fingerprint))
+        .map(|(role, _)| role)
+    }
+
+    /// The highest role `who` holds: root and the daemon's own user are
+    /// admin; otherwise the highest role listing the user or a group of it.
+    pub fn role_of(&self, who: &Identity) -> Option<Role> {
+        if who.uid == 0 || who.uid == self.daemon_uid {
+            return Some(Admin);
+        }
+        [
+            (Admin, &self.roles.admin),
+            (Operator, &self.roles.operator),
+            (Viewer, &self.roles.viewer),
+        ]
+        .into_iter()
+        .find(|(_, members)| members.includes(who))
+        .map(|(role, _)| role)
+    }
+}
+
+impl Default for Access {
+    fn default() -> Self {
+        Self::new(
+            RolesSection::default(),
+            crate::config::DEFAULT_CONFIG_PATH.into(),
+        )
+    }
+}
+
+/// What an authorized request carries to its handler (request extension).
+#[derive(Clone, Debug)]
+pub struct Authorized {
+    /// Who called.
+    pub caller: Caller,
+    /// The caller's role.
+    pub role: Role,
+}
+
+/// Audits a refusal and answers it.
+async fn refuse(
+    state: &State,
+    mut record: audit::Record,
+    err: Error,
+    started: std::time::Instant,
+) -> Response {
+    audit::finish(
+        &mut record,
+        Outcome::Refused,
+        Some(err.to_string()),
+        started,
+    );
+    state.audit(record).await;
+    err.into_response()
+}
+
+/// The middleware of every route: decides access from [`ROUTES`], then
+/// records the call in the audit log when the table says so. Relayed
+/// operations that were let through (HTTP 101) are recorded by the relay.
+pub async fn authorize(
+    AxumState(state): AxumState<Arc<State>>,
+    ConnectInfo(caller): ConnectInfo<Caller>,
+    matched: Result<MatchedPath, MatchedPathRejection>,
+    params: Result<RawPathParams, RawPathParamsRejection>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    let started = std::time::Instant::now();
+    let path = matched.as_ref().map_or("?", |m| m.as_str());
+    let rule = route_rule(req.method(), path);
+    let param = |key: &str| {
+        params.as_ref().ok().and_then(|p| {
+            p.iter()
+                .find(|(k, _)| *k == key)
+                .map(|(_, v)| v.to_string())
+        })
+    };
+    let mut record = audit::record(caller, rule.operation);
+    record.vm = param("name");
+    record.service = param("id");
+    // Other path parameters (a key-value pool and key) and the query.
+    let mut arguments: Vec<String> = params
+        .iter()
+        .flat_map(|p| p.iter())
+        .filter(|(k, _)| !matches!(*k, "name" | "id"))
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    arguments.extend(req.uri().query().map(str::to_string));
+    record.arguments = audit::arguments(&arguments.join(" "));
+    let (who, role) = match (caller.uid, caller.fingerprint()) {
+        (Some(uid), _) => {
+            match tokio::task::spawn_blocking(move || Identity::lookup(uid, caller.gid)).await {
+                Ok(who) => (who.describe(), state.access.role_of(&who)),
+                Err(_) => (format!("uid {uid}"), None),
+            }
+        }
+        (None, Some(fp)) => {
+            let role = state.access.role_of_certificate(&fp);
+            (format!("client certificate {fp}"), role)
+        }
+        (None, None) => ("an unidentified caller".into(), None),
+    };
+    if role.is_none_or(|r| r < rule.role) {
+        let err = Error::Forbidden {
+            operation: rule.operation,
+            required: rule.role,
+            who,
+            has: role,
+            config: state.access.config_path.clone(),
+        };
+        return refuse(&state, record, err, started).await;
+    }
+    // A read-only VM (host policy) lets no operator call through but reads.
+    if rule.role == Operator && rule.method != Method::GET {
+        if let Some(vm) = record.vm.clone() {
+            if let Err(err) = crate::policy_doc::require_writable(&state, vm).await {
+                return refuse(&state, record, err, started).await;
+            }
+        }
+    }
+    let note = audit::Note::default();
+    req.extensions_mut().insert(note.clone());
+    req.extensions_mut().insert(Authorized {
+        caller,
+        // Checked just above.
+        role: role.unwrap_or(Viewer),
+    });
+    let response = next.run(req).await;
+    let status = response.status();
+    let failed = !(status.is_success() || status.is_informational());
+    if status != axum::http::StatusCode::SWITCHING_PROTOCOLS && (failed || rule.audited == Always) {
+        let (outcome, error) = if failed {
+            let error = response
+                .extensions()
+                .get::<crate::api::ErrorText>()
+                .map(|e| e.0.clone());
+            let outcome = if status == axum::http::StatusCode::FORBIDDEN {
+                Outcome::Refused
+            } else {
+                Outcome::Failed
+            };
+            (outcome, error)
+        } else {
+            (Outcome::Ok, None)
+        };
+        note.apply(&mut record);
+        audit::finish(&mut record, outcome, error, started);
+        state.audit(record).await;
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn who(uid: u32, user: &str, groups: &[(u32, &str)]) -> Identity {
+        Identity {
+            uid,
+            user: Some(user.into()),
+            groups: groups
+                .iter()
+                .map(|(g, n)| (*g, Some(n.to_string())))
+                .collect(),
+        }
+    }
+
+    fn access(text: &str) -> Access {
+        let config = crate::config::FileConfig::parse(text, "t").unwrap();
+        Access::new(config.roles, "t".into())
+    }
+
+    #[test]
+    fn root_is_admin_and_strangers_have_no_role() {
+        let a = access("");
+        assert_eq!(a.role_of(&who(0, "root", &[])), Some(Admin));
+        let me = nix::unistd::geteuid().as_raw();
+        assert_eq!(a.role_of(&who(me, "me", &[])), Some(Admin));
+        assert_eq!(a.role_of(&who(54321, "nobody2", &[(54321, "x")])), None);
+    }
+
+    #[test]
+    fn the_highest_role_naming_the_user_or_a_group_wins() {
+        let a = access(
+            "[roles]\nviewer = { groups = [\"staff\"] }\noperator = { users = [\"bob\", 2002] }\nadmin = { groups = [3003] }\n",
+        );
+        assert_eq!(a.role_of(&who(2001, "ann", &[(50, "staff")])), Some(Viewer));
+        assert_eq!(
+            a.role_of(&who(2001, "bob", &[(50, "staff")])),
+            Some(Operator)
+        );
+        assert_eq!(a.role_of(&who(2002, "carl", &[])), Some(Operator));
+        assert_eq!(
+            a.role_of(&who(2003, "dora", &[(50, "staff"), (3003, "ops")])),
+            Some(Admin)
+        );
+        assert_eq!(a.role_of(&who(2004, "eve", &[(51, "users")])), None);
+    }
+
+    #[test]
+    fn unlisted_routes_need_admin_and_every_documented_route_is_listed() {
+        assert_eq!(route_rule(&Method::GET, "/v1/new").role, Admin);
+        let doc: serde_json::Value = serde_json::from_str(include_str!("openapi.json")).unwrap();
+        let mut documented = 0;
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            for method in item.as_object().unwrap().keys() {
+                if method == "parameters" {
+                    continue;
+                }
+                let m: Method = method.to_uppercase().parse().unwrap();
+                documented += 1;
+                let rule = ROUTES.iter().find(|r| r.method == m && r.path == path);
+                let Some(rule) = rule else {
+                    panic!("{method} {path} is in openapi.json but not in access::ROUTES")
+                };
+                let op = &item[method];
+                assert_eq!(op["x-guestcomm-role"], rule.role.name(), "{method} {path}");
+                assert_eq!(
+                    op["x-guestcomm-operation"], rule.operation,
+                    "{method} {path}"
+                );
+            }
+        }
+        assert_eq!(
+            documented,
+            ROUTES.len(),
+            "a route in ROUTES is not documented"
+        );
+    }
+
+    #[test]
+    fn operator_routes_act_on_guests_and_admin_routes_change_the_host() {
+        let role = |m: Method, p: &str| route_rule(&m, p).role;
+        assert_eq!(role(Method::POST, "/v1/vms/{name}/connect"), Operator);
+        assert_eq!(role(Method::POST, "/v1/services"), Admin);
+        assert_eq!(role(Method::GET, "/v1/vms/{name}/credentials"), Admin);
+        assert_eq!(role(Method::GET, "/v1/audit"), Viewer);
+    }
+}

@@ -1,0 +1,417 @@
+//! The audit log: every operation and every refusal, in SQLite (table
+//! `audit`, schema migration 5) and as a `tracing` event (target
+//! `guestcomm::audit`) for journald or a log shipper.
+//!
+//! A record is committed (WAL, `synchronous = FULL`) before the answer goes
+//! out, so it survives a SIGKILL of the daemon. Relayed operations (exec,
+//! cp) are written when they start, as `running`, and updated when they
+//! end; one still `running` when the daemon starts again becomes
+//! `interrupted`. Retention (`[audit]` in the configuration file) is applied
+//! at start and every [`AUDIT_PRUNE_INTERVAL_SECS`].
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State as AxumState};
+use axum::Json;
+use guestcomm_api::{AuditOutcome, AuditRecord};
+use rusqlite::{params, Row};
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+use crate::access::Caller;
+use crate::api::Error;
+use crate::config::AuditSection;
+use crate::limits::{
+    AUDIT_PRUNE_INTERVAL_SECS, MAX_AUDIT_ARGUMENTS_BYTES, MAX_AUDIT_QUERY_RECORDS,
+};
+use crate::store::{Store, StoreError};
+use crate::State;
+
+/// A record being built.
+pub type Record = AuditRecord;
+/// How it ended.
+pub type Outcome = AuditOutcome;
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// A new record of `operation` by `caller`, starting now.
+pub fn record(caller: Caller, operation: &str) -> Record {
+    Record {
+        time_ms: now_ms(),
+        uid: caller.uid,
+        gid: caller.gid,
+        pid: caller.pid,
+        certificate: caller.fingerprint(),
+        operation: operation.into(),
+        outcome: Outcome::Running,
+        ..Record::default()
+    }
+}
+
+/// Sets how `record` ended and how long it took since `started`.
+pub fn finish(record: &mut Record, outcome: Outcome, error: Option<String>, started: Instant) {
+    record.outcome = outcome;
+    record.error = error;
+    record.duration_ms = started.elapsed().as_millis() as u64;
+}
+
+/// `text` as kept in a record: whole when short, otherwise cut at
+/// [`MAX_AUDIT_ARGUMENTS_BYTES`] and followed by the SHA-256 of the whole.
+pub fn arguments(text: &str) -> String {
+    if text.len() <= MAX_AUDIT_ARGUMENTS_BYTES {
+        return text.to_string();
+    }
+    let mut end = MAX_AUDIT_ARGUMENTS_BYTES;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    let digest = Sha256::digest(text.as_bytes());
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    format!("{}... ({} bytes, sha256 {hex})", &text[..end], text.len())
+}
+
+/// A command line as one string: words with spaces or quotes are quoted.
+pub fn command_line(program: &str, args: &[String]) -> String {
+    std::iter::once(program)
+        .chain(args.iter().map(String::as_str))
+        .map(|w| {
+            if !w.is_empty() && !w.contains([' ', '"', '\'', '\\', '\n', '\t']) {
+                w.to_string()
+            } else {
+                format!("{w:?}")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Details a handler adds to its call's audit record (the VM or service a
+/// request body names, what was asked), also when it then fails. The
+/// access middleware puts one in each request's extensions and reads it back.
+#[derive(Clone, Debug, Default)]
+pub struct Note(Arc<std::sync::Mutex<Record>>);
+
+impl Note {
+    fn with(&self, f: impl FnOnce(&mut Record)) {
+        f(&mut self.0.lock().unwrap_or_else(|e| e.into_inner()));
+    }
+
+    /// The VM the call concerns.
+    pub fn vm(&self, vm: &str) {
+        self.with(|r| r.vm = Some(vm.into()));
+    }
+
+    /// The service the call concerns.
+    pub fn service(&self, service: &str) {
+        self.with(|r| r.service = Some(service.into()));
+    }
+
+    /// What was asked (cut with a digest when long; never a secret).
+    pub fn arguments(&self, text: &str) {
+        self.with(|r| r.arguments = arguments(text));
+    }
+
+    /// Copies what was noted into `record`.
+    pub fn apply(&self, record: &mut Record) {
+        self.with(|note| {
+            if note.vm.is_some() {
+                record.vm.clone_from(&note.vm);
+            }
+            if note.service.is_some() {
+                record.service.clone_from(&note.service);
+            }
+            if !note.arguments.is_empty() {
+                record.arguments.clone_from(&note.arguments);
+            }
+        });
+    }
+}
+
+/// Emits `record` as a structured event.
+fn trace(record: &Record) {
+    tracing::info!(
+        target: "guestcomm::audit",
+        id = record.id,
+        operation = %record.operation,
+        outcome = record.outcome.name(),
+        uid = ?record.uid,
+        pid = ?record.pid,
+        certificate = record.certificate.as_deref().unwrap_or(""),
+        vm = record.vm.as_deref().unwrap_or(""),
+        service = record.service.as_deref().unwrap_or(""),
+        arguments = %record.arguments,
+        exit_code = ?record.exit_code,
+        bytes = ?record.bytes,
+        error = record.error.as_deref().unwrap_or(""),
+        duration_ms = record.duration_ms,
+        "audit"
+    );
+}
+
+impl State {
+    /// Records a finished operation (logged, never failing the caller).
+    pub async fn audit(&self, record: Record) {
+        match self
+            .db(move |s| s.write_audit(&record).map(|id| (id, record)))
+            .await
+        {
+            Ok((id, mut written)) => {
+                written.id = id;
+                trace(&written);
+            }
+            Err(e) => {
+                tracing::error!(error = %guestcomm_protocol::handshake::error_chain(&e), "cannot write an audit record")
+            }
+        }
+    }
+
+    /// Records an operation that starts now; [`State::audit_end`] completes it.
+    pub async fn audit_start(&self, record: &Record) -> Option<i64> {
+        let copy = record.clone();
+        match self.db(move |s| s.write_audit(&copy)).await {
+            Ok(id) => Some(id),
+            Err(e) => {
+                tracing::error!(error = %guestcomm_protocol::handshake::error_chain(&e), "cannot write an audit record");
+                None
+            }
+        }
+    }
+
+    /// Completes the record `id` from [`State::audit_start`] (or writes a new one).
+    pub async fn audit_end(&self, id: Option<i64>, mut record: Record) {
+        let Some(id) = id else {
+            return self.audit(record).await;
+        };
+        record.id = id;
+        let copy = record.clone();
+        match self.db(move |s| s.write_audit(&copy)).await {
+            Ok(_) => trace(&record),
+            Err(e) => {
+                tracing::error!(error = %guestcomm_protocol::handshake::error_chain(&e), "cannot write an audit record")
+            }
+        }
+    }
+}
+
+const COLUMNS: &str = "id, time_ms, uid, gid, pid, vm, service, operation, arguments, outcome, exit_code, bytes, error, duration_ms, certificate";
+
+fn audit_row(r: &Row<'_>) -> rusqlite::Result<Record> {
+    let outcome: String = r.get(9)?;
+    Ok(Record {
+        id: r.get(0)?,
+        time_ms: r.get(1)?,
+        uid: r.get(2)?,
+        gid: r.get(3)?,
+        pid: r.get(4)?,
+        vm: r.get(5)?,
+        service: r.get(6)?,
+        operation: r.get(7)?,
+        arguments: r.get(8)?,
+        outcome: Outcome::from_name(&outcome).unwrap_or(Outcome::Failed),
+        exit_code: r.get(10)?,
+        bytes: r.get::<_, Option<i64>>(11)?.map(|b| b.max(0) as u64),
+        error: r.get(12)?,
+        duration_ms: r.get::<_, i64>(13)?.max(0) as u64,
+        certificate: r.get(14)?,
+    })
+}
+
+impl Store {
+    /// Appends a record (`r.id` 0) or rewrites record `r.id`; returns its id.
+    pub fn write_audit(&mut self, r: &Record) -> Result<i64, StoreError> {
+        self.conn().execute(
+            "INSERT OR REPLACE INTO audit (id, time_ms, uid, gid, pid, vm, service, operation, arguments, outcome, exit_code, bytes, error, duration_ms, certificate)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+            params![
+                (r.id > 0).then_some(r.id),
+                r.time_ms,
+                r.uid,
+                r.gid,
+                r.pid,
+                r.vm,
+                r.service,
+                r.operation,
+                r.arguments,
+                r.outcome.name(),
+                r.exit_code,
+                r.bytes.map(|b| b.min(i64::MAX as u64) as i64),
+                r.error,
+                r.duration_ms.min(i64::MAX as u64) as i64,
+                r.certificate
+            ],
+        )?;
+        Ok(self.conn().last_insert_rowid())
+    }
+
+    /// The newest `limit` records (of `vm`, from `since_ms` on), oldest first.
+    pub fn audit_records(
+        &self,
+        vm: Option<&str>,
+        since_ms: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<Record>, StoreError> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM audit WHERE (?1 IS NULL OR vm = ?1) AND time_ms >= ?2 ORDER BY id DESC LIMIT ?3"
+        );
+        let mut stmt = self.conn().prepare(&sql)?;
+        let rows = stmt.query_map(params![vm, since_ms.unwrap_or(i64::MIN), limit], audit_row)?;
+        let mut out: Vec<Record> = rows.collect::<Result<_, _>>()?;
+        out.reverse();
+        Ok(out)
+    }
+
+    /// Marks records left `running` by a daemon that stopped as `interrupted`.
+    pub fn interrupt_running_audit(&mut self) -> Result<usize, StoreError> {
+        Ok(self.conn().execute(
+            "UPDATE audit SET outcome = 'interrupted' WHERE outcome = 'running'",
+            [],
+        )?)
+    }
+
+    /// Applies the retention: drops records older than the age limit, then
+    /// the oldest beyond the count limit. Returns how many went.
+    pub fn prune_audit(
+        &mut self,
+        retention: AuditSection,
+        now_ms: i64,
+    ) -> Result<usize, StoreError> {
+        let mut removed = 0;
+        if retention.max_age_days > 0 {
+            let age_ms = retention
+                .max_age_days
+                .saturating_mul(86_400_000)
+                .min(i64::MAX as u64) as i64;
+            removed += self.conn().execute(
+                "DELETE FROM audit WHERE time_ms < ?1",
+                [now_ms.saturating_sub(age_ms)],
+            )?;
+        }
+        if retention.max_records > 0 {
+            let keep = retention.max_records.min(i64::MAX as u64) as i64;
+            removed += self.conn().execute(
+                "DELETE FROM audit WHERE id <= (SELECT id FROM audit ORDER BY id DESC LIMIT 1 OFFSET ?1)",
+                [keep],
+            )?;
+        }
+        Ok(removed)
+    }
+}
+
+/// Applies the retention now and every [`AUDIT_PRUNE_INTERVAL_SECS`].
+pub async fn prune_task(state: Arc<State>, retention: AuditSection) {
+    let mut tick = tokio::time::interval(Duration::from_secs(AUDIT_PRUNE_INTERVAL_SECS));
+    loop {
+        tick.tick().await;
+        match state.db(move |s| s.prune_audit(retention, now_ms())).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(removed = n, "audit log pruned to its retention"),
+            Err(e) => {
+                tracing::warn!(error = %guestcomm_protocol::handshake::error_chain(&e), "cannot prune the audit log")
+            }
+        }
+    }
+}
+
+/// Query of `GET /v1/audit`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditQuery {
+    /// Only this VM's records.
+    vm: Option<String>,
+    /// Only records from this time on, milliseconds since the Unix epoch.
+    since_ms: Option<i64>,
+    /// At most this many (the newest); capped at [`MAX_AUDIT_QUERY_RECORDS`].
+    limit: Option<u32>,
+}
+
+/// `GET /v1/audit`.
+pub async fn list(
+    AxumState(state): AxumState<Arc<State>>,
+    query: Result<Query<AuditQuery>, QueryRejection>,
+) -> Result<Json<Vec<Record>>, Error> {
+    let Query(q) = query?;
+    let limit = q
+        .limit
+        .unwrap_or(MAX_AUDIT_QUERY_RECORDS)
+        .min(MAX_AUDIT_QUERY_RECORDS);
+    let rows = state
+        .db(move |s| s.audit_records(q.vm.as_deref(), q.since_ms, limit))
+        .await?;
+    Ok(Json(rows))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(vm: &str, time_ms: i64) -> Record {
+        Record {
+            time_ms,
+            vm: Some(vm.into()),
+            operation: "exec".into(),
+            ..Record::default()
+        }
+    }
+
+    #[test]
+    fn records_are_kept_filtered_and_pruned_by_count_and_age() {
+        let mut s = Store::in_memory().unwrap();
+        for i in 0..10 {
+            s.write_audit(&rec(if i % 2 == 0 { "a" } else { "b" }, i * 1000))
+                .unwrap();
+        }
+        assert_eq!(s.audit_records(Some("a"), None, 100).unwrap().len(), 5);
+        let recent = s.audit_records(None, Some(7000), 100).unwrap();
+        assert_eq!(
+            recent.iter().map(|r| r.time_ms).collect::<Vec<_>>(),
+            [7000, 8000, 9000]
+        );
+        assert_eq!(s.audit_records(None, None, 2).unwrap()[1].time_ms, 9000);
+
+        let by_count = AuditSection {
+            max_records: 4,
+            max_age_days: 0,
+        };
+        assert_eq!(s.prune_audit(by_count, 9000).unwrap(), 6);
+        let left = s.audit_records(None, None, 100).unwrap();
+        assert_eq!(left.first().map(|r| r.time_ms), Some(6000));
+
+        let by_age = AuditSection {
+            max_records: 0,
+            max_age_days: 1,
+        };
+        assert_eq!(s.prune_audit(by_age, 86_400_000 + 7500).unwrap(), 2);
+        assert_eq!(s.audit_records(None, None, 100).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn running_records_become_interrupted() {
+        let mut s = Store::in_memory().unwrap();
+        let mut r = rec("a", 1);
+        r.outcome = Outcome::Running;
+        let id = s.write_audit(&r).unwrap();
+        assert_eq!(s.interrupt_running_audit().unwrap(), 1);
+        let got = s.audit_records(None, None, 1).unwrap();
+        assert_eq!((got[0].id, got[0].outcome), (id, Outcome::Interrupted));
+    }
+
+    #[test]
+    fn long_arguments_are_cut_with_a_digest_and_command_lines_quoted() {
+        assert_eq!(arguments("ls -l"), "ls -l");
+        let long = "é".repeat(MAX_AUDIT_ARGUMENTS_BYTES);
+        let kept = arguments(&long);
+        assert!(
+            kept.len() < long.len() && kept.contains("sha256 "),
+            "{kept}"
+        );
+        let line = command_line("sh", &["-c".into(), "echo hi".into(), String::new()]);
+        assert_eq!(line, r#"sh -c "echo hi" """#);
+    }
+}

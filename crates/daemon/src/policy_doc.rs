@@ -1,0 +1,182 @@
+//! The host side of argument-level policy: each VM's policy document
+//! (`guestcomm policy show|set VM`, table `vm_policies`, schema migration 6)
+//! and its enforcement on relayed requests and operator routes.
+//!
+//! The document type and its checks live in `guestcomm_protocol::policy`,
+//! shared with the agent's `--policy`. A document that does not parse or
+//! validate is refused with its line, and the VM keeps its old one.
+
+use std::sync::Arc;
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, State as AxumState};
+use axum::{Extension, Json};
+use guestcomm_api::SetVmPolicy;
+use guestcomm_protocol::message::{ErrorCode, ErrorFrame};
+use guestcomm_protocol::policy::PolicyDocument;
+use guestcomm_protocol::Call;
+use rusqlite::{params, OptionalExtension};
+use uuid::Uuid;
+
+use crate::api::Error;
+use crate::store::{now_secs, Store, StoreError, VmRow};
+use crate::State;
+
+impl Store {
+    /// The policy document of VM `vm` (none: everything passes).
+    pub fn policy_document(&self, vm: Uuid) -> Result<Option<PolicyDocument>, StoreError> {
+        let text: Option<String> = self
+            .conn()
+            .query_row(
+                "SELECT document FROM vm_policies WHERE vm = ?1",
+                [vm.to_string()],
+                |r| r.get(0),
+            )
+            .optional()?;
+        // Stored as validated JSON; a row that no longer parses refuses
+        // everything rather than nothing.
+        Ok(text.map(|t| {
+            serde_json::from_str(&t).unwrap_or(PolicyDocument {
+                read_only: true,
+                ..PolicyDocument::default()
+            })
+        }))
+    }
+
+    /// Replaces the policy document of the VM named `name`.
+    pub fn set_policy_document(
+        &mut self,
+        name: &str,
+        doc: &PolicyDocument,
+    ) -> Result<(), StoreError> {
+        let vm = self.vm(name)?;
+        let json = serde_json::to_string(doc).map_err(|e| {
+            StoreError::Sqlite(rusqlite::Error::ToSqlConversionFailure(Box::new(e)))
+        })?;
+        self.conn().execute(
+            "INSERT INTO vm_policies (vm, document, updated_at) VALUES (?1, ?2, ?3)
+             ON CONFLICT(vm) DO UPDATE SET document = excluded.document, updated_at = excluded.updated_at",
+            params![vm.id.to_string(), json, now_secs()],
+        )?;
+        Ok(())
+    }
+}
+
+/// Checks a relayed request against the VM's host policy, rewriting a bare
+/// program name to its allowed path; a refusal is the error frame to send.
+pub(crate) async fn check_request(
+    state: &State,
+    vm: &VmRow,
+    call: &mut Call,
+) -> Result<(), ErrorFrame> {
+    let id = vm.id;
+    let doc = state
+        .db(move |s| s.policy_document(id))
+        .await
+        .map_err(|e| {
+            ErrorFrame::new(
+                ErrorCode::Internal,
+                guestcomm_protocol::handshake::error_chain(&e),
+            )
+        })?;
+    match doc {
+        Some(doc) => doc.check(call).map_err(|reason| {
+            ErrorFrame::new(
+                ErrorCode::PolicyDenied,
+                format!("refused by the host policy of VM {}: {reason}", vm.name),
+            )
+        }),
+        None => Ok(()),
+    }
+}
+
+/// Refuses an operator call on a read-only VM (HTTP 403 policy_denied).
+pub(crate) async fn require_writable(state: &State, name: String) -> Result<(), Error> {
+    let doc = state
+        .db(move |s| {
+            let vm = s.vm(&name)?;
+            Ok((vm.name, s.policy_document(vm.id)?))
+        })
+        .await;
+    match doc {
+        Ok((name, Some(doc))) if doc.read_only => Err(Error::PolicyDenied(format!(
+            "refused by the host policy of VM {name}: the VM is read-only: only reads pass"
+        ))),
+        // An unknown VM is the handler's 404 to give.
+        Ok(_) | Err(StoreError::UnknownVm(_)) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// `GET /v1/vms/{name}/policy`: the VM's document (empty: no restriction).
+pub async fn show(
+    AxumState(state): AxumState<Arc<State>>,
+    Path(name): Path<String>,
+) -> Result<Json<PolicyDocument>, Error> {
+    let doc = state
+        .db(move |s| {
+            let vm = s.vm(&name)?;
+            s.policy_document(vm.id)
+        })
+        .await?;
+    Ok(Json(doc.unwrap_or_default()))
+}
+
+/// `PUT /v1/vms/{name}/policy`: validates and stores a new document.
+pub async fn set(
+    AxumState(state): AxumState<Arc<State>>,
+    Extension(note): Extension<crate::audit::Note>,
+    Path(name): Path<String>,
+    body: Result<Json<SetVmPolicy>, JsonRejection>,
+) -> Result<Json<PolicyDocument>, Error> {
+    let Json(req) = body?;
+    note.arguments(&req.document);
+    let doc = PolicyDocument::parse(&req.document)
+        .map_err(|e| Error::BadRequest(format!("invalid policy for VM {name}: {e}")))?;
+    let stored = doc.clone();
+    let logged = name.clone();
+    state
+        .db(move |s| s.set_policy_document(&name, &stored))
+        .await?;
+    tracing::info!(vm = %logged, read_only = doc.read_only, "VM policy changed");
+    Ok(Json(doc))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use guestcomm_protocol::message::ExecRequest;
+
+    #[tokio::test]
+    async fn a_vm_policy_is_enforced_on_requests_and_follows_the_vm() {
+        let mut store = Store::in_memory().unwrap();
+        let vm = store.add_vm("web1", "unix:///a", None).unwrap();
+        let doc =
+            PolicyDocument::parse("[exec]\nallow = [{ program = \"/usr/bin/uptime\" }]").unwrap();
+        store.set_policy_document("web1", &doc).unwrap();
+        let state = State::new(store);
+        let mut call = Call::Exec(ExecRequest {
+            program: "sh".into(),
+            ..ExecRequest::default()
+        });
+        let err = check_request(&state, &vm, &mut call).await.unwrap_err();
+        assert_eq!(err.code, ErrorCode::PolicyDenied);
+        assert!(
+            err.message.contains("host policy of VM web1"),
+            "{}",
+            err.message
+        );
+        assert!(require_writable(&state, "web1".into()).await.is_ok());
+
+        state
+            .db(|s| {
+                s.set_policy_document("web1", &PolicyDocument::parse("read_only = true").unwrap())
+            })
+            .await
+            .unwrap();
+        assert!(require_writable(&state, "web1".into()).await.is_err());
+        state.db(|s| s.remove_vm("web1")).await.unwrap();
+        let left = state.db(move |s| s.policy_document(vm.id)).await.unwrap();
+        assert_eq!(left, None, "removing the VM removes its policy");
+    }
+}

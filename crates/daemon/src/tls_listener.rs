@@ -1,0 +1,150 @@
+//! The API over TCP with mutual TLS 1.3 (`guestcommd --api tcp://IP:PORT`,
+//! `[api.tls]` in the configuration file).
+//!
+//! ```text
+//! accept TCP -> handshake task (at most MAX_TLS_HANDSHAKES at once,
+//!               each bounded by HANDSHAKE_TIMEOUT_MS; a client
+//!               certificate chaining to client_ca is required)
+//!            -> channel -> TlsListener::accept -> axum (Caller: the
+//!               certificate's fingerprint, mapped to a role by access)
+//! ```
+//!
+//! Handshakes run in their own tasks so a client that stalls cannot hold
+//! up the others; a failed one is logged and audited (`api.tls`, refused).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use guestcomm_api::tls::{load_certs, load_key, load_roots, provider, TlsError};
+use guestcomm_protocol::limits::HANDSHAKE_TIMEOUT_MS;
+use rustls::server::WebPkiClientVerifier;
+use rustls::ServerConfig;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, Semaphore};
+use tokio_rustls::server::TlsStream;
+use tokio_rustls::TlsAcceptor;
+
+use crate::access::Caller;
+use crate::audit::{self, Outcome};
+use crate::config::TlsSection;
+use crate::limits::MAX_TLS_HANDSHAKES;
+use crate::State;
+
+/// How long to pause after an accept error (out of file descriptors).
+const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
+
+/// The server side: TLS 1.3 only, the daemon's certificate, and client
+/// certificates required and verified against `client_ca`.
+pub fn server_config(tls: &TlsSection) -> Result<ServerConfig, TlsError> {
+    let verifier = WebPkiClientVerifier::builder_with_provider(
+        Arc::new(load_roots(&tls.client_ca)?),
+        provider(),
+    )
+    .build()?;
+    Ok(ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(load_certs(&tls.cert)?, load_key(&tls.key)?)?)
+}
+
+/// Accepted, authenticated TLS connections, for `axum::serve`.
+pub struct TlsListener {
+    ready: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
+    local: SocketAddr,
+    acceptor: tokio::task::JoinHandle<()>,
+}
+
+impl TlsListener {
+    /// Listens on `tcp` and completes handshakes with `config`; refusals
+    /// go to `state`'s audit log.
+    pub fn new(tcp: TcpListener, config: ServerConfig, state: Arc<State>) -> std::io::Result<Self> {
+        let local = tcp.local_addr()?;
+        let (tx, ready) = mpsc::channel(MAX_TLS_HANDSHAKES);
+        let acceptor = tokio::spawn(accept_loop(
+            tcp,
+            TlsAcceptor::from(Arc::new(config)),
+            tx,
+            state,
+        ));
+        Ok(Self {
+            ready,
+            local,
+            acceptor,
+        })
+    }
+}
+
+impl Drop for TlsListener {
+    fn drop(&mut self) {
+        self.acceptor.abort();
+    }
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = TlsStream<TcpStream>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        match self.ready.recv().await {
+            Some(conn) => conn,
+            // The accept loop only ends when the listener is dropped.
+            None => std::future::pending().await,
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        Ok(self.local)
+    }
+}
+
+async fn accept_loop(
+    tcp: TcpListener,
+    acceptor: TlsAcceptor,
+    ready: mpsc::Sender<(TlsStream<TcpStream>, SocketAddr)>,
+    state: Arc<State>,
+) {
+    let slots = Arc::new(Semaphore::new(MAX_TLS_HANDSHAKES));
+    loop {
+        let (stream, peer) = match tcp.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                tracing::warn!(error = %e, "API accept failed");
+                tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
+                continue;
+            }
+        };
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            tracing::warn!(%peer, "too many TLS handshakes in progress, refusing a connection");
+            continue;
+        };
+        let (acceptor, ready, state) = (acceptor.clone(), ready.clone(), state.clone());
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let limit = Duration::from_millis(HANDSHAKE_TIMEOUT_MS);
+            let result = match tokio::time::timeout(limit, acceptor.accept(stream)).await {
+                Ok(Ok(tls)) => Ok(tls),
+                Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                    // Closed before a ClientHello: a port probe, not a client.
+                    tracing::debug!(%peer, "TCP connection closed before TLS");
+                    return;
+                }
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(_) => Err(format!("no TLS handshake within {HANDSHAKE_TIMEOUT_MS} ms")),
+            };
+            drop(permit);
+            match result {
+                Ok(tls) => {
+                    let _ = ready.send((tls, peer)).await;
+                }
+                Err(error) => {
+                    tracing::warn!(%peer, %error, "TLS handshake refused");
+                    let mut record = audit::record(Caller::default(), "api.tls");
+                    record.arguments = format!("from {peer}");
+                    audit::finish(&mut record, Outcome::Refused, Some(error), started);
+                    state.audit(record).await;
+                }
+            }
+        });
+    }
+}

@@ -1,0 +1,509 @@
+//! Argument-level policy: which programs a VM's exec may run (and as whom),
+//! which guest paths a copy may write or read, and read-only VMs. The same
+//! document is the host's word (`guestcomm policy set VM FILE`, enforced by
+//! guestcommd) and the guest owner's (`guestcomm-agent --policy FILE`,
+//! enforced by the agent); a request passes only if both allow it.
+//!
+//! ```toml
+//! read_only = false            # true: only reads (info, time, kvp get, fs status)
+//!
+//! [exec]                       # absent: any program; present: only these
+//! allow = [
+//!   { program = "/usr/bin/uptime" },
+//!   { program = "/usr/local/bin/app-*", user = "app" },   # glob; only as user app
+//! ]
+//!
+//! [cp]                         # each list absent: any path; empty: none
+//! to_guest = ["/srv/incoming"]
+//! from_guest = ["/var/log"]
+//! ```
+//!
+//! The same in JSON is accepted (a document starting with `{`). Programs
+//! and prefixes are absolute paths without `.` or `..` components; in a
+//! glob `*` and `?` match within one path component. A request naming a
+//! program without a `/` is resolved against the allow-list's exact paths
+//! (`uptime` becomes `/usr/bin/uptime`), so the guest's `PATH` plays no
+//! part. Path checks here are lexical; the agent also checks the path with
+//! its symbolic links resolved.
+
+use serde::{Deserialize, Serialize};
+
+use crate::files::{CopyFromGuest, CopyToGuest};
+use crate::message::{Call, ExecRequest};
+
+/// Largest policy document accepted, in bytes.
+pub const MAX_POLICY_BYTES: usize = 64 * 1024;
+
+/// Most rules (programs plus prefixes) in one document.
+pub const MAX_POLICY_RULES: usize = 1024;
+
+/// How many allowed programs a denial lists before "...".
+const LISTED_IN_DENIAL: usize = 5;
+
+/// Why a policy document was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    /// Over [`MAX_POLICY_BYTES`].
+    #[error("the policy is {0} bytes, over the {MAX_POLICY_BYTES}-byte limit")]
+    TooLarge(usize),
+    /// Not valid TOML or JSON of the expected shape, or a bad value.
+    #[error("line {line}: {message}")]
+    Invalid {
+        /// 1-based line.
+        line: usize,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// A policy document.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyDocument {
+    /// Only reads pass: no exec, copy, service stream, clock step, key-value
+    /// change, shutdown or freeze.
+    #[serde(default)]
+    pub read_only: bool,
+    /// Programs exec may run; absent: any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exec: Option<ExecRules>,
+    /// Guest paths copies may use; absent: any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cp: Option<CopyRules>,
+}
+
+/// `[exec]`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExecRules {
+    /// The allowed programs; empty: none.
+    #[serde(default)]
+    pub allow: Vec<ExecRule>,
+}
+
+/// One allowed program.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExecRule {
+    /// Absolute path, or a glob of one (`*`, `?` within a component).
+    pub program: String,
+    /// Only as this user (exactly as the request names it); absent: any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+}
+
+/// `[cp]`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CopyRules {
+    /// Prefixes a copy into the guest may write under; absent: any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to_guest: Option<Vec<String>>,
+    /// Prefixes a copy out of the guest may read under; absent: any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_guest: Option<Vec<String>>,
+}
+
+/// Which way a copy goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Direction {
+    /// Host to guest: the destination is checked.
+    ToGuest,
+    /// Guest to host: the source is checked.
+    FromGuest,
+}
+
+/// The 1-based line holding byte `offset` of `text` (for errors that
+/// name the line of a TOML or JSON file).
+pub fn line_of(text: &str, offset: usize) -> usize {
+    let end = offset.min(text.len());
+    text.as_bytes()[..end]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
+}
+
+/// `path` is absolute with no empty, `.` or `..` component (a trailing `/`
+/// is allowed).
+fn is_clean_absolute(path: &str) -> bool {
+    let Some(rest) = path.strip_prefix('/') else {
+        return false;
+    };
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    rest.is_empty()
+        || rest
+            .split('/')
+            .all(|c| !c.is_empty() && c != "." && c != ".." && !c.contains('\0'))
+}
+
+/// Whether `glob` matches `text` (`*`: any run of characters but `/`;
+/// `?`: one character but `/`).
+pub fn glob_match(glob: &str, text: &str) -> bool {
+    let (g, t): (Vec<char>, Vec<char>) = (glob.chars().collect(), text.chars().collect());
+    let (mut gi, mut ti) = (0, 0);
+    // Where the last `*` was and what it had consumed up to.
+    let mut star: Option<(usize, usize)> = None;
+    while ti < t.len() {
+        match g.get(gi) {
+            Some('*') => {
+                star = Some((gi, ti));
+                gi += 1;
+            }
+            Some('?') if t[ti] != '/' => {
+                gi += 1;
+                ti += 1;
+            }
+            Some(&c) if c != '*' && c != '?' && c == t[ti] => {
+                gi += 1;
+                ti += 1;
+            }
+            _ => match star {
+                // Let the last `*` take one more character, never a `/`.
+                Some((sg, st)) if t[st] != '/' => {
+                    star = Some((sg, st + 1));
+                    gi = sg + 1;
+                    ti = st + 1;
+                }
+                _ => return false,
+            },
+        }
+    }
+    g[gi..].iter().all(|&c| c == '*')
+}
+
+/// Whether `path` is `prefix` or below it, by whole components.
+fn under(prefix: &str, path: &str) -> bool {
+    let prefix = prefix.trim_end_matches('/');
+    let path = path.trim_end_matches('/');
+    prefix.is_empty()
+        || path == prefix
+        || path
+            .strip_prefix(prefix)
+            .is_some_and(|rest| rest.starts_with('/'))
+}
+
+impl PolicyDocument {
+    /// Parses and validates a TOML document, or a JSON one (starting with `{`).
+    pub fn parse(text: &str) -> Result<Self, PolicyError> {
+        if text.len() > MAX_POLICY_BYTES {
+            return Err(PolicyError::TooLarge(text.len()));
+        }
+        let doc: Self = if text.trim_start().starts_with('{') {
+            serde_json::from_str(text).map_err(|e| PolicyError::Invalid {
+                line: e.line().max(1),
+                message: e.to_string(),
+            })?
+        } else {
+            toml::from_str(text).map_err(|e| PolicyError::Invalid {
+                line: e.span().map_or(1, |s| line_of(text, s.start)),
+                message: e.message().trim().to_string(),
+            })?
+        };
+        doc.validate(text)?;
+        Ok(doc)
+    }
+
+    /// Checks every value; errors name the line where the value appears in `text`.
+    fn validate(&self, text: &str) -> Result<(), PolicyError> {
+        let at = |value: &str, message: String| PolicyError::Invalid {
+            line: text.find(value).map_or(1, |i| line_of(text, i)),
+            message,
+        };
+        let programs = self.exec.iter().flat_map(|e| &e.allow);
+        let prefixes = self
+            .cp
+            .iter()
+            .flat_map(|c| c.to_guest.iter().chain(&c.from_guest))
+            .flatten();
+        if programs.clone().count() + prefixes.clone().count() > MAX_POLICY_RULES {
+            return Err(at("", format!("more than {MAX_POLICY_RULES} rules")));
+        }
+        for rule in programs {
+            if !is_clean_absolute(&rule.program) || rule.program.ends_with('/') {
+                return Err(at(
+                    &rule.program,
+                    format!(
+                        "program {:?} must be an absolute path (or glob) without . or .. components",
+                        rule.program
+                    ),
+                ));
+            }
+            if rule.user.as_deref() == Some("") {
+                return Err(at(&rule.program, "user must not be empty".into()));
+            }
+        }
+        for prefix in prefixes {
+            if !is_clean_absolute(prefix) {
+                return Err(at(
+                    prefix,
+                    format!("path {prefix:?} must be absolute, without . or .. components"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The document as TOML (for `guestcomm policy show`).
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).unwrap_or_default()
+    }
+
+    /// Checks a request, rewriting a bare program name to the allowed path
+    /// it stands for. `Err` is the reason, one line.
+    pub fn check(&self, call: &mut Call) -> Result<(), String> {
+        if is_read(call) {
+            return Ok(());
+        }
+        if self.read_only {
+            return Err("the VM is read-only: only reads pass".into());
+        }
+        match call {
+            Call::Exec(exec) => self.check_exec(exec),
+            Call::CopyToGuest(CopyToGuest { dst, .. }) => self.check_copy(Direction::ToGuest, dst),
+            Call::CopyFromGuest(CopyFromGuest { src, .. }) => {
+                self.check_copy(Direction::FromGuest, src)
+            }
+            // Changes without arguments this document restricts: only
+            // read_only stops them.
+            _ => Ok(()),
+        }
+    }
+
+    fn check_exec(&self, exec: &mut ExecRequest) -> Result<(), String> {
+        let Some(rules) = &self.exec else {
+            return Ok(());
+        };
+        let user_ok = |rule: &ExecRule| rule.user.is_none() || rule.user == exec.user;
+        let program = exec.program.clone();
+        // The path the request will run, when a rule allows it.
+        let allowed_path = if program.contains('/') {
+            let ok = is_clean_absolute(&program)
+                && rules
+                    .allow
+                    .iter()
+                    .any(|r| user_ok(r) && glob_match(&r.program, &program));
+            ok.then(|| program.clone())
+        } else {
+            rules
+                .allow
+                .iter()
+                .find(|r| {
+                    user_ok(r)
+                        && !r.program.contains(['*', '?'])
+                        && r.program.rsplit('/').next() == Some(program.as_str())
+                })
+                .map(|rule| rule.program.clone())
+        };
+        if let Some(path) = allowed_path {
+            exec.program = path;
+            return Ok(());
+        }
+        let mut allowed: Vec<String> = rules
+            .allow
+            .iter()
+            .take(LISTED_IN_DENIAL)
+            .map(|r| match &r.user {
+                Some(u) => format!("{} (as {u})", r.program),
+                None => r.program.clone(),
+            })
+            .collect();
+        if rules.allow.len() > LISTED_IN_DENIAL {
+            allowed.push("...".into());
+        }
+        let allowed = if allowed.is_empty() {
+            "none".into()
+        } else {
+            allowed.join(", ")
+        };
+        let user = exec
+            .user
+            .as_deref()
+            .map_or(String::new(), |u| format!(" as user {u:?}"));
+        Err(format!(
+            "program {program:?}{user} is not in the exec allow-list (allowed: {allowed})"
+        ))
+    }
+
+    /// Checks one guest path of a copy against the prefixes of `direction`.
+    pub fn check_copy(&self, direction: Direction, path: &str) -> Result<(), String> {
+        let (list, what) = match (&self.cp, direction) {
+            (None, _) => return Ok(()),
+            (Some(cp), Direction::ToGuest) => (&cp.to_guest, "copies into the guest"),
+            (Some(cp), Direction::FromGuest) => (&cp.from_guest, "copies out of the guest"),
+        };
+        let Some(prefixes) = list else {
+            return Ok(());
+        };
+        if is_clean_absolute(path) && prefixes.iter().any(|p| under(p, path)) {
+            return Ok(());
+        }
+        let allowed = if prefixes.is_empty() {
+            "none".into()
+        } else {
+            prefixes.join(", ")
+        };
+        Err(format!(
+            "guest path {path:?} is outside the paths allowed for {what} (allowed: {allowed}; absolute paths without . or ..)"
+        ))
+    }
+}
+
+/// Whether `call` only reads guest state (information, the clock, key-value
+/// pools, what is frozen): what a read-only VM still answers.
+pub fn is_read(call: &Call) -> bool {
+    matches!(
+        call,
+        Call::GuestInfo
+            | Call::TimeQuery
+            | Call::KvpGet { .. }
+            | Call::KvpList { .. }
+            | Call::FsStatus
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DOC: &str = r#"
+[exec]
+allow = [
+  { program = "/usr/bin/uptime" },
+  { program = "/opt/app/bin/*", user = "app" },
+]
+[cp]
+to_guest = ["/srv/in/"]
+"#;
+
+    fn exec(program: &str, user: Option<&str>) -> Call {
+        Call::Exec(ExecRequest {
+            program: program.into(),
+            user: user.map(Into::into),
+            ..ExecRequest::default()
+        })
+    }
+
+    #[test]
+    fn only_allowed_programs_run_and_bare_names_become_their_paths() {
+        let doc = PolicyDocument::parse(DOC).unwrap();
+        let mut call = exec("uptime", None);
+        assert_eq!(doc.check(&mut call), Ok(()));
+        assert_eq!(call, exec("/usr/bin/uptime", None));
+        assert!(doc.check(&mut exec("/usr/bin/uptime", None)).is_ok());
+        let err = doc.check(&mut exec("sh", None)).unwrap_err();
+        assert!(
+            err.contains("\"sh\"") && err.contains("/usr/bin/uptime"),
+            "{err}"
+        );
+        for bad in [
+            "/bin/sh",
+            "/usr/bin/../bin/sh",
+            "./uptime",
+            "/usr/bin/uptime/x",
+        ] {
+            assert!(doc.check(&mut exec(bad, None)).is_err(), "{bad}");
+        }
+        assert!(doc
+            .check(&mut exec("/opt/app/bin/run", Some("app")))
+            .is_ok());
+        assert!(doc.check(&mut exec("/opt/app/bin/run", None)).is_err());
+        assert!(doc
+            .check(&mut exec("/opt/app/bin/x/run", Some("app")))
+            .is_err());
+        // A glob never stands for a bare name.
+        assert!(doc.check(&mut exec("run", Some("app"))).is_err());
+    }
+
+    #[test]
+    fn copies_pass_only_under_their_prefixes_by_whole_components() {
+        let doc = PolicyDocument::parse(DOC).unwrap();
+        let to = |p: &str| doc.check_copy(Direction::ToGuest, p);
+        assert!(to("/srv/in").is_ok() && to("/srv/in/a/b").is_ok());
+        for bad in [
+            "/srv/inx",
+            "/srv",
+            "/srv/in/../etc",
+            "srv/in/a",
+            "/etc/passwd",
+        ] {
+            assert!(to(bad).is_err(), "{bad}");
+        }
+        assert!(doc.check_copy(Direction::FromGuest, "/etc/shadow").is_ok());
+        let none = PolicyDocument::parse("[cp]\nfrom_guest = []\n").unwrap();
+        let err = none.check_copy(Direction::FromGuest, "/tmp/x").unwrap_err();
+        assert!(err.contains("allowed: none"), "{err}");
+    }
+
+    #[test]
+    fn read_only_refuses_every_change_but_not_reads_and_empty_allows_all() {
+        let ro = PolicyDocument::parse("read_only = true").unwrap();
+        assert!(ro.check(&mut exec("/usr/bin/uptime", None)).is_err());
+        assert!(ro.check(&mut Call::TimeStep { delta_ns: 1 }).is_err());
+        assert!(ro
+            .check(&mut Call::FsFreeze {
+                mountpoints: vec![],
+                timeout_s: None
+            })
+            .is_err());
+        assert!(ro.check(&mut Call::GuestInfo).is_ok());
+        assert!(ro.check(&mut Call::FsStatus).is_ok());
+        let open = PolicyDocument::parse("").unwrap();
+        assert!(open.check(&mut exec("anything", None)).is_ok());
+    }
+
+    #[test]
+    fn malformed_documents_name_the_line() {
+        let cases = [
+            (
+                "[exec]\nallow = [\n  { program = \"sh\" },\n]\n",
+                3,
+                "absolute",
+            ),
+            (
+                "read_only = true\n[cp]\nto_guest = [\"/a/../b\"]\n",
+                3,
+                "absolute",
+            ),
+            ("read_only = true\nexecs = 1\n", 2, "execs"),
+            (
+                "[exec]\nallow = [{ program = \"/bin/x\", uid = 0 }]\n",
+                2,
+                "uid",
+            ),
+            ("{\n \"read_only\": true,\n \"x\": 1\n}", 3, "x"),
+            ("[exec\n", 1, ""),
+        ];
+        for (text, line, word) in cases {
+            let err = PolicyDocument::parse(text).unwrap_err().to_string();
+            assert!(
+                err.starts_with(&format!("line {line}:")) && err.contains(word),
+                "{text:?}: {err}"
+            );
+        }
+        let big = "#".repeat(MAX_POLICY_BYTES + 1);
+        assert!(matches!(
+            PolicyDocument::parse(&big),
+            Err(PolicyError::TooLarge(_))
+        ));
+    }
+
+    #[test]
+    fn json_and_toml_round_trip() {
+        let doc = PolicyDocument::parse(DOC).unwrap();
+        assert_eq!(PolicyDocument::parse(&doc.to_toml()).unwrap(), doc);
+        let json = serde_json::to_string(&doc).unwrap();
+        assert_eq!(PolicyDocument::parse(&json).unwrap(), doc);
+    }
+
+    #[test]
+    fn globs_stay_within_a_component() {
+        assert!(glob_match("/a/*", "/a/b"));
+        assert!(glob_match("/a/b*c", "/a/bxxc"));
+        assert!(glob_match("/a/?", "/a/b"));
+        assert!(!glob_match("/a/*", "/a/b/c"));
+        assert!(!glob_match("/a/?", "/a/bc"));
+        assert!(glob_match("/a/*/c", "/a/b/c"));
+        assert!(!glob_match("/a/b", "/a/bc"));
+    }
+}
