@@ -2,8 +2,9 @@
 //! `audit`, schema migration 5) and as a `tracing` event (target
 //! `guestcomm::audit`) for journald or a log shipper.
 //!
-//! A record is committed (WAL, `synchronous = FULL`) before the answer goes
-//! out, so it survives a SIGKILL of the daemon. Relayed operations (exec,
+//! A record is committed (WAL, `synchronous = NORMAL`: no fsync per record)
+//! before the answer goes out, so it survives a SIGKILL of the daemon; a
+//! power loss may lose the newest records. Relayed operations (exec,
 //! cp) are written when they start, as `running`, and updated when they
 //! end; one still `running` when the daemon starts again becomes
 //! `interrupted`. Retention (`[audit]` in the configuration file) is applied
@@ -226,10 +227,22 @@ fn audit_row(r: &Row<'_>) -> rusqlite::Result<Record> {
 impl Store {
     /// Appends a record (`r.id` 0) or rewrites record `r.id`; returns its id.
     pub fn write_audit(&mut self, r: &Record) -> Result<i64, StoreError> {
-        self.conn().execute(
+        // Audit records are committed with synchronous = NORMAL: in WAL mode
+        // that survives a crash or SIGKILL of the daemon (the commit is in
+        // the OS's hands) without an fsync per record, which would put a
+        // disk flush on the path of every exec and cp. The store's other
+        // writes stay FULL.
+        self.conn().pragma_update(None, "synchronous", "NORMAL")?;
+        let written = self.insert_audit(r);
+        self.conn().pragma_update(None, "synchronous", "FULL")?;
+        written
+    }
+
+    fn insert_audit(&mut self, r: &Record) -> Result<i64, StoreError> {
+        self.conn().prepare_cached(
             "INSERT OR REPLACE INTO audit (id, time_ms, uid, gid, pid, vm, service, operation, arguments, outcome, exit_code, bytes, error, duration_ms, certificate)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
-            params![
+        )?.execute(params![
                 (r.id > 0).then_some(r.id),
                 r.time_ms,
                 r.uid,
@@ -245,8 +258,7 @@ impl Store {
                 r.error,
                 r.duration_ms.min(i64::MAX as u64) as i64,
                 r.certificate
-            ],
-        )?;
+            ])?;
         Ok(self.conn().last_insert_rowid())
     }
 
@@ -389,6 +401,21 @@ mod tests {
         };
         assert_eq!(s.prune_audit(by_age, 86_400_000 + 7500).unwrap(), 2);
         assert_eq!(s.audit_records(None, None, 100).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn audit_writes_leave_the_store_fully_synchronous() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Store::open(dir.path()).unwrap();
+        let sync = |s: &Store| -> i64 {
+            s.conn()
+                .pragma_query_value(None, "synchronous", |r| r.get(0))
+                .unwrap()
+        };
+        assert_eq!(sync(&s), 2, "FULL");
+        s.write_audit(&rec("a", 1)).unwrap();
+        assert_eq!(sync(&s), 2, "FULL again after an audit record");
+        assert_eq!(s.audit_records(None, None, 10).unwrap().len(), 1);
     }
 
     #[test]
