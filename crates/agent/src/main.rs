@@ -165,7 +165,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let mut config = AgentConfig::new(args.listen);
     config.peer_filter = PeerCidFilter::host_and(&args.allow_peer_cid, args.allow_any_peer);
     config.max_connections = args.max_connections.max(1);
-    config.kvp_socket = (args.kvp_socket != "off").then(|| PathBuf::from(&args.kvp_socket));
+    // A path; `unix://PATH`, as --listen is written, is taken too.
+    let kvp_socket = args
+        .kvp_socket
+        .strip_prefix("unix://")
+        .unwrap_or(&args.kvp_socket);
+    config.kvp_socket = (kvp_socket != "off").then(|| PathBuf::from(kvp_socket));
     config.state_dir = args.state_dir;
     if let Some(program) = args.shutdown_command {
         config.shutdown = ShutdownRunner::Command(program);
