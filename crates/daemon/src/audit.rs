@@ -136,7 +136,7 @@ impl Note {
 }
 
 /// Emits `record` as a structured event.
-fn trace(record: &Record) {
+pub(crate) fn trace(record: &Record) {
     tracing::info!(
         target: "guestcomm::audit",
         id = record.id,

@@ -62,23 +62,20 @@ impl Store {
     }
 }
 
-/// Checks a relayed request against the VM's host policy, rewriting a bare
+/// Checks a relayed request against the VM's host policy `doc` (as read
+/// from the store, inside the relay's one store call), rewriting a bare
 /// program name to its allowed path; a refusal is the error frame to send.
-pub(crate) async fn check_request(
-    state: &State,
+pub(crate) fn check_with(
+    doc: Result<Option<PolicyDocument>, StoreError>,
     vm: &VmRow,
     call: &mut Call,
 ) -> Result<(), ErrorFrame> {
-    let id = vm.id;
-    let doc = state
-        .db(move |s| s.policy_document(id))
-        .await
-        .map_err(|e| {
-            ErrorFrame::new(
-                ErrorCode::Internal,
-                guestcomm_protocol::handshake::error_chain(&e),
-            )
-        })?;
+    let doc = doc.map_err(|e| {
+        ErrorFrame::new(
+            ErrorCode::Internal,
+            guestcomm_protocol::handshake::error_chain(&e),
+        )
+    })?;
     match doc {
         Some(doc) => doc.check(call).map_err(|reason| {
             ErrorFrame::new(
@@ -159,7 +156,9 @@ mod tests {
             program: "sh".into(),
             ..ExecRequest::default()
         });
-        let err = check_request(&state, &vm, &mut call).await.unwrap_err();
+        let id = vm.id;
+        let doc = state.db(move |s| s.policy_document(id)).await;
+        let err = check_with(doc, &vm, &mut call).unwrap_err();
         assert_eq!(err.code, ErrorCode::PolicyDenied);
         assert!(
             err.message.contains("host policy of VM web1"),

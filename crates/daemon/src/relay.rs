@@ -46,7 +46,7 @@ use crate::api::Error;
 use crate::audit::{self, Outcome};
 use crate::limits::RELAY_BUFFER_BYTES;
 use crate::policy::{effective_on, Policy};
-use crate::store::{StoreError, VmRow};
+use crate::store::{Store, StoreError, VmRow};
 use crate::tap::{Tap, TapStats};
 use crate::State;
 
@@ -239,28 +239,31 @@ where
         debug!(error = %handshake::error_chain(&e), "client handshake failed");
         return;
     }
-    let mut request = match handshake::read_request(&mut client).await {
+    let request = match handshake::read_request(&mut client).await {
         Ok(request) => request,
         Err(frame) => return refuse(&mut client, frame).await,
     };
     let started = Instant::now();
-    let mut record = audit_record(caller, &vm, &request);
-    let checked = match check(&state, &vm, &request).await {
-        Ok(()) => crate::policy_doc::check_request(&state, &vm, &mut request.call).await,
-        Err(frame) => Err(frame),
+    let record = audit_record(caller, &vm, &request);
+    let Verdict {
+        request,
+        passed,
+        mut record,
+        id,
+    } = match admit_request(&state, &vm, request, record, started).await {
+        Ok(verdict) => verdict,
+        Err(e) => {
+            let frame = ErrorFrame::new(ErrorCode::Internal, handshake::error_chain(&e));
+            return refuse(&mut client, frame).await;
+        }
     };
-    if let Err(frame) = checked {
+    if let Err(frame) = passed {
         info!(service = %request.service, error = %frame.message, "request refused");
-        audit::finish(
-            &mut record,
-            Outcome::Refused,
-            Some(frame.to_string()),
-            started,
-        );
-        state.audit(record).await;
+        if id.is_some() {
+            audit::trace(&record);
+        }
         return refuse(&mut client, frame).await;
     }
-    let id = state.audit_start(&record).await;
     let service = request.service;
     let agent_conn = match forward(agent, &vm, request).await {
         Ok(conn) => conn,
@@ -360,30 +363,24 @@ async fn admit_each(
     vm: &VmRow,
     ids: Vec<ServiceId>,
 ) -> Result<(), (Refusal, ServiceId)> {
-    let vm_id = vm.id;
     let Some(&first) = ids.first() else {
         return Ok(());
     };
-    let looked_up = state
-        .db(move |s| {
-            Ok(ids
-                .into_iter()
-                .map(|id| {
-                    (
-                        id,
-                        s.service(id)
-                            .and_then(|row| Ok((row, s.vm_policy(id, vm_id)?))),
-                    )
-                })
-                .collect::<Vec<_>>())
-        })
-        .await;
-    let looked_up = match looked_up {
-        Ok(found) => found,
-        Err(e) => return Err((Refusal::Store(e), first)),
-    };
-    for (id, found) in looked_up {
-        let (service, policy) = match found {
+    let vm = vm.clone();
+    match state.db(move |s| Ok(admission(s, &vm, &ids))).await {
+        Ok(admitted) => admitted,
+        Err(e) => Err((Refusal::Store(e), first)),
+    }
+}
+
+/// The admission check itself, inside a store call: the first of `ids`
+/// that is unknown or disabled on `vm`.
+fn admission(s: &Store, vm: &VmRow, ids: &[ServiceId]) -> Result<(), (Refusal, ServiceId)> {
+    for &id in ids {
+        let (service, policy) = match s
+            .service(id)
+            .and_then(|row| Ok((row, s.vm_policy(id, vm.id)?)))
+        {
             Ok(found) => found,
             Err(StoreError::UnknownService(_)) => return Err((Refusal::Unknown, id)),
             Err(e) => return Err((Refusal::Store(e), id)),
@@ -396,19 +393,80 @@ async fn admit_each(
     Ok(())
 }
 
-/// [`admit`] for a relayed request, as the error frame to send back. The
-/// connection goes through the agent's own service (its port), so that one
-/// must be enabled too, then the service the request names.
-async fn check(state: &State, vm: &VmRow, request: &GcRequest) -> Result<(), ErrorFrame> {
-    let ids = vec![BuiltinService::Agent.id(), request.service];
-    let admitted = admit_each(state, vm, ids).await;
-    admitted.map_err(|(refusal, service)| {
-        let code = match refusal {
-            Refusal::Unknown => ErrorCode::UnknownService,
-            Refusal::Disabled { .. } => ErrorCode::ServiceDisabled,
-            Refusal::Store(_) => ErrorCode::Internal,
-        };
-        ErrorFrame::new(code, refusal.message(service, &vm.name))
+/// A refusal of a relayed request, as the error frame to send back.
+fn refusal_frame(refusal: Refusal, service: ServiceId, vm: &str) -> ErrorFrame {
+    let code = match refusal {
+        Refusal::Unknown => ErrorCode::UnknownService,
+        Refusal::Disabled { .. } => ErrorCode::ServiceDisabled,
+        Refusal::Store(_) => ErrorCode::Internal,
+    };
+    ErrorFrame::new(code, refusal.message(service, vm))
+}
+
+/// The store's verdict on a relayed request, and its audit record.
+struct Verdict {
+    /// The request, its call as the host policy left it.
+    request: GcRequest,
+    /// Passed, or the frame that refuses it.
+    passed: Result<(), ErrorFrame>,
+    /// The audit record as written: `running` when it passed, `refused` when not.
+    record: audit::Record,
+    /// Its row, when the write succeeded.
+    id: Option<i64>,
+}
+
+/// Everything a relayed request needs from the store, in one trip (one
+/// blocking hand-off on the path of every exec and cp): admission of the
+/// agent's service and the request's (the connection goes through the
+/// agent's own port, so that one must be enabled too), the VM's host policy
+/// (which may rewrite the call), and the audit record, written before the
+/// request can reach the agent.
+async fn admit_request(
+    state: &State,
+    vm: &VmRow,
+    request: GcRequest,
+    mut record: audit::Record,
+    started: Instant,
+) -> Result<Verdict, StoreError> {
+    let vm = vm.clone();
+    let verdict = state
+        .db(move |s| {
+            let mut request = request;
+            let ids = [BuiltinService::Agent.id(), request.service];
+            let passed = admission(s, &vm, &ids)
+                .map_err(|(refusal, id)| refusal_frame(refusal, id, &vm.name))
+                .and_then(|()| {
+                    let doc = s.policy_document(vm.id);
+                    crate::policy_doc::check_with(doc, &vm, &mut request.call)
+                });
+            if let Err(frame) = &passed {
+                audit::finish(
+                    &mut record,
+                    Outcome::Refused,
+                    Some(frame.to_string()),
+                    started,
+                );
+            }
+            let id = s.write_audit(&record);
+            Ok((request, passed, record, id))
+        })
+        .await;
+    let (request, passed, mut record, id) = verdict?;
+    let id = match id {
+        Ok(id) => {
+            record.id = id;
+            Some(id)
+        }
+        Err(e) => {
+            tracing::error!(error = %handshake::error_chain(&e), "cannot write an audit record");
+            None
+        }
+    };
+    Ok(Verdict {
+        request,
+        passed,
+        record,
+        id,
     })
 }
 
@@ -484,6 +542,15 @@ mod tests {
             service,
             call: Call::Exec(ExecRequest::default()),
         }
+    }
+
+    /// The admission verdict alone.
+    async fn check(state: &State, vm: &VmRow, request: &GcRequest) -> Result<(), ErrorFrame> {
+        let record = audit::Record::default();
+        admit_request(state, vm, request.clone(), record, Instant::now())
+            .await
+            .unwrap()
+            .passed
     }
 
     #[tokio::test]
