@@ -8,6 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+use guestcomm_protocol::auth::{write_credentials, Psk};
 use guestcomm_transport::Address;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
@@ -26,6 +27,7 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(3);
 pub(crate) struct AgentGuard {
     child: Child,
     addr: Address,
+    psk: Option<Psk>,
     log: PathBuf,
     // Kept last so the directory outlives the process that uses it.
     _dir: tempfile::TempDir,
@@ -35,6 +37,16 @@ impl AgentGuard {
     /// Starts `binary --listen unix://DIR/agent.sock` and waits until a
     /// client handshake succeeds. The agent's log goes to `DIR/agent.log`.
     pub(crate) fn start(binary: &Path, rt: &Runtime) -> anyhow::Result<Self> {
+        Self::start_keyed(binary, rt, None)
+    }
+
+    /// [`AgentGuard::start`], the agent requiring `psk` (`--credentials`)
+    /// when given.
+    pub(crate) fn start_keyed(
+        binary: &Path,
+        rt: &Runtime,
+        psk: Option<Psk>,
+    ) -> anyhow::Result<Self> {
         let dir = tempfile::Builder::new()
             .prefix("guestcomm-bench-")
             .tempdir()
@@ -43,7 +55,13 @@ impl AgentGuard {
         let log = dir.path().join("agent.log");
         let log_file = File::create(&log).context("failed to create the agent's log file")?;
         let addr = Address::Unix(socket);
-        let child = Command::new(binary)
+        let mut cmd = Command::new(binary);
+        if let Some(psk) = &psk {
+            let key = dir.path().join("agent.key");
+            write_credentials(&key, psk).context("failed to write the agent's key")?;
+            cmd.arg("--credentials").arg(key);
+        }
+        let child = cmd
             .arg("--listen")
             .arg(addr.to_string())
             .args(["--kvp-socket", "off"])
@@ -60,6 +78,7 @@ impl AgentGuard {
         let mut guard = Self {
             child,
             addr,
+            psk,
             log,
             _dir: dir,
         };
@@ -70,6 +89,11 @@ impl AgentGuard {
     /// The address the agent listens on.
     pub(crate) fn addr(&self) -> &Address {
         &self.addr
+    }
+
+    /// The key the agent requires, if any.
+    pub(crate) fn psk(&self) -> Option<&Psk> {
+        self.psk.as_ref()
     }
 
     /// The agent's process id.
@@ -86,7 +110,11 @@ impl AgentGuard {
                     self.log_text()
                 );
             }
-            let attempt = rt.block_on(guestcomm_client::connect(&self.addr, "guestcomm-bench"));
+            let attempt = rt.block_on(guestcomm_client::connect_with(
+                &self.addr,
+                "guestcomm-bench",
+                self.psk.as_ref(),
+            ));
             match attempt {
                 Ok(_) => return Ok(()),
                 Err(e) if start.elapsed() > STARTUP_TIMEOUT => {

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context};
 use guestcomm_client::ExecIo;
+use guestcomm_protocol::auth::Psk;
 use guestcomm_protocol::limits::DATA_CHUNK_BYTES;
 use guestcomm_protocol::message::ExecRequest;
 use guestcomm_transport::Address;
@@ -145,13 +146,15 @@ where
     Ok(())
 }
 
-/// Runs `req` straight to the agent at `addr` (connect + handshake + exec).
+/// Runs `req` straight to the agent at `addr` (connect + handshake + exec),
+/// proving `psk` when given.
 async fn library_exec<O: AsyncWrite + Unpin>(
     addr: &Address,
+    psk: Option<&Psk>,
     req: ExecRequest,
     stdout: O,
 ) -> anyhow::Result<()> {
-    let session = guestcomm_client::connect(addr, CLIENT_NAME).await?;
+    let session = guestcomm_client::connect_with(addr, CLIENT_NAME, psk).await?;
     exec_checked(session, req, stdout).await
 }
 
@@ -166,8 +169,16 @@ where
 
 /// connect + handshake + exec `true` straight to the agent, timed.
 pub(crate) async fn library_true(addr: &Address) -> anyhow::Result<Duration> {
+    library_true_keyed(addr, None).await
+}
+
+/// [`library_true`] with the handshake proving `psk`.
+pub(crate) async fn library_true_keyed(
+    addr: &Address,
+    psk: Option<&Psk>,
+) -> anyhow::Result<Duration> {
     let start = Instant::now();
-    library_exec(addr, request("true", &[]), tokio::io::sink()).await?;
+    library_exec(addr, psk, request("true", &[]), tokio::io::sink()).await?;
     Ok(start.elapsed())
 }
 
@@ -238,7 +249,7 @@ pub(crate) async fn library_head(addr: &Address, bytes: u64) -> anyhow::Result<D
     let mut counter = CountingSink::default();
     let size = bytes.to_string();
     let req = request("head", &["-c", &size, "/dev/zero"]);
-    library_exec(addr, req, &mut counter).await?;
+    library_exec(addr, None, req, &mut counter).await?;
     let elapsed = start.elapsed();
     ensure!(
         counter.bytes == bytes,

@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context};
 use guestcomm_client::{NoProgress, ReceiveOptions};
+use guestcomm_protocol::auth::Psk;
 use guestcomm_protocol::files::{CopyFromGuest, CopyToGuest};
 use guestcomm_protocol::limits::FILE_CHUNK_BYTES;
 use guestcomm_transport::Address;
@@ -103,7 +104,7 @@ pub(crate) fn copy_throughput(
                 }
                 LibraryTo => (
                     &mut out.library_to,
-                    rt.block_on(library_to(addr, &src, &dst))?,
+                    rt.block_on(library_to(addr, None, &src, &dst))?,
                 ),
                 LibraryFrom => (
                     &mut out.library_from,
@@ -196,9 +197,16 @@ fn bare_copy(src: &Path, dst: &Path) -> anyhow::Result<Duration> {
     Ok(start.elapsed())
 }
 
-async fn library_to(addr: &Address, src: &Path, dst: &Path) -> anyhow::Result<Duration> {
+/// copy_to_guest of `src` to `dst` through the agent at `addr` (proving
+/// `psk` when given), timed from the connect.
+pub(crate) async fn library_to(
+    addr: &Address,
+    psk: Option<&Psk>,
+    src: &Path,
+    dst: &Path,
+) -> anyhow::Result<Duration> {
     let start = Instant::now();
-    let session = guestcomm_client::connect(addr, CLIENT_NAME).await?;
+    let session = guestcomm_client::connect_with(addr, CLIENT_NAME, psk).await?;
     let req = CopyToGuest {
         dst: dst.display().to_string(),
         ..Default::default()

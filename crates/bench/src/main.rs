@@ -39,12 +39,17 @@
 //!   file copies both ways, agent memory), with PNG charts into `--plots`
 //!   (see `compare.rs`, `plot.rs`).
 //!
+//! - **F. authentication on versus off** (`--case auth`, issue #10): exec
+//!   round trip and copy throughput against an agent with and one without
+//!   `--credentials` (see `auth_cost.rs`).
+//!
 //! Targets (issue #2): library exec overhead under 1 ms; library stdout
 //! throughput at least 70% of the bare socket. Both are printed as met or
 //! missed, as are the same figures for the CLI. Issue #3: each copy
 //! direction at least 70% of the bare socket, and over 20 times qemu-ga's.
 
 mod agent;
+mod auth_cost;
 mod cases;
 mod compare;
 mod copy;
@@ -166,6 +171,8 @@ enum Case {
     Daemon,
     /// E. side by side with qemu-ga and OpenSSH, where installed (issue #8).
     Compare,
+    /// F. authentication on versus off: exec round trip and copy (issue #10).
+    Auth,
     /// Every case.
     All,
 }
@@ -273,6 +280,29 @@ fn run(args: Args) -> anyhow::Result<()> {
         }
     }
     drop(agent);
+    if matches!(args.case, Case::Auth | Case::All) {
+        eprintln!(
+            "guestcomm-bench: F. authentication, {} + {} warm-up exec rounds, {} copies of {}",
+            args.iterations,
+            args.warmup,
+            args.rounds,
+            stats::format_bytes(args.bytes)
+        );
+        let f = auth_cost::auth_cost(
+            &rt,
+            &agent_bin,
+            args.iterations,
+            args.warmup,
+            args.rounds,
+            args.bytes,
+        )?;
+        let section = f.render(&Machine::probe());
+        print!("{section}");
+        if let Some(path) = &args.write {
+            report::write_section(path, &section)?;
+            eprintln!("guestcomm-bench: wrote {}", path.display());
+        }
+    }
     if matches!(args.case, Case::Compare | Case::All) {
         let daemon_bin = match args.daemon.clone() {
             Some(path) => path,
