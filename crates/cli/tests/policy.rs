@@ -169,8 +169,9 @@ fn a_read_only_vm_refuses_changes_but_not_reads() {
     let d = Daemon::start("off");
     let (_agent, _) = d.agent_vm("vm1");
     assert!(set_policy(&d, "vm1", "read_only = true\n").status.success());
+    // Refused by the relay's policy check (a policy_denied frame: 126).
     let out = d.run(&["exec", "vm1", "--", "uptime"]);
-    assert_eq!(out.status.code(), Some(125));
+    assert_eq!(out.status.code(), Some(126));
     let err = text(&out.stderr);
     assert!(
         err.contains("read-only") && err.contains("host policy"),
@@ -190,11 +191,12 @@ fn a_read_only_vm_refuses_changes_but_not_reads() {
     assert!(records
         .iter()
         .any(|r| r["operation"] == "kvp.set" && r["outcome"] == "refused"));
-    let connect = records
-        .iter()
-        .find(|r| r["operation"] == "vm.connect")
-        .unwrap();
-    assert_eq!(connect["outcome"], "refused");
+    let exec = records.iter().find(|r| r["operation"] == "exec").unwrap();
+    assert_eq!(exec["outcome"], "refused");
+    assert!(
+        exec["error"].as_str().unwrap().contains("read-only"),
+        "{exec}"
+    );
 }
 
 #[test]

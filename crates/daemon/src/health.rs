@@ -144,19 +144,27 @@ pub async fn monitor(state: Arc<State>, interval: Duration, max_concurrent: usiz
         state
             .health
             .retain(&vms.iter().map(|v| v.id).collect::<Vec<_>>());
+        let delivery = match state.db(|s| s.kvp_delivery_state()).await {
+            Ok(delivery) => Arc::new(delivery),
+            Err(e) => {
+                warn!(error = %error_chain(&e), "cannot read the key-value state; no delivery this round");
+                Arc::default()
+            }
+        };
         let mut round = tokio::task::JoinSet::new();
         for vm in vms {
             let Ok(permit) = slots.clone().acquire_owned().await else {
                 return;
             };
             let state = state.clone();
+            let delivery = delivery.clone();
             round.spawn(async move {
                 let result = probe(&vm.endpoint, vm.psk.as_ref()).await;
                 let answered = result.is_ok();
                 let came_back = state.health.record(&vm, result);
                 if answered {
                     // Deliver what the agent missed.
-                    crate::integration::push_if_needed(&state, &vm, came_back).await;
+                    crate::integration::push_if_needed(&state, &vm, came_back, &delivery).await;
                 }
                 drop(permit);
             });

@@ -35,7 +35,7 @@ use tracing::{info, warn};
 
 use crate::api::Error;
 use crate::relay::admit_api;
-use crate::store::{StoreError, VmRow};
+use crate::store::{KvpDeliveryState, StoreError, VmRow};
 use crate::State;
 
 /// Samples of a time measurement unless the caller asks otherwise.
@@ -410,19 +410,17 @@ pub async fn push_kvp(state: &State, vm: &VmRow) -> Result<(), String> {
 /// After a successful probe: pushes the pool if it waits for delivery, or,
 /// when the agent `came_back` (first answer, or after Lost Comm), if the
 /// pool is not empty (an agent restarted without `--state-dir` lost it).
-pub async fn push_if_needed(state: &State, vm: &VmRow, came_back: bool) {
-    let id = vm.id;
-    let needed = state
-        .db(move |s| Ok(s.kvp_pending(id)? || (came_back && !s.kvp_entries(id)?.is_empty())))
-        .await;
-    match needed {
-        Ok(true) => {
-            if let Err(reason) = push_kvp(state, vm).await {
-                warn!(vm = %vm.name, %reason, "key-value pool not delivered yet");
-            }
+/// `delivery` is read once per monitor round, not once per VM.
+pub async fn push_if_needed(
+    state: &State,
+    vm: &VmRow,
+    came_back: bool,
+    delivery: &KvpDeliveryState,
+) {
+    if delivery.needs_push(vm.id, came_back) {
+        if let Err(reason) = push_kvp(state, vm).await {
+            warn!(vm = %vm.name, %reason, "key-value pool not delivered yet");
         }
-        Ok(false) => {}
-        Err(e) => warn!(vm = %vm.name, error = %error_chain(&e), "cannot read the key-value state"),
     }
 }
 

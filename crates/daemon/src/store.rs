@@ -10,6 +10,7 @@
 //! services are (re)inserted at every open, so a new built-in needs no
 //! migration.
 
+use std::collections::HashSet;
 use std::path::Path;
 
 use guestcomm_protocol::auth::Psk;
@@ -144,6 +145,23 @@ pub struct VmRow {
     pub created_at: i64,
     /// The key the agent requires, if it has credentials.
     pub psk: Option<Psk>,
+}
+
+/// Which VMs' external key-value pools the health monitor may have to deliver.
+#[derive(Debug, Default)]
+pub struct KvpDeliveryState {
+    /// Pools marked for delivery.
+    pub pending: HashSet<Uuid>,
+    /// Pools that are not empty.
+    pub with_entries: HashSet<Uuid>,
+}
+
+impl KvpDeliveryState {
+    /// Whether `vm`'s pool must go to its agent now that it answered: it
+    /// waits for delivery, or the agent `came_back` (it may have lost it).
+    pub fn needs_push(&self, vm: Uuid, came_back: bool) -> bool {
+        self.pending.contains(&vm) || (came_back && self.with_entries.contains(&vm))
+    }
 }
 
 /// A service registration row.
@@ -484,6 +502,27 @@ impl Store {
         commit_pending(tx, &vm_id)
     }
 
+    /// For a round of the health monitor, in one call: the VMs whose pool
+    /// waits for delivery, and the VMs whose pool is not empty.
+    pub fn kvp_delivery_state(&self) -> Result<KvpDeliveryState, StoreError> {
+        let ids = |sql: &str| -> Result<HashSet<Uuid>, StoreError> {
+            let mut stmt = self.conn.prepare_cached(sql)?;
+            let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+            let mut ids = HashSet::new();
+            for id in rows {
+                // A row this daemon did not write is skipped, not fatal.
+                if let Ok(id) = Uuid::parse_str(&id?) {
+                    ids.insert(id);
+                }
+            }
+            Ok(ids)
+        };
+        Ok(KvpDeliveryState {
+            pending: ids("SELECT vm FROM kvp_pending")?,
+            with_entries: ids("SELECT DISTINCT vm FROM kvp_external")?,
+        })
+    }
+
     /// Whether the VM's agent has yet to receive its external pool.
     pub fn kvp_pending(&self, vm: Uuid) -> Result<bool, StoreError> {
         Ok(self.conn.query_row(
@@ -563,6 +602,25 @@ fn service_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ServiceRow> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn kvp_delivery_state_lists_pending_and_non_empty_pools() {
+        let mut s = Store::in_memory().unwrap();
+        let a = s.add_vm("a", "unix:///a", None).unwrap();
+        let b = s.add_vm("b", "unix:///b", None).unwrap();
+        s.kvp_set(a.id, "k", "v").unwrap();
+        let d = s.kvp_delivery_state().unwrap();
+        assert!(d.needs_push(a.id, false), "set, not yet delivered");
+        assert!(!d.needs_push(b.id, true), "an empty pool is never pushed");
+        let entries = s.kvp_entries(a.id).unwrap();
+        s.kvp_delivered(a.id, &entries).unwrap();
+        let d = s.kvp_delivery_state().unwrap();
+        assert!(!d.needs_push(a.id, false), "delivered");
+        assert!(
+            d.needs_push(a.id, true),
+            "an agent that came back gets it again"
+        );
+    }
 
     #[test]
     fn vms_are_unique_by_name_and_removal_cascades_policies() {
