@@ -16,6 +16,7 @@ pub mod clock;
 pub mod exec;
 pub mod files;
 pub mod freeze;
+pub mod host_connect;
 pub mod info;
 pub mod integration;
 pub mod kvp;

@@ -99,6 +99,27 @@ struct Args {
 enum Command {
     /// Read the pools and write the guest pool through the running agent.
     Kvp(KvpArgs),
+    /// Connect stdin and stdout to a service on the host (guest-initiated).
+    ConnectHost(ConnectHostArgs),
+}
+
+/// A guest program's way to a service on the host: connects to the host's
+/// vsock (CID 2) on the port of SERVICE's GUID, then relays stdin and
+/// stdout. On the host, guestcommd passes the connection to the service's
+/// registered host endpoint while the service is enabled for this VM. The
+/// end of stdin does not end the connection; the host closing it does.
+#[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Example (in the guest):\n  echo status | guestcomm-agent connect-host 00000ac9-facb-11e6-bd58-64006a7986d3\n\nExit status: 0 when the host closed the connection, 1 on error (not registered, disabled, no host endpoint)."
+)]
+struct ConnectHostArgs {
+    /// The service's GUID, as registered on the host (`guestcomm service register`).
+    #[arg(value_name = "SERVICE", required_unless_present = "port")]
+    service: Option<guestcomm_protocol::ServiceId>,
+
+    /// The host vsock port, instead of the one SERVICE's GUID names.
+    #[arg(long, value_name = "PORT")]
+    port: Option<u32>,
 }
 
 /// Guest programs' side of the key-value pools: read the host's values
@@ -124,14 +145,27 @@ struct KvpArgs {
 fn main() -> ExitCode {
     let mut args = Args::parse();
     observability::init(args.log_format);
-    if let Some(Command::Kvp(kvp)) = args.command.take() {
-        return match run_kvp(kvp) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("guestcomm-agent: {e:#}");
-                ExitCode::FAILURE
-            }
-        };
+    match args.command.take() {
+        Some(Command::ConnectHost(target)) => {
+            return match run_connect_host(target) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    let chain = guestcomm_protocol::handshake::error_chain(&e);
+                    eprintln!("guestcomm-agent: {chain}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
+        Some(Command::Kvp(kvp)) => {
+            return match run_kvp(kvp) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("guestcomm-agent: {e:#}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
+        None => {}
     }
     match run(args) {
         Ok(()) => ExitCode::SUCCESS,
@@ -140,6 +174,14 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn run_connect_host(
+    args: ConnectHostArgs,
+) -> Result<(), guestcomm_agent::host_connect::HostConnectError> {
+    let port = guestcomm_agent::host_connect::host_port(args.service, args.port)?;
+    guestcomm_agent::host_connect::run(port).await
 }
 
 #[tokio::main(flavor = "current_thread")]

@@ -166,11 +166,13 @@ impl Vm {
         }
     }
 
+    /// The hybrid vsock socket vhost-device-vsock serves for the VM.
+    fn uds(&self) -> PathBuf {
+        self.dir.path().join("vm.vsock")
+    }
+
     fn addr(&self) -> String {
-        format!(
-            "hvsock-uds://{}",
-            self.dir.path().join("vm.vsock").display()
-        )
+        format!("hvsock-uds://{}", self.uds().display())
     }
 
     fn console(&self) -> String {
@@ -449,6 +451,7 @@ fn through_the_daemon(vm: &mut Vm) {
         text(&out.stderr)
     );
 
+    guest_initiated(&d, vm);
     integration_services(&d, vm);
 
     // Health: OK while the VM runs, Lost Comm once the guest powered off.
@@ -612,6 +615,56 @@ fn real_freeze(d: &util::daemon::Daemon, vm: &Vm) {
         "the blocked write did not complete after the thaw"
     );
     d.ok(&["exec", "testvm", "--", "umount", "/mnt/data"]);
+}
+
+/// A guest program reaches a registered host service: `guestcomm-agent
+/// connect-host` in the guest connects to the host's vsock port of the
+/// service, vhost-device-vsock hands it to `<vm.vsock>_<port>`, where
+/// guestcommd listens and relays to the service's host endpoint.
+fn guest_initiated(d: &util::daemon::Daemon, vm: &Vm) {
+    use std::io::{BufRead, BufReader, Write};
+    let host = d.dir.path().join("host-service.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&host).unwrap();
+    // One line in, the same in capitals out, then close.
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { return };
+            let mut line = String::new();
+            let mut writer = stream.try_clone().unwrap();
+            if BufReader::new(stream).read_line(&mut line).is_ok() {
+                let _ = writer.write_all(line.to_uppercase().as_bytes());
+            }
+        }
+    });
+    let service = "00000ac9-facb-11e6-bd58-64006a7986d3";
+    d.ok(&[
+        "service",
+        "register",
+        service,
+        "--name",
+        "HostUpper",
+        "--host-endpoint",
+        &format!("unix://{}", host.display()),
+    ]);
+    let guest_side = PathBuf::from(format!("{}_{}", vm.uds().display(), 0xac9));
+    assert!(
+        util::wait_until(COMMAND_DEADLINE, || guest_side.exists()),
+        "guestcommd does not listen on {}",
+        guest_side.display()
+    );
+    let script = format!("echo from-the-guest | guestcomm-agent connect-host {service}");
+    let out = d.ok(&["exec", "testvm", "--", "sh", "-c", &script]);
+    assert_eq!(out, "FROM-THE-GUEST\n");
+    // Disabled for the VM: the guest's connection is refused.
+    d.ok(&["service", "disable", service, "--vm", "testvm"]);
+    assert!(util::wait_until(COMMAND_DEADLINE, || !guest_side.exists()));
+    let refused = d.run(&["exec", "testvm", "--", "sh", "-c", &script]);
+    assert_eq!(refused.status.code(), Some(1), "{}", text(&refused.stderr));
+    assert!(
+        text(&refused.stderr).contains("cannot reach the host"),
+        "{}",
+        text(&refused.stderr)
+    );
 }
 
 /// Ten commands at once over one vsock device.
