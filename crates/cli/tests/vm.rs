@@ -392,6 +392,43 @@ fn a_forced_shutdown_powers_a_real_guest_off_at_once() {
     );
 }
 
+#[test]
+fn health_turns_lost_comm_when_qemu_is_killed() {
+    let Some(mut vm) = boot_or_skip("health_turns_lost_comm_when_qemu_is_killed") else {
+        return;
+    };
+    let d = util::daemon::Daemon::start("1s");
+    let identity = vm.identity.to_str().unwrap().to_string();
+    d.ok(&[
+        "vm",
+        "add",
+        "killed",
+        "--endpoint",
+        &vm.addr(),
+        "--credentials",
+        &identity,
+    ]);
+    let status = || {
+        d.json(&["status", "killed"])["status"]
+            .as_str()
+            .unwrap_or("")
+            .to_string()
+    };
+    assert!(
+        util::wait_until(BOOT_DEADLINE, || status() == "OK"),
+        "never OK: {}",
+        status()
+    );
+    // SIGKILL: no shutdown, the guest just stops existing.
+    vm.qemu.kill().unwrap();
+    vm.qemu.wait().unwrap();
+    assert!(
+        util::wait_until(BOOT_DEADLINE, || status() == "Lost Comm"),
+        "not Lost Comm after QEMU was killed: {}",
+        status()
+    );
+}
+
 /// The same VM managed by guestcommd: keyed relay, cp both ways, health.
 fn through_the_daemon(vm: &mut Vm) {
     let d = util::daemon::Daemon::start("1s");
