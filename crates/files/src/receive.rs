@@ -321,8 +321,10 @@ impl Store {
                 if entry.kind == EntryKind::Dir && !self.opts.recursive {
                     return Err(CopyError::IsADirectory(PathBuf::from(&entry.path)));
                 }
-                self.root = Some(self.open_root(&entry)?);
-                vec![self.root().name.clone()]
+                let root = self.open_root(&entry)?;
+                let name = root.name.clone();
+                self.root = Some(root);
+                vec![name]
             }
             Some(root) => {
                 if root.kind != EntryKind::Dir || parts[0] != root.sent || parts.len() < 2 {
@@ -333,11 +335,13 @@ impl Store {
                     .collect()
             }
         };
-        let root = self.root();
+        let root = self.root()?;
         let shown = names
             .iter()
             .fold(root.parent_path.clone(), |p, n| p.join(n));
-        let (last, parents) = names.split_last().expect("at least one name");
+        let Some((last, parents)) = names.split_last() else {
+            return Err(bad("an empty path"));
+        };
         let dir = open_beneath(root.parent.as_fd(), parents)
             .map_err(|e| beneath_error(e, &entry.path, &shown))?;
         let existing = match fstatat(&dir, last.as_os_str(), AtFlags::AT_SYMLINK_NOFOLLOW) {
@@ -421,8 +425,10 @@ impl Store {
         Ok(())
     }
 
-    fn root(&self) -> &Root {
-        self.root.as_ref().expect("root set by the first entry")
+    fn root(&self) -> Result<&Root, CopyError> {
+        self.root
+            .as_ref()
+            .ok_or_else(|| CopyError::Protocol("an entry before the copy's root".into()))
     }
 
     /// Decides where the root lands, as `cp` and `CopyFilesToGuest` do: into
@@ -582,7 +588,7 @@ impl Store {
         cur.temp.committed = true;
         self.summary.files += 1;
         self.summary.bytes += cur.received;
-        if self.root().kind == EntryKind::File {
+        if self.root()?.kind == EntryKind::File {
             self.summary.blake3 = Some(actual);
         }
         Ok(())
