@@ -168,12 +168,16 @@ where
     let (reply_tx, mut replies) = mpsc::unbounded_channel();
     let dst = dst.to_path_buf();
     let store = tokio::task::spawn_blocking(move || Store::new(dst, opts, reply_tx).run(rx));
+    // A reply that cannot be written means the sender is going away; what it
+    // sent before is still read and stored (worth keeping for a resume)
+    // until its end of stream.
+    let mut replies_open = true;
     let fed = loop {
         let next = tokio::select! {
             next = frames.next() => next,
-            Some(reply) = replies.recv() => {
-                if let Err(e) = writer.send(Frame::Control(reply)).await {
-                    break Err(e.into());
+            Some(reply) = replies.recv(), if replies_open => {
+                if writer.send(Frame::Control(reply)).await.is_err() {
+                    replies_open = false;
                 }
                 continue;
             }

@@ -48,8 +48,9 @@ where
 {
     let (mut reader, mut writer) = split(conn);
     let (resume_tx, resume_rx) = mpsc::channel(1);
-    // The receiver speaks only to refuse, or to say where to resume: watch
-    // for that while sending.
+    // While sending, the receiver speaks to refuse, to say where to resume,
+    // or, once it has stored everything up to `CopyEnd`, with its summary:
+    // that can arrive before this side's last flush has returned.
     let watch = async {
         loop {
             match reader.next().await {
@@ -58,13 +59,32 @@ where
                         std::future::pending::<()>().await;
                     }
                 }
-                frame => return answer(frame),
+                Some(Ok(Frame::Control(Control::CopySummary(summary)))) => return Ok(summary),
+                frame => return Err(answer(frame)),
             }
         }
     };
-    let sent = tokio::select! {
-        sent = send(&mut writer, src, recursive, resume.then_some(resume_rx), progress) => sent,
-        refused = watch => Err(refused),
+    let sent = {
+        let sending = send(
+            &mut writer,
+            src,
+            recursive,
+            resume.then_some(resume_rx),
+            progress,
+        );
+        tokio::pin!(sending);
+        tokio::select! {
+            sent = &mut sending => sent,
+            early = watch => match early {
+                // The receiver has stored everything up to `CopyEnd`: this
+                // side finishes its last flush and the walker, then reports
+                // (a summary before all was sent is no success).
+                Ok(summary) => {
+                    return sending.await.map(|()| summary);
+                }
+                Err(refused) => Err(refused),
+            },
+        }
     };
     match sent {
         Ok(()) => match reader.next().await {
