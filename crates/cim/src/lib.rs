@@ -295,15 +295,27 @@ impl Repository {
     /// Every property of `name`, inherited ones first, an override in place
     /// of what it overrides.
     pub fn properties(&self, name: &str) -> Vec<&Property> {
-        let mut all: Vec<&Property> = Vec::new();
+        self.inherited(name, |c| &c.properties, |p| &p.name)
+    }
+
+    /// The members `of` each class in `name`'s lineage, from the root down;
+    /// a member declared again (an override) takes the place of the one it
+    /// overrides.
+    fn inherited<'a, T>(
+        &'a self,
+        name: &str,
+        of: impl Fn(&'a Class) -> &'a [T],
+        name_of: impl Fn(&T) -> &str,
+    ) -> Vec<&'a T> {
+        let mut all: Vec<&'a T> = Vec::new();
         for class in self.lineage(name).into_iter().rev() {
-            for p in &class.properties {
+            for member in of(class) {
                 match all
                     .iter_mut()
-                    .find(|q| q.name.eq_ignore_ascii_case(&p.name))
+                    .find(|m| name_of(m).eq_ignore_ascii_case(name_of(member)))
                 {
-                    Some(slot) => *slot = p,
-                    None => all.push(p),
+                    Some(slot) => *slot = member,
+                    None => all.push(member),
                 }
             }
         }
@@ -320,19 +332,7 @@ impl Repository {
 
     /// Every method of `name`, inherited ones included.
     pub fn methods(&self, name: &str) -> Vec<&Method> {
-        let mut all: Vec<&Method> = Vec::new();
-        for class in self.lineage(name).into_iter().rev() {
-            for m in &class.methods {
-                match all
-                    .iter_mut()
-                    .find(|n| n.name.eq_ignore_ascii_case(&m.name))
-                {
-                    Some(slot) => *slot = m,
-                    None => all.push(m),
-                }
-            }
-        }
-        all
+        self.inherited(name, |c| &c.methods, |m| &m.name)
     }
 
     /// Classes derived from `name` (`deep`: at any depth; else direct),
