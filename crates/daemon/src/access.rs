@@ -102,6 +102,28 @@ pub struct RouteRule {
     pub role: Role,
     /// When it is audited.
     pub audited: Audited,
+    /// Its handler applies a VM's read-only policy to each request itself
+    /// (the exec/cp relay, module relay), so the middleware does not.
+    pub checks_read_only: bool,
+}
+
+/// [`rule`] for a route whose handler relays requests and checks
+/// read-only on each itself.
+const fn relayed(
+    method: Method,
+    path: &'static str,
+    operation: &'static str,
+    role: Role,
+    audited: Audited,
+) -> RouteRule {
+    RouteRule {
+        method,
+        path,
+        operation,
+        role,
+        audited,
+        checks_read_only: true,
+    }
 }
 
 const fn rule(
@@ -117,6 +139,7 @@ const fn rule(
         operation,
         role,
         audited,
+        checks_read_only: false,
     }
 }
 
@@ -133,7 +156,7 @@ pub const ROUTES: &[RouteRule] = &[
     rule(Method::GET, "/v1/vms/{name}", "vm.show", Viewer, Failures),
     rule(Method::DELETE, "/v1/vms/{name}", "vm.rm", Admin, Always),
     rule(Method::PATCH, "/v1/vms/{name}", "vm.set", Admin, Always),
-    rule(Method::POST, "/v1/vms/{name}/connect", "vm.connect", Operator, Always),
+    relayed(Method::POST, "/v1/vms/{name}/connect", "vm.connect", Operator, Always),
     rule(Method::GET, "/v1/vms/{name}/credentials", "vm.credentials", Admin, Always),
     rule(Method::GET, "/v1/vms/{name}/policy", "policy.show", Viewer, Failures),
     rule(Method::PUT, "/v1/vms/{name}/policy", "policy.set", Admin, Always),
@@ -326,10 +349,6 @@ async fn refuse(
     err.into_response()
 }
 
-/// The route whose handler (module relay) applies the read-only policy to
-/// each relayed request itself.
-const RELAY_ROUTE: &str = "/v1/vms/{name}/connect";
-
 /// The middleware of every route: decides access from [`ROUTES`], then
 /// records the call in the audit log when the table says so. Relayed
 /// operations that were let through (HTTP 101) are recorded by the relay.
@@ -389,10 +408,9 @@ pub async fn authorize(
         };
         return refuse(&state, record, err, started).await;
     }
-    // A read-only VM (host policy) lets no operator call through but reads.
-    // The exec/cp relay checks each request against the same document in
-    // its one store call (module relay), so it is not looked up twice.
-    if rule.role == Operator && rule.method != Method::GET && path != RELAY_ROUTE {
+    // A read-only VM (host policy) lets no operator call through but reads,
+    // unless the route's handler checks that itself (one store call).
+    if rule.role == Operator && rule.method != Method::GET && !rule.checks_read_only {
         if let Some(vm) = record.vm.clone() {
             if let Err(err) = crate::policy_doc::require_writable(&state, vm).await {
                 return refuse(&state, record, err, started).await;

@@ -202,13 +202,16 @@ async fn forward(
         AgentConn::Fresh(session) => (session.conn, None),
         AgentConn::Spare(session, addr) => (session.conn, Some(addr)),
     };
-    let sent = conn
-        .send(Frame::Control(Control::Request(request.clone())))
-        .await;
-    match (sent, retry) {
+    // Only a spare may need the request a second time.
+    let (request, again) = match retry {
+        Some(addr) => (request.clone(), Some((addr, request))),
+        None => (request, None),
+    };
+    let sent = conn.send(Frame::Control(Control::Request(request))).await;
+    match (sent, again) {
         (Ok(()), _) => Ok(conn),
         (Err(e), None) => Err(failed(&e)),
-        (Err(e), Some(addr)) => {
+        (Err(e), Some((addr, request))) => {
             debug!(error = %handshake::error_chain(&e), "spare connection was closed; connecting anew");
             let session =
                 guestcomm_client::connect_with(&addr, crate::DAEMON_NAME, vm.psk.as_ref())
