@@ -107,25 +107,7 @@ pub struct RouteRule {
     pub checks_read_only: bool,
 }
 
-/// [`rule`] for a route whose handler relays requests and checks
-/// read-only on each itself.
-const fn relayed(
-    method: Method,
-    path: &'static str,
-    operation: &'static str,
-    role: Role,
-    audited: Audited,
-) -> RouteRule {
-    RouteRule {
-        method,
-        path,
-        operation,
-        role,
-        audited,
-        checks_read_only: true,
-    }
-}
-
+/// A route of [`ROUTES`]: `role` needed, `audited` when.
 const fn rule(
     method: Method,
     path: &'static str,
@@ -133,13 +115,26 @@ const fn rule(
     role: Role,
     audited: Audited,
 ) -> RouteRule {
+    route(method, path, operation, role, audited, false)
+}
+
+/// [`rule`] with `checks_read_only`: true for a route whose handler relays
+/// requests and checks a VM's read-only policy on each itself.
+const fn route(
+    method: Method,
+    path: &'static str,
+    operation: &'static str,
+    role: Role,
+    audited: Audited,
+    checks_read_only: bool,
+) -> RouteRule {
     RouteRule {
         method,
         path,
         operation,
         role,
         audited,
-        checks_read_only: false,
+        checks_read_only,
     }
 }
 
@@ -156,7 +151,7 @@ pub const ROUTES: &[RouteRule] = &[
     rule(Method::GET, "/v1/vms/{name}", "vm.show", Viewer, Failures),
     rule(Method::DELETE, "/v1/vms/{name}", "vm.rm", Admin, Always),
     rule(Method::PATCH, "/v1/vms/{name}", "vm.set", Admin, Always),
-    relayed(Method::POST, "/v1/vms/{name}/connect", "vm.connect", Operator, Always),
+    route(Method::POST, "/v1/vms/{name}/connect", "vm.connect", Operator, Always, true),
     rule(Method::GET, "/v1/vms/{name}/credentials", "vm.credentials", Admin, Always),
     rule(Method::GET, "/v1/vms/{name}/policy", "policy.show", Viewer, Failures),
     rule(Method::PUT, "/v1/vms/{name}/policy", "policy.set", Admin, Always),
