@@ -51,3 +51,7 @@ pub const AUDIT_PRUNE_INTERVAL_SECS: u64 = 600;
 /// connection is closed (and logged), so a flood of stalled handshakes costs
 /// bounded memory and never blocks clients that finish theirs.
 pub const MAX_TLS_HANDSHAKES: usize = 64;
+
+/// Most VMs whose admission data (module `cache`) is kept in memory; past
+/// it the cache starts over. Each entry is a few hundred bytes.
+pub const MAX_CACHED_VMS: usize = 16_384;
