@@ -125,6 +125,13 @@ impl ApiClient {
         Ok(Self { endpoint })
     }
 
+    /// Whether the daemon is reached over its Unix socket (rather than TCP
+    /// with TLS), where a peer that closes with bytes unread still delivers
+    /// what it sent before.
+    pub fn is_unix(&self) -> bool {
+        matches!(self.endpoint, Endpoint::Unix(_))
+    }
+
     /// The address, as given.
     pub fn address(&self) -> String {
         match &self.endpoint {

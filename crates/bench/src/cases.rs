@@ -11,7 +11,7 @@ use std::task::{Context as TaskContext, Poll};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context};
-use guestcomm_client::ExecIo;
+use guestcomm_client::{Early, ExecIo};
 use guestcomm_protocol::auth::Psk;
 use guestcomm_protocol::limits::DATA_CHUNK_BYTES;
 use guestcomm_protocol::message::ExecRequest;
@@ -126,11 +126,7 @@ fn request(program: &str, args: &[&str]) -> ExecRequest {
 
 /// Runs `req` on a session past its handshake, stdout into `stdout`, and
 /// checks that it exited with 0.
-async fn exec_checked<T, O>(
-    session: guestcomm_client::Session<T>,
-    req: ExecRequest,
-    stdout: O,
-) -> anyhow::Result<()>
+async fn exec_checked<T, O>(session: guestcomm_client::Session<T>, stdout: O) -> anyhow::Result<()>
 where
     T: tokio::io::AsyncRead + AsyncWrite + Unpin + Send + 'static,
     O: AsyncWrite + Unpin,
@@ -141,30 +137,46 @@ where
         stderr: tokio::io::sink(),
         input: None,
     };
-    let status = guestcomm_client::exec(session.conn, req, io, |_| {}).await?;
+    let status = guestcomm_client::exec_sent(session.conn, io, |_| {}).await?;
     ensure!(status.code == Some(0), "the command ended with {status:?}");
     Ok(())
 }
 
+/// When the CLI sends its request: with the hello on Unix sockets, after the
+/// Welcome (or the key exchange) elsewhere.
+fn early(unix: bool, req: ExecRequest) -> Early {
+    let request = guestcomm_client::exec::request(req);
+    if unix {
+        Early::AfterHello(request)
+    } else {
+        Early::AfterAuth(request)
+    }
+}
+
 /// Runs `req` straight to the agent at `addr` (connect + handshake + exec),
-/// proving `psk` when given.
+/// proving `psk` when given; the request travels as the CLI sends it.
 async fn library_exec<O: AsyncWrite + Unpin>(
     addr: &Address,
     psk: Option<&Psk>,
     req: ExecRequest,
     stdout: O,
 ) -> anyhow::Result<()> {
-    let session = guestcomm_client::connect_with(addr, CLIENT_NAME, psk).await?;
-    exec_checked(session, req, stdout).await
+    let stream = guestcomm_transport::connect(addr).await?;
+    let early = early(matches!(addr, Address::Unix(_)), req);
+    let peer = addr.to_string();
+    let session = guestcomm_client::handshake_then(stream, &peer, CLIENT_NAME, psk, early).await?;
+    exec_checked(session, stdout).await
 }
 
-/// Handshake and exec `true` over an already open stream (the daemon's relay).
+/// Handshake and exec `true` over an already open stream (the daemon's
+/// relay on its Unix socket).
 pub(crate) async fn exec_true_over<T>(stream: T, peer: &str) -> anyhow::Result<()>
 where
     T: tokio::io::AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let session = guestcomm_client::handshake(stream, peer, CLIENT_NAME, None).await?;
-    exec_checked(session, request("true", &[]), tokio::io::sink()).await
+    let early = early(true, request("true", &[]));
+    let session = guestcomm_client::handshake_then(stream, peer, CLIENT_NAME, None, early).await?;
+    exec_checked(session, tokio::io::sink()).await
 }
 
 /// connect + handshake + exec `true` straight to the agent, timed.

@@ -7,8 +7,10 @@
 use std::path::Path;
 
 use anyhow::{anyhow, bail, Context};
-use guestcomm_client::Session;
+use guestcomm_client::{Early, Session};
 use guestcomm_protocol::auth::load_credentials;
+use guestcomm_protocol::message::Request;
+use guestcomm_transport::Address;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::commands::api;
@@ -27,7 +29,35 @@ pub async fn open(
     api_addr: Option<&str>,
     identity: Option<&Path>,
 ) -> anyhow::Result<Session<AgentStream>> {
+    open_inner(target, api_addr, identity, None).await
+}
+
+/// [`open`] that also sends `request`, during the handshake when the
+/// stream allows it (a round trip saved; see [`Early`]).
+pub async fn open_then(
+    target: &Target,
+    api_addr: Option<&str>,
+    identity: Option<&Path>,
+    request: Request,
+) -> anyhow::Result<Session<AgentStream>> {
+    open_inner(target, api_addr, identity, Some(request)).await
+}
+
+async fn open_inner(
+    target: &Target,
+    api_addr: Option<&str>,
+    identity: Option<&Path>,
+    request: Option<Request>,
+) -> anyhow::Result<Session<AgentStream>> {
     let client_name = format!("guestcomm {}", env!("CARGO_PKG_VERSION"));
+    // Right after the hello only on Unix sockets: elsewhere an agent that
+    // refuses the hello and closes with the request unread may reset the
+    // connection before its error frame is read.
+    let early = |unix: bool| match (request, unix) {
+        (None, _) => Early::None,
+        (Some(request), true) => Early::AfterHello(request),
+        (Some(request), false) => Early::AfterAuth(request),
+    };
     match target {
         Target::Direct(addr) => {
             let psk = identity
@@ -35,11 +65,12 @@ pub async fn open(
                 .transpose()
                 .context("failed to load --identity")?;
             let stream = guestcomm_transport::connect(addr).await?;
-            let session = guestcomm_client::handshake(
+            let session = guestcomm_client::handshake_then(
                 Box::new(stream) as AgentStream,
                 &addr.to_string(),
                 &client_name,
                 psk.as_ref(),
+                early(matches!(addr, Address::Unix(_))),
             )
             .await?;
             Ok(session)
@@ -48,19 +79,20 @@ pub async fn open(
             if identity.is_some() {
                 bail!("--identity is for agent addresses; for VM {name:?} guestcommd holds the key (see `guestcomm vm credentials`)");
             }
+            let client = api::client(api_addr).map_err(|e| anyhow!(api::one_line(&e)))?;
             let upgrade = async {
-                let client = api::client(api_addr)?;
                 client
                     .upgrade(&format!("{}/connect", api::vm_path(name)?))
                     .await
             };
             let stream = upgrade.await.map_err(|e| anyhow!(api::one_line(&e)))?;
             let peer = format!("VM {name} through guestcommd");
-            Ok(guestcomm_client::handshake(
+            Ok(guestcomm_client::handshake_then(
                 Box::new(stream) as AgentStream,
                 &peer,
                 &client_name,
                 None,
+                early(client.is_unix()),
             )
             .await?)
         }

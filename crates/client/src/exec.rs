@@ -83,11 +83,33 @@ where
     O: AsyncWrite + Unpin,
     E: AsyncWrite + Unpin,
 {
-    let request = Request {
+    conn.send(Frame::Control(Control::Request(request(req))))
+        .await?;
+    exec_sent(conn, io, started).await
+}
+
+/// The request frame of an exec of `req`, for
+/// [`handshake_then`](crate::session::handshake_then).
+pub fn request(req: ExecRequest) -> Request {
+    Request {
         service: BuiltinService::Exec.id(),
         call: Call::Exec(req),
-    };
-    conn.send(Frame::Control(Control::Request(request))).await?;
+    }
+}
+
+/// [`exec`] on a connection whose request was sent during the handshake
+/// ([`handshake_then`](crate::session::handshake_then) with [`request`]).
+pub async fn exec_sent<T, I, O, E>(
+    mut conn: Framed<T, FrameCodec>,
+    io: ExecIo<I, O, E>,
+    started: impl FnOnce(u32),
+) -> Result<ExitStatus, ExecError>
+where
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    I: AsyncRead + Unpin + Send + 'static,
+    O: AsyncWrite + Unpin,
+    E: AsyncWrite + Unpin,
+{
     match conn.next().await {
         Some(Ok(Frame::Control(Control::ExecStarted { pid }))) => started(pid),
         Some(Ok(Frame::Control(Control::Error(e)))) => return Err(ExecError::Refused(e)),

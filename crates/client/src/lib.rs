@@ -14,7 +14,8 @@ pub mod files;
 pub mod integration;
 mod session;
 
-pub use exec::{exec, ExecError, ExecInput, ExecIo};
+pub use exec::{exec, exec_sent, ExecError, ExecInput, ExecIo};
 pub use files::{copy_from_guest, copy_to_guest};
 pub use guestcomm_files::{check_destination, CopyError, NoProgress, Progress, ReceiveOptions};
-pub use session::{connect, connect_with, handshake, ClientError, Session};
+pub use guestcomm_protocol::handshake::Early;
+pub use session::{connect, connect_with, handshake, handshake_then, ClientError, Session};

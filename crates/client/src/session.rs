@@ -1,7 +1,7 @@
 //! Connecting to an agent: transport, then the handshake.
 
 use guestcomm_protocol::auth::Psk;
-use guestcomm_protocol::handshake::{self, HandshakeError};
+use guestcomm_protocol::handshake::{self, Early, HandshakeError};
 use guestcomm_protocol::message::Welcome;
 use guestcomm_protocol::{FrameCodec, FramedConn};
 use guestcomm_transport::{Address, ConnectError, Stream};
@@ -63,13 +63,30 @@ pub async fn handshake<T>(
 where
     T: AsyncRead + AsyncWrite + Unpin,
 {
+    handshake_then(stream, peer, client_name, psk, Early::None).await
+}
+
+/// [`handshake`] that also sends the session's request, as early as
+/// `early` allows (a round trip saved; see [`Early`]). When it returns
+/// `Ok`, the request is on its way: continue with, say,
+/// [`exec_sent`](crate::exec::exec_sent).
+pub async fn handshake_then<T>(
+    stream: T,
+    peer: &str,
+    client_name: &str,
+    psk: Option<&Psk>,
+    early: Early,
+) -> Result<Session<T>, ClientError>
+where
+    T: AsyncRead + AsyncWrite + Unpin,
+{
     let mut conn = Framed::new(stream, FrameCodec::new());
-    let welcome =
-        handshake::client_handshake(&mut conn, handshake::default_hello(client_name), psk)
-            .await
-            .map_err(|source| ClientError::Handshake {
-                addr: peer.to_string(),
-                source,
-            })?;
+    let hello = handshake::default_hello(client_name);
+    let welcome = handshake::client_handshake_then(&mut conn, hello, psk, early)
+        .await
+        .map_err(|source| ClientError::Handshake {
+            addr: peer.to_string(),
+            source,
+        })?;
     Ok(Session { conn, welcome })
 }

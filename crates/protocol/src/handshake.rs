@@ -158,12 +158,52 @@ where
 /// nothing else), waits for Welcome.
 pub async fn client_handshake<T>(
     conn: &mut FramedConn<T>,
-    mut hello: Hello,
+    hello: Hello,
     psk: Option<&Psk>,
 ) -> Result<Welcome, HandshakeError>
 where
     T: AsyncRead + AsyncWrite + Unpin,
 {
+    client_handshake_then(conn, hello, psk, Early::None).await
+}
+
+/// A request the client sends during its handshake, before the Welcome
+/// arrives, saving a round trip: the server reads frames in order, so the
+/// request waits in its buffer until the handshake is done.
+#[derive(Debug)]
+pub enum Early {
+    /// Nothing: the request follows the Welcome.
+    None,
+    /// Right after `AuthResponse` when authenticating (the agent has proved
+    /// it holds the key, so it will accept), otherwise after the Welcome.
+    AfterAuth(Request),
+    /// Right after `AuthResponse`, or right after `Hello` when not
+    /// authenticating. Only for streams where a server that refuses the
+    /// hello and closes with the request unread still delivers its error
+    /// frame (Unix sockets; TCP and vsock may reset instead).
+    AfterHello(Request),
+}
+
+/// [`client_handshake`] that also sends `early`, at the point it names.
+/// When it returns `Ok`, the request has been sent.
+pub async fn client_handshake_then<T>(
+    conn: &mut FramedConn<T>,
+    mut hello: Hello,
+    psk: Option<&Psk>,
+    early: Early,
+) -> Result<Welcome, HandshakeError>
+where
+    T: AsyncRead + AsyncWrite + Unpin,
+{
+    let (mut after_hello, mut after_auth, mut after_welcome) = (None, None, None);
+    match (early, psk) {
+        (Early::None, _) => {}
+        (Early::AfterHello(request), None) => after_hello = Some(request),
+        (Early::AfterHello(request) | Early::AfterAuth(request), Some(_)) => {
+            after_auth = Some(request)
+        }
+        (Early::AfterAuth(request), None) => after_welcome = Some(request),
+    }
     let client_nonce = match psk {
         Some(_) => {
             let nonce = auth::nonce()?;
@@ -176,9 +216,13 @@ where
     let offered = hello.auth.clone();
     let version = hello.version;
     let exchange = async {
-        conn.send(Frame::Control(Control::Hello(hello)))
+        conn.feed(Frame::Control(Control::Hello(hello)))
             .await
             .map_err(HandshakeError::Frame)?;
+        if let Some(request) = after_hello.take() {
+            conn.feed(Frame::Control(Control::Request(request))).await?;
+        }
+        SinkExt::<Frame>::flush(conn).await?;
         let mut frame = next_frame(conn).await?;
         if let Frame::Control(Control::AuthChallenge { nonce, proof, .. }) = &frame {
             let (Some(psk), Some(client_nonce)) = (psk, &client_nonce) else {
@@ -203,8 +247,12 @@ where
                 return Err(err);
             }
             let proof = psk.client_proof(&transcript);
-            conn.send(Frame::Control(Control::AuthResponse { proof }))
+            conn.feed(Frame::Control(Control::AuthResponse { proof }))
                 .await?;
+            if let Some(request) = after_auth.take() {
+                conn.feed(Frame::Control(Control::Request(request))).await?;
+            }
+            SinkExt::<Frame>::flush(conn).await?;
             frame = next_frame(conn).await?;
         } else if psk.is_some() && matches!(frame, Frame::Control(Control::Welcome(_))) {
             return Err(HandshakeError::AuthFailed(
@@ -218,6 +266,9 @@ where
                         ours: ProtocolVersion::CURRENT,
                         theirs: welcome.version,
                     });
+                }
+                if let Some(request) = after_welcome.take() {
+                    conn.send(Frame::Control(Control::Request(request))).await?;
                 }
                 Ok(welcome)
             }
@@ -428,6 +479,87 @@ mod tests {
         let mut conn = Framed::new(a, FrameCodec::new());
         let client = client_handshake(&mut conn, default_hello("t"), client_psk.as_ref()).await;
         (client, server.await.unwrap())
+    }
+
+    fn ping_request() -> Request {
+        Request {
+            service: crate::BuiltinService::Exec.id(),
+            call: crate::message::Call::Exec(crate::message::ExecRequest {
+                program: "true".into(),
+                ..Default::default()
+            }),
+        }
+    }
+
+    #[tokio::test]
+    async fn an_early_request_arrives_before_the_server_answers_the_hello() {
+        let (a, b) = duplex(4096);
+        // This server answers only once the request is in: a client that
+        // waited for the Welcome first would never finish.
+        let server = tokio::spawn(async move {
+            let mut conn = Framed::new(b, FrameCodec::new());
+            let Some(Ok(Frame::Control(Control::Hello(_)))) = conn.next().await else {
+                panic!("no hello")
+            };
+            let request = read_request(&mut conn).await.unwrap();
+            let welcome = Welcome {
+                version: ProtocolVersion::CURRENT,
+                features: vec![],
+                auth: AUTH_NONE.into(),
+                agent: "t".into(),
+            };
+            conn.send(Frame::Control(Control::Welcome(welcome)))
+                .await
+                .unwrap();
+            request
+        });
+        let mut conn = Framed::new(a, FrameCodec::new());
+        let early = Early::AfterHello(ping_request());
+        let welcome = client_handshake_then(&mut conn, default_hello("t"), None, early)
+            .await
+            .unwrap();
+        assert_eq!(welcome.agent, "t");
+        assert_eq!(server.await.unwrap(), ping_request());
+    }
+
+    #[tokio::test]
+    async fn with_a_key_the_early_request_follows_the_auth_response_in_order() {
+        for early in [
+            Early::AfterHello(ping_request()),
+            Early::AfterAuth(ping_request()),
+        ] {
+            let key = Psk::generate().unwrap();
+            let (a, b) = duplex(4096);
+            let server_offer = psk_offer(&key);
+            let server = tokio::spawn(async move {
+                let mut conn = Framed::new(b, FrameCodec::new());
+                server_handshake(&mut conn, &server_offer).await.unwrap();
+                read_request(&mut conn).await.unwrap()
+            });
+            let mut conn = Framed::new(a, FrameCodec::new());
+            client_handshake_then(&mut conn, default_hello("t"), Some(&key), early)
+                .await
+                .unwrap();
+            assert_eq!(server.await.unwrap(), ping_request());
+        }
+    }
+
+    #[tokio::test]
+    async fn a_refused_hello_is_reported_even_with_an_early_request_sent() {
+        let (a, b) = duplex(4096);
+        let server_offer = psk_offer(&Psk::generate().unwrap());
+        let server = tokio::spawn(async move {
+            let mut conn = Framed::new(b, FrameCodec::new());
+            server_handshake(&mut conn, &server_offer).await
+        });
+        let mut conn = Framed::new(a, FrameCodec::new());
+        let early = Early::AfterHello(ping_request());
+        let client = client_handshake_then(&mut conn, default_hello("t"), None, early).await;
+        let Err(HandshakeError::Rejected(frame)) = client else {
+            panic!("expected a rejection, got {client:?}")
+        };
+        assert_eq!(frame.code, ErrorCode::AuthRequired);
+        assert!(server.await.unwrap().is_err());
     }
 
     #[tokio::test]

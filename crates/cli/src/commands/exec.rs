@@ -103,19 +103,21 @@ impl ExecArgs {
 /// Runs `guestcomm exec`: directly to an agent's address, or through
 /// guestcommd for a VM name (see [`crate::session`]).
 pub async fn run(args: ExecArgs, api: Option<&str>) -> ExitCode {
-    match crate::session::open(&args.target, api, args.identity.as_deref()).await {
+    let request = guestcomm_client::exec::request(args.request());
+    let opened = crate::session::open_then(&args.target, api, args.identity.as_deref(), request);
+    match opened.await {
         Ok(session) => run_session(session.conn, args).await,
         Err(e) => exit::fail(&e),
     }
 }
 
-/// The exec itself, on a connection past its handshake, whatever carries it.
+/// The exec itself, on a connection past its handshake (the request sent),
+/// whatever carries it.
 async fn run_session<T>(conn: FramedConn<T>, args: ExecArgs) -> ExitCode
 where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let request = args.request();
-    let tty = request.tty.is_some();
+    let tty = args.tty;
     let (input_tx, input_rx) = mpsc::channel(8);
     let forwarder = match forward_signals(input_tx, tty) {
         Ok(task) => task,
@@ -139,7 +141,7 @@ where
         stderr: tokio::io::stderr(),
         input: Some(input_rx),
     };
-    let result = guestcomm_client::exec(conn, request, io, |_| {}).await;
+    let result = guestcomm_client::exec_sent(conn, io, |_| {}).await;
     forwarder.abort();
     drop(raw);
     match result {

@@ -57,7 +57,8 @@ pub fn request(service: ServiceId, call: Call) -> Frame {
     Frame::Control(Control::Request(Request { service, call }))
 }
 
-/// A fake agent that answers the handshake, then sends `reply` and closes.
+/// A fake agent that answers the handshake, then sends `reply` and ends its
+/// side of the connection (reading until the client closes).
 pub fn hostile_agent(reply: Vec<u8>) -> (tempfile::TempDir, String, std::thread::JoinHandle<()>) {
     fake_agent(reply, false)
 }
@@ -88,7 +89,14 @@ fn fake_agent(
         let mut bytes = encode(vec![Frame::Control(Control::Welcome(welcome))]);
         bytes.extend_from_slice(&reply);
         let _ = sock.write_all(&bytes);
-        while matches!(sock.read(&mut buf), Ok(n) if n > 0) && stall {}
+        if !stall {
+            // The end of the reply, seen as such: closing with the client's
+            // later frames unread would reset its connection instead
+            // (ECONNRESET on Unix sockets too) and hide what it makes of
+            // the reply.
+            let _ = sock.shutdown(std::net::Shutdown::Write);
+        }
+        while matches!(sock.read(&mut buf), Ok(n) if n > 0) {}
     });
     let addr = format!("unix://{}", path.display());
     (dir, addr, thread)
