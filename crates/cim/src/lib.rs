@@ -21,6 +21,8 @@ pub mod xml;
 
 use std::collections::BTreeMap;
 
+pub use status::{CimError, CimStatus};
+
 /// The class definitions guestcommd serves.
 pub const CLASSES_MOF: &str = include_str!("../classes.mof");
 

@@ -51,3 +51,13 @@ pub const AUDIT_PRUNE_INTERVAL_SECS: u64 = 600;
 /// connection is closed (and logged), so a flood of stalled handshakes costs
 /// bounded memory and never blocks clients that finish theirs.
 pub const MAX_TLS_HANDSHAKES: usize = 64;
+
+/// Most CopyFilesToGuest jobs kept (WBEM, module `wbem::jobs`); when full,
+/// the oldest finished job makes room, and a new call is refused while all
+/// are running. Each holds a few hundred bytes and its setting data.
+pub const MAX_WBEM_JOBS: usize = 256;
+
+/// Most files in one CopyFilesToGuest call: the request is bounded by the
+/// 1 MiB CIM-XML limit anyway; this keeps one job's audit record and
+/// setting data small.
+pub const MAX_COPY_FILES_PER_CALL: usize = 64;

@@ -1,0 +1,250 @@
+//! The instances WBEM serves, built from the daemon's state at each call:
+//!
+//! ```text
+//! Msvm_ComputerSystem                  the host (Name = its host name) and each VM (Name = its id)
+//! Msvm_GuestServiceInterfaceComponent  one per VM (EnabledState: the VM's interface switch)
+//! Msvm_GuestCommunicationService       each registered service on each VM (api::instances)
+//! Msvm_GuestFileService, Guestcomm_*   the built-in integration services as their own class
+//!                                      (policy::integration_instance)
+//! Msvm_RegisteredGuestService          interface component -> each of the above on its VM
+//! Msvm_CopyFileToGuestJob              the CopyFilesToGuest jobs (module jobs)
+//! ```
+//!
+//! The service objects are those of the JSON API, turned into CIM values by
+//! the types of their class in the repository ([`from_api`]): one mapping.
+
+use std::sync::Arc;
+
+use guestcomm_api::GuestCommunicationService;
+use guestcomm_cim::value::{CimValue, Instance, InstanceName};
+use guestcomm_cim::{CimType, Repository};
+
+use crate::api::Error;
+use crate::policy::{self, cim_datetime};
+use crate::store::VmRow;
+use crate::State;
+
+/// Class of the VMs and the host.
+pub const COMPUTER_SYSTEM: &str = "Msvm_ComputerSystem";
+/// Class of each VM's guest service interface.
+pub const INTERFACE: &str = "Msvm_GuestServiceInterfaceComponent";
+/// The association of an interface and its services.
+pub const REGISTERED: &str = "Msvm_RegisteredGuestService";
+/// DeviceID of every interface component (the key that tells it apart is
+/// its SystemName, the VM).
+const INTERFACE_DEVICE_ID: &str = "GuestServiceInterface";
+
+/// Everything the instances are made of, read once per operation.
+pub struct Snapshot {
+    /// The host's name.
+    pub host: String,
+    /// The VMs.
+    pub vms: Vec<(VmRow, String)>,
+    /// The service objects of the JSON API, each service on each VM.
+    pub services: Vec<GuestCommunicationService>,
+    /// The jobs.
+    pub jobs: Vec<Instance>,
+}
+
+impl Snapshot {
+    /// Reads the state.
+    pub async fn read(state: &Arc<State>) -> Result<Self, Error> {
+        let vms = state.db(|s| s.vms()).await?;
+        let vms = vms
+            .into_iter()
+            .map(|vm| {
+                let status = state.health.get(vm.id).status;
+                (vm, status)
+            })
+            .collect();
+        Ok(Self {
+            host: nix::unistd::gethostname()
+                .ok()
+                .and_then(|h| h.into_string().ok())
+                .unwrap_or_else(|| "localhost".into()),
+            vms,
+            services: crate::api::instances(state, None).await?,
+            jobs: state.wbem_jobs.instances(),
+        })
+    }
+
+    /// Every instance of `class` and its subclasses.
+    pub fn instances_of(&self, repo: &Repository, class: &str) -> Vec<Instance> {
+        let wants = |c: &str| repo.is_a(c, class);
+        let mut out = Vec::new();
+        if wants(COMPUTER_SYSTEM) {
+            out.push(host_system(&self.host));
+            out.extend(self.vms.iter().map(|(vm, status)| vm_system(vm, status)));
+        }
+        if wants(INTERFACE) {
+            out.extend(self.vms.iter().map(|(vm, _)| interface(vm)));
+        }
+        out.extend(
+            self.guest_services()
+                .into_iter()
+                .filter(|s| wants(&s.creation_class_name))
+                .map(|s| from_api(repo, &s)),
+        );
+        if wants(REGISTERED) {
+            out.extend(self.registrations(repo));
+        }
+        out.extend(self.jobs.iter().filter(|j| wants(&j.class)).cloned());
+        out
+    }
+
+    /// The instance named `name`, if it exists.
+    pub fn find(&self, repo: &Repository, name: &InstanceName) -> Option<Instance> {
+        self.instances_of(repo, &name.class)
+            .into_iter()
+            .find(|i| i.path(repo).same(name))
+    }
+
+    /// Each guest service object: every service as
+    /// Msvm_GuestCommunicationService, the built-in integration services
+    /// also as their own class.
+    fn guest_services(&self) -> Vec<GuestCommunicationService> {
+        let mut all = self.services.clone();
+        all.extend(
+            self.services
+                .iter()
+                .cloned()
+                .filter_map(policy::integration_instance),
+        );
+        all
+    }
+
+    /// Msvm_RegisteredGuestService: each VM's interface component and each
+    /// guest service object on that VM.
+    fn registrations(&self, repo: &Repository) -> Vec<Instance> {
+        self.guest_services()
+            .iter()
+            .map(|s| {
+                let antecedent = InstanceName::new(
+                    INTERFACE,
+                    vec![
+                        key("SystemCreationClassName", COMPUTER_SYSTEM),
+                        key("SystemName", &s.system_name),
+                        key("CreationClassName", INTERFACE),
+                        key("DeviceID", INTERFACE_DEVICE_ID),
+                    ],
+                );
+                let dependent = from_api(repo, s).path(repo);
+                Instance {
+                    class: REGISTERED.into(),
+                    properties: vec![
+                        ("Antecedent".into(), CimValue::Reference(antecedent)),
+                        ("Dependent".into(), CimValue::Reference(dependent)),
+                    ],
+                }
+            })
+            .collect()
+    }
+}
+
+fn key(name: &str, value: &str) -> (String, CimValue) {
+    (name.into(), CimValue::String(value.into()))
+}
+
+fn text(value: &str) -> CimValue {
+    CimValue::String(value.into())
+}
+
+/// The host as an Msvm_ComputerSystem, as Hyper-V lists it.
+fn host_system(host: &str) -> Instance {
+    Instance {
+        class: COMPUTER_SYSTEM.into(),
+        properties: vec![
+            key("CreationClassName", COMPUTER_SYSTEM),
+            key("Name", host),
+            ("ElementName".into(), text(host)),
+            ("Caption".into(), text("Hosting Computer System")),
+            ("Description".into(), text("The host running guestcommd")),
+            ("EnabledState".into(), CimValue::Uint(2)),
+            ("Status".into(), text("OK")),
+        ],
+    }
+}
+
+/// A VM as an Msvm_ComputerSystem: Name is its id, EnabledState 2 while
+/// its agent answers (guestcomm does not run VMs: it only knows that).
+fn vm_system(vm: &VmRow, status: &str) -> Instance {
+    let enabled = if status == "OK" { 2 } else { 0 };
+    Instance {
+        class: COMPUTER_SYSTEM.into(),
+        properties: vec![
+            key("CreationClassName", COMPUTER_SYSTEM),
+            key("Name", &vm.id.to_string()),
+            ("ElementName".into(), text(&vm.name)),
+            ("Caption".into(), text("Virtual Machine")),
+            (
+                "Description".into(),
+                text("A virtual machine managed by guestcommd"),
+            ),
+            (
+                "InstallDate".into(),
+                CimValue::Datetime(cim_datetime(vm.created_at)),
+            ),
+            ("EnabledState".into(), CimValue::Uint(enabled)),
+            ("Status".into(), text(status)),
+        ],
+    }
+}
+
+/// A VM's Msvm_GuestServiceInterfaceComponent.
+fn interface(vm: &VmRow) -> Instance {
+    let state = if vm.interface_enabled {
+        policy::ENABLED
+    } else {
+        policy::DISABLED
+    };
+    Instance {
+        class: INTERFACE.into(),
+        properties: vec![
+            key("SystemCreationClassName", COMPUTER_SYSTEM),
+            key("SystemName", &vm.id.to_string()),
+            key("CreationClassName", INTERFACE),
+            key("DeviceID", INTERFACE_DEVICE_ID),
+            ("ElementName".into(), text("Guest Service Interface")),
+            ("Caption".into(), text("Guest Service Interface")),
+            ("EnabledState".into(), CimValue::Uint(u64::from(state))),
+            ("RequestedState".into(), CimValue::Uint(u64::from(state))),
+        ],
+    }
+}
+
+/// A service object of the JSON API as an instance of its
+/// CreationClassName: each of the class's properties from the JSON field
+/// of the same name, typed by the class (fields that are no CIM property,
+/// such as `guestcomm_vm_name`, are left out).
+pub fn from_api(repo: &Repository, object: &GuestCommunicationService) -> Instance {
+    let class = object.creation_class_name.clone();
+    let json = serde_json::to_value(object).unwrap_or_default();
+    let properties = repo
+        .properties(&class)
+        .into_iter()
+        .filter_map(|p| {
+            let v = json.get(&p.name)?;
+            let value = match (&p.cim_type, v) {
+                (_, serde_json::Value::Null) => CimValue::Null,
+                (CimType::Boolean, v) => CimValue::Boolean(v.as_bool()?),
+                (CimType::Uint(_), v) => CimValue::Uint(v.as_u64()?),
+                (CimType::Sint(_), v) => CimValue::Sint(v.as_i64()?),
+                (CimType::Datetime, v) => CimValue::Datetime(v.as_str()?.into()),
+                (CimType::String, v) => CimValue::String(v.as_str()?.into()),
+                _ => return None,
+            };
+            Some((p.name.clone(), value))
+        })
+        .collect();
+    Instance { class, properties }
+}
+
+/// The VM named by an instance's `SystemName` key (a VM id), for methods.
+pub fn vm_of<'a>(snapshot: &'a Snapshot, name: &InstanceName) -> Option<&'a VmRow> {
+    let id = name.key_text("SystemName")?;
+    snapshot
+        .vms
+        .iter()
+        .map(|(vm, _)| vm)
+        .find(|vm| vm.id.to_string().eq_ignore_ascii_case(id))
+}
