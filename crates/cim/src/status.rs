@@ -46,6 +46,25 @@ impl CimStatus {
         }
     }
 
+    /// The status of a numeric code, if this server knows it.
+    pub fn from_code(code: u16) -> Option<Self> {
+        [
+            Self::Failed,
+            Self::AccessDenied,
+            Self::InvalidNamespace,
+            Self::InvalidParameter,
+            Self::InvalidClass,
+            Self::NotFound,
+            Self::NotSupported,
+            Self::QueryLanguageNotSupported,
+            Self::InvalidQuery,
+            Self::MethodNotAvailable,
+            Self::MethodNotFound,
+        ]
+        .into_iter()
+        .find(|s| s.code() == code)
+    }
+
     /// The symbolic name, `CIM_ERR_...`.
     pub const fn name(self) -> &'static str {
         match self {
@@ -105,7 +124,9 @@ mod tests {
         ];
         for (status, code) in all {
             assert_eq!(status.code(), code, "{}", status.name());
+            assert_eq!(CimStatus::from_code(code), Some(status));
         }
+        assert_eq!(CimStatus::from_code(8), None);
         let e = CimError::new(CimStatus::NotFound, "no VM web1");
         assert_eq!(e.to_string(), "CIM_ERR_NOT_FOUND: no VM web1");
     }

@@ -148,6 +148,105 @@ impl InstanceName {
     }
 }
 
+impl InstanceName {
+    /// Parses the text form of an instance path, `Class.Key="text",Key2=3`
+    /// (strings quoted with `\"` and `\\` escaped; bare `TRUE`/`FALSE`
+    /// and numbers), as CIM clients print them; a namespace before `:` is
+    /// kept. Reference keys are not supported in this form.
+    pub fn parse_path(text: &str) -> Result<Self, String> {
+        let (namespace, rest) = match text.split_once(':') {
+            Some((ns, rest)) if !ns.contains('.') && !ns.contains('"') => {
+                (Some(ns.to_string()), rest)
+            }
+            _ => (None, text),
+        };
+        let (class, mut keys_text) = rest.split_once('.').unwrap_or((rest, ""));
+        if class.is_empty() || !class.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            return Err(format!(
+                "{text:?} is not an instance path: expected CLASS.KEY=\"VALUE\",..."
+            ));
+        }
+        let mut keys = Vec::new();
+        while !keys_text.is_empty() {
+            let (key, after) = keys_text
+                .split_once('=')
+                .ok_or_else(|| format!("{text:?}: expected KEY=VALUE after {class}."))?;
+            let (value, after) = if let Some(quoted) = after.strip_prefix('"') {
+                let mut value = String::new();
+                let mut chars = quoted.char_indices();
+                let end = loop {
+                    match chars.next() {
+                        Some((_, '\\')) => match chars.next() {
+                            Some((_, c)) => value.push(c),
+                            None => return Err(format!("{text:?}: a string that does not end")),
+                        },
+                        Some((i, '"')) => break i + 1,
+                        Some((_, c)) => value.push(c),
+                        None => return Err(format!("{text:?}: a string that does not end")),
+                    }
+                };
+                (CimValue::String(value), &quoted[end..])
+            } else {
+                let (bare, after) = after.split_at(after.find(',').unwrap_or(after.len()));
+                let value =
+                    if bare.eq_ignore_ascii_case("true") || bare.eq_ignore_ascii_case("false") {
+                        CimValue::Boolean(bare.eq_ignore_ascii_case("true"))
+                    } else if let Ok(v) = bare.parse::<u64>() {
+                        CimValue::Uint(v)
+                    } else if let Ok(v) = bare.parse::<i64>() {
+                        CimValue::Sint(v)
+                    } else {
+                        return Err(format!("{text:?}: the value of {key} must be quoted"));
+                    };
+                (value, after)
+            };
+            keys.push((key.trim().to_string(), value));
+            keys_text = match after.strip_prefix(',') {
+                Some(next) if !next.is_empty() => next,
+                None if after.is_empty() => "",
+                _ => {
+                    return Err(format!(
+                        "{text:?}: expected ,KEY=VALUE after the value of {key}"
+                    ))
+                }
+            };
+        }
+        Ok(Self {
+            namespace,
+            class: class.to_string(),
+            keys,
+        })
+    }
+}
+
+impl std::fmt::Display for InstanceName {
+    /// The text form [`InstanceName::parse_path`] reads (references keys
+    /// inside, escaped).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if let Some(ns) = &self.namespace {
+            write!(f, "{ns}:")?;
+        }
+        f.write_str(&self.class)?;
+        for (i, (key, value)) in self.keys.iter().enumerate() {
+            f.write_str(if i == 0 { "." } else { "," })?;
+            let text = match value {
+                CimValue::Reference(r) => r.to_string(),
+                CimValue::String(s) | CimValue::Datetime(s) => s.clone(),
+                other => {
+                    write!(f, "{key}={}", other.text().unwrap_or_default())?;
+                    continue;
+                }
+            };
+            write!(
+                f,
+                "{key}=\"{}\"",
+                text.replace('\\', "\\\\").replace('"', "\\\"")
+            )?;
+        }
+        Ok(())
+    }
+}
+
 /// An instance: its class and property values (those it has; the class's
 /// other properties are null).
 #[derive(Clone, Debug, PartialEq)]
@@ -204,6 +303,39 @@ mod tests {
         assert!(CimValue::parse("128", &CimType::Sint(8)).is_err());
         assert!(CimValue::parse("yes", &CimType::Boolean).is_err());
         assert!(CimValue::parse("x", &CimType::Reference("A".into())).is_err());
+    }
+
+    #[test]
+    fn paths_print_and_parse_back() {
+        let name = InstanceName::new(
+            "Msvm_GuestCommunicationService",
+            vec![
+                (
+                    "Name".into(),
+                    CimValue::String("a \"quoted\" \\ name, with comma".into()),
+                ),
+                ("N".into(), CimValue::Uint(3)),
+                ("B".into(), CimValue::Boolean(true)),
+            ],
+        );
+        let text = name.to_string();
+        assert_eq!(InstanceName::parse_path(&text), Ok(name));
+        let ns = InstanceName::parse_path("root/virtualization/v2:A.K=\"v\"").unwrap();
+        assert_eq!(ns.namespace.as_deref(), Some("root/virtualization/v2"));
+        assert_eq!(ns.key_text("k"), Some("v"));
+        assert_eq!(InstanceName::parse_path("A").unwrap().keys, vec![]);
+        for bad in [
+            "",
+            ".K=1",
+            "A.K",
+            "A.K=\"x",
+            "A.K=x",
+            "A.K=1,",
+            "A.K=\"x\"y",
+            "A B.K=1",
+        ] {
+            assert!(InstanceName::parse_path(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -12,6 +12,7 @@
 //!   VALUE.OBJECTWITHPATH, method results, or an ERROR with a CIM status
 //! ```
 
+pub mod client;
 pub mod request;
 pub mod response;
 
@@ -31,12 +32,41 @@ pub const MAX_XML_DEPTH: usize = 32;
 /// of empty elements would otherwise make some 250,000).
 pub const MAX_XML_ELEMENTS: usize = 50_000;
 
+/// Largest response a client ([`client`]) reads, in bytes: an enumeration
+/// over thousands of VMs runs to tens of MiB.
+pub const MAX_RESPONSE_BYTES: usize = 256 * 1024 * 1024;
+
+/// Most elements in a response a client reads.
+pub const MAX_RESPONSE_ELEMENTS: usize = 8_000_000;
+
+/// The bounds of one parse.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest document, in bytes.
+    pub max_bytes: usize,
+    /// Most elements.
+    pub max_elements: usize,
+}
+
+impl Limits {
+    /// What a server accepts in a request.
+    pub const REQUEST: Self = Self {
+        max_bytes: MAX_REQUEST_BYTES,
+        max_elements: MAX_XML_ELEMENTS,
+    };
+    /// What a client accepts in a response.
+    pub const RESPONSE: Self = Self {
+        max_bytes: MAX_RESPONSE_BYTES,
+        max_elements: MAX_RESPONSE_ELEMENTS,
+    };
+}
+
 /// Why a CIM-XML document was refused.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum XmlError {
-    /// The body is larger than [`MAX_REQUEST_BYTES`].
-    #[error("a request of {0} bytes exceeds the limit of {MAX_REQUEST_BYTES} bytes")]
-    TooLarge(usize),
+    /// The body is larger than the limit ([`MAX_REQUEST_BYTES`] for requests).
+    #[error("a document of {0} bytes exceeds the limit of {1} bytes")]
+    TooLarge(usize, usize),
     /// The body is not UTF-8.
     #[error("the request is not UTF-8 text")]
     NotUtf8,
@@ -49,9 +79,9 @@ pub enum XmlError {
     /// Nesting deeper than [`MAX_XML_DEPTH`].
     #[error("elements nested deeper than {MAX_XML_DEPTH} levels")]
     TooDeep,
-    /// More than [`MAX_XML_ELEMENTS`] elements.
-    #[error("more than {MAX_XML_ELEMENTS} elements")]
-    TooManyElements,
+    /// More elements than the limit ([`MAX_XML_ELEMENTS`] for requests).
+    #[error("more than {0} elements")]
+    TooManyElements(usize),
     /// Not well-formed XML.
     #[error("malformed XML at byte {position}: {message}")]
     Malformed {
@@ -124,10 +154,15 @@ impl Element {
     }
 }
 
-/// Parses `body` into its root element, within the limits of this module.
+/// Parses a request `body` into its root element, within [`Limits::REQUEST`].
 pub fn parse_document(body: &[u8]) -> Result<Element, XmlError> {
-    if body.len() > MAX_REQUEST_BYTES {
-        return Err(XmlError::TooLarge(body.len()));
+    parse_with(body, Limits::REQUEST)
+}
+
+/// Parses `body` into its root element, within `limits` (and [`MAX_XML_DEPTH`]).
+pub fn parse_with(body: &[u8], limits: Limits) -> Result<Element, XmlError> {
+    if body.len() > limits.max_bytes {
+        return Err(XmlError::TooLarge(body.len(), limits.max_bytes));
     }
     let text = std::str::from_utf8(body).map_err(|_| XmlError::NotUtf8)?;
     let mut reader = quick_xml::Reader::from_str(text);
@@ -152,8 +187,8 @@ pub fn parse_document(body: &[u8]) -> Result<Element, XmlError> {
             }
             Event::Start(ref start) | Event::Empty(ref start) => {
                 count += 1;
-                if count > MAX_XML_ELEMENTS {
-                    return Err(XmlError::TooManyElements);
+                if count > limits.max_elements {
+                    return Err(XmlError::TooManyElements(limits.max_elements));
                 }
                 if stack.len() >= MAX_XML_DEPTH {
                     return Err(XmlError::TooDeep);
@@ -268,12 +303,12 @@ mod tests {
         let big = vec![b' '; MAX_REQUEST_BYTES + 1];
         assert_eq!(
             parse_document(&big),
-            Err(XmlError::TooLarge(MAX_REQUEST_BYTES + 1))
+            Err(XmlError::TooLarge(MAX_REQUEST_BYTES + 1, MAX_REQUEST_BYTES))
         );
         let many = format!("<a>{}</a>", "<b/>".repeat(MAX_XML_ELEMENTS));
         assert_eq!(
             parse_document(many.as_bytes()),
-            Err(XmlError::TooManyElements)
+            Err(XmlError::TooManyElements(MAX_XML_ELEMENTS))
         );
         for bad in [
             &b"<a><b></a>"[..],

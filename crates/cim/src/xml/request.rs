@@ -234,7 +234,12 @@ fn param(e: &Element) -> Result<Param, XmlError> {
 /// A `VALUE.REFERENCE`: to an instance (`INSTANCENAME`, `LOCALINSTANCEPATH`,
 /// `INSTANCEPATH`) or a class (`CLASSNAME`, `LOCALCLASSPATH`, `CLASSPATH`).
 fn reference(e: &Element) -> Result<ParamValue, XmlError> {
-    let path = e.only_child("path")?;
+    path(e.only_child("path")?)
+}
+
+/// A path element: `INSTANCENAME`, `LOCALINSTANCEPATH`, `INSTANCEPATH`,
+/// `CLASSNAME`, `LOCALCLASSPATH` or `CLASSPATH`.
+pub(crate) fn path(path: &Element) -> Result<ParamValue, XmlError> {
     let ns_of = |p: &Element| -> Result<Option<String>, XmlError> {
         let local = match p.child("NAMESPACEPATH") {
             Some(n) => n.child("LOCALNAMESPACEPATH"),
@@ -330,9 +335,15 @@ pub fn parse_embedded_instance(text: &str) -> Result<Instance, XmlError> {
             root.name
         )));
     }
-    let class = root.required("CLASSNAME")?.to_string();
+    instance(&root)
+}
+
+/// An `INSTANCE` element: `PROPERTY` values typed by their `TYPE` (string
+/// when absent), `PROPERTY.ARRAY`, `PROPERTY.REFERENCE` to instances.
+pub fn instance(e: &Element) -> Result<Instance, XmlError> {
+    let class = e.required("CLASSNAME")?.to_string();
     let mut properties = Vec::new();
-    for p in &root.children {
+    for p in &e.children {
         let name = p.required("NAME").map(str::to_string);
         let cim_type = || -> Result<CimType, XmlError> {
             let t = p.attr("TYPE").unwrap_or("string");
@@ -357,11 +368,18 @@ pub fn parse_embedded_instance(text: &str) -> Result<Instance, XmlError> {
                 }
                 None => CimValue::Null,
             },
+            "PROPERTY.REFERENCE" => match p.child("VALUE.REFERENCE") {
+                Some(r) => match reference(r)? {
+                    ParamValue::InstanceName(n) => CimValue::Reference(n),
+                    _ => return Err(invalid("a reference property must name an instance")),
+                },
+                None => CimValue::Null,
+            },
             "QUALIFIER" => continue,
             other => {
                 return Err(XmlError::Invalid(format!(
-                    "an embedded INSTANCE holds {other}: only PROPERTY and PROPERTY.ARRAY"
-                )))
+                "an INSTANCE holds {other}: only PROPERTY, PROPERTY.ARRAY and PROPERTY.REFERENCE"
+            )))
             }
         };
         properties.push((name?, value));

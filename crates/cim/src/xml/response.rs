@@ -13,7 +13,8 @@ use crate::{CimType, Class, Parameter, Property, Repository};
 /// Host named in the `INSTANCEPATH`s of answers.
 pub const HOST: &str = "localhost";
 
-fn esc(text: &str) -> std::borrow::Cow<'_, str> {
+/// `text` with XML's special characters escaped (text and attributes).
+pub(crate) fn esc(text: &str) -> std::borrow::Cow<'_, str> {
     quick_xml::escape::escape(text)
 }
 
@@ -127,7 +128,8 @@ fn scalar_value(value: &CimValue, namespace: &str) -> String {
     }
 }
 
-fn local_namespace_path(namespace: &str) -> String {
+/// `LOCALNAMESPACEPATH` of `a/b/c`.
+pub(crate) fn local_namespace_path(namespace: &str) -> String {
     let mut out = String::from("<LOCALNAMESPACEPATH>");
     for part in namespace.split('/').filter(|p| !p.is_empty()) {
         let _ = write!(out, r#"<NAMESPACE NAME="{}"/>"#, esc(part));

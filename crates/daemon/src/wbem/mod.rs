@@ -122,7 +122,7 @@ pub async fn cimom(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > MAX_REQUEST_BYTES as u64) {
-        let e = XmlError::TooLarge(declared.unwrap_or_default() as usize);
+        let e = XmlError::TooLarge(declared.unwrap_or_default() as usize, MAX_REQUEST_BYTES);
         return http_refusal(
             StatusCode::PAYLOAD_TOO_LARGE,
             e.cim_error_header(),
@@ -132,7 +132,7 @@ pub async fn cimom(
     let body = match axum::body::to_bytes(body, MAX_REQUEST_BYTES).await {
         Ok(body) => body,
         Err(_) => {
-            let e = XmlError::TooLarge(MAX_REQUEST_BYTES + 1);
+            let e = XmlError::TooLarge(MAX_REQUEST_BYTES + 1, MAX_REQUEST_BYTES);
             return http_refusal(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 e.cim_error_header(),
