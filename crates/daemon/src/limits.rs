@@ -61,3 +61,11 @@ pub const MAX_WBEM_JOBS: usize = 256;
 /// 1 MiB CIM-XML limit anyway; this keeps one job's audit record and
 /// setting data small.
 pub const MAX_COPY_FILES_PER_CALL: usize = 64;
+
+/// Most bytes of a refused (oversized) WBEM request read and dropped before
+/// the connection is closed: enough for a client that sent a few MiB too
+/// many to read its 413; bounded so a huge upload is cut off.
+pub const MAX_WBEM_DRAIN_BYTES: usize = 16 * 1024 * 1024;
+
+/// Longest time spent dropping a refused WBEM request's body, in ms.
+pub const WBEM_DRAIN_TIMEOUT_MS: u64 = 5_000;

@@ -70,6 +70,10 @@ pub enum ParamValue {
     InstanceName(InstanceName),
     /// A `VALUE.REFERENCE` to a class.
     ClassReference(String),
+    /// A value this server does not take (e.g. the `INSTANCE` of
+    /// CreateInstance), by its element name: decoded, so that the operation
+    /// can be answered with a CIM error rather than refused as invalid XML.
+    Unsupported(String),
 }
 
 impl Call {
@@ -211,11 +215,7 @@ fn param(e: &Element) -> Result<Param, XmlError> {
             "CLASSNAME" => ParamValue::ClassName(one.required("NAME")?.to_string()),
             "INSTANCENAME" => ParamValue::InstanceName(instance_name(one)?),
             "VALUE.REFERENCE" => reference(one)?,
-            other => {
-                return Err(XmlError::Invalid(format!(
-                    "parameter {name}: {other} values are not supported"
-                )))
-            }
+            other => ParamValue::Unsupported(other.to_string()),
         },
         _ => {
             return Err(XmlError::Invalid(format!(
@@ -492,12 +492,6 @@ mod tests {
                 "neither LOCALINSTANCEPATH",
             ),
             (
-                wrap(&format!(
-                    r#"<IMETHODCALL NAME="X">{NS}<IPARAMVALUE NAME="A"><INSTANCE CLASSNAME="A"/></IPARAMVALUE></IMETHODCALL>"#
-                )),
-                "INSTANCE values are not supported",
-            ),
-            (
                 wrap(r#"<IMETHODCALL>{NS}</IMETHODCALL>"#),
                 "IMETHODCALL has no NAME",
             ),
@@ -509,6 +503,14 @@ mod tests {
             );
             assert_eq!(err.cim_error_header(), "request-not-valid");
         }
+        let other = wrap(&format!(
+            r#"<IMETHODCALL NAME="CreateInstance">{NS}<IPARAMVALUE NAME="NewInstance"><INSTANCE CLASSNAME="A"/></IPARAMVALUE></IMETHODCALL>"#
+        ));
+        let req = parse_request(other.as_bytes()).unwrap();
+        assert_eq!(
+            req.call.param("NewInstance").unwrap().value,
+            ParamValue::Unsupported("INSTANCE".into())
+        );
         assert!(parse_embedded_instance("<CLASS NAME=\"A\"/>").is_err());
         assert!(parse_embedded_instance(
             r#"<INSTANCE CLASSNAME="A"><PROPERTY NAME="b" TYPE="boolean"><VALUE>maybe</VALUE></PROPERTY></INSTANCE>"#

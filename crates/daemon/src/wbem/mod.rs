@@ -38,6 +38,7 @@ use guestcomm_cim::{CimError, CimStatus, MofError, Repository, NAMESPACE};
 
 use crate::access::{Authorized, Caller};
 use crate::api::Error;
+use crate::limits::{MAX_WBEM_DRAIN_BYTES, WBEM_DRAIN_TIMEOUT_MS};
 use crate::State;
 
 /// The class repository, parsed once from the built-in MOF.
@@ -121,18 +122,10 @@ pub async fn cimom(
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > MAX_REQUEST_BYTES as u64) {
-        let e = XmlError::TooLarge(declared.unwrap_or_default() as usize, MAX_REQUEST_BYTES);
-        return http_refusal(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            e.cim_error_header(),
-            e.to_string(),
-        );
-    }
-    let body = match axum::body::to_bytes(body, MAX_REQUEST_BYTES).await {
+    let body = match read_bounded(body, declared).await {
         Ok(body) => body,
-        Err(_) => {
-            let e = XmlError::TooLarge(MAX_REQUEST_BYTES + 1, MAX_REQUEST_BYTES);
+        Err(size) => {
+            let e = XmlError::TooLarge(size, MAX_REQUEST_BYTES);
             return http_refusal(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 e.cim_error_header(),
@@ -190,6 +183,47 @@ pub async fn cimom(
         ),
     };
     xml_answer(body)
+}
+
+/// The request body, at most [`MAX_REQUEST_BYTES`]; a larger one (by its
+/// Content-Length or as it streams) is `Err` with its size as far as known.
+/// The rest of a refused body is read and dropped, up to
+/// [`MAX_WBEM_DRAIN_BYTES`] for [`WBEM_DRAIN_TIMEOUT_MS`], so that the client
+/// can read the refusal (closing with unread data would reset the
+/// connection under it); past that the connection is closed.
+async fn read_bounded(body: Body, declared: Option<u64>) -> Result<Vec<u8>, usize> {
+    use futures::StreamExt;
+    let mut stream = body.into_data_stream();
+    let mut kept = Vec::new();
+    let mut seen = 0usize;
+    let too_large = declared.is_some_and(|n| n > MAX_REQUEST_BYTES as u64);
+    if !too_large {
+        while let Some(Ok(chunk)) = stream.next().await {
+            seen = seen.saturating_add(chunk.len());
+            if seen > MAX_REQUEST_BYTES {
+                break;
+            }
+            kept.extend_from_slice(&chunk);
+        }
+        if seen <= MAX_REQUEST_BYTES {
+            return Ok(kept);
+        }
+    }
+    let drain = async {
+        while let Some(Ok(chunk)) = stream.next().await {
+            seen = seen.saturating_add(chunk.len());
+            if seen > MAX_WBEM_DRAIN_BYTES {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(
+        std::time::Duration::from_millis(WBEM_DRAIN_TIMEOUT_MS),
+        drain,
+    )
+    .await;
+    let size = declared.map_or(seen, |n| usize::try_from(n).unwrap_or(usize::MAX));
+    Err(size)
 }
 
 /// What an operation produced.
