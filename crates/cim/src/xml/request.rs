@@ -520,6 +520,36 @@ mod tests {
 
     proptest::proptest! {
         #[test]
+        fn mangled_pywbem_requests_never_panic(
+            edits in proptest::collection::vec((0usize..2000, proptest::num::u8::ANY, 0u8..3), 1..8)
+        ) {
+            let mut body = wrap(&format!(
+                r#"<METHODCALL NAME="CopyFilesToGuest"><LOCALINSTANCEPATH>{NS}<INSTANCENAME CLASSNAME="Msvm_GuestFileService"><KEYBINDING NAME="Name"><KEYVALUE VALUETYPE="numeric">5</KEYVALUE></KEYBINDING></INSTANCENAME></LOCALINSTANCEPATH><PARAMVALUE NAME="S" EmbeddedObject="instance"><VALUE.ARRAY><VALUE>&lt;INSTANCE CLASSNAME=&quot;A&quot;&gt;&lt;PROPERTY NAME=&quot;B&quot; TYPE=&quot;uint8&quot;&gt;&lt;VALUE&gt;7&lt;/VALUE&gt;&lt;/PROPERTY&gt;&lt;/INSTANCE&gt;</VALUE></VALUE.ARRAY></PARAMVALUE></METHODCALL>"#
+            ))
+            .into_bytes();
+            for (at, byte, how) in edits {
+                let at = at % (body.len() + 1);
+                match how {
+                    0 if at < body.len() => body[at] = byte,
+                    1 => body.insert(at, byte),
+                    _ if at < body.len() => {
+                        body.remove(at);
+                    }
+                    _ => {}
+                }
+            }
+            if let Ok(req) = parse_request(&body) {
+                for p in &req.call.params {
+                    if let ParamValue::Array(items) = &p.value {
+                        for text in items.iter().flatten() {
+                            let _ = parse_embedded_instance(text);
+                        }
+                    }
+                }
+            }
+        }
+
+        #[test]
         fn arbitrary_requests_never_panic(body in "[<>/A-Z.= \"]{0,300}") {
             let _ = parse_request(body.as_bytes());
             let _ = parse_embedded_instance(&body);

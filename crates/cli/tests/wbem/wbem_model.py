@@ -75,6 +75,9 @@ def run(argv):
     for r in refs:
         assert r["Antecedent"] == component.copy() or r["Antecedent"].keybindings == component.keybindings
     assert conn.References(component, Role="Dependent") == []
+    link = conn.GetInstance(refs[0].path)
+    assert link.classname == "Msvm_RegisteredGuestService"
+    assert link["Dependent"].keybindings == refs[0]["Dependent"].keybindings
     back = conn.AssociatorNames(exec_service.path, AssocClass="Msvm_RegisteredGuestService")
     assert len(back) == 1 and back[0].classname == "Msvm_GuestServiceInterfaceComponent", back
     assert len(conn.ReferenceNames(exec_service.path)) == 1

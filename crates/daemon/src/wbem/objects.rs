@@ -248,3 +248,42 @@ pub fn vm_of<'a>(snapshot: &'a Snapshot, name: &InstanceName) -> Option<&'a VmRo
         .map(|(vm, _)| vm)
         .find(|vm| vm.id.to_string().eq_ignore_ascii_case(id))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn api_objects_become_instances_typed_by_their_class() {
+        let repo = Repository::builtin().unwrap();
+        let object = GuestCommunicationService {
+            caption: "guestcomm Shutdown".into(),
+            creation_class_name: "Guestcomm_ShutdownService".into(),
+            description: String::new(),
+            element_name: "guestcomm Shutdown".into(),
+            install_date: None,
+            name: "00004747-facb-11e6-bd58-64006a7986d3".into(),
+            started: false,
+            start_mode: "Automatic".into(),
+            status: "OK".into(),
+            system_creation_class_name: COMPUTER_SYSTEM.into(),
+            system_name: "vm-id".into(),
+            enabled_state: 3,
+            requested_state: 8,
+            vm_name: "web1".into(),
+        };
+        let inst = from_api(&repo, &object);
+        assert_eq!(inst.class, "Guestcomm_ShutdownService");
+        assert_eq!(inst.get("EnabledState"), Some(&CimValue::Uint(3)));
+        assert_eq!(inst.get("Started"), Some(&CimValue::Boolean(false)));
+        assert_eq!(inst.get("InstallDate"), Some(&CimValue::Null));
+        assert_eq!(inst.get("guestcomm_vm_name"), None, "not a CIM property");
+        let path = inst.path(&repo);
+        assert_eq!(path.keys.len(), 4);
+        assert_eq!(path.key_text("SystemName"), Some("vm-id"));
+        assert_eq!(
+            path.key_text("CreationClassName"),
+            Some("Guestcomm_ShutdownService")
+        );
+    }
+}
