@@ -140,47 +140,46 @@ pub async fn cimom(
         }
     };
     let call = &request.call;
-    let result = match repository() {
-        Ok(repo) if call.namespace.eq_ignore_ascii_case(NAMESPACE) => match &call.kind {
-            CallKind::Intrinsic => operations::run(&state, repo, call)
-                .await
-                .map(Answer::Objects),
-            _ => methods::invoke(&state, repo, &auth, call)
-                .await
-                .map(Answer::Method),
-        },
-        Ok(_) => Err(CimError::new(
-            CimStatus::InvalidNamespace,
-            format!(
-                "no namespace {:?}: guestcomm serves {NAMESPACE}",
-                call.namespace
-            ),
-        )),
-        Err(e) => Err(e),
-    };
-    if let Err(e) = &result {
+    let repo = repository().and_then(|repo| {
+        if call.namespace.eq_ignore_ascii_case(NAMESPACE) {
+            Ok(repo)
+        } else {
+            Err(CimError::new(
+                CimStatus::InvalidNamespace,
+                format!(
+                    "no namespace {:?}: guestcomm serves {NAMESPACE}",
+                    call.namespace
+                ),
+            ))
+        }
+    });
+    let failed = |e: &CimError| {
         tracing::debug!(operation = %call.name, error = %e, "WBEM operation failed");
-    }
-    let body = match (&call.kind, &result) {
-        (CallKind::Intrinsic, Ok(Answer::Objects(objects))) => {
-            response::imethod_response(&request.id, &call.name, Ok(objects.as_str()))
+    };
+    let (id, name) = (&request.id, &call.name);
+    let body = match (&call.kind, repo) {
+        (CallKind::Intrinsic, Ok(repo)) => {
+            let result = operations::run(&state, repo, call).await;
+            if let Err(e) = &result {
+                failed(e);
+            }
+            response::imethod_response(id, name, result.as_deref())
         }
         (CallKind::Intrinsic, Err(e)) => {
-            response::imethod_response(&request.id, &call.name, Err(e))
+            failed(&e);
+            response::imethod_response(id, name, Err(&e))
         }
-        (_, Ok(Answer::Method(ret))) => {
-            response::method_response(&request.id, &call.name, NAMESPACE, Ok(ret))
+        (_, Ok(repo)) => {
+            let result = methods::invoke(&state, repo, &auth, call).await;
+            if let Err(e) = &result {
+                failed(e);
+            }
+            response::method_response(id, name, NAMESPACE, result.as_ref())
         }
-        (_, Err(e)) => response::method_response(&request.id, &call.name, NAMESPACE, Err(e)),
-        (_, Ok(Answer::Objects(_))) => response::method_response(
-            &request.id,
-            &call.name,
-            NAMESPACE,
-            Err(&CimError::new(
-                CimStatus::Failed,
-                "internal error: no method result",
-            )),
-        ),
+        (_, Err(e)) => {
+            failed(&e);
+            response::method_response(id, name, NAMESPACE, Err(&e))
+        }
     };
     xml_answer(body)
 }
@@ -224,14 +223,6 @@ async fn read_bounded(body: Body, declared: Option<u64>) -> Result<Vec<u8>, usiz
     .await;
     let size = declared.map_or(seen, |n| usize::try_from(n).unwrap_or(usize::MAX));
     Err(size)
-}
-
-/// What an operation produced.
-enum Answer {
-    /// Encoded objects of an intrinsic operation.
-    Objects(String),
-    /// A method's result.
-    Method(response::MethodReturn),
 }
 
 /// The router of a `--wbem tcp://` listener: `/cimom` only, every caller
