@@ -80,13 +80,13 @@ impl Snapshot {
             out.extend(self.vms.iter().map(|(vm, _)| interface(vm)));
         }
         out.extend(
-            self.guest_services()
+            self.guest_services(None)
                 .into_iter()
                 .filter(|s| wants(&s.creation_class_name))
                 .map(|s| from_api(repo, &s)),
         );
         if wants(REGISTERED) {
-            out.extend(self.registrations(repo));
+            out.extend(self.registrations(repo, None));
         }
         out.extend(self.jobs.iter().filter(|j| wants(&j.class)).cloned());
         out
@@ -99,14 +99,45 @@ impl Snapshot {
             .find(|i| i.path(repo).same(name))
     }
 
-    /// Each guest service object: every service as
-    /// Msvm_GuestCommunicationService, the built-in integration services
-    /// also as their own class.
-    fn guest_services(&self) -> Vec<GuestCommunicationService> {
-        let mut all = self.services.clone();
+    /// The associations that may involve `source` (those of its VM, by its
+    /// SystemName key), and the instances at their ends: per-VM work
+    /// whatever the number of VMs.
+    pub fn links_of(
+        &self,
+        repo: &Repository,
+        source: &InstanceName,
+    ) -> (Vec<Instance>, Vec<Instance>) {
+        let Some(vm_id) = source.key_text("SystemName") else {
+            return (Vec::new(), Vec::new());
+        };
+        let links = self.registrations(repo, Some(vm_id));
+        let mut ends: Vec<Instance> = self
+            .vms
+            .iter()
+            .filter(|(vm, _)| vm.id.to_string().eq_ignore_ascii_case(vm_id))
+            .map(|(vm, _)| interface(vm))
+            .collect();
+        ends.extend(
+            self.guest_services(Some(vm_id))
+                .iter()
+                .map(|s| from_api(repo, s)),
+        );
+        (links, ends)
+    }
+
+    /// Each guest service object (of the VM whose id is `vm`, or of all):
+    /// every service as Msvm_GuestCommunicationService, the built-in
+    /// integration services also as their own class.
+    fn guest_services(&self, vm: Option<&str>) -> Vec<GuestCommunicationService> {
+        let on_vm = |s: &&GuestCommunicationService| {
+            vm.is_none_or(|id| s.system_name.eq_ignore_ascii_case(id))
+        };
+        let mut all: Vec<GuestCommunicationService> =
+            self.services.iter().filter(on_vm).cloned().collect();
         all.extend(
             self.services
                 .iter()
+                .filter(on_vm)
                 .cloned()
                 .filter_map(policy::integration_instance),
         );
@@ -114,20 +145,12 @@ impl Snapshot {
     }
 
     /// Msvm_RegisteredGuestService: each VM's interface component and each
-    /// guest service object on that VM.
-    fn registrations(&self, repo: &Repository) -> Vec<Instance> {
-        self.guest_services()
+    /// guest service object on that VM (of the VM `vm`, or of all).
+    fn registrations(&self, repo: &Repository, vm: Option<&str>) -> Vec<Instance> {
+        self.guest_services(vm)
             .iter()
             .map(|s| {
-                let antecedent = InstanceName::new(
-                    INTERFACE,
-                    vec![
-                        key("SystemCreationClassName", COMPUTER_SYSTEM),
-                        key("SystemName", &s.system_name),
-                        key("CreationClassName", INTERFACE),
-                        key("DeviceID", INTERFACE_DEVICE_ID),
-                    ],
-                );
+                let antecedent = InstanceName::new(INTERFACE, interface_keys(&s.system_name));
                 let dependent = from_api(repo, s).path(repo);
                 Instance {
                     class: REGISTERED.into(),
@@ -190,6 +213,16 @@ fn vm_system(vm: &VmRow, status: &str) -> Instance {
     }
 }
 
+/// The keys of the interface component of the VM whose id is `vm_id`.
+fn interface_keys(vm_id: &str) -> Vec<(String, CimValue)> {
+    vec![
+        key("SystemCreationClassName", COMPUTER_SYSTEM),
+        key("SystemName", vm_id),
+        key("CreationClassName", INTERFACE),
+        key("DeviceID", INTERFACE_DEVICE_ID),
+    ]
+}
+
 /// A VM's Msvm_GuestServiceInterfaceComponent.
 fn interface(vm: &VmRow) -> Instance {
     let state = if vm.interface_enabled {
@@ -197,18 +230,16 @@ fn interface(vm: &VmRow) -> Instance {
     } else {
         policy::DISABLED
     };
+    let mut properties = interface_keys(&vm.id.to_string());
+    properties.extend([
+        ("ElementName".into(), text("Guest Service Interface")),
+        ("Caption".into(), text("Guest Service Interface")),
+        ("EnabledState".into(), CimValue::Uint(u64::from(state))),
+        ("RequestedState".into(), CimValue::Uint(u64::from(state))),
+    ]);
     Instance {
         class: INTERFACE.into(),
-        properties: vec![
-            key("SystemCreationClassName", COMPUTER_SYSTEM),
-            key("SystemName", &vm.id.to_string()),
-            key("CreationClassName", INTERFACE),
-            key("DeviceID", INTERFACE_DEVICE_ID),
-            ("ElementName".into(), text("Guest Service Interface")),
-            ("Caption".into(), text("Guest Service Interface")),
-            ("EnabledState".into(), CimValue::Uint(u64::from(state))),
-            ("RequestedState".into(), CimValue::Uint(u64::from(state))),
-        ],
+        properties,
     }
 }
 

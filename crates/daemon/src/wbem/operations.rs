@@ -308,10 +308,11 @@ async fn associations(
     }
     let same_role =
         |want: Option<&str>, actual: &str| want.is_none_or(|w| w.eq_ignore_ascii_case(actual));
+    let (links, ends) = snapshot.links_of(repo, source);
     let mut out: Vec<Instance> = Vec::new();
-    for link in snapshot.instances_of(repo, "CIM_Dependency") {
+    for link in links {
         // The reference to the source, and the other end.
-        let ends: Vec<(&String, &InstanceName)> = link
+        let refs: Vec<(&String, &InstanceName)> = link
             .properties
             .iter()
             .filter_map(|(k, v)| match v {
@@ -319,7 +320,7 @@ async fn associations(
                 _ => None,
             })
             .collect();
-        let Some((from_role, _)) = ends.iter().find(|(_, n)| n.same(source)) else {
+        let Some((from_role, _)) = refs.iter().find(|(_, n)| n.same(source)) else {
             continue;
         };
         if !same_role(role, from_role) {
@@ -334,14 +335,14 @@ async fn associations(
         if assoc_class.is_some_and(|c| !repo.is_a(&link.class, c)) {
             continue;
         }
-        for (to_role, other) in ends.iter().filter(|(r, _)| r != from_role) {
+        for (to_role, other) in refs.iter().filter(|(r, _)| r != from_role) {
             if !same_role(result_role, to_role)
                 || result_class.is_some_and(|c| !repo.is_a(&other.class, c))
             {
                 continue;
             }
-            if let Some(found) = snapshot.find(repo, other) {
-                out.push(found);
+            if let Some(found) = ends.iter().find(|e| e.path(repo).same(other)) {
+                out.push(found.clone());
             }
         }
     }
