@@ -232,14 +232,16 @@ impl Store {
         // the OS's hands) without an fsync per record, which would put a
         // disk flush on the path of every exec and cp. The store's other
         // writes stay FULL.
-        self.conn().pragma_update(None, "synchronous", "NORMAL")?;
-        let written = self.insert_audit(r);
-        self.conn().pragma_update(None, "synchronous", "FULL")?;
-        written
+        self.audit_write(|conn| {
+            conn.pragma_update(None, "synchronous", "NORMAL")?;
+            let written = Self::insert_audit(conn, r);
+            conn.pragma_update(None, "synchronous", "FULL")?;
+            written
+        })
     }
 
-    fn insert_audit(&mut self, r: &Record) -> Result<i64, StoreError> {
-        self.conn().prepare_cached(
+    fn insert_audit(conn: &rusqlite::Connection, r: &Record) -> Result<i64, StoreError> {
+        conn.prepare_cached(
             "INSERT OR REPLACE INTO audit (id, time_ms, uid, gid, pid, vm, service, operation, arguments, outcome, exit_code, bytes, error, duration_ms, certificate)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
         )?.execute(params![
@@ -259,7 +261,7 @@ impl Store {
                 r.duration_ms.min(i64::MAX as u64) as i64,
                 r.certificate
             ])?;
-        Ok(self.conn().last_insert_rowid())
+        Ok(conn.last_insert_rowid())
     }
 
     /// The newest `limit` records (of `vm`, from `since_ms` on), oldest first.
@@ -281,10 +283,12 @@ impl Store {
 
     /// Marks records left `running` by a daemon that stopped as `interrupted`.
     pub fn interrupt_running_audit(&mut self) -> Result<usize, StoreError> {
-        Ok(self.conn().execute(
-            "UPDATE audit SET outcome = 'interrupted' WHERE outcome = 'running'",
-            [],
-        )?)
+        self.audit_write(|conn| {
+            Ok(conn.execute(
+                "UPDATE audit SET outcome = 'interrupted' WHERE outcome = 'running'",
+                [],
+            )?)
+        })
     }
 
     /// Applies the retention: drops records older than the age limit, then
@@ -294,26 +298,35 @@ impl Store {
         retention: AuditSection,
         now_ms: i64,
     ) -> Result<usize, StoreError> {
-        let mut removed = 0;
-        if retention.max_age_days > 0 {
-            let age_ms = retention
-                .max_age_days
-                .saturating_mul(86_400_000)
-                .min(i64::MAX as u64) as i64;
-            removed += self.conn().execute(
-                "DELETE FROM audit WHERE time_ms < ?1",
-                [now_ms.saturating_sub(age_ms)],
-            )?;
-        }
-        if retention.max_records > 0 {
-            let keep = retention.max_records.min(i64::MAX as u64) as i64;
-            removed += self.conn().execute(
+        self.audit_write(|conn| prune(conn, retention, now_ms))
+    }
+}
+
+/// The body of [`Store::prune_audit`].
+fn prune(
+    conn: &rusqlite::Connection,
+    retention: AuditSection,
+    now_ms: i64,
+) -> Result<usize, StoreError> {
+    let mut removed = 0;
+    if retention.max_age_days > 0 {
+        let age_ms = retention
+            .max_age_days
+            .saturating_mul(86_400_000)
+            .min(i64::MAX as u64) as i64;
+        removed += conn.execute(
+            "DELETE FROM audit WHERE time_ms < ?1",
+            [now_ms.saturating_sub(age_ms)],
+        )?;
+    }
+    if retention.max_records > 0 {
+        let keep = retention.max_records.min(i64::MAX as u64) as i64;
+        removed += conn.execute(
                 "DELETE FROM audit WHERE id <= (SELECT id FROM audit ORDER BY id DESC LIMIT 1 OFFSET ?1)",
                 [keep],
             )?;
-        }
-        Ok(removed)
     }
+    Ok(removed)
 }
 
 /// Applies the retention now and every [`AUDIT_PRUNE_INTERVAL_SECS`].

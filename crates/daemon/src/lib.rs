@@ -19,6 +19,7 @@ pub mod access;
 pub mod api;
 pub mod audit;
 pub mod broker;
+pub mod cache;
 pub mod config;
 pub mod guest;
 pub mod health;
@@ -60,6 +61,8 @@ pub struct State {
     pub access: access::Access,
     /// Warm, authenticated agent connections of recently used VMs.
     pub spares: Arc<spare::Spares>,
+    /// What relayed requests need from the store, kept while it is unchanged.
+    pub cache: Arc<cache::Cache>,
     /// CopyFilesToGuest jobs of the WBEM endpoint (in memory).
     pub wbem_jobs: wbem::jobs::Jobs,
 }
@@ -80,20 +83,37 @@ impl State {
             relays: Arc::new(tokio::sync::Semaphore::new(limits::MAX_RELAYS)),
             changed: tokio::sync::Notify::new(),
             spares: Arc::default(),
+            cache: Arc::default(),
             wbem_jobs: wbem::jobs::Jobs::default(),
         }
     }
 
     /// Runs `f` on the database on a blocking thread (SQLite calls block).
+    /// A call that changed the configuration marks [`State::cache`] stale.
     pub async fn db<R, F>(&self, f: F) -> Result<R, StoreError>
     where
         R: Send + 'static,
         F: FnOnce(&mut Store) -> Result<R, StoreError> + Send + 'static,
     {
+        self.db_at_generation(f).await.map(|(r, _)| r)
+    }
+
+    /// [`State::db`], also returning the cache generation the call left.
+    pub(crate) async fn db_at_generation<R, F>(&self, f: F) -> Result<(R, u64), StoreError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut Store) -> Result<R, StoreError> + Send + 'static,
+    {
         let store = self.store.clone();
+        let cache = self.cache.clone();
         tokio::task::spawn_blocking(move || {
             let mut store = store.lock().unwrap_or_else(|e| e.into_inner());
-            f(&mut store)
+            let before = store.config_changes();
+            let result = f(&mut store);
+            if store.config_changes() != before {
+                cache.bump();
+            }
+            result.map(|r| (r, cache.generation()))
         })
         .await
         .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))

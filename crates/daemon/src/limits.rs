@@ -52,6 +52,10 @@ pub const AUDIT_PRUNE_INTERVAL_SECS: u64 = 600;
 /// bounded memory and never blocks clients that finish theirs.
 pub const MAX_TLS_HANDSHAKES: usize = 64;
 
+/// Most VMs whose admission data (module `cache`) is kept in memory; past
+/// it the cache starts over. Each entry is a few hundred bytes.
+pub const MAX_CACHED_VMS: usize = 16_384;
+
 /// Most CopyFilesToGuest jobs kept (WBEM, module `wbem::jobs`); when full,
 /// the oldest finished job makes room, and a new call is refused while all
 /// are running. Each holds a few hundred bytes and its setting data.

@@ -62,20 +62,14 @@ impl Store {
     }
 }
 
-/// Checks a relayed request against the VM's host policy `doc` (as read
-/// from the store, inside the relay's one store call), rewriting a bare
-/// program name to its allowed path; a refusal is the error frame to send.
+/// Checks a relayed request against the VM's host policy `doc`, rewriting
+/// a bare program name to its allowed path; a refusal is the error frame
+/// to send.
 pub(crate) fn check_with(
-    doc: Result<Option<PolicyDocument>, StoreError>,
+    doc: Option<&PolicyDocument>,
     vm: &VmRow,
     call: &mut Call,
 ) -> Result<(), ErrorFrame> {
-    let doc = doc.map_err(|e| {
-        ErrorFrame::new(
-            ErrorCode::Internal,
-            guestcomm_protocol::handshake::error_chain(&e),
-        )
-    })?;
     match doc {
         Some(doc) => doc.check(call).map_err(|reason| {
             ErrorFrame::new(
@@ -89,16 +83,12 @@ pub(crate) fn check_with(
 
 /// Refuses an operator call on a read-only VM (HTTP 403 policy_denied).
 pub(crate) async fn require_writable(state: &State, name: String) -> Result<(), Error> {
-    let doc = state
-        .db(move |s| {
-            let vm = s.vm(&name)?;
-            Ok((vm.name, s.policy_document(vm.id)?))
-        })
-        .await;
-    match doc {
-        Ok((name, Some(doc))) if doc.read_only => Err(Error::PolicyDenied(format!(
-            "refused by the host policy of VM {name}: the VM is read-only: only reads pass"
-        ))),
+    match state.vm_view(&name).await {
+        Ok(view) if view.document.as_ref().is_some_and(|doc| doc.read_only) => {
+            Err(Error::PolicyDenied(format!(
+                "refused by the host policy of VM {name}: the VM is read-only: only reads pass"
+            )))
+        }
         // An unknown VM is the handler's 404 to give.
         Ok(_) | Err(StoreError::UnknownVm(_)) => Ok(()),
         Err(e) => Err(e.into()),
@@ -156,9 +146,8 @@ mod tests {
             program: "sh".into(),
             ..ExecRequest::default()
         });
-        let id = vm.id;
-        let doc = state.db(move |s| s.policy_document(id)).await;
-        let err = check_with(doc, &vm, &mut call).unwrap_err();
+        let view = state.vm_view("web1").await.unwrap();
+        let err = check_with(view.document.as_ref(), &vm, &mut call).unwrap_err();
         assert_eq!(err.code, ErrorCode::PolicyDenied);
         assert!(
             err.message.contains("host policy of VM web1"),

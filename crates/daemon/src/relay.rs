@@ -44,9 +44,10 @@ use tracing::{debug, info, warn, Instrument};
 use crate::access::{Authorized, Caller};
 use crate::api::Error;
 use crate::audit::{self, Outcome};
+use crate::cache::{Services, VmView};
 use crate::limits::RELAY_BUFFER_BYTES;
 use crate::policy::{effective_on, Policy};
-use crate::store::{Store, StoreError, VmRow};
+use crate::store::{StoreError, VmRow};
 use crate::tap::{Tap, TapStats};
 use crate::State;
 
@@ -58,7 +59,8 @@ pub async fn connect(
 ) -> Result<Response, Error> {
     require_upgrade(&req)?;
     let caller = caller_of(&req);
-    let vm = state.db(move |s| s.vm(&name)).await?;
+    let view = state.vm_view(&name).await?;
+    let vm = view.row.clone();
     let permit = acquire_relay(&state, &vm.name)?;
     let addr: Address = vm
         .endpoint
@@ -80,7 +82,7 @@ pub async fn connect(
     tokio::spawn(
         async move {
             match upgrade.await {
-                Ok(upgraded) => relay(state, vm, agent, TokioIo::new(upgraded), caller).await,
+                Ok(upgraded) => relay(state, view, agent, TokioIo::new(upgraded), caller).await,
                 Err(e) => warn!(error = %e, "HTTP upgrade failed"),
             }
             drop(permit);
@@ -224,10 +226,11 @@ async fn forward(
 
 /// Handshake with the CLI, policy check of its request, then the byte
 /// relay; the request is audited when it starts and when it ends.
-async fn relay<T>(state: Arc<State>, vm: VmRow, agent: AgentConn, client: T, caller: Caller)
+async fn relay<T>(state: Arc<State>, view: Arc<VmView>, agent: AgentConn, client: T, caller: Caller)
 where
     T: AsyncRead + AsyncWrite + Unpin + Send,
 {
+    let vm = &view.row;
     let welcome = &agent.session().welcome;
     let mut client = Framed::new(client, FrameCodec::new());
     let offer = ServerOffer {
@@ -247,13 +250,13 @@ where
         Err(frame) => return refuse(&mut client, frame).await,
     };
     let started = Instant::now();
-    let record = audit_record(caller, &vm, &request);
+    let record = audit_record(caller, vm, &request);
     let Verdict {
         request,
         passed,
         mut record,
         id,
-    } = match admit_request(&state, &vm, request, record, started).await {
+    } = match admit_request(&state, &view, request, record, started).await {
         Ok(verdict) => verdict,
         Err(e) => {
             let frame = ErrorFrame::new(ErrorCode::Internal, handshake::error_chain(&e));
@@ -268,7 +271,7 @@ where
         return refuse(&mut client, frame).await;
     }
     let service = request.service;
-    let agent_conn = match forward(agent, &vm, request).await {
+    let agent_conn = match forward(agent, vm, request).await {
         Ok(conn) => conn,
         Err(frame) => {
             audit::finish(
@@ -306,7 +309,7 @@ where
     // The agent served this operation: the next one on this VM gets a warm
     // connection. Made now, not while relaying, so that it does not compete
     // with the operation for the CPU.
-    state.spares.refill(vm, crate::DAEMON_NAME);
+    state.spares.refill(vm.clone(), crate::DAEMON_NAME);
 }
 
 /// Sends a final error frame to the CLI (best effort).
@@ -358,9 +361,9 @@ pub(crate) async fn admit(state: &State, vm: &VmRow, id: ServiceId) -> Result<()
     admit_each(state, vm, vec![id]).await.map_err(|(r, _)| r)
 }
 
-/// [`admit`] for several services in one trip to the store (a relayed
-/// request pays one blocking-thread hand-off, not one per service); the
-/// first refusal, in order, with the service it concerns.
+/// [`admit`] for several services: the first refusal, in order, with the
+/// service it concerns. Read from memory (module `cache`) unless the
+/// configuration changed since the last request.
 async fn admit_each(
     state: &State,
     vm: &VmRow,
@@ -369,27 +372,25 @@ async fn admit_each(
     let Some(&first) = ids.first() else {
         return Ok(());
     };
-    let vm = vm.clone();
-    match state.db(move |s| Ok(admission(s, &vm, &ids))).await {
-        Ok(admitted) => admitted,
-        Err(e) => Err((Refusal::Store(e), first)),
-    }
+    let store_failed = |e| (Refusal::Store(e), first);
+    let view = state.vm_view(&vm.name).await.map_err(store_failed)?;
+    let services = state.services().await.map_err(store_failed)?;
+    admission(&view, &services, &ids)
 }
 
-/// The admission check itself, inside a store call: the first of `ids`
-/// that is unknown or disabled on `vm`.
-fn admission(s: &Store, vm: &VmRow, ids: &[ServiceId]) -> Result<(), (Refusal, ServiceId)> {
+/// The admission check itself: the first of `ids` that is unknown or
+/// disabled on the VM of `view`.
+fn admission(
+    view: &VmView,
+    services: &Services,
+    ids: &[ServiceId],
+) -> Result<(), (Refusal, ServiceId)> {
     for &id in ids {
-        let (service, policy) = match s
-            .service(id)
-            .and_then(|row| Ok((row, s.vm_policy(id, vm.id)?)))
-        {
-            Ok(found) => found,
-            Err(StoreError::UnknownService(_)) => return Err((Refusal::Unknown, id)),
-            Err(e) => return Err((Refusal::Store(e), id)),
+        let Some(service) = services.get(&id) else {
+            return Err((Refusal::Unknown, id));
         };
-        if effective_on(vm, &service, policy) == Policy::Disabled {
-            let element_name = service.element_name;
+        if effective_on(&view.row, service, view.policy(id)) == Policy::Disabled {
+            let element_name = service.element_name.clone();
             return Err((Refusal::Disabled { element_name }, id));
         }
     }
@@ -418,44 +419,37 @@ struct Verdict {
     id: Option<i64>,
 }
 
-/// Everything a relayed request needs from the store, in one trip (one
-/// blocking hand-off on the path of every exec and cp): admission of the
-/// agent's service and the request's (the connection goes through the
-/// agent's own port, so that one must be enabled too), the VM's host policy
-/// (which may rewrite the call), and the audit record, written before the
-/// request can reach the agent.
+/// Everything a relayed request needs: admission of the agent's service
+/// and the request's (the connection goes through the agent's own port, so
+/// that one must be enabled too) and the VM's host policy (which may rewrite
+/// the call), both from memory in the common case; then the audit record,
+/// written before the request can reach the agent (the one store call on
+/// the path of every exec and cp).
 async fn admit_request(
     state: &State,
-    vm: &VmRow,
-    request: GcRequest,
+    view: &VmView,
+    mut request: GcRequest,
     mut record: audit::Record,
     started: Instant,
 ) -> Result<Verdict, StoreError> {
-    let vm = vm.clone();
-    let verdict = state
-        .db(move |s| {
-            let mut request = request;
-            let ids = [BuiltinService::Agent.id(), request.service];
-            let passed = admission(s, &vm, &ids)
-                .map_err(|(refusal, id)| refusal_frame(refusal, id, &vm.name))
-                .and_then(|()| {
-                    let doc = s.policy_document(vm.id);
-                    crate::policy_doc::check_with(doc, &vm, &mut request.call)
-                });
-            if let Err(frame) = &passed {
-                audit::finish(
-                    &mut record,
-                    Outcome::Refused,
-                    Some(frame.to_string()),
-                    started,
-                );
-            }
-            let id = s.write_audit(&record);
-            Ok((request, passed, record, id))
-        })
-        .await;
-    let (request, passed, mut record, id) = verdict?;
-    let id = match id {
+    let vm = &view.row;
+    let services = state.services().await?;
+    let ids = [BuiltinService::Agent.id(), request.service];
+    let passed = admission(view, &services, &ids)
+        .map_err(|(refusal, id)| refusal_frame(refusal, id, &vm.name))
+        .and_then(|()| {
+            crate::policy_doc::check_with(view.document.as_ref(), vm, &mut request.call)
+        });
+    if let Err(frame) = &passed {
+        audit::finish(
+            &mut record,
+            Outcome::Refused,
+            Some(frame.to_string()),
+            started,
+        );
+    }
+    let written = record.clone();
+    let id = match state.db(move |s| s.write_audit(&written)).await {
         Ok(id) => {
             record.id = id;
             Some(id)
@@ -550,7 +544,8 @@ mod tests {
     /// The admission verdict alone.
     async fn check(state: &State, vm: &VmRow, request: &GcRequest) -> Result<(), ErrorFrame> {
         let record = audit::Record::default();
-        admit_request(state, vm, request.clone(), record, Instant::now())
+        let view = state.vm_view(&vm.name).await.unwrap();
+        admit_request(state, &view, request.clone(), record, Instant::now())
             .await
             .unwrap()
             .passed

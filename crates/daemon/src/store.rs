@@ -10,7 +10,7 @@
 //! services are (re)inserted at every open, so a new built-in needs no
 //! migration.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
 use guestcomm_protocol::auth::Psk;
@@ -186,6 +186,9 @@ pub struct ServiceRow {
 /// The open database.
 pub struct Store {
     conn: Connection,
+    /// Rows the audit log's writes changed, so that they do not count as
+    /// changes of configuration ([`Store::config_changes`]).
+    audit_changes: u64,
 }
 
 /// Seconds since the Unix epoch.
@@ -199,6 +202,24 @@ impl Store {
     /// The connection, for the modules that keep their own tables (audit).
     pub(crate) fn conn(&self) -> &Connection {
         &self.conn
+    }
+
+    /// Rows changed on this connection by anything but the audit log: a
+    /// different value means the configuration (VMs, services, policies,
+    /// key-value pools) may have changed, the signal of module
+    /// [`cache`](crate::cache).
+    pub fn config_changes(&self) -> u64 {
+        self.conn.total_changes().wrapping_sub(self.audit_changes)
+    }
+
+    /// Runs `write` on the connection as a write of the audit log, which
+    /// [`config_changes`](Self::config_changes) leaves out.
+    pub(crate) fn audit_write<R>(&mut self, write: impl FnOnce(&Connection) -> R) -> R {
+        let before = self.conn.total_changes();
+        let result = write(&self.conn);
+        let changed = self.conn.total_changes().wrapping_sub(before);
+        self.audit_changes = self.audit_changes.wrapping_add(changed);
+        result
     }
 
     /// Opens (creating if needed) the database in `dir`, migrating it.
@@ -252,7 +273,10 @@ impl Store {
                 params![s.id().to_string(), s.element_name(), now],
             )?;
         }
-        Ok(Self { conn })
+        Ok(Self {
+            conn,
+            audit_changes: 0,
+        })
     }
 
     /// Adds a VM; the name must be free.
@@ -426,6 +450,25 @@ impl Store {
             )?;
         }
         Ok(())
+    }
+
+    /// Every per-service policy VM `vm` has (services not listed are Deferred).
+    pub fn vm_policies(&self, vm: Uuid) -> Result<HashMap<ServiceId, Policy>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT service, policy FROM service_vm_policy WHERE vm = ?1")?;
+        let rows = stmt.query_map([vm.to_string()], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, u16>(1)?))
+        })?;
+        let mut policies = HashMap::new();
+        for row in rows {
+            let (service, value) = row?;
+            // As in vm_policy, a value that is no policy counts as Deferred.
+            if let (Ok(id), Some(policy)) = (service.parse(), Policy::from_value(value)) {
+                policies.insert(id, policy);
+            }
+        }
+        Ok(policies)
     }
 
     /// The policy of a service on a VM (Deferred when none was set).

@@ -323,26 +323,18 @@ async fn admit_copy(
             .await
             .map_err(|e| cim_error(&e))?;
     }
-    let row = vm.clone();
-    let mut calls: Vec<guestcomm_protocol::message::Call> = files
-        .iter()
-        .map(|f| guestcomm_protocol::message::Call::CopyToGuest(f.request.clone()))
-        .collect();
-    let verdict = state
-        .db(move |s| {
-            let mut refused = None;
-            for call in &mut calls {
-                if let Err(frame) =
-                    crate::policy_doc::check_with(s.policy_document(row.id), &row, call)
-                {
-                    refused = Some(frame.message);
-                    break;
-                }
-            }
-            Ok(refused)
-        })
+    let view = state
+        .vm_view(&vm.name)
         .await
         .map_err(|e| cim_error(&e.into()))?;
+    let mut verdict = None;
+    for f in files {
+        let mut call = guestcomm_protocol::message::Call::CopyToGuest(f.request.clone());
+        if let Err(frame) = crate::policy_doc::check_with(view.document.as_ref(), vm, &mut call) {
+            verdict = Some(frame.message);
+            break;
+        }
+    }
     match verdict {
         Some(reason) => Err(CimError::new(CimStatus::AccessDenied, reason)),
         None => Ok(()),
