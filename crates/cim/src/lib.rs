@@ -13,6 +13,7 @@
 //! subset of ExecQuery, [`value`] holds instances and their names, and
 //! [`status`] the CIM status codes of errors.
 
+pub mod limits;
 pub mod mof;
 pub mod status;
 pub mod value;

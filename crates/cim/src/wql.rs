@@ -17,14 +17,9 @@
 
 use std::cmp::Ordering;
 
+pub use crate::limits::{MAX_QUERY_BYTES, MAX_QUERY_DEPTH};
 use crate::value::CimValue;
 use crate::CimType;
-
-/// Longest query accepted, in bytes.
-pub const MAX_QUERY_BYTES: usize = 4096;
-
-/// Deepest nesting of parentheses and NOTs: bounds the parser's recursion.
-pub const MAX_QUERY_DEPTH: usize = 32;
 
 /// Why a query was refused.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
