@@ -46,6 +46,14 @@ def run(argv):
     only = conn.EnumerateInstances("Msvm_GuestCommunicationService", PropertyList=["Name"])
     assert list(only[0].properties.keys()) == ["Name"], only[0].properties.keys()
 
+    policies = conn.EnumerateInstances("Msvm_GuestCommunicationServiceSettingData")
+    assert sorted(p["Name"] for p in policies) == sorted(s["Name"] for s in services)
+    assert all(p["EnabledStatePolicy"] == 8 for p in policies), policies
+    assert conn.GetInstance(policies[0].path)["InstanceID"] == policies[0]["InstanceID"]
+    (gsi,) = conn.EnumerateInstances("Msvm_GuestServiceInterfaceComponentSettingData")
+    assert (gsi["EnabledState"], gsi["DefaultEnabledStatePolicy"]) == (2, 2), gsi.tomof()
+    assert vm_id in gsi["InstanceID"]
+
     cls = conn.GetClass("Msvm_GuestCommunicationService", LocalOnly=False,
                         IncludeQualifiers=True, IncludeClassOrigin=True)
     assert cls.superclass == "Msvm_GuestService"

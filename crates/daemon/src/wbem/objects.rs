@@ -7,6 +7,8 @@
 //! Msvm_GuestFileService, Guestcomm_*   the built-in integration services as their own class
 //!                                      (policy::integration_instance)
 //! Msvm_RegisteredGuestService          interface component -> each of the above on its VM
+//! Msvm_GuestServiceInterfaceComponentSettingData  each VM's interface switch and default policy
+//! Msvm_GuestCommunicationServiceSettingData       each service's policy on each VM
 //! Msvm_CopyFileToGuestJob              the CopyFilesToGuest jobs (module jobs)
 //! ```
 //!
@@ -30,6 +32,10 @@ pub const COMPUTER_SYSTEM: &str = "Msvm_ComputerSystem";
 pub const INTERFACE: &str = "Msvm_GuestServiceInterfaceComponent";
 /// The association of an interface and its services.
 pub const REGISTERED: &str = "Msvm_RegisteredGuestService";
+/// Setting data of each VM's interface.
+pub const INTERFACE_SETTINGS: &str = "Msvm_GuestServiceInterfaceComponentSettingData";
+/// Setting data of each service on each VM (its policy there).
+pub const SERVICE_SETTINGS: &str = "Msvm_GuestCommunicationServiceSettingData";
 /// DeviceID of every interface component (the key that tells it apart is
 /// its SystemName, the VM).
 const INTERFACE_DEVICE_ID: &str = "GuestServiceInterface";
@@ -87,6 +93,12 @@ impl Snapshot {
         );
         if wants(REGISTERED) {
             out.extend(self.registrations(repo, None));
+        }
+        if wants(INTERFACE_SETTINGS) {
+            out.extend(self.vms.iter().map(|(vm, _)| interface_settings(vm)));
+        }
+        if wants(SERVICE_SETTINGS) {
+            out.extend(self.services.iter().map(service_settings));
         }
         out.extend(self.jobs.iter().filter(|j| wants(&j.class)).cloned());
         out
@@ -240,6 +252,51 @@ fn interface(vm: &VmRow) -> Instance {
     Instance {
         class: INTERFACE.into(),
         properties,
+    }
+}
+
+/// A VM's Msvm_GuestServiceInterfaceComponentSettingData: the interface
+/// switch and DefaultEnabledStatePolicy (`guestcomm vm set`).
+fn interface_settings(vm: &VmRow) -> Instance {
+    let state = if vm.interface_enabled {
+        policy::ENABLED
+    } else {
+        policy::DISABLED
+    };
+    Instance {
+        class: INTERFACE_SETTINGS.into(),
+        properties: vec![
+            key(
+                "InstanceID",
+                &format!("guestcomm:{}\\{INTERFACE_DEVICE_ID}", vm.id),
+            ),
+            ("ElementName".into(), text("Guest Service Interface")),
+            ("EnabledState".into(), CimValue::Uint(u64::from(state))),
+            (
+                "DefaultEnabledStatePolicy".into(),
+                CimValue::Uint(u64::from(vm.default_policy.value())),
+            ),
+        ],
+    }
+}
+
+/// The Msvm_GuestCommunicationServiceSettingData of a service on a VM: its
+/// EnabledStatePolicy there (2, 3 or 8), the RequestedState of its object.
+fn service_settings(object: &GuestCommunicationService) -> Instance {
+    Instance {
+        class: SERVICE_SETTINGS.into(),
+        properties: vec![
+            key(
+                "InstanceID",
+                &format!("guestcomm:{}\\{}", object.system_name, object.name),
+            ),
+            ("ElementName".into(), text(&object.element_name)),
+            ("Name".into(), text(&object.name)),
+            (
+                "EnabledStatePolicy".into(),
+                CimValue::Uint(u64::from(object.requested_state)),
+            ),
+        ],
     }
 }
 
