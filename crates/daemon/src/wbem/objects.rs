@@ -235,13 +235,18 @@ fn interface_keys(vm_id: &str) -> Vec<(String, CimValue)> {
     ]
 }
 
-/// A VM's Msvm_GuestServiceInterfaceComponent.
-fn interface(vm: &VmRow) -> Instance {
-    let state = if vm.interface_enabled {
+/// The EnabledState of a VM's interface: 2 on, 3 off.
+fn interface_state(vm: &VmRow) -> u16 {
+    if vm.interface_enabled {
         policy::ENABLED
     } else {
         policy::DISABLED
-    };
+    }
+}
+
+/// A VM's Msvm_GuestServiceInterfaceComponent.
+fn interface(vm: &VmRow) -> Instance {
+    let state = interface_state(vm);
     let mut properties = interface_keys(&vm.id.to_string());
     properties.extend([
         ("ElementName".into(), text("Guest Service Interface")),
@@ -258,11 +263,7 @@ fn interface(vm: &VmRow) -> Instance {
 /// A VM's Msvm_GuestServiceInterfaceComponentSettingData: the interface
 /// switch and DefaultEnabledStatePolicy (`guestcomm vm set`).
 fn interface_settings(vm: &VmRow) -> Instance {
-    let state = if vm.interface_enabled {
-        policy::ENABLED
-    } else {
-        policy::DISABLED
-    };
+    let state = interface_state(vm);
     Instance {
         class: INTERFACE_SETTINGS.into(),
         properties: vec![
