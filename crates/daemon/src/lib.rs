@@ -8,6 +8,8 @@
 //! integration: guest info, time, key-value pools, shutdown, freeze by VM name
 //! health: a monitor task probing every VM's agent (and delivering pending
 //!         key-value pools when an agent answers again)
+//! wbem: the same objects as CIM instances over CIM-XML (POST /cimom on the
+//!       API, and --wbem tcp://127.0.0.1:PORT), CopyFilesToGuest jobs
 //! ```
 //!
 //! [`config`] reads the configuration file (roles, socket group, audit retention).
