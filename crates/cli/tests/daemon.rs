@@ -56,6 +56,42 @@ fn vm_inventory_survives_a_sigkill_restart() {
 }
 
 #[test]
+fn a_second_daemon_on_the_same_state_directory_is_refused_and_the_first_keeps_serving() {
+    let d = Daemon::start("60s");
+    d.ok(&["vm", "add", "web1", "--endpoint", "unix:///nowhere.sock"]);
+    let other = d.dir.path().join("other.sock");
+    let mut second = std::process::Command::new(util::bin("guestcommd"))
+        .arg("--state")
+        .arg(d.dir.path().join("state"))
+        .arg("--api")
+        .arg(format!("unix://{}", other.display()))
+        .env("GUESTCOMM_LOG", "warn")
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Its refusal comes after SQLite's busy timeout; a second daemon that
+    // started serving is killed here and fails the test.
+    let exited = wait_until(POLL_DEADLINE, || matches!(second.try_wait(), Ok(Some(_))));
+    if !exited {
+        let _ = second.kill();
+    }
+    let out = second.wait_with_output().unwrap();
+    assert!(
+        exited,
+        "a second daemon started on the same state directory"
+    );
+    assert!(!out.status.success(), "the second daemon must not start");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("in use by another process"),
+        "unclear error: {stderr}"
+    );
+    assert!(!other.exists(), "it must not have listened");
+    assert_eq!(names(&d.json(&["vm", "list"])), ["web1"]);
+}
+
+#[test]
 fn bad_vm_names_and_duplicates_get_one_line_errors() {
     let d = Daemon::start("off");
     d.ok(&["vm", "add", "web1", "--endpoint", "unix:///a.sock"]);

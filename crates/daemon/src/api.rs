@@ -156,7 +156,10 @@ impl Error {
             Self::Refused { frame, .. } => refused_status(frame.code),
             Self::AgentCall { .. } => (StatusCode::BAD_GATEWAY, "agent_failed"),
             Self::Store(
-                StoreError::TooNew { .. } | StoreError::Sqlite(_) | StoreError::File(..),
+                StoreError::TooNew { .. }
+                | StoreError::Sqlite(_)
+                | StoreError::File(..)
+                | StoreError::InUse(_),
             )
             | Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
             Self::BadRequest(_) => (StatusCode::BAD_REQUEST, "invalid_argument"),

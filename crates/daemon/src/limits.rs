@@ -19,6 +19,11 @@ pub const PROBE_TIMEOUT_MS: u64 = 3_000;
 /// in one read, and a relay holds at most twice this much per connection.
 pub const RELAY_BUFFER_BYTES: usize = 256 * 1024;
 
+/// First size of a relay buffer: it doubles while reads fill it, up to
+/// [`RELAY_BUFFER_BYTES`], so a short exchange (an exec of `true`) does not
+/// allocate and zero the bulk size.
+pub const RELAY_BUFFER_START_BYTES: usize = 8 * 1024;
+
 /// Mode of the API socket: owner and group (the `guestcomm` group) only.
 pub const API_SOCKET_MODE: u32 = 0o660;
 

@@ -36,7 +36,7 @@ use guestcomm_transport::{Address, Stream};
 use hyper::header::{CONNECTION, UPGRADE};
 use hyper::StatusCode;
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::codec::Framed;
 use tracing::{debug, info, warn, Instrument};
@@ -45,7 +45,7 @@ use crate::access::{Authorized, Caller};
 use crate::api::Error;
 use crate::audit::{self, Outcome};
 use crate::cache::{Services, VmView};
-use crate::limits::RELAY_BUFFER_BYTES;
+use crate::limits::{RELAY_BUFFER_BYTES, RELAY_BUFFER_START_BYTES};
 use crate::policy::{effective_on, Policy};
 use crate::store::{StoreError, VmRow};
 use crate::tap::{Tap, TapStats};
@@ -503,14 +503,12 @@ where
     let up = async {
         guest_write.write_all(client_early).await?;
         guest_write.flush().await?;
-        let mut from = BufReader::with_capacity(RELAY_BUFFER_BYTES, client_read);
-        tokio::io::copy_buf(&mut from, &mut guest_write).await
+        copy_growing(client_read, &mut guest_write).await
     };
     let down = async {
         client_write.write_all(guest_early).await?;
         client_write.flush().await?;
-        let mut from = BufReader::with_capacity(RELAY_BUFFER_BYTES, guest_read);
-        let n = tokio::io::copy_buf(&mut from, &mut client_write).await?;
+        let n = copy_growing(guest_read, &mut client_write).await?;
         client_write.flush().await?;
         Ok::<u64, std::io::Error>(n)
     };
@@ -520,12 +518,53 @@ where
     }
 }
 
+/// Copies `from` to `to` until the end of `from`, through a buffer that
+/// starts at [`RELAY_BUFFER_START_BYTES`] and doubles while reads fill it,
+/// up to [`RELAY_BUFFER_BYTES`]: an exec of `true` moves a few hundred
+/// bytes and should not pay for zeroing a bulk copy's buffer.
+async fn copy_growing<R, W>(mut from: R, to: &mut W) -> std::io::Result<u64>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut buf = vec![0; RELAY_BUFFER_START_BYTES];
+    let mut total = 0u64;
+    loop {
+        let n = from.read(&mut buf).await?;
+        if n == 0 {
+            return Ok(total);
+        }
+        to.write_all(&buf[..n]).await?;
+        total += n as u64;
+        if n == buf.len() && buf.len() < RELAY_BUFFER_BYTES {
+            buf.resize((buf.len() * 2).min(RELAY_BUFFER_BYTES), 0);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::store::Store;
     use guestcomm_protocol::message::{Call, ExecRequest};
     use guestcomm_protocol::BuiltinService;
+
+    #[tokio::test]
+    async fn the_growing_relay_buffer_loses_and_reorders_nothing() {
+        let data: Vec<u8> = (0..3 * RELAY_BUFFER_BYTES + 17)
+            .map(|i| (i % 251) as u8)
+            .collect();
+        let (mut feed, from) = tokio::io::duplex(64 * 1024);
+        let sent = data.clone();
+        let writer = tokio::spawn(async move {
+            feed.write_all(&sent).await.unwrap();
+        });
+        let mut out = Vec::new();
+        let n = copy_growing(from, &mut out).await.unwrap();
+        writer.await.unwrap();
+        assert_eq!(n as usize, data.len());
+        assert_eq!(out, data);
+    }
 
     async fn set(state: &State, id: guestcomm_protocol::ServiceId, policy: Policy) {
         state

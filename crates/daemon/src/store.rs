@@ -5,6 +5,8 @@
 //!
 //! The database lives at `<state>/guestcommd.db` in WAL mode with
 //! `synchronous = FULL`: a committed change survives SIGKILL and power loss.
+//! The daemon holds it exclusively while it runs (a second guestcommd on the
+//! same directory is refused with [`StoreError::InUse`]).
 //! The schema is versioned by `PRAGMA user_version`; [`MIGRATIONS`] holds
 //! every step in order, applied in one transaction each at open. Built-in
 //! services are (re)inserted at every open, so a new built-in needs no
@@ -123,6 +125,9 @@ pub enum StoreError {
     /// A key-value change broke a rule of the pools.
     #[error(transparent)]
     Kvp(#[from] KvpError),
+    /// Another process holds the database (module doc: one daemon owns it).
+    #[error("the state database {0} is in use by another process (is another guestcommd running with this --state directory?)")]
+    InUse(String),
     /// SQLite failed.
     #[error("state database error")]
     Sqlite(#[from] rusqlite::Error),
@@ -239,7 +244,14 @@ impl Store {
             .map_err(secret)?;
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).map_err(secret)?;
         let conn = Connection::open(&path)?;
-        Self::init(conn)
+        Self::init(conn).map_err(|e| match e {
+            StoreError::Sqlite(e)
+                if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy) =>
+            {
+                StoreError::InUse(path.display().to_string())
+            }
+            e => e,
+        })
     }
 
     /// An in-memory database, for tests.
@@ -248,10 +260,16 @@ impl Store {
     }
 
     fn init(mut conn: Connection) -> Result<Self, StoreError> {
+        // The daemon is the database's only user (everyone else goes through
+        // its API): holding it exclusively spares every transaction its file
+        // locks and the WAL its shared-memory index, and keeps a second
+        // guestcommd off the same state directory. Set before the first
+        // access in WAL mode, as SQLite requires for the latter.
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.pragma_update(None, "locking_mode", "EXCLUSIVE")?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))?;
         let version: u32 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
         let known = MIGRATIONS.len() as u32;
         if version > known {
