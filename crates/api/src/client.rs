@@ -163,6 +163,45 @@ impl ApiClient {
         self.call(Method::DELETE, path, None).await.map(drop)
     }
 
+    /// `POST path` with a CIM-XML request (DSP0200 headers: `CIMOperation:
+    /// MethodCall`, `CIMMethod`, `CIMObject`); the CIM-XML answer. A refusal
+    /// before any operation (HTTP 400, 413) is [`ApiError::Status`] with the
+    /// `CIMError` header in its text.
+    pub async fn post_cim(
+        &self,
+        path: &str,
+        cim_method: &str,
+        cim_object: &str,
+        xml: String,
+    ) -> Result<Bytes, ApiError> {
+        let mut sender = self.open().await?;
+        let request = Request::builder()
+            .method(Method::POST)
+            .uri(path)
+            .header(HOST, "guestcommd")
+            .header(CONTENT_TYPE, "application/xml; charset=\"utf-8\"")
+            .header("CIMOperation", "MethodCall")
+            .header("CIMMethod", cim_method)
+            .header("CIMObject", cim_object)
+            .body(Full::new(Bytes::from(xml)))?;
+        let response = sender.send_request(request).await?;
+        let status = response.status();
+        let cim_error = response
+            .headers()
+            .get("CIMError")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let bytes = response.into_body().collect().await?.to_bytes();
+        if status.is_success() {
+            return Ok(bytes);
+        }
+        let mut err = error_from(status, &bytes);
+        if let (ApiError::Status { body, .. }, Some(header)) = (&mut err, cim_error) {
+            body.error = format!("{} (CIMError: {header})", body.error);
+        }
+        Err(err)
+    }
+
     async fn connect(&self) -> Result<Box<dyn Io>, ApiError> {
         let connect_error = |source| ApiError::Connect {
             addr: self.address(),

@@ -7,10 +7,22 @@
 //! server needs: a class and its superclasses, every property with the
 //! class it comes from, the keys, the methods, the subclasses. Class names
 //! are case-insensitive, as in CIM.
+//!
+//! The WBEM side lives beside it: [`xml`] decodes CIM-XML requests and
+//! encodes answers (DMTF DSP0201), [`wql`] parses and evaluates the WQL
+//! subset of ExecQuery, [`value`] holds instances and their names, and
+//! [`status`] the CIM status codes of errors.
 
+pub mod limits;
 pub mod mof;
+pub mod status;
+pub mod value;
+pub mod wql;
+pub mod xml;
 
 use std::collections::BTreeMap;
+
+pub use status::{CimError, CimStatus};
 
 /// The class definitions guestcommd serves.
 pub const CLASSES_MOF: &str = include_str!("../classes.mof");

@@ -97,6 +97,9 @@ pub enum Command {
     Audit(commands::audit::AuditArgs),
     /// Show or set a VM's argument-level policy (programs, paths, read-only).
     Policy(commands::policy::PolicyArgs),
+    /// The management model as CIM objects (WBEM): enumerate, get, query,
+    /// follow associations, invoke methods.
+    Cim(commands::cim::CimArgs),
 }
 
 /// Runs a parsed command line.
@@ -141,6 +144,7 @@ pub fn run(cli: Cli) -> ExitCode {
             Command::Fs(args) => commands::fs::run(args, cli.api.as_deref()).await,
             Command::Audit(args) => commands::audit::run(args, cli.api.as_deref()).await,
             Command::Policy(args) => commands::policy::run(args, cli.api.as_deref()).await,
+            Command::Cim(args) => commands::cim::run(args, cli.api.as_deref()).await,
         }
     });
     if wait_for_blocking {

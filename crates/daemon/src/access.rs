@@ -177,6 +177,9 @@ pub const ROUTES: &[RouteRule] = &[
     rule(Method::PUT, "/v1/services/{id}/policy", "service.enable", Admin, Always),
     rule(Method::GET, "/v1/services/instances", "service.list", Viewer, Failures),
     rule(Method::GET, "/v1/audit", "audit.read", Viewer, Failures),
+    // WBEM (CIM-XML): reads are viewer's; the handler asks more for each
+    // method it runs (crate::wbem) and audits those calls itself.
+    rule(Method::POST, "/cimom", "wbem", Viewer, Failures),
 ];
 
 /// What a route missing from [`ROUTES`] takes: admin, audited.

@@ -272,6 +272,7 @@ pub fn router(state: Arc<State>) -> Router {
             get(crate::policy_doc::show).put(crate::policy_doc::set),
         )
         .route("/v1/audit", get(crate::audit::list))
+        .route("/cimom", post(crate::wbem::cimom))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             crate::access::authorize,
@@ -592,12 +593,21 @@ async fn request_state_change(
 ) -> Result<Json<MethodResult>, Error> {
     let Json(req) = body?;
     let id = parse_service(&id)?;
-    let Some(policy @ (Policy::Enabled | Policy::Disabled)) =
-        Policy::from_value(req.requested_state)
-    else {
-        return Ok(Json(MethodResult {
-            return_value: RSC_NOT_SUPPORTED,
-        }));
+    let return_value = change_state(&state, name, id, req.requested_state).await?;
+    Ok(Json(MethodResult { return_value }))
+}
+
+/// RequestStateChange of service `id` on VM `name`, for the JSON API and
+/// WBEM alike: 2 and 3 set the VM's policy (0; 32775 when enabling cannot
+/// succeed), anything else is "not supported" (1).
+pub(crate) async fn change_state(
+    state: &State,
+    name: String,
+    id: ServiceId,
+    requested: u16,
+) -> Result<u32, Error> {
+    let Some(policy @ (Policy::Enabled | Policy::Disabled)) = Policy::from_value(requested) else {
+        return Ok(RSC_NOT_SUPPORTED);
     };
     let return_value = state
         .db(move |s| {
@@ -613,7 +623,7 @@ async fn request_state_change(
         })
         .await?;
     state.changed.notify_one();
-    Ok(Json(MethodResult { return_value }))
+    Ok(return_value)
 }
 
 /// `StartService` and `StopService`: a guest communication service runs in
@@ -629,15 +639,20 @@ async fn start_stop_service(
         )));
     }
     let id = parse_service(&id)?;
+    let return_value = start_stop(&state, name, id).await?;
+    Ok(Json(MethodResult { return_value }))
+}
+
+/// StartService or StopService of service `id` on VM `name` (JSON API and
+/// WBEM): "not supported" (1) once both are known.
+pub(crate) async fn start_stop(state: &State, name: String, id: ServiceId) -> Result<u32, Error> {
     state
         .db(move |s| {
             s.vm(&name)?;
             s.service(id)
         })
         .await?;
-    Ok(Json(MethodResult {
-        return_value: RSC_NOT_SUPPORTED,
-    }))
+    Ok(RSC_NOT_SUPPORTED)
 }
 
 #[cfg(test)]

@@ -52,7 +52,7 @@ async fn admit_service(state: &State, vm: &VmRow, service: BuiltinService) -> Re
 }
 
 /// A session with the VM's agent.
-async fn session(vm: &VmRow) -> Result<Session<Stream>, Error> {
+pub(crate) async fn session(vm: &VmRow) -> Result<Session<Stream>, Error> {
     let addr: Address = vm
         .endpoint
         .parse()
@@ -99,15 +99,7 @@ pub async fn integration_services(
     let all = crate::api::instances(&state, Some(name)).await?;
     Ok(Json(
         all.into_iter()
-            .filter_map(|mut instance| {
-                let builtin = instance
-                    .name
-                    .parse::<guestcomm_protocol::ServiceId>()
-                    .ok()?
-                    .builtin()?;
-                instance.creation_class_name = crate::policy::integration_class(builtin)?.into();
-                Some(instance)
-            })
+            .filter_map(crate::policy::integration_instance)
             .collect(),
     ))
 }

@@ -8,6 +8,8 @@
 //! integration: guest info, time, key-value pools, shutdown, freeze by VM name
 //! health: a monitor task probing every VM's agent (and delivering pending
 //!         key-value pools when an agent answers again)
+//! wbem: the same objects as CIM instances over CIM-XML (POST /cimom on the
+//!       API, and --wbem tcp://127.0.0.1:PORT), CopyFilesToGuest jobs
 //! ```
 //!
 //! [`config`] reads the configuration file (roles, socket group, audit retention).
@@ -32,6 +34,7 @@ pub mod spare;
 pub mod store;
 pub mod tap;
 pub mod tls_listener;
+pub mod wbem;
 
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::PathBuf;
@@ -62,6 +65,8 @@ pub struct State {
     pub spares: Arc<spare::Spares>,
     /// What relayed requests need from the store, kept while it is unchanged.
     pub cache: Arc<cache::Cache>,
+    /// CopyFilesToGuest jobs of the WBEM endpoint (in memory).
+    pub wbem_jobs: wbem::jobs::Jobs,
 }
 
 impl State {
@@ -81,6 +86,7 @@ impl State {
             changed: tokio::sync::Notify::new(),
             spares: Arc::default(),
             cache: Arc::default(),
+            wbem_jobs: wbem::jobs::Jobs::default(),
         }
     }
 
@@ -135,6 +141,10 @@ pub struct Config {
     pub file: config::FileConfig,
     /// Where it was read from (named in refusals).
     pub config_path: PathBuf,
+    /// Also serve WBEM (`/cimom`, plain HTTP) on this loopback address.
+    pub wbem: Option<std::net::SocketAddr>,
+    /// The role of every caller on the `wbem` listener (it identifies nobody).
+    pub wbem_role: guestcomm_api::Role,
 }
 
 /// Where the API is served.
@@ -167,6 +177,9 @@ pub enum StartError {
     /// The API socket's group does not exist or cannot be set.
     #[error("cannot give the API socket to group {0}")]
     SocketGroup(String, #[source] std::io::Error),
+    /// A `--wbem` address that is not loopback.
+    #[error("{0}")]
+    Wbem(String),
 }
 
 /// A daemon with its state open and its socket bound.
@@ -174,6 +187,8 @@ pub struct Daemon {
     state: Arc<State>,
     listener: Bound,
     config: Config,
+    /// The `--wbem` listener, if any.
+    wbem: Option<tokio::net::TcpListener>,
 }
 
 /// The API's listener.
@@ -242,11 +257,27 @@ impl Daemon {
                 Bound::Tls(listener)
             }
         };
+        let wbem = match config.wbem {
+            Some(addr) => {
+                wbem::check_listen_address(&addr).map_err(StartError::Wbem)?;
+                let tcp = tokio::net::TcpListener::bind(addr)
+                    .await
+                    .map_err(|e| StartError::Listen(format!("tcp://{addr}"), e))?;
+                Some(tcp)
+            }
+            None => None,
+        };
         Ok(Self {
             state,
             listener,
             config,
+            wbem,
         })
+    }
+
+    /// The address of the `--wbem` listener (with the port chosen for `:0`).
+    pub fn wbem_address(&self) -> Option<std::net::SocketAddr> {
+        self.wbem.as_ref().and_then(|l| l.local_addr().ok())
     }
 
     /// The address the API listens on (with the port chosen for `:0`).
@@ -267,7 +298,16 @@ impl Daemon {
             state,
             listener,
             config,
+            wbem,
         } = self;
+        let wbem = wbem.map(|tcp| {
+            if let Ok(addr) = tcp.local_addr() {
+                tracing::info!(wbem = %format!("http://{addr}/cimom"), role = %config.wbem_role, "serving WBEM");
+            }
+            let app = wbem::tcp_router(state.clone(), config.wbem_role)
+                .into_make_service_with_connect_info::<std::net::SocketAddr>();
+            tokio::spawn(async move { axum::serve(tcp, app).await })
+        });
         let monitor = config.heartbeat_interval.map(|interval| {
             tokio::spawn(health::monitor(
                 state.clone(),
@@ -300,6 +340,9 @@ impl Daemon {
         }
         listeners.abort();
         pruner.abort();
+        if let Some(wbem) = wbem {
+            wbem.abort();
+        }
         served
     }
 }

@@ -60,3 +60,21 @@ pub const MAX_TLS_HANDSHAKES: usize = 64;
 /// Most VMs whose admission data (module `cache`) is kept in memory; past
 /// it the cache starts over. Each entry is a few hundred bytes.
 pub const MAX_CACHED_VMS: usize = 16_384;
+
+/// Most CopyFilesToGuest jobs kept (WBEM, module `wbem::jobs`); when full,
+/// the oldest finished job makes room, and a new call is refused while all
+/// are running. Each holds a few hundred bytes and its setting data.
+pub const MAX_WBEM_JOBS: usize = 256;
+
+/// Most files in one CopyFilesToGuest call: the request is bounded by the
+/// 1 MiB CIM-XML limit anyway; this keeps one job's audit record and
+/// setting data small.
+pub const MAX_COPY_FILES_PER_CALL: usize = 64;
+
+/// Most bytes of a refused (oversized) WBEM request read and dropped before
+/// the connection is closed: enough for a client that sent a few MiB too
+/// many to read its 413; bounded so a huge upload is cut off.
+pub const MAX_WBEM_DRAIN_BYTES: usize = 16 * 1024 * 1024;
+
+/// Longest time spent dropping a refused WBEM request's body, in ms.
+pub const WBEM_DRAIN_TIMEOUT_MS: u64 = 5_000;

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
+use guestcomm_api::Role;
 use guestcomm_observability::{self as observability, LogFormat};
 use guestcomm_transport::Address;
 use guestcommd::config::{FileConfig, DEFAULT_CONFIG_PATH};
@@ -63,9 +64,30 @@ struct Args {
     #[arg(long)]
     no_warm_connections: bool,
 
+    /// Also serve WBEM (CIM-XML at /cimom, for CIM clients such as
+    /// pywbem) over plain HTTP on this loopback address, e.g.
+    /// tcp://127.0.0.1:5988. The API socket serves /cimom in any case.
+    #[arg(long, value_name = "ADDR")]
+    wbem: Option<Address>,
+
+    /// The role of every caller of --wbem, since plain HTTP identifies
+    /// nobody: viewer (reads only), operator, or admin (methods too:
+    /// anyone who can connect to the port may then change services and
+    /// copy host files into guests).
+    #[arg(long, value_name = "ROLE", default_value = "viewer", value_parser = parse_role)]
+    wbem_role: Role,
+
     /// Log format.
     #[arg(long, value_enum, default_value_t)]
     log_format: LogFormat,
+}
+
+/// `viewer`, `operator` or `admin`.
+fn parse_role(text: &str) -> Result<Role, String> {
+    Role::ALL
+        .into_iter()
+        .find(|r| r.name() == text)
+        .ok_or_else(|| format!("invalid role {text:?}: expected viewer, operator or admin"))
 }
 
 /// `5s`, `200ms`: a positive number with a unit; or `off`.
@@ -115,6 +137,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
         Address::Tcp(addr) => ApiEndpoint::Tcp(addr),
         other => anyhow::bail!("--api {other}: expected unix:///PATH or tcp://IP:PORT"),
     };
+    let wbem = match args.wbem {
+        None => None,
+        Some(Address::Tcp(addr)) => Some(addr),
+        Some(other) => anyhow::bail!("--wbem {other}: expected tcp://127.0.0.1:PORT"),
+    };
     let config_path = args
         .config
         .clone()
@@ -129,6 +156,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
         max_concurrent_probes: args.max_concurrent_probes.max(1),
         warm_connections: !args.no_warm_connections,
         time_sync_interval: to_duration(&args.time_sync_interval).map_err(anyhow::Error::msg)?,
+        wbem,
+        wbem_role: args.wbem_role,
     };
     let daemon = Daemon::bind(config).await.context("failed to start")?;
     tokio::select! {

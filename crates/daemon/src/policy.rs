@@ -98,8 +98,24 @@ pub const fn integration_class(service: BuiltinService) -> Option<&'static str> 
         BuiltinService::Heartbeat => Some("Guestcomm_HeartbeatService"),
         BuiltinService::GuestInfo => Some("Guestcomm_GuestInfoService"),
         BuiltinService::FsFreeze => Some("Guestcomm_FsFreezeService"),
-        BuiltinService::Agent | BuiltinService::Exec | BuiltinService::Files => None,
+        BuiltinService::Files => Some("Msvm_GuestFileService"),
+        BuiltinService::Agent | BuiltinService::Exec => None,
     }
+}
+
+/// The object of a built-in integration service as its own class
+/// ([`integration_class`]), from its Msvm_GuestCommunicationService
+/// [`instance`]; `None` for services without a class of their own.
+pub fn integration_instance(
+    mut instance: GuestCommunicationService,
+) -> Option<GuestCommunicationService> {
+    let builtin = instance
+        .name
+        .parse::<guestcomm_protocol::ServiceId>()
+        .ok()?
+        .builtin()?;
+    instance.creation_class_name = integration_class(builtin)?.into();
+    Some(instance)
 }
 
 /// The Msvm_GuestCommunicationService instance of `service` on `vm`.

@@ -2,6 +2,7 @@
 
 pub mod api;
 pub mod audit;
+pub mod cim;
 pub mod connect;
 pub mod cp;
 pub mod exec;

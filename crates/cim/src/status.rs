@@ -1,0 +1,133 @@
+//! CIM status codes (DMTF DSP0200, the `CODE` of an `ERROR` element) and
+//! the error a CIM operation ends with: a code and a one-line description.
+
+/// The CIM status codes a guestcomm CIM server answers with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CimStatus {
+    /// 1: the operation failed for another reason (the description says why).
+    Failed,
+    /// 2: the caller may not do this.
+    AccessDenied,
+    /// 3: no such namespace.
+    InvalidNamespace,
+    /// 4: a parameter is missing, unknown or of the wrong type.
+    InvalidParameter,
+    /// 5: no such class.
+    InvalidClass,
+    /// 6: no such instance.
+    NotFound,
+    /// 7: the operation is not supported by this server.
+    NotSupported,
+    /// 14: a query language other than WQL.
+    QueryLanguageNotSupported,
+    /// 15: the query does not parse or names unknown properties.
+    InvalidQuery,
+    /// 16: the method exists but cannot run on this object.
+    MethodNotAvailable,
+    /// 17: no such method.
+    MethodNotFound,
+}
+
+impl CimStatus {
+    /// The numeric code.
+    pub const fn code(self) -> u16 {
+        match self {
+            Self::Failed => 1,
+            Self::AccessDenied => 2,
+            Self::InvalidNamespace => 3,
+            Self::InvalidParameter => 4,
+            Self::InvalidClass => 5,
+            Self::NotFound => 6,
+            Self::NotSupported => 7,
+            Self::QueryLanguageNotSupported => 14,
+            Self::InvalidQuery => 15,
+            Self::MethodNotAvailable => 16,
+            Self::MethodNotFound => 17,
+        }
+    }
+
+    /// The status of a numeric code, if this server knows it.
+    pub fn from_code(code: u16) -> Option<Self> {
+        [
+            Self::Failed,
+            Self::AccessDenied,
+            Self::InvalidNamespace,
+            Self::InvalidParameter,
+            Self::InvalidClass,
+            Self::NotFound,
+            Self::NotSupported,
+            Self::QueryLanguageNotSupported,
+            Self::InvalidQuery,
+            Self::MethodNotAvailable,
+            Self::MethodNotFound,
+        ]
+        .into_iter()
+        .find(|s| s.code() == code)
+    }
+
+    /// The symbolic name, `CIM_ERR_...`.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Failed => "CIM_ERR_FAILED",
+            Self::AccessDenied => "CIM_ERR_ACCESS_DENIED",
+            Self::InvalidNamespace => "CIM_ERR_INVALID_NAMESPACE",
+            Self::InvalidParameter => "CIM_ERR_INVALID_PARAMETER",
+            Self::InvalidClass => "CIM_ERR_INVALID_CLASS",
+            Self::NotFound => "CIM_ERR_NOT_FOUND",
+            Self::NotSupported => "CIM_ERR_NOT_SUPPORTED",
+            Self::QueryLanguageNotSupported => "CIM_ERR_QUERY_LANGUAGE_NOT_SUPPORTED",
+            Self::InvalidQuery => "CIM_ERR_INVALID_QUERY",
+            Self::MethodNotAvailable => "CIM_ERR_METHOD_NOT_AVAILABLE",
+            Self::MethodNotFound => "CIM_ERR_METHOD_NOT_FOUND",
+        }
+    }
+}
+
+/// A CIM operation's failure: what goes into the `ERROR` element.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{}: {description}", .status.name())]
+pub struct CimError {
+    /// The status code.
+    pub status: CimStatus,
+    /// What was wrong, for a person.
+    pub description: String,
+}
+
+impl CimError {
+    /// An error with `status` and `description`.
+    pub fn new(status: CimStatus, description: impl Into<String>) -> Self {
+        Self {
+            status,
+            description: description.into(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_are_dsp0200s() {
+        let all = [
+            (CimStatus::Failed, 1),
+            (CimStatus::AccessDenied, 2),
+            (CimStatus::InvalidNamespace, 3),
+            (CimStatus::InvalidParameter, 4),
+            (CimStatus::InvalidClass, 5),
+            (CimStatus::NotFound, 6),
+            (CimStatus::NotSupported, 7),
+            (CimStatus::QueryLanguageNotSupported, 14),
+            (CimStatus::InvalidQuery, 15),
+            (CimStatus::MethodNotAvailable, 16),
+            (CimStatus::MethodNotFound, 17),
+        ];
+        for (status, code) in all {
+            assert_eq!(status.code(), code, "{}", status.name());
+            assert_eq!(CimStatus::from_code(code), Some(status));
+        }
+        assert_eq!(CimStatus::from_code(8), None);
+        let e = CimError::new(CimStatus::NotFound, "no VM web1");
+        assert_eq!(e.to_string(), "CIM_ERR_NOT_FOUND: no VM web1");
+    }
+}

@@ -1,0 +1,82 @@
+"""CopyFilesToGuest through pywbem: a job that copies SRC to DST in the
+guest of VM_NAME, polled with GetInstance until it ends; then a copy that
+fails (its destination directory is missing) ends its job with an error.
+Arguments: URL VM_NAME SRC DST MISSING_DST"""
+
+import time
+
+import pywbem
+
+import wbem_common as common
+
+
+def settings(src, dst, overwrite=False, full_path=False):
+    return pywbem.CIMInstance("Msvm_CopyFileToGuestSettingData", properties={
+        "SourcePath": src, "DestinationPath": dst,
+        "OverwriteExisting": overwrite, "CreateFullPath": full_path})
+
+
+def wait(conn, job_path):
+    deadline = time.monotonic() + 60
+    seen = []
+    while time.monotonic() < deadline:
+        job = conn.GetInstance(job_path)
+        seen.append(int(job["PercentComplete"]))
+        assert job["JobState"] in (2, 3, 4, 7, 10), job["JobState"]
+        if job["JobState"] in (7, 10):
+            assert seen == sorted(seen), f"PercentComplete went back: {seen}"
+            return job
+        time.sleep(0.05)
+    raise AssertionError(f"the job did not end: {seen}")
+
+
+def run(argv):
+    url, vm_name, src, dst, missing = argv
+    conn = common.connect(url)
+    vm_id = common.vm_system(conn, vm_name)["Name"]
+    files = common.service(conn, vm_id, "00004745-facb-11e6-bd58-64006a7986d3",
+                           classname="Msvm_GuestFileService")
+    rv, out = conn.InvokeMethod("CopyFilesToGuest", files.path,
+                                CopyFileToGuestSettings=[settings(src, dst)])
+    assert rv == 4096, rv
+    job_path = out["Job"]
+    assert job_path.classname == "Msvm_CopyFileToGuestJob", job_path
+    job = wait(conn, job_path)
+    assert job["JobState"] == 7, job.tomof()
+    assert job["PercentComplete"] == 100 and job["ErrorDescription"] is None
+    assert job["VirtualSystemName"] == vm_id
+    assert "SourcePath" in job["CopyFileToGuestSettingData"][0]
+    jobs = conn.EnumerateInstanceNames("CIM_ConcreteJob")
+    assert job_path.keybindings in [j.keybindings for j in jobs], jobs
+
+    rv, out = conn.InvokeMethod("CopyFilesToGuest", files.path,
+                                CopyFileToGuestSettings=[settings(src, missing)])
+    assert rv == 4096
+    failed = wait(conn, out["Job"])
+    assert failed["JobState"] == 10, failed.tomof()
+    assert failed["ErrorDescription"], failed.tomof()
+    print(f"failed: {failed['ErrorDescription']}")
+
+    # The same destination again, without OverwriteExisting: refused by the guest.
+    rv, out = conn.InvokeMethod("CopyFilesToGuest", files.path,
+                                CopyFileToGuestSettings=[settings(src, dst)])
+    exists = wait(conn, out["Job"])
+    assert exists["JobState"] == 10, exists.tomof()
+    rv, out = conn.InvokeMethod("CopyFilesToGuest", files.path,
+                                CopyFileToGuestSettings=[settings(src, dst, overwrite=True)])
+    assert wait(conn, out["Job"])["JobState"] == 7
+
+    # Parameters that are not setting data.
+    common.expect_cim_error(pywbem.CIM_ERR_INVALID_PARAMETER, conn.InvokeMethod,
+                            "CopyFilesToGuest", files.path)
+    common.expect_cim_error(pywbem.CIM_ERR_INVALID_PARAMETER, conn.InvokeMethod,
+                            "CopyFilesToGuest", files.path,
+                            CopyFileToGuestSettings=[pywbem.CIMInstance(
+                                "Msvm_ComputerSystem", properties={"Name": "x"})])
+    common.expect_cim_error(pywbem.CIM_ERR_INVALID_PARAMETER, conn.InvokeMethod,
+                            "CopyFilesToGuest", files.path,
+                            CopyFileToGuestSettings=[settings("relative/path", dst)])
+    print("copy ok")
+
+
+common.main(run)

@@ -1,0 +1,342 @@
+//! InvokeMethod (extrinsic methods): RequestStateChange, StartService and
+//! StopService of the guest services (the JSON API's functions, so both
+//! behave alike), RequestStateChange of a VM's interface component, and
+//! Msvm_GuestFileService.CopyFilesToGuest (a job, module `jobs`).
+//!
+//! ```text
+//! class known (CIM_ERR_INVALID_CLASS) -> method of the class (CIM_ERR_METHOD_NOT_FOUND)
+//!   -> called on an instance (CIM_ERR_METHOD_NOT_AVAILABLE on a class)
+//!   -> parameters are inputs of the method (CIM_ERR_INVALID_PARAMETER)
+//!   -> admin (CIM_ERR_ACCESS_DENIED) -> the instance exists (CIM_ERR_NOT_FOUND)
+//!   -> run; audited as `wbem.invoke`
+//! ```
+
+use std::sync::Arc;
+
+use guestcomm_api::Role;
+use guestcomm_cim::value::{CimValue, InstanceName};
+use guestcomm_cim::xml::request::{parse_embedded_instance, Call, CallKind, ParamValue};
+use guestcomm_cim::xml::response::MethodReturn;
+use guestcomm_cim::{CimError, CimStatus, CimType, Repository};
+use guestcomm_protocol::files::CopyToGuest;
+use guestcomm_protocol::{BuiltinService, ServiceId};
+
+use super::jobs::{CopyFile, Jobs};
+use super::objects::{vm_of, Snapshot, INTERFACE};
+use super::{cim_error, require};
+use crate::access::Authorized;
+use crate::audit::{self, Outcome};
+use crate::limits::MAX_COPY_FILES_PER_CALL;
+use crate::State;
+
+/// Return value: the method ran to completion.
+const COMPLETED: u64 = 0;
+/// Return value: RequestStateChange to a state other than 2 or 3.
+const NOT_SUPPORTED: u64 = 1;
+/// Return value: a job was started (its reference is the `Job` output).
+const JOB_STARTED: u64 = 4096;
+/// Return value: RequestStateChange with a TimeoutPeriod.
+const TIMEOUT_NOT_SUPPORTED: u64 = 4098;
+
+fn invalid(message: String) -> CimError {
+    CimError::new(CimStatus::InvalidParameter, message)
+}
+
+fn returned(value: u64) -> MethodReturn {
+    MethodReturn {
+        value: CimValue::Uint(value),
+        value_type: CimType::Uint(32),
+        outputs: Vec::new(),
+    }
+}
+
+/// Runs method `call` for `auth`, and audits it.
+pub(super) async fn invoke(
+    state: &Arc<State>,
+    repo: &Repository,
+    auth: &Authorized,
+    call: &Call,
+) -> Result<MethodReturn, CimError> {
+    let started = std::time::Instant::now();
+    let mut record = audit::record(auth.caller, "wbem.invoke");
+    let target = match &call.kind {
+        CallKind::InstanceMethod(name) => {
+            record.arguments = audit::arguments(&format!("{} on {}", call.name, describe(name)));
+            record.service = name.key_text("Name").map(str::to_string);
+            Some(name)
+        }
+        CallKind::ClassMethod(class) => {
+            record.arguments = audit::arguments(&format!("{} on class {class}", call.name));
+            None
+        }
+        CallKind::Intrinsic => None,
+    };
+    let result = run(state, repo, auth, call, target, &mut record).await;
+    let (outcome, error) = match &result {
+        Ok(_) => (Outcome::Ok, None),
+        Err(e) if e.status == CimStatus::AccessDenied => (Outcome::Refused, Some(e.to_string())),
+        Err(e) => (Outcome::Failed, Some(e.to_string())),
+    };
+    audit::finish(&mut record, outcome, error, started);
+    state.audit(record).await;
+    result
+}
+
+fn describe(name: &InstanceName) -> String {
+    let keys: Vec<String> = name
+        .keys
+        .iter()
+        .filter_map(|(k, v)| Some(format!("{k}={}", v.text()?)))
+        .collect();
+    format!("{}.{}", name.class, keys.join(","))
+}
+
+async fn run(
+    state: &Arc<State>,
+    repo: &Repository,
+    auth: &Authorized,
+    call: &Call,
+    target: Option<&InstanceName>,
+    record: &mut audit::Record,
+) -> Result<MethodReturn, CimError> {
+    let class_name = match &call.kind {
+        CallKind::InstanceMethod(n) => n.class.as_str(),
+        CallKind::ClassMethod(c) => c.as_str(),
+        CallKind::Intrinsic => return Err(CimError::new(CimStatus::Failed, "not a method call")),
+    };
+    let class = repo
+        .class(class_name)
+        .ok_or_else(|| CimError::new(CimStatus::InvalidClass, format!("no class {class_name}")))?;
+    let method = repo
+        .methods(&class.name)
+        .into_iter()
+        .find(|m| m.name.eq_ignore_ascii_case(&call.name))
+        .ok_or_else(|| {
+            CimError::new(
+                CimStatus::MethodNotFound,
+                format!("class {} has no method {}", class.name, call.name),
+            )
+        })?;
+    let Some(target) = target else {
+        return Err(CimError::new(
+            CimStatus::MethodNotAvailable,
+            format!(
+                "{} is a method of instances: call it on an instance of {}",
+                method.name, class.name
+            ),
+        ));
+    };
+    for p in &call.params {
+        if !method
+            .parameters
+            .iter()
+            .any(|q| q.input && q.name.eq_ignore_ascii_case(&p.name))
+        {
+            return Err(invalid(format!(
+                "{} takes no input parameter {}",
+                method.name, p.name
+            )));
+        }
+    }
+    require(
+        auth,
+        Role::Admin,
+        &format!("{}.{}", class.name, method.name),
+    )?;
+    let snapshot = Snapshot::read(state).await.map_err(|e| cim_error(&e))?;
+    let Some(instance) = snapshot.find(repo, target) else {
+        return Err(CimError::new(
+            CimStatus::NotFound,
+            format!("no instance {}", describe(target)),
+        ));
+    };
+    let vm = vm_of(&snapshot, target).cloned();
+    if let Some(vm) = &vm {
+        record.vm = Some(vm.name.clone());
+    }
+    let service = || -> Result<ServiceId, CimError> {
+        target
+            .key_text("Name")
+            .and_then(|n| n.parse().ok())
+            .ok_or_else(|| CimError::new(CimStatus::Failed, "the service's Name is not a GUID"))
+    };
+    let vm_name = || {
+        vm.as_ref()
+            .map(|v| v.name.clone())
+            .ok_or_else(|| CimError::new(CimStatus::NotFound, "the instance's VM is gone"))
+    };
+    let is_service = repo.is_a(&instance.class, "Msvm_GuestService");
+    match method.name.as_str() {
+        "RequestStateChange" => {
+            let requested = requested_state(call)?;
+            if call
+                .param("TimeoutPeriod")
+                .is_some_and(|p| p.value != ParamValue::Null)
+            {
+                return Ok(returned(TIMEOUT_NOT_SUPPORTED));
+            }
+            if is_service {
+                let code = crate::api::change_state(state, vm_name()?, service()?, requested)
+                    .await
+                    .map_err(|e| cim_error(&e))?;
+                return Ok(returned(code.into()));
+            }
+            if instance.class.eq_ignore_ascii_case(INTERFACE) {
+                return interface_state(state, vm_name()?, requested).await;
+            }
+            Ok(returned(NOT_SUPPORTED))
+        }
+        "StartService" | "StopService" => {
+            let code = crate::api::start_stop(state, vm_name()?, service()?)
+                .await
+                .map_err(|e| cim_error(&e))?;
+            Ok(returned(code.into()))
+        }
+        "CopyFilesToGuest" => {
+            let vm =
+                vm.ok_or_else(|| CimError::new(CimStatus::NotFound, "the instance's VM is gone"))?;
+            let files = copy_files(call)?;
+            admit_copy(state, &vm, &files).await?;
+            let job = Jobs::start(state, vm, files, auth.caller)?;
+            Ok(MethodReturn {
+                value: CimValue::Uint(JOB_STARTED),
+                value_type: CimType::Uint(32),
+                outputs: vec![(
+                    "Job".into(),
+                    CimValue::Reference(job),
+                    CimType::Reference("CIM_ConcreteJob".into()),
+                )],
+            })
+        }
+        other => Err(CimError::new(
+            CimStatus::MethodNotAvailable,
+            format!("{other} is not available on {}", instance.class),
+        )),
+    }
+}
+
+/// RequestStateChange's RequestedState (uint16, required).
+fn requested_state(call: &Call) -> Result<u16, CimError> {
+    match call.param("RequestedState").map(|p| &p.value) {
+        Some(ParamValue::Value(v)) => v.trim().parse().map_err(|_| {
+            invalid(format!(
+                "RequestedState must be a uint16 (2 enabled, 3 disabled), not {v:?}"
+            ))
+        }),
+        _ => Err(invalid(
+            "RequestStateChange needs RequestedState (2 enabled, 3 disabled)".into(),
+        )),
+    }
+}
+
+/// RequestStateChange of a VM's guest service interface: 2 turns it on,
+/// 3 off (as `guestcomm vm set VM --interface`); others are not supported.
+async fn interface_state(
+    state: &Arc<State>,
+    vm: String,
+    requested: u16,
+) -> Result<MethodReturn, CimError> {
+    let on = match requested {
+        2 => true,
+        3 => false,
+        _ => return Ok(returned(NOT_SUPPORTED)),
+    };
+    state
+        .db(move |s| s.update_vm(&vm, Some(on), None))
+        .await
+        .map_err(|e| cim_error(&e.into()))?;
+    state.changed.notify_one();
+    Ok(returned(COMPLETED))
+}
+
+/// The files of CopyFilesToGuest, from its embedded setting data.
+fn copy_files(call: &Call) -> Result<Vec<CopyFile>, CimError> {
+    let texts: Vec<&str> = match call.param("CopyFileToGuestSettings").map(|p| &p.value) {
+        Some(ParamValue::Array(items)) => items.iter().flatten().map(String::as_str).collect(),
+        Some(ParamValue::Value(one)) => vec![one.as_str()],
+        _ => {
+            return Err(invalid(
+                "CopyFilesToGuest needs CopyFileToGuestSettings: Msvm_CopyFileToGuestSettingData instances embedded as CIM-XML".into(),
+            ))
+        }
+    };
+    if texts.is_empty() || texts.len() > MAX_COPY_FILES_PER_CALL {
+        return Err(invalid(format!(
+            "CopyFileToGuestSettings holds {} entries: 1 to {MAX_COPY_FILES_PER_CALL} files per call",
+            texts.len()
+        )));
+    }
+    texts
+        .into_iter()
+        .enumerate()
+        .map(|(i, text)| {
+            let at = |m: String| invalid(format!("CopyFileToGuestSettings[{i}]: {m}"));
+            let inst = parse_embedded_instance(text).map_err(|e| at(e.to_string()))?;
+            if !inst
+                .class
+                .eq_ignore_ascii_case("Msvm_CopyFileToGuestSettingData")
+            {
+                return Err(at(format!(
+                    "an {} is not an Msvm_CopyFileToGuestSettingData",
+                    inst.class
+                )));
+            }
+            let path = |name: &str| match inst.get(name) {
+                Some(CimValue::String(s)) if !s.is_empty() => Ok(s.clone()),
+                _ => Err(at(format!("{name} must be a non-empty string"))),
+            };
+            let flag = |name: &str| match inst.get(name) {
+                None | Some(CimValue::Null) => Ok(false),
+                Some(&CimValue::Boolean(b)) => Ok(b),
+                Some(_) => Err(at(format!("{name} must be a boolean"))),
+            };
+            let source = std::path::PathBuf::from(path("SourcePath")?);
+            if !source.is_absolute() {
+                return Err(at(format!(
+                    "SourcePath {} must be an absolute path on the host",
+                    source.display()
+                )));
+            }
+            Ok(CopyFile {
+                source,
+                request: CopyToGuest {
+                    dst: path("DestinationPath")?,
+                    overwrite: flag("OverwriteExisting")?,
+                    create_full_path: flag("CreateFullPath")?,
+                    ..CopyToGuest::default()
+                },
+                embedded: text.to_string(),
+            })
+        })
+        .collect()
+}
+
+/// The checks `guestcomm cp` passes through the relay: the agent's and the
+/// files service enabled on the VM, then the VM's host policy for each file.
+async fn admit_copy(
+    state: &Arc<State>,
+    vm: &crate::store::VmRow,
+    files: &[CopyFile],
+) -> Result<(), CimError> {
+    for id in [BuiltinService::Agent.id(), BuiltinService::Files.id()] {
+        crate::relay::admit_api(state, vm, id)
+            .await
+            .map_err(|e| cim_error(&e))?;
+    }
+    let view = state
+        .vm_view(&vm.name)
+        .await
+        .map_err(|e| cim_error(&e.into()))?;
+    let mut verdict = None;
+    for f in files {
+        let mut call = guestcomm_protocol::message::Call::CopyToGuest(f.request.clone());
+        if let Err(frame) = crate::policy_doc::check_with(view.document.as_ref(), vm, &mut call) {
+            verdict = Some(frame.message);
+            break;
+        }
+    }
+    match verdict {
+        Some(reason) => Err(CimError::new(CimStatus::AccessDenied, reason)),
+        None => Ok(()),
+    }
+}

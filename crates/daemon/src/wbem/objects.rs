@@ -1,0 +1,378 @@
+//! The instances WBEM serves, built from the daemon's state at each call:
+//!
+//! ```text
+//! Msvm_ComputerSystem                  the host (Name = its host name) and each VM (Name = its id)
+//! Msvm_GuestServiceInterfaceComponent  one per VM (EnabledState: the VM's interface switch)
+//! Msvm_GuestCommunicationService       each registered service on each VM (api::instances)
+//! Msvm_GuestFileService, Guestcomm_*   the built-in integration services as their own class
+//!                                      (policy::integration_instance)
+//! Msvm_RegisteredGuestService          interface component -> each of the above on its VM
+//! Msvm_GuestServiceInterfaceComponentSettingData  each VM's interface switch and default policy
+//! Msvm_GuestCommunicationServiceSettingData       each service's policy on each VM
+//! Msvm_CopyFileToGuestJob              the CopyFilesToGuest jobs (module jobs)
+//! ```
+//!
+//! The service objects are those of the JSON API, turned into CIM values by
+//! the types of their class in the repository ([`from_api`]): one mapping.
+
+use std::sync::Arc;
+
+use guestcomm_api::GuestCommunicationService;
+use guestcomm_cim::value::{CimValue, Instance, InstanceName};
+use guestcomm_cim::{CimType, Repository};
+
+use crate::api::Error;
+use crate::policy::{self, cim_datetime};
+use crate::store::VmRow;
+use crate::State;
+
+/// Class of the VMs and the host.
+pub const COMPUTER_SYSTEM: &str = "Msvm_ComputerSystem";
+/// Class of each VM's guest service interface.
+pub const INTERFACE: &str = "Msvm_GuestServiceInterfaceComponent";
+/// The association of an interface and its services.
+pub const REGISTERED: &str = "Msvm_RegisteredGuestService";
+/// Setting data of each VM's interface.
+pub const INTERFACE_SETTINGS: &str = "Msvm_GuestServiceInterfaceComponentSettingData";
+/// Setting data of each service on each VM (its policy there).
+pub const SERVICE_SETTINGS: &str = "Msvm_GuestCommunicationServiceSettingData";
+/// DeviceID of every interface component (the key that tells it apart is
+/// its SystemName, the VM).
+const INTERFACE_DEVICE_ID: &str = "GuestServiceInterface";
+
+/// Everything the instances are made of, read once per operation.
+pub struct Snapshot {
+    /// The host's name.
+    pub host: String,
+    /// The VMs.
+    pub vms: Vec<(VmRow, String)>,
+    /// The service objects of the JSON API, each service on each VM.
+    pub services: Vec<GuestCommunicationService>,
+    /// The jobs.
+    pub jobs: Vec<Instance>,
+}
+
+impl Snapshot {
+    /// Reads the state.
+    pub async fn read(state: &Arc<State>) -> Result<Self, Error> {
+        let vms = state.db(|s| s.vms()).await?;
+        let vms = vms
+            .into_iter()
+            .map(|vm| {
+                let status = state.health.get(vm.id).status;
+                (vm, status)
+            })
+            .collect();
+        Ok(Self {
+            host: nix::unistd::gethostname()
+                .ok()
+                .and_then(|h| h.into_string().ok())
+                .unwrap_or_else(|| "localhost".into()),
+            vms,
+            services: crate::api::instances(state, None).await?,
+            jobs: state.wbem_jobs.instances(),
+        })
+    }
+
+    /// Every instance of `class` and its subclasses.
+    pub fn instances_of(&self, repo: &Repository, class: &str) -> Vec<Instance> {
+        let wants = |c: &str| repo.is_a(c, class);
+        let mut out = Vec::new();
+        if wants(COMPUTER_SYSTEM) {
+            out.push(host_system(&self.host));
+            out.extend(self.vms.iter().map(|(vm, status)| vm_system(vm, status)));
+        }
+        if wants(INTERFACE) {
+            out.extend(self.vms.iter().map(|(vm, _)| interface(vm)));
+        }
+        out.extend(
+            self.guest_services(None)
+                .into_iter()
+                .filter(|s| wants(&s.creation_class_name))
+                .map(|s| from_api(repo, &s)),
+        );
+        if wants(REGISTERED) {
+            out.extend(self.registrations(repo, None));
+        }
+        if wants(INTERFACE_SETTINGS) {
+            out.extend(self.vms.iter().map(|(vm, _)| interface_settings(vm)));
+        }
+        if wants(SERVICE_SETTINGS) {
+            out.extend(self.services.iter().map(service_settings));
+        }
+        out.extend(self.jobs.iter().filter(|j| wants(&j.class)).cloned());
+        out
+    }
+
+    /// The instance named `name`, if it exists.
+    pub fn find(&self, repo: &Repository, name: &InstanceName) -> Option<Instance> {
+        self.instances_of(repo, &name.class)
+            .into_iter()
+            .find(|i| i.path(repo).same(name))
+    }
+
+    /// The associations that may involve `source` (those of its VM, by its
+    /// SystemName key), and the instances at their ends: per-VM work
+    /// whatever the number of VMs.
+    pub fn links_of(
+        &self,
+        repo: &Repository,
+        source: &InstanceName,
+    ) -> (Vec<Instance>, Vec<Instance>) {
+        let Some(vm_id) = source.key_text("SystemName") else {
+            return (Vec::new(), Vec::new());
+        };
+        let links = self.registrations(repo, Some(vm_id));
+        let mut ends: Vec<Instance> = self
+            .vms
+            .iter()
+            .filter(|(vm, _)| vm.id.to_string().eq_ignore_ascii_case(vm_id))
+            .map(|(vm, _)| interface(vm))
+            .collect();
+        ends.extend(
+            self.guest_services(Some(vm_id))
+                .iter()
+                .map(|s| from_api(repo, s)),
+        );
+        (links, ends)
+    }
+
+    /// Each guest service object (of the VM whose id is `vm`, or of all):
+    /// every service as Msvm_GuestCommunicationService, the built-in
+    /// integration services also as their own class.
+    fn guest_services(&self, vm: Option<&str>) -> Vec<GuestCommunicationService> {
+        let on_vm = |s: &&GuestCommunicationService| {
+            vm.is_none_or(|id| s.system_name.eq_ignore_ascii_case(id))
+        };
+        let mut all: Vec<GuestCommunicationService> =
+            self.services.iter().filter(on_vm).cloned().collect();
+        all.extend(
+            self.services
+                .iter()
+                .filter(on_vm)
+                .cloned()
+                .filter_map(policy::integration_instance),
+        );
+        all
+    }
+
+    /// Msvm_RegisteredGuestService: each VM's interface component and each
+    /// guest service object on that VM (of the VM `vm`, or of all).
+    fn registrations(&self, repo: &Repository, vm: Option<&str>) -> Vec<Instance> {
+        self.guest_services(vm)
+            .iter()
+            .map(|s| {
+                let antecedent = InstanceName::new(INTERFACE, interface_keys(&s.system_name));
+                let dependent = from_api(repo, s).path(repo);
+                Instance {
+                    class: REGISTERED.into(),
+                    properties: vec![
+                        ("Antecedent".into(), CimValue::Reference(antecedent)),
+                        ("Dependent".into(), CimValue::Reference(dependent)),
+                    ],
+                }
+            })
+            .collect()
+    }
+}
+
+fn key(name: &str, value: &str) -> (String, CimValue) {
+    (name.into(), CimValue::String(value.into()))
+}
+
+fn text(value: &str) -> CimValue {
+    CimValue::String(value.into())
+}
+
+/// The host as an Msvm_ComputerSystem, as Hyper-V lists it.
+fn host_system(host: &str) -> Instance {
+    Instance {
+        class: COMPUTER_SYSTEM.into(),
+        properties: vec![
+            key("CreationClassName", COMPUTER_SYSTEM),
+            key("Name", host),
+            ("ElementName".into(), text(host)),
+            ("Caption".into(), text("Hosting Computer System")),
+            ("Description".into(), text("The host running guestcommd")),
+            ("EnabledState".into(), CimValue::Uint(2)),
+            ("Status".into(), text("OK")),
+        ],
+    }
+}
+
+/// A VM as an Msvm_ComputerSystem: Name is its id, EnabledState 2 while
+/// its agent answers (guestcomm does not run VMs: it only knows that).
+fn vm_system(vm: &VmRow, status: &str) -> Instance {
+    let enabled = if status == "OK" { 2 } else { 0 };
+    Instance {
+        class: COMPUTER_SYSTEM.into(),
+        properties: vec![
+            key("CreationClassName", COMPUTER_SYSTEM),
+            key("Name", &vm.id.to_string()),
+            ("ElementName".into(), text(&vm.name)),
+            ("Caption".into(), text("Virtual Machine")),
+            (
+                "Description".into(),
+                text("A virtual machine managed by guestcommd"),
+            ),
+            (
+                "InstallDate".into(),
+                CimValue::Datetime(cim_datetime(vm.created_at)),
+            ),
+            ("EnabledState".into(), CimValue::Uint(enabled)),
+            ("Status".into(), text(status)),
+        ],
+    }
+}
+
+/// The keys of the interface component of the VM whose id is `vm_id`.
+fn interface_keys(vm_id: &str) -> Vec<(String, CimValue)> {
+    vec![
+        key("SystemCreationClassName", COMPUTER_SYSTEM),
+        key("SystemName", vm_id),
+        key("CreationClassName", INTERFACE),
+        key("DeviceID", INTERFACE_DEVICE_ID),
+    ]
+}
+
+/// The EnabledState of a VM's interface: 2 on, 3 off.
+fn interface_state(vm: &VmRow) -> u16 {
+    if vm.interface_enabled {
+        policy::ENABLED
+    } else {
+        policy::DISABLED
+    }
+}
+
+/// A VM's Msvm_GuestServiceInterfaceComponent.
+fn interface(vm: &VmRow) -> Instance {
+    let state = interface_state(vm);
+    let mut properties = interface_keys(&vm.id.to_string());
+    properties.extend([
+        ("ElementName".into(), text("Guest Service Interface")),
+        ("Caption".into(), text("Guest Service Interface")),
+        ("EnabledState".into(), CimValue::Uint(u64::from(state))),
+        ("RequestedState".into(), CimValue::Uint(u64::from(state))),
+    ]);
+    Instance {
+        class: INTERFACE.into(),
+        properties,
+    }
+}
+
+/// A VM's Msvm_GuestServiceInterfaceComponentSettingData: the interface
+/// switch and DefaultEnabledStatePolicy (`guestcomm vm set`).
+fn interface_settings(vm: &VmRow) -> Instance {
+    let state = interface_state(vm);
+    Instance {
+        class: INTERFACE_SETTINGS.into(),
+        properties: vec![
+            key(
+                "InstanceID",
+                &format!("guestcomm:{}\\{INTERFACE_DEVICE_ID}", vm.id),
+            ),
+            ("ElementName".into(), text("Guest Service Interface")),
+            ("EnabledState".into(), CimValue::Uint(u64::from(state))),
+            (
+                "DefaultEnabledStatePolicy".into(),
+                CimValue::Uint(u64::from(vm.default_policy.value())),
+            ),
+        ],
+    }
+}
+
+/// The Msvm_GuestCommunicationServiceSettingData of a service on a VM: its
+/// EnabledStatePolicy there (2, 3 or 8), the RequestedState of its object.
+fn service_settings(object: &GuestCommunicationService) -> Instance {
+    Instance {
+        class: SERVICE_SETTINGS.into(),
+        properties: vec![
+            key(
+                "InstanceID",
+                &format!("guestcomm:{}\\{}", object.system_name, object.name),
+            ),
+            ("ElementName".into(), text(&object.element_name)),
+            ("Name".into(), text(&object.name)),
+            (
+                "EnabledStatePolicy".into(),
+                CimValue::Uint(u64::from(object.requested_state)),
+            ),
+        ],
+    }
+}
+
+/// A service object of the JSON API as an instance of its
+/// CreationClassName: each of the class's properties from the JSON field
+/// of the same name, typed by the class (fields that are no CIM property,
+/// such as `guestcomm_vm_name`, are left out).
+pub fn from_api(repo: &Repository, object: &GuestCommunicationService) -> Instance {
+    let class = object.creation_class_name.clone();
+    let json = serde_json::to_value(object).unwrap_or_default();
+    let properties = repo
+        .properties(&class)
+        .into_iter()
+        .filter_map(|p| {
+            let v = json.get(&p.name)?;
+            let value = match (&p.cim_type, v) {
+                (_, serde_json::Value::Null) => CimValue::Null,
+                (CimType::Boolean, v) => CimValue::Boolean(v.as_bool()?),
+                (CimType::Uint(_), v) => CimValue::Uint(v.as_u64()?),
+                (CimType::Sint(_), v) => CimValue::Sint(v.as_i64()?),
+                (CimType::Datetime, v) => CimValue::Datetime(v.as_str()?.into()),
+                (CimType::String, v) => CimValue::String(v.as_str()?.into()),
+                _ => return None,
+            };
+            Some((p.name.clone(), value))
+        })
+        .collect();
+    Instance { class, properties }
+}
+
+/// The VM named by an instance's `SystemName` key (a VM id), for methods.
+pub fn vm_of<'a>(snapshot: &'a Snapshot, name: &InstanceName) -> Option<&'a VmRow> {
+    let id = name.key_text("SystemName")?;
+    snapshot
+        .vms
+        .iter()
+        .map(|(vm, _)| vm)
+        .find(|vm| vm.id.to_string().eq_ignore_ascii_case(id))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn api_objects_become_instances_typed_by_their_class() {
+        let repo = Repository::builtin().unwrap();
+        let object = GuestCommunicationService {
+            caption: "guestcomm Shutdown".into(),
+            creation_class_name: "Guestcomm_ShutdownService".into(),
+            description: String::new(),
+            element_name: "guestcomm Shutdown".into(),
+            install_date: None,
+            name: "00004747-facb-11e6-bd58-64006a7986d3".into(),
+            started: false,
+            start_mode: "Automatic".into(),
+            status: "OK".into(),
+            system_creation_class_name: COMPUTER_SYSTEM.into(),
+            system_name: "vm-id".into(),
+            enabled_state: 3,
+            requested_state: 8,
+            vm_name: "web1".into(),
+        };
+        let inst = from_api(&repo, &object);
+        assert_eq!(inst.class, "Guestcomm_ShutdownService");
+        assert_eq!(inst.get("EnabledState"), Some(&CimValue::Uint(3)));
+        assert_eq!(inst.get("Started"), Some(&CimValue::Boolean(false)));
+        assert_eq!(inst.get("InstallDate"), Some(&CimValue::Null));
+        assert_eq!(inst.get("guestcomm_vm_name"), None, "not a CIM property");
+        let path = inst.path(&repo);
+        assert_eq!(path.keys.len(), 4);
+        assert_eq!(path.key_text("SystemName"), Some("vm-id"));
+        assert_eq!(
+            path.key_text("CreationClassName"),
+            Some("Guestcomm_ShutdownService")
+        );
+    }
+}
