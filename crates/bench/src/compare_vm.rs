@@ -260,6 +260,7 @@ pub(crate) fn compare_vm(
         }
     };
     stream.set_read_timeout(Some(OPERATION_DEADLINE))?;
+    stream.set_write_timeout(Some(OPERATION_DEADLINE))?;
     g.qga = Some(QgaClient::over(stream)?);
     let agent_idle = g.agent_status()?;
 

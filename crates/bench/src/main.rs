@@ -159,7 +159,8 @@ struct Args {
     #[arg(long, value_name = "DIR")]
     vm_image: Option<PathBuf>,
 
-    /// Which cases to run: exec (A and B), cp (C), daemon (D) or all.
+    /// Which cases to run: exec (A and B), cp (C), daemon (D), compare (E),
+    /// auth (F), compare-vm (G) or all (G only when its image is built).
     #[arg(long, value_enum, default_value_t = Case::Exec)]
     case: Case,
 
