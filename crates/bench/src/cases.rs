@@ -194,6 +194,19 @@ pub(crate) async fn library_true_keyed(
     Ok(start.elapsed())
 }
 
+/// Runs `program args` straight to the agent and returns its stdout
+/// (exit status 0 checked).
+pub(crate) async fn library_capture(
+    addr: &Address,
+    psk: Option<&Psk>,
+    program: &str,
+    args: &[&str],
+) -> anyhow::Result<Vec<u8>> {
+    let mut stdout = Vec::new();
+    library_exec(addr, psk, request(program, args), &mut stdout).await?;
+    Ok(stdout)
+}
+
 /// Throughputs of case B, in MB/s (10^6 bytes per second).
 #[derive(Debug, Default)]
 pub(crate) struct Throughput {
@@ -257,11 +270,23 @@ pub(crate) fn stdout_throughput(
 /// exec `head -c BYTES /dev/zero` straight to the agent into a counting
 /// sink, timed.
 pub(crate) async fn library_head(addr: &Address, bytes: u64) -> anyhow::Result<Duration> {
+    let size = bytes.to_string();
+    library_output(addr, None, "head", &["-c", &size, "/dev/zero"], bytes).await
+}
+
+/// exec `program args` straight to the agent, its stdout into a counting
+/// sink that must receive `bytes`, timed; the handshake proves `psk` when
+/// given.
+pub(crate) async fn library_output(
+    addr: &Address,
+    psk: Option<&Psk>,
+    program: &str,
+    args: &[&str],
+    bytes: u64,
+) -> anyhow::Result<Duration> {
     let start = Instant::now();
     let mut counter = CountingSink::default();
-    let size = bytes.to_string();
-    let req = request("head", &["-c", &size, "/dev/zero"]);
-    library_exec(addr, None, req, &mut counter).await?;
+    library_exec(addr, psk, request(program, args), &mut counter).await?;
     let elapsed = start.elapsed();
     ensure!(
         counter.bytes == bytes,

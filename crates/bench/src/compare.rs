@@ -227,7 +227,9 @@ pub(crate) fn compare(
                     let client = qga_client.as_mut().context("qemu-ga client")?;
                     let size = QGA_MAX_OUTPUT_BYTES.to_string();
                     let start = Instant::now();
-                    let got = client.exec("/usr/bin/head", &["-c", &size, "/dev/zero"], true)?;
+                    let got = client
+                        .exec("/usr/bin/head", &["-c", &size, "/dev/zero"], true)?
+                        .len() as u64;
                     anyhow::ensure!(got == QGA_MAX_OUTPUT_BYTES, "qemu-ga returned {got} bytes");
                     mb_per_s(got, start.elapsed())
                 }

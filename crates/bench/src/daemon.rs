@@ -146,12 +146,17 @@ fn cpu_time(pid: u32) -> anyhow::Result<Duration> {
 /// A memory figure of a process from /proc/PID/status (`VmRSS`, `VmHWM`), in MiB.
 pub(crate) fn status_mib(pid: u32, field: &str) -> anyhow::Result<f64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status_field_mib(&status, field).with_context(|| format!("no {field} in /proc/{pid}/status"))
+}
+
+/// A `FIELD:   N kB` line of a /proc/PID/status text, in MiB (also for a
+/// guest's, read through an agent).
+pub(crate) fn status_field_mib(status: &str, field: &str) -> Option<f64> {
     let kib: f64 = status
         .lines()
         .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .with_context(|| format!("no {field} in /proc/{pid}/status"))?;
-    Ok(kib / 1024.0)
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())?;
+    Some(kib / 1024.0)
 }
 
 /// Runs case D against the agent at `agent`.
@@ -319,5 +324,10 @@ mod tests {
         let peak = status_mib(pid, "VmHWM").unwrap();
         assert!(rss > 0.0 && peak >= rss, "rss {rss} peak {peak}");
         assert!(status_mib(pid, "NoSuchField").is_err());
+        let text = "Name:\tqemu-ga\nVmHWM:\t    6144 kB\nVmRSS:\t    4096 kB\n";
+        assert_eq!(status_field_mib(text, "VmRSS"), Some(4.0));
+        assert_eq!(status_field_mib(text, "VmHWM"), Some(6.0));
+        assert_eq!(status_field_mib(text, "Vm"), None);
+        assert_eq!(status_field_mib("VmRSS: lots", "VmRSS"), None);
     }
 }

@@ -39,6 +39,13 @@
 //!   file copies both ways, agent memory), with PNG charts into `--plots`
 //!   (see `compare.rs`, `plot.rs`).
 //!
+//! - **G. side by side in a VM** (`--case compare-vm`, issue #8): guestcomm
+//!   and qemu-ga both on vsock in one TCG guest, reached through the same
+//!   vhost-device-vsock socket (exec latency, output, copies both ways,
+//!   memory in the guest), with a chart into `--plots` (see `compare_vm.rs`).
+//!   Needs the image of `scripts/vm/build-image --with-qemu-ga` (`--vm-image`);
+//!   `--case all` runs it when the image is there and says why when not.
+//!
 //! - **F. authentication on versus off** (`--case auth`, issue #10): exec
 //!   round trip and copy throughput against an agent with and one without
 //!   `--credentials` (see `auth_cost.rs`).
@@ -52,6 +59,8 @@ mod agent;
 mod auth_cost;
 mod cases;
 mod compare;
+mod compare_vm;
+mod compare_vm_report;
 mod copy;
 mod daemon;
 mod plot;
@@ -103,7 +112,7 @@ const DEFAULT_ROUNDS: usize = 3;
 #[command(
     name = "guestcomm-bench",
     version,
-    after_help = "Build first, in release mode:\n  cargo build --release -p guestcomm-agent -p guestcomm-cli -p guestcommd -p guestcomm-bench\n  target/release/guestcomm-bench --write docs/BENCHMARKS.md\n  target/release/guestcomm-bench --case compare --plots docs/img --write docs/BENCHMARKS.md\n\nCase E uses qemu-ga (Debian: qemu-guest-agent) and sshd/ssh/scp (openssh-server, openssh-client; run as root) when installed, and leaves out what is not.\n\nExit status: 0 when every case ran (a missed target is reported, not an error), 1 on error."
+    after_help = "Build first, in release mode:\n  cargo build --release -p guestcomm-agent -p guestcomm-cli -p guestcommd -p guestcomm-bench\n  target/release/guestcomm-bench --write docs/BENCHMARKS.md\n  target/release/guestcomm-bench --case compare --plots docs/img --write docs/BENCHMARKS.md\n  bash scripts/vm/build-image --with-qemu-ga && target/release/guestcomm-bench --case compare-vm --plots docs/img --write docs/BENCHMARKS.md\n\nCase E uses qemu-ga (Debian: qemu-guest-agent) and sshd/ssh/scp (openssh-server, openssh-client; run as root) when installed, and leaves out what is not.\n\nExit status: 0 when every case ran (a missed target is reported, not an error), 1 on error."
 )]
 struct Args {
     /// The agent binary [default: guestcomm-agent next to this executable].
@@ -144,7 +153,14 @@ struct Args {
     #[arg(long, value_name = "SECONDS", default_value_t = 30)]
     idle_secs: u64,
 
-    /// Which cases to run: exec (A and B), cp (C), daemon (D) or all.
+    /// Case G: the directory of the image built by
+    /// `scripts/vm/build-image --with-qemu-ga` [default: target/vm-compare,
+    /// beside this executable's directory].
+    #[arg(long, value_name = "DIR")]
+    vm_image: Option<PathBuf>,
+
+    /// Which cases to run: exec (A and B), cp (C), daemon (D), compare (E),
+    /// auth (F), compare-vm (G) or all (G only when its image is built).
     #[arg(long, value_enum, default_value_t = Case::Exec)]
     case: Case,
 
@@ -173,6 +189,8 @@ enum Case {
     Compare,
     /// F. authentication on versus off: exec round trip and copy (issue #10).
     Auth,
+    /// G. guestcomm and qemu-ga in one TCG guest over vsock (issue #8).
+    CompareVm,
     /// Every case.
     All,
 }
@@ -337,6 +355,63 @@ fn run(args: Args) -> anyhow::Result<()> {
             report::write_section(path, &section)?;
             eprintln!("guestcomm-bench: wrote {}", path.display());
         }
+    }
+    if matches!(args.case, Case::CompareVm | Case::All) {
+        run_compare_vm(&args, &rt, &cli_bin)?;
+    }
+    Ok(())
+}
+
+/// Case G, or a clear line why it is skipped (`--case all` without the image).
+fn run_compare_vm(
+    args: &Args,
+    rt: &tokio::runtime::Runtime,
+    cli_bin: &std::path::Path,
+) -> anyhow::Result<()> {
+    let images = match args.vm_image.clone() {
+        Some(dir) => dir,
+        None => sibling("../vm-compare")?,
+    };
+    let image = match compare_vm::find_image(&images) {
+        Ok(image) => image,
+        Err(why) if args.case == Case::All => {
+            eprintln!("guestcomm-bench: G. compare-vm SKIPPED: {why}");
+            return Ok(());
+        }
+        Err(why) => anyhow::bail!(why),
+    };
+    let tool_dirs = vec![sibling("../tools/bin")?];
+    let tool_version = |name: &str| {
+        guestcomm_vmtest::find_tool(name, &tool_dirs).map_or_else(
+            || format!("{name} not installed"),
+            |path| compare::version_of(&path.display().to_string(), &["--version"]),
+        )
+    };
+    let versions = format!(
+        "guestcomm {} (agent in the image: {}); {}; {}; {}",
+        env!("CARGO_PKG_VERSION"),
+        image.agent,
+        image.qga,
+        tool_version("qemu-system-x86_64"),
+        tool_version("vhost-device-vsock"),
+    );
+    eprintln!(
+        "guestcomm-bench: G. compare-vm in {}: {} exec samples, {} rounds",
+        images.display(),
+        compare_vm::EXEC_SAMPLES,
+        compare_vm::ROUNDS
+    );
+    let g = compare_vm::compare_vm(rt, cli_bin, &images, tool_dirs.clone(), image)?;
+    let section = g.render(&Machine::probe(), &versions);
+    print!("{section}");
+    if let Some(dir) = &args.plots {
+        if let Some(file) = plot::draw_vm(&g.advantages(), dir)? {
+            eprintln!("guestcomm-bench: drew {}", file.display());
+        }
+    }
+    if let Some(path) = &args.write {
+        report::write_section(path, &section)?;
+        eprintln!("guestcomm-bench: wrote {}", path.display());
     }
     Ok(())
 }

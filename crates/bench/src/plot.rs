@@ -46,7 +46,7 @@ fn colour(system: &str) -> RGBColor {
 
 /// One chart: a bar per row (its median), labelled "system: path".
 fn bars(file: &Path, title: &str, unit: &str, rows: &[Row]) -> anyhow::Result<()> {
-    let values: Vec<(String, f64, &str)> = rows
+    let values: Vec<Bar<'_>> = rows
         .iter()
         .map(|r| {
             (
@@ -55,6 +55,17 @@ fn bars(file: &Path, title: &str, unit: &str, rows: &[Row]) -> anyhow::Result<()
                 r.system,
             )
         })
+        .collect();
+    bars_of(file, title, unit, values)
+}
+
+/// A bar: its label, its value and the system that gives it its colour.
+type Bar<'a> = (String, f64, &'a str);
+
+/// One chart of `values` (those that can sit on a log axis), top down.
+fn bars_of(file: &Path, title: &str, unit: &str, values: Vec<Bar<'_>>) -> anyhow::Result<()> {
+    let values: Vec<Bar<'_>> = values
+        .into_iter()
         .filter(|(_, v, _)| v.is_finite() && *v > 0.0)
         .collect();
     if values.is_empty() {
@@ -163,6 +174,30 @@ pub(crate) fn draw_all(e: &Comparison, dir: &Path) -> anyhow::Result<Vec<PathBuf
     Ok(written)
 }
 
+/// The chart of the in-VM case: for each workload, how many times better
+/// guestcomm does than qemu-ga in the same guest (paired per-round ratios,
+/// latency inverted so that more is better everywhere). Returns the file,
+/// or nothing when the font is missing (said on stderr).
+pub(crate) fn draw_vm(ratios: &[(String, f64)], dir: &Path) -> anyhow::Result<Option<PathBuf>> {
+    if let Err(why) = register_font() {
+        eprintln!("guestcomm-bench: chart skipped: {why}");
+        return Ok(None);
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let file = dir.join("compare-vm.png");
+    let values = ratios
+        .iter()
+        .map(|(label, ratio)| (label.clone(), *ratio, "guestcomm"))
+        .collect();
+    bars_of(
+        &file,
+        "guestcomm against qemu-ga in one TCG guest, both over vsock",
+        "× qemu-ga (log scale; 1 = equal, more is better for guestcomm)",
+        values,
+    )?;
+    Ok(Some(file))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -211,6 +246,9 @@ mod tests {
             return;
         }
         assert_eq!(files.len(), 4);
+        let ratios = [("exec".to_string(), 0.8), ("copy".to_string(), 300.0)];
+        let vm = draw_vm(&ratios, &out).unwrap().unwrap();
+        assert!(std::fs::read(vm).unwrap().starts_with(b"\x89PNG\r\n\x1a\n"));
         for file in files {
             let bytes = std::fs::read(&file).unwrap();
             assert!(

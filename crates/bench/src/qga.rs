@@ -83,16 +83,7 @@ impl QgaAgent {
     /// A new client connection, synchronised with `guest-sync`.
     pub(crate) fn connect(&self) -> anyhow::Result<QgaClient> {
         let stream = UnixStream::connect(&self.socket).context("failed to connect to qemu-ga")?;
-        let mut client = QgaClient {
-            reader: BufReader::new(stream.try_clone()?),
-            writer: stream,
-        };
-        let id = std::process::id();
-        let answer = client.call("guest-sync", json!({ "id": id }))?;
-        if answer != json!(id) {
-            bail!("qemu-ga answered guest-sync with {answer}");
-        }
-        Ok(client)
+        QgaClient::over(stream)
     }
 }
 
@@ -117,6 +108,22 @@ pub(crate) struct QgaClient {
 }
 
 impl QgaClient {
+    /// A client on `stream`, already connected to qemu-ga (its Unix socket,
+    /// or a guest's vsock port through hybrid vsock), synchronised with
+    /// `guest-sync`.
+    pub(crate) fn over(stream: UnixStream) -> anyhow::Result<Self> {
+        let mut client = QgaClient {
+            reader: BufReader::new(stream.try_clone()?),
+            writer: stream,
+        };
+        let id = std::process::id();
+        let answer = client.call("guest-sync", json!({ "id": id }))?;
+        if answer != json!(id) {
+            bail!("qemu-ga answered guest-sync with {answer}");
+        }
+        Ok(client)
+    }
+
     /// Sends a command and returns its `return` value.
     fn call(&mut self, command: &str, arguments: Value) -> anyhow::Result<Value> {
         let mut line = serde_json::to_vec(&json!({ "execute": command, "arguments": arguments }))?;
@@ -150,8 +157,13 @@ impl QgaClient {
 
     /// Runs `path args` with `guest-exec` and polls `guest-exec-status`
     /// (without pause, qemu-ga's best case) until it exits; returns the
-    /// decoded stdout length when `capture` is set, else 0.
-    pub(crate) fn exec(&mut self, path: &str, args: &[&str], capture: bool) -> anyhow::Result<u64> {
+    /// decoded stdout when `capture` is set, else nothing.
+    pub(crate) fn exec(
+        &mut self,
+        path: &str,
+        args: &[&str],
+        capture: bool,
+    ) -> anyhow::Result<Vec<u8>> {
         let started = self.call(
             "guest-exec",
             json!({ "path": path, "arg": args, "capture-output": capture }),
@@ -167,14 +179,13 @@ impl QgaClient {
                 if status.get("out-truncated").and_then(Value::as_bool) == Some(true) {
                     bail!("qemu-ga truncated the output of {path}");
                 }
-                let out = match status.get("out-data").and_then(Value::as_str) {
-                    Some(data) => BASE64
-                        .decode(data)
-                        .context("qemu-ga sent invalid base64")?
-                        .len() as u64,
-                    None => 0,
+                if status.get("exitcode").and_then(Value::as_i64) != Some(0) {
+                    bail!("{path} ended under qemu-ga with {status}");
+                }
+                return match status.get("out-data").and_then(Value::as_str) {
+                    Some(data) => BASE64.decode(data).context("qemu-ga sent invalid base64"),
+                    None => Ok(Vec::new()),
                 };
-                return Ok(out);
             }
             if Instant::now() > deadline {
                 bail!("{path} did not exit under qemu-ga within 10 minutes");

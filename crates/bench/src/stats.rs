@@ -65,6 +65,12 @@ impl Samples {
     }
 }
 
+impl FromIterator<f64> for Samples {
+    fn from_iter<I: IntoIterator<Item = f64>>(values: I) -> Self {
+        Self(values.into_iter().collect())
+    }
+}
+
 /// Parses a byte count: a plain number or one with a binary suffix
 /// (`K`, `M`, `G`, optionally followed by `iB` or `B`), e.g. `1GiB`, `64M`.
 pub(crate) fn parse_bytes(text: &str) -> Result<u64, String> {
@@ -108,11 +114,7 @@ mod tests {
     use super::*;
 
     fn samples(values: &[f64]) -> Samples {
-        let mut s = Samples::default();
-        for &v in values {
-            s.push(v);
-        }
-        s
+        values.iter().copied().collect()
     }
 
     #[test]

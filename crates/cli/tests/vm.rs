@@ -2,6 +2,8 @@
 //! device served by vhost-device-vsock, the guest running the real
 //! `guestcomm-agent` on AF_VSOCK inside it, reached from the host through
 //! hybrid vsock (`hvsock-uds://`). The machine's own vsock is never used.
+//! The boot and the clean-up by PID are `guestcomm-vmtest`'s (shared with
+//! the in-VM bench); this file holds what the tests check.
 //!
 //! Needs `scripts/vm/build-image` (target/vm), `qemu-system-x86_64`,
 //! `vhost-device-vsock` (PATH or target/tools/bin) and `mkfs.ext4` (the
@@ -14,229 +16,45 @@
 mod util;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use guestcomm_vmtest::{Vm, VmSpec};
 
 /// TCG boots in seconds, but a loaded CI machine can be much slower.
-const BOOT_DEADLINE: Duration = Duration::from_secs(240);
+const BOOT_DEADLINE: Duration = guestcomm_vmtest::DEFAULT_BOOT_DEADLINE;
 /// Any single command in the guest; generous for TCG under load.
 const COMMAND_DEADLINE: Duration = Duration::from_secs(180);
+/// The guest's ext4 disk (/dev/vda), for a real filesystem freeze.
+const DISK_MIB: u32 = 16;
 
-fn find_tool(name: &str) -> Option<PathBuf> {
-    let local = util::bin_dir().join("../tools/bin").join(name);
-    if local.exists() {
-        return Some(local);
-    }
-    // sbin too: mkfs.ext4 lives there and is not on every user's PATH.
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain(["/usr/sbin", "/sbin"].map(PathBuf::from))
-        .map(|dir| dir.join(name))
-        .find(|p| p.exists())
+/// The test's view of the VM: the CLI run against it, with a deadline.
+trait CliVm {
+    /// `hvsock-uds://…` for the CLI.
+    fn addr_text(&self) -> String;
+    /// `guestcomm exec --identity KEY [opts] ADDR -- cmd…`, not yet run.
+    fn exec_cmd(&self, opts: &[&str], cmd: &[&str]) -> Command;
+    /// Runs `cmd` with a deadline (the vsock backend has a known stall with
+    /// two-way bulk traffic under load: see TOOLCHAIN.md).
+    fn run_with(&self, cmd: Command, stdin: Option<Vec<u8>>) -> Output;
+    /// `guestcomm exec` of `cmd` with stdin closed.
+    fn run(&self, opts: &[&str], cmd: &[&str]) -> Output;
 }
 
-/// A booted test VM; QEMU and the vsock backend are killed by PID on drop.
-struct Vm {
-    qemu: Child,
-    backend: Child,
-    dir: tempfile::TempDir,
-    /// The VM's key, which its agent requires (built by scripts/vm/build-image).
-    identity: PathBuf,
-}
-
-impl Drop for Vm {
-    fn drop(&mut self) {
-        for child in [&mut self.qemu, &mut self.backend] {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Vm {
-    /// Boots the VM, or returns why it cannot be booted here.
-    fn boot() -> Result<Vm, String> {
-        let images = std::env::var_os("GUESTCOMM_VM_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| util::bin_dir().join("../vm"));
-        let kernel = images.join("vmlinuz");
-        let initrd = images.join("initramfs.cpio.gz");
-        if !kernel.exists() || !initrd.exists() {
-            return Err(format!(
-                "no VM image in {} (run scripts/vm/build-image)",
-                images.display()
-            ));
-        }
-        let qemu_bin = find_tool("qemu-system-x86_64").ok_or("qemu-system-x86_64 not installed")?;
-        let mkfs = find_tool("mkfs.ext4").ok_or("mkfs.ext4 not installed (e2fsprogs)")?;
-        let backend_bin =
-            find_tool("vhost-device-vsock").ok_or("vhost-device-vsock not installed")?;
-        let dir = tempfile::tempdir().unwrap();
-        let vhost = dir.path().join("vhost.sock");
-        let uds = dir.path().join("vm.vsock");
-        let log = |name: &str| Stdio::from(std::fs::File::create(dir.path().join(name)).unwrap());
-        // An ext4 disk (/dev/vda in the guest): a filesystem that can freeze.
-        let disk = dir.path().join("disk.img");
-        let made = Command::new(mkfs)
-            .args(["-q", "-F", "-L", "guestdata"])
-            .arg(&disk)
-            .arg("16M")
-            .output()
-            .map_err(|e| format!("cannot run mkfs.ext4: {e}"))?;
-        if !made.status.success() {
-            return Err(format!("mkfs.ext4 failed: {}", text(&made.stderr)));
-        }
-        let mut backend = Command::new(backend_bin)
-            .args(["--guest-cid", "3", "--socket"])
-            .arg(&vhost)
-            .arg("--uds-path")
-            .arg(&uds)
-            .stdout(log("backend.log"))
-            .stderr(log("backend.err"))
-            .spawn()
-            .map_err(|e| format!("cannot start vhost-device-vsock: {e}"))?;
-        if !util::wait_until(Duration::from_secs(30), || vhost.exists()) {
-            let _ = backend.kill();
-            let _ = backend.wait();
-            return Err("vhost-device-vsock did not create its socket".into());
-        }
-        let qemu = Command::new(qemu_bin)
-            .args([
-                "-accel",
-                "tcg",
-                "-M",
-                "q35",
-                "-m",
-                "256",
-                "-nographic",
-                "-no-reboot",
-            ])
-            .arg("-kernel")
-            .arg(&kernel)
-            .arg("-initrd")
-            .arg(&initrd)
-            .args(["-append", "console=ttyS0 quiet panic=-1"])
-            .args([
-                "-object",
-                "memory-backend-memfd,id=mem,size=256M,share=on",
-                "-numa",
-                "node,memdev=mem",
-            ])
-            .arg("-drive")
-            .arg(format!("file={},if=virtio,format=raw", disk.display()))
-            .arg("-chardev")
-            .arg(format!("socket,id=vsock0,path={}", vhost.display()))
-            .args(["-device", "vhost-user-vsock-pci,chardev=vsock0"])
-            .stdin(Stdio::null())
-            .stdout(log("console.log"))
-            .stderr(log("qemu.err"))
-            .spawn();
-        let qemu = match qemu {
-            Ok(q) => q,
-            Err(e) => {
-                let _ = backend.kill();
-                let _ = backend.wait();
-                return Err(format!("cannot start QEMU: {e}"));
-            }
-        };
-        let mut vm = Vm {
-            qemu,
-            backend,
-            dir,
-            identity: images.join("credentials"),
-        };
-        let deadline = Instant::now() + BOOT_DEADLINE;
-        loop {
-            let probe = vm.run(&["-n"], &["true"]);
-            if probe.status.success() {
-                return Ok(vm);
-            }
-            if let Ok(Some(status)) = vm.qemu.try_wait() {
-                panic!(
-                    "QEMU exited during boot ({status}); console:\n{}",
-                    vm.console()
-                );
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the guest agent did not answer within {BOOT_DEADLINE:?}; console:\n{}",
-                vm.console()
-            );
-            std::thread::sleep(Duration::from_millis(250));
-        }
-    }
-
-    /// The hybrid vsock socket vhost-device-vsock serves for the VM.
-    fn uds(&self) -> PathBuf {
-        self.dir.path().join("vm.vsock")
-    }
-
-    fn addr(&self) -> String {
-        format!("hvsock-uds://{}", self.uds().display())
-    }
-
-    fn console(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("console.log")).unwrap_or_default()
+impl CliVm for Vm {
+    fn addr_text(&self) -> String {
+        self.addr().to_string()
     }
 
     fn exec_cmd(&self, opts: &[&str], cmd: &[&str]) -> Command {
         let mut c = Command::new(util::bin("guestcomm"));
-        c.arg("exec").arg("--identity").arg(&self.identity);
-        c.args(opts).arg(self.addr()).arg("--").args(cmd);
+        c.arg("exec").arg("--identity").arg(self.identity());
+        c.args(opts).arg(self.addr_text()).arg("--").args(cmd);
         c
     }
 
-    /// Runs a command in the guest with a deadline (the vsock backend has a
-    /// known stall with two-way bulk traffic under load: see TOOLCHAIN.md).
-    fn run_with(&self, mut cmd: Command, stdin: Option<Vec<u8>>) -> Output {
-        cmd.stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-        let mut child = cmd.spawn().unwrap();
-        let feeder = stdin.map(|data| {
-            let mut pipe = child.stdin.take().unwrap();
-            std::thread::spawn(move || std::io::Write::write_all(&mut pipe, &data))
-        });
-        let pid = child.id();
-        let (finished, wait_for_finish) = std::sync::mpsc::channel::<()>();
-        let watchdog = std::thread::spawn(move || {
-            // Kill only while the child is certainly unreaped (ours): the
-            // main thread signals before it reaps.
-            if wait_for_finish.recv_timeout(COMMAND_DEADLINE).is_err() {
-                let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(pid as i32),
-                    nix::sys::signal::Signal::SIGKILL,
-                );
-            }
-        });
-        let stdout = child.stdout.take().unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let read_all = |mut r: Box<dyn std::io::Read + Send>| {
-            std::thread::spawn(move || {
-                let mut buf = Vec::new();
-                let _ = r.read_to_end(&mut buf);
-                buf
-            })
-        };
-        let (out_reader, err_reader) = (read_all(Box::new(stdout)), read_all(Box::new(stderr)));
-        let (stdout, stderr) = (out_reader.join().unwrap(), err_reader.join().unwrap());
-        // Output closed: the CLI is exiting. Stop the watchdog, then reap.
-        let _ = finished.send(());
-        watchdog.join().unwrap();
-        let status = child.wait().unwrap();
-        let out = Output {
-            status,
-            stdout,
-            stderr,
-        };
-        if let Some(f) = feeder {
-            let _ = f.join();
-        }
-        out
+    fn run_with(&self, cmd: Command, stdin: Option<Vec<u8>>) -> Output {
+        guestcomm_vmtest::run_with_deadline(cmd, stdin, COMMAND_DEADLINE).unwrap()
     }
 
     fn run(&self, opts: &[&str], cmd: &[&str]) -> Output {
@@ -251,15 +69,23 @@ fn text(bytes: &[u8]) -> String {
 /// Boots a VM for test `name`; without what that needs, says SKIPPED
 /// loudly, or fails when GUESTCOMM_VM_REQUIRED is set (CI).
 fn boot_or_skip(name: &str) -> Option<Vm> {
-    match Vm::boot() {
+    let images = std::env::var_os("GUESTCOMM_VM_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| util::bin_dir().join("../vm"));
+    let mut spec = VmSpec::new(images);
+    spec.tool_dirs = vec![util::bin_dir().join("../tools/bin")];
+    spec.disk_mib = Some(DISK_MIB);
+    spec.boot_deadline = BOOT_DEADLINE;
+    match Vm::boot(&spec) {
         Ok(vm) => Some(vm),
-        Err(why) => {
+        Err(why) if why.is_unavailable() => {
             if std::env::var_os("GUESTCOMM_VM_REQUIRED").is_some() {
                 panic!("VM tests required but cannot run: {why}");
             }
             eprintln!("\n*** SKIPPED {name}: {why} ***\n");
             None
         }
+        Err(why) => panic!("the VM did not boot: {why}"),
     }
 }
 
@@ -270,11 +96,11 @@ fn a_real_vm_over_virtio_vsock_direct_and_through_the_daemon() {
         return;
     };
     let show = |p: &Path| p.display().to_string();
-    eprintln!("VM up; logs in {}", show(vm.dir.path()));
+    eprintln!("VM up; logs in {}", show(vm.log_dir()));
 
     // The agent is on vsock, so it requires the VM's key.
     let mut anonymous = Command::new(util::bin("guestcomm"));
-    anonymous.args(["exec", "-n", &vm.addr(), "--", "true"]);
+    anonymous.args(["exec", "-n", &vm.addr_text(), "--", "true"]);
     let refused = vm.run_with(anonymous, None);
     assert_eq!(refused.status.code(), Some(125));
     assert!(
@@ -370,8 +196,8 @@ fn a_forced_shutdown_powers_a_real_guest_off_at_once() {
     let mut cmd = Command::new(util::bin("guestcomm"));
     cmd.arg("shutdown")
         .arg("--identity")
-        .arg(&vm.identity)
-        .arg(vm.addr())
+        .arg(vm.identity())
+        .arg(vm.addr_text())
         .arg("--force");
     let ack = vm.run_with(cmd, None);
     assert_eq!(ack.status.code(), Some(0), "{}", text(&ack.stderr));
@@ -381,7 +207,7 @@ fn a_forced_shutdown_powers_a_real_guest_off_at_once() {
         text(&ack.stdout)
     );
     assert!(
-        util::wait_until(BOOT_DEADLINE, || matches!(vm.qemu.try_wait(), Ok(Some(_)))),
+        util::wait_until(BOOT_DEADLINE, || vm.qemu_exited()),
         "the guest did not power off; console:\n{}",
         vm.console()
     );
@@ -398,13 +224,13 @@ fn health_turns_lost_comm_when_qemu_is_killed() {
         return;
     };
     let d = util::daemon::Daemon::start("1s");
-    let identity = vm.identity.to_str().unwrap().to_string();
+    let identity = vm.identity().to_str().unwrap().to_string();
     d.ok(&[
         "vm",
         "add",
         "killed",
         "--endpoint",
-        &vm.addr(),
+        &vm.addr_text(),
         "--credentials",
         &identity,
     ]);
@@ -420,8 +246,7 @@ fn health_turns_lost_comm_when_qemu_is_killed() {
         status()
     );
     // SIGKILL: no shutdown, the guest just stops existing.
-    vm.qemu.kill().unwrap();
-    vm.qemu.wait().unwrap();
+    vm.kill_qemu().unwrap();
     assert!(
         util::wait_until(BOOT_DEADLINE, || status() == "Lost Comm"),
         "not Lost Comm after QEMU was killed: {}",
@@ -432,13 +257,13 @@ fn health_turns_lost_comm_when_qemu_is_killed() {
 /// The same VM managed by guestcommd: keyed relay, cp both ways, health.
 fn through_the_daemon(vm: &mut Vm) {
     let d = util::daemon::Daemon::start("1s");
-    let identity = vm.identity.to_str().unwrap().to_string();
+    let identity = vm.identity().to_str().unwrap().to_string();
     d.ok(&[
         "vm",
         "add",
         "testvm",
         "--endpoint",
-        &vm.addr(),
+        &vm.addr_text(),
         "--credentials",
         &identity,
     ]);
@@ -510,7 +335,7 @@ fn through_the_daemon(vm: &mut Vm) {
     assert!(ack.contains("poweroff"), "{ack}");
     assert!(!ack.contains("force"), "{ack}");
     assert!(
-        util::wait_until(BOOT_DEADLINE, || matches!(vm.qemu.try_wait(), Ok(Some(_)))),
+        util::wait_until(BOOT_DEADLINE, || vm.qemu_exited()),
         "the guest did not power off; console:\n{}",
         vm.console()
     );
