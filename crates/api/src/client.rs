@@ -18,7 +18,7 @@ use hyper_util::rt::TokioIo;
 use rustls::pki_types::ServerName;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpStream, UnixStream};
 use tokio_rustls::TlsConnector;
 
@@ -79,7 +79,7 @@ pub enum ApiError {
 }
 
 /// Any byte stream to the daemon.
-trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
 /// Where the daemon is.
@@ -267,6 +267,29 @@ impl ApiClient {
         }
     }
 
+    /// [`upgrade`](Self::upgrade), but returning before the answer: on the
+    /// Unix socket the caller may write at once (a round trip saved), and
+    /// the answer is read with the stream's first read, a refusal failing
+    /// that read (module [`early_upgrade`](crate::early_upgrade)). Over TLS
+    /// this waits for the answer, as `upgrade` does.
+    pub async fn upgrade_early(&self, path: &str) -> Result<Box<dyn Io>, ApiError> {
+        match &self.endpoint {
+            Endpoint::Unix(_) => {
+                let mut stream = self.connect().await?;
+                let request = crate::early_upgrade::request_bytes(path, UPGRADE_PROTOCOL);
+                stream
+                    .write_all(&request)
+                    .await
+                    .map_err(|source| ApiError::Connect {
+                        addr: self.address(),
+                        source,
+                    })?;
+                Ok(Box::new(crate::early_upgrade::EarlyUpgrade::new(stream)))
+            }
+            Endpoint::Tls { .. } => Ok(Box::new(self.upgrade(path).await?)),
+        }
+    }
+
     /// `POST path` with `Connection: Upgrade`: on 101 the connection becomes
     /// a guestcomm frame stream to the VM's agent, relayed by the daemon.
     pub async fn upgrade(&self, path: &str) -> Result<Upgraded, ApiError> {
@@ -292,7 +315,7 @@ impl ApiClient {
 }
 
 /// An error answer; a body that is not an [`ErrorBody`] is reported as text.
-fn error_from(status: StatusCode, bytes: &[u8]) -> ApiError {
+pub(crate) fn error_from(status: StatusCode, bytes: &[u8]) -> ApiError {
     let body = serde_json::from_slice::<ErrorBody>(bytes).unwrap_or_else(|_| {
         let text = String::from_utf8_lossy(bytes).trim().to_string();
         let error = format!("guestcommd answered {status}: {text}");

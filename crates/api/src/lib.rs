@@ -8,6 +8,7 @@
 //! crate links no server and no SQLite: the CLI depends on it alone.
 
 pub mod client;
+pub mod early_upgrade;
 pub mod time;
 pub mod tls;
 pub mod types;

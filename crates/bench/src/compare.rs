@@ -175,7 +175,7 @@ pub(crate) fn compare(
                 }
                 Exec::Daemon => rt.block_on(async {
                     let start = Instant::now();
-                    let stream = api.upgrade("/v1/vms/bench/connect").await?;
+                    let stream = api.upgrade_early("/v1/vms/bench/connect").await?;
                     exec_true_over(stream, "guestcommd").await?;
                     anyhow::Ok(start.elapsed())
                 })?,

@@ -188,7 +188,7 @@ pub(crate) fn daemon_case(
     let through_daemon = |c: &ApiClient| {
         rt.block_on(async {
             let start = Instant::now();
-            let stream = c.upgrade("/v1/vms/bench/connect").await?;
+            let stream = c.upgrade_early("/v1/vms/bench/connect").await?;
             exec_true_over(stream, "guestcommd").await?;
             anyhow::Ok(start.elapsed())
         })

@@ -7,6 +7,7 @@
 use std::path::Path;
 
 use anyhow::{anyhow, bail, Context};
+use guestcomm_api::early_upgrade;
 use guestcomm_client::{Early, Session};
 use guestcomm_protocol::auth::load_credentials;
 use guestcomm_protocol::message::Request;
@@ -80,21 +81,33 @@ async fn open_inner(
                 bail!("--identity is for agent addresses; for VM {name:?} guestcommd holds the key (see `guestcomm vm credentials`)");
             }
             let client = api::client(api_addr).map_err(|e| anyhow!(api::one_line(&e)))?;
-            let upgrade = async {
-                client
-                    .upgrade(&format!("{}/connect", api::vm_path(name)?))
+            let path = format!(
+                "{}/connect",
+                api::vm_path(name).map_err(|e| anyhow!(api::one_line(&e)))?
+            );
+            let early = early(client.is_unix());
+            // With a request to send, the daemon's answer to the upgrade is
+            // read with the stream, after the request went out.
+            let stream = match &early {
+                Early::None => client
+                    .upgrade(&path)
                     .await
-            };
-            let stream = upgrade.await.map_err(|e| anyhow!(api::one_line(&e)))?;
+                    .map(|s| Box::new(s) as AgentStream),
+                _ => client
+                    .upgrade_early(&path)
+                    .await
+                    .map(|s| Box::new(s) as AgentStream),
+            }
+            .map_err(|e| anyhow!(api::one_line(&e)))?;
             let peer = format!("VM {name} through guestcommd");
-            Ok(guestcomm_client::handshake_then(
-                Box::new(stream) as AgentStream,
-                &peer,
-                &client_name,
-                None,
-                early(client.is_unix()),
-            )
-            .await?)
+            guestcomm_client::handshake_then(stream, &peer, &client_name, None, early)
+                .await
+                .map_err(|e| match early_upgrade::api_error(&e) {
+                    // The daemon refused the upgrade: its one line, as when
+                    // the answer is awaited first.
+                    Some(refusal) => anyhow!(api::one_line(refusal)),
+                    None => e.into(),
+                })
         }
     }
 }
