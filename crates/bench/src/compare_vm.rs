@@ -99,7 +99,7 @@ pub(crate) fn find_image(dir: &Path) -> Result<Image, String> {
     let manifest = dir.join("image.txt");
     let text = std::fs::read_to_string(&manifest).map_err(|_| {
         format!(
-            "no VM image in {} (build it: cargo build --release -p guestcomm-agent && bash scripts/vm/build-image --with-qemu-ga)",
+            "no VM image in {} (build it: cargo build --profile agent -p guestcomm-agent && bash scripts/vm/build-image --with-qemu-ga)",
             dir.display()
         )
     })?;

@@ -63,11 +63,13 @@ impl VmComparison {
         let _ = writeln!(
             o,
             "Written by `target/release/guestcomm-bench --case compare-vm --plots docs/img --write \
-             docs/BENCHMARKS.md` after `cargo build --release -p guestcomm-agent -p guestcomm-cli \
-             && bash scripts/vm/build-image --with-qemu-ga` (method: \
+             docs/BENCHMARKS.md` after `cargo build --release -p guestcomm-cli && cargo build \
+             --profile agent -p guestcomm-agent && bash scripts/vm/build-image --with-qemu-ga` \
+             (method: \
              `crates/bench/src/compare_vm.rs`; chart docs/img/compare-vm.png). One QEMU guest \
              under TCG (no KVM: every guest instruction is emulated; 1 vCPU, 512 MiB), kernel \
-             `{}`, booted from an initramfs. In it guestcomm-agent (`{}`, release build) listens \
+             `{}`, booted from an initramfs. In it guestcomm-agent (`{}`, built as it ships: profile \
+             `agent`) listens \
              on vsock port 18243 with the VM's key, and qemu-ga on `-m vsock-listen -p \
              3:{}`; the host reaches both through the same vhost-device-vsock hybrid socket \
              (`CONNECT <port>`), so both pay the same transport. What differs: qemu-ga moves \

@@ -112,10 +112,12 @@ const DEFAULT_ROUNDS: usize = 3;
 #[command(
     name = "guestcomm-bench",
     version,
-    after_help = "Build first, in release mode:\n  cargo build --release -p guestcomm-agent -p guestcomm-cli -p guestcommd -p guestcomm-bench\n  target/release/guestcomm-bench --write docs/BENCHMARKS.md\n  target/release/guestcomm-bench --case compare --plots docs/img --write docs/BENCHMARKS.md\n  bash scripts/vm/build-image --with-qemu-ga && target/release/guestcomm-bench --case compare-vm --plots docs/img --write docs/BENCHMARKS.md\n\nCase E uses qemu-ga (Debian: qemu-guest-agent) and sshd/ssh/scp (openssh-server, openssh-client; run as root) when installed, and leaves out what is not.\n\nExit status: 0 when every case ran (a missed target is reported, not an error), 1 on error."
+    after_help = "Build first, in release mode, and the agent as it ships:\n  cargo build --release -p guestcomm-agent -p guestcomm-cli -p guestcommd -p guestcomm-bench\n  cargo build --profile agent -p guestcomm-agent\n  target/release/guestcomm-bench --write docs/BENCHMARKS.md\n  target/release/guestcomm-bench --case compare --plots docs/img --write docs/BENCHMARKS.md\n  bash scripts/vm/build-image --with-qemu-ga && target/release/guestcomm-bench --case compare-vm --plots docs/img --write docs/BENCHMARKS.md\n\nCase E uses qemu-ga (Debian: qemu-guest-agent) and sshd/ssh/scp (openssh-server, openssh-client; run as root) when installed, and leaves out what is not.\n\nExit status: 0 when every case ran (a missed target is reported, not an error), 1 on error."
 )]
 struct Args {
-    /// The agent binary [default: guestcomm-agent next to this executable].
+    /// The agent binary [default: target/agent/guestcomm-agent, the agent as
+    /// it ships (`cargo build --profile agent -p guestcomm-agent`), if built;
+    /// else guestcomm-agent next to this executable].
     #[arg(long, value_name = "PATH")]
     agent: Option<PathBuf>,
 
@@ -218,10 +220,30 @@ fn sibling(name: &str) -> anyhow::Result<PathBuf> {
     Ok(exe.with_file_name(name))
 }
 
+/// Which build of the agent `path` is, for the reports: its directory
+/// under target/ (`agent`: as it ships; `release`).
+fn agent_build(path: &std::path::Path) -> String {
+    path.parent().and_then(|dir| dir.file_name()).map_or_else(
+        || path.display().to_string(),
+        |d| d.to_string_lossy().into_owned(),
+    )
+}
+
+/// The agent as it ships (`cargo build --profile agent`, target/agent) when
+/// it was built, else the one next to this executable.
+fn shipped_agent() -> anyhow::Result<PathBuf> {
+    let here = sibling("guestcomm-agent")?;
+    let shipped = here
+        .parent()
+        .and_then(|dir| dir.parent())
+        .map(|target| target.join("agent").join("guestcomm-agent"));
+    Ok(shipped.filter(|path| path.is_file()).unwrap_or(here))
+}
+
 fn run(args: Args) -> anyhow::Result<()> {
     let agent_bin = match args.agent.clone() {
         Some(path) => path,
-        None => sibling("guestcomm-agent")?,
+        None => shipped_agent()?,
     };
     let cli_bin = match args.cli.clone() {
         Some(path) => path,
@@ -339,8 +361,9 @@ fn run(args: Args) -> anyhow::Result<()> {
         };
         let e = compare::compare(&rt, &bins, args.iterations, args.rounds, args.bytes)?;
         let versions = format!(
-            "guestcomm {}; {}; {}",
+            "guestcomm {} (agent: `{}`); {}; {}",
             env!("CARGO_PKG_VERSION"),
+            agent_build(&agent_bin),
             compare::version_of("qemu-ga", &["--version"]),
             compare::version_of("ssh", &["-V"])
         );
