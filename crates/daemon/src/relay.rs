@@ -256,7 +256,7 @@ where
         passed,
         mut record,
         id,
-    } = match admit_request(&state, &view, request, record, started).await {
+    } = match admit_request(&state, &vm.name, request, record, started).await {
         Ok(verdict) => verdict,
         Err(e) => {
             let frame = ErrorFrame::new(ErrorCode::Internal, handshake::error_chain(&e));
@@ -427,15 +427,19 @@ struct Verdict {
 /// the path of every exec and cp).
 async fn admit_request(
     state: &State,
-    view: &VmView,
+    vm: &str,
     mut request: GcRequest,
     mut record: audit::Record,
     started: Instant,
 ) -> Result<Verdict, StoreError> {
+    // Read again, not the view of the upgrade: a service disabled while the
+    // client was in its handshake refuses this request. From memory unless
+    // the configuration changed meanwhile.
+    let view = state.vm_view(vm).await?;
     let vm = &view.row;
     let services = state.services().await?;
     let ids = [BuiltinService::Agent.id(), request.service];
-    let passed = admission(view, &services, &ids)
+    let passed = admission(&view, &services, &ids)
         .map_err(|(refusal, id)| refusal_frame(refusal, id, &vm.name))
         .and_then(|()| {
             crate::policy_doc::check_with(view.document.as_ref(), vm, &mut request.call)
@@ -583,8 +587,7 @@ mod tests {
     /// The admission verdict alone.
     async fn check(state: &State, vm: &VmRow, request: &GcRequest) -> Result<(), ErrorFrame> {
         let record = audit::Record::default();
-        let view = state.vm_view(&vm.name).await.unwrap();
-        admit_request(state, &view, request.clone(), record, Instant::now())
+        admit_request(state, &vm.name, request.clone(), record, Instant::now())
             .await
             .unwrap()
             .passed
