@@ -142,17 +142,6 @@ where
     Ok(())
 }
 
-/// When the CLI sends its request: with the hello on Unix sockets, after the
-/// Welcome (or the key exchange) elsewhere.
-fn early(unix: bool, req: ExecRequest) -> Early {
-    let request = guestcomm_client::exec::request(req);
-    if unix {
-        Early::AfterHello(request)
-    } else {
-        Early::AfterAuth(request)
-    }
-}
-
 /// Runs `req` straight to the agent at `addr` (connect + handshake + exec),
 /// proving `psk` when given; the request travels as the CLI sends it.
 async fn library_exec<O: AsyncWrite + Unpin>(
@@ -162,7 +151,8 @@ async fn library_exec<O: AsyncWrite + Unpin>(
     stdout: O,
 ) -> anyhow::Result<()> {
     let stream = guestcomm_transport::connect(addr).await?;
-    let early = early(matches!(addr, Address::Unix(_)), req);
+    let request = guestcomm_client::exec::request(req);
+    let early = Early::as_soon_as_safe(request, matches!(addr, Address::Unix(_)));
     let peer = addr.to_string();
     let session = guestcomm_client::handshake_then(stream, &peer, CLIENT_NAME, psk, early).await?;
     exec_checked(session, stdout).await
@@ -174,7 +164,7 @@ pub(crate) async fn exec_true_over<T>(stream: T, peer: &str) -> anyhow::Result<(
 where
     T: tokio::io::AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let early = early(true, request("true", &[]));
+    let early = Early::as_soon_as_safe(guestcomm_client::exec::request(request("true", &[])), true);
     let session = guestcomm_client::handshake_then(stream, peer, CLIENT_NAME, None, early).await?;
     exec_checked(session, tokio::io::sink()).await
 }

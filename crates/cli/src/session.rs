@@ -51,13 +51,9 @@ async fn open_inner(
     request: Option<Request>,
 ) -> anyhow::Result<Session<AgentStream>> {
     let client_name = format!("guestcomm {}", env!("CARGO_PKG_VERSION"));
-    // Right after the hello only on Unix sockets: elsewhere an agent that
-    // refuses the hello and closes with the request unread may reset the
-    // connection before its error frame is read.
-    let early = |unix: bool| match (request, unix) {
-        (None, _) => Early::None,
-        (Some(request), true) => Early::AfterHello(request),
-        (Some(request), false) => Early::AfterAuth(request),
+    let early = |unix: bool| match request {
+        None => Early::None,
+        Some(request) => Early::as_soon_as_safe(request, unix),
     };
     match target {
         Target::Direct(addr) => {

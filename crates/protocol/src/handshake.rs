@@ -184,6 +184,18 @@ pub enum Early {
     AfterHello(Request),
 }
 
+impl Early {
+    /// The earliest safe point for `request`: right after the hello on a
+    /// Unix socket (`unix_socket`), after the key exchange elsewhere.
+    pub fn as_soon_as_safe(request: Request, unix_socket: bool) -> Self {
+        if unix_socket {
+            Self::AfterHello(request)
+        } else {
+            Self::AfterAuth(request)
+        }
+    }
+}
+
 /// [`client_handshake`] that also sends `early`, at the point it names.
 /// When it returns `Ok`, the request has been sent.
 pub async fn client_handshake_then<T>(
