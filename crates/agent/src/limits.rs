@@ -9,6 +9,12 @@
 /// less in practice (buffers grow only as output arrives).
 pub const MAX_CONNECTIONS: usize = 256;
 
+/// File descriptors the agent may hold at its caps: per connection the
+/// socket, three pipes (six ends, three kept) or a pty pair, and the files
+/// of a copy; at start the agent raises its soft limit to the hard one and
+/// warns when that is lower than this.
+pub const OPEN_FILES_WANTED: u64 = 8 * MAX_CONNECTIONS as u64 + 64;
+
 /// Stdin chunks queued between the socket reader and the process.
 pub const STDIN_QUEUE_FRAMES: usize = 4;
 

@@ -145,6 +145,7 @@ struct KvpArgs {
 fn main() -> ExitCode {
     let mut args = Args::parse();
     observability::init(args.log_format);
+    observability::raise_open_files_limit(guestcomm_agent::limits::OPEN_FILES_WANTED);
     match args.command.take() {
         Some(Command::ConnectHost(target)) => {
             return match run_connect_host(target) {

@@ -116,7 +116,7 @@ pub(crate) fn run_timed(cmd: &mut Command) -> anyhow::Result<Duration> {
     Ok(elapsed)
 }
 
-fn request(program: &str, args: &[&str]) -> ExecRequest {
+pub(crate) fn request(program: &str, args: &[&str]) -> ExecRequest {
     ExecRequest {
         program: program.into(),
         args: args.iter().map(|a| a.to_string()).collect(),
@@ -164,9 +164,24 @@ pub(crate) async fn exec_true_over<T>(stream: T, peer: &str) -> anyhow::Result<(
 where
     T: tokio::io::AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let early = Early::as_soon_as_safe(guestcomm_client::exec::request(request("true", &[])), true);
+    exec_over(stream, peer, request("true", &[]), tokio::io::sink()).await
+}
+
+/// Handshake and exec `req` over an already open stream on a Unix socket
+/// (the daemon's relay), stdout into `stdout`, exit status 0 checked.
+pub(crate) async fn exec_over<T, O>(
+    stream: T,
+    peer: &str,
+    req: ExecRequest,
+    stdout: O,
+) -> anyhow::Result<()>
+where
+    T: tokio::io::AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    O: AsyncWrite + Unpin,
+{
+    let early = Early::as_soon_as_safe(guestcomm_client::exec::request(req), true);
     let session = guestcomm_client::handshake_then(stream, peer, CLIENT_NAME, None, early).await?;
-    exec_checked(session, tokio::io::sink()).await
+    exec_checked(session, stdout).await
 }
 
 /// connect + handshake + exec `true` straight to the agent, timed.

@@ -102,6 +102,13 @@ impl DaemonGuard {
     }
 }
 
+impl DaemonGuard {
+    /// The daemon's process id.
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
 impl Drop for DaemonGuard {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -125,6 +132,14 @@ enum Path2 {
     Direct,
     Daemon,
     DaemonCold,
+}
+
+/// How many file descriptors process `pid` has open (/proc/PID/fd).
+pub(crate) fn fd_count(pid: u32) -> anyhow::Result<usize> {
+    let dir = format!("/proc/{pid}/fd");
+    Ok(std::fs::read_dir(&dir)
+        .with_context(|| format!("cannot read {dir}"))?
+        .count())
 }
 
 /// CPU time (user + system) of a process, from /proc/PID/stat.

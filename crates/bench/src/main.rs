@@ -50,6 +50,13 @@
 //!   round trip and copy throughput against an agent with and one without
 //!   `--credentials` (see `auth_cost.rs`).
 //!
+//! - **H. guestcommd under load** (`--case load`, issue #15): `--load-execs`
+//!   concurrent execs and `--load-copies` concurrent copies through one
+//!   daemon to `--load-agents` agents for `--load-secs`, with `--vms` VMs
+//!   heartbeating: operations done and failed, p50/p99 latencies, the
+//!   daemon's RSS and file descriptors (see `load.rs`); `--json` writes the
+//!   figures for the load test.
+//!
 //! Targets (issue #2): library exec overhead under 1 ms; library stdout
 //! throughput at least 70% of the bare socket. Both are printed as met or
 //! missed, as are the same figures for the CLI. Issue #3: each copy
@@ -63,6 +70,7 @@ mod compare_vm;
 mod compare_vm_report;
 mod copy;
 mod daemon;
+mod load;
 mod plot;
 mod qga;
 mod report;
@@ -155,6 +163,30 @@ struct Args {
     #[arg(long, value_name = "SECONDS", default_value_t = 30)]
     idle_secs: u64,
 
+    /// Case H: seconds of load.
+    #[arg(long, value_name = "SECONDS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    load_secs: u64,
+
+    /// Case H: concurrent execs through the daemon.
+    #[arg(long, value_name = "N", default_value_t = 500)]
+    load_execs: usize,
+
+    /// Case H: concurrent copies through the daemon.
+    #[arg(long, value_name = "N", default_value_t = 50)]
+    load_copies: usize,
+
+    /// Case H: bytes of each copied file: a number or K/M/G (binary).
+    #[arg(long, value_name = "SIZE", default_value = "20MiB", value_parser = stats::parse_bytes)]
+    load_copy_bytes: u64,
+
+    /// Case H: agents the VMs point at.
+    #[arg(long, value_name = "N", default_value_t = 20, value_parser = positive)]
+    load_agents: usize,
+
+    /// Case H: also write its figures as JSON into this file.
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+
     /// Case G: the directory of the image built by
     /// `scripts/vm/build-image --with-qemu-ga` [default: target/vm-compare,
     /// beside this executable's directory].
@@ -162,7 +194,8 @@ struct Args {
     vm_image: Option<PathBuf>,
 
     /// Which cases to run: exec (A and B), cp (C), daemon (D), compare (E),
-    /// auth (F), compare-vm (G) or all (G only when its image is built).
+    /// auth (F), compare-vm (G), load (H) or all (G only when its image is
+    /// built).
     #[arg(long, value_enum, default_value_t = Case::Exec)]
     case: Case,
 
@@ -193,6 +226,8 @@ enum Case {
     Auth,
     /// G. guestcomm and qemu-ga in one TCG guest over vsock (issue #8).
     CompareVm,
+    /// H. guestcommd under load: concurrent execs and copies, many VMs (issue #15).
+    Load,
     /// Every case.
     All,
 }
@@ -285,11 +320,7 @@ fn run(args: Args) -> anyhow::Result<()> {
             args.idle_secs,
         )?;
         let section = daemon::render(&Machine::probe(), args.iterations, args.warmup, &d);
-        print!("{section}");
-        if let Some(path) = &args.write {
-            report::write_section(path, &section)?;
-            eprintln!("guestcomm-bench: wrote {}", path.display());
-        }
+        publish(&args, &section)?;
     }
     if matches!(args.case, Case::Cp | Case::All) {
         eprintln!(
@@ -313,11 +344,7 @@ fn run(args: Args) -> anyhow::Result<()> {
             args.rounds,
         )?;
         let section = report::render_cp(&Machine::probe(), args.bytes, args.rounds, &c);
-        print!("{section}");
-        if let Some(path) = &args.write {
-            report::write_section(path, &section)?;
-            eprintln!("guestcomm-bench: wrote {}", path.display());
-        }
+        publish(&args, &section)?;
     }
     drop(agent);
     if matches!(args.case, Case::Auth | Case::All) {
@@ -337,11 +364,7 @@ fn run(args: Args) -> anyhow::Result<()> {
             args.bytes,
         )?;
         let section = f.render(&Machine::probe());
-        print!("{section}");
-        if let Some(path) = &args.write {
-            report::write_section(path, &section)?;
-            eprintln!("guestcomm-bench: wrote {}", path.display());
-        }
+        publish(&args, &section)?;
     }
     if matches!(args.case, Case::Compare | Case::All) {
         let daemon_bin = match args.daemon.clone() {
@@ -368,20 +391,58 @@ fn run(args: Args) -> anyhow::Result<()> {
             compare::version_of("ssh", &["-V"])
         );
         let section = e.render(&Machine::probe(), &versions);
-        print!("{section}");
         if let Some(dir) = &args.plots {
             for file in plot::draw_all(&e, dir)? {
                 eprintln!("guestcomm-bench: drew {}", file.display());
             }
         }
-        if let Some(path) = &args.write {
-            report::write_section(path, &section)?;
-            eprintln!("guestcomm-bench: wrote {}", path.display());
-        }
+        publish(&args, &section)?;
+    }
+    if matches!(args.case, Case::Load | Case::All) {
+        run_load(&args, &rt, &agent_bin)?;
     }
     if matches!(args.case, Case::CompareVm | Case::All) {
         run_compare_vm(&args, &rt, &cli_bin)?;
     }
+    Ok(())
+}
+
+/// Case H; an operation that failed under load fails the bench (after the
+/// report and the JSON are written).
+fn run_load(
+    args: &Args,
+    rt: &tokio::runtime::Runtime,
+    agent_bin: &std::path::Path,
+) -> anyhow::Result<()> {
+    let daemon_bin = match args.daemon.clone() {
+        Some(path) => path,
+        None => sibling("guestcommd")?,
+    };
+    let settings = load::LoadSettings {
+        secs: args.load_secs,
+        execs: args.load_execs,
+        copies: args.load_copies,
+        copy_bytes: args.load_copy_bytes,
+        agents: args.load_agents,
+        vms: args.vms.max(args.load_agents),
+    };
+    eprintln!(
+        "guestcomm-bench: H. load, {} s of {} execs and {} copies of {} through guestcommd, {} agents, {} VMs",
+        settings.secs,
+        settings.execs,
+        settings.copies,
+        stats::format_bytes(settings.copy_bytes),
+        settings.agents,
+        settings.vms
+    );
+    let h = load::load_case(rt, agent_bin, &daemon_bin, settings)?;
+    let section = h.render(&Machine::probe());
+    if let Some(path) = &args.json {
+        load::write_json(path, &h)?;
+        eprintln!("guestcomm-bench: wrote {}", path.display());
+    }
+    publish(args, &section)?;
+    anyhow::ensure!(h.clean(), "operations failed under load (see the report)");
     Ok(())
 }
 
@@ -426,14 +487,21 @@ fn run_compare_vm(
     );
     let g = compare_vm::compare_vm(rt, cli_bin, &images, tool_dirs.clone(), image)?;
     let section = g.render(&Machine::probe(), &versions);
-    print!("{section}");
     if let Some(dir) = &args.plots {
         if let Some(file) = plot::draw_vm(&g.advantages(), dir)? {
             eprintln!("guestcomm-bench: drew {}", file.display());
         }
     }
+    publish(args, &section)?;
+    Ok(())
+}
+
+/// Prints a case's Markdown section and, with `--write`, puts it into
+/// that file.
+fn publish(args: &Args, section: &str) -> anyhow::Result<()> {
+    print!("{section}");
     if let Some(path) = &args.write {
-        report::write_section(path, &section)?;
+        report::write_section(path, section)?;
         eprintln!("guestcomm-bench: wrote {}", path.display());
     }
     Ok(())
@@ -464,11 +532,7 @@ fn run_exec_cases(
         rounds: args.rounds,
     };
     let section = report::render(&Machine::probe(), &settings, &a, &b);
-    print!("{section}");
-    if let Some(path) = &args.write {
-        report::write_section(path, &section)?;
-        eprintln!("guestcomm-bench: wrote {}", path.display());
-    }
+    publish(args, &section)?;
     let v = Verdict::new(&a, &b);
     eprintln!(
         "guestcomm-bench: overhead {:.3} ms (target < {} ms: {}), throughput {:.0}% of bare (target >= {:.0}%: {})",

@@ -16,6 +16,15 @@ impl Samples {
         self.0.is_empty()
     }
 
+    pub(crate) fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Adds every sample of `other`.
+    pub(crate) fn extend(&mut self, other: &Samples) {
+        self.0.extend_from_slice(&other.0);
+    }
+
     pub(crate) fn push_ms(&mut self, d: Duration) {
         self.push(d.as_secs_f64() * 1e3);
     }

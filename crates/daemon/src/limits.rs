@@ -34,6 +34,12 @@ pub const API_SOCKET_MODE: u32 = 0o660;
 /// services (524,288).
 pub const MAX_RELAYS: usize = 1024;
 
+/// File descriptors the daemon may hold at its caps: two sockets per relay
+/// ([`MAX_RELAYS`]), a warm agent connection per VM for a few thousand VMs,
+/// the health probes and the database. At start the daemon raises its soft
+/// limit to the hard one and warns when that is lower than this.
+pub const OPEN_FILES_WANTED: u64 = 2 * MAX_RELAYS as u64 + 8_192;
+
 /// Default most audit records kept (`[audit] max_records`): a year of a busy
 /// host's operations at a few hundred bytes each stays under a gigabyte.
 pub const DEFAULT_AUDIT_MAX_RECORDS: u64 = 1_000_000;

@@ -121,6 +121,7 @@ fn to_duration(text: &str) -> Result<Option<Duration>, String> {
 fn main() -> ExitCode {
     let args = Args::parse();
     observability::init(args.log_format);
+    observability::raise_open_files_limit(guestcommd::limits::OPEN_FILES_WANTED);
     match run(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -1,7 +1,8 @@
 //! What guestcomm's long-running binaries (`guestcomm-agent`, `guestcommd`)
 //! share around their libraries: the `tracing` subscriber (text or JSON on
 //! stderr, which journald picks up under systemd) and waiting for SIGINT or
-//! SIGTERM. Libraries only emit events; only binaries call [`init`].
+//! SIGTERM, and raising the limit on open files. Libraries only emit
+//! events; only binaries call [`init`].
 //!
 //! The level comes from `GUESTCOMM_LOG` (an `EnvFilter` directive such as
 //! `info` or `guestcomm_agent=debug`), defaulting to `info`.
@@ -41,4 +42,53 @@ pub async fn stop_signal() -> std::io::Result<()> {
         _ = term.recv() => tracing::info!("SIGTERM, stopping"),
     }
     Ok(())
+}
+
+/// Raises this process's soft limit on open files to its hard limit and
+/// logs what it did; `wanted` is how many descriptors the binary may need
+/// at its own caps, and a lower limit is logged as a warning.
+///
+/// systemd (and most shells) start services with a soft limit of 1,024
+/// while the hard limit is far higher (524,288 under systemd), on the
+/// understanding that a program needing more raises its own soft limit:
+/// a daemon relaying a thousand connections holds two sockets each.
+pub fn raise_open_files_limit(wanted: u64) {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let raised = getrlimit(Resource::RLIMIT_NOFILE).and_then(|(soft, hard)| {
+        if soft < hard {
+            setrlimit(Resource::RLIMIT_NOFILE, hard, hard)?;
+        }
+        Ok((soft, hard))
+    });
+    match raised {
+        Ok((soft, hard)) if hard < wanted => tracing::warn!(
+            soft,
+            hard,
+            wanted,
+            "the hard limit on open files is below what this process may need at its caps; raise it (systemd: LimitNOFILE=)"
+        ),
+        Ok((soft, hard)) if soft < hard => {
+            tracing::debug!(from = soft, to = hard, "raised the soft limit on open files")
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "cannot raise the limit on open files"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+
+    #[test]
+    fn the_soft_limit_on_open_files_is_raised_to_the_hard_limit() {
+        let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).expect("getrlimit");
+        let low = hard.min(256);
+        setrlimit(Resource::RLIMIT_NOFILE, low, hard).expect("lower the soft limit");
+        raise_open_files_limit(0);
+        let (now, still_hard) = getrlimit(Resource::RLIMIT_NOFILE).expect("getrlimit");
+        setrlimit(Resource::RLIMIT_NOFILE, soft.max(now), hard).expect("restore");
+        assert_eq!(now, hard);
+        assert_eq!(still_hard, hard);
+    }
 }
