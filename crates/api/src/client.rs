@@ -293,6 +293,16 @@ impl ApiClient {
     /// `POST path` with `Connection: Upgrade`: on 101 the connection becomes
     /// a guestcomm frame stream to the VM's agent, relayed by the daemon.
     pub async fn upgrade(&self, path: &str) -> Result<Upgraded, ApiError> {
+        self.upgrade_to(path, UPGRADE_PROTOCOL).await
+    }
+
+    /// [`upgrade`](Self::upgrade) asking for `protocol` (for example
+    /// [`FRAMED_STREAM_PROTOCOL`](crate::FRAMED_STREAM_PROTOCOL)).
+    pub async fn upgrade_to(
+        &self,
+        path: &str,
+        protocol: &'static str,
+    ) -> Result<Upgraded, ApiError> {
         let mut sender = self.open().await?;
         let mut request = Self::request(Method::POST, path, None)?;
         let headers = request.headers_mut();
@@ -300,10 +310,7 @@ impl ApiClient {
             CONNECTION,
             hyper::header::HeaderValue::from_static("upgrade"),
         );
-        headers.insert(
-            UPGRADE,
-            hyper::header::HeaderValue::from_static(UPGRADE_PROTOCOL),
-        );
+        headers.insert(UPGRADE, hyper::header::HeaderValue::from_static(protocol));
         let response = sender.send_request(request).await?;
         let status = response.status();
         if status == StatusCode::SWITCHING_PROTOCOLS {

@@ -22,3 +22,10 @@ pub const DEFAULT_API_ADDRESS: &str = "unix:///run/guestcomm/api.sock";
 
 /// The value of the `Upgrade` header for a guestcomm frame stream.
 pub const UPGRADE_PROTOCOL: &str = "guestcomm";
+
+/// The `Upgrade` token of `POST /v1/vms/{name}/services/{id}/connect` for a
+/// client that wants the service's bytes in guestcomm frames: `data` frames
+/// both ways, and from the daemon a last `eof` (the guest program closed) or
+/// `error` frame. A stream that ends without either means the daemon went
+/// away. With [`UPGRADE_PROTOCOL`] the same endpoint relays raw bytes.
+pub const FRAMED_STREAM_PROTOCOL: &str = "guestcomm-framed";

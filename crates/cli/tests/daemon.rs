@@ -11,7 +11,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
 use serde_json::Value;
-use util::daemon::{AgentAt, Daemon};
+use util::daemon::{fake_vmm, AgentAt, Daemon};
 use util::{pseudo_random, wait_until};
 
 const EXEC_GUID: &str = "00004744-facb-11e6-bd58-64006a7986d3";
@@ -60,7 +60,7 @@ fn a_second_daemon_on_the_same_state_directory_is_refused_and_the_first_keeps_se
     let d = Daemon::start("60s");
     d.ok(&["vm", "add", "web1", "--endpoint", "unix:///nowhere.sock"]);
     let other = d.dir.path().join("other.sock");
-    let mut second = std::process::Command::new(util::bin("guestcommd"))
+    let second = std::process::Command::new(util::bin("guestcommd"))
         .arg("--state")
         .arg(d.dir.path().join("state"))
         .arg("--api")
@@ -72,11 +72,7 @@ fn a_second_daemon_on_the_same_state_directory_is_refused_and_the_first_keeps_se
         .unwrap();
     // Its refusal comes after SQLite's busy timeout; a second daemon that
     // started serving is killed here and fails the test.
-    let exited = wait_until(POLL_DEADLINE, || matches!(second.try_wait(), Ok(Some(_))));
-    if !exited {
-        let _ = second.kill();
-    }
-    let out = second.wait_with_output().unwrap();
+    let (exited, out) = util::output_within(second, POLL_DEADLINE);
     assert!(
         exited,
         "a second daemon started on the same state directory"
@@ -497,28 +493,6 @@ fn assert_fails_on_one_line(d: &Daemon, args: &[&str], code: i32, expected: &str
     assert_eq!(err.trim_end().lines().count(), 1, "{err}");
 }
 
-/// A fake hybrid vsock VMM on `path`: accepts one connection, reads the
-/// `CONNECT <port>` line, answers `OK`, then echoes lines until "quit" and
-/// closes. Returns the CONNECT line it received.
-fn fake_vmm(path: &std::path::Path) -> std::thread::JoinHandle<String> {
-    use std::io::{BufRead, BufReader, Write};
-    let listener = std::os::unix::net::UnixListener::bind(path).unwrap();
-    std::thread::spawn(move || {
-        let (stream, _) = listener.accept().unwrap();
-        let mut reader = BufReader::new(stream.try_clone().unwrap());
-        let mut writer = stream;
-        let mut connect = String::new();
-        reader.read_line(&mut connect).unwrap();
-        writer.write_all(b"OK 1073741824\n").unwrap();
-        let mut line = String::new();
-        while reader.read_line(&mut line).unwrap() > 0 && line != "quit\n" {
-            writer.write_all(line.as_bytes()).unwrap();
-            line.clear();
-        }
-        connect
-    })
-}
-
 #[test]
 fn connect_relays_bytes_both_ways_to_a_registered_enabled_service() {
     let d = Daemon::start("off");
@@ -772,4 +746,34 @@ fn cp_through_the_daemon_is_byte_exact_both_ways_and_obeys_the_files_policy() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(!refused_dst.exists());
+}
+
+#[test]
+fn connect_with_the_plain_upgrade_token_relays_raw_bytes() {
+    use std::io::{BufRead, BufReader, Write};
+    let d = Daemon::start("off");
+    let echo = fake_vmm(&hybrid_vm(&d, "fc1"));
+    let id = "00000ac9-facb-11e6-bd58-64006a7986d3";
+    d.ok(&["service", "register", id, "--name", "Echo"]);
+    let mut api = std::os::unix::net::UnixStream::connect(&d.socket).unwrap();
+    write!(
+        api,
+        "POST /v1/vms/fc1/services/{id}/connect HTTP/1.1\r\nHost: guestcommd\r\nConnection: upgrade\r\nUpgrade: guestcomm\r\nContent-Length: 0\r\n\r\n"
+    )
+    .unwrap();
+    let mut reader = BufReader::new(api.try_clone().unwrap());
+    let mut head = String::new();
+    while !head.ends_with("\r\n\r\n") {
+        assert!(reader.read_line(&mut head).unwrap() > 0, "closed: {head}");
+    }
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    assert!(
+        head.to_ascii_lowercase().contains("upgrade: guestcomm\r\n"),
+        "{head}"
+    );
+    api.write_all(b"raw\nquit\n").unwrap();
+    let mut line = String::new();
+    reader.read_line(&mut line).unwrap();
+    assert_eq!(line, "raw\n");
+    assert_eq!(echo.join().unwrap(), "CONNECT 2761\n");
 }

@@ -11,6 +11,12 @@
 //!  | <======= raw bytes both ways, bounded buffers, no half-close ==> |
 //! ```
 //!
+//! With `Upgrade: guestcomm-framed` (what `guestcomm connect` asks for) the
+//! CLI's side of the relay carries guestcomm frames instead: `data` both
+//! ways, and from the daemon a last `eof` when the guest program closed, or
+//! `error` when the guest connection failed. A CLI whose stream ends without
+//! either knows that the daemon itself went away.
+//!
 //! Only vsock and hybrid vsock endpoints have guest ports; a VM reached over
 //! `unix://` or `tcp://` carries the agent's protocol only (400).
 
@@ -19,16 +25,22 @@ use std::time::Instant;
 
 use axum::extract::{Path, Request, State as AxumState};
 use axum::response::Response;
-use guestcomm_protocol::handshake::error_chain;
-use guestcomm_protocol::ServiceId;
+use futures::{SinkExt, StreamExt};
+use guestcomm_api::{FRAMED_STREAM_PROTOCOL, UPGRADE_PROTOCOL};
+use guestcomm_protocol::handshake::{describe, error_chain};
+use guestcomm_protocol::limits::DATA_CHUNK_BYTES;
+use guestcomm_protocol::message::{ErrorCode, ErrorFrame};
+use guestcomm_protocol::{Control, Frame, FrameCodec, ServiceId, StreamId};
 use guestcomm_transport::Address;
 use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio_util::codec::Framed;
 use tracing::{debug, Instrument};
 
 use crate::api::Error;
 use crate::audit::{self, Outcome};
 use crate::relay::{
-    acquire_relay, admit_api, caller_of, copy_both_ways, require_upgrade, switching_protocols,
+    acquire_relay, admit_api, caller_of, copy_both_ways, require_upgrade_to, switching_to,
 };
 use crate::tap::{Tap, TapStats};
 use crate::State;
@@ -51,7 +63,7 @@ pub async fn connect(
     Path((name, id)): Path<(String, String)>,
     mut req: Request,
 ) -> Result<Response, Error> {
-    require_upgrade(&req)?;
+    let protocol = require_upgrade_to(&req, &[FRAMED_STREAM_PROTOCOL, UPGRADE_PROTOCOL])?;
     let caller = caller_of(&req);
     let id: ServiceId = id.parse().map_err(|e| Error::BadRequest(error_chain(&e)))?;
     let vm = state.db(move |s| s.vm(&name)).await?;
@@ -92,9 +104,14 @@ pub async fn connect(
             let ended = match upgrade.await {
                 Ok(upgraded) => {
                     let guest = Tap::new(guest, stats.clone());
-                    copy_both_ways(TokioIo::new(upgraded), &[], guest, &[])
-                        .await
-                        .map_err(|e| e.to_string())
+                    let client = TokioIo::new(upgraded);
+                    if protocol == FRAMED_STREAM_PROTOCOL {
+                        framed_both_ways(client, guest).await
+                    } else {
+                        copy_both_ways(client, &[], guest, &[])
+                            .await
+                            .map_err(|e| e.to_string())
+                    }
                 }
                 Err(e) => Err(format!("HTTP upgrade failed: {e}")),
             };
@@ -113,7 +130,70 @@ pub async fn connect(
         }
         .instrument(span),
     );
-    switching_protocols()
+    switching_to(protocol)
+}
+
+/// Relays between a client speaking guestcomm frames and the guest's raw
+/// bytes until either side ends; tells the client how the guest side ended
+/// (`eof` or `error`). A client that closes ends the relay quietly.
+async fn framed_both_ways<C, G>(client: C, guest: G) -> Result<(), String>
+where
+    C: AsyncRead + AsyncWrite + Unpin,
+    G: AsyncRead + AsyncWrite + Unpin,
+{
+    let (mut to_client, mut from_client) = Framed::new(client, FrameCodec::new()).split();
+    let (mut guest_read, mut guest_write) = tokio::io::split(guest);
+    let up = async {
+        while let Some(frame) = from_client.next().await {
+            match frame.map_err(|e| format!("from the client: {e}"))? {
+                Frame::Data(_, bytes) => guest_write
+                    .write_all(&bytes)
+                    .await
+                    .map_err(|e| format!("to the guest: {e}"))?,
+                // End of the client's input: not forwarded (no half-close
+                // over hybrid vsock); the guest program ends the stream.
+                Frame::Control(Control::Eof { .. }) => {}
+                other => return Err(format!("unexpected from the client: {}", describe(&other))),
+            }
+        }
+        Ok(())
+    };
+    let down = async {
+        let mut buf = vec![0u8; DATA_CHUNK_BYTES];
+        let ended = loop {
+            match guest_read.read(&mut buf).await {
+                Ok(0) => {
+                    break Control::Eof {
+                        stream: StreamId::Stdout,
+                    }
+                }
+                Ok(n) => {
+                    let data = bytes::Bytes::copy_from_slice(&buf[..n]);
+                    to_client
+                        .send(Frame::Data(StreamId::Stdout, data))
+                        .await
+                        .map_err(|e| format!("to the client: {e}"))?;
+                }
+                Err(e) => {
+                    let message = format!("the guest connection failed: {e}");
+                    break Control::Error(ErrorFrame::new(ErrorCode::Io, message));
+                }
+            }
+        };
+        let failed = match &ended {
+            Control::Error(e) => Some(e.message.clone()),
+            _ => None,
+        };
+        to_client
+            .send(Frame::Control(ended))
+            .await
+            .map_err(|e| format!("to the client: {e}"))?;
+        failed.map_or(Ok(()), Err)
+    };
+    tokio::select! {
+        r = down => r,
+        r = up => r,
+    }
 }
 
 #[cfg(test)]

@@ -131,13 +131,23 @@ fn audit_record(caller: Caller, vm: &VmRow, request: &GcRequest) -> audit::Recor
 
 /// Refuses a request that does not ask for the guestcomm upgrade.
 pub(crate) fn require_upgrade(req: &Request) -> Result<(), Error> {
-    let wants_upgrade = req
-        .headers()
-        .get(UPGRADE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.eq_ignore_ascii_case(guestcomm_api::UPGRADE_PROTOCOL));
-    if wants_upgrade {
-        Ok(())
+    require_upgrade_to(req, &[guestcomm_api::UPGRADE_PROTOCOL]).map(drop)
+}
+
+/// [`require_upgrade`] to one of `protocols`; returns the one asked for.
+pub(crate) fn require_upgrade_to(
+    req: &Request,
+    protocols: &[&'static str],
+) -> Result<&'static str, Error> {
+    let asked = req.headers().get(UPGRADE).and_then(|v| v.to_str().ok());
+    let chosen = asked.and_then(|v| {
+        protocols
+            .iter()
+            .find(|p| v.eq_ignore_ascii_case(p))
+            .copied()
+    });
+    if let Some(protocol) = chosen {
+        Ok(protocol)
     } else {
         Err(Error::BadRequest(format!(
             "this endpoint needs `Connection: Upgrade` and `Upgrade: {}`",
@@ -159,10 +169,15 @@ pub(crate) fn acquire_relay(state: &State, vm: &str) -> Result<OwnedSemaphorePer
 
 /// The 101 answer that starts a relay.
 pub(crate) fn switching_protocols() -> Result<Response, Error> {
+    switching_to(guestcomm_api::UPGRADE_PROTOCOL)
+}
+
+/// The 101 answer to `protocol`.
+pub(crate) fn switching_to(protocol: &'static str) -> Result<Response, Error> {
     Response::builder()
         .status(StatusCode::SWITCHING_PROTOCOLS)
         .header(CONNECTION, "upgrade")
-        .header(UPGRADE, guestcomm_api::UPGRADE_PROTOCOL)
+        .header(UPGRADE, protocol)
         .body(Body::empty())
         .map_err(|e| Error::Internal(e.to_string()))
 }

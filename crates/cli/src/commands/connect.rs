@@ -1,13 +1,20 @@
 //! `guestcomm connect VM SERVICE`: a raw byte stream between stdin/stdout
 //! and the guest program listening on the service's vsock port, through
 //! guestcommd (only for services registered and enabled for that VM).
+//! Between the CLI and the daemon the bytes travel in guestcomm frames
+//! (`Upgrade: guestcomm-framed`), so that the daemon can say how the guest
+//! side ended and a daemon that dies is told apart from a guest that closed.
 
 use std::process::ExitCode;
 
 use clap::Args;
-use guestcomm_api::{ApiError, ServiceRegistration};
-use guestcomm_protocol::{BuiltinService, ServiceId};
-use tokio::io::{AsyncWriteExt, BufReader};
+use futures::{SinkExt, StreamExt};
+use guestcomm_api::{ApiError, ServiceRegistration, FRAMED_STREAM_PROTOCOL};
+use guestcomm_protocol::handshake::describe;
+use guestcomm_protocol::limits::DATA_CHUNK_BYTES;
+use guestcomm_protocol::{BuiltinService, Control, Frame, FrameCodec, ServiceId, StreamId};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_util::codec::Framed;
 
 use super::api::{self, FAILED};
 
@@ -16,8 +23,14 @@ use super::api::{self, FAILED};
 /// The guest program must listen on the vsock port of the service GUID
 /// (PPPPPPPP-facb-11e6-bd58-64006a7986d3 is port 0xPPPPPPPP); the VM needs a
 /// vsock:// or hvsock-uds:// endpoint. The stream ends when the guest side
-/// closes. End of stdin is not forwarded (a socket half-close would end the
-/// whole hybrid vsock connection): the guest's protocol must mark its own ends.
+/// closes (exit status 0). End of stdin is not forwarded (a socket half-close
+/// would end the whole hybrid vsock connection): the guest's protocol must
+/// mark its own ends.
+///
+/// Exit status: 0 when the guest program closed the stream; 1 when the
+/// connection was refused (unknown VM or service, disabled, no vsock port,
+/// role); 125 when the stream failed once open (the guest connection broke,
+/// or guestcommd went away).
 #[derive(Debug, Args)]
 pub struct ConnectArgs {
     /// The VM.
@@ -32,23 +45,52 @@ pub async fn run(args: ConnectArgs, api: Option<&str>) -> ExitCode {
         let client = api::client(api)?;
         let id = resolve(&client, &args.service).await?;
         let path = format!("{}/services/{id}/connect", api::vm_path(&args.vm)?);
-        client.upgrade(&path).await
+        client.upgrade_to(&path, FRAMED_STREAM_PROTOCOL).await
     };
     let stream = match stream.await {
         Ok(stream) => stream,
         Err(e) => return api::report(&e, FAILED),
     };
-    let (mut from_guest, mut to_guest) = tokio::io::split(stream);
+    let (mut to_daemon, mut from_daemon) = Framed::new(stream, FrameCodec::new()).split();
     let up = async {
-        let mut stdin = BufReader::new(tokio::io::stdin());
-        tokio::io::copy_buf(&mut stdin, &mut to_guest).await?;
+        let mut stdin = tokio::io::stdin();
+        let mut buf = vec![0u8; DATA_CHUNK_BYTES];
+        loop {
+            let n = stdin.read(&mut buf).await?;
+            if n == 0 {
+                break;
+            }
+            let data = bytes::Bytes::copy_from_slice(&buf[..n]);
+            to_daemon
+                .send(Frame::Data(StreamId::Stdin, data))
+                .await
+                .map_err(std::io::Error::other)?;
+        }
         // Keep the connection open: the guest decides when it ends.
         std::future::pending::<std::io::Result<()>>().await
     };
     let down = async {
         let mut stdout = tokio::io::stdout();
-        tokio::io::copy(&mut from_guest, &mut stdout).await?;
-        stdout.flush().await
+        while let Some(frame) = from_daemon.next().await {
+            match frame.map_err(std::io::Error::other)? {
+                Frame::Data(_, bytes) => stdout.write_all(&bytes).await?,
+                Frame::Control(Control::Eof { .. }) => return stdout.flush().await,
+                Frame::Control(Control::Error(e)) => {
+                    stdout.flush().await?;
+                    return Err(std::io::Error::other(e.message));
+                }
+                other => {
+                    let what = describe(&other);
+                    return Err(std::io::Error::other(format!(
+                        "guestcommd sent {what} on a service stream"
+                    )));
+                }
+            }
+        }
+        stdout.flush().await?;
+        Err(std::io::Error::other(
+            "guestcommd closed the connection without ending it (was it stopped or restarted?)",
+        ))
     };
     let result = tokio::select! {
         r = down => r,
@@ -61,7 +103,7 @@ pub async fn run(args: ConnectArgs, api: Option<&str>) -> ExitCode {
         }
         Err(e) => {
             eprintln!("guestcomm: connection to the service failed: {e}");
-            ExitCode::from(FAILED)
+            ExitCode::from(crate::exit::GUESTCOMM_FAILED)
         }
     }
 }

@@ -89,7 +89,18 @@ impl Daemon {
 
     /// SIGKILL (no chance to clean up), then start again on the same state.
     pub fn kill9_and_restart(&mut self) {
+        self.kill9();
+        self.restart();
+    }
+
+    /// SIGKILL, by PID, and reap.
+    #[allow(dead_code)] // not every test file kills without restarting
+    pub fn kill9(&mut self) {
         self.stop();
+    }
+
+    /// Starts again on the same state (after [`Daemon::kill9`]).
+    pub fn restart(&mut self) {
         self.spawn();
     }
 
@@ -218,4 +229,27 @@ impl Drop for AgentAt {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A fake hybrid vsock VMM on `path`: accepts one connection, reads the
+/// `CONNECT <port>` line, answers `OK`, then echoes lines until "quit" and
+/// closes (or its peer does). Returns the CONNECT line it received.
+#[allow(dead_code)] // not every test file needs a VMM
+pub fn fake_vmm(path: &Path) -> std::thread::JoinHandle<String> {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::os::unix::net::UnixListener::bind(path).unwrap();
+    std::thread::spawn(move || {
+        let (stream, _) = listener.accept().unwrap();
+        let mut reader = BufReader::new(stream.try_clone().unwrap());
+        let mut writer = stream;
+        let mut connect = String::new();
+        reader.read_line(&mut connect).unwrap();
+        writer.write_all(b"OK 1073741824\n").unwrap();
+        let mut line = String::new();
+        while reader.read_line(&mut line).unwrap() > 0 && line != "quit\n" {
+            writer.write_all(line.as_bytes()).unwrap();
+            line.clear();
+        }
+        connect
+    })
 }

@@ -158,6 +158,17 @@ pub fn guest_loop_script(pidfile: &Path, trap: &str) -> String {
     )
 }
 
+/// Waits up to `deadline` for `child` to exit, SIGKILLing it (by PID, not
+/// yet reaped) past that; returns whether it exited by itself, and its output.
+#[allow(dead_code)] // not every test file waits for a child this way
+pub fn output_within(mut child: Child, deadline: Duration) -> (bool, Output) {
+    let exited = wait_until(deadline, || matches!(child.try_wait(), Ok(Some(_))));
+    if !exited {
+        let _ = child.kill();
+    }
+    (exited, child.wait_with_output().unwrap())
+}
+
 /// Spawns `cmd` (stdin closed, stdout piped) and waits for its "ready" line.
 pub fn spawn_until_ready(mut cmd: Command) -> Child {
     use std::io::BufRead;
