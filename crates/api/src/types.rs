@@ -92,8 +92,15 @@ pub struct Vm {
 /// What the health monitor knows about a VM's agent.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Health {
-    /// CIM status: "OK", "Lost Comm", or "No Contact" before the first contact.
+    /// CIM status: "OK"; "No Contact" before the first contact or while the
+    /// guest does not answer at all (paused or hung, as Hyper-V shows a
+    /// paused VM's heartbeat); "Lost Comm" once an agent that answered
+    /// before cannot be reached or refuses.
     pub status: String,
+    /// Why the last probe failed, as a class (absent while the agent
+    /// answers): which part of the path to the agent is at fault.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<HealthDetail>,
     /// Last successful probe, milliseconds since the Unix epoch.
     pub last_contact_ms: Option<u64>,
     /// Round-trip time of the last successful probe (connect + handshake), microseconds.
@@ -102,6 +109,44 @@ pub struct Health {
     pub agent_version: Option<String>,
     /// Why the last probe failed, if it did.
     pub last_error: Option<String>,
+}
+
+/// Which part of the path to a VM's agent failed its last probe.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HealthDetail {
+    /// The VMM's socket or the vsock connection cannot be reached: the VM
+    /// (or its vsock backend) is not running.
+    TransportUnreachable,
+    /// The guest answers, but nothing listens on the agent's port: the
+    /// agent is not running in the guest.
+    AgentNotListening,
+    /// Connected, but no handshake within the probe's deadline: the guest
+    /// is paused or hung, or the agent is stuck.
+    AgentNotAnswering,
+    /// The agent refused the daemon: authentication (wrong or missing key).
+    AgentRefusing,
+    /// The agent answered with something other than a handshake.
+    AgentError,
+}
+
+impl HealthDetail {
+    /// One line for people.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Self::TransportUnreachable => {
+                "transport unreachable: the VMM's socket or the vsock connection fails (VM or vsock backend not running?)"
+            }
+            Self::AgentNotListening => {
+                "agent not listening: the guest answers, but nothing listens on the agent's port"
+            }
+            Self::AgentNotAnswering => {
+                "agent not answering: connected, but no handshake within the deadline (guest paused or hung?)"
+            }
+            Self::AgentRefusing => "agent refusing: authentication failed (do the keys match?)",
+            Self::AgentError => "agent error: the agent did not complete the handshake",
+        }
+    }
 }
 
 /// `POST /v1/services`: register a guest communication service.

@@ -359,3 +359,43 @@ fn a_full_disk_on_the_receiving_side_fails_the_copy_and_keeps_the_old_file_both_
         );
     }
 }
+
+#[test]
+fn status_tells_an_unreachable_transport_from_an_absent_or_refusing_agent() {
+    let d = Daemon::start("200ms");
+    let dir = d.dir.path();
+    let agent_socket = dir.join("keyed.sock");
+    let keyed = format!("unix://{}", agent_socket.display());
+    // An agent holding another key than the daemon's for this VM.
+    d.ok(&[
+        "vm",
+        "add",
+        "refused",
+        "--endpoint",
+        &keyed,
+        "--generate-credentials",
+    ]);
+    let other = dir.join("other.key");
+    d.ok(&["identity", "new", other.to_str().unwrap()]);
+    let _agent = AgentAt::start_with(&agent_socket, &["--credentials", other.to_str().unwrap()]);
+    let absent = format!("unix://{}", dir.join("absent.sock").display());
+    d.ok(&["vm", "add", "absent", "--endpoint", &absent]);
+    let gone = format!("hvsock-uds://{}", dir.join("gone-vmm.sock").display());
+    d.ok(&["vm", "add", "gone", "--endpoint", &gone]);
+
+    for (vm, detail, words) in [
+        ("refused", "agent_refusing", "agent refusing"),
+        ("absent", "agent_not_listening", "agent not listening"),
+        ("gone", "transport_unreachable", "transport unreachable"),
+    ] {
+        let mut health = serde_json::Value::Null;
+        let classed = wait_until(DEADLINE, || {
+            health = d.json(&["status", vm]);
+            health["detail"] == detail
+        });
+        assert!(classed, "{vm}: {health}");
+        assert_eq!(health["status"], "No Contact", "{vm}: never answered");
+        let text = d.ok(&["status", vm]);
+        assert!(text.contains(&format!("Detail:        {words}")), "{text}");
+    }
+}

@@ -3,7 +3,11 @@
 //! A probe is a connection and a handshake (the agent's Welcome gives its
 //! version; the time it takes is the round-trip time). Statuses follow
 //! Msvm_GuestService.Status: "No Contact" until the first answer, "OK"
-//! while the agent answers, "Lost Comm" once it stops. Each round waits for
+//! while the agent answers, "Lost Comm" once it stops; but "No Contact"
+//! again while the guest does not answer at all (connected, no handshake
+//! in time: a paused or hung VM, which Hyper-V's heartbeat shows as No
+//! Contact too). Each failure is classed ([`HealthDetail`]) by where on
+//! the path to the agent it happened. Each round waits for
 //! its probes (so rounds never pile up), and a semaphore bounds how many
 //! run at once. Transitions are logged. When an agent answers after not
 //! answering (or while its key-value pool waits for delivery), the pool is
@@ -13,10 +17,13 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use guestcomm_api::Health;
+use guestcomm_api::{Health, HealthDetail};
+use guestcomm_client::ClientError;
 use guestcomm_protocol::auth::Psk;
-use guestcomm_protocol::handshake::error_chain;
-use guestcomm_transport::Address;
+use guestcomm_protocol::handshake::{error_chain, HandshakeError};
+use guestcomm_protocol::ErrorCode;
+use guestcomm_transport::hybrid::HybridError;
+use guestcomm_transport::{Address, ConnectError};
 use tokio::sync::Semaphore;
 use tracing::{info, warn};
 use uuid::Uuid;
@@ -45,7 +52,7 @@ impl HealthMap {
 
     /// Records a probe result and logs a change of status; true when the
     /// agent answered after not answering (or for the first time).
-    pub fn record(&self, vm: &VmRow, result: Result<(Duration, String), String>) -> bool {
+    pub fn record(&self, vm: &VmRow, result: Result<(Duration, String), ProbeFailure>) -> bool {
         let mut map = self.0.write().unwrap_or_else(|e| e.into_inner());
         let entry = map.entry(vm.id).or_insert_with(no_contact);
         let before = entry.status.clone();
@@ -56,12 +63,17 @@ impl HealthMap {
                 entry.agent_version = Some(agent);
                 entry.last_contact_ms = Some(now_ms());
                 entry.last_error = None;
+                entry.detail = None;
             }
-            Err(error) => {
-                if entry.last_contact_ms.is_some() {
-                    entry.status = LOST_COMM.into();
+            Err(failure) => {
+                entry.status = match failure.detail {
+                    HealthDetail::AgentNotAnswering => NO_CONTACT,
+                    _ if entry.last_contact_ms.is_some() => LOST_COMM,
+                    _ => NO_CONTACT,
                 }
-                entry.last_error = Some(error);
+                .into();
+                entry.last_error = Some(failure.error);
+                entry.detail = Some(failure.detail);
             }
         }
         if entry.status != before {
@@ -95,15 +107,70 @@ fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
+/// Why a probe failed: its class and the error chain.
+#[derive(Debug)]
+pub struct ProbeFailure {
+    /// Where on the path to the agent.
+    pub detail: HealthDetail,
+    /// What happened, for people.
+    pub error: String,
+}
+
 /// Probes one VM: connect and handshake, within [`PROBE_TIMEOUT_MS`].
-pub async fn probe(endpoint: &str, psk: Option<&Psk>) -> Result<(Duration, String), String> {
-    let addr: Address = endpoint.parse().map_err(|e| error_chain(&e))?;
+pub async fn probe(endpoint: &str, psk: Option<&Psk>) -> Result<(Duration, String), ProbeFailure> {
+    let addr: Address = endpoint.parse().map_err(|e| ProbeFailure {
+        detail: HealthDetail::TransportUnreachable,
+        error: error_chain(&e),
+    })?;
     let start = Instant::now();
     let attempt = guestcomm_client::connect_with(&addr, crate::DAEMON_NAME, psk);
     match tokio::time::timeout(Duration::from_millis(PROBE_TIMEOUT_MS), attempt).await {
         Ok(Ok(session)) => Ok((start.elapsed(), session.welcome.agent)),
-        Ok(Err(e)) => Err(error_chain(&e)),
-        Err(_) => Err(format!("no answer within {PROBE_TIMEOUT_MS} ms")),
+        Ok(Err(e)) => Err(ProbeFailure {
+            detail: classify(&addr, &e),
+            error: error_chain(&e),
+        }),
+        Err(_) => Err(ProbeFailure {
+            detail: HealthDetail::AgentNotAnswering,
+            error: format!("no answer within {PROBE_TIMEOUT_MS} ms"),
+        }),
+    }
+}
+
+/// Where on the path to the agent at `addr` the failure `e` happened.
+fn classify(addr: &Address, e: &ClientError) -> HealthDetail {
+    use std::io::ErrorKind;
+    match e {
+        ClientError::Connect(ConnectError::Timeout { .. }) => HealthDetail::AgentNotAnswering,
+        ClientError::Connect(ConnectError::Io { source, .. }) => match addr {
+            // The socket is the agent's own, or the guest kernel answered
+            // that nothing listens on the port (a reset).
+            Address::Unix(_) | Address::Tcp(_) => HealthDetail::AgentNotListening,
+            Address::Vsock { .. } if source.kind() == ErrorKind::ConnectionReset => {
+                HealthDetail::AgentNotListening
+            }
+            Address::Vsock { .. } | Address::HybridVsock { .. } => {
+                HealthDetail::TransportUnreachable
+            }
+        },
+        ClientError::Connect(ConnectError::Hybrid { source, .. }) => match source {
+            HybridError::Refused { .. } | HybridError::Closed { .. } => {
+                HealthDetail::AgentNotListening
+            }
+            HybridError::TooLong { .. } | HybridError::Io(_) => HealthDetail::TransportUnreachable,
+        },
+        ClientError::Handshake { source, .. } => match source {
+            HandshakeError::Timeout(_) => HealthDetail::AgentNotAnswering,
+            HandshakeError::AuthFailed(_) | HandshakeError::NoCommonAuth { .. } => {
+                HealthDetail::AgentRefusing
+            }
+            HandshakeError::Rejected(frame)
+                if matches!(frame.code, ErrorCode::AuthRequired | ErrorCode::AuthFailed) =>
+            {
+                HealthDetail::AgentRefusing
+            }
+            _ => HealthDetail::AgentError,
+        },
     }
 }
 
@@ -190,21 +257,82 @@ mod tests {
         }
     }
 
+    fn failed(detail: HealthDetail) -> Result<(Duration, String), ProbeFailure> {
+        Err(ProbeFailure {
+            detail,
+            error: "failed".into(),
+        })
+    }
+
     #[test]
     fn status_goes_no_contact_ok_lost_comm_ok() {
         let map = HealthMap::default();
         let vm = vm();
         assert_eq!(map.get(vm.id).status, NO_CONTACT);
-        map.record(&vm, Err("refused".into()));
+        map.record(&vm, failed(HealthDetail::AgentNotListening));
         assert_eq!(map.get(vm.id).status, NO_CONTACT);
         map.record(&vm, Ok((Duration::from_micros(50), "agent 1".into())));
         let h = map.get(vm.id);
-        assert_eq!((h.status.as_str(), h.rtt_us), (OK, Some(50)));
-        map.record(&vm, Err("refused".into()));
+        assert_eq!(
+            (h.status.as_str(), h.rtt_us, h.detail),
+            (OK, Some(50), None)
+        );
+        map.record(&vm, failed(HealthDetail::TransportUnreachable));
         let h = map.get(vm.id);
         assert_eq!(h.status, LOST_COMM);
+        assert_eq!(h.detail, Some(HealthDetail::TransportUnreachable));
         assert_eq!(h.agent_version.as_deref(), Some("agent 1"));
         map.record(&vm, Ok((Duration::from_micros(60), "agent 1".into())));
         assert_eq!(map.get(vm.id).status, OK);
+    }
+
+    #[test]
+    fn a_guest_that_does_not_answer_at_all_is_no_contact_even_after_contact() {
+        let map = HealthMap::default();
+        let vm = vm();
+        map.record(&vm, Ok((Duration::from_micros(50), "agent 1".into())));
+        map.record(&vm, failed(HealthDetail::AgentNotAnswering));
+        let h = map.get(vm.id);
+        assert_eq!(h.status, NO_CONTACT);
+        assert_eq!(h.detail, Some(HealthDetail::AgentNotAnswering));
+        assert!(h.last_contact_ms.is_some());
+    }
+
+    async fn detail_of(endpoint: &str) -> HealthDetail {
+        probe(endpoint, None)
+            .await
+            .expect_err("the probe must fail")
+            .detail
+    }
+
+    #[tokio::test]
+    async fn probe_failures_are_classed_by_where_they_happen() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let missing = dir.path().join("missing.sock");
+        // No agent socket at all: the agent is not running.
+        let unix = format!("unix://{}", missing.display());
+        assert_eq!(detail_of(&unix).await, HealthDetail::AgentNotListening);
+        // No VMM socket: the VM (or its vsock backend) is not running.
+        let hybrid = format!("hvsock-uds://{}", missing.display());
+        assert_eq!(detail_of(&hybrid).await, HealthDetail::TransportUnreachable);
+
+        // A VMM whose guest has nothing on the port: it closes after CONNECT.
+        let vmm = dir.path().join("vmm.sock");
+        let listener = tokio::net::UnixListener::bind(&vmm).expect("bind");
+        let refusing = tokio::spawn(async move {
+            use tokio::io::AsyncReadExt;
+            let (mut stream, _) = listener.accept().await.expect("accept");
+            let mut line = [0u8; 64];
+            let _ = stream.read(&mut line).await;
+            listener
+        });
+        let hybrid = format!("hvsock-uds://{}", vmm.display());
+        assert_eq!(detail_of(&hybrid).await, HealthDetail::AgentNotListening);
+
+        // A VMM that accepts and then says nothing: a paused guest.
+        let listener = refusing.await.expect("the fake VMM");
+        let silent = tokio::spawn(async move { listener.accept().await.map(|(s, _)| s) });
+        assert_eq!(detail_of(&hybrid).await, HealthDetail::AgentNotAnswering);
+        drop(silent.await);
     }
 }

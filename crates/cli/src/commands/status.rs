@@ -8,8 +8,9 @@ use guestcomm_api::Vm;
 
 use super::api::{self, FAILED};
 
-/// Show the health of a VM's agent: status, last contact, round-trip
-/// time and agent version.
+/// Show the health of a VM's agent: status, what failed when it does not
+/// answer (transport unreachable, agent not listening, not answering,
+/// refusing), last contact, round-trip time and agent version.
 #[derive(Debug, Args)]
 pub struct StatusArgs {
     /// The VM.
@@ -39,6 +40,9 @@ pub async fn run(args: StatusArgs, api: Option<&str>) -> ExitCode {
         .map_or(0, |d| d.as_millis() as u64);
     println!("VM:            {} ({})", vm.name, vm.id);
     println!("Status:        {}", h.status);
+    if let Some(detail) = h.detail {
+        println!("Detail:        {}", detail.describe());
+    }
     match h.last_contact_ms {
         Some(t) => println!(
             "Last contact:  {:.1} s ago",
