@@ -252,6 +252,9 @@ fn health_turns_lost_comm_when_qemu_is_killed() {
         "not Lost Comm after QEMU was killed: {}",
         status()
     );
+    // Where it fails: the VM's transport, not the agent.
+    let health = d.json(&["status", "killed"]);
+    assert_eq!(health["detail"], "transport_unreachable", "{health}");
 }
 
 /// The same VM managed by guestcommd: keyed relay, cp both ways, health.
