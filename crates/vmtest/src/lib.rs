@@ -204,7 +204,6 @@ impl Vm {
             |name: &'static str| find_tool(name, &spec.tool_dirs).ok_or(VmError::MissingTool(name));
         let qemu_bin = tool("qemu-system-x86_64")?;
         let backend_bin = tool("vhost-device-vsock")?;
-        let backend_path = backend_bin.clone();
         let mkfs = spec.disk_mib.map(|_| tool("mkfs.ext4")).transpose()?;
         let identity = spec.images.join("credentials");
         let psk = load_credentials(&identity)?;
@@ -266,10 +265,10 @@ impl Vm {
 
         let logs = VmLogs {
             dir: dir.path().to_path_buf(),
-            backend_bin: backend_path,
+            backend_bin,
         };
         let backend = ChildGuard::new(
-            Command::new(backend_bin)
+            Command::new(&logs.backend_bin)
                 .args(["--guest-cid", &GUEST_CID.to_string(), "--socket"])
                 .arg(&vhost)
                 .arg("--uds-path")
