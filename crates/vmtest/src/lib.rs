@@ -10,12 +10,20 @@
 //! then connect and handshake with the agent (with the VM's key) until it
 //! answers or the deadline passes. QEMU and the backend are killed by PID
 //! and reaped when the [`Vm`] drops, also on an error path or a panic.
+//!
+//! A test gives its VM a deadline for its whole life ([`VmSpec::deadline`],
+//! module `watchdog`): past it the VM's state is printed (module
+//! `diagnostics`: backend, guest entropy, console and logs), the VM killed
+//! and the test failed. Boot errors carry the same report.
 
+mod diagnostics;
 mod process;
+mod watchdog;
 
 use std::os::unix::net::UnixStream as StdUnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use guestcomm_protocol::auth::{load_credentials, CredentialsError, Psk};
@@ -23,7 +31,9 @@ use guestcomm_protocol::service::AGENT_VSOCK_PORT;
 use guestcomm_transport::hybrid::HybridError;
 use guestcomm_transport::Address;
 
+use diagnostics::VmLogs;
 pub use process::{run_with_deadline, ChildGuard};
+use watchdog::{lock, SharedChild, Watchdog};
 
 /// The guest's vsock context id (vhost-device-vsock `--guest-cid`); the
 /// image's init starts qemu-ga on `GUEST_CID:PORT` too.
@@ -74,23 +84,28 @@ pub enum VmError {
     #[error("mkfs.ext4 failed: {0}")]
     Mkfs(String),
     /// vhost-device-vsock did not create its vhost-user socket.
-    #[error("vhost-device-vsock did not create its socket within {BACKEND_SOCKET_DEADLINE:?}")]
-    NoBackendSocket,
+    #[error(
+        "vhost-device-vsock did not create its socket within {BACKEND_SOCKET_DEADLINE:?}\n{report}"
+    )]
+    NoBackendSocket {
+        /// The VM's state: the backend's logs.
+        report: String,
+    },
     /// QEMU exited before the agent answered.
-    #[error("QEMU exited during boot ({status}); console:\n{console}")]
+    #[error("QEMU exited during boot ({status})\n{report}")]
     QemuExited {
         /// QEMU's exit status.
         status: std::process::ExitStatus,
-        /// The guest's serial console.
-        console: String,
+        /// The VM's state: console, guest entropy, logs.
+        report: String,
     },
     /// The agent did not complete a handshake in time.
-    #[error("the guest agent did not answer within {deadline:?}; console:\n{console}")]
+    #[error("the guest agent did not answer within {deadline:?}\n{report}")]
     NoAgent {
         /// The boot deadline.
         deadline: Duration,
-        /// The guest's serial console.
-        console: String,
+        /// The VM's state: console, guest entropy, logs.
+        report: String,
     },
     /// A hybrid vsock connection to a guest port failed.
     #[error("cannot reach guest vsock port {port}")]
@@ -128,6 +143,10 @@ pub struct VmSpec {
     pub disk_mib: Option<u32>,
     /// How long the boot may take until the agent answers.
     pub boot_deadline: Duration,
+    /// The whole life of the VM, boot included (a test's deadline): once it
+    /// has passed, the VM's state is printed, QEMU and the backend are
+    /// killed, and dropping the [`Vm`] panics. `None`: no limit.
+    pub deadline: Option<Duration>,
 }
 
 impl VmSpec {
@@ -139,6 +158,7 @@ impl VmSpec {
             memory_mib: DEFAULT_MEMORY_MIB,
             disk_mib: None,
             boot_deadline: DEFAULT_BOOT_DEADLINE,
+            deadline: None,
         }
     }
 }
@@ -159,9 +179,12 @@ pub fn find_tool(name: &str, first: &[PathBuf]) -> Option<PathBuf> {
 
 /// A booted VM; QEMU and vhost-device-vsock are killed by PID on drop.
 pub struct Vm {
-    // Fields drop in order: QEMU first, then its backend, then the directory.
-    qemu: ChildGuard,
-    backend: ChildGuard,
+    // Shared with the watchdog, which may kill them. Drop kills QEMU first,
+    // then its backend; the directory goes last.
+    qemu: SharedChild,
+    backend: SharedChild,
+    watchdog: Option<Watchdog>,
+    logs: VmLogs,
     psk: Psk,
     identity: PathBuf,
     rt: tokio::runtime::Runtime,
@@ -240,12 +263,21 @@ impl Vm {
             .stdout(log("console.log")?)
             .stderr(log("qemu.err")?);
 
+        let logs = VmLogs {
+            dir: dir.path().to_path_buf(),
+            backend_bin,
+        };
         let backend = ChildGuard::new(
-            Command::new(backend_bin)
+            Command::new(&logs.backend_bin)
                 .args(["--guest-cid", &GUEST_CID.to_string(), "--socket"])
                 .arg(&vhost)
                 .arg("--uds-path")
                 .arg(dir.path().join("vm.vsock"))
+                // Its warnings too, for the report of a failed test.
+                .env(
+                    "RUST_LOG",
+                    std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
+                )
                 .stdin(Stdio::null())
                 .stdout(log("backend.log")?)
                 .stderr(log("backend.err")?)
@@ -255,14 +287,29 @@ impl Vm {
         let socket_deadline = Instant::now() + BACKEND_SOCKET_DEADLINE;
         while !vhost.exists() {
             if Instant::now() > socket_deadline {
-                return Err(VmError::NoBackendSocket);
+                return Err(VmError::NoBackendSocket {
+                    report: logs.report(),
+                });
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        let qemu = ChildGuard::new(qemu_cmd.spawn().map_err(io_error("start QEMU"))?);
+        let qemu = Arc::new(Mutex::new(ChildGuard::new(
+            qemu_cmd.spawn().map_err(io_error("start QEMU"))?,
+        )));
+        let backend = Arc::new(Mutex::new(backend));
+        let watchdog = spec
+            .deadline
+            .map(|limit| {
+                let victims = vec![Arc::clone(&qemu), Arc::clone(&backend)];
+                Watchdog::start(limit, logs.clone(), victims)
+            })
+            .transpose()
+            .map_err(io_error("start the VM's deadline"))?;
         let mut vm = Vm {
             qemu,
             backend,
+            watchdog,
+            logs,
             psk,
             identity,
             rt,
@@ -284,16 +331,17 @@ impl Vm {
             if matches!(probe, Ok(Ok(_))) {
                 return Ok(());
             }
-            if let Ok(Some(status)) = self.qemu.try_wait() {
+            let exited = lock(&self.qemu).try_wait();
+            if let Ok(Some(status)) = exited {
                 return Err(VmError::QemuExited {
                     status,
-                    console: self.console(),
+                    report: self.report(),
                 });
             }
             if Instant::now() > end {
                 return Err(VmError::NoAgent {
                     deadline,
-                    console: self.console(),
+                    report: self.report(),
                 });
             }
             std::thread::sleep(PROBE_INTERVAL);
@@ -330,27 +378,34 @@ impl Vm {
 
     /// The guest's serial console so far.
     pub fn console(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("console.log")).unwrap_or_default()
+        self.logs.console()
+    }
+
+    /// The VM's state for a failure message: which backend (patched or
+    /// not), the guest's last entropy report, and the ends of the console
+    /// and of the backend's and QEMU's logs.
+    pub fn report(&self) -> String {
+        self.logs.report()
     }
 
     /// QEMU's process id.
     pub fn qemu_pid(&self) -> u32 {
-        self.qemu.pid()
+        lock(&self.qemu).pid()
     }
 
     /// vhost-device-vsock's process id.
     pub fn backend_pid(&self) -> u32 {
-        self.backend.pid()
+        lock(&self.backend).pid()
     }
 
     /// Whether QEMU has exited (the guest powered off, with `-no-reboot`).
     pub fn qemu_exited(&mut self) -> bool {
-        self.qemu.has_exited()
+        lock(&self.qemu).has_exited()
     }
 
     /// Kills QEMU at once (SIGKILL by PID): the guest just stops existing.
     pub fn kill_qemu(&mut self) -> std::io::Result<()> {
-        self.qemu.kill()
+        lock(&self.qemu).kill()
     }
 
     /// A blocking stream to guest vsock `port` through the hybrid socket
@@ -373,6 +428,18 @@ impl Vm {
     }
 }
 
+impl Drop for Vm {
+    fn drop(&mut self) {
+        let deadline_passed = self.watchdog.as_mut().is_some_and(Watchdog::stop);
+        let _ = lock(&self.qemu).kill();
+        let _ = lock(&self.backend).kill();
+        // A test that went on after its VM was killed must not pass.
+        if deadline_passed && !std::thread::panicking() {
+            panic!("the VM test ran past its deadline (the VM's state is printed above)");
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -386,7 +453,10 @@ mod tests {
         };
         assert!(err.is_unavailable(), "{err}");
         assert!(err.to_string().contains("run scripts/vm/build-image"));
-        assert!(!VmError::NoBackendSocket.is_unavailable());
+        let failed = VmError::NoBackendSocket {
+            report: String::new(),
+        };
+        assert!(!failed.is_unavailable());
     }
 
     #[test]
