@@ -67,7 +67,9 @@ struct Args {
     kvp_socket: String,
 
     /// Keep the key-value pools (external and guest) in DIR/kvp.json, so
-    /// they survive a restart; without it they live in memory only.
+    /// they survive a restart; without it they live in memory only. With
+    /// --credentials, DIR/nonce-epoch also numbers the agent's starts, so
+    /// its handshake nonces never repeat even across reboots.
     #[arg(long, value_name = "DIR")]
     state_dir: Option<PathBuf>,
 

@@ -19,8 +19,10 @@ use std::time::Duration;
 
 use futures::SinkExt;
 use guestcomm_protocol::auth::{Psk, AUTH_PSK};
+use guestcomm_protocol::entropy::{self, PoolState};
 use guestcomm_protocol::handshake::{self, ServerOffer, AUTH_NONE};
 use guestcomm_protocol::message::{Call, ErrorCode, ErrorFrame};
+use guestcomm_protocol::nonce::{self, EpochError};
 use guestcomm_protocol::policy::PolicyDocument;
 use guestcomm_protocol::{BuiltinService, Control, Frame, FrameCodec, FramedConn};
 use guestcomm_transport::{Address, ListenError, Listener, Peer, PeerCidFilter, Stream};
@@ -121,6 +123,9 @@ pub enum BindError {
     /// The state directory could not be opened.
     #[error("cannot open the state directory {0}")]
     StateDir(String, #[source] std::io::Error),
+    /// The state directory cannot record a nonce epoch.
+    #[error(transparent)]
+    NonceEpoch(EpochError),
     /// The local key-value socket could not be opened.
     #[error("cannot open the key-value socket {0}")]
     KvpSocket(String, #[source] std::io::Error),
@@ -132,6 +137,40 @@ pub struct Agent {
     local: Option<Listener>,
     config: AgentConfig,
     services: Arc<Services>,
+    nonce_epoch: Option<u64>,
+}
+
+/// With a key and a state directory: this start's nonce epoch, on disk
+/// before any nonce uses it. A malformed epoch file costs only the epoch
+/// (nonces stay unique through the boot id and process identity), so it is
+/// logged and the agent serves on; a state directory it cannot write stops it.
+fn nonce_epoch(config: &AgentConfig) -> Result<Option<u64>, BindError> {
+    let (Some(_), Some(dir)) = (&config.psk, &config.state_dir) else {
+        return Ok(None);
+    };
+    match nonce::reserve_epoch(dir) {
+        Ok(epoch) => Ok(Some(epoch)),
+        Err(e @ EpochError::Malformed { .. }) => {
+            warn!(error = %e, "serving without a nonce epoch");
+            Ok(None)
+        }
+        Err(e) => Err(BindError::NonceEpoch(e)),
+    }
+}
+
+/// Says once, at start, that the kernel's random pool is not initialized
+/// (a guest without virtio-rng or RDRAND): handshakes are answered anyway,
+/// but an operator looking at a slow guest should know.
+fn warn_if_no_entropy() {
+    match entropy::pool_state() {
+        Ok(PoolState::Initialized) => {}
+        Ok(PoolState::NotInitialized) => warn!(
+            "the kernel's random pool is not initialized yet (no virtio-rng, no RDRAND?): \
+             handshakes are answered anyway (nonces derive from the VM's key, docs/SECURITY.md), \
+             but programs that wait for it will; give the VM a virtio-rng device (docs/DEPLOYMENT.md)"
+        ),
+        Err(e) => warn!(error = %e, "cannot tell whether the kernel's random pool is initialized"),
+    }
 }
 
 /// The services this agent offers, by short name (in `Welcome` and guest info).
@@ -183,6 +222,8 @@ impl Agent {
             offered: offered_services(),
             policy: config.policy.clone(),
         });
+        let nonce_epoch = nonce_epoch(&config)?;
+        warn_if_no_entropy();
         let mut listeners = Vec::with_capacity(config.listen.len());
         for addr in &config.listen {
             listeners.push(Listener::bind(addr).await?);
@@ -204,6 +245,7 @@ impl Agent {
             local,
             config,
             services,
+            nonce_epoch,
         })
     }
 
@@ -235,6 +277,7 @@ impl Agent {
             auth: vec![auth.into()],
             agent: agent_name(),
             psk: self.config.psk.clone(),
+            nonce_epoch: self.nonce_epoch,
         });
         let filter = Arc::new(self.config.peer_filter.clone());
         let mut loops = tokio::task::JoinSet::new();
@@ -254,6 +297,7 @@ impl Agent {
                 auth: vec![AUTH_NONE.into()],
                 agent: agent_name(),
                 psk: None,
+                nonce_epoch: None,
             });
             loops.spawn(accept_loop(
                 local,

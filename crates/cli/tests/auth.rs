@@ -78,6 +78,41 @@ fn a_keyed_client_refuses_an_agent_that_does_not_authenticate() {
 }
 
 #[test]
+fn a_keyed_agent_with_state_takes_a_new_nonce_epoch_at_every_start_even_after_a_kill() {
+    let keys = tempfile::tempdir().unwrap();
+    let key = new_identity(keys.path(), "vm1.key");
+    let key = key.to_str().unwrap();
+    let state = keys.path().join("state");
+    let epoch_file = state.join(guestcomm_protocol::nonce::EPOCH_FILE);
+    let args = ["--credentials", key, "--state-dir", state.to_str().unwrap()];
+    let exec = |agent: &Agent| {
+        let out = agent
+            .exec_cmd(&["--identity", key], &["echo", "inside"])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "inside\n",
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    // The epoch is on disk before the agent listens; dropping the agent
+    // kills it (SIGKILL), a crash.
+    for expected in ["1\n", "2\n", "3\n"] {
+        let agent = Agent::start_with(&args);
+        assert_eq!(std::fs::read_to_string(&epoch_file).unwrap(), expected);
+        exec(&agent);
+    }
+    // A malformed epoch file costs the epoch, not the agent; it is kept.
+    std::fs::write(&epoch_file, "garbage").unwrap();
+    let agent = Agent::start_with(&args);
+    exec(&agent);
+    assert_eq!(std::fs::read_to_string(&epoch_file).unwrap(), "garbage");
+}
+
+#[test]
 fn identity_files_are_never_overwritten_and_open_ones_are_refused() {
     let keys = tempfile::tempdir().unwrap();
     let key = new_identity(keys.path(), "vm1.key");

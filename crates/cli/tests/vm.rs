@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use guestcomm_vmtest::{Vm, VmSpec};
+use guestcomm_vmtest::{GuestEntropy, Vm, VmSpec};
 
 /// TCG boots in seconds, but a loaded CI machine can be much slower.
 const BOOT_DEADLINE: Duration = guestcomm_vmtest::DEFAULT_BOOT_DEADLINE;
@@ -97,6 +97,9 @@ fn boot_or_skip(name: &str) -> Option<Vm> {
     spec.disk_mib = Some(DISK_MIB);
     spec.boot_deadline = BOOT_DEADLINE;
     spec.deadline = Some(VM_TEST_DEADLINE);
+    // No virtio-rng, no RDRAND: nothing of ours may wait for the guest's
+    // random pool (the first test checks it really is uninitialized).
+    spec.entropy = GuestEntropy::None;
     match Vm::boot(&spec) {
         Ok(vm) => Some(vm),
         Err(why) if why.is_unavailable() => {
@@ -118,6 +121,36 @@ fn a_real_vm_over_virtio_vsock_direct_and_through_the_daemon() {
     };
     let show = |p: &Path| p.display().to_string();
     eprintln!("VM up; logs in {}", show(vm.log_dir()));
+
+    // This guest has no entropy source (GuestEntropy::None). Its kernel's
+    // random pool was still uninitialized when this first exec ran, so the
+    // handshakes of the boot probe and of this exec did without it; the
+    // agent found it so at its start and said so on the console.
+    let pool = vm.run(
+        &["-n"],
+        &[
+            "sh",
+            "-c",
+            "echo entropy_avail=$(cat /proc/sys/kernel/random/entropy_avail); \
+             dmesg | grep -m1 'crng init done' || echo 'no crng init done yet'",
+        ],
+    );
+    eprintln!(
+        "guest random pool at the first exec: {}",
+        text(&pool.stdout)
+    );
+    assert!(
+        text(&pool.stdout).contains("no crng init done yet"),
+        "the guest's random pool was initialized: {}",
+        text(&pool.stdout)
+    );
+    assert!(
+        util::wait_until(COMMAND_DEADLINE, || vm
+            .console()
+            .contains("random pool is not initialized yet")),
+        "the agent did not report an uninitialized random pool; console:\n{}",
+        vm.console()
+    );
 
     // The agent is on vsock, so it requires the VM's key.
     let mut anonymous = Command::new(util::bin("guestcomm"));

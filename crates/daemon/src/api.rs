@@ -309,9 +309,11 @@ fn new_vm_key(choice: NewCredentials, endpoint: &Address) -> Result<Option<Psk>,
         Address::Vsock { .. } | Address::HybridVsock { .. }
     );
     let generate = || {
+        // Never blocks: a host whose random pool is not initialized yet
+        // gets the error that says so and what to do.
         Psk::generate()
             .map(Some)
-            .map_err(|e| Error::Internal(e.to_string()))
+            .map_err(|e| Error::Internal(error_chain(&e)))
     };
     match choice {
         NewCredentials::Auto if needs_key => generate(),

@@ -255,6 +255,7 @@ where
         // The caller came through the API socket, identified by SO_PEERCRED;
         // keys are between the daemon and the agent.
         psk: None,
+        nonce_epoch: None,
     };
     if let Err(e) = handshake::server_handshake(&mut client, &offer).await {
         debug!(error = %handshake::error_chain(&e), "client handshake failed");

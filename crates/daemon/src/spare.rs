@@ -214,6 +214,7 @@ mod tests {
                             auth: vec![AUTH_NONE.into()],
                             agent: "fake".into(),
                             psk: None,
+                            nonce_epoch: None,
                         };
                         if server_handshake(&mut conn, &offer).await.is_ok() {
                             count.fetch_add(1, Ordering::SeqCst);

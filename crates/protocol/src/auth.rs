@@ -11,9 +11,11 @@
 //! T  = Nc 0 Ns 0 offered-methods-joined-by-"," 0 "major.minor"
 //! ```
 //!
-//! Fresh nonces on both sides make a recorded handshake useless for a
-//! replay; the direction labels stop a proof from being reflected; the
-//! offered methods in `T` detect a downgrade. After the handshake the
+//! Fresh nonces on both sides ([`crate::nonce`]: never repeated, never
+//! predictable without K, never waiting for the kernel's random pool) make
+//! a recorded handshake useless for a replay; the direction labels stop a
+//! proof from being reflected; the offered methods in `T` detect a
+//! downgrade. After the handshake the
 //! stream is not encrypted: vsock and Unix sockets are local to the machine,
 //! and bulk throughput stays unchanged (docs/SECURITY.md).
 //!
@@ -29,6 +31,7 @@ use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
+use crate::entropy::{self, PoolState};
 use crate::message::ProtocolVersion;
 
 /// The method name in `hello.auth` and `welcome.auth`.
@@ -37,7 +40,8 @@ pub const AUTH_PSK: &str = "psk-hmac-sha256";
 /// Key size: 256 bits, HMAC-SHA256's block-size-independent strength.
 pub const KEY_BYTES: usize = 32;
 
-/// Nonce size: 256 bits, so a nonce never repeats by chance.
+/// Nonce size: 256 bits, so a nonce never repeats by chance (how they are
+/// made: [`crate::nonce`]).
 pub const NONCE_BYTES: usize = 32;
 
 /// Largest credentials file read (a valid one is under 100 bytes).
@@ -54,9 +58,13 @@ pub enum AuthError {
         /// How many digits it must have.
         digits: usize,
     },
-    /// The operating system's random number generator failed.
-    #[error("cannot get random bytes from the operating system: {0}")]
-    Random(String),
+    /// The kernel's random number generator refused to answer.
+    #[error("cannot get random bytes from the kernel")]
+    Random(#[source] std::io::Error),
+    /// The kernel's random pool is not initialized yet: a key made now
+    /// could be guessed, and waiting could take minutes.
+    #[error("the kernel's random pool is not initialized yet, so no key can be made safely now: give the machine an entropy source (a virtio-rng device, or a CPU with RDRAND) or wait until `dmesg` shows \"crng init done\", then try again")]
+    PoolNotInitialized,
 }
 
 /// Why a credentials file cannot be used.
@@ -99,7 +107,8 @@ impl fmt::Debug for Psk {
     }
 }
 
-fn to_hex(bytes: &[u8]) -> String {
+/// `bytes` as lower-case hex.
+pub(crate) fn to_hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
@@ -130,17 +139,6 @@ fn from_hex<const N: usize>(text: &str, what: &'static str) -> Result<[u8; N], A
     Ok(out)
 }
 
-fn random<const N: usize>() -> Result<[u8; N], AuthError> {
-    let mut out = [0u8; N];
-    getrandom::fill(&mut out).map_err(|e| AuthError::Random(e.to_string()))?;
-    Ok(out)
-}
-
-/// A fresh nonce, as hex.
-pub fn nonce() -> Result<String, AuthError> {
-    Ok(to_hex(&random::<NONCE_BYTES>()?))
-}
-
 /// Checks that a nonce from the peer has the right form.
 pub fn check_nonce(text: &str) -> Result<(), AuthError> {
     from_hex::<NONCE_BYTES>(text, "an authentication nonce").map(|_| ())
@@ -163,9 +161,23 @@ const SERVER_LABEL: &[u8] = b"guestcomm psk-hmac-sha256 server";
 const CLIENT_LABEL: &[u8] = b"guestcomm psk-hmac-sha256 client";
 
 impl Psk {
-    /// A new random key.
+    /// A new random key, from the kernel's generator. Never blocks: if the
+    /// kernel's random pool is not initialized yet (a VM without an entropy
+    /// source, early in its boot) this fails with
+    /// [`AuthError::PoolNotInitialized`] instead of waiting for it.
     pub fn generate() -> Result<Self, AuthError> {
-        random().map(Self)
+        Self::generate_with(entropy::fill_if_initialized)
+    }
+
+    /// [`Psk::generate`] with the kernel's generator given as `fill`.
+    fn generate_with(
+        fill: impl FnOnce(&mut [u8]) -> std::io::Result<PoolState>,
+    ) -> Result<Self, AuthError> {
+        let mut key = [0u8; KEY_BYTES];
+        match fill(&mut key).map_err(AuthError::Random)? {
+            PoolState::Initialized => Ok(Self(key)),
+            PoolState::NotInitialized => Err(AuthError::PoolNotInitialized),
+        }
     }
 
     /// The key as hex, for the daemon's state database and credentials
@@ -179,10 +191,15 @@ impl Psk {
         from_hex(text, "a key").map(Self)
     }
 
-    fn mac(&self, label: &[u8], t: &Transcript<'_>) -> Hmac<Sha256> {
+    /// HMAC-SHA256 keyed with this key, for the proofs and the nonces.
+    pub(crate) fn hmac(&self) -> Hmac<Sha256> {
         // HMAC takes keys of any length, so this cannot fail for 32 bytes.
-        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.0)
-            .unwrap_or_else(|_| unreachable!("HMAC accepts every key length"));
+        <Hmac<Sha256> as Mac>::new_from_slice(&self.0)
+            .unwrap_or_else(|_| unreachable!("HMAC accepts every key length"))
+    }
+
+    fn mac(&self, label: &[u8], t: &Transcript<'_>) -> Hmac<Sha256> {
+        let mut mac = self.hmac();
         for part in [
             label,
             t.client_nonce.as_bytes(),
@@ -337,6 +354,38 @@ mod tests {
         for bad in ["", "zz", &"0".repeat(63), &"A".repeat(64), "é"] {
             assert!(!key.verify_client(&t, bad), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn a_key_is_refused_not_awaited_while_the_pool_is_not_initialized() {
+        let mut asked = false;
+        let err = Psk::generate_with(|_| {
+            asked = true;
+            Ok(PoolState::NotInitialized)
+        })
+        .unwrap_err();
+        assert!(asked);
+        assert!(matches!(err, AuthError::PoolNotInitialized));
+        let text = err.to_string();
+        for hint in [
+            "not initialized yet",
+            "virtio-rng",
+            "RDRAND",
+            "crng init done",
+        ] {
+            assert!(text.contains(hint), "{text}");
+        }
+        let failed = Psk::generate_with(|_| Err(std::io::Error::from_raw_os_error(libc::ENOSYS)))
+            .unwrap_err();
+        assert!(matches!(failed, AuthError::Random(_)), "{failed}");
+        // An initialized pool gives the key its bytes, and distinct keys.
+        let key = Psk::generate_with(|buf| {
+            buf.fill(0xab);
+            Ok(PoolState::Initialized)
+        })
+        .unwrap();
+        assert_eq!(key.secret_hex(), "ab".repeat(32));
+        assert_ne!(Psk::generate().unwrap(), Psk::generate().unwrap());
     }
 
     #[test]

@@ -12,7 +12,8 @@
 //! Both sides bound the whole handshake by
 //! [`HANDSHAKE_TIMEOUT_MS`](crate::limits::HANDSHAKE_TIMEOUT_MS). A client
 //! holding a key offers only `psk-hmac-sha256`, so a server cannot downgrade
-//! it to `"none"`.
+//! it to `"none"`. Both nonces come from [`crate::nonce`], which never waits
+//! for the kernel's random pool, so a guest without entropy answers at once.
 
 use std::time::Duration;
 
@@ -24,6 +25,7 @@ use crate::auth::{self, Psk, Transcript, AUTH_PSK};
 use crate::frame::{Frame, FrameCodec, FrameError};
 use crate::limits::HANDSHAKE_TIMEOUT_MS;
 use crate::message::{Control, ErrorCode, ErrorFrame, Hello, ProtocolVersion, Request, Welcome};
+use crate::nonce::{self, Role};
 
 /// The value of [`Hello::protocol`].
 pub const PROTOCOL_NAME: &str = "guestcomm";
@@ -71,9 +73,6 @@ pub enum HandshakeError {
     /// The peer's proof of the key did not verify (or was missing).
     #[error("authentication failed: {0}")]
     AuthFailed(String),
-    /// No randomness for a nonce.
-    #[error("authentication unavailable")]
-    Auth(#[from] auth::AuthError),
     /// No authentication method offered is accepted.
     #[error("no common authentication method: the client offered {offered:?}, this side accepts {accepted:?}")]
     NoCommonAuth {
@@ -94,7 +93,6 @@ impl HandshakeError {
             Self::UnsupportedVersion { .. } => ErrorCode::UnsupportedVersion,
             Self::NoCommonAuth { .. } => ErrorCode::AuthRequired,
             Self::AuthFailed(_) => ErrorCode::AuthFailed,
-            Self::Auth(_) => ErrorCode::Internal,
             Self::Closed | Self::Rejected(_) => return None,
         };
         Some(ErrorFrame::new(code, error_chain(self)))
@@ -141,6 +139,9 @@ pub struct ServerOffer {
     pub agent: String,
     /// The key for `psk-hmac-sha256`, when the server has one.
     pub psk: Option<Psk>,
+    /// This process's persistent nonce epoch
+    /// ([`reserve_epoch`](crate::nonce::reserve_epoch)), when it keeps state.
+    pub nonce_epoch: Option<u64>,
 }
 
 /// Receives one frame, turning end-of-stream into [`HandshakeError::Closed`].
@@ -217,8 +218,8 @@ where
         (Early::AfterAuth(request), None) => after_welcome = Some(request),
     }
     let client_nonce = match psk {
-        Some(_) => {
-            let nonce = auth::nonce()?;
+        Some(psk) => {
+            let nonce = nonce::nonce(psk, Role::Client, None);
             hello.auth = vec![AUTH_PSK.into()];
             hello.auth_nonce = Some(nonce.clone());
             Some(nonce)
@@ -299,6 +300,7 @@ async fn authenticate_client<T>(
     conn: &mut FramedConn<T>,
     hello: &Hello,
     psk: &Psk,
+    nonce_epoch: Option<u64>,
 ) -> Result<(), HandshakeError>
 where
     T: AsyncRead + AsyncWrite + Unpin,
@@ -309,7 +311,7 @@ where
         ));
     };
     auth::check_nonce(client_nonce).map_err(|e| HandshakeError::AuthFailed(e.to_string()))?;
-    let server_nonce = auth::nonce()?;
+    let server_nonce = nonce::nonce(psk, Role::Server, nonce_epoch);
     let transcript = Transcript {
         client_nonce,
         server_nonce: &server_nonce,
@@ -379,7 +381,7 @@ where
             let Some(psk) = &offer.psk else {
                 return Err(HandshakeError::AuthFailed("this side has no key".into()));
             };
-            authenticate_client(conn, &hello, psk).await?;
+            authenticate_client(conn, &hello, psk, offer.nonce_epoch).await?;
         }
         let welcome = Welcome {
             version: hello.version.min(ProtocolVersion::CURRENT),
@@ -464,6 +466,7 @@ mod tests {
             auth: vec![AUTH_NONE.into()],
             agent: "test-agent".into(),
             psk: None,
+            nonce_epoch: None,
         }
     }
 
@@ -631,7 +634,7 @@ mod tests {
         let mut recorded = Vec::new();
         let mut conn = Framed::new(a, FrameCodec::new());
         let mut hello = default_hello("t");
-        let nonce = auth::nonce().unwrap();
+        let nonce = nonce::nonce(&key, Role::Client, None);
         hello.auth = vec![AUTH_PSK.into()];
         hello.auth_nonce = Some(nonce.clone());
         recorded.push(Frame::Control(Control::Hello(hello.clone())));

@@ -16,16 +16,21 @@
 //! [`split`] (a connection as a frame reader and a copy-free frame writer),
 //! [`files`] (the file service's copy messages), [`integration`] (guest
 //! info, time, key-value exchange, shutdown, filesystem freeze), [`policy`]
-//! (the argument-level policy document both host and agent enforce).
+//! (the argument-level policy document both host and agent enforce),
+//! [`auth`] (the pre-shared key and its proofs), [`nonce`] (handshake nonces
+//! that never wait for the kernel's random pool), [`entropy`] (the kernel's
+//! generator, asked without blocking).
 //! `docs/PROTOCOL.md` is the full specification.
 
 pub mod auth;
+pub mod entropy;
 pub mod files;
 pub mod frame;
 pub mod handshake;
 pub mod integration;
 pub mod limits;
 pub mod message;
+pub mod nonce;
 pub mod policy;
 pub mod service;
 pub mod split;

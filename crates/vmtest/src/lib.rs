@@ -3,7 +3,8 @@
 //! with a virtio-vsock device served by vhost-device-vsock, the kernel and
 //! initramfs built by `scripts/vm/build-image`. The host reaches the guest
 //! only through vhost-device-vsock's hybrid vsock Unix socket; the machine's
-//! own AF_VSOCK is never opened here.
+//! own AF_VSOCK is never opened here. The guest gets no entropy source
+//! unless [`VmSpec::entropy`] asks for one.
 //!
 //! Boot, in order: find the image and the tools, make the guest's disk (if
 //! asked), start vhost-device-vsock and wait for its socket, start QEMU,
@@ -147,6 +148,21 @@ pub struct VmSpec {
     /// has passed, the VM's state is printed, QEMU and the backend are
     /// killed, and dropping the [`Vm`] panics. `None`: no limit.
     pub deadline: Option<Duration>,
+    /// The guest's source of entropy, if any.
+    pub entropy: GuestEntropy,
+}
+
+/// What seeds the guest kernel's random pool.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum GuestEntropy {
+    /// Nothing: a CPU without RDRAND (`-cpu qemu64,rdrand=off`) and no
+    /// virtio-rng, so the pool stays uninitialized for minutes under TCG,
+    /// as on many microVMs. Nothing of guestcomm may wait for it.
+    #[default]
+    None,
+    /// RDRAND, emulated by TCG (`-cpu qemu64,+rdrand`): the kernel trusts
+    /// it and the pool is initialized during boot.
+    Rdrand,
 }
 
 impl VmSpec {
@@ -159,6 +175,7 @@ impl VmSpec {
             disk_mib: None,
             boot_deadline: DEFAULT_BOOT_DEADLINE,
             deadline: None,
+            entropy: GuestEntropy::None,
         }
     }
 }
@@ -226,6 +243,13 @@ impl Vm {
         let memory = format!("{}M", spec.memory_mib);
         qemu_cmd
             .args(["-accel", "tcg", "-M", "q35", "-m", &memory])
+            .args([
+                "-cpu",
+                match spec.entropy {
+                    GuestEntropy::None => "qemu64,rdrand=off",
+                    GuestEntropy::Rdrand => "qemu64,+rdrand",
+                },
+            ])
             .args(["-nographic", "-no-reboot"])
             .arg("-kernel")
             .arg(&kernel)
