@@ -41,6 +41,7 @@ pub fn exec_failure_code(err: &ExecError) -> u8 {
         },
         ExecError::Output(e) if e.kind() == std::io::ErrorKind::BrokenPipe => BROKEN_PIPE,
         ExecError::Disconnected
+        | ExecError::NoAnswer(_)
         | ExecError::Protocol(_)
         | ExecError::Frame(_)
         | ExecError::Output(_) => GUESTCOMM_FAILED,

@@ -374,6 +374,8 @@ fn through_the_daemon(vm: &mut Vm) {
 
     guest_initiated(&d, vm);
     integration_services(&d, vm);
+    guest_disk_full(&d);
+    paused(&d, vm);
 
     // Health: OK while the VM runs, Lost Comm once the guest powered off.
     let status = |d: &util::daemon::Daemon| {
@@ -407,6 +409,79 @@ fn through_the_daemon(vm: &mut Vm) {
         util::wait_until(BOOT_DEADLINE, || status(&d) == "Lost Comm"),
         "not Lost Comm after the guest powered off: {}",
         status(&d)
+    );
+}
+
+/// A copy into the guest whose disk fills up: "No space left", exit 1, the
+/// old destination intact, no temporary file left (the host side of the
+/// same is in tests/faults.rs).
+fn guest_disk_full(d: &util::daemon::Daemon) {
+    let before = d.ok(&[
+        "exec",
+        "testvm",
+        "--",
+        "sh",
+        "-c",
+        "mkdir -p /mnt/data && mount -t ext4 /dev/vda /mnt/data && \
+         head -c 1048576 /dev/urandom > /mnt/data/dst && \
+         { cat /dev/zero > /mnt/data/filler 2>/dev/null; md5sum /mnt/data/dst; }",
+    ]);
+    let src = d.dir.path().join("eight-mib.bin");
+    std::fs::write(&src, util::pseudo_random(8 << 20, 23)).unwrap();
+    let out = d.run(&[
+        "cp",
+        "--force",
+        src.to_str().unwrap(),
+        "testvm:/mnt/data/dst",
+    ]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("No space left"), "{err}");
+    let after = d.ok(&["exec", "testvm", "--", "md5sum", "/mnt/data/dst"]);
+    assert_eq!(after, before, "the old destination changed");
+    let listing = d.ok(&["exec", "testvm", "--", "ls", "-a", "/mnt/data"]);
+    assert!(
+        !listing.contains(".guestcomm-"),
+        "a temporary file is left: {listing}"
+    );
+    d.ok(&[
+        "exec",
+        "testvm",
+        "--",
+        "sh",
+        "-c",
+        "rm /mnt/data/filler && umount /mnt/data",
+    ]);
+}
+
+/// The VM frozen (QEMU stopped by SIGSTOP: the guest is paused while its
+/// vsock backend still accepts): health turns No Contact with the agent
+/// not answering, an exec through the daemon fails at its deadline (125,
+/// one line); thawed, the agent answers again. (QMP `stop` would be the
+/// operator's pause, but vhost-device-vsock 0.3.0 loses the guest's vsock
+/// when a connection is attempted meanwhile: see the ignored test below.)
+fn paused(d: &util::daemon::Daemon, vm: &Vm) {
+    vm.freeze().unwrap();
+    let mut health = serde_json::Value::Null;
+    let no_contact = util::wait_until(BOOT_DEADLINE, || {
+        health = d.json(&["status", "testvm"]);
+        health["status"] == "No Contact"
+    });
+    assert!(no_contact, "not No Contact while paused: {health}");
+    assert_eq!(health["detail"], "agent_not_answering", "{health}");
+    let out = vm.run_with(d.cli(&["exec", "testvm", "--", "true"]), None);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(125), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    vm.thaw().unwrap();
+    let ok = util::wait_until(BOOT_DEADLINE, || {
+        health = d.json(&["status", "testvm"]);
+        health["status"] == "OK"
+    });
+    assert!(ok, "not OK after cont: {health}\n{}", vm.report());
+    assert_eq!(
+        d.ok(&["exec", "testvm", "--", "echo", "resumed"]),
+        "resumed\n"
     );
 }
 
@@ -604,4 +679,31 @@ fn concurrency(vm: &Vm) {
             format!("vm-job-{i}\n")
         );
     }
+}
+
+/// A reproducer of a vhost-device-vsock 0.3.0 bug, ignored: with the VM
+/// paused by QMP `stop`, a connection attempt (which times out) leaves the
+/// guest's vsock dead after `cont` (the backend logs "Received a backend
+/// event before vring initialization"). Without the attempt, stop and cont
+/// keep vsock working. Run it to check a newer backend.
+#[test]
+#[ignore]
+fn qmp_pause_with_a_connection_attempt_keeps_vsock_working() {
+    let Some(vm) = boot_or_skip("qmp_pause_with_a_connection_attempt_keeps_vsock_working") else {
+        return;
+    };
+    assert_eq!(vm.run(&[], &["echo", "before"]).stdout, b"before\n");
+    vm.pause().unwrap();
+    assert_eq!(vm.status().unwrap()["status"], "paused");
+    let during = vm.run(&[], &["echo", "during"]);
+    assert_eq!(during.status.code(), Some(125), "{}", text(&during.stderr));
+    vm.resume().unwrap();
+    let out = vm.run(&[], &["echo", "after"]);
+    assert_eq!(
+        out.stdout,
+        b"after\n",
+        "{}\n{}",
+        text(&out.stderr),
+        vm.report()
+    );
 }

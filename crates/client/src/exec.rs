@@ -7,11 +7,12 @@
 //! pipe readers, which blocks the guest process.
 
 use std::io;
+use std::time::Duration;
 
 use bytes::{BufMut, BytesMut};
 use futures::{SinkExt, StreamExt};
 use guestcomm_protocol::handshake::describe;
-use guestcomm_protocol::limits::DATA_CHUNK_BYTES;
+use guestcomm_protocol::limits::{DATA_CHUNK_BYTES, REQUEST_ANSWER_TIMEOUT_MS};
 use guestcomm_protocol::message::{Call, ErrorFrame, ExecRequest, ExitStatus, Request};
 use guestcomm_protocol::split::{forward_frames, split};
 use guestcomm_protocol::{
@@ -67,6 +68,9 @@ pub enum ExecError {
     /// The command's output could not be written locally.
     #[error("cannot write the command's output")]
     Output(#[source] io::Error),
+    /// The agent did not answer the request in time.
+    #[error("the agent did not answer the request within {0} ms (is the guest paused or hung?)")]
+    NoAnswer(u64),
 }
 
 /// Runs `req` on a connection whose handshake is done and returns how the
@@ -110,7 +114,13 @@ where
     O: AsyncWrite + Unpin,
     E: AsyncWrite + Unpin,
 {
-    match conn.next().await {
+    let answer = tokio::time::timeout(
+        Duration::from_millis(REQUEST_ANSWER_TIMEOUT_MS),
+        conn.next(),
+    )
+    .await
+    .map_err(|_| ExecError::NoAnswer(REQUEST_ANSWER_TIMEOUT_MS))?;
+    match answer {
         Some(Ok(Frame::Control(Control::ExecStarted { pid }))) => started(pid),
         Some(Ok(Frame::Control(Control::Error(e)))) => return Err(ExecError::Refused(e)),
         Some(Ok(other)) => return Err(ExecError::Protocol(describe(&other))),

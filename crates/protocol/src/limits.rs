@@ -23,6 +23,12 @@ pub const DATA_CHUNK_BYTES: usize = 256 * 1024;
 /// does not hold a connection slot for long.
 pub const HANDSHAKE_TIMEOUT_MS: u64 = 10_000;
 
+/// How long a client waits for the first answer to its request (an exec's
+/// `exec_started` or `error`): the agent answers as soon as the process is
+/// spawned, so only a paused or hung guest (or a stuck agent) takes longer;
+/// generous for a guest under TCG emulation and heavy load.
+pub const REQUEST_ANSWER_TIMEOUT_MS: u64 = 30_000;
+
 /// Most arguments an exec request may carry (Linux allows far more, but a
 /// request is one control frame, so the frame limit binds first anyway).
 pub const MAX_EXEC_ARGS: usize = 16 * 1024;
