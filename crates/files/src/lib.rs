@@ -14,17 +14,25 @@
 
 pub mod error;
 mod hashing;
+mod idle;
 pub mod path;
 pub mod receive;
 pub mod send;
 mod temp;
 mod writeback;
 
-pub use error::CopyError;
+pub use error::{CopyError, Stall};
 pub use receive::{check_destination, receive_copy, ReceiveOptions};
 pub use send::send_copy;
 
+use std::time::Duration;
+
 use guestcomm_protocol::files::Entry;
+use guestcomm_protocol::limits::DEFAULT_COPY_IDLE_TIMEOUT_MS;
+
+/// How long a copy waits on its peer before failing as stalled, unless its
+/// caller chose otherwise ([`DEFAULT_COPY_IDLE_TIMEOUT_MS`]).
+pub const DEFAULT_COPY_IDLE_TIMEOUT: Duration = Duration::from_millis(DEFAULT_COPY_IDLE_TIMEOUT_MS);
 
 /// Told about a copy's progress, from the task that moves the frames.
 pub trait Progress: Send {

@@ -46,16 +46,13 @@ use nix::unistd::{fchown, fchownat, symlinkat, unlinkat, Gid, Uid, UnlinkatFlags
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
 
+use crate::error::Stall;
 use crate::hashing::Hashing;
+use crate::idle::{finish, within};
 use crate::path::{check_target, components};
 use crate::temp::{TempFile, TEMP_COUNTER};
 use crate::writeback::Writeback;
 use crate::{CopyError, Progress};
-
-/// How long the receiver waits, after its last frame, for the sender to
-/// close first, so that frame is read before the connection goes (hybrid
-/// vsock turns an early close into a reset).
-const LINGER_AFTER_REPLY: Duration = Duration::from_secs(5);
 
 /// Frames queued between the socket and the store: with 1 MiB data frames,
 /// at most this many MiB in flight per copy.
@@ -111,32 +108,32 @@ fn parent_of(path: &Path) -> PathBuf {
 
 /// Receives one copy on `conn` (after the request) into `dst`, answers the
 /// sender with `CopySummary` or an error frame, and returns the outcome.
+/// Each wait on the sender is bounded by `idle`.
 pub async fn receive_copy<T>(
     conn: FramedConn<T>,
     dst: &Path,
     opts: ReceiveOptions,
+    idle: Duration,
     progress: &mut dyn Progress,
 ) -> Result<CopySummary, CopyError>
 where
     T: AsyncRead + AsyncWrite + Send + 'static,
 {
     let (mut reader, mut writer) = split(conn);
-    let result = receive(&mut reader, &mut writer, dst, opts, progress).await;
-    let reply = match &result {
-        Ok(summary) => Some(Control::CopySummary(summary.clone())),
-        Err(e) => e.to_error_frame().map(Control::Error),
+    let result = receive(&mut reader, &mut writer, dst, opts, idle, progress).await;
+    let (last, stalled) = match &result {
+        Ok(summary) => (Some(Control::CopySummary(summary.clone())), false),
+        Err(e) => (
+            e.to_error_frame().map(Control::Error),
+            matches!(e, CopyError::Stalled { .. }),
+        ),
     };
-    if let Some(reply) = reply {
-        if let Err(e) = writer.send(Frame::Control(reply)).await {
-            // The summary is only useful if the sender gets it.
-            if result.is_ok() {
-                return Err(e.into());
-            }
+    if let Some(last) = last {
+        let sent = finish(&mut reader, &mut writer, last, idle, stalled).await;
+        // The summary is only useful if the sender gets it.
+        if let (Ok(_), Err(e)) = (&result, sent) {
+            return Err(e);
         }
-        let _ = tokio::time::timeout(LINGER_AFTER_REPLY, async {
-            while let Some(Ok(_)) = reader.next().await {}
-        })
-        .await;
     }
     result
 }
@@ -150,12 +147,16 @@ enum Msg {
 }
 
 /// Reads entries from `frames` until `CopyEnd` and stores them under `dst`;
-/// `writer` carries the `ResumeFrom` answers (resume only).
+/// `writer` carries the `ResumeFrom` answers (resume only). An entry the
+/// store refuses ends the copy at once, without waiting for the next frame
+/// (the sender of a resumed file waits for an answer to its entry). A wait
+/// on the sender longer than `idle` fails the copy as stalled.
 pub async fn receive<S, W>(
     frames: &mut S,
     writer: &mut FrameWriter<W>,
     dst: &Path,
     opts: ReceiveOptions,
+    idle: Duration,
     progress: &mut dyn Progress,
 ) -> Result<CopySummary, CopyError>
 where
@@ -167,20 +168,34 @@ where
     // per file entry at most, so bounded by MAX_COPY_ENTRIES.
     let (reply_tx, mut replies) = mpsc::unbounded_channel();
     let dst = dst.to_path_buf();
-    let store = tokio::task::spawn_blocking(move || Store::new(dst, opts, reply_tx).run(rx));
+    let mut store = tokio::task::spawn_blocking(move || Store::new(dst, opts, reply_tx).run(rx));
+    let mut stored = None;
+    // Runs only while this side waits for the sender's next frame, not
+    // while it waits for its own disk.
+    let quiet = tokio::time::sleep(idle);
+    tokio::pin!(quiet);
     // A reply that cannot be written means the sender is going away; what it
     // sent before is still read and stored (worth keeping for a resume)
     // until its end of stream.
     let mut replies_open = true;
     let fed = loop {
         let next = tokio::select! {
-            next = frames.next() => next,
+            biased;
+            // Before CopyEnd the store ends only by refusing (or failing).
+            ended = &mut store => {
+                stored = Some(ended);
+                break Ok(());
+            }
             Some(reply) = replies.recv(), if replies_open => {
-                if writer.send(Frame::Control(reply)).await.is_err() {
-                    replies_open = false;
+                match within(idle, Stall::Write, writer.send(Frame::Control(reply))).await {
+                    Ok(()) => {}
+                    Err(stall @ CopyError::Stalled { .. }) => break Err(stall),
+                    Err(_) => replies_open = false,
                 }
                 continue;
             }
+            next = frames.next() => next,
+            () = &mut quiet => break Err(CopyError::stalled(Stall::Frame, idle)),
         };
         let frame = match next {
             Some(Ok(frame)) => frame,
@@ -205,9 +220,14 @@ where
         if tx.send(msg).await.is_err() || last {
             break Ok(());
         }
+        quiet.as_mut().reset(tokio::time::Instant::now() + idle);
     };
     drop(tx);
-    let stored = store.await.unwrap_or(Err(CopyError::Interrupted));
+    let stored = match stored {
+        Some(ended) => ended,
+        None => store.await,
+    }
+    .unwrap_or(Err(CopyError::Interrupted));
     match (stored, fed) {
         (Err(CopyError::Interrupted), Err(e)) => Err(e),
         (stored, _) => stored,

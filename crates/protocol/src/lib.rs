@@ -7,7 +7,8 @@
 //! 2. client -> Hello      server -> Welcome | Error      (handshake)
 //! 3. client -> Request {service GUID, call}               (names the operation)
 //! 4. operation frames: control messages and raw data frames, both directions
-//! 5. server -> final message (Exited | Error); both sides close
+//! 5. one side -> the operation's last frame (Exited, an answer, CopySummary
+//!    or Error); its reader closes, then its sender ([`closing`])
 //! ```
 //!
 //! Modules: [`frame`] (length-prefixed frames and their codec), [`message`]
@@ -16,10 +17,12 @@
 //! [`split`] (a connection as a frame reader and a copy-free frame writer),
 //! [`files`] (the file service's copy messages), [`integration`] (guest
 //! info, time, key-value exchange, shutdown, filesystem freeze), [`policy`]
-//! (the argument-level policy document both host and agent enforce).
+//! (the argument-level policy document both host and agent enforce),
+//! [`closing`] (who closes a connection first).
 //! `docs/PROTOCOL.md` is the full specification.
 
 pub mod auth;
+pub mod closing;
 pub mod files;
 pub mod frame;
 pub mod handshake;
