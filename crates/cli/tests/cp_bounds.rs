@@ -2,7 +2,7 @@
 //! `cp --resume` onto an existing file, at once in both directions, is in
 //! `cp.rs`): a peer that stops in the middle of a copy (a sender
 //! driven by hand, a fake agent, a host that stops answering the agent, a
-//! client) ends the copy with a "stalled" error after
+//! client through guestcommd) ends the copy with a "stalled" error after
 //! the configured idle timeout; a `guestcomm cp` killed by SIGINT, SIGTERM
 //! or SIGHUP leaves no temporary file. Every wait in here has a deadline,
 //! so a regression fails instead of hanging.
@@ -21,6 +21,7 @@ use guestcomm_protocol::{BuiltinService, Call, Control, ErrorCode, Frame};
 use util::copy::{
     copy_to_guest_request, cp_within_deadline, data, entry, output_within_deadline, temp_files,
 };
+use util::daemon::{AgentAt, Daemon};
 use util::wire::{encode, exchange_until_final, hello, read_until_final, request, End};
 use util::{bin, Agent, STARTUP_DEADLINE};
 
@@ -144,6 +145,84 @@ fn a_receiver_that_never_answers_is_reported_stalled_by_the_sending_cli() {
             stderr(&out)
         );
     }
+}
+
+#[test]
+fn a_stalled_copy_through_guestcommd_is_ended_by_the_agent_or_by_the_relay() {
+    let daemon = Daemon::start_with("off", &["--copy-idle-timeout", "5s"]);
+    let dir = tempfile::tempdir().unwrap();
+    // One agent reports a stall after 1 s, before the relay's 5 s; the
+    // other keeps its default (60 s), so the relay's bound ends the copy.
+    let quick_socket = daemon.dir.path().join("quick.sock");
+    let slow_socket = daemon.dir.path().join("slow.sock");
+    let _quick = AgentAt::start_with(&quick_socket, &["--copy-idle-timeout", "1"]);
+    let _slow = AgentAt::start(&slow_socket);
+    for (name, socket) in [("quick", &quick_socket), ("slow", &slow_socket)] {
+        let endpoint = format!("unix://{}", socket.display());
+        daemon.ok(&["vm", "add", name, "--endpoint", &endpoint]);
+    }
+    let stall = |vm: &str| {
+        let dst = dir.path().join(vm);
+        let mut sock = daemon.raw_connect(vm);
+        let frames = vec![
+            hello(),
+            copy_to_guest_request(&dst, false),
+            entry(vm, EntryKind::File, 10, None),
+            data(b"abc"),
+        ];
+        std::io::Write::write_all(&mut sock, &encode(frames)).unwrap();
+        let (frames, end) = read_until_final(&mut sock);
+        assert!(
+            util::wait_until(STARTUP_DEADLINE, || temp_files(dir.path()).is_empty()),
+            "{vm}: temporary file left"
+        );
+        (frames, end)
+    };
+
+    // The agent's own bound: its error reaches the client through the relay.
+    let (frames, end) = stall("quick");
+    assert_eq!(end, End::Final, "{frames:?}");
+    let (code, message) = last_error(&frames);
+    assert_eq!(code, ErrorCode::Timeout, "{message}");
+    assert!(message.contains("stalled"), "{message}");
+
+    // The relay's bound: both connections closed, no frame of its own.
+    let (frames, end) = stall("slow");
+    assert_eq!(end, End::Closed, "{frames:?}");
+    assert!(
+        !frames
+            .iter()
+            .any(|f| matches!(f, Frame::Control(Control::Error(_)))),
+        "{frames:?}"
+    );
+
+    let outcome_of = |vm: &str| {
+        let records = daemon.audit_settled(&["--vm", vm]);
+        let record = records
+            .iter()
+            .find(|r| r["operation"] == "cp.to_guest")
+            .unwrap_or_else(|| panic!("no copy record for {vm}: {records:#?}"));
+        (
+            record["outcome"].as_str().unwrap().to_string(),
+            record["error"].as_str().unwrap_or_default().to_string(),
+        )
+    };
+    let (outcome, error) = outcome_of("quick");
+    assert_eq!(outcome, "failed", "{error}");
+    assert!(error.contains("stalled"), "{error}");
+    let (outcome, error) = outcome_of("slow");
+    assert_eq!(outcome, "stalled", "{error}");
+    assert!(error.contains("no byte moved either way for 5s"), "{error}");
+    // The relay slot and the agent connection were released: the VM
+    // serves the next operation.
+    let src = dir.path().join("next");
+    fs::write(&src, "next").unwrap();
+    let out = daemon.run(&[
+        "cp",
+        s(&src),
+        &format!("slow:{}", s(&dir.path().join("landed"))),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
 }
 
 #[test]

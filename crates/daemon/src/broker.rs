@@ -92,7 +92,7 @@ pub async fn connect(
             let ended = match upgrade.await {
                 Ok(upgraded) => {
                     let guest = Tap::new(guest, stats.clone());
-                    copy_both_ways(TokioIo::new(upgraded), &[], guest, &[])
+                    copy_both_ways(TokioIo::new(upgraded), &[], guest, &[], None)
                         .await
                         .map_err(|e| e.to_string())
                 }
