@@ -61,7 +61,7 @@ struct Args {
     /// above the CLI's and the agent's copy idle timeouts (60 s by default),
     /// which report a stall with a clearer error first.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration,
-          default_value_t = format!("{DEFAULT_RELAY_COPY_IDLE_TIMEOUT_MS}ms"))]
+          default_value_t = format!("{}s", DEFAULT_RELAY_COPY_IDLE_TIMEOUT_MS / 1000))]
     copy_idle_timeout: String,
 
     /// Most health probes in flight at once.

@@ -31,7 +31,8 @@ use axum::extract::{Path, Request, State as AxumState};
 use axum::response::Response;
 use futures::SinkExt;
 use guestcomm_client::Session;
-use guestcomm_protocol::handshake::{self, ServerOffer, AUTH_NONE};
+use guestcomm_protocol::closing::linger;
+use guestcomm_protocol::handshake::{self, HandshakeError, ServerOffer, AUTH_NONE};
 use guestcomm_protocol::message::{Call, ErrorCode, ErrorFrame, Request as GcRequest};
 use guestcomm_protocol::{BuiltinService, Control, Frame, FrameCodec, FramedConn, ServiceId};
 use guestcomm_transport::{Address, Stream};
@@ -246,6 +247,10 @@ where
     };
     if let Err(e) = handshake::server_handshake(&mut client, &offer).await {
         debug!(error = %handshake::error_chain(&e), "client handshake failed");
+        // Its error frame was sent: the client closes first (PROTOCOL.md 2.5).
+        if !matches!(e, HandshakeError::Closed | HandshakeError::Timeout(_)) {
+            linger(&mut client).await;
+        }
         return;
     }
     let request = match handshake::read_request(&mut client).await {
@@ -322,9 +327,16 @@ where
     state.spares.refill(vm.clone(), crate::DAEMON_NAME);
 }
 
-/// Sends a final error frame to the CLI (best effort).
+/// Sends a final error frame to the CLI (best effort), then waits for the
+/// CLI to close first (PROTOCOL.md 2.5).
 async fn refuse<T: AsyncRead + AsyncWrite + Unpin>(client: &mut FramedConn<T>, frame: ErrorFrame) {
-    let _ = client.send(Frame::Control(Control::Error(frame))).await;
+    if client
+        .send(Frame::Control(Control::Error(frame)))
+        .await
+        .is_ok()
+    {
+        linger(client).await;
+    }
 }
 
 /// Why a service may not pass to a VM.
