@@ -4,10 +4,13 @@
 //!
 //! - [`send`] walks a source (a file, or a tree with `recursive`) and streams
 //!   it as `Entry`, file data, `EntryEnd` and `CopyEnd` frames;
-//! - [`receive`] stores such a stream under a destination, treating the
-//!   sender as hostile ([`path`] validates every name; files land through a
-//!   temporary file (module `temp`), BLAKE3 check, fsync and rename, with
-//!   writeback started while the data arrives (module `writeback`));
+//! - [`receive`] stores such a stream under a destination (module `store`,
+//!   on a blocking thread), treating the sender as hostile ([`path`]
+//!   validates every name; files land through a temporary file (module
+//!   `temp`), BLAKE3 check, fsync and rename, with writeback started while
+//!   the data arrives (module `writeback`));
+//! - module `idle` bounds every wait on the peer and ends a copy by the
+//!   closing rule;
 //! - [`error`] is the one error type, and how it maps to error frames.
 //!
 //! The wire sequence is in `guestcomm_protocol::files` and `docs/PROTOCOL.md`.
@@ -18,6 +21,7 @@ mod idle;
 pub mod path;
 pub mod receive;
 pub mod send;
+mod store;
 mod temp;
 mod writeback;
 
