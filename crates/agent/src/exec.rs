@@ -24,6 +24,7 @@ use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use futures::{SinkExt, StreamExt};
+use guestcomm_protocol::closing::linger;
 use guestcomm_protocol::limits::{DATA_CHUNK_BYTES, MAX_EXEC_ARGS, MAX_EXEC_ENV};
 use guestcomm_protocol::message::{ErrorCode, ErrorFrame, ExecRequest, ExitStatus};
 use guestcomm_protocol::split::{split, FrameWriter};
@@ -39,11 +40,6 @@ use tracing::{debug, info, warn};
 use crate::limits::{PIPE_BUFFER_BYTES, STDIN_QUEUE_FRAMES};
 use crate::pty::{self, PtyMaster};
 use crate::user::{self, UserError};
-
-/// How long the agent waits for the host to close after `Exited`, so the
-/// last frames are read before the connection goes (see `TOOLCHAIN.md`:
-/// hybrid vsock turns an early close into a reset).
-const LINGER_AFTER_EXIT: Duration = Duration::from_secs(5);
 
 /// The byte a terminal reads as end of input (VEOF, Ctrl-D) in pty mode,
 /// where the input cannot be closed without closing the output too.
@@ -352,9 +348,10 @@ where
     let spawned = match spawn(&req) {
         Ok(spawned) => spawned,
         Err(frame) => {
-            let _ = conn
-                .send(Frame::Control(Control::Error(frame.clone())))
-                .await;
+            let sent = conn.send(Frame::Control(Control::Error(frame.clone())));
+            if sent.await.is_ok() {
+                linger(&mut conn).await;
+            }
             return Err(ExecError::Refused(frame));
         }
     };
@@ -397,6 +394,9 @@ where
     let mut deadline = std::pin::pin!(deadline);
     let mut timed_out = false;
     let mut pending: Option<Bytes> = None;
+    // After `Eof {stdin}`, stdin data (or a second `Eof`) has no place: it
+    // is answered `unexpected_message` like any other stray frame.
+    let mut stdin_ended = false;
 
     let status = loop {
         let mut close_stdin = false;
@@ -415,12 +415,15 @@ where
                 signal_group(pgid, Signal::SIGKILL);
             }
             frame = from_host.next(), if pending.is_none() => match frame {
-                Some(Ok(Frame::Data(StreamId::Stdin, chunk))) => {
+                Some(Ok(Frame::Data(StreamId::Stdin, chunk))) if !stdin_ended => {
                     if stdin_tx.is_some() && !chunk.is_empty() {
                         pending = Some(chunk);
                     }
                 }
-                Some(Ok(Frame::Control(Control::Eof { stream: StreamId::Stdin }))) => close_stdin = true,
+                Some(Ok(Frame::Control(Control::Eof { stream: StreamId::Stdin }))) if !stdin_ended => {
+                    close_stdin = true;
+                    stdin_ended = true;
+                }
                 Some(Ok(Frame::Control(Control::Resize(size)))) => {
                     if let Some(master) = &pty {
                         if let Err(e) = master.resize(size) {
@@ -437,14 +440,17 @@ where
                 },
                 Some(Ok(other)) => {
                     let what = guestcomm_protocol::handshake::describe(&other);
+                    let when = if stdin_ended { "after eof stdin" } else { "during exec" };
                     signal_group(pgid, Signal::SIGKILL);
-                    let frame = ErrorFrame::new(ErrorCode::UnexpectedMessage, format!("unexpected {what} during exec"));
+                    let frame = ErrorFrame::new(ErrorCode::UnexpectedMessage, format!("unexpected {what} {when}"));
                     abort_readers.iter().for_each(|r| r.abort());
                     stdin_task.abort();
                     // The readers are gone, so the writer is free unless a write was cut
                     // short; then the stream is broken anyway and the error is skipped.
                     if let Ok(mut writer) = to_host.try_lock() {
-                        let _ = writer.send(Frame::Control(Control::Error(frame))).await;
+                        if writer.send(Frame::Control(Control::Error(frame))).await.is_ok() {
+                            linger(&mut from_host).await;
+                        }
                     }
                     return Err(ExecError::Protocol(what));
                 }
@@ -471,10 +477,7 @@ where
         .send(Frame::Control(Control::Exited(exit)))
         .await
         .map_err(ExecError::Send)?;
-    // Wait for the host to close first, ignoring anything it still sends.
-    let _ = tokio::time::timeout(LINGER_AFTER_EXIT, async {
-        while let Some(Ok(_)) = from_host.next().await {}
-    })
-    .await;
+    // The host closes first; anything it still sends is dropped.
+    linger(&mut from_host).await;
     Ok(exit)
 }

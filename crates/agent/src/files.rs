@@ -3,20 +3,24 @@
 //! host uses for the other direction.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use futures::SinkExt;
 use guestcomm_files::{
     check_destination, receive_copy, send_copy, CopyError, NoProgress, ReceiveOptions,
 };
+use guestcomm_protocol::closing::linger;
 use guestcomm_protocol::files::{CopyFromGuest, CopySummary, CopyToGuest};
 use guestcomm_protocol::{Control, Frame, FramedConn};
 use guestcomm_transport::Stream;
 
 /// Receives a copy into `req.dst`: checks the destination, answers
-/// `CopyReady`, stores the entries, answers `CopySummary` or an error.
+/// `CopyReady`, stores the entries, answers `CopySummary` or an error. A
+/// host that sends nothing for `idle` fails the copy as stalled.
 pub async fn serve_to_guest(
     mut conn: FramedConn<Stream>,
     req: CopyToGuest,
+    idle: Duration,
 ) -> Result<CopySummary, CopyError> {
     let opts = ReceiveOptions {
         overwrite: req.overwrite,
@@ -36,24 +40,33 @@ pub async fn serve_to_guest(
     };
     if let Err(e) = checked {
         if let Some(frame) = e.to_error_frame() {
-            let _ = conn.send(Frame::Control(Control::Error(frame))).await;
+            if conn
+                .send(Frame::Control(Control::Error(frame)))
+                .await
+                .is_ok()
+            {
+                linger(&mut conn).await;
+            }
         }
         return Err(e);
     }
     conn.send(Frame::Control(Control::CopyReady)).await?;
-    receive_copy(conn, &dst, opts, &mut NoProgress).await
+    receive_copy(conn, &dst, opts, idle, &mut NoProgress).await
 }
 
-/// Sends `req.src` to the host and waits for its summary.
+/// Sends `req.src` to the host and waits for its summary; a host that
+/// takes nothing, or does not answer, for `idle` fails the copy as stalled.
 pub async fn serve_from_guest(
     conn: FramedConn<Stream>,
     req: CopyFromGuest,
+    idle: Duration,
 ) -> Result<CopySummary, CopyError> {
     send_copy(
         conn,
         &PathBuf::from(&req.src),
         req.recursive,
         req.resume,
+        idle,
         &mut NoProgress,
     )
     .await

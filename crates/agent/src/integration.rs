@@ -10,9 +10,9 @@
 //! client to close, then runs a shutdown if one was acknowledged.
 
 use std::sync::Arc;
-use std::time::Duration;
 
-use futures::{SinkExt, StreamExt};
+use futures::SinkExt;
+use guestcomm_protocol::closing::linger;
 use guestcomm_protocol::integration::{KvpSide, ShutdownRequest};
 use guestcomm_protocol::message::{Call, ErrorCode, ErrorFrame};
 use guestcomm_protocol::{BuiltinService, Control, Frame, FramedConn};
@@ -23,10 +23,6 @@ use crate::clock::{Clock, ClockError};
 use crate::freeze::{FreezeError, FreezeManager};
 use crate::kvp::{KvpStore, KvpStoreError};
 use crate::shutdown::{self, ShutdownRunner};
-
-/// How long the agent waits for the client to close after its answer
-/// (hybrid vsock turns an early close into a reset, see `TOOLCHAIN.md`).
-const LINGER_AFTER_ANSWER: Duration = Duration::from_secs(5);
 
 /// Where a request came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -240,11 +236,8 @@ pub async fn serve<T>(
     if conn.send(frame).await.is_err() {
         return;
     }
-    // Wait for the host to close first, ignoring anything it still sends.
-    let _ = tokio::time::timeout(LINGER_AFTER_ANSWER, async {
-        while let Some(Ok(_)) = conn.next().await {}
-    })
-    .await;
+    // The host closes first; anything it still sends is dropped.
+    linger(&mut conn).await;
     if let (true, Some(req)) = (ok, shutdown) {
         services.shutdown.run(&req).await;
     }

@@ -61,6 +61,14 @@ struct Args {
     #[arg(long, value_name = "N", default_value_t = guestcomm_agent::limits::MAX_CONNECTIONS)]
     max_connections: usize,
 
+    /// Fail a file copy as stalled when the host sends nothing (copy into
+    /// the guest), or takes nothing and does not answer (copy out of it),
+    /// for this many seconds.
+    #[arg(long, value_name = "SECONDS",
+          default_value_t = guestcomm_protocol::limits::DEFAULT_COPY_IDLE_TIMEOUT_MS / 1000,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    copy_idle_timeout: u64,
+
     /// Where guest programs reach the key-value pools (`guestcomm-agent
     /// kvp`); `off` for nowhere. Mode 0660: root and the socket's group.
     #[arg(long, value_name = "PATH", default_value = guestcomm_agent::local::DEFAULT_KVP_SOCKET)]
@@ -210,6 +218,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let mut config = AgentConfig::new(args.listen);
     config.peer_filter = PeerCidFilter::host_and(&args.allow_peer_cid, args.allow_any_peer);
     config.max_connections = args.max_connections.max(1);
+    config.copy_idle_timeout = std::time::Duration::from_secs(args.copy_idle_timeout);
     // A path; `unix://PATH`, as --listen is written, is taken too.
     let kvp_socket = args
         .kvp_socket

@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use futures::SinkExt;
 use guestcomm_protocol::auth::{Psk, AUTH_PSK};
+use guestcomm_protocol::closing::linger;
 use guestcomm_protocol::entropy::{self, PoolState};
 use guestcomm_protocol::handshake::{self, ServerOffer, AUTH_NONE};
 use guestcomm_protocol::message::{Call, ErrorCode, ErrorFrame};
@@ -52,6 +53,8 @@ pub struct AgentConfig {
     pub peer_filter: PeerCidFilter,
     /// Most connections served at once.
     pub max_connections: usize,
+    /// How long a file copy waits on the host before failing as stalled.
+    pub copy_idle_timeout: Duration,
     /// The VM's key: when set, every client must prove it holds it.
     pub psk: Option<Psk>,
     /// Where guest programs reach the key-value pools (`None`: nowhere).
@@ -85,6 +88,7 @@ impl AgentConfig {
             listen,
             peer_filter: PeerCidFilter::default(),
             max_connections: MAX_CONNECTIONS,
+            copy_idle_timeout: guestcomm_files::DEFAULT_COPY_IDLE_TIMEOUT,
             psk: None,
             kvp_socket: None,
             state_dir: None,
@@ -287,7 +291,11 @@ impl Agent {
                 slots.clone(),
                 offer.clone(),
                 filter.clone(),
-                (self.services.clone(), Origin::Host),
+                (
+                    self.services.clone(),
+                    Origin::Host,
+                    self.config.copy_idle_timeout,
+                ),
             ));
         }
         if let Some(local) = self.local {
@@ -304,7 +312,11 @@ impl Agent {
                 slots.clone(),
                 local_offer,
                 filter.clone(),
-                (self.services.clone(), Origin::Local),
+                (
+                    self.services.clone(),
+                    Origin::Local,
+                    self.config.copy_idle_timeout,
+                ),
             ));
         }
         while loops.join_next().await.is_some() {}
@@ -332,7 +344,7 @@ async fn accept_loop(
     slots: Arc<Semaphore>,
     offer: Arc<ServerOffer>,
     filter: Arc<PeerCidFilter>,
-    (services, origin): (Arc<Services>, Origin),
+    (services, origin, copy_idle): (Arc<Services>, Origin, Duration),
 ) {
     let local = listener
         .local_address()
@@ -354,6 +366,9 @@ async fn accept_loop(
         let mut conn = Framed::new(stream, FrameCodec::new());
         let Ok(permit) = slots.clone().try_acquire_owned() else {
             warn!(%peer, "connection limit reached, refusing a connection");
+            // Load shedding: closed right after the error, without waiting
+            // for the client (docs/PROTOCOL.md 2.5), so a flood of refused
+            // connections holds no descriptor.
             tokio::spawn(async move {
                 let frame = ErrorFrame::new(
                     ErrorCode::ResourceLimit,
@@ -368,11 +383,23 @@ async fn accept_loop(
         let span = info_span!("conn", %peer);
         tokio::spawn(
             async move {
-                handle(conn, &peer, &offer, services, origin).await;
+                handle(conn, &peer, &offer, services, origin, copy_idle).await;
                 drop(permit);
             }
             .instrument(span),
         );
+    }
+}
+
+/// Sends `frame`, this connection's last, and closes as the closing rule
+/// says: once the client has closed, or after the linger bound.
+async fn refuse(mut conn: FramedConn<Stream>, frame: ErrorFrame) {
+    if conn
+        .send(Frame::Control(Control::Error(frame)))
+        .await
+        .is_ok()
+    {
+        linger(&mut conn).await;
     }
 }
 
@@ -383,6 +410,7 @@ async fn handle(
     offer: &ServerOffer,
     services: Arc<Services>,
     origin: Origin,
+    copy_idle: Duration,
 ) {
     let hello = match handshake::server_handshake(&mut conn, offer).await {
         Ok((hello, _)) => hello,
@@ -393,6 +421,11 @@ async fn handle(
         }
         Err(e) => {
             warn!(error = %handshake::error_chain(&e), "handshake failed");
+            // Its error frame was sent: the client closes first, unless it
+            // is the silent kind that let the handshake time out.
+            if !matches!(e, handshake::HandshakeError::Timeout(_)) {
+                linger(&mut conn).await;
+            }
             return;
         }
     };
@@ -409,15 +442,13 @@ async fn handle(
         }
         Err(frame) => {
             warn!(error = %frame, "bad request");
-            let _ = conn.send(Frame::Control(Control::Error(frame))).await;
-            return;
+            return refuse(conn, frame).await;
         }
     };
     let guest_policy = services.policy.as_ref().filter(|_| origin == Origin::Host);
     if let Some(Err(frame)) = guest_policy.map(|p| crate::policy::check(p, &mut request)) {
         warn!(%peer, error = %frame.message, "request refused by the guest policy");
-        let _ = conn.send(Frame::Control(Control::Error(frame))).await;
-        return;
+        return refuse(conn, frame).await;
     }
     let service = request.service;
     if let (Some(builtin), Some(_)) = (service.builtin(), integration::service_of(&request.call)) {
@@ -428,8 +459,7 @@ async fn handle(
             ErrorCode::UnsupportedRequest,
             "the local socket serves key-value requests only",
         );
-        let _ = conn.send(Frame::Control(Control::Error(frame))).await;
-        return;
+        return refuse(conn, frame).await;
     }
     match (service.builtin(), request.call) {
         (Some(BuiltinService::Exec), Call::Exec(req)) => {
@@ -439,7 +469,7 @@ async fn handle(
         }
         (Some(BuiltinService::Files), Call::CopyToGuest(req)) => {
             let dst = req.dst.clone();
-            match files::serve_to_guest(conn, req).await {
+            match files::serve_to_guest(conn, req, copy_idle).await {
                 Ok(s) => info!(%dst, files = s.files, bytes = s.bytes, "copy into the guest done"),
                 Err(e) => {
                     info!(%dst, error = %handshake::error_chain(&e), "copy into the guest failed")
@@ -448,7 +478,7 @@ async fn handle(
         }
         (Some(BuiltinService::Files), Call::CopyFromGuest(req)) => {
             let src = req.src.clone();
-            match files::serve_from_guest(conn, req).await {
+            match files::serve_from_guest(conn, req, copy_idle).await {
                 Ok(s) => {
                     info!(%src, files = s.files, bytes = s.bytes, "copy out of the guest done")
                 }
@@ -465,14 +495,14 @@ async fn handle(
                     builtin.name()
                 ),
             );
-            let _ = conn.send(Frame::Control(Control::Error(frame))).await;
+            refuse(conn, frame).await;
         }
         (None, _) => {
             let frame = ErrorFrame::new(
                 ErrorCode::UnknownService,
                 format!("no service {service} in this agent"),
             );
-            let _ = conn.send(Frame::Control(Control::Error(frame))).await;
+            refuse(conn, frame).await;
         }
     }
 }

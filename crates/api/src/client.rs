@@ -4,14 +4,20 @@
 //! One connection per call, as `curl --unix-socket` does: the API is local
 //! and calls are rare, so there is no pool to keep correct. Every non-2xx
 //! answer carries an [`ErrorBody`], surfaced as [`ApiError::Status`].
+//! Connecting, and every wait for the daemon to say something, are bounded
+//! ([`crate::limits`]): a daemon that accepts and never answers is an error,
+//! not a hang.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use guestcomm_transport::Address;
 use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
 use hyper::header::{CONNECTION, CONTENT_TYPE, HOST, UPGRADE};
 use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
@@ -22,6 +28,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpStream, UnixStream};
 use tokio_rustls::TlsConnector;
 
+use crate::limits::{API_CONNECT_TIMEOUT_MS, API_IDLE_TIMEOUT_MS};
 use crate::tls::{ClientTlsFiles, TlsError};
 use crate::types::ErrorBody;
 use crate::UPGRADE_PROTOCOL;
@@ -49,6 +56,22 @@ pub enum ApiError {
         /// Why.
         #[source]
         source: std::io::Error,
+    },
+    /// Connecting (with the TLS handshake, over TCP) took too long.
+    #[error("cannot reach guestcommd at {addr}: not connected within {after:?} (is it overloaded or stuck? set --api or GUESTCOMM_API)")]
+    ConnectTimeout {
+        /// The API address.
+        addr: String,
+        /// How long the client tried.
+        after: Duration,
+    },
+    /// The daemon accepted the connection, then said nothing for too long.
+    #[error("guestcommd at {addr} sent nothing for {after:?} (is it overloaded or stuck?)")]
+    Idle {
+        /// The API address.
+        addr: String,
+        /// How long the client waited.
+        after: Duration,
     },
     /// The TLS handshake with the daemon failed (its certificate, or ours).
     #[error("TLS handshake with guestcommd at {addr} failed")]
@@ -96,6 +119,10 @@ enum Endpoint {
 #[derive(Clone)]
 pub struct ApiClient {
     endpoint: Endpoint,
+    /// Bound of connecting, the TLS handshake included.
+    connect_timeout: Duration,
+    /// Bound of each wait for the daemon to say something.
+    idle_timeout: Duration,
 }
 
 impl std::fmt::Debug for ApiClient {
@@ -122,7 +149,19 @@ impl ApiClient {
             (Ok(Address::Tcp(_)), None) => return Err(ApiError::TlsFilesMissing(addr.into())),
             _ => return Err(ApiError::Address(addr.into())),
         };
-        Ok(Self { endpoint })
+        Ok(Self {
+            endpoint,
+            connect_timeout: Duration::from_millis(API_CONNECT_TIMEOUT_MS),
+            idle_timeout: Duration::from_millis(API_IDLE_TIMEOUT_MS),
+        })
+    }
+
+    /// The same client with other bounds: `connect` for connecting (and
+    /// the TLS handshake), `idle` for each wait on the daemon's answer.
+    pub fn with_timeouts(mut self, connect: Duration, idle: Duration) -> Self {
+        self.connect_timeout = connect;
+        self.idle_timeout = idle;
+        self
     }
 
     /// Whether the daemon is reached over its Unix socket (rather than TCP
@@ -184,14 +223,14 @@ impl ApiClient {
             .header("CIMMethod", cim_method)
             .header("CIMObject", cim_object)
             .body(Full::new(Bytes::from(xml)))?;
-        let response = sender.send_request(request).await?;
+        let response = self.answer(sender.send_request(request)).await?;
         let status = response.status();
         let cim_error = response
             .headers()
             .get("CIMError")
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
-        let bytes = response.into_body().collect().await?.to_bytes();
+        let bytes = self.body(response.into_body()).await?;
         if status.is_success() {
             return Ok(bytes);
         }
@@ -203,6 +242,17 @@ impl ApiClient {
     }
 
     async fn connect(&self) -> Result<Box<dyn Io>, ApiError> {
+        tokio::time::timeout(self.connect_timeout, self.connect_unbounded())
+            .await
+            .unwrap_or_else(|_| {
+                Err(ApiError::ConnectTimeout {
+                    addr: self.address(),
+                    after: self.connect_timeout,
+                })
+            })
+    }
+
+    async fn connect_unbounded(&self) -> Result<Box<dyn Io>, ApiError> {
         let connect_error = |source| ApiError::Connect {
             addr: self.address(),
             source,
@@ -224,6 +274,34 @@ impl ApiClient {
                 Ok(Box::new(tls))
             }
         }
+    }
+
+    /// `fut`, the daemon's next word, within the idle bound.
+    async fn answer<T, E>(&self, fut: impl Future<Output = Result<T, E>>) -> Result<T, ApiError>
+    where
+        E: Into<ApiError>,
+    {
+        match tokio::time::timeout(self.idle_timeout, fut).await {
+            Ok(result) => result.map_err(Into::into),
+            Err(_) => Err(ApiError::Idle {
+                addr: self.address(),
+                after: self.idle_timeout,
+            }),
+        }
+    }
+
+    /// A whole response body, each piece within the idle bound.
+    async fn body(&self, mut body: Incoming) -> Result<Bytes, ApiError> {
+        let mut bytes = BytesMut::new();
+        while let Some(frame) = self
+            .answer(async { Ok::<_, ApiError>(body.frame().await) })
+            .await?
+        {
+            if let Ok(data) = frame?.into_data() {
+                bytes.extend_from_slice(&data);
+            }
+        }
+        Ok(bytes.freeze())
     }
 
     async fn open(&self) -> Result<hyper::client::conn::http1::SendRequest<Full<Bytes>>, ApiError> {
@@ -255,11 +333,10 @@ impl ApiClient {
         body: Option<Vec<u8>>,
     ) -> Result<Bytes, ApiError> {
         let mut sender = self.open().await?;
-        let response = sender
-            .send_request(Self::request(method, path, body)?)
-            .await?;
+        let request = Self::request(method, path, body)?;
+        let response = self.answer(sender.send_request(request)).await?;
         let status = response.status();
-        let bytes = response.into_body().collect().await?.to_bytes();
+        let bytes = self.body(response.into_body()).await?;
         if status.is_success() {
             Ok(bytes)
         } else {
@@ -311,12 +388,13 @@ impl ApiClient {
             hyper::header::HeaderValue::from_static("upgrade"),
         );
         headers.insert(UPGRADE, hyper::header::HeaderValue::from_static(protocol));
-        let response = sender.send_request(request).await?;
+        let response = self.answer(sender.send_request(request)).await?;
         let status = response.status();
         if status == StatusCode::SWITCHING_PROTOCOLS {
-            return Ok(TokioIo::new(hyper::upgrade::on(response).await?));
+            let upgraded = self.answer(hyper::upgrade::on(response)).await?;
+            return Ok(TokioIo::new(upgraded));
         }
-        let bytes = response.into_body().collect().await?.to_bytes();
+        let bytes = self.body(response.into_body()).await?;
         Err(error_from(status, &bytes))
     }
 }
@@ -359,5 +437,89 @@ mod tests {
         };
         assert_eq!(status, 502);
         assert!(body.error.contains("oops"));
+    }
+
+    /// Accepts connections on `$listener` and holds them open without a
+    /// byte: a daemon that is stuck (or not a daemon at all).
+    macro_rules! hold_connections {
+        ($listener:expr) => {{
+            let listener = $listener;
+            tokio::spawn(async move {
+                let mut held = Vec::new();
+                while let Ok((stream, _)) = listener.accept().await {
+                    held.push(stream);
+                }
+            })
+        }};
+    }
+
+    #[tokio::test]
+    async fn a_daemon_that_accepts_and_never_answers_is_an_idle_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("silent.sock");
+        let listener = tokio::net::UnixListener::bind(&path).unwrap();
+        let holder = hold_connections!(listener);
+        let idle = Duration::from_millis(300);
+        let client = ApiClient::new(&format!("unix://{}", path.display()))
+            .unwrap()
+            .with_timeouts(Duration::from_secs(5), idle);
+        // Every kind of call, each with a deadline of its own so that a
+        // regression fails here instead of hanging the suite.
+        let deadline = Duration::from_secs(30);
+        let get = tokio::time::timeout(deadline, client.get::<serde_json::Value>("/v1/vms"));
+        let upgrade = tokio::time::timeout(deadline, client.upgrade("/v1/vms/a/connect"));
+        let cim =
+            tokio::time::timeout(deadline, client.post_cim("/cimom", "M", "o", "<x/>".into()));
+        let errors = [
+            get.await.expect("get hung").unwrap_err(),
+            upgrade.await.expect("upgrade hung").unwrap_err(),
+            cim.await.expect("post_cim hung").unwrap_err(),
+        ];
+        for err in errors {
+            assert!(
+                matches!(&err, ApiError::Idle { after, .. } if *after == idle),
+                "{err:?}"
+            );
+            let text = err.to_string();
+            assert!(
+                text.contains("sent nothing for 300ms") && text.contains("silent.sock"),
+                "{text}"
+            );
+        }
+        holder.abort();
+    }
+
+    #[tokio::test]
+    async fn a_tls_daemon_that_never_finishes_its_handshake_is_a_connect_timeout() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let holder = hold_connections!(listener);
+        let config = rustls::ClientConfig::builder_with_provider(crate::tls::provider())
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .unwrap()
+            .with_root_certificates(rustls::RootCertStore::empty())
+            .with_no_client_auth();
+        let connect = Duration::from_millis(300);
+        let client = ApiClient {
+            endpoint: Endpoint::Tls {
+                addr,
+                config: Arc::new(config),
+            },
+            connect_timeout: connect,
+            idle_timeout: Duration::from_secs(60),
+        };
+        let got = tokio::time::timeout(
+            Duration::from_secs(30),
+            client.get::<serde_json::Value>("/v1/vms"),
+        )
+        .await
+        .expect("the TLS connect hung");
+        let err = got.unwrap_err();
+        assert!(
+            matches!(&err, ApiError::ConnectTimeout { after, .. } if *after == connect),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains(&format!("tcp://{addr}")), "{err}");
+        holder.abort();
     }
 }

@@ -32,7 +32,7 @@ const MAX_ERROR_BODY_BYTES: usize = 64 * 1024;
 const MAX_HEADERS: usize = 32;
 
 /// The request an upgrade to `protocol` at `path` sends.
-pub(crate) fn request_bytes(path: &str, protocol: &str) -> Vec<u8> {
+pub fn request_bytes(path: &str, protocol: &str) -> Vec<u8> {
     format!(
         "POST {path} HTTP/1.1\r\nHost: guestcommd\r\nConnection: upgrade\r\nUpgrade: {protocol}\r\nContent-Length: 0\r\n\r\n"
     )

@@ -4,11 +4,13 @@
 //! thin HTTP/1 client over the daemon's Unix socket, including the HTTP
 //! upgrade that turns an API request into a guestcomm frame stream; [`time`]
 //! turns epoch timestamps into UTC dates; [`tls`] loads the mutual-TLS
-//! material of the API over TCP. This
+//! material of the API over TCP; [`limits`] the client's connect and idle
+//! timeouts. This
 //! crate links no server and no SQLite: the CLI depends on it alone.
 
 pub mod client;
 pub mod early_upgrade;
+pub mod limits;
 pub mod time;
 pub mod tls;
 pub mod types;

@@ -411,6 +411,9 @@ pub enum AuditOutcome {
     Running,
     /// Was running when guestcommd stopped.
     Interrupted,
+    /// A relayed copy that moved no byte for guestcommd's idle bound
+    /// (`--copy-idle-timeout`): closed both ways.
+    Stalled,
 }
 
 impl AuditOutcome {
@@ -422,6 +425,7 @@ impl AuditOutcome {
             Self::Failed => "failed",
             Self::Running => "running",
             Self::Interrupted => "interrupted",
+            Self::Stalled => "stalled",
         }
     }
 
@@ -433,6 +437,7 @@ impl AuditOutcome {
             Self::Failed,
             Self::Running,
             Self::Interrupted,
+            Self::Stalled,
         ]
         .into_iter()
         .find(|o| o.name() == name)

@@ -211,7 +211,8 @@ pub(crate) async fn library_to(
         dst: dst.display().to_string(),
         ..Default::default()
     };
-    guestcomm_client::copy_to_guest(session.conn, src, req, &mut NoProgress).await?;
+    let idle = guestcomm_client::DEFAULT_COPY_IDLE_TIMEOUT;
+    guestcomm_client::copy_to_guest(session.conn, src, req, idle, &mut NoProgress).await?;
     Ok(start.elapsed())
 }
 
@@ -229,6 +230,7 @@ async fn library_from(addr: &Address, src: &Path, dst: &Path) -> anyhow::Result<
         req,
         &dst,
         ReceiveOptions::default(),
+        guestcomm_client::DEFAULT_COPY_IDLE_TIMEOUT,
         &mut NoProgress,
     )
     .await?;

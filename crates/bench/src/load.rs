@@ -403,6 +403,7 @@ async fn copy_worker(
     end: Instant,
     copied: &AtomicU64,
 ) -> OpTally {
+    let idle = guestcomm_client::DEFAULT_COPY_IDLE_TIMEOUT;
     let mut tally = OpTally::default();
     let mut round = 0usize;
     while Instant::now() < end {
@@ -418,8 +419,14 @@ async fn copy_worker(
                     overwrite: true,
                     ..Default::default()
                 };
-                guestcomm_client::copy_to_guest(session.conn, &files.src, req, &mut NoProgress)
-                    .await?;
+                guestcomm_client::copy_to_guest(
+                    session.conn,
+                    &files.src,
+                    req,
+                    idle,
+                    &mut NoProgress,
+                )
+                .await?;
             } else {
                 let req = CopyFromGuest {
                     src: files.in_guest.display().to_string(),
@@ -435,6 +442,7 @@ async fn copy_worker(
                     req,
                     &files.back,
                     opts,
+                    idle,
                     &mut NoProgress,
                 )
                 .await?;

@@ -286,6 +286,47 @@ fn a_whole_session_sent_in_one_burst_is_served() {
     assert_eq!(status.code, Some(0));
 }
 
+#[test]
+fn stdin_after_its_eof_is_an_unexpected_message_that_ends_the_command() {
+    use guestcomm_protocol::StreamId::Stdin;
+    let agent = Agent::start();
+    let dir = tempfile::tempdir().unwrap();
+    let pidfile = dir.path().join("pid");
+    let script = util::guest_loop_script(&pidfile, "");
+    let run = Call::Exec(ExecRequest {
+        program: "sh".into(),
+        args: vec!["-c".into(), script],
+        ..Default::default()
+    });
+    let mut sock = UnixStream::connect(&agent.socket).unwrap();
+    sock.write_all(&encode(vec![
+        hello(),
+        request(BuiltinService::Exec.id(), run),
+    ]))
+    .unwrap();
+    // Once the command runs, its stdin ends, and then more stdin comes.
+    assert!(util::wait_until(util::STARTUP_DEADLINE, || pidfile.exists()));
+    let stray = encode(vec![
+        Frame::Data(Stdin, "a".into()),
+        Frame::Control(Control::Eof { stream: Stdin }),
+        Frame::Data(Stdin, "b".into()),
+    ]);
+    sock.write_all(&stray).unwrap();
+    let (frames, _) = util::wire::read_until_final(&mut sock);
+    let (code, message) = final_error(&frames);
+    assert_eq!(code, ErrorCode::UnexpectedMessage, "{message}");
+    assert!(message.contains("after eof stdin"), "{message}");
+    let pid: i32 = std::fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(
+        util::wait_until(util::STARTUP_DEADLINE, || !util::process_alive(pid)),
+        "the command outlived the refused session"
+    );
+}
+
 #[tokio::test]
 async fn ctrl_c_typed_into_the_pty_interrupts_the_guest_program() {
     let agent = Agent::start();

@@ -1,12 +1,14 @@
 //! Copying files into and out of a guest, host side. The sending and
 //! receiving logic is `guestcomm-files`, shared with the agent; this module
-//! only opens the operation (request, `CopyReady`).
+//! only opens the operation (request, `CopyReady`). `idle` bounds every wait
+//! on the agent (`DEFAULT_COPY_IDLE_TIMEOUT_MS` unless configured).
 
 use std::path::Path;
+use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
 use guestcomm_files::{
-    check_destination, receive_copy, send_copy, CopyError, Progress, ReceiveOptions,
+    check_destination, receive_copy, send_copy, CopyError, Progress, ReceiveOptions, Stall,
 };
 use guestcomm_protocol::files::{CopyFromGuest, CopySummary, CopyToGuest};
 use guestcomm_protocol::handshake::describe;
@@ -20,6 +22,7 @@ pub async fn copy_to_guest<T>(
     mut conn: Framed<T, FrameCodec>,
     src: &Path,
     req: CopyToGuest,
+    idle: Duration,
     progress: &mut dyn Progress,
 ) -> Result<CopySummary, CopyError>
 where
@@ -31,14 +34,17 @@ where
         call: Call::CopyToGuest(req),
     };
     conn.send(Frame::Control(Control::Request(request))).await?;
-    match conn.next().await {
+    let ready = tokio::time::timeout(idle, conn.next())
+        .await
+        .map_err(|_| CopyError::stalled(Stall::Ready, idle))?;
+    match ready {
         Some(Ok(Frame::Control(Control::CopyReady))) => {}
         Some(Ok(Frame::Control(Control::Error(e)))) => return Err(CopyError::Peer(e)),
         Some(Ok(other)) => return Err(CopyError::Protocol(describe(&other))),
         Some(Err(e)) => return Err(e.into()),
         None => return Err(CopyError::Disconnected),
     }
-    send_copy(conn, src, recursive, resume, progress).await
+    send_copy(conn, src, recursive, resume, idle, progress).await
 }
 
 /// Copies `req.src` out of the guest into the local `dst`.
@@ -47,6 +53,7 @@ pub async fn copy_from_guest<T>(
     req: CopyFromGuest,
     dst: &Path,
     opts: ReceiveOptions,
+    idle: Duration,
     progress: &mut dyn Progress,
 ) -> Result<CopySummary, CopyError>
 where
@@ -58,5 +65,5 @@ where
         call: Call::CopyFromGuest(req),
     };
     conn.send(Frame::Control(Control::Request(request))).await?;
-    receive_copy(conn, dst, opts, progress).await
+    receive_copy(conn, dst, opts, idle, progress).await
 }

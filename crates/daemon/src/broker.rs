@@ -108,7 +108,7 @@ pub async fn connect(
                     if protocol == FRAMED_STREAM_PROTOCOL {
                         framed_both_ways(client, guest).await
                     } else {
-                        copy_both_ways(client, &[], guest, &[])
+                        copy_both_ways(client, &[], guest, &[], None)
                             .await
                             .map_err(|e| e.to_string())
                     }

@@ -128,7 +128,7 @@ async fn accept_loop(state: Arc<State>, listener: Listener, spec: Spec) {
                     Ok(host) => host,
                     Err(e) => return warn!(error = %error_chain(&e), "cannot reach the host endpoint"),
                 };
-                if let Err(e) = copy_both_ways(guest, &[], host, &[]).await {
+                if let Err(e) = copy_both_ways(guest, &[], host, &[], None).await {
                     debug!(error = %e, "guest relay ended with an error");
                 }
                 drop(permit);

@@ -18,6 +18,7 @@
 //! serves until dropped.
 
 pub mod access;
+pub mod activity;
 pub mod api;
 pub mod audit;
 pub mod broker;
@@ -67,6 +68,8 @@ pub struct State {
     pub cache: Arc<cache::Cache>,
     /// CopyFilesToGuest jobs of the WBEM endpoint (in memory).
     pub wbem_jobs: wbem::jobs::Jobs,
+    /// How long a relayed copy may move no byte before it is closed.
+    pub relay_copy_idle: Duration,
 }
 
 impl State {
@@ -87,6 +90,7 @@ impl State {
             spares: Arc::default(),
             cache: Arc::default(),
             wbem_jobs: wbem::jobs::Jobs::default(),
+            relay_copy_idle: Duration::from_millis(limits::DEFAULT_RELAY_COPY_IDLE_TIMEOUT_MS),
         }
     }
 
@@ -145,6 +149,8 @@ pub struct Config {
     pub wbem: Option<std::net::SocketAddr>,
     /// The role of every caller on the `wbem` listener (it identifies nobody).
     pub wbem_role: guestcomm_api::Role,
+    /// The idle bound of relayed copies.
+    pub relay_copy_idle: Duration,
 }
 
 /// Where the API is served.
@@ -233,6 +239,7 @@ impl Daemon {
         if !config.warm_connections {
             state.spares = Arc::new(spare::Spares::disabled());
         }
+        state.relay_copy_idle = config.relay_copy_idle;
         let state = Arc::new(state);
         let listener = match &config.api {
             ApiEndpoint::Unix(path) => {

@@ -24,6 +24,19 @@ pub const RELAY_BUFFER_BYTES: usize = 256 * 1024;
 /// allocate and zero the bulk size.
 pub const RELAY_BUFFER_START_BYTES: usize = 8 * 1024;
 
+/// Default idle bound of a relayed copy, in milliseconds
+/// (`--copy-idle-timeout`): when no byte has moved either way for this
+/// long, the relay closes both connections, releases its slot and closes
+/// the copy's audit record as `stalled`. Twice the copy idle timeout of the
+/// CLI and the agent
+/// ([`DEFAULT_COPY_IDLE_TIMEOUT_MS`](guestcomm_protocol::limits::DEFAULT_COPY_IDLE_TIMEOUT_MS)),
+/// so that with default settings the ends give their own, clearer error
+/// first; the relay's bound is the backstop for ends that never do.
+/// Exec and raw service connections have no idle bound: an interactive
+/// shell may rightly be silent for hours.
+pub const DEFAULT_RELAY_COPY_IDLE_TIMEOUT_MS: u64 =
+    2 * guestcomm_protocol::limits::DEFAULT_COPY_IDLE_TIMEOUT_MS;
+
 /// Mode of the API socket: owner and group (the `guestcomm` group) only.
 pub const API_SOCKET_MODE: u32 = 0o660;
 

@@ -10,7 +10,10 @@ use guestcomm_api::Role;
 use guestcomm_observability::{self as observability, LogFormat};
 use guestcomm_transport::Address;
 use guestcommd::config::{FileConfig, DEFAULT_CONFIG_PATH};
-use guestcommd::limits::{DEFAULT_HEARTBEAT_INTERVAL_MS, DEFAULT_MAX_CONCURRENT_PROBES};
+use guestcommd::limits::{
+    DEFAULT_HEARTBEAT_INTERVAL_MS, DEFAULT_MAX_CONCURRENT_PROBES,
+    DEFAULT_RELAY_COPY_IDLE_TIMEOUT_MS,
+};
 use guestcommd::{ApiEndpoint, Config, Daemon};
 
 /// The guestcomm host daemon: keeps the VM inventory and the registry of
@@ -51,6 +54,15 @@ struct Args {
     /// (only VMs whose agent answers are synced). Off by default.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "off")]
     time_sync_interval: String,
+
+    /// Close a copy relayed to a guest (`guestcomm cp` with a VM name)
+    /// when no byte has moved either way for this long (e.g. 120s, 10m):
+    /// its slot is released and its audit record says `stalled`. Keep it
+    /// above the CLI's and the agent's copy idle timeouts (60 s by default),
+    /// which report a stall with a clearer error first.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration,
+          default_value_t = format!("{}s", DEFAULT_RELAY_COPY_IDLE_TIMEOUT_MS / 1000))]
+    copy_idle_timeout: String,
 
     /// Most health probes in flight at once.
     #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_CONCURRENT_PROBES)]
@@ -159,6 +171,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
         time_sync_interval: to_duration(&args.time_sync_interval).map_err(anyhow::Error::msg)?,
         wbem,
         wbem_role: args.wbem_role,
+        relay_copy_idle: to_duration(&args.copy_idle_timeout)
+            .map_err(anyhow::Error::msg)?
+            .ok_or_else(|| {
+                anyhow::anyhow!("--copy-idle-timeout off: relayed copies must have an idle bound")
+            })?,
     };
     let daemon = Daemon::bind(config).await.context("failed to start")?;
     tokio::select! {

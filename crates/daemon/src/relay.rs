@@ -19,17 +19,20 @@
 //! After the request the relay copies bytes, never half-closing either side
 //! (see docs/PROTOCOL.md 2.5): when the agent closes, its last bytes are
 //! flushed to the CLI and both connections close; when the CLI goes away
-//! the agent connection is dropped, and the agent kills the command.
+//! the agent connection is dropped, and the agent kills the command. A copy
+//! that moves no byte for `--copy-idle-timeout` is closed both ways and
+//! audited `stalled` (module `activity`).
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::extract::{Path, Request, State as AxumState};
 use axum::response::Response;
 use futures::SinkExt;
 use guestcomm_client::Session;
-use guestcomm_protocol::handshake::{self, ServerOffer, AUTH_NONE};
+use guestcomm_protocol::closing::linger;
+use guestcomm_protocol::handshake::{self, HandshakeError, ServerOffer, AUTH_NONE};
 use guestcomm_protocol::message::{Call, ErrorCode, ErrorFrame, Request as GcRequest};
 use guestcomm_protocol::{BuiltinService, Control, Frame, FrameCodec, FramedConn, ServiceId};
 use guestcomm_transport::{Address, Stream};
@@ -42,6 +45,7 @@ use tokio_util::codec::Framed;
 use tracing::{debug, info, warn, Instrument};
 
 use crate::access::{Authorized, Caller};
+use crate::activity::Activity;
 use crate::api::Error;
 use crate::audit::{self, Outcome};
 use crate::cache::{Services, VmView};
@@ -259,6 +263,10 @@ where
     };
     if let Err(e) = handshake::server_handshake(&mut client, &offer).await {
         debug!(error = %handshake::error_chain(&e), "client handshake failed");
+        // Its error frame was sent: the client closes first (PROTOCOL.md 2.5).
+        if !matches!(e, HandshakeError::Closed | HandshakeError::Timeout(_)) {
+            linger(&mut client).await;
+        }
         return;
     }
     let request = match handshake::read_request(&mut client).await {
@@ -287,6 +295,9 @@ where
         return refuse(&mut client, frame).await;
     }
     let service = request.service;
+    // Copies have an idle bound; an exec may rightly be silent for hours.
+    let idle = matches!(request.call, Call::CopyToGuest(_) | Call::CopyFromGuest(_))
+        .then_some(state.relay_copy_idle);
     let agent_conn = match forward(agent, vm, request).await {
         Ok(conn) => conn,
         Err(frame) => {
@@ -302,7 +313,7 @@ where
     };
     debug!(%service, "relaying");
     let stats = Arc::new(TapStats::default());
-    let pumped = pump(client, agent_conn, &stats).await;
+    let pumped = pump(client, agent_conn, &stats, idle).await;
     if let Err(e) = &pumped {
         debug!(error = %e, "relay ended with an error");
     }
@@ -312,6 +323,10 @@ where
     // Once the agent sent its last message, how the connection closed
     // (with or without TLS close_notify, say) does not change the outcome.
     let (outcome, error) = match (seen.error, pumped) {
+        (_, Err(e)) if e.kind() == std::io::ErrorKind::TimedOut => {
+            warn!(error = %e, "relayed copy stalled, closed");
+            (Outcome::Stalled, Some(e.to_string()))
+        }
         (Some(error), _) => (Outcome::Failed, Some(error)),
         (None, _) if seen.completed => (Outcome::Ok, None),
         (None, Err(e)) => (Outcome::Failed, Some(e.to_string())),
@@ -328,9 +343,16 @@ where
     state.spares.refill(vm.clone(), crate::DAEMON_NAME);
 }
 
-/// Sends a final error frame to the CLI (best effort).
+/// Sends a final error frame to the CLI (best effort), then waits for the
+/// CLI to close first (PROTOCOL.md 2.5).
 async fn refuse<T: AsyncRead + AsyncWrite + Unpin>(client: &mut FramedConn<T>, frame: ErrorFrame) {
-    let _ = client.send(Frame::Control(Control::Error(frame))).await;
+    if client
+        .send(Frame::Control(Control::Error(frame)))
+        .await
+        .is_ok()
+    {
+        linger(client).await;
+    }
 }
 
 /// Why a service may not pass to a VM.
@@ -487,12 +509,14 @@ async fn admit_request(
     })
 }
 
-/// Copies bytes both ways until the agent closes (or the CLI goes away),
-/// first the bytes each side's framing had already read.
+/// Copies bytes both ways until the agent closes (or the CLI goes away, or
+/// nothing moves for `idle`), first the bytes each side's framing had
+/// already read.
 async fn pump<C, A>(
     client: FramedConn<C>,
     agent: FramedConn<A>,
     stats: &Arc<TapStats>,
+    idle: Option<Duration>,
 ) -> std::io::Result<()>
 where
     C: AsyncRead + AsyncWrite + Unpin,
@@ -502,17 +526,20 @@ where
     let agent = agent.into_parts();
     stats.saw(&agent.read_buf);
     let tapped = Tap::new(agent.io, stats.clone());
-    copy_both_ways(client.io, &client.read_buf, tapped, &agent.read_buf).await
+    copy_both_ways(client.io, &client.read_buf, tapped, &agent.read_buf, idle).await
 }
 
 /// The byte relay: `client_early` goes to the guest side and `guest_early`
 /// to the client before anything else; ends when the guest side closes (its
-/// last bytes flushed) or the client goes away. Never half-closes.
+/// last bytes flushed) or the client goes away, or with an error of kind
+/// `TimedOut` when no byte has moved either way for `idle`. Never
+/// half-closes.
 pub(crate) async fn copy_both_ways<C, G>(
     client: C,
     client_early: &[u8],
     guest: G,
     guest_early: &[u8],
+    idle: Option<Duration>,
 ) -> std::io::Result<()>
 where
     C: AsyncRead + AsyncWrite,
@@ -520,21 +547,23 @@ where
 {
     let (client_read, mut client_write) = tokio::io::split(client);
     let (guest_read, mut guest_write) = tokio::io::split(guest);
+    let activity = Activity::default();
     let up = async {
         guest_write.write_all(client_early).await?;
         guest_write.flush().await?;
-        copy_growing(client_read, &mut guest_write).await
+        copy_growing(client_read, &mut guest_write, &activity).await
     };
     let down = async {
         client_write.write_all(guest_early).await?;
         client_write.flush().await?;
-        let n = copy_growing(guest_read, &mut client_write).await?;
+        let n = copy_growing(guest_read, &mut client_write, &activity).await?;
         client_write.flush().await?;
         Ok::<u64, std::io::Error>(n)
     };
     tokio::select! {
         r = down => r.map(drop),
         r = up => r.map(drop),
+        stalled = activity.stalled(idle) => Err(stalled),
     }
 }
 
@@ -542,7 +571,7 @@ where
 /// starts at [`RELAY_BUFFER_START_BYTES`] and doubles while reads fill it,
 /// up to [`RELAY_BUFFER_BYTES`]: an exec of `true` moves a few hundred
 /// bytes and should not pay for zeroing a bulk copy's buffer.
-async fn copy_growing<R, W>(mut from: R, to: &mut W) -> std::io::Result<u64>
+async fn copy_growing<R, W>(mut from: R, to: &mut W, activity: &Activity) -> std::io::Result<u64>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
@@ -554,7 +583,9 @@ where
         if n == 0 {
             return Ok(total);
         }
+        activity.touch();
         to.write_all(&buf[..n]).await?;
+        activity.touch();
         total += n as u64;
         if n == buf.len() && buf.len() < RELAY_BUFFER_BYTES {
             buf.resize((buf.len() * 2).min(RELAY_BUFFER_BYTES), 0);
@@ -580,7 +611,9 @@ mod tests {
             feed.write_all(&sent).await.unwrap();
         });
         let mut out = Vec::new();
-        let n = copy_growing(from, &mut out).await.unwrap();
+        let n = copy_growing(from, &mut out, &Activity::default())
+            .await
+            .unwrap();
         writer.await.unwrap();
         assert_eq!(n as usize, data.len());
         assert_eq!(out, data);

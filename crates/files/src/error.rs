@@ -2,6 +2,7 @@
 
 use std::io;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use guestcomm_protocol::handshake::error_chain;
 use guestcomm_protocol::{ErrorCode, ErrorFrame, FrameError};
@@ -112,9 +113,39 @@ pub enum CopyError {
     /// The connection failed.
     #[error("connection failed")]
     Frame(#[from] FrameError),
+    /// The peer stopped: nothing moved for the idle timeout while this side
+    /// waited on it.
+    #[error("the copy stalled: {wait} for {after:?} (the idle timeout)")]
+    Stalled {
+        /// What this side was waiting for.
+        wait: Stall,
+        /// How long it waited.
+        after: Duration,
+    },
     /// The other half of this side stopped (internal; another error explains why).
     #[error("the copy was interrupted")]
     Interrupted,
+}
+
+/// What a stalled copy was waiting for, named by role so that the message
+/// reads the same on either side of the connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Stall {
+    /// The receiver waited for the sender's next frame.
+    #[error("the receiver got nothing from the sender")]
+    Frame,
+    /// A write to the peer was not taken: the peer stopped reading.
+    #[error("one side stopped reading the frames of the other")]
+    Write,
+    /// The sender waited for the receiver's `resume_from`.
+    #[error("the sender got no resume_from from the receiver")]
+    ResumeAnswer,
+    /// The sender waited for the receiver's `copy_summary`.
+    #[error("the sender got no copy_summary from the receiver")]
+    Summary,
+    /// The client waited for the agent's `copy_ready`.
+    #[error("the client got no copy_ready from the agent")]
+    Ready,
 }
 
 impl CopyError {
@@ -125,6 +156,11 @@ impl CopyError {
             path: path.into(),
             source: source.into(),
         }
+    }
+
+    /// The copy stalled on `wait` for `after`.
+    pub fn stalled(wait: Stall, after: Duration) -> Self {
+        Self::Stalled { wait, after }
     }
 
     /// The wire code for this failure.
@@ -151,6 +187,7 @@ impl CopyError {
             Self::Protocol(_) => ErrorCode::UnexpectedMessage,
             Self::Frame(_) => ErrorCode::MalformedFrame,
             Self::Peer(frame) => frame.code,
+            Self::Stalled { .. } => ErrorCode::Timeout,
             Self::Disconnected | Self::Interrupted => ErrorCode::Internal,
         }
     }

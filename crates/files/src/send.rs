@@ -16,17 +16,20 @@ use std::fs::{self, File, Metadata};
 use std::io::{self, Read};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures::StreamExt;
 use guestcomm_protocol::files::{CopySummary, Entry, EntryKind};
 use guestcomm_protocol::handshake::describe;
-use guestcomm_protocol::limits::FILE_CHUNK_BYTES;
+use guestcomm_protocol::limits::{FILE_CHUNK_BYTES, LINGER_AFTER_LAST_FRAME_MS};
 use guestcomm_protocol::split::{split, FrameWriter};
 use guestcomm_protocol::{Control, Frame, FrameError, FramedConn, StreamId};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
 
+use crate::error::Stall;
+use crate::idle::{finish, waited, within};
 use crate::{CopyError, Progress};
 
 /// Frames queued between the walker and the socket (at most this many MiB).
@@ -35,12 +38,15 @@ const SEND_QUEUE_FRAMES: usize = 4;
 /// Sends `src` on `conn` (after the request, and `CopyReady` host to guest),
 /// then waits for the receiver's `CopySummary`. On a local failure the
 /// receiver is told with an error frame. With `resume`, each file waits for
-/// the receiver's `ResumeFrom` and continues from there.
+/// the receiver's `ResumeFrom` and continues from there. Each wait on the
+/// receiver (a write it does not take, an answer that does not come) is
+/// bounded by `idle`.
 pub async fn send_copy<T>(
     conn: FramedConn<T>,
     src: &Path,
     recursive: bool,
     resume: bool,
+    idle: Duration,
     progress: &mut dyn Progress,
 ) -> Result<CopySummary, CopyError>
 where
@@ -70,6 +76,7 @@ where
             src,
             recursive,
             resume.then_some(resume_rx),
+            idle,
             progress,
         );
         tokio::pin!(sending);
@@ -87,21 +94,28 @@ where
         }
     };
     match sent {
-        Ok(()) => match reader.next().await {
+        Ok(()) => match waited(idle, Stall::Summary, reader.next()).await? {
             Some(Ok(Frame::Control(Control::CopySummary(summary)))) => Ok(summary),
             frame => Err(answer(frame)),
         },
         Err(CopyError::Frame(FrameError::Io(e))) => {
             // The receiver may have refused and closed: its reason is better
             // than "broken pipe".
-            match reader.next().await {
-                Some(Ok(Frame::Control(Control::Error(frame)))) => Err(CopyError::Peer(frame)),
+            let reason = tokio::time::timeout(
+                Duration::from_millis(LINGER_AFTER_LAST_FRAME_MS),
+                reader.next(),
+            )
+            .await;
+            match reason {
+                Ok(Some(Ok(Frame::Control(Control::Error(frame))))) => Err(CopyError::Peer(frame)),
                 _ => Err(CopyError::Frame(FrameError::Io(e))),
             }
         }
         Err(e) => {
             if let Some(frame) = e.to_error_frame() {
-                let _ = writer.send(Frame::Control(Control::Error(frame))).await;
+                let stalled = matches!(e, CopyError::Stalled { .. });
+                let last = Control::Error(frame);
+                let _ = finish(&mut reader, &mut writer, last, idle, stalled).await;
             }
             Err(e)
         }
@@ -118,38 +132,72 @@ fn answer(frame: Option<Result<Frame, FrameError>>) -> CopyError {
     }
 }
 
-/// Streams `src` as entries, ending with `CopyEnd`.
+/// Streams `src` as entries, ending with `CopyEnd`. With `resume`, each
+/// file entry is flushed and its answer awaited (at most `idle`) before the
+/// walker reads the file; every write is bounded by `idle` too.
 pub async fn send<T: AsyncWrite>(
     writer: &mut FrameWriter<T>,
     src: &Path,
     recursive: bool,
     mut resume: Option<Resumes>,
+    idle: Duration,
     progress: &mut dyn Progress,
 ) -> Result<(), CopyError> {
     let (tx, mut rx) = mpsc::channel(SEND_QUEUE_FRAMES);
+    // The walker gets each answer from this loop, once it has arrived.
+    let (answers, mut walker_answers) = match resume {
+        Some(_) => {
+            let (answers, walker_answers) = mpsc::channel(1);
+            (Some(answers), Some(walker_answers))
+        }
+        None => (None, None),
+    };
     let src = src.to_path_buf();
-    let walker = tokio::task::spawn_blocking(move || walk(&src, recursive, &tx, &mut resume));
+    let walker =
+        tokio::task::spawn_blocking(move || walk(&src, recursive, &tx, &mut walker_answers));
     let mut written = Ok(());
     while let Some(frame) = rx.recv().await {
-        match &frame {
-            Frame::Data(_, body) => progress.bytes(body.len() as u64),
-            Frame::Control(Control::Entry(entry)) => progress.entry(entry),
-            _ => {}
-        }
-        written = writer.feed(frame).await;
-        if written.is_ok() && rx.is_empty() {
-            written = writer.flush().await;
+        let asks = match &frame {
+            Frame::Data(_, body) => {
+                progress.bytes(body.len() as u64);
+                false
+            }
+            Frame::Control(Control::Entry(entry)) => {
+                progress.entry(entry);
+                entry.kind == EntryKind::File
+            }
+            _ => false,
+        };
+        let answer = resume.as_mut().filter(|_| asks);
+        written = within(idle, Stall::Write, writer.feed(frame)).await;
+        if written.is_ok() && (rx.is_empty() || answer.is_some()) {
+            written = within(idle, Stall::Write, writer.flush()).await;
         }
         if written.is_err() {
             break;
         }
+        if let (Some(resumes), Some(answers)) = (answer, &answers) {
+            written = match waited(idle, Stall::ResumeAnswer, resumes.recv()).await {
+                Ok(Some(offset)) => answers
+                    .send(offset)
+                    .await
+                    .map_err(|_| CopyError::Interrupted),
+                // The watcher stopped: it has the reason.
+                Ok(None) => Err(CopyError::Interrupted),
+                Err(stall) => Err(stall),
+            };
+            if written.is_err() {
+                break;
+            }
+        }
     }
-    // Stops the walker if it is still sending.
+    // Stops the walker if it is still sending (or waiting for an answer).
     drop(rx);
+    drop(answers);
     let walked = walker.await.unwrap_or(Err(CopyError::Interrupted));
     written?;
     walked?;
-    Ok(writer.flush().await?)
+    within(idle, Stall::Write, writer.flush()).await
 }
 
 /// The receiver's `ResumeFrom` answers (offset, BLAKE3 of the prefix).

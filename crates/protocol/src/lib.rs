@@ -7,7 +7,8 @@
 //! 2. client -> Hello      server -> Welcome | Error      (handshake)
 //! 3. client -> Request {service GUID, call}               (names the operation)
 //! 4. operation frames: control messages and raw data frames, both directions
-//! 5. server -> final message (Exited | Error); both sides close
+//! 5. one side -> the operation's last frame (Exited, an answer, CopySummary
+//!    or Error); its reader closes, then its sender ([`closing`])
 //! ```
 //!
 //! Modules: [`frame`] (length-prefixed frames and their codec), [`message`]
@@ -19,10 +20,12 @@
 //! (the argument-level policy document both host and agent enforce),
 //! [`auth`] (the pre-shared key and its proofs), [`nonce`] (handshake nonces
 //! that never wait for the kernel's random pool), [`entropy`] (the kernel's
-//! generator, asked without blocking).
+//! generator, asked without blocking), [`closing`] (who closes a connection
+//! first).
 //! `docs/PROTOCOL.md` is the full specification.
 
 pub mod auth;
+pub mod closing;
 pub mod entropy;
 pub mod files;
 pub mod frame;

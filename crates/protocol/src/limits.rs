@@ -91,3 +91,20 @@ pub const MAX_FREEZE_TIMEOUT_S: u64 = 600;
 /// Safety timeout of a freeze when the host names none, seconds (Hyper-V's
 /// VSS waits about as long for a snapshot).
 pub const DEFAULT_FREEZE_TIMEOUT_S: u64 = 60;
+
+/// How long the side that sent an operation's last frame waits for its peer
+/// to close first (reading and dropping whatever still arrives) before it
+/// closes itself: the closing rule of `docs/PROTOCOL.md` section 2.5. Over
+/// hybrid vsock a close before the peer has read the last frame can turn
+/// into a reset that loses it; 5 s is far more than any peer needs to read
+/// one frame, and a peer that never closes holds the connection no longer.
+pub const LINGER_AFTER_LAST_FRAME_MS: u64 = 5_000;
+
+/// How long a copy waits on its peer (the next frame from the sender, a
+/// write the receiver does not take, a `resume_from` or `copy_summary` that
+/// does not come) before it fails as stalled, when not configured otherwise
+/// (`guestcomm cp --idle-timeout`, `guestcomm-agent --copy-idle-timeout`).
+/// Long enough for a receiver syncing a large file to a slow disk, or
+/// hashing a partial file before its `resume_from`, under TCG emulation;
+/// short enough that a vanished peer does not hold a copy for minutes.
+pub const DEFAULT_COPY_IDLE_TIMEOUT_MS: u64 = 60_000;

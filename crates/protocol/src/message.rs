@@ -10,12 +10,15 @@
 //! ```text
 //! client                                        agent
 //!   | -- Request {exec, program, args, ...} -->   |
-//!   | <-- ExecStarted {pid} | Error {code} -----   |  spawn failed: error, close
-//!   | -- data(stdin) ... Eof{stdin} ---------->   |  any time; Eof closes the pipe
+//!   | <-- ExecStarted {pid} | Error {code} -----   |  spawn failed: error, last frame
+//!   | -- data(stdin) ... Eof{stdin} ---------->   |  any time; Eof closes the pipe,
+//!   |                                             |  stdin after it: Error
+//!   |                                             |  unexpected_message
 //!   | -- Resize {rows, cols} / Signal {n} ---->   |  any time
 //!   | <-- data(stdout), data(stderr) ----------   |  interleaved, in order per stream
 //!   | <-- Eof{stdout}, Eof{stderr} ------------   |  when each pipe closes
-//!   | <-- Exited {code | signal, timed_out} ---   |  last frame; both close
+//!   | <-- Exited {code | signal, timed_out} ---   |  last frame: the client closes,
+//!   |                                             |  then the agent (`closing`)
 //! ```
 //!
 //! If the client's side closes before `Exited`, the agent kills the process
@@ -82,7 +85,8 @@ pub enum Control {
     },
     /// Client to server, first frame after the handshake: what to do.
     Request(Request),
-    /// Either direction: the operation (or the handshake) failed; the sender closes next.
+    /// Either direction: the operation (or the handshake) failed; the
+    /// sender's last frame (the reader closes first, see `closing`).
     Error(ErrorFrame),
     /// Server to client: the exec process started.
     ExecStarted {
@@ -344,7 +348,8 @@ impl ExitStatus {
     }
 }
 
-/// An error reported to the peer; the connection closes after it.
+/// An error reported to the peer: its sender's last frame (the connection
+/// then closes by the rule of [`crate::closing`]).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 #[error("{message} ({code})")]
 pub struct ErrorFrame {

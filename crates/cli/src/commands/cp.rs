@@ -3,13 +3,15 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use clap::Args;
 use guestcomm_client::{CopyError, ReceiveOptions};
 use guestcomm_protocol::files::{CopyFromGuest, CopySummary, CopyToGuest};
+use guestcomm_protocol::limits::DEFAULT_COPY_IDLE_TIMEOUT_MS;
 use guestcomm_protocol::ErrorCode;
 use guestcomm_transport::Address;
+use tokio::signal::unix::{signal, SignalKind};
 
 use crate::exit;
 use crate::progress::CopyProgress;
@@ -36,16 +38,20 @@ Exit status of `cp`:
        (with --resume, partial files are kept for the next attempt)
   2    invalid command line
   125  guestcomm failed (cannot connect, handshake refused, protocol error,
-       connection lost)
-  130  interrupted (Ctrl-C); nothing partial is kept (with --resume,
+       connection lost, or the copy stalled: the other side sent or took
+       nothing for --idle-timeout seconds)
+  130  interrupted by Ctrl-C (SIGINT), 143 by SIGTERM, 129 by SIGHUP:
+       nothing partial is kept, no temporary file is left (with --resume,
        partial files are kept and the same command continues them)";
 
 /// Exit code when the copy itself failed.
 const COPY_FAILED: u8 = 1;
 /// Exit code for an invalid command line (as clap).
 const USAGE: u8 = 2;
-/// Exit code after Ctrl-C: 128 + SIGINT.
-const INTERRUPTED: u8 = 130;
+/// Exit code after a signal: 128 + its number, as shells report it.
+const fn killed_by(signal: libc::c_int) -> u8 {
+    128 + signal as u8
+}
 
 /// Copy a file or directory tree into the guest or out of it.
 ///
@@ -92,6 +98,15 @@ pub struct CpArgs {
     /// Print a JSON summary (bytes, files, seconds, blake3) on stdout.
     #[arg(long)]
     pub json: bool,
+
+    /// Fail the copy as stalled (exit 125) when the other side sends
+    /// nothing, or takes nothing and does not answer, for this many seconds.
+    /// Raise it for very slow links, or for resuming a file whose partial
+    /// copy takes longer than this to hash.
+    #[arg(long, env = "GUESTCOMM_COPY_IDLE_TIMEOUT", value_name = "SECONDS",
+          default_value_t = DEFAULT_COPY_IDLE_TIMEOUT_MS / 1000,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub idle_timeout: u64,
 
     /// A local path, or TARGET:PATH in the guest.
     #[arg(value_name = "SRC")]
@@ -219,16 +234,12 @@ pub async fn run(args: CpArgs, api: Option<&str>) -> ExitCode {
         args.src.clone(),
         args.dst.clone(),
     );
+    // Dropping the copy on a signal ends its file work, which removes the
+    // temporary file (or keeps the partial one with --resume); `crate::run`
+    // waits for that before the process exits.
     let result = tokio::select! {
         result = copy(plan, &args, api) => result,
-        _ = tokio::signal::ctrl_c() => {
-            if args.resume {
-                eprintln!("guestcomm: interrupted; run the same command again to resume");
-            } else {
-                eprintln!("guestcomm: interrupted; nothing partial was kept");
-            }
-            return ExitCode::from(INTERRUPTED);
-        }
+        signal = terminating() => return interrupted(signal, args.resume),
     };
     match result {
         Ok(summary) => {
@@ -253,7 +264,40 @@ pub async fn run(args: CpArgs, api: Option<&str>) -> ExitCode {
     }
 }
 
+/// The first of SIGINT, SIGTERM and SIGHUP to arrive. A signal whose
+/// handler cannot be installed keeps its default action.
+async fn terminating() -> libc::c_int {
+    let wait = |kind: SignalKind| async move {
+        match signal(kind) {
+            Ok(mut stream) => {
+                stream.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+        kind.as_raw_value()
+    };
+    tokio::select! {
+        n = wait(SignalKind::interrupt()) => n,
+        n = wait(SignalKind::terminate()) => n,
+        n = wait(SignalKind::hangup()) => n,
+    }
+}
+
+/// Reports an interrupted copy and its exit code (128 + the signal).
+fn interrupted(signal: libc::c_int, resume: bool) -> ExitCode {
+    use std::io::Write;
+    let kept = if resume {
+        "run the same command again to resume"
+    } else {
+        "nothing partial was kept"
+    };
+    // After SIGHUP the terminal may be gone: a failed write is no reason to panic.
+    let _ = writeln!(std::io::stderr(), "guestcomm: interrupted; {kept}");
+    ExitCode::from(killed_by(signal))
+}
+
 async fn copy(plan: Plan, args: &CpArgs, api: Option<&str>) -> Result<CopySummary, ExitCode> {
+    let idle = Duration::from_secs(args.idle_timeout);
     match plan {
         Plan::ToGuest { src, target, dst } => {
             let total = local_total(&src, args.recursive).map_err(|e| report(&e))?;
@@ -268,7 +312,7 @@ async fn copy(plan: Plan, args: &CpArgs, api: Option<&str>) -> Result<CopySummar
             };
             let mut progress = CopyProgress::new(total);
             let result =
-                guestcomm_client::copy_to_guest(session.conn, &src, req, &mut progress).await;
+                guestcomm_client::copy_to_guest(session.conn, &src, req, idle, &mut progress).await;
             progress.finish();
             result.map_err(|e| report(&e))
         }
@@ -282,9 +326,15 @@ async fn copy(plan: Plan, args: &CpArgs, api: Option<&str>) -> Result<CopySummar
                 resume: args.resume,
             };
             let mut progress = CopyProgress::new(None);
-            let result =
-                guestcomm_client::copy_from_guest(session.conn, req, &dst, opts, &mut progress)
-                    .await;
+            let result = guestcomm_client::copy_from_guest(
+                session.conn,
+                req,
+                &dst,
+                opts,
+                idle,
+                &mut progress,
+            )
+            .await;
             progress.finish();
             result.map_err(|e| report(&e))
         }
@@ -317,14 +367,16 @@ fn report(err: &CopyError) -> ExitCode {
 pub fn copy_failure_code(err: &CopyError) -> u8 {
     match err {
         CopyError::Peer(frame) => match frame.code {
-            ErrorCode::MalformedFrame | ErrorCode::UnexpectedMessage | ErrorCode::Internal => {
-                exit::GUESTCOMM_FAILED
-            }
+            ErrorCode::MalformedFrame
+            | ErrorCode::UnexpectedMessage
+            | ErrorCode::Internal
+            | ErrorCode::Timeout => exit::GUESTCOMM_FAILED,
             _ => COPY_FAILED,
         },
         CopyError::Protocol(_)
         | CopyError::Disconnected
         | CopyError::Frame(_)
+        | CopyError::Stalled { .. }
         | CopyError::Interrupted => exit::GUESTCOMM_FAILED,
         _ => COPY_FAILED,
     }

@@ -155,6 +155,36 @@ impl Daemon {
         output
     }
 
+    /// `POST /v1/vms/{vm}/connect` by hand on the API socket: the stream
+    /// to the VM's agent, past the daemon's `101`, for a test that speaks
+    /// the protocol itself.
+    pub fn raw_connect(&self, vm: &str) -> std::os::unix::net::UnixStream {
+        use std::io::{Read, Write};
+        let mut sock = std::os::unix::net::UnixStream::connect(&self.socket).expect("connect");
+        sock.set_read_timeout(Some(STARTUP_DEADLINE))
+            .expect("timeout");
+        let path = format!("/v1/vms/{vm}/connect");
+        sock.write_all(&guestcomm_api::early_upgrade::request_bytes(
+            &path,
+            guestcomm_api::UPGRADE_PROTOCOL,
+        ))
+        .expect("send the upgrade");
+        // Byte by byte up to the blank line: what follows is the agent's.
+        let mut head = Vec::new();
+        while !head.ends_with(b"\r\n\r\n") {
+            let mut byte = [0u8];
+            assert_eq!(
+                sock.read(&mut byte).expect("read the answer"),
+                1,
+                "closed: {head:?}"
+            );
+            head.push(byte[0]);
+        }
+        let head = String::from_utf8_lossy(&head);
+        assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+        sock
+    }
+
     /// Runs `guestcomm ARGS...` with stdin closed.
     pub fn run(&self, args: &[&str]) -> Output {
         self.cli(args)

@@ -21,24 +21,16 @@ pub fn encode(frames: Vec<Frame>) -> Vec<u8> {
     buf.to_vec()
 }
 
-/// Sends `bytes` (then optionally half-closes) and returns every frame the agent sent back.
+/// Sends `bytes` (then optionally half-closes) and returns the frames the
+/// agent sent back, up to its final one; then closes, as a client does
+/// once it has read the last frame (the agent waits for that close).
 pub fn exchange(agent: &Agent, bytes: &[u8], half_close: bool) -> Vec<Frame> {
     let mut sock = UnixStream::connect(&agent.socket).unwrap();
-    sock.set_read_timeout(Some(Duration::from_secs(30)))
-        .unwrap();
     sock.write_all(bytes).unwrap();
     if half_close {
         sock.shutdown(std::net::Shutdown::Write).unwrap();
     }
-    let mut reply = Vec::new();
-    sock.read_to_end(&mut reply).unwrap();
-    let mut buf = BytesMut::from(&reply[..]);
-    let mut codec = FrameCodec::new();
-    let mut frames = Vec::new();
-    while let Some(frame) = codec.decode(&mut buf).unwrap() {
-        frames.push(frame);
-    }
-    frames
+    read_until_final(&mut sock).0
 }
 
 /// The error frame that ends `frames`, which must be the only thing after any Welcome.
@@ -107,10 +99,27 @@ fn fake_agent(
 /// real client does (the agent waits for that close).
 pub fn exchange_until_final(agent: &Agent, bytes: &[u8]) -> Vec<Frame> {
     let mut sock = UnixStream::connect(&agent.socket).unwrap();
-    sock.set_read_timeout(Some(Duration::from_secs(30)))
-        .unwrap();
     // The agent may refuse (and stop reading) before taking every byte.
     let _ = sock.write_all(bytes);
+    read_until_final(&mut sock).0
+}
+
+/// How [`read_until_final`] stopped.
+#[derive(Debug, PartialEq, Eq)]
+pub enum End {
+    /// An error or a copy summary arrived.
+    Final,
+    /// The peer closed the connection first.
+    Closed,
+    /// Nothing came for 30 s (the test's deadline), or the read failed.
+    Silent,
+}
+
+/// Reads frames from `sock` up to and including the final one (an error or
+/// a copy summary), the peer's close, or 30 s of silence.
+pub fn read_until_final(sock: &mut UnixStream) -> (Vec<Frame>, End) {
+    sock.set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
     let mut buf = BytesMut::new();
     let mut codec = FrameCodec::new();
     let mut frames = Vec::new();
@@ -123,11 +132,12 @@ pub fn exchange_until_final(agent: &Agent, bytes: &[u8]) -> Vec<Frame> {
             );
             frames.push(frame);
             if last {
-                return frames;
+                return (frames, End::Final);
             }
         }
         match sock.read(&mut chunk) {
-            Ok(0) | Err(_) => return frames,
+            Ok(0) => return (frames, End::Closed),
+            Err(_) => return (frames, End::Silent),
             Ok(n) => buf.extend_from_slice(&chunk[..n]),
         }
     }

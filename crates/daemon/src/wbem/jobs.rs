@@ -274,17 +274,24 @@ async fn copy_all(
         let session = crate::integration::session(vm)
             .await
             .map_err(|e| error_chain(&e))?;
-        guestcomm_client::copy_to_guest(session.conn, &f.source, f.request.clone(), &mut progress)
-            .await
-            .map_err(|e| {
-                format!(
-                    "copying {} to {}:{}: {}",
-                    f.source.display(),
-                    vm.name,
-                    f.request.dst,
-                    error_chain(&e)
-                )
-            })?;
+        let idle = guestcomm_client::DEFAULT_COPY_IDLE_TIMEOUT;
+        guestcomm_client::copy_to_guest(
+            session.conn,
+            &f.source,
+            f.request.clone(),
+            idle,
+            &mut progress,
+        )
+        .await
+        .map_err(|e| {
+            format!(
+                "copying {} to {}:{}: {}",
+                f.source.display(),
+                vm.name,
+                f.request.dst,
+                error_chain(&e)
+            )
+        })?;
     }
     Ok(total)
 }
