@@ -52,7 +52,8 @@ pub(crate) const COPY_BYTES: u64 = 32 * 1024 * 1024;
 /// Guest memory: two copies of the file on tmpfs, the agents, qemu-ga's
 /// base64 buffers.
 const GUEST_MEMORY_MIB: u32 = 512;
-/// Any single operation in the guest (the vsock backend can stall: TOOLCHAIN.md).
+/// Any single operation in the guest (an unpatched vsock backend can stall:
+/// docs/DEPLOYMENT.md).
 const OPERATION_DEADLINE: Duration = Duration::from_secs(300);
 /// qemu-ga may start listening just after the guestcomm agent.
 const QGA_CONNECT_DEADLINE: Duration = Duration::from_secs(30);

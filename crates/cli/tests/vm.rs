@@ -313,6 +313,63 @@ fn health_turns_lost_comm_when_qemu_is_killed() {
     assert_eq!(health["detail"], "transport_unreachable", "{health}");
 }
 
+#[test]
+fn a_dead_vsock_backend_fails_that_vm_promptly_and_the_daemon_serves_the_others() {
+    let Some(mut vm) = boot_or_skip(
+        "a_dead_vsock_backend_fails_that_vm_promptly_and_the_daemon_serves_the_others",
+    ) else {
+        return;
+    };
+    let d = util::daemon::Daemon::start("1s");
+    let identity = vm.identity().to_str().unwrap().to_string();
+    d.ok(&[
+        "vm",
+        "add",
+        "cut",
+        "--endpoint",
+        &vm.addr_text(),
+        "--credentials",
+        &identity,
+    ]);
+    let (_other, _) = d.agent_vm("other");
+    assert_eq!(d.ok(&["exec", "cut", "--", "echo", "up"]), "up\n");
+    let mut health = serde_json::Value::Null;
+    let ok = util::wait_until(BOOT_DEADLINE, || {
+        health = d.json(&["status", "cut"]);
+        health["status"] == "OK"
+    });
+    assert!(ok, "never OK: {health}");
+    // SIGKILL the vhost-user backend under the running guest.
+    vm.kill_backend().unwrap();
+    for args in [
+        &["exec", "cut", "--", "true"][..],
+        &["info", "cut"][..],
+        &[
+            "cp",
+            "cut:/etc/hostname",
+            d.dir.path().join("h").to_str().unwrap(),
+        ][..],
+    ] {
+        let out = vm.run_with(d.cli(args), None);
+        let err = text(&out.stderr);
+        assert_ne!(
+            out.status.code(),
+            Some(0),
+            "{args:?} succeeded without a backend"
+        );
+        assert!(err.starts_with("guestcomm: "), "{args:?}: {err}");
+    }
+    // The daemon goes on serving its other VMs and its API.
+    assert_eq!(d.ok(&["exec", "other", "--", "echo", "still"]), "still\n");
+    assert_eq!(d.json(&["vm", "list"]).as_array().unwrap().len(), 2);
+    let classed = util::wait_until(BOOT_DEADLINE, || {
+        health = d.json(&["status", "cut"]);
+        health["status"] == "Lost Comm"
+    });
+    assert!(classed, "{health}");
+    assert_eq!(health["detail"], "transport_unreachable", "{health}");
+}
+
 /// The same VM managed by guestcommd: keyed relay, cp both ways, health.
 fn through_the_daemon(vm: &mut Vm) {
     let d = util::daemon::Daemon::start("1s");
