@@ -44,6 +44,8 @@ const LIST_DEADLINE: Duration = Duration::from_secs(30);
 const WATCH_INTERVAL: Duration = Duration::from_millis(500);
 /// Pause between two samples of the daemon's memory and descriptors.
 const SAMPLE_INTERVAL: Duration = Duration::from_millis(250);
+/// Execs through the idle daemon, one at a time, for the baseline.
+const BASELINE_EXECS: usize = 50;
 /// How long the daemon's descriptors are watched after the load.
 const SETTLE_TIME: Duration = Duration::from_secs(15);
 /// Failure messages kept for the report.
@@ -132,6 +134,9 @@ pub(crate) struct LoadFigures {
     pub(crate) exec: OpTally,
     pub(crate) copy: OpTally,
     pub(crate) list: OpTally,
+    /// The same exec through the daemon, one at a time before the load:
+    /// the baseline of the same run.
+    pub(crate) exec_unloaded: OpTally,
     pub(crate) bytes_copied: u64,
     pub(crate) resources: Resources,
 }
@@ -139,7 +144,9 @@ pub(crate) struct LoadFigures {
 impl LoadFigures {
     /// Every operation succeeded and every listing answered.
     pub(crate) fn clean(&self) -> bool {
-        self.exec.failed == 0 && self.copy.failed == 0 && self.list.failed == 0
+        [&self.exec, &self.copy, &self.list, &self.exec_unloaded]
+            .iter()
+            .all(|t| t.failed == 0)
     }
 
     /// The figures as JSON (`--json`), for the load test.
@@ -154,6 +161,7 @@ impl LoadFigures {
             "exec": self.exec.json(),
             "copy": self.copy.json(),
             "list": self.list.json(),
+            "exec_unloaded": self.exec_unloaded.json(),
             "bytes_copied": self.bytes_copied,
             "daemon": {
                 "rss_mib_before": r.rss_mib_before, "rss_mib_max": r.rss_mib_max,
@@ -169,7 +177,10 @@ impl LoadFigures {
         let r = &self.resources;
         let mut out = String::new();
         let _ = writeln!(out, "<!-- bench:load:begin -->");
-        let _ = writeln!(out, "## H. guestcommd under load\n");
+        let _ = writeln!(
+            out,
+            "## Load: guestcommd under concurrent execs and copies (issue #15)\n"
+        );
         let _ = writeln!(out, "{}", m.table());
         let _ = writeln!(
             out,
@@ -204,6 +215,16 @@ impl LoadFigures {
         }
         let _ = writeln!(
             out,
+            "\nBaseline of the same run: the same exec through the daemon, one at a time before the load, p50 {:.2} ms ({:.0} execs/s). Under load each exec waits its turn among {} (p50 {:.0}× the baseline), while the daemon completes {:.0} execs/s ({:.2}× the one-at-a-time rate) beside the copies.",
+            self.exec_unloaded.ok.median(),
+            1e3 / self.exec_unloaded.ok.median(),
+            s.execs,
+            self.exec.ok.median() / self.exec_unloaded.ok.median(),
+            self.exec.ok.len() as f64 / s.secs as f64,
+            (self.exec.ok.len() as f64 / s.secs as f64) / (1e3 / self.exec_unloaded.ok.median())
+        );
+        let _ = writeln!(
+            out,
             "\nCopied {} in all ({:.0} MB/s). The daemon: RSS {:.1} MiB before, {:.1} MiB at most, {:.1} MiB after; open file descriptors {} before, {} at most, {} after.",
             format_bytes(self.bytes_copied),
             self.bytes_copied as f64 / s.secs as f64 / 1e6,
@@ -220,6 +241,7 @@ impl LoadFigures {
             .iter()
             .chain(&self.copy.failures)
             .chain(&self.list.failures)
+            .chain(&self.exec_unloaded.failures)
         {
             let _ = writeln!(out, "- failed: {failure}");
         }
@@ -269,6 +291,15 @@ pub(crate) fn load_case(
         fds_before: fd_count(pid)?,
         ..Resources::default()
     };
+    // The baseline: the same exec, one at a time, before any load.
+    let exec_unloaded = rt.block_on(async {
+        let mut tally = OpTally::default();
+        for round in 0..BASELINE_EXECS {
+            let once = exec_worker(&client, round, settings.vms, Instant::now(), Some(1)).await;
+            tally.merge(once);
+        }
+        tally
+    });
     let end = Instant::now() + Duration::from_secs(settings.secs);
     let copied = Arc::new(AtomicU64::new(0));
     let peak = Arc::new(Mutex::new((resources.rss_mib_before, resources.fds_before)));
@@ -278,7 +309,7 @@ pub(crate) fn load_case(
             let client = client.clone();
             let vms = settings.vms;
             execs.push(tokio::spawn(async move {
-                exec_worker(&client, worker, vms, end).await
+                exec_worker(&client, worker, vms, end, None).await
             }));
         }
         let mut copies = Vec::new();
@@ -323,6 +354,7 @@ pub(crate) fn load_case(
         exec,
         copy,
         list,
+        exec_unloaded,
         bytes_copied: copied.load(Ordering::Relaxed),
         resources,
     })
@@ -332,12 +364,18 @@ fn vm_name(i: usize) -> String {
     format!("vm{i:05}")
 }
 
-/// One exec task: `echo TOKEN` through the daemon until `end`, each on the
-/// next VM, its output checked.
-async fn exec_worker(client: &ApiClient, worker: usize, vms: usize, end: Instant) -> OpTally {
+/// One exec task: `echo TOKEN` through the daemon until `end` (or `count`
+/// times, when given), each on the next VM, its output checked.
+async fn exec_worker(
+    client: &ApiClient,
+    worker: usize,
+    vms: usize,
+    end: Instant,
+    count: Option<usize>,
+) -> OpTally {
     let mut tally = OpTally::default();
     let mut round = 0usize;
-    while Instant::now() < end {
+    while count.map_or(Instant::now() < end, |n| round < n) {
         let vm = vm_name((worker * 7 + round) % vms);
         let token = format!("w{worker}r{round}");
         let result = timeout(EXEC_DEADLINE, async {
