@@ -279,17 +279,7 @@ fn health_turns_lost_comm_when_qemu_is_killed() {
     let Some(mut vm) = boot_or_skip("health_turns_lost_comm_when_qemu_is_killed") else {
         return;
     };
-    let d = util::daemon::Daemon::start("1s");
-    let identity = vm.identity().to_str().unwrap().to_string();
-    d.ok(&[
-        "vm",
-        "add",
-        "killed",
-        "--endpoint",
-        &vm.addr_text(),
-        "--credentials",
-        &identity,
-    ]);
+    let d = daemon_with(&vm, "killed");
     let status = || {
         d.json(&["status", "killed"])["status"]
             .as_str()
@@ -320,17 +310,7 @@ fn a_dead_vsock_backend_fails_that_vm_promptly_and_the_daemon_serves_the_others(
     ) else {
         return;
     };
-    let d = util::daemon::Daemon::start("1s");
-    let identity = vm.identity().to_str().unwrap().to_string();
-    d.ok(&[
-        "vm",
-        "add",
-        "cut",
-        "--endpoint",
-        &vm.addr_text(),
-        "--credentials",
-        &identity,
-    ]);
+    let d = daemon_with(&vm, "cut");
     let (_other, _) = d.agent_vm("other");
     assert_eq!(d.ok(&["exec", "cut", "--", "echo", "up"]), "up\n");
     let mut health = serde_json::Value::Null;
@@ -370,19 +350,26 @@ fn a_dead_vsock_backend_fails_that_vm_promptly_and_the_daemon_serves_the_others(
     assert_eq!(health["detail"], "transport_unreachable", "{health}");
 }
 
-/// The same VM managed by guestcommd: keyed relay, cp both ways, health.
-fn through_the_daemon(vm: &mut Vm) {
+/// guestcommd (heartbeat every second) with `vm` added as `name`, its key
+/// imported.
+fn daemon_with(vm: &Vm, name: &str) -> util::daemon::Daemon {
     let d = util::daemon::Daemon::start("1s");
-    let identity = vm.identity().to_str().unwrap().to_string();
+    let identity = vm.identity().to_str().unwrap();
     d.ok(&[
         "vm",
         "add",
-        "testvm",
+        name,
         "--endpoint",
         &vm.addr_text(),
         "--credentials",
-        &identity,
+        identity,
     ]);
+    d
+}
+
+/// The same VM managed by guestcommd: keyed relay, cp both ways, health.
+fn through_the_daemon(vm: &mut Vm) {
+    let d = daemon_with(vm, "testvm");
     assert_eq!(
         d.ok(&["exec", "testvm", "--", "uname", "-n"]),
         "guestcomm-test-vm\n"
