@@ -498,14 +498,15 @@ fn guest_disk_full(d: &util::daemon::Daemon) {
     ]);
 }
 
-/// The VM frozen (QEMU stopped by SIGSTOP: the guest is paused while its
-/// vsock backend still accepts): health turns No Contact with the agent
-/// not answering, an exec through the daemon fails at its deadline (125,
-/// one line); thawed, the agent answers again. (QMP `stop` would be the
-/// operator's pause, but vhost-device-vsock 0.3.0 loses the guest's vsock
-/// when a connection is attempted meanwhile: see the ignored test below.)
+/// The guest paused as an operator pauses it (QMP `stop`, `virsh
+/// suspend`): health turns No Contact with the agent not answering, an exec
+/// through the daemon fails at its deadline (125, one line); after `cont`
+/// the agent answers again, though connections were attempted meanwhile
+/// (the probes, the exec), which an unpatched vhost-device-vsock 0.3.0 does
+/// not survive.
 fn paused(d: &util::daemon::Daemon, vm: &Vm) {
-    vm.freeze().unwrap();
+    vm.pause().unwrap();
+    assert_eq!(vm.status().unwrap()["status"], "paused");
     let mut health = serde_json::Value::Null;
     let no_contact = util::wait_until(BOOT_DEADLINE, || {
         health = d.json(&["status", "testvm"]);
@@ -517,7 +518,7 @@ fn paused(d: &util::daemon::Daemon, vm: &Vm) {
     let err = text(&out.stderr);
     assert_eq!(out.status.code(), Some(125), "{err}");
     assert_eq!(err.trim_end().lines().count(), 1, "{err}");
-    vm.thaw().unwrap();
+    vm.resume().unwrap();
     let ok = util::wait_until(BOOT_DEADLINE, || {
         health = d.json(&["status", "testvm"]);
         health["status"] == "OK"
@@ -723,31 +724,4 @@ fn concurrency(vm: &Vm) {
             format!("vm-job-{i}\n")
         );
     }
-}
-
-/// A reproducer of a vhost-device-vsock 0.3.0 bug, ignored: with the VM
-/// paused by QMP `stop`, a connection attempt (which times out) leaves the
-/// guest's vsock dead after `cont` (the backend logs "Received a backend
-/// event before vring initialization"). Without the attempt, stop and cont
-/// keep vsock working. Run it to check a newer backend.
-#[test]
-#[ignore]
-fn qmp_pause_with_a_connection_attempt_keeps_vsock_working() {
-    let Some(vm) = boot_or_skip("qmp_pause_with_a_connection_attempt_keeps_vsock_working") else {
-        return;
-    };
-    assert_eq!(vm.run(&[], &["echo", "before"]).stdout, b"before\n");
-    vm.pause().unwrap();
-    assert_eq!(vm.status().unwrap()["status"], "paused");
-    let during = vm.run(&[], &["echo", "during"]);
-    assert_eq!(during.status.code(), Some(125), "{}", text(&during.stderr));
-    vm.resume().unwrap();
-    let out = vm.run(&[], &["echo", "after"]);
-    assert_eq!(
-        out.stdout,
-        b"after\n",
-        "{}\n{}",
-        text(&out.stderr),
-        vm.report()
-    );
 }

@@ -425,10 +425,8 @@ impl Vm {
     }
 
     /// Pauses the guest (QMP `stop`, as `virsh suspend` does): its vCPUs
-    /// stop, while QEMU and the vsock backend keep running. With
-    /// vhost-device-vsock 0.3.0 a connection attempted while paused leaves
-    /// the guest's vsock dead after `cont` (the ignored VM test
-    /// `qmp_pause_with_a_connection_attempt_keeps_vsock_working` shows it).
+    /// stop, while QEMU and the vsock backend keep running (connections to
+    /// the guest are accepted by the backend and wait).
     pub fn pause(&self) -> Result<(), VmError> {
         self.qmp("stop").map(drop)
     }
@@ -446,29 +444,6 @@ impl Vm {
     fn qmp(&self, command: &str) -> Result<serde_json::Value, VmError> {
         qmp::run(&self.dir.path().join("qmp.sock"), command)
             .map_err(io_error(format!("run QMP {command}")))
-    }
-
-    /// Freezes the whole VM (SIGSTOP to QEMU by PID): the guest stops as
-    /// under QMP `stop`, while the vsock backend keeps accepting; with
-    /// vhost-device-vsock 0.3.0 this is the pause that survives connection
-    /// attempts made meanwhile (see `pause`).
-    pub fn freeze(&self) -> Result<(), VmError> {
-        self.signal_qemu(nix::sys::signal::Signal::SIGSTOP)
-    }
-
-    /// Thaws a frozen VM (SIGCONT).
-    pub fn thaw(&self) -> Result<(), VmError> {
-        self.signal_qemu(nix::sys::signal::Signal::SIGCONT)
-    }
-
-    fn signal_qemu(&self, signal: nix::sys::signal::Signal) -> Result<(), VmError> {
-        let qemu = lock(&self.qemu);
-        let pid = nix::unistd::Pid::from_raw(i32::try_from(qemu.pid()).unwrap_or(i32::MAX));
-        // The guard holds the child unreaped, so the PID is still QEMU's.
-        nix::sys::signal::kill(pid, signal).map_err(|e| VmError::Io {
-            what: format!("send {signal} to QEMU"),
-            source: e.into(),
-        })
     }
 
     /// Kills the vsock backend at once (SIGKILL by PID) under the running
