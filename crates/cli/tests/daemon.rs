@@ -261,11 +261,24 @@ fn an_agent_restart_between_two_execs_costs_no_failure() {
     // The first exec leaves a warm spare connection to the agent; the
     // restart closes it; the second exec must still succeed.
     let d = Daemon::start("off");
-    let (agent, _) = d.agent_vm("web1");
     let agent_sock = d.dir.path().join("agent.sock");
+    let log = d.dir.path().join("agent.log");
+    let agent = AgentAt::start_logging(&agent_sock, &log);
+    let endpoint = format!("unix://{}", agent_sock.display());
+    d.ok(&["vm", "add", "web1", "--endpoint", &endpoint]);
     assert_eq!(d.ok(&["exec", "web1", "--", "echo", "one"]), "one\n");
-    // Let the spare be made before the agent goes.
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    // The spare is made once the agent has seen a second handshake (no
+    // heartbeat probes with "off").
+    let handshakes = || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .matches("handshake done")
+            .count()
+    };
+    assert!(
+        wait_until(POLL_DEADLINE, || handshakes() >= 2),
+        "no spare connection was made after the first exec"
+    );
     drop(agent);
     let _ = std::fs::remove_file(&agent_sock);
     let _agent = AgentAt::start(&agent_sock);

@@ -15,7 +15,6 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures::{FutureExt, StreamExt};
 use guestcomm_client::Session;
 use guestcomm_protocol::auth::Psk;
 use guestcomm_transport::{Address, Stream};
@@ -100,19 +99,19 @@ impl Spares {
     /// Takes `vm`'s spare, if one is open and was made for its current
     /// endpoint and key.
     pub fn take(&self, vm: &VmRow) -> Option<Session<Stream>> {
-        let mut spare = self.lock().by_vm.remove(&vm.name)?;
+        let spare = self.lock().by_vm.remove(&vm.name)?;
         if spare.key != Key::of(vm) {
             return None;
         }
-        // Anything ready to read (end of stream, an error frame, stray
-        // bytes) means the agent is done with it; nothing ready, it waits.
-        match spare.session.conn.next().now_or_never() {
-            None => Some(spare.session),
-            Some(_) => {
-                debug!(vm = %vm.name, "spare connection closed by the agent; connecting anew");
-                None
-            }
+        // Anything to read (end of stream, an error frame, stray bytes),
+        // already buffered or waiting in the kernel, means the agent is
+        // done with it; nothing at all, it waits for a request.
+        let buffered = !spare.session.conn.read_buffer().is_empty();
+        if buffered || !spare.session.conn.get_ref().is_quiet() {
+            debug!(vm = %vm.name, "spare connection closed by the agent; connecting anew");
+            return None;
         }
+        Some(spare.session)
     }
 
     /// Makes `vm`'s next spare in the background, unless one exists, one
@@ -285,8 +284,6 @@ mod tests {
         until("the spare", || spares.len() == 1).await;
         agent.hang_up.notify_waiters();
         until("the hang-up", || agent.hung_up.load(Ordering::SeqCst) == 1).await;
-        // Then the runtime's I/O driver sees the socket readable.
-        tokio::time::sleep(Duration::from_millis(200)).await;
         assert!(spares.take(&web1).is_none());
     }
 

@@ -93,6 +93,28 @@ pub async fn connect(addr: &Address) -> Result<Stream, ConnectError> {
         .unwrap_or_else(|_| Err(ConnectError::Timeout { addr: name.clone() }))
 }
 
+impl Stream {
+    /// Whether the peer has been silent: no byte waiting to be read and no
+    /// end of stream. Asked of the kernel at the moment of the call (a
+    /// nonblocking peek), not of the runtime's last readiness event, so a
+    /// close that just happened is seen even before the runtime's I/O
+    /// driver has run. An error on the socket counts as not quiet.
+    pub fn is_quiet(&self) -> bool {
+        let mut byte = 0u8;
+        // SAFETY: a one-byte peek into a valid local buffer on a socket
+        // this value owns; MSG_DONTWAIT keeps it from blocking.
+        let n = unsafe {
+            libc::recv(
+                self.as_raw_fd(),
+                std::ptr::addr_of_mut!(byte).cast(),
+                1,
+                libc::MSG_PEEK | libc::MSG_DONTWAIT,
+            )
+        };
+        n < 0 && io::Error::last_os_error().kind() == io::ErrorKind::WouldBlock
+    }
+}
+
 impl AsRawFd for Stream {
     fn as_raw_fd(&self) -> RawFd {
         match self {

@@ -252,6 +252,16 @@ impl AgentAt {
             child: super::spawn_agent(socket, extra),
         }
     }
+
+    /// Starts one logging at debug level into `log`, where each accepted
+    /// connection's handshake leaves a "handshake done" line.
+    #[allow(dead_code)] // not every test file reads an agent's log
+    pub fn start_logging(socket: &Path, log: &Path) -> Self {
+        let file = std::fs::File::create(log).expect("create the agent's log");
+        AgentAt {
+            child: super::spawn_agent_logging(socket, &[], "debug", file.into()),
+        }
+    }
 }
 
 impl Drop for AgentAt {

@@ -40,6 +40,11 @@ pub fn bin(name: &str) -> PathBuf {
 /// The agent's local key-value socket sits beside its listen socket, never
 /// in /run/guestcomm on the test machine.
 pub fn spawn_agent(socket: &Path, extra: &[&str]) -> Child {
+    spawn_agent_logging(socket, extra, "warn", Stdio::inherit())
+}
+
+/// Same, logging at `level` into `log`.
+pub fn spawn_agent_logging(socket: &Path, extra: &[&str], level: &str, log: Stdio) -> Child {
     let mut cmd = Command::new(bin("guestcomm-agent"));
     cmd.arg("--listen")
         .arg(format!("unix://{}", socket.display()));
@@ -48,8 +53,9 @@ pub fn spawn_agent(socket: &Path, extra: &[&str]) -> Child {
     }
     let child = cmd
         .args(extra)
-        .env("GUESTCOMM_LOG", "warn")
+        .env("GUESTCOMM_LOG", level)
         .stdin(Stdio::null())
+        .stderr(log)
         .spawn()
         .expect("spawn guestcomm-agent");
     assert!(
