@@ -559,22 +559,180 @@ fn connect_refuses_unregistered_disabled_and_portless_services() {
     }
 }
 
-/// An echo server on `path` for any number of sequential connections.
+/// A line echo server on `path` for any number of connections at once.
 fn echo_server(path: &std::path::Path) {
     use std::io::{BufRead, BufReader, Write};
     let listener = std::os::unix::net::UnixListener::bind(path).unwrap();
     std::thread::spawn(move || {
         for stream in listener.incoming() {
-            let stream = stream.unwrap();
-            let mut writer = stream.try_clone().unwrap();
-            for line in BufReader::new(stream).lines() {
-                let Ok(line) = line else { break };
-                if writer.write_all(format!("{line}\n").as_bytes()).is_err() {
-                    break;
+            let Ok(stream) = stream else { break };
+            std::thread::spawn(move || {
+                let Ok(mut writer) = stream.try_clone() else {
+                    return;
+                };
+                for line in BufReader::new(stream).lines() {
+                    let Ok(line) = line else { break };
+                    if writer.write_all(format!("{line}\n").as_bytes()).is_err() {
+                        break;
+                    }
                 }
-            }
+            });
         }
     });
+}
+
+/// Registers the echo service (port 2761) with an echo server as its host
+/// endpoint, and returns where the VMM behind `vmm` delivers a guest's
+/// connections to it once the daemon listens there.
+fn echo_service(d: &Daemon, vmm: &std::path::Path) -> std::path::PathBuf {
+    let host = d.dir.path().join("host.sock");
+    if !host.exists() {
+        echo_server(&host);
+        d.ok(&[
+            "service",
+            "register",
+            "00000ac9-facb-11e6-bd58-64006a7986d3",
+            "--name",
+            "Echo",
+            "--host-endpoint",
+            &format!("unix://{}", host.display()),
+        ]);
+    }
+    let guest_side = std::path::PathBuf::from(format!("{}_2761", vmm.display()));
+    assert!(wait_until(POLL_DEADLINE, || guest_side.exists()));
+    guest_side
+}
+
+/// A guest's connection to the echo service through `guest_side`: the
+/// line echoed, or `None` when the daemon closed it.
+fn guest_ping(guest_side: &std::path::Path) -> (std::os::unix::net::UnixStream, Option<String>) {
+    use std::io::{BufRead, BufReader, Write};
+    let mut s = std::os::unix::net::UnixStream::connect(guest_side).unwrap();
+    s.set_read_timeout(Some(POLL_DEADLINE)).unwrap();
+    let _ = s.write_all(b"ping\n");
+    let mut line = String::new();
+    let echoed = BufReader::new(&s)
+        .read_line(&mut line)
+        .ok()
+        .filter(|n| *n > 0)
+        .map(|_| line);
+    (s, echoed)
+}
+
+#[test]
+fn a_guest_flooding_its_host_connections_takes_neither_the_operators_relays_nor_another_vms() {
+    // More than the daemon's 1,024 operator relay slots, from one guest.
+    const FLOOD: usize = 1_030;
+    const PER_VM: usize = 64;
+    let (soft, hard) =
+        nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE).unwrap();
+    if hard < 4 * FLOOD as u64 {
+        eprintln!("SKIPPED: the hard limit on open files ({hard}) is too low for the flood");
+        return;
+    }
+    if soft < 4 * FLOOD as u64 {
+        nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE, hard, hard)
+            .unwrap();
+    }
+    let d = Daemon::start("off");
+    let (_agent, _) = d.agent_vm("web1");
+    let hostile = echo_service(&d, &hybrid_vm(&d, "fc1"));
+    let vmm2 = d.dir.path().join("vmm2.sock");
+    let endpoint2 = format!("hvsock-uds://{}", vmm2.display());
+    d.ok(&["vm", "add", "fc2", "--endpoint", &endpoint2]);
+    let other = echo_service(&d, &vmm2);
+
+    let flood: Vec<_> = (0..FLOOD).map(|_| guest_ping(&hostile)).collect();
+    let relayed = flood.iter().filter(|(_, echoed)| echoed.is_some()).count();
+    assert_eq!(
+        relayed, PER_VM,
+        "one VM's guest gets its own budget, no more"
+    );
+
+    assert_eq!(
+        guest_ping(&other).1.as_deref(),
+        Some("ping\n"),
+        "another VM's guest"
+    );
+    assert_eq!(
+        d.ok(&["exec", "web1", "--", "echo", "operator"]),
+        "operator\n"
+    );
+
+    // A slot freed is a slot the guest gets again.
+    drop(flood);
+    assert!(wait_until(POLL_DEADLINE, || guest_ping(&hostile)
+        .1
+        .is_some()));
+    let records = d.json(&["audit", "--vm", "fc1", "--limit", "2000"]);
+    let guest_connects = records
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["operation"] == "service.guest_connect")
+        .count();
+    assert!(
+        guest_connects > PER_VM,
+        "each relayed guest connection is audited"
+    );
+}
+
+#[test]
+fn only_the_vmm_user_can_speak_for_the_guest() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let d = Daemon::start("off");
+    let guest_side = echo_service(&d, &hybrid_vm(&d, "fc1"));
+    let meta = std::fs::metadata(&guest_side).unwrap();
+    assert_eq!(
+        meta.permissions().mode() & 0o777,
+        0o600,
+        "the VMM's user only"
+    );
+    assert_eq!(meta.uid(), nix::unistd::geteuid().as_raw());
+
+    let (vmm, echoed) = guest_ping(&guest_side);
+    assert_eq!(
+        echoed.as_deref(),
+        Some("ping\n"),
+        "the VMM (this test, as root)"
+    );
+    drop(vmm);
+    let Some(user) = util::users::TestUser::create("gl") else {
+        return;
+    };
+    // Even with the socket's mode opened up, another user is refused and audited.
+    std::fs::set_permissions(d.dir.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
+    std::fs::set_permissions(&guest_side, std::fs::Permissions::from_mode(0o666)).unwrap();
+    // Connects (the mode lets it), says ping, prints what comes back.
+    let script = format!(
+        "import socket\ns = socket.socket(socket.AF_UNIX)\ns.connect({:?})\ns.settimeout(30)\ntry:\n    s.sendall(b'ping\\n')\nexcept OSError:\n    pass\ntry:\n    print(repr(s.recv(100)))\nexcept ConnectionResetError:\n    print(repr(b''))\n",
+        guest_side.display().to_string()
+    );
+    let out = user.run(
+        std::path::Path::new("/usr/bin/python3"),
+        &["-c", &script],
+        &[],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "b''",
+        "closed unanswered"
+    );
+    let refused = d.audit_settled(&["--vm", "fc1"]);
+    let record = refused
+        .iter()
+        .find(|r| r["operation"] == "service.guest_connect" && r["outcome"] == "refused")
+        .expect("the refused connection is audited");
+    assert_eq!(record["uid"], user.uid);
+    assert!(
+        record["error"].as_str().unwrap().contains("VMM"),
+        "{record}"
+    );
 }
 
 #[test]

@@ -63,6 +63,18 @@ pub fn finish(record: &mut Record, outcome: Outcome, error: Option<String>, star
     record.duration_ms = started.elapsed().as_millis() as u64;
 }
 
+/// Completes the record of a relayed connection: the bytes it moved both
+/// ways, `ok`, or `failed` with how it ended.
+pub fn finish_relay(record: &mut Record, ended: Result<(), String>, bytes: u64, started: Instant) {
+    record.bytes = Some(bytes);
+    let outcome = if ended.is_ok() {
+        Outcome::Ok
+    } else {
+        Outcome::Failed
+    };
+    finish(record, outcome, ended.err(), started);
+}
+
 /// `text` as kept in a record: whole when short, otherwise cut at
 /// [`MAX_AUDIT_ARGUMENTS_BYTES`] and followed by the SHA-256 of the whole.
 pub fn arguments(text: &str) -> String {

@@ -38,7 +38,7 @@ use tokio_util::codec::Framed;
 use tracing::{debug, Instrument};
 
 use crate::api::Error;
-use crate::audit::{self, Outcome};
+use crate::audit;
 use crate::relay::{
     acquire_relay, admit_api, caller_of, copy_both_ways, require_upgrade_to, switching_to,
 };
@@ -119,13 +119,7 @@ pub async fn connect(
                 debug!(error = %e, "broker relay ended with an error");
             }
             drop(permit);
-            record.bytes = Some(stats.bytes());
-            let outcome = if ended.is_ok() {
-                Outcome::Ok
-            } else {
-                Outcome::Failed
-            };
-            audit::finish(&mut record, outcome, ended.err(), started);
+            audit::finish_relay(&mut record, ended, stats.bytes(), started);
             state.audit_end(audit_id, record).await;
         }
         .instrument(span),

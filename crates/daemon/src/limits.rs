@@ -47,11 +47,29 @@ pub const API_SOCKET_MODE: u32 = 0o660;
 /// services (524,288).
 pub const MAX_RELAYS: usize = 1024;
 
+/// Most guest-initiated connections (a guest program connecting to a
+/// host service over hybrid vsock) relayed at once for one VM; the next
+/// is closed at once. A budget of their own, apart from [`MAX_RELAYS`]:
+/// a hostile guest can neither take the operators' relay slots nor
+/// another VM's.
+pub const MAX_GUEST_RELAYS_PER_VM: usize = 64;
+
+/// Most guest-initiated connections relayed at once over all VMs, apart
+/// from [`MAX_RELAYS`]; each VM is held to [`MAX_GUEST_RELAYS_PER_VM`] of them.
+pub const MAX_GUEST_RELAYS: usize = 1024;
+
 /// File descriptors the daemon may hold at its caps: two sockets per relay
-/// ([`MAX_RELAYS`]), a warm agent connection per VM for a few thousand VMs,
-/// the health probes and the database. At start the daemon raises its soft
-/// limit to the hard one and warns when that is lower than this.
-pub const OPEN_FILES_WANTED: u64 = 2 * MAX_RELAYS as u64 + 8_192;
+/// ([`MAX_RELAYS`] and [`MAX_GUEST_RELAYS`]), a warm agent connection per
+/// VM for a few thousand VMs, the health probes and the database. At start
+/// the daemon raises its soft limit to the hard one and warns when that is
+/// lower than this.
+pub const OPEN_FILES_WANTED: u64 = 2 * (MAX_RELAYS + MAX_GUEST_RELAYS) as u64 + 8_192;
+
+/// Mode of the Unix sockets where the VMM delivers guest-initiated
+/// connections (`<vm socket>_<port>`): its owner only. The daemon gives
+/// them to the user that owns the VM's own socket (the VMM's), and checks
+/// each connection's peer credentials as well.
+pub const GUEST_LISTENER_MODE: u32 = 0o600;
 
 /// Default most audit records kept (`[audit] max_records`): a year of a busy
 /// host's operations at a few hundred bytes each stays under a gigabyte.

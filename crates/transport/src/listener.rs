@@ -21,6 +21,8 @@ pub enum Peer {
     Unix {
         /// User id.
         uid: Option<u32>,
+        /// Group id.
+        gid: Option<u32>,
         /// Process id.
         pid: Option<i32>,
     },
@@ -38,7 +40,7 @@ pub enum Peer {
 impl std::fmt::Display for Peer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Self::Unix { uid, pid } => write!(
+            Self::Unix { uid, pid, .. } => write!(
                 f,
                 "unix peer uid={} pid={}",
                 uid.map_or("?".into(), |u| u.to_string()),
@@ -176,6 +178,7 @@ impl Listener {
                 let cred = s.peer_cred().ok();
                 let peer = Peer::Unix {
                     uid: cred.map(|c| c.uid()),
+                    gid: cred.map(|c| c.gid()),
                     pid: cred.and_then(|c| c.pid()),
                 };
                 Ok((Stream::Unix(s), peer))
@@ -233,6 +236,7 @@ mod tests {
         let f = PeerCidFilter::default();
         assert!(f.allows(&Peer::Unix {
             uid: Some(0),
+            gid: Some(0),
             pid: None
         }));
         assert!(f.allows(&Peer::Tcp("127.0.0.1:1".parse().unwrap())));
