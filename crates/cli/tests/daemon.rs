@@ -948,3 +948,119 @@ fn connect_with_the_plain_upgrade_token_relays_raw_bytes() {
     assert_eq!(line, "raw\n");
     assert_eq!(echo.join().unwrap(), "CONNECT 2761\n");
 }
+
+#[test]
+fn a_client_cannot_mark_its_own_relayed_operation_done() {
+    use guestcomm_protocol::message::{Call, ExecRequest, ExitStatus, Welcome};
+    use guestcomm_protocol::{BuiltinService, Control, Frame, FrameCodec};
+    use std::io::{Read, Write};
+    use tokio_util::codec::Decoder;
+    use util::wire::{encode, hello, request};
+
+    // An agent that takes the exec and says nothing more: it tells the
+    // test once the client's forged ending reached it through the relay.
+    let d = Daemon::start("off");
+    let socket = d.dir.path().join("quiet.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+    let (reached, forged_arrived) = std::sync::mpsc::channel();
+    let agent = std::thread::spawn(move || {
+        let (mut sock, _) = listener.accept().unwrap();
+        sock.set_read_timeout(Some(POLL_DEADLINE)).unwrap();
+        let welcome = Welcome {
+            version: guestcomm_protocol::message::ProtocolVersion::CURRENT,
+            features: vec![],
+            auth: "none".into(),
+            agent: "quiet".into(),
+        };
+        let mut codec = FrameCodec::new();
+        let mut buf = bytes::BytesMut::new();
+        let mut chunk = [0u8; 4096];
+        let mut welcomed = false;
+        while let Ok(n @ 1..) = sock.read(&mut chunk) {
+            buf.extend_from_slice(&chunk[..n]);
+            while let Ok(Some(frame)) = codec.decode(&mut buf) {
+                match frame {
+                    Frame::Control(Control::Hello(_)) if !welcomed => {
+                        welcomed = true;
+                        let welcome =
+                            encode(vec![Frame::Control(Control::Welcome(welcome.clone()))]);
+                        sock.write_all(&welcome).unwrap();
+                    }
+                    Frame::Control(Control::CopySummary(_)) => {
+                        let _ = reached.send(());
+                    }
+                    _ => {}
+                }
+            }
+        }
+    });
+    let endpoint = format!("unix://{}", socket.display());
+    d.ok(&["vm", "add", "quiet", "--endpoint", &endpoint]);
+
+    let mut client = d.raw_connect("quiet");
+    let exec = Call::Exec(ExecRequest {
+        program: "/usr/bin/false".into(),
+        ..Default::default()
+    });
+    let success = ExitStatus {
+        code: Some(0),
+        signal: None,
+        timed_out: false,
+    };
+    client
+        .write_all(&encode(vec![
+            hello(),
+            request(BuiltinService::Exec.id(), exec),
+            Frame::Control(Control::Exited(success)),
+            Frame::Control(Control::CopySummary(Default::default())),
+        ]))
+        .unwrap();
+    forged_arrived
+        .recv_timeout(POLL_DEADLINE)
+        .expect("the forged frames reach the agent");
+    drop(client);
+
+    let records = d.audit_settled(&["--vm", "quiet"]);
+    let exec = records
+        .iter()
+        .find(|r| r["operation"] == "exec")
+        .expect("the exec is audited");
+    assert_eq!(exec["outcome"], "failed", "{exec}");
+    assert_eq!(exec["exit_code"], Value::Null, "{exec}");
+    drop(d);
+    agent.join().unwrap();
+}
+
+#[test]
+fn a_relay_session_that_breaks_after_the_upgrade_is_audited() {
+    use std::io::Write;
+    let d = Daemon::start("off");
+    let (_agent, _) = d.agent_vm("web1");
+    // A first frame that is no hello, then a client that leaves at once.
+    let mut garbage = d.raw_connect("web1");
+    garbage.write_all(&[0, 0, 0, 2, 0x09, b'{', b'}']).unwrap();
+    let (_, end) = util::wire::read_until_final(&mut garbage);
+    assert_eq!(end, util::wire::End::Final);
+    drop(garbage);
+    drop(d.raw_connect("web1"));
+
+    let broken = || {
+        d.audit_settled(&["--vm", "web1"])
+            .into_iter()
+            .filter(|r| r["operation"] == "vm.connect" && r["outcome"] == "failed")
+            .collect::<Vec<_>>()
+    };
+    assert!(
+        wait_until(POLL_DEADLINE, || broken().len() == 2),
+        "{:#?}",
+        broken()
+    );
+    let errors: Vec<String> = broken()
+        .iter()
+        .map(|r| r["error"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert!(
+        errors.iter().all(|e| e.contains("client handshake failed")),
+        "{errors:?}"
+    );
+}

@@ -87,7 +87,11 @@ pub async fn connect(
         async move {
             match upgrade.await {
                 Ok(upgraded) => relay(state, view, agent, TokioIo::new(upgraded), caller).await,
-                Err(e) => warn!(error = %e, "HTTP upgrade failed"),
+                Err(e) => {
+                    warn!(error = %e, "HTTP upgrade failed");
+                    let error = format!("HTTP upgrade failed: {e}");
+                    audit_broken_session(&state, caller, &view.row, error).await;
+                }
             }
             drop(permit);
         }
@@ -262,7 +266,9 @@ where
         nonce_epoch: None,
     };
     if let Err(e) = handshake::server_handshake(&mut client, &offer).await {
-        debug!(error = %handshake::error_chain(&e), "client handshake failed");
+        let error = format!("client handshake failed: {}", handshake::error_chain(&e));
+        debug!(%error);
+        audit_broken_session(&state, caller, vm, error).await;
         // Its error frame was sent: the client closes first (PROTOCOL.md 2.5).
         if !matches!(e, HandshakeError::Closed | HandshakeError::Timeout(_)) {
             linger(&mut client).await;
@@ -271,7 +277,11 @@ where
     }
     let request = match handshake::read_request(&mut client).await {
         Ok(request) => request,
-        Err(frame) => return refuse(&mut client, frame).await,
+        Err(frame) => {
+            let error = format!("no valid request from the client: {frame}");
+            audit_broken_session(&state, caller, vm, error).await;
+            return refuse(&mut client, frame).await;
+        }
     };
     let started = Instant::now();
     let record = audit_record(caller, vm, &request);
@@ -341,6 +351,16 @@ where
     // connection. Made now, not while relaying, so that it does not compete
     // with the operation for the CPU.
     state.spares.refill(vm.clone(), crate::DAEMON_NAME);
+}
+
+/// Audits a relay session that ended after its `101` without a request to
+/// audit (`vm.connect`, failed): an upgrade that broke, a client handshake
+/// that failed, a first frame that was not a valid request.
+async fn audit_broken_session(state: &State, caller: Caller, vm: &VmRow, error: String) {
+    let mut record = audit::record(caller, "vm.connect");
+    record.vm = Some(vm.name.clone());
+    audit::finish(&mut record, Outcome::Failed, Some(error), Instant::now());
+    state.audit(record).await;
 }
 
 /// Sends a final error frame to the CLI (best effort), then waits for the

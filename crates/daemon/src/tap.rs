@@ -36,6 +36,10 @@ pub struct Observed {
     /// The operation's last message went by (`Exited`, or the receiver's
     /// `CopySummary`): what follows is only the connection closing.
     pub completed: bool,
+    /// A `CopySummary` went by (a receiver's acknowledgement).
+    summary: bool,
+    /// A `CopyEnd` went by (the sender ended its copy stream).
+    copy_ended: bool,
 }
 
 /// Follows frame boundaries in a byte stream.
@@ -105,7 +109,11 @@ impl FrameWatcher {
                 self.observed.exit_code = Some(status.shell_code());
                 self.observed.completed = true;
             }
-            Ok(Control::CopySummary(_)) => self.observed.completed = true,
+            Ok(Control::CopySummary(_)) => {
+                self.observed.completed = true;
+                self.observed.summary = true;
+            }
+            Ok(Control::CopyEnd) => self.observed.copy_ended = true,
             Ok(Control::Error(frame)) => self.observed.error = Some(frame.to_string()),
             _ => {}
         }
@@ -156,9 +164,12 @@ impl TapStats {
         self.read.load(Ordering::Relaxed) + self.written.load(Ordering::Relaxed)
     }
 
-    /// What the frames said: the agent's exit status and completion, or
-    /// the client's (a copy out of the guest ends with its `CopySummary`),
-    /// and the last error either side sent.
+    /// What the frames said. The client's frames never complete or
+    /// excuse its own operation: only the agent's `Exited` or `CopySummary`
+    /// complete it, except a copy out of the guest, which completes when
+    /// the agent ended its copy stream and the client then acknowledged it
+    /// with its `CopySummary`. The agent's error comes first; an error the
+    /// client sent is kept as the client's word.
     pub fn observed(&self) -> Observed {
         let down = self
             .watcher
@@ -174,8 +185,11 @@ impl TapStats {
             .clone();
         Observed {
             exit_code: down.exit_code,
-            error: up.error.or(down.error),
-            completed: down.completed || up.completed,
+            error: down
+                .error
+                .or_else(|| up.error.map(|e| format!("the client reported: {e}"))),
+            completed: down.completed || (down.copy_ended && up.summary),
+            ..Observed::default()
         }
     }
 }
@@ -282,7 +296,36 @@ mod tests {
         failed.sent(&encode(vec![Frame::Control(Control::Error(
             ErrorFrame::new(ErrorCode::Io, "disk full"),
         ))]));
-        assert!(failed.observed().error.unwrap().contains("disk full"));
+        let error = failed.observed().error.unwrap();
+        assert!(
+            error.contains("the client reported") && error.contains("disk full"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn the_client_cannot_complete_or_excuse_its_own_operation() {
+        let exited = ExitStatus {
+            code: Some(0),
+            signal: None,
+            timed_out: false,
+        };
+        let summary = guestcomm_protocol::files::CopySummary::default();
+        let stats = TapStats::default();
+        stats.sent(&encode(vec![
+            Frame::Control(Control::Exited(exited)),
+            Frame::Control(Control::CopySummary(summary)),
+        ]));
+        assert_eq!(stats.observed().exit_code, None);
+        assert!(!stats.observed().completed, "not before the agent ended");
+        stats.saw(&encode(vec![Frame::Control(Control::Error(
+            ErrorFrame::new(ErrorCode::Io, "the guest's disk failed"),
+        ))]));
+        stats.sent(&encode(vec![Frame::Control(Control::Error(
+            ErrorFrame::new(ErrorCode::Io, "all is well"),
+        ))]));
+        let error = stats.observed().error.unwrap();
+        assert!(error.contains("the guest's disk failed"), "{error}");
     }
 
     #[test]
