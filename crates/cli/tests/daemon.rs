@@ -1064,3 +1064,63 @@ fn a_relay_session_that_breaks_after_the_upgrade_is_audited() {
         "{errors:?}"
     );
 }
+
+#[test]
+fn reads_that_ask_the_agent_are_bounded_per_vm() {
+    // The daemon's MAX_AGENT_CALLS_PER_VM.
+    const BOUND: usize = 8;
+    let d = Daemon::start("off");
+    let socket = d.dir.path().join("silent.sock");
+    let requests = util::wire::silent_agent(&socket);
+    let endpoint = format!("unix://{}", socket.display());
+    d.ok(&["vm", "add", "mute", "--endpoint", &endpoint]);
+
+    // Calls that hang, each until its process is killed.
+    let hanging: Vec<_> = (0..BOUND)
+        .map(|_| {
+            d.cli(&["info", "mute"])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for _ in 0..BOUND {
+        requests
+            .recv_timeout(POLL_DEADLINE)
+            .expect("each call reaches the agent");
+    }
+    let busy = d
+        .cli(&["info", "mute"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (done, out) = util::output_within(busy, POLL_DEADLINE);
+    assert!(done, "the call over the bound is answered at once");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("in flight"), "{err}");
+    assert!(
+        requests.try_recv().is_err(),
+        "the call over the bound never reached the agent"
+    );
+
+    for mut call in hanging {
+        call.kill().unwrap();
+        call.wait().unwrap();
+    }
+    // The slots come back as the daemon notices the callers gone.
+    let again = || {
+        let mut call = d
+            .cli(&["info", "mute"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let reached = requests.recv_timeout(Duration::from_secs(2)).is_ok();
+        let _ = call.kill();
+        let _ = call.wait();
+        reached
+    };
+    assert!(wait_until(POLL_DEADLINE, again));
+}

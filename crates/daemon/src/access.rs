@@ -107,6 +107,27 @@ pub struct RouteRule {
     pub checks_read_only: bool,
 }
 
+impl RouteRule {
+    /// Whether its handler asks the VM's agent (a connection per call):
+    /// such calls are bounded per VM (module `agent_calls`).
+    pub fn reaches_agent(&self) -> bool {
+        matches!(
+            self.operation,
+            "info"
+                | "time.show"
+                | "time.sync"
+                | "kvp.list"
+                | "kvp.get"
+                | "kvp.set"
+                | "kvp.rm"
+                | "shutdown"
+                | "fs.status"
+                | "fs.freeze"
+                | "fs.thaw"
+        )
+    }
+}
+
 /// A route of [`ROUTES`]: `role` needed, `audited` when.
 const fn rule(
     method: Method,
@@ -422,7 +443,15 @@ pub async fn authorize(
         // Checked just above.
         role: role.unwrap_or(Viewer),
     });
-    let response = next.run(req).await;
+    let slot = match (&record.vm, rule.reaches_agent()) {
+        (Some(vm), true) => Some(state.agent_calls.take(vm)),
+        _ => None,
+    };
+    let response = match slot {
+        Some(Err(busy)) => busy.into_response(),
+        Some(Ok(_slot)) => next.run(req).await,
+        None => next.run(req).await,
+    };
     let status = response.status();
     let failed = !(status.is_success() || status.is_informational());
     if status != axum::http::StatusCode::SWITCHING_PROTOCOLS && (failed || rule.audited == Always) {

@@ -19,6 +19,7 @@
 
 pub mod access;
 pub mod activity;
+pub mod agent_calls;
 pub mod api;
 pub mod audit;
 pub mod broker;
@@ -58,6 +59,8 @@ pub struct State {
     pub health: HealthMap,
     /// One permit per relayed connection ([`limits::MAX_RELAYS`]).
     pub relays: Arc<tokio::sync::Semaphore>,
+    /// The API calls asking each VM's agent, bounded per VM.
+    pub agent_calls: Arc<agent_calls::AgentCalls>,
     /// Signalled after every change of VMs, registrations or policies.
     pub changed: tokio::sync::Notify,
     /// Who holds which role on the API.
@@ -86,6 +89,7 @@ impl State {
             store: Arc::new(Mutex::new(store)),
             health: HealthMap::default(),
             relays: Arc::new(tokio::sync::Semaphore::new(limits::MAX_RELAYS)),
+            agent_calls: Arc::default(),
             changed: tokio::sync::Notify::new(),
             spares: Arc::default(),
             cache: Arc::default(),

@@ -47,6 +47,12 @@ pub const API_SOCKET_MODE: u32 = 0o660;
 /// services (524,288).
 pub const MAX_RELAYS: usize = 1024;
 
+/// Most API calls asking one VM's agent at once (info, time, kvp, fs,
+/// shutdown: one agent connection each); the next is answered 503. Far
+/// below an agent's connection slots (256 by default), so reads cannot
+/// crowd out the operators' exec and cp.
+pub const MAX_AGENT_CALLS_PER_VM: usize = 8;
+
 /// Most guest-initiated connections (a guest program connecting to a
 /// host service over hybrid vsock) relayed at once for one VM; the next
 /// is closed at once. A budget of their own, apart from [`MAX_RELAYS`]:

@@ -142,3 +142,47 @@ pub fn read_until_final(sock: &mut UnixStream) -> (Vec<Frame>, End) {
         }
     }
 }
+
+/// A fake agent on `path` that answers every connection's handshake, then
+/// never answers its request: each request it receives is sent to the
+/// returned channel. Its threads end when their connections close.
+#[allow(dead_code)] // not every test file needs a silent agent
+pub fn silent_agent(path: &std::path::Path) -> std::sync::mpsc::Receiver<Request> {
+    let listener = UnixListener::bind(path).unwrap();
+    let (requests, received) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for sock in listener.incoming() {
+            let Ok(mut sock) = sock else { break };
+            let requests = requests.clone();
+            std::thread::spawn(move || {
+                let welcome = guestcomm_protocol::message::Welcome {
+                    version: ProtocolVersion::CURRENT,
+                    features: vec![],
+                    auth: "none".into(),
+                    agent: "silent".into(),
+                };
+                let mut codec = FrameCodec::new();
+                let mut buf = BytesMut::new();
+                let mut chunk = [0u8; 4096];
+                while let Ok(n @ 1..) = sock.read(&mut chunk) {
+                    buf.extend_from_slice(&chunk[..n]);
+                    while let Ok(Some(frame)) = codec.decode(&mut buf) {
+                        match frame {
+                            Frame::Control(Control::Hello(_)) => {
+                                let welcome = Frame::Control(Control::Welcome(welcome.clone()));
+                                if sock.write_all(&encode(vec![welcome])).is_err() {
+                                    return;
+                                }
+                            }
+                            Frame::Control(Control::Request(request)) => {
+                                let _ = requests.send(request);
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+            });
+        }
+    });
+    received
+}
