@@ -178,3 +178,55 @@ fn the_state_database_holding_the_keys_is_private() {
     let dir_mode = std::fs::metadata(&state).unwrap().permissions().mode();
     assert_eq!(dir_mode & 0o777, 0o700);
 }
+
+#[test]
+fn roles_on_some_vms_hold_on_those_vms_only() {
+    let Some(user) = TestUser::create("s") else {
+        return;
+    };
+    let roles = format!(
+        "[[roles.vms]]\nnames = [\"web*\"]\noperator = {{ users = [\"{}\"] }}\n",
+        user.name
+    );
+    let d = Daemon::start_with_config("off", &config(&user, &roles));
+    std::fs::set_permissions(d.dir.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
+    let (_agent, endpoint) = d.agent_vm("web1");
+    d.ok(&["vm", "add", "db1", "--endpoint", &endpoint]);
+
+    // Only the VMs the table names are listed, and acted on.
+    let out = as_user(&d, &user, &["vm", "list", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let listed: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let names: Vec<&str> = listed.iter().map(|v| v["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["web1"]);
+    let out = as_user(&d, &user, &["exec", "web1", "--", "echo", "mine"]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "mine\n",
+        "{}",
+        stderr(&out)
+    );
+    let out = as_user(&d, &user, &["exec", "db1", "--", "echo", "theirs"]);
+    assert_refused(&out, 125, "operator");
+    assert!(stderr(&out).contains("has no role"), "{}", stderr(&out));
+    assert_refused(&as_user(&d, &user, &["vm", "show", "db1"]), 1, "viewer");
+
+    // An operator of web* is no admin of it, nor of the host.
+    assert_refused(&as_user(&d, &user, &["vm", "rm", "web1"]), 1, "admin");
+    let out = as_user(&d, &user, &["vm", "add", "web9", "--endpoint", &endpoint]);
+    assert_refused(&out, 1, "admin");
+
+    // The audit log: one of its VMs at a time.
+    let out = as_user(&d, &user, &["audit"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("--vm"), "{}", stderr(&out));
+    let out = as_user(&d, &user, &["audit", "--vm", "web1", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let records: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(records.iter().all(|r| r["vm"] == "web1"));
+    assert!(records.iter().any(|r| r["operation"] == "exec"));
+    assert_eq!(
+        as_user(&d, &user, &["audit", "--vm", "db1"]).status.code(),
+        Some(1)
+    );
+}

@@ -108,6 +108,12 @@ pub struct RouteRule {
 }
 
 impl RouteRule {
+    /// Whether its answer lists things of many VMs, which a caller with
+    /// roles on some VMs only sees limited to those (`vm.list`, `audit.read`).
+    pub fn lists_per_vm(&self) -> bool {
+        matches!(self.operation, "vm.list" | "audit.read")
+    }
+
     /// Whether its handler asks the VM's agent (a connection per call):
     /// such calls are bounded per VM (module `agent_calls`).
     pub fn reaches_agent(&self) -> bool {
@@ -298,38 +304,101 @@ impl Access {
         }
     }
 
-    /// The role of a TCP API client certificate (`sha256:...`): the highest
-    /// role listing its fingerprint.
-    pub fn role_of_certificate(&self, fingerprint: &str) -> Option<Role> {
-        [
-            (Admin, &self.roles.admin),
-            (Operator, &self.roles.operator),
-            (Viewer, &self.roles.viewer),
-        ]
-        .into_iter()
-        .find(|(_, members)| members.certificates.iter().any(|c| c == fingerprint))
-        .map(|(role, _)| role)
-    }
-
     /// root and the daemon's own user, admin whatever the configuration says.
     pub fn always_admin(&self, uid: u32) -> bool {
         uid == 0 || uid == self.daemon_uid
     }
 
-    /// The highest role `who` holds: root and the daemon's own user are
-    /// admin; otherwise the highest role listing the user or a group of it.
+    /// The highest host-wide role `who` holds: root and the daemon's own
+    /// user are admin; otherwise the highest role listing the user or a
+    /// group of it.
     pub fn role_of(&self, who: &Identity) -> Option<Role> {
+        self.grants_of(who).host
+    }
+
+    /// Every role `who` holds, host-wide and per VM.
+    pub fn grants_of(&self, who: &Identity) -> Grants {
         if self.always_admin(who.uid) {
-            return Some(Admin);
+            return Grants {
+                host: Some(Admin),
+                vms: Vec::new(),
+            };
         }
-        [
-            (Admin, &self.roles.admin),
-            (Operator, &self.roles.operator),
-            (Viewer, &self.roles.viewer),
-        ]
-        .into_iter()
-        .find(|(_, members)| members.includes(who))
-        .map(|(role, _)| role)
+        self.grants(|members| members.includes(who))
+    }
+
+    /// Every role a TCP API client certificate (`sha256:...`) holds.
+    pub fn grants_of_certificate(&self, fingerprint: &str) -> Grants {
+        self.grants(|members| members.certificates.iter().any(|c| c == fingerprint))
+    }
+
+    fn grants(&self, listed: impl Fn(&Members) -> bool) -> Grants {
+        let highest = |admin: &Members, operator: &Members, viewer: &Members| {
+            [(Admin, admin), (Operator, operator), (Viewer, viewer)]
+                .into_iter()
+                .find(|(_, members)| listed(members))
+                .map(|(role, _)| role)
+        };
+        let roles = &self.roles;
+        Grants {
+            host: highest(&roles.admin, &roles.operator, &roles.viewer),
+            vms: roles
+                .vms
+                .iter()
+                .filter_map(|v| {
+                    highest(&v.admin, &v.operator, &v.viewer).map(|role| (v.names.clone(), role))
+                })
+                .collect(),
+        }
+    }
+}
+
+/// The roles a caller holds: one on the whole host, and roles on the VMs
+/// that `[[roles.vms]]` tables name.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Grants {
+    /// The host-wide role.
+    pub host: Option<Role>,
+    /// VM name globs and the role held on the VMs they match.
+    pub vms: Vec<(Vec<String>, Role)>,
+}
+
+impl Grants {
+    /// The highest role held on VM `vm`: the host-wide one or one of a
+    /// table naming it.
+    pub fn on_vm(&self, vm: &str) -> Option<Role> {
+        let scoped = self
+            .vms
+            .iter()
+            .filter(|(names, _)| {
+                names
+                    .iter()
+                    .any(|glob| guestcomm_protocol::policy::glob_match(glob, vm))
+            })
+            .map(|(_, role)| *role);
+        self.host.into_iter().chain(scoped).max()
+    }
+
+    /// Whether the caller may see VM `vm` at all.
+    pub fn sees_vm(&self, vm: &str) -> bool {
+        self.on_vm(vm).is_some()
+    }
+
+    /// Whether every role held is limited to some VMs.
+    pub fn vms_only(&self) -> bool {
+        self.host.is_none() && !self.vms.is_empty()
+    }
+
+    /// The role a call needs checked against: the one on the call's VM,
+    /// the host-wide one for calls about no VM; a caller with roles on some
+    /// VMs only is a viewer of the calls that list per VM (`vm list`, the
+    /// audit log), which then show only those VMs.
+    fn for_call(&self, rule: &RouteRule, vm: Option<&str>) -> Option<Role> {
+        match vm {
+            Some(vm) => self.on_vm(vm),
+            None if self.vms_only() && rule.lists_per_vm() => Some(Viewer),
+            None => self.host,
+        }
     }
 }
 
@@ -347,8 +416,11 @@ impl Default for Access {
 pub struct Authorized {
     /// Who called.
     pub caller: Caller,
-    /// The caller's role.
+    /// The caller's role for this call.
     pub role: Role,
+    /// Every role the caller holds: a call listing many VMs' things shows
+    /// only those of VMs the caller may see ([`Grants::sees_vm`]).
+    pub grants: Grants,
 }
 
 /// Audits a refusal and answers it.
@@ -401,22 +473,29 @@ pub async fn authorize(
         .collect();
     arguments.extend(req.uri().query().map(str::to_string));
     record.arguments = audit::arguments(&arguments.join(" "));
-    let (who, role) = match (caller.uid, caller.fingerprint()) {
+    let (who, grants) = match (caller.uid, caller.fingerprint()) {
         // Admin whatever the configuration says: no user database lookup
         // (a blocking hand-off and NSS reads) on their every call.
-        (Some(uid), _) if state.access.always_admin(uid) => (format!("uid {uid}"), Some(Admin)),
+        (Some(uid), _) if state.access.always_admin(uid) => {
+            let admin = Grants {
+                host: Some(Admin),
+                vms: Vec::new(),
+            };
+            (format!("uid {uid}"), admin)
+        }
         (Some(uid), _) => {
             match tokio::task::spawn_blocking(move || Identity::lookup(uid, caller.gid)).await {
-                Ok(who) => (who.describe(), state.access.role_of(&who)),
-                Err(_) => (format!("uid {uid}"), None),
+                Ok(who) => (who.describe(), state.access.grants_of(&who)),
+                Err(_) => (format!("uid {uid}"), Grants::default()),
             }
         }
         (None, Some(fp)) => {
-            let role = state.access.role_of_certificate(&fp);
-            (format!("client certificate {fp}"), role)
+            let grants = state.access.grants_of_certificate(&fp);
+            (format!("client certificate {fp}"), grants)
         }
-        (None, None) => ("an unidentified caller".into(), None),
+        (None, None) => ("an unidentified caller".into(), Grants::default()),
     };
+    let role = grants.for_call(rule, record.vm.as_deref());
     if role.is_none_or(|r| r < rule.role) {
         let err = Error::Forbidden {
             operation: rule.operation,
@@ -442,6 +521,7 @@ pub async fn authorize(
         caller,
         // Checked just above.
         role: role.unwrap_or(Viewer),
+        grants,
     });
     let slot = match (&record.vm, rule.reaches_agent()) {
         (Some(vm), true) => Some(state.agent_calls.take(vm)),
@@ -521,6 +601,45 @@ mod tests {
             Some(Admin)
         );
         assert_eq!(a.role_of(&who(2004, "eve", &[(51, "users")])), None);
+    }
+
+    #[test]
+    fn roles_on_some_vms_add_to_the_host_wide_role_on_those_vms_only() {
+        let a = access(
+            "[roles]\nviewer = { users = [\"ann\"] }\n[[roles.vms]]\nnames = [\"web*\", \"db1\"]\noperator = { users = [\"ann\", \"bob\"] }\n[[roles.vms]]\nnames = [\"web2\"]\nadmin = { groups = [\"webadm\"] }\n",
+        );
+        let ann = a.grants_of(&who(2001, "ann", &[]));
+        assert_eq!(ann.on_vm("web1"), Some(Operator));
+        assert_eq!(ann.on_vm("db1"), Some(Operator));
+        assert_eq!(ann.on_vm("db2"), Some(Viewer), "her host-wide role");
+        assert!(!ann.vms_only());
+        let bob = a.grants_of(&who(2002, "bob", &[(60, "webadm")]));
+        assert_eq!(
+            bob.on_vm("web2"),
+            Some(Admin),
+            "the highest table naming it"
+        );
+        assert_eq!(bob.on_vm("web1"), Some(Operator));
+        assert_eq!(bob.on_vm("xweb1"), None, "globs match the whole name");
+        assert!(bob.vms_only() && bob.sees_vm("web1") && !bob.sees_vm("db2"));
+        let list = route_rule(&Method::GET, "/v1/vms");
+        assert_eq!(bob.for_call(list, None), Some(Viewer), "a list of his VMs");
+        let add = route_rule(&Method::POST, "/v1/vms");
+        assert_eq!(bob.for_call(add, None), None, "nothing host-wide");
+    }
+
+    #[test]
+    fn a_vm_roles_table_without_names_is_refused() {
+        for text in [
+            "[[roles.vms]]\noperator = { users = [\"bob\"] }\n",
+            "[[roles.vms]]\nnames = []\n",
+            "[[roles.vms]]\nnames = [\"\"]\n",
+        ] {
+            assert!(
+                crate::config::FileConfig::parse(text, "t").is_err(),
+                "{text}"
+            );
+        }
     }
 
     #[test]

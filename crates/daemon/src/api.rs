@@ -24,6 +24,7 @@ use guestcomm_protocol::{ErrorCode, ServiceId};
 use guestcomm_transport::Address;
 use serde::Deserialize;
 
+use crate::access::Authorized;
 use crate::audit;
 use crate::integration;
 use crate::policy::{self, Policy};
@@ -113,6 +114,9 @@ pub enum Error {
     /// The VM's policy refuses the operation.
     #[error("{0}")]
     PolicyDenied(String),
+    /// The caller's roles hold on some VMs only, and the call reaches past them.
+    #[error("permission denied: {0}")]
+    OutOfScope(String),
 }
 
 fn has_role(role: Option<Role>) -> String {
@@ -166,7 +170,9 @@ impl Error {
             Self::Agent { .. } => (StatusCode::BAD_GATEWAY, "agent_unreachable"),
             Self::Guest { .. } => (StatusCode::BAD_GATEWAY, "guest_unreachable"),
             Self::ServiceDisabled(_) => (StatusCode::FORBIDDEN, "service_disabled"),
-            Self::Forbidden { .. } => (StatusCode::FORBIDDEN, "permission_denied"),
+            Self::Forbidden { .. } | Self::OutOfScope(_) => {
+                (StatusCode::FORBIDDEN, "permission_denied")
+            }
             Self::PolicyDenied(_) => (StatusCode::FORBIDDEN, "policy_denied"),
             Self::Busy(_) => (StatusCode::SERVICE_UNAVAILABLE, "resource_limit"),
         }
@@ -347,9 +353,17 @@ async fn vm_credentials(
     }))
 }
 
-async fn list_vms(AxumState(state): AxumState<Arc<State>>) -> Result<Json<Vec<Vm>>, Error> {
+async fn list_vms(
+    AxumState(state): AxumState<Arc<State>>,
+    Extension(auth): Extension<Authorized>,
+) -> Result<Json<Vec<Vm>>, Error> {
     let rows = state.db(|s| s.vms()).await?;
-    Ok(Json(rows.into_iter().map(|r| vm_view(&state, r)).collect()))
+    Ok(Json(
+        rows.into_iter()
+            .filter(|r| auth.grants.sees_vm(&r.name))
+            .map(|r| vm_view(&state, r))
+            .collect(),
+    ))
 }
 
 async fn add_vm(

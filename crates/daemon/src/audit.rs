@@ -15,13 +15,13 @@ use std::time::{Duration, Instant};
 
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State as AxumState};
-use axum::Json;
+use axum::{Extension, Json};
 use guestcomm_api::{AuditOutcome, AuditRecord};
 use rusqlite::{params, Row};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use crate::access::Caller;
+use crate::access::{Authorized, Caller};
 use crate::api::Error;
 use crate::config::AuditSection;
 use crate::limits::{
@@ -371,9 +371,16 @@ pub struct AuditQuery {
 /// `GET /v1/audit`.
 pub async fn list(
     AxumState(state): AxumState<Arc<State>>,
+    Extension(auth): Extension<Authorized>,
     query: Result<Query<AuditQuery>, QueryRejection>,
 ) -> Result<Json<Vec<Record>>, Error> {
     let Query(q) = query?;
+    // Roles on some VMs only: the records of one of those VMs at a time.
+    if auth.grants.vms_only() && !q.vm.as_deref().is_some_and(|vm| auth.grants.sees_vm(vm)) {
+        return Err(Error::OutOfScope(
+            "your roles hold on some VMs only: read their audit records one VM at a time (guestcomm audit --vm VM)".into(),
+        ));
+    }
     let limit = q
         .limit
         .unwrap_or(MAX_AUDIT_QUERY_RECORDS)

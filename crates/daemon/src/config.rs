@@ -17,6 +17,10 @@
 //! viewer   = { users = [1001], groups = ["guestcomm"],
 //!              certificates = ["sha256:3f2a..."] }   # TCP API clients
 //!
+//! [[roles.vms]]                     # roles on these VMs only
+//! names = ["web*", "db1"]           # VM names; * and ? globs
+//! operator = { users = ["bob"] }
+//!
 //! [audit]
 //! max_records = 1000000             # 0: no limit by count
 //! max_age_days = 365                # 0: no limit by age
@@ -112,6 +116,36 @@ pub struct RolesSection {
     /// Reads.
     #[serde(default)]
     pub viewer: Members,
+    /// `[[roles.vms]]`: roles that hold on some VMs only.
+    #[serde(default)]
+    pub vms: Vec<VmRoles>,
+}
+
+/// `[[roles.vms]]`: roles that hold only on the VMs it names, for the
+/// calls about one VM (and a list of those VMs, and their audit records).
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VmRoles {
+    /// VM names: `*` matches any run of characters, `?` one character.
+    pub names: Vec<String>,
+    /// Everything about these VMs: their policy, credentials, removal.
+    #[serde(default)]
+    pub admin: Members,
+    /// Operations on these VMs' guests.
+    #[serde(default)]
+    pub operator: Members,
+    /// Reads of these VMs.
+    #[serde(default)]
+    pub viewer: Members,
+}
+
+impl VmRoles {
+    /// Whether it covers VM `vm`.
+    pub fn covers(&self, vm: &str) -> bool {
+        self.names
+            .iter()
+            .any(|glob| guestcomm_protocol::policy::glob_match(glob, vm))
+    }
 }
 
 /// Users and groups holding a role.
@@ -192,11 +226,27 @@ impl FileConfig {
             message: e.message().trim().to_string(),
         })?;
         let roles = &mut config.roles;
-        for members in [&mut roles.admin, &mut roles.operator, &mut roles.viewer] {
+        let line_of_text = |needle: &str| text.find(needle).map_or(1, |i| line_of(text, i));
+        for scoped in &roles.vms {
+            if scoped.names.is_empty() || scoped.names.iter().any(|n| n.is_empty()) {
+                return Err(ConfigError::Parse {
+                    path: path.into(),
+                    line: line_of_text("[[roles.vms]]"),
+                    message: "[[roles.vms]] needs `names`, a list of VM names or globs, none empty"
+                        .into(),
+                });
+            }
+        }
+        let scoped = roles
+            .vms
+            .iter_mut()
+            .flat_map(|v| [&mut v.admin, &mut v.operator, &mut v.viewer]);
+        let host_wide = [&mut roles.admin, &mut roles.operator, &mut roles.viewer];
+        for members in host_wide.into_iter().chain(scoped) {
             for fp in &mut members.certificates {
                 *fp = normalize_fingerprint(fp).ok_or_else(|| ConfigError::Parse {
                     path: path.into(),
-                    line: text.find(fp.as_str()).map_or(1, |i| line_of(text, i)),
+                    line: line_of_text(fp.as_str()),
                     message: format!(
                         "certificate {fp:?} is not a SHA-256 fingerprint (sha256: and 64 hex digits)"
                     ),

@@ -247,6 +247,10 @@ async fn tcp_caller(role: Role, mut req: Request, next: Next) -> Response {
     req.extensions_mut().insert(Authorized {
         caller: Caller::default(),
         role,
+        grants: crate::access::Grants {
+            host: Some(role),
+            vms: Vec::new(),
+        },
     });
     next.run(req).await
 }
@@ -300,6 +304,7 @@ mod tests {
         let auth = |role| Authorized {
             caller: Caller::default(),
             role,
+            grants: crate::access::Grants::default(),
         };
         assert!(require(&auth(Role::Admin), Role::Admin, "m").is_ok());
         let err = require(&auth(Role::Viewer), Role::Admin, "X.RequestStateChange").unwrap_err();
