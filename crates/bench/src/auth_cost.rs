@@ -1,4 +1,4 @@
-//! Case F (issue #10): what mutual authentication costs. Two agents on Unix
+//! Case F: what mutual authentication costs. Two agents on Unix
 //! sockets, one without credentials and one with `--credentials` (the
 //! psk-hmac-sha256 handshake: nonces both ways, two HMAC-SHA256 proofs),
 //! measured in the same run, paths alternated round by round:
@@ -117,7 +117,7 @@ impl AuthCost {
         let _ = writeln!(o, "<!-- bench:auth:begin -->");
         let _ = writeln!(
             o,
-            "## Authentication on versus off (issue #10)\n\n\
+            "## Authentication on versus off\n\n\
              Written by `target/release/guestcomm-bench --case auth --write docs/BENCHMARKS.md` \
              (method: `crates/bench/src/auth_cost.rs`). Two agents on Unix sockets, one with \
              `--credentials` (psk-hmac-sha256), alternated.\n"

@@ -1,4 +1,4 @@
-//! Case E (issue #8): guestcomm side by side with the QEMU guest agent and
+//! Case E: guestcomm side by side with the QEMU guest agent and
 //! OpenSSH, on one host, over Unix sockets (guestcomm, qemu-ga) and loopback
 //! TCP (ssh), in one run, paths alternated round by round.
 //!
@@ -36,7 +36,7 @@ use crate::report::Machine;
 use crate::ssh::Sshd;
 use crate::stats::{format_bytes, Samples};
 
-/// Output moved per run in the throughput workload (the issue's figure).
+/// Output moved per run in the throughput workload (the target's figure).
 const OUTPUT_BYTES: u64 = 512 * 1024 * 1024;
 /// `ssh` without a master connection is slow: at most this many samples.
 const MAX_SSH_COLD_SAMPLES: usize = 30;
@@ -357,7 +357,7 @@ impl Comparison {
         let _ = writeln!(o, "<!-- bench:compare:begin -->");
         let _ = writeln!(
             o,
-            "## Side by side: guestcomm, the QEMU guest agent and OpenSSH (issue #8)\n"
+            "## Side by side: guestcomm, the QEMU guest agent and OpenSSH\n"
         );
         let _ = writeln!(
             o,

@@ -1,4 +1,4 @@
-//! Case G (issue #8, in a VM): guestcomm and qemu-ga side by side inside one
+//! Case G (in a VM): guestcomm and qemu-ga side by side inside one
 //! real TCG guest, both agents listening on AF_VSOCK in the guest and both
 //! reached from the host through the same vhost-device-vsock hybrid socket
 //! (`CONNECT <port>`), so both pay the same transport. The image is built by

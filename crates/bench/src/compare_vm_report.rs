@@ -58,7 +58,7 @@ impl VmComparison {
         let _ = writeln!(o, "<!-- bench:compare-vm:begin -->");
         let _ = writeln!(
             o,
-            "## Side by side in a VM: guestcomm and the QEMU guest agent, both over vsock (issue #8)\n"
+            "## Side by side in a VM: guestcomm and the QEMU guest agent, both over vsock\n"
         );
         let _ = writeln!(
             o,

@@ -1,4 +1,4 @@
-//! Case C: `cp` of one large file (issue #3), host to guest and guest to
+//! Case C: `cp` of one large file, host to guest and guest to
 //! host, against a bare Unix socket and `cp(1)` on the same disk.
 //!
 //! Every path reads the same source file (in the page cache after it is

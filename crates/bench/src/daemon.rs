@@ -1,4 +1,4 @@
-//! Case D (issue #4): what going through guestcommd costs.
+//! Case D: what going through guestcommd costs.
 //!
 //! D1. exec round trip of `true`: connect + handshake + exec straight to the
 //!     agent (baseline) versus through the daemon (HTTP upgrade on its API
@@ -12,7 +12,7 @@
 //!     the daemon's background work (making the next warm connection) does
 //!     not land on the next sample of another path.
 //! D2. the daemon with `vms` VMs registered (all pointing at the same agent,
-//!     as the issue allows) and heartbeats every 5 s: CPU over an idle
+//!     as the target allows) and heartbeats every 5 s: CPU over an idle
 //!     period from /proc/PID/stat, and resident memory. Targets: under 2% of
 //!     one core, under 64 MB.
 
@@ -30,7 +30,7 @@ use crate::cases::{exec_true_over, library_true, rotated};
 use crate::report::Machine;
 use crate::stats::Samples;
 
-/// The daemon's heartbeat interval in D2, as the issue states it.
+/// The daemon's heartbeat interval in D2, as the target states it.
 const HEARTBEAT: &str = "5s";
 /// Unmeasured pause after each D1 sample.
 const SETTLE: Duration = Duration::from_millis(3);
@@ -258,7 +258,7 @@ pub(crate) fn render(m: &Machine, iterations: usize, warmup: usize, d: &DaemonFi
     let _ = writeln!(o, "<!-- bench:daemon:begin -->");
     let _ = writeln!(
         o,
-        "## daemon: exec through guestcommd, and 1,000 VMs heartbeating (issue #4)\n"
+        "## daemon: exec through guestcommd, and 1,000 VMs heartbeating\n"
     );
     let _ = writeln!(
         o,

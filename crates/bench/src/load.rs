@@ -1,4 +1,4 @@
-//! Case H (`--case load`, issue #15): guestcommd held under load.
+//! Case H (`--case load`): guestcommd held under load.
 //!
 //! One daemon, `agents` agents on Unix sockets and `vms` VMs registered
 //! (VM i at agent i mod `agents`), heartbeating every 5 s. For `secs`
@@ -179,7 +179,7 @@ impl LoadFigures {
         let _ = writeln!(out, "<!-- bench:load:begin -->");
         let _ = writeln!(
             out,
-            "## Load: guestcommd under concurrent execs and copies (issue #15)\n"
+            "## Load: guestcommd under concurrent execs and copies\n"
         );
         let _ = writeln!(out, "{}", m.table());
         let _ = writeln!(

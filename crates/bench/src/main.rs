@@ -1,5 +1,5 @@
 //! `guestcomm-bench`: what exec through guestcomm costs, against local
-//! baselines measured in the same run (issue #2). A benchmark command, not a
+//! baselines measured in the same run. A benchmark command, not a
 //! timed test: run it on a quiet machine, in release mode.
 //!
 //! The agent (`guestcomm-agent`, by default next to this executable) is
@@ -23,41 +23,41 @@
 //!   other. Reported: median, min and max MB/s (10^6 B/s, process start
 //!   included) and the ratio to the baseline.
 //!
-//! - **C. `cp` of one file of `--bytes` each way** (`--case cp`, issue #3),
+//! - **C. `cp` of one file of `--bytes` each way** (`--case cp`),
 //!   `--rounds` samples per path: library and CLI, host to guest and guest
 //!   to host, against a bare Unix socket (file -> socket pair -> file) and
 //!   `cp(1)`, every path ending with an fsync (see `copy.rs`); and, when
 //!   `qemu-ga` is installed, its guest-file-write/read path on the same file.
 //!
-//! - **D. the daemon** (`--case daemon`, issue #4): exec `true` straight to
+//! - **D. the daemon** (`--case daemon`): exec `true` straight to
 //!   the agent versus through `guestcommd` (`--iterations` samples each), then
 //!   `--vms` VMs (default 1,000) heartbeating every 5 s: the daemon's CPU over
 //!   `--idle-secs` (default 30) and its RSS (see `daemon.rs`).
 //!
-//! - **E. side by side** (`--case compare`, issue #8): guestcomm against
+//! - **E. side by side** (`--case compare`): guestcomm against
 //!   qemu-ga and OpenSSH where installed (exec latency, output throughput,
 //!   file copies both ways, agent memory), with PNG charts into `--plots`
 //!   (see `compare.rs`, `plot.rs`).
 //!
-//! - **G. side by side in a VM** (`--case compare-vm`, issue #8): guestcomm
+//! - **G. side by side in a VM** (`--case compare-vm`): guestcomm
 //!   and qemu-ga both on vsock in one TCG guest, reached through the same
 //!   vhost-device-vsock socket (exec latency, output, copies both ways,
 //!   memory in the guest), with a chart into `--plots` (see `compare_vm.rs`).
 //!   Needs the image of `scripts/vm/build-image --with-qemu-ga` (`--vm-image`);
 //!   `--case all` runs it when the image is there and says why when not.
 //!
-//! - **F. authentication on versus off** (`--case auth`, issue #10): exec
+//! - **F. authentication on versus off** (`--case auth`): exec
 //!   round trip and copy throughput against an agent with and one without
 //!   `--credentials` (see `auth_cost.rs`).
 //!
-//! - **H. guestcommd under load** (`--case load`, issue #15): `--load-execs`
+//! - **H. guestcommd under load** (`--case load`): `--load-execs`
 //!   concurrent execs and `--load-copies` concurrent copies through one
 //!   daemon to `--load-agents` agents for `--load-secs`, with `--vms` VMs
 //!   heartbeating: operations done and failed, p50/p99 latencies, the
 //!   daemon's RSS and file descriptors (see `load.rs`); `--json` writes the
 //!   figures for the load test.
 //!
-//! Targets (issue #2): library exec overhead under 1 ms; library stdout
+//! Targets: library exec overhead under 1 ms; library stdout
 //! throughput at least 70% of the bare socket. Both are printed as met or
 //! missed, as are the same figures for the CLI. Issue #3: each copy
 //! direction at least 70% of the bare socket, and over 20 times qemu-ga's.
@@ -95,7 +95,7 @@ const DEFAULT_BYTES: &str = "1GiB";
 /// Default samples per path of case B.
 const DEFAULT_ROUNDS: usize = 3;
 
-/// Measure what running a command through guestcomm costs (issue #2).
+/// Measure what running a command through guestcomm costs.
 ///
 /// Starts guestcomm-agent on a Unix socket in a temporary directory, then
 /// measures, alternating the paths round by round:
@@ -214,19 +214,19 @@ struct Args {
 /// Groups of cases, each with its own section of the report.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 enum Case {
-    /// A. exec round trip and B. stdout throughput (issue #2).
+    /// A. exec round trip and B. stdout throughput.
     Exec,
-    /// C. cp of one large file each way (issue #3).
+    /// C. cp of one large file each way.
     Cp,
-    /// D. exec through guestcommd, and the daemon with many VMs (issue #4).
+    /// D. exec through guestcommd, and the daemon with many VMs.
     Daemon,
-    /// E. side by side with qemu-ga and OpenSSH, where installed (issue #8).
+    /// E. side by side with qemu-ga and OpenSSH, where installed.
     Compare,
-    /// F. authentication on versus off: exec round trip and copy (issue #10).
+    /// F. authentication on versus off: exec round trip and copy.
     Auth,
-    /// G. guestcomm and qemu-ga in one TCG guest over vsock (issue #8).
+    /// G. guestcomm and qemu-ga in one TCG guest over vsock.
     CompareVm,
-    /// H. guestcommd under load: concurrent execs and copies, many VMs (issue #15).
+    /// H. guestcommd under load: concurrent execs and copies, many VMs.
     Load,
     /// Every case.
     All,
@@ -246,6 +246,14 @@ fn positive(text: &str) -> Result<usize, String> {
     match text.parse::<usize>() {
         Ok(n) if n > 0 => Ok(n),
         _ => Err(format!("expected a positive whole number, got {text:?}")),
+    }
+}
+
+/// The daemon of cases D, E and H: `--daemon`, else `guestcommd` beside this executable.
+fn daemon_binary(args: &Args) -> anyhow::Result<PathBuf> {
+    match &args.daemon {
+        Some(path) => Ok(path.clone()),
+        None => sibling("guestcommd"),
     }
 }
 
@@ -302,10 +310,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         run_exec_cases(&args, &rt, &agent, &cli_bin)?;
     }
     if matches!(args.case, Case::Daemon | Case::All) {
-        let daemon_bin = match args.daemon.clone() {
-            Some(path) => path,
-            None => sibling("guestcommd")?,
-        };
+        let daemon_bin = daemon_binary(&args)?;
         eprintln!(
             "guestcomm-bench: D. daemon, {} + {} warm-up rounds, then {} VMs for {} s",
             args.iterations, args.warmup, args.vms, args.idle_secs
@@ -367,10 +372,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         publish(&args, &section)?;
     }
     if matches!(args.case, Case::Compare | Case::All) {
-        let daemon_bin = match args.daemon.clone() {
-            Some(path) => path,
-            None => sibling("guestcommd")?,
-        };
+        let daemon_bin = daemon_binary(&args)?;
         eprintln!(
             "guestcomm-bench: E. compare, {} exec samples, {} rounds, copies of {}",
             args.iterations,
@@ -414,10 +416,7 @@ fn run_load(
     rt: &tokio::runtime::Runtime,
     agent_bin: &std::path::Path,
 ) -> anyhow::Result<()> {
-    let daemon_bin = match args.daemon.clone() {
-        Some(path) => path,
-        None => sibling("guestcommd")?,
-    };
+    let daemon_bin = daemon_binary(args)?;
     let settings = load::LoadSettings {
         secs: args.load_secs,
         execs: args.load_execs,

@@ -17,12 +17,12 @@ pub(crate) const BEGIN_MARKER: &str = "<!-- bench:exec:begin -->";
 /// Last line of this bench's section.
 pub(crate) const END_MARKER: &str = "<!-- bench:exec:end -->";
 
-/// Target of issue #2: added latency of one exec, median against local.
+/// Target: added latency of one exec, median against local.
 pub(crate) const TARGET_OVERHEAD_MS: f64 = 1.0;
-/// Target of issue #2: exec stdout throughput as a share of the bare socket.
+/// Target: exec stdout throughput as a share of the bare socket.
 pub(crate) const TARGET_THROUGHPUT_RATIO: f64 = 0.70;
 
-/// Target of issue #3: guestcomm cp against qemu-ga's file commands.
+/// Target: guestcomm cp against qemu-ga's file commands.
 pub(crate) const TARGET_TIMES_QGA: f64 = 20.0;
 
 /// Where and with what the figures were measured.
@@ -81,7 +81,7 @@ pub(crate) struct Settings {
     pub(crate) rounds: usize,
 }
 
-/// Whether the measured figures meet the issue's targets.
+/// Whether the measured figures meet the targets.
 pub(crate) struct Verdict {
     pub(crate) overhead_ms: f64,
     pub(crate) throughput_ratio: f64,
@@ -129,7 +129,7 @@ pub(crate) fn render(m: &Machine, s: &Settings, a: &RoundTrip, b: &Throughput) -
     let mut o = String::new();
     // Writing to a String cannot fail.
     let _ = writeln!(o, "{BEGIN_MARKER}");
-    let _ = writeln!(o, "## exec: round trip and stdout throughput (issue #2)\n");
+    let _ = writeln!(o, "## exec: round trip and stdout throughput\n");
     let _ = writeln!(
         o,
         "Written by `target/release/guestcomm-bench --write docs/BENCHMARKS.md` \
@@ -258,12 +258,12 @@ fn throughput_rows(o: &mut String, bare: &Samples, rows: &[(&str, &Samples)]) {
     }
 }
 
-/// The `cp` section (case C, issue #3), markers included.
+/// The `cp` section (case C), markers included.
 pub(crate) fn render_cp(m: &Machine, bytes: u64, rounds: usize, c: &CopyThroughput) -> String {
     let bare = &c.bare;
     let mut o = String::new();
     let _ = writeln!(o, "<!-- bench:cp:begin -->");
-    let _ = writeln!(o, "## cp: one large file each way (issue #3)\n");
+    let _ = writeln!(o, "## cp: one large file each way\n");
     let _ = writeln!(
         o,
         "Written by `target/release/guestcomm-bench --case cp --write docs/BENCHMARKS.md` \
