@@ -139,6 +139,28 @@ impl Daemon {
         (agent, endpoint)
     }
 
+    /// Adds VM `name` on `<dir>/<name>.sock` with a new key, writes the
+    /// guest side of the key to `<dir>/<name>.guest.key` (returned) and
+    /// starts the agent there with it.
+    #[allow(dead_code)] // not every test file needs a keyed VM
+    pub fn keyed_agent_vm(&self, name: &str) -> (AgentAt, PathBuf, PathBuf) {
+        let socket = self.dir.path().join(format!("{name}.sock"));
+        let endpoint = format!("unix://{}", socket.display());
+        let guest_file = self.dir.path().join(format!("{name}.guest.key"));
+        let guest = guest_file.to_str().expect("utf-8 path");
+        self.ok(&[
+            "vm",
+            "add",
+            name,
+            "--endpoint",
+            &endpoint,
+            "--generate-credentials",
+        ]);
+        self.ok(&["vm", "credentials", name, "--guest-file", guest]);
+        let agent = AgentAt::start_with(&socket, &["--credentials", guest]);
+        (agent, socket, guest_file)
+    }
+
     /// Runs `guestcomm ARGS...` feeding `stdin` from another thread.
     pub fn run_with_stdin(&self, args: &[&str], stdin: Vec<u8>) -> Output {
         let mut child = self
