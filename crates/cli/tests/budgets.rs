@@ -126,3 +126,77 @@ fn the_local_key_value_socket_has_slots_of_its_own() {
         String::from_utf8_lossy(&kvp.stderr)
     );
 }
+
+/// The bytes of `sock` until the daemon closes it; `None` if it is still
+/// open after 30 s.
+fn until_closed(sock: &mut UnixStream) -> Option<Vec<u8>> {
+    sock.set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut seen = Vec::new();
+    std::io::Read::read_to_end(sock, &mut seen)
+        .ok()
+        .map(|_| seen)
+}
+
+#[test]
+fn idle_api_connections_are_capped_per_user_and_an_admin_still_gets_in() {
+    enough_descriptors();
+    let Some(admin) = util::users::TestUser::create("adm") else {
+        return;
+    };
+    let config = format!(
+        "[api]\nsocket_group = \"{}\"\n[roles]\nadmin = {{ users = [\"{}\"] }}\n",
+        admin.name, admin.name
+    );
+    let d = Daemon::start_with_args_and_config(
+        "off",
+        &["--max-http-connections-per-peer", "16"],
+        &config,
+    );
+    // This process's user (root) opens as many idle connections as its
+    // cap, then one more: that one is closed at once, before any request.
+    let held: Vec<UnixStream> = (0..16)
+        .map(|_| UnixStream::connect(&d.socket).unwrap())
+        .collect();
+    let mut past_cap = UnixStream::connect(&d.socket).unwrap();
+    assert_eq!(
+        until_closed(&mut past_cap),
+        Some(Vec::new()),
+        "the connection past the cap was not closed"
+    );
+    // Another user, an admin by the configuration, is served meanwhile.
+    let api = d.api();
+    let out = admin.run(
+        &util::bin("guestcomm"),
+        &["vm", "list"],
+        &[("GUESTCOMM_API", &api)],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    drop(held);
+}
+
+#[test]
+fn a_half_sent_header_and_an_idle_kept_alive_connection_are_closed() {
+    let d = Daemon::start_with("off", &["--http-header-timeout", "500ms"]);
+    let mut half = UnixStream::connect(&d.socket).unwrap();
+    half.write_all(b"GET /v1/vms HTTP/1.1\r\nHost: guestco")
+        .unwrap();
+    assert!(
+        until_closed(&mut half).is_some(),
+        "a connection with half a header stayed open"
+    );
+    // A whole request is answered; the connection, kept alive, is closed
+    // once it has been idle for the header timeout.
+    let mut idle = UnixStream::connect(&d.socket).unwrap();
+    idle.write_all(b"GET /v1/vms HTTP/1.1\r\nHost: guestcommd\r\n\r\n")
+        .unwrap();
+    let answer = until_closed(&mut idle).expect("the idle connection stayed open");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    // The admin's CLI still works with the short bound.
+    d.ok(&["vm", "list"]);
+}

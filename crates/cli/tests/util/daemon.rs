@@ -35,6 +35,12 @@ impl Daemon {
         Self::start_inner(heartbeat, &[], Some(config))
     }
 
+    /// Starts guestcommd with extra arguments and `--config` holding `config`.
+    #[allow(dead_code)] // not every test file needs both
+    pub fn start_with_args_and_config(heartbeat: &str, extra: &[&str], config: &str) -> Self {
+        Self::start_inner(heartbeat, extra, Some(config))
+    }
+
     fn start_inner(heartbeat: &str, extra: &[&str], config: Option<&str>) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let socket = dir.path().join("api.sock");
