@@ -9,11 +9,42 @@
 /// less in practice (buffers grow only as output arrives).
 pub const MAX_CONNECTIONS: usize = 256;
 
-/// File descriptors the agent may hold at its caps: per connection the
-/// socket, three pipes (six ends, three kept) or a pty pair, and the files
-/// of a copy; at start the agent raises its soft limit to the hard one and
+/// Most host connections still in their handshake (not authenticated yet)
+/// at once, apart from [`MAX_CONNECTIONS`]: a newcomer past it closes the
+/// oldest of them. Anyone on the host can connect to a guest's vsock, and
+/// this is all that keyless connections can hold: each costs a task and a
+/// read buffer of at most
+/// [`MAX_HANDSHAKE_FRAME_BYTES`](guestcomm_protocol::limits::MAX_HANDSHAKE_FRAME_BYTES),
+/// and a flood of them only ever evicts itself, since the daemon's handshake
+/// is done in milliseconds (it is evicted only if this many newer
+/// connections arrive during it).
+pub const MAX_UNAUTHENTICATED_CONNECTIONS: usize = 64;
+
+/// How long a connection may take to finish its handshake (hello, and the
+/// key exchange) before it is closed: a real client needs two round trips,
+/// milliseconds even under TCG emulation; shorter than the protocol's
+/// [`HANDSHAKE_TIMEOUT_MS`](guestcomm_protocol::limits::HANDSHAKE_TIMEOUT_MS)
+/// so a silent peer holds its place for less time.
+pub const UNAUTHENTICATED_TIMEOUT_MS: u64 = 5_000;
+
+/// Most connections of the local key-value socket served at once (guest
+/// programs reading or writing a key, each a single short request). It has
+/// its own budget, so local programs cannot take the host's slots, nor the
+/// host theirs.
+pub const MAX_LOCAL_CONNECTIONS: usize = 32;
+
+/// Most local key-value socket connections still in their handshake; as
+/// for the host, a newcomer past it closes the oldest.
+pub const MAX_UNAUTHENTICATED_LOCAL_CONNECTIONS: usize = 16;
+
+/// File descriptors the agent may hold at its caps: per authenticated
+/// connection (host or local) the socket, three pipes (six ends, three kept) or a pty pair, and the files
+/// of a copy; one socket per connection in its handshake; at start the agent raises its soft limit to the hard one and
 /// warns when that is lower than this.
-pub const OPEN_FILES_WANTED: u64 = 8 * MAX_CONNECTIONS as u64 + 64;
+pub const OPEN_FILES_WANTED: u64 = 8 * MAX_CONNECTIONS as u64
+    + 8 * MAX_LOCAL_CONNECTIONS as u64
+    + (MAX_UNAUTHENTICATED_CONNECTIONS + MAX_UNAUTHENTICATED_LOCAL_CONNECTIONS) as u64
+    + 64;
 
 /// Stdin chunks queued between the socket reader and the process.
 pub const STDIN_QUEUE_FRAMES: usize = 4;

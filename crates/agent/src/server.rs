@@ -2,15 +2,22 @@
 //!
 //! ```text
 //! accept -> peer filter (vsock: host only by default)
-//!        -> connection cap (refuse with resource_limit, keep serving)
-//!        -> handshake (version, auth) -> Request -> guest policy (--policy)
+//!        -> unauthenticated budget (MAX_UNAUTHENTICATED_CONNECTIONS; when
+//!           full, the oldest connection still in its handshake is closed)
+//!        -> handshake (version, auth; hello at most MAX_HANDSHAKE_FRAME_BYTES,
+//!           done within UNAUTHENTICATED_TIMEOUT_MS)
+//!        -> connection cap (--max-connections; refuse with resource_limit,
+//!           keep serving) -> Request -> guest policy (--policy)
 //!        -> service by GUID
 //! ```
 //!
-//! Each connection runs in its own task; a failing or hostile connection
-//! ends only itself. The local key-value socket (for guest programs) goes
-//! through the same loop with [`Origin::Local`], which admits key-value
-//! requests only.
+//! Only authenticated connections take one of the `--max-connections`
+//! slots, so host users without the VM's key, however many connections they
+//! hold open, cannot keep the daemon out. Each connection runs in its own
+//! task; a failing or hostile connection ends only itself. The local
+//! key-value socket (for guest programs) goes through the same loop with
+//! [`Origin::Local`], which admits key-value requests only, and a budget of
+//! its own ([`MAX_LOCAL_CONNECTIONS`]).
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -26,6 +33,7 @@ use guestcomm_protocol::message::{Call, ErrorCode, ErrorFrame};
 use guestcomm_protocol::nonce::{self, EpochError};
 use guestcomm_protocol::policy::PolicyDocument;
 use guestcomm_protocol::{BuiltinService, Control, Frame, FrameCodec, FramedConn};
+use guestcomm_transport::admission::{Admission, Ticket};
 use guestcomm_transport::{Address, ListenError, Listener, Peer, PeerCidFilter, Stream};
 use tokio::sync::Semaphore;
 use tokio_util::codec::Framed;
@@ -37,7 +45,10 @@ use crate::files;
 use crate::freeze::{FreezeManager, IoctlFreezer, SimulatedFreezer};
 use crate::integration::{self, Origin, Services};
 use crate::kvp::KvpStore;
-use crate::limits::MAX_CONNECTIONS;
+use crate::limits::{
+    MAX_CONNECTIONS, MAX_LOCAL_CONNECTIONS, MAX_UNAUTHENTICATED_CONNECTIONS,
+    MAX_UNAUTHENTICATED_LOCAL_CONNECTIONS, UNAUTHENTICATED_TIMEOUT_MS,
+};
 use crate::shutdown::ShutdownRunner;
 
 /// How long to pause accepting after an accept error (e.g. out of file
@@ -268,7 +279,7 @@ impl Agent {
 
     /// Serves until the task is dropped.
     pub async fn run(self) {
-        let slots = Arc::new(Semaphore::new(self.config.max_connections));
+        let host = Budget::new(MAX_UNAUTHENTICATED_CONNECTIONS, self.config.max_connections);
         let auth = if self.config.psk.is_some() {
             AUTH_PSK
         } else {
@@ -288,7 +299,7 @@ impl Agent {
         for listener in self.listeners {
             loops.spawn(accept_loop(
                 listener,
-                slots.clone(),
+                host.clone(),
                 offer.clone(),
                 filter.clone(),
                 (
@@ -309,7 +320,7 @@ impl Agent {
             });
             loops.spawn(accept_loop(
                 local,
-                slots.clone(),
+                Budget::new(MAX_UNAUTHENTICATED_LOCAL_CONNECTIONS, MAX_LOCAL_CONNECTIONS),
                 local_offer,
                 filter.clone(),
                 (
@@ -339,9 +350,28 @@ async fn bind_local(path: &Path) -> Result<Listener, BindError> {
     Ok(listener)
 }
 
+/// What the connections of one kind of listener may hold: the host's
+/// listeners share one budget, the local key-value socket has its own.
+#[derive(Clone)]
+struct Budget {
+    /// Connections still in their handshake; a newcomer evicts the oldest.
+    unauthenticated: Admission<()>,
+    /// Connections past it (`--max-connections` for the host).
+    slots: Arc<Semaphore>,
+}
+
+impl Budget {
+    fn new(unauthenticated: usize, slots: usize) -> Self {
+        Self {
+            unauthenticated: Admission::new(unauthenticated, unauthenticated),
+            slots: Arc::new(Semaphore::new(slots)),
+        }
+    }
+}
+
 async fn accept_loop(
     listener: Listener,
-    slots: Arc<Semaphore>,
+    budget: Budget,
     offer: Arc<ServerOffer>,
     filter: Arc<PeerCidFilter>,
     (services, origin, copy_idle): (Arc<Services>, Origin, Duration),
@@ -363,31 +393,86 @@ async fn accept_loop(
             warn!(%peer, "refused a connection from a vsock peer that is not allowed (see --allow-peer-cid)");
             continue;
         }
-        let mut conn = Framed::new(stream, FrameCodec::new());
-        let Ok(permit) = slots.clone().try_acquire_owned() else {
-            warn!(%peer, "connection limit reached, refusing a connection");
-            // Load shedding: closed right after the error, without waiting
-            // for the client (docs/PROTOCOL.md 2.5), so a flood of refused
-            // connections holds no descriptor.
-            tokio::spawn(async move {
-                let frame = ErrorFrame::new(
-                    ErrorCode::ResourceLimit,
-                    "the agent is serving its maximum number of connections; retry later",
-                );
-                let _ = conn.send(Frame::Control(Control::Error(frame))).await;
-            });
-            continue;
-        };
+        let conn = Framed::new(stream, FrameCodec::new());
+        let ticket = budget.unauthenticated.admit(());
         let offer = offer.clone();
         let services = services.clone();
+        let slots = budget.slots.clone();
         let span = info_span!("conn", %peer);
         tokio::spawn(
             async move {
-                handle(conn, &peer, &offer, services, origin, copy_idle).await;
+                let Some((conn, permit)) = authenticate(conn, &offer, ticket, slots).await else {
+                    return;
+                };
+                handle(conn, &peer, services, origin, copy_idle).await;
                 drop(permit);
             }
             .instrument(span),
         );
+    }
+}
+
+/// Runs the handshake on the place `ticket` holds in the unauthenticated
+/// budget, taking a connection slot once the client is authenticated (or
+/// refusing it with `resource_limit` instead of the Welcome): `None` when
+/// the connection ended (its error frame, if any, sent).
+async fn authenticate(
+    mut conn: FramedConn<Stream>,
+    offer: &ServerOffer,
+    mut ticket: Ticket<()>,
+    slots: Arc<Semaphore>,
+) -> Option<(FramedConn<Stream>, tokio::sync::OwnedSemaphorePermit)> {
+    let deadline = Duration::from_millis(UNAUTHENTICATED_TIMEOUT_MS);
+    let admit = || {
+        slots.try_acquire_owned().map_err(|_| {
+            ErrorFrame::new(
+                ErrorCode::ResourceLimit,
+                "the agent is serving its maximum number of connections; retry later",
+            )
+        })
+    };
+    let handshake = tokio::select! {
+        () = ticket.evicted() => {
+            debug!("closed in its handshake: newer connections needed the place");
+            return None;
+        }
+        done = tokio::time::timeout(deadline, handshake::server_handshake_admitting(&mut conn, offer, admit)) => done,
+    };
+    drop(ticket);
+    match handshake {
+        Ok(Ok((hello, _, permit))) => {
+            debug!(client = %hello.client, "handshake done");
+            Some((conn, permit))
+        }
+        // A connection closed without a byte is a liveness probe, not a problem.
+        Ok(Err(handshake::HandshakeError::Closed)) => {
+            debug!("connection closed before the handshake");
+            None
+        }
+        // Load shedding: closed right after the error, without waiting for
+        // the client (docs/PROTOCOL.md 2.5).
+        Ok(Err(handshake::HandshakeError::Refused(_))) => {
+            warn!("connection limit reached, refusing a connection");
+            None
+        }
+        Ok(Err(e)) => {
+            warn!(error = %handshake::error_chain(&e), "handshake failed");
+            // Its error frame was sent: the client closes first, unless it
+            // is the silent kind that let the handshake time out.
+            if !matches!(e, handshake::HandshakeError::Timeout(_)) {
+                linger(&mut conn).await;
+            }
+            None
+        }
+        Err(_) => {
+            info!("no handshake within {UNAUTHENTICATED_TIMEOUT_MS} ms, closing");
+            let frame = ErrorFrame::new(
+                ErrorCode::Timeout,
+                format!("no handshake within {UNAUTHENTICATED_TIMEOUT_MS} ms"),
+            );
+            let _ = conn.send(Frame::Control(Control::Error(frame))).await;
+            None
+        }
     }
 }
 
@@ -403,33 +488,14 @@ async fn refuse(mut conn: FramedConn<Stream>, frame: ErrorFrame) {
     }
 }
 
-/// Runs one connection: handshake, request, service.
+/// Runs one authenticated connection: request, service.
 async fn handle(
     mut conn: FramedConn<Stream>,
     peer: &Peer,
-    offer: &ServerOffer,
     services: Arc<Services>,
     origin: Origin,
     copy_idle: Duration,
 ) {
-    let hello = match handshake::server_handshake(&mut conn, offer).await {
-        Ok((hello, _)) => hello,
-        // A connection closed without a byte is a liveness probe, not a problem.
-        Err(handshake::HandshakeError::Closed) => {
-            debug!("connection closed before the handshake");
-            return;
-        }
-        Err(e) => {
-            warn!(error = %handshake::error_chain(&e), "handshake failed");
-            // Its error frame was sent: the client closes first, unless it
-            // is the silent kind that let the handshake time out.
-            if !matches!(e, handshake::HandshakeError::Timeout(_)) {
-                linger(&mut conn).await;
-            }
-            return;
-        }
-    };
-    debug!(client = %hello.client, "handshake done");
     let mut request = match handshake::read_request(&mut conn).await {
         Ok(request) => request,
         // A client that hangs up after the handshake (a health probe) is not a problem.

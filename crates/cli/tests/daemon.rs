@@ -786,26 +786,14 @@ fn guest_initiated_connections_reach_the_host_endpoint_only_while_enabled() {
 #[test]
 fn the_daemon_authenticates_to_agents_with_each_vms_key() {
     let d = Daemon::start("off");
-    let socket = d.dir.path().join("keyed.sock");
-    let endpoint = format!("unix://{}", socket.display());
-    let guest_file = d.dir.path().join("guest.key");
-    let guest = guest_file.to_str().unwrap();
-
     // A new key for the VM; the guest side goes to the agent's --credentials.
-    d.ok(&[
-        "vm",
-        "add",
-        "keyed",
-        "--endpoint",
-        &endpoint,
-        "--generate-credentials",
-    ]);
-    d.ok(&["vm", "credentials", "keyed", "--guest-file", guest]);
+    let (_agent, socket, guest_file) = d.keyed_agent_vm("keyed");
+    let endpoint = format!("unix://{}", socket.display());
+    let guest = guest_file.to_str().unwrap();
     assert_eq!(
         std::fs::metadata(&guest_file).unwrap().permissions().mode() & 0o777,
         0o600
     );
-    let _agent = AgentAt::start_with(&socket, &["--credentials", guest]);
     assert_eq!(d.json(&["vm", "show", "keyed"])["authenticated"], true);
     assert_eq!(
         d.ok(&["exec", "keyed", "--", "echo", "authenticated"]),

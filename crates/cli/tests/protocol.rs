@@ -42,7 +42,15 @@ fn bad_input_gets_one_clear_error_and_the_agent_keeps_serving() {
         ),
         (
             "oversized length",
-            oversized,
+            oversized.clone(),
+            false,
+            ErrorCode::MalformedFrame,
+            // Before authentication, a hello is bounded far below a frame.
+            "exceeds the 8192-byte limit",
+        ),
+        (
+            "oversized request",
+            [encode(vec![hello()]), oversized].concat(),
             false,
             ErrorCode::MalformedFrame,
             "exceeds the 1048576-byte limit",
@@ -374,16 +382,18 @@ async fn ctrl_c_typed_into_the_pty_interrupts_the_guest_program() {
 #[test]
 fn at_the_connection_cap_newcomers_are_refused_and_service_resumes() {
     let agent = Agent::start_with(&["--max-connections", "2"]);
-    // Open silent connections until one is refused: the ones kept hold the
-    // slots (a refused connection gets its error frame at once, a held one
-    // hears nothing until its handshake times out).
+    // Open connections that finish their handshake and then send nothing,
+    // until one is refused: the ones kept hold the slots (a slot is taken
+    // once the client is authenticated; a refused connection gets its error
+    // frame instead of the Welcome).
     let mut held = Vec::new();
     let refused = util::wait_until(Duration::from_secs(60), || {
         let mut sock = UnixStream::connect(&agent.socket).unwrap();
         sock.set_read_timeout(Some(Duration::from_millis(500)))
             .unwrap();
+        sock.write_all(&encode(vec![hello()])).unwrap();
         let mut reply = [0u8; 1024];
-        match sock.read(&mut reply) {
+        let refused = match sock.read(&mut reply) {
             Ok(n) if n > 0 => {
                 let mut buf = BytesMut::from(&reply[..n]);
                 matches!(
@@ -391,11 +401,12 @@ fn at_the_connection_cap_newcomers_are_refused_and_service_resumes() {
                     Ok(Some(Frame::Control(Control::Error(e)))) if e.code == ErrorCode::ResourceLimit
                 )
             }
-            _ => {
-                held.push(sock);
-                false
-            }
+            _ => false,
+        };
+        if !refused {
+            held.push(sock);
         }
+        refused
     });
     assert!(refused, "no connection was refused with resource_limit");
     drop(held);

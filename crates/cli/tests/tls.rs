@@ -137,15 +137,31 @@ fn assert_fails_on_one_line(out: &Output, code: i32, expected: &str) {
     assert_eq!(err.trim_end().lines().count(), 1, "{err}");
 }
 
-#[test]
-fn client_certificates_map_to_roles_and_others_are_refused_at_the_handshake() {
-    let dir = tempfile::tempdir().unwrap();
-    let ca = Ca::new(dir.path(), "ca");
+/// A CA in `dir` and the daemon's certificate for 127.0.0.1.
+fn ca_with_server(dir: &Path) -> Ca {
+    let ca = Ca::new(dir, "ca");
     ca.issue(
         "server",
         &["127.0.0.1"],
         ExtendedKeyUsagePurpose::ServerAuth,
     );
+    ca
+}
+
+/// The daemon's configuration: `[api.tls]` with the files in `d`, then `roles`.
+fn tls_config(d: &Path, roles: &str) -> String {
+    format!(
+        "[api.tls]\ncert = \"{}\"\nkey = \"{}\"\nclient_ca = \"{}\"\n[roles]\n{roles}",
+        d.join("server.crt").display(),
+        d.join("server.key").display(),
+        d.join("ca.crt").display(),
+    )
+}
+
+#[test]
+fn client_certificates_map_to_roles_and_others_are_refused_at_the_handshake() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = ca_with_server(dir.path());
     let client = ExtendedKeyUsagePurpose::ClientAuth;
     let admin = ca.issue("admin", &[], client.clone());
     let viewer = ca.issue("viewer", &[], client.clone());
@@ -155,11 +171,9 @@ fn client_certificates_map_to_roles_and_others_are_refused_at_the_handshake() {
     rogue.issue("intruder", &[], client);
     // The intruder presents its own CA's certificate but trusts ours.
     let d = dir.path();
-    let config = format!(
-        "[api.tls]\ncert = \"{}\"\nkey = \"{}\"\nclient_ca = \"{}\"\n[roles]\nadmin = {{ certificates = [\"{admin}\"] }}\noperator = {{ certificates = [\"{operator}\"] }}\nviewer = {{ certificates = [\"{viewer}\"] }}\n",
-        d.join("server.crt").display(),
-        d.join("server.key").display(),
-        d.join("ca.crt").display(),
+    let config = tls_config(
+        d,
+        &format!("admin = {{ certificates = [\"{admin}\"] }}\noperator = {{ certificates = [\"{operator}\"] }}\nviewer = {{ certificates = [\"{viewer}\"] }}\n"),
     );
     let socket = d.join("agent.sock");
     let _agent = AgentAt::start(&socket);
@@ -247,4 +261,63 @@ fn a_tcp_api_without_tls_is_refused_at_start() {
         err.contains("[api.tls]") && err.contains("mutual TLS"),
         "{err}"
     );
+}
+
+#[test]
+fn stalled_tcp_connections_do_not_lock_certificate_holders_out() {
+    guestcomm_observability::raise_open_files_limit(4096);
+    let dir = tempfile::tempdir().unwrap();
+    let ca = ca_with_server(dir.path());
+    let viewer = ca.issue("viewer", &[], ExtendedKeyUsagePurpose::ClientAuth);
+    let config = tls_config(
+        dir.path(),
+        &format!("viewer = {{ certificates = [\"{viewer}\"] }}\n"),
+    );
+    let daemon = TlsDaemon::start(dir, &config);
+    let port: u16 = daemon.addr.rsplit(':').next().unwrap().parse().unwrap();
+    // More stalled connections (no ClientHello, or half of one) than the
+    // daemon takes handshakes at once, from one address and from many
+    // addresses of the loopback range.
+    let stalled: Vec<std::net::TcpStream> = (0..200u32)
+        .map(|i| {
+            let mut sock = if i % 2 == 0 {
+                std::net::TcpStream::connect(("127.0.0.1", port)).unwrap()
+            } else {
+                let from = std::net::Ipv4Addr::new(127, 0, 1, (i / 2) as u8 + 1);
+                connect_from(from, port)
+            };
+            if i % 4 == 1 {
+                std::io::Write::write_all(&mut sock, &[0x16, 0x03, 0x01]).unwrap();
+            }
+            sock
+        })
+        .collect();
+    for _ in 0..3 {
+        let out = daemon.cli(Some("viewer"), &["vm", "list"]);
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    drop(stalled);
+}
+
+/// A TCP connection to 127.0.0.1:`port` from `from` (another address of
+/// the loopback range).
+fn connect_from(from: std::net::Ipv4Addr, port: u16) -> std::net::TcpStream {
+    use nix::sys::socket::{bind, connect, socket, AddressFamily, SockFlag, SockType, SockaddrIn};
+    use std::net::{Ipv4Addr, SocketAddrV4};
+    use std::os::fd::AsRawFd;
+    let fd = socket(
+        AddressFamily::Inet,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .unwrap();
+    bind(
+        fd.as_raw_fd(),
+        &SockaddrIn::from(SocketAddrV4::new(from, 0)),
+    )
+    .unwrap();
+    let daemon = SockaddrIn::from(SocketAddrV4::new(Ipv4Addr::LOCALHOST, port));
+    connect(fd.as_raw_fd(), &daemon).unwrap();
+    std::net::TcpStream::from(fd)
 }

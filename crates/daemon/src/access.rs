@@ -26,7 +26,8 @@ use axum::response::{IntoResponse, Response};
 use axum::serve::IncomingStream;
 use guestcomm_api::tls::{digest, format_fingerprint};
 use guestcomm_api::Role;
-use tokio::net::UnixListener;
+use tokio::net::{TcpStream, UnixListener};
+use tokio_rustls::server::TlsStream;
 
 use crate::api::Error;
 use crate::audit::{self, Outcome};
@@ -55,9 +56,10 @@ impl Caller {
     }
 }
 
-impl axum::extract::connect_info::Connected<IncomingStream<'_, UnixListener>> for Caller {
-    fn connect_info(stream: IncomingStream<'_, UnixListener>) -> Self {
-        let cred = stream.io().peer_cred().ok();
+impl Caller {
+    /// The caller on the API socket, by `SO_PEERCRED`.
+    pub fn of_unix(stream: &tokio::net::UnixStream) -> Self {
+        let cred = stream.peer_cred().ok();
         Self {
             uid: cred.map(|c| c.uid()),
             gid: cred.map(|c| c.gid()),
@@ -65,11 +67,10 @@ impl axum::extract::connect_info::Connected<IncomingStream<'_, UnixListener>> fo
             certificate: None,
         }
     }
-}
 
-impl axum::extract::connect_info::Connected<IncomingStream<'_, TlsListener>> for Caller {
-    fn connect_info(stream: IncomingStream<'_, TlsListener>) -> Self {
-        let (_, session) = stream.io().get_ref();
+    /// The caller on the TCP API, by its client certificate.
+    pub fn of_tls(stream: &TlsStream<TcpStream>) -> Self {
+        let (_, session) = stream.get_ref();
         Self {
             certificate: session
                 .peer_certificates()
@@ -77,6 +78,18 @@ impl axum::extract::connect_info::Connected<IncomingStream<'_, TlsListener>> for
                 .map(|cert| digest(cert)),
             ..Self::default()
         }
+    }
+}
+
+impl axum::extract::connect_info::Connected<IncomingStream<'_, UnixListener>> for Caller {
+    fn connect_info(stream: IncomingStream<'_, UnixListener>) -> Self {
+        Self::of_unix(stream.io())
+    }
+}
+
+impl axum::extract::connect_info::Connected<IncomingStream<'_, TlsListener>> for Caller {
+    fn connect_info(stream: IncomingStream<'_, TlsListener>) -> Self {
+        Self::of_tls(stream.io())
     }
 }
 

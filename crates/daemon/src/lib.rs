@@ -27,6 +27,7 @@ pub mod cache;
 pub mod config;
 pub mod guest;
 pub mod health;
+mod http_server;
 pub mod integration;
 pub mod limits;
 pub mod policy;
@@ -47,6 +48,7 @@ use guestcomm_protocol::handshake::error_chain;
 use tokio::net::UnixListener;
 
 use crate::health::HealthMap;
+pub use crate::http_server::HttpLimits;
 use crate::store::{Store, StoreError};
 
 /// The daemon's name and version, as sent in `Hello` to agents.
@@ -155,6 +157,8 @@ pub struct Config {
     pub wbem_role: guestcomm_api::Role,
     /// The idle bound of relayed copies.
     pub relay_copy_idle: Duration,
+    /// Bounds of idle and slow API connections (each listener).
+    pub http: HttpLimits,
 }
 
 /// Where the API is served.
@@ -315,9 +319,8 @@ impl Daemon {
             if let Ok(addr) = tcp.local_addr() {
                 tracing::info!(wbem = %format!("http://{addr}/cimom"), role = %config.wbem_role, "serving WBEM");
             }
-            let app = wbem::tcp_router(state.clone(), config.wbem_role)
-                .into_make_service_with_connect_info::<std::net::SocketAddr>();
-            tokio::spawn(async move { axum::serve(tcp, app).await })
+            let app = wbem::tcp_router(state.clone(), config.wbem_role);
+            tokio::spawn(http_server::serve_tcp(tcp, app, config.http))
         });
         let monitor = config.heartbeat_interval.map(|interval| {
             tokio::spawn(health::monitor(
@@ -333,15 +336,11 @@ impl Daemon {
         let pruner = tokio::spawn(audit::prune_task(state.clone(), config.file.audit));
         tracing::info!(%api, state = %config.state_dir.display(), "serving");
         let app = api::router(state);
-        let served = match listener {
+        match listener {
             Bound::Unix(listener, _socket) => {
-                let app = app.into_make_service_with_connect_info::<access::Caller>();
-                axum::serve(listener, app).await
+                http_server::serve_unix(listener, app, config.http).await
             }
-            Bound::Tls(listener) => {
-                let app = app.into_make_service_with_connect_info::<access::Caller>();
-                axum::serve(listener, app).await
-            }
+            Bound::Tls(listener) => http_server::serve_tls(listener, app, config.http).await,
         };
         if let Some(monitor) = monitor {
             monitor.abort();
@@ -354,7 +353,7 @@ impl Daemon {
         if let Some(wbem) = wbem {
             wbem.abort();
         }
-        served
+        Ok(())
     }
 }
 

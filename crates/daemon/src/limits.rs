@@ -66,10 +66,21 @@ pub const MAX_GUEST_RELAYS: usize = 1024;
 
 /// File descriptors the daemon may hold at its caps: two sockets per relay
 /// ([`MAX_RELAYS`] and [`MAX_GUEST_RELAYS`]), a warm agent connection per
-/// VM for a few thousand VMs, the health probes and the database. At start
-/// the daemon raises its soft limit to the hard one and warns when that is
-/// lower than this.
-pub const OPEN_FILES_WANTED: u64 = 2 * (MAX_RELAYS + MAX_GUEST_RELAYS) as u64 + 8_192;
+/// VM for a few thousand VMs, the health probes and the database, the API
+/// connections at the default caps ([`HTTP_CONNECTIONS_AT_CAPS`]) and the
+/// TLS handshakes: 14,528, far below the unit's `LimitNOFILE=65536`. At
+/// start the daemon raises its soft limit to the hard one and warns when
+/// that is lower than this.
+pub const OPEN_FILES_WANTED: u64 = 2 * (MAX_RELAYS + MAX_GUEST_RELAYS) as u64
+    + 8_192
+    + HTTP_CONNECTIONS_AT_CAPS as u64
+    + MAX_TLS_HANDSHAKES as u64;
+
+/// API connections open at the default caps, at worst: the API listener's
+/// and the `--wbem` listener's totals, and the admins' (root, the daemon's
+/// user) beyond the total.
+pub const HTTP_CONNECTIONS_AT_CAPS: usize =
+    2 * DEFAULT_MAX_HTTP_CONNECTIONS + 2 * DEFAULT_MAX_HTTP_CONNECTIONS_PER_PEER;
 
 /// Mode of the Unix sockets where the VMM delivers guest-initiated
 /// connections (`<vm socket>_<port>`): its owner only. The daemon gives
@@ -95,10 +106,41 @@ pub const MAX_AUDIT_QUERY_RECORDS: u32 = 10_000;
 /// Interval between two prunings of the audit log to its retention, in seconds.
 pub const AUDIT_PRUNE_INTERVAL_SECS: u64 = 600;
 
-/// Most TLS handshakes of the TCP API in progress at once; the next
-/// connection is closed (and logged), so a flood of stalled handshakes costs
-/// bounded memory and never blocks clients that finish theirs.
+/// Most TLS handshakes of the TCP API in progress at once. A newcomer past
+/// it closes the oldest handshake of the peer holding the most (and past
+/// [`MAX_TLS_HANDSHAKES_PER_PEER`], its own peer's oldest), so a flood of
+/// stalled handshakes costs bounded memory and only ever evicts itself: a
+/// client that finishes its handshake in milliseconds gets through.
 pub const MAX_TLS_HANDSHAKES: usize = 64;
+
+/// Most TLS handshakes in progress from one peer (an address; the whole
+/// loopback range is one peer, since a local user can connect from any of
+/// 127.0.0.0/8): one address cannot fill [`MAX_TLS_HANDSHAKES`].
+pub const MAX_TLS_HANDSHAKES_PER_PEER: usize = 16;
+
+/// How long a TLS client may take to finish its handshake, in ms: a few
+/// round trips, so seconds even over a slow link.
+pub const TLS_HANDSHAKE_TIMEOUT_MS: u64 = 10_000;
+
+/// Default longest wait for a request's whole header on an API connection
+/// (`--http-header-timeout`), in ms: from the moment the daemon waits for a
+/// request (a new connection, or a kept-alive one after its last answer)
+/// until the header's last byte. The CLI sends its request at once and
+/// uses one connection per call, so this only ends idle or slow peers.
+pub const DEFAULT_HTTP_HEADER_TIMEOUT_MS: u64 = 15_000;
+
+/// Default most HTTP connections of one peer on an API listener
+/// (`--max-http-connections-per-peer`): a uid on the Unix socket, an
+/// address on TCP (the loopback range is one). Upgraded connections (exec,
+/// cp through the daemon) no longer count; they are bounded by
+/// [`MAX_RELAYS`].
+pub const DEFAULT_MAX_HTTP_CONNECTIONS_PER_PEER: usize = 64;
+
+/// Default most HTTP connections of one API listener in all
+/// (`--max-http-connections`), not counting root's and the daemon user's on
+/// the Unix socket, which only their per-peer cap bounds: however many
+/// users fill it, an admin still gets in.
+pub const DEFAULT_MAX_HTTP_CONNECTIONS: usize = 1024;
 
 /// Most VMs whose admission data (module `cache`) is kept in memory; past
 /// it the cache starts over. Each entry is a few hundred bytes.

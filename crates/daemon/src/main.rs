@@ -11,10 +11,11 @@ use guestcomm_observability::{self as observability, LogFormat};
 use guestcomm_transport::Address;
 use guestcommd::config::{FileConfig, DEFAULT_CONFIG_PATH};
 use guestcommd::limits::{
-    DEFAULT_HEARTBEAT_INTERVAL_MS, DEFAULT_MAX_CONCURRENT_PROBES,
+    DEFAULT_HEARTBEAT_INTERVAL_MS, DEFAULT_HTTP_HEADER_TIMEOUT_MS, DEFAULT_MAX_CONCURRENT_PROBES,
+    DEFAULT_MAX_HTTP_CONNECTIONS, DEFAULT_MAX_HTTP_CONNECTIONS_PER_PEER,
     DEFAULT_RELAY_COPY_IDLE_TIMEOUT_MS,
 };
-use guestcommd::{ApiEndpoint, Config, Daemon};
+use guestcommd::{ApiEndpoint, Config, Daemon, HttpLimits};
 
 /// The guestcomm host daemon: keeps the VM inventory and the registry of
 /// guest communication services, lets only registered and enabled services
@@ -63,6 +64,27 @@ struct Args {
     #[arg(long, value_name = "DURATION", value_parser = parse_duration,
           default_value_t = format!("{}s", DEFAULT_RELAY_COPY_IDLE_TIMEOUT_MS / 1000))]
     copy_idle_timeout: String,
+
+    /// Close an API connection (Unix socket, TCP, --wbem) whose request
+    /// header has not fully arrived this long after the daemon began
+    /// waiting for it: a new connection, or a kept-alive one after its last
+    /// answer (e.g. 15s, 500ms).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration,
+          default_value_t = format!("{}s", DEFAULT_HTTP_HEADER_TIMEOUT_MS / 1000))]
+    http_header_timeout: String,
+
+    /// Most HTTP connections of one peer on each API listener: a user
+    /// (uid) on the Unix socket, an address on TCP (the loopback range
+    /// counts as one). A connection past it is closed at once. Exec and cp
+    /// through the daemon leave this count once upgraded.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_HTTP_CONNECTIONS_PER_PEER)]
+    max_http_connections_per_peer: usize,
+
+    /// Most HTTP connections of each API listener in all; on the Unix
+    /// socket root's and the daemon user's do not count, so an admin
+    /// still gets in when other users fill it.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_HTTP_CONNECTIONS)]
+    max_http_connections: usize,
 
     /// Most health probes in flight at once.
     #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_CONCURRENT_PROBES)]
@@ -176,6 +198,17 @@ async fn run(args: Args) -> anyhow::Result<()> {
             .ok_or_else(|| {
                 anyhow::anyhow!("--copy-idle-timeout off: relayed copies must have an idle bound")
             })?,
+        http: HttpLimits {
+            header_timeout: to_duration(&args.http_header_timeout)
+                .map_err(anyhow::Error::msg)?
+                .ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "--http-header-timeout off: API connections must have a header bound"
+                    )
+                })?,
+            per_peer: args.max_http_connections_per_peer.max(1),
+            total: args.max_http_connections.max(1),
+        },
     };
     let daemon = Daemon::bind(config).await.context("failed to start")?;
     tokio::select! {

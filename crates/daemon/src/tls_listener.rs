@@ -2,8 +2,10 @@
 //! `[api.tls]` in the configuration file).
 //!
 //! ```text
-//! accept TCP -> handshake task (at most MAX_TLS_HANDSHAKES at once,
-//!               each bounded by HANDSHAKE_TIMEOUT_MS; a client
+//! accept TCP -> handshake task (at most MAX_TLS_HANDSHAKES at once and
+//!               MAX_TLS_HANDSHAKES_PER_PEER of one peer: a newcomer
+//!               closes the oldest of the peer holding the most; each
+//!               bounded by TLS_HANDSHAKE_TIMEOUT_MS; a client
 //!               certificate chaining to client_ca is required)
 //!            -> channel -> TlsListener::accept -> axum (Caller: the
 //!               certificate's fingerprint, mapped to a role by access)
@@ -17,18 +19,18 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use guestcomm_api::tls::{load_certs, load_key, load_roots, provider, TlsError};
-use guestcomm_protocol::limits::HANDSHAKE_TIMEOUT_MS;
+use guestcomm_transport::admission::{address_peer, Admission};
 use rustls::server::WebPkiClientVerifier;
 use rustls::ServerConfig;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::mpsc;
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 
 use crate::access::Caller;
 use crate::audit::{self, Outcome};
 use crate::config::TlsSection;
-use crate::limits::MAX_TLS_HANDSHAKES;
+use crate::limits::{MAX_TLS_HANDSHAKES, MAX_TLS_HANDSHAKES_PER_PEER, TLS_HANDSHAKE_TIMEOUT_MS};
 use crate::State;
 
 /// How long to pause after an accept error (out of file descriptors).
@@ -104,7 +106,7 @@ async fn accept_loop(
     ready: mpsc::Sender<(TlsStream<TcpStream>, SocketAddr)>,
     state: Arc<State>,
 ) {
-    let slots = Arc::new(Semaphore::new(MAX_TLS_HANDSHAKES));
+    let handshakes = Admission::new(MAX_TLS_HANDSHAKES_PER_PEER, MAX_TLS_HANDSHAKES);
     loop {
         let (stream, peer) = match tcp.accept().await {
             Ok(accepted) => accepted,
@@ -114,15 +116,20 @@ async fn accept_loop(
                 continue;
             }
         };
-        let Ok(permit) = slots.clone().try_acquire_owned() else {
-            tracing::warn!(%peer, "too many TLS handshakes in progress, refusing a connection");
-            continue;
-        };
+        let mut ticket = handshakes.admit(address_peer(peer.ip()));
         let (acceptor, ready, state) = (acceptor.clone(), ready.clone(), state.clone());
         tokio::spawn(async move {
             let started = Instant::now();
-            let limit = Duration::from_millis(HANDSHAKE_TIMEOUT_MS);
-            let result = match tokio::time::timeout(limit, acceptor.accept(stream)).await {
+            let limit = Duration::from_millis(TLS_HANDSHAKE_TIMEOUT_MS);
+            let handshake = tokio::select! {
+                () = ticket.evicted() => {
+                    tracing::debug!(%peer, "TLS handshake closed: newer connections needed its place");
+                    return;
+                }
+                done = tokio::time::timeout(limit, acceptor.accept(stream)) => done,
+            };
+            drop(ticket);
+            let result = match handshake {
                 Ok(Ok(tls)) => Ok(tls),
                 Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
                     // Closed before a ClientHello: a port probe, not a client.
@@ -130,9 +137,10 @@ async fn accept_loop(
                     return;
                 }
                 Ok(Err(e)) => Err(e.to_string()),
-                Err(_) => Err(format!("no TLS handshake within {HANDSHAKE_TIMEOUT_MS} ms")),
+                Err(_) => Err(format!(
+                    "no TLS handshake within {TLS_HANDSHAKE_TIMEOUT_MS} ms"
+                )),
             };
-            drop(permit);
             match result {
                 Ok(tls) => {
                     let _ = ready.send((tls, peer)).await;

@@ -23,7 +23,7 @@ use tokio_util::codec::Framed;
 
 use crate::auth::{self, Psk, Transcript, AUTH_PSK};
 use crate::frame::{Frame, FrameCodec, FrameError};
-use crate::limits::HANDSHAKE_TIMEOUT_MS;
+use crate::limits::{HANDSHAKE_TIMEOUT_MS, MAX_HANDSHAKE_FRAME_BYTES};
 use crate::message::{Control, ErrorCode, ErrorFrame, Hello, ProtocolVersion, Request, Welcome};
 use crate::nonce::{self, Role};
 
@@ -73,6 +73,10 @@ pub enum HandshakeError {
     /// The peer's proof of the key did not verify (or was missing).
     #[error("authentication failed: {0}")]
     AuthFailed(String),
+    /// The server will not serve this client now (its connection cap):
+    /// the frame it sent instead of the Welcome.
+    #[error("refused after authentication: {0}")]
+    Refused(ErrorFrame),
     /// No authentication method offered is accepted.
     #[error("no common authentication method: the client offered {offered:?}, this side accepts {accepted:?}")]
     NoCommonAuth {
@@ -93,6 +97,7 @@ impl HandshakeError {
             Self::UnsupportedVersion { .. } => ErrorCode::UnsupportedVersion,
             Self::NoCommonAuth { .. } => ErrorCode::AuthRequired,
             Self::AuthFailed(_) => ErrorCode::AuthFailed,
+            Self::Refused(frame) => return Some(frame.clone()),
             Self::Closed | Self::Rejected(_) => return None,
         };
         Some(ErrorFrame::new(code, error_chain(self)))
@@ -343,6 +348,9 @@ where
 
 /// Server side: reads Hello, answers Welcome or an error frame.
 ///
+/// Until the client has authenticated, frames from it may not exceed
+/// [`MAX_HANDSHAKE_FRAME_BYTES`] (refused at the header, before anything is
+/// buffered); the codec's own limit is back in force when this returns.
 /// On failure the error frame (if any) has been sent; the caller just closes.
 pub async fn server_handshake<T>(
     conn: &mut FramedConn<T>,
@@ -351,7 +359,44 @@ pub async fn server_handshake<T>(
 where
     T: AsyncRead + AsyncWrite + Unpin,
 {
-    let result = with_deadline(async {
+    server_handshake_admitting(conn, offer, || Ok(()))
+        .await
+        .map(|(hello, welcome, ())| (hello, welcome))
+}
+
+/// [`server_handshake`] that calls `admit` once the client is
+/// authenticated, before the Welcome: an `Err` is sent instead of the
+/// Welcome ([`HandshakeError::Refused`]); an `Ok` (a connection slot) is
+/// returned with the Hello.
+pub async fn server_handshake_admitting<T, A>(
+    conn: &mut FramedConn<T>,
+    offer: &ServerOffer,
+    admit: impl FnOnce() -> Result<A, ErrorFrame>,
+) -> Result<(Hello, Welcome, A), HandshakeError>
+where
+    T: AsyncRead + AsyncWrite + Unpin,
+{
+    let codec = conn.codec().clone();
+    let handshake_limit = codec.max_frame_bytes().min(MAX_HANDSHAKE_FRAME_BYTES);
+    *conn.codec_mut() = codec.clone().with_max_frame_bytes(handshake_limit);
+    let result = with_deadline(server_exchange(conn, offer, admit)).await;
+    *conn.codec_mut() = codec;
+    if let Err(err) = &result {
+        if let Some(frame) = err.to_error_frame() {
+            // Best effort: the peer may already be gone.
+            let _ = conn.send(Frame::Control(Control::Error(frame))).await;
+        }
+    }
+    result
+}
+
+/// [`server_handshake_admitting`] up to its answer.
+async fn server_exchange<T: AsyncRead + AsyncWrite + Unpin, A>(
+    conn: &mut FramedConn<T>,
+    offer: &ServerOffer,
+    admit: impl FnOnce() -> Result<A, ErrorFrame>,
+) -> Result<(Hello, Welcome, A), HandshakeError> {
+    {
         let hello = match next_frame(conn).await? {
             Frame::Control(Control::Hello(hello)) => hello,
             Frame::Control(Control::Error(e)) => return Err(HandshakeError::Rejected(e)),
@@ -383,6 +428,7 @@ where
             };
             authenticate_client(conn, &hello, psk, offer.nonce_epoch).await?;
         }
+        let admitted = admit().map_err(HandshakeError::Refused)?;
         let welcome = Welcome {
             version: hello.version.min(ProtocolVersion::CURRENT),
             features: offer.features.clone(),
@@ -391,16 +437,8 @@ where
         };
         conn.send(Frame::Control(Control::Welcome(welcome.clone())))
             .await?;
-        Ok((hello, welcome))
-    })
-    .await;
-    if let Err(err) = &result {
-        if let Some(frame) = err.to_error_frame() {
-            // Best effort: the peer may already be gone.
-            let _ = conn.send(Frame::Control(Control::Error(frame))).await;
-        }
+        Ok((hello, welcome, admitted))
     }
-    result
 }
 
 async fn with_deadline<F, R>(fut: F) -> Result<R, HandshakeError>
@@ -756,6 +794,46 @@ mod tests {
         };
         assert_eq!(e.code, ErrorCode::MalformedFrame);
         assert!(e.message.contains("exceeds"), "{}", e.message);
+    }
+
+    #[tokio::test]
+    async fn an_oversized_hello_is_refused_at_its_header() {
+        let (mut a, b) = duplex(4096);
+        let server = tokio::spawn(async move {
+            let mut conn = Framed::new(b, FrameCodec::new());
+            let result = server_handshake(&mut conn, &offer()).await;
+            (result, conn.codec().max_frame_bytes())
+        });
+        // A control frame header announcing 1 MiB, and no body.
+        let mut header = (crate::limits::MAX_FRAME_BYTES as u32)
+            .to_be_bytes()
+            .to_vec();
+        header.push(0);
+        a.write_all(&header).await.unwrap();
+        let (result, limit_after) = server.await.unwrap();
+        let err = result.unwrap_err();
+        assert!(
+            err.to_string().contains("invalid handshake frame")
+                && error_chain(&err).contains(&format!("{MAX_HANDSHAKE_FRAME_BYTES}-byte limit")),
+            "{}",
+            error_chain(&err)
+        );
+        assert_eq!(limit_after, crate::limits::MAX_FRAME_BYTES);
+    }
+
+    #[tokio::test]
+    async fn after_the_handshake_the_full_frame_limit_is_back() {
+        let (a, b) = duplex(4096);
+        let server = tokio::spawn(async move {
+            let mut conn = Framed::new(b, FrameCodec::new());
+            server_handshake(&mut conn, &offer()).await.unwrap();
+            conn.codec().max_frame_bytes()
+        });
+        let mut conn = Framed::new(a, FrameCodec::new());
+        client_handshake(&mut conn, default_hello("t"), None)
+            .await
+            .unwrap();
+        assert_eq!(server.await.unwrap(), crate::limits::MAX_FRAME_BYTES);
     }
 
     #[tokio::test(start_paused = true)]

@@ -10,6 +10,14 @@
 /// buffer per connection.
 pub const MAX_FRAME_BYTES: usize = 1024 * 1024;
 
+/// Largest frame body a server accepts before the client has authenticated
+/// (its `hello` and `auth_response`): both are a few hundred bytes, so a
+/// peer without the key can make the server buffer no more than this per
+/// connection, instead of [`MAX_FRAME_BYTES`]. The server's own frames in
+/// the handshake are not bounded by it (an error frame's message alone may
+/// be [`MAX_ERROR_MESSAGE_BYTES`]).
+pub const MAX_HANDSHAKE_FRAME_BYTES: usize = 8 * 1024;
+
 /// Size of the data chunks a sender puts in one data frame.
 ///
 /// Large enough that the 5-byte header is noise and a pipe's whole default

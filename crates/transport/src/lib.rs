@@ -3,9 +3,11 @@
 //! loopback TCP, selected by an [`Address`].
 //!
 //! [`address`] parses `scheme://` strings, [`stream`] connects, [`listener`]
-//! accepts and filters vsock peers, [`hybrid`] is the hybrid vsock handshake.
+//! accepts and filters vsock peers, [`hybrid`] is the hybrid vsock handshake,
+//! [`admission`] budgets connections that have not authenticated yet.
 
 pub mod address;
+pub mod admission;
 pub mod hybrid;
 pub mod limits;
 pub mod listener;

@@ -35,6 +35,12 @@ impl Daemon {
         Self::start_inner(heartbeat, &[], Some(config))
     }
 
+    /// Starts guestcommd with extra arguments and `--config` holding `config`.
+    #[allow(dead_code)] // not every test file needs both
+    pub fn start_with_args_and_config(heartbeat: &str, extra: &[&str], config: &str) -> Self {
+        Self::start_inner(heartbeat, extra, Some(config))
+    }
+
     fn start_inner(heartbeat: &str, extra: &[&str], config: Option<&str>) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let socket = dir.path().join("api.sock");
@@ -137,6 +143,28 @@ impl Daemon {
         let endpoint = format!("unix://{}", socket.display());
         self.ok(&["vm", "add", name, "--endpoint", &endpoint]);
         (agent, endpoint)
+    }
+
+    /// Adds VM `name` on `<dir>/<name>.sock` with a new key, writes the
+    /// guest side of the key to `<dir>/<name>.guest.key` (returned) and
+    /// starts the agent there with it.
+    #[allow(dead_code)] // not every test file needs a keyed VM
+    pub fn keyed_agent_vm(&self, name: &str) -> (AgentAt, PathBuf, PathBuf) {
+        let socket = self.dir.path().join(format!("{name}.sock"));
+        let endpoint = format!("unix://{}", socket.display());
+        let guest_file = self.dir.path().join(format!("{name}.guest.key"));
+        let guest = guest_file.to_str().expect("utf-8 path");
+        self.ok(&[
+            "vm",
+            "add",
+            name,
+            "--endpoint",
+            &endpoint,
+            "--generate-credentials",
+        ]);
+        self.ok(&["vm", "credentials", name, "--guest-file", guest]);
+        let agent = AgentAt::start_with(&socket, &["--credentials", guest]);
+        (agent, socket, guest_file)
     }
 
     /// Runs `guestcomm ARGS...` feeding `stdin` from another thread.
