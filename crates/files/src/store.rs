@@ -21,6 +21,7 @@ use nix::sys::time::TimeSpec;
 use nix::unistd::{fchown, fchownat, symlinkat, unlinkat, Gid, Uid, UnlinkatFlags};
 use tokio::sync::mpsc;
 
+use crate::beneath::Confine;
 use crate::hashing::Hashing;
 use crate::path::{check_target, components};
 use crate::receive::{parent_of, ReceiveOptions};
@@ -66,6 +67,8 @@ struct Root {
 /// The filesystem side of a receive; runs on a blocking thread.
 pub(crate) struct Store {
     dst: PathBuf,
+    /// Where the destination must stay, checked when the root arrives.
+    confine: Confine,
     opts: ReceiveOptions,
     root: Option<Root>,
     current: Option<Current>,
@@ -101,12 +104,14 @@ fn mode_of(entry: &Entry) -> Mode {
 impl Store {
     pub(crate) fn new(
         dst: PathBuf,
+        confine: Confine,
         opts: ReceiveOptions,
         replies: mpsc::UnboundedSender<Control>,
     ) -> Self {
         Self {
             replies,
             dst,
+            confine,
             opts,
             root: None,
             current: None,
@@ -268,42 +273,46 @@ impl Store {
 
     /// Decides where the root lands, as `cp` and `CopyFilesToGuest` do: into
     /// an existing directory under its own name, else under `dst`'s name.
+    /// The destination is opened now, when the root arrives (beneath the
+    /// allowed directories when a policy confines the copy); below it,
+    /// nothing is followed.
     fn open_root(&self, entry: &Entry) -> Result<Root, CopyError> {
-        let (parent_path, name) = if self.dst.is_dir() {
-            (self.dst.clone(), OsString::from(&entry.path))
-        } else {
-            let name = self
-                .dst
-                .file_name()
-                .filter(|n| *n != OsStr::new(".."))
-                .ok_or_else(|| CopyError::BadEntry {
-                    path: self.dst.display().to_string(),
-                    reason: "the destination has no file name".into(),
-                })?;
-            (parent_of(&self.dst), name.to_os_string())
-        };
-        if !parent_path.is_dir() {
-            if !self.opts.create_full_path {
-                return Err(CopyError::MissingParent(parent_path));
-            }
-            std::fs::create_dir_all(&parent_path)
-                .map_err(|e| CopyError::fs("create directory", &parent_path, e))?;
-        }
-        // The destination itself is the local user's choice: follow links here.
-        let parent = openat(
-            nix::fcntl::AT_FDCWD,
-            &parent_path,
-            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
-            Mode::empty(),
-        )
-        .map_err(|e| CopyError::fs("open directory", &parent_path, e))?;
-        Ok(Root {
+        let dir_flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY;
+        let root = |parent, parent_path, name| Root {
             parent,
             parent_path,
             name,
             sent: entry.path.clone(),
             kind: entry.kind,
-        })
+        };
+        match self.confine.open(&self.dst, dir_flags) {
+            Ok(parent) => return Ok(root(parent, self.dst.clone(), OsString::from(&entry.path))),
+            Err(Errno::ENOENT | Errno::ENOTDIR) => {}
+            Err(e) => return Err(self.confine.error(e, "open directory", &self.dst)),
+        }
+        let name = self
+            .dst
+            .file_name()
+            .filter(|n| *n != OsStr::new(".."))
+            .ok_or_else(|| CopyError::BadEntry {
+                path: self.dst.display().to_string(),
+                reason: "the destination has no file name".into(),
+            })?;
+        let parent_path = parent_of(&self.dst);
+        let parent = match self.confine.open(&parent_path, dir_flags) {
+            Ok(parent) => parent,
+            Err(Errno::ENOENT) if self.opts.create_full_path => {
+                self.confine.create_dirs(&parent_path)?;
+                self.confine
+                    .open(&parent_path, dir_flags)
+                    .map_err(|e| self.confine.error(e, "open directory", &parent_path))?
+            }
+            Err(Errno::ENOENT | Errno::ENOTDIR) => {
+                return Err(CopyError::MissingParent(parent_path))
+            }
+            Err(e) => return Err(self.confine.error(e, "open directory", &parent_path)),
+        };
+        Ok(root(parent, parent_path, name.to_os_string()))
     }
 
     fn symlink(
@@ -499,7 +508,7 @@ mod tests {
             recursive: true,
             ..Default::default()
         };
-        let mut store = Store::new(dst.path().join("tree"), opts, replies);
+        let mut store = Store::new(dst.path().join("tree"), Confine::none(), opts, replies);
         store.max_dir_record_bytes = 4096;
         store.entry(dir("tree")).unwrap();
         let long = "d".repeat(200);
