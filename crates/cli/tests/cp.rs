@@ -258,6 +258,45 @@ fn preserve_owner_keeps_numeric_owners_both_ways_and_never_set_id_bits() {
 }
 
 #[test]
+fn the_receivers_umask_limits_the_permission_bits_a_sender_asks_for_both_ways() {
+    // The agent and the CLI inherit this process's umask.
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o022));
+    let agent = Agent::start();
+    let dir = tempfile::tempdir().unwrap();
+    let open_tree = |at: &Path| {
+        fs::create_dir(at).unwrap();
+        fs::write(at.join("open"), "x").unwrap();
+        fs::write(at.join("setid"), "#!/bin/sh\n").unwrap();
+        for (path, mode) in [
+            (at.to_path_buf(), 0o777),
+            (at.join("open"), 0o777),
+            (at.join("setid"), 0o6777),
+        ] {
+            fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
+        }
+    };
+    let modes = |at: &Path| ["", "open", "setid"].map(|name| owner_and_mode(&at.join(name)).2);
+    let expected = [0o755; 3];
+
+    // Into the guest: the agent receives.
+    let tree = dir.path().join("tree");
+    open_tree(&tree);
+    let guest = dir.path().join("guest");
+    fs::create_dir(&guest).unwrap();
+    let out = cp(&["-r", s(&tree), &remote(&agent, &guest)]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(modes(&guest.join("tree")), expected);
+
+    // Out of the guest: the CLI receives.
+    let in_guest = dir.path().join("in_guest");
+    open_tree(&in_guest);
+    let back = dir.path().join("back");
+    let out = cp(&["-r", &remote(&agent, &in_guest), s(&back)]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(modes(&back), expected);
+}
+
+#[test]
 fn overwrite_is_refused_without_force_in_both_directions_with_or_without_resume() {
     let agent = Agent::start();
     let dir = tempfile::tempdir().unwrap();

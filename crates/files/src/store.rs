@@ -69,6 +69,8 @@ pub(crate) struct Store {
     dst: PathBuf,
     /// Where the destination must stay, checked when the root arrives.
     confine: Confine,
+    /// This process's umask, taken from every mode a sender asks for.
+    umask: u32,
     opts: ReceiveOptions,
     root: Option<Root>,
     current: Option<Current>,
@@ -96,9 +98,29 @@ fn owner_of(entry: &Entry, opts: ReceiveOptions) -> (Option<Uid>, Option<Gid>) {
     (entry.uid.map(Uid::from_raw), entry.gid.map(Gid::from_raw))
 }
 
-fn mode_of(entry: &Entry) -> Mode {
-    // Permission bits only: no setuid, setgid or sticky from a peer.
-    Mode::from_bits_truncate(entry.mode & 0o777)
+/// The mode to give `entry`: its permission bits (never setuid, setgid or
+/// sticky from a peer), less the receiving process's `umask` unless owners
+/// are preserved (then, as `cp -p`, the bits are kept as sent).
+fn mode_of(entry: &Entry, opts: ReceiveOptions, umask: u32) -> Mode {
+    let mask = if opts.preserve_owner { 0 } else { umask };
+    Mode::from_bits_truncate(entry.mode & 0o777 & !mask)
+}
+
+/// The umask of this process, read from `/proc/self/status` (setting it to
+/// read it back would race with other threads creating files); the usual
+/// `022` when that cannot be read.
+fn process_umask() -> u32 {
+    const USUAL: u32 = 0o022;
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|line| line.strip_prefix("Umask:"))
+                .and_then(|v| u32::from_str_radix(v.trim(), 8).ok())
+        })
+        .unwrap_or(USUAL)
+        & 0o777
 }
 
 impl Store {
@@ -112,6 +134,7 @@ impl Store {
             replies,
             dst,
             confine,
+            umask: process_umask(),
             opts,
             root: None,
             current: None,
@@ -423,7 +446,7 @@ impl Store {
         // Owner before mode: chown clears set-id bits.
         let (uid, gid) = owner_of(&cur.entry, self.opts);
         fchown(file, uid, gid).map_err(|e| CopyError::fs("set the owner of", &cur.shown, e))?;
-        fchmod(file, mode_of(&cur.entry))
+        fchmod(file, mode_of(&cur.entry, self.opts, self.umask))
             .and_then(|()| futimens(file, &TimeSpec::UTIME_OMIT, &timespec(&cur.entry)))
             .map_err(|e| CopyError::fs("set the mode and time of", &cur.shown, e))?;
         file.sync_all()
@@ -457,7 +480,7 @@ impl Store {
                 .map_err(|e| beneath_error(e, &entry.path, &shown))?;
             let (uid, gid) = owner_of(entry, self.opts);
             fchown(&dir, uid, gid)
-                .and_then(|()| fchmod(&dir, mode_of(entry)))
+                .and_then(|()| fchmod(&dir, mode_of(entry, self.opts, self.umask)))
                 .and_then(|()| futimens(&dir, &TimeSpec::UTIME_OMIT, &timespec(entry)))
                 .map_err(|e| CopyError::fs("set the owner, mode and time of", &shown, e))?;
         }
