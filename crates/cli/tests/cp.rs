@@ -596,6 +596,68 @@ fn unlocked(path: &Path) -> bool {
     nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock).is_ok()
 }
 
+/// The name under which a receiver keeps the partial copy of `src`, landing as `name`.
+fn partial_name(name: &str, src: &Path) -> String {
+    let meta = fs::metadata(src).unwrap();
+    let mut h = blake3::Hasher::new();
+    h.update(name.as_bytes());
+    h.update(&[0]);
+    h.update(&meta.len().to_le_bytes());
+    h.update(&meta.mtime().to_le_bytes());
+    h.update(&u32::try_from(meta.mtime_nsec()).unwrap().to_le_bytes());
+    format!(".guestcomm-partial-{}.tmp", &h.finalize().to_hex()[..32])
+}
+
+#[test]
+fn resume_never_continues_a_partial_file_planted_by_another_user_or_through_a_link() {
+    let agent = Agent::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (src, dst) = (dir.path().join("src.bin"), dir.path().join("dst"));
+    let content = pseudo_random((2 << 20) + 3, 11);
+    fs::write(&src, &content).unwrap();
+    fs::create_dir(&dst).unwrap();
+    let partial = dst.join(partial_name("src.bin", &src));
+    let landed = dst.join("src.bin");
+    let resume = |what: &str| {
+        let out = cp(&[
+            "--resume",
+            "--force",
+            "--json",
+            s(&src),
+            &remote(&agent, &dst),
+        ]);
+        assert!(out.status.success(), "{what}: {}", stderr(&out));
+        let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(
+            summary["resumed_bytes"], 0,
+            "{what}: resumed from a planted file"
+        );
+        assert_eq!(fs::read(&landed).unwrap(), content, "{what}");
+        assert_eq!(owner_and_mode(&landed).0, 0, "{what}");
+        assert!(!partial.exists(), "{what}");
+    };
+
+    // A matching prefix, but owned by someone else (who could still write
+    // it after the check) and writable by all.
+    fs::write(&partial, &content[..1 << 20]).unwrap();
+    std::os::unix::fs::chown(&partial, Some(65534), Some(65534)).unwrap();
+    fs::set_permissions(&partial, fs::Permissions::from_mode(0o666)).unwrap();
+    resume("a foreign partial file");
+
+    // A hard link to a file elsewhere.
+    let elsewhere = dir.path().join("elsewhere");
+    fs::write(&elsewhere, &content[..1 << 20]).unwrap();
+    fs::set_permissions(&elsewhere, fs::Permissions::from_mode(0o600)).unwrap();
+    fs::hard_link(&elsewhere, &partial).unwrap();
+    resume("a hard link");
+    assert_eq!(fs::read(&elsewhere).unwrap(), &content[..1 << 20]);
+
+    // A symlink to a file elsewhere.
+    std::os::unix::fs::symlink(&elsewhere, &partial).unwrap();
+    resume("a symlink");
+    assert_eq!(fs::read(&elsewhere).unwrap(), &content[..1 << 20]);
+}
+
 #[test]
 fn a_copy_into_the_guest_killed_halfway_resumes_from_what_was_received() {
     use std::io::{Read, Write};
