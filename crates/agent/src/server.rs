@@ -28,6 +28,7 @@ use futures::SinkExt;
 use guestcomm_protocol::auth::{Psk, AUTH_PSK};
 use guestcomm_protocol::closing::linger;
 use guestcomm_protocol::entropy::{self, PoolState};
+use guestcomm_protocol::files::FEATURE_COPY_BENEATH;
 use guestcomm_protocol::handshake::{self, ServerOffer, AUTH_NONE};
 use guestcomm_protocol::message::{Call, ErrorCode, ErrorFrame};
 use guestcomm_protocol::nonce::{self, EpochError};
@@ -285,7 +286,7 @@ impl Agent {
         } else {
             AUTH_NONE
         };
-        let mut features = vec!["pty".to_string()];
+        let mut features = vec!["pty".to_string(), FEATURE_COPY_BENEATH.to_string()];
         features.extend(offered_services());
         let offer = Arc::new(ServerOffer {
             features: features.clone(),
@@ -535,7 +536,7 @@ async fn handle(
         }
         (Some(BuiltinService::Files), Call::CopyToGuest(req)) => {
             let dst = req.dst.clone();
-            match files::serve_to_guest(conn, req, copy_idle).await {
+            match files::serve_to_guest(conn, req, copy_idle, guest_policy).await {
                 Ok(s) => info!(%dst, files = s.files, bytes = s.bytes, "copy into the guest done"),
                 Err(e) => {
                     info!(%dst, error = %handshake::error_chain(&e), "copy into the guest failed")
@@ -544,7 +545,7 @@ async fn handle(
         }
         (Some(BuiltinService::Files), Call::CopyFromGuest(req)) => {
             let src = req.src.clone();
-            match files::serve_from_guest(conn, req, copy_idle).await {
+            match files::serve_from_guest(conn, req, copy_idle, guest_policy).await {
                 Ok(s) => {
                     info!(%src, files = s.files, bytes = s.bytes, "copy out of the guest done")
                 }

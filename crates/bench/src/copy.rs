@@ -223,6 +223,7 @@ async fn library_from(addr: &Address, src: &Path, dst: &Path) -> anyhow::Result<
         src: src.display().to_string(),
         recursive: false,
         resume: false,
+        ..CopyFromGuest::default()
     };
     let dst: PathBuf = dst.to_path_buf();
     guestcomm_client::copy_from_guest(

@@ -470,6 +470,7 @@ async fn copy_worker(
                     src: files.in_guest.display().to_string(),
                     recursive: false,
                     resume: false,
+                    ..CopyFromGuest::default()
                 };
                 let opts = ReceiveOptions {
                     overwrite: true,

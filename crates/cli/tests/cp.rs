@@ -258,6 +258,45 @@ fn preserve_owner_keeps_numeric_owners_both_ways_and_never_set_id_bits() {
 }
 
 #[test]
+fn the_receivers_umask_limits_the_permission_bits_a_sender_asks_for_both_ways() {
+    // The agent and the CLI inherit this process's umask.
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o022));
+    let agent = Agent::start();
+    let dir = tempfile::tempdir().unwrap();
+    let open_tree = |at: &Path| {
+        fs::create_dir(at).unwrap();
+        fs::write(at.join("open"), "x").unwrap();
+        fs::write(at.join("setid"), "#!/bin/sh\n").unwrap();
+        for (path, mode) in [
+            (at.to_path_buf(), 0o777),
+            (at.join("open"), 0o777),
+            (at.join("setid"), 0o6777),
+        ] {
+            fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
+        }
+    };
+    let modes = |at: &Path| ["", "open", "setid"].map(|name| owner_and_mode(&at.join(name)).2);
+    let expected = [0o755; 3];
+
+    // Into the guest: the agent receives.
+    let tree = dir.path().join("tree");
+    open_tree(&tree);
+    let guest = dir.path().join("guest");
+    fs::create_dir(&guest).unwrap();
+    let out = cp(&["-r", s(&tree), &remote(&agent, &guest)]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(modes(&guest.join("tree")), expected);
+
+    // Out of the guest: the CLI receives.
+    let in_guest = dir.path().join("in_guest");
+    open_tree(&in_guest);
+    let back = dir.path().join("back");
+    let out = cp(&["-r", &remote(&agent, &in_guest), s(&back)]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(modes(&back), expected);
+}
+
+#[test]
 fn overwrite_is_refused_without_force_in_both_directions_with_or_without_resume() {
     let agent = Agent::start();
     let dir = tempfile::tempdir().unwrap();
@@ -555,6 +594,68 @@ fn first_mib(content: &[u8], mib: usize) -> Vec<Frame> {
 fn unlocked(path: &Path) -> bool {
     let file = fs::File::open(path).unwrap();
     nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock).is_ok()
+}
+
+/// The name under which a receiver keeps the partial copy of `src`, landing as `name`.
+fn partial_name(name: &str, src: &Path) -> String {
+    let meta = fs::metadata(src).unwrap();
+    let mut h = blake3::Hasher::new();
+    h.update(name.as_bytes());
+    h.update(&[0]);
+    h.update(&meta.len().to_le_bytes());
+    h.update(&meta.mtime().to_le_bytes());
+    h.update(&u32::try_from(meta.mtime_nsec()).unwrap().to_le_bytes());
+    format!(".guestcomm-partial-{}.tmp", &h.finalize().to_hex()[..32])
+}
+
+#[test]
+fn resume_never_continues_a_partial_file_planted_by_another_user_or_through_a_link() {
+    let agent = Agent::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (src, dst) = (dir.path().join("src.bin"), dir.path().join("dst"));
+    let content = pseudo_random((2 << 20) + 3, 11);
+    fs::write(&src, &content).unwrap();
+    fs::create_dir(&dst).unwrap();
+    let partial = dst.join(partial_name("src.bin", &src));
+    let landed = dst.join("src.bin");
+    let resume = |what: &str| {
+        let out = cp(&[
+            "--resume",
+            "--force",
+            "--json",
+            s(&src),
+            &remote(&agent, &dst),
+        ]);
+        assert!(out.status.success(), "{what}: {}", stderr(&out));
+        let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(
+            summary["resumed_bytes"], 0,
+            "{what}: resumed from a planted file"
+        );
+        assert_eq!(fs::read(&landed).unwrap(), content, "{what}");
+        assert_eq!(owner_and_mode(&landed).0, 0, "{what}");
+        assert!(!partial.exists(), "{what}");
+    };
+
+    // A matching prefix, but owned by someone else (who could still write
+    // it after the check) and writable by all.
+    fs::write(&partial, &content[..1 << 20]).unwrap();
+    std::os::unix::fs::chown(&partial, Some(65534), Some(65534)).unwrap();
+    fs::set_permissions(&partial, fs::Permissions::from_mode(0o666)).unwrap();
+    resume("a foreign partial file");
+
+    // A hard link to a file elsewhere.
+    let elsewhere = dir.path().join("elsewhere");
+    fs::write(&elsewhere, &content[..1 << 20]).unwrap();
+    fs::set_permissions(&elsewhere, fs::Permissions::from_mode(0o600)).unwrap();
+    fs::hard_link(&elsewhere, &partial).unwrap();
+    resume("a hard link");
+    assert_eq!(fs::read(&elsewhere).unwrap(), &content[..1 << 20]);
+
+    // A symlink to a file elsewhere.
+    std::os::unix::fs::symlink(&elsewhere, &partial).unwrap();
+    resume("a symlink");
+    assert_eq!(fs::read(&elsewhere).unwrap(), &content[..1 << 20]);
 }
 
 #[test]

@@ -81,6 +81,7 @@ fn a_host_that_stops_answering_is_reported_stalled_by_the_sending_agent() {
             src: s(&src).into(),
             recursive: false,
             resume: true,
+            ..CopyFromGuest::default()
         }),
     );
     let mut sock = std::os::unix::net::UnixStream::connect(&agent.socket).unwrap();

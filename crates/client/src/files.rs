@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
 use guestcomm_files::{
-    check_destination, receive_copy, send_copy, CopyError, Progress, ReceiveOptions, Stall,
+    check_destination, receive_copy, send_copy, Confine, CopyError, Progress, ReceiveOptions, Stall,
 };
 use guestcomm_protocol::files::{CopyFromGuest, CopySummary, CopyToGuest};
 use guestcomm_protocol::handshake::describe;
@@ -44,7 +44,17 @@ where
         Some(Err(e)) => return Err(e.into()),
         None => return Err(CopyError::Disconnected),
     }
-    send_copy(conn, src, recursive, resume, idle, progress).await
+    // The host's own files: the local user's choice, not confined.
+    send_copy(
+        conn,
+        src,
+        &Confine::none(),
+        recursive,
+        resume,
+        idle,
+        progress,
+    )
+    .await
 }
 
 /// Copies `req.src` out of the guest into the local `dst`.
@@ -65,5 +75,5 @@ where
         call: Call::CopyFromGuest(req),
     };
     conn.send(Frame::Control(Control::Request(request))).await?;
-    receive_copy(conn, dst, opts, idle, progress).await
+    receive_copy(conn, dst, &Confine::none(), opts, idle, progress).await
 }

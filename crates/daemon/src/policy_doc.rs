@@ -12,8 +12,9 @@ use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State as AxumState};
 use axum::{Extension, Json};
 use guestcomm_api::SetVmPolicy;
+use guestcomm_protocol::files::FEATURE_COPY_BENEATH;
 use guestcomm_protocol::message::{ErrorCode, ErrorFrame};
-use guestcomm_protocol::policy::PolicyDocument;
+use guestcomm_protocol::policy::{Direction, PolicyDocument};
 use guestcomm_protocol::Call;
 use rusqlite::{params, OptionalExtension};
 use uuid::Uuid;
@@ -79,6 +80,51 @@ pub(crate) fn check_with(
         }),
         None => Ok(()),
     }
+}
+
+/// Puts the host policy's allowed prefixes for a copy's direction into the
+/// copy's request (`host_prefixes`, see [`relayed_prefixes`]); other calls
+/// pass unchanged.
+pub(crate) fn confine_copy(
+    doc: Option<&PolicyDocument>,
+    vm: &VmRow,
+    call: &mut Call,
+    agent_features: &[String],
+) -> Result<(), ErrorFrame> {
+    let (direction, host_prefixes) = match call {
+        Call::CopyToGuest(c) => (Direction::ToGuest, &mut c.host_prefixes),
+        Call::CopyFromGuest(c) => (Direction::FromGuest, &mut c.host_prefixes),
+        _ => return Ok(()),
+    };
+    *host_prefixes = relayed_prefixes(doc, vm, direction, agent_features)?;
+    Ok(())
+}
+
+/// The host policy's allowed prefixes for a copy in `direction`, to relay
+/// in its request for the agent to open the guest path beneath them at the
+/// moment of use: the path as written was checked here, but a symbolic link
+/// in the guest could lead it elsewhere. An agent that does not advertise
+/// [`FEATURE_COPY_BENEATH`] cannot do that, so such a copy is refused
+/// (fail closed).
+pub(crate) fn relayed_prefixes(
+    doc: Option<&PolicyDocument>,
+    vm: &VmRow,
+    direction: Direction,
+    agent_features: &[String],
+) -> Result<Option<Vec<String>>, ErrorFrame> {
+    let Some(prefixes) = doc.and_then(|doc| doc.copy_prefixes(direction)) else {
+        return Ok(None);
+    };
+    if agent_features.iter().any(|f| f == FEATURE_COPY_BENEATH) {
+        return Ok(Some(prefixes.to_vec()));
+    }
+    Err(ErrorFrame::new(
+        ErrorCode::PolicyDenied,
+        format!(
+            "refused by the host policy of VM {}: it restricts copy paths, and the VM's agent does not advertise {FEATURE_COPY_BENEATH:?}, so it cannot keep the copy beneath the allowed paths when a symbolic link is on the way; upgrade guestcomm-agent in the guest",
+            vm.name
+        ),
+    ))
 }
 
 /// Refuses an operator call on a read-only VM (HTTP 403 policy_denied).

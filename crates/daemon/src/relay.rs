@@ -290,7 +290,16 @@ where
         passed,
         mut record,
         id,
-    } = match admit_request(&state, &vm.name, request, record, started).await {
+    } = match admit_request(
+        &state,
+        &vm.name,
+        request,
+        &welcome.features,
+        record,
+        started,
+    )
+    .await
+    {
         Ok(verdict) => verdict,
         Err(e) => {
             let frame = ErrorFrame::new(ErrorCode::Internal, handshake::error_chain(&e));
@@ -487,6 +496,7 @@ async fn admit_request(
     state: &State,
     vm: &str,
     mut request: GcRequest,
+    agent_features: &[String],
     mut record: audit::Record,
     started: Instant,
 ) -> Result<Verdict, StoreError> {
@@ -499,8 +509,10 @@ async fn admit_request(
     let ids = [BuiltinService::Agent.id(), request.service];
     let passed = admission(&view, &services, &ids)
         .map_err(|(refusal, id)| refusal_frame(refusal, id, &vm.name))
+        .and_then(|()| crate::policy_doc::check_with(view.document.as_ref(), vm, &mut request.call))
         .and_then(|()| {
-            crate::policy_doc::check_with(view.document.as_ref(), vm, &mut request.call)
+            let doc = view.document.as_ref();
+            crate::policy_doc::confine_copy(doc, vm, &mut request.call, agent_features)
         });
     if let Err(frame) = &passed {
         audit::finish(
@@ -656,10 +668,17 @@ mod tests {
     /// The admission verdict alone.
     async fn check(state: &State, vm: &VmRow, request: &GcRequest) -> Result<(), ErrorFrame> {
         let record = audit::Record::default();
-        admit_request(state, &vm.name, request.clone(), record, Instant::now())
-            .await
-            .unwrap()
-            .passed
+        admit_request(
+            state,
+            &vm.name,
+            request.clone(),
+            &[],
+            record,
+            Instant::now(),
+        )
+        .await
+        .unwrap()
+        .passed
     }
 
     #[tokio::test]

@@ -90,6 +90,23 @@ pub enum CopyError {
     /// Owners can be preserved only by a receiver running as root.
     #[error("--preserve-owner needs the receiving side to run as root")]
     OwnerNeedsRoot,
+    /// A guest path is not beneath any directory the policy allows.
+    #[error("guest path {path:?} is outside the paths allowed for this copy (allowed: {allowed})")]
+    NotAllowed {
+        /// The path as requested.
+        path: String,
+        /// The allowed prefixes, comma-separated.
+        allowed: String,
+    },
+    /// Opening a guest path beneath the directory the policy allows would
+    /// leave it (a symbolic link, or a magic link, on the way).
+    #[error("{} leads outside {root}, the directory the policy allows for this copy (through a symbolic link); refused", .path.display())]
+    Escapes {
+        /// The path as requested.
+        path: PathBuf,
+        /// The allowed directory it must stay beneath.
+        root: String,
+    },
     /// An operating-system call failed.
     #[error("cannot {op} {}", .path.display())]
     Fs {
@@ -175,6 +192,7 @@ impl CopyError {
             Self::Exists(_) | Self::WrongKind { .. } => ErrorCode::AlreadyExists,
             Self::MissingParent(_) | Self::SourceNotFound(_) => ErrorCode::NotFound,
             Self::OwnerNeedsRoot => ErrorCode::PermissionDenied,
+            Self::NotAllowed { .. } | Self::Escapes { .. } => ErrorCode::PolicyDenied,
             Self::TooManyEntries(_) | Self::TooManyDirectories(_) => ErrorCode::ResourceLimit,
             Self::Fs { source, .. } => match source.kind() {
                 io::ErrorKind::NotFound => ErrorCode::NotFound,

@@ -15,6 +15,7 @@
 //!
 //! The wire sequence is in `guestcomm_protocol::files` and `docs/PROTOCOL.md`.
 
+mod beneath;
 pub mod error;
 mod hashing;
 mod idle;
@@ -25,6 +26,7 @@ mod store;
 mod temp;
 mod writeback;
 
+pub use beneath::Confine;
 pub use error::{CopyError, Stall};
 pub use receive::{check_destination, receive_copy, ReceiveOptions};
 pub use send::send_copy;

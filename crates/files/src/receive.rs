@@ -11,8 +11,10 @@
 //! ```
 //!
 //! Every name is relative to a directory descriptor opened once for the
-//! destination (which the local user chose, so it may itself be reached
-//! through symlinks); below it, no component is ever followed if it is a
+//! destination when the root entry arrives (the local user chose it, so it
+//! may itself be reached through symlinks; when a policy confines the
+//! copy, only while they stay beneath the allowed directories, module
+//! `beneath`); below it, no component is ever followed if it is a
 //! symlink, so nothing lands outside. A file exists under its final name
 //! only once complete and verified: on any failure the temporary file is
 //! removed and an older file of that name is untouched. With `resume`, the
@@ -34,6 +36,7 @@ use guestcomm_protocol::{Control, Frame, FrameError, FramedConn, StreamId};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
 
+use crate::beneath::Confine;
 use crate::error::Stall;
 use crate::idle::{finish, within};
 use crate::store::{Msg, Store};
@@ -97,6 +100,7 @@ pub(crate) fn parent_of(path: &Path) -> PathBuf {
 pub async fn receive_copy<T>(
     conn: FramedConn<T>,
     dst: &Path,
+    confine: &Confine,
     opts: ReceiveOptions,
     idle: Duration,
     progress: &mut dyn Progress,
@@ -105,7 +109,7 @@ where
     T: AsyncRead + AsyncWrite + Send + 'static,
 {
     let (mut reader, mut writer) = split(conn);
-    let result = receive(&mut reader, &mut writer, dst, opts, idle, progress).await;
+    let result = receive(&mut reader, &mut writer, dst, confine, opts, idle, progress).await;
     let (last, stalled) = match &result {
         Ok(summary) => (Some(Control::CopySummary(summary.clone())), false),
         Err(e) => (
@@ -132,6 +136,7 @@ pub async fn receive<S, W>(
     frames: &mut S,
     writer: &mut FrameWriter<W>,
     dst: &Path,
+    confine: &Confine,
     opts: ReceiveOptions,
     idle: Duration,
     progress: &mut dyn Progress,
@@ -144,8 +149,9 @@ where
     // Unbounded, as the store must never block on it: one small answer
     // per file entry at most, so bounded by MAX_COPY_ENTRIES.
     let (reply_tx, mut replies) = mpsc::unbounded_channel();
-    let dst = dst.to_path_buf();
-    let mut store = tokio::task::spawn_blocking(move || Store::new(dst, opts, reply_tx).run(rx));
+    let (dst, confine) = (dst.to_path_buf(), confine.clone());
+    let mut store =
+        tokio::task::spawn_blocking(move || Store::new(dst, confine, opts, reply_tx).run(rx));
     let mut stored = None;
     // Runs only while this side waits for the sender's next frame, not
     // while it waits for its own disk.

@@ -6,16 +6,23 @@
 //!    -> bounded queue of frames -> FrameWriter (one vectored write per chunk)
 //! ```
 //!
-//! The root is followed if it is a symlink (as `cp -rH`); below it, symlinks
-//! are sent as symlinks. FIFOs, sockets and device files are refused with a
+//! The root is followed if it is a symlink (as `cp -rH`; when a policy
+//! confines the copy, only while it stays beneath the allowed directories,
+//! module `beneath`); below it, every entry is reached by name from its
+//! directory's open descriptor, never followed if it is a symlink: symlinks
+//! are sent as symlinks, and an entry replaced meanwhile fails the copy
+//! ("changed") instead of leading out of the tree. What is sent (kind,
+//! mode, size) is read from the opened descriptor. FIFOs, sockets and device files are refused with a
 //! message, and so are names that are not UTF-8 (entry names are JSON
 //! strings). A file is sent with exactly the size announced in its entry; a
 //! file that shrinks meanwhile fails the copy.
 
-use std::fs::{self, File, Metadata};
+use std::ffi::{OsStr, OsString};
+use std::fs::{self, File};
 use std::io::{self, Read};
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
-use std::path::{Path, PathBuf};
+use std::os::fd::OwnedFd;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -25,9 +32,14 @@ use guestcomm_protocol::handshake::describe;
 use guestcomm_protocol::limits::{FILE_CHUNK_BYTES, LINGER_AFTER_LAST_FRAME_MS};
 use guestcomm_protocol::split::{split, FrameWriter};
 use guestcomm_protocol::{Control, Frame, FrameError, FramedConn, StreamId};
+use nix::dir::Dir;
+use nix::errno::Errno;
+use nix::fcntl::{openat, readlinkat, AtFlags, OFlag};
+use nix::sys::stat::{fstat, fstatat, FileStat, Mode, SFlag};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
 
+use crate::beneath::Confine;
 use crate::error::Stall;
 use crate::idle::{finish, waited, within};
 use crate::{CopyError, Progress};
@@ -44,6 +56,7 @@ const SEND_QUEUE_FRAMES: usize = 4;
 pub async fn send_copy<T>(
     conn: FramedConn<T>,
     src: &Path,
+    confine: &Confine,
     recursive: bool,
     resume: bool,
     idle: Duration,
@@ -74,6 +87,7 @@ where
         let sending = send(
             &mut writer,
             src,
+            confine,
             recursive,
             resume.then_some(resume_rx),
             idle,
@@ -138,6 +152,7 @@ fn answer(frame: Option<Result<Frame, FrameError>>) -> CopyError {
 pub async fn send<T: AsyncWrite>(
     writer: &mut FrameWriter<T>,
     src: &Path,
+    confine: &Confine,
     recursive: bool,
     mut resume: Option<Resumes>,
     idle: Duration,
@@ -152,9 +167,10 @@ pub async fn send<T: AsyncWrite>(
         }
         None => (None, None),
     };
-    let src = src.to_path_buf();
-    let walker =
-        tokio::task::spawn_blocking(move || walk(&src, recursive, &tx, &mut walker_answers));
+    let (src, confine) = (src.to_path_buf(), confine.clone());
+    let walker = tokio::task::spawn_blocking(move || {
+        walk(&src, &confine, recursive, &tx, &mut walker_answers)
+    });
     let mut written = Ok(());
     while let Some(frame) = rx.recv().await {
         let asks = match &frame {
@@ -209,20 +225,86 @@ fn put(tx: &mpsc::Sender<Frame>, frame: Frame) -> Result<(), CopyError> {
 
 fn walk(
     src: &Path,
+    confine: &Confine,
     recursive: bool,
     tx: &mpsc::Sender<Frame>,
     resume: &mut Option<Resumes>,
 ) -> Result<(), CopyError> {
-    let meta = fs::metadata(src).map_err(|e| match e.kind() {
-        io::ErrorKind::NotFound => CopyError::SourceNotFound(src.into()),
-        _ => CopyError::fs("read", src, e),
-    })?;
-    check_kind(&meta, src)?;
-    if meta.is_dir() && !recursive {
+    let not_found = |e: Errno, op| match e {
+        Errno::ENOENT => CopyError::SourceNotFound(src.into()),
+        e => confine.error(e, op, src),
+    };
+    // Looked at without opening it for reading (a device or a FIFO is
+    // refused before it is opened), then opened, and both must be the same.
+    let looked = confine
+        .open(src, OFlag::O_PATH)
+        .map_err(|e| not_found(e, "read"))?;
+    let stat = fstat(&looked).map_err(|e| CopyError::fs("read", src, e))?;
+    check_kind(&stat, src)?;
+    let is_dir = kind_of(&stat) == SFlag::S_IFDIR;
+    if is_dir && !recursive {
         return Err(CopyError::IsADirectory(src.into()));
     }
-    emit(src, root_name(src)?, &meta, tx, resume)?;
+    let fd = confine
+        .open(src, READ_FLAGS)
+        .map_err(|e| not_found(e, "open"))?;
+    let opened = opened(fd, &stat, src)?;
+    emit(src, root_name(src)?, opened, tx, resume)?;
     put(tx, Frame::Control(Control::CopyEnd))
+}
+
+/// Flags of every open for reading: never blocks on a FIFO, never becomes
+/// a controlling terminal.
+const READ_FLAGS: OFlag = OFlag::O_RDONLY
+    .union(OFlag::O_NONBLOCK)
+    .union(OFlag::O_NOCTTY)
+    .union(OFlag::O_CLOEXEC);
+
+/// A source entry, opened (files and directories) or read (symlinks).
+enum Opened {
+    File(File, FileStat),
+    Dir(OwnedFd, FileStat),
+    Symlink(String, FileStat),
+}
+
+fn kind_of(stat: &FileStat) -> SFlag {
+    SFlag::from_bits_truncate(stat.st_mode) & SFlag::S_IFMT
+}
+
+/// `fd`, opened for what `expected` (looked at before) was: the same file
+/// (device and inode) of the same kind, or the source changed meanwhile.
+fn opened(fd: OwnedFd, expected: &FileStat, path: &Path) -> Result<Opened, CopyError> {
+    let stat = fstat(&fd).map_err(|e| CopyError::fs("read", path, e))?;
+    if (stat.st_dev, stat.st_ino) != (expected.st_dev, expected.st_ino)
+        || kind_of(&stat) != kind_of(expected)
+    {
+        return Err(CopyError::Changed(path.into()));
+    }
+    match kind_of(&stat) {
+        SFlag::S_IFDIR => Ok(Opened::Dir(fd, stat)),
+        SFlag::S_IFREG => Ok(Opened::File(File::from(fd), stat)),
+        _ => Err(CopyError::Changed(path.into())),
+    }
+}
+
+/// Opens the child `name` of `dir` without following it if it is a
+/// symlink (a symlink is read, and sent as one).
+fn open_child(dir: &OwnedFd, name: &OsStr, path: &Path) -> Result<Opened, CopyError> {
+    let stat = fstatat(dir, name, AtFlags::AT_SYMLINK_NOFOLLOW)
+        .map_err(|e| CopyError::fs("read", path, e))?;
+    check_kind(&stat, path)?;
+    if kind_of(&stat) == SFlag::S_IFLNK {
+        let target =
+            readlinkat(dir, name).map_err(|e| CopyError::fs("read the symlink", path, e))?;
+        return Ok(Opened::Symlink(utf8(&target, path)?, stat));
+    }
+    let fd =
+        openat(dir, name, READ_FLAGS | OFlag::O_NOFOLLOW, Mode::empty()).map_err(|e| match e {
+            // Replaced by a symlink since it was looked at.
+            Errno::ELOOP => CopyError::Changed(path.into()),
+            e => CopyError::fs("open", path, e),
+        })?;
+    opened(fd, &stat, path)
 }
 
 /// The name the root travels under: its own, as `cp` keeps it.
@@ -251,16 +333,12 @@ fn utf8(name: &std::ffi::OsStr, path: &Path) -> Result<String, CopyError> {
         })
 }
 
-fn check_kind(meta: &Metadata, path: &Path) -> Result<(), CopyError> {
-    let ft = meta.file_type();
-    let what = if ft.is_fifo() {
-        "a FIFO"
-    } else if ft.is_block_device() || ft.is_char_device() {
-        "a device file"
-    } else if ft.is_socket() {
-        "a socket"
-    } else {
-        return Ok(());
+fn check_kind(stat: &FileStat, path: &Path) -> Result<(), CopyError> {
+    let what = match kind_of(stat) {
+        SFlag::S_IFIFO => "a FIFO",
+        SFlag::S_IFBLK | SFlag::S_IFCHR => "a device file",
+        SFlag::S_IFSOCK => "a socket",
+        _ => return Ok(()),
     };
     Err(CopyError::Unsupported {
         path: path.into(),
@@ -268,71 +346,82 @@ fn check_kind(meta: &Metadata, path: &Path) -> Result<(), CopyError> {
     })
 }
 
+/// The names in the directory `dir`, sorted.
+fn list(dir: &OwnedFd, path: &Path) -> Result<Vec<OsString>, CopyError> {
+    let listing = dir
+        .try_clone()
+        .map_err(|e| CopyError::fs("list", path, e))?;
+    let mut listing = Dir::from_fd(listing).map_err(|e| CopyError::fs("list", path, e))?;
+    let mut names = Vec::new();
+    for item in listing.iter() {
+        let item = item.map_err(|e| CopyError::fs("list", path, e))?;
+        let name = OsStr::from_bytes(item.file_name().to_bytes());
+        if name != "." && name != ".." {
+            names.push(name.to_os_string());
+        }
+    }
+    names.sort();
+    Ok(names)
+}
+
 fn emit(
     path: &Path,
     rel: String,
-    meta: &Metadata,
+    opened: Opened,
     tx: &mpsc::Sender<Frame>,
     resume: &mut Option<Resumes>,
 ) -> Result<(), CopyError> {
-    let ft = meta.file_type();
-    let (kind, target) = if ft.is_dir() {
-        (EntryKind::Dir, None)
-    } else if ft.is_symlink() {
-        let target = fs::read_link(path).map_err(|e| CopyError::fs("read the symlink", path, e))?;
-        (EntryKind::Symlink, Some(utf8(target.as_os_str(), path)?))
-    } else {
-        (EntryKind::File, None)
+    let (kind, stat, target) = match &opened {
+        Opened::File(_, stat) => (EntryKind::File, stat, None),
+        Opened::Dir(_, stat) => (EntryKind::Dir, stat, None),
+        Opened::Symlink(target, stat) => (EntryKind::Symlink, stat, Some(target.clone())),
     };
     let size = if kind == EntryKind::File {
-        meta.len()
+        u64::try_from(stat.st_size).unwrap_or(0)
     } else {
         0
     };
     let entry = Entry {
         path: rel.clone(),
         kind,
-        mode: meta.mode() & 0o7777,
-        mtime: meta.mtime(),
-        mtime_nsec: u32::try_from(meta.mtime_nsec()).unwrap_or(0),
+        mode: stat.st_mode & 0o7777,
+        mtime: stat.st_mtime,
+        mtime_nsec: u32::try_from(stat.st_mtime_nsec).unwrap_or(0),
         size,
         target,
-        uid: Some(meta.uid()),
-        gid: Some(meta.gid()),
+        uid: Some(stat.st_uid),
+        gid: Some(stat.st_gid),
     };
     put(tx, Frame::Control(Control::Entry(entry)))?;
-    match kind {
-        EntryKind::File => {
-            let blake3 = send_content(path, size, tx, resume)?;
+    match opened {
+        Opened::File(file, _) => {
+            let blake3 = send_content(file, path, size, tx, resume)?;
             put(tx, Frame::Control(Control::EntryEnd { blake3 }))
         }
-        EntryKind::Dir => {
-            let mut children: Vec<PathBuf> = fs::read_dir(path)
-                .and_then(|dir| dir.map(|e| e.map(|e| e.path())).collect())
-                .map_err(|e| CopyError::fs("list", path, e))?;
-            children.sort();
-            for child in children {
-                let name = utf8(child.file_name().unwrap_or_default(), &child)?;
-                let meta =
-                    fs::symlink_metadata(&child).map_err(|e| CopyError::fs("read", &child, e))?;
-                check_kind(&meta, &child)?;
-                emit(&child, format!("{rel}/{name}"), &meta, tx, resume)?;
+        Opened::Dir(dir, _) => {
+            // Each child is reached from this directory's descriptor: a
+            // directory replaced by a symlink meanwhile is not followed.
+            for name in list(&dir, path)? {
+                let child = path.join(&name);
+                let child_rel = format!("{rel}/{}", utf8(&name, &child)?);
+                let opened = open_child(&dir, &name, &child)?;
+                emit(&child, child_rel, opened, tx, resume)?;
             }
             Ok(())
         }
-        EntryKind::Symlink => Ok(()),
+        Opened::Symlink(..) => Ok(()),
     }
 }
 
 /// Sends exactly `size` bytes of `path` (from where the receiver's partial
 /// file ends, when resuming) and returns the BLAKE3 of all of them.
 fn send_content(
+    mut file: File,
     path: &Path,
     size: u64,
     tx: &mpsc::Sender<Frame>,
     resume: &mut Option<Resumes>,
 ) -> Result<String, CopyError> {
-    let mut file = File::open(path).map_err(|e| CopyError::fs("open", path, e))?;
     let mut hasher = blake3::Hasher::new();
     let mut offset = 0;
     if let Some(resumes) = resume.as_mut() {

@@ -21,6 +21,7 @@ use nix::sys::time::TimeSpec;
 use nix::unistd::{fchown, fchownat, symlinkat, unlinkat, Gid, Uid, UnlinkatFlags};
 use tokio::sync::mpsc;
 
+use crate::beneath::Confine;
 use crate::hashing::Hashing;
 use crate::path::{check_target, components};
 use crate::receive::{parent_of, ReceiveOptions};
@@ -66,6 +67,10 @@ struct Root {
 /// The filesystem side of a receive; runs on a blocking thread.
 pub(crate) struct Store {
     dst: PathBuf,
+    /// Where the destination must stay, checked when the root arrives.
+    confine: Confine,
+    /// This process's umask, taken from every mode a sender asks for.
+    umask: u32,
     opts: ReceiveOptions,
     root: Option<Root>,
     current: Option<Current>,
@@ -93,20 +98,43 @@ fn owner_of(entry: &Entry, opts: ReceiveOptions) -> (Option<Uid>, Option<Gid>) {
     (entry.uid.map(Uid::from_raw), entry.gid.map(Gid::from_raw))
 }
 
-fn mode_of(entry: &Entry) -> Mode {
-    // Permission bits only: no setuid, setgid or sticky from a peer.
-    Mode::from_bits_truncate(entry.mode & 0o777)
+/// The mode to give `entry`: its permission bits (never setuid, setgid or
+/// sticky from a peer), less the receiving process's `umask` unless owners
+/// are preserved (then, as `cp -p`, the bits are kept as sent).
+fn mode_of(entry: &Entry, opts: ReceiveOptions, umask: u32) -> Mode {
+    let mask = if opts.preserve_owner { 0 } else { umask };
+    Mode::from_bits_truncate(entry.mode & 0o777 & !mask)
+}
+
+/// The umask of this process, read from `/proc/self/status` (setting it to
+/// read it back would race with other threads creating files); the usual
+/// `022` when that cannot be read.
+fn process_umask() -> u32 {
+    const USUAL: u32 = 0o022;
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|line| line.strip_prefix("Umask:"))
+                .and_then(|v| u32::from_str_radix(v.trim(), 8).ok())
+        })
+        .unwrap_or(USUAL)
+        & 0o777
 }
 
 impl Store {
     pub(crate) fn new(
         dst: PathBuf,
+        confine: Confine,
         opts: ReceiveOptions,
         replies: mpsc::UnboundedSender<Control>,
     ) -> Self {
         Self {
             replies,
             dst,
+            confine,
+            umask: process_umask(),
             opts,
             root: None,
             current: None,
@@ -268,42 +296,46 @@ impl Store {
 
     /// Decides where the root lands, as `cp` and `CopyFilesToGuest` do: into
     /// an existing directory under its own name, else under `dst`'s name.
+    /// The destination is opened now, when the root arrives (beneath the
+    /// allowed directories when a policy confines the copy); below it,
+    /// nothing is followed.
     fn open_root(&self, entry: &Entry) -> Result<Root, CopyError> {
-        let (parent_path, name) = if self.dst.is_dir() {
-            (self.dst.clone(), OsString::from(&entry.path))
-        } else {
-            let name = self
-                .dst
-                .file_name()
-                .filter(|n| *n != OsStr::new(".."))
-                .ok_or_else(|| CopyError::BadEntry {
-                    path: self.dst.display().to_string(),
-                    reason: "the destination has no file name".into(),
-                })?;
-            (parent_of(&self.dst), name.to_os_string())
-        };
-        if !parent_path.is_dir() {
-            if !self.opts.create_full_path {
-                return Err(CopyError::MissingParent(parent_path));
-            }
-            std::fs::create_dir_all(&parent_path)
-                .map_err(|e| CopyError::fs("create directory", &parent_path, e))?;
-        }
-        // The destination itself is the local user's choice: follow links here.
-        let parent = openat(
-            nix::fcntl::AT_FDCWD,
-            &parent_path,
-            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
-            Mode::empty(),
-        )
-        .map_err(|e| CopyError::fs("open directory", &parent_path, e))?;
-        Ok(Root {
+        let dir_flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY;
+        let root = |parent, parent_path, name| Root {
             parent,
             parent_path,
             name,
             sent: entry.path.clone(),
             kind: entry.kind,
-        })
+        };
+        match self.confine.open(&self.dst, dir_flags) {
+            Ok(parent) => return Ok(root(parent, self.dst.clone(), OsString::from(&entry.path))),
+            Err(Errno::ENOENT | Errno::ENOTDIR) => {}
+            Err(e) => return Err(self.confine.error(e, "open directory", &self.dst)),
+        }
+        let name = self
+            .dst
+            .file_name()
+            .filter(|n| *n != OsStr::new(".."))
+            .ok_or_else(|| CopyError::BadEntry {
+                path: self.dst.display().to_string(),
+                reason: "the destination has no file name".into(),
+            })?;
+        let parent_path = parent_of(&self.dst);
+        let parent = match self.confine.open(&parent_path, dir_flags) {
+            Ok(parent) => parent,
+            Err(Errno::ENOENT) if self.opts.create_full_path => {
+                self.confine.create_dirs(&parent_path)?;
+                self.confine
+                    .open(&parent_path, dir_flags)
+                    .map_err(|e| self.confine.error(e, "open directory", &parent_path))?
+            }
+            Err(Errno::ENOENT | Errno::ENOTDIR) => {
+                return Err(CopyError::MissingParent(parent_path))
+            }
+            Err(e) => return Err(self.confine.error(e, "open directory", &parent_path)),
+        };
+        Ok(root(parent, parent_path, name.to_os_string()))
     }
 
     fn symlink(
@@ -414,7 +446,7 @@ impl Store {
         // Owner before mode: chown clears set-id bits.
         let (uid, gid) = owner_of(&cur.entry, self.opts);
         fchown(file, uid, gid).map_err(|e| CopyError::fs("set the owner of", &cur.shown, e))?;
-        fchmod(file, mode_of(&cur.entry))
+        fchmod(file, mode_of(&cur.entry, self.opts, self.umask))
             .and_then(|()| futimens(file, &TimeSpec::UTIME_OMIT, &timespec(&cur.entry)))
             .map_err(|e| CopyError::fs("set the mode and time of", &cur.shown, e))?;
         file.sync_all()
@@ -448,7 +480,7 @@ impl Store {
                 .map_err(|e| beneath_error(e, &entry.path, &shown))?;
             let (uid, gid) = owner_of(entry, self.opts);
             fchown(&dir, uid, gid)
-                .and_then(|()| fchmod(&dir, mode_of(entry)))
+                .and_then(|()| fchmod(&dir, mode_of(entry, self.opts, self.umask)))
                 .and_then(|()| futimens(&dir, &TimeSpec::UTIME_OMIT, &timespec(entry)))
                 .map_err(|e| CopyError::fs("set the owner, mode and time of", &shown, e))?;
         }
@@ -499,7 +531,7 @@ mod tests {
             recursive: true,
             ..Default::default()
         };
-        let mut store = Store::new(dst.path().join("tree"), opts, replies);
+        let mut store = Store::new(dst.path().join("tree"), Confine::none(), opts, replies);
         store.max_dir_record_bytes = 4096;
         store.entry(dir("tree")).unwrap();
         let long = "d".repeat(200);

@@ -12,8 +12,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use guestcomm_protocol::files::Entry;
 use nix::errno::Errno;
 use nix::fcntl::{openat, OFlag};
-use nix::sys::stat::Mode;
-use nix::unistd::{unlinkat, UnlinkatFlags};
+use nix::sys::stat::{fstat, Mode, SFlag};
+use nix::unistd::{geteuid, unlinkat, UnlinkatFlags};
 
 use crate::CopyError;
 
@@ -53,7 +53,10 @@ impl TempFile {
     }
 
     /// Opens (or starts) the partial file of `entry` under its resume name,
-    /// locked against a concurrent copy, and hashes what it holds.
+    /// locked against a concurrent copy, and hashes what it holds. A file
+    /// under that name that this process did not make (another owner, a
+    /// hard link, not a regular file, a symlink) is removed, never resumed
+    /// from: a fresh one is created with `O_EXCL`.
     pub(crate) fn resume(
         dir: OwnedFd,
         final_name: &OsStr,
@@ -61,14 +64,38 @@ impl TempFile {
         shown: &Path,
     ) -> Result<(Self, u64, blake3::Hasher), CopyError> {
         let name = partial_name(final_name, entry);
-        let flags = OFlag::O_RDWR | OFlag::O_CREAT | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
-        let fd = openat(
-            &dir,
-            name.as_os_str(),
-            flags,
-            Mode::from_bits_truncate(0o600),
-        )
-        .map_err(|e| CopyError::fs("open the partial file of", shown, e))?;
+        let existing = OFlag::O_RDWR | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC;
+        let kept = match openat(&dir, name.as_os_str(), existing, Mode::empty()) {
+            Ok(fd) if is_own_partial(&fd) => Some(fd),
+            // Not ours, or a symlink (O_NOFOLLOW): not resumed from.
+            Ok(_) | Err(Errno::ELOOP) => {
+                match unlinkat(&dir, name.as_os_str(), UnlinkatFlags::NoRemoveDir) {
+                    Ok(()) | Err(Errno::ENOENT) => None,
+                    Err(e) => {
+                        return Err(CopyError::fs("remove a foreign partial file for", shown, e))
+                    }
+                }
+            }
+            Err(Errno::ENOENT) => None,
+            Err(e) => return Err(CopyError::fs("open the partial file of", shown, e)),
+        };
+        let fd = match kept {
+            Some(fd) => fd,
+            None => {
+                let fresh = OFlag::O_RDWR
+                    | OFlag::O_CREAT
+                    | OFlag::O_EXCL
+                    | OFlag::O_NOFOLLOW
+                    | OFlag::O_CLOEXEC;
+                openat(
+                    &dir,
+                    name.as_os_str(),
+                    fresh,
+                    Mode::from_bits_truncate(0o600),
+                )
+                .map_err(|e| CopyError::fs("create the partial file of", shown, e))?
+            }
+        };
         let mut file = lock(File::from(fd), shown)?;
         let meta = file
             .metadata()
@@ -94,6 +121,18 @@ impl TempFile {
         };
         Ok((temp, held, hasher))
     }
+}
+
+/// Whether `fd` is a partial file this process could have made: a regular
+/// file owned by its effective user, with no other name (hard link) and
+/// writable by nobody else.
+fn is_own_partial(fd: &OwnedFd) -> bool {
+    fstat(fd).is_ok_and(|st| {
+        SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFREG
+            && st.st_uid == geteuid().as_raw()
+            && st.st_nlink == 1
+            && st.st_mode & 0o022 == 0
+    })
 }
 
 /// Takes an exclusive `flock` for the life of the descriptor, so two

@@ -25,6 +25,13 @@
 
 use serde::{Deserialize, Serialize};
 
+/// The handshake feature of an agent that opens every copy path at the
+/// moment of use beneath the allowed prefixes (the host's, sent in
+/// `host_prefixes`, and its own policy's), never following a symbolic link
+/// out of them. guestcommd relays no copy with restricted paths to an agent
+/// without it.
+pub const FEATURE_COPY_BENEATH: &str = "copy-beneath";
+
 /// Options of a copy into the guest, as `Msvm_CopyFileToGuestSettingData`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CopyToGuest {
@@ -47,6 +54,12 @@ pub struct CopyToGuest {
     /// needs the agent to run as root.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub preserve_owner: bool,
+    /// The host policy's allowed prefixes for this copy's direction, set by
+    /// guestcommd when the VM's host policy restricts copy paths (absent:
+    /// the host does not restrict them). An agent that advertises
+    /// [`FEATURE_COPY_BENEATH`] opens the guest path beneath one of them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_prefixes: Option<Vec<String>>,
 }
 
 /// A copy out of the guest; the destination options stay on the client.
@@ -61,6 +74,12 @@ pub struct CopyFromGuest {
     /// file entry with `ResumeFrom`).
     #[serde(default)]
     pub resume: bool,
+    /// The host policy's allowed prefixes for this copy's direction, set by
+    /// guestcommd when the VM's host policy restricts copy paths (absent:
+    /// the host does not restrict them). An agent that advertises
+    /// [`FEATURE_COPY_BENEATH`] opens the guest path beneath one of them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_prefixes: Option<Vec<String>>,
 }
 
 /// What an entry is.

@@ -183,6 +183,20 @@ fn under(prefix: &str, path: &str) -> bool {
             .is_some_and(|rest| rest.starts_with('/'))
 }
 
+/// The shortest of `prefixes` that `path` is, or is below, by whole
+/// components; `None` when there is none or `path` is not absolute without
+/// `.` or `..` components.
+pub fn covering_prefix<'a>(prefixes: &'a [String], path: &str) -> Option<&'a str> {
+    if !is_clean_absolute(path) {
+        return None;
+    }
+    prefixes
+        .iter()
+        .filter(|p| is_clean_absolute(p) && under(p, path))
+        .min_by_key(|p| p.len())
+        .map(String::as_str)
+}
+
 impl PolicyDocument {
     /// Parses and validates a TOML document, or a JSON one (starting with `{`).
     pub fn parse(text: &str) -> Result<Self, PolicyError> {
@@ -325,17 +339,25 @@ impl PolicyDocument {
         ))
     }
 
+    /// The prefixes copies in `direction` are restricted to; `None`: any path.
+    pub fn copy_prefixes(&self, direction: Direction) -> Option<&[String]> {
+        let cp = self.cp.as_ref()?;
+        match direction {
+            Direction::ToGuest => cp.to_guest.as_deref(),
+            Direction::FromGuest => cp.from_guest.as_deref(),
+        }
+    }
+
     /// Checks one guest path of a copy against the prefixes of `direction`.
     pub fn check_copy(&self, direction: Direction, path: &str) -> Result<(), String> {
-        let (list, what) = match (&self.cp, direction) {
-            (None, _) => return Ok(()),
-            (Some(cp), Direction::ToGuest) => (&cp.to_guest, "copies into the guest"),
-            (Some(cp), Direction::FromGuest) => (&cp.from_guest, "copies out of the guest"),
+        let what = match direction {
+            Direction::ToGuest => "copies into the guest",
+            Direction::FromGuest => "copies out of the guest",
         };
-        let Some(prefixes) = list else {
+        let Some(prefixes) = self.copy_prefixes(direction) else {
             return Ok(());
         };
-        if is_clean_absolute(path) && prefixes.iter().any(|p| under(p, path)) {
+        if covering_prefix(prefixes, path).is_some() {
             return Ok(());
         }
         let allowed = if prefixes.is_empty() {

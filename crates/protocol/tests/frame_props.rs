@@ -192,31 +192,47 @@ fn file_control() -> impl Strategy<Value = Control> {
                 })
             }
         ),
-        (any::<String>(), any::<[bool; 5]>()).prop_map(
-            |(dst, [overwrite, create_full_path, recursive, resume, preserve_owner])| {
+        (
+            any::<String>(),
+            any::<[bool; 5]>(),
+            proptest::option::of(proptest::collection::vec(any::<String>(), 0..3))
+        )
+            .prop_map(
+                |(
+                    dst,
+                    [overwrite, create_full_path, recursive, resume, preserve_owner],
+                    host_prefixes,
+                )| {
+                    Control::Request(Request {
+                        service: BuiltinService::Files.id(),
+                        call: Call::CopyToGuest(CopyToGuest {
+                            dst,
+                            overwrite,
+                            create_full_path,
+                            recursive,
+                            resume,
+                            preserve_owner,
+                            host_prefixes,
+                        }),
+                    })
+                }
+            ),
+        (
+            any::<String>(),
+            any::<[bool; 2]>(),
+            proptest::option::of(proptest::collection::vec(any::<String>(), 0..3))
+        )
+            .prop_map(|(src, [recursive, resume], host_prefixes)| {
                 Control::Request(Request {
                     service: BuiltinService::Files.id(),
-                    call: Call::CopyToGuest(CopyToGuest {
-                        dst,
-                        overwrite,
-                        create_full_path,
+                    call: Call::CopyFromGuest(CopyFromGuest {
+                        src,
                         recursive,
                         resume,
-                        preserve_owner,
+                        host_prefixes,
                     }),
                 })
-            }
-        ),
-        (any::<String>(), any::<[bool; 2]>()).prop_map(|(src, [recursive, resume])| {
-            Control::Request(Request {
-                service: BuiltinService::Files.id(),
-                call: Call::CopyFromGuest(CopyFromGuest {
-                    src,
-                    recursive,
-                    resume,
-                }),
-            })
-        }),
+            }),
         (any::<u64>(), "[0-9a-f]{64}")
             .prop_map(|(offset, blake3)| Control::ResumeFrom { offset, blake3 }),
     ]

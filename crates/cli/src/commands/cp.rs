@@ -309,6 +309,8 @@ async fn copy(plan: Plan, args: &CpArgs, api: Option<&str>) -> Result<CopySummar
                 recursive: args.recursive,
                 resume: args.resume,
                 preserve_owner: args.preserve_owner,
+                // guestcommd fills in its host policy's.
+                host_prefixes: None,
             };
             let mut progress = CopyProgress::new(total);
             let result =
@@ -324,6 +326,7 @@ async fn copy(plan: Plan, args: &CpArgs, api: Option<&str>) -> Result<CopySummar
                 src,
                 recursive: args.recursive,
                 resume: args.resume,
+                host_prefixes: None,
             };
             let mut progress = CopyProgress::new(None);
             let result = guestcomm_client::copy_from_guest(

@@ -21,6 +21,7 @@ use guestcomm_cim::value::{CimValue, Instance, InstanceName};
 use guestcomm_cim::{CimError, CimStatus};
 use guestcomm_protocol::files::CopyToGuest;
 use guestcomm_protocol::handshake::error_chain;
+use guestcomm_protocol::policy::Direction;
 
 use crate::access::Caller;
 use crate::audit::{self, Outcome};
@@ -274,24 +275,29 @@ async fn copy_all(
         let session = crate::integration::session(vm)
             .await
             .map_err(|e| error_chain(&e))?;
-        let idle = guestcomm_client::DEFAULT_COPY_IDLE_TIMEOUT;
-        guestcomm_client::copy_to_guest(
-            session.conn,
-            &f.source,
-            f.request.clone(),
-            idle,
-            &mut progress,
+        // The host policy's prefixes travel with the request, for the
+        // agent to keep the path beneath them (or the copy is refused).
+        let view = state.vm_view(&vm.name).await.map_err(|e| error_chain(&e))?;
+        let mut request = f.request.clone();
+        request.host_prefixes = crate::policy_doc::relayed_prefixes(
+            view.document.as_ref(),
+            vm,
+            Direction::ToGuest,
+            &session.welcome.features,
         )
-        .await
-        .map_err(|e| {
-            format!(
-                "copying {} to {}:{}: {}",
-                f.source.display(),
-                vm.name,
-                f.request.dst,
-                error_chain(&e)
-            )
-        })?;
+        .map_err(|frame| frame.message)?;
+        let idle = guestcomm_client::DEFAULT_COPY_IDLE_TIMEOUT;
+        guestcomm_client::copy_to_guest(session.conn, &f.source, request, idle, &mut progress)
+            .await
+            .map_err(|e| {
+                format!(
+                    "copying {} to {}:{}: {}",
+                    f.source.display(),
+                    vm.name,
+                    f.request.dst,
+                    error_chain(&e)
+                )
+            })?;
     }
     Ok(total)
 }
