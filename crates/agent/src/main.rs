@@ -52,7 +52,8 @@ struct Args {
     credentials: Option<std::path::PathBuf>,
 
     /// The guest owner's policy (TOML or JSON, as `guestcomm policy set`):
-    /// programs exec may run, paths copies may use, or read-only. A request
+    /// programs exec may run (with their arguments and environment), paths
+    /// copies may use, or read-only. A request
     /// runs only if this and the host's policy both allow it.
     #[arg(long, value_name = "FILE")]
     policy: Option<std::path::PathBuf>,

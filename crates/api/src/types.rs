@@ -384,6 +384,9 @@ pub struct AuditRecord {
     /// The command line, the paths, or the query; cut and followed by a
     /// SHA-256 digest when long. Never a secret.
     pub arguments: String,
+    /// The environment an exec set: names and a digest, never a value.
+    #[serde(default)]
+    pub environment: Option<AuditEnvironment>,
     /// How it ended.
     pub outcome: AuditOutcome,
     /// The guest command's exit code (exec).
@@ -394,6 +397,22 @@ pub struct AuditRecord {
     pub error: Option<String>,
     /// How long it took, milliseconds.
     pub duration_ms: u64,
+}
+
+/// The environment variables an exec request set, as the audit log keeps
+/// them: the names, and one digest standing for the values, so that a
+/// secret passed in the environment is never stored.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditEnvironment {
+    /// The variables' names, sorted; when together longer than 1 KiB, the
+    /// first ones that fit (`count` says how many there were).
+    pub names: Vec<String>,
+    /// How many variables the request set.
+    pub count: usize,
+    /// SHA-256, hex, over every `name=value` of the request, sorted by
+    /// name, each followed by a NUL byte: equal digests mean the same
+    /// environment, and a value can be confirmed by whoever knows it.
+    pub sha256: String,
 }
 
 /// How an audited operation ended.

@@ -10,13 +10,14 @@
 //! `interrupted`. Retention (`[audit]` in the configuration file) is applied
 //! at start and every [`AUDIT_PRUNE_INTERVAL_SECS`].
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State as AxumState};
 use axum::{Extension, Json};
-use guestcomm_api::{AuditOutcome, AuditRecord};
+use guestcomm_api::{AuditEnvironment, AuditOutcome, AuditRecord};
 use rusqlite::{params, Row};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
@@ -25,7 +26,8 @@ use crate::access::{Authorized, Caller};
 use crate::api::Error;
 use crate::config::AuditSection;
 use crate::limits::{
-    AUDIT_PRUNE_INTERVAL_SECS, MAX_AUDIT_ARGUMENTS_BYTES, MAX_AUDIT_QUERY_RECORDS,
+    AUDIT_PRUNE_INTERVAL_SECS, MAX_AUDIT_ARGUMENTS_BYTES, MAX_AUDIT_ENV_NAMES_BYTES,
+    MAX_AUDIT_QUERY_RECORDS,
 };
 use crate::store::{Store, StoreError};
 use crate::State;
@@ -88,6 +90,42 @@ pub fn arguments(text: &str) -> String {
     let digest = Sha256::digest(text.as_bytes());
     let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
     format!("{}... ({} bytes, sha256 {hex})", &text[..end], text.len())
+}
+
+/// The environment `env` of an exec as kept in its record: the names (those
+/// that fit in [`MAX_AUDIT_ENV_NAMES_BYTES`]), how many, and one SHA-256
+/// over every `name=value` followed by a NUL byte, in name order; `None`
+/// when it sets nothing. No value is kept.
+pub fn environment(env: &BTreeMap<String, String>) -> Option<AuditEnvironment> {
+    if env.is_empty() {
+        return None;
+    }
+    let mut digest = Sha256::new();
+    for (name, value) in env {
+        digest.update(name.as_bytes());
+        digest.update(b"=");
+        digest.update(value.as_bytes());
+        digest.update(b"\0");
+    }
+    let mut room = MAX_AUDIT_ENV_NAMES_BYTES;
+    let names = env
+        .keys()
+        .take_while(|name| {
+            let fits = name.len() <= room;
+            room = room.saturating_sub(name.len());
+            fits
+        })
+        .cloned()
+        .collect();
+    Some(AuditEnvironment {
+        names,
+        count: env.len(),
+        sha256: digest
+            .finalize()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect(),
+    })
 }
 
 /// A command line as one string: words with spaces or quotes are quoted.
@@ -160,6 +198,8 @@ pub(crate) fn trace(record: &Record) {
         vm = record.vm.as_deref().unwrap_or(""),
         service = record.service.as_deref().unwrap_or(""),
         arguments = %record.arguments,
+        environment = record.environment.as_ref().map_or(String::new(), |e| e.names.join(" ")),
+        environment_sha256 = record.environment.as_ref().map_or("", |e| e.sha256.as_str()),
         exit_code = ?record.exit_code,
         bytes = ?record.bytes,
         error = record.error.as_deref().unwrap_or(""),
@@ -213,7 +253,7 @@ impl State {
     }
 }
 
-const COLUMNS: &str = "id, time_ms, uid, gid, pid, vm, service, operation, arguments, outcome, exit_code, bytes, error, duration_ms, certificate";
+const COLUMNS: &str = "id, time_ms, uid, gid, pid, vm, service, operation, arguments, outcome, exit_code, bytes, error, duration_ms, certificate, environment";
 
 fn audit_row(r: &Row<'_>) -> rusqlite::Result<Record> {
     let outcome: String = r.get(9)?;
@@ -233,6 +273,11 @@ fn audit_row(r: &Row<'_>) -> rusqlite::Result<Record> {
         error: r.get(12)?,
         duration_ms: r.get::<_, i64>(13)?.max(0) as u64,
         certificate: r.get(14)?,
+        // Written by this module from the type; a value that no longer
+        // parses reads as an empty environment rather than failing the query.
+        environment: r
+            .get::<_, Option<String>>(15)?
+            .map(|json| serde_json::from_str(&json).unwrap_or_default()),
     })
 }
 
@@ -254,8 +299,8 @@ impl Store {
 
     fn insert_audit(conn: &rusqlite::Connection, r: &Record) -> Result<i64, StoreError> {
         conn.prepare_cached(
-            "INSERT OR REPLACE INTO audit (id, time_ms, uid, gid, pid, vm, service, operation, arguments, outcome, exit_code, bytes, error, duration_ms, certificate)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+            "INSERT OR REPLACE INTO audit (id, time_ms, uid, gid, pid, vm, service, operation, arguments, outcome, exit_code, bytes, error, duration_ms, certificate, environment)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
         )?.execute(params![
                 (r.id > 0).then_some(r.id),
                 r.time_ms,
@@ -271,7 +316,8 @@ impl Store {
                 r.bytes.map(|b| b.min(i64::MAX as u64) as i64),
                 r.error,
                 r.duration_ms.min(i64::MAX as u64) as i64,
-                r.certificate
+                r.certificate,
+                r.environment.as_ref().and_then(|e| serde_json::to_string(e).ok())
             ])?;
         Ok(conn.last_insert_rowid())
     }
@@ -459,6 +505,38 @@ mod tests {
         assert_eq!(s.interrupt_running_audit().unwrap(), 1);
         let got = s.audit_records(None, None, 1).unwrap();
         assert_eq!((got[0].id, got[0].outcome), (id, Outcome::Interrupted));
+    }
+
+    #[test]
+    fn an_environment_is_kept_as_names_and_one_digest_never_values() {
+        assert_eq!(environment(&BTreeMap::new()), None);
+        let env: BTreeMap<String, String> = [("TOKEN", "hunter2"), ("A", "1")]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let kept = environment(&env).unwrap();
+        assert_eq!(
+            (kept.names.clone(), kept.count),
+            (vec!["A".into(), "TOKEN".into()], 2)
+        );
+        let expected = Sha256::digest(b"A=1\0TOKEN=hunter2\0");
+        let hex: String = expected.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(kept.sha256, hex);
+        let mut s = Store::in_memory().unwrap();
+        let mut r = rec("a", 1);
+        r.environment = Some(kept.clone());
+        s.write_audit(&r).unwrap();
+        let back = s.audit_records(None, None, 1).unwrap();
+        assert_eq!(back[0].environment.as_ref(), Some(&kept));
+        assert!(!serde_json::to_string(&back).unwrap().contains("hunter2"));
+        // Many long names: those that fit, the count and digest of all.
+        let many: BTreeMap<String, String> = (0..100)
+            .map(|i| (format!("VARIABLE_{i:03}_{}", "X".repeat(40)), String::new()))
+            .collect();
+        let kept = environment(&many).unwrap();
+        assert_eq!(kept.count, 100);
+        assert!(!kept.names.is_empty() && kept.names.len() < 100);
+        assert!(kept.names.iter().map(String::len).sum::<usize>() <= MAX_AUDIT_ENV_NAMES_BYTES);
     }
 
     #[test]

@@ -100,6 +100,11 @@ pub const DEFAULT_AUDIT_MAX_AGE_DAYS: u64 = 365;
 /// small and still identifies what ran.
 pub const MAX_AUDIT_ARGUMENTS_BYTES: usize = 1024;
 
+/// Most bytes of environment variable names kept in an exec's audit
+/// record (the names that fit, in order; the count and the digest still
+/// cover them all), for the same reason.
+pub const MAX_AUDIT_ENV_NAMES_BYTES: usize = 1024;
+
 /// Most audit records one `GET /v1/audit` returns (the newest ones).
 pub const MAX_AUDIT_QUERY_RECORDS: u32 = 10_000;
 

@@ -134,6 +134,9 @@ fn audit_record(caller: Caller, vm: &VmRow, request: &GcRequest) -> audit::Recor
     record.vm = Some(vm.name.clone());
     record.service = Some(request.service.to_string());
     record.arguments = audit::arguments(&arguments);
+    if let Call::Exec(exec) = &request.call {
+        record.environment = audit::environment(&exec.env);
+    }
     record
 }
 

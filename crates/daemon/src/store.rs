@@ -91,6 +91,9 @@ const MIGRATIONS: &[&str] = &[
         document TEXT NOT NULL,
         updated_at INTEGER NOT NULL
     );",
+    // 7: the environment of an exec in its audit record: JSON of
+    // `guestcomm_api::AuditEnvironment` (names and a digest, no value).
+    "ALTER TABLE audit ADD COLUMN environment TEXT;",
 ];
 
 /// Why a state operation failed.

@@ -8,9 +8,12 @@
 //! read_only = false            # true: only reads (info, time, kvp get, fs status)
 //!
 //! [exec]                       # absent: any program; present: only these
+//! env = ["LANG", "APP_*"]      # variables a request may set; absent: any but the loader variables
 //! allow = [
-//!   { program = "/usr/bin/uptime" },
+//!   { program = "/usr/bin/uptime", args = [] },            # no argument at all
 //!   { program = "/usr/local/bin/app-*", user = "app" },   # glob; only as user app
+//!   { program = "/usr/bin/systemctl", args = ["status", { glob = "*.service" }] },
+//!   { program = "/usr/bin/python3", args = ["/opt/tool.py"], more_args = true, env = ["PYTHONPATH"] },
 //! ]
 //!
 //! [cp]                         # each list absent: any path; empty: none
@@ -25,11 +28,24 @@
 //! (`uptime` becomes `/usr/bin/uptime`), so the guest's `PATH` plays no
 //! part. Path checks here are lexical; the agent also checks the path with
 //! its symbolic links resolved.
+//!
+//! Arguments and the environment of an exec are checked per rule (module
+//! `exec`): `args` holds one rule per position (a string: exactly it;
+//! `{ prefix = ".." }`, `{ glob = ".." }`), all required, and `more_args`
+//! whether further arguments may follow (default: no when `args` is given,
+//! yes when not). A variable passes if `[exec] env` or the rule's own
+//! `env` names it exactly; otherwise it must not be one of
+//! [`LOADER_VARIABLES`], and must match a pattern of `[exec] env` when
+//! that list is given (a trailing `*` matches any rest).
 
 use serde::{Deserialize, Serialize};
 
 use crate::files::{CopyFromGuest, CopyToGuest};
 use crate::message::{Call, ExecRequest};
+
+mod exec;
+
+pub use exec::{loader_variable, ArgRule, LOADER_VARIABLES};
 
 /// Largest policy document accepted, in bytes.
 pub const MAX_POLICY_BYTES: usize = 64 * 1024;
@@ -76,6 +92,11 @@ pub struct PolicyDocument {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ExecRules {
+    /// Environment variables a request may set: names, or `PREFIX*`;
+    /// absent: any but [`LOADER_VARIABLES`], which pass only when a list
+    /// names them exactly.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub env: Option<Vec<String>>,
     /// The allowed programs; empty: none.
     #[serde(default)]
     pub allow: Vec<ExecRule>,
@@ -90,6 +111,36 @@ pub struct ExecRule {
     /// Only as this user (exactly as the request names it); absent: any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
+    /// One rule per argument position, each required; absent: any arguments.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub args: Option<Vec<ArgRule>>,
+    /// Whether arguments after those of `args` may follow; absent: only
+    /// when `args` is absent too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub more_args: Option<bool>,
+    /// Variables this program may also be given (added to `[exec] env`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub env: Vec<String>,
+}
+
+impl ExecRule {
+    /// Checks a request's arguments and environment against this rule,
+    /// whose program it runs as `program`; `[exec] env` is `env_allowed`.
+    fn check_request(
+        &self,
+        exec: &ExecRequest,
+        env_allowed: Option<&[String]>,
+        program: &str,
+    ) -> Result<(), String> {
+        let more = self.more_args.unwrap_or(self.args.is_none());
+        exec::check_args(
+            &exec.args,
+            self.args.as_deref().unwrap_or_default(),
+            more,
+            program,
+        )?;
+        exec::check_env(&exec.env, env_allowed, &self.env, program)
+    }
 }
 
 /// `[cp]`.
@@ -230,7 +281,18 @@ impl PolicyDocument {
             .iter()
             .flat_map(|c| c.to_guest.iter().chain(&c.from_guest))
             .flatten();
-        if programs.clone().count() + prefixes.clone().count() > MAX_POLICY_RULES {
+        let env_patterns = self.exec.iter().flat_map(|e| {
+            e.env
+                .iter()
+                .flatten()
+                .chain(e.allow.iter().flat_map(|r| &r.env))
+        });
+        let arg_rules = programs.clone().flat_map(|r| r.args.iter().flatten());
+        let rules = programs.clone().count()
+            + prefixes.clone().count()
+            + env_patterns.clone().count()
+            + arg_rules.clone().count();
+        if rules > MAX_POLICY_RULES {
             return Err(at("", format!("more than {MAX_POLICY_RULES} rules")));
         }
         for rule in programs {
@@ -245,6 +307,27 @@ impl PolicyDocument {
             }
             if rule.user.as_deref() == Some("") {
                 return Err(at(&rule.program, "user must not be empty".into()));
+            }
+        }
+        for pattern in env_patterns {
+            if let Some(message) = exec::env_pattern_error(pattern) {
+                return Err(at(&format!("{pattern:?}"), message));
+            }
+        }
+        if let Some(rules) = &self.exec {
+            if rules.env.is_some() && rules.allow.is_empty() {
+                return Err(at(
+                    "env",
+                    "[exec] has env but no allow: it lets no program run (list the programs in allow, or drop [exec] for any program)".into(),
+                ));
+            }
+        }
+        for rule in arg_rules {
+            if rule.text().contains('\0') {
+                return Err(at(
+                    rule.text(),
+                    "an argument rule must not contain NUL".into(),
+                ));
             }
         }
         for prefix in prefixes {
@@ -290,28 +373,56 @@ impl PolicyDocument {
         };
         let user_ok = |rule: &ExecRule| rule.user.is_none() || rule.user == exec.user;
         let program = exec.program.clone();
-        // The path the request will run, when a rule allows it.
-        let allowed_path = if program.contains('/') {
-            let ok = is_clean_absolute(&program)
-                && rules
+        // The rules that would run this program, each with the path it
+        // stands for: a path matching the rule's glob, or a bare name that
+        // is the last component of the rule's exact path.
+        let candidates: Vec<(&ExecRule, String)> = if program.contains('/') {
+            if is_clean_absolute(&program) {
+                rules
                     .allow
                     .iter()
-                    .any(|r| user_ok(r) && glob_match(&r.program, &program));
-            ok.then(|| program.clone())
+                    .filter(|r| user_ok(r) && glob_match(&r.program, &program))
+                    .map(|r| (r, program.clone()))
+                    .collect()
+            } else {
+                Vec::new()
+            }
         } else {
             rules
                 .allow
                 .iter()
-                .find(|r| {
+                .filter(|r| {
                     user_ok(r)
                         && !r.program.contains(['*', '?'])
                         && r.program.rsplit('/').next() == Some(program.as_str())
                 })
-                .map(|rule| rule.program.clone())
+                .map(|r| (r, r.program.clone()))
+                .collect()
         };
-        if let Some(path) = allowed_path {
-            exec.program = path;
-            return Ok(());
+        // The first rule whose arguments and environment the request
+        // satisfies runs it; otherwise the first rule's reason is given.
+        let mut first_reason = None;
+        for (rule, path) in &candidates {
+            match rule.check_request(exec, rules.env.as_deref(), path) {
+                Ok(()) => {
+                    exec.program.clone_from(path);
+                    return Ok(());
+                }
+                Err(reason) => {
+                    first_reason.get_or_insert(reason);
+                }
+            }
+        }
+        if let Some(reason) = first_reason {
+            let others = if candidates.len() > 1 {
+                format!(
+                    " (nor do the {} other rules for it allow it)",
+                    candidates.len() - 1
+                )
+            } else {
+                String::new()
+            };
+            return Err(format!("{reason}{others}"));
         }
         let mut allowed: Vec<String> = rules
             .allow
@@ -515,6 +626,170 @@ to_guest = ["/srv/in/"]
         let doc = PolicyDocument::parse(DOC).unwrap();
         assert_eq!(PolicyDocument::parse(&doc.to_toml()).unwrap(), doc);
         let json = serde_json::to_string(&doc).unwrap();
+        assert_eq!(PolicyDocument::parse(&json).unwrap(), doc);
+    }
+
+    const ARGS_DOC: &str = r#"
+[exec]
+env = ["LANG", "APP_*"]
+allow = [
+  { program = "/usr/bin/uptime", args = [] },
+  { program = "/usr/bin/systemctl", args = ["status", { glob = "*.service" }] },
+  { program = "/usr/bin/systemctl", args = ["restart", { exact = "app.service" }] },
+  { program = "/usr/bin/journalctl", args = [{ prefix = "--unit=" }], more_args = true },
+  { program = "/usr/bin/python3", args = ["/opt/tool.py"], more_args = true, env = ["PYTHONPATH"] },
+]
+"#;
+
+    fn exec_with(program: &str, args: &[&str], env: &[(&str, &str)]) -> Call {
+        Call::Exec(ExecRequest {
+            program: program.into(),
+            args: args.iter().map(|a| (*a).to_string()).collect(),
+            env: env
+                .iter()
+                .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
+                .collect(),
+            ..ExecRequest::default()
+        })
+    }
+
+    #[test]
+    fn arguments_and_environment_are_held_to_the_rules_of_the_program() {
+        let doc = PolicyDocument::parse(ARGS_DOC).unwrap();
+        let check = |program: &str, args: &[&str], env: &[(&str, &str)]| {
+            doc.check(&mut exec_with(program, args, env))
+        };
+        assert!(check("uptime", &[], &[("LANG", "C"), ("APP_MODE", "x")]).is_ok());
+        let err = check("uptime", &["-p"], &[]).unwrap_err();
+        assert!(
+            err.contains("argument 1 \"-p\" of /usr/bin/uptime"),
+            "{err}"
+        );
+        let err = check("uptime", &[], &[("LD_PRELOAD", "/srv/in/evil.so")]).unwrap_err();
+        assert!(
+            err.contains("\"LD_PRELOAD\"") && !err.contains("evil"),
+            "{err}"
+        );
+        let err = check("uptime", &[], &[("TZ", "UTC")]).unwrap_err();
+        assert!(
+            err.contains("\"TZ\"") && err.contains("LANG, APP_*"),
+            "{err}"
+        );
+        // Two rules for one program: either may allow the request.
+        assert!(check("systemctl", &["status", "nginx.service"], &[]).is_ok());
+        assert!(check("/usr/bin/systemctl", &["restart", "app.service"], &[]).is_ok());
+        let err = check("systemctl", &["stop", "app.service"], &[]).unwrap_err();
+        assert!(
+            err.contains("argument 1 \"stop\"") && err.contains("nor do the 1 other rules"),
+            "{err}"
+        );
+        assert!(check("journalctl", &["--unit=a", "-n", "5"], &[]).is_ok());
+        assert!(check("journalctl", &["-f"], &[]).is_err());
+        // A program's own env adds exact names, loader variables included.
+        assert!(check(
+            "python3",
+            &["/opt/tool.py", "-v"],
+            &[("PYTHONPATH", "/opt")]
+        )
+        .is_ok());
+        assert!(check("uptime", &[], &[("PYTHONPATH", "/opt")]).is_err());
+        assert!(check("python3", &["/opt/tool.py"], &[("PYTHONSTARTUP", "/x")]).is_err());
+        // A bare name is rewritten to the path of the rule that allowed it.
+        let mut call = exec_with("systemctl", &["status", "a.service"], &[]);
+        doc.check(&mut call).unwrap();
+        assert!(matches!(&call, Call::Exec(e) if e.program == "/usr/bin/systemctl"));
+    }
+
+    #[test]
+    fn without_an_env_list_loader_variables_are_refused_and_others_pass() {
+        let doc = PolicyDocument::parse(DOC).unwrap();
+        assert!(doc
+            .check(&mut exec_with("uptime", &["-p"], &[("APP", "1")]))
+            .is_ok());
+        for name in [
+            "LD_PRELOAD",
+            "PATH",
+            "BASH_ENV",
+            "PYTHONPATH",
+            "GLIBC_TUNABLES",
+        ] {
+            let err = doc
+                .check(&mut exec_with("uptime", &[], &[(name, "v")]))
+                .unwrap_err();
+            assert!(err.contains(name), "{err}");
+        }
+        // Without [exec] any program runs, so the environment adds nothing.
+        let open = PolicyDocument::parse("read_only = false").unwrap();
+        assert!(open
+            .check(&mut exec_with("uptime", &[], &[("LD_PRELOAD", "x")]))
+            .is_ok());
+    }
+
+    #[test]
+    fn malformed_exec_rules_name_the_line() {
+        let cases = [
+            ("[exec]\nenv = [\"LANG\"]\n", 2, "no allow"),
+            (
+                "[exec]\nenv = [\"LANG\",\n  \"LD_*\"]\nallow = [{ program = \"/bin/x\" }]\n",
+                3,
+                "named exactly",
+            ),
+            (
+                "[exec]\nallow = [{ program = \"/bin/x\", env = [\"A=B\"] }]\n",
+                2,
+                "variable name",
+            ),
+            (
+                "[exec]\nallow = [\n { program = \"/bin/x\", args = [{ regex = \"a\" }] },\n]\n",
+                3,
+                "regex",
+            ),
+            (
+                "[exec]\nallow = [\n { program = \"/bin/x\", args = [{ glob = \"a\", prefix = \"b\" }] },\n]\n",
+                3,
+                "not several",
+            ),
+            (
+                "[exec]\nallow = [\n { program = \"/bin/x\", args = [{}] },\n]\n",
+                3,
+                "needs one of",
+            ),
+            (
+                "[exec]\nallow = [\n { program = \"/bin/x\", args = [1] },\n]\n",
+                3,
+                "string",
+            ),
+            (
+                "[exec]\nallow = [\n { program = \"/bin/x\", more_args = \"yes\" },\n]\n",
+                3,
+                "",
+            ),
+            (
+                "{\"exec\": {\"allow\": [{\"program\": \"/bin/x\",\n \"args\": [{\"glob\": 1}]}]}}",
+                2,
+                "",
+            ),
+        ];
+        for (text, line, word) in cases {
+            let err = PolicyDocument::parse(text).unwrap_err().to_string();
+            assert!(
+                err.starts_with(&format!("line {line}:")) && err.contains(word),
+                "{text:?}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn exec_rules_round_trip_through_toml_and_json() {
+        let doc = PolicyDocument::parse(ARGS_DOC).unwrap();
+        assert_eq!(
+            PolicyDocument::parse(&doc.to_toml()).unwrap(),
+            doc,
+            "{}",
+            doc.to_toml()
+        );
+        let json = serde_json::to_string(&doc).unwrap();
+        assert!(json.contains(r#"{"glob":"*.service"}"#), "{json}");
         assert_eq!(PolicyDocument::parse(&json).unwrap(), doc);
     }
 

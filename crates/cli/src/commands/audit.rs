@@ -67,10 +67,28 @@ pub async fn run(args: AuditArgs, api_addr: Option<&str>) -> ExitCode {
     ];
     let opt = |v: Option<String>| v.unwrap_or_else(|| "-".into());
     api::print_list(&records, args.json, &header, |r| {
-        let detail = match &r.error {
-            Some(e) if r.arguments.is_empty() => e.clone(),
-            Some(e) => format!("{}: {e}", r.arguments),
+        // An exec's environment: its names and the start of its digest
+        // (the whole digest is in --json); never a value.
+        let asked = match &r.environment {
+            Some(env) => {
+                let cut = if env.names.len() < env.count {
+                    " ..."
+                } else {
+                    ""
+                };
+                let digest: String = env.sha256.chars().take(16).collect();
+                format!(
+                    "{} [env {}{cut}; sha256 {digest}]",
+                    r.arguments,
+                    env.names.join(" ")
+                )
+            }
             None => r.arguments.clone(),
+        };
+        let detail = match &r.error {
+            Some(e) if asked.is_empty() => e.clone(),
+            Some(e) => format!("{asked}: {e}"),
+            None => asked,
         };
         vec![
             format_utc(r.time_ms),

@@ -12,18 +12,22 @@ use guestcomm_protocol::policy::{PolicyDocument, MAX_POLICY_BYTES};
 use super::api::{self, FAILED};
 
 /// Show or set a VM's argument-level policy: which programs exec may run
-/// (and as whom), which guest paths cp may write or read, or read-only.
+/// (as whom, with which arguments and environment variables), which guest
+/// paths cp may write or read, or read-only.
 ///
 /// The document is TOML (or JSON), for example:
 ///
 ///   [exec]
-///   allow = [{ program = "/usr/bin/uptime" }, { program = "/opt/app/*", user = "app" }]
+///   env = ["LANG", "APP_*"]
+///   allow = [{ program = "/usr/bin/uptime", args = [] }, { program = "/opt/app/*", user = "app" }]
 ///   [cp]
 ///   to_guest = ["/srv/incoming"]
 ///   from_guest = ["/var/log"]
 ///
-/// A request passes only if the host's policy and the agent's own
-/// (`guestcomm-agent --policy`) both allow it.
+/// Loader and interpreter variables (LD_*, PATH, PYTHON*, ...) pass only
+/// when a policy names them exactly (docs/SECURITY.md). A request passes
+/// only if the host's policy and the agent's own (`guestcomm-agent
+/// --policy`) both allow it.
 #[derive(Debug, Args)]
 pub struct PolicyArgs {
     /// What to do.
