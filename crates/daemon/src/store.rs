@@ -91,7 +91,28 @@ const MIGRATIONS: &[&str] = &[
         document TEXT NOT NULL,
         updated_at INTEGER NOT NULL
     );",
+    // 7: the audit log's hash chains (see audit_chain.rs): each record's
+    // chain, position and digest, and each chain's anchor and head. The
+    // records already there are chained by [`AUDIT_CHAIN_MIGRATION`]'s
+    // code. A column added to `audit` later must be NULL in the rows it
+    // finds (no default): NULL columns are outside the chain's encoding, so
+    // the records chained before stay valid.
+    "ALTER TABLE audit ADD COLUMN chain INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE audit ADD COLUMN seq INTEGER;
+    ALTER TABLE audit ADD COLUMN digest BLOB;
+    CREATE UNIQUE INDEX audit_chain_seq ON audit (chain, seq);
+    CREATE TABLE audit_chain (
+        chain INTEGER PRIMARY KEY,
+        anchor_seq INTEGER NOT NULL,
+        anchor_digest BLOB NOT NULL,
+        head_seq INTEGER NOT NULL,
+        head_digest BLOB NOT NULL
+    );",
 ];
+
+/// The step of [`MIGRATIONS`] (from 0) after which the audit records already
+/// there are put in their chain.
+const AUDIT_CHAIN_MIGRATION: usize = 6;
 
 /// Why a state operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -281,6 +302,9 @@ impl Store {
         for (step, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
             let tx = conn.transaction()?;
             tx.execute_batch(sql)?;
+            if step == AUDIT_CHAIN_MIGRATION {
+                crate::audit_chain::link_unchained(&tx)?;
+            }
             tx.pragma_update(None, "user_version", step as u32 + 1)?;
             tx.commit()?;
         }
