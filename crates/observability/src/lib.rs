@@ -13,6 +13,8 @@
 //! escape into the log, so it can forge no line of it. The JSON format is
 //! exact (its encoder escapes what JSON must).
 
+use std::io::IsTerminal;
+
 use guestcomm_protocol::text::Escaped;
 use tracing_subscriber::field::MakeExt;
 use tracing_subscriber::EnvFilter;
@@ -31,8 +33,11 @@ pub enum LogFormat {
 pub fn init(format: LogFormat) {
     let filter =
         EnvFilter::try_from_env("GUESTCOMM_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    // Colours only on a terminal: journald and log files get plain text,
+    // in which any escape sequence is an escaped peer's.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.fmt_fields(escaped_fields()).init(),
