@@ -51,13 +51,18 @@ fn refusals_of_a_user_without_a_role_are_counted_and_never_evict_the_admins_reco
     d.ok(&["vm", "add", "keep-me", "--endpoint", "unix:///nowhere.sock"]);
     const FLOOD: usize = 40;
     let api = d.api();
-    for _ in 0..FLOOD {
+    // Refused calls of the API and of its WBEM endpoint, alternately.
+    let calls: [&[&str]; 2] = [
+        &["vm", "list"],
+        &["cim", "enumerate", "Msvm_GuestCommunicationService"],
+    ];
+    for i in 0..FLOOD {
         let out = user.run(
             &util::bin("guestcomm"),
-            &["vm", "list"],
+            calls[i % 2],
             &[("GUESTCOMM_API", &api)],
         );
-        assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+        assert_ne!(out.status.code(), Some(0), "{}", text(&out.stderr));
     }
     // The refusals past the first ones are counted in one summary record,
     // brought up to date while its window lasts.
@@ -77,7 +82,10 @@ fn refusals_of_a_user_without_a_role_are_counted_and_never_evict_the_admins_reco
     let in_full = |records: &[Value]| {
         records
             .iter()
-            .filter(|r| r["uid"] == uid && r["operation"] == "vm.list")
+            .filter(|r| {
+                r["uid"] == uid
+                    && ["vm.list", "wbem"].contains(&r["operation"].as_str().unwrap_or(""))
+            })
             .inspect(|r| assert_eq!(r["outcome"], "refused"))
             .count() as u64
     };
@@ -326,6 +334,48 @@ fn a_hostile_guests_text_reaches_the_terminal_escaped() {
             text(&out.stderr).lines().count(),
             1,
             "{args:?}: one line: {shown:?}"
+        );
+    }
+}
+
+#[test]
+fn a_hostile_guests_info_fields_and_key_value_pairs_reach_the_terminal_escaped() {
+    use guestcomm_protocol::integration::{GuestInfo, KvpPool};
+    use guestcomm_protocol::{Control, Frame};
+    const EVIL: &str = "host\u{1b}]0;pwned\u{7}\n\u{1b}[2KFORGED: copy finished OK\u{202e}";
+    let info = Control::GuestInfo(Box::new(GuestInfo {
+        hostname: EVIL.into(),
+        agent: EVIL.into(),
+        ..GuestInfo::default()
+    }));
+    let pairs = Control::KvpEntries {
+        pool: KvpPool::Guest,
+        entries: [(format!("key{EVIL}"), EVIL.to_string())].into(),
+    };
+    let escaped = "host\\u{1b}]0;pwned\\u{7}\\n\\u{1b}[2KFORGED: copy finished OK\\u{202e}";
+    for (answer, args) in [
+        (info, vec!["info"]),
+        (pairs, vec!["kvp", "list", "--pool", "guest"]),
+    ] {
+        let (_sock_dir, addr, thread) = hostile_agent(encode(vec![Frame::Control(answer)]));
+        let mut args = args;
+        args.insert(if args[0] == "kvp" { 2 } else { 1 }, &addr);
+        let out = run_cli(&args);
+        thread.join().unwrap();
+        let shown = text(&out.stdout);
+        assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
+        for unsafe_char in ['\u{1b}', '\u{7}', '\u{202e}'] {
+            assert!(
+                !shown.contains(unsafe_char),
+                "{args:?}: {unsafe_char:?} in {shown:?}"
+            );
+        }
+        assert!(shown.contains(escaped), "{args:?}: {shown:?}");
+        assert!(
+            !shown
+                .lines()
+                .any(|l| l.starts_with("\u{1b}[2KFORGED") || l.starts_with("FORGED")),
+            "{shown:?}"
         );
     }
 }

@@ -818,6 +818,34 @@ mod tests {
     }
 
     #[test]
+    fn audit_records_from_before_the_chains_are_chained_by_the_migration() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let conn = Connection::open(dir.path().join("guestcommd.db")).unwrap();
+            for sql in &MIGRATIONS[..AUDIT_CHAIN_MIGRATION] {
+                conn.execute_batch(sql).unwrap();
+            }
+            conn.pragma_update(None, "user_version", AUDIT_CHAIN_MIGRATION as u32)
+                .unwrap();
+            for (time, outcome) in [(1, "ok"), (2, "running"), (3, "refused")] {
+                conn.execute(
+                    "INSERT INTO audit (time_ms, operation, outcome) VALUES (?1, 'vm.add', ?2)",
+                    params![time, outcome],
+                )
+                .unwrap();
+            }
+        }
+        let mut s = Store::open(dir.path()).unwrap();
+        let report = s.verify_audit().unwrap();
+        assert!(report.intact, "{:?}", report.problems);
+        assert_eq!(report.chains[0].head_seq, 2, "the two complete records");
+        assert_eq!(s.interrupt_running_audit().unwrap(), 1);
+        let report = s.verify_audit().unwrap();
+        assert!(report.intact, "{:?}", report.problems);
+        assert_eq!(report.chains[0].head_seq, 3, "and the interrupted one");
+    }
+
+    #[test]
     fn a_database_from_a_newer_daemon_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let conn = Connection::open(dir.path().join("guestcommd.db")).unwrap();
