@@ -219,18 +219,22 @@ fn audit_verify_passes_after_retention_pruned_the_oldest_records() {
     assert_eq!(records.len(), 2, "{records:#?}");
 }
 
-/// Sends `GET path` on the API socket by hand (the CLI checks VM names).
-fn raw_get(d: &Daemon, path: &str) -> String {
-    let mut sock = std::os::unix::net::UnixStream::connect(&d.socket).unwrap();
-    sock.set_read_timeout(Some(DEADLINE)).unwrap();
-    write!(
-        sock,
-        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
+/// Sends an HTTP `request` (with `Connection: close`) and returns the answer.
+fn http(mut sock: impl Read + Write, request: &str) -> String {
+    sock.write_all(request.as_bytes()).unwrap();
     let mut answer = Vec::new();
     let _ = sock.read_to_end(&mut answer);
     text(&answer)
+}
+
+/// Sends `GET path` on the API socket by hand (the CLI checks VM names).
+fn raw_get(d: &Daemon, path: &str) -> String {
+    let sock = std::os::unix::net::UnixStream::connect(&d.socket).unwrap();
+    sock.set_read_timeout(Some(DEADLINE)).unwrap();
+    http(
+        sock,
+        &format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"),
+    )
 }
 
 #[test]
@@ -378,4 +382,93 @@ fn a_hostile_guests_info_fields_and_key_value_pairs_reach_the_terminal_escaped()
             "{shown:?}"
         );
     }
+}
+
+/// Posts a refused InvokeMethod (RequestStateChange needs admin) to the
+/// WBEM port, as any local process can; returns the HTTP answer's head.
+fn refused_wbem_call(port: u16) -> String {
+    use guestcomm_cim::value::InstanceName;
+    use guestcomm_cim::xml::client::{method_request, Arg};
+    let target = InstanceName::parse_path(
+        "Msvm_GuestCommunicationService.CreationClassName=\"Msvm_GuestCommunicationService\",Name=\"x\"",
+    )
+    .unwrap();
+    let body = method_request(
+        1,
+        "RequestStateChange",
+        guestcomm_cim::NAMESPACE,
+        &target,
+        &[("RequestedState".into(), Arg::Value("3".into()))],
+    );
+    let sock = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    sock.set_read_timeout(Some(DEADLINE)).unwrap();
+    http(
+        sock,
+        &format!(
+            "POST /cimom HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/xml; charset=\"utf-8\"\r\n\
+             CIMOperation: MethodCall\r\nCIMMethod: RequestStateChange\r\n\
+             CIMObject: {}:Msvm_GuestCommunicationService\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            guestcomm_cim::NAMESPACE,
+            body.len()
+        ),
+    )
+}
+
+#[test]
+fn refused_calls_on_the_wbem_port_are_counted_and_never_evict_the_admins_records() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let wbem = format!("tcp://127.0.0.1:{port}");
+    let config_dir = tempfile::tempdir().unwrap();
+    let config = config_dir.path().join("guestcommd.toml");
+    std::fs::write(&config, "[audit]\nmax_records = 5\n").unwrap();
+    let mut d = Daemon::start_with(
+        "off",
+        &["--wbem", &wbem, "--config", config.to_str().unwrap()],
+    );
+    assert!(wait_until(DEADLINE, || std::net::TcpStream::connect((
+        "127.0.0.1",
+        port
+    ))
+    .is_ok()));
+    d.ok(&["vm", "add", "keep-me", "--endpoint", "unix:///nowhere.sock"]);
+    const FLOOD: u64 = 30;
+    for _ in 0..FLOOD {
+        let answer = refused_wbem_call(port);
+        assert!(answer.contains("CODE=\"2\""), "access denied: {answer}");
+    }
+    let anonymous = |r: &&Value| r["uid"].is_null() && r["certificate"].is_null();
+    let mut records = Vec::new();
+    let all_counted = wait_until(DEADLINE, || {
+        records = d.json(&["audit"]).as_array().cloned().unwrap_or_default();
+        let full = records
+            .iter()
+            .filter(anonymous)
+            .filter(|r| r["operation"] == "wbem.invoke" && r["outcome"] == "refused")
+            .count() as u64;
+        let counted = records
+            .iter()
+            .filter(anonymous)
+            .find(|r| r["operation"] == "refusals.counted")
+            .and_then(|r| {
+                r["arguments"]
+                    .as_str()?
+                    .strip_prefix("count=")?
+                    .parse::<u64>()
+                    .ok()
+            });
+        counted.map(|c| c + full) == Some(FLOOD)
+    });
+    assert!(all_counted, "{records:#?}");
+    d.kill9_and_restart();
+    let records = d.audit_settled(&[]);
+    assert!(
+        records
+            .iter()
+            .any(|r| r["operation"] == "vm.add" && r["vm"] == "keep-me"),
+        "{records:#?}"
+    );
 }

@@ -348,7 +348,7 @@ async fn refuse(
     );
     match &err {
         Error::Forbidden { has: None, .. } => {
-            state.audit_refusal_without_role(caller, record).await
+            state.audit_unaccountable_refusal(caller, record).await
         }
         _ => state.audit(record).await,
     }

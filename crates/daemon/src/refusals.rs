@@ -1,7 +1,9 @@
-//! Refusals of callers without a role, recorded so that they can never
-//! crowd the audit log: a caller with no role (a local user in no role, a
-//! client certificate no role lists, an unidentified peer) can call as
-//! often as it likes, each call refused and, without this, audited.
+//! Refusals of callers without a role or an identity, recorded so that
+//! they can never crowd the audit log: a caller with no role (a local user
+//! in no role, a client certificate no role lists, an unidentified peer)
+//! or none to account for it (a peer of the WBEM port, which identifies
+//! nobody) can call as often as it likes, each call refused and, without
+//! this, audited.
 //!
 //! - They go to their own chain (`audit_chain::Chain::Refusals`), whose
 //!   retention is applied apart: they never push a record of an operation
@@ -137,8 +139,9 @@ impl Refusals {
 }
 
 impl State {
-    /// Audits the refusal `record` of a caller without a role (module doc).
-    pub(crate) async fn audit_refusal_without_role(&self, caller: Caller, record: Record) {
+    /// Audits the refusal `record` of a caller without a role or an
+    /// identity (module doc).
+    pub(crate) async fn audit_unaccountable_refusal(&self, caller: Caller, record: Record) {
         if self.refusals.admit(caller, Instant::now()) == Admit::Record {
             self.audit_in(record, Chain::Refusals).await;
         }
