@@ -67,18 +67,7 @@ fn refusals_of_a_user_without_a_role_are_counted_and_never_evict_the_admins_reco
     // The refusals past the first ones are counted in one summary record,
     // brought up to date while its window lasts.
     let uid = Value::from(user.uid);
-    let counted = |records: &[Value]| -> Option<u64> {
-        records
-            .iter()
-            .find(|r| r["operation"] == "refusals.counted" && r["uid"] == uid)
-            .and_then(|r| {
-                r["arguments"]
-                    .as_str()?
-                    .strip_prefix("count=")?
-                    .parse()
-                    .ok()
-            })
-    };
+    let counted = |records: &[Value]| util::refusals_counted(records, |r| r["uid"] == uid);
     let in_full = |records: &[Value]| {
         records
             .iter()
@@ -449,17 +438,7 @@ fn refused_calls_on_the_wbem_port_are_counted_and_never_evict_the_admins_records
             .filter(anonymous)
             .filter(|r| r["operation"] == "wbem.invoke" && r["outcome"] == "refused")
             .count() as u64;
-        let counted = records
-            .iter()
-            .filter(anonymous)
-            .find(|r| r["operation"] == "refusals.counted")
-            .and_then(|r| {
-                r["arguments"]
-                    .as_str()?
-                    .strip_prefix("count=")?
-                    .parse::<u64>()
-                    .ok()
-            });
+        let counted = util::refusals_counted(&records, |r| anonymous(&r));
         counted.map(|c| c + full) == Some(FLOOD)
     });
     assert!(all_counted, "{records:#?}");

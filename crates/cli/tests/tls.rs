@@ -77,6 +77,19 @@ fn free_port() -> u16 {
     probe.local_addr().unwrap().port()
 }
 
+impl Ca {
+    /// A CA in `dir` that issued the daemon's server certificate for 127.0.0.1.
+    fn with_server(dir: &std::path::Path) -> Self {
+        let ca = Ca::new(dir, "ca");
+        ca.issue(
+            "server",
+            &["127.0.0.1"],
+            ExtendedKeyUsagePurpose::ServerAuth,
+        );
+        ca
+    }
+}
+
 impl TlsDaemon {
     fn start(dir: tempfile::TempDir, config: &str) -> Self {
         let config_path = dir.path().join("guestcommd.toml");
@@ -140,12 +153,7 @@ fn assert_fails_on_one_line(out: &Output, code: i32, expected: &str) {
 #[test]
 fn client_certificates_map_to_roles_and_others_are_refused_at_the_handshake() {
     let dir = tempfile::tempdir().unwrap();
-    let ca = Ca::new(dir.path(), "ca");
-    ca.issue(
-        "server",
-        &["127.0.0.1"],
-        ExtendedKeyUsagePurpose::ServerAuth,
-    );
+    let ca = Ca::with_server(dir.path());
     let client = ExtendedKeyUsagePurpose::ClientAuth;
     let admin = ca.issue("admin", &[], client.clone());
     let viewer = ca.issue("viewer", &[], client.clone());
@@ -226,6 +234,65 @@ fn client_certificates_map_to_roles_and_others_are_refused_at_the_handshake() {
     assert!(records
         .iter()
         .any(|r| r["operation"] == "api.tls" && r["outcome"] == "refused"));
+}
+
+#[test]
+fn refused_tls_handshakes_are_counted_apart_from_the_operations() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::with_server(dir.path());
+    let admin = ca.issue("admin", &[], ExtendedKeyUsagePurpose::ClientAuth);
+    let d = dir.path();
+    let config = format!(
+        "[api.tls]\ncert = \"{}\"\nkey = \"{}\"\nclient_ca = \"{}\"\n[roles]\nadmin = {{ certificates = [\"{admin}\"] }}\n",
+        d.join("server.crt").display(),
+        d.join("server.key").display(),
+        d.join("ca.crt").display(),
+    );
+    let daemon = TlsDaemon::start(dir, &config);
+    let out = daemon.cli(
+        Some("admin"),
+        &["vm", "add", "keep-me", "--endpoint", "unix:///nowhere.sock"],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    // Plain text where a ClientHello belongs: each a refused handshake.
+    const FLOOD: u64 = 30;
+    let port = daemon
+        .addr
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .parse::<u16>()
+        .unwrap();
+    for _ in 0..FLOOD {
+        use std::io::{Read, Write};
+        let mut sock = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        sock.set_read_timeout(Some(util::STARTUP_DEADLINE)).unwrap();
+        let _ = sock.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+        let _ = sock.read_to_end(&mut Vec::new());
+    }
+    let mut records = Vec::new();
+    let counted = util::wait_until(util::STARTUP_DEADLINE, || {
+        let out = daemon.cli(Some("admin"), &["audit", "--json"]);
+        records = serde_json::from_slice::<Vec<serde_json::Value>>(&out.stdout).unwrap_or_default();
+        let full = records
+            .iter()
+            .filter(|r| r["operation"] == "api.tls")
+            .count() as u64;
+        let count = util::refusals_counted(&records, |_| true);
+        count.map(|c| c + full) == Some(FLOOD)
+    });
+    assert!(counted, "{records:#?}");
+    let out = daemon.cli(Some("admin"), &["audit", "--verify", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    // The operations chain holds the admin's record alone.
+    assert_eq!(report["chains"][0]["chain"], "operations");
+    assert_eq!(report["chains"][0]["records"], 1, "{report:#}");
+    assert_eq!(report["chains"][1]["chain"], "refusals-without-role");
+    assert!(
+        report["chains"][1]["records"].as_u64() < Some(FLOOD),
+        "{report:#}"
+    );
 }
 
 #[test]
