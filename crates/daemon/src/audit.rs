@@ -27,6 +27,7 @@ use crate::audit_chain::{self, Chain, Link};
 use crate::config::AuditSection;
 use crate::limits::{
     AUDIT_PRUNE_INTERVAL_SECS, MAX_AUDIT_ARGUMENTS_BYTES, MAX_AUDIT_QUERY_RECORDS,
+    MAX_AUDIT_VERIFY_BATCH,
 };
 use crate::store::{Store, StoreError};
 use crate::State;
@@ -352,9 +353,11 @@ impl Store {
         })
     }
 
-    /// Checks the chains (`audit_chain::verify`).
+    /// Checks the chains (`audit_chain::verify_batch`) at once.
     pub fn verify_audit(&self) -> Result<AuditVerification, StoreError> {
-        audit_chain::verify(self.conn())
+        let mut walk = audit_chain::Walk::default();
+        while !audit_chain::verify_batch(self.conn(), &mut walk, MAX_AUDIT_VERIFY_BATCH)? {}
+        Ok(walk.report)
     }
 }
 
@@ -401,11 +404,24 @@ pub async fn list(
     Ok(Json(rows))
 }
 
-/// `GET /v1/audit/verify`: the chains checked from their anchors.
+/// `GET /v1/audit/verify`: the chains checked from their anchors, a batch
+/// of records per hold of the store, so that other calls go on meanwhile.
 pub async fn verify(
     AxumState(state): AxumState<Arc<State>>,
 ) -> Result<Json<AuditVerification>, Error> {
-    Ok(Json(state.db(|s| s.verify_audit()).await?))
+    let mut walk = audit_chain::Walk::default();
+    loop {
+        let (next, done) = state
+            .db(move |s| {
+                let done = audit_chain::verify_batch(s.conn(), &mut walk, MAX_AUDIT_VERIFY_BATCH)?;
+                Ok((walk, done))
+            })
+            .await?;
+        walk = next;
+        if done {
+            return Ok(Json(walk.report));
+        }
+    }
 }
 
 #[cfg(test)]

@@ -286,103 +286,163 @@ pub(crate) fn prune(
     Ok(removed)
 }
 
-/// Checks both chains from their anchors (module doc): every problem
-/// found, up to [`MAX_AUDIT_VERIFY_PROBLEMS`].
-pub(crate) fn verify(conn: &Connection) -> Result<AuditVerification, StoreError> {
-    fn problem(
-        report: &mut AuditVerification,
-        chain: Chain,
-        id: Option<i64>,
-        seq: Option<i64>,
-        text: String,
-    ) {
-        if report.problems.len() < MAX_AUDIT_VERIFY_PROBLEMS {
-            report.problems.push(AuditProblem {
-                chain: chain.name().into(),
-                id,
-                seq,
-                problem: text,
-            });
-        } else {
-            report.more_problems += 1;
-        }
+/// Adds a problem to `report`, or counts it past [`MAX_AUDIT_VERIFY_PROBLEMS`].
+fn problem(
+    report: &mut AuditVerification,
+    chain: Chain,
+    id: Option<i64>,
+    seq: Option<i64>,
+    text: String,
+) {
+    if report.problems.len() < MAX_AUDIT_VERIFY_PROBLEMS {
+        report.problems.push(AuditProblem {
+            chain: chain.name().into(),
+            id,
+            seq,
+            problem: text,
+        });
+    } else {
+        report.more_problems += 1;
     }
-    let mut report = AuditVerification::default();
-    for chain in Chain::ALL {
-        let ends = ends(conn, chain)?;
-        let mut stmt = conn.prepare(
-            "SELECT id, seq, digest FROM audit WHERE chain = ?1 AND seq IS NOT NULL ORDER BY seq, id",
-        )?;
-        let rows = stmt.query_map([chain.value()], |r| {
+}
+
+/// A verification in progress: [`verify_batch`] walks the chains a batch
+/// of records at a time, so that the store is never held for the whole log.
+#[derive(Debug, Default)]
+pub(crate) struct Walk {
+    /// The chain being walked, an index of [`Chain::ALL`].
+    chain: usize,
+    /// Whether its walk has begun.
+    begun: bool,
+    /// The digest of the last record walked.
+    prev: Sha,
+    /// The position the next record should have.
+    expected: i64,
+    /// Records walked in this chain.
+    records: u64,
+    /// What was found so far.
+    pub report: AuditVerification,
+}
+
+/// Walks on by at most `batch` records (module doc); true once both chains
+/// and the records outside them were checked (`walk.report` is then final).
+/// Records added meanwhile are walked too; records pruned meanwhile move
+/// the walk to the new anchor.
+pub(crate) fn verify_batch(
+    conn: &Connection,
+    walk: &mut Walk,
+    batch: usize,
+) -> Result<bool, StoreError> {
+    let Some(&chain) = Chain::ALL.get(walk.chain) else {
+        return Ok(true);
+    };
+    let ends = ends(conn, chain)?;
+    if !walk.begun || ends.anchor_seq >= walk.expected {
+        (walk.prev, walk.expected, walk.begun) = (ends.anchor, ends.anchor_seq + 1, true);
+    }
+    let report = &mut walk.report;
+    let mut stmt = conn.prepare_cached(
+        "SELECT id, seq, digest FROM audit WHERE chain = ?1 AND seq >= ?2 ORDER BY seq, id LIMIT ?3",
+    )?;
+    let rows = stmt.query_map(
+        params![
+            chain.value(),
+            walk.expected,
+            batch.min(i64::MAX as usize) as i64
+        ],
+        |r| {
             Ok((
                 r.get::<_, i64>(0)?,
                 r.get::<_, i64>(1)?,
                 r.get::<_, Option<Vec<u8>>>(2)?,
             ))
-        })?;
-        let (mut prev, mut expected, mut records) = (ends.anchor, ends.anchor_seq + 1, 0u64);
-        for row in rows {
-            let (id, seq, stored) = row?;
-            records += 1;
-            if seq < expected {
-                let text = if seq <= ends.anchor_seq {
-                    format!("record {id} has position {seq}, at or before the chain's anchor ({}): inserted", ends.anchor_seq)
-                } else {
-                    format!("record {id} has position {seq}, which another record has: inserted")
-                };
-                problem(&mut report, chain, Some(id), Some(seq), text);
-                continue;
-            }
-            if seq > expected {
-                let text = if seq == expected + 1 {
-                    format!("the record at position {expected} is missing: deleted")
-                } else {
-                    format!(
-                        "the records at positions {expected} to {} are missing: deleted",
-                        seq - 1
-                    )
-                };
-                problem(&mut report, chain, None, Some(expected), text);
-            }
-            let encoded = encoding(conn, id)?.unwrap_or_default();
-            let computed = chain_digest(&prev, &encoded);
-            let stored = sha_of(stored);
-            if computed != stored {
-                problem(
-                    &mut report,
-                    chain,
-                    Some(id),
-                    Some(seq),
-                    format!("record {id} at position {seq} does not match its digest: altered, or the record before it was deleted or moved"),
-                );
-            }
-            prev = stored;
-            expected = seq + 1;
+        },
+    )?;
+    let mut walked = 0;
+    for row in rows {
+        let (id, seq, stored) = row?;
+        walked += 1;
+        walk.records += 1;
+        if seq < walk.expected {
+            let text =
+                format!("record {id} has position {seq}, which another record has: inserted");
+            problem(report, chain, Some(id), Some(seq), text);
+            continue;
         }
-        let last = expected - 1;
-        if last != ends.head_seq || prev != ends.head {
-            let text = if last < ends.head_seq {
+        if seq > walk.expected {
+            let text = if seq == walk.expected + 1 {
                 format!(
-                    "the chain ends at position {last} but its head is at {}: the newest records were deleted",
-                    ends.head_seq
+                    "the record at position {} is missing: deleted",
+                    walk.expected
                 )
             } else {
                 format!(
-                    "the chain's last record (position {last}) is not its recorded head (position {}, {}): altered or inserted",
-                    ends.head_seq,
-                    hex(&ends.head)
+                    "the records at positions {} to {} are missing: deleted",
+                    walk.expected,
+                    seq - 1
                 )
             };
-            problem(&mut report, chain, None, Some(last), text);
+            problem(report, chain, None, Some(walk.expected), text);
         }
-        report.chains.push(AuditChainState {
-            chain: chain.name().into(),
-            anchor_seq: ends.anchor_seq,
-            anchor_digest: hex(&ends.anchor),
-            head_seq: ends.head_seq,
-            head_digest: hex(&ends.head),
-            records,
-        });
+        let encoded = encoding(conn, id)?.unwrap_or_default();
+        let stored = sha_of(stored);
+        if chain_digest(&walk.prev, &encoded) != stored {
+            problem(
+                report,
+                chain,
+                Some(id),
+                Some(seq),
+                format!("record {id} at position {seq} does not match its digest: altered, or the record before it was deleted or moved"),
+            );
+        }
+        walk.prev = stored;
+        walk.expected = seq + 1;
+    }
+    if walked == batch {
+        return Ok(false);
+    }
+    // The chain's end: its head, and records placed at or before its anchor.
+    let last = walk.expected - 1;
+    if last != ends.head_seq || walk.prev != ends.head {
+        let text = if last < ends.head_seq {
+            format!(
+                "the chain ends at position {last} but its head is at {}: the newest records were deleted",
+                ends.head_seq
+            )
+        } else {
+            format!(
+                "the chain's last record (position {last}) is not its recorded head (position {}, {}): altered or inserted",
+                ends.head_seq,
+                hex(&ends.head)
+            )
+        };
+        problem(report, chain, None, Some(last), text);
+    }
+    let mut stmt = conn.prepare_cached(
+        "SELECT id, seq FROM audit WHERE chain = ?1 AND seq <= ?2 ORDER BY seq, id",
+    )?;
+    let before = stmt.query_map(params![chain.value(), ends.anchor_seq], |r| {
+        Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?))
+    })?;
+    for row in before {
+        let (id, seq) = row?;
+        let text = format!(
+            "record {id} has position {seq}, at or before the chain's anchor ({}): inserted",
+            ends.anchor_seq
+        );
+        problem(report, chain, Some(id), Some(seq), text);
+    }
+    report.chains.push(AuditChainState {
+        chain: chain.name().into(),
+        anchor_seq: ends.anchor_seq,
+        anchor_digest: hex(&ends.anchor),
+        head_seq: ends.head_seq,
+        head_digest: hex(&ends.head),
+        records: walk.records,
+    });
+    (walk.chain, walk.begun, walk.records) = (walk.chain + 1, false, 0);
+    if walk.chain < Chain::ALL.len() {
+        return Ok(false);
     }
     let mut stmt = conn.prepare(
         "SELECT id, chain FROM audit WHERE (seq IS NULL AND outcome != 'running')
@@ -393,7 +453,7 @@ pub(crate) fn verify(conn: &Connection) -> Result<AuditVerification, StoreError>
         let (id, chain) = row?;
         let chain = Chain::from_value(chain).unwrap_or(Chain::Operations);
         problem(
-            &mut report,
+            report,
             chain,
             Some(id),
             None,
@@ -401,7 +461,7 @@ pub(crate) fn verify(conn: &Connection) -> Result<AuditVerification, StoreError>
         );
     }
     report.intact = report.problems.is_empty() && report.more_problems == 0;
-    Ok(report)
+    Ok(true)
 }
 
 #[cfg(test)]
@@ -471,6 +531,38 @@ mod tests {
         );
         // A column added later, NULL in the records there, leaves them valid.
         assert!(tampered("ALTER TABLE audit ADD COLUMN env TEXT").is_empty());
+    }
+
+    #[test]
+    fn a_walk_in_small_batches_finds_what_one_walk_finds_and_follows_a_prune() {
+        let walk_by_two = |s: &Store| {
+            let mut walk = Walk::default();
+            let mut steps = 0;
+            while !verify_batch(s.conn(), &mut walk, 2).unwrap() {
+                steps += 1;
+            }
+            (walk.report, steps)
+        };
+        let mut s = store_with(7);
+        let (report, steps) = walk_by_two(&s);
+        assert!(report.intact && steps > 3, "{report:?}");
+        assert_eq!(report, s.verify_audit().unwrap());
+        // Pruned between two steps: the walk goes on from the new anchor.
+        let mut walk = Walk::default();
+        assert!(!verify_batch(s.conn(), &mut walk, 2).unwrap());
+        let retention = AuditSection {
+            max_records: 2,
+            max_age_days: 0,
+        };
+        s.prune_audit(retention, 0).unwrap();
+        while !verify_batch(s.conn(), &mut walk, 2).unwrap() {}
+        assert!(walk.report.intact, "{:?}", walk.report.problems);
+        s.conn()
+            .execute_batch("DELETE FROM audit WHERE seq = 6")
+            .unwrap();
+        let (report, _) = walk_by_two(&s);
+        assert_eq!(report, s.verify_audit().unwrap());
+        assert!(!report.intact);
     }
 
     #[test]
