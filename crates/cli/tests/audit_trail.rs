@@ -229,7 +229,11 @@ fn raw_get(d: &Daemon, path: &str) -> String {
 #[test]
 fn control_characters_from_a_vm_name_exec_arguments_and_a_guest_forge_no_audit_or_log_line() {
     let d = Daemon::start_logging("off");
-    let (_agent, _) = d.agent_vm("web");
+    let socket = d.dir.path().join("agent.sock");
+    let agent_log = d.dir.path().join("agent.log");
+    let _agent = util::daemon::AgentAt::start_logging(&socket, &agent_log);
+    let endpoint = format!("unix://{}", socket.display());
+    d.ok(&["vm", "add", "web", "--endpoint", &endpoint]);
     // A VM name in the URL with a newline, a fake record and a line erase.
     let answer = raw_get(
         &d,
@@ -245,6 +249,16 @@ fn control_characters_from_a_vm_name_exec_arguments_and_a_guest_forge_no_audit_o
     let err = text(&out.stderr);
     assert!(!err.contains('\u{1b}') && !err.contains('\r'), "{err:?}");
     assert!(err.contains("\\u{1b}[2K\\rcopy finished OK"), "{err:?}");
+
+    // A copy's guest path, which the agent logs.
+    let src = d.dir.path().join("src.txt");
+    std::fs::write(&src, "x").unwrap();
+    let guest_dir = tempfile::tempdir().unwrap();
+    let dst = format!(
+        "web:{}/a\u{1b}[2K\nFORGED-LINE copy finished OK",
+        guest_dir.path().display()
+    );
+    let _ = d.run(&["cp", src.to_str().unwrap(), &dst]);
 
     let records = d.audit_settled(&[]);
     let forged_vm = "x\nFORGED-LINE vm.rm ok\u{1b}[2K\u{202e}";
@@ -272,6 +286,19 @@ fn control_characters_from_a_vm_name_exec_arguments_and_a_guest_forge_no_audit_o
         assert!(
             !log.contains(unsafe_char),
             "{unsafe_char:?} in the log: {log:?}"
+        );
+    }
+    assert!(!log.lines().any(|l| l.starts_with("FORGED-LINE")), "{log}");
+
+    let log = String::from_utf8_lossy(&std::fs::read(&agent_log).unwrap()).into_owned();
+    assert!(
+        log.contains("FORGED-LINE copy finished OK"),
+        "the copy is logged: {log}"
+    );
+    for unsafe_char in ['\u{1b}', '\u{7}', '\r'] {
+        assert!(
+            !log.contains(unsafe_char),
+            "{unsafe_char:?} in the agent's log: {log:?}"
         );
     }
     assert!(!log.lines().any(|l| l.starts_with("FORGED-LINE")), "{log}");
