@@ -172,7 +172,8 @@ pub async fn run(args: KvpArgs, api: Option<&str>) -> ExitCode {
         Ok((Output::Written(None), _)) => {}
         Ok((Output::Written(Some(reason)), _)) => {
             eprintln!(
-                "guestcomm: stored; the guest gets it when its agent next answers ({reason})"
+                "guestcomm: stored; the guest gets it when its agent next answers ({})",
+                Escaped(&reason)
             );
         }
         Err(e) => return guest::fail(&e),
