@@ -8,7 +8,12 @@
 //! cp) are written when they start, as `running`, and updated when they
 //! end; one still `running` when the daemon starts again becomes
 //! `interrupted`. Retention (`[audit]` in the configuration file) is applied
-//! at start and every [`AUDIT_PRUNE_INTERVAL_SECS`].
+//! at start and every [`AUDIT_PRUNE_INTERVAL_SECS`], to each chain apart.
+//!
+//! Complete records are hash-chained (module `audit_chain`, schema
+//! migration 7; `GET /v1/audit/verify`); refusals of callers without a role
+//! or an identity have a chain of their own and are counted past a bound
+//! (module `refusals`).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
