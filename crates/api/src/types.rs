@@ -415,6 +415,51 @@ pub struct AuditEnvironment {
     pub sha256: String,
 }
 
+/// `GET /v1/audit/verify`: whether the audit log's hash chains are intact
+/// from their anchors (guestcommd's module `audit_chain`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditVerification {
+    /// No problem found.
+    pub intact: bool,
+    /// Each chain's anchor, head and records.
+    pub chains: Vec<AuditChainState>,
+    /// What was found, up to a bound.
+    pub problems: Vec<AuditProblem>,
+    /// Problems beyond those listed.
+    #[serde(default)]
+    pub more_problems: u64,
+}
+
+/// One hash chain of the audit log.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditChainState {
+    /// `operations` or `refusals-without-role`.
+    pub chain: String,
+    /// Position of the last record pruned (0: none yet).
+    pub anchor_seq: i64,
+    /// That record's digest, `sha256:...` (zeros: none yet).
+    pub anchor_digest: String,
+    /// Position of the newest record.
+    pub head_seq: i64,
+    /// Its digest, `sha256:...`; the daemon's log carries it too.
+    pub head_digest: String,
+    /// Records found in the chain.
+    pub records: u64,
+}
+
+/// A record deleted, altered or inserted out of order.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditProblem {
+    /// The chain.
+    pub chain: String,
+    /// The record concerned, when there is one.
+    pub id: Option<i64>,
+    /// Its position in the chain, when known.
+    pub seq: Option<i64>,
+    /// What is wrong.
+    pub problem: String,
+}
+
 /// How an audited operation ended.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

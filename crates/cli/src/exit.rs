@@ -4,6 +4,7 @@
 use std::process::ExitCode;
 
 use guestcomm_client::ExecError;
+use guestcomm_protocol::text::Escaped;
 use guestcomm_protocol::ErrorCode;
 
 /// guestcomm itself failed: usage, connection, handshake, protocol.
@@ -24,9 +25,10 @@ signal N killed it. Otherwise:
   127  the command was not found in the guest
   2    invalid command line";
 
-/// Prints `err` with its causes on one line and returns code 125.
+/// Prints `err` with its causes on one line (control characters escaped:
+/// the causes may quote a guest's text) and returns code 125.
 pub fn fail(err: &anyhow::Error) -> ExitCode {
-    eprintln!("guestcomm: {err:#}");
+    eprintln!("guestcomm: {}", Escaped(&format!("{err:#}")));
     ExitCode::from(GUESTCOMM_FAILED)
 }
 

@@ -5,6 +5,7 @@ use std::io::IsTerminal;
 
 use guestcomm_client::Progress;
 use guestcomm_protocol::files::{Entry, EntryKind};
+use guestcomm_protocol::text::escape_controls;
 use indicatif::{ProgressBar, ProgressStyle};
 
 /// Copies smaller than this finish before a bar would tell anything.
@@ -70,7 +71,8 @@ impl Progress for CopyProgress {
             }
         }
         if let Some(bar) = &self.bar {
-            bar.set_message(entry.path.clone());
+            // The name is the peer's: escaped before it reaches the terminal.
+            bar.set_message(escape_controls(&entry.path).into_owned());
         }
     }
 

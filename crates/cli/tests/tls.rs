@@ -77,6 +77,19 @@ fn free_port() -> u16 {
     probe.local_addr().unwrap().port()
 }
 
+impl Ca {
+    /// A CA in `dir` that issued the daemon's server certificate for 127.0.0.1.
+    fn with_server(dir: &std::path::Path) -> Self {
+        let ca = Ca::new(dir, "ca");
+        ca.issue(
+            "server",
+            &["127.0.0.1"],
+            ExtendedKeyUsagePurpose::ServerAuth,
+        );
+        ca
+    }
+}
+
 impl TlsDaemon {
     fn start(dir: tempfile::TempDir, config: &str) -> Self {
         let config_path = dir.path().join("guestcommd.toml");
@@ -137,17 +150,6 @@ fn assert_fails_on_one_line(out: &Output, code: i32, expected: &str) {
     assert_eq!(err.trim_end().lines().count(), 1, "{err}");
 }
 
-/// A CA in `dir` and the daemon's certificate for 127.0.0.1.
-fn ca_with_server(dir: &Path) -> Ca {
-    let ca = Ca::new(dir, "ca");
-    ca.issue(
-        "server",
-        &["127.0.0.1"],
-        ExtendedKeyUsagePurpose::ServerAuth,
-    );
-    ca
-}
-
 /// The daemon's configuration: `[api.tls]` with the files in `d`, then `roles`.
 fn tls_config(d: &Path, roles: &str) -> String {
     format!(
@@ -161,7 +163,7 @@ fn tls_config(d: &Path, roles: &str) -> String {
 #[test]
 fn client_certificates_map_to_roles_and_others_are_refused_at_the_handshake() {
     let dir = tempfile::tempdir().unwrap();
-    let ca = ca_with_server(dir.path());
+    let ca = Ca::with_server(dir.path());
     let client = ExtendedKeyUsagePurpose::ClientAuth;
     let admin = ca.issue("admin", &[], client.clone());
     let viewer = ca.issue("viewer", &[], client.clone());
@@ -243,6 +245,60 @@ fn client_certificates_map_to_roles_and_others_are_refused_at_the_handshake() {
 }
 
 #[test]
+fn refused_tls_handshakes_are_counted_apart_from_the_operations() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::with_server(dir.path());
+    let admin = ca.issue("admin", &[], ExtendedKeyUsagePurpose::ClientAuth);
+    let d = dir.path();
+    let config = tls_config(d, &format!("admin = {{ certificates = [\"{admin}\"] }}\n"));
+    let daemon = TlsDaemon::start(dir, &config);
+    let out = daemon.cli(
+        Some("admin"),
+        &["vm", "add", "keep-me", "--endpoint", "unix:///nowhere.sock"],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    // Plain text where a ClientHello belongs: each a refused handshake.
+    const FLOOD: u64 = 30;
+    let port = daemon
+        .addr
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .parse::<u16>()
+        .unwrap();
+    for _ in 0..FLOOD {
+        use std::io::{Read, Write};
+        let mut sock = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        sock.set_read_timeout(Some(util::STARTUP_DEADLINE)).unwrap();
+        let _ = sock.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+        let _ = sock.read_to_end(&mut Vec::new());
+    }
+    let mut records = Vec::new();
+    let counted = util::wait_until(util::STARTUP_DEADLINE, || {
+        let out = daemon.cli(Some("admin"), &["audit", "--json"]);
+        records = serde_json::from_slice::<Vec<serde_json::Value>>(&out.stdout).unwrap_or_default();
+        let full = records
+            .iter()
+            .filter(|r| r["operation"] == "api.tls")
+            .count() as u64;
+        let count = util::refusals_counted(&records, |_| true);
+        count.map(|c| c + full) == Some(FLOOD)
+    });
+    assert!(counted, "{records:#?}");
+    let out = daemon.cli(Some("admin"), &["audit", "--verify", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    // The operations chain holds the admin's record alone.
+    assert_eq!(report["chains"][0]["chain"], "operations");
+    assert_eq!(report["chains"][0]["records"], 1, "{report:#}");
+    assert_eq!(report["chains"][1]["chain"], "refusals-without-role");
+    assert!(
+        report["chains"][1]["records"].as_u64() < Some(FLOOD),
+        "{report:#}"
+    );
+}
+
+#[test]
 fn a_tcp_api_without_tls_is_refused_at_start() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("c.toml");
@@ -267,7 +323,7 @@ fn a_tcp_api_without_tls_is_refused_at_start() {
 fn stalled_tcp_connections_do_not_lock_certificate_holders_out() {
     guestcomm_observability::raise_open_files_limit(4096);
     let dir = tempfile::tempdir().unwrap();
-    let ca = ca_with_server(dir.path());
+    let ca = Ca::with_server(dir.path());
     let viewer = ca.issue("viewer", &[], ExtendedKeyUsagePurpose::ClientAuth);
     let config = tls_config(
         dir.path(),

@@ -217,6 +217,7 @@ pub const ROUTES: &[RouteRule] = &[
     rule(Method::PUT, "/v1/services/{id}/policy", "service.enable", Admin, Always),
     rule(Method::GET, "/v1/services/instances", "service.list", Viewer, Failures),
     rule(Method::GET, "/v1/audit", "audit.read", Viewer, Failures),
+    rule(Method::GET, "/v1/audit/verify", "audit.verify", Admin, Failures),
     // WBEM (CIM-XML): reads are viewer's; the handler asks more for each
     // method it runs (crate::wbem) and audits those calls itself.
     rule(Method::POST, "/cimom", "wbem", Viewer, Failures),
@@ -436,9 +437,11 @@ pub struct Authorized {
     pub grants: Grants,
 }
 
-/// Audits a refusal and answers it.
+/// Audits a refusal and answers it: a caller without a role's refusal
+/// goes to its own chain, counted past a bound (module `refusals`).
 async fn refuse(
     state: &State,
+    caller: Caller,
     mut record: audit::Record,
     err: Error,
     started: std::time::Instant,
@@ -449,7 +452,12 @@ async fn refuse(
         Some(err.to_string()),
         started,
     );
-    state.audit(record).await;
+    match &err {
+        Error::Forbidden { has: None, .. } => {
+            state.audit_unaccountable_refusal(caller, record).await
+        }
+        _ => state.audit(record).await,
+    }
     err.into_response()
 }
 
@@ -517,14 +525,14 @@ pub async fn authorize(
             has: role,
             config: state.access.config_path.clone(),
         };
-        return refuse(&state, record, err, started).await;
+        return refuse(&state, caller, record, err, started).await;
     }
     // A read-only VM (host policy) lets no operator call through but reads,
     // unless the route's handler checks that itself (one store call).
     if rule.role == Operator && rule.method != Method::GET && !rule.checks_read_only {
         if let Some(vm) = record.vm.clone() {
             if let Err(err) = crate::policy_doc::require_writable(&state, vm).await {
-                return refuse(&state, record, err, started).await;
+                return refuse(&state, caller, record, err, started).await;
             }
         }
     }

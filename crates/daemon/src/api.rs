@@ -278,6 +278,7 @@ pub fn router(state: Arc<State>) -> Router {
             get(crate::policy_doc::show).put(crate::policy_doc::set),
         )
         .route("/v1/audit", get(crate::audit::list))
+        .route("/v1/audit/verify", get(crate::audit::verify))
         .route("/cimom", post(crate::wbem::cimom))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),

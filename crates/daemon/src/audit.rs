@@ -8,7 +8,12 @@
 //! cp) are written when they start, as `running`, and updated when they
 //! end; one still `running` when the daemon starts again becomes
 //! `interrupted`. Retention (`[audit]` in the configuration file) is applied
-//! at start and every [`AUDIT_PRUNE_INTERVAL_SECS`].
+//! at start and every [`AUDIT_PRUNE_INTERVAL_SECS`], to each chain apart.
+//!
+//! Complete records are hash-chained (module `audit_chain`, schema
+//! migration 8; `GET /v1/audit/verify`); refusals of callers without a role
+//! or an identity have a chain of their own and are counted past a bound
+//! (module `refusals`).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -17,17 +22,18 @@ use std::time::{Duration, Instant};
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State as AxumState};
 use axum::{Extension, Json};
-use guestcomm_api::{AuditEnvironment, AuditOutcome, AuditRecord};
-use rusqlite::{params, Row};
+use guestcomm_api::{AuditEnvironment, AuditOutcome, AuditRecord, AuditVerification};
+use rusqlite::{params, OptionalExtension, Row};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use crate::access::{Authorized, Caller};
 use crate::api::Error;
+use crate::audit_chain::{self, Chain, Link};
 use crate::config::AuditSection;
 use crate::limits::{
     AUDIT_PRUNE_INTERVAL_SECS, MAX_AUDIT_ARGUMENTS_BYTES, MAX_AUDIT_ENV_NAMES_BYTES,
-    MAX_AUDIT_QUERY_RECORDS,
+    MAX_AUDIT_QUERY_RECORDS, MAX_AUDIT_VERIFY_BATCH,
 };
 use crate::store::{Store, StoreError};
 use crate::State;
@@ -185,8 +191,9 @@ impl Note {
     }
 }
 
-/// Emits `record` as a structured event.
-pub(crate) fn trace(record: &Record) {
+/// Emits `record` as a structured event, with its place in its chain (a
+/// copy of the chain's head outside the database).
+pub(crate) fn trace(record: &Record, link: Option<Link>) {
     tracing::info!(
         target: "guestcomm::audit",
         id = record.id,
@@ -204,6 +211,9 @@ pub(crate) fn trace(record: &Record) {
         bytes = ?record.bytes,
         error = record.error.as_deref().unwrap_or(""),
         duration_ms = record.duration_ms,
+        chain = link.map_or("", |l| l.chain.name()),
+        seq = link.map(|l| l.seq),
+        digest = link.map(|l| audit_chain::hex(&l.digest)),
         "audit"
     );
 }
@@ -211,25 +221,23 @@ pub(crate) fn trace(record: &Record) {
 impl State {
     /// Records a finished operation (logged, never failing the caller).
     pub async fn audit(&self, record: Record) {
-        match self
-            .db(move |s| s.write_audit(&record).map(|id| (id, record)))
-            .await
-        {
-            Ok((id, mut written)) => {
-                written.id = id;
-                trace(&written);
-            }
-            Err(e) => {
-                tracing::error!(error = %guestcomm_protocol::handshake::error_chain(&e), "cannot write an audit record")
-            }
-        }
+        self.audit_in(record, Chain::Operations).await;
     }
 
-    /// Records an operation that starts now; [`State::audit_end`] completes it.
-    pub async fn audit_start(&self, record: &Record) -> Option<i64> {
+    /// Writes `record` (new, or completing the `running` record `record.id`)
+    /// to `chain` and logs it; returns its id, `None` when it could not be
+    /// written (logged, never failing the caller).
+    pub(crate) async fn audit_in(&self, record: Record, chain: Chain) -> Option<i64> {
         let copy = record.clone();
-        match self.db(move |s| s.write_audit(&copy)).await {
-            Ok(id) => Some(id),
+        match self.db(move |s| s.append_audit(&copy, chain)).await {
+            Ok(written) => {
+                if written.link.is_some() {
+                    let mut shown = record;
+                    shown.id = written.id;
+                    trace(&shown, written.link);
+                }
+                Some(written.id)
+            }
             Err(e) => {
                 tracing::error!(error = %guestcomm_protocol::handshake::error_chain(&e), "cannot write an audit record");
                 None
@@ -237,19 +245,15 @@ impl State {
         }
     }
 
+    /// Records an operation that starts now; [`State::audit_end`] completes it.
+    pub async fn audit_start(&self, record: &Record) -> Option<i64> {
+        self.audit_in(record.clone(), Chain::Operations).await
+    }
+
     /// Completes the record `id` from [`State::audit_start`] (or writes a new one).
     pub async fn audit_end(&self, id: Option<i64>, mut record: Record) {
-        let Some(id) = id else {
-            return self.audit(record).await;
-        };
-        record.id = id;
-        let copy = record.clone();
-        match self.db(move |s| s.write_audit(&copy)).await {
-            Ok(_) => trace(&record),
-            Err(e) => {
-                tracing::error!(error = %guestcomm_protocol::handshake::error_chain(&e), "cannot write an audit record")
-            }
-        }
+        record.id = id.unwrap_or(0);
+        self.audit_in(record, Chain::Operations).await;
     }
 }
 
@@ -281,9 +285,24 @@ fn audit_row(r: &Row<'_>) -> rusqlite::Result<Record> {
     })
 }
 
+/// A record as written: its id and, once complete, its place in its chain.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Written {
+    /// Its id.
+    pub id: i64,
+    /// Its chain, position and digest (`None` while `running`).
+    pub link: Option<Link>,
+}
+
 impl Store {
     /// Appends a record (`r.id` 0) or rewrites record `r.id`; returns its id.
     pub fn write_audit(&mut self, r: &Record) -> Result<i64, StoreError> {
+        self.append_audit(r, Chain::Operations).map(|w| w.id)
+    }
+
+    /// Appends a record (`r.id` 0) or completes the `running` record `r.id`,
+    /// in `chain`; a complete record goes to the end of its chain.
+    pub(crate) fn append_audit(&mut self, r: &Record, chain: Chain) -> Result<Written, StoreError> {
         // Audit records are committed with synchronous = NORMAL: in WAL mode
         // that survives a crash or SIGKILL of the daemon (the commit is in
         // the OS's hands) without an fsync per record, which would put a
@@ -291,18 +310,34 @@ impl Store {
         // writes stay FULL.
         self.audit_write(|conn| {
             conn.pragma_update(None, "synchronous", "NORMAL")?;
-            let written = Self::insert_audit(conn, r);
+            let written = Self::insert_audit(conn, r, chain);
             conn.pragma_update(None, "synchronous", "FULL")?;
             written
         })
     }
 
-    fn insert_audit(conn: &rusqlite::Connection, r: &Record) -> Result<i64, StoreError> {
-        conn.prepare_cached(
-            "INSERT OR REPLACE INTO audit (id, time_ms, uid, gid, pid, vm, service, operation, arguments, outcome, exit_code, bytes, error, duration_ms, certificate, environment)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+    fn insert_audit(
+        conn: &rusqlite::Connection,
+        r: &Record,
+        chain: Chain,
+    ) -> Result<Written, StoreError> {
+        let tx = conn.unchecked_transaction()?;
+        // Only a record outside the chain (`running`) may be rewritten; one
+        // already chained is never changed, the new text goes to a new record.
+        let rewrite = r.id > 0
+            && tx
+                .query_row(
+                    "SELECT seq IS NULL FROM audit WHERE id = ?1",
+                    [r.id],
+                    |row| row.get::<_, bool>(0),
+                )
+                .optional()?
+                .unwrap_or(false);
+        tx.prepare_cached(
+            "INSERT OR REPLACE INTO audit (id, time_ms, uid, gid, pid, vm, service, operation, arguments, outcome, exit_code, bytes, error, duration_ms, certificate, environment, chain)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
         )?.execute(params![
-                (r.id > 0).then_some(r.id),
+                rewrite.then_some(r.id),
                 r.time_ms,
                 r.uid,
                 r.gid,
@@ -317,9 +352,17 @@ impl Store {
                 r.error,
                 r.duration_ms.min(i64::MAX as u64) as i64,
                 r.certificate,
-                r.environment.as_ref().and_then(|e| serde_json::to_string(e).ok())
+                r.environment.as_ref().and_then(|e| serde_json::to_string(e).ok()),
+                chain.value()
             ])?;
-        Ok(conn.last_insert_rowid())
+        let id = tx.last_insert_rowid();
+        let link = if r.outcome == Outcome::Running {
+            None
+        } else {
+            Some(audit_chain::link(&tx, id)?)
+        };
+        tx.commit()?;
+        Ok(Written { id, link })
     }
 
     /// The newest `limit` records (of `vm`, from `since_ms` on), oldest first.
@@ -339,52 +382,45 @@ impl Store {
         Ok(out)
     }
 
-    /// Marks records left `running` by a daemon that stopped as `interrupted`.
+    /// Marks records left `running` by a daemon that stopped as
+    /// `interrupted`, and puts them in their chains.
     pub fn interrupt_running_audit(&mut self) -> Result<usize, StoreError> {
         self.audit_write(|conn| {
-            Ok(conn.execute(
-                "UPDATE audit SET outcome = 'interrupted' WHERE outcome = 'running'",
-                [],
-            )?)
+            let tx = conn.unchecked_transaction()?;
+            let ids = audit_chain::unchained(&tx, true)?;
+            for &id in &ids {
+                tx.execute(
+                    "UPDATE audit SET outcome = 'interrupted' WHERE id = ?1",
+                    [id],
+                )?;
+                audit_chain::link(&tx, id)?;
+            }
+            tx.commit()?;
+            Ok(ids.len())
         })
     }
 
-    /// Applies the retention: drops records older than the age limit, then
-    /// the oldest beyond the count limit. Returns how many went.
+    /// Applies the retention to each chain (`audit_chain::prune`). Returns
+    /// how many records went.
     pub fn prune_audit(
         &mut self,
         retention: AuditSection,
         now_ms: i64,
     ) -> Result<usize, StoreError> {
-        self.audit_write(|conn| prune(conn, retention, now_ms))
+        self.audit_write(|conn| {
+            let tx = conn.unchecked_transaction()?;
+            let removed = audit_chain::prune(&tx, retention, now_ms)?;
+            tx.commit()?;
+            Ok(removed)
+        })
     }
-}
 
-/// The body of [`Store::prune_audit`].
-fn prune(
-    conn: &rusqlite::Connection,
-    retention: AuditSection,
-    now_ms: i64,
-) -> Result<usize, StoreError> {
-    let mut removed = 0;
-    if retention.max_age_days > 0 {
-        let age_ms = retention
-            .max_age_days
-            .saturating_mul(86_400_000)
-            .min(i64::MAX as u64) as i64;
-        removed += conn.execute(
-            "DELETE FROM audit WHERE time_ms < ?1",
-            [now_ms.saturating_sub(age_ms)],
-        )?;
+    /// Checks the chains (`audit_chain::verify_batch`) at once.
+    pub fn verify_audit(&self) -> Result<AuditVerification, StoreError> {
+        let mut walk = audit_chain::Walk::default();
+        while !audit_chain::verify_batch(self.conn(), &mut walk, MAX_AUDIT_VERIFY_BATCH)? {}
+        Ok(walk.report)
     }
-    if retention.max_records > 0 {
-        let keep = retention.max_records.min(i64::MAX as u64) as i64;
-        removed += conn.execute(
-                "DELETE FROM audit WHERE id <= (SELECT id FROM audit ORDER BY id DESC LIMIT 1 OFFSET ?1)",
-                [keep],
-            )?;
-    }
-    Ok(removed)
 }
 
 /// Applies the retention now and every [`AUDIT_PRUNE_INTERVAL_SECS`].
@@ -435,6 +471,26 @@ pub async fn list(
         .db(move |s| s.audit_records(q.vm.as_deref(), q.since_ms, limit))
         .await?;
     Ok(Json(rows))
+}
+
+/// `GET /v1/audit/verify`: the chains checked from their anchors, a batch
+/// of records per hold of the store, so that other calls go on meanwhile.
+pub async fn verify(
+    AxumState(state): AxumState<Arc<State>>,
+) -> Result<Json<AuditVerification>, Error> {
+    let mut walk = audit_chain::Walk::default();
+    loop {
+        let (next, done) = state
+            .db(move |s| {
+                let done = audit_chain::verify_batch(s.conn(), &mut walk, MAX_AUDIT_VERIFY_BATCH)?;
+                Ok((walk, done))
+            })
+            .await?;
+        walk = next;
+        if done {
+            return Ok(Json(walk.report));
+        }
+    }
 }
 
 #[cfg(test)]

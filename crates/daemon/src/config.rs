@@ -22,7 +22,7 @@
 //! operator = { users = ["bob"] }
 //!
 //! [audit]
-//! max_records = 1000000             # 0: no limit by count
+//! max_records = 1000000             # per chain (audit_chain); 0: no limit by count
 //! max_age_days = 365                # 0: no limit by age
 //! ```
 //!
@@ -192,7 +192,8 @@ impl Principal {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuditSection {
-    /// Keep at most this many records (the oldest go first); 0: no limit.
+    /// Keep at most this many records in each chain (the oldest go first:
+    /// operations, and refusals of callers without a role, apart); 0: no limit.
     #[serde(default = "default_max_records")]
     pub max_records: u64,
     /// Drop records older than this many days; 0: no limit.

@@ -22,6 +22,7 @@ pub mod activity;
 pub mod agent_calls;
 pub mod api;
 pub mod audit;
+mod audit_chain;
 pub mod broker;
 pub mod cache;
 pub mod config;
@@ -32,6 +33,7 @@ pub mod integration;
 pub mod limits;
 pub mod policy;
 pub mod policy_doc;
+mod refusals;
 pub mod relay;
 pub mod spare;
 pub mod store;
@@ -75,6 +77,8 @@ pub struct State {
     pub wbem_jobs: wbem::jobs::Jobs,
     /// How long a relayed copy may move no byte before it is closed.
     pub relay_copy_idle: Duration,
+    /// Refusals of callers without a role, recorded and counted apart.
+    refusals: refusals::Refusals,
 }
 
 impl State {
@@ -97,6 +101,7 @@ impl State {
             cache: Arc::default(),
             wbem_jobs: wbem::jobs::Jobs::default(),
             relay_copy_idle: Duration::from_millis(limits::DEFAULT_RELAY_COPY_IDLE_TIMEOUT_MS),
+            refusals: refusals::Refusals::default(),
         }
     }
 
@@ -334,6 +339,7 @@ impl Daemon {
             .map(|interval| tokio::spawn(integration::time_sync_loop(state.clone(), interval)));
         let listeners = tokio::spawn(guest::reconcile(state.clone()));
         let pruner = tokio::spawn(audit::prune_task(state.clone(), config.file.audit));
+        let refusal_counter = tokio::spawn(refusals::flush_task(state.clone()));
         tracing::info!(%api, state = %config.state_dir.display(), "serving");
         let app = api::router(state);
         match listener {
@@ -350,6 +356,7 @@ impl Daemon {
         }
         listeners.abort();
         pruner.abort();
+        refusal_counter.abort();
         if let Some(wbem) = wbem {
             wbem.abort();
         }

@@ -168,3 +168,26 @@ pub const MAX_WBEM_DRAIN_BYTES: usize = 16 * 1024 * 1024;
 
 /// Longest time spent dropping a refused WBEM request's body, in ms.
 pub const WBEM_DRAIN_TIMEOUT_MS: u64 = 5_000;
+
+/// Most problems one audit log verification lists (`GET /v1/audit/verify`);
+/// beyond, they are counted.
+pub const MAX_AUDIT_VERIFY_PROBLEMS: usize = 100;
+
+/// Refusals of one caller without a role recorded in full per window
+/// ([`REFUSAL_WINDOW_SECS`]); the rest are counted in one summary record.
+pub const REFUSALS_RECORDED_PER_WINDOW: u32 = 10;
+
+/// The window of [`REFUSALS_RECORDED_PER_WINDOW`], in seconds.
+pub const REFUSAL_WINDOW_SECS: u64 = 60;
+
+/// Most callers without a role with a window of their own; the others
+/// share one, so a flood of identities costs bounded memory and records.
+pub const MAX_REFUSING_CALLERS: usize = 256;
+
+/// How often the summary records of counted refusals are brought up to
+/// date, in milliseconds.
+pub const REFUSAL_FLUSH_INTERVAL_MS: u64 = 1000;
+
+/// Audit records one step of a verification walks while it holds the store
+/// (about 0.15 s in a release build); the next step lets other calls in first.
+pub const MAX_AUDIT_VERIFY_BATCH: usize = 10_000;

@@ -311,9 +311,6 @@ where
     };
     if let Err(frame) = passed {
         info!(service = %request.service, error = %frame.message, "request refused");
-        if id.is_some() {
-            audit::trace(&record);
-        }
         return refuse(&mut client, frame).await;
     }
     let service = request.service;
@@ -525,17 +522,11 @@ async fn admit_request(
             started,
         );
     }
-    let written = record.clone();
-    let id = match state.db(move |s| s.write_audit(&written)).await {
-        Ok(id) => {
-            record.id = id;
-            Some(id)
-        }
-        Err(e) => {
-            tracing::error!(error = %handshake::error_chain(&e), "cannot write an audit record");
-            None
-        }
-    };
+    // A refusal is complete: chained and logged now.
+    let id = state
+        .audit_in(record.clone(), crate::audit_chain::Chain::Operations)
+        .await;
+    record.id = id.unwrap_or(0);
     Ok(Verdict {
         request,
         passed,

@@ -94,7 +94,28 @@ const MIGRATIONS: &[&str] = &[
     // 7: the environment of an exec in its audit record: JSON of
     // `guestcomm_api::AuditEnvironment` (names and a digest, no value).
     "ALTER TABLE audit ADD COLUMN environment TEXT;",
+    // 8: the audit log's hash chains (see audit_chain.rs): each record's
+    // chain, position and digest, and each chain's anchor and head. The
+    // records already there are chained by [`AUDIT_CHAIN_MIGRATION`]'s
+    // code. A column added to `audit` later must be NULL in the rows it
+    // finds (no default): NULL columns are outside the chain's encoding, so
+    // the records chained before stay valid.
+    "ALTER TABLE audit ADD COLUMN chain INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE audit ADD COLUMN seq INTEGER;
+    ALTER TABLE audit ADD COLUMN digest BLOB;
+    CREATE UNIQUE INDEX audit_chain_seq ON audit (chain, seq);
+    CREATE TABLE audit_chain (
+        chain INTEGER PRIMARY KEY,
+        anchor_seq INTEGER NOT NULL,
+        anchor_digest BLOB NOT NULL,
+        head_seq INTEGER NOT NULL,
+        head_digest BLOB NOT NULL
+    );",
 ];
+
+/// The step of [`MIGRATIONS`] (from 0) after which the audit records already
+/// there are put in their chain.
+const AUDIT_CHAIN_MIGRATION: usize = 7;
 
 /// Why a state operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -284,6 +305,9 @@ impl Store {
         for (step, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
             let tx = conn.transaction()?;
             tx.execute_batch(sql)?;
+            if step == AUDIT_CHAIN_MIGRATION {
+                crate::audit_chain::link_unchained(&tx)?;
+            }
             tx.pragma_update(None, "user_version", step as u32 + 1)?;
             tx.commit()?;
         }
@@ -794,6 +818,34 @@ mod tests {
         assert!(s.kvp_pending(vm).unwrap());
         s.remove_vm("web1").unwrap();
         assert!(s.kvp_entries(vm).unwrap().is_empty());
+    }
+
+    #[test]
+    fn audit_records_from_before_the_chains_are_chained_by_the_migration() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let conn = Connection::open(dir.path().join("guestcommd.db")).unwrap();
+            for sql in &MIGRATIONS[..AUDIT_CHAIN_MIGRATION] {
+                conn.execute_batch(sql).unwrap();
+            }
+            conn.pragma_update(None, "user_version", AUDIT_CHAIN_MIGRATION as u32)
+                .unwrap();
+            for (time, outcome) in [(1, "ok"), (2, "running"), (3, "refused")] {
+                conn.execute(
+                    "INSERT INTO audit (time_ms, operation, outcome) VALUES (?1, 'vm.add', ?2)",
+                    params![time, outcome],
+                )
+                .unwrap();
+            }
+        }
+        let mut s = Store::open(dir.path()).unwrap();
+        let report = s.verify_audit().unwrap();
+        assert!(report.intact, "{:?}", report.problems);
+        assert_eq!(report.chains[0].head_seq, 2, "the two complete records");
+        assert_eq!(s.interrupt_running_audit().unwrap(), 1);
+        let report = s.verify_audit().unwrap();
+        assert!(report.intact, "{:?}", report.problems);
+        assert_eq!(report.chains[0].head_seq, 3, "and the interrupted one");
     }
 
     #[test]

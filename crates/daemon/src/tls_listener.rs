@@ -150,7 +150,10 @@ async fn accept_loop(
                     let mut record = audit::record(Caller::default(), "api.tls");
                     record.arguments = format!("from {peer}");
                     audit::finish(&mut record, Outcome::Refused, Some(error), started);
-                    state.audit(record).await;
+                    // An unauthenticated peer: recorded apart, counted past a bound.
+                    state
+                        .audit_unaccountable_refusal(Caller::default(), record)
+                        .await;
                 }
             }
         });

@@ -6,7 +6,17 @@
 //!
 //! The level comes from `GUESTCOMM_LOG` (an `EnvFilter` directive such as
 //! `info` or `guestcomm_agent=debug`), defaulting to `info`.
+//!
+//! In the text format every field's value, the message included, goes
+//! through [`guestcomm_protocol::text::escape_controls`]: a VM name, a
+//! command line or a guest's error text can put no newline or terminal
+//! escape into the log, so it can forge no line of it. The JSON format is
+//! exact (its encoder escapes what JSON must).
 
+use std::io::IsTerminal;
+
+use guestcomm_protocol::text::Escaped;
+use tracing_subscriber::field::MakeExt;
 use tracing_subscriber::EnvFilter;
 
 /// Log record format.
@@ -23,13 +33,30 @@ pub enum LogFormat {
 pub fn init(format: LogFormat) {
     let filter =
         EnvFilter::try_from_env("GUESTCOMM_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    // Colours only on a terminal: journald and log files get plain text,
+    // in which any escape sequence is an escaped peer's.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     match format {
-        LogFormat::Text => builder.init(),
+        LogFormat::Text => builder.fmt_fields(escaped_fields()).init(),
         LogFormat::Json => builder.json().init(),
     }
+}
+
+/// The text format's fields: `message name=value ...`, as tracing's
+/// default, with each value's text escaped.
+fn escaped_fields() -> impl for<'w> tracing_subscriber::fmt::FormatFields<'w> + 'static {
+    tracing_subscriber::fmt::format::debug_fn(|writer, field, value| {
+        let text = format!("{value:?}");
+        if field.name() == "message" {
+            write!(writer, "{}", Escaped(&text))
+        } else {
+            write!(writer, "{}={}", field.name(), Escaped(&text))
+        }
+    })
+    .delimited(" ")
 }
 
 /// Completes at the first SIGINT or SIGTERM, logging which.

@@ -21,7 +21,7 @@
 //! [`auth`] (the pre-shared key and its proofs), [`nonce`] (handshake nonces
 //! that never wait for the kernel's random pool), [`entropy`] (the kernel's
 //! generator, asked without blocking), [`closing`] (who closes a connection
-//! first).
+//! first), [`text`] (peer text made safe for terminals and logs).
 //! `docs/PROTOCOL.md` is the full specification.
 
 pub mod auth;
@@ -37,6 +37,7 @@ pub mod nonce;
 pub mod policy;
 pub mod service;
 pub mod split;
+pub mod text;
 
 pub use frame::{Frame, FrameCodec, FrameError, StreamId};
 pub use handshake::{FramedConn, HandshakeError};

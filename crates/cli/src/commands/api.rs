@@ -6,6 +6,7 @@ use std::sync::OnceLock;
 
 use guestcomm_api::tls::ClientTlsFiles;
 use guestcomm_api::{validate_vm_name, ApiClient, ApiError, DEFAULT_API_ADDRESS};
+use guestcomm_protocol::text::{escape_controls, Escaped};
 
 /// Exit code of a management command that failed (`vm`, `service`, `status`).
 pub const FAILED: u8 = 1;
@@ -43,9 +44,10 @@ pub fn local_error(status: u16, code: &str, error: String) -> ApiError {
     }
 }
 
-/// Prints an API error on one line and returns `code`.
+/// Prints an API error on one line (its control characters escaped: it may
+/// quote a guest's or a caller's text) and returns `code`.
 pub fn report(err: &ApiError, code: u8) -> ExitCode {
-    eprintln!("guestcomm: {:#}", anyhow::Error::msg(one_line(err)));
+    eprintln!("guestcomm: {}", Escaped(&one_line(err)));
     ExitCode::from(code)
 }
 
@@ -84,10 +86,20 @@ pub fn print_table(header: &[&str], rows: &[Vec<String>]) {
     print!("{}", render_table(header, rows));
 }
 
-/// Rows as aligned columns under `header`, one line each.
+/// Rows as aligned columns under `header`, one line each; each cell's
+/// control characters escaped (cells show names and texts callers and
+/// guests chose).
 pub fn render_table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|row| {
+            row.iter()
+                .map(|c| escape_controls(c).into_owned())
+                .collect()
+        })
+        .collect();
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
-    for row in rows {
+    for row in &rows {
         for (w, cell) in widths.iter_mut().zip(row) {
             *w = (*w).max(cell.chars().count());
         }
@@ -106,7 +118,7 @@ pub fn render_table(header: &[&str], rows: &[Vec<String>]) -> String {
         text.push('\n');
     };
     line(header.to_vec());
-    for row in rows {
+    for row in &rows {
         line(row.iter().map(String::as_str).collect());
     }
     text

@@ -1,18 +1,23 @@
 //! `guestcomm audit [--vm VM] [--since T] [--json]`: the daemon's audit log,
-//! oldest first. Times are UTC.
+//! oldest first. Times are UTC. `guestcomm audit --verify`: whether its hash
+//! chains are intact since their anchors.
 
 use std::process::ExitCode;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use clap::Args;
 use guestcomm_api::time::{days_from_civil, utc_fields};
-use guestcomm_api::AuditRecord;
+use guestcomm_api::{AuditRecord, AuditVerification};
+use guestcomm_protocol::text::Escaped;
 
 use super::api::{self, FAILED};
 
 /// Show the audit log: who did what to which VM, allowed or refused, and
-/// how it ended (needs the viewer role).
+/// how it ended (needs the viewer role). Texts that callers or guests chose
+/// are shown with their control characters escaped (\n, \u{1b}); --json
+/// gives them exactly.
 #[derive(Debug, Args)]
+#[command(after_help = VERIFY_HELP)]
 pub struct AuditArgs {
     /// Only records of this VM.
     #[arg(long, value_name = "VM")]
@@ -28,10 +33,26 @@ pub struct AuditArgs {
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
+    /// Check the log's hash chains instead of listing it: any record
+    /// deleted, altered or inserted out of order since each chain's anchor
+    /// is reported (needs the admin role; reads the whole log).
+    #[arg(long, conflicts_with_all = ["vm", "since", "limit"])]
+    pub verify: bool,
 }
+
+/// Exit status of `audit --verify` when the log was tampered with.
+pub const TAMPERED: u8 = 3;
+
+const VERIFY_HELP: &str = "\
+Exit status: 0 on success, 1 on error. With --verify: 0 when the chains are
+intact, 3 when a record was deleted, altered or inserted, 1 when the check
+could not run.";
 
 /// Runs `guestcomm audit`.
 pub async fn run(args: AuditArgs, api_addr: Option<&str>) -> ExitCode {
+    if args.verify {
+        return verify(args.json, api_addr).await;
+    }
     let mut query = Vec::new();
     if let Some(vm) = &args.vm {
         if let Err(e) = api::vm_path(vm) {
@@ -102,6 +123,46 @@ pub async fn run(args: AuditArgs, api_addr: Option<&str>) -> ExitCode {
             detail,
         ]
     })
+}
+
+/// `guestcomm audit --verify`.
+async fn verify(json: bool, api_addr: Option<&str>) -> ExitCode {
+    let report: AuditVerification =
+        match async { api::client(api_addr)?.get("/v1/audit/verify").await }.await {
+            Ok(report) => report,
+            Err(e) => return api::report(&e, FAILED),
+        };
+    if json {
+        api::print_json(&report);
+    } else {
+        for c in &report.chains {
+            println!(
+                "{}: {} records, positions {} to {}, anchor {}, head {}",
+                c.chain,
+                c.records,
+                c.anchor_seq + 1,
+                c.head_seq,
+                c.anchor_digest,
+                c.head_digest
+            );
+        }
+        for p in &report.problems {
+            println!("{}: {}", p.chain, Escaped(&p.problem));
+        }
+        if report.more_problems > 0 {
+            println!("... and {} more problems", report.more_problems);
+        }
+        if report.intact {
+            println!("The audit log is intact since each chain's anchor.");
+        } else {
+            println!("The audit log was tampered with.");
+        }
+    }
+    if report.intact {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(TAMPERED)
+    }
 }
 
 /// `--since`: milliseconds since the Unix epoch.

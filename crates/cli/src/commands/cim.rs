@@ -9,6 +9,7 @@ use guestcomm_api::ApiError;
 use guestcomm_cim::value::{CimValue, InstanceName};
 use guestcomm_cim::xml::client::{self, Answer, Arg, Object};
 use guestcomm_cim::NAMESPACE;
+use guestcomm_protocol::text::{escape_controls, Escaped};
 
 use super::api::{self, FAILED};
 use super::guest::write_out;
@@ -227,7 +228,7 @@ async fn run_inner(args: CimArgs, api_addr: Option<&str>) -> Result<ExitCode, Ap
         match o {
             Object::Instance(p, inst) if !names_only => {
                 match p {
-                    Some(p) => out.push_str(&format!("{p}\n")),
+                    Some(p) => out.push_str(&format!("{}\n", Escaped(&p.to_string()))),
                     None => out.push_str(&format!("{}\n", inst.class)),
                 }
                 for (k, v) in &inst.properties {
@@ -237,7 +238,9 @@ async fn run_inner(args: CimArgs, api_addr: Option<&str>) -> Result<ExitCode, Ap
                 }
                 out.push('\n');
             }
-            Object::Instance(Some(p), _) | Object::Name(p) => out.push_str(&format!("{p}\n")),
+            Object::Instance(Some(p), _) | Object::Name(p) => {
+                out.push_str(&format!("{}\n", Escaped(&p.to_string())))
+            }
             Object::Instance(None, inst) => out.push_str(&format!("{}\n", inst.class)),
             Object::ClassName(c) | Object::Class(c) => out.push_str(&format!("{c}\n")),
         }
@@ -310,16 +313,17 @@ async fn invoke(
     })
 }
 
+/// A value as shown: strings quoted and escaped, any other text escaped.
 fn value_text(v: &CimValue) -> String {
     match v {
         CimValue::Null => "NULL".into(),
         CimValue::String(s) | CimValue::Datetime(s) => format!("{s:?}"),
-        CimValue::Reference(r) => r.to_string(),
+        CimValue::Reference(r) => escape_controls(&r.to_string()).into_owned(),
         CimValue::Array(items) => {
             let items: Vec<String> = items.iter().map(value_text).collect();
             format!("{{{}}}", items.join(", "))
         }
-        other => other.text().unwrap_or_default(),
+        other => escape_controls(&other.text().unwrap_or_default()).into_owned(),
     }
 }
 

@@ -12,6 +12,7 @@ use futures::{SinkExt, StreamExt};
 use guestcomm_api::{ApiError, ServiceRegistration, FRAMED_STREAM_PROTOCOL};
 use guestcomm_protocol::handshake::describe;
 use guestcomm_protocol::limits::DATA_CHUNK_BYTES;
+use guestcomm_protocol::text::Escaped;
 use guestcomm_protocol::{BuiltinService, Control, Frame, FrameCodec, ServiceId, StreamId};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::codec::Framed;
@@ -102,7 +103,10 @@ pub async fn run(args: ConnectArgs, api: Option<&str>) -> ExitCode {
             ExitCode::from(crate::exit::BROKEN_PIPE)
         }
         Err(e) => {
-            eprintln!("guestcomm: connection to the service failed: {e}");
+            eprintln!(
+                "guestcomm: connection to the service failed: {}",
+                Escaped(&e.to_string())
+            );
             ExitCode::from(crate::exit::GUESTCOMM_FAILED)
         }
     }

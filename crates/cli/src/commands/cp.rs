@@ -9,6 +9,7 @@ use clap::Args;
 use guestcomm_client::{CopyError, ReceiveOptions};
 use guestcomm_protocol::files::{CopyFromGuest, CopySummary, CopyToGuest};
 use guestcomm_protocol::limits::DEFAULT_COPY_IDLE_TIMEOUT_MS;
+use guestcomm_protocol::text::Escaped;
 use guestcomm_protocol::ErrorCode;
 use guestcomm_transport::Address;
 use tokio::signal::unix::{signal, SignalKind};
@@ -360,8 +361,8 @@ fn local_total(src: &Path, recursive: bool) -> Result<Option<u64>, CopyError> {
 fn report(err: &CopyError) -> ExitCode {
     let code = copy_failure_code(err);
     eprintln!(
-        "guestcomm: cannot copy: {:#}",
-        anyhow::anyhow!("{}", guestcomm_protocol::handshake::error_chain(err))
+        "guestcomm: cannot copy: {}",
+        Escaped(&guestcomm_protocol::handshake::error_chain(err))
     );
     ExitCode::from(code)
 }

@@ -8,6 +8,7 @@ use anyhow::Context;
 use clap::Args;
 use guestcomm_client::{ExecInput, ExecIo};
 use guestcomm_protocol::message::ExecRequest;
+use guestcomm_protocol::text::Escaped;
 use guestcomm_protocol::FramedConn;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::signal::unix::{signal, SignalKind};
@@ -154,7 +155,10 @@ where
         Err(e) => {
             let code = exit::exec_failure_code(&e);
             if code != exit::BROKEN_PIPE {
-                eprintln!("guestcomm: {:#}", anyhow::Error::new(e));
+                eprintln!(
+                    "guestcomm: {}",
+                    Escaped(&format!("{:#}", anyhow::Error::new(e)))
+                );
             }
             ExitCode::from(code)
         }

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::{Args, Subcommand};
 use guestcomm_api::{FreezeStatus, FsRequest, Method};
 use guestcomm_protocol::message::Call;
+use guestcomm_protocol::text::Escaped;
 
 use super::guest::{self, GuestTarget, Via};
 
@@ -133,13 +134,17 @@ pub async fn run(args: FsArgs, api: Option<&str>) -> ExitCode {
         return super::api::print_json(&status);
     }
     for m in &status.thawed {
-        println!("thawed   {m}");
+        println!("thawed   {}", Escaped(m));
     }
     for s in &status.skipped {
-        println!("skipped  {}: {}", s.mountpoint, s.reason);
+        println!(
+            "skipped  {}: {}",
+            Escaped(&s.mountpoint),
+            Escaped(&s.reason)
+        );
     }
     for m in &status.frozen {
-        println!("frozen   {m}");
+        println!("frozen   {}", Escaped(m));
     }
     match status.auto_thaw_in_s {
         Some(s) => println!("The agent thaws everything in {s} s unless thawed before."),

@@ -8,6 +8,7 @@ use std::process::ExitCode;
 
 use guestcomm_api::{ApiClient, ApiError};
 use guestcomm_client::Session;
+use guestcomm_protocol::text::Escaped;
 use guestcomm_transport::Address;
 
 use super::api::{self, FAILED};
@@ -75,7 +76,7 @@ pub fn api_error(e: ApiError) -> anyhow::Error {
 
 /// Prints `err` on one line and returns exit code 1.
 pub fn fail(err: &anyhow::Error) -> ExitCode {
-    eprintln!("guestcomm: {err:#}");
+    eprintln!("guestcomm: {}", Escaped(&format!("{err:#}")));
     ExitCode::from(FAILED)
 }
 

@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use clap::Args;
 use guestcomm_api::GuestInfo;
+use guestcomm_protocol::text::Escaped;
 
 use super::guest::{self, human_bytes, GuestTarget, Via};
 
@@ -46,7 +47,8 @@ pub async fn run(args: InfoArgs, api: Option<&str>) -> ExitCode {
     guest::write_out(&render(&info))
 }
 
-/// The human-readable report.
+/// The human-readable report; every text the guest chose is escaped
+/// (here and in [`super::api::render_table`]).
 fn render(i: &GuestInfo) -> String {
     use std::fmt::Write;
     let mut out = String::new();
@@ -55,12 +57,19 @@ fn render(i: &GuestInfo) -> String {
     } else {
         &i.os.pretty_name
     };
-    let _ = writeln!(out, "Hostname:  {} ({})", i.hostname, i.fqdn);
-    let _ = writeln!(out, "OS:        {os}");
+    let _ = writeln!(
+        out,
+        "Hostname:  {} ({})",
+        Escaped(&i.hostname),
+        Escaped(&i.fqdn)
+    );
+    let _ = writeln!(out, "OS:        {}", Escaped(os));
     let _ = writeln!(
         out,
         "Kernel:    {} {} {}",
-        i.kernel.sysname, i.kernel.release, i.kernel.machine
+        Escaped(&i.kernel.sysname),
+        Escaped(&i.kernel.release),
+        Escaped(&i.kernel.machine)
     );
     let (d, h, m) = (
         i.uptime_s / 86_400,
@@ -75,7 +84,12 @@ fn render(i: &GuestInfo) -> String {
         human_bytes(i.memory.total_bytes),
         human_bytes(i.memory.available_bytes)
     );
-    let _ = writeln!(out, "Agent:     {} ({})", i.agent, i.services.join(", "));
+    let _ = writeln!(
+        out,
+        "Agent:     {} ({})",
+        Escaped(&i.agent),
+        Escaped(&i.services.join(", "))
+    );
     let _ = writeln!(out);
     let rows: Vec<Vec<String>> = i
         .filesystems

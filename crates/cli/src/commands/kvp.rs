@@ -1,5 +1,6 @@
 //! `guestcomm kvp set|get|list|rm TARGET ...`: the key-value pools of a VM.
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
@@ -7,6 +8,7 @@ use guestcomm_api::{encode_path_segment, KvpEntries, KvpPair, KvpValue, KvpWrite
 use guestcomm_client::integration as ops;
 use guestcomm_protocol::integration::{check_key, check_value, KvpPool};
 use guestcomm_protocol::message::Call;
+use guestcomm_protocol::text::Escaped;
 
 use super::guest::{self, GuestTarget, Via};
 
@@ -57,7 +59,8 @@ pub enum KvpCommand {
         /// The value.
         value: String,
     },
-    /// Print one value.
+    /// Print one value (exactly when piped; on a terminal with its control
+    /// characters escaped, as `list` always does).
     Get {
         /// Target and pool.
         #[command(flatten)]
@@ -151,19 +154,26 @@ async fn execute(cmd: KvpCommand, api: Option<&str>) -> anyhow::Result<(Output, 
 /// Runs `guestcomm kvp`.
 pub async fn run(args: KvpArgs, api: Option<&str>) -> ExitCode {
     match execute(args.command, api).await {
+        // The value as it is for a script; escaped on a terminal, where a
+        // guest's value could otherwise move the cursor or retitle it.
+        Ok((Output::Value(v), _)) if std::io::stdout().is_terminal() => {
+            println!("{}", Escaped(&v))
+        }
         Ok((Output::Value(v), _)) => println!("{v}"),
         Ok((Output::Entries(e), true)) => return super::api::print_json(&e),
+        // One line per key: escaped, so no value can forge a line.
         Ok((Output::Entries(e), false)) => {
             return guest::write_out(
                 &e.iter()
-                    .map(|(k, v)| format!("{k}={v}\n"))
+                    .map(|(k, v)| format!("{}={}\n", Escaped(k), Escaped(v)))
                     .collect::<String>(),
             )
         }
         Ok((Output::Written(None), _)) => {}
         Ok((Output::Written(Some(reason)), _)) => {
             eprintln!(
-                "guestcomm: stored; the guest gets it when its agent next answers ({reason})"
+                "guestcomm: stored; the guest gets it when its agent next answers ({})",
+                Escaped(&reason)
             );
         }
         Err(e) => return guest::fail(&e),

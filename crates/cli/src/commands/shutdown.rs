@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use clap::Args;
 use guestcomm_api::{Method, ShutdownAnswer, ShutdownRequest};
+use guestcomm_protocol::text::Escaped;
 
 use super::guest::{self, GuestTarget, Via};
 
@@ -54,7 +55,7 @@ async fn request(args: &ShutdownArgs, api: Option<&str>) -> anyhow::Result<Strin
 pub async fn run(args: ShutdownArgs, api: Option<&str>) -> ExitCode {
     match request(&args, api).await {
         Ok(ack) => {
-            println!("The guest acknowledged: {ack}.");
+            println!("The guest acknowledged: {}.", Escaped(&ack));
             ExitCode::SUCCESS
         }
         Err(e) => guest::fail(&e),

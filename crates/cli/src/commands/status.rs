@@ -5,6 +5,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use clap::Args;
 use guestcomm_api::Vm;
+use guestcomm_protocol::text::Escaped;
 
 use super::api::{self, FAILED};
 
@@ -38,8 +39,8 @@ pub async fn run(args: StatusArgs, api: Option<&str>) -> ExitCode {
     let now_ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64);
-    println!("VM:            {} ({})", vm.name, vm.id);
-    println!("Status:        {}", h.status);
+    println!("VM:            {} ({})", Escaped(&vm.name), vm.id);
+    println!("Status:        {}", Escaped(&h.status));
     if let Some(detail) = h.detail {
         println!("Detail:        {}", detail.describe());
     }
@@ -54,10 +55,10 @@ pub async fn run(args: StatusArgs, api: Option<&str>) -> ExitCode {
         println!("Round trip:    {:.3} ms", rtt as f64 / 1000.0);
     }
     if let Some(agent) = &h.agent_version {
-        println!("Agent:         {agent}");
+        println!("Agent:         {}", Escaped(agent));
     }
     if let Some(error) = &h.last_error {
-        println!("Last error:    {error}");
+        println!("Last error:    {}", Escaped(error));
     }
     ExitCode::SUCCESS
 }

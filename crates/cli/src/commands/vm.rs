@@ -7,6 +7,7 @@ use clap::{Args, Subcommand};
 use guestcomm_api::Method;
 use guestcomm_api::{AddVm, Credentials, NewCredentials, UpdateVm, Vm};
 use guestcomm_protocol::auth::{load_credentials, write_credentials, Psk};
+use guestcomm_protocol::text::Escaped;
 use guestcomm_transport::Address;
 
 use super::api::{self, FAILED};
@@ -100,7 +101,7 @@ pub async fn run(args: VmArgs, api: Option<&str>) -> ExitCode {
     let key = match new_key(&args.command) {
         Ok(key) => key,
         Err(e) => {
-            eprintln!("guestcomm: {e:#}");
+            eprintln!("guestcomm: {}", Escaped(&format!("{e:#}")));
             return ExitCode::from(FAILED);
         }
     };
@@ -149,9 +150,9 @@ async fn exec(
             if json {
                 return Ok(api::print_json(&vm));
             }
-            println!("Name:       {}", vm.name);
+            println!("Name:       {}", Escaped(&vm.name));
             println!("ID:         {}", vm.id);
-            println!("Endpoint:   {}", vm.endpoint);
+            println!("Endpoint:   {}", Escaped(&vm.endpoint));
             println!(
                 "Interface:  {} (default policy {})",
                 if vm.interface_enabled {
@@ -161,7 +162,7 @@ async fn exec(
                 },
                 vm.default_enabled_state_policy
             );
-            println!("Status:     {}", vm.health.status);
+            println!("Status:     {}", Escaped(&vm.health.status));
             println!(
                 "Auth:       {}",
                 if vm.authenticated {
@@ -251,7 +252,7 @@ async fn write_guest_credentials(
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("guestcomm: {e:#}");
+            eprintln!("guestcomm: {}", Escaped(&format!("{e:#}")));
             ExitCode::from(FAILED)
         }
     }

@@ -17,31 +17,33 @@ pub struct Daemon {
     /// `--config` file, when the test gave one.
     config: Option<PathBuf>,
     extra: Vec<String>,
+    /// File the daemon's log (level info) goes to, when the test reads it.
+    log: Option<PathBuf>,
 }
 
 impl Daemon {
     /// Starts guestcommd; `heartbeat` is its `--heartbeat-interval`.
     pub fn start(heartbeat: &str) -> Self {
-        Self::start_inner(heartbeat, &[], None)
+        Self::start_inner(heartbeat, &[], None, false)
     }
 
     /// Same, with extra guestcommd arguments.
     pub fn start_with(heartbeat: &str, extra: &[&str]) -> Self {
-        Self::start_inner(heartbeat, extra, None)
+        Self::start_inner(heartbeat, extra, None, false)
     }
 
     /// Starts guestcommd with `--config` holding `config` (TOML).
     pub fn start_with_config(heartbeat: &str, config: &str) -> Self {
-        Self::start_inner(heartbeat, &[], Some(config))
+        Self::start_inner(heartbeat, &[], Some(config), false)
     }
 
     /// Starts guestcommd with extra arguments and `--config` holding `config`.
     #[allow(dead_code)] // not every test file needs both
     pub fn start_with_args_and_config(heartbeat: &str, extra: &[&str], config: &str) -> Self {
-        Self::start_inner(heartbeat, extra, Some(config))
+        Self::start_inner(heartbeat, extra, Some(config), false)
     }
 
-    fn start_inner(heartbeat: &str, extra: &[&str], config: Option<&str>) -> Self {
+    fn start_inner(heartbeat: &str, extra: &[&str], config: Option<&str>, log: bool) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let socket = dir.path().join("api.sock");
         let mut daemon = Daemon {
@@ -50,6 +52,7 @@ impl Daemon {
             heartbeat: heartbeat.into(),
             extra: extra.iter().map(|s| s.to_string()).collect(),
             config: config.map(|_| dir.path().join("guestcommd.toml")),
+            log: log.then(|| dir.path().join("daemon.log")),
             dir,
         };
         if let Some(text) = config {
@@ -57,6 +60,20 @@ impl Daemon {
         }
         daemon.spawn();
         daemon
+    }
+
+    /// Starts guestcommd logging at level info to `<dir>/daemon.log`
+    /// ([`Daemon::log`]).
+    #[allow(dead_code)] // not every test file reads the log
+    pub fn start_logging(heartbeat: &str) -> Self {
+        Self::start_inner(heartbeat, &[], None, true)
+    }
+
+    /// What the daemon logged so far (after [`Daemon::start_logging`]).
+    #[allow(dead_code)]
+    pub fn log(&self) -> String {
+        let path = self.log.as_ref().expect("started with start_logging");
+        String::from_utf8_lossy(&std::fs::read(path).unwrap_or_default()).into_owned()
     }
 
     /// Rewrites the `--config` file (read at the next start).
@@ -79,8 +96,21 @@ impl Daemon {
                     .flat_map(|c| [std::ffi::OsStr::new("--config"), c.as_os_str()]),
             )
             .args(&self.extra)
-            .env("GUESTCOMM_LOG", "warn")
+            .env(
+                "GUESTCOMM_LOG",
+                if self.log.is_some() { "info" } else { "warn" },
+            )
             .stdin(Stdio::null())
+            .stderr(match &self.log {
+                Some(path) => Stdio::from(
+                    std::fs::OpenOptions::new()
+                        .create(true)
+                        .append(true)
+                        .open(path)
+                        .expect("open the daemon's log"),
+                ),
+                None => Stdio::inherit(),
+            })
             .spawn()
             .expect("spawn guestcommd");
         self.child = Some(child);

@@ -219,3 +219,22 @@ pub fn kill_caller_and_expect_guest_gone(mut child: Child, pidfile: &Path) {
         "guest process {pid} survived its caller"
     );
 }
+
+/// The count of the first `refusals.counted` record in `records` (the
+/// audit log's JSON) that `of` picks: refusals counted, not recorded one by one.
+pub fn refusals_counted(
+    records: &[serde_json::Value],
+    of: impl Fn(&serde_json::Value) -> bool,
+) -> Option<u64> {
+    records
+        .iter()
+        .filter(|r| r["operation"] == "refusals.counted")
+        .find(|r| of(r))
+        .and_then(|r| {
+            r["arguments"]
+                .as_str()?
+                .strip_prefix("count=")?
+                .parse()
+                .ok()
+        })
+}

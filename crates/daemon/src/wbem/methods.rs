@@ -78,7 +78,15 @@ pub(super) async fn invoke(
         Err(e) => (Outcome::Failed, Some(e.to_string())),
     };
     audit::finish(&mut record, outcome, error, started);
-    state.audit(record).await;
+    // A peer of the WBEM port is nobody in particular (plain HTTP on
+    // loopback): its refusals are recorded apart and counted past a bound,
+    // as those of a caller without a role (module `refusals`).
+    let unidentified = auth.caller.uid.is_none() && auth.caller.certificate.is_none();
+    if outcome == Outcome::Refused && unidentified {
+        state.audit_unaccountable_refusal(auth.caller, record).await;
+    } else {
+        state.audit(record).await;
+    }
     result
 }
 
