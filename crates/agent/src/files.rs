@@ -49,21 +49,34 @@ async fn refuse(conn: &mut FramedConn<Stream>, e: &CopyError) {
     }
 }
 
+/// Bounds of the copies the agent serves.
+#[derive(Clone, Copy, Debug)]
+pub struct CopyLimits {
+    /// How long a copy waits on the host before failing as stalled
+    /// (`--copy-idle-timeout`).
+    pub idle: Duration,
+    /// Most bytes of file content one copy into the guest may write
+    /// (`--max-copy-bytes`); `None`: no bound but the disk's.
+    pub max_bytes: Option<u64>,
+}
+
 /// Receives a copy into `req.dst`: checks the destination, answers
 /// `CopyReady`, stores the entries, answers `CopySummary` or an error. A
 /// host that sends nothing for `idle` fails the copy as stalled.
 pub async fn serve_to_guest(
     mut conn: FramedConn<Stream>,
     req: CopyToGuest,
-    idle: Duration,
+    limits: CopyLimits,
     guest_policy: Option<&PolicyDocument>,
 ) -> Result<CopySummary, CopyError> {
+    let idle = limits.idle;
     let opts = ReceiveOptions {
         overwrite: req.overwrite,
         create_full_path: req.create_full_path,
         recursive: req.recursive,
         resume: req.resume,
         preserve_owner: req.preserve_owner,
+        max_bytes: limits.max_bytes,
     };
     let dst = PathBuf::from(&req.dst);
     let checked = if req.dst.contains('\0') {
@@ -96,7 +109,7 @@ pub async fn serve_to_guest(
 pub async fn serve_from_guest(
     mut conn: FramedConn<Stream>,
     req: CopyFromGuest,
-    idle: Duration,
+    CopyLimits { idle, .. }: CopyLimits,
     guest_policy: Option<&PolicyDocument>,
 ) -> Result<CopySummary, CopyError> {
     let confine = match confine(

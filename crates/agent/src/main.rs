@@ -70,6 +70,13 @@ struct Args {
           value_parser = clap::value_parser!(u64).range(1..))]
     copy_idle_timeout: u64,
 
+    /// Most bytes of file content one copy into the guest may write, e.g.
+    /// 10GiB or 500MB (the total of its files' declared sizes); a file that
+    /// would pass it is refused before any of its bytes land. Default: no
+    /// bound but the disk's.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    max_copy_bytes: Option<u64>,
+
     /// Where guest programs reach the key-value pools (`guestcomm-agent
     /// kvp`); `off` for nowhere. Mode 0660: root and the socket's group.
     #[arg(long, value_name = "PATH", default_value = guestcomm_agent::local::DEFAULT_KVP_SOCKET)]
@@ -153,6 +160,13 @@ struct KvpArgs {
     op: LocalKvp,
 }
 
+/// A byte size: `1048576`, `500MB`, `10GiB`.
+fn parse_size(text: &str) -> Result<u64, String> {
+    text.parse::<bytesize::ByteSize>()
+        .map(|size| size.as_u64())
+        .map_err(|e| format!("invalid size {text:?}: {e} (e.g. 500MB, 10GiB)"))
+}
+
 fn main() -> ExitCode {
     let mut args = Args::parse();
     observability::init(args.log_format);
@@ -220,6 +234,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     config.peer_filter = PeerCidFilter::host_and(&args.allow_peer_cid, args.allow_any_peer);
     config.max_connections = args.max_connections.max(1);
     config.copy_idle_timeout = std::time::Duration::from_secs(args.copy_idle_timeout);
+    config.max_copy_bytes = args.max_copy_bytes;
     // A path; `unix://PATH`, as --listen is written, is taken too.
     let kvp_socket = args
         .kvp_socket

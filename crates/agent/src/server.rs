@@ -42,7 +42,7 @@ use tracing::{debug, info, info_span, warn, Instrument};
 
 use crate::clock::{Clock, SimulatedClock, SystemClock};
 use crate::exec;
-use crate::files;
+use crate::files::{self, CopyLimits};
 use crate::freeze::{FreezeManager, IoctlFreezer, SimulatedFreezer};
 use crate::integration::{self, Origin, Services};
 use crate::kvp::KvpStore;
@@ -67,6 +67,8 @@ pub struct AgentConfig {
     pub max_connections: usize,
     /// How long a file copy waits on the host before failing as stalled.
     pub copy_idle_timeout: Duration,
+    /// Most bytes of file content one copy into the guest may write.
+    pub max_copy_bytes: Option<u64>,
     /// The VM's key: when set, every client must prove it holds it.
     pub psk: Option<Psk>,
     /// Where guest programs reach the key-value pools (`None`: nowhere).
@@ -101,6 +103,7 @@ impl AgentConfig {
             peer_filter: PeerCidFilter::default(),
             max_connections: MAX_CONNECTIONS,
             copy_idle_timeout: guestcomm_files::DEFAULT_COPY_IDLE_TIMEOUT,
+            max_copy_bytes: None,
             psk: None,
             kvp_socket: None,
             state_dir: None,
@@ -296,6 +299,10 @@ impl Agent {
             nonce_epoch: self.nonce_epoch,
         });
         let filter = Arc::new(self.config.peer_filter.clone());
+        let copy_limits = CopyLimits {
+            idle: self.config.copy_idle_timeout,
+            max_bytes: self.config.max_copy_bytes,
+        };
         let mut loops = tokio::task::JoinSet::new();
         for listener in self.listeners {
             loops.spawn(accept_loop(
@@ -303,11 +310,7 @@ impl Agent {
                 host.clone(),
                 offer.clone(),
                 filter.clone(),
-                (
-                    self.services.clone(),
-                    Origin::Host,
-                    self.config.copy_idle_timeout,
-                ),
+                (self.services.clone(), Origin::Host, copy_limits),
             ));
         }
         if let Some(local) = self.local {
@@ -324,11 +327,7 @@ impl Agent {
                 Budget::new(MAX_UNAUTHENTICATED_LOCAL_CONNECTIONS, MAX_LOCAL_CONNECTIONS),
                 local_offer,
                 filter.clone(),
-                (
-                    self.services.clone(),
-                    Origin::Local,
-                    self.config.copy_idle_timeout,
-                ),
+                (self.services.clone(), Origin::Local, copy_limits),
             ));
         }
         while loops.join_next().await.is_some() {}
@@ -375,7 +374,7 @@ async fn accept_loop(
     budget: Budget,
     offer: Arc<ServerOffer>,
     filter: Arc<PeerCidFilter>,
-    (services, origin, copy_idle): (Arc<Services>, Origin, Duration),
+    (services, origin, copy_limits): (Arc<Services>, Origin, CopyLimits),
 ) {
     let local = listener
         .local_address()
@@ -405,7 +404,7 @@ async fn accept_loop(
                 let Some((conn, permit)) = authenticate(conn, &offer, ticket, slots).await else {
                     return;
                 };
-                handle(conn, &peer, services, origin, copy_idle).await;
+                handle(conn, &peer, services, origin, copy_limits).await;
                 drop(permit);
             }
             .instrument(span),
@@ -495,7 +494,7 @@ async fn handle(
     peer: &Peer,
     services: Arc<Services>,
     origin: Origin,
-    copy_idle: Duration,
+    copy_limits: CopyLimits,
 ) {
     let mut request = match handshake::read_request(&mut conn).await {
         Ok(request) => request,
@@ -536,7 +535,7 @@ async fn handle(
         }
         (Some(BuiltinService::Files), Call::CopyToGuest(req)) => {
             let dst = req.dst.clone();
-            match files::serve_to_guest(conn, req, copy_idle, guest_policy).await {
+            match files::serve_to_guest(conn, req, copy_limits, guest_policy).await {
                 Ok(s) => info!(%dst, files = s.files, bytes = s.bytes, "copy into the guest done"),
                 Err(e) => {
                     info!(%dst, error = %handshake::error_chain(&e), "copy into the guest failed")
@@ -545,7 +544,7 @@ async fn handle(
         }
         (Some(BuiltinService::Files), Call::CopyFromGuest(req)) => {
             let src = req.src.clone();
-            match files::serve_from_guest(conn, req, copy_idle, guest_policy).await {
+            match files::serve_from_guest(conn, req, copy_limits, guest_policy).await {
                 Ok(s) => {
                     info!(%src, files = s.files, bytes = s.bytes, "copy out of the guest done")
                 }

@@ -775,3 +775,68 @@ fn a_partial_file_that_does_not_match_the_source_is_refused() {
     );
     assert!(!dst.join("src.bin").exists());
 }
+
+#[test]
+fn a_copy_over_the_receivers_byte_limit_is_refused_before_those_bytes_land() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    for name in ["a", "b"] {
+        std::fs::write(src.join(name), pseudo_random(600 * 1024, 7)).unwrap();
+    }
+
+    // Out of the guest: this side's --max-bytes.
+    let agent = Agent::start();
+    let out_dir = dir.path().join("out");
+    std::fs::create_dir(&out_dir).unwrap();
+    let out = cp(&[
+        "-r",
+        "--max-bytes",
+        "1MiB",
+        &remote(&agent, &src),
+        s(&out_dir),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("over the 1048576-byte limit"), "{err}");
+    let landed: Vec<_> = std::fs::read_dir(out_dir.join("src")).unwrap().collect();
+    assert_eq!(
+        landed.len(),
+        1,
+        "the first file only, no temporary file: {landed:?}"
+    );
+    assert!(temp_files(&out_dir.join("src")).is_empty());
+    let out = cp(&[
+        "-r",
+        "--max-bytes",
+        "2MiB",
+        &remote(&agent, &src),
+        s(&dir.path().join("all")),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // Into the guest: the agent's --max-copy-bytes.
+    let bounded = Agent::start_with(&["--max-copy-bytes", "1MiB"]);
+    let guest_dst = dir.path().join("guest");
+    let out = cp(&["-r", s(&src), &remote(&bounded, &guest_dst)]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("over the 1048576-byte limit"), "{err}");
+    assert!(temp_files(&guest_dst).is_empty());
+
+    // This side's bound says nothing of a copy into a guest: refused as usage.
+    let out = cp(&[
+        "-r",
+        "--max-bytes",
+        "1MiB",
+        s(&src),
+        &remote(&bounded, &guest_dst),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("--max-copy-bytes"), "{err}");
+}

@@ -87,6 +87,16 @@ pub enum CopyError {
     /// The tree's directories need more bookkeeping than the receiver keeps.
     #[error("the copy's directories exceed the receiver's {0}-byte bookkeeping limit; copy the tree in parts")]
     TooManyDirectories(usize),
+    /// The copy would write more than the receiver allows one copy.
+    #[error("{path}: the copy would write {needed} bytes, over the {max}-byte limit of the receiving side for one copy")]
+    OverLimit {
+        /// The file that would pass the limit.
+        path: PathBuf,
+        /// Bytes the copy would hold with this file.
+        needed: u64,
+        /// The limit.
+        max: u64,
+    },
     /// Owners can be preserved only by a receiver running as root.
     #[error("--preserve-owner needs the receiving side to run as root")]
     OwnerNeedsRoot,
@@ -193,7 +203,9 @@ impl CopyError {
             Self::MissingParent(_) | Self::SourceNotFound(_) => ErrorCode::NotFound,
             Self::OwnerNeedsRoot => ErrorCode::PermissionDenied,
             Self::NotAllowed { .. } | Self::Escapes { .. } => ErrorCode::PolicyDenied,
-            Self::TooManyEntries(_) | Self::TooManyDirectories(_) => ErrorCode::ResourceLimit,
+            Self::TooManyEntries(_) | Self::TooManyDirectories(_) | Self::OverLimit { .. } => {
+                ErrorCode::ResourceLimit
+            }
             Self::Fs { source, .. } => match source.kind() {
                 io::ErrorKind::NotFound => ErrorCode::NotFound,
                 io::ErrorKind::PermissionDenied => ErrorCode::PermissionDenied,

@@ -61,6 +61,11 @@ pub struct ReceiveOptions {
     /// Set-user-ID, set-group-ID and sticky bits are never kept, owner or
     /// not: a copy must not mint privileged programs on the receiving side.
     pub preserve_owner: bool,
+    /// Most bytes of file content the copy may put on this side's disk
+    /// (declared sizes, resumed bytes included); a file that would pass it
+    /// is refused before any of its bytes are written. `None`: no bound
+    /// but the disk's.
+    pub max_bytes: Option<u64>,
 }
 
 /// Checks, before any entry arrives, that `dst` can receive a copy: its

@@ -85,6 +85,8 @@ pub(crate) struct Store {
     /// Bound of what `dirs` holds, its own array included.
     max_dir_record_bytes: usize,
     entries: u64,
+    /// Declared bytes of the files accepted so far ([`ReceiveOptions::max_bytes`]).
+    admitted_bytes: u64,
     summary: CopySummary,
     /// `ResumeFrom` answers, written by the frame loop.
     replies: mpsc::UnboundedSender<Control>,
@@ -148,6 +150,7 @@ impl Store {
             dir_path_bytes: 0,
             max_dir_record_bytes: MAX_COPY_DIR_RECORD_BYTES,
             entries: 0,
+            admitted_bytes: 0,
             summary: CopySummary::default(),
         }
     }
@@ -251,6 +254,9 @@ impl Store {
                 if existing.is_some() && !self.opts.overwrite {
                     return Err(CopyError::Exists(shown));
                 }
+                if entry.kind == EntryKind::File {
+                    self.admit_bytes(entry.size, &shown)?;
+                }
                 if entry.kind == EntryKind::Symlink {
                     check_target(&entry.path, entry.target.as_deref())?;
                     self.symlink(dir, last, &entry, &shown)?;
@@ -283,6 +289,22 @@ impl Store {
             }
         }
         Ok(())
+    }
+
+    /// Counts a file's declared size against the copy's byte limit.
+    fn admit_bytes(&mut self, size: u64, shown: &Path) -> Result<(), CopyError> {
+        let needed = self.admitted_bytes.saturating_add(size);
+        match self.opts.max_bytes {
+            Some(max) if needed > max => Err(CopyError::OverLimit {
+                path: shown.to_path_buf(),
+                needed,
+                max,
+            }),
+            _ => {
+                self.admitted_bytes = needed;
+                Ok(())
+            }
+        }
     }
 
     /// Keeps a directory to finish at the end, within the bookkeeping limit.
@@ -646,7 +668,10 @@ mod tests {
         let mut through = side.clone();
         through.push("link".into());
         let refused = held.open(base.as_fd(), &through).unwrap_err();
-        assert!(matches!(refused, Errno::ELOOP | Errno::ENOTDIR), "{refused}");
+        assert!(
+            matches!(refused, Errno::ELOOP | Errno::ENOTDIR),
+            "{refused}"
+        );
     }
 
     #[test]

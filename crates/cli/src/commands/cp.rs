@@ -109,6 +109,14 @@ pub struct CpArgs {
           value_parser = clap::value_parser!(u64).range(1..))]
     pub idle_timeout: u64,
 
+    /// Most bytes of file content a copy out of the guest may put on this
+    /// side's disk, e.g. 10GiB or 500MB (the total of its files' declared
+    /// sizes): a file that would pass it is refused before any of its bytes
+    /// land, and the copy fails. A copy into the guest is bounded by the
+    /// agent's --max-copy-bytes instead. Default: no bound but the disk's.
+    #[arg(long, env = "GUESTCOMM_COPY_MAX_BYTES", value_name = "SIZE", value_parser = parse_size)]
+    pub max_bytes: Option<u64>,
+
     /// A local path, or TARGET:PATH in the guest.
     #[arg(value_name = "SRC")]
     pub src: String,
@@ -176,6 +184,9 @@ enum Plan {
 impl CpArgs {
     fn plan(&self) -> Result<Plan, String> {
         match (parse_location(&self.src)?, parse_location(&self.dst)?) {
+            (Location::Local(_), Location::Remote { .. }) if self.max_bytes.is_some() => Err(
+                "--max-bytes bounds what this side receives, a copy out of a guest; a copy into a guest is bounded by its agent's --max-copy-bytes".into(),
+            ),
             (Location::Local(src), Location::Remote { target, path }) => Ok(Plan::ToGuest {
                 src,
                 target,
@@ -202,8 +213,16 @@ impl CpArgs {
             recursive: self.recursive,
             resume: self.resume,
             preserve_owner: self.preserve_owner,
+            max_bytes: self.max_bytes,
         }
     }
+}
+
+/// A byte size: `1048576`, `500MB`, `10GiB`.
+fn parse_size(text: &str) -> Result<u64, String> {
+    text.parse::<bytesize::ByteSize>()
+        .map(|size| size.as_u64())
+        .map_err(|e| format!("invalid size {text:?}: {e} (e.g. 500MB, 10GiB)"))
 }
 
 async fn open(
