@@ -85,6 +85,8 @@ pub(crate) struct Store {
     /// Bound of what `dirs` holds, its own array included.
     max_dir_record_bytes: usize,
     entries: u64,
+    /// Most entries accepted ([`MAX_COPY_ENTRIES`]).
+    max_entries: u64,
     /// Declared bytes of the files accepted so far ([`ReceiveOptions::max_bytes`]).
     admitted_bytes: u64,
     summary: CopySummary,
@@ -150,6 +152,7 @@ impl Store {
             dir_path_bytes: 0,
             max_dir_record_bytes: MAX_COPY_DIR_RECORD_BYTES,
             entries: 0,
+            max_entries: MAX_COPY_ENTRIES,
             admitted_bytes: 0,
             summary: CopySummary::default(),
         }
@@ -175,8 +178,8 @@ impl Store {
             ));
         }
         self.entries += 1;
-        if self.entries > MAX_COPY_ENTRIES {
-            return Err(CopyError::TooManyEntries(MAX_COPY_ENTRIES));
+        if self.entries > self.max_entries {
+            return Err(CopyError::TooManyEntries(self.max_entries));
         }
         let parts = components(&entry.path)?;
         let bad = |reason: &str| CopyError::BadEntry {
@@ -672,6 +675,24 @@ mod tests {
             matches!(refused, Errno::ELOOP | Errno::ENOTDIR),
             "{refused}"
         );
+    }
+
+    #[test]
+    fn a_copy_of_more_entries_than_allowed_is_refused_at_the_first_one_over() {
+        let dst = tempfile::tempdir().unwrap();
+        let (replies, _) = mpsc::unbounded_channel();
+        let opts = ReceiveOptions {
+            recursive: true,
+            ..Default::default()
+        };
+        let mut store = Store::new(dst.path().join("tree"), Confine::none(), opts, replies);
+        store.max_entries = 3;
+        for path in ["tree", "tree/a", "tree/b"] {
+            store.entry(dir(path)).unwrap();
+        }
+        let refused = store.entry(dir("tree/c")).unwrap_err();
+        assert!(matches!(refused, CopyError::TooManyEntries(3)), "{refused}");
+        assert!(!dst.path().join("tree/c").exists());
     }
 
     #[test]
