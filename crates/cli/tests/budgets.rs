@@ -138,33 +138,72 @@ fn until_closed(sock: &mut UnixStream) -> Option<Vec<u8>> {
         .map(|_| seen)
 }
 
+/// Run as a test user: holds CAP connections to the API socket at PATH,
+/// opens one more, prints whether the daemon closed that one unanswered,
+/// then holds them all until its stdin closes.
+const FLOOD_SCRIPT: &str = "
+import socket, sys
+path, cap = sys.argv[1], int(sys.argv[2])
+held = []
+for _ in range(cap):
+    s = socket.socket(socket.AF_UNIX)
+    s.connect(path)
+    held.append(s)
+extra = socket.socket(socket.AF_UNIX)
+extra.connect(path)
+extra.settimeout(30)
+try:
+    data = extra.recv(100)
+except ConnectionResetError:
+    data = b''
+print('closed' if data == b'' else 'answered', flush=True)
+sys.stdin.read()
+";
+
 #[test]
 fn idle_api_connections_are_capped_per_user_and_an_admin_still_gets_in() {
+    use std::io::BufRead;
+    use std::os::unix::fs::PermissionsExt;
     enough_descriptors();
-    let Some(admin) = util::users::TestUser::create("adm") else {
+    let (Some(flooder), Some(admin)) = (
+        util::users::TestUser::create("fl"),
+        util::users::TestUser::create("adm"),
+    ) else {
         return;
     };
-    let config = format!(
-        "[api]\nsocket_group = \"{}\"\n[roles]\nadmin = {{ users = [\"{}\"] }}\n",
-        admin.name, admin.name
-    );
+    let config = format!("[roles]\nadmin = {{ users = [\"{}\"] }}\n", admin.name);
     let d = Daemon::start_with_args_and_config(
         "off",
         &["--max-http-connections-per-peer", "16"],
         &config,
     );
-    // This process's user (root) opens as many idle connections as its
-    // cap, then one more: that one is closed at once, before any request.
-    let held: Vec<UnixStream> = (0..16)
-        .map(|_| UnixStream::connect(&d.socket).unwrap())
-        .collect();
-    let mut past_cap = UnixStream::connect(&d.socket).unwrap();
+    // Both users may connect; the roles decide the rest.
+    std::fs::set_permissions(d.dir.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
+    std::fs::set_permissions(&d.socket, std::fs::Permissions::from_mode(0o666)).unwrap();
+    // A user with no role holds as many idle connections as the cap, then
+    // one more: that one is closed at once, before any request.
+    let socket = d.socket.display().to_string();
+    let mut flood = flooder
+        .command(
+            std::path::Path::new("/usr/bin/python3"),
+            &["-c", FLOOD_SCRIPT, &socket, "16"],
+            &[],
+        )
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut said = String::new();
+    std::io::BufReader::new(flood.stdout.take().unwrap())
+        .read_line(&mut said)
+        .unwrap();
     assert_eq!(
-        until_closed(&mut past_cap),
-        Some(Vec::new()),
+        said.trim(),
+        "closed",
         "the connection past the cap was not closed"
     );
-    // Another user, an admin by the configuration, is served meanwhile.
+    // Meanwhile another user, an admin by the configuration, is served,
+    // and so is root, whom no cap holds.
     let api = d.api();
     let out = admin.run(
         &util::bin("guestcomm"),
@@ -176,7 +215,13 @@ fn idle_api_connections_are_capped_per_user_and_an_admin_still_gets_in() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    drop(held);
+    let root_held: Vec<UnixStream> = (0..32)
+        .map(|_| UnixStream::connect(&d.socket).unwrap())
+        .collect();
+    d.ok(&["vm", "list"]);
+    drop(root_held);
+    drop(flood.stdin.take());
+    flood.wait().unwrap();
 }
 
 #[test]

@@ -5,8 +5,9 @@
 //! accept -> peer: uid (SO_PEERCRED, Unix socket) or address (TCP, the
 //!           loopback range as one peer)
 //!        -> at most per_peer connections of one peer, at most total of
-//!           all peers but the admins (root and the daemon's user, Unix
-//!           socket): a connection past either is closed at once
+//!           all peers: a connection past either is closed at once; the
+//!           admins of the Unix socket (root and the daemon's user) are
+//!           not counted
 //!        -> HTTP/1.1: each request's header must have arrived within
 //!           header_timeout of the daemon starting to wait for it (a new
 //!           connection, or a kept-alive one between requests)
@@ -78,10 +79,17 @@ pub(crate) async fn serve_unix(listener: UnixListener, app: Router, limits: Http
             }
         };
         let caller = Caller::of_unix(&stream);
+        // root and the daemon's user are admin whatever the configuration
+        // says, and could stop the daemon: no cap holds them.
         let admin = matches!(caller.uid, Some(uid) if uid == 0 || uid == daemon_uid);
-        let Some(ticket) = budget.try_admit(Peer::Uid(caller.uid), admin) else {
-            tracing::warn!(uid = ?caller.uid, pid = ?caller.pid, "too many API connections from this user (or in all), closing one");
-            continue;
+        let ticket = if admin {
+            None
+        } else {
+            let Some(ticket) = budget.try_admit(Peer::Uid(caller.uid), false) else {
+                tracing::warn!(uid = ?caller.uid, pid = ?caller.pid, "too many API connections from this user (or in all), closing one");
+                continue;
+            };
+            Some(ticket)
         };
         spawn_connection(stream, app.clone(), caller, limits, ticket);
     }
@@ -97,7 +105,7 @@ pub(crate) async fn serve_tls(mut listener: TlsListener, app: Router, limits: Ht
             continue;
         };
         let caller = Caller::of_tls(&stream);
-        spawn_connection(stream, app.clone(), caller, limits, ticket);
+        spawn_connection(stream, app.clone(), caller, limits, Some(ticket));
     }
 }
 
@@ -117,14 +125,20 @@ pub(crate) async fn serve_tcp(listener: TcpListener, app: Router, limits: HttpLi
             tracing::warn!(peer = %addr, "too many WBEM connections from this address (or in all), closing one");
             continue;
         };
-        spawn_connection(stream, app.clone(), addr, limits, ticket);
+        spawn_connection(stream, app.clone(), addr, limits, Some(ticket));
     }
 }
 
 /// Serves one connection in its own task, `info` as its `ConnectInfo`,
-/// holding `ticket` until it ends or is upgraded.
-fn spawn_connection<I, C>(io: I, app: Router, info: C, limits: HttpLimits, ticket: Ticket<Peer>)
-where
+/// holding `ticket` (none for an admin of the Unix socket) until it ends
+/// or is upgraded.
+fn spawn_connection<I, C>(
+    io: I,
+    app: Router,
+    info: C,
+    limits: HttpLimits,
+    ticket: Option<Ticket<Peer>>,
+) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     C: Clone + Send + Sync + 'static,
 {

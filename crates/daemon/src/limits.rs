@@ -68,7 +68,7 @@ pub const MAX_GUEST_RELAYS: usize = 1024;
 /// ([`MAX_RELAYS`] and [`MAX_GUEST_RELAYS`]), a warm agent connection per
 /// VM for a few thousand VMs, the health probes and the database, the API
 /// connections at the default caps ([`HTTP_CONNECTIONS_AT_CAPS`]) and the
-/// TLS handshakes: 14,528, far below the unit's `LimitNOFILE=65536`. At
+/// TLS handshakes: 20,544, far below the unit's `LimitNOFILE=65536`. At
 /// start the daemon raises its soft limit to the hard one and warns when
 /// that is lower than this.
 pub const OPEN_FILES_WANTED: u64 = 2 * (MAX_RELAYS + MAX_GUEST_RELAYS) as u64
@@ -77,10 +77,9 @@ pub const OPEN_FILES_WANTED: u64 = 2 * (MAX_RELAYS + MAX_GUEST_RELAYS) as u64
     + MAX_TLS_HANDSHAKES as u64;
 
 /// API connections open at the default caps, at worst: the API listener's
-/// and the `--wbem` listener's totals, and the admins' (root, the daemon's
-/// user) beyond the total.
-pub const HTTP_CONNECTIONS_AT_CAPS: usize =
-    2 * DEFAULT_MAX_HTTP_CONNECTIONS + 2 * DEFAULT_MAX_HTTP_CONNECTIONS_PER_PEER;
+/// and the `--wbem` listener's totals (the admins' own, root's and the
+/// daemon user's, are theirs to bound).
+pub const HTTP_CONNECTIONS_AT_CAPS: usize = 2 * DEFAULT_MAX_HTTP_CONNECTIONS;
 
 /// Mode of the Unix sockets where the VMM delivers guest-initiated
 /// connections (`<vm socket>_<port>`): its owner only. The daemon gives
@@ -138,14 +137,15 @@ pub const DEFAULT_HTTP_HEADER_TIMEOUT_MS: u64 = 15_000;
 /// (`--max-http-connections-per-peer`): a uid on the Unix socket, an
 /// address on TCP (the loopback range is one). Upgraded connections (exec,
 /// cp through the daemon) no longer count; they are bounded by
-/// [`MAX_RELAYS`].
-pub const DEFAULT_MAX_HTTP_CONNECTIONS_PER_PEER: usize = 64;
+/// [`MAX_RELAYS`]. Room for a fleet tool's hundreds of parallel execs from
+/// one operator account (each connection counts only until its upgrade).
+pub const DEFAULT_MAX_HTTP_CONNECTIONS_PER_PEER: usize = 256;
 
 /// Default most HTTP connections of one API listener in all
 /// (`--max-http-connections`), not counting root's and the daemon user's on
-/// the Unix socket, which only their per-peer cap bounds: however many
-/// users fill it, an admin still gets in.
-pub const DEFAULT_MAX_HTTP_CONNECTIONS: usize = 1024;
+/// the Unix socket, which no cap holds: however many users fill it, an
+/// admin still gets in.
+pub const DEFAULT_MAX_HTTP_CONNECTIONS: usize = 4096;
 
 /// Most VMs whose admission data (module `cache`) is kept in memory; past
 /// it the cache starts over. Each entry is a few hundred bytes.

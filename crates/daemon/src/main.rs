@@ -76,7 +76,8 @@ struct Args {
     /// Most HTTP connections of one peer on each API listener: a user
     /// (uid) on the Unix socket, an address on TCP (the loopback range
     /// counts as one). A connection past it is closed at once. Exec and cp
-    /// through the daemon leave this count once upgraded.
+    /// through the daemon leave this count once upgraded; root and the
+    /// daemon's user on the Unix socket are not counted.
     #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_HTTP_CONNECTIONS_PER_PEER)]
     max_http_connections_per_peer: usize,
 

@@ -55,7 +55,21 @@ impl TestUser {
 
     /// Runs `program args...` as this user (no supplementary groups), in `/`.
     pub fn run(&self, program: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> Output {
-        Command::new("setpriv")
+        self.command(program, args, env)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run setpriv")
+    }
+
+    /// The command that runs `program args...` as this user, not started.
+    pub fn command(
+        &self,
+        program: &std::path::Path,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Command {
+        let mut command = Command::new("setpriv");
+        command
             .args([
                 "--reuid",
                 &self.uid.to_string(),
@@ -66,10 +80,8 @@ impl TestUser {
             .arg(program)
             .args(args)
             .envs(env.iter().copied())
-            .current_dir("/")
-            .stdin(Stdio::null())
-            .output()
-            .expect("run setpriv")
+            .current_dir("/");
+        command
     }
 }
 
