@@ -156,7 +156,6 @@ fn to_duration(text: &str) -> Result<Option<Duration>, String> {
 fn main() -> ExitCode {
     let args = Args::parse();
     observability::init(args.log_format);
-    observability::raise_open_files_limit(guestcommd::limits::OPEN_FILES_WANTED);
     match run(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -183,6 +182,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .clone()
         .unwrap_or_else(|| DEFAULT_CONFIG_PATH.into());
     let file = FileConfig::load(&config_path, args.config.is_some())?;
+    // After the configuration: a start that fails on it says only that.
+    observability::raise_open_files_limit(guestcommd::limits::OPEN_FILES_WANTED);
     let config = Config {
         file,
         config_path,
