@@ -25,7 +25,9 @@ use std::time::Duration;
 use bytes::{BufMut, Bytes, BytesMut};
 use futures::{SinkExt, StreamExt};
 use guestcomm_protocol::closing::linger;
-use guestcomm_protocol::limits::{DATA_CHUNK_BYTES, MAX_EXEC_ARGS, MAX_EXEC_ENV};
+use guestcomm_protocol::limits::{
+    DATA_CHUNK_BYTES, LINGER_AFTER_LAST_FRAME_MS, MAX_EXEC_ARGS, MAX_EXEC_ENV,
+};
 use guestcomm_protocol::message::{ErrorCode, ErrorFrame, ExecRequest, ExitStatus};
 use guestcomm_protocol::split::{split, FrameWriter};
 use guestcomm_protocol::FramedConn;
@@ -445,10 +447,20 @@ where
                     let frame = ErrorFrame::new(ErrorCode::UnexpectedMessage, format!("unexpected {what} {when}"));
                     abort_readers.iter().for_each(|r| r.abort());
                     stdin_task.abort();
-                    // The readers are gone, so the writer is free unless a write was cut
-                    // short; then the stream is broken anyway and the error is skipped.
-                    if let Ok(mut writer) = to_host.try_lock() {
-                        if writer.send(Frame::Control(Control::Error(frame))).await.is_ok() {
+                    // An aborted reader lets go of the writer at its next await, which
+                    // is not at once: one that saw the killed group's pipes close may be
+                    // sending its `eof` (a frame it began stays whole in the writer's
+                    // buffer and goes out first). So wait for the writer, boundedly,
+                    // rather than skip the error when it is busy.
+                    let writer = tokio::time::timeout(
+                        Duration::from_millis(LINGER_AFTER_LAST_FRAME_MS),
+                        to_host.lock(),
+                    )
+                    .await;
+                    if let Ok(mut writer) = writer {
+                        let sent = writer.send(Frame::Control(Control::Error(frame))).await;
+                        drop(writer);
+                        if sent.is_ok() {
                             linger(&mut from_host).await;
                         }
                     }
