@@ -677,15 +677,20 @@ mod tests {
         );
     }
 
-    #[test]
-    fn a_copy_of_more_entries_than_allowed_is_refused_at_the_first_one_over() {
-        let dst = tempfile::tempdir().unwrap();
+    /// A store receiving a tree into `dst/tree`, unconfined.
+    fn tree_store(dst: &Path) -> Store {
         let (replies, _) = mpsc::unbounded_channel();
         let opts = ReceiveOptions {
             recursive: true,
             ..Default::default()
         };
-        let mut store = Store::new(dst.path().join("tree"), Confine::none(), opts, replies);
+        Store::new(dst.join("tree"), Confine::none(), opts, replies)
+    }
+
+    #[test]
+    fn a_copy_of_more_entries_than_allowed_is_refused_at_the_first_one_over() {
+        let dst = tempfile::tempdir().unwrap();
+        let mut store = tree_store(dst.path());
         store.max_entries = 3;
         for path in ["tree", "tree/a", "tree/b"] {
             store.entry(dir(path)).unwrap();
@@ -698,12 +703,7 @@ mod tests {
     #[test]
     fn directory_bookkeeping_is_bounded_against_a_hostile_tree() {
         let dst = tempfile::tempdir().unwrap();
-        let (replies, _) = mpsc::unbounded_channel();
-        let opts = ReceiveOptions {
-            recursive: true,
-            ..Default::default()
-        };
-        let mut store = Store::new(dst.path().join("tree"), Confine::none(), opts, replies);
+        let mut store = tree_store(dst.path());
         store.max_dir_record_bytes = 4096;
         store.entry(dir("tree")).unwrap();
         let long = "d".repeat(200);
