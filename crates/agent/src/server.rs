@@ -344,10 +344,10 @@ async fn bind_local(path: &Path) -> Result<Listener, BindError> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(err)?;
     }
-    let listener = Listener::bind(&Address::Unix(path.to_path_buf())).await?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(KVP_SOCKET_MODE))
-        .map_err(err)?;
-    Ok(listener)
+    let mode = |private: &Path| {
+        std::fs::set_permissions(private, std::fs::Permissions::from_mode(KVP_SOCKET_MODE))
+    };
+    Ok(Listener::bind_unix(path, mode).await?)
 }
 
 /// What the connections of one kind of listener may hold: the host's

@@ -104,9 +104,12 @@ pub async fn reconcile(state: Arc<State>) {
                     if running.contains_key(&path) {
                         continue;
                     }
-                    match Listener::bind(&Address::Unix(path.clone())).await {
+                    let restrict = |private: &Path| {
+                        restrict_to_vmm(private, &spec.vm_socket);
+                        Ok(())
+                    };
+                    match Listener::bind_unix(&path, restrict).await {
                         Ok(listener) => {
-                            restrict_to_vmm(&path, &spec.vm_socket);
                             info!(listen = %path.display(), vm = %spec.vm.name, service = %spec.service, "guest listener open");
                             let task = tokio::spawn(accept_loop(
                                 state.clone(),

@@ -365,35 +365,48 @@ impl Daemon {
 }
 
 /// Binds the API's Unix socket (mode 0660, and `[api] socket_group`),
-/// replacing a stale one left by a crash.
+/// replacing a stale one left by a crash. The socket appears at `path` only
+/// once its mode and group are set.
 async fn bind_unix(
     path: &std::path::Path,
     file: &config::FileConfig,
 ) -> Result<(UnixListener, SocketFile), StartError> {
     let name = format!("unix://{}", path.display());
-    if path.exists() {
+    if path.exists() && tokio::net::UnixStream::connect(path).await.is_ok() {
         // A live socket answers; a stale one from a crash is replaced.
-        if tokio::net::UnixStream::connect(path).await.is_ok() {
-            return Err(StartError::InUse(name));
+        return Err(StartError::InUse(name));
+    }
+    let group = match &file.api.socket_group {
+        Some(group) => Some(socket_gid(group)?),
+        None => None,
+    };
+    let mut group_failed = None;
+    let prepare = |private: &std::path::Path| {
+        std::fs::set_permissions(
+            private,
+            std::fs::Permissions::from_mode(limits::API_SOCKET_MODE),
+        )?;
+        if let Some((name, gid)) = &group {
+            nix::unistd::chown(private, None, Some(*gid)).map_err(|e| {
+                group_failed = Some(name.clone());
+                std::io::Error::from(e)
+            })?;
         }
-        std::fs::remove_file(path).map_err(|e| StartError::Listen(name.clone(), e))?;
-    }
-    let listener = UnixListener::bind(path).map_err(|e| StartError::Listen(name.clone(), e))?;
-    let socket = SocketFile(path.to_path_buf());
-    std::fs::set_permissions(
-        path,
-        std::fs::Permissions::from_mode(limits::API_SOCKET_MODE),
-    )
-    .map_err(|e| StartError::Listen(name, e))?;
-    if let Some(group) = &file.api.socket_group {
-        set_socket_group(path, group)?;
-    }
-    Ok((listener, socket))
+        Ok(())
+    };
+    let listener =
+        guestcomm_transport::listener::bind_unix_published(path, prepare).map_err(|e| {
+            match group_failed.take() {
+                Some(group) => StartError::SocketGroup(group, e),
+                None => StartError::Listen(name, e),
+            }
+        })?;
+    Ok((listener, SocketFile(path.to_path_buf())))
 }
 
-/// Gives the API socket to `group` (name or gid), keeping its mode.
-fn set_socket_group(path: &std::path::Path, group: &config::Principal) -> Result<(), StartError> {
-    use nix::unistd::{chown, Gid, Group};
+/// The group (name or gid) the API socket is given, with its gid.
+fn socket_gid(group: &config::Principal) -> Result<(String, nix::unistd::Gid), StartError> {
+    use nix::unistd::{Gid, Group};
     let name = match group {
         config::Principal::Id(id) => id.to_string(),
         config::Principal::Name(n) => n.clone(),
@@ -412,5 +425,5 @@ fn set_socket_group(path: &std::path::Path, group: &config::Principal) -> Result
                 .gid
         }
     };
-    chown(path, None, Some(gid)).map_err(|e| StartError::SocketGroup(name, e.into()))
+    Ok((name, gid))
 }

@@ -6,7 +6,8 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use tokio::net::{TcpListener, UnixListener};
 use tokio_vsock::{VsockAddr, VsockListener};
@@ -131,17 +132,7 @@ impl Listener {
             source,
         };
         match addr {
-            Address::Unix(path) => {
-                if path.exists() {
-                    // A live socket answers; a stale one from a crash is replaced.
-                    if tokio::net::UnixStream::connect(path).await.is_ok() {
-                        return Err(ListenError::InUse(name));
-                    }
-                    std::fs::remove_file(path).map_err(io_err)?;
-                }
-                let listener = UnixListener::bind(path).map_err(io_err)?;
-                Ok(Self::Unix(listener, path.clone()))
-            }
+            Address::Unix(path) => Self::bind_unix(path, |_| Ok(())).await,
             Address::Tcp(sock) => {
                 if !sock.ip().is_loopback() {
                     return Err(ListenError::NotLoopback(name));
@@ -153,6 +144,27 @@ impl Listener {
             )),
             Address::HybridVsock { .. } => Err(ListenError::HybridVsock(name)),
         }
+    }
+
+    /// Opens a listening Unix socket at `path` that appears there only when
+    /// it is ready: bound under a private name beside `path`, given its mode
+    /// and owner by `prepare`, listening, then renamed into place. So whoever
+    /// waits for the file never meets a socket that refuses connections or
+    /// has the wrong mode. A stale socket left by a crash is replaced.
+    pub async fn bind_unix(
+        path: &Path,
+        prepare: impl FnOnce(&Path) -> io::Result<()>,
+    ) -> Result<Self, ListenError> {
+        let name = Address::Unix(path.to_path_buf()).to_string();
+        if path.exists() && tokio::net::UnixStream::connect(path).await.is_ok() {
+            return Err(ListenError::InUse(name));
+        }
+        let io_err = |source| ListenError::Io {
+            addr: name.clone(),
+            source,
+        };
+        let listener = bind_unix_published(path, prepare).map_err(io_err)?;
+        Ok(Self::Unix(listener, path.to_path_buf()))
     }
 
     /// The address actually bound (with the real port when 0 was asked for).
@@ -198,6 +210,31 @@ impl Listener {
             }
         }
     }
+}
+
+/// Binds a listening Unix socket under a private name in `path`'s directory,
+/// lets `prepare` set its mode and owner, and renames it over `path`
+/// (replacing whatever is there). The private name is short (a dot, the
+/// process id and a counter), so it fits wherever `path` does unless `path`'s
+/// own file name is shorter still and `path` is at the 107-byte limit.
+pub fn bind_unix_published(
+    path: &Path,
+    prepare: impl FnOnce(&Path) -> io::Result<()>,
+) -> io::Result<UnixListener> {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let private = path.with_file_name(format!(
+        ".{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_file(&private);
+    let listener = UnixListener::bind(&private)?;
+    let published = prepare(&private).and_then(|()| std::fs::rename(&private, path));
+    if let Err(e) = published {
+        let _ = std::fs::remove_file(&private);
+        return Err(e);
+    }
+    Ok(listener)
 }
 
 impl Drop for Listener {
@@ -254,6 +291,39 @@ mod tests {
         assert!(matches!(err, ListenError::InUse(_)), "{err}");
         drop(live);
         assert!(!dir.path().join("a.sock").exists());
+    }
+
+    #[tokio::test]
+    async fn a_unix_socket_appears_only_ready_with_the_mode_it_was_given() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.sock");
+        let listener = Listener::bind_unix(&path, |private| {
+            // Still private: nothing at the published path yet.
+            assert!(!path.exists());
+            std::fs::set_permissions(private, std::fs::Permissions::from_mode(0o600))
+        })
+        .await
+        .unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let entries: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+        assert_eq!(entries.len(), 1, "the private name was left behind");
+        tokio::net::UnixStream::connect(&path).await.unwrap();
+        let (_, peer) = listener.accept().await.unwrap();
+        assert!(matches!(peer, Peer::Unix { .. }));
+    }
+
+    #[tokio::test]
+    async fn a_unix_socket_whose_preparation_fails_is_never_published() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.sock");
+        let refused = std::io::Error::new(std::io::ErrorKind::PermissionDenied, "no chown");
+        let err = Listener::bind_unix(&path, |_| Err(refused))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, ListenError::Io { .. }), "{err}");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
     }
 
     #[tokio::test]

@@ -158,10 +158,13 @@ pub fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
 
 /// A guest shell script that writes its pid to `pidfile`, prints "ready"
 /// and loops until killed; `trap` is prepended (e.g. a signal trap).
+/// The pid is written beside `pidfile` and renamed into place, so a test
+/// that waits for `pidfile` to exist never reads it empty.
 pub fn guest_loop_script(pidfile: &Path, trap: &str) -> String {
+    let pidfile = pidfile.display();
     format!(
-        "{trap} echo $$ > {}; echo ready; while :; do sleep 0.05; done",
-        pidfile.display()
+        "{trap} echo $$ > {pidfile}.new; mv {pidfile}.new {pidfile}; echo ready; \
+         while :; do sleep 0.05; done"
     )
 }
 
