@@ -441,7 +441,7 @@ where
                     Err(_) => debug!(signal, "ignoring an invalid signal number"),
                 },
                 Some(Ok(other)) => {
-                    let what = guestcomm_protocol::handshake::describe(&other);
+                    let what = other.describe();
                     let when = if stdin_ended { "after eof stdin" } else { "during exec" };
                     signal_group(pgid, Signal::SIGKILL);
                     let frame = ErrorFrame::new(ErrorCode::UnexpectedMessage, format!("unexpected {what} {when}"));

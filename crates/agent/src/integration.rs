@@ -61,18 +61,17 @@ impl Services {
 
 /// The service an operation belongs to, if it is an integration one.
 pub fn service_of(call: &Call) -> Option<BuiltinService> {
-    Some(match call {
-        Call::GuestInfo => BuiltinService::GuestInfo,
-        Call::TimeQuery | Call::TimeStep { .. } => BuiltinService::Time,
-        Call::KvpGet { .. }
-        | Call::KvpSet { .. }
-        | Call::KvpDelete { .. }
-        | Call::KvpList { .. }
-        | Call::KvpReplace { .. } => BuiltinService::KeyValue,
-        Call::Shutdown(_) => BuiltinService::Shutdown,
-        Call::FsFreeze { .. } | Call::FsThaw { .. } | Call::FsStatus => BuiltinService::FsFreeze,
-        _ => return None,
-    })
+    match call.service() {
+        service @ (BuiltinService::GuestInfo
+        | BuiltinService::Time
+        | BuiltinService::KeyValue
+        | BuiltinService::Shutdown
+        | BuiltinService::FsFreeze) => Some(service),
+        BuiltinService::Agent
+        | BuiltinService::Exec
+        | BuiltinService::Files
+        | BuiltinService::Heartbeat => None,
+    }
 }
 
 fn kvp_error(e: KvpStoreError) -> ErrorFrame {

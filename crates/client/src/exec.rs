@@ -11,13 +11,10 @@ use std::time::Duration;
 
 use bytes::{BufMut, BytesMut};
 use futures::{SinkExt, StreamExt};
-use guestcomm_protocol::handshake::describe;
 use guestcomm_protocol::limits::{DATA_CHUNK_BYTES, REQUEST_ANSWER_TIMEOUT_MS};
 use guestcomm_protocol::message::{Call, ErrorFrame, ExecRequest, ExitStatus, Request};
 use guestcomm_protocol::split::{forward_frames, split};
-use guestcomm_protocol::{
-    BuiltinService, Control, Frame, FrameCodec, FrameError, StreamId, WindowSize,
-};
+use guestcomm_protocol::{Control, Frame, FrameCodec, FrameError, StreamId, WindowSize};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio_util::codec::Framed;
@@ -95,10 +92,7 @@ where
 /// The request frame of an exec of `req`, for
 /// [`handshake_then`](crate::session::handshake_then).
 pub fn request(req: ExecRequest) -> Request {
-    Request {
-        service: BuiltinService::Exec.id(),
-        call: Call::Exec(req),
-    }
+    Request::new(Call::Exec(req))
 }
 
 /// [`exec`] on a connection whose request was sent during the handshake
@@ -123,7 +117,7 @@ where
     match answer {
         Some(Ok(Frame::Control(Control::ExecStarted { pid }))) => started(pid),
         Some(Ok(Frame::Control(Control::Error(e)))) => return Err(ExecError::Refused(e)),
-        Some(Ok(other)) => return Err(ExecError::Protocol(describe(&other))),
+        Some(Ok(other)) => return Err(ExecError::Protocol(other.describe())),
         Some(Err(e)) => return Err(e.into()),
         None => return Err(ExecError::Disconnected),
     }
@@ -158,7 +152,7 @@ where
             }) => stderr.flush().await,
             Frame::Control(Control::Exited(status)) => break Ok(status),
             Frame::Control(Control::Error(e)) => break Err(ExecError::Remote(e)),
-            other => break Err(ExecError::Protocol(describe(&other))),
+            other => break Err(ExecError::Protocol(other.describe())),
         };
         if let Err(e) = written {
             break Err(ExecError::Output(e));

@@ -11,9 +11,8 @@ use guestcomm_files::{
     check_destination, receive_copy, send_copy, Confine, CopyError, Progress, ReceiveOptions, Stall,
 };
 use guestcomm_protocol::files::{CopyFromGuest, CopySummary, CopyToGuest};
-use guestcomm_protocol::handshake::describe;
 use guestcomm_protocol::message::Request;
-use guestcomm_protocol::{BuiltinService, Call, Control, Frame, FrameCodec};
+use guestcomm_protocol::{Call, Control, Frame, FrameCodec};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::codec::Framed;
 
@@ -29,10 +28,7 @@ where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let (recursive, resume) = (req.recursive, req.resume);
-    let request = Request {
-        service: BuiltinService::Files.id(),
-        call: Call::CopyToGuest(req),
-    };
+    let request = Request::new(Call::CopyToGuest(req));
     conn.send(Frame::Control(Control::Request(request))).await?;
     let ready = tokio::time::timeout(idle, conn.next())
         .await
@@ -40,7 +36,7 @@ where
     match ready {
         Some(Ok(Frame::Control(Control::CopyReady))) => {}
         Some(Ok(Frame::Control(Control::Error(e)))) => return Err(CopyError::Peer(e)),
-        Some(Ok(other)) => return Err(CopyError::Protocol(describe(&other))),
+        Some(Ok(other)) => return Err(CopyError::Protocol(other.describe())),
         Some(Err(e)) => return Err(e.into()),
         None => return Err(CopyError::Disconnected),
     }
@@ -70,10 +66,7 @@ where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     check_destination(dst, opts)?;
-    let request = Request {
-        service: BuiltinService::Files.id(),
-        call: Call::CopyFromGuest(req),
-    };
+    let request = Request::new(Call::CopyFromGuest(req));
     conn.send(Frame::Control(Control::Request(request))).await?;
     receive_copy(conn, dst, &Confine::none(), opts, idle, progress).await
 }

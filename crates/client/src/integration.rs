@@ -11,12 +11,11 @@ use std::future::Future;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures::{SinkExt, StreamExt};
-use guestcomm_protocol::handshake::describe;
 use guestcomm_protocol::integration::{
     sample_offset, FreezeStatus, GuestInfo, KvpEntries, KvpPool, ShutdownRequest, TimeReport,
 };
 use guestcomm_protocol::message::{Call, ErrorFrame, Request};
-use guestcomm_protocol::{BuiltinService, Control, Frame, FrameError};
+use guestcomm_protocol::{Control, Frame, FrameError};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::Session;
@@ -45,33 +44,26 @@ pub enum CallError {
     Protocol(String),
 }
 
-/// Sends `call` to `service` and returns the answer (any control message but an error).
-pub async fn call<T>(
-    session: Session<T>,
-    service: BuiltinService,
-    call: Call,
-) -> Result<Control, CallError>
+/// Sends `call` to its service and returns the answer (any control message but an error).
+pub async fn call<T>(session: Session<T>, call: Call) -> Result<Control, CallError>
 where
     T: AsyncRead + AsyncWrite + Unpin,
 {
     let mut conn = session.conn;
-    let request = Request {
-        service: service.id(),
-        call,
-    };
-    conn.send(Frame::Control(Control::Request(request))).await?;
+    conn.send(Frame::Control(Control::Request(Request::new(call))))
+        .await?;
     match tokio::time::timeout(ANSWER_TIMEOUT, conn.next()).await {
         Err(_) => Err(CallError::Timeout),
         Ok(None) => Err(CallError::Disconnected),
         Ok(Some(Err(e))) => Err(e.into()),
         Ok(Some(Ok(Frame::Control(Control::Error(e))))) => Err(CallError::Refused(e)),
         Ok(Some(Ok(Frame::Control(answer)))) => Ok(answer),
-        Ok(Some(Ok(other))) => Err(CallError::Protocol(describe(&other))),
+        Ok(Some(Ok(other))) => Err(CallError::Protocol(other.describe())),
     }
 }
 
 fn unexpected(answer: &Control) -> CallError {
-    CallError::Protocol(describe(&Frame::Control(answer.clone())))
+    CallError::Protocol(Frame::Control(answer.clone()).describe())
 }
 
 /// `guest_info`.
@@ -79,7 +71,7 @@ pub async fn guest_info<T>(session: Session<T>) -> Result<GuestInfo, CallError>
 where
     T: AsyncRead + AsyncWrite + Unpin,
 {
-    match call(session, BuiltinService::GuestInfo, Call::GuestInfo).await? {
+    match call(session, Call::GuestInfo).await? {
         Control::GuestInfo(info) => Ok(*info),
         other => Err(unexpected(&other)),
     }
@@ -99,7 +91,7 @@ where
     T: AsyncRead + AsyncWrite + Unpin,
 {
     let t0 = host_unix_ns();
-    let answer = call(session, BuiltinService::Time, call_).await?;
+    let answer = call(session, call_).await?;
     let t1 = host_unix_ns();
     match answer {
         Control::TimeSample { guest_unix_ns } => Ok((t0, guest_unix_ns, t1)),
@@ -164,7 +156,7 @@ where
         pool,
         key: key.into(),
     };
-    match call(session, BuiltinService::KeyValue, req).await? {
+    match call(session, req).await? {
         Control::KvpValue { value, .. } => Ok(value),
         other => Err(unexpected(&other)),
     }
@@ -175,7 +167,7 @@ pub async fn kvp_list<T>(session: Session<T>, pool: KvpPool) -> Result<KvpEntrie
 where
     T: AsyncRead + AsyncWrite + Unpin,
 {
-    match call(session, BuiltinService::KeyValue, Call::KvpList { pool }).await? {
+    match call(session, Call::KvpList { pool }).await? {
         Control::KvpEntries { entries, .. } => Ok(entries),
         other => Err(unexpected(&other)),
     }
@@ -186,7 +178,7 @@ pub async fn kvp_change<T>(session: Session<T>, change: Call) -> Result<(), Call
 where
     T: AsyncRead + AsyncWrite + Unpin,
 {
-    match call(session, BuiltinService::KeyValue, change).await? {
+    match call(session, change).await? {
         Control::Done => Ok(()),
         other => Err(unexpected(&other)),
     }
@@ -197,7 +189,7 @@ pub async fn shutdown<T>(session: Session<T>, req: ShutdownRequest) -> Result<St
 where
     T: AsyncRead + AsyncWrite + Unpin,
 {
-    match call(session, BuiltinService::Shutdown, Call::Shutdown(req)).await? {
+    match call(session, Call::Shutdown(req)).await? {
         Control::ShutdownAck { action, mode } => Ok(format!("{action} ({mode})")),
         other => Err(unexpected(&other)),
     }
@@ -208,7 +200,7 @@ pub async fn fs<T>(session: Session<T>, req: Call) -> Result<FreezeStatus, CallE
 where
     T: AsyncRead + AsyncWrite + Unpin,
 {
-    match call(session, BuiltinService::FsFreeze, req).await? {
+    match call(session, req).await? {
         Control::FsFreezeStatus(status) => Ok(status),
         other => Err(unexpected(&other)),
     }

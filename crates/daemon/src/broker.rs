@@ -27,7 +27,7 @@ use axum::extract::{Path, Request, State as AxumState};
 use axum::response::Response;
 use futures::{SinkExt, StreamExt};
 use guestcomm_api::{FRAMED_STREAM_PROTOCOL, UPGRADE_PROTOCOL};
-use guestcomm_protocol::handshake::{describe, error_chain};
+use guestcomm_protocol::handshake::error_chain;
 use guestcomm_protocol::limits::DATA_CHUNK_BYTES;
 use guestcomm_protocol::message::{ErrorCode, ErrorFrame};
 use guestcomm_protocol::{Control, Frame, FrameCodec, ServiceId, StreamId};
@@ -147,7 +147,7 @@ where
                 // End of the client's input: not forwarded (no half-close
                 // over hybrid vsock); the guest program ends the stream.
                 Frame::Control(Control::Eof { .. }) => {}
-                other => return Err(format!("unexpected from the client: {}", describe(&other))),
+                other => return Err(format!("unexpected from the client: {}", other.describe())),
             }
         }
         Ok(())

@@ -30,7 +30,6 @@ use std::time::Duration;
 
 use futures::{Stream, StreamExt};
 use guestcomm_protocol::files::CopySummary;
-use guestcomm_protocol::handshake::describe;
 use guestcomm_protocol::split::{split, FrameWriter};
 use guestcomm_protocol::{Control, Frame, FrameError, FramedConn, StreamId};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -202,7 +201,7 @@ where
             Frame::Control(Control::EntryEnd { blake3 }) => (Msg::EntryEnd(blake3), false),
             Frame::Control(Control::CopyEnd) => (Msg::CopyEnd, true),
             Frame::Control(Control::Error(e)) => break Err(CopyError::Peer(e)),
-            other => break Err(CopyError::Protocol(describe(&other))),
+            other => break Err(CopyError::Protocol(other.describe())),
         };
         // A closed queue means the store failed; its error explains why.
         if tx.send(msg).await.is_err() || last {

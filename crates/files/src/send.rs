@@ -28,7 +28,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::StreamExt;
 use guestcomm_protocol::files::{CopySummary, Entry, EntryKind};
-use guestcomm_protocol::handshake::describe;
 use guestcomm_protocol::limits::{FILE_CHUNK_BYTES, LINGER_AFTER_LAST_FRAME_MS};
 use guestcomm_protocol::split::{split, FrameWriter};
 use guestcomm_protocol::{Control, Frame, FrameError, FramedConn, StreamId};
@@ -140,7 +139,7 @@ where
 fn answer(frame: Option<Result<Frame, FrameError>>) -> CopyError {
     match frame {
         Some(Ok(Frame::Control(Control::Error(e)))) => CopyError::Peer(e),
-        Some(Ok(other)) => CopyError::Protocol(describe(&other)),
+        Some(Ok(other)) => CopyError::Protocol(other.describe()),
         Some(Err(e)) => e.into(),
         None => CopyError::Disconnected,
     }

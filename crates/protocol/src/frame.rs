@@ -18,38 +18,18 @@
 //! before reserving any memory. Data bodies are never encoded.
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use tokio_util::codec::{Decoder, Encoder};
+use tokio_util::codec::{Decoder, Encoder, Framed};
 
 use crate::limits::MAX_FRAME_BYTES;
 use crate::message::Control;
+// The old path of `StreamId`, until every crate names it at the root.
+pub use crate::stream::StreamId;
+
+/// A framed connection: the type both sides use after connecting.
+pub type FramedConn<T> = Framed<T, FrameCodec>;
 
 /// Size of the frame header: length (4) and kind (1).
 pub const HEADER_BYTES: usize = 5;
-
-/// Which byte stream a data frame belongs to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum StreamId {
-    /// Standard input of the guest process (host to guest).
-    Stdin,
-    /// Standard output, or the terminal in pty mode (guest to host).
-    Stdout,
-    /// Standard error (guest to host).
-    Stderr,
-    /// Content of the file entry being copied (file service, either direction).
-    File,
-}
-
-impl StreamId {
-    const fn kind(self) -> u8 {
-        match self {
-            Self::Stdin => 0x01,
-            Self::Stdout => 0x02,
-            Self::Stderr => 0x03,
-            Self::File => 0x04,
-        }
-    }
-}
 
 /// One frame on the wire.
 #[derive(Clone, Debug, PartialEq)]
@@ -59,6 +39,54 @@ pub enum Frame {
     /// Raw bytes of one stream.
     Data(StreamId, Bytes),
 }
+
+impl Frame {
+    /// A short description for errors and logs: the message type or the
+    /// data's size and stream, never the peer's content (error frames give
+    /// their code and escaped message).
+    pub fn describe(&self) -> String {
+        match self {
+            Frame::Control(Control::Error(e)) => format!("error frame: {e}"),
+            Frame::Control(c) => format!("{} message", c.kind()),
+            Frame::Data(stream, body) => format!("{} bytes of {stream:?} data", body.len()),
+        }
+    }
+}
+
+/// What a frame's header says: how long the body is and what it holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FrameHeader {
+    /// The body's length in bytes (not checked against any limit here).
+    pub len: u32,
+    /// The kind byte, as sent.
+    pub kind: u8,
+}
+
+impl FrameHeader {
+    /// Reads a header's two fields.
+    pub fn parse(header: [u8; HEADER_BYTES]) -> Self {
+        let [a, b, c, d, kind] = header;
+        Self {
+            len: u32::from_be_bytes([a, b, c, d]),
+            kind,
+        }
+    }
+
+    /// What the body holds: a control message (`None`) or data of a
+    /// stream; a kind this version does not know is an error (the bytes no
+    /// longer make sense as frames).
+    pub fn stream(self) -> Result<Option<StreamId>, FrameError> {
+        match self.kind {
+            CONTROL_KIND => Ok(None),
+            kind => StreamId::from_kind(kind)
+                .map(Some)
+                .ok_or(FrameError::UnknownKind(kind)),
+        }
+    }
+}
+
+/// The kind byte of a control frame.
+const CONTROL_KIND: u8 = 0x00;
 
 /// Why bytes from the peer are not a valid frame.
 #[derive(Debug, thiserror::Error)]
@@ -93,7 +121,7 @@ pub enum FrameError {
 /// ```
 /// # use bytes::BytesMut;
 /// # use tokio_util::codec::{Decoder, Encoder};
-/// use guestcomm_protocol::frame::{Frame, FrameCodec, StreamId};
+/// use guestcomm_protocol::{Frame, FrameCodec, StreamId};
 ///
 /// let mut codec = FrameCodec::new();
 /// let mut wire = BytesMut::new();
@@ -122,9 +150,10 @@ impl FrameCodec {
         self.max_frame_bytes
     }
 
-    /// Lowers (or raises) the largest body this codec accepts and emits.
+    /// Lowers (or raises) the largest body this codec accepts and emits,
+    /// clipped to what the 32-bit length prefix can say.
     pub fn with_max_frame_bytes(mut self, max: usize) -> Self {
-        self.max_frame_bytes = max;
+        self.max_frame_bytes = max.min(u32::MAX as usize);
         self
     }
 }
@@ -140,32 +169,27 @@ impl Decoder for FrameCodec {
     type Error = FrameError;
 
     fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Frame>, FrameError> {
-        if src.len() < HEADER_BYTES {
+        let Some(header) = src.first_chunk::<HEADER_BYTES>() else {
             return Ok(None);
-        }
-        let len = u32::from_be_bytes([src[0], src[1], src[2], src[3]]) as usize;
+        };
+        let header = FrameHeader::parse(*header);
+        let len = header.len as usize;
         if len > self.max_frame_bytes {
             return Err(FrameError::TooLarge {
                 len,
                 max: self.max_frame_bytes,
             });
         }
-        let kind = src[4];
-        if !(0x00..=0x04).contains(&kind) {
-            return Err(FrameError::UnknownKind(kind));
-        }
+        let stream = header.stream()?;
         if src.len() < HEADER_BYTES + len {
             src.reserve(HEADER_BYTES + len - src.len());
             return Ok(None);
         }
         src.advance(HEADER_BYTES);
         let body = src.split_to(len).freeze();
-        let frame = match kind {
-            0x00 => Frame::Control(serde_json::from_slice(&body).map_err(FrameError::BadControl)?),
-            0x01 => Frame::Data(StreamId::Stdin, body),
-            0x02 => Frame::Data(StreamId::Stdout, body),
-            0x03 => Frame::Data(StreamId::Stderr, body),
-            _ => Frame::Data(StreamId::File, body),
+        let frame = match stream {
+            None => Frame::Control(serde_json::from_slice(&body).map_err(FrameError::BadControl)?),
+            Some(stream) => Frame::Data(stream, body),
         };
         Ok(Some(frame))
     }
@@ -219,5 +243,41 @@ impl Encoder<Frame> for FrameCodec {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_limit_is_clipped_to_what_the_length_prefix_can_say() {
+        let codec = FrameCodec::new().with_max_frame_bytes(usize::MAX);
+        assert_eq!(codec.max_frame_bytes(), u32::MAX as usize);
+    }
+
+    #[test]
+    fn a_header_names_its_stream_and_an_unknown_kind_is_an_error() {
+        let data = FrameHeader::parse([0, 0, 1, 0, 0x02]);
+        assert_eq!(data.len, 256);
+        assert_eq!(data.stream().unwrap(), Some(StreamId::Stdout));
+        assert_eq!(
+            FrameHeader::parse([0; HEADER_BYTES]).stream().unwrap(),
+            None
+        );
+        let err = FrameHeader::parse([0, 0, 0, 0, 0x09]).stream().unwrap_err();
+        assert!(matches!(err, FrameError::UnknownKind(0x09)), "{err}");
+    }
+
+    #[test]
+    fn a_description_names_the_message_type_not_its_content() {
+        let frame = Frame::Control(Control::Exited(crate::ExitStatus {
+            code: Some(3),
+            signal: None,
+            timed_out: false,
+        }));
+        assert_eq!(frame.describe(), "exited message");
+        let data = Frame::Data(StreamId::Stdin, Bytes::from_static(b"secret"));
+        assert_eq!(data.describe(), "6 bytes of Stdin data");
     }
 }

@@ -19,12 +19,12 @@ use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio_util::codec::Framed;
 
 use crate::auth::{self, Psk, Transcript, AUTH_PSK};
-use crate::frame::{Frame, FrameCodec, FrameError};
+use crate::error_code::{ErrorCode, ErrorFrame};
+use crate::frame::{Frame, FrameError, FramedConn};
 use crate::limits::{HANDSHAKE_TIMEOUT_MS, MAX_HANDSHAKE_FRAME_BYTES};
-use crate::message::{Control, ErrorCode, ErrorFrame, Hello, ProtocolVersion, Request, Welcome};
+use crate::message::{Control, Hello, ProtocolVersion, Request, Welcome};
 use crate::nonce::{self, Role};
 
 /// The value of [`Hello::protocol`].
@@ -32,9 +32,6 @@ pub const PROTOCOL_NAME: &str = "guestcomm";
 
 /// The authentication method that proves nothing (local, trusted transports).
 pub const AUTH_NONE: &str = "none";
-
-/// A framed connection: the type both sides use after connecting.
-pub type FramedConn<T> = Framed<T, FrameCodec>;
 
 /// Why a handshake failed.
 #[derive(Debug, thiserror::Error)]
@@ -104,34 +101,7 @@ impl HandshakeError {
     }
 }
 
-/// Formats an error and its sources on one line, joined by ": ".
-pub fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
-
-/// A short description of a frame for error messages.
-pub fn describe(frame: &Frame) -> String {
-    match frame {
-        Frame::Control(Control::Error(e)) => format!("error frame: {e}"),
-        Frame::Control(c) => {
-            let json = serde_json::to_value(c).ok();
-            let kind = json
-                .as_ref()
-                .and_then(|v| v.get("type"))
-                .and_then(|t| t.as_str())
-                .unwrap_or("unknown");
-            format!("{kind} message")
-        }
-        Frame::Data(stream, body) => format!("{} bytes of {stream:?} data", body.len()),
-    }
-}
+pub use crate::error_chain;
 
 /// What the server accepts and announces.
 #[derive(Clone, Debug)]
@@ -293,7 +263,7 @@ where
             Frame::Control(Control::Error(e)) => Err(HandshakeError::Rejected(e)),
             other => Err(HandshakeError::Unexpected {
                 expected: "welcome",
-                got: describe(&other),
+                got: other.describe(),
             }),
         }
     };
@@ -341,7 +311,7 @@ where
         Frame::Control(Control::Error(e)) => Err(HandshakeError::Rejected(e)),
         other => Err(HandshakeError::Unexpected {
             expected: "auth_response",
-            got: describe(&other),
+            got: other.describe(),
         }),
     }
 }
@@ -403,7 +373,7 @@ async fn server_exchange<T: AsyncRead + AsyncWrite + Unpin, A>(
             other => {
                 return Err(HandshakeError::Unexpected {
                     expected: "hello",
-                    got: describe(&other),
+                    got: other.describe(),
                 })
             }
         };
@@ -488,7 +458,7 @@ where
         Ok(Some(Ok(Frame::Control(Control::Request(request))))) => Ok(request),
         Ok(Some(Ok(other))) => Err(ErrorFrame::new(
             ErrorCode::UnexpectedMessage,
-            format!("expected a request, got {}", describe(&other)),
+            format!("expected a request, got {}", other.describe()),
         )),
     }
 }
@@ -496,7 +466,9 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::frame::FrameCodec;
     use tokio::io::{duplex, AsyncReadExt, AsyncWriteExt};
+    use tokio_util::codec::Framed;
 
     fn offer() -> ServerOffer {
         ServerOffer {

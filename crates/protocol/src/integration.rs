@@ -23,8 +23,8 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+use crate::error_code::ErrorCode;
 use crate::limits::{MAX_KVP_KEY_BYTES, MAX_KVP_VALUE_BYTES, MAX_SHUTDOWN_REASON_BYTES};
-use crate::message::ErrorCode;
 
 /// A key-value pool, as Hyper-V's (its numbers in parentheses).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]

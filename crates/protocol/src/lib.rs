@@ -11,8 +11,9 @@
 //!    or Error); its reader closes, then its sender ([`closing`])
 //! ```
 //!
-//! Modules: [`frame`] (length-prefixed frames and their codec), [`message`]
-//! (typed control messages), [`handshake`] (steps 2 and its checks),
+//! Modules: [`frame`] (length-prefixed frames and their codec), [`stream`]
+//! (which byte stream a data frame carries), [`message`] (typed control
+//! messages), [`error_code`] (error frames and their codes), [`handshake`] (steps 2 and its checks),
 //! [`service`] (service GUIDs and their vsock ports), [`limits`] (every bound),
 //! [`split`] (a connection as a frame reader and a copy-free frame writer),
 //! [`files`] (the file service's copy messages), [`integration`] (guest
@@ -27,6 +28,7 @@
 pub mod auth;
 pub mod closing;
 pub mod entropy;
+pub mod error_code;
 pub mod files;
 pub mod frame;
 pub mod handshake;
@@ -37,9 +39,24 @@ pub mod nonce;
 pub mod policy;
 pub mod service;
 pub mod split;
+pub mod stream;
 pub mod text;
 
-pub use frame::{Frame, FrameCodec, FrameError, StreamId};
-pub use handshake::{FramedConn, HandshakeError};
-pub use message::{Call, Control, ErrorCode, ErrorFrame, ExecRequest, ExitStatus, WindowSize};
+pub use error_code::{ErrorCode, ErrorFrame};
+pub use frame::{Frame, FrameCodec, FrameError, FramedConn};
+pub use handshake::HandshakeError;
+pub use message::{Call, Control, ExecRequest, ExitStatus, Request, WindowSize};
 pub use service::{BuiltinService, ServiceId};
+pub use stream::StreamId;
+
+/// Formats an error and its sources on one line, joined by ": ".
+pub fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

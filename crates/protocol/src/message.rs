@@ -34,11 +34,12 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+// The old paths of the error types, until every crate names them at the root.
+pub use crate::error_code::{ErrorCode, ErrorFrame};
 use crate::files::{CopyFromGuest, CopySummary, CopyToGuest, Entry};
-use crate::frame::StreamId;
 use crate::integration::{FreezeStatus, GuestInfo, KvpEntries, KvpPool, ShutdownRequest};
-use crate::limits::MAX_ERROR_MESSAGE_BYTES;
-use crate::service::ServiceId;
+use crate::service::{BuiltinService, ServiceId};
+use crate::stream::StreamId;
 
 /// A protocol version: peers must share the major number; the lower minor wins.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -167,6 +168,40 @@ pub enum Control {
     Unknown,
 }
 
+impl Control {
+    /// The message's `"type"` on the wire (`"unknown"` for a type this
+    /// version does not know).
+    pub const fn kind(&self) -> &'static str {
+        match self {
+            Self::Hello(..) => "hello",
+            Self::Welcome(..) => "welcome",
+            Self::AuthChallenge { .. } => "auth_challenge",
+            Self::AuthResponse { .. } => "auth_response",
+            Self::Request(..) => "request",
+            Self::Error(..) => "error",
+            Self::ExecStarted { .. } => "exec_started",
+            Self::Eof { .. } => "eof",
+            Self::Resize(..) => "resize",
+            Self::Signal { .. } => "signal",
+            Self::Exited(..) => "exited",
+            Self::CopyReady => "copy_ready",
+            Self::Entry(..) => "entry",
+            Self::EntryEnd { .. } => "entry_end",
+            Self::ResumeFrom { .. } => "resume_from",
+            Self::CopyEnd => "copy_end",
+            Self::CopySummary(..) => "copy_summary",
+            Self::GuestInfo(..) => "guest_info",
+            Self::TimeSample { .. } => "time_sample",
+            Self::KvpValue { .. } => "kvp_value",
+            Self::KvpEntries { .. } => "kvp_entries",
+            Self::Done => "done",
+            Self::ShutdownAck { .. } => "shutdown_ack",
+            Self::FsFreezeStatus(..) => "fs_freeze_status",
+            Self::Unknown => "unknown",
+        }
+    }
+}
+
 /// Opens every connection.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Hello {
@@ -289,6 +324,62 @@ pub enum Call {
     Unsupported,
 }
 
+impl Call {
+    /// The operation's `"op"` on the wire (`"unsupported"` for one this
+    /// version does not know).
+    pub const fn op(&self) -> &'static str {
+        match self {
+            Self::Exec(..) => "exec",
+            Self::CopyToGuest(..) => "copy_to_guest",
+            Self::CopyFromGuest(..) => "copy_from_guest",
+            Self::GuestInfo => "guest_info",
+            Self::TimeQuery => "time_query",
+            Self::TimeStep { .. } => "time_step",
+            Self::KvpGet { .. } => "kvp_get",
+            Self::KvpSet { .. } => "kvp_set",
+            Self::KvpDelete { .. } => "kvp_delete",
+            Self::KvpList { .. } => "kvp_list",
+            Self::KvpReplace { .. } => "kvp_replace",
+            Self::Shutdown(..) => "shutdown",
+            Self::FsFreeze { .. } => "fs_freeze",
+            Self::FsThaw { .. } => "fs_thaw",
+            Self::FsStatus => "fs_status",
+            Self::Unsupported => "unsupported",
+        }
+    }
+
+    /// The service the operation belongs to (an unknown operation: the
+    /// agent endpoint itself, which answers it with an error).
+    pub const fn service(&self) -> BuiltinService {
+        match self {
+            Self::Exec(..) => BuiltinService::Exec,
+            Self::CopyToGuest(..) | Self::CopyFromGuest(..) => BuiltinService::Files,
+            Self::GuestInfo => BuiltinService::GuestInfo,
+            Self::TimeQuery | Self::TimeStep { .. } => BuiltinService::Time,
+            Self::KvpGet { .. }
+            | Self::KvpSet { .. }
+            | Self::KvpDelete { .. }
+            | Self::KvpList { .. }
+            | Self::KvpReplace { .. } => BuiltinService::KeyValue,
+            Self::Shutdown(..) => BuiltinService::Shutdown,
+            Self::FsFreeze { .. } | Self::FsThaw { .. } | Self::FsStatus => {
+                BuiltinService::FsFreeze
+            }
+            Self::Unsupported => BuiltinService::Agent,
+        }
+    }
+}
+
+impl Request {
+    /// The request for `call`, addressed to the service it belongs to.
+    pub fn new(call: Call) -> Self {
+        Self {
+            service: call.service().id(),
+            call,
+        }
+    }
+}
+
 /// A program to run in the guest.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct ExecRequest {
@@ -342,99 +433,15 @@ impl ExitStatus {
     pub fn shell_code(&self) -> i32 {
         match (self.code, self.signal) {
             (Some(code), _) => code,
-            (None, Some(sig)) => 128 + sig,
+            (None, Some(sig)) => sig.saturating_add(128),
             (None, None) => 255,
         }
-    }
-}
-
-/// An error reported to the peer: its sender's last frame (the connection
-/// then closes by the rule of [`crate::closing`]).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
-#[error("{message} ({code})")]
-pub struct ErrorFrame {
-    /// What kind of failure, for programs.
-    pub code: ErrorCode,
-    /// What went wrong, for people: one line.
-    pub message: String,
-}
-
-impl ErrorFrame {
-    /// An error frame, its message cut to [`MAX_ERROR_MESSAGE_BYTES`].
-    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        let mut message = message.into();
-        if message.len() > MAX_ERROR_MESSAGE_BYTES {
-            let mut end = MAX_ERROR_MESSAGE_BYTES;
-            while !message.is_char_boundary(end) {
-                end -= 1;
-            }
-            message.truncate(end);
-        }
-        Self { code, message }
-    }
-}
-
-/// Typed error codes; stable strings on the wire.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ErrorCode {
-    /// The peer's major protocol version is not supported.
-    UnsupportedVersion,
-    /// The agent requires credentials the client did not offer.
-    AuthRequired,
-    /// The credentials offered did not verify.
-    AuthFailed,
-    /// A frame could not be decoded (size, kind, JSON).
-    MalformedFrame,
-    /// A valid message arrived where another was expected.
-    UnexpectedMessage,
-    /// No service with that GUID here.
-    UnknownService,
-    /// The service does not support that operation.
-    UnsupportedRequest,
-    /// The service exists but is disabled by policy.
-    ServiceDisabled,
-    /// The argument-level policy (host's or guest's) refuses the request;
-    /// the message names which side and why.
-    PolicyDenied,
-    /// A parameter is invalid (empty program, bad env name, ...).
-    InvalidArgument,
-    /// The program to execute does not exist (a shell would exit with 127).
-    CommandNotFound,
-    /// A file, directory or user does not exist.
-    NotFound,
-    /// The operating system refused (EACCES, EPERM).
-    PermissionDenied,
-    /// The destination already exists.
-    AlreadyExists,
-    /// A limit was reached (connections, sizes).
-    ResourceLimit,
-    /// A deadline passed.
-    Timeout,
-    /// An operating-system error not covered above.
-    Io,
-    /// A bug or an unexpected state in the sender.
-    Internal,
-    /// A code this version does not know.
-    #[serde(other)]
-    Unknown,
-}
-
-impl fmt::Display for ErrorCode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // The serde name is the stable one; reuse it.
-        let name = serde_json::to_value(self)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_owned))
-            .unwrap_or_else(|| "unknown".into());
-        f.write_str(&name)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::service::BuiltinService;
 
     #[test]
     fn exec_request_has_the_documented_json_shape() {
@@ -479,23 +486,6 @@ mod tests {
     }
 
     #[test]
-    fn error_code_displays_its_wire_name() {
-        assert_eq!(
-            ErrorCode::UnsupportedVersion.to_string(),
-            "unsupported_version"
-        );
-        let e = ErrorFrame::new(ErrorCode::NotFound, "no such file: foo");
-        assert_eq!(e.to_string(), "no such file: foo (not_found)");
-    }
-
-    #[test]
-    fn error_message_is_truncated_on_a_char_boundary() {
-        let e = ErrorFrame::new(ErrorCode::Io, "é".repeat(MAX_ERROR_MESSAGE_BYTES));
-        assert!(e.message.len() <= MAX_ERROR_MESSAGE_BYTES);
-        assert!(e.message.chars().all(|c| c == 'é'));
-    }
-
-    #[test]
     fn shell_code_follows_shell_conventions() {
         let by_code = ExitStatus {
             code: Some(7),
@@ -509,5 +499,63 @@ mod tests {
         };
         assert_eq!(by_code.shell_code(), 7);
         assert_eq!(by_signal.shell_code(), 137);
+    }
+
+    #[test]
+    fn a_signal_number_from_the_wire_cannot_overflow_the_shell_code() {
+        let hostile = ExitStatus {
+            code: None,
+            signal: Some(i32::MAX),
+            timed_out: false,
+        };
+        assert_eq!(hostile.shell_code(), i32::MAX);
+    }
+
+    #[test]
+    fn kinds_and_ops_are_the_wire_names() {
+        let controls = [
+            Control::Done,
+            Control::CopyEnd,
+            Control::Eof {
+                stream: StreamId::Stdin,
+            },
+            Control::TimeSample { guest_unix_ns: 1 },
+            Control::Error(ErrorFrame::new(crate::ErrorCode::Io, "x")),
+        ];
+        for c in controls {
+            let json = serde_json::to_value(&c).unwrap();
+            assert_eq!(json["type"].as_str(), Some(c.kind()), "{c:?}");
+        }
+        let calls = [
+            Call::Exec(ExecRequest::default()),
+            Call::GuestInfo,
+            Call::TimeStep { delta_ns: 1 },
+            Call::KvpList {
+                pool: KvpPool::Guest,
+            },
+            Call::FsStatus,
+        ];
+        for call in calls {
+            let json = serde_json::to_value(&call).unwrap();
+            assert_eq!(json["op"].as_str(), Some(call.op()), "{call:?}");
+        }
+        assert_eq!(Control::Unknown.kind(), "unknown");
+        assert_eq!(Call::Unsupported.op(), "unsupported");
+    }
+
+    #[test]
+    fn a_request_is_addressed_to_its_calls_service() {
+        let req = Request::new(Call::KvpList {
+            pool: KvpPool::External,
+        });
+        assert_eq!(req.service, BuiltinService::KeyValue.id());
+        assert_eq!(
+            Request::new(Call::FsStatus).service,
+            BuiltinService::FsFreeze.id()
+        );
+        assert_eq!(
+            Request::new(Call::Exec(ExecRequest::default())).service,
+            BuiltinService::Exec.id()
+        );
     }
 }

@@ -12,8 +12,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::sync::mpsc;
 use tokio_util::codec::{Encoder, Framed, FramedParts};
 
-use crate::frame::{put_data_header, Frame, FrameCodec, FrameError, HEADER_BYTES};
-use crate::handshake::FramedConn;
+use crate::frame::{put_data_header, Frame, FrameCodec, FrameError, FramedConn, HEADER_BYTES};
 
 /// Bodies at least this large are written in place rather than copied into
 /// the write buffer; below it, the copy is cheaper than another iovec.
@@ -115,8 +114,8 @@ pub async fn forward_frames<T: AsyncWrite>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::frame::StreamId;
     use crate::message::Control;
+    use crate::stream::StreamId;
     use futures::StreamExt;
     use tokio_util::codec::FramedRead;
 

@@ -39,26 +39,7 @@ fn words() -> impl Strategy<Value = Vec<String>> {
 }
 
 fn error_code() -> impl Strategy<Value = ErrorCode> {
-    prop::sample::select(vec![
-        ErrorCode::UnsupportedVersion,
-        ErrorCode::AuthRequired,
-        ErrorCode::AuthFailed,
-        ErrorCode::MalformedFrame,
-        ErrorCode::UnexpectedMessage,
-        ErrorCode::UnknownService,
-        ErrorCode::UnsupportedRequest,
-        ErrorCode::ServiceDisabled,
-        ErrorCode::InvalidArgument,
-        ErrorCode::CommandNotFound,
-        ErrorCode::NotFound,
-        ErrorCode::PermissionDenied,
-        ErrorCode::AlreadyExists,
-        ErrorCode::ResourceLimit,
-        ErrorCode::Timeout,
-        ErrorCode::Io,
-        ErrorCode::Internal,
-        ErrorCode::Unknown,
-    ])
+    prop::sample::select(ErrorCode::ALL.to_vec())
 }
 
 fn exec_request() -> impl Strategy<Value = ExecRequest> {

@@ -10,7 +10,6 @@ use std::process::ExitCode;
 use clap::Args;
 use futures::{SinkExt, StreamExt};
 use guestcomm_api::{ApiError, ServiceRegistration, FRAMED_STREAM_PROTOCOL};
-use guestcomm_protocol::handshake::describe;
 use guestcomm_protocol::limits::DATA_CHUNK_BYTES;
 use guestcomm_protocol::text::Escaped;
 use guestcomm_protocol::{BuiltinService, Control, Frame, FrameCodec, ServiceId, StreamId};
@@ -81,7 +80,7 @@ pub async fn run(args: ConnectArgs, api: Option<&str>) -> ExitCode {
                     return Err(std::io::Error::other(e.message));
                 }
                 other => {
-                    let what = describe(&other);
+                    let what = other.describe();
                     return Err(std::io::Error::other(format!(
                         "guestcommd sent {what} on a service stream"
                     )));
