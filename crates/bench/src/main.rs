@@ -59,7 +59,7 @@
 //!
 //! Targets: library exec overhead under 1 ms; library stdout
 //! throughput at least 70% of the bare socket. Both are printed as met or
-//! missed, as are the same figures for the CLI. Issue #3: each copy
+//! missed, as are the same figures for the CLI. Copies: each
 //! direction at least 70% of the bare socket, and over 20 times qemu-ga's.
 
 mod agent;

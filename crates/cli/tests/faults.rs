@@ -1,4 +1,4 @@
-//! Faults with real processes (issue #15): guestcommd SIGKILLed while an
+//! Faults with real processes: guestcommd SIGKILLed while an
 //! exec, a copy and a connect go through it; the agent SIGKILLed in the
 //! middle of a copy and started again; the receiving side's disk full.
 //! Each must end promptly with a clear error, lose nothing already there,

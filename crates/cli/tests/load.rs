@@ -1,4 +1,4 @@
-//! guestcommd held under load (issue #15): 500 concurrent execs and 50
+//! guestcommd held under load: 500 concurrent execs and 50
 //! concurrent 20 MiB copies through one daemon to 20 real agents for 60 s,
 //! with 1,000 VMs heartbeating. The load is the bench's case H
 //! (`guestcomm-bench --case load`, the same code that reports p50/p99);

@@ -1,4 +1,4 @@
-//! WBEM (issue #6): guestcommd's CIM-XML endpoint driven by pywbem, an
+//! WBEM: guestcommd's CIM-XML endpoint driven by pywbem, an
 //! unmodified CIM client, over `--wbem tcp://127.0.0.1:PORT`, and by
 //! `guestcomm cim` over the API socket. The pywbem scripts are in
 //! `tests/wbem/*.py`; without pywbem those tests say SKIPPED loudly, and
