@@ -21,6 +21,7 @@ use tracing::info;
 
 use crate::clock::{Clock, ClockError};
 use crate::freeze::{FreezeError, FreezeManager};
+use crate::hyperv_kvp::PoolFileError;
 use crate::kvp::{KvpStore, KvpStoreError};
 use crate::shutdown::{self, ShutdownRunner};
 
@@ -78,6 +79,8 @@ fn kvp_error(e: KvpStoreError) -> ErrorFrame {
     let code = match &e {
         KvpStoreError::Kvp(k) => k.code(),
         KvpStoreError::Save(..) => ErrorCode::Io,
+        KvpStoreError::PoolFile(PoolFileError::Locked { .. }) => ErrorCode::Timeout,
+        KvpStoreError::PoolFile(PoolFileError::Io(..)) => ErrorCode::Io,
     };
     ErrorFrame::new(code, guestcomm_protocol::handshake::error_chain(&e))
 }
@@ -140,11 +143,12 @@ pub fn answer(
             .kvp
             .get(pool, &key, || s.info())
             .map(|value| Control::KvpValue { pool, key, value })
-            .map_err(|e| kvp_error(e.into())),
-        Call::KvpList { pool } => Ok(Control::KvpEntries {
-            pool,
-            entries: s.kvp.list(pool, || s.info()),
-        }),
+            .map_err(kvp_error),
+        Call::KvpList { pool } => s
+            .kvp
+            .list(pool, || s.info())
+            .map(|entries| Control::KvpEntries { pool, entries })
+            .map_err(kvp_error),
         Call::KvpSet { pool, key, value } => s
             .kvp
             .set(side, pool, &key, &value)

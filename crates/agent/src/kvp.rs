@@ -11,6 +11,12 @@
 //! after every change, so they survive an agent restart; without one they
 //! are kept in memory only. Every change is checked against the protocol's
 //! limits before it is applied, and a change that cannot be saved is undone.
+//!
+//! With Hyper-V's pool files ([`crate::hyperv_kvp`]) the guest pool lives in
+//! `.kvp_pool_1`, read on every host read and changed under its lock, so a
+//! program written for Hyper-V's KVP adds items the host sees; the external
+//! pool is written to `.kvp_pool_0` after each change and the auto pool to
+//! `.kvp_pool_2` whenever it is computed.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -22,6 +28,8 @@ use guestcomm_protocol::integration::{
 use guestcomm_protocol::limits::MAX_KVP_KEYS_PER_POOL;
 use serde::{Deserialize, Serialize};
 use tracing::warn;
+
+use crate::hyperv_kvp::{PoolFileError, PoolFiles, Update};
 
 /// The file in the state directory.
 pub const STATE_FILE: &str = "kvp.json";
@@ -38,6 +46,9 @@ pub enum KvpStoreError {
     /// The state file could not be written; nothing changed.
     #[error("cannot save the key-value pools to {0}")]
     Save(String, #[source] std::io::Error),
+    /// A Hyper-V pool file could not be used; nothing changed.
+    #[error(transparent)]
+    PoolFile(#[from] PoolFileError),
 }
 
 /// What the state file holds.
@@ -62,6 +73,7 @@ impl Pools {
 pub struct KvpStore {
     pools: Mutex<Pools>,
     file: Option<PathBuf>,
+    hyperv: Option<PoolFiles>,
 }
 
 /// Keeps only entries within the limits (a state file edited by hand, or
@@ -95,6 +107,7 @@ impl KvpStore {
         Self {
             pools: Mutex::new(Pools::default()),
             file: None,
+            hyperv: None,
         }
     }
 
@@ -125,7 +138,46 @@ impl KvpStore {
         Ok(Self {
             pools: Mutex::new(pools),
             file: Some(file),
+            hyperv: None,
         })
+    }
+
+    /// Keeps the pools in Hyper-V's pool files too: the guest pool is taken
+    /// from `.kvp_pool_1` from now on, the external pool is written to
+    /// `.kvp_pool_0` at once.
+    pub fn with_pool_files(mut self, files: PoolFiles) -> Result<Self, KvpStoreError> {
+        let mut pools = self.lock().clone();
+        pools.guest = valid(files.read(KvpPool::Guest)?);
+        files.write(KvpPool::External, &pools.external)?;
+        self.save(&pools)?;
+        *self.lock() = pools;
+        self.hyperv = Some(files);
+        Ok(self)
+    }
+
+    /// The guest pool as the pool file holds it now (kept in memory and in
+    /// the state file too).
+    fn refresh_guest(&self, files: &PoolFiles) -> Result<KvpEntries, KvpStoreError> {
+        let guest = valid(files.read(KvpPool::Guest)?);
+        let mut pools = self.lock();
+        if pools.guest != guest {
+            pools.guest = guest.clone();
+            if let Err(e) = self.save(&pools) {
+                warn!(error = %guestcomm_protocol::error_chain(&e), "the guest pool changed in its pool file but cannot be saved");
+            }
+        }
+        Ok(guest)
+    }
+
+    /// The auto pool, computed now (and published in its pool file).
+    fn auto(&self, info: impl FnOnce() -> GuestInfo) -> KvpEntries {
+        let entries = intrinsic(&info());
+        if let Some(files) = &self.hyperv {
+            if let Err(e) = files.write(KvpPool::Auto, &entries) {
+                warn!(error = %guestcomm_protocol::error_chain(&e), "cannot publish the auto pool");
+            }
+        }
+        entries
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Pools> {
@@ -133,12 +185,17 @@ impl KvpStore {
     }
 
     /// Every key of `pool`; `auto` is computed from `info`.
-    pub fn list(&self, pool: KvpPool, info: impl FnOnce() -> GuestInfo) -> KvpEntries {
-        match pool {
-            KvpPool::External => self.lock().external.clone(),
-            KvpPool::Guest => self.lock().guest.clone(),
-            KvpPool::Auto => intrinsic(&info()),
-        }
+    pub fn list(
+        &self,
+        pool: KvpPool,
+        info: impl FnOnce() -> GuestInfo,
+    ) -> Result<KvpEntries, KvpStoreError> {
+        Ok(match (pool, &self.hyperv) {
+            (KvpPool::External, _) => self.lock().external.clone(),
+            (KvpPool::Guest, Some(files)) => self.refresh_guest(files)?,
+            (KvpPool::Guest, None) => self.lock().guest.clone(),
+            (KvpPool::Auto, _) => self.auto(info),
+        })
     }
 
     /// One value.
@@ -147,15 +204,15 @@ impl KvpStore {
         pool: KvpPool,
         key: &str,
         info: impl FnOnce() -> GuestInfo,
-    ) -> Result<String, KvpError> {
+    ) -> Result<String, KvpStoreError> {
         check_key(key)?;
-        let found = match pool {
-            KvpPool::Auto => intrinsic(&info()).remove(key),
-            _ => self.lock().pool_mut(pool).and_then(|p| p.get(key).cloned()),
-        };
-        found.ok_or_else(|| KvpError::UnknownKey {
-            pool,
-            key: short_key(key),
+        let found = self.list(pool, info)?.remove(key);
+        found.ok_or_else(|| {
+            KvpError::UnknownKey {
+                pool,
+                key: short_key(key),
+            }
+            .into()
         })
     }
 
@@ -170,15 +227,48 @@ impl KvpStore {
         if pool.writer() != Some(side) {
             return Err(KvpError::ReadOnly { pool, side }.into());
         }
+        if let (KvpPool::Guest, Some(files)) = (pool, &self.hyperv) {
+            return self.change_guest_file(files, change);
+        }
         let mut pools = self.lock();
         let before = pools.clone();
         let Some(entries) = pools.pool_mut(pool) else {
             return Err(KvpError::ReadOnly { pool, side }.into());
         };
         change(entries)?;
+        let published = match (pool, &self.hyperv) {
+            (KvpPool::External, Some(files)) => files.write(pool, &pools.external),
+            _ => Ok(()),
+        };
+        if let Err(e) = published {
+            *pools = before;
+            return Err(e.into());
+        }
         if let Err(e) = self.save(&pools) {
+            if let (KvpPool::External, Some(files)) = (pool, &self.hyperv) {
+                let _ = files.write(pool, &before.external);
+            }
             *pools = before;
             return Err(e);
+        }
+        Ok(())
+    }
+
+    /// A change of the guest pool when its pool file holds it: made to the
+    /// file under its lock, then kept in memory and the state file.
+    fn change_guest_file(
+        &self,
+        files: &PoolFiles,
+        change: impl FnOnce(&mut KvpEntries) -> Result<(), KvpError>,
+    ) -> Result<(), KvpStoreError> {
+        let mut pools = self.lock();
+        let guest = files.update(KvpPool::Guest, change).map_err(|e| match e {
+            Update::File(e) => KvpStoreError::from(e),
+            Update::Change(e) => KvpStoreError::from(e),
+        })?;
+        pools.guest = valid(guest);
+        if let Err(e) = self.save(&pools) {
+            warn!(error = %guestcomm_protocol::error_chain(&e), "the guest pool changed in its pool file but cannot be saved");
         }
         Ok(())
     }
@@ -315,9 +405,12 @@ mod tests {
             );
         }
         assert_eq!(s.get(KvpPool::External, "a", none).unwrap(), "1");
-        assert_eq!(s.list(KvpPool::Guest, none).len(), 1);
+        assert_eq!(s.list(KvpPool::Guest, none).unwrap().len(), 1);
         let err = s.get(KvpPool::Guest, "nope", none).unwrap_err();
-        assert!(matches!(err, KvpError::UnknownKey { .. }));
+        assert!(
+            matches!(err, KvpStoreError::Kvp(KvpError::UnknownKey { .. })),
+            "{err}"
+        );
     }
 
     #[test]
@@ -357,7 +450,7 @@ mod tests {
             .unwrap();
         let bad: KvpEntries = [("b".into(), "x".repeat(2049))].into();
         assert!(s.replace_external(bad).is_err());
-        assert_eq!(s.list(KvpPool::External, none).len(), 1);
+        assert_eq!(s.list(KvpPool::External, none).unwrap().len(), 1);
     }
 
     #[test]

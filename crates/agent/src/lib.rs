@@ -17,6 +17,7 @@ pub mod exec;
 pub mod files;
 pub mod freeze;
 pub mod host_connect;
+pub mod hyperv_kvp;
 pub mod info;
 pub mod integration;
 pub mod kvp;

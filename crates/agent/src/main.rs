@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use anyhow::Context;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::{Parser, Subcommand};
 use guestcomm_agent::local::{LocalKvp, LocalOutput};
@@ -89,6 +89,18 @@ struct Args {
     #[arg(long, value_name = "DIR")]
     state_dir: Option<PathBuf>,
 
+    /// Keep Hyper-V's key-value pool files (.kvp_pool_0 to _4 in
+    /// --hyperv-kvp-dir, hv_kvp_daemon's format and locks) in step with the
+    /// pools, so programs written for Hyper-V's KVP work unchanged: `auto`
+    /// does when that directory exists and the guest has no Hyper-V KVP
+    /// device (/dev/vmbus/hv_kvp: on Hyper-V, hv_kvp_daemon owns the files).
+    #[arg(long, value_enum, value_name = "WHEN", default_value_t = HypervKvp::Auto)]
+    hyperv_kvp: HypervKvp,
+
+    /// Where Hyper-V's pool files are (created by `--hyperv-kvp on`).
+    #[arg(long, value_name = "DIR", default_value = guestcomm_agent::hyperv_kvp::DEFAULT_DIR)]
+    hyperv_kvp_dir: PathBuf,
+
     /// Power off and reboot by running PROGRAM ACTION MODE REASON
     /// (ACTION poweroff|reboot, MODE graceful|force) instead of the init
     /// system (systemctl, shutdown, poweroff) or reboot(2).
@@ -111,6 +123,17 @@ struct Args {
     /// Guest side of the key-value pools.
     #[command(subcommand)]
     command: Option<Command>,
+}
+
+/// When to keep Hyper-V's pool files.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum HypervKvp {
+    /// When the directory exists.
+    Auto,
+    /// Always (the directory is created).
+    On,
+    /// Never.
+    Off,
 }
 
 #[derive(Debug, Subcommand)]
@@ -242,6 +265,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .unwrap_or(&args.kvp_socket);
     config.kvp_socket = (kvp_socket != "off").then(|| PathBuf::from(kvp_socket));
     config.state_dir = args.state_dir;
+    config.hyperv_kvp_dir = match args.hyperv_kvp {
+        HypervKvp::On => Some(args.hyperv_kvp_dir),
+        HypervKvp::Auto => (args.hyperv_kvp_dir.is_dir()
+            && !Path::new(guestcomm_agent::hyperv_kvp::HYPERV_KVP_DEVICE).exists())
+        .then_some(args.hyperv_kvp_dir),
+        HypervKvp::Off => None,
+    };
     if let Some(program) = args.shutdown_command {
         config.shutdown = ShutdownRunner::Command(program);
     }

@@ -44,8 +44,9 @@ use crate::clock::{Clock, SimulatedClock, SystemClock};
 use crate::exec;
 use crate::files::{self, CopyLimits};
 use crate::freeze::{FreezeManager, IoctlFreezer, SimulatedFreezer};
+use crate::hyperv_kvp::PoolFiles;
 use crate::integration::{self, Origin, Services};
-use crate::kvp::KvpStore;
+use crate::kvp::{KvpStore, KvpStoreError};
 use crate::limits::{
     MAX_CONNECTIONS, MAX_LOCAL_CONNECTIONS, MAX_UNAUTHENTICATED_CONNECTIONS,
     MAX_UNAUTHENTICATED_LOCAL_CONNECTIONS, UNAUTHENTICATED_TIMEOUT_MS,
@@ -75,6 +76,9 @@ pub struct AgentConfig {
     pub kvp_socket: Option<PathBuf>,
     /// Where the key-value pools are kept (`None`: in memory only).
     pub state_dir: Option<PathBuf>,
+    /// Where Hyper-V's KVP pool files are kept in step with the pools
+    /// (`None`: nowhere).
+    pub hyperv_kvp_dir: Option<PathBuf>,
     /// How to power off or reboot.
     pub shutdown: ShutdownRunner,
     /// Report and step a clock this many nanoseconds from the real one,
@@ -107,6 +111,7 @@ impl AgentConfig {
             psk: None,
             kvp_socket: None,
             state_dir: None,
+            hyperv_kvp_dir: None,
             shutdown: ShutdownRunner::System,
             simulated_clock_offset_ns: None,
             simulate_fsfreeze: false,
@@ -148,6 +153,9 @@ pub enum BindError {
     /// The local key-value socket could not be opened.
     #[error("cannot open the key-value socket {0}")]
     KvpSocket(String, #[source] std::io::Error),
+    /// Hyper-V's KVP pool files cannot be used.
+    #[error("cannot keep Hyper-V's key-value pool files")]
+    PoolFiles(#[source] KvpStoreError),
 }
 
 /// A bound agent, ready to serve.
@@ -222,6 +230,13 @@ impl Agent {
             Some(dir) => KvpStore::open(dir)
                 .map_err(|e| BindError::StateDir(dir.display().to_string(), e))?,
             None => KvpStore::in_memory(),
+        };
+        let kvp = match &config.hyperv_kvp_dir {
+            Some(dir) => PoolFiles::create(dir)
+                .map_err(KvpStoreError::from)
+                .and_then(|files| kvp.with_pool_files(files))
+                .map_err(BindError::PoolFiles)?,
+            None => kvp,
         };
         let clock: Box<dyn Clock> = match config.simulated_clock_offset_ns {
             Some(offset) => Box::new(SimulatedClock::new(offset)),

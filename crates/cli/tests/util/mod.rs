@@ -38,7 +38,8 @@ pub fn bin(name: &str) -> PathBuf {
 
 /// Starts `guestcomm-agent` listening on `socket` and waits until it accepts.
 /// The agent's local key-value socket sits beside its listen socket, never
-/// in /run/guestcomm on the test machine.
+/// in /run/guestcomm on the test machine, and Hyper-V's pool files are
+/// left alone unless `extra` names a directory for them.
 pub fn spawn_agent(socket: &Path, extra: &[&str]) -> Child {
     spawn_agent_logging(socket, extra, "warn", Stdio::inherit())
 }
@@ -50,6 +51,9 @@ pub fn spawn_agent_logging(socket: &Path, extra: &[&str], level: &str, log: Stdi
         .arg(format!("unix://{}", socket.display()));
     if !extra.contains(&"--kvp-socket") {
         cmd.arg("--kvp-socket").arg(kvp_socket_of(socket));
+    }
+    if !extra.contains(&"--hyperv-kvp") {
+        cmd.arg("--hyperv-kvp").arg("off");
     }
     let child = cmd
         .args(extra)
