@@ -119,6 +119,44 @@ impl CimType {
     }
 }
 
+/// A MOF literal: a qualifier's value or a property's default value.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Literal {
+    /// `true` or `false`.
+    Boolean(bool),
+    /// `"text"` (adjacent strings joined).
+    String(String),
+    /// A decimal integer.
+    Integer(i64),
+    /// `{ literal, ... }`.
+    Array(Vec<Literal>),
+}
+
+impl Literal {
+    /// The text of a scalar as CIM-XML's `VALUE` holds it (`None` for an array).
+    pub fn value_text(&self) -> Option<String> {
+        match self {
+            Self::Boolean(b) => Some(if *b { "TRUE" } else { "FALSE" }.into()),
+            Self::String(s) => Some(s.clone()),
+            Self::Integer(i) => Some(i.to_string()),
+            Self::Array(_) => None,
+        }
+    }
+}
+
+/// A qualifier other than those with a field of their own (Key, In, Out,
+/// Abstract, Association, Description): ValueMap, Values, MaxLen,
+/// EmbeddedInstance, Override, Aggregation, ... ([`mof::QUALIFIER_TYPES`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Qualifier {
+    /// Its name, as DMTF spells it.
+    pub name: String,
+    /// Its CIM type (`boolean`, `string`, `uint32`), of each element for an array.
+    pub cim_type: &'static str,
+    /// Its value.
+    pub value: Literal,
+}
+
 /// The qualifiers of a class, member or parameter (those the MOF uses).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Qualifiers {
@@ -134,6 +172,8 @@ pub struct Qualifiers {
     pub output: bool,
     /// `Description("...")`.
     pub description: Option<String>,
+    /// Every other qualifier, in source order.
+    pub others: Vec<Qualifier>,
 }
 
 /// A property of a class.
@@ -149,8 +189,27 @@ pub struct Property {
     pub key: bool,
     /// Description qualifier.
     pub description: Option<String>,
+    /// Its other qualifiers.
+    pub qualifiers: Vec<Qualifier>,
+    /// Its default value (`= literal` in MOF).
+    pub default: Option<Literal>,
     /// The class that declares it (CIM's CLASSORIGIN).
     pub class_origin: String,
+}
+
+impl Property {
+    /// Its qualifier `name` (any case), if it has one.
+    pub fn qualifier(&self, name: &str) -> Option<&Literal> {
+        find(&self.qualifiers, name)
+    }
+}
+
+/// The value of qualifier `name` (any case) in `qualifiers`.
+fn find<'a>(qualifiers: &'a [Qualifier], name: &str) -> Option<&'a Literal> {
+    qualifiers
+        .iter()
+        .find(|q| q.name.eq_ignore_ascii_case(name))
+        .map(|q| &q.value)
 }
 
 /// A method parameter.
@@ -166,6 +225,8 @@ pub struct Parameter {
     pub input: bool,
     /// Passed back.
     pub output: bool,
+    /// Its other qualifiers.
+    pub qualifiers: Vec<Qualifier>,
 }
 
 /// A method of a class.
@@ -179,6 +240,8 @@ pub struct Method {
     pub parameters: Vec<Parameter>,
     /// Description qualifier.
     pub description: Option<String>,
+    /// Its other qualifiers.
+    pub qualifiers: Vec<Qualifier>,
 }
 
 /// A class as declared (its own members only; see [`Repository`] for the
@@ -195,6 +258,8 @@ pub struct Class {
     pub association: bool,
     /// Description qualifier.
     pub description: Option<String>,
+    /// Its other qualifiers.
+    pub qualifiers: Vec<Qualifier>,
     /// Properties it declares (or overrides).
     pub properties: Vec<Property>,
     /// Methods it declares (or overrides).
@@ -273,7 +338,63 @@ impl Repository {
                 }
             }
         }
+        for class in repo.classes() {
+            repo.check_qualifiers(class)?;
+        }
         Ok(repo)
+    }
+
+    /// `Override("X")` names a property of a superclass (and sits on a
+    /// property called X); `ValueMap` and `Values` pair one to one.
+    fn check_qualifiers(&self, class: &Class) -> Result<(), MofError> {
+        let bad = |message: String| MofError::Syntax {
+            line: class.line,
+            message,
+        };
+        let inherited = class
+            .superclass
+            .as_deref()
+            .map(|s| self.properties(s))
+            .unwrap_or_default();
+        for p in &class.properties {
+            if let Some(Literal::String(overridden)) = p.qualifier("Override") {
+                let found = inherited
+                    .iter()
+                    .any(|i| i.name.eq_ignore_ascii_case(overridden));
+                if !found || !overridden.eq_ignore_ascii_case(&p.name) {
+                    return Err(bad(format!(
+                        "{}.{} overrides {overridden}, which no superclass declares under that name",
+                        class.name, p.name
+                    )));
+                }
+            }
+        }
+        let members = class
+            .properties
+            .iter()
+            .map(|p| (p.name.as_str(), p.qualifiers.as_slice()))
+            .chain(class.methods.iter().flat_map(|m| {
+                std::iter::once((m.name.as_str(), m.qualifiers.as_slice())).chain(
+                    m.parameters
+                        .iter()
+                        .map(|p| (p.name.as_str(), p.qualifiers.as_slice())),
+                )
+            }));
+        for (member, qualifiers) in members {
+            if let (Some(Literal::Array(map)), Some(Literal::Array(values))) =
+                (find(qualifiers, "ValueMap"), find(qualifiers, "Values"))
+            {
+                if map.len() != values.len() {
+                    return Err(bad(format!(
+                        "{}.{member} has {} ValueMap entries and {} Values",
+                        class.name,
+                        map.len(),
+                        values.len()
+                    )));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// The class named `name` (any case).
@@ -524,6 +645,38 @@ mod tests {
     }
 
     #[test]
+    fn qualifiers_and_defaults_are_kept_with_their_types() {
+        let repo = Repository::parse(
+            "class A { [Key, MaxLen(64)] string Id; [ValueMap {\"2\", \"3\"}, Values {\"Enabled\", \"Dis\" \"abled\"}] uint16 S = 3; };\n\
+             [Aggregation, Association] class B { [Key] string Id; };\n\
+             class C : A { [Override(\"Id\")] string Id; boolean F[] = {true, false}; };",
+        )
+        .unwrap();
+        let s = &repo.class("A").unwrap().properties[1];
+        assert_eq!(s.default, Some(Literal::Integer(3)));
+        assert_eq!(
+            s.qualifier("values"),
+            Some(&Literal::Array(vec![
+                Literal::String("Enabled".into()),
+                Literal::String("Disabled".into())
+            ]))
+        );
+        let id = &repo.class("A").unwrap().properties[0];
+        assert_eq!(id.qualifiers[0].cim_type, "uint32");
+        let b = repo.class("B").unwrap();
+        assert_eq!(b.qualifiers[0].name, "Aggregation");
+        assert_eq!(b.qualifiers[0].value, Literal::Boolean(true));
+        let f = &repo.class("C").unwrap().properties[1];
+        assert_eq!(
+            f.default,
+            Some(Literal::Array(vec![
+                Literal::Boolean(true),
+                Literal::Boolean(false)
+            ]))
+        );
+    }
+
+    #[test]
     fn bad_sources_are_refused_with_their_line() {
         let cases = [
             ("class A {\n  strin x;\n};", "line 2: unknown type strin"),
@@ -550,7 +703,31 @@ mod tests {
             ),
             (
                 "class A {\n string 5;\n};",
-                "line 2: unexpected character '5'",
+                "line 2: expected a property or method name",
+            ),
+            (
+                "class A {\n string s = 5;\n};",
+                "line 2: the default value does not fit string",
+            ),
+            (
+                "class A {\n [MaxLen(\"x\")] string s;\n};",
+                "line 2: qualifier MaxLen takes a uint32",
+            ),
+            (
+                "class A {\n [ValueMap(\"2\")] uint16 s;\n};",
+                "line 2: qualifier ValueMap takes an array of string",
+            ),
+            (
+                "class A {\n [ValueMap {\"2\", \"3\"}, Values {\"On\"}] uint16 s;\n};",
+                "A.s has 2 ValueMap entries and 1 Values",
+            ),
+            (
+                "class A { string s; };\nclass B : A {\n [Override(\"t\")] string t;\n};",
+                "B.t overrides t, which no superclass declares under that name",
+            ),
+            (
+                "class A { [Values {{\"x\"}}] string s; };",
+                "an array inside an array",
             ),
             ("class A { string s; }", "expected ';'"),
             ("/ class", "a lone '/'"),

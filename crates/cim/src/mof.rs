@@ -1,8 +1,32 @@
 //! A parser for the subset of MOF (DMTF DSP0221) that `classes.mof` uses:
-//! class declarations with a superclass, qualifier lists, properties (with
-//! arrays and `REF` types) and methods with parameters. Errors name the line.
+//! class declarations with a superclass, qualifier lists (flags, a value in
+//! parentheses, an array in braces), properties (with arrays, `REF` types
+//! and default values) and methods with parameters. Errors name the line.
 
-use crate::{CimType, Class, Method, MofError, Parameter, Property, Qualifiers};
+use crate::{
+    CimType, Class, Literal, Method, MofError, Parameter, Property, Qualifier, Qualifiers,
+};
+
+/// The qualifiers the MOF may use beyond Key, In, Out, Abstract,
+/// Association and Description, with their DMTF type and whether they take
+/// an array: a flag (`boolean`) may stand alone.
+pub const QUALIFIER_TYPES: &[(&str, &str, bool)] = &[
+    ("Aggregate", "boolean", false),
+    ("Aggregation", "boolean", false),
+    ("EmbeddedInstance", "string", false),
+    ("EmbeddedObject", "boolean", false),
+    ("MaxLen", "uint32", false),
+    ("MinLen", "uint32", false),
+    ("ModelCorrespondence", "string", true),
+    ("Override", "string", false),
+    ("Read", "boolean", false),
+    ("Required", "boolean", false),
+    ("Static", "boolean", false),
+    ("Units", "string", false),
+    ("ValueMap", "string", true),
+    ("Values", "string", true),
+    ("Write", "boolean", false),
+];
 
 /// Longest source accepted (the built-in file is a few KiB).
 pub const MAX_MOF_BYTES: usize = 1024 * 1024;
@@ -11,6 +35,7 @@ pub const MAX_MOF_BYTES: usize = 1024 * 1024;
 enum Token {
     Ident(String),
     Str(String),
+    Number(String),
     Punct(char),
 }
 
@@ -78,7 +103,17 @@ impl Lexer<'_> {
                 }
             }
             Token::Str(text)
-        } else if "{}[]();:,".contains(c) {
+        } else if c.is_ascii_digit() || (c == '-' && self.next_is_digit()) {
+            let mut number = String::from(c);
+            while let Some(&(_, c)) = self.chars.peek() {
+                if !c.is_ascii_digit() {
+                    break;
+                }
+                number.push(c);
+                self.chars.next();
+            }
+            Token::Number(number)
+        } else if "{}[]();:,=".contains(c) {
             Token::Punct(c)
         } else {
             return Err(self.error(&format!("unexpected character {c:?}")));
@@ -91,6 +126,13 @@ impl Lexer<'_> {
             line: self.line,
             message: message.into(),
         }
+    }
+
+    fn next_is_digit(&self) -> bool {
+        self.chars
+            .clone()
+            .next()
+            .is_some_and(|(_, c)| c.is_ascii_digit())
     }
 }
 
@@ -152,7 +194,7 @@ impl Parser {
         }
     }
 
-    /// `[Name, Name("text"), ...]`, or nothing.
+    /// `[Name, Name(literal), Name {literal, ...}, ...]`, or nothing.
     fn qualifiers(&mut self) -> Result<Qualifiers, MofError> {
         let mut q = Qualifiers::default();
         if !self.eat('[') {
@@ -161,12 +203,11 @@ impl Parser {
         loop {
             let name = self.ident("a qualifier")?;
             let value = if self.eat('(') {
-                let value = match self.next() {
-                    Some(Token::Str(text)) => text,
-                    _ => return Err(self.error(format!("qualifier {name} takes a string"))),
-                };
+                let value = self.literal()?;
                 self.expect(')')?;
                 Some(value)
+            } else if self.peek() == Some(&Token::Punct('{')) {
+                Some(self.literal()?)
             } else {
                 None
             };
@@ -176,14 +217,118 @@ impl Parser {
                 ("key", None) => q.key = true,
                 ("in", None) => q.input = true,
                 ("out", None) => q.output = true,
-                ("description", Some(text)) => q.description = Some(text),
-                _ => return Err(self.error(format!("unknown or misused qualifier {name}"))),
+                ("description", Some(Literal::String(text))) => q.description = Some(text),
+                (_, value) => q.others.push(self.other_qualifier(&name, value)?),
             }
             if self.eat(']') {
                 return Ok(q);
             }
             self.expect(',')?;
         }
+    }
+
+    /// A qualifier of [`QUALIFIER_TYPES`], its value checked against its type.
+    fn other_qualifier(&self, name: &str, value: Option<Literal>) -> Result<Qualifier, MofError> {
+        let Some(&(dmtf_name, cim_type, array)) = QUALIFIER_TYPES
+            .iter()
+            .find(|(known, ..)| known.eq_ignore_ascii_case(name))
+        else {
+            return Err(self.error(format!("unknown or misused qualifier {name}")));
+        };
+        let scalar_fits = |v: &Literal| match (cim_type, v) {
+            ("boolean", Literal::Boolean(_)) | ("string", Literal::String(_)) => true,
+            ("uint32", Literal::Integer(i)) => u32::try_from(*i).is_ok(),
+            _ => false,
+        };
+        let value = match value {
+            None if cim_type == "boolean" && !array => Literal::Boolean(true),
+            Some(Literal::Array(items)) if array && items.iter().all(scalar_fits) => {
+                Literal::Array(items)
+            }
+            Some(v) if !array && scalar_fits(&v) => v,
+            _ => {
+                let shape = if array { "an array of" } else { "a" };
+                return Err(self.error(format!("qualifier {dmtf_name} takes {shape} {cim_type}")));
+            }
+        };
+        Ok(Qualifier {
+            name: dmtf_name.to_string(),
+            cim_type,
+            value,
+        })
+    }
+
+    /// `"text" ["more"...]`, a number, `true`, `false`, or `{literal, ...}`.
+    fn literal(&mut self) -> Result<Literal, MofError> {
+        match self.next() {
+            Some(Token::Str(mut text)) => {
+                while let Some(Token::Str(more)) = self.peek() {
+                    text.push_str(more);
+                    self.at += 1;
+                }
+                Ok(Literal::String(text))
+            }
+            Some(Token::Number(n)) => n
+                .parse()
+                .map(Literal::Integer)
+                .map_err(|_| self.error(format!("{n} is out of range"))),
+            Some(Token::Ident(word)) if word.eq_ignore_ascii_case("true") => {
+                Ok(Literal::Boolean(true))
+            }
+            Some(Token::Ident(word)) if word.eq_ignore_ascii_case("false") => {
+                Ok(Literal::Boolean(false))
+            }
+            Some(Token::Punct('{')) => {
+                let mut items = Vec::new();
+                while !self.eat('}') {
+                    if !items.is_empty() {
+                        self.expect(',')?;
+                    }
+                    match self.literal()? {
+                        Literal::Array(_) => return Err(self.error("an array inside an array")),
+                        item => items.push(item),
+                    }
+                }
+                Ok(Literal::Array(items))
+            }
+            _ => {
+                self.at -= 1;
+                Err(self.error("expected a value (a string, a number, true, false or {...})"))
+            }
+        }
+    }
+
+    /// `= literal` after a property, checked against its type.
+    fn default_value(
+        &mut self,
+        cim_type: &CimType,
+        array: bool,
+    ) -> Result<Option<Literal>, MofError> {
+        if !self.eat('=') {
+            return Ok(None);
+        }
+        let value = self.literal()?;
+        let fits = |v: &Literal| {
+            matches!(
+                (cim_type, v),
+                (CimType::Boolean, Literal::Boolean(_))
+                    | (CimType::String | CimType::Datetime, Literal::String(_))
+                    | (CimType::Uint(_) | CimType::Sint(_), Literal::Integer(_))
+            )
+        };
+        let ok = match (&value, array) {
+            (Literal::Array(items), true) => items.iter().all(fits),
+            (v, false) => fits(v),
+            _ => false,
+        };
+        if !ok {
+            return Err(self.error(format!(
+                "the default value does not fit {}{}",
+                cim_type.cim_name(),
+                if array { "[]" } else { "" }
+            )));
+        }
+        Ok(Some(value))
     }
 
     /// `TYPE` or `CLASS REF`.
@@ -235,6 +380,7 @@ impl Parser {
                         array,
                         input: pq.input || !pq.output,
                         output: pq.output,
+                        qualifiers: pq.others,
                     });
                 }
                 methods.push(Method {
@@ -242,15 +388,19 @@ impl Parser {
                     return_type: member_type,
                     parameters,
                     description: q.description,
+                    qualifiers: q.others,
                 });
             } else {
                 let array = self.array()?;
+                let default = self.default_value(&member_type, array)?;
                 properties.push(Property {
                     name: member,
                     cim_type: member_type,
                     array,
                     key: q.key,
                     description: q.description,
+                    qualifiers: q.others,
+                    default,
                     class_origin: name.clone(),
                 });
             }
@@ -263,6 +413,7 @@ impl Parser {
             is_abstract: qualifiers.abstract_,
             association: qualifiers.association,
             description: qualifiers.description,
+            qualifiers: qualifiers.others,
             properties,
             methods,
             line,

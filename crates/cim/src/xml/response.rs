@@ -8,7 +8,7 @@ use std::fmt::Write;
 
 use crate::status::CimError;
 use crate::value::{CimValue, Instance, InstanceName};
-use crate::{CimType, Class, Parameter, Property, Repository};
+use crate::{CimType, Class, Literal, Parameter, Property, Qualifier, Repository};
 
 /// Host named in the `INSTANCEPATH`s of answers.
 pub const HOST: &str = "localhost";
@@ -217,6 +217,39 @@ fn description(text: Option<&str>) -> String {
         .unwrap_or_default()
 }
 
+/// `VALUE` or `VALUE.ARRAY` of a literal.
+fn literal_value(value: &Literal) -> String {
+    match value {
+        Literal::Array(items) => {
+            let mut out = String::from("<VALUE.ARRAY>");
+            for item in items {
+                out.push_str(&literal_value(item));
+            }
+            out.push_str("</VALUE.ARRAY>");
+            out
+        }
+        scalar => format!(
+            "<VALUE>{}</VALUE>",
+            esc(&scalar.value_text().unwrap_or_default())
+        ),
+    }
+}
+
+/// The `QUALIFIER` elements of `qualifiers`.
+fn others(qualifiers: &[Qualifier]) -> String {
+    qualifiers
+        .iter()
+        .map(|q| {
+            format!(
+                r#"<QUALIFIER NAME="{}" TYPE="{}">{}</QUALIFIER>"#,
+                esc(&q.name),
+                q.cim_type,
+                literal_value(&q.value)
+            )
+        })
+        .collect()
+}
+
 /// A property's start tag and the name of its end tag.
 fn property_open(p: &Property, class: &str, shape: &Shape) -> (String, &'static str) {
     let origin = if shape.include_class_origin {
@@ -273,6 +306,7 @@ pub fn class(repo: &Repository, class: &Class, shape: &Shape) -> String {
             out.push_str(&qualifier("Abstract", "TRUE", "boolean"));
         }
         out.push_str(&description(class.description.as_deref()));
+        out.push_str(&others(&class.qualifiers));
     }
     for p in repo.properties(&class.name) {
         let local = p.class_origin.eq_ignore_ascii_case(&class.name);
@@ -286,6 +320,10 @@ pub fn class(repo: &Repository, class: &Class, shape: &Shape) -> String {
                 out.push_str(&qualifier("Key", "TRUE", "boolean"));
             }
             out.push_str(&description(p.description.as_deref()));
+            out.push_str(&others(&p.qualifiers));
+        }
+        if let Some(default) = &p.default {
+            out.push_str(&literal_value(default));
         }
         let _ = write!(out, "</{close}>");
     }
@@ -311,6 +349,7 @@ pub fn class(repo: &Repository, class: &Class, shape: &Shape) -> String {
         out.push('>');
         if shape.include_qualifiers {
             out.push_str(&description(m.description.as_deref()));
+            out.push_str(&others(&m.qualifiers));
         }
         for p in &m.parameters {
             out.push_str(&parameter(p, shape.include_qualifiers));
@@ -361,6 +400,7 @@ fn parameter(p: &Parameter, qualifiers: bool) -> String {
         if p.output {
             out.push_str(&qualifier("Out", "TRUE", "boolean"));
         }
+        out.push_str(&others(&p.qualifiers));
     }
     let _ = write!(out, "</{close}>");
     out
@@ -519,6 +559,29 @@ mod tests {
             full.contains(r#"<PARAMETER.REFERENCE NAME="Job" REFERENCECLASS="CIM_ConcreteJob">"#)
         );
         assert!(full.contains(r#"<QUALIFIER NAME="Key" TYPE="boolean">"#));
+        assert!(
+            full.contains(r#"<QUALIFIER NAME="EmbeddedInstance" TYPE="string"><VALUE>Msvm_CopyFileToGuestSettingData</VALUE></QUALIFIER>"#),
+            "{full}"
+        );
+        assert!(
+            full.contains(r#"<QUALIFIER NAME="ValueMap" TYPE="string"><VALUE.ARRAY><VALUE>0</VALUE><VALUE>4096</VALUE>"#),
+            "{full}"
+        );
+        assert!(
+            full.contains(
+                r#"<QUALIFIER NAME="Override" TYPE="string"><VALUE>Name</VALUE></QUALIFIER>"#
+            ),
+            "{full}"
+        );
+        assert!(
+            full.contains(
+                r#"<PROPERTY NAME="RequestedState" TYPE="uint16"><QUALIFIER NAME="ValueMap""#
+            ),
+            "{full}"
+        );
+        assert!(full.contains("<VALUE>12</VALUE></PROPERTY>"), "{full}");
+        let bare = super::class(&r, class, &Shape::default());
+        assert!(!bare.contains("<QUALIFIER"), "{bare}");
         let local = super::class(
             &r,
             class,

@@ -60,8 +60,28 @@ def run(argv):
     assert cls.properties["Started"].class_origin == "CIM_Service"
     assert cls.properties["Name"].qualifiers["Key"].value is True
     assert "RequestStateChange" in cls.methods
+    # The qualifiers a Hyper-V script relies on, as pywbem reads them.
+    enabled = cls.properties["EnabledState"]
+    states = dict(zip(enabled.qualifiers["ValueMap"].value, enabled.qualifiers["Values"].value))
+    assert (states["2"], states["3"]) == ("Enabled", "Disabled"), states
+    assert enabled.value == 5, enabled
+    assert cls.properties["RequestedState"].value == 12
+    assert cls.properties["Name"].qualifiers["Override"].value == "Name"
+    assert cls.properties["Caption"].qualifiers["MaxLen"].value == 64
+    change = cls.methods["RequestStateChange"]
+    assert "32775" in change.qualifiers["ValueMap"].value
+    assert "8" in change.parameters["RequestedState"].qualifiers["ValueMap"].value
     copy = conn.GetClass("Msvm_GuestFileService", LocalOnly=True)
     assert list(copy.methods.keys()) == ["CopyFilesToGuest"], copy.methods.keys()
+    settings = copy.methods["CopyFilesToGuest"].parameters["CopyFileToGuestSettings"]
+    assert settings.qualifiers["EmbeddedInstance"].value == "Msvm_CopyFileToGuestSettingData"
+    job = conn.GetClass("Msvm_CopyFileToGuestJob", LocalOnly=False)
+    job_states = dict(zip(job.properties["JobState"].qualifiers["ValueMap"].value,
+                          job.properties["JobState"].qualifiers["Values"].value))
+    assert job_states["7"] == "Completed", job_states
+    policy = conn.GetClass("Msvm_GuestServiceInterfaceComponentSettingData", LocalOnly=False)
+    assert policy.properties["EnabledState"].value == 3
+    assert policy.properties["DefaultEnabledStatePolicy"].value == 2
     all_names = conn.EnumerateClassNames(DeepInheritance=True)
     for c in ["Msvm_RegisteredGuestService", "Msvm_CopyFileToGuestJob",
               "Msvm_CopyFileToGuestSettingData", "Msvm_GuestServiceInterfaceComponent"]:
