@@ -13,6 +13,7 @@
 //! [`limits`] holds the agent's bounds.
 
 pub mod clock;
+pub mod credentials;
 pub mod exec;
 pub mod files;
 pub mod freeze;

@@ -7,6 +7,7 @@ use anyhow::Context;
 use std::path::{Path, PathBuf};
 
 use clap::{Parser, Subcommand};
+use guestcomm_agent::credentials;
 use guestcomm_agent::local::{LocalKvp, LocalOutput};
 use guestcomm_agent::shutdown::ShutdownRunner;
 use guestcomm_agent::{Agent, AgentConfig};
@@ -47,7 +48,13 @@ struct Args {
     allow_any_peer: bool,
 
     /// This VM's credentials file (see `guestcomm identity new`): every
-    /// client must then prove it holds the same key. Required on vsock.
+    /// client must then prove it holds the same key. A key is required on
+    /// vsock. Without this option the agent looks, in order, for the systemd
+    /// credential guestcomm.key ($CREDENTIALS_DIRECTORY: LoadCredential= or
+    /// ImportCredential=), QEMU's fw_cfg entry
+    /// opt/io.systemd.credentials/guestcomm.key, and an SMBIOS type 11 string
+    /// io.systemd.credential[.binary]:guestcomm.key=...; it logs which it
+    /// used. A key others can read is refused.
     #[arg(long, value_name = "FILE")]
     credentials: Option<std::path::PathBuf>,
 
@@ -279,13 +286,18 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .simulated_clock_offset
         .map(|s| s.saturating_mul(1_000_000_000));
     config.simulate_fsfreeze = args.simulate_fsfreeze;
-    if let Some(path) = &args.credentials {
-        config.psk = Some(
-            guestcomm_protocol::auth::load_credentials(path)
-                .context("failed to load credentials")?,
-        );
-    } else {
-        tracing::warn!("no --credentials: serving unauthenticated clients, on unix:// and loopback tcp:// only");
+    let places = credentials::Places::system();
+    match credentials::find(args.credentials.as_deref(), &places)
+        .context("failed to load credentials")?
+    {
+        Some((psk, source)) => {
+            tracing::info!(%source, "using the VM's key");
+            config.psk = Some(psk);
+        }
+        None => tracing::warn!(
+            "no key (no --credentials, systemd credential, fw_cfg entry or SMBIOS string): \
+             serving unauthenticated clients, on unix:// and loopback tcp:// only"
+        ),
     }
     if let Some(path) = &args.policy {
         config.policy = Some(guestcomm_agent::policy::load(path)?);

@@ -176,3 +176,49 @@ fn cp_to_an_agent_with_credentials_needs_the_identity() {
     );
     assert_eq!(std::fs::read(&dst).unwrap(), b"payload");
 }
+
+#[test]
+fn an_agent_takes_its_key_from_the_systemd_credentials_directory_and_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let credentials = dir.path().join("credentials");
+    std::fs::create_dir(&credentials).unwrap();
+    let key = new_identity(&credentials, "guestcomm.key");
+    let other = new_identity(dir.path(), "other.key");
+    let socket = dir.path().join("a.sock");
+    let log = dir.path().join("agent.log");
+    let mut agent = Command::new(util::bin("guestcomm-agent"))
+        .args(["--listen", &format!("unix://{}", socket.display())])
+        .args(["--kvp-socket", "off", "--hyperv-kvp", "off"])
+        .env("CREDENTIALS_DIRECTORY", &credentials)
+        .env("GUESTCOMM_LOG", "info")
+        .stdin(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let listening = util::wait_until(util::STARTUP_DEADLINE, || {
+        std::os::unix::net::UnixStream::connect(&socket).is_ok()
+    });
+    let exec = |identity: &std::path::Path| {
+        Command::new(util::bin("guestcomm"))
+            .arg("exec")
+            .arg("--identity")
+            .arg(identity)
+            .args([&format!("unix://{}", socket.display()), "--", "echo", "in"])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let (right, wrong) = (exec(&key), exec(&other));
+    let _ = agent.kill();
+    let _ = agent.wait();
+    assert!(listening, "the agent did not start");
+    assert!(right.status.success(), "{right:?}");
+    assert_eq!(right.stdout, b"in\n");
+    assert!(!wrong.status.success(), "{wrong:?}");
+    let log = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        log.contains("using the VM's key") && log.contains("systemd credential"),
+        "{log}"
+    );
+    assert!(!log.contains("serving unauthenticated"), "{log}");
+}

@@ -267,8 +267,22 @@ pub fn load_credentials(path: &Path) -> Result<Psk, CredentialsError> {
         )));
     }
     let text = std::fs::read_to_string(path).map_err(io)?;
-    let file: CredentialsFile =
-        serde_json::from_str(&text).map_err(|e| malformed(e.to_string()))?;
+    parse_credentials(&text, &name)
+}
+
+/// Reads the text of a credentials file that came from `name` (a file, a
+/// firmware entry): `{"method": "psk-hmac-sha256", "key": "<64 hex digits>"}`.
+pub fn parse_credentials(text: &str, name: &str) -> Result<Psk, CredentialsError> {
+    let malformed = |reason: String| CredentialsError::Malformed {
+        path: name.to_string(),
+        reason,
+    };
+    if text.len() as u64 > MAX_CREDENTIALS_FILE_BYTES {
+        return Err(malformed(format!(
+            "larger than {MAX_CREDENTIALS_FILE_BYTES} bytes"
+        )));
+    }
+    let file: CredentialsFile = serde_json::from_str(text).map_err(|e| malformed(e.to_string()))?;
     if file.method != AUTH_PSK {
         return Err(malformed(format!(
             "unknown method {:?}, expected {AUTH_PSK:?}",
