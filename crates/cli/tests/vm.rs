@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use guestcomm_vmtest::{GuestEntropy, Vm, VmSpec};
+use guestcomm_vmtest::{GuestEntropy, KeyDelivery, Vm, VmSpec};
 
 /// TCG boots in seconds, but a loaded CI machine can be much slower.
 const BOOT_DEADLINE: Duration = guestcomm_vmtest::DEFAULT_BOOT_DEADLINE;
@@ -86,9 +86,15 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
-/// Boots a VM for test `name`; without what that needs, says SKIPPED
-/// loudly, or fails when GUESTCOMM_VM_REQUIRED is set (CI).
+/// Boots a VM for test `name`, its key handed over by fw_cfg; without what
+/// that needs, says SKIPPED loudly, or fails when GUESTCOMM_VM_REQUIRED is
+/// set (CI).
 fn boot_or_skip(name: &str) -> Option<Vm> {
+    boot_with_key_or_skip(name, KeyDelivery::FwCfg)
+}
+
+/// Same, the key handed over by `key_delivery` (never on the guest's image).
+fn boot_with_key_or_skip(name: &str, key_delivery: KeyDelivery) -> Option<Vm> {
     let images = std::env::var_os("GUESTCOMM_VM_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| util::bin_dir().join("../vm"));
@@ -100,6 +106,7 @@ fn boot_or_skip(name: &str) -> Option<Vm> {
     // No virtio-rng, no RDRAND: nothing of ours may wait for the guest's
     // random pool (the first test checks it really is uninitialized).
     spec.entropy = GuestEntropy::None;
+    spec.key_delivery = key_delivery;
     match Vm::boot(&spec) {
         Ok(vm) => Some(vm),
         Err(why) if why.is_unavailable() => {
@@ -121,6 +128,9 @@ fn a_real_vm_over_virtio_vsock_direct_and_through_the_daemon() {
     };
     let show = |p: &Path| p.display().to_string();
     eprintln!("VM up; logs in {}", show(vm.log_dir()));
+    // The image holds no key: the agent took it from QEMU's fw_cfg entry.
+    let line = key_source_line(&vm);
+    assert!(line.contains("QEMU firmware configuration"), "{line}");
 
     // This guest has no entropy source (GuestEntropy::None). Its kernel's
     // random pool was still uninitialized when this first exec ran, so the
@@ -241,6 +251,57 @@ fn a_real_vm_over_virtio_vsock_direct_and_through_the_daemon() {
 
     concurrency(&vm);
     through_the_daemon(&mut vm);
+}
+
+/// The agent's line at start naming where its key came from.
+fn key_source_line(vm: &Vm) -> String {
+    vm.console()
+        .lines()
+        .find(|l| l.contains("using the VM's key"))
+        .unwrap_or_else(|| {
+            panic!(
+                "the agent never said where its key came from\n{}",
+                vm.report()
+            )
+        })
+        .to_string()
+}
+
+#[test]
+fn a_guest_given_its_key_only_by_smbios_is_reached_and_another_key_is_refused() {
+    let Some(vm) = boot_with_key_or_skip(
+        "a_guest_given_its_key_only_by_smbios_is_reached_and_another_key_is_refused",
+        KeyDelivery::Smbios,
+    ) else {
+        return;
+    };
+    // Nothing on the image holds a key: the agent found it in the SMBIOS
+    // tables (the boot already proved it is the VM's, by a handshake).
+    let line = key_source_line(&vm);
+    assert!(line.contains("SMBIOS type 11"), "{line}");
+    let d = daemon_with(&vm, "smbios");
+    assert_eq!(d.ok(&["exec", "smbios", "--", "echo", "up"]), "up\n");
+    // A host holding another key is refused.
+    let other = d.dir.path().join("other.key");
+    let made = Command::new(util::bin("guestcomm"))
+        .args(["identity", "new"])
+        .arg(&other)
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{made:?}");
+    let mut cmd = Command::new(util::bin("guestcomm"));
+    cmd.arg("exec")
+        .arg("--identity")
+        .arg(&other)
+        .arg(vm.addr_text())
+        .args(["--", "true"]);
+    let out = vm.run_with(cmd, None);
+    assert_eq!(out.status.code(), Some(125), "{out:?}");
+    assert!(
+        text(&out.stderr).contains("authentication failed"),
+        "{}",
+        text(&out.stderr)
+    );
 }
 
 #[test]

@@ -28,6 +28,7 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use base64::Engine;
 use guestcomm_protocol::auth::{load_credentials, CredentialsError, Psk};
 use guestcomm_protocol::service::AGENT_VSOCK_PORT;
 use guestcomm_transport::hybrid::HybridError;
@@ -151,6 +152,21 @@ pub struct VmSpec {
     pub deadline: Option<Duration>,
     /// The guest's source of entropy, if any.
     pub entropy: GuestEntropy,
+    /// How the guest gets the VM's key (the image holds none).
+    pub key_delivery: KeyDelivery,
+}
+
+/// How the VM's key reaches the guest: by the firmware, as systemd's
+/// credential `guestcomm.key`, never on the guest's disk or initramfs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum KeyDelivery {
+    /// A QEMU firmware configuration entry,
+    /// `-fw_cfg name=opt/io.systemd.credentials/guestcomm.key,file=...`.
+    #[default]
+    FwCfg,
+    /// An SMBIOS type 11 OEM string,
+    /// `-smbios type=11,value=io.systemd.credential.binary:guestcomm.key=BASE64`.
+    Smbios,
 }
 
 /// What seeds the guest kernel's random pool.
@@ -177,6 +193,7 @@ impl VmSpec {
             boot_deadline: DEFAULT_BOOT_DEADLINE,
             deadline: None,
             entropy: GuestEntropy::None,
+            key_delivery: KeyDelivery::FwCfg,
         }
     }
 }
@@ -263,6 +280,19 @@ impl Vm {
                 "memory-backend-memfd,id=mem,size={memory},share=on"
             ))
             .args(["-numa", "node,memdev=mem"]);
+        match spec.key_delivery {
+            KeyDelivery::FwCfg => qemu_cmd.arg("-fw_cfg").arg(format!(
+                "name=opt/io.systemd.credentials/guestcomm.key,file={}",
+                identity.display()
+            )),
+            KeyDelivery::Smbios => {
+                let text = std::fs::read(&identity).map_err(io_error("read the VM's key"))?;
+                let encoded = base64::engine::general_purpose::STANDARD.encode(text);
+                qemu_cmd.arg("-smbios").arg(format!(
+                    "type=11,value=io.systemd.credential.binary:guestcomm.key={encoded}"
+                ))
+            }
+        };
         if let (Some(mkfs), Some(mib)) = (mkfs, spec.disk_mib) {
             // An ext4 disk (/dev/vda in the guest): a filesystem that can freeze.
             let disk = dir.path().join("disk.img");
