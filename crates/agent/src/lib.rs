@@ -26,6 +26,7 @@ pub mod limits;
 pub mod local;
 pub mod policy;
 pub mod pty;
+pub mod qga;
 pub mod server;
 pub mod shutdown;
 pub mod user;

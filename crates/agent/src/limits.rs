@@ -54,3 +54,21 @@ pub const STDIN_QUEUE_FRAMES: usize = 4;
 /// The Linux default (64 KiB) makes bulk output cost one read per 64 KiB;
 /// 1 MiB (the unprivileged maximum by default) cuts that syscall rate.
 pub const PIPE_BUFFER_BYTES: i32 = 1024 * 1024;
+
+/// Largest QGA request (`--qga`): qemu-ga's own JSON limit is larger (64
+/// MiB), but a guest-file-write of more should be split anyway.
+pub const MAX_QGA_REQUEST_BYTES: usize = 16 * 1024 * 1024;
+
+/// Most bytes one guest-file-read returns (qemu-ga allows 48 MB; an agent
+/// in every guest keeps less in memory at once).
+pub const MAX_QGA_FILE_READ_BYTES: usize = 16 * 1024 * 1024;
+
+/// Most files open through guest-file-open at once.
+pub const MAX_QGA_OPEN_FILES: usize = 64;
+
+/// Most guest-exec processes whose status has not been collected.
+pub const MAX_QGA_EXECS: usize = 64;
+
+/// Most output guest-exec keeps of each stream (qemu-ga's 16 MB); the rest
+/// is dropped and reported as truncated.
+pub const MAX_QGA_EXEC_OUTPUT_BYTES: usize = 16 * 1024 * 1024;

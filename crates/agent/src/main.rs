@@ -104,6 +104,21 @@ struct Args {
     #[arg(long, value_enum, value_name = "WHEN", default_value_t = HypervKvp::Auto)]
     hyperv_kvp: HypervKvp,
 
+    /// Also speak the QEMU guest agent protocol (what libvirt, Proxmox and
+    /// OpenStack call qemu-ga for) on CHANNEL: a virtio-serial port such as
+    /// /dev/virtio-ports/org.qemu.guest_agent.0, or unix:///PATH. The same
+    /// services and --policy answer it. Not vsock: QGA has no authentication.
+    #[arg(long, value_name = "CHANNEL")]
+    qga: Option<guestcomm_agent::qga::Channel>,
+
+    /// Only these QGA commands (comma-separated), as qemu-ga's --allow-rpcs.
+    #[arg(long, value_name = "LIST", value_delimiter = ',')]
+    qga_allow_rpcs: Option<Vec<String>>,
+
+    /// Never these QGA commands (comma-separated), as qemu-ga's --block-rpcs.
+    #[arg(long, value_name = "LIST", value_delimiter = ',')]
+    qga_block_rpcs: Vec<String>,
+
     /// Where Hyper-V's pool files are (created by `--hyperv-kvp on`).
     #[arg(long, value_name = "DIR", default_value = guestcomm_agent::hyperv_kvp::DEFAULT_DIR)]
     hyperv_kvp_dir: PathBuf,
@@ -304,6 +319,18 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
     let agent = Agent::bind(config).await.context("failed to start")?;
     let services = agent.services();
+    let _qga = args.qga.map(|channel| {
+        let rpcs = guestcomm_agent::qga::Rpcs {
+            allow: args.qga_allow_rpcs,
+            block: args.qga_block_rpcs,
+        };
+        let qga = std::sync::Arc::new(guestcomm_agent::qga::Qga::new(services.clone(), rpcs));
+        AbortOnDrop(tokio::spawn(guestcomm_agent::qga::serve(
+            channel,
+            qga,
+            services.clone(),
+        )))
+    });
     tokio::select! {
         () = agent.run() => {}
         stopped = observability::stop_signal() => stopped.context("failed to install the signal handlers")?,
@@ -313,4 +340,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
         tracing::warn!(error = %e, "cannot thaw at exit");
     }
     Ok(())
+}
+
+/// Ends a task when dropped (the QGA channel stops with the agent).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }

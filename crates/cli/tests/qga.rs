@@ -1,0 +1,403 @@
+//! The QEMU guest agent protocol of `guestcomm-agent --qga`, driven over a
+//! Unix socket as libvirt drives qemu-ga's channel: resynchronisation, the
+//! commands libvirt calls with qemu-ga's answer shapes, guest-exec and
+//! guest-file-*, the guest policy, bad input, and the native protocol
+//! still serving beside it. Nothing on this machine is frozen, set or
+//! powered off (simulated freezer and clock, an injected shutdown command).
+
+#![allow(clippy::unwrap_used)]
+
+mod util;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use base64::Engine;
+use serde_json::{json, Value};
+use util::{wait_until, Agent};
+
+/// Generous: only a bound on how long a broken test hangs.
+const DEADLINE: Duration = Duration::from_secs(60);
+
+/// A QGA client on one connection.
+struct Qga {
+    reader: BufReader<UnixStream>,
+    writer: UnixStream,
+}
+
+impl Qga {
+    fn connect(socket: &Path) -> Self {
+        assert!(
+            wait_until(DEADLINE, || UnixStream::connect(socket).is_ok()),
+            "the QGA socket never answered"
+        );
+        let stream = UnixStream::connect(socket).unwrap();
+        stream.set_read_timeout(Some(DEADLINE)).unwrap();
+        Qga {
+            reader: BufReader::new(stream.try_clone().unwrap()),
+            writer: stream,
+        }
+    }
+
+    fn send_raw(&mut self, bytes: &[u8]) {
+        self.writer.write_all(bytes).unwrap();
+    }
+
+    /// The next reply line, without a leading 0xFF (returned apart).
+    fn reply(&mut self) -> (bool, Value) {
+        let mut line = Vec::new();
+        self.reader.read_until(b'\n', &mut line).unwrap();
+        assert!(line.ends_with(b"\n"), "no whole reply: {line:?}");
+        let delimited = line.first() == Some(&0xFF);
+        let body = if delimited { &line[1..] } else { &line[..] };
+        (delimited, serde_json::from_slice(body).unwrap())
+    }
+
+    fn call(&mut self, request: Value) -> Value {
+        self.send_raw(format!("{request}\n").as_bytes());
+        self.reply().1
+    }
+
+    fn ok(&mut self, request: Value) -> Value {
+        let reply = self.call(request.clone());
+        reply
+            .get("return")
+            .cloned()
+            .unwrap_or_else(|| panic!("{request} failed: {reply}"))
+    }
+
+    fn error(&mut self, request: Value) -> (String, String) {
+        let reply = self.call(request.clone());
+        let error = reply
+            .get("error")
+            .unwrap_or_else(|| panic!("{request} succeeded: {reply}"));
+        (
+            error["class"].as_str().unwrap().to_string(),
+            error["desc"].as_str().unwrap().to_string(),
+        )
+    }
+}
+
+/// An agent serving QGA on a socket in `dir`, with a simulated freezer and clock.
+fn qga_agent(dir: &Path, extra: &[&str]) -> (Agent, PathBuf) {
+    let socket = dir.join(format!("qga-{}.sock", extra.len()));
+    let channel = format!("unix://{}", socket.display());
+    let mut args = vec![
+        "--qga",
+        channel.as_str(),
+        "--simulate-fsfreeze",
+        "--simulated-clock-offset",
+        "0",
+    ];
+    args.extend_from_slice(extra);
+    (Agent::start_with(&args), socket)
+}
+
+fn b64(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+#[test]
+fn libvirts_agent_calls_get_qemu_ga_shaped_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_agent, socket) = qga_agent(dir.path(), &[]);
+    let mut q = Qga::connect(&socket);
+    // QGA runs anything as root and has no authentication: root's socket only.
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&socket).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o600);
+
+    // libvirt's opening: 0xFF, then guest-sync-delimited; a stale half
+    // request before the 0xFF is thrown away.
+    q.send_raw(b"{\"execute\": \"guest-ping\", \"argu\xff");
+    q.send_raw(b"{\"execute\":\"guest-sync-delimited\",\"arguments\":{\"id\":123456}}\n");
+    let (delimited, reply) = q.reply();
+    assert!(delimited);
+    assert_eq!(reply, json!({"return": 123456}));
+    assert_eq!(
+        q.call(json!({"execute": "guest-sync", "arguments": {"id": 9}, "id": "req-1"})),
+        json!({"return": 9, "id": "req-1"})
+    );
+    assert_eq!(q.ok(json!({"execute": "guest-ping"})), json!({}));
+
+    let info = q.ok(json!({"execute": "guest-info"}));
+    assert!(info["version"].is_string());
+    let commands = info["supported_commands"].as_array().unwrap();
+    for name in ["guest-exec", "guest-fsfreeze-freeze", "guest-get-osinfo"] {
+        let c = commands.iter().find(|c| c["name"] == name).unwrap();
+        assert_eq!(c["enabled"], true, "{c}");
+    }
+    let shutdown = commands
+        .iter()
+        .find(|c| c["name"] == "guest-shutdown")
+        .unwrap();
+    assert_eq!(shutdown["success-response"], false);
+
+    let os = q.ok(json!({"execute": "guest-get-osinfo"}));
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+    assert_eq!(os["kernel-release"], release.trim());
+    assert!(os["id"].is_string() && os["machine"].is_string(), "{os}");
+
+    let host = q.ok(json!({"execute": "guest-get-host-name"}));
+    let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    assert_eq!(host["host-name"], hostname.trim());
+
+    let interfaces = q.ok(json!({"execute": "guest-network-get-interfaces"}));
+    let lo = interfaces
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["name"] == "lo")
+        .unwrap();
+    assert!(
+        lo["ip-addresses"]
+            .as_array()
+            .unwrap()
+            .contains(&json!({"ip-address-type": "ipv4", "ip-address": "127.0.0.1", "prefix": 8})),
+        "{lo}"
+    );
+
+    let vcpus = q.ok(json!({"execute": "guest-get-vcpus"}));
+    let online = std::fs::read_dir("/sys/devices/system/cpu")
+        .unwrap()
+        .filter(|e| {
+            let name = e.as_ref().unwrap().file_name();
+            let name = name.to_str().unwrap();
+            name.starts_with("cpu") && name[3..].parse::<u32>().is_ok()
+        })
+        .count();
+    assert_eq!(vcpus.as_array().unwrap().len(), online, "{vcpus}");
+    assert_eq!(vcpus[0]["logical-id"], 0);
+
+    // Time: the agent's simulated clock is stepped, never this machine's.
+    let later = q.ok(json!({"execute": "guest-get-time"})).as_i64().unwrap() + 3_600_000_000_000;
+    assert_eq!(
+        q.ok(json!({"execute": "guest-set-time", "arguments": {"time": later}})),
+        json!({})
+    );
+    assert!(q.ok(json!({"execute": "guest-get-time"})).as_i64().unwrap() >= later);
+
+    // Freeze (simulated): status, freeze, thaw, as libvirt's domfsfreeze does.
+    assert_eq!(q.ok(json!({"execute": "guest-fsfreeze-status"})), "thawed");
+    let frozen = q.ok(json!({"execute": "guest-fsfreeze-freeze"}));
+    assert!(frozen.as_u64().unwrap() >= 1, "{frozen}");
+    assert_eq!(q.ok(json!({"execute": "guest-fsfreeze-status"})), "frozen");
+    assert_eq!(q.ok(json!({"execute": "guest-fsfreeze-thaw"})), frozen);
+    assert_eq!(q.ok(json!({"execute": "guest-fsfreeze-status"})), "thawed");
+}
+
+/// Waits for guest-exec's `pid` to exit and returns its status.
+fn exec_status(q: &mut Qga, pid: &Value) -> Value {
+    let mut status = Value::Null;
+    let exited = wait_until(DEADLINE, || {
+        status = q.ok(json!({"execute": "guest-exec-status", "arguments": {"pid": pid}}));
+        status["exited"] == true
+    });
+    assert!(exited, "{status}");
+    status
+}
+
+#[test]
+fn guest_exec_and_guest_files_work_and_the_guest_policy_applies_to_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_agent, socket) = qga_agent(dir.path(), &[]);
+    let mut q = Qga::connect(&socket);
+    let started = q.ok(json!({"execute": "guest-exec", "arguments": {
+        "path": "sh",
+        "arg": ["-c", "read line; echo \"got $line\"; echo oops >&2; exit 3"],
+        "input-data": b64(b"hello\n"),
+        "capture-output": true,
+    }}));
+    let status = exec_status(&mut q, &started["pid"]);
+    assert_eq!(status["exitcode"], 3, "{status}");
+    let out = base64::engine::general_purpose::STANDARD
+        .decode(status["out-data"].as_str().unwrap())
+        .unwrap();
+    assert_eq!(out, b"got hello\n");
+    assert_eq!(status["err-data"], json!(b64(b"oops\n")), "{status}");
+    // Collected once: the pid is gone after.
+    let (class, _) =
+        q.error(json!({"execute": "guest-exec-status", "arguments": {"pid": started["pid"]}}));
+    assert_eq!(class, "GenericError");
+    let (_, desc) =
+        q.error(json!({"execute": "guest-exec", "arguments": {"path": "/nonexistent/program"}}));
+    assert!(desc.contains("/nonexistent/program"), "{desc}");
+
+    let path = dir.path().join("f.txt");
+    let handle =
+        q.ok(json!({"execute": "guest-file-open", "arguments": {"path": path, "mode": "w+"}}));
+    let wrote = q.ok(json!({"execute": "guest-file-write", "arguments": {"handle": handle, "buf-b64": b64(b"0123456789")}}));
+    assert_eq!(wrote, json!({"count": 10, "eof": false}));
+    let seek = q.ok(json!({"execute": "guest-file-seek", "arguments": {"handle": handle, "offset": 4, "whence": "set"}}));
+    assert_eq!(seek["position"], 4);
+    let read =
+        q.ok(json!({"execute": "guest-file-read", "arguments": {"handle": handle, "count": 100}}));
+    assert_eq!(
+        read,
+        json!({"count": 6, "buf-b64": b64(b"456789"), "eof": true})
+    );
+    assert_eq!(
+        q.ok(json!({"execute": "guest-file-flush", "arguments": {"handle": handle}})),
+        json!({})
+    );
+    assert_eq!(
+        q.ok(json!({"execute": "guest-file-close", "arguments": {"handle": handle}})),
+        json!({})
+    );
+    assert_eq!(std::fs::read(&path).unwrap(), b"0123456789");
+    let (_, desc) = q.error(json!({"execute": "guest-file-read", "arguments": {"handle": handle}}));
+    assert_eq!(desc, format!("handle '{handle}' has not been found"));
+
+    // The guest owner's policy allows only uptime, and copies in /srv: QGA
+    // is held to it too.
+    let policy = dir.path().join("policy.toml");
+    std::fs::write(
+        &policy,
+        "[exec]\nallow = [{ program = \"/usr/bin/uptime\" }]\n\
+         [cp]\nto_guest = [\"/srv/in\"]\nfrom_guest = [\"/srv/out\"]\n",
+    )
+    .unwrap();
+    let (_strict, strict_socket) = qga_agent(dir.path(), &["--policy", policy.to_str().unwrap()]);
+    let mut strict = Qga::connect(&strict_socket);
+    let (class, desc) = strict
+        .error(json!({"execute": "guest-exec", "arguments": {"path": "sh", "arg": ["-c", "id"]}}));
+    assert_eq!(class, "GenericError");
+    assert!(desc.contains("guest policy"), "{desc}");
+    let (_, desc) =
+        strict.error(json!({"execute": "guest-file-open", "arguments": {"path": "/etc/shadow"}}));
+    assert!(desc.contains("guest policy"), "{desc}");
+}
+
+#[test]
+fn bad_input_gets_qemu_gas_errors_and_both_protocols_keep_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let (agent, socket) = qga_agent(
+        dir.path(),
+        &["--qga-block-rpcs", "guest-exec,guest-file-open"],
+    );
+    let mut q = Qga::connect(&socket);
+    q.send_raw(b"this is not json\n");
+    let (_, garbage) = q.reply();
+    assert_eq!(garbage["error"]["class"], "GenericError", "{garbage}");
+    assert!(garbage["error"]["desc"]
+        .as_str()
+        .unwrap()
+        .contains("JSON parse error"));
+    let cases = [
+        (
+            json!({"execute": "guest-teleport"}),
+            "CommandNotFound",
+            "The command guest-teleport has not been found",
+        ),
+        (
+            json!({"execute": "guest-exec", "arguments": {"path": "id"}}),
+            "CommandNotFound",
+            "The command guest-exec has been disabled for this instance",
+        ),
+        (
+            json!({"execute": "guest-sync", "arguments": {"id": "x"}}),
+            "GenericError",
+            "Invalid parameter type for 'id', expected: integer",
+        ),
+        (
+            json!({"execute": "guest-sync"}),
+            "GenericError",
+            "Parameter 'id' is missing",
+        ),
+        (
+            json!({"execute": "guest-ping", "arguments": {"x": 1}}),
+            "GenericError",
+            "Parameter 'x' is unexpected",
+        ),
+        (
+            json!({"arguments": {}}),
+            "GenericError",
+            "QMP input lacks member 'execute'",
+        ),
+        (
+            json!({"execute": 5}),
+            "GenericError",
+            "QMP input member 'execute' must be a string",
+        ),
+        (
+            json!([1, 2]),
+            "GenericError",
+            "QMP input must be a JSON object",
+        ),
+    ];
+    for (request, class, desc) in cases {
+        assert_eq!(
+            q.error(request.clone()),
+            (class.to_string(), desc.to_string()),
+            "{request}"
+        );
+    }
+    let info = q.ok(json!({"execute": "guest-info"}));
+    let exec = info["supported_commands"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "guest-exec")
+        .unwrap()
+        .clone();
+    assert_eq!(exec["enabled"], false);
+    // A request over the size limit is refused whole; the channel goes on.
+    let mut huge = br#"{"execute": "guest-ping", "arguments": {"pad": ""#.to_vec();
+    huge.resize(17 * 1024 * 1024, b'a');
+    huge.extend_from_slice(b"\"}}\n");
+    q.send_raw(&huge);
+    let (_, too_large) = q.reply();
+    assert!(
+        too_large["error"]["desc"]
+            .as_str()
+            .unwrap()
+            .contains("too large"),
+        "{too_large}"
+    );
+    assert_eq!(q.ok(json!({"execute": "guest-ping"})), json!({}));
+    // The native protocol serves beside it.
+    let out = agent.exec_cmd(&[], &["echo", "native"]).output().unwrap();
+    assert_eq!(out.stdout, b"native\n");
+    // A client that goes away mid-request costs nothing.
+    let mut gone = UnixStream::connect(&socket).unwrap();
+    gone.write_all(b"{\"execute\": \"guest-pi").unwrap();
+    drop(gone);
+    let mut again = Qga::connect(&socket);
+    assert_eq!(again.ok(json!({"execute": "guest-ping"})), json!({}));
+}
+
+#[test]
+fn guest_shutdown_answers_nothing_and_runs_the_shutdown() {
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("shutdown-args");
+    let script = dir.path().join("shutdown.sh");
+    std::fs::write(
+        &script,
+        format!("#!/bin/sh\necho \"$@\" > {}\n", marker.display()),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let (_agent, socket) = qga_agent(
+        dir.path(),
+        &["--shutdown-command", script.to_str().unwrap()],
+    );
+    let mut q = Qga::connect(&socket);
+    q.send_raw(b"{\"execute\": \"guest-shutdown\", \"arguments\": {\"mode\": \"reboot\"}}\n");
+    assert!(
+        wait_until(DEADLINE, || std::fs::read_to_string(&marker)
+            .is_ok_and(|t| t.ends_with('\n'))),
+        "the shutdown command never ran"
+    );
+    let args = std::fs::read_to_string(&marker).unwrap();
+    assert!(args.starts_with("reboot graceful"), "{args}");
+    // Nothing was answered to guest-shutdown: the next reply is the ping's.
+    assert_eq!(q.ok(json!({"execute": "guest-ping"})), json!({}));
+    let mut rest = [0u8; 1];
+    q.writer.set_nonblocking(true).unwrap();
+    assert!(
+        q.reader.get_mut().read(&mut rest).is_err(),
+        "an extra reply"
+    );
+}
