@@ -401,3 +401,173 @@ fn guest_shutdown_answers_nothing_and_runs_the_shutdown() {
         "an extra reply"
     );
 }
+
+/// Debian's qemu-ga (`scripts/fetch-qemu-ga`), or `None` after saying
+/// SKIPPED (a failure when GUESTCOMM_QGA_REQUIRED is set, as in CI).
+fn real_qemu_ga(test: &str) -> Option<PathBuf> {
+    let found = std::env::var_os("GUESTCOMM_QEMU_GA")
+        .map(PathBuf::from)
+        .into_iter()
+        .chain([util::bin_dir().join("../tools/qemu-ga/usr/sbin/qemu-ga")])
+        .find(|p| p.is_file());
+    if found.is_none() {
+        let why = "no qemu-ga (scripts/fetch-qemu-ga; .ci/run does)";
+        assert!(
+            std::env::var_os("GUESTCOMM_QGA_REQUIRED").is_none(),
+            "{test}: {why}"
+        );
+        eprintln!("\n*** SKIPPED {test}: {why} ***\n");
+    }
+    found
+}
+
+/// qemu-ga on a Unix socket, killed by PID when dropped.
+struct RealQemuGa {
+    child: std::process::Child,
+    socket: PathBuf,
+}
+
+impl RealQemuGa {
+    fn start(binary: &Path, dir: &Path) -> Self {
+        let socket = dir.join("real-qga.sock");
+        let state = dir.join("real-qga-state");
+        std::fs::create_dir(&state).unwrap();
+        let child = std::process::Command::new(binary)
+            .args(["-m", "unix-listen", "-p"])
+            .arg(&socket)
+            .arg("-t")
+            .arg(&state)
+            .stdin(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        RealQemuGa { child, socket }
+    }
+}
+
+impl Drop for RealQemuGa {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// An answer with its volatile members (counters) taken out.
+fn steady(mut answer: Value) -> Value {
+    if let Some(list) = answer.as_array_mut() {
+        for item in list {
+            if let Some(stats) = item.get_mut("statistics") {
+                *stats = json!("present");
+            }
+        }
+    }
+    answer
+}
+
+#[test]
+fn read_only_answers_match_the_real_qemu_ga_field_by_field() {
+    let test = "read_only_answers_match_the_real_qemu_ga_field_by_field";
+    let Some(binary) = real_qemu_ga(test) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let real = RealQemuGa::start(&binary, dir.path());
+    let (_agent, socket) = qga_agent(dir.path(), &[]);
+    let (mut theirs, mut ours) = (Qga::connect(&real.socket), Qga::connect(&socket));
+
+    // The same machine, asked the same: the same answer, member by member.
+    for command in [
+        "guest-get-osinfo",
+        "guest-get-host-name",
+        "guest-get-timezone",
+        "guest-fsfreeze-status",
+        "guest-ping",
+    ] {
+        let request = json!({"execute": command});
+        assert_eq!(
+            ours.call(request.clone()),
+            theirs.call(request),
+            "{command}"
+        );
+    }
+    let by_id = |mut v: Value| {
+        let list = v.as_array_mut().unwrap();
+        list.sort_by_key(|c| c["logical-id"].as_u64());
+        v
+    };
+    let request = json!({"execute": "guest-get-vcpus"});
+    assert_eq!(by_id(ours.ok(request.clone())), by_id(theirs.ok(request)));
+    let users = json!({"execute": "guest-get-users"});
+    let names = |v: Value| -> Vec<Value> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|u| u["user"].clone())
+            .collect()
+    };
+    assert_eq!(names(ours.ok(users.clone())), names(theirs.ok(users)));
+
+    // Interfaces: the same names, addresses, prefixes and counters present.
+    let request = json!({"execute": "guest-network-get-interfaces"});
+    let (mine, real_ifaces) = (steady(ours.ok(request.clone())), steady(theirs.ok(request)));
+    for theirs_iface in real_ifaces.as_array().unwrap() {
+        let name = &theirs_iface["name"];
+        let mine_iface = mine
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| &i["name"] == name)
+            .unwrap_or_else(|| panic!("no {name} in {mine}"));
+        assert_eq!(
+            mine_iface["ip-addresses"], theirs_iface["ip-addresses"],
+            "{name}"
+        );
+        assert_eq!(
+            mine_iface["statistics"], theirs_iface["statistics"],
+            "{name}"
+        );
+        let zero = json!("00:00:00:00:00:00");
+        if theirs_iface["hardware-address"] != zero {
+            assert_eq!(
+                mine_iface["hardware-address"], theirs_iface["hardware-address"],
+                "{name}"
+            );
+        }
+    }
+
+    // Errors: the same classes and words.
+    for request in [
+        json!({"execute": "guest-teleport"}),
+        json!({"execute": "guest-sync", "arguments": {"id": "x"}}),
+        json!({"execute": "guest-sync"}),
+        json!({"execute": "guest-ping", "arguments": {"x": 1}}),
+        json!({"arguments": {}}),
+        json!([1, 2]),
+        json!({"execute": "guest-exec-status", "arguments": {"pid": 1}}),
+        json!({"execute": "guest-file-read", "arguments": {"handle": 5}}),
+    ] {
+        assert_eq!(
+            ours.call(request.clone()),
+            theirs.call(request.clone()),
+            "{request}"
+        );
+    }
+    for q in [&mut ours, &mut theirs] {
+        q.send_raw(b"{\"execute\":\"guest-sync-delimited\",\"arguments\":{\"id\":42}}\n");
+    }
+    assert_eq!(ours.reply(), theirs.reply());
+
+    // What this agent offers, qemu-ga offers under the same name.
+    let names_of = |info: Value| -> Vec<String> {
+        info["supported_commands"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let info = json!({"execute": "guest-info"});
+    let (mine, real_names) = (names_of(ours.ok(info.clone())), names_of(theirs.ok(info)));
+    for name in mine {
+        assert!(real_names.contains(&name), "qemu-ga has no {name}");
+    }
+}

@@ -49,6 +49,7 @@ const COMMANDS: &[(&str, &[&str], Handler)] = &[
     ("guest-get-osinfo", &[], osinfo),
     ("guest-get-host-name", &[], host_name),
     ("guest-get-users", &[], users),
+    ("guest-get-timezone", &[], timezone),
     ("guest-get-vcpus", &[], vcpus),
     ("guest-network-get-interfaces", &[], interfaces),
     ("guest-fsfreeze-status", &[], freeze_status),
@@ -354,6 +355,34 @@ fn users(q: &Qga, _: &Args) -> Reply {
     Reply::Return(json!(users))
 }
 
+fn timezone(_: &Qga, _: &Args) -> Reply {
+    match local_zone() {
+        Some((zone, offset)) => Reply::Return(json!({ "zone": zone, "offset": offset })),
+        None => generic("cannot read the local time zone"),
+    }
+}
+
+/// The local time zone's abbreviation and its offset from UTC in seconds,
+/// as localtime(3) sees them now.
+fn local_zone() -> Option<(String, i64)> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?
+        .as_secs();
+    let now = libc::time_t::try_from(now).ok()?;
+    // SAFETY: localtime_r writes only into `tm`, which lives on this stack;
+    // `tm_zone` then points into the C library's static zone names.
+    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
+    if unsafe { libc::localtime_r(&now, &mut tm) }.is_null() || tm.tm_zone.is_null() {
+        return None;
+    }
+    // SAFETY: tm_zone is a NUL-terminated string kept by the C library.
+    let zone = unsafe { std::ffi::CStr::from_ptr(tm.tm_zone) }
+        .to_string_lossy()
+        .into_owned();
+    Some((zone, tm.tm_gmtoff))
+}
+
 fn vcpus(_: &Qga, _: &Args) -> Reply {
     let mut cpus: Vec<(u64, Value)> = Vec::new();
     let Ok(dir) = std::fs::read_dir("/sys/devices/system/cpu") else {
@@ -382,8 +411,34 @@ fn vcpus(_: &Qga, _: &Args) -> Reply {
     Reply::Return(Value::Array(cpus.into_iter().map(|(_, v)| v).collect()))
 }
 
+/// Each interface's counters from /proc/net/dev, as qemu-ga reports them.
+fn interface_statistics() -> BTreeMap<String, Value> {
+    let text = std::fs::read_to_string("/proc/net/dev").unwrap_or_default();
+    text.lines()
+        .skip(2)
+        .filter_map(|line| {
+            let (name, counters) = line.split_once(':')?;
+            let n: Vec<u64> = counters
+                .split_whitespace()
+                .map(|c| c.parse().unwrap_or(0))
+                .collect();
+            if n.len() < 12 {
+                return None;
+            }
+            Some((
+                name.trim().to_string(),
+                json!({
+                    "rx-bytes": n[0], "rx-packets": n[1], "rx-errs": n[2], "rx-dropped": n[3],
+                    "tx-bytes": n[8], "tx-packets": n[9], "tx-errs": n[10], "tx-dropped": n[11],
+                }),
+            ))
+        })
+        .collect()
+}
+
 fn interfaces(q: &Qga, _: &Args) -> Reply {
     let info = tri!(guest_info(q));
+    let mut statistics = interface_statistics();
     let list: Vec<Value> = info
         .interfaces
         .iter()
@@ -401,9 +456,16 @@ fn interfaces(q: &Qga, _: &Args) -> Reply {
                     })
                 })
                 .collect();
-            let mut iface = json!({ "name": i.name, "ip-addresses": addresses });
+            let mut iface = json!({ "name": i.name });
             if let Some(mac) = &i.mac {
                 iface["hardware-address"] = json!(mac);
+            }
+            // As qemu-ga: addresses and counters only for an interface with an address.
+            if !addresses.is_empty() {
+                iface["ip-addresses"] = json!(addresses);
+                if let Some(counters) = statistics.remove(&i.name) {
+                    iface["statistics"] = counters;
+                }
             }
             iface
         })
