@@ -133,6 +133,8 @@ pub fn parse_os_release(text: &str) -> OsInfo {
         version_id: take("VERSION_ID"),
         version: take("VERSION"),
         pretty_name: take("PRETTY_NAME"),
+        variant: take("VARIANT"),
+        variant_id: take("VARIANT_ID"),
     }
 }
 

@@ -571,3 +571,92 @@ fn read_only_answers_match_the_real_qemu_ga_field_by_field() {
         assert!(real_names.contains(&name), "qemu-ga has no {name}");
     }
 }
+
+#[test]
+fn ssh_keys_and_passwords_of_a_user_and_links_the_user_planted_lead_nowhere() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let Some(user) = util::users::TestUser::create("qga") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    std::fs::create_dir(&home).unwrap();
+    std::os::unix::fs::chown(&home, Some(user.uid), Some(user.gid)).unwrap();
+    let moved = std::process::Command::new("usermod")
+        .arg("-d")
+        .arg(&home)
+        .arg(&user.name)
+        .status()
+        .unwrap();
+    assert!(moved.success());
+    let (_agent, socket) = qga_agent(dir.path(), &[]);
+    let mut q = Qga::connect(&socket);
+    let name = user.name.as_str();
+    let (k1, k2) = (
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOne one@host",
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAITwo two@host",
+    );
+
+    assert_eq!(
+        q.ok(json!({"execute": "guest-ssh-get-authorized-keys", "arguments": {"username": name}})),
+        json!({"keys": []})
+    );
+    q.ok(json!({"execute": "guest-ssh-add-authorized-keys", "arguments": {"username": name, "keys": [k1, k2]}}));
+    q.ok(json!({"execute": "guest-ssh-remove-authorized-keys", "arguments": {"username": name, "keys": [k1]}}));
+    assert_eq!(
+        q.ok(json!({"execute": "guest-ssh-get-authorized-keys", "arguments": {"username": name}})),
+        json!({"keys": [k2]})
+    );
+    let ssh = home.join(".ssh");
+    let file = ssh.join("authorized_keys");
+    for (path, mode) in [(&ssh, 0o700), (&file, 0o600)] {
+        let meta = std::fs::metadata(path).unwrap();
+        assert_eq!(
+            (meta.uid(), meta.permissions().mode() & 0o777),
+            (user.uid, mode),
+            "{}",
+            path.display()
+        );
+    }
+    let (_, desc) = q.error(json!({"execute": "guest-ssh-add-authorized-keys", "arguments": {"username": name, "keys": ["two\nlines"]}}));
+    assert!(desc.contains("invalid OpenSSH public key"), "{desc}");
+
+    // The user links authorized_keys to a file of root's: it is neither
+    // read through nor written through.
+    let victim = dir.path().join("victim");
+    std::fs::write(&victim, b"root's secret\n").unwrap();
+    std::fs::remove_file(&file).unwrap();
+    std::os::unix::fs::symlink(&victim, &file).unwrap();
+    let (_, desc) = q.error(
+        json!({"execute": "guest-ssh-get-authorized-keys", "arguments": {"username": name}}),
+    );
+    assert!(desc.contains("a link is not followed"), "{desc}");
+    q.ok(json!({"execute": "guest-ssh-add-authorized-keys", "arguments": {"username": name, "keys": [k1], "reset": true}}));
+    assert_eq!(std::fs::read(&victim).unwrap(), b"root's secret\n");
+    assert!(!std::fs::symlink_metadata(&file)
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), format!("{k1}\n"));
+
+    // The user links ~/.ssh itself to a directory of root's: refused.
+    let roots = dir.path().join("roots");
+    std::fs::create_dir(&roots).unwrap();
+    std::fs::remove_dir_all(&ssh).unwrap();
+    std::os::unix::fs::symlink(&roots, &ssh).unwrap();
+    let (_, desc) = q.error(json!({"execute": "guest-ssh-add-authorized-keys", "arguments": {"username": name, "keys": [k2]}}));
+    assert!(desc.contains("a link is not followed"), "{desc}");
+    assert_eq!(std::fs::read_dir(&roots).unwrap().count(), 0);
+
+    // A password, already hashed (crypted), lands in /etc/shadow as given.
+    let hash = "$6$guestcomm$0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUV/.0123456789abcdefghijklmnopqrstu";
+    q.ok(json!({"execute": "guest-set-user-password", "arguments": {"username": name, "password": b64(hash.as_bytes()), "crypted": true}}));
+    let shadow = std::fs::read_to_string("/etc/shadow").unwrap();
+    let entry = shadow
+        .lines()
+        .find(|l| l.starts_with(&format!("{name}:")))
+        .unwrap();
+    assert_eq!(entry.split(':').nth(1), Some(hash));
+    let (_, desc) = q.error(json!({"execute": "guest-set-user-password", "arguments": {"username": "gc-no-such-user", "password": b64(b"x"), "crypted": false}}));
+    assert!(desc.contains("does not exist"), "{desc}");
+}

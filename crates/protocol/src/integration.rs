@@ -306,6 +306,12 @@ pub struct OsInfo {
     pub version: String,
     /// `PRETTY_NAME`.
     pub pretty_name: String,
+    /// `VARIANT` (e.g. `Server Edition`), when the file has one.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub variant: String,
+    /// `VARIANT_ID` (e.g. `server`), when the file has one.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub variant_id: String,
 }
 
 /// The kernel, from `uname`.

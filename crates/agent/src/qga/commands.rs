@@ -15,6 +15,7 @@ use guestcomm_protocol::integration::ShutdownRequest;
 use guestcomm_protocol::{Call, Control, ErrorFrame, ExecRequest, Request};
 use serde_json::{json, Map, Value};
 
+use super::accounts;
 use super::exec::Execs;
 use super::files::Files;
 use crate::integration::{answer, Origin, Services};
@@ -77,6 +78,22 @@ const COMMANDS: &[(&str, &[&str], Handler)] = &[
         file_seek,
     ),
     ("guest-file-flush", &["handle"], file_flush),
+    (
+        "guest-set-user-password",
+        &["username", "password", "crypted"],
+        set_user_password,
+    ),
+    ("guest-ssh-get-authorized-keys", &["username"], ssh_get),
+    (
+        "guest-ssh-add-authorized-keys",
+        &["username", "keys", "reset"],
+        ssh_add,
+    ),
+    (
+        "guest-ssh-remove-authorized-keys",
+        &["username", "keys"],
+        ssh_remove,
+    ),
 ];
 
 /// Which commands run: all but `block`, or only `allow` when given (as
@@ -332,6 +349,8 @@ fn osinfo(q: &Qga, _: &Args) -> Reply {
     put("pretty-name", &info.os.pretty_name);
     put("version", &info.os.version);
     put("version-id", &info.os.version_id);
+    put("variant", &info.os.variant);
+    put("variant-id", &info.os.variant_id);
     Reply::Return(Value::Object(out))
 }
 
@@ -620,4 +639,65 @@ fn file_seek(q: &Qga, args: &Args) -> Reply {
 fn file_flush(q: &Qga, args: &Args) -> Reply {
     let handle: i64 = tri!(arg(args, "handle", "integer"));
     q.files.flush(handle)
+}
+
+fn set_user_password(q: &Qga, args: &Args) -> Reply {
+    let username: String = tri!(arg(args, "username", "string"));
+    let password: String = tri!(arg(args, "password", "string"));
+    let crypted: bool = tri!(arg(args, "crypted", "boolean"));
+    // To the guest policy this is running chpasswd.
+    tri!(q.allowed(Call::Exec(ExecRequest {
+        program: "chpasswd".into(),
+        args: if crypted {
+            vec!["-e".into()]
+        } else {
+            Vec::new()
+        },
+        ..Default::default()
+    })));
+    accounts::set_password(&username, &password, crypted)
+}
+
+/// The guest policy's verdict on touching `username`'s authorized_keys,
+/// seen as a copy out of the guest (`write` false) or into it.
+fn keys_allowed(q: &Qga, username: &str, write: bool) -> Result<(), Reply> {
+    let home = nix::unistd::User::from_name(username)
+        .ok()
+        .flatten()
+        .map(|u| u.dir)
+        .ok_or_else(|| generic(format!("user '{username}' does not exist")))?;
+    let path = home.join(".ssh/authorized_keys").display().to_string();
+    let call = if write {
+        Call::CopyToGuest(guestcomm_protocol::files::CopyToGuest {
+            dst: path,
+            ..Default::default()
+        })
+    } else {
+        Call::CopyFromGuest(guestcomm_protocol::files::CopyFromGuest {
+            src: path,
+            ..Default::default()
+        })
+    };
+    q.allowed(call).map(drop)
+}
+
+fn ssh_get(q: &Qga, args: &Args) -> Reply {
+    let username: String = tri!(arg(args, "username", "string"));
+    tri!(keys_allowed(q, &username, false));
+    accounts::get_keys(&username)
+}
+
+fn ssh_add(q: &Qga, args: &Args) -> Reply {
+    let username: String = tri!(arg(args, "username", "string"));
+    let keys: Vec<String> = tri!(arg(args, "keys", "array of strings"));
+    let reset: bool = tri!(opt(args, "reset", "boolean")).unwrap_or(false);
+    tri!(keys_allowed(q, &username, true));
+    accounts::add_keys(&username, &keys, reset)
+}
+
+fn ssh_remove(q: &Qga, args: &Args) -> Reply {
+    let username: String = tri!(arg(args, "username", "string"));
+    let keys: Vec<String> = tri!(arg(args, "keys", "array of strings"));
+    tri!(keys_allowed(q, &username, true));
+    accounts::remove_keys(&username, &keys)
 }

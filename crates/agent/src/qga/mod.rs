@@ -17,6 +17,7 @@
 //! is refused on vsock, which any host user can reach; the virtio-serial
 //! channel is reachable only through the VMM's own socket.
 
+mod accounts;
 mod commands;
 mod exec;
 mod files;
