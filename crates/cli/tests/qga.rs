@@ -506,6 +506,29 @@ fn read_only_answers_match_the_real_qemu_ga_field_by_field() {
     };
     assert_eq!(names(ours.ok(users.clone())), names(theirs.ok(users)));
 
+    // Filesystems: the same, but for the bytes in use (tests write beside).
+    let request = json!({"execute": "guest-get-fsinfo"});
+    let by_mountpoint = |v: Value| -> Vec<Value> {
+        let mut list: Vec<Value> = v
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|fs| {
+                let mut fs = fs.clone();
+                let object = fs.as_object_mut().unwrap();
+                object.remove("used-bytes");
+                object.remove("total-bytes");
+                fs
+            })
+            .collect();
+        list.sort_by_key(|fs| fs["mountpoint"].to_string());
+        list
+    };
+    assert_eq!(
+        by_mountpoint(ours.ok(request.clone())),
+        by_mountpoint(theirs.ok(request))
+    );
+
     // Interfaces: the same names, addresses, prefixes and counters present.
     let request = json!({"execute": "guest-network-get-interfaces"});
     let (mine, real_ifaces) = (steady(ours.ok(request.clone())), steady(theirs.ok(request)));

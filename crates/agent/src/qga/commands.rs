@@ -18,6 +18,7 @@ use serde_json::{json, Map, Value};
 use super::accounts;
 use super::exec::Execs;
 use super::files::Files;
+use super::fsinfo::fsinfo as filesystems;
 use crate::integration::{answer, Origin, Services};
 
 /// What a command answers.
@@ -51,6 +52,7 @@ const COMMANDS: &[(&str, &[&str], Handler)] = &[
     ("guest-get-host-name", &[], host_name),
     ("guest-get-users", &[], users),
     ("guest-get-timezone", &[], timezone),
+    ("guest-get-fsinfo", &[], fsinfo),
     ("guest-get-vcpus", &[], vcpus),
     ("guest-network-get-interfaces", &[], interfaces),
     ("guest-fsfreeze-status", &[], freeze_status),
@@ -700,4 +702,10 @@ fn ssh_remove(q: &Qga, args: &Args) -> Reply {
     let keys: Vec<String> = tri!(arg(args, "keys", "array of strings"));
     tri!(keys_allowed(q, &username, true));
     accounts::remove_keys(&username, &keys)
+}
+
+fn fsinfo(q: &Qga, _: &Args) -> Reply {
+    // What guest info tells, so the guest policy sees the same request.
+    tri!(q.allowed(Call::GuestInfo));
+    filesystems()
 }

@@ -21,6 +21,7 @@ mod accounts;
 mod commands;
 mod exec;
 mod files;
+mod fsinfo;
 mod stream;
 
 use std::os::unix::fs::PermissionsExt;
