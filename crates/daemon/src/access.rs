@@ -29,9 +29,9 @@ use guestcomm_api::Role;
 use tokio::net::{TcpStream, UnixListener};
 use tokio_rustls::server::TlsStream;
 
-use crate::api::Error;
 use crate::audit::{self, Outcome};
 use crate::config::{Members, Principal, RolesSection};
+use crate::error::Error;
 use crate::tls_listener::TlsListener;
 use crate::State;
 
@@ -559,7 +559,7 @@ pub async fn authorize(
         let (outcome, error) = if failed {
             let error = response
                 .extensions()
-                .get::<crate::api::ErrorText>()
+                .get::<crate::error::ErrorText>()
                 .map(|e| e.0.clone());
             let outcome = if status == axum::http::StatusCode::FORBIDDEN {
                 Outcome::Refused

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::api::Error;
+use crate::error::Error;
 use crate::limits::MAX_AGENT_CALLS_PER_VM;
 
 /// The slots of every VM with a call in flight.

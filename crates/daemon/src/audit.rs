@@ -28,9 +28,9 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use crate::access::{Authorized, Caller};
-use crate::api::Error;
 use crate::audit_chain::{self, Chain, Link};
 use crate::config::AuditSection;
+use crate::error::Error;
 use crate::limits::{
     AUDIT_PRUNE_INTERVAL_SECS, MAX_AUDIT_ARGUMENTS_BYTES, MAX_AUDIT_ENV_NAMES_BYTES,
     MAX_AUDIT_QUERY_RECORDS, MAX_AUDIT_VERIFY_BATCH,

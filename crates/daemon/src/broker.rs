@@ -37,8 +37,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_util::codec::Framed;
 use tracing::{debug, Instrument};
 
-use crate::api::Error;
 use crate::audit;
+use crate::error::Error;
 use crate::relay::{
     acquire_relay, admit_api, caller_of, copy_both_ways, require_upgrade_to, switching_to,
 };

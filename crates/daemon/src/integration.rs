@@ -33,7 +33,7 @@ use guestcomm_transport::{Address, Stream};
 use serde::Deserialize;
 use tracing::{info, warn};
 
-use crate::api::Error;
+use crate::error::Error;
 use crate::relay::admit_api;
 use crate::store::{KvpDeliveryState, StoreError, VmRow};
 use crate::State;
@@ -96,7 +96,7 @@ pub async fn integration_services(
     AxumState(state): AxumState<Arc<State>>,
     Path(name): Path<String>,
 ) -> Result<Json<Vec<GuestCommunicationService>>, Error> {
-    let all = crate::api::instances(&state, Some(name)).await?;
+    let all = crate::ops::services::instances(&state, Some(name)).await?;
     Ok(Json(
         all.into_iter()
             .filter_map(crate::policy::integration_instance)
@@ -256,7 +256,7 @@ pub async fn time_sync(
 
 fn parse_pool(text: &str) -> Result<KvpPool, Error> {
     text.parse()
-        .map_err(|e: KvpError| Error::Store(StoreError::Kvp(e)))
+        .map_err(|e: KvpError| Error::from(StoreError::Kvp(e)))
 }
 
 /// `GET /v1/vms/{name}/kvp/{pool}`: the external pool from the database,

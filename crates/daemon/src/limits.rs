@@ -191,3 +191,8 @@ pub const REFUSAL_FLUSH_INTERVAL_MS: u64 = 1000;
 /// Audit records one step of a verification walks while it holds the store
 /// (about 0.15 s in a release build); the next step lets other calls in first.
 pub const MAX_AUDIT_VERIFY_BATCH: usize = 10_000;
+
+/// Longest ElementName of a registered service, in characters (CIM's
+/// Caption is limited to 64 characters; names longer than that do not
+/// display anywhere).
+pub const MAX_ELEMENT_NAME_CHARS: usize = 256;

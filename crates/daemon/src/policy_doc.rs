@@ -19,7 +19,7 @@ use guestcomm_protocol::Call;
 use rusqlite::{params, OptionalExtension};
 use uuid::Uuid;
 
-use crate::api::Error;
+use crate::error::Error;
 use crate::store::{now_secs, Store, StoreError, VmRow};
 use crate::State;
 

@@ -46,9 +46,9 @@ use tracing::{debug, info, warn, Instrument};
 
 use crate::access::{Authorized, Caller};
 use crate::activity::Activity;
-use crate::api::Error;
 use crate::audit::{self, Outcome};
 use crate::cache::{Services, VmView};
+use crate::error::Error;
 use crate::limits::{RELAY_BUFFER_BYTES, RELAY_BUFFER_START_BYTES};
 use crate::policy::{effective_on, Policy};
 use crate::store::{StoreError, VmRow};
@@ -416,9 +416,9 @@ impl Refusal {
 /// [`admit`] for an API call: a refusal as the API's error (404, 403).
 pub(crate) async fn admit_api(state: &State, vm: &VmRow, id: ServiceId) -> Result<(), Error> {
     admit(state, vm, id).await.map_err(|refusal| match refusal {
-        Refusal::Unknown => Error::Store(StoreError::UnknownService(id)),
+        Refusal::Unknown => StoreError::UnknownService(id).into(),
         Refusal::Disabled { .. } => Error::ServiceDisabled(refusal.message(id, &vm.name)),
-        Refusal::Store(e) => Error::Store(e),
+        Refusal::Store(e) => e.into(),
     })
 }
 

@@ -22,6 +22,7 @@ use guestcomm_protocol::{BuiltinService, ServiceId};
 use rusqlite::{params, Connection, OptionalExtension};
 use uuid::Uuid;
 
+use crate::error::{Classified, Error, ErrorKind};
 use crate::policy::Policy;
 
 /// Schema steps; step N brings `user_version` from N to N + 1.
@@ -155,6 +156,27 @@ pub enum StoreError {
     /// SQLite failed.
     #[error("state database error")]
     Sqlite(#[from] rusqlite::Error),
+}
+
+impl StoreError {
+    /// What the failure means to a caller.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Self::UnknownVm(_) | Self::UnknownService(_) => ErrorKind::NotFound,
+            Self::DuplicateVm(_) | Self::DuplicateService(_) => ErrorKind::Conflict,
+            Self::Builtin(_) => ErrorKind::Builtin,
+            Self::Kvp(e) => ErrorKind::of_agent_code(e.code()),
+            Self::TooNew { .. } | Self::File(..) | Self::InUse(_) | Self::Sqlite(_) => {
+                ErrorKind::Internal
+            }
+        }
+    }
+}
+
+impl From<StoreError> for Error {
+    fn from(e: StoreError) -> Self {
+        Self::Store(Classified::new(e.kind(), e))
+    }
 }
 
 /// A VM row.

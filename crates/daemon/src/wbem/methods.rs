@@ -184,9 +184,10 @@ async fn run(
                 return Ok(returned(TIMEOUT_NOT_SUPPORTED));
             }
             if is_service {
-                let code = crate::api::change_state(state, vm_name()?, service()?, requested)
-                    .await
-                    .map_err(|e| cim_error(&e))?;
+                let code =
+                    crate::ops::services::change_state(state, vm_name()?, service()?, requested)
+                        .await
+                        .map_err(|e| cim_error(&e))?;
                 return Ok(returned(code.into()));
             }
             if instance.class.eq_ignore_ascii_case(INTERFACE) {
@@ -195,7 +196,7 @@ async fn run(
             Ok(returned(NOT_SUPPORTED))
         }
         "StartService" | "StopService" => {
-            let code = crate::api::start_stop(state, vm_name()?, service()?)
+            let code = crate::ops::services::start_stop(state, vm_name()?, service()?)
                 .await
                 .map_err(|e| cim_error(&e))?;
             Ok(returned(code.into()))
@@ -249,11 +250,9 @@ async fn interface_state(
         3 => false,
         _ => return Ok(returned(NOT_SUPPORTED)),
     };
-    state
-        .db(move |s| s.update_vm(&vm, Some(on), None))
+    crate::ops::vms::update(state, vm, Some(on), None)
         .await
-        .map_err(|e| cim_error(&e.into()))?;
-    state.changed.notify_one();
+        .map_err(|e| cim_error(&e))?;
     Ok(returned(COMPLETED))
 }
 

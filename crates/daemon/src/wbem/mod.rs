@@ -37,7 +37,7 @@ use guestcomm_cim::xml::{response, XmlError, MAX_REQUEST_BYTES};
 use guestcomm_cim::{CimError, CimStatus, MofError, Repository, NAMESPACE};
 
 use crate::access::{Authorized, Caller};
-use crate::api::Error;
+use crate::error::{Error, ErrorKind};
 use crate::limits::{MAX_WBEM_DRAIN_BYTES, WBEM_DRAIN_TIMEOUT_MS};
 use crate::State;
 
@@ -52,15 +52,32 @@ fn repository() -> Result<&'static Repository, CimError> {
     })
 }
 
-/// An API error as a CIM error: the one mapping, by the API's stable code.
+/// The CIM status of every kind of error: the one mapping.
+pub(crate) fn cim_status(kind: ErrorKind) -> CimStatus {
+    match kind {
+        ErrorKind::NotFound => CimStatus::NotFound,
+        ErrorKind::InvalidArgument => CimStatus::InvalidParameter,
+        ErrorKind::Forbidden | ErrorKind::PolicyDenied | ErrorKind::ServiceDisabled => {
+            CimStatus::AccessDenied
+        }
+        ErrorKind::Conflict
+        | ErrorKind::Builtin
+        | ErrorKind::AgentUnreachable
+        | ErrorKind::GuestUnreachable
+        | ErrorKind::AgentFailed
+        | ErrorKind::Unsupported
+        | ErrorKind::LimitReached
+        | ErrorKind::Busy
+        | ErrorKind::Internal => CimStatus::Failed,
+    }
+}
+
+/// An error as a CIM error: its status, and its whole chain as the text.
 pub(crate) fn cim_error(e: &Error) -> CimError {
-    let status = match e.status().1 {
-        "not_found" => CimStatus::NotFound,
-        "invalid_argument" => CimStatus::InvalidParameter,
-        "permission_denied" | "policy_denied" | "service_disabled" => CimStatus::AccessDenied,
-        _ => CimStatus::Failed,
-    };
-    CimError::new(status, guestcomm_protocol::handshake::error_chain(e))
+    CimError::new(
+        cim_status(e.kind()),
+        guestcomm_protocol::handshake::error_chain(e),
+    )
 }
 
 /// `CIM_ERR_ACCESS_DENIED` unless the caller holds `needed`.
@@ -290,7 +307,7 @@ mod tests {
             (Error::PolicyDenied("x".into()), CimStatus::AccessDenied),
             (Error::Internal("x".into()), CimStatus::Failed),
             (
-                Error::Store(crate::store::StoreError::UnknownVm("web1".into())),
+                Error::from(crate::store::StoreError::UnknownVm("web1".into())),
                 CimStatus::NotFound,
             ),
         ];

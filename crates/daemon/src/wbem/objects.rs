@@ -3,7 +3,7 @@
 //! ```text
 //! Msvm_ComputerSystem                  the host (Name = its host name) and each VM (Name = its id)
 //! Msvm_GuestServiceInterfaceComponent  one per VM (EnabledState: the VM's interface switch)
-//! Msvm_GuestCommunicationService       each registered service on each VM (api::instances)
+//! Msvm_GuestCommunicationService       each registered service on each VM (ops::services::instances)
 //! Msvm_GuestFileService, Guestcomm_*   the built-in integration services as their own class
 //!                                      (policy::integration_instance)
 //! Msvm_RegisteredGuestService          interface component -> each of the above on its VM
@@ -21,7 +21,7 @@ use guestcomm_api::GuestCommunicationService;
 use guestcomm_cim::value::{CimValue, Instance, InstanceName};
 use guestcomm_cim::{CimType, Repository};
 
-use crate::api::Error;
+use crate::error::Error;
 use crate::policy::{self, cim_datetime};
 use crate::store::VmRow;
 use crate::State;
@@ -69,7 +69,7 @@ impl Snapshot {
                 .and_then(|h| h.into_string().ok())
                 .unwrap_or_else(|| "localhost".into()),
             vms,
-            services: crate::api::instances(state, None).await?,
+            services: crate::ops::services::instances(state, None).await?,
             jobs: state.wbem_jobs.instances(),
         })
     }
