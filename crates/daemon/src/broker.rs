@@ -73,11 +73,8 @@ pub async fn connect(
             "service {id} has no vsock port: only GUIDs of the form PPPPPPPP-facb-11e6-bd58-64006a7986d3 can be reached in a Linux guest"
         )));
     };
-    let endpoint: Address = vm
-        .endpoint
-        .parse()
-        .map_err(|e| Error::BadRequest(error_chain(&e)))?;
-    let Some(addr) = guest_address(&endpoint, port) else {
+    let endpoint = &vm.endpoint;
+    let Some(addr) = guest_address(endpoint, port) else {
         return Err(Error::BadRequest(format!(
             "VM {} is reached at {endpoint}, which carries only the agent's protocol; raw service connections need a vsock:// or hvsock-uds:// endpoint",
             vm.name

@@ -22,8 +22,9 @@ use guestcomm_protocol::policy::PolicyDocument;
 use guestcomm_protocol::ServiceId;
 
 use crate::limits::MAX_CACHED_VMS;
+use crate::model::{ServiceRow, VmRow};
 use crate::policy::Policy;
-use crate::store::{ServiceRow, Store, StoreError, VmRow};
+use crate::store::{Store, StoreError};
 use crate::State;
 
 /// One VM as admission sees it.
@@ -164,7 +165,9 @@ mod tests {
 
     fn state() -> State {
         let mut store = Store::in_memory().unwrap();
-        store.add_vm("web1", "unix:///a", None).unwrap();
+        store
+            .add_vm("web1", &"unix:///a".parse().unwrap(), None)
+            .unwrap();
         State::new(store)
     }
 
@@ -235,7 +238,9 @@ mod tests {
         let read_at = cache.generation();
         cache.bump();
         let mut store = Store::in_memory().unwrap();
-        store.add_vm("web1", "unix:///a", None).unwrap();
+        store
+            .add_vm("web1", &"unix:///a".parse().unwrap(), None)
+            .unwrap();
         let view = Arc::new(VmView::load(&store, "web1").unwrap());
         cache.keep_vm(read_at, &view);
         assert!(cache.cached_vm("web1").is_none());

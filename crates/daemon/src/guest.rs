@@ -37,10 +37,13 @@ use uuid::Uuid;
 
 use crate::access::Caller;
 use crate::audit::{self, Outcome};
-use crate::limits::{GUEST_LISTENER_MODE, MAX_GUEST_RELAYS, MAX_GUEST_RELAYS_PER_VM};
+use crate::limits::{
+    ACCEPT_ERROR_PAUSE_MS, GUEST_LISTENER_MODE, MAX_GUEST_RELAYS, MAX_GUEST_RELAYS_PER_VM,
+};
+use crate::model::VmRow;
 use crate::policy::{effective_on, Policy};
 use crate::relay::{admit, copy_both_ways};
-use crate::store::{Store, StoreError, VmRow};
+use crate::store::{Store, StoreError};
 use crate::tap::{Tap, TapStats};
 use crate::State;
 
@@ -59,7 +62,7 @@ fn desired(store: &mut Store) -> Result<HashMap<PathBuf, Spec>, StoreError> {
     let services = store.services()?;
     let mut out = HashMap::new();
     for vm in store.vms()? {
-        let Ok(Address::HybridVsock { path, .. }) = vm.endpoint.parse() else {
+        let Address::HybridVsock { path, .. } = &vm.endpoint else {
             continue;
         };
         for service in &services {
@@ -235,7 +238,7 @@ async fn accept_loop(state: Arc<State>, listener: Listener, spec: Spec, budget: 
             Ok(accepted) => accepted,
             Err(e) => {
                 warn!(error = %e, "guest listener accept failed");
-                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                tokio::time::sleep(std::time::Duration::from_millis(ACCEPT_ERROR_PAUSE_MS)).await;
                 continue;
             }
         };

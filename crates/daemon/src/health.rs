@@ -29,7 +29,7 @@ use tracing::{info, warn};
 use uuid::Uuid;
 
 use crate::limits::PROBE_TIMEOUT_MS;
-use crate::store::VmRow;
+use crate::model::VmRow;
 use crate::State;
 
 /// CIM status: the agent answers.
@@ -117,17 +117,13 @@ pub struct ProbeFailure {
 }
 
 /// Probes one VM: connect and handshake, within [`PROBE_TIMEOUT_MS`].
-pub async fn probe(endpoint: &str, psk: Option<&Psk>) -> Result<(Duration, String), ProbeFailure> {
-    let addr: Address = endpoint.parse().map_err(|e| ProbeFailure {
-        detail: HealthDetail::TransportUnreachable,
-        error: error_chain(&e),
-    })?;
+pub async fn probe(addr: &Address, psk: Option<&Psk>) -> Result<(Duration, String), ProbeFailure> {
     let start = Instant::now();
-    let attempt = guestcomm_client::connect_with(&addr, crate::DAEMON_NAME, psk);
+    let attempt = guestcomm_client::connect_with(addr, crate::DAEMON_NAME, psk);
     match tokio::time::timeout(Duration::from_millis(PROBE_TIMEOUT_MS), attempt).await {
         Ok(Ok(session)) => Ok((start.elapsed(), session.welcome.agent)),
         Ok(Err(e)) => Err(ProbeFailure {
-            detail: classify(&addr, &e),
+            detail: classify(addr, &e),
             error: error_chain(&e),
         }),
         Err(_) => Err(ProbeFailure {
@@ -249,7 +245,7 @@ mod tests {
         VmRow {
             id: Uuid::new_v4(),
             name: "v".into(),
-            endpoint: "unix:///x".into(),
+            endpoint: "unix:///x".parse().unwrap(),
             interface_enabled: true,
             default_policy: Policy::Enabled,
             created_at: 0,
@@ -299,7 +295,7 @@ mod tests {
     }
 
     async fn detail_of(endpoint: &str) -> HealthDetail {
-        probe(endpoint, None)
+        probe(&endpoint.parse().unwrap(), None)
             .await
             .expect_err("the probe must fail")
             .detail

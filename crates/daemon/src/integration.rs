@@ -29,19 +29,18 @@ use guestcomm_protocol::handshake::error_chain;
 use guestcomm_protocol::integration::{check_key, check_value, KvpError, KvpPool, KvpSide};
 use guestcomm_protocol::message::Call;
 use guestcomm_protocol::BuiltinService;
-use guestcomm_transport::{Address, Stream};
+use guestcomm_transport::Stream;
 use serde::Deserialize;
 use tracing::{info, warn};
 
 use crate::error::Error;
+use crate::limits::{
+    DEFAULT_TIME_SAMPLES, MAX_TIME_SAMPLES, PERIODIC_SYNC_TIMEOUT_MS, PERIODIC_SYNC_TOLERANCE_NS,
+};
+use crate::model::VmRow;
 use crate::relay::admit_api;
-use crate::store::{KvpDeliveryState, StoreError, VmRow};
+use crate::store::{KvpDeliveryState, StoreError};
 use crate::State;
-
-/// Samples of a time measurement unless the caller asks otherwise.
-const DEFAULT_TIME_SAMPLES: u32 = 4;
-/// Most samples of one measurement.
-const MAX_TIME_SAMPLES: u32 = 32;
 
 /// Checks that `service` (and the agent's own service) may reach `vm`.
 async fn admit_service(state: &State, vm: &VmRow, service: BuiltinService) -> Result<(), Error> {
@@ -53,11 +52,7 @@ async fn admit_service(state: &State, vm: &VmRow, service: BuiltinService) -> Re
 
 /// A session with the VM's agent.
 pub(crate) async fn session(vm: &VmRow) -> Result<Session<Stream>, Error> {
-    let addr: Address = vm
-        .endpoint
-        .parse()
-        .map_err(|e| Error::BadRequest(error_chain(&e)))?;
-    guestcomm_client::connect_with(&addr, crate::DAEMON_NAME, vm.psk.as_ref())
+    guestcomm_client::connect_with(&vm.endpoint, crate::DAEMON_NAME, vm.psk.as_ref())
         .await
         .map_err(|source| Error::Agent {
             vm: vm.name.clone(),
@@ -178,13 +173,6 @@ fn time_session<'a>(vm: &'a VmRow) -> impl FnMut() -> SampleSession<'a> + 'a {
     move || Box::pin(async move { session(vm).await.map_err(TimeFailure::Session) })
 }
 
-/// How far a guest clock may be from the host's before the periodic sync
-/// steps it: below this, a step would only add jitter.
-const PERIODIC_SYNC_TOLERANCE_NS: u64 = 1_000_000;
-
-/// Bound of one VM's periodic sync (a dozen connections at most).
-const PERIODIC_SYNC_TIMEOUT: Duration = Duration::from_secs(30);
-
 /// Steps `vm`'s clock if it is off by more than the tolerance (or the
 /// measurement's uncertainty); returns the offset found and whether it stepped.
 async fn sync_if_off(vm: &VmRow) -> Result<(i64, bool), Error> {
@@ -217,7 +205,12 @@ pub async fn time_sync_loop(state: Arc<State>, interval: Duration) {
             {
                 continue;
             }
-            match tokio::time::timeout(PERIODIC_SYNC_TIMEOUT, sync_if_off(&vm)).await {
+            match tokio::time::timeout(
+                Duration::from_millis(PERIODIC_SYNC_TIMEOUT_MS),
+                sync_if_off(&vm),
+            )
+            .await
+            {
                 Ok(Ok((offset_ns, true))) => {
                     info!(vm = %vm.name, offset_ns, "guest clock stepped by the periodic time sync")
                 }

@@ -32,6 +32,7 @@ pub mod health;
 mod http_server;
 pub mod integration;
 pub mod limits;
+pub mod model;
 pub mod ops;
 pub mod policy;
 pub mod policy_doc;

@@ -14,7 +14,7 @@
 use guestcomm_api::{GuestCommunicationService, Health};
 use guestcomm_protocol::BuiltinService;
 
-use crate::store::{ServiceRow, VmRow};
+use crate::model::{ServiceRow, VmRow};
 
 /// CIM EnabledState: enabled.
 pub const ENABLED: u16 = 2;

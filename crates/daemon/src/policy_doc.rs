@@ -20,7 +20,8 @@ use rusqlite::{params, OptionalExtension};
 use uuid::Uuid;
 
 use crate::error::Error;
-use crate::store::{now_secs, Store, StoreError, VmRow};
+use crate::model::VmRow;
+use crate::store::{now_secs, Store, StoreError};
 use crate::State;
 
 impl Store {
@@ -183,7 +184,9 @@ mod tests {
     #[tokio::test]
     async fn a_vm_policy_is_enforced_on_requests_and_follows_the_vm() {
         let mut store = Store::in_memory().unwrap();
-        let vm = store.add_vm("web1", "unix:///a", None).unwrap();
+        let vm = store
+            .add_vm("web1", &"unix:///a".parse().unwrap(), None)
+            .unwrap();
         let doc =
             PolicyDocument::parse("[exec]\nallow = [{ program = \"/usr/bin/uptime\" }]").unwrap();
         store.set_policy_document("web1", &doc).unwrap();

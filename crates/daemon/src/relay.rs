@@ -50,8 +50,9 @@ use crate::audit::{self, Outcome};
 use crate::cache::{Services, VmView};
 use crate::error::Error;
 use crate::limits::{RELAY_BUFFER_BYTES, RELAY_BUFFER_START_BYTES};
+use crate::model::VmRow;
 use crate::policy::{effective_on, Policy};
-use crate::store::{StoreError, VmRow};
+use crate::store::StoreError;
 use crate::tap::{Tap, TapStats};
 use crate::State;
 
@@ -66,10 +67,7 @@ pub async fn connect(
     let view = state.vm_view(&name).await?;
     let vm = view.row.clone();
     let permit = acquire_relay(&state, &vm.name)?;
-    let addr: Address = vm
-        .endpoint
-        .parse()
-        .map_err(|e| Error::BadRequest(handshake::error_chain(&e)))?;
+    let addr = vm.endpoint.clone();
     let agent = match state.spares.take(&vm) {
         Some(spare) => AgentConn::Spare(spare, addr),
         None => AgentConn::Fresh(
@@ -678,7 +676,9 @@ mod tests {
     #[tokio::test]
     async fn requests_pass_only_for_registered_enabled_services_and_errors_name_both() {
         let mut store = Store::in_memory().unwrap();
-        let vm = store.add_vm("web1", "unix:///a", None).unwrap();
+        let vm = store
+            .add_vm("web1", &"unix:///a".parse().unwrap(), None)
+            .unwrap();
         let exec = BuiltinService::Exec.id();
         let state = State::new(store);
         assert!(check(&state, &vm, &request(exec)).await.is_ok());

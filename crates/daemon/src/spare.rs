@@ -3,7 +3,7 @@
 //! background, so a following exec or cp to the same VM skips the connect
 //! and handshake (about half of what the daemon adds to an operation).
 //!
-//! A spare is kept at most [`SPARE_MAX_AGE`], well inside the agent's wait
+//! A spare is kept at most [`SPARE_MAX_AGE_MS`], well inside the agent's wait
 //! for a request after the handshake (`HANDSHAKE_TIMEOUT_MS`), and then
 //! closed (the agent logs that at debug level, like a health probe). It is
 //! used only for the same endpoint and key it was made with, and only if it
@@ -20,19 +20,14 @@ use guestcomm_protocol::auth::Psk;
 use guestcomm_transport::{Address, Stream};
 use tracing::debug;
 
-use crate::store::VmRow;
-
-/// How long a spare connection waits for an operation before it is closed.
-pub const SPARE_MAX_AGE: Duration = Duration::from_secs(5);
-
-/// Spare connections kept at most, over all VMs.
-pub const MAX_SPARES: usize = 64;
+use crate::limits::{MAX_SPARES, SPARE_MAX_AGE_MS};
+use crate::model::VmRow;
 
 /// What a spare was made for: a VM whose endpoint or key changed since
 /// must not get it.
 #[derive(Clone, PartialEq, Eq)]
 struct Key {
-    endpoint: String,
+    endpoint: Address,
     psk: Option<Psk>,
 }
 
@@ -69,12 +64,12 @@ pub struct Spares {
 
 impl Default for Spares {
     fn default() -> Self {
-        Self::with_max_age(SPARE_MAX_AGE)
+        Self::with_max_age(Duration::from_millis(SPARE_MAX_AGE_MS))
     }
 }
 
 impl Spares {
-    /// Spares closed after `max_age` (tests; the daemon uses [`SPARE_MAX_AGE`]).
+    /// Spares closed after `max_age` (tests; the daemon uses [`SPARE_MAX_AGE_MS`]).
     pub fn with_max_age(max_age: Duration) -> Self {
         Self {
             inner: Mutex::default(),
@@ -132,12 +127,9 @@ impl Spares {
         }
         let spares = Arc::clone(self);
         tokio::spawn(async move {
-            let made = match vm.endpoint.parse::<Address>() {
-                Ok(addr) => guestcomm_client::connect_with(&addr, client_name, vm.psk.as_ref())
-                    .await
-                    .ok(),
-                Err(_) => None,
-            };
+            let made = guestcomm_client::connect_with(&vm.endpoint, client_name, vm.psk.as_ref())
+                .await
+                .ok();
             let generation = {
                 let mut inner = spares.lock();
                 inner.filling.remove(&vm.name);
@@ -238,7 +230,7 @@ mod tests {
         VmRow {
             id: uuid::Uuid::new_v4(),
             name: "web1".into(),
-            endpoint: endpoint.into(),
+            endpoint: endpoint.parse().unwrap(),
             interface_enabled: true,
             default_policy: crate::policy::Policy::Enabled,
             created_at: 0,

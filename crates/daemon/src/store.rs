@@ -19,10 +19,12 @@ use guestcomm_protocol::auth::Psk;
 use guestcomm_protocol::integration::{short_key, KvpEntries, KvpError, KvpPool};
 use guestcomm_protocol::limits::MAX_KVP_KEYS_PER_POOL;
 use guestcomm_protocol::{BuiltinService, ServiceId};
+use guestcomm_transport::Address;
 use rusqlite::{params, Connection, OptionalExtension};
 use uuid::Uuid;
 
 use crate::error::{Classified, Error, ErrorKind};
+use crate::model::{ServiceRow, VmRow};
 use crate::policy::Policy;
 
 /// Schema steps; step N brings `user_version` from N to N + 1.
@@ -179,25 +181,6 @@ impl From<StoreError> for Error {
     }
 }
 
-/// A VM row.
-#[derive(Clone, Debug, PartialEq)]
-pub struct VmRow {
-    /// Identity.
-    pub id: Uuid,
-    /// Unique name.
-    pub name: String,
-    /// Transport address, as given (validated on insert).
-    pub endpoint: String,
-    /// Guest service interface on.
-    pub interface_enabled: bool,
-    /// DefaultEnabledStatePolicy (Enabled or Disabled).
-    pub default_policy: Policy,
-    /// Seconds since the epoch.
-    pub created_at: i64,
-    /// The key the agent requires, if it has credentials.
-    pub psk: Option<Psk>,
-}
-
 /// Which VMs' external key-value pools the health monitor may have to deliver.
 #[derive(Debug, Default)]
 pub struct KvpDeliveryState {
@@ -213,25 +196,6 @@ impl KvpDeliveryState {
     pub fn needs_push(&self, vm: Uuid, came_back: bool) -> bool {
         self.pending.contains(&vm) || (came_back && self.with_entries.contains(&vm))
     }
-}
-
-/// A service registration row.
-#[derive(Clone, Debug, PartialEq)]
-pub struct ServiceRow {
-    /// GUID.
-    pub id: ServiceId,
-    /// ElementName.
-    pub element_name: String,
-    /// Description.
-    pub description: String,
-    /// Built in.
-    pub builtin: bool,
-    /// Host-wide switch.
-    pub enabled: bool,
-    /// Seconds since the epoch.
-    pub installed_at: i64,
-    /// Host address guest-initiated connections are relayed to, if any.
-    pub host_endpoint: Option<String>,
 }
 
 /// The open database.
@@ -350,13 +314,13 @@ impl Store {
     pub fn add_vm(
         &mut self,
         name: &str,
-        endpoint: &str,
+        endpoint: &Address,
         psk: Option<Psk>,
     ) -> Result<VmRow, StoreError> {
         let row = VmRow {
             id: Uuid::new_v4(),
             name: name.into(),
-            endpoint: endpoint.into(),
+            endpoint: endpoint.clone(),
             interface_enabled: true,
             default_policy: Policy::Enabled,
             created_at: now_secs(),
@@ -368,7 +332,7 @@ impl Store {
             params![
                 row.id.to_string(),
                 name,
-                endpoint,
+                endpoint.to_string(),
                 row.default_policy.value(),
                 row.created_at,
                 row.psk.as_ref().map(Psk::secret_hex)
@@ -676,7 +640,9 @@ fn vm_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<VmRow> {
             rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
         })?,
         name: r.get(1)?,
-        endpoint: r.get(2)?,
+        endpoint: r.get::<_, String>(2)?.parse().map_err(|e| {
+            rusqlite::Error::FromSqlConversionFailure(2, rusqlite::types::Type::Text, Box::new(e))
+        })?,
         interface_enabled: r.get(3)?,
         default_policy: Policy::from_value(policy).unwrap_or(Policy::Enabled),
         created_at: r.get(5)?,
@@ -716,8 +682,8 @@ mod tests {
     #[test]
     fn kvp_delivery_state_lists_pending_and_non_empty_pools() {
         let mut s = Store::in_memory().unwrap();
-        let a = s.add_vm("a", "unix:///a", None).unwrap();
-        let b = s.add_vm("b", "unix:///b", None).unwrap();
+        let a = s.add_vm("a", &"unix:///a".parse().unwrap(), None).unwrap();
+        let b = s.add_vm("b", &"unix:///b".parse().unwrap(), None).unwrap();
         s.kvp_set(a.id, "k", "v").unwrap();
         let d = s.kvp_delivery_state().unwrap();
         assert!(d.needs_push(a.id, false), "set, not yet delivered");
@@ -735,9 +701,10 @@ mod tests {
     #[test]
     fn vms_are_unique_by_name_and_removal_cascades_policies() {
         let mut s = Store::in_memory().unwrap();
-        s.add_vm("web1", "unix:///a", None).unwrap();
+        s.add_vm("web1", &"unix:///a".parse().unwrap(), None)
+            .unwrap();
         assert!(matches!(
-            s.add_vm("web1", "unix:///b", None),
+            s.add_vm("web1", &"unix:///b".parse().unwrap(), None),
             Err(StoreError::DuplicateVm(_))
         ));
         let exec = BuiltinService::Exec.id();
@@ -763,7 +730,7 @@ mod tests {
         let id: ServiceId = "0e0b6031-5213-4934-818b-38d90ced39db".parse().unwrap();
         {
             let mut s = Store::open(dir.path()).unwrap();
-            s.add_vm("a", "unix:///a", None).unwrap();
+            s.add_vm("a", &"unix:///a".parse().unwrap(), None).unwrap();
             s.register(id, "Mine", "", None).unwrap();
         }
         let s = Store::open(dir.path()).unwrap();
@@ -817,7 +784,10 @@ mod tests {
     #[test]
     fn external_pool_is_bounded_marked_pending_and_removed_with_its_vm() {
         let mut s = Store::in_memory().unwrap();
-        let vm = s.add_vm("web1", "unix:///a", None).unwrap().id;
+        let vm = s
+            .add_vm("web1", &"unix:///a".parse().unwrap(), None)
+            .unwrap()
+            .id;
         assert!(!s.kvp_pending(vm).unwrap());
         for i in 0..MAX_KVP_KEYS_PER_POOL {
             s.kvp_set(vm, &format!("k{i}"), "v").unwrap();

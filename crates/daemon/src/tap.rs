@@ -22,9 +22,7 @@ use guestcomm_protocol::frame::HEADER_BYTES;
 use guestcomm_protocol::Control;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-/// Largest control body the watcher decodes; larger ones are skipped (the
-/// messages it looks for, `Exited` and `Error`, are far smaller).
-pub const MAX_WATCHED_CONTROL_BYTES: usize = 16 * 1024;
+use crate::limits::MAX_WATCHED_CONTROL_BYTES;
 
 /// What the watcher saw of an operation's end.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

@@ -30,11 +30,11 @@ use tokio_rustls::TlsAcceptor;
 use crate::access::Caller;
 use crate::audit::{self, Outcome};
 use crate::config::TlsSection;
-use crate::limits::{MAX_TLS_HANDSHAKES, MAX_TLS_HANDSHAKES_PER_PEER, TLS_HANDSHAKE_TIMEOUT_MS};
+use crate::limits::{
+    ACCEPT_ERROR_PAUSE_MS, MAX_TLS_HANDSHAKES, MAX_TLS_HANDSHAKES_PER_PEER,
+    TLS_HANDSHAKE_TIMEOUT_MS,
+};
 use crate::State;
-
-/// How long to pause after an accept error (out of file descriptors).
-const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 
 /// The server side: TLS 1.3 only, the daemon's certificate, and client
 /// certificates required and verified against `client_ca`.
@@ -112,7 +112,7 @@ async fn accept_loop(
             Ok(accepted) => accepted,
             Err(e) => {
                 tracing::warn!(error = %e, "API accept failed");
-                tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
+                tokio::time::sleep(Duration::from_millis(ACCEPT_ERROR_PAUSE_MS)).await;
                 continue;
             }
         };

@@ -7,8 +7,8 @@ use guestcomm_protocol::handshake::error_chain;
 use guestcomm_transport::Address;
 
 use crate::error::Error;
+use crate::model::VmRow;
 use crate::policy::Policy;
-use crate::store::VmRow;
 use crate::State;
 
 /// A VM as the API shows it, with its health.
@@ -17,7 +17,7 @@ pub fn view(state: &State, row: VmRow) -> Vm {
         health: state.health.get(row.id),
         id: row.id,
         name: row.name,
-        endpoint: row.endpoint,
+        endpoint: row.endpoint.to_string(),
         interface_enabled: row.interface_enabled,
         default_enabled_state_policy: row.default_policy.value(),
         created_at: row.created_at,
@@ -91,7 +91,6 @@ pub async fn add(
         .map_err(|e| Error::BadRequest(error_chain(&e)))?;
     let psk = new_vm_key(credentials, &endpoint)?;
     // Stored in its canonical form (defaults made explicit).
-    let endpoint = endpoint.to_string();
     let row = state.db(move |s| s.add_vm(&name, &endpoint, psk)).await?;
     tracing::info!(vm = %row.name, id = %row.id, endpoint = %row.endpoint, "VM added");
     state.changed.notify_one();

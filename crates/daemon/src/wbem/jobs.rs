@@ -26,8 +26,9 @@ use guestcomm_protocol::policy::Direction;
 use crate::access::Caller;
 use crate::audit::{self, Outcome};
 use crate::limits::MAX_WBEM_JOBS;
+use crate::model::VmRow;
 use crate::policy::cim_datetime;
-use crate::store::{now_secs, VmRow};
+use crate::store::now_secs;
 use crate::State;
 
 /// The job class.

@@ -322,7 +322,7 @@ fn copy_files(call: &Call) -> Result<Vec<CopyFile>, CimError> {
 /// files service enabled on the VM, then the VM's host policy for each file.
 async fn admit_copy(
     state: &Arc<State>,
-    vm: &crate::store::VmRow,
+    vm: &crate::model::VmRow,
     files: &[CopyFile],
 ) -> Result<(), CimError> {
     for id in [BuiltinService::Agent.id(), BuiltinService::Files.id()] {

@@ -22,8 +22,8 @@ use guestcomm_cim::value::{CimValue, Instance, InstanceName};
 use guestcomm_cim::{CimType, Repository};
 
 use crate::error::Error;
+use crate::model::VmRow;
 use crate::policy::{self, cim_datetime};
-use crate::store::VmRow;
 use crate::State;
 
 /// Class of the VMs and the host.
