@@ -38,27 +38,27 @@ use crate::State;
 /// Who called: `SO_PEERCRED` on the API socket, or the client certificate
 /// on the TCP API.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Caller {
+pub(crate) struct Caller {
     /// User id.
-    pub uid: Option<u32>,
+    pub(crate) uid: Option<u32>,
     /// Group id.
-    pub gid: Option<u32>,
+    pub(crate) gid: Option<u32>,
     /// Process id.
-    pub pid: Option<i32>,
+    pub(crate) pid: Option<i32>,
     /// SHA-256 of the client certificate (TCP API).
-    pub certificate: Option<[u8; 32]>,
+    pub(crate) certificate: Option<[u8; 32]>,
 }
 
 impl Caller {
     /// The certificate's fingerprint, `sha256:...`.
-    pub fn fingerprint(&self) -> Option<String> {
+    pub(crate) fn fingerprint(&self) -> Option<String> {
         self.certificate.as_ref().map(format_fingerprint)
     }
 }
 
 impl Caller {
     /// The caller on the API socket, by `SO_PEERCRED`.
-    pub fn of_unix(stream: &tokio::net::UnixStream) -> Self {
+    pub(crate) fn of_unix(stream: &tokio::net::UnixStream) -> Self {
         let cred = stream.peer_cred().ok();
         Self {
             uid: cred.map(|c| c.uid()),
@@ -69,7 +69,7 @@ impl Caller {
     }
 
     /// The caller on the TCP API, by its client certificate.
-    pub fn of_tls(stream: &TlsStream<TcpStream>) -> Self {
+    pub(crate) fn of_tls(stream: &TlsStream<TcpStream>) -> Self {
         let (_, session) = stream.get_ref();
         Self {
             certificate: session
@@ -95,7 +95,7 @@ impl axum::extract::connect_info::Connected<IncomingStream<'_, TlsListener>> for
 
 /// When a call goes into the audit log.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Audited {
+pub(crate) enum Audited {
     /// Always: changes, guest operations, reading secrets.
     Always,
     /// Only when refused or failed: plain reads.
@@ -104,32 +104,32 @@ pub enum Audited {
 
 /// One route of the API and what calling it takes.
 #[derive(Clone, Debug)]
-pub struct RouteRule {
+pub(crate) struct RouteRule {
     /// HTTP method.
-    pub method: Method,
+    pub(crate) method: Method,
     /// The route as registered (`/v1/vms/{name}`).
-    pub path: &'static str,
+    pub(crate) path: &'static str,
     /// The operation's name in the audit log and in refusals.
-    pub operation: &'static str,
+    pub(crate) operation: &'static str,
     /// The lowest role allowed.
-    pub role: Role,
+    pub(crate) role: Role,
     /// When it is audited.
-    pub audited: Audited,
+    pub(crate) audited: Audited,
     /// Its handler applies a VM's read-only policy to each request itself
     /// (the exec/cp relay, module relay), so the middleware does not.
-    pub checks_read_only: bool,
+    pub(crate) checks_read_only: bool,
 }
 
 impl RouteRule {
     /// Whether its answer lists things of many VMs, which a caller with
     /// roles on some VMs only sees limited to those (`vm.list`, `audit.read`).
-    pub fn lists_per_vm(&self) -> bool {
+    pub(crate) fn lists_per_vm(&self) -> bool {
         matches!(self.operation, "vm.list" | "audit.read")
     }
 
     /// Whether its handler asks the VM's agent (a connection per call):
     /// such calls are bounded per VM (module `agent_calls`).
-    pub fn reaches_agent(&self) -> bool {
+    pub(crate) fn reaches_agent(&self) -> bool {
         matches!(
             self.operation,
             "info"
@@ -184,7 +184,7 @@ use Role::{Admin, Operator, Viewer};
 /// Every route, the role it needs and whether it is audited: the one place
 /// where access is decided. New routes add a line here (and to openapi.json).
 #[rustfmt::skip] // One line per route reads as a table.
-pub const ROUTES: &[RouteRule] = &[
+pub(crate) const ROUTES: &[RouteRule] = &[
     rule(Method::GET, "/openapi.json", "openapi", Viewer, Failures),
     rule(Method::GET, "/v1/vms", "vm.list", Viewer, Failures),
     rule(Method::POST, "/v1/vms", "vm.add", Admin, Always),
@@ -227,7 +227,7 @@ pub const ROUTES: &[RouteRule] = &[
 static UNLISTED: RouteRule = rule(Method::GET, "?", "unlisted", Admin, Always);
 
 /// The rule of `method path`; a route missing from the table needs admin.
-pub fn route_rule(method: &Method, path: &str) -> &'static RouteRule {
+pub(crate) fn route_rule(method: &Method, path: &str) -> &'static RouteRule {
     ROUTES
         .iter()
         .find(|r| r.method == *method && r.path == path)
@@ -236,19 +236,19 @@ pub fn route_rule(method: &Method, path: &str) -> &'static RouteRule {
 
 /// A caller as the user and group databases know it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Identity {
+pub(crate) struct Identity {
     /// User id.
-    pub uid: u32,
+    pub(crate) uid: u32,
     /// User name, if the database has one.
-    pub user: Option<String>,
+    pub(crate) user: Option<String>,
     /// Primary group (from the socket) and the user's supplementary groups,
     /// with their names.
-    pub groups: Vec<(u32, Option<String>)>,
+    pub(crate) groups: Vec<(u32, Option<String>)>,
 }
 
 impl Identity {
     /// Looks `caller` up in the user and group databases (blocking: NSS).
-    pub fn lookup(uid: u32, gid: Option<u32>) -> Self {
+    pub(crate) fn lookup(uid: u32, gid: Option<u32>) -> Self {
         use nix::unistd::{getgrouplist, Gid, Group, Uid, User};
         let user = User::from_uid(Uid::from_raw(uid)).ok().flatten();
         let mut gids: Vec<u32> = gid.into_iter().collect();
@@ -277,7 +277,7 @@ impl Identity {
     }
 
     /// `uid 1001 (alice)`, for messages.
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         match &self.user {
             Some(name) => format!("uid {} ({name})", self.uid),
             None => format!("uid {}", self.uid),
@@ -301,16 +301,16 @@ impl Members {
 
 /// Role memberships and the users who are always admin.
 #[derive(Clone, Debug)]
-pub struct Access {
+pub(crate) struct Access {
     roles: RolesSection,
     daemon_uid: u32,
     /// The configuration file, named in refusals.
-    pub config_path: String,
+    pub(crate) config_path: String,
 }
 
 impl Access {
     /// Access by `roles`, read from `config_path`.
-    pub fn new(roles: RolesSection, config_path: String) -> Self {
+    pub(crate) fn new(roles: RolesSection, config_path: String) -> Self {
         Self {
             roles,
             daemon_uid: nix::unistd::geteuid().as_raw(),
@@ -319,19 +319,20 @@ impl Access {
     }
 
     /// root and the daemon's own user, admin whatever the configuration says.
-    pub fn always_admin(&self, uid: u32) -> bool {
+    pub(crate) fn always_admin(&self, uid: u32) -> bool {
         uid == 0 || uid == self.daemon_uid
     }
 
+    #[cfg(test)]
     /// The highest host-wide role `who` holds: root and the daemon's own
     /// user are admin; otherwise the highest role listing the user or a
     /// group of it.
-    pub fn role_of(&self, who: &Identity) -> Option<Role> {
+    pub(crate) fn role_of(&self, who: &Identity) -> Option<Role> {
         self.grants_of(who).host
     }
 
     /// Every role `who` holds, host-wide and per VM.
-    pub fn grants_of(&self, who: &Identity) -> Grants {
+    pub(crate) fn grants_of(&self, who: &Identity) -> Grants {
         if self.always_admin(who.uid) {
             return Grants {
                 host: Some(Admin),
@@ -342,7 +343,7 @@ impl Access {
     }
 
     /// Every role a TCP API client certificate (`sha256:...`) holds.
-    pub fn grants_of_certificate(&self, fingerprint: &str) -> Grants {
+    pub(crate) fn grants_of_certificate(&self, fingerprint: &str) -> Grants {
         self.grants(|members| members.certificates.iter().any(|c| c == fingerprint))
     }
 
@@ -370,17 +371,17 @@ impl Access {
 /// The roles a caller holds: one on the whole host, and roles on the VMs
 /// that `[[roles.vms]]` tables name.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Grants {
+pub(crate) struct Grants {
     /// The host-wide role.
-    pub host: Option<Role>,
+    pub(crate) host: Option<Role>,
     /// VM name globs and the role held on the VMs they match.
-    pub vms: Vec<(Vec<String>, Role)>,
+    pub(crate) vms: Vec<(Vec<String>, Role)>,
 }
 
 impl Grants {
     /// The highest role held on VM `vm`: the host-wide one or one of a
     /// table naming it.
-    pub fn on_vm(&self, vm: &str) -> Option<Role> {
+    pub(crate) fn on_vm(&self, vm: &str) -> Option<Role> {
         let scoped = self
             .vms
             .iter()
@@ -394,12 +395,12 @@ impl Grants {
     }
 
     /// Whether the caller may see VM `vm` at all.
-    pub fn sees_vm(&self, vm: &str) -> bool {
+    pub(crate) fn sees_vm(&self, vm: &str) -> bool {
         self.on_vm(vm).is_some()
     }
 
     /// Whether every role held is limited to some VMs.
-    pub fn vms_only(&self) -> bool {
+    pub(crate) fn vms_only(&self) -> bool {
         self.host.is_none() && !self.vms.is_empty()
     }
 
@@ -427,14 +428,14 @@ impl Default for Access {
 
 /// What an authorized request carries to its handler (request extension).
 #[derive(Clone, Debug)]
-pub struct Authorized {
+pub(crate) struct Authorized {
     /// Who called.
-    pub caller: Caller,
+    pub(crate) caller: Caller,
     /// The caller's role for this call.
-    pub role: Role,
+    pub(crate) role: Role,
     /// Every role the caller holds: a call listing many VMs' things shows
     /// only those of VMs the caller may see ([`Grants::sees_vm`]).
-    pub grants: Grants,
+    pub(crate) grants: Grants,
 }
 
 /// Audits a refusal and answers it: a caller without a role's refusal
@@ -464,7 +465,7 @@ async fn refuse(
 /// The middleware of every route: decides access from [`ROUTES`], then
 /// records the call in the audit log when the table says so. Relayed
 /// operations that were let through (HTTP 101) are recorded by the relay.
-pub async fn authorize(
+pub(crate) async fn authorize(
     AxumState(state): AxumState<Arc<State>>,
     ConnectInfo(caller): ConnectInfo<Caller>,
     matched: Result<MatchedPath, MatchedPathRejection>,

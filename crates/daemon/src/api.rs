@@ -33,7 +33,7 @@ use crate::State;
 const OPENAPI: &str = include_str!("openapi.json");
 
 /// The HTTP status and stable code of every kind of error: the one mapping.
-pub fn status(kind: ErrorKind) -> (StatusCode, &'static str) {
+pub(crate) fn status(kind: ErrorKind) -> (StatusCode, &'static str) {
     match kind {
         ErrorKind::NotFound => (StatusCode::NOT_FOUND, "not_found"),
         ErrorKind::Conflict => (StatusCode::CONFLICT, "conflict"),
@@ -98,7 +98,7 @@ impl IntoResponse for Error {
 }
 
 /// Every route of the API.
-pub fn router(state: Arc<State>) -> Router {
+pub(crate) fn router(state: Arc<State>) -> Router {
     Router::new()
         .route("/openapi.json", get(openapi))
         .route("/v1/vms", get(list_vms).post(add_vm))

@@ -46,7 +46,7 @@ use crate::tap::{Tap, TapStats};
 use crate::State;
 
 /// The guest address of `port` behind a VM's agent endpoint.
-pub fn guest_address(endpoint: &Address, port: u32) -> Option<Address> {
+pub(crate) fn guest_address(endpoint: &Address, port: u32) -> Option<Address> {
     match endpoint {
         Address::Vsock { cid, .. } => Some(Address::Vsock { cid: *cid, port }),
         Address::HybridVsock { path, .. } => Some(Address::HybridVsock {
@@ -58,7 +58,7 @@ pub fn guest_address(endpoint: &Address, port: u32) -> Option<Address> {
 }
 
 /// The handler.
-pub async fn connect(
+pub(crate) async fn connect(
     AxumState(state): AxumState<Arc<State>>,
     Path((name, id)): Path<(String, String)>,
     mut req: Request,

@@ -29,18 +29,18 @@ use crate::State;
 
 /// One VM as admission sees it.
 #[derive(Debug)]
-pub struct VmView {
+pub(crate) struct VmView {
     /// The VM's row.
-    pub row: VmRow,
+    pub(crate) row: VmRow,
     /// Its per-service policies; a service not listed is Deferred.
     policies: HashMap<ServiceId, Policy>,
     /// Its host policy document, if it has one.
-    pub document: Option<PolicyDocument>,
+    pub(crate) document: Option<PolicyDocument>,
 }
 
 impl VmView {
     /// Reads VM `name`'s view.
-    pub fn load(store: &Store, name: &str) -> Result<Self, StoreError> {
+    pub(crate) fn load(store: &Store, name: &str) -> Result<Self, StoreError> {
         let row = store.vm(name)?;
         let policies = store.vm_policies(row.id)?;
         let document = store.policy_document(row.id)?;
@@ -52,17 +52,17 @@ impl VmView {
     }
 
     /// The VM's own policy for service `id` (Deferred when it has none).
-    pub fn policy(&self, id: ServiceId) -> Policy {
+    pub(crate) fn policy(&self, id: ServiceId) -> Policy {
         self.policies.get(&id).copied().unwrap_or(Policy::Deferred)
     }
 }
 
 /// The registered services, by GUID.
-pub type Services = HashMap<ServiceId, ServiceRow>;
+pub(crate) type Services = HashMap<ServiceId, ServiceRow>;
 
 /// The change counter and the views built at one value of it.
 #[derive(Debug, Default)]
-pub struct Cache {
+pub(crate) struct Cache {
     /// The store's generation: bumped by every change of configuration.
     generation: AtomicU64,
     inner: Mutex<Inner>,
@@ -78,7 +78,7 @@ struct Inner {
 
 impl Cache {
     /// The current generation.
-    pub fn generation(&self) -> u64 {
+    pub(crate) fn generation(&self) -> u64 {
         self.generation.load(Ordering::Acquire)
     }
 
@@ -133,7 +133,7 @@ impl Cache {
 impl State {
     /// VM `name` as admission sees it, from memory when nothing changed
     /// since it was read.
-    pub async fn vm_view(&self, name: &str) -> Result<Arc<VmView>, StoreError> {
+    pub(crate) async fn vm_view(&self, name: &str) -> Result<Arc<VmView>, StoreError> {
         if let Some(view) = self.cache.cached_vm(name) {
             return Ok(view);
         }
@@ -148,7 +148,7 @@ impl State {
 
     /// The registered services, from memory when nothing changed since
     /// they were read.
-    pub async fn services(&self) -> Result<Arc<Services>, StoreError> {
+    pub(crate) async fn services(&self) -> Result<Arc<Services>, StoreError> {
         if let Some(services) = self.cache.cached_services() {
             return Ok(services);
         }

@@ -59,7 +59,7 @@ impl ErrorKind {
 
 /// Why a call failed.
 #[derive(Debug, thiserror::Error)]
-pub enum Error {
+pub(crate) enum Error {
     /// The state store refused or failed (see [`Classified`]).
     #[error(transparent)]
     Store(Classified),
@@ -151,7 +151,7 @@ fn has_role(role: Option<Role>) -> String {
 
 impl Error {
     /// What the failure means: every variant, no default.
-    pub fn kind(&self) -> ErrorKind {
+    pub(crate) fn kind(&self) -> ErrorKind {
         match self {
             Self::Store(classified) => classified.kind,
             Self::BadRequest(_) => ErrorKind::InvalidArgument,
@@ -169,7 +169,7 @@ impl Error {
     }
 
     /// The role the call needs, when the caller's was not enough.
-    pub fn required_role(&self) -> Option<Role> {
+    pub(crate) fn required_role(&self) -> Option<Role> {
         match self {
             Self::Forbidden { required, .. } => Some(*required),
             _ => None,
@@ -180,19 +180,22 @@ impl Error {
 /// The one-line error of a failed call, attached to its response so the
 /// audit log can record it.
 #[derive(Clone, Debug)]
-pub struct ErrorText(pub String);
+pub(crate) struct ErrorText(pub String);
 
 /// A lower module's error with the kind it was given there: shown and
 /// chained exactly as the error itself (its message, then its sources).
 #[derive(Debug)]
-pub struct Classified {
+pub(crate) struct Classified {
     kind: ErrorKind,
     error: Box<dyn std::error::Error + Send + Sync + 'static>,
 }
 
 impl Classified {
     /// `error`, meaning `kind`.
-    pub fn new(kind: ErrorKind, error: impl std::error::Error + Send + Sync + 'static) -> Self {
+    pub(crate) fn new(
+        kind: ErrorKind,
+        error: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
         Self {
             kind,
             error: Box::new(error),

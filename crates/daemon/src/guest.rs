@@ -87,7 +87,7 @@ fn desired(store: &mut Store) -> Result<HashMap<PathBuf, Spec>, StoreError> {
 }
 
 /// Keeps the listeners in step with the state until the task is dropped.
-pub async fn reconcile(state: Arc<State>) {
+pub(crate) async fn reconcile(state: Arc<State>) {
     let mut running: HashMap<PathBuf, (Spec, JoinHandle<()>)> = HashMap::new();
     let budget = Arc::new(Budget::default());
     loop {

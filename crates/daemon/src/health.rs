@@ -33,26 +33,30 @@ use crate::model::VmRow;
 use crate::State;
 
 /// CIM status: the agent answers.
-pub const OK: &str = "OK";
+pub(crate) const OK: &str = "OK";
 /// CIM status: the agent answered before and has stopped.
-pub const LOST_COMM: &str = "Lost Comm";
+pub(crate) const LOST_COMM: &str = "Lost Comm";
 /// CIM status: the agent has not answered yet.
-pub const NO_CONTACT: &str = "No Contact";
+pub(crate) const NO_CONTACT: &str = "No Contact";
 
 /// Health by VM id.
 #[derive(Default)]
-pub struct HealthMap(RwLock<HashMap<Uuid, Health>>);
+pub(crate) struct HealthMap(RwLock<HashMap<Uuid, Health>>);
 
 impl HealthMap {
     /// What is known about `vm` ("No Contact" if nothing yet).
-    pub fn get(&self, vm: Uuid) -> Health {
+    pub(crate) fn get(&self, vm: Uuid) -> Health {
         let map = self.0.read().unwrap_or_else(|e| e.into_inner());
         map.get(&vm).cloned().unwrap_or_else(no_contact)
     }
 
     /// Records a probe result and logs a change of status; true when the
     /// agent answered after not answering (or for the first time).
-    pub fn record(&self, vm: &VmRow, result: Result<(Duration, String), ProbeFailure>) -> bool {
+    pub(crate) fn record(
+        &self,
+        vm: &VmRow,
+        result: Result<(Duration, String), ProbeFailure>,
+    ) -> bool {
         let mut map = self.0.write().unwrap_or_else(|e| e.into_inner());
         let entry = map.entry(vm.id).or_insert_with(no_contact);
         let before = entry.status.clone();
@@ -109,15 +113,18 @@ fn now_ms() -> u64 {
 
 /// Why a probe failed: its class and the error chain.
 #[derive(Debug)]
-pub struct ProbeFailure {
+pub(crate) struct ProbeFailure {
     /// Where on the path to the agent.
-    pub detail: HealthDetail,
+    pub(crate) detail: HealthDetail,
     /// What happened, for people.
-    pub error: String,
+    pub(crate) error: String,
 }
 
 /// Probes one VM: connect and handshake, within [`PROBE_TIMEOUT_MS`].
-pub async fn probe(addr: &Address, psk: Option<&Psk>) -> Result<(Duration, String), ProbeFailure> {
+pub(crate) async fn probe(
+    addr: &Address,
+    psk: Option<&Psk>,
+) -> Result<(Duration, String), ProbeFailure> {
     let start = Instant::now();
     let attempt = guestcomm_client::connect_with(addr, crate::DAEMON_NAME, psk);
     match tokio::time::timeout(Duration::from_millis(PROBE_TIMEOUT_MS), attempt).await {
@@ -199,7 +206,7 @@ impl Rounds {
 }
 
 /// Runs the monitor until the task is dropped.
-pub async fn monitor(state: Arc<State>, interval: Duration, max_concurrent: usize) {
+pub(crate) async fn monitor(state: Arc<State>, interval: Duration, max_concurrent: usize) {
     let slots = Arc::new(Semaphore::new(max_concurrent.max(1)));
     let mut rounds = Rounds::new(interval, "health monitor");
     loop {

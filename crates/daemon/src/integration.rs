@@ -87,7 +87,7 @@ fn call_error(vm: &VmRow, e: CallError) -> Error {
 
 /// `GET /v1/vms/{name}/integration-services`: the VM's integration services
 /// as objects of guestcomm's Msvm_GuestService subclasses.
-pub async fn integration_services(
+pub(crate) async fn integration_services(
     AxumState(state): AxumState<Arc<State>>,
     Path(name): Path<String>,
 ) -> Result<Json<Vec<GuestCommunicationService>>, Error> {
@@ -100,7 +100,7 @@ pub async fn integration_services(
 }
 
 /// `GET /v1/vms/{name}/info`.
-pub async fn info(
+pub(crate) async fn info(
     AxumState(state): AxumState<Arc<State>>,
     Path(name): Path<String>,
 ) -> Result<Json<GuestInfo>, Error> {
@@ -114,7 +114,7 @@ pub async fn info(
 /// Query of `GET /v1/vms/{name}/time`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct TimeQuery {
+pub(crate) struct TimeQuery {
     samples: Option<u32>,
 }
 
@@ -193,7 +193,7 @@ async fn sync_if_off(vm: &VmRow) -> Result<(i64, bool), Error> {
 /// --time-sync-interval`): every interval, each VM whose agent the health
 /// monitor sees answering and whose time service is enabled gets its clock
 /// stepped when it is off. One VM at a time, each bounded.
-pub async fn time_sync_loop(state: Arc<State>, interval: Duration) {
+pub(crate) async fn time_sync_loop(state: Arc<State>, interval: Duration) {
     let mut rounds = crate::health::Rounds::new(interval, "time sync");
     loop {
         let vms = rounds.next(&state).await;
@@ -225,7 +225,7 @@ pub async fn time_sync_loop(state: Arc<State>, interval: Duration) {
 }
 
 /// `GET /v1/vms/{name}/time`: the guest clock's offset from the host's.
-pub async fn time(
+pub(crate) async fn time(
     AxumState(state): AxumState<Arc<State>>,
     Path(name): Path<String>,
     query: Result<Query<TimeQuery>, QueryRejection>,
@@ -235,7 +235,7 @@ pub async fn time(
 }
 
 /// `POST /v1/vms/{name}/time/sync`: steps the guest clock to the host's.
-pub async fn time_sync(
+pub(crate) async fn time_sync(
     AxumState(state): AxumState<Arc<State>>,
     Path(name): Path<String>,
     query: Result<Query<TimeQuery>, QueryRejection>,
@@ -254,7 +254,7 @@ fn parse_pool(text: &str) -> Result<KvpPool, Error> {
 
 /// `GET /v1/vms/{name}/kvp/{pool}`: the external pool from the database,
 /// the others from the agent.
-pub async fn kvp_list(
+pub(crate) async fn kvp_list(
     AxumState(state): AxumState<Arc<State>>,
     Path((name, pool)): Path<(String, String)>,
 ) -> Result<Json<KvpEntries>, Error> {
@@ -272,7 +272,7 @@ pub async fn kvp_list(
 }
 
 /// `GET /v1/vms/{name}/kvp/{pool}/{key}`.
-pub async fn kvp_get(
+pub(crate) async fn kvp_get(
     AxumState(state): AxumState<Arc<State>>,
     Path((name, pool, key)): Path<(String, String, String)>,
 ) -> Result<Json<KvpPair>, Error> {
@@ -332,7 +332,7 @@ async fn deliver(state: &State, vm: &VmRow) -> KvpWrite {
 }
 
 /// `PUT /v1/vms/{name}/kvp/{pool}/{key}`: only the external pool.
-pub async fn kvp_put(
+pub(crate) async fn kvp_put(
     AxumState(state): AxumState<Arc<State>>,
     Path((name, pool, key)): Path<(String, String, String)>,
     body: Result<Json<KvpValue>, JsonRejection>,
@@ -350,7 +350,7 @@ pub async fn kvp_put(
 }
 
 /// `DELETE /v1/vms/{name}/kvp/{pool}/{key}`: only the external pool.
-pub async fn kvp_delete(
+pub(crate) async fn kvp_delete(
     AxumState(state): AxumState<Arc<State>>,
     Path((name, pool, key)): Path<(String, String, String)>,
 ) -> Result<Json<KvpWrite>, Error> {
@@ -366,7 +366,7 @@ pub async fn kvp_delete(
 
 /// Sends the VM's whole external pool to its agent, if the key-value
 /// service is enabled there, and records the delivery.
-pub async fn push_kvp(state: &State, vm: &VmRow) -> Result<(), String> {
+pub(crate) async fn push_kvp(state: &State, vm: &VmRow) -> Result<(), String> {
     admit_service(state, vm, BuiltinService::KeyValue)
         .await
         .map_err(|e| error_chain(&e))?;
@@ -396,7 +396,7 @@ pub async fn push_kvp(state: &State, vm: &VmRow) -> Result<(), String> {
 /// when the agent `came_back` (first answer, or after Lost Comm), if the
 /// pool is not empty (an agent restarted without `--state-dir` lost it).
 /// `delivery` is read once per monitor round, not once per VM.
-pub async fn push_if_needed(
+pub(crate) async fn push_if_needed(
     state: &State,
     vm: &VmRow,
     came_back: bool,
@@ -410,7 +410,7 @@ pub async fn push_if_needed(
 }
 
 /// `POST /v1/vms/{name}/shutdown`: returns when the guest acknowledged.
-pub async fn shutdown(
+pub(crate) async fn shutdown(
     AxumState(state): AxumState<Arc<State>>,
     Path(name): Path<String>,
     body: Result<Json<ShutdownRequest>, JsonRejection>,
@@ -431,7 +431,7 @@ async fn fs_call(state: &State, name: String, call: Call) -> Result<FreezeStatus
 }
 
 /// `GET /v1/vms/{name}/fs`: what is frozen.
-pub async fn fs_status(
+pub(crate) async fn fs_status(
     AxumState(state): AxumState<Arc<State>>,
     Path(name): Path<String>,
 ) -> Result<Json<FreezeStatus>, Error> {
@@ -439,7 +439,7 @@ pub async fn fs_status(
 }
 
 /// `POST /v1/vms/{name}/fs/freeze`.
-pub async fn fs_freeze(
+pub(crate) async fn fs_freeze(
     AxumState(state): AxumState<Arc<State>>,
     Path(name): Path<String>,
     body: Result<Json<FsRequest>, JsonRejection>,
@@ -453,7 +453,7 @@ pub async fn fs_freeze(
 }
 
 /// `POST /v1/vms/{name}/fs/thaw`.
-pub async fn fs_thaw(
+pub(crate) async fn fs_thaw(
     AxumState(state): AxumState<Arc<State>>,
     Path(name): Path<String>,
     body: Result<Json<FsRequest>, JsonRejection>,

@@ -17,32 +17,32 @@
 //! [`Daemon::bind`] opens the state and the API socket; [`Daemon::run`]
 //! serves until dropped.
 
-pub mod access;
-pub mod activity;
-pub mod agent_calls;
-pub mod api;
-pub mod audit;
+mod access;
+mod activity;
+mod agent_calls;
+mod api;
+mod audit;
 mod audit_chain;
-pub mod broker;
-pub mod cache;
+mod broker;
+mod cache;
 pub mod config;
-pub mod error;
-pub mod guest;
-pub mod health;
+mod error;
+mod guest;
+mod health;
 mod http_server;
-pub mod integration;
+mod integration;
 pub mod limits;
-pub mod model;
-pub mod ops;
-pub mod policy;
-pub mod policy_doc;
+mod model;
+mod ops;
+mod policy;
+mod policy_doc;
 mod refusals;
-pub mod relay;
-pub mod spare;
-pub mod store;
-pub mod tap;
-pub mod tls_listener;
-pub mod wbem;
+mod relay;
+mod spare;
+mod store;
+mod tap;
+mod tls_listener;
+mod wbem;
 
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::PathBuf;
@@ -60,39 +60,40 @@ use crate::store::{Store, StoreError};
 pub const DAEMON_NAME: &str = concat!("guestcommd ", env!("CARGO_PKG_VERSION"));
 
 /// Shared by every handler and the monitor.
-pub struct State {
+pub(crate) struct State {
     store: Arc<Mutex<Store>>,
     /// Health of each VM.
-    pub health: HealthMap,
+    pub(crate) health: HealthMap,
     /// One permit per relayed connection ([`limits::MAX_RELAYS`]).
-    pub relays: Arc<tokio::sync::Semaphore>,
+    pub(crate) relays: Arc<tokio::sync::Semaphore>,
     /// The API calls asking each VM's agent, bounded per VM.
-    pub agent_calls: Arc<agent_calls::AgentCalls>,
+    pub(crate) agent_calls: Arc<agent_calls::AgentCalls>,
     /// Signalled after every change of VMs, registrations or policies.
-    pub changed: tokio::sync::Notify,
+    pub(crate) changed: tokio::sync::Notify,
     /// Who holds which role on the API.
-    pub access: access::Access,
+    pub(crate) access: access::Access,
     /// Warm, authenticated agent connections of recently used VMs.
-    pub spares: Arc<spare::Spares>,
+    pub(crate) spares: Arc<spare::Spares>,
     /// What relayed requests need from the store, kept while it is unchanged.
-    pub cache: Arc<cache::Cache>,
+    pub(crate) cache: Arc<cache::Cache>,
     /// CopyFilesToGuest jobs of the WBEM endpoint (in memory).
-    pub wbem_jobs: wbem::jobs::Jobs,
+    pub(crate) wbem_jobs: wbem::jobs::Jobs,
     /// How long a relayed copy may move no byte before it is closed.
-    pub relay_copy_idle: Duration,
+    pub(crate) relay_copy_idle: Duration,
     /// Refusals of callers without a role, recorded and counted apart.
     refusals: refusals::Refusals,
 }
 
 impl State {
+    #[cfg(test)]
     /// State over `store`, with no health known yet and no roles but the
     /// built-in admins.
-    pub fn new(store: Store) -> Self {
+    pub(crate) fn new(store: Store) -> Self {
         Self::with_access(store, access::Access::default())
     }
 
     /// State over `store` with these role memberships.
-    pub fn with_access(store: Store, access: access::Access) -> Self {
+    pub(crate) fn with_access(store: Store, access: access::Access) -> Self {
         Self {
             access,
             store: Arc::new(Mutex::new(store)),
@@ -110,7 +111,7 @@ impl State {
 
     /// Runs `f` on the database on a blocking thread (SQLite calls block).
     /// A call that changed the configuration marks [`State::cache`] stale.
-    pub async fn db<R, F>(&self, f: F) -> Result<R, StoreError>
+    pub(crate) async fn db<R, F>(&self, f: F) -> Result<R, StoreError>
     where
         R: Send + 'static,
         F: FnOnce(&mut Store) -> Result<R, StoreError> + Send + 'static,

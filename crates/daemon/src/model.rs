@@ -11,38 +11,38 @@ use crate::policy::Policy;
 
 /// A VM row.
 #[derive(Clone, Debug, PartialEq)]
-pub struct VmRow {
+pub(crate) struct VmRow {
     /// Identity.
-    pub id: Uuid,
+    pub(crate) id: Uuid,
     /// Unique name.
-    pub name: String,
+    pub(crate) name: String,
     /// Where its agent is reached: parsed once, when the row is read.
-    pub endpoint: Address,
+    pub(crate) endpoint: Address,
     /// Guest service interface on.
-    pub interface_enabled: bool,
+    pub(crate) interface_enabled: bool,
     /// DefaultEnabledStatePolicy (Enabled or Disabled).
-    pub default_policy: Policy,
+    pub(crate) default_policy: Policy,
     /// Seconds since the epoch.
-    pub created_at: i64,
+    pub(crate) created_at: i64,
     /// The key the agent requires, if it has credentials.
-    pub psk: Option<Psk>,
+    pub(crate) psk: Option<Psk>,
 }
 
 /// A service registration row.
 #[derive(Clone, Debug, PartialEq)]
-pub struct ServiceRow {
+pub(crate) struct ServiceRow {
     /// GUID.
-    pub id: ServiceId,
+    pub(crate) id: ServiceId,
     /// ElementName.
-    pub element_name: String,
+    pub(crate) element_name: String,
     /// Description.
-    pub description: String,
+    pub(crate) description: String,
     /// Built in.
-    pub builtin: bool,
+    pub(crate) builtin: bool,
     /// Host-wide switch.
-    pub enabled: bool,
+    pub(crate) enabled: bool,
     /// Seconds since the epoch.
-    pub installed_at: i64,
+    pub(crate) installed_at: i64,
     /// Host address guest-initiated connections are relayed to, if any.
-    pub host_endpoint: Option<String>,
+    pub(crate) host_endpoint: Option<String>,
 }

@@ -17,15 +17,15 @@ use guestcomm_protocol::BuiltinService;
 use crate::model::{ServiceRow, VmRow};
 
 /// CIM EnabledState: enabled.
-pub const ENABLED: u16 = 2;
+pub(crate) const ENABLED: u16 = 2;
 /// CIM EnabledState: disabled.
-pub const DISABLED: u16 = 3;
+pub(crate) const DISABLED: u16 = 3;
 /// CIM RequestedState / EnabledStatePolicy: deferred (follow the VM's default).
-pub const DEFERRED: u16 = 8;
+pub(crate) const DEFERRED: u16 = 8;
 
 /// An EnabledStatePolicy value.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Policy {
+pub(crate) enum Policy {
     /// 2: enabled.
     Enabled,
     /// 3: disabled.
@@ -36,7 +36,7 @@ pub enum Policy {
 
 impl Policy {
     /// The CIM value.
-    pub const fn value(self) -> u16 {
+    pub(crate) const fn value(self) -> u16 {
         match self {
             Self::Enabled => ENABLED,
             Self::Disabled => DISABLED,
@@ -45,7 +45,7 @@ impl Policy {
     }
 
     /// From a CIM value.
-    pub const fn from_value(value: u16) -> Option<Self> {
+    pub(crate) const fn from_value(value: u16) -> Option<Self> {
         match value {
             ENABLED => Some(Self::Enabled),
             DISABLED => Some(Self::Disabled),
@@ -56,7 +56,7 @@ impl Policy {
 }
 
 /// The effective state (2 or 3) of a service on a VM: see the module doc.
-pub fn effective_state(
+pub(crate) fn effective_state(
     interface_enabled: bool,
     registration_enabled: bool,
     vm_policy: Policy,
@@ -73,7 +73,7 @@ pub fn effective_state(
 }
 
 /// [`effective_state`] of `service` on `vm`, given its policy there.
-pub fn effective_on(vm: &VmRow, service: &ServiceRow, vm_policy: Policy) -> Policy {
+pub(crate) fn effective_on(vm: &VmRow, service: &ServiceRow, vm_policy: Policy) -> Policy {
     effective_state(
         vm.interface_enabled,
         service.enabled,
@@ -83,14 +83,14 @@ pub fn effective_on(vm: &VmRow, service: &ServiceRow, vm_policy: Policy) -> Poli
 }
 
 /// Formats seconds since the epoch as a CIM datetime, `yyyymmddhhmmss.mmmmmm+000` (UTC).
-pub fn cim_datetime(secs: i64) -> String {
+pub(crate) fn cim_datetime(secs: i64) -> String {
     let (year, month, day, h, m, s) = guestcomm_api::time::utc_fields(secs);
     format!("{year:04}{month:02}{day:02}{h:02}{m:02}{s:02}.000000+000")
 }
 
 /// guestcomm's Msvm_GuestService subclass for a built-in integration
 /// service (docs/MANAGEMENT.md), as Msvm_GuestFileService is for file copy.
-pub const fn integration_class(service: BuiltinService) -> Option<&'static str> {
+pub(crate) const fn integration_class(service: BuiltinService) -> Option<&'static str> {
     match service {
         BuiltinService::KeyValue => Some("Guestcomm_KvpExchangeService"),
         BuiltinService::Shutdown => Some("Guestcomm_ShutdownService"),
@@ -106,7 +106,7 @@ pub const fn integration_class(service: BuiltinService) -> Option<&'static str> 
 /// The object of a built-in integration service as its own class
 /// ([`integration_class`]), from its Msvm_GuestCommunicationService
 /// [`instance`]; `None` for services without a class of their own.
-pub fn integration_instance(
+pub(crate) fn integration_instance(
     mut instance: GuestCommunicationService,
 ) -> Option<GuestCommunicationService> {
     let builtin = instance
@@ -119,7 +119,7 @@ pub fn integration_instance(
 }
 
 /// The Msvm_GuestCommunicationService instance of `service` on `vm`.
-pub fn instance(
+pub(crate) fn instance(
     service: &ServiceRow,
     vm: &VmRow,
     vm_policy: Policy,

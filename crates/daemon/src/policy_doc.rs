@@ -26,7 +26,7 @@ use crate::State;
 
 impl Store {
     /// The policy document of VM `vm` (none: everything passes).
-    pub fn policy_document(&self, vm: Uuid) -> Result<Option<PolicyDocument>, StoreError> {
+    pub(crate) fn policy_document(&self, vm: Uuid) -> Result<Option<PolicyDocument>, StoreError> {
         let text: Option<String> = self
             .conn()
             .query_row(
@@ -46,7 +46,7 @@ impl Store {
     }
 
     /// Replaces the policy document of the VM named `name`.
-    pub fn set_policy_document(
+    pub(crate) fn set_policy_document(
         &mut self,
         name: &str,
         doc: &PolicyDocument,
@@ -143,7 +143,7 @@ pub(crate) async fn require_writable(state: &State, name: String) -> Result<(), 
 }
 
 /// `GET /v1/vms/{name}/policy`: the VM's document (empty: no restriction).
-pub async fn show(
+pub(crate) async fn show(
     AxumState(state): AxumState<Arc<State>>,
     Path(name): Path<String>,
 ) -> Result<Json<PolicyDocument>, Error> {
@@ -157,7 +157,7 @@ pub async fn show(
 }
 
 /// `PUT /v1/vms/{name}/policy`: validates and stores a new document.
-pub async fn set(
+pub(crate) async fn set(
     AxumState(state): AxumState<Arc<State>>,
     Extension(note): Extension<crate::audit::Note>,
     Path(name): Path<String>,

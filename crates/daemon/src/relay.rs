@@ -57,7 +57,7 @@ use crate::tap::{Tap, TapStats};
 use crate::State;
 
 /// The handler: checks the VM, reaches its agent, then upgrades.
-pub async fn connect(
+pub(crate) async fn connect(
     AxumState(state): AxumState<Arc<State>>,
     Path(name): Path<String>,
     mut req: Request,

@@ -56,7 +56,7 @@ struct Inner {
 }
 
 /// The spare connections of all VMs.
-pub struct Spares {
+pub(crate) struct Spares {
     inner: Mutex<Inner>,
     max_age: Duration,
     enabled: bool,
@@ -70,7 +70,7 @@ impl Default for Spares {
 
 impl Spares {
     /// Spares closed after `max_age` (tests; the daemon uses [`SPARE_MAX_AGE_MS`]).
-    pub fn with_max_age(max_age: Duration) -> Self {
+    pub(crate) fn with_max_age(max_age: Duration) -> Self {
         Self {
             inner: Mutex::default(),
             max_age,
@@ -80,7 +80,7 @@ impl Spares {
 
     /// No spares at all (`guestcommd --no-warm-connections`): every
     /// operation connects anew.
-    pub fn disabled() -> Self {
+    pub(crate) fn disabled() -> Self {
         Self {
             enabled: false,
             ..Self::default()
@@ -93,7 +93,7 @@ impl Spares {
 
     /// Takes `vm`'s spare, if one is open and was made for its current
     /// endpoint and key.
-    pub fn take(&self, vm: &VmRow) -> Option<Session<Stream>> {
+    pub(crate) fn take(&self, vm: &VmRow) -> Option<Session<Stream>> {
         let spare = self.lock().by_vm.remove(&vm.name)?;
         if spare.key != Key::of(vm) {
             return None;
@@ -111,7 +111,7 @@ impl Spares {
 
     /// Makes `vm`'s next spare in the background, unless one exists, one
     /// is being made, or [`MAX_SPARES`] are open.
-    pub fn refill(self: &Arc<Self>, vm: VmRow, client_name: &'static str) {
+    pub(crate) fn refill(self: &Arc<Self>, vm: VmRow, client_name: &'static str) {
         if !self.enabled {
             return;
         }
@@ -156,13 +156,15 @@ impl Spares {
         });
     }
 
+    #[cfg(test)]
     /// Spare connections open now.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.lock().by_vm.len()
     }
 
+    #[cfg(test)]
     /// Whether no spare connection is open.
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.len() == 0
     }
 }

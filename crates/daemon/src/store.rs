@@ -183,23 +183,23 @@ impl From<StoreError> for Error {
 
 /// Which VMs' external key-value pools the health monitor may have to deliver.
 #[derive(Debug, Default)]
-pub struct KvpDeliveryState {
+pub(crate) struct KvpDeliveryState {
     /// Pools marked for delivery.
-    pub pending: HashSet<Uuid>,
+    pub(crate) pending: HashSet<Uuid>,
     /// Pools that are not empty.
-    pub with_entries: HashSet<Uuid>,
+    pub(crate) with_entries: HashSet<Uuid>,
 }
 
 impl KvpDeliveryState {
     /// Whether `vm`'s pool must go to its agent now that it answered: it
     /// waits for delivery, or the agent `came_back` (it may have lost it).
-    pub fn needs_push(&self, vm: Uuid, came_back: bool) -> bool {
+    pub(crate) fn needs_push(&self, vm: Uuid, came_back: bool) -> bool {
         self.pending.contains(&vm) || (came_back && self.with_entries.contains(&vm))
     }
 }
 
 /// The open database.
-pub struct Store {
+pub(crate) struct Store {
     conn: Connection,
     /// Rows the audit log's writes changed, so that they do not count as
     /// changes of configuration ([`Store::config_changes`]).
@@ -207,7 +207,7 @@ pub struct Store {
 }
 
 /// Seconds since the Unix epoch.
-pub fn now_secs() -> i64 {
+pub(crate) fn now_secs() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64)
@@ -223,7 +223,7 @@ impl Store {
     /// different value means the configuration (VMs, services, policies,
     /// key-value pools) may have changed, the signal of module
     /// [`cache`](crate::cache).
-    pub fn config_changes(&self) -> u64 {
+    pub(crate) fn config_changes(&self) -> u64 {
         self.conn.total_changes().wrapping_sub(self.audit_changes)
     }
 
@@ -242,7 +242,7 @@ impl Store {
     /// The file holds the VMs' keys: it is created (or set) mode 0600 before
     /// SQLite opens it, and SQLite gives its WAL and shared-memory files the
     /// same mode.
-    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+    pub(crate) fn open(dir: &Path) -> Result<Self, StoreError> {
         use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
         let path = dir.join("guestcommd.db");
         let secret = |e: std::io::Error| StoreError::File(path.display().to_string(), e);
@@ -264,8 +264,9 @@ impl Store {
         })
     }
 
+    #[cfg(test)]
     /// An in-memory database, for tests.
-    pub fn in_memory() -> Result<Self, StoreError> {
+    pub(crate) fn in_memory() -> Result<Self, StoreError> {
         Self::init(Connection::open_in_memory()?)
     }
 
@@ -311,7 +312,7 @@ impl Store {
     }
 
     /// Adds a VM; the name must be free.
-    pub fn add_vm(
+    pub(crate) fn add_vm(
         &mut self,
         name: &str,
         endpoint: &Address,
@@ -345,7 +346,7 @@ impl Store {
     }
 
     /// Every VM, by name.
-    pub fn vms(&self) -> Result<Vec<VmRow>, StoreError> {
+    pub(crate) fn vms(&self) -> Result<Vec<VmRow>, StoreError> {
         let mut stmt = self.conn.prepare(
             "SELECT id, name, endpoint, interface_enabled, default_policy, created_at, psk FROM vms ORDER BY name",
         )?;
@@ -354,7 +355,7 @@ impl Store {
     }
 
     /// One VM by name.
-    pub fn vm(&self, name: &str) -> Result<VmRow, StoreError> {
+    pub(crate) fn vm(&self, name: &str) -> Result<VmRow, StoreError> {
         self.conn
             .query_row(
                 "SELECT id, name, endpoint, interface_enabled, default_policy, created_at, psk FROM vms WHERE name = ?1",
@@ -366,7 +367,7 @@ impl Store {
     }
 
     /// Changes a VM's interface switch and default policy (`None` keeps a value).
-    pub fn update_vm(
+    pub(crate) fn update_vm(
         &mut self,
         name: &str,
         interface_enabled: Option<bool>,
@@ -385,7 +386,7 @@ impl Store {
     }
 
     /// Removes a VM and its policies.
-    pub fn remove_vm(&mut self, name: &str) -> Result<(), StoreError> {
+    pub(crate) fn remove_vm(&mut self, name: &str) -> Result<(), StoreError> {
         match self
             .conn
             .execute("DELETE FROM vms WHERE name = ?1", [name])?
@@ -396,7 +397,7 @@ impl Store {
     }
 
     /// Registers a service GUID.
-    pub fn register(
+    pub(crate) fn register(
         &mut self,
         id: ServiceId,
         element_name: &str,
@@ -416,7 +417,7 @@ impl Store {
     }
 
     /// Unregisters a (non-built-in) service and its per-VM policies.
-    pub fn unregister(&mut self, id: ServiceId) -> Result<(), StoreError> {
+    pub(crate) fn unregister(&mut self, id: ServiceId) -> Result<(), StoreError> {
         if self.service(id)?.builtin {
             return Err(StoreError::Builtin(id));
         }
@@ -426,7 +427,7 @@ impl Store {
     }
 
     /// Every registration, built-ins first, then by GUID.
-    pub fn services(&self) -> Result<Vec<ServiceRow>, StoreError> {
+    pub(crate) fn services(&self) -> Result<Vec<ServiceRow>, StoreError> {
         let mut stmt = self.conn.prepare(
             "SELECT id, element_name, description, builtin, enabled, installed_at, host_endpoint FROM services
              ORDER BY builtin DESC, id",
@@ -436,7 +437,7 @@ impl Store {
     }
 
     /// One registration.
-    pub fn service(&self, id: ServiceId) -> Result<ServiceRow, StoreError> {
+    pub(crate) fn service(&self, id: ServiceId) -> Result<ServiceRow, StoreError> {
         self.conn
             .query_row(
                 "SELECT id, element_name, description, builtin, enabled, installed_at, host_endpoint FROM services WHERE id = ?1",
@@ -448,7 +449,7 @@ impl Store {
     }
 
     /// Sets the host-wide switch of a service.
-    pub fn set_global(&mut self, id: ServiceId, enabled: bool) -> Result<(), StoreError> {
+    pub(crate) fn set_global(&mut self, id: ServiceId, enabled: bool) -> Result<(), StoreError> {
         let n = self.conn.execute(
             "UPDATE services SET enabled = ?2 WHERE id = ?1",
             params![id.to_string(), enabled],
@@ -460,7 +461,7 @@ impl Store {
     }
 
     /// Sets the policy of a service on one VM (Deferred removes the row).
-    pub fn set_vm_policy(
+    pub(crate) fn set_vm_policy(
         &mut self,
         id: ServiceId,
         vm: &str,
@@ -484,7 +485,7 @@ impl Store {
     }
 
     /// Every per-service policy VM `vm` has (services not listed are Deferred).
-    pub fn vm_policies(&self, vm: Uuid) -> Result<HashMap<ServiceId, Policy>, StoreError> {
+    pub(crate) fn vm_policies(&self, vm: Uuid) -> Result<HashMap<ServiceId, Policy>, StoreError> {
         let mut stmt = self
             .conn
             .prepare_cached("SELECT service, policy FROM service_vm_policy WHERE vm = ?1")?;
@@ -503,7 +504,7 @@ impl Store {
     }
 
     /// The policy of a service on a VM (Deferred when none was set).
-    pub fn vm_policy(&self, id: ServiceId, vm: Uuid) -> Result<Policy, StoreError> {
+    pub(crate) fn vm_policy(&self, id: ServiceId, vm: Uuid) -> Result<Policy, StoreError> {
         let value: Option<u16> = self
             .conn
             .query_row(
@@ -520,7 +521,7 @@ impl Store {
 
 impl Store {
     /// The external key-value pool of a VM.
-    pub fn kvp_entries(&self, vm: Uuid) -> Result<KvpEntries, StoreError> {
+    pub(crate) fn kvp_entries(&self, vm: Uuid) -> Result<KvpEntries, StoreError> {
         let mut stmt = self
             .conn
             .prepare("SELECT key, value FROM kvp_external WHERE vm = ?1 ORDER BY key")?;
@@ -530,7 +531,7 @@ impl Store {
 
     /// Sets a key of a VM's external pool (checked by the caller) and marks
     /// the pool for delivery, in one transaction.
-    pub fn kvp_set(&mut self, vm: Uuid, key: &str, value: &str) -> Result<(), StoreError> {
+    pub(crate) fn kvp_set(&mut self, vm: Uuid, key: &str, value: &str) -> Result<(), StoreError> {
         let tx = self.conn.transaction()?;
         let vm_id = vm.to_string();
         let exists: bool = tx.query_row(
@@ -559,7 +560,7 @@ impl Store {
     }
 
     /// Removes a key of a VM's external pool and marks the pool for delivery.
-    pub fn kvp_delete(&mut self, vm: Uuid, key: &str) -> Result<(), StoreError> {
+    pub(crate) fn kvp_delete(&mut self, vm: Uuid, key: &str) -> Result<(), StoreError> {
         let tx = self.conn.transaction()?;
         let vm_id = vm.to_string();
         let n = tx.execute(
@@ -578,7 +579,7 @@ impl Store {
 
     /// For a round of the health monitor, in one call: the VMs whose pool
     /// waits for delivery, and the VMs whose pool is not empty.
-    pub fn kvp_delivery_state(&self) -> Result<KvpDeliveryState, StoreError> {
+    pub(crate) fn kvp_delivery_state(&self) -> Result<KvpDeliveryState, StoreError> {
         let ids = |sql: &str| -> Result<HashSet<Uuid>, StoreError> {
             let mut stmt = self.conn.prepare_cached(sql)?;
             let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
@@ -597,8 +598,9 @@ impl Store {
         })
     }
 
+    #[cfg(test)]
     /// Whether the VM's agent has yet to receive its external pool.
-    pub fn kvp_pending(&self, vm: Uuid) -> Result<bool, StoreError> {
+    pub(crate) fn kvp_pending(&self, vm: Uuid) -> Result<bool, StoreError> {
         Ok(self.conn.query_row(
             "SELECT EXISTS(SELECT 1 FROM kvp_pending WHERE vm = ?1)",
             [vm.to_string()],
@@ -607,7 +609,11 @@ impl Store {
     }
 
     /// Records that the agent received `entries` (unless the pool changed since).
-    pub fn kvp_delivered(&mut self, vm: Uuid, entries: &KvpEntries) -> Result<(), StoreError> {
+    pub(crate) fn kvp_delivered(
+        &mut self,
+        vm: Uuid,
+        entries: &KvpEntries,
+    ) -> Result<(), StoreError> {
         let tx = self.conn.transaction()?;
         let now = {
             let mut stmt = tx.prepare("SELECT key, value FROM kvp_external WHERE vm = ?1")?;

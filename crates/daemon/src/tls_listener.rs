@@ -38,7 +38,7 @@ use crate::State;
 
 /// The server side: TLS 1.3 only, the daemon's certificate, and client
 /// certificates required and verified against `client_ca`.
-pub fn server_config(tls: &TlsSection) -> Result<ServerConfig, TlsError> {
+pub(crate) fn server_config(tls: &TlsSection) -> Result<ServerConfig, TlsError> {
     let verifier = WebPkiClientVerifier::builder_with_provider(
         Arc::new(load_roots(&tls.client_ca)?),
         provider(),
@@ -51,7 +51,7 @@ pub fn server_config(tls: &TlsSection) -> Result<ServerConfig, TlsError> {
 }
 
 /// Accepted, authenticated TLS connections, for `axum::serve`.
-pub struct TlsListener {
+pub(crate) struct TlsListener {
     ready: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
     local: SocketAddr,
     acceptor: tokio::task::JoinHandle<()>,
@@ -60,7 +60,11 @@ pub struct TlsListener {
 impl TlsListener {
     /// Listens on `tcp` and completes handshakes with `config`; refusals
     /// go to `state`'s audit log.
-    pub fn new(tcp: TcpListener, config: ServerConfig, state: Arc<State>) -> std::io::Result<Self> {
+    pub(crate) fn new(
+        tcp: TcpListener,
+        config: ServerConfig,
+        state: Arc<State>,
+    ) -> std::io::Result<Self> {
         let local = tcp.local_addr()?;
         let (tx, ready) = mpsc::channel(MAX_TLS_HANDSHAKES);
         let acceptor = tokio::spawn(accept_loop(

@@ -5,5 +5,5 @@
 //! [`vms`]: the inventory; [`services`]: the registry, per-VM enablement and
 //! the service instances with their RequestStateChange.
 
-pub mod services;
-pub mod vms;
+pub(crate) mod services;
+pub(crate) mod vms;

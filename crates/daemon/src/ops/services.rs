@@ -20,7 +20,7 @@ const RSC_NOT_SUPPORTED: u32 = 1;
 const RSC_INVALID_STATE: u32 = 32775;
 
 /// A service's GUID, as text from a caller.
-pub fn parse_id(text: &str) -> Result<ServiceId, Error> {
+pub(crate) fn parse_id(text: &str) -> Result<ServiceId, Error> {
     text.parse().map_err(|e| Error::BadRequest(error_chain(&e)))
 }
 
@@ -37,14 +37,14 @@ fn registration(row: ServiceRow) -> ServiceRegistration {
 }
 
 /// Every registered service.
-pub async fn list(state: &State) -> Result<Vec<ServiceRegistration>, Error> {
+pub(crate) async fn list(state: &State) -> Result<Vec<ServiceRegistration>, Error> {
     let rows = state.db(|s| s.services()).await?;
     Ok(rows.into_iter().map(registration).collect())
 }
 
 /// Registers service `id` named `element_name`; guest-initiated connections
 /// to it are relayed to `host_endpoint` (a Unix or TCP address) if given.
-pub async fn register(
+pub(crate) async fn register(
     state: &State,
     id: ServiceId,
     element_name: &str,
@@ -76,7 +76,7 @@ pub async fn register(
 }
 
 /// Unregisters service `id`.
-pub async fn unregister(state: &State, id: ServiceId) -> Result<(), Error> {
+pub(crate) async fn unregister(state: &State, id: ServiceId) -> Result<(), Error> {
     state.db(move |s| s.unregister(id)).await?;
     tracing::info!(service = %id, "service unregistered");
     state.changed.notify_one();
@@ -85,7 +85,7 @@ pub async fn unregister(state: &State, id: ServiceId) -> Result<(), Error> {
 
 /// Sets service `id`'s policy on `vm` (2, 3 or 8), or its host-wide switch
 /// (2 or 3) without a VM.
-pub async fn set_policy(
+pub(crate) async fn set_policy(
     state: &State,
     id: ServiceId,
     vm: Option<String>,
@@ -116,7 +116,7 @@ pub async fn set_policy(
 }
 
 /// The instances of every service on VM `vm`, or on every VM.
-pub async fn instances(
+pub(crate) async fn instances(
     state: &State,
     vm: Option<String>,
 ) -> Result<Vec<GuestCommunicationService>, Error> {
@@ -148,7 +148,7 @@ pub async fn instances(
 /// RequestStateChange of service `id` on VM `name`: 2 and 3 set the VM's
 /// policy (0; 32775 when enabling cannot succeed), anything else is "not
 /// supported" (1).
-pub async fn change_state(
+pub(crate) async fn change_state(
     state: &State,
     name: String,
     id: ServiceId,
@@ -177,7 +177,7 @@ pub async fn change_state(
 /// StartService or StopService of service `id` on VM `name`: a guest
 /// communication service runs in the guest, not on the host, so neither is
 /// supported (1) once both are known, as for Hyper-V's own guest services.
-pub async fn start_stop(state: &State, name: String, id: ServiceId) -> Result<u32, Error> {
+pub(crate) async fn start_stop(state: &State, name: String, id: ServiceId) -> Result<u32, Error> {
     state
         .db(move |s| {
             s.vm(&name)?;

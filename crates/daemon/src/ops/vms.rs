@@ -12,7 +12,7 @@ use crate::policy::Policy;
 use crate::State;
 
 /// A VM as the API shows it, with its health.
-pub fn view(state: &State, row: VmRow) -> Vm {
+pub(crate) fn view(state: &State, row: VmRow) -> Vm {
     Vm {
         health: state.health.get(row.id),
         id: row.id,
@@ -53,7 +53,7 @@ fn new_vm_key(choice: NewCredentials, endpoint: &Address) -> Result<Option<Psk>,
 }
 
 /// The key of VM `name`, for its guest's agent.
-pub async fn credentials(state: &State, name: String) -> Result<Credentials, Error> {
+pub(crate) async fn credentials(state: &State, name: String) -> Result<Credentials, Error> {
     let row = state.db(move |s| s.vm(&name)).await?;
     let Some(psk) = row.psk else {
         return Err(Error::BadRequest(format!(
@@ -69,7 +69,7 @@ pub async fn credentials(state: &State, name: String) -> Result<Credentials, Err
 }
 
 /// Every VM for which `sees` holds.
-pub async fn list(state: &State, sees: impl Fn(&str) -> bool) -> Result<Vec<Vm>, Error> {
+pub(crate) async fn list(state: &State, sees: impl Fn(&str) -> bool) -> Result<Vec<Vm>, Error> {
     let rows = state.db(|s| s.vms()).await?;
     Ok(rows
         .into_iter()
@@ -79,7 +79,7 @@ pub async fn list(state: &State, sees: impl Fn(&str) -> bool) -> Result<Vec<Vm>,
 }
 
 /// Adds VM `name` at `endpoint` with the key `credentials` asks for.
-pub async fn add(
+pub(crate) async fn add(
     state: &State,
     name: String,
     endpoint: &str,
@@ -98,14 +98,14 @@ pub async fn add(
 }
 
 /// VM `name`.
-pub async fn show(state: &State, name: String) -> Result<Vm, Error> {
+pub(crate) async fn show(state: &State, name: String) -> Result<Vm, Error> {
     let row = state.db(move |s| s.vm(&name)).await?;
     Ok(view(state, row))
 }
 
 /// Turns VM `name`'s guest service interface on or off, and sets its
 /// DefaultEnabledStatePolicy (2 enabled, 3 disabled); `None` keeps each.
-pub async fn update(
+pub(crate) async fn update(
     state: &State,
     name: String,
     interface_enabled: Option<bool>,
@@ -131,7 +131,7 @@ pub async fn update(
 }
 
 /// Removes VM `name`.
-pub async fn remove(state: &State, name: String) -> Result<(), Error> {
+pub(crate) async fn remove(state: &State, name: String) -> Result<(), Error> {
     let logged = name.clone();
     state.db(move |s| s.remove_vm(&name)).await?;
     tracing::info!(vm = %logged, "VM removed");

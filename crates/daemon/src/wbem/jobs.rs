@@ -32,7 +32,7 @@ use crate::store::now_secs;
 use crate::State;
 
 /// The job class.
-pub const JOB_CLASS: &str = "Msvm_CopyFileToGuestJob";
+pub(crate) const JOB_CLASS: &str = "Msvm_CopyFileToGuestJob";
 
 /// CIM JobState values used here.
 const STARTING: u16 = 3;
@@ -42,14 +42,14 @@ const EXCEPTION: u16 = 10;
 
 /// One file of a CopyFilesToGuest call (Msvm_CopyFileToGuestSettingData).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct CopyFile {
+pub(crate) struct CopyFile {
     /// On the host, read by guestcommd.
-    pub source: PathBuf,
+    pub(crate) source: PathBuf,
     /// The copy's options, destination included.
-    pub request: CopyToGuest,
+    pub(crate) request: CopyToGuest,
     /// The setting data as the client embedded it (the job's
     /// CopyFileToGuestSettingData[]).
-    pub embedded: String,
+    pub(crate) embedded: String,
 }
 
 #[derive(Clone, Debug)]
@@ -71,7 +71,7 @@ impl Job {
 
 /// Every job, by number.
 #[derive(Default)]
-pub struct Jobs {
+pub(crate) struct Jobs {
     table: Mutex<(u64, BTreeMap<u64, Job>)>,
 }
 
@@ -90,7 +90,7 @@ impl Jobs {
     }
 
     /// Every job as an instance.
-    pub fn instances(&self) -> Vec<Instance> {
+    pub(crate) fn instances(&self) -> Vec<Instance> {
         self.with(|(_, jobs)| jobs.values().map(instance).collect())
     }
 
@@ -131,7 +131,7 @@ impl Jobs {
     }
 
     /// Starts copying `files` to `vm` in the background; the job's name.
-    pub fn start(
+    pub(crate) fn start(
         state: &Arc<State>,
         vm: VmRow,
         files: Vec<CopyFile>,

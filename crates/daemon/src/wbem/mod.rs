@@ -17,9 +17,9 @@
 //! RequestStateChange; CopyFilesToGuest reads host files as guestcommd).
 //! Methods are audited (`wbem.invoke`, and `cp.to_guest` for each job).
 
-pub mod jobs;
+pub(crate) mod jobs;
 mod methods;
-pub mod objects;
+pub(crate) mod objects;
 mod operations;
 
 use std::net::SocketAddr;
@@ -129,7 +129,7 @@ fn http_refusal(status: StatusCode, cim_error: &'static str, reason: String) -> 
 }
 
 /// `POST /cimom`: one CIM-XML operation.
-pub async fn cimom(
+pub(crate) async fn cimom(
     AxumState(state): AxumState<Arc<State>>,
     Extension(auth): Extension<Authorized>,
     headers: HeaderMap,
@@ -245,7 +245,7 @@ async fn read_bounded(body: Body, declared: Option<u64>) -> Result<Vec<u8>, usiz
 /// The router of a `--wbem tcp://` listener: `/cimom` only, every caller
 /// with `role` (plain HTTP on loopback identifies nobody: whoever can
 /// connect to the port gets that role, `viewer` unless configured).
-pub fn tcp_router(state: Arc<State>, role: Role) -> Router {
+pub(crate) fn tcp_router(state: Arc<State>, role: Role) -> Router {
     Router::new()
         .route("/cimom", axum::routing::post(cimom))
         .route_layer(axum::middleware::from_fn(
@@ -274,7 +274,7 @@ async fn tcp_caller(role: Role, mut req: Request, next: Next) -> Response {
 
 /// Checks a `--wbem` address: loopback only (no TLS and no caller identity
 /// on this listener, so it must not leave the host).
-pub fn check_listen_address(addr: &SocketAddr) -> Result<(), String> {
+pub(crate) fn check_listen_address(addr: &SocketAddr) -> Result<(), String> {
     if addr.ip().is_loopback() {
         Ok(())
     } else {
