@@ -16,8 +16,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Extension, Json, Router};
 use guestcomm_api::{
-    AddVm, Credentials, ErrorBody, GuestCommunicationService, MethodResult, RegisterService,
-    RequestStateChange, ServiceRegistration, SetPolicy, UpdateVm, Vm,
+    AddVm, AuditRecord, AuditVerification, Credentials, ErrorBody, GuestCommunicationService,
+    MethodResult, RegisterService, RequestStateChange, ServiceRegistration, SetPolicy, UpdateVm,
+    Vm,
 };
 use guestcomm_protocol::handshake::error_chain;
 use serde::Deserialize;
@@ -26,7 +27,7 @@ use crate::access::Authorized;
 use crate::audit;
 use crate::error::{Error, ErrorKind, ErrorText};
 use crate::integration;
-use crate::ops::{services, vms};
+use crate::ops::{self, services, vms};
 use crate::State;
 
 /// The OpenAPI document of this API, hand-written.
@@ -147,8 +148,8 @@ pub(crate) fn router(state: Arc<State>) -> Router {
             "/v1/vms/{name}/policy",
             get(crate::policy_doc::show).put(crate::policy_doc::set),
         )
-        .route("/v1/audit", get(crate::audit::list))
-        .route("/v1/audit/verify", get(crate::audit::verify))
+        .route("/v1/audit", get(audit_records))
+        .route("/v1/audit/verify", get(audit_verify))
         .route("/cimom", post(crate::wbem::cimom))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -323,6 +324,44 @@ async fn start_stop_service(
     let id = services::parse_id(&id)?;
     let return_value = services::start_stop(&state, name, id).await?;
     Ok(Json(MethodResult { return_value }))
+}
+
+/// Query of `GET /v1/audit`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuditQuery {
+    /// Only this VM's records.
+    vm: Option<String>,
+    /// Only records from this time on, milliseconds since the Unix epoch.
+    since_ms: Option<i64>,
+    /// At most this many (the newest); capped at
+    /// [`crate::limits::MAX_AUDIT_QUERY_RECORDS`].
+    limit: Option<u32>,
+}
+
+/// `GET /v1/audit`.
+async fn audit_records(
+    AxumState(state): AxumState<Arc<State>>,
+    Extension(auth): Extension<Authorized>,
+    query: Result<Query<AuditQuery>, QueryRejection>,
+) -> Result<Json<Vec<AuditRecord>>, Error> {
+    let Query(q) = query?;
+    // Roles on some VMs only: the records of one of those VMs at a time.
+    if auth.grants.vms_only() && !q.vm.as_deref().is_some_and(|vm| auth.grants.sees_vm(vm)) {
+        return Err(Error::OutOfScope(
+            "your roles hold on some VMs only: read their audit records one VM at a time (guestcomm audit --vm VM)".into(),
+        ));
+    }
+    Ok(Json(
+        ops::audit::records(&state, q.vm, q.since_ms, q.limit).await?,
+    ))
+}
+
+/// `GET /v1/audit/verify`.
+async fn audit_verify(
+    AxumState(state): AxumState<Arc<State>>,
+) -> Result<Json<AuditVerification>, Error> {
+    Ok(Json(ops::audit::verify(&state).await?))
 }
 
 #[cfg(test)]

@@ -19,21 +19,15 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Query, State as AxumState};
-use axum::{Extension, Json};
-use guestcomm_api::{AuditEnvironment, AuditOutcome, AuditRecord, AuditVerification};
+use guestcomm_api::{AuditEnvironment, AuditOutcome, AuditRecord};
 use rusqlite::{params, OptionalExtension, Row};
-use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use crate::access::{Authorized, Caller};
 use crate::audit_chain::{self, Chain, Link};
+use crate::caller::Caller;
 use crate::config::AuditSection;
-use crate::error::Error;
 use crate::limits::{
     AUDIT_PRUNE_INTERVAL_SECS, MAX_AUDIT_ARGUMENTS_BYTES, MAX_AUDIT_ENV_NAMES_BYTES,
-    MAX_AUDIT_QUERY_RECORDS, MAX_AUDIT_VERIFY_BATCH,
 };
 use crate::store::{Store, StoreError};
 use crate::State;
@@ -428,9 +422,13 @@ impl Store {
 
     #[cfg(test)]
     /// Checks the chains (`audit_chain::verify_batch`) at once.
-    pub(crate) fn verify_audit(&self) -> Result<AuditVerification, StoreError> {
+    pub(crate) fn verify_audit(&self) -> Result<guestcomm_api::AuditVerification, StoreError> {
         let mut walk = audit_chain::Walk::default();
-        while !audit_chain::verify_batch(self.conn(), &mut walk, MAX_AUDIT_VERIFY_BATCH)? {}
+        while !audit_chain::verify_batch(
+            self.conn(),
+            &mut walk,
+            crate::limits::MAX_AUDIT_VERIFY_BATCH,
+        )? {}
         Ok(walk.report)
     }
 }
@@ -446,61 +444,6 @@ pub(crate) async fn prune_task(state: Arc<State>, retention: AuditSection) {
             Err(e) => {
                 tracing::warn!(error = %guestcomm_protocol::handshake::error_chain(&e), "cannot prune the audit log")
             }
-        }
-    }
-}
-
-/// Query of `GET /v1/audit`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct AuditQuery {
-    /// Only this VM's records.
-    vm: Option<String>,
-    /// Only records from this time on, milliseconds since the Unix epoch.
-    since_ms: Option<i64>,
-    /// At most this many (the newest); capped at [`MAX_AUDIT_QUERY_RECORDS`].
-    limit: Option<u32>,
-}
-
-/// `GET /v1/audit`.
-pub(crate) async fn list(
-    AxumState(state): AxumState<Arc<State>>,
-    Extension(auth): Extension<Authorized>,
-    query: Result<Query<AuditQuery>, QueryRejection>,
-) -> Result<Json<Vec<Record>>, Error> {
-    let Query(q) = query?;
-    // Roles on some VMs only: the records of one of those VMs at a time.
-    if auth.grants.vms_only() && !q.vm.as_deref().is_some_and(|vm| auth.grants.sees_vm(vm)) {
-        return Err(Error::OutOfScope(
-            "your roles hold on some VMs only: read their audit records one VM at a time (guestcomm audit --vm VM)".into(),
-        ));
-    }
-    let limit = q
-        .limit
-        .unwrap_or(MAX_AUDIT_QUERY_RECORDS)
-        .min(MAX_AUDIT_QUERY_RECORDS);
-    let rows = state
-        .db(move |s| s.audit_records(q.vm.as_deref(), q.since_ms, limit))
-        .await?;
-    Ok(Json(rows))
-}
-
-/// `GET /v1/audit/verify`: the chains checked from their anchors, a batch
-/// of records per hold of the store, so that other calls go on meanwhile.
-pub(crate) async fn verify(
-    AxumState(state): AxumState<Arc<State>>,
-) -> Result<Json<AuditVerification>, Error> {
-    let mut walk = audit_chain::Walk::default();
-    loop {
-        let (next, done) = state
-            .db(move |s| {
-                let done = audit_chain::verify_batch(s.conn(), &mut walk, MAX_AUDIT_VERIFY_BATCH)?;
-                Ok((walk, done))
-            })
-            .await?;
-        walk = next;
-        if done {
-            return Ok(Json(walk.report));
         }
     }
 }

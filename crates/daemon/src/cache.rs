@@ -22,8 +22,8 @@ use guestcomm_protocol::policy::PolicyDocument;
 use guestcomm_protocol::ServiceId;
 
 use crate::limits::MAX_CACHED_VMS;
+use crate::model::Policy;
 use crate::model::{ServiceRow, VmRow};
-use crate::policy::Policy;
 use crate::store::{Store, StoreError};
 use crate::State;
 

@@ -35,13 +35,13 @@ use tokio::task::JoinHandle;
 use tracing::{debug, info, warn, Instrument};
 use uuid::Uuid;
 
-use crate::access::Caller;
 use crate::audit::{self, Outcome};
+use crate::caller::Caller;
 use crate::limits::{
     ACCEPT_ERROR_PAUSE_MS, GUEST_LISTENER_MODE, MAX_GUEST_RELAYS, MAX_GUEST_RELAYS_PER_VM,
 };
 use crate::model::VmRow;
-use crate::policy::{effective_on, Policy};
+use crate::model::{effective_on, Policy};
 use crate::relay::{admit, copy_both_ways};
 use crate::store::{Store, StoreError};
 use crate::tap::{Tap, TapStats};

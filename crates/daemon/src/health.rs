@@ -246,7 +246,7 @@ pub(crate) async fn monitor(state: Arc<State>, interval: Duration, max_concurren
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::Policy;
+    use crate::model::Policy;
 
     fn vm() -> VmRow {
         VmRow {

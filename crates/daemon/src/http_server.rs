@@ -27,7 +27,7 @@ use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, UnixListener};
 
-use crate::access::Caller;
+use crate::caller::Caller;
 use crate::limits::{
     ACCEPT_ERROR_PAUSE_MS, DEFAULT_HTTP_HEADER_TIMEOUT_MS, DEFAULT_MAX_HTTP_CONNECTIONS,
     DEFAULT_MAX_HTTP_CONNECTIONS_PER_PEER,

@@ -25,6 +25,7 @@ mod audit;
 mod audit_chain;
 mod broker;
 mod cache;
+mod caller;
 pub mod config;
 mod error;
 mod guest;

@@ -21,9 +21,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::access::Caller;
 use crate::audit::{self, Outcome, Record};
 use crate::audit_chain::Chain;
+use crate::caller::Caller;
 use crate::limits::{
     MAX_REFUSING_CALLERS, REFUSALS_RECORDED_PER_WINDOW, REFUSAL_FLUSH_INTERVAL_MS,
     REFUSAL_WINDOW_SECS,

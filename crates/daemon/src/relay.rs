@@ -44,14 +44,15 @@ use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::codec::Framed;
 use tracing::{debug, info, warn, Instrument};
 
-use crate::access::{Authorized, Caller};
+use crate::access::Authorized;
 use crate::activity::Activity;
 use crate::audit::{self, Outcome};
 use crate::cache::{Services, VmView};
+use crate::caller::Caller;
 use crate::error::Error;
 use crate::limits::{RELAY_BUFFER_BYTES, RELAY_BUFFER_START_BYTES};
 use crate::model::VmRow;
-use crate::policy::{effective_on, Policy};
+use crate::model::{effective_on, Policy};
 use crate::store::StoreError;
 use crate::tap::{Tap, TapStats};
 use crate::State;

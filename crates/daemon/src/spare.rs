@@ -234,7 +234,7 @@ mod tests {
             name: "web1".into(),
             endpoint: endpoint.parse().unwrap(),
             interface_enabled: true,
-            default_policy: crate::policy::Policy::Enabled,
+            default_policy: crate::model::Policy::Enabled,
             created_at: 0,
             psk: None,
         }

@@ -24,8 +24,8 @@ use rusqlite::{params, Connection, OptionalExtension};
 use uuid::Uuid;
 
 use crate::error::{Classified, Error, ErrorKind};
+use crate::model::Policy;
 use crate::model::{ServiceRow, VmRow};
-use crate::policy::Policy;
 
 /// Schema steps; step N brings `user_version` from N to N + 1.
 const MIGRATIONS: &[&str] = &[

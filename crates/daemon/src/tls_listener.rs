@@ -27,8 +27,8 @@ use tokio::sync::mpsc;
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 
-use crate::access::Caller;
 use crate::audit::{self, Outcome};
+use crate::caller::Caller;
 use crate::config::TlsSection;
 use crate::limits::{
     ACCEPT_ERROR_PAUSE_MS, MAX_TLS_HANDSHAKES, MAX_TLS_HANDSHAKES_PER_PEER,
@@ -161,5 +161,13 @@ async fn accept_loop(
                 }
             }
         });
+    }
+}
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, TlsListener>>
+    for Caller
+{
+    fn connect_info(stream: axum::serve::IncomingStream<'_, TlsListener>) -> Self {
+        Caller::of_tls(stream.io())
     }
 }

@@ -10,8 +10,9 @@ use guestcomm_transport::Address;
 
 use crate::error::Error;
 use crate::limits::MAX_ELEMENT_NAME_CHARS;
+use crate::model::Policy;
 use crate::model::ServiceRow;
-use crate::policy::{self, Policy};
+use crate::policy;
 use crate::State;
 
 /// CIM return codes of RequestStateChange.

@@ -7,8 +7,8 @@ use guestcomm_protocol::handshake::error_chain;
 use guestcomm_transport::Address;
 
 use crate::error::Error;
+use crate::model::Policy;
 use crate::model::VmRow;
-use crate::policy::Policy;
 use crate::State;
 
 /// A VM as the API shows it, with its health.

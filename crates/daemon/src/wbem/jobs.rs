@@ -23,8 +23,8 @@ use guestcomm_protocol::files::CopyToGuest;
 use guestcomm_protocol::handshake::error_chain;
 use guestcomm_protocol::policy::Direction;
 
-use crate::access::Caller;
 use crate::audit::{self, Outcome};
+use crate::caller::Caller;
 use crate::limits::MAX_WBEM_JOBS;
 use crate::model::VmRow;
 use crate::policy::cim_datetime;

@@ -36,7 +36,8 @@ use guestcomm_cim::xml::request::{parse_request, CallKind};
 use guestcomm_cim::xml::{response, XmlError, MAX_REQUEST_BYTES};
 use guestcomm_cim::{CimError, CimStatus, MofError, Repository, NAMESPACE};
 
-use crate::access::{Authorized, Caller};
+use crate::access::Authorized;
+use crate::caller::Caller;
 use crate::error::{Error, ErrorKind};
 use crate::limits::{MAX_WBEM_DRAIN_BYTES, WBEM_DRAIN_TIMEOUT_MS};
 use crate::State;

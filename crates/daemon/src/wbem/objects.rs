@@ -238,9 +238,9 @@ fn interface_keys(vm_id: &str) -> Vec<(String, CimValue)> {
 /// The EnabledState of a VM's interface: 2 on, 3 off.
 fn interface_state(vm: &VmRow) -> u16 {
     if vm.interface_enabled {
-        policy::ENABLED
+        crate::model::ENABLED
     } else {
-        policy::DISABLED
+        crate::model::DISABLED
     }
 }
 
