@@ -29,7 +29,7 @@ use crate::audit::{self, Outcome};
 use crate::caller::Caller;
 use crate::config::{Members, Principal, RolesSection};
 use crate::error::Error;
-use crate::State;
+use crate::state::State;
 
 /// When a call goes into the audit log.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

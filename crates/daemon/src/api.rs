@@ -28,7 +28,7 @@ use crate::audit;
 use crate::error::{Error, ErrorKind, ErrorText};
 use crate::integration;
 use crate::ops::{self, services, vms};
-use crate::State;
+use crate::state::State;
 
 /// The OpenAPI document of this API, hand-written.
 const OPENAPI: &str = include_str!("openapi.json");

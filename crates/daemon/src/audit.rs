@@ -8,7 +8,7 @@
 //! cp) are written when they start, as `running`, and updated when they
 //! end; one still `running` when the daemon starts again becomes
 //! `interrupted`. Retention (`[audit]` in the configuration file) is applied
-//! at start and every [`AUDIT_PRUNE_INTERVAL_SECS`], to each chain apart.
+//! at start and every [`AUDIT_PRUNE_INTERVAL_SECS`](crate::limits::AUDIT_PRUNE_INTERVAL_SECS), to each chain apart.
 //!
 //! Complete records are hash-chained (module `audit_chain`, schema
 //! migration 8; `GET /v1/audit/verify`); refusals of callers without a role
@@ -17,7 +17,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use guestcomm_api::{AuditEnvironment, AuditOutcome, AuditRecord};
 use rusqlite::{params, OptionalExtension, Row};
@@ -26,11 +26,9 @@ use sha2::{Digest, Sha256};
 use crate::audit_chain::{self, Chain, Link};
 use crate::caller::Caller;
 use crate::config::AuditSection;
-use crate::limits::{
-    AUDIT_PRUNE_INTERVAL_SECS, MAX_AUDIT_ARGUMENTS_BYTES, MAX_AUDIT_ENV_NAMES_BYTES,
-};
+use crate::limits::{MAX_AUDIT_ARGUMENTS_BYTES, MAX_AUDIT_ENV_NAMES_BYTES};
+use crate::state::State;
 use crate::store::{Store, StoreError};
-use crate::State;
 
 /// A record being built.
 pub(crate) type Record = AuditRecord;
@@ -430,21 +428,6 @@ impl Store {
             crate::limits::MAX_AUDIT_VERIFY_BATCH,
         )? {}
         Ok(walk.report)
-    }
-}
-
-/// Applies the retention now and every [`AUDIT_PRUNE_INTERVAL_SECS`].
-pub(crate) async fn prune_task(state: Arc<State>, retention: AuditSection) {
-    let mut tick = tokio::time::interval(Duration::from_secs(AUDIT_PRUNE_INTERVAL_SECS));
-    loop {
-        tick.tick().await;
-        match state.db(move |s| s.prune_audit(retention, now_ms())).await {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(removed = n, "audit log pruned to its retention"),
-            Err(e) => {
-                tracing::warn!(error = %guestcomm_protocol::handshake::error_chain(&e), "cannot prune the audit log")
-            }
-        }
     }
 }
 

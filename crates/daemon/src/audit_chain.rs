@@ -1,7 +1,7 @@
 //! The audit log's hash chains: each completed record carries the SHA-256
 //! of the record before it in its chain and of its own canonical encoding,
 //! so that a record deleted, altered or inserted out of order in the SQLite
-//! file shows when the chain is verified ([`verify`], `GET
+//! file shows when the chain is verified ([`verify_batch`], `GET
 //! /v1/audit/verify`, `guestcomm audit --verify`).
 //!
 //! ```text

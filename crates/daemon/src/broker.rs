@@ -42,8 +42,8 @@ use crate::error::Error;
 use crate::relay::{
     acquire_relay, admit_api, caller_of, copy_both_ways, require_upgrade_to, switching_to,
 };
+use crate::state::State;
 use crate::tap::{Tap, TapStats};
-use crate::State;
 
 /// The guest address of `port` behind a VM's agent endpoint.
 pub(crate) fn guest_address(endpoint: &Address, port: u32) -> Option<Address> {

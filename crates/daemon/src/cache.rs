@@ -8,7 +8,7 @@
 //! record. With it, the common case reads none.
 //!
 //! Invalidation is coarse and cannot miss a change: every store call made
-//! through [`State::db`](crate::State::db) that changed anything but the
+//! through [`State::db`](crate::state::State::db) that changed anything but the
 //! audit log bumps a generation ([`Store::config_changes`]), and a cache
 //! built from an older generation is dropped whole. A load that raced with
 //! a change is used once but not kept, so once a change has returned to its
@@ -24,8 +24,8 @@ use guestcomm_protocol::ServiceId;
 use crate::limits::MAX_CACHED_VMS;
 use crate::model::Policy;
 use crate::model::{ServiceRow, VmRow};
+use crate::state::State;
 use crate::store::{Store, StoreError};
-use crate::State;
 
 /// One VM as admission sees it.
 #[derive(Debug)]

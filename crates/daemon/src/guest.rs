@@ -6,7 +6,7 @@
 //! service that is registered with a host endpoint, has a vsock port and is
 //! enabled on that VM, the daemon listens there and relays each connection to
 //! the host endpoint. [`reconcile`] recomputes that set after every change
-//! (no polling: it waits on [`State::changed`](crate::State::changed)),
+//! (no polling: it waits on [`State::changed`](crate::state::State::changed)),
 //! closing the listeners of services that were disabled or removed.
 //!
 //! Only the VMM may speak for the guest: each `<vm socket>_<P>` is mode
@@ -43,9 +43,9 @@ use crate::limits::{
 use crate::model::VmRow;
 use crate::model::{effective_on, Policy};
 use crate::relay::{admit, copy_both_ways};
+use crate::state::State;
 use crate::store::{Store, StoreError};
 use crate::tap::{Tap, TapStats};
-use crate::State;
 
 /// One listener the daemon should have.
 #[derive(Clone, Debug, PartialEq)]

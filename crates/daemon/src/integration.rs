@@ -14,7 +14,6 @@
 //! health monitor next sees it come back (see [`crate::health`]).
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Path, Query, State as AxumState};
@@ -34,16 +33,18 @@ use serde::Deserialize;
 use tracing::{info, warn};
 
 use crate::error::Error;
-use crate::limits::{
-    DEFAULT_TIME_SAMPLES, MAX_TIME_SAMPLES, PERIODIC_SYNC_TIMEOUT_MS, PERIODIC_SYNC_TOLERANCE_NS,
-};
+use crate::limits::{DEFAULT_TIME_SAMPLES, MAX_TIME_SAMPLES, PERIODIC_SYNC_TOLERANCE_NS};
 use crate::model::VmRow;
 use crate::relay::admit_api;
+use crate::state::State;
 use crate::store::{KvpDeliveryState, StoreError};
-use crate::State;
 
 /// Checks that `service` (and the agent's own service) may reach `vm`.
-async fn admit_service(state: &State, vm: &VmRow, service: BuiltinService) -> Result<(), Error> {
+pub(crate) async fn admit_service(
+    state: &State,
+    vm: &VmRow,
+    service: BuiltinService,
+) -> Result<(), Error> {
     for id in [BuiltinService::Agent.id(), service.id()] {
         admit_api(state, vm, id).await?;
     }
@@ -175,7 +176,7 @@ fn time_session<'a>(vm: &'a VmRow) -> impl FnMut() -> SampleSession<'a> + 'a {
 
 /// Steps `vm`'s clock if it is off by more than the tolerance (or the
 /// measurement's uncertainty); returns the offset found and whether it stepped.
-async fn sync_if_off(vm: &VmRow) -> Result<(i64, bool), Error> {
+pub(crate) async fn sync_if_off(vm: &VmRow) -> Result<(i64, bool), Error> {
     let before = ops::measure_time(time_session(vm), DEFAULT_TIME_SAMPLES)
         .await
         .map_err(|e| e.into_error(vm))?;
@@ -187,41 +188,6 @@ async fn sync_if_off(vm: &VmRow) -> Result<(i64, bool), Error> {
         .await
         .map_err(|e| e.into_error(vm))?;
     Ok((before.offset_ns, true))
-}
-
-/// The daemon's optional periodic time sync (`guestcommd
-/// --time-sync-interval`): every interval, each VM whose agent the health
-/// monitor sees answering and whose time service is enabled gets its clock
-/// stepped when it is off. One VM at a time, each bounded.
-pub(crate) async fn time_sync_loop(state: Arc<State>, interval: Duration) {
-    let mut rounds = crate::health::Rounds::new(interval, "time sync");
-    loop {
-        let vms = rounds.next(&state).await;
-        for vm in vms {
-            if state.health.get(vm.id).status != crate::health::OK
-                || admit_service(&state, &vm, BuiltinService::Time)
-                    .await
-                    .is_err()
-            {
-                continue;
-            }
-            match tokio::time::timeout(
-                Duration::from_millis(PERIODIC_SYNC_TIMEOUT_MS),
-                sync_if_off(&vm),
-            )
-            .await
-            {
-                Ok(Ok((offset_ns, true))) => {
-                    info!(vm = %vm.name, offset_ns, "guest clock stepped by the periodic time sync")
-                }
-                Ok(Ok((_, false))) => {}
-                Ok(Err(e)) => {
-                    warn!(vm = %vm.name, error = %error_chain(&e), "periodic time sync failed")
-                }
-                Err(_) => warn!(vm = %vm.name, "periodic time sync timed out"),
-            }
-        }
-    }
 }
 
 /// `GET /v1/vms/{name}/time`: the guest clock's offset from the host's.

@@ -21,8 +21,8 @@ use uuid::Uuid;
 
 use crate::error::Error;
 use crate::model::VmRow;
+use crate::state::State;
 use crate::store::{now_secs, Store, StoreError};
-use crate::State;
 
 impl Store {
     /// The policy document of VM `vm` (none: everything passes).

@@ -28,7 +28,7 @@ use crate::limits::{
     MAX_REFUSING_CALLERS, REFUSALS_RECORDED_PER_WINDOW, REFUSAL_FLUSH_INTERVAL_MS,
     REFUSAL_WINDOW_SECS,
 };
-use crate::State;
+use crate::state::State;
 
 /// The operation of a summary record.
 pub(crate) const COUNTED_OPERATION: &str = "refusals.counted";

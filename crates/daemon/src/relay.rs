@@ -53,9 +53,9 @@ use crate::error::Error;
 use crate::limits::{RELAY_BUFFER_BYTES, RELAY_BUFFER_START_BYTES};
 use crate::model::VmRow;
 use crate::model::{effective_on, Policy};
+use crate::state::State;
 use crate::store::StoreError;
 use crate::tap::{Tap, TapStats};
-use crate::State;
 
 /// The handler: checks the VM, reaches its agent, then upgrades.
 pub(crate) async fn connect(

@@ -34,7 +34,7 @@ use crate::limits::{
     ACCEPT_ERROR_PAUSE_MS, MAX_TLS_HANDSHAKES, MAX_TLS_HANDSHAKES_PER_PEER,
     TLS_HANDSHAKE_TIMEOUT_MS,
 };
-use crate::State;
+use crate::state::State;
 
 /// The server side: TLS 1.3 only, the daemon's certificate, and client
 /// certificates required and verified against `client_ca`.

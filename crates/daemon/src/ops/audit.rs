@@ -7,7 +7,7 @@ use crate::audit::Record;
 use crate::audit_chain;
 use crate::error::Error;
 use crate::limits::{MAX_AUDIT_QUERY_RECORDS, MAX_AUDIT_VERIFY_BATCH};
-use crate::State;
+use crate::state::State;
 
 /// The newest records (of `vm`, from `since_ms` on), at most `limit`, capped
 /// at [`MAX_AUDIT_QUERY_RECORDS`].

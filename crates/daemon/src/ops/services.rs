@@ -13,7 +13,7 @@ use crate::limits::MAX_ELEMENT_NAME_CHARS;
 use crate::model::Policy;
 use crate::model::ServiceRow;
 use crate::policy;
-use crate::State;
+use crate::state::State;
 
 /// CIM return codes of RequestStateChange.
 const RSC_COMPLETED: u32 = 0;

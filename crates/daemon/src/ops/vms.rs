@@ -9,7 +9,7 @@ use guestcomm_transport::Address;
 use crate::error::Error;
 use crate::model::Policy;
 use crate::model::VmRow;
-use crate::State;
+use crate::state::State;
 
 /// A VM as the API shows it, with its health.
 pub(crate) fn view(state: &State, row: VmRow) -> Vm {

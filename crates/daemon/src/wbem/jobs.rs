@@ -28,8 +28,8 @@ use crate::caller::Caller;
 use crate::limits::MAX_WBEM_JOBS;
 use crate::model::VmRow;
 use crate::policy::cim_datetime;
+use crate::state::State;
 use crate::store::now_secs;
-use crate::State;
 
 /// The job class.
 pub(crate) const JOB_CLASS: &str = "Msvm_CopyFileToGuestJob";

@@ -27,7 +27,7 @@ use super::{cim_error, require};
 use crate::access::Authorized;
 use crate::audit::{self, Outcome};
 use crate::limits::MAX_COPY_FILES_PER_CALL;
-use crate::State;
+use crate::state::State;
 
 /// Return value: the method ran to completion.
 const COMPLETED: u64 = 0;

@@ -40,7 +40,7 @@ use crate::access::Authorized;
 use crate::caller::Caller;
 use crate::error::{Error, ErrorKind};
 use crate::limits::{MAX_WBEM_DRAIN_BYTES, WBEM_DRAIN_TIMEOUT_MS};
-use crate::State;
+use crate::state::State;
 
 /// The class repository, parsed once from the built-in MOF.
 fn repository() -> Result<&'static Repository, CimError> {

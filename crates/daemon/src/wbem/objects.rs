@@ -24,7 +24,7 @@ use guestcomm_cim::{CimType, Repository};
 use crate::error::Error;
 use crate::model::VmRow;
 use crate::policy::{self, cim_datetime};
-use crate::State;
+use crate::state::State;
 
 /// Class of the VMs and the host.
 pub(crate) const COMPUTER_SYSTEM: &str = "Msvm_ComputerSystem";
