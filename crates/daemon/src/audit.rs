@@ -27,7 +27,6 @@ use crate::audit_chain::{self, Chain, Link};
 use crate::caller::Caller;
 use crate::config::AuditSection;
 use crate::limits::{MAX_AUDIT_ARGUMENTS_BYTES, MAX_AUDIT_ENV_NAMES_BYTES};
-use crate::state::State;
 use crate::store::{Store, StoreError};
 
 /// A record being built.
@@ -218,45 +217,6 @@ pub(crate) fn trace(record: &Record, link: Option<Link>) {
         digest = link.map(|l| audit_chain::hex(&l.digest)),
         "audit"
     );
-}
-
-impl State {
-    /// Records a finished operation (logged, never failing the caller).
-    pub(crate) async fn audit(&self, record: Record) {
-        self.audit_in(record, Chain::Operations).await;
-    }
-
-    /// Writes `record` (new, or completing the `running` record `record.id`)
-    /// to `chain` and logs it; returns its id, `None` when it could not be
-    /// written (logged, never failing the caller).
-    pub(crate) async fn audit_in(&self, record: Record, chain: Chain) -> Option<i64> {
-        let copy = record.clone();
-        match self.db(move |s| s.append_audit(&copy, chain)).await {
-            Ok(written) => {
-                if written.link.is_some() {
-                    let mut shown = record;
-                    shown.id = written.id;
-                    trace(&shown, written.link);
-                }
-                Some(written.id)
-            }
-            Err(e) => {
-                tracing::error!(error = %guestcomm_protocol::handshake::error_chain(&e), "cannot write an audit record");
-                None
-            }
-        }
-    }
-
-    /// Records an operation that starts now; [`State::audit_end`] completes it.
-    pub(crate) async fn audit_start(&self, record: &Record) -> Option<i64> {
-        self.audit_in(record.clone(), Chain::Operations).await
-    }
-
-    /// Completes the record `id` from [`State::audit_start`] (or writes a new one).
-    pub(crate) async fn audit_end(&self, id: Option<i64>, mut record: Record) {
-        record.id = id.unwrap_or(0);
-        self.audit_in(record, Chain::Operations).await;
-    }
 }
 
 const COLUMNS: &str = "id, time_ms, uid, gid, pid, vm, service, operation, arguments, outcome, exit_code, bytes, error, duration_ms, certificate, environment";

@@ -24,7 +24,6 @@ use guestcomm_protocol::ServiceId;
 use crate::limits::MAX_CACHED_VMS;
 use crate::model::Policy;
 use crate::model::{ServiceRow, VmRow};
-use crate::state::State;
 use crate::store::{Store, StoreError};
 
 /// One VM as admission sees it.
@@ -102,17 +101,17 @@ impl Cache {
         inner
     }
 
-    fn cached_vm(&self, name: &str) -> Option<Arc<VmView>> {
+    pub(crate) fn cached_vm(&self, name: &str) -> Option<Arc<VmView>> {
         self.current().vms.get(name).cloned()
     }
 
-    fn cached_services(&self) -> Option<Arc<Services>> {
+    pub(crate) fn cached_services(&self) -> Option<Arc<Services>> {
         self.current().services.clone()
     }
 
     /// Keeps `view`, read at generation `read_at`, unless the store has
     /// changed since.
-    fn keep_vm(&self, read_at: u64, view: &Arc<VmView>) {
+    pub(crate) fn keep_vm(&self, read_at: u64, view: &Arc<VmView>) {
         let mut inner = self.current();
         if inner.generation == read_at {
             if inner.vms.len() >= MAX_CACHED_VMS {
@@ -122,7 +121,7 @@ impl Cache {
         }
     }
 
-    fn keep_services(&self, read_at: u64, services: &Arc<Services>) {
+    pub(crate) fn keep_services(&self, read_at: u64, services: &Arc<Services>) {
         let mut inner = self.current();
         if inner.generation == read_at {
             inner.services = Some(services.clone());
@@ -130,38 +129,10 @@ impl Cache {
     }
 }
 
-impl State {
-    /// VM `name` as admission sees it, from memory when nothing changed
-    /// since it was read.
-    pub(crate) async fn vm_view(&self, name: &str) -> Result<Arc<VmView>, StoreError> {
-        if let Some(view) = self.cache.cached_vm(name) {
-            return Ok(view);
-        }
-        let name = name.to_string();
-        let (view, read_at) = self
-            .db_at_generation(move |s| VmView::load(s, &name))
-            .await?;
-        let view = Arc::new(view);
-        self.cache.keep_vm(read_at, &view);
-        Ok(view)
-    }
-
-    /// The registered services, from memory when nothing changed since
-    /// they were read.
-    pub(crate) async fn services(&self) -> Result<Arc<Services>, StoreError> {
-        if let Some(services) = self.cache.cached_services() {
-            return Ok(services);
-        }
-        let (rows, read_at) = self.db_at_generation(|s| s.services()).await?;
-        let services = Arc::new(rows.into_iter().map(|row| (row.id, row)).collect());
-        self.cache.keep_services(read_at, &services);
-        Ok(services)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::state::State;
 
     fn state() -> State {
         let mut store = Store::in_memory().unwrap();

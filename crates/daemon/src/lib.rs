@@ -20,7 +20,6 @@
 mod access;
 mod activity;
 mod agent_calls;
-mod api;
 mod audit;
 mod audit_chain;
 mod broker;
@@ -30,7 +29,7 @@ pub mod config;
 mod error;
 mod guest;
 mod health;
-mod http_server;
+mod http;
 mod integration;
 pub mod limits;
 mod model;
@@ -44,7 +43,6 @@ mod state;
 mod store;
 mod tap;
 mod tasks;
-mod tls_listener;
 mod wbem;
 
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
@@ -55,7 +53,7 @@ use std::time::Duration;
 use guestcomm_protocol::handshake::error_chain;
 use tokio::net::UnixListener;
 
-pub use crate::http_server::HttpLimits;
+pub use crate::http::server::HttpLimits;
 use crate::state::State;
 use crate::store::{Store, StoreError};
 
@@ -138,7 +136,7 @@ pub struct Daemon {
 /// The API's listener.
 enum Bound {
     Unix(UnixListener, SocketFile),
-    Tls(tls_listener::TlsListener),
+    Tls(http::tls_listener::TlsListener),
 }
 
 /// Removes the API socket file when the daemon stops.
@@ -191,13 +189,13 @@ impl Daemon {
                         config.config_path.display()
                     )));
                 };
-                let server = tls_listener::server_config(tls)
+                let server = http::tls_listener::server_config(tls)
                     .map_err(|e| StartError::Tls(error_chain(&e)))?;
                 let name = format!("tcp://{addr}");
                 let tcp = tokio::net::TcpListener::bind(addr)
                     .await
                     .map_err(|e| StartError::Listen(name.clone(), e))?;
-                let listener = tls_listener::TlsListener::new(tcp, server, state.clone())
+                let listener = http::tls_listener::TlsListener::new(tcp, server, state.clone())
                     .map_err(|e| StartError::Listen(name, e))?;
                 Bound::Tls(listener)
             }
@@ -250,7 +248,7 @@ impl Daemon {
                 tracing::info!(wbem = %format!("http://{addr}/cimom"), role = %config.wbem_role, "serving WBEM");
             }
             let app = wbem::tcp_router(state.clone(), config.wbem_role);
-            tokio::spawn(http_server::serve_tcp(tcp, app, config.http))
+            tokio::spawn(http::server::serve_tcp(tcp, app, config.http))
         });
         let monitor = config.heartbeat_interval.map(|interval| {
             tokio::spawn(tasks::health::monitor(
@@ -267,14 +265,14 @@ impl Daemon {
             state.clone(),
             config.file.audit,
         ));
-        let refusal_counter = tokio::spawn(refusals::flush_task(state.clone()));
+        let refusal_counter = tokio::spawn(tasks::refusals_flush::flush_task(state.clone()));
         tracing::info!(%api, state = %config.state_dir.display(), "serving");
-        let app = api::router(state);
+        let app = http::router(state);
         match listener {
             Bound::Unix(listener, _socket) => {
-                http_server::serve_unix(listener, app, config.http).await
+                http::server::serve_unix(listener, app, config.http).await
             }
-            Bound::Tls(listener) => http_server::serve_tls(listener, app, config.http).await,
+            Bound::Tls(listener) => http::server::serve_tls(listener, app, config.http).await,
         };
         if let Some(monitor) = monitor {
             monitor.abort();

@@ -99,7 +99,7 @@ pub(crate) async fn connect(
     switching_protocols()
 }
 
-/// The caller [`authorize`](crate::access::authorize) identified.
+/// The caller [`authorize`](crate::http) identified.
 pub(crate) fn caller_of(req: &Request) -> Caller {
     req.extensions()
         .get::<Authorized>()

@@ -4,8 +4,14 @@
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use std::time::Instant;
 
+use crate::audit::{trace, Record};
+use crate::audit_chain::Chain;
+use crate::cache::{Services, VmView};
+use crate::caller::Caller;
 use crate::health::HealthMap;
+use crate::refusals::Admit;
 use crate::store::{Store, StoreError};
 use crate::{access, agent_calls, cache, limits, refusals, spare, wbem};
 
@@ -88,5 +94,85 @@ impl State {
         })
         .await
         .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
+    }
+}
+
+/// The audit log's writes (records built by [`crate::audit`]).
+impl State {
+    /// Records a finished operation (logged, never failing the caller).
+    pub(crate) async fn audit(&self, record: Record) {
+        self.audit_in(record, Chain::Operations).await;
+    }
+
+    /// Writes `record` (new, or completing the `running` record `record.id`)
+    /// to `chain` and logs it; returns its id, `None` when it could not be
+    /// written (logged, never failing the caller).
+    pub(crate) async fn audit_in(&self, record: Record, chain: Chain) -> Option<i64> {
+        let copy = record.clone();
+        match self.db(move |s| s.append_audit(&copy, chain)).await {
+            Ok(written) => {
+                if written.link.is_some() {
+                    let mut shown = record;
+                    shown.id = written.id;
+                    trace(&shown, written.link);
+                }
+                Some(written.id)
+            }
+            Err(e) => {
+                tracing::error!(error = %guestcomm_protocol::handshake::error_chain(&e), "cannot write an audit record");
+                None
+            }
+        }
+    }
+
+    /// Records an operation that starts now; [`State::audit_end`] completes it.
+    pub(crate) async fn audit_start(&self, record: &Record) -> Option<i64> {
+        self.audit_in(record.clone(), Chain::Operations).await
+    }
+
+    /// Completes the record `id` from [`State::audit_start`] (or writes a new one).
+    pub(crate) async fn audit_end(&self, id: Option<i64>, mut record: Record) {
+        record.id = id.unwrap_or(0);
+        self.audit_in(record, Chain::Operations).await;
+    }
+}
+
+/// What admission reads, through the cache ([`crate::cache`]).
+impl State {
+    /// VM `name` as admission sees it, from memory when nothing changed
+    /// since it was read.
+    pub(crate) async fn vm_view(&self, name: &str) -> Result<Arc<VmView>, StoreError> {
+        if let Some(view) = self.cache.cached_vm(name) {
+            return Ok(view);
+        }
+        let name = name.to_string();
+        let (view, read_at) = self
+            .db_at_generation(move |s| VmView::load(s, &name))
+            .await?;
+        let view = Arc::new(view);
+        self.cache.keep_vm(read_at, &view);
+        Ok(view)
+    }
+
+    /// The registered services, from memory when nothing changed since
+    /// they were read.
+    pub(crate) async fn services(&self) -> Result<Arc<Services>, StoreError> {
+        if let Some(services) = self.cache.cached_services() {
+            return Ok(services);
+        }
+        let (rows, read_at) = self.db_at_generation(|s| s.services()).await?;
+        let services = Arc::new(rows.into_iter().map(|row| (row.id, row)).collect());
+        self.cache.keep_services(read_at, &services);
+        Ok(services)
+    }
+}
+
+impl State {
+    /// Audits the refusal `record` of a caller without a role or an
+    /// identity (module doc).
+    pub(crate) async fn audit_unaccountable_refusal(&self, caller: Caller, record: Record) {
+        if self.refusals.admit(caller, Instant::now()) == Admit::Record {
+            self.audit_in(record, Chain::Refusals).await;
+        }
     }
 }

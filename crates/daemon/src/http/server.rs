@@ -28,11 +28,11 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, UnixListener};
 
 use crate::caller::Caller;
+use crate::http::tls_listener::TlsListener;
 use crate::limits::{
     ACCEPT_ERROR_PAUSE_MS, DEFAULT_HTTP_HEADER_TIMEOUT_MS, DEFAULT_MAX_HTTP_CONNECTIONS,
     DEFAULT_MAX_HTTP_CONNECTIONS_PER_PEER,
 };
-use crate::tls_listener::TlsListener;
 
 /// Bounds of the HTTP connections of one listener.
 #[derive(Clone, Copy, Debug)]

@@ -4,8 +4,12 @@
 //! and encodes the answer; it returns `Result<_, Error>`, and [`status`] is
 //! the one place where an error's kind becomes an HTTP status, and the body
 //! is always an [`ErrorBody`] with the whole error chain. Every route passes
-//! through [`crate::access::authorize`] first: the caller's role, then the
+//! through [`authorize::authorize`] first: the caller's role, then the
 //! audit log.
+
+mod authorize;
+pub(crate) mod server;
+pub(crate) mod tls_listener;
 
 use std::sync::Arc;
 
@@ -31,7 +35,7 @@ use crate::ops::{self, services, vms};
 use crate::state::State;
 
 /// The OpenAPI document of this API, hand-written.
-const OPENAPI: &str = include_str!("openapi.json");
+const OPENAPI: &str = include_str!("../openapi.json");
 
 /// The HTTP status and stable code of every kind of error: the one mapping.
 pub(crate) fn status(kind: ErrorKind) -> (StatusCode, &'static str) {
@@ -153,7 +157,7 @@ pub(crate) fn router(state: Arc<State>) -> Router {
         .route("/cimom", post(crate::wbem::cimom))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
-            crate::access::authorize,
+            authorize::authorize,
         ))
         .fallback(no_route)
         .method_not_allowed_fallback(no_route)
