@@ -23,10 +23,10 @@ use guestcomm_api::{AuditEnvironment, AuditOutcome, AuditRecord};
 use rusqlite::{params, OptionalExtension, Row};
 use sha2::{Digest, Sha256};
 
-use crate::audit_chain::{self, Chain, Link};
 use crate::caller::Caller;
 use crate::config::AuditSection;
 use crate::limits::{MAX_AUDIT_ARGUMENTS_BYTES, MAX_AUDIT_ENV_NAMES_BYTES};
+use crate::store::audit_chain::{self, Chain, Link};
 use crate::store::{Store, StoreError};
 
 /// A record being built.

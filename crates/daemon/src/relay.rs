@@ -523,7 +523,7 @@ async fn admit_request(
     }
     // A refusal is complete: chained and logged now.
     let id = state
-        .audit_in(record.clone(), crate::audit_chain::Chain::Operations)
+        .audit_in(record.clone(), crate::store::audit_chain::Chain::Operations)
         .await;
     record.id = id.unwrap_or(0);
     Ok(Verdict {

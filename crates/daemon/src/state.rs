@@ -7,13 +7,13 @@ use std::time::Duration;
 use std::time::Instant;
 
 use crate::audit::{trace, Record};
-use crate::audit_chain::Chain;
 use crate::cache::{Services, VmView};
 use crate::caller::Caller;
 use crate::health::HealthMap;
 use crate::refusals::Admit;
+use crate::store::audit_chain::Chain;
 use crate::store::{Store, StoreError};
-use crate::{access, agent_calls, cache, limits, refusals, spare, wbem};
+use crate::{access, agent_calls, cache, copy_jobs, limits, refusals, spare};
 
 /// Shared by every handler and the monitor.
 pub(crate) struct State {
@@ -33,7 +33,7 @@ pub(crate) struct State {
     /// What relayed requests need from the store, kept while it is unchanged.
     pub(crate) cache: Arc<cache::Cache>,
     /// CopyFilesToGuest jobs of the WBEM endpoint (in memory).
-    pub(crate) wbem_jobs: wbem::jobs::Jobs,
+    pub(crate) wbem_jobs: copy_jobs::Jobs,
     /// How long a relayed copy may move no byte before it is closed.
     pub(crate) relay_copy_idle: Duration,
     /// Refusals of callers without a role, recorded and counted apart.
@@ -59,7 +59,7 @@ impl State {
             changed: tokio::sync::Notify::new(),
             spares: Arc::default(),
             cache: Arc::default(),
-            wbem_jobs: wbem::jobs::Jobs::default(),
+            wbem_jobs: copy_jobs::Jobs::default(),
             relay_copy_idle: Duration::from_millis(limits::DEFAULT_RELAY_COPY_IDLE_TIMEOUT_MS),
             refusals: refusals::Refusals::default(),
         }

@@ -4,10 +4,10 @@
 use guestcomm_api::AuditVerification;
 
 use crate::audit::Record;
-use crate::audit_chain;
 use crate::error::Error;
 use crate::limits::{MAX_AUDIT_QUERY_RECORDS, MAX_AUDIT_VERIFY_BATCH};
 use crate::state::State;
+use crate::store::audit_chain;
 
 /// The newest records (of `vm`, from `since_ms` on), at most `limit`, capped
 /// at [`MAX_AUDIT_QUERY_RECORDS`].

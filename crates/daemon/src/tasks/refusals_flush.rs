@@ -5,9 +5,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::audit::Outcome;
-use crate::audit_chain::Chain;
 use crate::limits::REFUSAL_FLUSH_INTERVAL_MS;
 use crate::state::State;
+use crate::store::audit_chain::Chain;
 
 /// Writes the summary records every [`REFUSAL_FLUSH_INTERVAL_MS`].
 pub(crate) async fn flush_task(state: Arc<State>) {

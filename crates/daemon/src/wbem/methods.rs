@@ -21,7 +21,7 @@ use guestcomm_cim::{CimError, CimStatus, CimType, Repository};
 use guestcomm_protocol::files::CopyToGuest;
 use guestcomm_protocol::{BuiltinService, ServiceId};
 
-use super::jobs::{CopyFile, Jobs};
+use super::jobs::{self, CopyFile};
 use super::objects::{vm_of, Snapshot, INTERFACE};
 use super::{cim_error, require};
 use crate::access::Authorized;
@@ -206,7 +206,7 @@ async fn run(
                 vm.ok_or_else(|| CimError::new(CimStatus::NotFound, "the instance's VM is gone"))?;
             let files = copy_files(call)?;
             admit_copy(state, &vm, &files).await?;
-            let job = Jobs::start(state, vm, files, auth.caller)?;
+            let job = jobs::start(state, vm, files, auth.caller)?;
             Ok(MethodReturn {
                 value: CimValue::Uint(JOB_STARTED),
                 value_type: CimType::Uint(32),

@@ -70,7 +70,7 @@ impl Snapshot {
                 .unwrap_or_else(|| "localhost".into()),
             vms,
             services: crate::ops::services::instances(state, None).await?,
-            jobs: state.wbem_jobs.instances(),
+            jobs: super::jobs::instances(&state.wbem_jobs),
         })
     }
 

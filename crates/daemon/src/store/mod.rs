@@ -12,6 +12,8 @@
 //! services are (re)inserted at every open, so a new built-in needs no
 //! migration.
 
+pub(crate) mod audit_chain;
+
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
@@ -293,7 +295,7 @@ impl Store {
             let tx = conn.transaction()?;
             tx.execute_batch(sql)?;
             if step == AUDIT_CHAIN_MIGRATION {
-                crate::audit_chain::link_unchained(&tx)?;
+                crate::store::audit_chain::link_unchained(&tx)?;
             }
             tx.pragma_update(None, "user_version", step as u32 + 1)?;
             tx.commit()?;
