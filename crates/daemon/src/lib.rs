@@ -1,15 +1,19 @@
 //! guestcommd, the host daemon: VM inventory, the registry of guest
 //! communication services, per-VM enablement, health, and the HTTP/JSON API.
 //!
+//! The modules are layers, each importing only from those below it
+//! (docs/ARCHITECTURE.md):
+//!
 //! ```text
-//! access (caller, role) -> API (api, relay) -> policy (effective state) -> store (SQLite)
-//!        -> audit (SQLite + tracing)          -> spare (warm agent connections)
-//!                                             -> guestcomm_client -> transport -> agent
-//! integration: guest info, time, key-value pools, shutdown, freeze by VM name
-//! health: a monitor task probing every VM's agent (and delivering pending
-//!         key-value pools when an agent answers again)
-//! wbem: the same objects as CIM instances over CIM-XML (POST /cimom on the
-//!       API, and --wbem tcp://127.0.0.1:PORT), CopyFilesToGuest jobs
+//! http/  wbem/                    front ends: decode, call, encode (HTTP, CIM-XML)
+//! tasks/                          health monitor, time sync, audit pruning
+//! ops/  integration  relay  broker  guest  policy_doc
+//!                                 operations, relayed sessions, host policy
+//! state  cache  audit  refusals  copy_jobs  access
+//!                                 shared state, audit records, role tables
+//! store/                          SQLite (and the audit hash chain)
+//! error  model  limits  caller  config  policy  health  spare  tap ...
+//!                                 leaves
 //! ```
 //!
 //! [`config`] reads the configuration file (roles, socket group, audit retention).
