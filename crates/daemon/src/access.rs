@@ -1,101 +1,20 @@
-//! Who may call what on the API: callers identified by `SO_PEERCRED`, or by
-//! their client certificate on the TCP API ([`Caller`]), their role from the
-//! configuration file ([`Access`]), and
-//! the one table of routes and the role each needs ([`ROUTES`]).
-//!
-//! ```text
-//! accept -> SO_PEERCRED (uid, gid, pid) -> Caller (connect info)
-//! request -> matched route -> ROUTES: operation, role needed, audited?
-//!         -> caller's role: root and the daemon's uid are admin, else the
-//!            highest role whose users or groups name the caller, else none
-//!         -> 403 permission_denied naming the role
-//!         -> operator routes but reads on a read-only VM: 403 policy_denied
-//!         -> the handler
-//! ```
+//! Who may call what on the API: a caller's ([`crate::caller::Caller`])
+//! roles from the configuration file ([`Access`], [`Grants`]), and the one
+//! table of routes and the role each needs ([`ROUTES`]). The middleware that
+//! applies them to every call is `http::authorize`.
 //!
 //! A route missing from [`ROUTES`] needs `admin` (fail closed); a unit test
 //! checks the table against openapi.json.
 
-use std::sync::Arc;
-
-use axum::extract::rejection::{MatchedPathRejection, RawPathParamsRejection};
-use axum::extract::{ConnectInfo, MatchedPath, RawPathParams, Request, State as AxumState};
 use axum::http::Method;
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
-use axum::serve::IncomingStream;
-use guestcomm_api::tls::{digest, format_fingerprint};
 use guestcomm_api::Role;
-use tokio::net::{TcpStream, UnixListener};
-use tokio_rustls::server::TlsStream;
 
-use crate::api::Error;
-use crate::audit::{self, Outcome};
+use crate::caller::Caller;
 use crate::config::{Members, Principal, RolesSection};
-use crate::tls_listener::TlsListener;
-use crate::State;
-
-/// Who called: `SO_PEERCRED` on the API socket, or the client certificate
-/// on the TCP API.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Caller {
-    /// User id.
-    pub uid: Option<u32>,
-    /// Group id.
-    pub gid: Option<u32>,
-    /// Process id.
-    pub pid: Option<i32>,
-    /// SHA-256 of the client certificate (TCP API).
-    pub certificate: Option<[u8; 32]>,
-}
-
-impl Caller {
-    /// The certificate's fingerprint, `sha256:...`.
-    pub fn fingerprint(&self) -> Option<String> {
-        self.certificate.as_ref().map(format_fingerprint)
-    }
-}
-
-impl Caller {
-    /// The caller on the API socket, by `SO_PEERCRED`.
-    pub fn of_unix(stream: &tokio::net::UnixStream) -> Self {
-        let cred = stream.peer_cred().ok();
-        Self {
-            uid: cred.map(|c| c.uid()),
-            gid: cred.map(|c| c.gid()),
-            pid: cred.and_then(|c| c.pid()),
-            certificate: None,
-        }
-    }
-
-    /// The caller on the TCP API, by its client certificate.
-    pub fn of_tls(stream: &TlsStream<TcpStream>) -> Self {
-        let (_, session) = stream.get_ref();
-        Self {
-            certificate: session
-                .peer_certificates()
-                .and_then(|chain| chain.first())
-                .map(|cert| digest(cert)),
-            ..Self::default()
-        }
-    }
-}
-
-impl axum::extract::connect_info::Connected<IncomingStream<'_, UnixListener>> for Caller {
-    fn connect_info(stream: IncomingStream<'_, UnixListener>) -> Self {
-        Self::of_unix(stream.io())
-    }
-}
-
-impl axum::extract::connect_info::Connected<IncomingStream<'_, TlsListener>> for Caller {
-    fn connect_info(stream: IncomingStream<'_, TlsListener>) -> Self {
-        Self::of_tls(stream.io())
-    }
-}
 
 /// When a call goes into the audit log.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Audited {
+pub(crate) enum Audited {
     /// Always: changes, guest operations, reading secrets.
     Always,
     /// Only when refused or failed: plain reads.
@@ -104,32 +23,32 @@ pub enum Audited {
 
 /// One route of the API and what calling it takes.
 #[derive(Clone, Debug)]
-pub struct RouteRule {
+pub(crate) struct RouteRule {
     /// HTTP method.
-    pub method: Method,
+    pub(crate) method: Method,
     /// The route as registered (`/v1/vms/{name}`).
-    pub path: &'static str,
+    pub(crate) path: &'static str,
     /// The operation's name in the audit log and in refusals.
-    pub operation: &'static str,
+    pub(crate) operation: &'static str,
     /// The lowest role allowed.
-    pub role: Role,
+    pub(crate) role: Role,
     /// When it is audited.
-    pub audited: Audited,
+    pub(crate) audited: Audited,
     /// Its handler applies a VM's read-only policy to each request itself
     /// (the exec/cp relay, module relay), so the middleware does not.
-    pub checks_read_only: bool,
+    pub(crate) checks_read_only: bool,
 }
 
 impl RouteRule {
     /// Whether its answer lists things of many VMs, which a caller with
     /// roles on some VMs only sees limited to those (`vm.list`, `audit.read`).
-    pub fn lists_per_vm(&self) -> bool {
+    pub(crate) fn lists_per_vm(&self) -> bool {
         matches!(self.operation, "vm.list" | "audit.read")
     }
 
     /// Whether its handler asks the VM's agent (a connection per call):
     /// such calls are bounded per VM (module `agent_calls`).
-    pub fn reaches_agent(&self) -> bool {
+    pub(crate) fn reaches_agent(&self) -> bool {
         matches!(
             self.operation,
             "info"
@@ -184,7 +103,7 @@ use Role::{Admin, Operator, Viewer};
 /// Every route, the role it needs and whether it is audited: the one place
 /// where access is decided. New routes add a line here (and to openapi.json).
 #[rustfmt::skip] // One line per route reads as a table.
-pub const ROUTES: &[RouteRule] = &[
+pub(crate) const ROUTES: &[RouteRule] = &[
     rule(Method::GET, "/openapi.json", "openapi", Viewer, Failures),
     rule(Method::GET, "/v1/vms", "vm.list", Viewer, Failures),
     rule(Method::POST, "/v1/vms", "vm.add", Admin, Always),
@@ -227,7 +146,7 @@ pub const ROUTES: &[RouteRule] = &[
 static UNLISTED: RouteRule = rule(Method::GET, "?", "unlisted", Admin, Always);
 
 /// The rule of `method path`; a route missing from the table needs admin.
-pub fn route_rule(method: &Method, path: &str) -> &'static RouteRule {
+pub(crate) fn route_rule(method: &Method, path: &str) -> &'static RouteRule {
     ROUTES
         .iter()
         .find(|r| r.method == *method && r.path == path)
@@ -236,19 +155,19 @@ pub fn route_rule(method: &Method, path: &str) -> &'static RouteRule {
 
 /// A caller as the user and group databases know it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Identity {
+pub(crate) struct Identity {
     /// User id.
-    pub uid: u32,
+    pub(crate) uid: u32,
     /// User name, if the database has one.
-    pub user: Option<String>,
+    pub(crate) user: Option<String>,
     /// Primary group (from the socket) and the user's supplementary groups,
     /// with their names.
-    pub groups: Vec<(u32, Option<String>)>,
+    pub(crate) groups: Vec<(u32, Option<String>)>,
 }
 
 impl Identity {
     /// Looks `caller` up in the user and group databases (blocking: NSS).
-    pub fn lookup(uid: u32, gid: Option<u32>) -> Self {
+    pub(crate) fn lookup(uid: u32, gid: Option<u32>) -> Self {
         use nix::unistd::{getgrouplist, Gid, Group, Uid, User};
         let user = User::from_uid(Uid::from_raw(uid)).ok().flatten();
         let mut gids: Vec<u32> = gid.into_iter().collect();
@@ -277,7 +196,7 @@ impl Identity {
     }
 
     /// `uid 1001 (alice)`, for messages.
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         match &self.user {
             Some(name) => format!("uid {} ({name})", self.uid),
             None => format!("uid {}", self.uid),
@@ -301,16 +220,16 @@ impl Members {
 
 /// Role memberships and the users who are always admin.
 #[derive(Clone, Debug)]
-pub struct Access {
+pub(crate) struct Access {
     roles: RolesSection,
     daemon_uid: u32,
     /// The configuration file, named in refusals.
-    pub config_path: String,
+    pub(crate) config_path: String,
 }
 
 impl Access {
     /// Access by `roles`, read from `config_path`.
-    pub fn new(roles: RolesSection, config_path: String) -> Self {
+    pub(crate) fn new(roles: RolesSection, config_path: String) -> Self {
         Self {
             roles,
             daemon_uid: nix::unistd::geteuid().as_raw(),
@@ -319,19 +238,20 @@ impl Access {
     }
 
     /// root and the daemon's own user, admin whatever the configuration says.
-    pub fn always_admin(&self, uid: u32) -> bool {
+    pub(crate) fn always_admin(&self, uid: u32) -> bool {
         uid == 0 || uid == self.daemon_uid
     }
 
+    #[cfg(test)]
     /// The highest host-wide role `who` holds: root and the daemon's own
     /// user are admin; otherwise the highest role listing the user or a
     /// group of it.
-    pub fn role_of(&self, who: &Identity) -> Option<Role> {
+    pub(crate) fn role_of(&self, who: &Identity) -> Option<Role> {
         self.grants_of(who).host
     }
 
     /// Every role `who` holds, host-wide and per VM.
-    pub fn grants_of(&self, who: &Identity) -> Grants {
+    pub(crate) fn grants_of(&self, who: &Identity) -> Grants {
         if self.always_admin(who.uid) {
             return Grants {
                 host: Some(Admin),
@@ -342,7 +262,7 @@ impl Access {
     }
 
     /// Every role a TCP API client certificate (`sha256:...`) holds.
-    pub fn grants_of_certificate(&self, fingerprint: &str) -> Grants {
+    pub(crate) fn grants_of_certificate(&self, fingerprint: &str) -> Grants {
         self.grants(|members| members.certificates.iter().any(|c| c == fingerprint))
     }
 
@@ -370,17 +290,17 @@ impl Access {
 /// The roles a caller holds: one on the whole host, and roles on the VMs
 /// that `[[roles.vms]]` tables name.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Grants {
+pub(crate) struct Grants {
     /// The host-wide role.
-    pub host: Option<Role>,
+    pub(crate) host: Option<Role>,
     /// VM name globs and the role held on the VMs they match.
-    pub vms: Vec<(Vec<String>, Role)>,
+    pub(crate) vms: Vec<(Vec<String>, Role)>,
 }
 
 impl Grants {
     /// The highest role held on VM `vm`: the host-wide one or one of a
     /// table naming it.
-    pub fn on_vm(&self, vm: &str) -> Option<Role> {
+    pub(crate) fn on_vm(&self, vm: &str) -> Option<Role> {
         let scoped = self
             .vms
             .iter()
@@ -394,12 +314,12 @@ impl Grants {
     }
 
     /// Whether the caller may see VM `vm` at all.
-    pub fn sees_vm(&self, vm: &str) -> bool {
+    pub(crate) fn sees_vm(&self, vm: &str) -> bool {
         self.on_vm(vm).is_some()
     }
 
     /// Whether every role held is limited to some VMs.
-    pub fn vms_only(&self) -> bool {
+    pub(crate) fn vms_only(&self) -> bool {
         self.host.is_none() && !self.vms.is_empty()
     }
 
@@ -407,7 +327,7 @@ impl Grants {
     /// the host-wide one for calls about no VM; a caller with roles on some
     /// VMs only is a viewer of the calls that list per VM (`vm list`, the
     /// audit log), which then show only those VMs.
-    fn for_call(&self, rule: &RouteRule, vm: Option<&str>) -> Option<Role> {
+    pub(crate) fn for_call(&self, rule: &RouteRule, vm: Option<&str>) -> Option<Role> {
         match vm {
             Some(vm) => self.on_vm(vm),
             None if self.vms_only() && rule.lists_per_vm() => Some(Viewer),
@@ -427,154 +347,14 @@ impl Default for Access {
 
 /// What an authorized request carries to its handler (request extension).
 #[derive(Clone, Debug)]
-pub struct Authorized {
+pub(crate) struct Authorized {
     /// Who called.
-    pub caller: Caller,
+    pub(crate) caller: Caller,
     /// The caller's role for this call.
-    pub role: Role,
+    pub(crate) role: Role,
     /// Every role the caller holds: a call listing many VMs' things shows
     /// only those of VMs the caller may see ([`Grants::sees_vm`]).
-    pub grants: Grants,
-}
-
-/// Audits a refusal and answers it: a caller without a role's refusal
-/// goes to its own chain, counted past a bound (module `refusals`).
-async fn refuse(
-    state: &State,
-    caller: Caller,
-    mut record: audit::Record,
-    err: Error,
-    started: std::time::Instant,
-) -> Response {
-    audit::finish(
-        &mut record,
-        Outcome::Refused,
-        Some(err.to_string()),
-        started,
-    );
-    match &err {
-        Error::Forbidden { has: None, .. } => {
-            state.audit_unaccountable_refusal(caller, record).await
-        }
-        _ => state.audit(record).await,
-    }
-    err.into_response()
-}
-
-/// The middleware of every route: decides access from [`ROUTES`], then
-/// records the call in the audit log when the table says so. Relayed
-/// operations that were let through (HTTP 101) are recorded by the relay.
-pub async fn authorize(
-    AxumState(state): AxumState<Arc<State>>,
-    ConnectInfo(caller): ConnectInfo<Caller>,
-    matched: Result<MatchedPath, MatchedPathRejection>,
-    params: Result<RawPathParams, RawPathParamsRejection>,
-    mut req: Request,
-    next: Next,
-) -> Response {
-    let started = std::time::Instant::now();
-    let path = matched.as_ref().map_or("?", |m| m.as_str());
-    let rule = route_rule(req.method(), path);
-    let param = |key: &str| {
-        params.as_ref().ok().and_then(|p| {
-            p.iter()
-                .find(|(k, _)| *k == key)
-                .map(|(_, v)| v.to_string())
-        })
-    };
-    let mut record = audit::record(caller, rule.operation);
-    record.vm = param("name");
-    record.service = param("id");
-    // Other path parameters (a key-value pool and key) and the query.
-    let mut arguments: Vec<String> = params
-        .iter()
-        .flat_map(|p| p.iter())
-        .filter(|(k, _)| !matches!(*k, "name" | "id"))
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect();
-    arguments.extend(req.uri().query().map(str::to_string));
-    record.arguments = audit::arguments(&arguments.join(" "));
-    let (who, grants) = match (caller.uid, caller.fingerprint()) {
-        // Admin whatever the configuration says: no user database lookup
-        // (a blocking hand-off and NSS reads) on their every call.
-        (Some(uid), _) if state.access.always_admin(uid) => {
-            let admin = Grants {
-                host: Some(Admin),
-                vms: Vec::new(),
-            };
-            (format!("uid {uid}"), admin)
-        }
-        (Some(uid), _) => {
-            match tokio::task::spawn_blocking(move || Identity::lookup(uid, caller.gid)).await {
-                Ok(who) => (who.describe(), state.access.grants_of(&who)),
-                Err(_) => (format!("uid {uid}"), Grants::default()),
-            }
-        }
-        (None, Some(fp)) => {
-            let grants = state.access.grants_of_certificate(&fp);
-            (format!("client certificate {fp}"), grants)
-        }
-        (None, None) => ("an unidentified caller".into(), Grants::default()),
-    };
-    let role = grants.for_call(rule, record.vm.as_deref());
-    if role.is_none_or(|r| r < rule.role) {
-        let err = Error::Forbidden {
-            operation: rule.operation,
-            required: rule.role,
-            who,
-            has: role,
-            config: state.access.config_path.clone(),
-        };
-        return refuse(&state, caller, record, err, started).await;
-    }
-    // A read-only VM (host policy) lets no operator call through but reads,
-    // unless the route's handler checks that itself (one store call).
-    if rule.role == Operator && rule.method != Method::GET && !rule.checks_read_only {
-        if let Some(vm) = record.vm.clone() {
-            if let Err(err) = crate::policy_doc::require_writable(&state, vm).await {
-                return refuse(&state, caller, record, err, started).await;
-            }
-        }
-    }
-    let note = audit::Note::default();
-    req.extensions_mut().insert(note.clone());
-    req.extensions_mut().insert(Authorized {
-        caller,
-        // Checked just above.
-        role: role.unwrap_or(Viewer),
-        grants,
-    });
-    let slot = match (&record.vm, rule.reaches_agent()) {
-        (Some(vm), true) => Some(state.agent_calls.take(vm)),
-        _ => None,
-    };
-    let response = match slot {
-        Some(Err(busy)) => busy.into_response(),
-        Some(Ok(_slot)) => next.run(req).await,
-        None => next.run(req).await,
-    };
-    let status = response.status();
-    let failed = !(status.is_success() || status.is_informational());
-    if status != axum::http::StatusCode::SWITCHING_PROTOCOLS && (failed || rule.audited == Always) {
-        let (outcome, error) = if failed {
-            let error = response
-                .extensions()
-                .get::<crate::api::ErrorText>()
-                .map(|e| e.0.clone());
-            let outcome = if status == axum::http::StatusCode::FORBIDDEN {
-                Outcome::Refused
-            } else {
-                Outcome::Failed
-            };
-            (outcome, error)
-        } else {
-            (Outcome::Ok, None)
-        };
-        note.apply(&mut record);
-        audit::finish(&mut record, outcome, error, started);
-        state.audit(record).await;
-    }
-    response
+    pub(crate) grants: Grants,
 }
 
 #[cfg(test)]

@@ -15,7 +15,7 @@ use tokio::time::Instant;
 
 /// When bytes last moved through a relay, either way.
 #[derive(Debug)]
-pub struct Activity {
+pub(crate) struct Activity {
     start: Instant,
     /// Milliseconds from `start` to the last movement.
     last_ms: AtomicU64,
@@ -32,14 +32,14 @@ impl Default for Activity {
 
 impl Activity {
     /// Bytes moved just now.
-    pub fn touch(&self) {
+    pub(crate) fn touch(&self) {
         let ms = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
         self.last_ms.fetch_max(ms, Ordering::Relaxed);
     }
 
     /// Resolves, with an error of kind [`io::ErrorKind::TimedOut`], once no
     /// byte has moved for `idle`; never when `idle` is `None`.
-    pub async fn stalled(&self, idle: Option<Duration>) -> io::Error {
+    pub(crate) async fn stalled(&self, idle: Option<Duration>) -> io::Error {
         let Some(idle) = idle else {
             return std::future::pending().await;
         };

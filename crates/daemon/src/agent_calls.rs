@@ -12,12 +12,12 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::api::Error;
+use crate::error::Error;
 use crate::limits::MAX_AGENT_CALLS_PER_VM;
 
 /// The slots of every VM with a call in flight.
 #[derive(Debug, Default)]
-pub struct AgentCalls {
+pub(crate) struct AgentCalls {
     /// By VM name; an entry lives only while one of its slots is held,
     /// so names that callers make up cost nothing once their call ends.
     per_vm: Mutex<HashMap<String, Arc<Semaphore>>>,
@@ -25,7 +25,7 @@ pub struct AgentCalls {
 
 /// One call's slot, given back when dropped.
 #[derive(Debug)]
-pub struct AgentCallSlot {
+pub(crate) struct AgentCallSlot {
     calls: Arc<AgentCalls>,
     vm: String,
     permit: Option<OwnedSemaphorePermit>,
@@ -38,7 +38,7 @@ impl AgentCalls {
 
     /// A slot for a call to `vm`'s agent, or 503 when it has
     /// [`MAX_AGENT_CALLS_PER_VM`] in flight.
-    pub fn take(self: &Arc<Self>, vm: &str) -> Result<AgentCallSlot, Error> {
+    pub(crate) fn take(self: &Arc<Self>, vm: &str) -> Result<AgentCallSlot, Error> {
         let mut per_vm = self.lock();
         let slots = per_vm
             .entry(vm.to_string())
@@ -55,8 +55,9 @@ impl AgentCalls {
         })
     }
 
+    #[cfg(test)]
     /// VMs with a call in flight.
-    pub fn busy_vms(&self) -> usize {
+    pub(crate) fn busy_vms(&self) -> usize {
         self.lock().len()
     }
 }

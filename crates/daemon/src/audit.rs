@@ -8,7 +8,7 @@
 //! cp) are written when they start, as `running`, and updated when they
 //! end; one still `running` when the daemon starts again becomes
 //! `interrupted`. Retention (`[audit]` in the configuration file) is applied
-//! at start and every [`AUDIT_PRUNE_INTERVAL_SECS`], to each chain apart.
+//! at start and every [`AUDIT_PRUNE_INTERVAL_SECS`](crate::limits::AUDIT_PRUNE_INTERVAL_SECS), to each chain apart.
 //!
 //! Complete records are hash-chained (module `audit_chain`, schema
 //! migration 8; `GET /v1/audit/verify`); refusals of callers without a role
@@ -17,41 +17,32 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Query, State as AxumState};
-use axum::{Extension, Json};
-use guestcomm_api::{AuditEnvironment, AuditOutcome, AuditRecord, AuditVerification};
+use guestcomm_api::{AuditEnvironment, AuditOutcome, AuditRecord};
 use rusqlite::{params, OptionalExtension, Row};
-use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use crate::access::{Authorized, Caller};
-use crate::api::Error;
-use crate::audit_chain::{self, Chain, Link};
+use crate::caller::Caller;
 use crate::config::AuditSection;
-use crate::limits::{
-    AUDIT_PRUNE_INTERVAL_SECS, MAX_AUDIT_ARGUMENTS_BYTES, MAX_AUDIT_ENV_NAMES_BYTES,
-    MAX_AUDIT_QUERY_RECORDS, MAX_AUDIT_VERIFY_BATCH,
-};
+use crate::limits::{MAX_AUDIT_ARGUMENTS_BYTES, MAX_AUDIT_ENV_NAMES_BYTES};
+use crate::store::audit_chain::{self, Chain, Link};
 use crate::store::{Store, StoreError};
-use crate::State;
 
 /// A record being built.
-pub type Record = AuditRecord;
+pub(crate) type Record = AuditRecord;
 /// How it ended.
-pub type Outcome = AuditOutcome;
+pub(crate) type Outcome = AuditOutcome;
 
 /// Milliseconds since the Unix epoch.
-pub fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// A new record of `operation` by `caller`, starting now.
-pub fn record(caller: Caller, operation: &str) -> Record {
+pub(crate) fn record(caller: Caller, operation: &str) -> Record {
     Record {
         time_ms: now_ms(),
         uid: caller.uid,
@@ -65,7 +56,12 @@ pub fn record(caller: Caller, operation: &str) -> Record {
 }
 
 /// Sets how `record` ended and how long it took since `started`.
-pub fn finish(record: &mut Record, outcome: Outcome, error: Option<String>, started: Instant) {
+pub(crate) fn finish(
+    record: &mut Record,
+    outcome: Outcome,
+    error: Option<String>,
+    started: Instant,
+) {
     record.outcome = outcome;
     record.error = error;
     record.duration_ms = started.elapsed().as_millis() as u64;
@@ -73,7 +69,12 @@ pub fn finish(record: &mut Record, outcome: Outcome, error: Option<String>, star
 
 /// Completes the record of a relayed connection: the bytes it moved both
 /// ways, `ok`, or `failed` with how it ended.
-pub fn finish_relay(record: &mut Record, ended: Result<(), String>, bytes: u64, started: Instant) {
+pub(crate) fn finish_relay(
+    record: &mut Record,
+    ended: Result<(), String>,
+    bytes: u64,
+    started: Instant,
+) {
     record.bytes = Some(bytes);
     let outcome = if ended.is_ok() {
         Outcome::Ok
@@ -85,7 +86,7 @@ pub fn finish_relay(record: &mut Record, ended: Result<(), String>, bytes: u64, 
 
 /// `text` as kept in a record: whole when short, otherwise cut at
 /// [`MAX_AUDIT_ARGUMENTS_BYTES`] and followed by the SHA-256 of the whole.
-pub fn arguments(text: &str) -> String {
+pub(crate) fn arguments(text: &str) -> String {
     if text.len() <= MAX_AUDIT_ARGUMENTS_BYTES {
         return text.to_string();
     }
@@ -102,7 +103,7 @@ pub fn arguments(text: &str) -> String {
 /// that fit in [`MAX_AUDIT_ENV_NAMES_BYTES`]), how many, and one SHA-256
 /// over every `name=value` followed by a NUL byte, in name order; `None`
 /// when it sets nothing. No value is kept.
-pub fn environment(env: &BTreeMap<String, String>) -> Option<AuditEnvironment> {
+pub(crate) fn environment(env: &BTreeMap<String, String>) -> Option<AuditEnvironment> {
     if env.is_empty() {
         return None;
     }
@@ -135,7 +136,7 @@ pub fn environment(env: &BTreeMap<String, String>) -> Option<AuditEnvironment> {
 }
 
 /// A command line as one string: words with spaces or quotes are quoted.
-pub fn command_line(program: &str, args: &[String]) -> String {
+pub(crate) fn command_line(program: &str, args: &[String]) -> String {
     std::iter::once(program)
         .chain(args.iter().map(String::as_str))
         .map(|w| {
@@ -153,7 +154,7 @@ pub fn command_line(program: &str, args: &[String]) -> String {
 /// request body names, what was asked), also when it then fails. The
 /// access middleware puts one in each request's extensions and reads it back.
 #[derive(Clone, Debug, Default)]
-pub struct Note(Arc<std::sync::Mutex<Record>>);
+pub(crate) struct Note(Arc<std::sync::Mutex<Record>>);
 
 impl Note {
     fn with(&self, f: impl FnOnce(&mut Record)) {
@@ -161,22 +162,22 @@ impl Note {
     }
 
     /// The VM the call concerns.
-    pub fn vm(&self, vm: &str) {
+    pub(crate) fn vm(&self, vm: &str) {
         self.with(|r| r.vm = Some(vm.into()));
     }
 
     /// The service the call concerns.
-    pub fn service(&self, service: &str) {
+    pub(crate) fn service(&self, service: &str) {
         self.with(|r| r.service = Some(service.into()));
     }
 
     /// What was asked (cut with a digest when long; never a secret).
-    pub fn arguments(&self, text: &str) {
+    pub(crate) fn arguments(&self, text: &str) {
         self.with(|r| r.arguments = arguments(text));
     }
 
     /// Copies what was noted into `record`.
-    pub fn apply(&self, record: &mut Record) {
+    pub(crate) fn apply(&self, record: &mut Record) {
         self.with(|note| {
             if note.vm.is_some() {
                 record.vm.clone_from(&note.vm);
@@ -218,45 +219,6 @@ pub(crate) fn trace(record: &Record, link: Option<Link>) {
     );
 }
 
-impl State {
-    /// Records a finished operation (logged, never failing the caller).
-    pub async fn audit(&self, record: Record) {
-        self.audit_in(record, Chain::Operations).await;
-    }
-
-    /// Writes `record` (new, or completing the `running` record `record.id`)
-    /// to `chain` and logs it; returns its id, `None` when it could not be
-    /// written (logged, never failing the caller).
-    pub(crate) async fn audit_in(&self, record: Record, chain: Chain) -> Option<i64> {
-        let copy = record.clone();
-        match self.db(move |s| s.append_audit(&copy, chain)).await {
-            Ok(written) => {
-                if written.link.is_some() {
-                    let mut shown = record;
-                    shown.id = written.id;
-                    trace(&shown, written.link);
-                }
-                Some(written.id)
-            }
-            Err(e) => {
-                tracing::error!(error = %guestcomm_protocol::handshake::error_chain(&e), "cannot write an audit record");
-                None
-            }
-        }
-    }
-
-    /// Records an operation that starts now; [`State::audit_end`] completes it.
-    pub async fn audit_start(&self, record: &Record) -> Option<i64> {
-        self.audit_in(record.clone(), Chain::Operations).await
-    }
-
-    /// Completes the record `id` from [`State::audit_start`] (or writes a new one).
-    pub async fn audit_end(&self, id: Option<i64>, mut record: Record) {
-        record.id = id.unwrap_or(0);
-        self.audit_in(record, Chain::Operations).await;
-    }
-}
-
 const COLUMNS: &str = "id, time_ms, uid, gid, pid, vm, service, operation, arguments, outcome, exit_code, bytes, error, duration_ms, certificate, environment";
 
 fn audit_row(r: &Row<'_>) -> rusqlite::Result<Record> {
@@ -289,14 +251,15 @@ fn audit_row(r: &Row<'_>) -> rusqlite::Result<Record> {
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Written {
     /// Its id.
-    pub id: i64,
+    pub(crate) id: i64,
     /// Its chain, position and digest (`None` while `running`).
-    pub link: Option<Link>,
+    pub(crate) link: Option<Link>,
 }
 
 impl Store {
+    #[cfg(test)]
     /// Appends a record (`r.id` 0) or rewrites record `r.id`; returns its id.
-    pub fn write_audit(&mut self, r: &Record) -> Result<i64, StoreError> {
+    pub(crate) fn write_audit(&mut self, r: &Record) -> Result<i64, StoreError> {
         self.append_audit(r, Chain::Operations).map(|w| w.id)
     }
 
@@ -366,7 +329,7 @@ impl Store {
     }
 
     /// The newest `limit` records (of `vm`, from `since_ms` on), oldest first.
-    pub fn audit_records(
+    pub(crate) fn audit_records(
         &self,
         vm: Option<&str>,
         since_ms: Option<i64>,
@@ -384,7 +347,7 @@ impl Store {
 
     /// Marks records left `running` by a daemon that stopped as
     /// `interrupted`, and puts them in their chains.
-    pub fn interrupt_running_audit(&mut self) -> Result<usize, StoreError> {
+    pub(crate) fn interrupt_running_audit(&mut self) -> Result<usize, StoreError> {
         self.audit_write(|conn| {
             let tx = conn.unchecked_transaction()?;
             let ids = audit_chain::unchained(&tx, true)?;
@@ -402,7 +365,7 @@ impl Store {
 
     /// Applies the retention to each chain (`audit_chain::prune`). Returns
     /// how many records went.
-    pub fn prune_audit(
+    pub(crate) fn prune_audit(
         &mut self,
         retention: AuditSection,
         now_ms: i64,
@@ -415,81 +378,16 @@ impl Store {
         })
     }
 
+    #[cfg(test)]
     /// Checks the chains (`audit_chain::verify_batch`) at once.
-    pub fn verify_audit(&self) -> Result<AuditVerification, StoreError> {
+    pub(crate) fn verify_audit(&self) -> Result<guestcomm_api::AuditVerification, StoreError> {
         let mut walk = audit_chain::Walk::default();
-        while !audit_chain::verify_batch(self.conn(), &mut walk, MAX_AUDIT_VERIFY_BATCH)? {}
+        while !audit_chain::verify_batch(
+            self.conn(),
+            &mut walk,
+            crate::limits::MAX_AUDIT_VERIFY_BATCH,
+        )? {}
         Ok(walk.report)
-    }
-}
-
-/// Applies the retention now and every [`AUDIT_PRUNE_INTERVAL_SECS`].
-pub async fn prune_task(state: Arc<State>, retention: AuditSection) {
-    let mut tick = tokio::time::interval(Duration::from_secs(AUDIT_PRUNE_INTERVAL_SECS));
-    loop {
-        tick.tick().await;
-        match state.db(move |s| s.prune_audit(retention, now_ms())).await {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(removed = n, "audit log pruned to its retention"),
-            Err(e) => {
-                tracing::warn!(error = %guestcomm_protocol::handshake::error_chain(&e), "cannot prune the audit log")
-            }
-        }
-    }
-}
-
-/// Query of `GET /v1/audit`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AuditQuery {
-    /// Only this VM's records.
-    vm: Option<String>,
-    /// Only records from this time on, milliseconds since the Unix epoch.
-    since_ms: Option<i64>,
-    /// At most this many (the newest); capped at [`MAX_AUDIT_QUERY_RECORDS`].
-    limit: Option<u32>,
-}
-
-/// `GET /v1/audit`.
-pub async fn list(
-    AxumState(state): AxumState<Arc<State>>,
-    Extension(auth): Extension<Authorized>,
-    query: Result<Query<AuditQuery>, QueryRejection>,
-) -> Result<Json<Vec<Record>>, Error> {
-    let Query(q) = query?;
-    // Roles on some VMs only: the records of one of those VMs at a time.
-    if auth.grants.vms_only() && !q.vm.as_deref().is_some_and(|vm| auth.grants.sees_vm(vm)) {
-        return Err(Error::OutOfScope(
-            "your roles hold on some VMs only: read their audit records one VM at a time (guestcomm audit --vm VM)".into(),
-        ));
-    }
-    let limit = q
-        .limit
-        .unwrap_or(MAX_AUDIT_QUERY_RECORDS)
-        .min(MAX_AUDIT_QUERY_RECORDS);
-    let rows = state
-        .db(move |s| s.audit_records(q.vm.as_deref(), q.since_ms, limit))
-        .await?;
-    Ok(Json(rows))
-}
-
-/// `GET /v1/audit/verify`: the chains checked from their anchors, a batch
-/// of records per hold of the store, so that other calls go on meanwhile.
-pub async fn verify(
-    AxumState(state): AxumState<Arc<State>>,
-) -> Result<Json<AuditVerification>, Error> {
-    let mut walk = audit_chain::Walk::default();
-    loop {
-        let (next, done) = state
-            .db(move |s| {
-                let done = audit_chain::verify_batch(s.conn(), &mut walk, MAX_AUDIT_VERIFY_BATCH)?;
-                Ok((walk, done))
-            })
-            .await?;
-        walk = next;
-        if done {
-            return Ok(Json(walk.report));
-        }
     }
 }
 

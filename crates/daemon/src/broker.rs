@@ -37,16 +37,16 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_util::codec::Framed;
 use tracing::{debug, Instrument};
 
-use crate::api::Error;
 use crate::audit;
+use crate::error::Error;
 use crate::relay::{
     acquire_relay, admit_api, caller_of, copy_both_ways, require_upgrade_to, switching_to,
 };
+use crate::state::State;
 use crate::tap::{Tap, TapStats};
-use crate::State;
 
 /// The guest address of `port` behind a VM's agent endpoint.
-pub fn guest_address(endpoint: &Address, port: u32) -> Option<Address> {
+pub(crate) fn guest_address(endpoint: &Address, port: u32) -> Option<Address> {
     match endpoint {
         Address::Vsock { cid, .. } => Some(Address::Vsock { cid: *cid, port }),
         Address::HybridVsock { path, .. } => Some(Address::HybridVsock {
@@ -58,7 +58,7 @@ pub fn guest_address(endpoint: &Address, port: u32) -> Option<Address> {
 }
 
 /// The handler.
-pub async fn connect(
+pub(crate) async fn connect(
     AxumState(state): AxumState<Arc<State>>,
     Path((name, id)): Path<(String, String)>,
     mut req: Request,
@@ -73,11 +73,8 @@ pub async fn connect(
             "service {id} has no vsock port: only GUIDs of the form PPPPPPPP-facb-11e6-bd58-64006a7986d3 can be reached in a Linux guest"
         )));
     };
-    let endpoint: Address = vm
-        .endpoint
-        .parse()
-        .map_err(|e| Error::BadRequest(error_chain(&e)))?;
-    let Some(addr) = guest_address(&endpoint, port) else {
+    let endpoint = &vm.endpoint;
+    let Some(addr) = guest_address(endpoint, port) else {
         return Err(Error::BadRequest(format!(
             "VM {} is reached at {endpoint}, which carries only the agent's protocol; raw service connections need a vsock:// or hvsock-uds:// endpoint",
             vm.name

@@ -8,7 +8,7 @@
 //! record. With it, the common case reads none.
 //!
 //! Invalidation is coarse and cannot miss a change: every store call made
-//! through [`State::db`](crate::State::db) that changed anything but the
+//! through [`State::db`](crate::state::State::db) that changed anything but the
 //! audit log bumps a generation ([`Store::config_changes`]), and a cache
 //! built from an older generation is dropped whole. A load that raced with
 //! a change is used once but not kept, so once a change has returned to its
@@ -22,24 +22,24 @@ use guestcomm_protocol::policy::PolicyDocument;
 use guestcomm_protocol::ServiceId;
 
 use crate::limits::MAX_CACHED_VMS;
-use crate::policy::Policy;
-use crate::store::{ServiceRow, Store, StoreError, VmRow};
-use crate::State;
+use crate::model::Policy;
+use crate::model::{ServiceRow, VmRow};
+use crate::store::{Store, StoreError};
 
 /// One VM as admission sees it.
 #[derive(Debug)]
-pub struct VmView {
+pub(crate) struct VmView {
     /// The VM's row.
-    pub row: VmRow,
+    pub(crate) row: VmRow,
     /// Its per-service policies; a service not listed is Deferred.
     policies: HashMap<ServiceId, Policy>,
     /// Its host policy document, if it has one.
-    pub document: Option<PolicyDocument>,
+    pub(crate) document: Option<PolicyDocument>,
 }
 
 impl VmView {
     /// Reads VM `name`'s view.
-    pub fn load(store: &Store, name: &str) -> Result<Self, StoreError> {
+    pub(crate) fn load(store: &Store, name: &str) -> Result<Self, StoreError> {
         let row = store.vm(name)?;
         let policies = store.vm_policies(row.id)?;
         let document = store.policy_document(row.id)?;
@@ -51,17 +51,17 @@ impl VmView {
     }
 
     /// The VM's own policy for service `id` (Deferred when it has none).
-    pub fn policy(&self, id: ServiceId) -> Policy {
+    pub(crate) fn policy(&self, id: ServiceId) -> Policy {
         self.policies.get(&id).copied().unwrap_or(Policy::Deferred)
     }
 }
 
 /// The registered services, by GUID.
-pub type Services = HashMap<ServiceId, ServiceRow>;
+pub(crate) type Services = HashMap<ServiceId, ServiceRow>;
 
 /// The change counter and the views built at one value of it.
 #[derive(Debug, Default)]
-pub struct Cache {
+pub(crate) struct Cache {
     /// The store's generation: bumped by every change of configuration.
     generation: AtomicU64,
     inner: Mutex<Inner>,
@@ -77,7 +77,7 @@ struct Inner {
 
 impl Cache {
     /// The current generation.
-    pub fn generation(&self) -> u64 {
+    pub(crate) fn generation(&self) -> u64 {
         self.generation.load(Ordering::Acquire)
     }
 
@@ -101,17 +101,17 @@ impl Cache {
         inner
     }
 
-    fn cached_vm(&self, name: &str) -> Option<Arc<VmView>> {
+    pub(crate) fn cached_vm(&self, name: &str) -> Option<Arc<VmView>> {
         self.current().vms.get(name).cloned()
     }
 
-    fn cached_services(&self) -> Option<Arc<Services>> {
+    pub(crate) fn cached_services(&self) -> Option<Arc<Services>> {
         self.current().services.clone()
     }
 
     /// Keeps `view`, read at generation `read_at`, unless the store has
     /// changed since.
-    fn keep_vm(&self, read_at: u64, view: &Arc<VmView>) {
+    pub(crate) fn keep_vm(&self, read_at: u64, view: &Arc<VmView>) {
         let mut inner = self.current();
         if inner.generation == read_at {
             if inner.vms.len() >= MAX_CACHED_VMS {
@@ -121,7 +121,7 @@ impl Cache {
         }
     }
 
-    fn keep_services(&self, read_at: u64, services: &Arc<Services>) {
+    pub(crate) fn keep_services(&self, read_at: u64, services: &Arc<Services>) {
         let mut inner = self.current();
         if inner.generation == read_at {
             inner.services = Some(services.clone());
@@ -129,42 +129,16 @@ impl Cache {
     }
 }
 
-impl State {
-    /// VM `name` as admission sees it, from memory when nothing changed
-    /// since it was read.
-    pub async fn vm_view(&self, name: &str) -> Result<Arc<VmView>, StoreError> {
-        if let Some(view) = self.cache.cached_vm(name) {
-            return Ok(view);
-        }
-        let name = name.to_string();
-        let (view, read_at) = self
-            .db_at_generation(move |s| VmView::load(s, &name))
-            .await?;
-        let view = Arc::new(view);
-        self.cache.keep_vm(read_at, &view);
-        Ok(view)
-    }
-
-    /// The registered services, from memory when nothing changed since
-    /// they were read.
-    pub async fn services(&self) -> Result<Arc<Services>, StoreError> {
-        if let Some(services) = self.cache.cached_services() {
-            return Ok(services);
-        }
-        let (rows, read_at) = self.db_at_generation(|s| s.services()).await?;
-        let services = Arc::new(rows.into_iter().map(|row| (row.id, row)).collect());
-        self.cache.keep_services(read_at, &services);
-        Ok(services)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::state::State;
 
     fn state() -> State {
         let mut store = Store::in_memory().unwrap();
-        store.add_vm("web1", "unix:///a", None).unwrap();
+        store
+            .add_vm("web1", &"unix:///a".parse().unwrap(), None)
+            .unwrap();
         State::new(store)
     }
 
@@ -235,7 +209,9 @@ mod tests {
         let read_at = cache.generation();
         cache.bump();
         let mut store = Store::in_memory().unwrap();
-        store.add_vm("web1", "unix:///a", None).unwrap();
+        store
+            .add_vm("web1", &"unix:///a".parse().unwrap(), None)
+            .unwrap();
         let view = Arc::new(VmView::load(&store, "web1").unwrap());
         cache.keep_vm(read_at, &view);
         assert!(cache.cached_vm("web1").is_none());

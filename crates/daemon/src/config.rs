@@ -34,13 +34,10 @@ use guestcomm_api::tls::normalize_fingerprint;
 use guestcomm_protocol::policy::line_of;
 use serde::Deserialize;
 
-use crate::limits::{DEFAULT_AUDIT_MAX_AGE_DAYS, DEFAULT_AUDIT_MAX_RECORDS};
+use crate::limits::{DEFAULT_AUDIT_MAX_AGE_DAYS, DEFAULT_AUDIT_MAX_RECORDS, MAX_CONFIG_BYTES};
 
 /// Where the daemon looks for its configuration when `--config` is not given.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/guestcomm/guestcommd.toml";
-
-/// Largest configuration file read, in bytes: a real one is a few lines.
-const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
 
 /// Why the configuration file was refused.
 #[derive(Debug, thiserror::Error)]

@@ -6,7 +6,7 @@
 //! service that is registered with a host endpoint, has a vsock port and is
 //! enabled on that VM, the daemon listens there and relays each connection to
 //! the host endpoint. [`reconcile`] recomputes that set after every change
-//! (no polling: it waits on [`State::changed`](crate::State::changed)),
+//! (no polling: it waits on [`State::changed`](crate::state::State::changed)),
 //! closing the listeners of services that were disabled or removed.
 //!
 //! Only the VMM may speak for the guest: each `<vm socket>_<P>` is mode
@@ -35,14 +35,17 @@ use tokio::task::JoinHandle;
 use tracing::{debug, info, warn, Instrument};
 use uuid::Uuid;
 
-use crate::access::Caller;
 use crate::audit::{self, Outcome};
-use crate::limits::{GUEST_LISTENER_MODE, MAX_GUEST_RELAYS, MAX_GUEST_RELAYS_PER_VM};
-use crate::policy::{effective_on, Policy};
+use crate::caller::Caller;
+use crate::limits::{
+    ACCEPT_ERROR_PAUSE_MS, GUEST_LISTENER_MODE, MAX_GUEST_RELAYS, MAX_GUEST_RELAYS_PER_VM,
+};
+use crate::model::VmRow;
+use crate::model::{effective_on, Policy};
 use crate::relay::{admit, copy_both_ways};
-use crate::store::{Store, StoreError, VmRow};
+use crate::state::State;
+use crate::store::{Store, StoreError};
 use crate::tap::{Tap, TapStats};
-use crate::State;
 
 /// One listener the daemon should have.
 #[derive(Clone, Debug, PartialEq)]
@@ -59,7 +62,7 @@ fn desired(store: &mut Store) -> Result<HashMap<PathBuf, Spec>, StoreError> {
     let services = store.services()?;
     let mut out = HashMap::new();
     for vm in store.vms()? {
-        let Ok(Address::HybridVsock { path, .. }) = vm.endpoint.parse() else {
+        let Address::HybridVsock { path, .. } = &vm.endpoint else {
             continue;
         };
         for service in &services {
@@ -84,7 +87,7 @@ fn desired(store: &mut Store) -> Result<HashMap<PathBuf, Spec>, StoreError> {
 }
 
 /// Keeps the listeners in step with the state until the task is dropped.
-pub async fn reconcile(state: Arc<State>) {
+pub(crate) async fn reconcile(state: Arc<State>) {
     let mut running: HashMap<PathBuf, (Spec, JoinHandle<()>)> = HashMap::new();
     let budget = Arc::new(Budget::default());
     loop {
@@ -235,7 +238,7 @@ async fn accept_loop(state: Arc<State>, listener: Listener, spec: Spec, budget: 
             Ok(accepted) => accepted,
             Err(e) => {
                 warn!(error = %e, "guest listener accept failed");
-                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                tokio::time::sleep(std::time::Duration::from_millis(ACCEPT_ERROR_PAUSE_MS)).await;
                 continue;
             }
         };

@@ -1,58 +1,48 @@
-//! The health monitor: probes every VM's agent at a fixed interval.
+//! What is known of each VM's agent: its Msvm_GuestService.Status and the
+//! details of the last probe, as the health monitor (`tasks::health`)
+//! records them.
 //!
-//! A probe is a connection and a handshake (the agent's Welcome gives its
-//! version; the time it takes is the round-trip time). Statuses follow
-//! Msvm_GuestService.Status: "No Contact" until the first answer, "OK"
-//! while the agent answers, "Lost Comm" once it stops; but "No Contact"
-//! again while the guest does not answer at all (connected, no handshake
-//! in time: a paused or hung VM, which Hyper-V's heartbeat shows as No
-//! Contact too). Each failure is classed ([`HealthDetail`]) by where on
-//! the path to the agent it happened. Each round waits for
-//! its probes (so rounds never pile up), and a semaphore bounds how many
-//! run at once. Transitions are logged. When an agent answers after not
-//! answering (or while its key-value pool waits for delivery), the pool is
-//! pushed to it.
-
+//! Statuses: "No Contact" until the first answer, "OK" while the agent
+//! answers, "Lost Comm" once it stops; but "No Contact" again while the
+//! guest does not answer at all (connected, no handshake in time: a paused
+//! or hung VM, which Hyper-V's heartbeat shows as No Contact too). Each
+//! failure is classed ([`HealthDetail`]) by where on the path to the agent
+//! it happened. Transitions are logged.
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::sync::RwLock;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use guestcomm_api::{Health, HealthDetail};
-use guestcomm_client::ClientError;
-use guestcomm_protocol::auth::Psk;
-use guestcomm_protocol::handshake::{error_chain, HandshakeError};
-use guestcomm_protocol::ErrorCode;
-use guestcomm_transport::hybrid::HybridError;
-use guestcomm_transport::{Address, ConnectError};
-use tokio::sync::Semaphore;
 use tracing::{info, warn};
 use uuid::Uuid;
 
-use crate::limits::PROBE_TIMEOUT_MS;
-use crate::store::VmRow;
-use crate::State;
+use crate::model::VmRow;
 
 /// CIM status: the agent answers.
-pub const OK: &str = "OK";
+pub(crate) const OK: &str = "OK";
 /// CIM status: the agent answered before and has stopped.
-pub const LOST_COMM: &str = "Lost Comm";
+pub(crate) const LOST_COMM: &str = "Lost Comm";
 /// CIM status: the agent has not answered yet.
-pub const NO_CONTACT: &str = "No Contact";
+pub(crate) const NO_CONTACT: &str = "No Contact";
 
 /// Health by VM id.
 #[derive(Default)]
-pub struct HealthMap(RwLock<HashMap<Uuid, Health>>);
+pub(crate) struct HealthMap(RwLock<HashMap<Uuid, Health>>);
 
 impl HealthMap {
     /// What is known about `vm` ("No Contact" if nothing yet).
-    pub fn get(&self, vm: Uuid) -> Health {
+    pub(crate) fn get(&self, vm: Uuid) -> Health {
         let map = self.0.read().unwrap_or_else(|e| e.into_inner());
         map.get(&vm).cloned().unwrap_or_else(no_contact)
     }
 
     /// Records a probe result and logs a change of status; true when the
     /// agent answered after not answering (or for the first time).
-    pub fn record(&self, vm: &VmRow, result: Result<(Duration, String), ProbeFailure>) -> bool {
+    pub(crate) fn record(
+        &self,
+        vm: &VmRow,
+        result: Result<(Duration, String), ProbeFailure>,
+    ) -> bool {
         let mut map = self.0.write().unwrap_or_else(|e| e.into_inner());
         let entry = map.entry(vm.id).or_insert_with(no_contact);
         let before = entry.status.clone();
@@ -88,7 +78,7 @@ impl HealthMap {
     }
 
     /// Forgets VMs that are no longer in the inventory.
-    fn retain(&self, ids: &[Uuid]) {
+    pub(crate) fn retain(&self, ids: &[Uuid]) {
         let mut map = self.0.write().unwrap_or_else(|e| e.into_inner());
         map.retain(|id, _| ids.contains(id));
     }
@@ -109,147 +99,23 @@ fn now_ms() -> u64 {
 
 /// Why a probe failed: its class and the error chain.
 #[derive(Debug)]
-pub struct ProbeFailure {
+pub(crate) struct ProbeFailure {
     /// Where on the path to the agent.
-    pub detail: HealthDetail,
+    pub(crate) detail: HealthDetail,
     /// What happened, for people.
-    pub error: String,
-}
-
-/// Probes one VM: connect and handshake, within [`PROBE_TIMEOUT_MS`].
-pub async fn probe(endpoint: &str, psk: Option<&Psk>) -> Result<(Duration, String), ProbeFailure> {
-    let addr: Address = endpoint.parse().map_err(|e| ProbeFailure {
-        detail: HealthDetail::TransportUnreachable,
-        error: error_chain(&e),
-    })?;
-    let start = Instant::now();
-    let attempt = guestcomm_client::connect_with(&addr, crate::DAEMON_NAME, psk);
-    match tokio::time::timeout(Duration::from_millis(PROBE_TIMEOUT_MS), attempt).await {
-        Ok(Ok(session)) => Ok((start.elapsed(), session.welcome.agent)),
-        Ok(Err(e)) => Err(ProbeFailure {
-            detail: classify(&addr, &e),
-            error: error_chain(&e),
-        }),
-        Err(_) => Err(ProbeFailure {
-            detail: HealthDetail::AgentNotAnswering,
-            error: format!("no answer within {PROBE_TIMEOUT_MS} ms"),
-        }),
-    }
-}
-
-/// Where on the path to the agent at `addr` the failure `e` happened.
-fn classify(addr: &Address, e: &ClientError) -> HealthDetail {
-    use std::io::ErrorKind;
-    match e {
-        ClientError::Connect(ConnectError::Timeout { .. }) => HealthDetail::AgentNotAnswering,
-        ClientError::Connect(ConnectError::Io { source, .. }) => match addr {
-            // The socket is the agent's own, or the guest kernel answered
-            // that nothing listens on the port (a reset).
-            Address::Unix(_) | Address::Tcp(_) => HealthDetail::AgentNotListening,
-            Address::Vsock { .. } if source.kind() == ErrorKind::ConnectionReset => {
-                HealthDetail::AgentNotListening
-            }
-            Address::Vsock { .. } | Address::HybridVsock { .. } => {
-                HealthDetail::TransportUnreachable
-            }
-        },
-        ClientError::Connect(ConnectError::Hybrid { source, .. }) => match source {
-            HybridError::Refused { .. } | HybridError::Closed { .. } => {
-                HealthDetail::AgentNotListening
-            }
-            HybridError::TooLong { .. } | HybridError::Io(_) => HealthDetail::TransportUnreachable,
-        },
-        ClientError::Handshake { source, .. } => match source {
-            HandshakeError::Timeout(_) => HealthDetail::AgentNotAnswering,
-            HandshakeError::AuthFailed(_) | HandshakeError::NoCommonAuth { .. } => {
-                HealthDetail::AgentRefusing
-            }
-            HandshakeError::Rejected(frame)
-                if matches!(frame.code, ErrorCode::AuthRequired | ErrorCode::AuthFailed) =>
-            {
-                HealthDetail::AgentRefusing
-            }
-            _ => HealthDetail::AgentError,
-        },
-    }
-}
-
-/// Rounds over every VM at a fixed interval (the monitor, the time sync);
-/// a round that starts late is not made up for.
-pub(crate) struct Rounds {
-    ticks: tokio::time::Interval,
-    what: &'static str,
-}
-
-impl Rounds {
-    /// Rounds every `interval`; `what` names the task in logs.
-    pub(crate) fn new(interval: Duration, what: &'static str) -> Self {
-        let mut ticks = tokio::time::interval(interval);
-        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        Self { ticks, what }
-    }
-
-    /// Waits for the next round and lists the VMs (skipping rounds in which
-    /// the database cannot be read).
-    pub(crate) async fn next(&mut self, state: &State) -> Vec<VmRow> {
-        loop {
-            self.ticks.tick().await;
-            match state.db(|s| s.vms()).await {
-                Ok(vms) => return vms,
-                Err(e) => warn!(error = %error_chain(&e), task = self.what, "cannot list VMs"),
-            }
-        }
-    }
-}
-
-/// Runs the monitor until the task is dropped.
-pub async fn monitor(state: Arc<State>, interval: Duration, max_concurrent: usize) {
-    let slots = Arc::new(Semaphore::new(max_concurrent.max(1)));
-    let mut rounds = Rounds::new(interval, "health monitor");
-    loop {
-        let vms = rounds.next(&state).await;
-        state
-            .health
-            .retain(&vms.iter().map(|v| v.id).collect::<Vec<_>>());
-        let delivery = match state.db(|s| s.kvp_delivery_state()).await {
-            Ok(delivery) => Arc::new(delivery),
-            Err(e) => {
-                warn!(error = %error_chain(&e), "cannot read the key-value state; no delivery this round");
-                Arc::default()
-            }
-        };
-        let mut round = tokio::task::JoinSet::new();
-        for vm in vms {
-            let Ok(permit) = slots.clone().acquire_owned().await else {
-                return;
-            };
-            let state = state.clone();
-            let delivery = delivery.clone();
-            round.spawn(async move {
-                let result = probe(&vm.endpoint, vm.psk.as_ref()).await;
-                let answered = result.is_ok();
-                let came_back = state.health.record(&vm, result);
-                if answered {
-                    // Deliver what the agent missed.
-                    crate::integration::push_if_needed(&state, &vm, came_back, &delivery).await;
-                }
-                drop(permit);
-            });
-        }
-        while round.join_next().await.is_some() {}
-    }
+    pub(crate) error: String,
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::Policy;
+    use crate::model::Policy;
 
     fn vm() -> VmRow {
         VmRow {
             id: Uuid::new_v4(),
             name: "v".into(),
-            endpoint: "unix:///x".into(),
+            endpoint: "unix:///x".parse().unwrap(),
             interface_enabled: true,
             default_policy: Policy::Enabled,
             created_at: 0,
@@ -296,43 +162,5 @@ mod tests {
         assert_eq!(h.status, NO_CONTACT);
         assert_eq!(h.detail, Some(HealthDetail::AgentNotAnswering));
         assert!(h.last_contact_ms.is_some());
-    }
-
-    async fn detail_of(endpoint: &str) -> HealthDetail {
-        probe(endpoint, None)
-            .await
-            .expect_err("the probe must fail")
-            .detail
-    }
-
-    #[tokio::test]
-    async fn probe_failures_are_classed_by_where_they_happen() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let missing = dir.path().join("missing.sock");
-        // No agent socket at all: the agent is not running.
-        let unix = format!("unix://{}", missing.display());
-        assert_eq!(detail_of(&unix).await, HealthDetail::AgentNotListening);
-        // No VMM socket: the VM (or its vsock backend) is not running.
-        let hybrid = format!("hvsock-uds://{}", missing.display());
-        assert_eq!(detail_of(&hybrid).await, HealthDetail::TransportUnreachable);
-
-        // A VMM whose guest has nothing on the port: it closes after CONNECT.
-        let vmm = dir.path().join("vmm.sock");
-        let listener = tokio::net::UnixListener::bind(&vmm).expect("bind");
-        let refusing = tokio::spawn(async move {
-            use tokio::io::AsyncReadExt;
-            let (mut stream, _) = listener.accept().await.expect("accept");
-            let mut line = [0u8; 64];
-            let _ = stream.read(&mut line).await;
-            listener
-        });
-        let hybrid = format!("hvsock-uds://{}", vmm.display());
-        assert_eq!(detail_of(&hybrid).await, HealthDetail::AgentNotListening);
-
-        // A VMM that accepts and then says nothing: a paused guest.
-        let listener = refusing.await.expect("the fake VMM");
-        let silent = tokio::spawn(async move { listener.accept().await.map(|(s, _)| s) });
-        assert_eq!(detail_of(&hybrid).await, HealthDetail::AgentNotAnswering);
-        drop(silent.await);
     }
 }

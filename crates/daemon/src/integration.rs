@@ -14,7 +14,6 @@
 //! health monitor next sees it come back (see [`crate::health`]).
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Path, Query, State as AxumState};
@@ -29,22 +28,23 @@ use guestcomm_protocol::handshake::error_chain;
 use guestcomm_protocol::integration::{check_key, check_value, KvpError, KvpPool, KvpSide};
 use guestcomm_protocol::message::Call;
 use guestcomm_protocol::BuiltinService;
-use guestcomm_transport::{Address, Stream};
+use guestcomm_transport::Stream;
 use serde::Deserialize;
 use tracing::{info, warn};
 
-use crate::api::Error;
+use crate::error::Error;
+use crate::limits::{DEFAULT_TIME_SAMPLES, MAX_TIME_SAMPLES, PERIODIC_SYNC_TOLERANCE_NS};
+use crate::model::VmRow;
 use crate::relay::admit_api;
-use crate::store::{KvpDeliveryState, StoreError, VmRow};
-use crate::State;
-
-/// Samples of a time measurement unless the caller asks otherwise.
-const DEFAULT_TIME_SAMPLES: u32 = 4;
-/// Most samples of one measurement.
-const MAX_TIME_SAMPLES: u32 = 32;
+use crate::state::State;
+use crate::store::{KvpDeliveryState, StoreError};
 
 /// Checks that `service` (and the agent's own service) may reach `vm`.
-async fn admit_service(state: &State, vm: &VmRow, service: BuiltinService) -> Result<(), Error> {
+pub(crate) async fn admit_service(
+    state: &State,
+    vm: &VmRow,
+    service: BuiltinService,
+) -> Result<(), Error> {
     for id in [BuiltinService::Agent.id(), service.id()] {
         admit_api(state, vm, id).await?;
     }
@@ -53,11 +53,7 @@ async fn admit_service(state: &State, vm: &VmRow, service: BuiltinService) -> Re
 
 /// A session with the VM's agent.
 pub(crate) async fn session(vm: &VmRow) -> Result<Session<Stream>, Error> {
-    let addr: Address = vm
-        .endpoint
-        .parse()
-        .map_err(|e| Error::BadRequest(error_chain(&e)))?;
-    guestcomm_client::connect_with(&addr, crate::DAEMON_NAME, vm.psk.as_ref())
+    guestcomm_client::connect_with(&vm.endpoint, crate::DAEMON_NAME, vm.psk.as_ref())
         .await
         .map_err(|source| Error::Agent {
             vm: vm.name.clone(),
@@ -92,11 +88,11 @@ fn call_error(vm: &VmRow, e: CallError) -> Error {
 
 /// `GET /v1/vms/{name}/integration-services`: the VM's integration services
 /// as objects of guestcomm's Msvm_GuestService subclasses.
-pub async fn integration_services(
+pub(crate) async fn integration_services(
     AxumState(state): AxumState<Arc<State>>,
     Path(name): Path<String>,
 ) -> Result<Json<Vec<GuestCommunicationService>>, Error> {
-    let all = crate::api::instances(&state, Some(name)).await?;
+    let all = crate::ops::services::instances(&state, Some(name)).await?;
     Ok(Json(
         all.into_iter()
             .filter_map(crate::policy::integration_instance)
@@ -105,7 +101,7 @@ pub async fn integration_services(
 }
 
 /// `GET /v1/vms/{name}/info`.
-pub async fn info(
+pub(crate) async fn info(
     AxumState(state): AxumState<Arc<State>>,
     Path(name): Path<String>,
 ) -> Result<Json<GuestInfo>, Error> {
@@ -119,7 +115,7 @@ pub async fn info(
 /// Query of `GET /v1/vms/{name}/time`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct TimeQuery {
+pub(crate) struct TimeQuery {
     samples: Option<u32>,
 }
 
@@ -178,16 +174,9 @@ fn time_session<'a>(vm: &'a VmRow) -> impl FnMut() -> SampleSession<'a> + 'a {
     move || Box::pin(async move { session(vm).await.map_err(TimeFailure::Session) })
 }
 
-/// How far a guest clock may be from the host's before the periodic sync
-/// steps it: below this, a step would only add jitter.
-const PERIODIC_SYNC_TOLERANCE_NS: u64 = 1_000_000;
-
-/// Bound of one VM's periodic sync (a dozen connections at most).
-const PERIODIC_SYNC_TIMEOUT: Duration = Duration::from_secs(30);
-
 /// Steps `vm`'s clock if it is off by more than the tolerance (or the
 /// measurement's uncertainty); returns the offset found and whether it stepped.
-async fn sync_if_off(vm: &VmRow) -> Result<(i64, bool), Error> {
+pub(crate) async fn sync_if_off(vm: &VmRow) -> Result<(i64, bool), Error> {
     let before = ops::measure_time(time_session(vm), DEFAULT_TIME_SAMPLES)
         .await
         .map_err(|e| e.into_error(vm))?;
@@ -201,38 +190,8 @@ async fn sync_if_off(vm: &VmRow) -> Result<(i64, bool), Error> {
     Ok((before.offset_ns, true))
 }
 
-/// The daemon's optional periodic time sync (`guestcommd
-/// --time-sync-interval`): every interval, each VM whose agent the health
-/// monitor sees answering and whose time service is enabled gets its clock
-/// stepped when it is off. One VM at a time, each bounded.
-pub async fn time_sync_loop(state: Arc<State>, interval: Duration) {
-    let mut rounds = crate::health::Rounds::new(interval, "time sync");
-    loop {
-        let vms = rounds.next(&state).await;
-        for vm in vms {
-            if state.health.get(vm.id).status != crate::health::OK
-                || admit_service(&state, &vm, BuiltinService::Time)
-                    .await
-                    .is_err()
-            {
-                continue;
-            }
-            match tokio::time::timeout(PERIODIC_SYNC_TIMEOUT, sync_if_off(&vm)).await {
-                Ok(Ok((offset_ns, true))) => {
-                    info!(vm = %vm.name, offset_ns, "guest clock stepped by the periodic time sync")
-                }
-                Ok(Ok((_, false))) => {}
-                Ok(Err(e)) => {
-                    warn!(vm = %vm.name, error = %error_chain(&e), "periodic time sync failed")
-                }
-                Err(_) => warn!(vm = %vm.name, "periodic time sync timed out"),
-            }
-        }
-    }
-}
-
 /// `GET /v1/vms/{name}/time`: the guest clock's offset from the host's.
-pub async fn time(
+pub(crate) async fn time(
     AxumState(state): AxumState<Arc<State>>,
     Path(name): Path<String>,
     query: Result<Query<TimeQuery>, QueryRejection>,
@@ -242,7 +201,7 @@ pub async fn time(
 }
 
 /// `POST /v1/vms/{name}/time/sync`: steps the guest clock to the host's.
-pub async fn time_sync(
+pub(crate) async fn time_sync(
     AxumState(state): AxumState<Arc<State>>,
     Path(name): Path<String>,
     query: Result<Query<TimeQuery>, QueryRejection>,
@@ -256,12 +215,12 @@ pub async fn time_sync(
 
 fn parse_pool(text: &str) -> Result<KvpPool, Error> {
     text.parse()
-        .map_err(|e: KvpError| Error::Store(StoreError::Kvp(e)))
+        .map_err(|e: KvpError| Error::from(StoreError::Kvp(e)))
 }
 
 /// `GET /v1/vms/{name}/kvp/{pool}`: the external pool from the database,
 /// the others from the agent.
-pub async fn kvp_list(
+pub(crate) async fn kvp_list(
     AxumState(state): AxumState<Arc<State>>,
     Path((name, pool)): Path<(String, String)>,
 ) -> Result<Json<KvpEntries>, Error> {
@@ -279,7 +238,7 @@ pub async fn kvp_list(
 }
 
 /// `GET /v1/vms/{name}/kvp/{pool}/{key}`.
-pub async fn kvp_get(
+pub(crate) async fn kvp_get(
     AxumState(state): AxumState<Arc<State>>,
     Path((name, pool, key)): Path<(String, String, String)>,
 ) -> Result<Json<KvpPair>, Error> {
@@ -339,7 +298,7 @@ async fn deliver(state: &State, vm: &VmRow) -> KvpWrite {
 }
 
 /// `PUT /v1/vms/{name}/kvp/{pool}/{key}`: only the external pool.
-pub async fn kvp_put(
+pub(crate) async fn kvp_put(
     AxumState(state): AxumState<Arc<State>>,
     Path((name, pool, key)): Path<(String, String, String)>,
     body: Result<Json<KvpValue>, JsonRejection>,
@@ -357,7 +316,7 @@ pub async fn kvp_put(
 }
 
 /// `DELETE /v1/vms/{name}/kvp/{pool}/{key}`: only the external pool.
-pub async fn kvp_delete(
+pub(crate) async fn kvp_delete(
     AxumState(state): AxumState<Arc<State>>,
     Path((name, pool, key)): Path<(String, String, String)>,
 ) -> Result<Json<KvpWrite>, Error> {
@@ -373,7 +332,7 @@ pub async fn kvp_delete(
 
 /// Sends the VM's whole external pool to its agent, if the key-value
 /// service is enabled there, and records the delivery.
-pub async fn push_kvp(state: &State, vm: &VmRow) -> Result<(), String> {
+pub(crate) async fn push_kvp(state: &State, vm: &VmRow) -> Result<(), String> {
     admit_service(state, vm, BuiltinService::KeyValue)
         .await
         .map_err(|e| error_chain(&e))?;
@@ -403,7 +362,7 @@ pub async fn push_kvp(state: &State, vm: &VmRow) -> Result<(), String> {
 /// when the agent `came_back` (first answer, or after Lost Comm), if the
 /// pool is not empty (an agent restarted without `--state-dir` lost it).
 /// `delivery` is read once per monitor round, not once per VM.
-pub async fn push_if_needed(
+pub(crate) async fn push_if_needed(
     state: &State,
     vm: &VmRow,
     came_back: bool,
@@ -417,7 +376,7 @@ pub async fn push_if_needed(
 }
 
 /// `POST /v1/vms/{name}/shutdown`: returns when the guest acknowledged.
-pub async fn shutdown(
+pub(crate) async fn shutdown(
     AxumState(state): AxumState<Arc<State>>,
     Path(name): Path<String>,
     body: Result<Json<ShutdownRequest>, JsonRejection>,
@@ -438,7 +397,7 @@ async fn fs_call(state: &State, name: String, call: Call) -> Result<FreezeStatus
 }
 
 /// `GET /v1/vms/{name}/fs`: what is frozen.
-pub async fn fs_status(
+pub(crate) async fn fs_status(
     AxumState(state): AxumState<Arc<State>>,
     Path(name): Path<String>,
 ) -> Result<Json<FreezeStatus>, Error> {
@@ -446,7 +405,7 @@ pub async fn fs_status(
 }
 
 /// `POST /v1/vms/{name}/fs/freeze`.
-pub async fn fs_freeze(
+pub(crate) async fn fs_freeze(
     AxumState(state): AxumState<Arc<State>>,
     Path(name): Path<String>,
     body: Result<Json<FsRequest>, JsonRejection>,
@@ -460,7 +419,7 @@ pub async fn fs_freeze(
 }
 
 /// `POST /v1/vms/{name}/fs/thaw`.
-pub async fn fs_thaw(
+pub(crate) async fn fs_thaw(
     AxumState(state): AxumState<Arc<State>>,
     Path(name): Path<String>,
     body: Result<Json<FsRequest>, JsonRejection>,

@@ -1,15 +1,19 @@
 //! guestcommd, the host daemon: VM inventory, the registry of guest
 //! communication services, per-VM enablement, health, and the HTTP/JSON API.
 //!
+//! The modules are layers, each importing only from those below it
+//! (docs/ARCHITECTURE.md):
+//!
 //! ```text
-//! access (caller, role) -> API (api, relay) -> policy (effective state) -> store (SQLite)
-//!        -> audit (SQLite + tracing)          -> spare (warm agent connections)
-//!                                             -> guestcomm_client -> transport -> agent
-//! integration: guest info, time, key-value pools, shutdown, freeze by VM name
-//! health: a monitor task probing every VM's agent (and delivering pending
-//!         key-value pools when an agent answers again)
-//! wbem: the same objects as CIM instances over CIM-XML (POST /cimom on the
-//!       API, and --wbem tcp://127.0.0.1:PORT), CopyFilesToGuest jobs
+//! http/  wbem/                    front ends: decode, call, encode (HTTP, CIM-XML)
+//! tasks/                          health monitor, time sync, audit pruning
+//! ops/  integration  relay  broker  guest  policy_doc
+//!                                 operations, relayed sessions, host policy
+//! state  cache  audit  refusals  copy_jobs  access
+//!                                 shared state, audit records, role tables
+//! store/                          SQLite (and the audit hash chain)
+//! error  model  limits  caller  config  policy  health  spare  tap ...
+//!                                 leaves
 //! ```
 //!
 //! [`config`] reads the configuration file (roles, socket group, audit retention).
@@ -17,125 +21,48 @@
 //! [`Daemon::bind`] opens the state and the API socket; [`Daemon::run`]
 //! serves until dropped.
 
-pub mod access;
-pub mod activity;
-pub mod agent_calls;
-pub mod api;
-pub mod audit;
-mod audit_chain;
-pub mod broker;
-pub mod cache;
+mod access;
+mod activity;
+mod agent_calls;
+mod audit;
+mod broker;
+mod cache;
+mod caller;
 pub mod config;
-pub mod guest;
-pub mod health;
-mod http_server;
-pub mod integration;
+mod copy_jobs;
+mod error;
+mod guest;
+mod health;
+mod http;
+mod integration;
 pub mod limits;
-pub mod policy;
-pub mod policy_doc;
+mod model;
+mod ops;
+mod policy;
+mod policy_doc;
 mod refusals;
-pub mod relay;
-pub mod spare;
-pub mod store;
-pub mod tap;
-pub mod tls_listener;
-pub mod wbem;
+mod relay;
+mod spare;
+mod state;
+mod store;
+mod tap;
+mod tasks;
+mod wbem;
 
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use guestcomm_protocol::handshake::error_chain;
 use tokio::net::UnixListener;
 
-use crate::health::HealthMap;
-pub use crate::http_server::HttpLimits;
+pub use crate::http::server::HttpLimits;
+use crate::state::State;
 use crate::store::{Store, StoreError};
 
 /// The daemon's name and version, as sent in `Hello` to agents.
 pub const DAEMON_NAME: &str = concat!("guestcommd ", env!("CARGO_PKG_VERSION"));
-
-/// Shared by every handler and the monitor.
-pub struct State {
-    store: Arc<Mutex<Store>>,
-    /// Health of each VM.
-    pub health: HealthMap,
-    /// One permit per relayed connection ([`limits::MAX_RELAYS`]).
-    pub relays: Arc<tokio::sync::Semaphore>,
-    /// The API calls asking each VM's agent, bounded per VM.
-    pub agent_calls: Arc<agent_calls::AgentCalls>,
-    /// Signalled after every change of VMs, registrations or policies.
-    pub changed: tokio::sync::Notify,
-    /// Who holds which role on the API.
-    pub access: access::Access,
-    /// Warm, authenticated agent connections of recently used VMs.
-    pub spares: Arc<spare::Spares>,
-    /// What relayed requests need from the store, kept while it is unchanged.
-    pub cache: Arc<cache::Cache>,
-    /// CopyFilesToGuest jobs of the WBEM endpoint (in memory).
-    pub wbem_jobs: wbem::jobs::Jobs,
-    /// How long a relayed copy may move no byte before it is closed.
-    pub relay_copy_idle: Duration,
-    /// Refusals of callers without a role, recorded and counted apart.
-    refusals: refusals::Refusals,
-}
-
-impl State {
-    /// State over `store`, with no health known yet and no roles but the
-    /// built-in admins.
-    pub fn new(store: Store) -> Self {
-        Self::with_access(store, access::Access::default())
-    }
-
-    /// State over `store` with these role memberships.
-    pub fn with_access(store: Store, access: access::Access) -> Self {
-        Self {
-            access,
-            store: Arc::new(Mutex::new(store)),
-            health: HealthMap::default(),
-            relays: Arc::new(tokio::sync::Semaphore::new(limits::MAX_RELAYS)),
-            agent_calls: Arc::default(),
-            changed: tokio::sync::Notify::new(),
-            spares: Arc::default(),
-            cache: Arc::default(),
-            wbem_jobs: wbem::jobs::Jobs::default(),
-            relay_copy_idle: Duration::from_millis(limits::DEFAULT_RELAY_COPY_IDLE_TIMEOUT_MS),
-            refusals: refusals::Refusals::default(),
-        }
-    }
-
-    /// Runs `f` on the database on a blocking thread (SQLite calls block).
-    /// A call that changed the configuration marks [`State::cache`] stale.
-    pub async fn db<R, F>(&self, f: F) -> Result<R, StoreError>
-    where
-        R: Send + 'static,
-        F: FnOnce(&mut Store) -> Result<R, StoreError> + Send + 'static,
-    {
-        self.db_at_generation(f).await.map(|(r, _)| r)
-    }
-
-    /// [`State::db`], also returning the cache generation the call left.
-    pub(crate) async fn db_at_generation<R, F>(&self, f: F) -> Result<(R, u64), StoreError>
-    where
-        R: Send + 'static,
-        F: FnOnce(&mut Store) -> Result<R, StoreError> + Send + 'static,
-    {
-        let store = self.store.clone();
-        let cache = self.cache.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut store = store.lock().unwrap_or_else(|e| e.into_inner());
-            let before = store.config_changes();
-            let result = f(&mut store);
-            if store.config_changes() != before {
-                cache.bump();
-            }
-            result.map(|r| (r, cache.generation()))
-        })
-        .await
-        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
-    }
-}
 
 /// What the daemon needs to start.
 #[derive(Clone, Debug)]
@@ -213,7 +140,7 @@ pub struct Daemon {
 /// The API's listener.
 enum Bound {
     Unix(UnixListener, SocketFile),
-    Tls(tls_listener::TlsListener),
+    Tls(http::tls_listener::TlsListener),
 }
 
 /// Removes the API socket file when the daemon stops.
@@ -266,13 +193,13 @@ impl Daemon {
                         config.config_path.display()
                     )));
                 };
-                let server = tls_listener::server_config(tls)
+                let server = http::tls_listener::server_config(tls)
                     .map_err(|e| StartError::Tls(error_chain(&e)))?;
                 let name = format!("tcp://{addr}");
                 let tcp = tokio::net::TcpListener::bind(addr)
                     .await
                     .map_err(|e| StartError::Listen(name.clone(), e))?;
-                let listener = tls_listener::TlsListener::new(tcp, server, state.clone())
+                let listener = http::tls_listener::TlsListener::new(tcp, server, state.clone())
                     .map_err(|e| StartError::Listen(name, e))?;
                 Bound::Tls(listener)
             }
@@ -325,28 +252,31 @@ impl Daemon {
                 tracing::info!(wbem = %format!("http://{addr}/cimom"), role = %config.wbem_role, "serving WBEM");
             }
             let app = wbem::tcp_router(state.clone(), config.wbem_role);
-            tokio::spawn(http_server::serve_tcp(tcp, app, config.http))
+            tokio::spawn(http::server::serve_tcp(tcp, app, config.http))
         });
         let monitor = config.heartbeat_interval.map(|interval| {
-            tokio::spawn(health::monitor(
+            tokio::spawn(tasks::health::monitor(
                 state.clone(),
                 interval,
                 config.max_concurrent_probes,
             ))
         });
-        let time_sync = config
-            .time_sync_interval
-            .map(|interval| tokio::spawn(integration::time_sync_loop(state.clone(), interval)));
+        let time_sync = config.time_sync_interval.map(|interval| {
+            tokio::spawn(tasks::time_sync::time_sync_loop(state.clone(), interval))
+        });
         let listeners = tokio::spawn(guest::reconcile(state.clone()));
-        let pruner = tokio::spawn(audit::prune_task(state.clone(), config.file.audit));
-        let refusal_counter = tokio::spawn(refusals::flush_task(state.clone()));
+        let pruner = tokio::spawn(tasks::audit_prune::prune_task(
+            state.clone(),
+            config.file.audit,
+        ));
+        let refusal_counter = tokio::spawn(tasks::refusals_flush::flush_task(state.clone()));
         tracing::info!(%api, state = %config.state_dir.display(), "serving");
-        let app = api::router(state);
+        let app = http::router(state);
         match listener {
             Bound::Unix(listener, _socket) => {
-                http_server::serve_unix(listener, app, config.http).await
+                http::server::serve_unix(listener, app, config.http).await
             }
-            Bound::Tls(listener) => http_server::serve_tls(listener, app, config.http).await,
+            Bound::Tls(listener) => http::server::serve_tls(listener, app, config.http).await,
         };
         if let Some(monitor) = monitor {
             monitor.abort();

@@ -191,3 +191,39 @@ pub const REFUSAL_FLUSH_INTERVAL_MS: u64 = 1000;
 /// Audit records one step of a verification walks while it holds the store
 /// (about 0.15 s in a release build); the next step lets other calls in first.
 pub const MAX_AUDIT_VERIFY_BATCH: usize = 10_000;
+
+/// Longest ElementName of a registered service, in characters (CIM's
+/// Caption is limited to 64 characters; names longer than that do not
+/// display anywhere).
+pub const MAX_ELEMENT_NAME_CHARS: usize = 256;
+
+/// How long a spare agent connection waits for an operation before it is
+/// closed: well inside the agent's own wait for a first request.
+pub const SPARE_MAX_AGE_MS: u64 = 5_000;
+
+/// Spare agent connections kept at most, over all VMs.
+pub const MAX_SPARES: usize = 64;
+
+/// Samples of a time measurement unless the caller asks otherwise.
+pub const DEFAULT_TIME_SAMPLES: u32 = 4;
+
+/// Most samples of one time measurement.
+pub const MAX_TIME_SAMPLES: u32 = 32;
+
+/// How far a guest clock may be from the host's before the periodic sync
+/// steps it: below this, a step would only add jitter.
+pub const PERIODIC_SYNC_TOLERANCE_NS: u64 = 1_000_000;
+
+/// Bound of one VM's periodic sync (a dozen connections at most).
+pub const PERIODIC_SYNC_TIMEOUT_MS: u64 = 30_000;
+
+/// Largest control body the relay's watcher decodes; larger ones are
+/// skipped (the messages it looks for, `Exited` and `Error`, are far smaller).
+pub const MAX_WATCHED_CONTROL_BYTES: usize = 16 * 1024;
+
+/// How long a listener pauses after an accept error (out of file
+/// descriptors), so that it does not spin.
+pub const ACCEPT_ERROR_PAUSE_MS: u64 = 100;
+
+/// Largest configuration file read, in bytes: a real one is a few lines.
+pub const MAX_CONFIG_BYTES: u64 = 1024 * 1024;

@@ -19,13 +19,14 @@ use guestcomm_protocol::Call;
 use rusqlite::{params, OptionalExtension};
 use uuid::Uuid;
 
-use crate::api::Error;
-use crate::store::{now_secs, Store, StoreError, VmRow};
-use crate::State;
+use crate::error::Error;
+use crate::model::VmRow;
+use crate::state::State;
+use crate::store::{now_secs, Store, StoreError};
 
 impl Store {
     /// The policy document of VM `vm` (none: everything passes).
-    pub fn policy_document(&self, vm: Uuid) -> Result<Option<PolicyDocument>, StoreError> {
+    pub(crate) fn policy_document(&self, vm: Uuid) -> Result<Option<PolicyDocument>, StoreError> {
         let text: Option<String> = self
             .conn()
             .query_row(
@@ -45,7 +46,7 @@ impl Store {
     }
 
     /// Replaces the policy document of the VM named `name`.
-    pub fn set_policy_document(
+    pub(crate) fn set_policy_document(
         &mut self,
         name: &str,
         doc: &PolicyDocument,
@@ -142,7 +143,7 @@ pub(crate) async fn require_writable(state: &State, name: String) -> Result<(), 
 }
 
 /// `GET /v1/vms/{name}/policy`: the VM's document (empty: no restriction).
-pub async fn show(
+pub(crate) async fn show(
     AxumState(state): AxumState<Arc<State>>,
     Path(name): Path<String>,
 ) -> Result<Json<PolicyDocument>, Error> {
@@ -156,7 +157,7 @@ pub async fn show(
 }
 
 /// `PUT /v1/vms/{name}/policy`: validates and stores a new document.
-pub async fn set(
+pub(crate) async fn set(
     AxumState(state): AxumState<Arc<State>>,
     Extension(note): Extension<crate::audit::Note>,
     Path(name): Path<String>,
@@ -183,7 +184,9 @@ mod tests {
     #[tokio::test]
     async fn a_vm_policy_is_enforced_on_requests_and_follows_the_vm() {
         let mut store = Store::in_memory().unwrap();
-        let vm = store.add_vm("web1", "unix:///a", None).unwrap();
+        let vm = store
+            .add_vm("web1", &"unix:///a".parse().unwrap(), None)
+            .unwrap();
         let doc =
             PolicyDocument::parse("[exec]\nallow = [{ program = \"/usr/bin/uptime\" }]").unwrap();
         store.set_policy_document("web1", &doc).unwrap();

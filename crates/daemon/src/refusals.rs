@@ -18,24 +18,19 @@
 //!   past that, callers share one (uid and certificate left empty).
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::access::Caller;
 use crate::audit::{self, Outcome, Record};
-use crate::audit_chain::Chain;
-use crate::limits::{
-    MAX_REFUSING_CALLERS, REFUSALS_RECORDED_PER_WINDOW, REFUSAL_FLUSH_INTERVAL_MS,
-    REFUSAL_WINDOW_SECS,
-};
-use crate::State;
+use crate::caller::Caller;
+use crate::limits::{MAX_REFUSING_CALLERS, REFUSALS_RECORDED_PER_WINDOW, REFUSAL_WINDOW_SECS};
 
 /// The operation of a summary record.
 pub(crate) const COUNTED_OPERATION: &str = "refusals.counted";
 
 /// Who a window counts for: a uid, a certificate, or (both empty) everyone
 /// past [`MAX_REFUSING_CALLERS`] and unidentified peers.
-type CallerKey = (Option<u32>, Option<[u8; 32]>);
+pub(crate) type CallerKey = (Option<u32>, Option<[u8; 32]>);
 
 /// One caller's current window.
 #[derive(Debug)]
@@ -61,13 +56,13 @@ pub(crate) struct Refusals {
 
 /// Whether a refusal is recorded in full.
 #[derive(Debug, PartialEq, Eq)]
-enum Admit {
+pub(crate) enum Admit {
     Record,
     Count,
 }
 
 impl Refusals {
-    fn admit(&self, caller: Caller, now: Instant) -> Admit {
+    pub(crate) fn admit(&self, caller: Caller, now: Instant) -> Admit {
         let mut windows = self.windows.lock().unwrap_or_else(|e| e.into_inner());
         let mut key: CallerKey = (caller.uid, caller.certificate);
         if !windows.contains_key(&key) && windows.len() >= MAX_REFUSING_CALLERS {
@@ -107,7 +102,7 @@ impl Refusals {
 
     /// The summary records to write now: those whose count changed, and
     /// those of windows that ended (completed, and their window dropped).
-    fn due(&self, now: Instant) -> Vec<(Record, Option<i64>, CallerKey)> {
+    pub(crate) fn due(&self, now: Instant) -> Vec<(Record, Option<i64>, CallerKey)> {
         let window_len = Duration::from_secs(REFUSAL_WINDOW_SECS);
         let mut windows = self.windows.lock().unwrap_or_else(|e| e.into_inner());
         let mut due = Vec::new();
@@ -130,37 +125,10 @@ impl Refusals {
         due
     }
 
-    fn written(&self, key: CallerKey, id: i64) {
+    pub(crate) fn written(&self, key: CallerKey, id: i64) {
         let mut windows = self.windows.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(w) = windows.get_mut(&key) {
             w.summary = Some(id);
-        }
-    }
-}
-
-impl State {
-    /// Audits the refusal `record` of a caller without a role or an
-    /// identity (module doc).
-    pub(crate) async fn audit_unaccountable_refusal(&self, caller: Caller, record: Record) {
-        if self.refusals.admit(caller, Instant::now()) == Admit::Record {
-            self.audit_in(record, Chain::Refusals).await;
-        }
-    }
-}
-
-/// Writes the summary records every [`REFUSAL_FLUSH_INTERVAL_MS`].
-pub(crate) async fn flush_task(state: Arc<State>) {
-    let mut tick = tokio::time::interval(Duration::from_millis(REFUSAL_FLUSH_INTERVAL_MS));
-    loop {
-        tick.tick().await;
-        for (mut record, summary, key) in state.refusals.due(Instant::now()) {
-            record.id = summary.unwrap_or(0);
-            let running = record.outcome == Outcome::Running;
-            if let Some(id) = state.audit_in(record, Chain::Refusals).await {
-                if running {
-                    state.refusals.written(key, id);
-                }
-            }
         }
     }
 }

@@ -44,19 +44,21 @@ use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::codec::Framed;
 use tracing::{debug, info, warn, Instrument};
 
-use crate::access::{Authorized, Caller};
+use crate::access::Authorized;
 use crate::activity::Activity;
-use crate::api::Error;
 use crate::audit::{self, Outcome};
 use crate::cache::{Services, VmView};
+use crate::caller::Caller;
+use crate::error::Error;
 use crate::limits::{RELAY_BUFFER_BYTES, RELAY_BUFFER_START_BYTES};
-use crate::policy::{effective_on, Policy};
-use crate::store::{StoreError, VmRow};
+use crate::model::VmRow;
+use crate::model::{effective_on, Policy};
+use crate::state::State;
+use crate::store::StoreError;
 use crate::tap::{Tap, TapStats};
-use crate::State;
 
 /// The handler: checks the VM, reaches its agent, then upgrades.
-pub async fn connect(
+pub(crate) async fn connect(
     AxumState(state): AxumState<Arc<State>>,
     Path(name): Path<String>,
     mut req: Request,
@@ -66,10 +68,7 @@ pub async fn connect(
     let view = state.vm_view(&name).await?;
     let vm = view.row.clone();
     let permit = acquire_relay(&state, &vm.name)?;
-    let addr: Address = vm
-        .endpoint
-        .parse()
-        .map_err(|e| Error::BadRequest(handshake::error_chain(&e)))?;
+    let addr = vm.endpoint.clone();
     let agent = match state.spares.take(&vm) {
         Some(spare) => AgentConn::Spare(spare, addr),
         None => AgentConn::Fresh(
@@ -100,7 +99,7 @@ pub async fn connect(
     switching_protocols()
 }
 
-/// The caller [`authorize`](crate::access::authorize) identified.
+/// The caller [`authorize`](crate::http) identified.
 pub(crate) fn caller_of(req: &Request) -> Caller {
     req.extensions()
         .get::<Authorized>()
@@ -416,9 +415,9 @@ impl Refusal {
 /// [`admit`] for an API call: a refusal as the API's error (404, 403).
 pub(crate) async fn admit_api(state: &State, vm: &VmRow, id: ServiceId) -> Result<(), Error> {
     admit(state, vm, id).await.map_err(|refusal| match refusal {
-        Refusal::Unknown => Error::Store(StoreError::UnknownService(id)),
+        Refusal::Unknown => StoreError::UnknownService(id).into(),
         Refusal::Disabled { .. } => Error::ServiceDisabled(refusal.message(id, &vm.name)),
-        Refusal::Store(e) => Error::Store(e),
+        Refusal::Store(e) => e.into(),
     })
 }
 
@@ -524,7 +523,7 @@ async fn admit_request(
     }
     // A refusal is complete: chained and logged now.
     let id = state
-        .audit_in(record.clone(), crate::audit_chain::Chain::Operations)
+        .audit_in(record.clone(), crate::store::audit_chain::Chain::Operations)
         .await;
     record.id = id.unwrap_or(0);
     Ok(Verdict {
@@ -678,7 +677,9 @@ mod tests {
     #[tokio::test]
     async fn requests_pass_only_for_registered_enabled_services_and_errors_name_both() {
         let mut store = Store::in_memory().unwrap();
-        let vm = store.add_vm("web1", "unix:///a", None).unwrap();
+        let vm = store
+            .add_vm("web1", &"unix:///a".parse().unwrap(), None)
+            .unwrap();
         let exec = BuiltinService::Exec.id();
         let state = State::new(store);
         assert!(check(&state, &vm, &request(exec)).await.is_ok());

@@ -3,7 +3,7 @@
 //! background, so a following exec or cp to the same VM skips the connect
 //! and handshake (about half of what the daemon adds to an operation).
 //!
-//! A spare is kept at most [`SPARE_MAX_AGE`], well inside the agent's wait
+//! A spare is kept at most [`SPARE_MAX_AGE_MS`], well inside the agent's wait
 //! for a request after the handshake (`HANDSHAKE_TIMEOUT_MS`), and then
 //! closed (the agent logs that at debug level, like a health probe). It is
 //! used only for the same endpoint and key it was made with, and only if it
@@ -20,19 +20,14 @@ use guestcomm_protocol::auth::Psk;
 use guestcomm_transport::{Address, Stream};
 use tracing::debug;
 
-use crate::store::VmRow;
-
-/// How long a spare connection waits for an operation before it is closed.
-pub const SPARE_MAX_AGE: Duration = Duration::from_secs(5);
-
-/// Spare connections kept at most, over all VMs.
-pub const MAX_SPARES: usize = 64;
+use crate::limits::{MAX_SPARES, SPARE_MAX_AGE_MS};
+use crate::model::VmRow;
 
 /// What a spare was made for: a VM whose endpoint or key changed since
 /// must not get it.
 #[derive(Clone, PartialEq, Eq)]
 struct Key {
-    endpoint: String,
+    endpoint: Address,
     psk: Option<Psk>,
 }
 
@@ -61,7 +56,7 @@ struct Inner {
 }
 
 /// The spare connections of all VMs.
-pub struct Spares {
+pub(crate) struct Spares {
     inner: Mutex<Inner>,
     max_age: Duration,
     enabled: bool,
@@ -69,13 +64,13 @@ pub struct Spares {
 
 impl Default for Spares {
     fn default() -> Self {
-        Self::with_max_age(SPARE_MAX_AGE)
+        Self::with_max_age(Duration::from_millis(SPARE_MAX_AGE_MS))
     }
 }
 
 impl Spares {
-    /// Spares closed after `max_age` (tests; the daemon uses [`SPARE_MAX_AGE`]).
-    pub fn with_max_age(max_age: Duration) -> Self {
+    /// Spares closed after `max_age` (tests; the daemon uses [`SPARE_MAX_AGE_MS`]).
+    pub(crate) fn with_max_age(max_age: Duration) -> Self {
         Self {
             inner: Mutex::default(),
             max_age,
@@ -85,7 +80,7 @@ impl Spares {
 
     /// No spares at all (`guestcommd --no-warm-connections`): every
     /// operation connects anew.
-    pub fn disabled() -> Self {
+    pub(crate) fn disabled() -> Self {
         Self {
             enabled: false,
             ..Self::default()
@@ -98,7 +93,7 @@ impl Spares {
 
     /// Takes `vm`'s spare, if one is open and was made for its current
     /// endpoint and key.
-    pub fn take(&self, vm: &VmRow) -> Option<Session<Stream>> {
+    pub(crate) fn take(&self, vm: &VmRow) -> Option<Session<Stream>> {
         let spare = self.lock().by_vm.remove(&vm.name)?;
         if spare.key != Key::of(vm) {
             return None;
@@ -116,7 +111,7 @@ impl Spares {
 
     /// Makes `vm`'s next spare in the background, unless one exists, one
     /// is being made, or [`MAX_SPARES`] are open.
-    pub fn refill(self: &Arc<Self>, vm: VmRow, client_name: &'static str) {
+    pub(crate) fn refill(self: &Arc<Self>, vm: VmRow, client_name: &'static str) {
         if !self.enabled {
             return;
         }
@@ -132,12 +127,9 @@ impl Spares {
         }
         let spares = Arc::clone(self);
         tokio::spawn(async move {
-            let made = match vm.endpoint.parse::<Address>() {
-                Ok(addr) => guestcomm_client::connect_with(&addr, client_name, vm.psk.as_ref())
-                    .await
-                    .ok(),
-                Err(_) => None,
-            };
+            let made = guestcomm_client::connect_with(&vm.endpoint, client_name, vm.psk.as_ref())
+                .await
+                .ok();
             let generation = {
                 let mut inner = spares.lock();
                 inner.filling.remove(&vm.name);
@@ -164,13 +156,15 @@ impl Spares {
         });
     }
 
+    #[cfg(test)]
     /// Spare connections open now.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.lock().by_vm.len()
     }
 
+    #[cfg(test)]
     /// Whether no spare connection is open.
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.len() == 0
     }
 }
@@ -238,9 +232,9 @@ mod tests {
         VmRow {
             id: uuid::Uuid::new_v4(),
             name: "web1".into(),
-            endpoint: endpoint.into(),
+            endpoint: endpoint.parse().unwrap(),
             interface_enabled: true,
-            default_policy: crate::policy::Policy::Enabled,
+            default_policy: crate::model::Policy::Enabled,
             created_at: 0,
             psk: None,
         }

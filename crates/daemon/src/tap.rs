@@ -22,20 +22,18 @@ use guestcomm_protocol::frame::HEADER_BYTES;
 use guestcomm_protocol::Control;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-/// Largest control body the watcher decodes; larger ones are skipped (the
-/// messages it looks for, `Exited` and `Error`, are far smaller).
-pub const MAX_WATCHED_CONTROL_BYTES: usize = 16 * 1024;
+use crate::limits::MAX_WATCHED_CONTROL_BYTES;
 
 /// What the watcher saw of an operation's end.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Observed {
+pub(crate) struct Observed {
     /// The guest command's exit status, as a shell reports it.
-    pub exit_code: Option<i32>,
+    pub(crate) exit_code: Option<i32>,
     /// The last error frame's text.
-    pub error: Option<String>,
+    pub(crate) error: Option<String>,
     /// The operation's last message went by (`Exited`, or the receiver's
     /// `CopySummary`): what follows is only the connection closing.
-    pub completed: bool,
+    pub(crate) completed: bool,
     /// A `CopySummary` went by (a receiver's acknowledgement).
     summary: bool,
     /// A `CopyEnd` went by (the sender ended its copy stream).
@@ -122,7 +120,7 @@ impl FrameWatcher {
 
 /// Counters and observations shared by a [`Tap`] and whoever reads them.
 #[derive(Debug, Default)]
-pub struct TapStats {
+pub(crate) struct TapStats {
     read: AtomicU64,
     written: AtomicU64,
     /// Frames from the agent.
@@ -133,7 +131,7 @@ pub struct TapStats {
 
 impl TapStats {
     /// Counters only: the stream is not guestcomm frames (a raw service).
-    pub fn counting() -> Self {
+    pub(crate) fn counting() -> Self {
         let stats = Self::default();
         stats.watcher.lock().unwrap_or_else(|e| e.into_inner()).lost = true;
         stats.up.lock().unwrap_or_else(|e| e.into_inner()).lost = true;
@@ -141,7 +139,7 @@ impl TapStats {
     }
 
     /// Feeds bytes read from the stream before the tap was in place.
-    pub fn saw(&self, bytes: &[u8]) {
+    pub(crate) fn saw(&self, bytes: &[u8]) {
         self.read.fetch_add(bytes.len() as u64, Ordering::Relaxed);
         self.watcher
             .lock()
@@ -150,7 +148,7 @@ impl TapStats {
     }
 
     /// Counts and watches bytes written to the stream.
-    pub fn sent(&self, bytes: &[u8]) {
+    pub(crate) fn sent(&self, bytes: &[u8]) {
         self.written
             .fetch_add(bytes.len() as u64, Ordering::Relaxed);
         self.up
@@ -160,7 +158,7 @@ impl TapStats {
     }
 
     /// Bytes moved both ways.
-    pub fn bytes(&self) -> u64 {
+    pub(crate) fn bytes(&self) -> u64 {
         self.read.load(Ordering::Relaxed) + self.written.load(Ordering::Relaxed)
     }
 
@@ -170,7 +168,7 @@ impl TapStats {
     /// the agent ended its copy stream and the client then acknowledged it
     /// with its `CopySummary`. The agent's error comes first; an error the
     /// client sent is kept as the client's word.
-    pub fn observed(&self) -> Observed {
+    pub(crate) fn observed(&self) -> Observed {
         let down = self
             .watcher
             .lock()
@@ -195,14 +193,14 @@ impl TapStats {
 }
 
 /// A stream whose traffic is counted and watched.
-pub struct Tap<T> {
+pub(crate) struct Tap<T> {
     inner: T,
     stats: Arc<TapStats>,
 }
 
 impl<T> Tap<T> {
     /// Wraps `inner`, reporting to `stats`.
-    pub fn new(inner: T, stats: Arc<TapStats>) -> Self {
+    pub(crate) fn new(inner: T, stats: Arc<TapStats>) -> Self {
         Self { inner, stats }
     }
 }

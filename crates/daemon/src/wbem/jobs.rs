@@ -3,143 +3,64 @@
 //! through the agent's files service, as `guestcomm cp` does.
 //!
 //! ```text
-//! CopyFilesToGuest -> Jobs::start: a job (JobState 3 Starting), 4096 + its reference
+//! CopyFilesToGuest -> start: a job (JobState 3 Starting), 4096 + its reference
 //!   task: for each file: stat the source, connect to the agent, copy_to_guest
 //!         (PercentComplete follows the bytes sent) -> 7 Completed
 //!         | 10 Exception with ErrorDescription (the first failure ends the job)
 //! ```
 //!
-//! Jobs live in the daemon's memory, as Hyper-V's do in its service: a
-//! restart forgets them (the copies they ran are in the audit log). At most
-//! [`MAX_WBEM_JOBS`] are kept; the oldest finished one makes room.
+//! The jobs' table is [`crate::copy_jobs`].
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use guestcomm_cim::value::{CimValue, Instance, InstanceName};
-use guestcomm_cim::{CimError, CimStatus};
+use guestcomm_cim::CimError;
 use guestcomm_protocol::files::CopyToGuest;
 use guestcomm_protocol::handshake::error_chain;
 use guestcomm_protocol::policy::Direction;
 
-use crate::access::Caller;
 use crate::audit::{self, Outcome};
-use crate::limits::MAX_WBEM_JOBS;
+use crate::caller::Caller;
+use crate::copy_jobs::{Job, Jobs, COMPLETED, EXCEPTION, RUNNING};
+use crate::model::VmRow;
 use crate::policy::cim_datetime;
-use crate::store::{now_secs, VmRow};
-use crate::State;
+use crate::state::State;
 
 /// The job class.
-pub const JOB_CLASS: &str = "Msvm_CopyFileToGuestJob";
-
-/// CIM JobState values used here.
-const STARTING: u16 = 3;
-const RUNNING: u16 = 4;
-const COMPLETED: u16 = 7;
-const EXCEPTION: u16 = 10;
+pub(crate) const JOB_CLASS: &str = "Msvm_CopyFileToGuestJob";
 
 /// One file of a CopyFilesToGuest call (Msvm_CopyFileToGuestSettingData).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct CopyFile {
+pub(crate) struct CopyFile {
     /// On the host, read by guestcommd.
-    pub source: PathBuf,
+    pub(crate) source: PathBuf,
     /// The copy's options, destination included.
-    pub request: CopyToGuest,
+    pub(crate) request: CopyToGuest,
     /// The setting data as the client embedded it (the job's
     /// CopyFileToGuestSettingData[]).
-    pub embedded: String,
+    pub(crate) embedded: String,
 }
 
-#[derive(Clone, Debug)]
-struct Job {
-    id: String,
-    vm_id: String,
-    settings: Vec<String>,
-    state: u16,
-    percent: u16,
-    error: Option<String>,
-    changed: i64,
+/// Starts copying `files` to `vm` in the background; the job's name.
+pub(crate) fn start(
+    state: &Arc<State>,
+    vm: VmRow,
+    files: Vec<CopyFile>,
+    caller: Caller,
+) -> Result<InstanceName, CimError> {
+    let settings = files.iter().map(|f| f.embedded.clone()).collect();
+    let (number, id) = state
+        .wbem_jobs
+        .add(&vm, settings)
+        .map_err(|e| super::cim_error(&e))?;
+    tokio::spawn(run(state.clone(), number, vm, files, caller));
+    Ok(job_name(&id))
 }
 
-impl Job {
-    fn finished(&self) -> bool {
-        self.state >= COMPLETED
-    }
-}
-
-/// Every job, by number.
-#[derive(Default)]
-pub struct Jobs {
-    table: Mutex<(u64, BTreeMap<u64, Job>)>,
-}
-
-impl Jobs {
-    fn with<R>(&self, f: impl FnOnce(&mut (u64, BTreeMap<u64, Job>)) -> R) -> R {
-        f(&mut self.table.lock().unwrap_or_else(|e| e.into_inner()))
-    }
-
-    fn update(&self, number: u64, f: impl FnOnce(&mut Job)) {
-        self.with(|(_, jobs)| {
-            if let Some(job) = jobs.get_mut(&number) {
-                f(job);
-                job.changed = now_secs();
-            }
-        });
-    }
-
-    /// Every job as an instance.
-    pub fn instances(&self) -> Vec<Instance> {
-        self.with(|(_, jobs)| jobs.values().map(instance).collect())
-    }
-
-    /// Adds a job for `files` on `vm`; refused when the table is full of
-    /// running jobs.
-    fn add(&self, vm: &VmRow, files: &[CopyFile]) -> Result<(u64, String), CimError> {
-        self.with(|(next, jobs)| {
-            if jobs.len() >= MAX_WBEM_JOBS {
-                let oldest_done = jobs.iter().find(|(_, j)| j.finished()).map(|(n, _)| *n);
-                match oldest_done {
-                    Some(n) => {
-                        jobs.remove(&n);
-                    }
-                    None => {
-                        return Err(CimError::new(
-                            CimStatus::Failed,
-                            format!("{MAX_WBEM_JOBS} CopyFilesToGuest jobs are running: retry when one ends"),
-                        ))
-                    }
-                }
-            }
-            *next += 1;
-            let id = format!("guestcomm:copy-{next}");
-            jobs.insert(
-                *next,
-                Job {
-                    id: id.clone(),
-                    vm_id: vm.id.to_string(),
-                    settings: files.iter().map(|f| f.embedded.clone()).collect(),
-                    state: STARTING,
-                    percent: 0,
-                    error: None,
-                    changed: now_secs(),
-                },
-            );
-            Ok((*next, id))
-        })
-    }
-
-    /// Starts copying `files` to `vm` in the background; the job's name.
-    pub fn start(
-        state: &Arc<State>,
-        vm: VmRow,
-        files: Vec<CopyFile>,
-        caller: Caller,
-    ) -> Result<InstanceName, CimError> {
-        let (number, id) = state.wbem_jobs.add(&vm, &files)?;
-        tokio::spawn(run(state.clone(), number, vm, files, caller));
-        Ok(job_name(&id))
-    }
+/// Every job as an instance.
+pub(crate) fn instances(jobs: &Jobs) -> Vec<Instance> {
+    jobs.list().iter().map(instance).collect()
 }
 
 /// The name of job `id`.

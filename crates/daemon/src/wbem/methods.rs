@@ -21,13 +21,13 @@ use guestcomm_cim::{CimError, CimStatus, CimType, Repository};
 use guestcomm_protocol::files::CopyToGuest;
 use guestcomm_protocol::{BuiltinService, ServiceId};
 
-use super::jobs::{CopyFile, Jobs};
+use super::jobs::{self, CopyFile};
 use super::objects::{vm_of, Snapshot, INTERFACE};
 use super::{cim_error, require};
 use crate::access::Authorized;
 use crate::audit::{self, Outcome};
 use crate::limits::MAX_COPY_FILES_PER_CALL;
-use crate::State;
+use crate::state::State;
 
 /// Return value: the method ran to completion.
 const COMPLETED: u64 = 0;
@@ -184,9 +184,10 @@ async fn run(
                 return Ok(returned(TIMEOUT_NOT_SUPPORTED));
             }
             if is_service {
-                let code = crate::api::change_state(state, vm_name()?, service()?, requested)
-                    .await
-                    .map_err(|e| cim_error(&e))?;
+                let code =
+                    crate::ops::services::change_state(state, vm_name()?, service()?, requested)
+                        .await
+                        .map_err(|e| cim_error(&e))?;
                 return Ok(returned(code.into()));
             }
             if instance.class.eq_ignore_ascii_case(INTERFACE) {
@@ -195,7 +196,7 @@ async fn run(
             Ok(returned(NOT_SUPPORTED))
         }
         "StartService" | "StopService" => {
-            let code = crate::api::start_stop(state, vm_name()?, service()?)
+            let code = crate::ops::services::start_stop(state, vm_name()?, service()?)
                 .await
                 .map_err(|e| cim_error(&e))?;
             Ok(returned(code.into()))
@@ -205,7 +206,7 @@ async fn run(
                 vm.ok_or_else(|| CimError::new(CimStatus::NotFound, "the instance's VM is gone"))?;
             let files = copy_files(call)?;
             admit_copy(state, &vm, &files).await?;
-            let job = Jobs::start(state, vm, files, auth.caller)?;
+            let job = jobs::start(state, vm, files, auth.caller)?;
             Ok(MethodReturn {
                 value: CimValue::Uint(JOB_STARTED),
                 value_type: CimType::Uint(32),
@@ -249,11 +250,9 @@ async fn interface_state(
         3 => false,
         _ => return Ok(returned(NOT_SUPPORTED)),
     };
-    state
-        .db(move |s| s.update_vm(&vm, Some(on), None))
+    crate::ops::vms::update(state, vm, Some(on), None)
         .await
-        .map_err(|e| cim_error(&e.into()))?;
-    state.changed.notify_one();
+        .map_err(|e| cim_error(&e))?;
     Ok(returned(COMPLETED))
 }
 
@@ -323,7 +322,7 @@ fn copy_files(call: &Call) -> Result<Vec<CopyFile>, CimError> {
 /// files service enabled on the VM, then the VM's host policy for each file.
 async fn admit_copy(
     state: &Arc<State>,
-    vm: &crate::store::VmRow,
+    vm: &crate::model::VmRow,
     files: &[CopyFile],
 ) -> Result<(), CimError> {
     for id in [BuiltinService::Agent.id(), BuiltinService::Files.id()] {

@@ -17,9 +17,9 @@
 //! RequestStateChange; CopyFilesToGuest reads host files as guestcommd).
 //! Methods are audited (`wbem.invoke`, and `cp.to_guest` for each job).
 
-pub mod jobs;
+pub(crate) mod jobs;
 mod methods;
-pub mod objects;
+pub(crate) mod objects;
 mod operations;
 
 use std::net::SocketAddr;
@@ -36,10 +36,11 @@ use guestcomm_cim::xml::request::{parse_request, CallKind};
 use guestcomm_cim::xml::{response, XmlError, MAX_REQUEST_BYTES};
 use guestcomm_cim::{CimError, CimStatus, MofError, Repository, NAMESPACE};
 
-use crate::access::{Authorized, Caller};
-use crate::api::Error;
+use crate::access::Authorized;
+use crate::caller::Caller;
+use crate::error::{Error, ErrorKind};
 use crate::limits::{MAX_WBEM_DRAIN_BYTES, WBEM_DRAIN_TIMEOUT_MS};
-use crate::State;
+use crate::state::State;
 
 /// The class repository, parsed once from the built-in MOF.
 fn repository() -> Result<&'static Repository, CimError> {
@@ -52,15 +53,32 @@ fn repository() -> Result<&'static Repository, CimError> {
     })
 }
 
-/// An API error as a CIM error: the one mapping, by the API's stable code.
+/// The CIM status of every kind of error: the one mapping.
+pub(crate) fn cim_status(kind: ErrorKind) -> CimStatus {
+    match kind {
+        ErrorKind::NotFound => CimStatus::NotFound,
+        ErrorKind::InvalidArgument => CimStatus::InvalidParameter,
+        ErrorKind::Forbidden | ErrorKind::PolicyDenied | ErrorKind::ServiceDisabled => {
+            CimStatus::AccessDenied
+        }
+        ErrorKind::Conflict
+        | ErrorKind::Builtin
+        | ErrorKind::AgentUnreachable
+        | ErrorKind::GuestUnreachable
+        | ErrorKind::AgentFailed
+        | ErrorKind::Unsupported
+        | ErrorKind::LimitReached
+        | ErrorKind::Busy
+        | ErrorKind::Internal => CimStatus::Failed,
+    }
+}
+
+/// An error as a CIM error: its status, and its whole chain as the text.
 pub(crate) fn cim_error(e: &Error) -> CimError {
-    let status = match e.status().1 {
-        "not_found" => CimStatus::NotFound,
-        "invalid_argument" => CimStatus::InvalidParameter,
-        "permission_denied" | "policy_denied" | "service_disabled" => CimStatus::AccessDenied,
-        _ => CimStatus::Failed,
-    };
-    CimError::new(status, guestcomm_protocol::handshake::error_chain(e))
+    CimError::new(
+        cim_status(e.kind()),
+        guestcomm_protocol::handshake::error_chain(e),
+    )
 }
 
 /// `CIM_ERR_ACCESS_DENIED` unless the caller holds `needed`.
@@ -112,7 +130,7 @@ fn http_refusal(status: StatusCode, cim_error: &'static str, reason: String) -> 
 }
 
 /// `POST /cimom`: one CIM-XML operation.
-pub async fn cimom(
+pub(crate) async fn cimom(
     AxumState(state): AxumState<Arc<State>>,
     Extension(auth): Extension<Authorized>,
     headers: HeaderMap,
@@ -228,7 +246,7 @@ async fn read_bounded(body: Body, declared: Option<u64>) -> Result<Vec<u8>, usiz
 /// The router of a `--wbem tcp://` listener: `/cimom` only, every caller
 /// with `role` (plain HTTP on loopback identifies nobody: whoever can
 /// connect to the port gets that role, `viewer` unless configured).
-pub fn tcp_router(state: Arc<State>, role: Role) -> Router {
+pub(crate) fn tcp_router(state: Arc<State>, role: Role) -> Router {
     Router::new()
         .route("/cimom", axum::routing::post(cimom))
         .route_layer(axum::middleware::from_fn(
@@ -257,7 +275,7 @@ async fn tcp_caller(role: Role, mut req: Request, next: Next) -> Response {
 
 /// Checks a `--wbem` address: loopback only (no TLS and no caller identity
 /// on this listener, so it must not leave the host).
-pub fn check_listen_address(addr: &SocketAddr) -> Result<(), String> {
+pub(crate) fn check_listen_address(addr: &SocketAddr) -> Result<(), String> {
     if addr.ip().is_loopback() {
         Ok(())
     } else {
@@ -290,7 +308,7 @@ mod tests {
             (Error::PolicyDenied("x".into()), CimStatus::AccessDenied),
             (Error::Internal("x".into()), CimStatus::Failed),
             (
-                Error::Store(crate::store::StoreError::UnknownVm("web1".into())),
+                Error::from(crate::store::StoreError::UnknownVm("web1".into())),
                 CimStatus::NotFound,
             ),
         ];

@@ -3,7 +3,7 @@
 //! ```text
 //! Msvm_ComputerSystem                  the host (Name = its host name) and each VM (Name = its id)
 //! Msvm_GuestServiceInterfaceComponent  one per VM (EnabledState: the VM's interface switch)
-//! Msvm_GuestCommunicationService       each registered service on each VM (api::instances)
+//! Msvm_GuestCommunicationService       each registered service on each VM (ops::services::instances)
 //! Msvm_GuestFileService, Guestcomm_*   the built-in integration services as their own class
 //!                                      (policy::integration_instance)
 //! Msvm_RegisteredGuestService          interface component -> each of the above on its VM
@@ -21,40 +21,40 @@ use guestcomm_api::GuestCommunicationService;
 use guestcomm_cim::value::{CimValue, Instance, InstanceName};
 use guestcomm_cim::{CimType, Repository};
 
-use crate::api::Error;
+use crate::error::Error;
+use crate::model::VmRow;
 use crate::policy::{self, cim_datetime};
-use crate::store::VmRow;
-use crate::State;
+use crate::state::State;
 
 /// Class of the VMs and the host.
-pub const COMPUTER_SYSTEM: &str = "Msvm_ComputerSystem";
+pub(crate) const COMPUTER_SYSTEM: &str = "Msvm_ComputerSystem";
 /// Class of each VM's guest service interface.
-pub const INTERFACE: &str = "Msvm_GuestServiceInterfaceComponent";
+pub(crate) const INTERFACE: &str = "Msvm_GuestServiceInterfaceComponent";
 /// The association of an interface and its services.
-pub const REGISTERED: &str = "Msvm_RegisteredGuestService";
+pub(crate) const REGISTERED: &str = "Msvm_RegisteredGuestService";
 /// Setting data of each VM's interface.
-pub const INTERFACE_SETTINGS: &str = "Msvm_GuestServiceInterfaceComponentSettingData";
+pub(crate) const INTERFACE_SETTINGS: &str = "Msvm_GuestServiceInterfaceComponentSettingData";
 /// Setting data of each service on each VM (its policy there).
-pub const SERVICE_SETTINGS: &str = "Msvm_GuestCommunicationServiceSettingData";
+pub(crate) const SERVICE_SETTINGS: &str = "Msvm_GuestCommunicationServiceSettingData";
 /// DeviceID of every interface component (the key that tells it apart is
 /// its SystemName, the VM).
 const INTERFACE_DEVICE_ID: &str = "GuestServiceInterface";
 
 /// Everything the instances are made of, read once per operation.
-pub struct Snapshot {
+pub(crate) struct Snapshot {
     /// The host's name.
-    pub host: String,
+    pub(crate) host: String,
     /// The VMs.
-    pub vms: Vec<(VmRow, String)>,
+    pub(crate) vms: Vec<(VmRow, String)>,
     /// The service objects of the JSON API, each service on each VM.
-    pub services: Vec<GuestCommunicationService>,
+    pub(crate) services: Vec<GuestCommunicationService>,
     /// The jobs.
-    pub jobs: Vec<Instance>,
+    pub(crate) jobs: Vec<Instance>,
 }
 
 impl Snapshot {
     /// Reads the state.
-    pub async fn read(state: &Arc<State>) -> Result<Self, Error> {
+    pub(crate) async fn read(state: &Arc<State>) -> Result<Self, Error> {
         let vms = state.db(|s| s.vms()).await?;
         let vms = vms
             .into_iter()
@@ -69,13 +69,13 @@ impl Snapshot {
                 .and_then(|h| h.into_string().ok())
                 .unwrap_or_else(|| "localhost".into()),
             vms,
-            services: crate::api::instances(state, None).await?,
-            jobs: state.wbem_jobs.instances(),
+            services: crate::ops::services::instances(state, None).await?,
+            jobs: super::jobs::instances(&state.wbem_jobs),
         })
     }
 
     /// Every instance of `class` and its subclasses.
-    pub fn instances_of(&self, repo: &Repository, class: &str) -> Vec<Instance> {
+    pub(crate) fn instances_of(&self, repo: &Repository, class: &str) -> Vec<Instance> {
         let wants = |c: &str| repo.is_a(c, class);
         let mut out = Vec::new();
         if wants(COMPUTER_SYSTEM) {
@@ -105,7 +105,7 @@ impl Snapshot {
     }
 
     /// The instance named `name`, if it exists.
-    pub fn find(&self, repo: &Repository, name: &InstanceName) -> Option<Instance> {
+    pub(crate) fn find(&self, repo: &Repository, name: &InstanceName) -> Option<Instance> {
         self.instances_of(repo, &name.class)
             .into_iter()
             .find(|i| i.path(repo).same(name))
@@ -114,7 +114,7 @@ impl Snapshot {
     /// The associations that may involve `source` (those of its VM, by its
     /// SystemName key), and the instances at their ends: per-VM work
     /// whatever the number of VMs.
-    pub fn links_of(
+    pub(crate) fn links_of(
         &self,
         repo: &Repository,
         source: &InstanceName,
@@ -238,9 +238,9 @@ fn interface_keys(vm_id: &str) -> Vec<(String, CimValue)> {
 /// The EnabledState of a VM's interface: 2 on, 3 off.
 fn interface_state(vm: &VmRow) -> u16 {
     if vm.interface_enabled {
-        policy::ENABLED
+        crate::model::ENABLED
     } else {
-        policy::DISABLED
+        crate::model::DISABLED
     }
 }
 
@@ -305,7 +305,7 @@ fn service_settings(object: &GuestCommunicationService) -> Instance {
 /// CreationClassName: each of the class's properties from the JSON field
 /// of the same name, typed by the class (fields that are no CIM property,
 /// such as `guestcomm_vm_name`, are left out).
-pub fn from_api(repo: &Repository, object: &GuestCommunicationService) -> Instance {
+pub(crate) fn from_api(repo: &Repository, object: &GuestCommunicationService) -> Instance {
     let class = object.creation_class_name.clone();
     let json = serde_json::to_value(object).unwrap_or_default();
     let properties = repo
@@ -329,7 +329,7 @@ pub fn from_api(repo: &Repository, object: &GuestCommunicationService) -> Instan
 }
 
 /// The VM named by an instance's `SystemName` key (a VM id), for methods.
-pub fn vm_of<'a>(snapshot: &'a Snapshot, name: &InstanceName) -> Option<&'a VmRow> {
+pub(crate) fn vm_of<'a>(snapshot: &'a Snapshot, name: &InstanceName) -> Option<&'a VmRow> {
     let id = name.key_text("SystemName")?;
     snapshot
         .vms

@@ -14,7 +14,7 @@ use guestcomm_cim::{CimError, CimStatus, Repository, NAMESPACE};
 
 use super::cim_error;
 use super::objects::Snapshot;
-use crate::State;
+use crate::state::State;
 
 fn invalid(message: String) -> CimError {
     CimError::new(CimStatus::InvalidParameter, message)

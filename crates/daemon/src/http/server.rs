@@ -27,15 +27,12 @@ use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, UnixListener};
 
-use crate::access::Caller;
+use crate::caller::Caller;
+use crate::http::tls_listener::TlsListener;
 use crate::limits::{
-    DEFAULT_HTTP_HEADER_TIMEOUT_MS, DEFAULT_MAX_HTTP_CONNECTIONS,
+    ACCEPT_ERROR_PAUSE_MS, DEFAULT_HTTP_HEADER_TIMEOUT_MS, DEFAULT_MAX_HTTP_CONNECTIONS,
     DEFAULT_MAX_HTTP_CONNECTIONS_PER_PEER,
 };
-use crate::tls_listener::TlsListener;
-
-/// How long to pause after an accept error (out of file descriptors).
-const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 
 /// Bounds of the HTTP connections of one listener.
 #[derive(Clone, Copy, Debug)]
@@ -74,7 +71,7 @@ pub(crate) async fn serve_unix(listener: UnixListener, app: Router, limits: Http
             Ok((stream, _)) => stream,
             Err(e) => {
                 tracing::warn!(error = %e, "API accept failed");
-                tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
+                tokio::time::sleep(Duration::from_millis(ACCEPT_ERROR_PAUSE_MS)).await;
                 continue;
             }
         };
@@ -117,7 +114,7 @@ pub(crate) async fn serve_tcp(listener: TcpListener, app: Router, limits: HttpLi
             Ok(accepted) => accepted,
             Err(e) => {
                 tracing::warn!(error = %e, "WBEM accept failed");
-                tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
+                tokio::time::sleep(Duration::from_millis(ACCEPT_ERROR_PAUSE_MS)).await;
                 continue;
             }
         };

@@ -12,6 +12,8 @@
 //! services are (re)inserted at every open, so a new built-in needs no
 //! migration.
 
+pub(crate) mod audit_chain;
+
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
@@ -19,10 +21,13 @@ use guestcomm_protocol::auth::Psk;
 use guestcomm_protocol::integration::{short_key, KvpEntries, KvpError, KvpPool};
 use guestcomm_protocol::limits::MAX_KVP_KEYS_PER_POOL;
 use guestcomm_protocol::{BuiltinService, ServiceId};
+use guestcomm_transport::Address;
 use rusqlite::{params, Connection, OptionalExtension};
 use uuid::Uuid;
 
-use crate::policy::Policy;
+use crate::error::{Classified, Error, ErrorKind};
+use crate::model::Policy;
+use crate::model::{ServiceRow, VmRow};
 
 /// Schema steps; step N brings `user_version` from N to N + 1.
 const MIGRATIONS: &[&str] = &[
@@ -157,63 +162,46 @@ pub enum StoreError {
     Sqlite(#[from] rusqlite::Error),
 }
 
-/// A VM row.
-#[derive(Clone, Debug, PartialEq)]
-pub struct VmRow {
-    /// Identity.
-    pub id: Uuid,
-    /// Unique name.
-    pub name: String,
-    /// Transport address, as given (validated on insert).
-    pub endpoint: String,
-    /// Guest service interface on.
-    pub interface_enabled: bool,
-    /// DefaultEnabledStatePolicy (Enabled or Disabled).
-    pub default_policy: Policy,
-    /// Seconds since the epoch.
-    pub created_at: i64,
-    /// The key the agent requires, if it has credentials.
-    pub psk: Option<Psk>,
+impl StoreError {
+    /// What the failure means to a caller.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Self::UnknownVm(_) | Self::UnknownService(_) => ErrorKind::NotFound,
+            Self::DuplicateVm(_) | Self::DuplicateService(_) => ErrorKind::Conflict,
+            Self::Builtin(_) => ErrorKind::Builtin,
+            Self::Kvp(e) => ErrorKind::of_agent_code(e.code()),
+            Self::TooNew { .. } | Self::File(..) | Self::InUse(_) | Self::Sqlite(_) => {
+                ErrorKind::Internal
+            }
+        }
+    }
+}
+
+impl From<StoreError> for Error {
+    fn from(e: StoreError) -> Self {
+        Self::Store(Classified::new(e.kind(), e))
+    }
 }
 
 /// Which VMs' external key-value pools the health monitor may have to deliver.
 #[derive(Debug, Default)]
-pub struct KvpDeliveryState {
+pub(crate) struct KvpDeliveryState {
     /// Pools marked for delivery.
-    pub pending: HashSet<Uuid>,
+    pub(crate) pending: HashSet<Uuid>,
     /// Pools that are not empty.
-    pub with_entries: HashSet<Uuid>,
+    pub(crate) with_entries: HashSet<Uuid>,
 }
 
 impl KvpDeliveryState {
     /// Whether `vm`'s pool must go to its agent now that it answered: it
     /// waits for delivery, or the agent `came_back` (it may have lost it).
-    pub fn needs_push(&self, vm: Uuid, came_back: bool) -> bool {
+    pub(crate) fn needs_push(&self, vm: Uuid, came_back: bool) -> bool {
         self.pending.contains(&vm) || (came_back && self.with_entries.contains(&vm))
     }
 }
 
-/// A service registration row.
-#[derive(Clone, Debug, PartialEq)]
-pub struct ServiceRow {
-    /// GUID.
-    pub id: ServiceId,
-    /// ElementName.
-    pub element_name: String,
-    /// Description.
-    pub description: String,
-    /// Built in.
-    pub builtin: bool,
-    /// Host-wide switch.
-    pub enabled: bool,
-    /// Seconds since the epoch.
-    pub installed_at: i64,
-    /// Host address guest-initiated connections are relayed to, if any.
-    pub host_endpoint: Option<String>,
-}
-
 /// The open database.
-pub struct Store {
+pub(crate) struct Store {
     conn: Connection,
     /// Rows the audit log's writes changed, so that they do not count as
     /// changes of configuration ([`Store::config_changes`]).
@@ -221,7 +209,7 @@ pub struct Store {
 }
 
 /// Seconds since the Unix epoch.
-pub fn now_secs() -> i64 {
+pub(crate) fn now_secs() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64)
@@ -237,7 +225,7 @@ impl Store {
     /// different value means the configuration (VMs, services, policies,
     /// key-value pools) may have changed, the signal of module
     /// [`cache`](crate::cache).
-    pub fn config_changes(&self) -> u64 {
+    pub(crate) fn config_changes(&self) -> u64 {
         self.conn.total_changes().wrapping_sub(self.audit_changes)
     }
 
@@ -256,7 +244,7 @@ impl Store {
     /// The file holds the VMs' keys: it is created (or set) mode 0600 before
     /// SQLite opens it, and SQLite gives its WAL and shared-memory files the
     /// same mode.
-    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+    pub(crate) fn open(dir: &Path) -> Result<Self, StoreError> {
         use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
         let path = dir.join("guestcommd.db");
         let secret = |e: std::io::Error| StoreError::File(path.display().to_string(), e);
@@ -278,8 +266,9 @@ impl Store {
         })
     }
 
+    #[cfg(test)]
     /// An in-memory database, for tests.
-    pub fn in_memory() -> Result<Self, StoreError> {
+    pub(crate) fn in_memory() -> Result<Self, StoreError> {
         Self::init(Connection::open_in_memory()?)
     }
 
@@ -306,7 +295,7 @@ impl Store {
             let tx = conn.transaction()?;
             tx.execute_batch(sql)?;
             if step == AUDIT_CHAIN_MIGRATION {
-                crate::audit_chain::link_unchained(&tx)?;
+                crate::store::audit_chain::link_unchained(&tx)?;
             }
             tx.pragma_update(None, "user_version", step as u32 + 1)?;
             tx.commit()?;
@@ -325,16 +314,16 @@ impl Store {
     }
 
     /// Adds a VM; the name must be free.
-    pub fn add_vm(
+    pub(crate) fn add_vm(
         &mut self,
         name: &str,
-        endpoint: &str,
+        endpoint: &Address,
         psk: Option<Psk>,
     ) -> Result<VmRow, StoreError> {
         let row = VmRow {
             id: Uuid::new_v4(),
             name: name.into(),
-            endpoint: endpoint.into(),
+            endpoint: endpoint.clone(),
             interface_enabled: true,
             default_policy: Policy::Enabled,
             created_at: now_secs(),
@@ -346,7 +335,7 @@ impl Store {
             params![
                 row.id.to_string(),
                 name,
-                endpoint,
+                endpoint.to_string(),
                 row.default_policy.value(),
                 row.created_at,
                 row.psk.as_ref().map(Psk::secret_hex)
@@ -359,7 +348,7 @@ impl Store {
     }
 
     /// Every VM, by name.
-    pub fn vms(&self) -> Result<Vec<VmRow>, StoreError> {
+    pub(crate) fn vms(&self) -> Result<Vec<VmRow>, StoreError> {
         let mut stmt = self.conn.prepare(
             "SELECT id, name, endpoint, interface_enabled, default_policy, created_at, psk FROM vms ORDER BY name",
         )?;
@@ -368,7 +357,7 @@ impl Store {
     }
 
     /// One VM by name.
-    pub fn vm(&self, name: &str) -> Result<VmRow, StoreError> {
+    pub(crate) fn vm(&self, name: &str) -> Result<VmRow, StoreError> {
         self.conn
             .query_row(
                 "SELECT id, name, endpoint, interface_enabled, default_policy, created_at, psk FROM vms WHERE name = ?1",
@@ -380,7 +369,7 @@ impl Store {
     }
 
     /// Changes a VM's interface switch and default policy (`None` keeps a value).
-    pub fn update_vm(
+    pub(crate) fn update_vm(
         &mut self,
         name: &str,
         interface_enabled: Option<bool>,
@@ -399,7 +388,7 @@ impl Store {
     }
 
     /// Removes a VM and its policies.
-    pub fn remove_vm(&mut self, name: &str) -> Result<(), StoreError> {
+    pub(crate) fn remove_vm(&mut self, name: &str) -> Result<(), StoreError> {
         match self
             .conn
             .execute("DELETE FROM vms WHERE name = ?1", [name])?
@@ -410,7 +399,7 @@ impl Store {
     }
 
     /// Registers a service GUID.
-    pub fn register(
+    pub(crate) fn register(
         &mut self,
         id: ServiceId,
         element_name: &str,
@@ -430,7 +419,7 @@ impl Store {
     }
 
     /// Unregisters a (non-built-in) service and its per-VM policies.
-    pub fn unregister(&mut self, id: ServiceId) -> Result<(), StoreError> {
+    pub(crate) fn unregister(&mut self, id: ServiceId) -> Result<(), StoreError> {
         if self.service(id)?.builtin {
             return Err(StoreError::Builtin(id));
         }
@@ -440,7 +429,7 @@ impl Store {
     }
 
     /// Every registration, built-ins first, then by GUID.
-    pub fn services(&self) -> Result<Vec<ServiceRow>, StoreError> {
+    pub(crate) fn services(&self) -> Result<Vec<ServiceRow>, StoreError> {
         let mut stmt = self.conn.prepare(
             "SELECT id, element_name, description, builtin, enabled, installed_at, host_endpoint FROM services
              ORDER BY builtin DESC, id",
@@ -450,7 +439,7 @@ impl Store {
     }
 
     /// One registration.
-    pub fn service(&self, id: ServiceId) -> Result<ServiceRow, StoreError> {
+    pub(crate) fn service(&self, id: ServiceId) -> Result<ServiceRow, StoreError> {
         self.conn
             .query_row(
                 "SELECT id, element_name, description, builtin, enabled, installed_at, host_endpoint FROM services WHERE id = ?1",
@@ -462,7 +451,7 @@ impl Store {
     }
 
     /// Sets the host-wide switch of a service.
-    pub fn set_global(&mut self, id: ServiceId, enabled: bool) -> Result<(), StoreError> {
+    pub(crate) fn set_global(&mut self, id: ServiceId, enabled: bool) -> Result<(), StoreError> {
         let n = self.conn.execute(
             "UPDATE services SET enabled = ?2 WHERE id = ?1",
             params![id.to_string(), enabled],
@@ -474,7 +463,7 @@ impl Store {
     }
 
     /// Sets the policy of a service on one VM (Deferred removes the row).
-    pub fn set_vm_policy(
+    pub(crate) fn set_vm_policy(
         &mut self,
         id: ServiceId,
         vm: &str,
@@ -498,7 +487,7 @@ impl Store {
     }
 
     /// Every per-service policy VM `vm` has (services not listed are Deferred).
-    pub fn vm_policies(&self, vm: Uuid) -> Result<HashMap<ServiceId, Policy>, StoreError> {
+    pub(crate) fn vm_policies(&self, vm: Uuid) -> Result<HashMap<ServiceId, Policy>, StoreError> {
         let mut stmt = self
             .conn
             .prepare_cached("SELECT service, policy FROM service_vm_policy WHERE vm = ?1")?;
@@ -517,7 +506,7 @@ impl Store {
     }
 
     /// The policy of a service on a VM (Deferred when none was set).
-    pub fn vm_policy(&self, id: ServiceId, vm: Uuid) -> Result<Policy, StoreError> {
+    pub(crate) fn vm_policy(&self, id: ServiceId, vm: Uuid) -> Result<Policy, StoreError> {
         let value: Option<u16> = self
             .conn
             .query_row(
@@ -534,7 +523,7 @@ impl Store {
 
 impl Store {
     /// The external key-value pool of a VM.
-    pub fn kvp_entries(&self, vm: Uuid) -> Result<KvpEntries, StoreError> {
+    pub(crate) fn kvp_entries(&self, vm: Uuid) -> Result<KvpEntries, StoreError> {
         let mut stmt = self
             .conn
             .prepare("SELECT key, value FROM kvp_external WHERE vm = ?1 ORDER BY key")?;
@@ -544,7 +533,7 @@ impl Store {
 
     /// Sets a key of a VM's external pool (checked by the caller) and marks
     /// the pool for delivery, in one transaction.
-    pub fn kvp_set(&mut self, vm: Uuid, key: &str, value: &str) -> Result<(), StoreError> {
+    pub(crate) fn kvp_set(&mut self, vm: Uuid, key: &str, value: &str) -> Result<(), StoreError> {
         let tx = self.conn.transaction()?;
         let vm_id = vm.to_string();
         let exists: bool = tx.query_row(
@@ -573,7 +562,7 @@ impl Store {
     }
 
     /// Removes a key of a VM's external pool and marks the pool for delivery.
-    pub fn kvp_delete(&mut self, vm: Uuid, key: &str) -> Result<(), StoreError> {
+    pub(crate) fn kvp_delete(&mut self, vm: Uuid, key: &str) -> Result<(), StoreError> {
         let tx = self.conn.transaction()?;
         let vm_id = vm.to_string();
         let n = tx.execute(
@@ -592,7 +581,7 @@ impl Store {
 
     /// For a round of the health monitor, in one call: the VMs whose pool
     /// waits for delivery, and the VMs whose pool is not empty.
-    pub fn kvp_delivery_state(&self) -> Result<KvpDeliveryState, StoreError> {
+    pub(crate) fn kvp_delivery_state(&self) -> Result<KvpDeliveryState, StoreError> {
         let ids = |sql: &str| -> Result<HashSet<Uuid>, StoreError> {
             let mut stmt = self.conn.prepare_cached(sql)?;
             let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
@@ -611,8 +600,9 @@ impl Store {
         })
     }
 
+    #[cfg(test)]
     /// Whether the VM's agent has yet to receive its external pool.
-    pub fn kvp_pending(&self, vm: Uuid) -> Result<bool, StoreError> {
+    pub(crate) fn kvp_pending(&self, vm: Uuid) -> Result<bool, StoreError> {
         Ok(self.conn.query_row(
             "SELECT EXISTS(SELECT 1 FROM kvp_pending WHERE vm = ?1)",
             [vm.to_string()],
@@ -621,7 +611,11 @@ impl Store {
     }
 
     /// Records that the agent received `entries` (unless the pool changed since).
-    pub fn kvp_delivered(&mut self, vm: Uuid, entries: &KvpEntries) -> Result<(), StoreError> {
+    pub(crate) fn kvp_delivered(
+        &mut self,
+        vm: Uuid,
+        entries: &KvpEntries,
+    ) -> Result<(), StoreError> {
         let tx = self.conn.transaction()?;
         let now = {
             let mut stmt = tx.prepare("SELECT key, value FROM kvp_external WHERE vm = ?1")?;
@@ -654,7 +648,9 @@ fn vm_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<VmRow> {
             rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
         })?,
         name: r.get(1)?,
-        endpoint: r.get(2)?,
+        endpoint: r.get::<_, String>(2)?.parse().map_err(|e| {
+            rusqlite::Error::FromSqlConversionFailure(2, rusqlite::types::Type::Text, Box::new(e))
+        })?,
         interface_enabled: r.get(3)?,
         default_policy: Policy::from_value(policy).unwrap_or(Policy::Enabled),
         created_at: r.get(5)?,
@@ -694,8 +690,8 @@ mod tests {
     #[test]
     fn kvp_delivery_state_lists_pending_and_non_empty_pools() {
         let mut s = Store::in_memory().unwrap();
-        let a = s.add_vm("a", "unix:///a", None).unwrap();
-        let b = s.add_vm("b", "unix:///b", None).unwrap();
+        let a = s.add_vm("a", &"unix:///a".parse().unwrap(), None).unwrap();
+        let b = s.add_vm("b", &"unix:///b".parse().unwrap(), None).unwrap();
         s.kvp_set(a.id, "k", "v").unwrap();
         let d = s.kvp_delivery_state().unwrap();
         assert!(d.needs_push(a.id, false), "set, not yet delivered");
@@ -713,9 +709,10 @@ mod tests {
     #[test]
     fn vms_are_unique_by_name_and_removal_cascades_policies() {
         let mut s = Store::in_memory().unwrap();
-        s.add_vm("web1", "unix:///a", None).unwrap();
+        s.add_vm("web1", &"unix:///a".parse().unwrap(), None)
+            .unwrap();
         assert!(matches!(
-            s.add_vm("web1", "unix:///b", None),
+            s.add_vm("web1", &"unix:///b".parse().unwrap(), None),
             Err(StoreError::DuplicateVm(_))
         ));
         let exec = BuiltinService::Exec.id();
@@ -741,7 +738,7 @@ mod tests {
         let id: ServiceId = "0e0b6031-5213-4934-818b-38d90ced39db".parse().unwrap();
         {
             let mut s = Store::open(dir.path()).unwrap();
-            s.add_vm("a", "unix:///a", None).unwrap();
+            s.add_vm("a", &"unix:///a".parse().unwrap(), None).unwrap();
             s.register(id, "Mine", "", None).unwrap();
         }
         let s = Store::open(dir.path()).unwrap();
@@ -795,7 +792,10 @@ mod tests {
     #[test]
     fn external_pool_is_bounded_marked_pending_and_removed_with_its_vm() {
         let mut s = Store::in_memory().unwrap();
-        let vm = s.add_vm("web1", "unix:///a", None).unwrap().id;
+        let vm = s
+            .add_vm("web1", &"unix:///a".parse().unwrap(), None)
+            .unwrap()
+            .id;
         assert!(!s.kvp_pending(vm).unwrap());
         for i in 0..MAX_KVP_KEYS_PER_POOL {
             s.kvp_set(vm, &format!("k{i}"), "v").unwrap();

@@ -27,18 +27,18 @@ use tokio::sync::mpsc;
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 
-use crate::access::Caller;
 use crate::audit::{self, Outcome};
+use crate::caller::Caller;
 use crate::config::TlsSection;
-use crate::limits::{MAX_TLS_HANDSHAKES, MAX_TLS_HANDSHAKES_PER_PEER, TLS_HANDSHAKE_TIMEOUT_MS};
-use crate::State;
-
-/// How long to pause after an accept error (out of file descriptors).
-const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
+use crate::limits::{
+    ACCEPT_ERROR_PAUSE_MS, MAX_TLS_HANDSHAKES, MAX_TLS_HANDSHAKES_PER_PEER,
+    TLS_HANDSHAKE_TIMEOUT_MS,
+};
+use crate::state::State;
 
 /// The server side: TLS 1.3 only, the daemon's certificate, and client
 /// certificates required and verified against `client_ca`.
-pub fn server_config(tls: &TlsSection) -> Result<ServerConfig, TlsError> {
+pub(crate) fn server_config(tls: &TlsSection) -> Result<ServerConfig, TlsError> {
     let verifier = WebPkiClientVerifier::builder_with_provider(
         Arc::new(load_roots(&tls.client_ca)?),
         provider(),
@@ -51,7 +51,7 @@ pub fn server_config(tls: &TlsSection) -> Result<ServerConfig, TlsError> {
 }
 
 /// Accepted, authenticated TLS connections, for `axum::serve`.
-pub struct TlsListener {
+pub(crate) struct TlsListener {
     ready: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
     local: SocketAddr,
     acceptor: tokio::task::JoinHandle<()>,
@@ -60,7 +60,11 @@ pub struct TlsListener {
 impl TlsListener {
     /// Listens on `tcp` and completes handshakes with `config`; refusals
     /// go to `state`'s audit log.
-    pub fn new(tcp: TcpListener, config: ServerConfig, state: Arc<State>) -> std::io::Result<Self> {
+    pub(crate) fn new(
+        tcp: TcpListener,
+        config: ServerConfig,
+        state: Arc<State>,
+    ) -> std::io::Result<Self> {
         let local = tcp.local_addr()?;
         let (tx, ready) = mpsc::channel(MAX_TLS_HANDSHAKES);
         let acceptor = tokio::spawn(accept_loop(
@@ -112,7 +116,7 @@ async fn accept_loop(
             Ok(accepted) => accepted,
             Err(e) => {
                 tracing::warn!(error = %e, "API accept failed");
-                tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
+                tokio::time::sleep(Duration::from_millis(ACCEPT_ERROR_PAUSE_MS)).await;
                 continue;
             }
         };
@@ -157,5 +161,13 @@ async fn accept_loop(
                 }
             }
         });
+    }
+}
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, TlsListener>>
+    for Caller
+{
+    fn connect_info(stream: axum::serve::IncomingStream<'_, TlsListener>) -> Self {
+        Caller::of_tls(stream.io())
     }
 }

@@ -1,7 +1,7 @@
 //! The audit log's hash chains: each completed record carries the SHA-256
 //! of the record before it in its chain and of its own canonical encoding,
 //! so that a record deleted, altered or inserted out of order in the SQLite
-//! file shows when the chain is verified ([`verify`], `GET
+//! file shows when the chain is verified ([`verify_batch`], `GET
 //! /v1/audit/verify`, `guestcomm audit --verify`).
 //!
 //! ```text
@@ -82,11 +82,11 @@ impl Chain {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Link {
     /// Its chain.
-    pub chain: Chain,
+    pub(crate) chain: Chain,
     /// Its position, from 1.
-    pub seq: i64,
+    pub(crate) seq: i64,
     /// Its digest.
-    pub digest: Sha,
+    pub(crate) digest: Sha,
 }
 
 const DOMAIN: &[u8] = b"guestcomm-audit-chain-v1";
@@ -321,7 +321,7 @@ pub(crate) struct Walk {
     /// Records walked in this chain.
     records: u64,
     /// What was found so far.
-    pub report: AuditVerification,
+    pub(crate) report: AuditVerification,
 }
 
 /// Walks on by at most `batch` records (module doc); true once both chains

@@ -1,0 +1,10 @@
+//! The operations the front ends call (the HTTP/JSON API in `api`, WBEM in
+//! `wbem`): each takes typed arguments and returns the API's types or an
+//! [`crate::error::Error`], and knows nothing of HTTP or CIM-XML.
+//!
+//! [`vms`]: the inventory; [`audit`]: the audit log's records and check; [`services`]: the registry, per-VM enablement and
+//! the service instances with their RequestStateChange.
+
+pub(crate) mod audit;
+pub(crate) mod services;
+pub(crate) mod vms;
