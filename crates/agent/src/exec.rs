@@ -28,10 +28,10 @@ use guestcomm_protocol::closing::linger;
 use guestcomm_protocol::limits::{
     DATA_CHUNK_BYTES, LINGER_AFTER_LAST_FRAME_MS, MAX_EXEC_ARGS, MAX_EXEC_ENV,
 };
-use guestcomm_protocol::message::{ErrorCode, ErrorFrame, ExecRequest, ExitStatus};
 use guestcomm_protocol::split::{split, FrameWriter};
 use guestcomm_protocol::FramedConn;
 use guestcomm_protocol::{Control, Frame, FrameError, StreamId};
+use guestcomm_protocol::{ErrorCode, ErrorFrame, ExecRequest, ExitStatus};
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -140,12 +140,7 @@ fn prepare(req: &ExecRequest) -> Result<Command, ErrorFrame> {
         Err(e @ UserError::NotPermitted { .. }) => {
             return Err(refuse(ErrorCode::PermissionDenied, e.to_string()))
         }
-        Err(e) => {
-            return Err(refuse(
-                ErrorCode::Io,
-                guestcomm_protocol::handshake::error_chain(&e),
-            ))
-        }
+        Err(e) => return Err(refuse(ErrorCode::Io, guestcomm_protocol::error_chain(&e))),
     };
     if let Some(user) = &target {
         cmd.env("HOME", &user.home)

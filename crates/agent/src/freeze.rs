@@ -274,7 +274,7 @@ impl FreezeManager {
         }
         warn!("the host did not thaw in time: thawing every frozen filesystem (safety timeout)");
         if let Err(e) = self.thaw(&[]) {
-            warn!(error = %guestcomm_protocol::handshake::error_chain(&e), "safety thaw failed");
+            warn!(error = %guestcomm_protocol::error_chain(&e), "safety thaw failed");
         }
     }
 

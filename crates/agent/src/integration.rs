@@ -14,8 +14,8 @@ use std::sync::Arc;
 use futures::SinkExt;
 use guestcomm_protocol::closing::linger;
 use guestcomm_protocol::integration::{KvpSide, ShutdownRequest};
-use guestcomm_protocol::message::{Call, ErrorCode, ErrorFrame};
 use guestcomm_protocol::{BuiltinService, Control, Frame, FramedConn};
+use guestcomm_protocol::{Call, ErrorCode, ErrorFrame};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::info;
 
@@ -82,7 +82,7 @@ fn kvp_error(e: KvpStoreError) -> ErrorFrame {
         KvpStoreError::PoolFile(PoolFileError::Locked { .. }) => ErrorCode::Timeout,
         KvpStoreError::PoolFile(PoolFileError::Io(..)) => ErrorCode::Io,
     };
-    ErrorFrame::new(code, guestcomm_protocol::handshake::error_chain(&e))
+    ErrorFrame::new(code, guestcomm_protocol::error_chain(&e))
 }
 
 fn clock_error(e: ClockError) -> ErrorFrame {
@@ -91,7 +91,7 @@ fn clock_error(e: ClockError) -> ErrorFrame {
         ClockError::OutOfRange(_) => ErrorCode::InvalidArgument,
         ClockError::Os(_) => ErrorCode::Io,
     };
-    ErrorFrame::new(code, guestcomm_protocol::handshake::error_chain(&e))
+    ErrorFrame::new(code, guestcomm_protocol::error_chain(&e))
 }
 
 fn freeze_error(e: FreezeError) -> ErrorFrame {
@@ -99,7 +99,7 @@ fn freeze_error(e: FreezeError) -> ErrorFrame {
         FreezeError::NotMountPoint(_) | FreezeError::Invalid(_) => ErrorCode::InvalidArgument,
         FreezeError::Freeze(..) | FreezeError::Thaw(..) => ErrorCode::Io,
     };
-    ErrorFrame::new(code, guestcomm_protocol::handshake::error_chain(&e))
+    ErrorFrame::new(code, guestcomm_protocol::error_chain(&e))
 }
 
 /// The answer to an integration request; `service` is the one it named.
@@ -171,12 +171,9 @@ pub fn answer(
         Call::Shutdown(req) => {
             req.check()
                 .map_err(|m| ErrorFrame::new(ErrorCode::InvalidArgument, m))?;
-            s.shutdown.check(&req).map_err(|e| {
-                ErrorFrame::new(
-                    ErrorCode::Io,
-                    guestcomm_protocol::handshake::error_chain(&e),
-                )
-            })?;
+            s.shutdown
+                .check(&req)
+                .map_err(|e| ErrorFrame::new(ErrorCode::Io, guestcomm_protocol::error_chain(&e)))?;
             Ok(Control::ShutdownAck {
                 action: req.action().into(),
                 mode: shutdown::mode(&req).into(),

@@ -221,7 +221,7 @@ fn main() -> ExitCode {
             return match run_connect_host(target) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
-                    let chain = guestcomm_protocol::handshake::error_chain(&e);
+                    let chain = guestcomm_protocol::error_chain(&e);
                     eprintln!("guestcomm-agent: {chain}");
                     ExitCode::FAILURE
                 }

@@ -7,8 +7,8 @@
 
 use std::path::Path;
 
-use guestcomm_protocol::message::{ErrorCode, ErrorFrame, Request};
 use guestcomm_protocol::policy::{PolicyDocument, PolicyError, MAX_POLICY_BYTES};
+use guestcomm_protocol::{ErrorCode, ErrorFrame, Request};
 
 /// Why the policy file was refused at start.
 #[derive(Debug, thiserror::Error)]
@@ -56,7 +56,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("p.toml");
         std::fs::write(&path, "[exec]\nallow = [{ program = \"uptime\" }]\n").unwrap();
-        let err = guestcomm_protocol::handshake::error_chain(&load(&path).unwrap_err());
+        let err = guestcomm_protocol::error_chain(&load(&path).unwrap_err());
         assert!(err.contains("p.toml") && err.contains("line 2"), "{err}");
     }
 }

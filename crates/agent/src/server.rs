@@ -30,10 +30,10 @@ use guestcomm_protocol::closing::linger;
 use guestcomm_protocol::entropy::{self, PoolState};
 use guestcomm_protocol::files::FEATURE_COPY_BENEATH;
 use guestcomm_protocol::handshake::{self, ServerOffer, AUTH_NONE};
-use guestcomm_protocol::message::{Call, ErrorCode, ErrorFrame};
 use guestcomm_protocol::nonce::{self, EpochError};
 use guestcomm_protocol::policy::PolicyDocument;
 use guestcomm_protocol::{BuiltinService, Control, Frame, FrameCodec, FramedConn};
+use guestcomm_protocol::{Call, ErrorCode, ErrorFrame};
 use guestcomm_transport::admission::{Admission, Ticket};
 use guestcomm_transport::{Address, ListenError, Listener, Peer, PeerCidFilter, Stream};
 use tokio::sync::Semaphore;
@@ -268,7 +268,7 @@ impl Agent {
             Some(path) => match bind_local(path).await {
                 Ok(listener) => Some(listener),
                 Err(e) => {
-                    warn!(error = %handshake::error_chain(&e), "serving the host without the local key-value socket");
+                    warn!(error = %guestcomm_protocol::error_chain(&e), "serving the host without the local key-value socket");
                     None
                 }
             },
@@ -471,7 +471,7 @@ async fn authenticate(
             None
         }
         Ok(Err(e)) => {
-            warn!(error = %handshake::error_chain(&e), "handshake failed");
+            warn!(error = %guestcomm_protocol::error_chain(&e), "handshake failed");
             // Its error frame was sent: the client closes first, unless it
             // is the silent kind that let the handshake time out.
             if !matches!(e, handshake::HandshakeError::Timeout(_)) {
@@ -545,7 +545,7 @@ async fn handle(
     match (service.builtin(), request.call) {
         (Some(BuiltinService::Exec), Call::Exec(req)) => {
             if let Err(e) = exec::serve(conn, req).await {
-                info!(%peer, error = %handshake::error_chain(&e), "exec ended early");
+                info!(%peer, error = %guestcomm_protocol::error_chain(&e), "exec ended early");
             }
         }
         (Some(BuiltinService::Files), Call::CopyToGuest(req)) => {
@@ -553,7 +553,7 @@ async fn handle(
             match files::serve_to_guest(conn, req, copy_limits, guest_policy).await {
                 Ok(s) => info!(%dst, files = s.files, bytes = s.bytes, "copy into the guest done"),
                 Err(e) => {
-                    info!(%dst, error = %handshake::error_chain(&e), "copy into the guest failed")
+                    info!(%dst, error = %guestcomm_protocol::error_chain(&e), "copy into the guest failed")
                 }
             }
         }
@@ -564,7 +564,7 @@ async fn handle(
                     info!(%src, files = s.files, bytes = s.bytes, "copy out of the guest done")
                 }
                 Err(e) => {
-                    info!(%src, error = %handshake::error_chain(&e), "copy out of the guest failed")
+                    info!(%src, error = %guestcomm_protocol::error_chain(&e), "copy out of the guest failed")
                 }
             }
         }

@@ -14,7 +14,7 @@ use futures::{SinkExt, StreamExt};
 use guestcomm_protocol::integration::{
     sample_offset, FreezeStatus, GuestInfo, KvpEntries, KvpPool, ShutdownRequest, TimeReport,
 };
-use guestcomm_protocol::message::{Call, ErrorFrame, Request};
+use guestcomm_protocol::{Call, ErrorFrame, Request};
 use guestcomm_protocol::{Control, Frame, FrameError};
 use tokio::io::{AsyncRead, AsyncWrite};
 

@@ -218,7 +218,7 @@ impl std::error::Error for Classified {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use guestcomm_protocol::handshake::error_chain;
+    use guestcomm_protocol::error_chain;
 
     #[test]
     fn a_classified_error_reads_as_the_error_it_wraps() {

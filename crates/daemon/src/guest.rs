@@ -27,7 +27,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use guestcomm_protocol::handshake::error_chain;
+use guestcomm_protocol::error_chain;
 use guestcomm_protocol::ServiceId;
 use guestcomm_transport::{Address, Listener, Peer};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};

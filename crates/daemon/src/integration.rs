@@ -24,7 +24,7 @@ use guestcomm_api::{
 };
 use guestcomm_client::integration::{self as ops, CallError};
 use guestcomm_client::Session;
-use guestcomm_protocol::handshake::error_chain;
+use guestcomm_protocol::error_chain;
 use guestcomm_protocol::integration::{check_key, check_value, KvpError, KvpPool, KvpSide};
 use guestcomm_protocol::message::Call;
 use guestcomm_protocol::BuiltinService;

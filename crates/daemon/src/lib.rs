@@ -54,7 +54,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use guestcomm_protocol::handshake::error_chain;
+use guestcomm_protocol::error_chain;
 use tokio::net::UnixListener;
 
 pub use crate::http::server::HttpLimits;

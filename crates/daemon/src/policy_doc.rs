@@ -13,9 +13,9 @@ use axum::extract::{Path, State as AxumState};
 use axum::{Extension, Json};
 use guestcomm_api::SetVmPolicy;
 use guestcomm_protocol::files::FEATURE_COPY_BENEATH;
-use guestcomm_protocol::message::{ErrorCode, ErrorFrame};
 use guestcomm_protocol::policy::{Direction, PolicyDocument};
 use guestcomm_protocol::Call;
+use guestcomm_protocol::{ErrorCode, ErrorFrame};
 use rusqlite::{params, OptionalExtension};
 use uuid::Uuid;
 

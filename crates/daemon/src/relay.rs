@@ -33,8 +33,8 @@ use futures::SinkExt;
 use guestcomm_client::Session;
 use guestcomm_protocol::closing::linger;
 use guestcomm_protocol::handshake::{self, HandshakeError, ServerOffer, AUTH_NONE};
-use guestcomm_protocol::message::{Call, ErrorCode, ErrorFrame, Request as GcRequest};
 use guestcomm_protocol::{BuiltinService, Control, Frame, FrameCodec, FramedConn, ServiceId};
+use guestcomm_protocol::{Call, ErrorCode, ErrorFrame, Request as GcRequest};
 use guestcomm_transport::{Address, Stream};
 use hyper::header::{CONNECTION, UPGRADE};
 use hyper::StatusCode;
@@ -121,13 +121,7 @@ fn audit_record(caller: Caller, vm: &VmRow, request: &GcRequest) -> audit::Recor
         Call::CopyFromGuest(copy) => ("cp.from_guest", copy.src.clone()),
         // Integration requests relayed as they are (the API's own routes
         // for them are audited by the access middleware).
-        other => (
-            "request",
-            serde_json::to_value(other)
-                .ok()
-                .and_then(|v| v.get("op").and_then(|op| op.as_str()).map(str::to_string))
-                .unwrap_or_default(),
-        ),
+        other => ("request", other.op().to_string()),
     };
     let mut record = audit::record(caller, operation);
     record.vm = Some(vm.name.clone());
@@ -221,7 +215,7 @@ async fn forward(
         let message = format!(
             "the agent of VM {} failed: {}",
             vm.name,
-            handshake::error_chain(e)
+            guestcomm_protocol::error_chain(e)
         );
         ErrorFrame::new(ErrorCode::Io, message)
     };
@@ -239,7 +233,7 @@ async fn forward(
         (Ok(()), _) => Ok(conn),
         (Err(e), None) => Err(failed(&e)),
         (Err(e), Some((addr, request))) => {
-            debug!(error = %handshake::error_chain(&e), "spare connection was closed; connecting anew");
+            debug!(error = %guestcomm_protocol::error_chain(&e), "spare connection was closed; connecting anew");
             let session =
                 guestcomm_client::connect_with(&addr, crate::DAEMON_NAME, vm.psk.as_ref())
                     .await
@@ -268,7 +262,10 @@ where
         nonce_epoch: None,
     };
     if let Err(e) = handshake::server_handshake(&mut client, &offer).await {
-        let error = format!("client handshake failed: {}", handshake::error_chain(&e));
+        let error = format!(
+            "client handshake failed: {}",
+            guestcomm_protocol::error_chain(&e)
+        );
         debug!(%error);
         audit_broken_session(&state, caller, vm, error).await;
         // Its error frame was sent: the client closes first (PROTOCOL.md 2.5).
@@ -304,7 +301,7 @@ where
     {
         Ok(verdict) => verdict,
         Err(e) => {
-            let frame = ErrorFrame::new(ErrorCode::Internal, handshake::error_chain(&e));
+            let frame = ErrorFrame::new(ErrorCode::Internal, guestcomm_protocol::error_chain(&e));
             return refuse(&mut client, frame).await;
         }
     };
@@ -407,7 +404,7 @@ impl Refusal {
             Self::Disabled { element_name } => format!(
                 "service {element_name} ({id}) is disabled for VM {vm} (enable it with `guestcomm service enable {id} --vm {vm}`)"
             ),
-            Self::Store(e) => handshake::error_chain(e),
+            Self::Store(e) => guestcomm_protocol::error_chain(e),
         }
     }
 }
@@ -622,8 +619,8 @@ where
 mod tests {
     use super::*;
     use crate::store::Store;
-    use guestcomm_protocol::message::{Call, ExecRequest};
     use guestcomm_protocol::BuiltinService;
+    use guestcomm_protocol::{Call, ExecRequest};
 
     #[tokio::test]
     async fn the_growing_relay_buffer_loses_and_reorders_nothing() {

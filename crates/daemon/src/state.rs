@@ -119,7 +119,7 @@ impl State {
                 Some(written.id)
             }
             Err(e) => {
-                tracing::error!(error = %guestcomm_protocol::handshake::error_chain(&e), "cannot write an audit record");
+                tracing::error!(error = %guestcomm_protocol::error_chain(&e), "cannot write an audit record");
                 None
             }
         }

@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
-use guestcomm_protocol::frame::HEADER_BYTES;
+use guestcomm_protocol::frame::{FrameHeader, HEADER_BYTES};
 use guestcomm_protocol::Control;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
@@ -66,19 +66,14 @@ impl FrameWatcher {
                     return;
                 }
                 self.have = 0;
-                let len = u32::from_be_bytes([
-                    self.header[0],
-                    self.header[1],
-                    self.header[2],
-                    self.header[3],
-                ]) as usize;
-                let kind = self.header[4];
-                if kind > 0x04 {
+                let header = FrameHeader::parse(self.header);
+                let Ok(stream) = header.stream() else {
                     self.lost = true;
                     return;
-                }
+                };
+                let len = header.len as usize;
                 self.remaining = len as u64;
-                if kind == 0 && len <= MAX_WATCHED_CONTROL_BYTES {
+                if stream.is_none() && len <= MAX_WATCHED_CONTROL_BYTES {
                     self.body = Some(Vec::with_capacity(len));
                 }
                 if len == 0 {
@@ -246,7 +241,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Tap<T> {
 mod tests {
     use super::*;
     use bytes::{Bytes, BytesMut};
-    use guestcomm_protocol::message::{ErrorCode, ErrorFrame, ExitStatus};
+    use guestcomm_protocol::{ErrorCode, ErrorFrame, ExitStatus};
     use guestcomm_protocol::{Frame, FrameCodec, StreamId};
     use tokio_util::codec::Encoder;
 

@@ -4,7 +4,7 @@ use std::io;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use guestcomm_protocol::handshake::error_chain;
+use guestcomm_protocol::error_chain;
 use guestcomm_protocol::{ErrorCode, ErrorFrame, FrameError};
 
 /// Every way a copy can fail, on either side.

@@ -22,8 +22,7 @@ use tokio_util::codec::{Decoder, Encoder, Framed};
 
 use crate::limits::MAX_FRAME_BYTES;
 use crate::message::Control;
-// The old path of `StreamId`, until every crate names it at the root.
-pub use crate::stream::StreamId;
+use crate::stream::StreamId;
 
 /// A framed connection: the type both sides use after connecting.
 pub type FramedConn<T> = Framed<T, FrameCodec>;

@@ -101,7 +101,7 @@ impl HandshakeError {
     }
 }
 
-pub use crate::error_chain;
+use crate::error_chain;
 
 /// What the server accepts and announces.
 #[derive(Clone, Debug)]

@@ -34,8 +34,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-// The old paths of the error types, until every crate names them at the root.
-pub use crate::error_code::{ErrorCode, ErrorFrame};
+use crate::error_code::ErrorFrame;
 use crate::files::{CopyFromGuest, CopySummary, CopyToGuest, Entry};
 use crate::integration::{FreezeStatus, GuestInfo, KvpEntries, KvpPool, ShutdownRequest};
 use crate::service::{BuiltinService, ServiceId};

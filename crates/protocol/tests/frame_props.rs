@@ -7,13 +7,13 @@ use std::collections::BTreeMap;
 
 use bytes::{Bytes, BytesMut};
 use guestcomm_protocol::files::{CopyFromGuest, CopySummary, CopyToGuest, Entry, EntryKind};
-use guestcomm_protocol::frame::{Frame, FrameCodec, FrameError, StreamId, HEADER_BYTES};
+use guestcomm_protocol::frame::{Frame, FrameCodec, FrameError, HEADER_BYTES};
 use guestcomm_protocol::limits::MAX_FRAME_BYTES;
 use guestcomm_protocol::message::{
-    Call, Control, ErrorCode, ErrorFrame, ExecRequest, ExitStatus, Hello, ProtocolVersion, Request,
-    Welcome, WindowSize,
+    Call, Control, ExecRequest, ExitStatus, Hello, ProtocolVersion, Request, Welcome, WindowSize,
 };
 use guestcomm_protocol::service::{BuiltinService, ServiceId};
+use guestcomm_protocol::{ErrorCode, ErrorFrame, StreamId};
 use proptest::prelude::*;
 use tokio_util::codec::{Decoder, Encoder};
 

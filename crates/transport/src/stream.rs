@@ -206,7 +206,7 @@ mod tests {
             s.write_all(b"ERR no listener\n").await.unwrap();
         });
         let addr = Address::HybridVsock { path, port: 99 };
-        let text = guestcomm_protocol::handshake::error_chain(&connect(&addr).await.unwrap_err());
+        let text = guestcomm_protocol::error_chain(&connect(&addr).await.unwrap_err());
         assert!(text.contains("ERR no listener"), "{text}");
     }
 }

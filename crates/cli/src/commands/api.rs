@@ -53,7 +53,7 @@ pub fn report(err: &ApiError, code: u8) -> ExitCode {
 
 /// The error and its causes, joined by ": " (the daemon's body is already one line).
 pub fn one_line(err: &ApiError) -> String {
-    guestcomm_protocol::handshake::error_chain(err)
+    guestcomm_protocol::error_chain(err)
 }
 
 /// Prints `value` as pretty JSON.

@@ -381,7 +381,7 @@ fn report(err: &CopyError) -> ExitCode {
     let code = copy_failure_code(err);
     eprintln!(
         "guestcomm: cannot copy: {}",
-        Escaped(&guestcomm_protocol::handshake::error_chain(err))
+        Escaped(&guestcomm_protocol::error_chain(err))
     );
     ExitCode::from(code)
 }

@@ -24,7 +24,7 @@ use guestcomm_api::{
     MethodResult, RegisterService, RequestStateChange, ServiceRegistration, SetPolicy, UpdateVm,
     Vm,
 };
-use guestcomm_protocol::handshake::error_chain;
+use guestcomm_protocol::error_chain;
 use serde::Deserialize;
 
 use crate::access::Authorized;

@@ -4,7 +4,7 @@
 //! and StopService.
 
 use guestcomm_api::{GuestCommunicationService, ServiceRegistration};
-use guestcomm_protocol::handshake::error_chain;
+use guestcomm_protocol::error_chain;
 use guestcomm_protocol::ServiceId;
 use guestcomm_transport::Address;
 

@@ -3,7 +3,7 @@
 
 use guestcomm_api::{validate_vm_name, Credentials, NewCredentials, Vm};
 use guestcomm_protocol::auth::{Psk, AUTH_PSK};
-use guestcomm_protocol::handshake::error_chain;
+use guestcomm_protocol::error_chain;
 use guestcomm_transport::Address;
 
 use crate::error::Error;

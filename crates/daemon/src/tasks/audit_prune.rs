@@ -18,7 +18,7 @@ pub(crate) async fn prune_task(state: Arc<State>, retention: AuditSection) {
             Ok(0) => {}
             Ok(n) => tracing::info!(removed = n, "audit log pruned to its retention"),
             Err(e) => {
-                tracing::warn!(error = %guestcomm_protocol::handshake::error_chain(&e), "cannot prune the audit log")
+                tracing::warn!(error = %guestcomm_protocol::error_chain(&e), "cannot prune the audit log")
             }
         }
     }

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use guestcomm_protocol::handshake::error_chain;
+use guestcomm_protocol::error_chain;
 use guestcomm_protocol::BuiltinService;
 use tracing::{info, warn};
 

@@ -75,10 +75,7 @@ pub(crate) fn cim_status(kind: ErrorKind) -> CimStatus {
 
 /// An error as a CIM error: its status, and its whole chain as the text.
 pub(crate) fn cim_error(e: &Error) -> CimError {
-    CimError::new(
-        cim_status(e.kind()),
-        guestcomm_protocol::handshake::error_chain(e),
-    )
+    CimError::new(cim_status(e.kind()), guestcomm_protocol::error_chain(e))
 }
 
 /// `CIM_ERR_ACCESS_DENIED` unless the caller holds `needed`.
