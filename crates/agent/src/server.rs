@@ -25,6 +25,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::SinkExt;
+use guestcomm_policy::PolicyDocument;
 use guestcomm_protocol::auth::{Psk, AUTH_PSK};
 use guestcomm_protocol::closing::linger;
 use guestcomm_protocol::entropy::{self, PoolState};
@@ -32,7 +33,6 @@ use guestcomm_protocol::files::FEATURE_COPY_BENEATH;
 use guestcomm_protocol::handshake::{self, ServerOffer, AUTH_NONE};
 use guestcomm_protocol::message::{Call, ErrorCode, ErrorFrame};
 use guestcomm_protocol::nonce::{self, EpochError};
-use guestcomm_protocol::policy::PolicyDocument;
 use guestcomm_protocol::{BuiltinService, Control, Frame, FrameCodec, FramedConn};
 use guestcomm_transport::admission::{Admission, Ticket};
 use guestcomm_transport::{Address, ListenError, Listener, Peer, PeerCidFilter, Stream};

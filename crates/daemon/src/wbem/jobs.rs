@@ -19,9 +19,9 @@ use std::sync::{Arc, Mutex};
 
 use guestcomm_cim::value::{CimValue, Instance, InstanceName};
 use guestcomm_cim::{CimError, CimStatus};
+use guestcomm_policy::Direction;
 use guestcomm_protocol::files::CopyToGuest;
 use guestcomm_protocol::handshake::error_chain;
-use guestcomm_protocol::policy::Direction;
 
 use crate::access::Caller;
 use crate::audit::{self, Outcome};
