@@ -15,9 +15,9 @@ use futures::SinkExt;
 use guestcomm_files::{
     check_destination, receive_copy, send_copy, Confine, CopyError, NoProgress, ReceiveOptions,
 };
+use guestcomm_policy::{Direction, PolicyDocument};
 use guestcomm_protocol::closing::linger;
 use guestcomm_protocol::files::{CopyFromGuest, CopySummary, CopyToGuest};
-use guestcomm_protocol::policy::{Direction, PolicyDocument};
 use guestcomm_protocol::{Control, Frame, FramedConn};
 use guestcomm_transport::Stream;
 

@@ -51,7 +51,7 @@ pub struct Services {
     pub offered: Vec<String>,
     /// The guest owner's policy (`--policy`), checked on every request from
     /// the host before any service sees it.
-    pub policy: Option<guestcomm_protocol::policy::PolicyDocument>,
+    pub policy: Option<guestcomm_policy::PolicyDocument>,
 }
 
 impl Services {

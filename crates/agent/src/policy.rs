@@ -1,5 +1,5 @@
 //! The guest owner's policy (`guestcomm-agent --policy FILE`): the same
-//! document as the host's (`guestcomm_protocol::policy`), enforced here on
+//! document as the host's (`guestcomm_policy`), enforced here on
 //! every request before it reaches a service. Copy paths are checked here
 //! as written; the file service then opens them beneath the allowed
 //! prefixes at the moment of use (module `files`), so that a symbolic link
@@ -7,7 +7,7 @@
 
 use std::path::Path;
 
-use guestcomm_protocol::policy::{PolicyDocument, PolicyError, MAX_POLICY_BYTES};
+use guestcomm_policy::{PolicyDocument, PolicyError, MAX_POLICY_BYTES};
 use guestcomm_protocol::{ErrorCode, ErrorFrame, Request};
 
 /// Why the policy file was refused at start.

@@ -25,13 +25,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::SinkExt;
+use guestcomm_policy::PolicyDocument;
 use guestcomm_protocol::auth::{Psk, AUTH_PSK};
 use guestcomm_protocol::closing::linger;
 use guestcomm_protocol::entropy::{self, PoolState};
 use guestcomm_protocol::files::FEATURE_COPY_BENEATH;
 use guestcomm_protocol::handshake::{self, ServerOffer, AUTH_NONE};
 use guestcomm_protocol::nonce::{self, EpochError};
-use guestcomm_protocol::policy::PolicyDocument;
 use guestcomm_protocol::{BuiltinService, Control, Frame, FrameCodec, FramedConn};
 use guestcomm_protocol::{Call, ErrorCode, ErrorFrame};
 use guestcomm_transport::admission::{Admission, Ticket};

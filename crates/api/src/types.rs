@@ -353,7 +353,7 @@ impl std::fmt::Display for Role {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SetVmPolicy {
-    /// The document, TOML or JSON text (see `guestcomm_protocol::policy`);
+    /// The document, TOML or JSON text (see `guestcomm_policy`);
     /// empty: no restriction.
     pub document: String,
 }

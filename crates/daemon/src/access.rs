@@ -307,7 +307,7 @@ impl Grants {
             .filter(|(names, _)| {
                 names
                     .iter()
-                    .any(|glob| guestcomm_protocol::policy::glob_match(glob, vm))
+                    .any(|glob| guestcomm_policy::glob_match(glob, vm))
             })
             .map(|(_, role)| *role);
         self.host.into_iter().chain(scoped).max()

@@ -18,7 +18,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use guestcomm_protocol::policy::PolicyDocument;
+use guestcomm_policy::PolicyDocument;
 use guestcomm_protocol::ServiceId;
 
 use crate::limits::MAX_CACHED_VMS;

@@ -31,7 +31,7 @@
 use std::path::{Path, PathBuf};
 
 use guestcomm_api::tls::normalize_fingerprint;
-use guestcomm_protocol::policy::line_of;
+use guestcomm_policy::line_of;
 use serde::Deserialize;
 
 use crate::limits::{DEFAULT_AUDIT_MAX_AGE_DAYS, DEFAULT_AUDIT_MAX_RECORDS, MAX_CONFIG_BYTES};
@@ -141,7 +141,7 @@ impl VmRoles {
     pub fn covers(&self, vm: &str) -> bool {
         self.names
             .iter()
-            .any(|glob| guestcomm_protocol::policy::glob_match(glob, vm))
+            .any(|glob| guestcomm_policy::glob_match(glob, vm))
     }
 }
 

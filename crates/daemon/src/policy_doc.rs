@@ -2,7 +2,7 @@
 //! (`guestcomm policy show|set VM`, table `vm_policies`, schema migration 6)
 //! and its enforcement on relayed requests and operator routes.
 //!
-//! The document type and its checks live in `guestcomm_protocol::policy`,
+//! The document type and its checks live in `guestcomm_policy`,
 //! shared with the agent's `--policy`. A document that does not parse or
 //! validate is refused with its line, and the VM keeps its old one.
 
@@ -12,8 +12,8 @@ use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State as AxumState};
 use axum::{Extension, Json};
 use guestcomm_api::SetVmPolicy;
+use guestcomm_policy::{Direction, PolicyDocument};
 use guestcomm_protocol::files::FEATURE_COPY_BENEATH;
-use guestcomm_protocol::policy::{Direction, PolicyDocument};
 use guestcomm_protocol::Call;
 use guestcomm_protocol::{ErrorCode, ErrorFrame};
 use rusqlite::{params, OptionalExtension};

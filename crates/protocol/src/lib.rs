@@ -17,8 +17,7 @@
 //! [`service`] (service GUIDs and their vsock ports), [`limits`] (every bound),
 //! [`split`] (a connection as a frame reader and a copy-free frame writer),
 //! [`files`] (the file service's copy messages), [`integration`] (guest
-//! info, time, key-value exchange, shutdown, filesystem freeze), [`policy`]
-//! (the argument-level policy document both host and agent enforce),
+//! info, time, key-value exchange, shutdown, filesystem freeze),
 //! [`auth`] (the pre-shared key and its proofs), [`nonce`] (handshake nonces
 //! that never wait for the kernel's random pool), [`entropy`] (the kernel's
 //! generator, asked without blocking), [`closing`] (who closes a connection
@@ -36,7 +35,6 @@ pub mod integration;
 pub mod limits;
 pub mod message;
 pub mod nonce;
-pub mod policy;
 pub mod service;
 pub mod split;
 pub mod stream;

@@ -1,13 +1,13 @@
 //! `guestcomm policy show|set VM`: a VM's argument-level policy, enforced by
 //! guestcommd on every exec and copy (the document format is in
-//! `guestcomm_protocol::policy` and docs/SECURITY.md).
+//! `guestcomm_policy` and docs/SECURITY.md).
 
 use std::io::Read;
 use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
 use guestcomm_api::{ApiError, Method, SetVmPolicy};
-use guestcomm_protocol::policy::{PolicyDocument, MAX_POLICY_BYTES};
+use guestcomm_policy::{PolicyDocument, MAX_POLICY_BYTES};
 
 use super::api::{self, FAILED};
 

@@ -16,9 +16,9 @@ use std::sync::Arc;
 
 use guestcomm_cim::value::{CimValue, Instance, InstanceName};
 use guestcomm_cim::CimError;
+use guestcomm_policy::Direction;
 use guestcomm_protocol::error_chain;
 use guestcomm_protocol::files::CopyToGuest;
-use guestcomm_protocol::policy::Direction;
 
 use crate::audit::{self, Outcome};
 use crate::caller::Caller;

@@ -1,5 +1,6 @@
-//! Argument-level policy: which programs a VM's exec may run (and as whom),
-//! which guest paths a copy may write or read, and read-only VMs. The same
+//! The argument-level policy document: which programs a VM's exec may run
+//! (and as whom), which guest paths a copy may write or read, and read-only
+//! VMs; its types, parsing (TOML or JSON) and matching. The same
 //! document is the host's word (`guestcomm policy set VM FILE`, enforced by
 //! guestcommd) and the guest owner's (`guestcomm-agent --policy FILE`,
 //! enforced by the agent); a request passes only if both allow it.
@@ -38,20 +39,15 @@
 //! [`LOADER_VARIABLES`], and must match a pattern of `[exec] env` when
 //! that list is given (a trailing `*` matches any rest).
 
+use guestcomm_protocol::files::{CopyFromGuest, CopyToGuest};
+use guestcomm_protocol::message::{Call, ExecRequest};
 use serde::{Deserialize, Serialize};
 
-use crate::files::{CopyFromGuest, CopyToGuest};
-use crate::message::{Call, ExecRequest};
-
 mod exec;
+mod limits;
 
 pub use exec::{loader_variable, ArgRule, LOADER_VARIABLES};
-
-/// Largest policy document accepted, in bytes.
-pub const MAX_POLICY_BYTES: usize = 64 * 1024;
-
-/// Most rules (programs plus prefixes) in one document.
-pub const MAX_POLICY_RULES: usize = 1024;
+pub use limits::{MAX_POLICY_BYTES, MAX_POLICY_RULES};
 
 /// How many allowed programs a denial lists before "...".
 const LISTED_IN_DENIAL: usize = 5;
