@@ -243,3 +243,50 @@ pub fn run(cli: Cli) -> ExitCode {
     }
     code
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn command(args: &[&str]) -> Command {
+        let args = std::iter::once("guestcomm").chain(args.iter().copied());
+        Cli::try_parse_from(args).unwrap().command
+    }
+
+    #[test]
+    fn each_command_gives_its_identity_and_output_to_the_context() {
+        let kvp = command(&[
+            "kvp",
+            "list",
+            "unix:///a.sock",
+            "--json",
+            "--identity",
+            "/k",
+        ]);
+        assert_eq!(kvp.identity(), Some(Path::new("/k")));
+        assert_eq!(kvp.output(), Output::Json);
+        let exec = command(&["exec", "--identity", "/e", "web1", "--", "true"]);
+        assert_eq!(exec.identity(), Some(Path::new("/e")));
+        assert_eq!(exec.output(), Output::Text);
+        let fs = command(&["fs", "status", "web1", "--json"]);
+        assert_eq!((fs.identity(), fs.output()), (None, Output::Json));
+        assert_eq!(
+            command(&["vm", "show", "web1", "--json"]).output(),
+            Output::Json
+        );
+        assert_eq!(command(&["vm", "list"]).output(), Output::Text);
+        assert_eq!(command(&["cim", "classes"]).output(), Output::Text);
+        assert_eq!(
+            command(&["cim", "get", "P", "--json"]).output(),
+            Output::Json
+        );
+        assert_eq!(
+            command(&["policy", "show", "web1", "--json"]).output(),
+            Output::Json
+        );
+        assert_eq!(
+            command(&["service", "list", "--json"]).output(),
+            Output::Json
+        );
+    }
+}

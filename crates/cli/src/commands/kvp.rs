@@ -90,7 +90,7 @@ pub(crate) enum KvpCommand {
 }
 
 /// What a command prints.
-enum Output {
+enum Answer {
     Value(String),
     Entries(KvpEntries),
     Written(Option<String>),
@@ -113,7 +113,7 @@ impl KvpCommand {
     }
 }
 
-async fn execute(cmd: KvpCommand, ctx: &Context) -> anyhow::Result<Output> {
+async fn execute(cmd: KvpCommand, ctx: &Context) -> anyhow::Result<Answer> {
     match &cmd {
         KvpCommand::Set { key, value, .. } => {
             check_key(key)?;
@@ -125,12 +125,12 @@ async fn execute(cmd: KvpCommand, ctx: &Context) -> anyhow::Result<Output> {
     let pool = cmd.on().pool;
     let guest = guest::connect(&cmd.on().to.target, ctx)?;
     Ok(match cmd {
-        KvpCommand::Get { key, .. } => Output::Value(guest.kvp_get(pool, &key).await?),
-        KvpCommand::List { .. } => Output::Entries(guest.kvp_list(pool).await?),
+        KvpCommand::Get { key, .. } => Answer::Value(guest.kvp_get(pool, &key).await?),
+        KvpCommand::List { .. } => Answer::Entries(guest.kvp_list(pool).await?),
         KvpCommand::Set { key, value, .. } => {
-            Output::Written(guest.kvp_set(pool, key, value).await?)
+            Answer::Written(guest.kvp_set(pool, key, value).await?)
         }
-        KvpCommand::Rm { key, .. } => Output::Written(guest.kvp_remove(pool, key).await?),
+        KvpCommand::Rm { key, .. } => Answer::Written(guest.kvp_remove(pool, key).await?),
     })
 }
 
@@ -142,19 +142,19 @@ pub(crate) async fn run(args: KvpArgs, ctx: &Context) -> Result<ExitCode, Failur
     {
         // The value as it is for a script; escaped on a terminal, where a
         // guest's value could otherwise move the cursor or retitle it.
-        Output::Value(v) if std::io::stdout().is_terminal() => println!("{}", Escaped(&v)),
-        Output::Value(v) => println!("{v}"),
-        Output::Entries(e) if ctx.json() => return output::print_json(&e),
+        Answer::Value(v) if std::io::stdout().is_terminal() => println!("{}", Escaped(&v)),
+        Answer::Value(v) => println!("{v}"),
+        Answer::Entries(e) if ctx.json() => return output::print_json(&e),
         // One line per key: escaped, so no value can forge a line.
-        Output::Entries(e) => {
+        Answer::Entries(e) => {
             return output::write_out(
                 &e.iter()
                     .map(|(k, v)| format!("{}={}\n", Escaped(k), Escaped(v)))
                     .collect::<String>(),
             )
         }
-        Output::Written(None) => {}
-        Output::Written(Some(reason)) => {
+        Answer::Written(None) => {}
+        Answer::Written(Some(reason)) => {
             eprintln!(
                 "guestcomm: stored; the guest gets it when its agent next answers ({})",
                 Escaped(&reason)

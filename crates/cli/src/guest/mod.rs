@@ -86,3 +86,37 @@ pub(crate) fn connect(target: &Target, ctx: &Context) -> anyhow::Result<Box<dyn 
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::context::Output;
+
+    fn context(identity: Option<&str>) -> Context {
+        Context::new(None, None, identity.map(Into::into), Output::Text)
+    }
+
+    fn refusal(target: &str, ctx: &Context) -> String {
+        match connect(&target.parse().unwrap(), ctx) {
+            Ok(_) => panic!("{target}: accepted"),
+            Err(e) => format!("{e:#}"),
+        }
+    }
+
+    #[test]
+    fn identity_is_for_agent_addresses_only() {
+        let err = refusal("web1", &context(Some("/k")));
+        assert!(
+            err.starts_with("--identity is for agent addresses"),
+            "{err}"
+        );
+        assert!(connect(&"unix:///a.sock".parse().unwrap(), &context(Some("/k"))).is_ok());
+        assert!(connect(&"web1".parse().unwrap(), &context(None)).is_ok());
+    }
+
+    #[test]
+    fn vm_names_are_checked_before_asking_the_daemon() {
+        let err = refusal("bad name", &context(None));
+        assert!(err.starts_with("invalid VM name"), "{err}");
+    }
+}
