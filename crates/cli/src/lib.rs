@@ -1,22 +1,40 @@
 //! The `guestcomm` command line: what an operator types.
 //!
 //! [`Cli`] is the whole argument grammar (one file per subcommand under
-//! [`commands`]); [`run`] turns a parsed command line into an exit code.
-//! [`target`] decides whether a TARGET is a transport address (direct mode)
-//! or a VM name (through the daemon), [`terminal`] owns the local terminal
-//! (raw mode, window size), [`exit`] the exit-code conventions and
-//! [`progress`] the progress bar of `cp`.
+//! `commands`); [`run`] turns it once into a `Context` (the API client and
+//! its TLS files, the `--identity` key, the output format) that every
+//! command gets by reference, runs the command, and turns its result into
+//! the exit code.
+//!
+//! The modules, each importing only from those listed before it:
+//! ```text
+//! exit  target  terminal  progress   leaves: exit codes and the one failure
+//!                                    reporter; TARGET; the local terminal; cp's bar
+//! context  api  output               what commands share: the Context; VM paths
+//!                                    and local API errors; JSON, tables, stdout
+//! session                            a Session with an agent: direct or via guestcommd
+//! guest/                             the Guest trait: Direct and Daemon, chosen once
+//! commands/                          one module per subcommand
+//! ```
 
-pub mod commands;
-pub mod exit;
-pub mod progress;
-pub mod session;
-pub mod target;
-pub mod terminal;
+mod api;
+mod commands;
+mod context;
+mod exit;
+mod guest;
+mod output;
+mod progress;
+mod session;
+mod target;
+mod terminal;
 
+use std::path::Path;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+
+use crate::context::{Context, Output};
+use crate::exit::Failure;
 
 /// How long an interrupted copy may take to remove its temporary files.
 const COPY_CLEANUP_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
@@ -42,33 +60,33 @@ pub struct Cli {
         value_name = "ADDR",
         help_heading = "API connection"
     )]
-    pub api: Option<String>,
+    pub(crate) api: Option<String>,
 
     /// With a tcp:// API: this client's certificate (PEM); guestcommd maps
     /// its fingerprint to a role.
     #[arg(long, global = true, env = "GUESTCOMM_API_CERT", value_name = "FILE",
           help_heading = "API connection", requires_all = ["api_key", "api_ca"])]
-    pub api_cert: Option<std::path::PathBuf>,
+    pub(crate) api_cert: Option<std::path::PathBuf>,
 
     /// With a tcp:// API: the private key of --api-cert (PEM).
     #[arg(long, global = true, env = "GUESTCOMM_API_KEY", value_name = "FILE",
           help_heading = "API connection", requires_all = ["api_cert", "api_ca"])]
-    pub api_key: Option<std::path::PathBuf>,
+    pub(crate) api_key: Option<std::path::PathBuf>,
 
     /// With a tcp:// API: the CA that signed guestcommd's certificate (PEM;
     /// the certificate must name the IP address dialled).
     #[arg(long, global = true, env = "GUESTCOMM_API_CA", value_name = "FILE",
           help_heading = "API connection", requires_all = ["api_cert", "api_key"])]
-    pub api_ca: Option<std::path::PathBuf>,
+    pub(crate) api_ca: Option<std::path::PathBuf>,
 
     /// What to do.
     #[command(subcommand)]
-    pub command: Command,
+    pub(crate) command: Command,
 }
 
 /// The subcommands.
 #[derive(Debug, Subcommand)]
-pub enum Command {
+pub(crate) enum Command {
     /// Run a command in the guest, streaming stdin, stdout and stderr.
     Exec(commands::exec::ExecArgs),
     /// Create keys that authenticate host and agent to each other.
@@ -102,19 +120,75 @@ pub enum Command {
     Cim(commands::cim::CimArgs),
 }
 
+impl Command {
+    /// The command's `--identity` (commands that reach an agent).
+    fn identity(&self) -> Option<&Path> {
+        match self {
+            Command::Exec(args) => args.identity.as_deref(),
+            Command::Cp(args) => args.identity.as_deref(),
+            Command::Info(args) => args.to.identity.as_deref(),
+            Command::Time(args) => args.to.identity.as_deref(),
+            Command::Shutdown(args) => args.to.identity.as_deref(),
+            Command::Kvp(args) => args.command.on().to.identity.as_deref(),
+            Command::Fs(args) => args.command.on().to.identity.as_deref(),
+            Command::Identity(_)
+            | Command::Vm(_)
+            | Command::Service(_)
+            | Command::Status(_)
+            | Command::Connect(_)
+            | Command::Audit(_)
+            | Command::Policy(_)
+            | Command::Cim(_) => None,
+        }
+    }
+
+    /// How the command prints its results (`--json`).
+    fn output(&self) -> Output {
+        let json = match self {
+            Command::Cp(args) => args.json,
+            Command::Info(args) => args.json,
+            Command::Time(args) => args.json,
+            Command::Status(args) => args.json,
+            Command::Audit(args) => args.json,
+            Command::Kvp(args) => args.command.json(),
+            Command::Fs(args) => args.command.on().json,
+            Command::Cim(args) => args.command.json(),
+            Command::Vm(args) => args.command.json(),
+            Command::Service(args) => args.command.json(),
+            Command::Policy(args) => args.command.json(),
+            Command::Exec(_)
+            | Command::Identity(_)
+            | Command::Shutdown(_)
+            | Command::Connect(_) => false,
+        };
+        if json {
+            Output::Json
+        } else {
+            Output::Text
+        }
+    }
+}
+
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> ExitCode {
-    if let (Some(cert), Some(key), Some(ca)) = (&cli.api_cert, &cli.api_key, &cli.api_ca) {
-        commands::api::set_tls_files(guestcomm_api::tls::ClientTlsFiles {
-            cert: cert.clone(),
-            key: key.clone(),
-            ca: ca.clone(),
-        });
-    }
     let command = match cli.command {
-        Command::Identity(args) => return commands::identity::run(args),
+        Command::Identity(args) => {
+            return commands::identity::run(args).unwrap_or_else(Failure::report)
+        }
         command => command,
     };
+    let tls = match (cli.api_cert, cli.api_key, cli.api_ca) {
+        (Some(cert), Some(key), Some(ca)) => {
+            Some(guestcomm_api::tls::ClientTlsFiles { cert, key, ca })
+        }
+        _ => None,
+    };
+    let ctx = Context::new(
+        cli.api,
+        tls,
+        command.identity().map(Path::to_path_buf),
+        command.output(),
+    );
     // An exec is one connection and the terminal: one thread serves it, and
     // starting no worker threads takes a tenth of a millisecond off every
     // `guestcomm exec`. Copies hash and move files while the socket flows:
@@ -132,31 +206,34 @@ pub fn run(cli: Cli) -> ExitCode {
     let runtime = match runtime {
         Ok(rt) => rt,
         Err(e) => {
-            return exit::fail(&anyhow::Error::new(e).context("failed to start the async runtime"))
+            let e = anyhow::Error::new(e).context("failed to start the async runtime");
+            return Failure::guestcomm(&e).report();
         }
     };
     // A copy's file work runs on blocking threads that remove their
     // temporary files when interrupted: let them finish.
     let wait_for_blocking = matches!(command, Command::Cp(_));
-    let code = runtime.block_on(async {
+    let result = runtime.block_on(async {
+        let ctx = &ctx;
         match command {
-            Command::Exec(args) => commands::exec::run(args, cli.api.as_deref()).await,
-            Command::Identity(_) => unreachable!("handled without a runtime"),
-            Command::Vm(args) => commands::vm::run(args, cli.api.as_deref()).await,
-            Command::Service(args) => commands::service::run(args, cli.api.as_deref()).await,
-            Command::Status(args) => commands::status::run(args, cli.api.as_deref()).await,
-            Command::Connect(args) => commands::connect::run(args, cli.api.as_deref()).await,
-            Command::Cp(args) => commands::cp::run(args, cli.api.as_deref()).await,
-            Command::Info(args) => commands::info::run(args, cli.api.as_deref()).await,
-            Command::Time(args) => commands::time::run(args, cli.api.as_deref()).await,
-            Command::Kvp(args) => commands::kvp::run(args, cli.api.as_deref()).await,
-            Command::Shutdown(args) => commands::shutdown::run(args, cli.api.as_deref()).await,
-            Command::Fs(args) => commands::fs::run(args, cli.api.as_deref()).await,
-            Command::Audit(args) => commands::audit::run(args, cli.api.as_deref()).await,
-            Command::Policy(args) => commands::policy::run(args, cli.api.as_deref()).await,
-            Command::Cim(args) => commands::cim::run(args, cli.api.as_deref()).await,
+            Command::Exec(args) => commands::exec::run(args, ctx).await,
+            Command::Identity(args) => commands::identity::run(args),
+            Command::Vm(args) => commands::vm::run(args, ctx).await,
+            Command::Service(args) => commands::service::run(args, ctx).await,
+            Command::Status(args) => commands::status::run(args, ctx).await,
+            Command::Connect(args) => commands::connect::run(args, ctx).await,
+            Command::Cp(args) => commands::cp::run(args, ctx).await,
+            Command::Info(args) => commands::info::run(args, ctx).await,
+            Command::Time(args) => commands::time::run(args, ctx).await,
+            Command::Kvp(args) => commands::kvp::run(args, ctx).await,
+            Command::Shutdown(args) => commands::shutdown::run(args, ctx).await,
+            Command::Fs(args) => commands::fs::run(args, ctx).await,
+            Command::Audit(args) => commands::audit::run(args, ctx).await,
+            Command::Policy(args) => commands::policy::run(args, ctx).await,
+            Command::Cim(args) => commands::cim::run(args, ctx).await,
         }
     });
+    let code = result.unwrap_or_else(Failure::report);
     if wait_for_blocking {
         runtime.shutdown_timeout(COPY_CLEANUP_WAIT);
     } else {
@@ -165,4 +242,51 @@ pub fn run(cli: Cli) -> ExitCode {
         runtime.shutdown_background();
     }
     code
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn command(args: &[&str]) -> Command {
+        let args = std::iter::once("guestcomm").chain(args.iter().copied());
+        Cli::try_parse_from(args).unwrap().command
+    }
+
+    #[test]
+    fn each_command_gives_its_identity_and_output_to_the_context() {
+        let kvp = command(&[
+            "kvp",
+            "list",
+            "unix:///a.sock",
+            "--json",
+            "--identity",
+            "/k",
+        ]);
+        assert_eq!(kvp.identity(), Some(Path::new("/k")));
+        assert_eq!(kvp.output(), Output::Json);
+        let exec = command(&["exec", "--identity", "/e", "web1", "--", "true"]);
+        assert_eq!(exec.identity(), Some(Path::new("/e")));
+        assert_eq!(exec.output(), Output::Text);
+        let fs = command(&["fs", "status", "web1", "--json"]);
+        assert_eq!((fs.identity(), fs.output()), (None, Output::Json));
+        assert_eq!(
+            command(&["vm", "show", "web1", "--json"]).output(),
+            Output::Json
+        );
+        assert_eq!(command(&["vm", "list"]).output(), Output::Text);
+        assert_eq!(command(&["cim", "classes"]).output(), Output::Text);
+        assert_eq!(
+            command(&["cim", "get", "P", "--json"]).output(),
+            Output::Json
+        );
+        assert_eq!(
+            command(&["policy", "show", "web1", "--json"]).output(),
+            Output::Json
+        );
+        assert_eq!(
+            command(&["service", "list", "--json"]).output(),
+            Output::Json
+        );
+    }
 }

@@ -9,10 +9,10 @@ use guestcomm_protocol::text::escape_controls;
 use indicatif::{ProgressBar, ProgressStyle};
 
 /// Copies smaller than this finish before a bar would tell anything.
-pub const SHOW_ABOVE_BYTES: u64 = 4 * 1024 * 1024;
+pub(crate) const SHOW_ABOVE_BYTES: u64 = 4 * 1024 * 1024;
 
 /// A progress bar on stderr that appears only when worth it.
-pub struct CopyProgress {
+pub(crate) struct CopyProgress {
     enabled: bool,
     total: Option<u64>,
     done: u64,
@@ -22,7 +22,7 @@ pub struct CopyProgress {
 
 impl CopyProgress {
     /// A bar for a copy of `total` bytes (when known), if stderr is a terminal.
-    pub fn new(total: Option<u64>) -> Self {
+    pub(crate) fn new(total: Option<u64>) -> Self {
         Self {
             enabled: std::io::stderr().is_terminal(),
             total,
@@ -33,7 +33,7 @@ impl CopyProgress {
     }
 
     /// Removes the bar from the terminal.
-    pub fn finish(&self) {
+    pub(crate) fn finish(&self) {
         if let Some(bar) = &self.bar {
             bar.finish_and_clear();
         }

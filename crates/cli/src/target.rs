@@ -5,7 +5,7 @@ use guestcomm_transport::{Address, AddressError};
 
 /// A parsed TARGET.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Target {
+pub(crate) enum Target {
     /// Talk to the agent at this address directly.
     Direct(Address),
     /// A VM name, resolved by guestcommd.

@@ -8,16 +8,16 @@ use guestcomm_protocol::WindowSize;
 use nix::sys::termios::{self, SetArg, Termios};
 
 /// Used when the local side is not a terminal but a pty was asked for.
-pub const DEFAULT_WINDOW: WindowSize = WindowSize { rows: 24, cols: 80 };
+pub(crate) const DEFAULT_WINDOW: WindowSize = WindowSize { rows: 24, cols: 80 };
 
 /// Puts stdin's terminal in raw mode until dropped.
-pub struct RawMode {
+pub(crate) struct RawMode {
     saved: Termios,
 }
 
 impl RawMode {
     /// Enters raw mode if stdin is a terminal; `None` otherwise.
-    pub fn enter() -> nix::Result<Option<Self>> {
+    pub(crate) fn enter() -> nix::Result<Option<Self>> {
         let stdin = std::io::stdin();
         if !stdin.is_terminal() {
             return Ok(None);
@@ -37,7 +37,7 @@ impl Drop for RawMode {
 }
 
 /// The size of the terminal on stdout (or stdin), if either is one.
-pub fn window_size() -> Option<WindowSize> {
+pub(crate) fn window_size() -> Option<WindowSize> {
     [std::io::stdout().as_raw_fd(), std::io::stdin().as_raw_fd()]
         .into_iter()
         .find_map(|fd| {

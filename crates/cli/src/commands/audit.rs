@@ -10,7 +10,10 @@ use guestcomm_api::time::{days_from_civil, utc_fields};
 use guestcomm_api::{AuditRecord, AuditVerification};
 use guestcomm_protocol::text::Escaped;
 
-use super::api::{self, FAILED};
+use crate::api;
+use crate::context::Context;
+use crate::exit::{Failure, TAMPERED};
+use crate::output;
 
 /// Show the audit log: who did what to which VM, allowed or refused, and
 /// how it ended (needs the viewer role). Texts that callers or guests chose
@@ -18,30 +21,27 @@ use super::api::{self, FAILED};
 /// gives them exactly.
 #[derive(Debug, Args)]
 #[command(after_help = VERIFY_HELP)]
-pub struct AuditArgs {
+pub(crate) struct AuditArgs {
     /// Only records of this VM.
     #[arg(long, value_name = "VM")]
-    pub vm: Option<String>,
+    pub(crate) vm: Option<String>,
     /// Only records from this time on: a duration ago (90s, 30m, 2h, 7d),
     /// a UTC date or time (2025-01-31, 2025-01-31T08:00:00Z), or @SECONDS
     /// since the Unix epoch.
     #[arg(long, value_name = "TIME", value_parser = parse_since)]
-    pub since: Option<i64>,
+    pub(crate) since: Option<i64>,
     /// At most this many records (the newest).
     #[arg(long, value_name = "N")]
-    pub limit: Option<u32>,
+    pub(crate) limit: Option<u32>,
     /// Print JSON.
     #[arg(long)]
-    pub json: bool,
+    pub(crate) json: bool,
     /// Check the log's hash chains instead of listing it: any record
     /// deleted, altered or inserted out of order since each chain's anchor
     /// is reported (needs the admin role; reads the whole log).
     #[arg(long, conflicts_with_all = ["vm", "since", "limit"])]
-    pub verify: bool,
+    pub(crate) verify: bool,
 }
-
-/// Exit status of `audit --verify` when the log was tampered with.
-pub const TAMPERED: u8 = 3;
 
 const VERIFY_HELP: &str = "\
 Exit status: 0 on success, 1 on error. With --verify: 0 when the chains are
@@ -49,15 +49,13 @@ intact, 3 when a record was deleted, altered or inserted, 1 when the check
 could not run.";
 
 /// Runs `guestcomm audit`.
-pub async fn run(args: AuditArgs, api_addr: Option<&str>) -> ExitCode {
+pub(crate) async fn run(args: AuditArgs, ctx: &Context) -> Result<ExitCode, Failure> {
     if args.verify {
-        return verify(args.json, api_addr).await;
+        return verify(ctx).await;
     }
     let mut query = Vec::new();
     if let Some(vm) = &args.vm {
-        if let Err(e) = api::vm_path(vm) {
-            return api::report(&e, FAILED);
-        }
+        api::vm_path(vm)?;
         query.push(format!("vm={vm}"));
     }
     if let Some(since) = args.since {
@@ -71,10 +69,7 @@ pub async fn run(args: AuditArgs, api_addr: Option<&str>) -> ExitCode {
     } else {
         format!("/v1/audit?{}", query.join("&"))
     };
-    let records: Vec<AuditRecord> = match async { api::client(api_addr)?.get(&path).await }.await {
-        Ok(records) => records,
-        Err(e) => return api::report(&e, FAILED),
-    };
+    let records: Vec<AuditRecord> = ctx.api()?.get(&path).await?;
     let header = [
         "TIME",
         "UID",
@@ -87,7 +82,7 @@ pub async fn run(args: AuditArgs, api_addr: Option<&str>) -> ExitCode {
         "DETAIL",
     ];
     let opt = |v: Option<String>| v.unwrap_or_else(|| "-".into());
-    api::print_list(&records, args.json, &header, |r| {
+    output::print_list(ctx, &records, &header, |r| {
         // An exec's environment: its names and the start of its digest
         // (the whole digest is in --json); never a value.
         let asked = match &r.environment {
@@ -126,14 +121,13 @@ pub async fn run(args: AuditArgs, api_addr: Option<&str>) -> ExitCode {
 }
 
 /// `guestcomm audit --verify`.
-async fn verify(json: bool, api_addr: Option<&str>) -> ExitCode {
-    let report: AuditVerification =
-        match async { api::client(api_addr)?.get("/v1/audit/verify").await }.await {
-            Ok(report) => report,
-            Err(e) => return api::report(&e, FAILED),
-        };
-    if json {
-        api::print_json(&report);
+async fn verify(ctx: &Context) -> Result<ExitCode, Failure> {
+    let report: AuditVerification = ctx.api()?.get("/v1/audit/verify").await?;
+    if ctx.json() {
+        // The verdict is the exit code, whether or not the JSON could be printed.
+        if let Err(failure) = output::print_json(&report) {
+            failure.report();
+        }
     } else {
         for c in &report.chains {
             println!(
@@ -158,11 +152,11 @@ async fn verify(json: bool, api_addr: Option<&str>) -> ExitCode {
             println!("The audit log was tampered with.");
         }
     }
-    if report.intact {
+    Ok(if report.intact {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(TAMPERED)
-    }
+    })
 }
 
 /// `--since`: milliseconds since the Unix epoch.

@@ -11,8 +11,10 @@ use guestcomm_cim::xml::client::{self, Answer, Arg, Object};
 use guestcomm_cim::NAMESPACE;
 use guestcomm_protocol::text::{escape_controls, Escaped};
 
-use super::api::{self, FAILED};
-use super::guest::write_out;
+use crate::api;
+use crate::context::Context;
+use crate::exit::{Failure, FAILED};
+use crate::output::{self, write_out};
 
 /// The CIM classes and instances of guestcommd (namespace
 /// root/virtualization/v2), as a WBEM client sees them: VMs
@@ -27,15 +29,15 @@ use super::guest::write_out;
 /// viewer role, `invoke` admin. Exit status 1 on a CIM error (printed with
 /// its CIM_ERR_ name) or when a method returns other than 0 or 4096.
 #[derive(Debug, Args)]
-pub struct CimArgs {
+pub(crate) struct CimArgs {
     /// The operation.
     #[command(subcommand)]
-    pub command: CimCommand,
+    pub(crate) command: CimCommand,
 }
 
 /// `guestcomm cim` subcommands.
 #[derive(Debug, Subcommand)]
-pub enum CimCommand {
+pub(crate) enum CimCommand {
     /// List class names (EnumerateClassNames): the subclasses of CLASS,
     /// or the top-level classes.
     Classes {
@@ -117,11 +119,17 @@ pub enum CimCommand {
     },
 }
 
-/// Runs `guestcomm cim`.
-pub async fn run(args: CimArgs, api_addr: Option<&str>) -> ExitCode {
-    match run_inner(args, api_addr).await {
-        Ok(code) => code,
-        Err(e) => api::report(&e, FAILED),
+impl CimCommand {
+    /// Whether to print JSON (`--json`; `classes` has none).
+    pub(crate) fn json(&self) -> bool {
+        match self {
+            CimCommand::Classes { .. } => false,
+            CimCommand::Enumerate { json, .. }
+            | CimCommand::Get { json, .. }
+            | CimCommand::Query { json, .. }
+            | CimCommand::Associators { json, .. }
+            | CimCommand::Invoke { json, .. } => *json,
+        }
     }
 }
 
@@ -133,95 +141,94 @@ fn path(text: &str) -> Result<InstanceName, ApiError> {
     InstanceName::parse_path(text).map_err(local)
 }
 
-async fn run_inner(args: CimArgs, api_addr: Option<&str>) -> Result<ExitCode, ApiError> {
+/// Runs `guestcomm cim`.
+pub(crate) async fn run(args: CimArgs, ctx: &Context) -> Result<ExitCode, Failure> {
     let ns = NAMESPACE;
-    let (operation, params, json, names_only): (&str, Vec<(&str, Arg)>, bool, bool) =
-        match &args.command {
-            CimCommand::Classes { class, deep } => {
-                let mut p = vec![("DeepInheritance", Arg::Value(deep.to_string()))];
-                if let Some(c) = class {
-                    p.push(("ClassName", Arg::ClassName(c.clone())));
-                }
-                ("EnumerateClassNames", p, false, true)
+    let (operation, params, names_only): (&str, Vec<(&str, Arg)>, bool) = match &args.command {
+        CimCommand::Classes { class, deep } => {
+            let mut p = vec![("DeepInheritance", Arg::Value(deep.to_string()))];
+            if let Some(c) = class {
+                p.push(("ClassName", Arg::ClassName(c.clone())));
             }
-            CimCommand::Enumerate {
-                class,
-                names,
-                properties,
-                json,
-            } => {
-                let mut p = vec![("ClassName", Arg::ClassName(class.clone()))];
-                if *names {
-                    ("EnumerateInstanceNames", p, *json, true)
-                } else {
-                    if !properties.is_empty() {
-                        p.push(("PropertyList", Arg::Array(properties.clone())));
-                    }
-                    ("EnumerateInstances", p, *json, false)
+            ("EnumerateClassNames", p, true)
+        }
+        CimCommand::Enumerate {
+            class,
+            names,
+            properties,
+            ..
+        } => {
+            let mut p = vec![("ClassName", Arg::ClassName(class.clone()))];
+            if *names {
+                ("EnumerateInstanceNames", p, true)
+            } else {
+                if !properties.is_empty() {
+                    p.push(("PropertyList", Arg::Array(properties.clone())));
                 }
+                ("EnumerateInstances", p, false)
             }
-            CimCommand::Get { path: text, json } => (
-                "GetInstance",
-                vec![("InstanceName", Arg::InstanceName(path(text)?))],
-                *json,
-                false,
-            ),
-            CimCommand::Query { query, json } => (
-                "ExecQuery",
-                vec![
-                    ("QueryLanguage", Arg::Value("WQL".into())),
-                    ("Query", Arg::Value(query.clone())),
-                ],
-                *json,
-                false,
-            ),
-            CimCommand::Associators {
-                path: text,
-                assoc_class,
-                result_class,
-                references,
-                names,
-                json,
-            } => {
-                let operation = match (references, names) {
-                    (false, false) => "Associators",
-                    (false, true) => "AssociatorNames",
-                    (true, false) => "References",
-                    (true, true) => "ReferenceNames",
-                };
-                let mut p = vec![("ObjectName", Arg::InstanceName(path(text)?))];
-                if let Some(c) = assoc_class {
-                    if *references {
-                        return Err(local(
+        }
+        CimCommand::Get { path: text, .. } => (
+            "GetInstance",
+            vec![("InstanceName", Arg::InstanceName(path(text)?))],
+            false,
+        ),
+        CimCommand::Query { query, .. } => (
+            "ExecQuery",
+            vec![
+                ("QueryLanguage", Arg::Value("WQL".into())),
+                ("Query", Arg::Value(query.clone())),
+            ],
+            false,
+        ),
+        CimCommand::Associators {
+            path: text,
+            assoc_class,
+            result_class,
+            references,
+            names,
+            ..
+        } => {
+            let operation = match (references, names) {
+                (false, false) => "Associators",
+                (false, true) => "AssociatorNames",
+                (true, false) => "References",
+                (true, true) => "ReferenceNames",
+            };
+            let mut p = vec![("ObjectName", Arg::InstanceName(path(text)?))];
+            if let Some(c) = assoc_class {
+                if *references {
+                    return Err(local(
                         "--assoc-class is for associators; with --references use --result-class"
                             .into(),
-                    ));
-                    }
-                    p.push(("AssocClass", Arg::ClassName(c.clone())));
+                    )
+                    .into());
                 }
-                if let Some(c) = result_class {
-                    p.push(("ResultClass", Arg::ClassName(c.clone())));
-                }
-                (operation, p, *json, *names)
+                p.push(("AssocClass", Arg::ClassName(c.clone())));
             }
-            CimCommand::Invoke {
-                path: text,
-                method,
-                params,
-                json,
-            } => return invoke(api_addr, &path(text)?, method, params, *json).await,
-        };
+            if let Some(c) = result_class {
+                p.push(("ResultClass", Arg::ClassName(c.clone())));
+            }
+            (operation, p, *names)
+        }
+        CimCommand::Invoke {
+            path: text,
+            method,
+            params,
+            ..
+        } => return invoke(ctx, &path(text)?, method, params).await,
+    };
     let xml = client::intrinsic_request(1, operation, ns, &params);
-    let body = api::client(api_addr)?
-        .post_cim("/cimom", operation, ns, xml)
-        .await?;
+    let body = ctx.api()?.post_cim("/cimom", operation, ns, xml).await?;
     let objects = match decode(&body)? {
         Answer::Objects(objects) => objects,
-        Answer::Return(..) => return Err(local("the daemon answered a method result".into())),
+        Answer::Return(..) => {
+            return Err(local("the daemon answered a method result".into()).into())
+        }
     };
-    if json {
+    if ctx.json() {
         let items: Vec<serde_json::Value> = objects.iter().map(object_json).collect();
-        return Ok(api::print_json(&items));
+        return output::print_json(&items);
     }
     let mut out = String::new();
     for o in &objects {
@@ -245,7 +252,7 @@ async fn run_inner(args: CimArgs, api_addr: Option<&str>) -> Result<ExitCode, Ap
             Object::ClassName(c) | Object::Class(c) => out.push_str(&format!("{c}\n")),
         }
     }
-    Ok(write_out(&out))
+    write_out(&out)
 }
 
 /// The answer, or the CIM error it carries as an API error (exit 1).
@@ -260,12 +267,11 @@ fn decode(body: &[u8]) -> Result<Answer, ApiError> {
 }
 
 async fn invoke(
-    api_addr: Option<&str>,
+    ctx: &Context,
     target: &InstanceName,
     method: &str,
     params: &[String],
-    json: bool,
-) -> Result<ExitCode, ApiError> {
+) -> Result<ExitCode, Failure> {
     let mut args: Vec<(String, Arg)> = Vec::new();
     for p in params {
         let (name, value) = p
@@ -276,7 +282,7 @@ async fn invoke(
             Some((_, Arg::Array(items) | Arg::Embedded(items))) => items.push(value.into()),
             Some((_, slot)) => {
                 let Arg::Value(first) = slot.clone() else {
-                    return Err(local(format!("parameter {name} given twice")));
+                    return Err(local(format!("parameter {name} given twice")).into());
                 };
                 *slot = Arg::Array(vec![first, value.into()]);
             }
@@ -287,25 +293,28 @@ async fn invoke(
     let ns = NAMESPACE;
     let xml = client::method_request(1, method, ns, target, &args);
     let object = format!("{ns}:{}", target.class);
-    let body = api::client(api_addr)?
-        .post_cim("/cimom", method, &object, xml)
-        .await?;
+    let body = ctx.api()?.post_cim("/cimom", method, &object, xml).await?;
     let Answer::Return(value, outputs) = decode(&body)? else {
-        return Err(local("the daemon answered objects to a method call".into()));
+        return Err(local("the daemon answered objects to a method call".into()).into());
     };
-    if json {
+    // The method's return value is the exit code, whether or not its
+    // output could be printed.
+    let printed = if ctx.json() {
         let mut map = serde_json::Map::new();
         map.insert("ReturnValue".into(), value_json(&value));
         for (k, v) in &outputs {
             map.insert(k.clone(), value_json(v));
         }
-        api::print_json(&map);
+        output::print_json(&map)
     } else {
         let mut out = format!("ReturnValue = {}\n", value_text(&value));
         for (k, v) in &outputs {
             out.push_str(&format!("{k} = {}\n", value_text(v)));
         }
-        write_out(&out);
+        write_out(&out)
+    };
+    if let Err(failure) = printed {
+        failure.report();
     }
     Ok(match value {
         CimValue::Uint(0 | 4096) => ExitCode::SUCCESS,

@@ -11,12 +11,13 @@ use clap::Args;
 use futures::{SinkExt, StreamExt};
 use guestcomm_api::{ApiError, ServiceRegistration, FRAMED_STREAM_PROTOCOL};
 use guestcomm_protocol::limits::DATA_CHUNK_BYTES;
-use guestcomm_protocol::text::Escaped;
 use guestcomm_protocol::{BuiltinService, Control, Frame, FrameCodec, ServiceId, StreamId};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::codec::Framed;
 
-use super::api::{self, FAILED};
+use crate::api;
+use crate::context::Context;
+use crate::exit::Failure;
 
 /// Connect stdin and stdout to a guest communication service of a VM.
 ///
@@ -32,25 +33,19 @@ use super::api::{self, FAILED};
 /// role); 125 when the stream failed once open (the guest connection broke,
 /// or guestcommd went away).
 #[derive(Debug, Args)]
-pub struct ConnectArgs {
+pub(crate) struct ConnectArgs {
     /// The VM.
-    pub vm: String,
+    pub(crate) vm: String,
     /// The service: its GUID, a built-in's short name, or a registered ElementName.
-    pub service: String,
+    pub(crate) service: String,
 }
 
 /// Runs `guestcomm connect`.
-pub async fn run(args: ConnectArgs, api: Option<&str>) -> ExitCode {
-    let stream = async {
-        let client = api::client(api)?;
-        let id = resolve(&client, &args.service).await?;
-        let path = format!("{}/services/{id}/connect", api::vm_path(&args.vm)?);
-        client.upgrade_to(&path, FRAMED_STREAM_PROTOCOL).await
-    };
-    let stream = match stream.await {
-        Ok(stream) => stream,
-        Err(e) => return api::report(&e, FAILED),
-    };
+pub(crate) async fn run(args: ConnectArgs, ctx: &Context) -> Result<ExitCode, Failure> {
+    let client = ctx.api()?;
+    let id = resolve(client, &args.service).await?;
+    let path = format!("{}/services/{id}/connect", api::vm_path(&args.vm)?);
+    let stream = client.upgrade_to(&path, FRAMED_STREAM_PROTOCOL).await?;
     let (mut to_daemon, mut from_daemon) = Framed::new(stream, FrameCodec::new()).split();
     let up = async {
         let mut stdin = tokio::io::stdin();
@@ -96,19 +91,8 @@ pub async fn run(args: ConnectArgs, api: Option<&str>) -> ExitCode {
         r = down => r,
         r = up => r,
     };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
-            ExitCode::from(crate::exit::BROKEN_PIPE)
-        }
-        Err(e) => {
-            eprintln!(
-                "guestcomm: connection to the service failed: {}",
-                Escaped(&e.to_string())
-            );
-            ExitCode::from(crate::exit::GUESTCOMM_FAILED)
-        }
-    }
+    result.map_err(|e| Failure::stream(&e))?;
+    Ok(ExitCode::SUCCESS)
 }
 
 /// A GUID, a built-in's short name, or the ElementName of a registration.

@@ -9,12 +9,12 @@ use clap::Args;
 use guestcomm_client::{CopyError, ReceiveOptions};
 use guestcomm_protocol::files::{CopyFromGuest, CopySummary, CopyToGuest};
 use guestcomm_protocol::limits::DEFAULT_COPY_IDLE_TIMEOUT_MS;
-use guestcomm_protocol::text::Escaped;
-use guestcomm_protocol::ErrorCode;
 use guestcomm_transport::Address;
 use tokio::signal::unix::{signal, SignalKind};
 
-use crate::exit;
+use crate::context::Context;
+use crate::exit::Failure;
+use crate::guest;
 use crate::progress::CopyProgress;
 use crate::target::Target;
 
@@ -45,15 +45,6 @@ Exit status of `cp`:
        nothing partial is kept, no temporary file is left (with --resume,
        partial files are kept and the same command continues them)";
 
-/// Exit code when the copy itself failed.
-const COPY_FAILED: u8 = 1;
-/// Exit code for an invalid command line (as clap).
-const USAGE: u8 = 2;
-/// Exit code after a signal: 128 + its number, as shells report it.
-const fn killed_by(signal: libc::c_int) -> u8 {
-    128 + signal as u8
-}
-
 /// Copy a file or directory tree into the guest or out of it.
 ///
 /// Host to guest: `cp SRC TARGET:DST`; guest to host: `cp TARGET:SRC DST`.
@@ -64,41 +55,41 @@ const fn killed_by(signal: libc::c_int) -> u8 {
 /// a tree are copied as symlinks; FIFOs and device files are refused.
 #[derive(Debug, Args)]
 #[command(after_help = CP_HELP)]
-pub struct CpArgs {
+pub(crate) struct CpArgs {
     /// Create missing parent directories of DST (CreateFullPath).
     #[arg(long)]
-    pub create_full_path: bool,
+    pub(crate) create_full_path: bool,
 
     /// Overwrite existing files (OverwriteExisting).
     #[arg(short = 'f', long)]
-    pub force: bool,
+    pub(crate) force: bool,
 
     /// Copy directories recursively.
     #[arg(short = 'r', visible_short_alias = 'R', long)]
-    pub recursive: bool,
+    pub(crate) recursive: bool,
 
     /// Keep partial files when interrupted, and continue them: a file whose
     /// partial copy exists at the destination is sent from where it ends,
     /// after its BLAKE3 is checked against the source's start.
     #[arg(long)]
-    pub resume: bool,
+    pub(crate) resume: bool,
 
     /// Give copied entries the numeric owner and group they have at the
     /// source (as `cp -p` as root). The receiving side must run as root:
     /// the agent for a copy into the guest, this command for a copy out.
     /// Set-user-ID, set-group-ID and sticky bits are never copied.
     #[arg(long)]
-    pub preserve_owner: bool,
+    pub(crate) preserve_owner: bool,
 
     /// Key file shared with the agent (`guestcomm identity new`), for an
     /// agent address whose agent has --credentials. VMs known to guestcommd
     /// need none: the daemon holds their keys.
     #[arg(long, env = "GUESTCOMM_IDENTITY", value_name = "FILE")]
-    pub identity: Option<std::path::PathBuf>,
+    pub(crate) identity: Option<std::path::PathBuf>,
 
     /// Print a JSON summary (bytes, files, seconds, blake3) on stdout.
     #[arg(long)]
-    pub json: bool,
+    pub(crate) json: bool,
 
     /// Fail the copy as stalled (exit 125) when the other side sends
     /// nothing, or takes nothing and does not answer, for this many seconds.
@@ -107,7 +98,7 @@ pub struct CpArgs {
     #[arg(long, env = "GUESTCOMM_COPY_IDLE_TIMEOUT", value_name = "SECONDS",
           default_value_t = DEFAULT_COPY_IDLE_TIMEOUT_MS / 1000,
           value_parser = clap::value_parser!(u64).range(1..))]
-    pub idle_timeout: u64,
+    pub(crate) idle_timeout: u64,
 
     /// Most bytes of file content a copy out of the guest may put on this
     /// side's disk, e.g. 10GiB or 500MB (the total of its files' declared
@@ -115,20 +106,20 @@ pub struct CpArgs {
     /// land, and the copy fails. A copy into the guest is bounded by the
     /// agent's --max-copy-bytes instead. Default: no bound but the disk's.
     #[arg(long, env = "GUESTCOMM_COPY_MAX_BYTES", value_name = "SIZE", value_parser = parse_size)]
-    pub max_bytes: Option<u64>,
+    pub(crate) max_bytes: Option<u64>,
 
     /// A local path, or TARGET:PATH in the guest.
     #[arg(value_name = "SRC")]
-    pub src: String,
+    pub(crate) src: String,
 
     /// A local path, or TARGET:PATH in the guest.
     #[arg(value_name = "DST")]
-    pub dst: String,
+    pub(crate) dst: String,
 }
 
 /// One side of a copy, as written on the command line.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Location {
+pub(crate) enum Location {
     /// A local path.
     Local(PathBuf),
     /// A path in a guest.
@@ -141,7 +132,7 @@ pub enum Location {
 }
 
 /// Parses SRC or DST (the rule is in `cp --help`).
-pub fn parse_location(arg: &str) -> Result<Location, String> {
+pub(crate) fn parse_location(arg: &str) -> Result<Location, String> {
     if let Some(scheme) = arg.find("://") {
         let mut from = scheme + 3;
         while let Some(i) = arg[from..].find(":/") {
@@ -227,23 +218,16 @@ fn parse_size(text: &str) -> Result<u64, String> {
 
 async fn open(
     target: &Target,
-    api: Option<&str>,
-    args: &CpArgs,
-) -> Result<guestcomm_client::Session<crate::session::AgentStream>, ExitCode> {
-    crate::session::open(target, api, args.identity.as_deref())
+    ctx: &Context,
+) -> Result<guestcomm_client::Session<crate::session::AgentStream>, Failure> {
+    async { guest::connect(target, ctx)?.open(None).await }
         .await
-        .map_err(|e| exit::fail(&e))
+        .map_err(|e| Failure::guestcomm(&e))
 }
 
 /// Runs `guestcomm cp`.
-pub async fn run(args: CpArgs, api: Option<&str>) -> ExitCode {
-    let plan = match args.plan() {
-        Ok(plan) => plan,
-        Err(message) => {
-            eprintln!("guestcomm: {message}");
-            return ExitCode::from(USAGE);
-        }
-    };
+pub(crate) async fn run(args: CpArgs, ctx: &Context) -> Result<ExitCode, Failure> {
+    let plan = args.plan().map_err(Failure::usage)?;
     let started = Instant::now();
     let (direction, src_text, dst_text) = (
         if matches!(plan, Plan::ToGuest { .. }) {
@@ -255,33 +239,28 @@ pub async fn run(args: CpArgs, api: Option<&str>) -> ExitCode {
         args.dst.clone(),
     );
     // Dropping the copy on a signal ends its file work, which removes the
-    // temporary file (or keeps the partial one with --resume); `crate::run`
+    // temporary file (or keeps the partial one with --resume); `run` in lib.rs
     // waits for that before the process exits.
-    let result = tokio::select! {
-        result = copy(plan, &args, api) => result,
-        signal = terminating() => return interrupted(signal, args.resume),
+    let summary = tokio::select! {
+        result = copy(plan, &args, ctx) => result?,
+        signal = terminating() => return Err(Failure::interrupted(signal, args.resume)),
     };
-    match result {
-        Ok(summary) => {
-            if args.json {
-                let json = serde_json::json!({
-                    "direction": direction,
-                    "src": src_text,
-                    "dst": dst_text,
-                    "files": summary.files,
-                    "dirs": summary.dirs,
-                    "symlinks": summary.symlinks,
-                    "bytes": summary.bytes,
-                    "seconds": started.elapsed().as_secs_f64(),
-                    "blake3": summary.blake3,
-                    "resumed_bytes": summary.resumed_bytes,
-                });
-                println!("{json}");
-            }
-            ExitCode::SUCCESS
-        }
-        Err(code) => code,
+    if ctx.json() {
+        let json = serde_json::json!({
+            "direction": direction,
+            "src": src_text,
+            "dst": dst_text,
+            "files": summary.files,
+            "dirs": summary.dirs,
+            "symlinks": summary.symlinks,
+            "bytes": summary.bytes,
+            "seconds": started.elapsed().as_secs_f64(),
+            "blake3": summary.blake3,
+            "resumed_bytes": summary.resumed_bytes,
+        });
+        println!("{json}");
     }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// The first of SIGINT, SIGTERM and SIGHUP to arrive. A signal whose
@@ -303,25 +282,12 @@ async fn terminating() -> libc::c_int {
     }
 }
 
-/// Reports an interrupted copy and its exit code (128 + the signal).
-fn interrupted(signal: libc::c_int, resume: bool) -> ExitCode {
-    use std::io::Write;
-    let kept = if resume {
-        "run the same command again to resume"
-    } else {
-        "nothing partial was kept"
-    };
-    // After SIGHUP the terminal may be gone: a failed write is no reason to panic.
-    let _ = writeln!(std::io::stderr(), "guestcomm: interrupted; {kept}");
-    ExitCode::from(killed_by(signal))
-}
-
-async fn copy(plan: Plan, args: &CpArgs, api: Option<&str>) -> Result<CopySummary, ExitCode> {
+async fn copy(plan: Plan, args: &CpArgs, ctx: &Context) -> Result<CopySummary, Failure> {
     let idle = Duration::from_secs(args.idle_timeout);
     match plan {
         Plan::ToGuest { src, target, dst } => {
-            let total = local_total(&src, args.recursive).map_err(|e| report(&e))?;
-            let session = open(&target, api, args).await?;
+            let total = local_total(&src, args.recursive).map_err(|e| Failure::copy(&e))?;
+            let session = open(&target, ctx).await?;
             let req = CopyToGuest {
                 dst,
                 overwrite: args.force,
@@ -336,12 +302,12 @@ async fn copy(plan: Plan, args: &CpArgs, api: Option<&str>) -> Result<CopySummar
             let result =
                 guestcomm_client::copy_to_guest(session.conn, &src, req, idle, &mut progress).await;
             progress.finish();
-            result.map_err(|e| report(&e))
+            result.map_err(|e| Failure::copy(&e))
         }
         Plan::FromGuest { target, src, dst } => {
             let opts = args.receive_options();
-            guestcomm_client::check_destination(&dst, opts).map_err(|e| report(&e))?;
-            let session = open(&target, api, args).await?;
+            guestcomm_client::check_destination(&dst, opts).map_err(|e| Failure::copy(&e))?;
+            let session = open(&target, ctx).await?;
             let req = CopyFromGuest {
                 src,
                 recursive: args.recursive,
@@ -359,7 +325,7 @@ async fn copy(plan: Plan, args: &CpArgs, api: Option<&str>) -> Result<CopySummar
             )
             .await;
             progress.finish();
-            result.map_err(|e| report(&e))
+            result.map_err(|e| Failure::copy(&e))
         }
     }
 }
@@ -374,35 +340,6 @@ fn local_total(src: &Path, recursive: bool) -> Result<Option<u64>, CopyError> {
         return Err(CopyError::IsADirectory(src.into()));
     }
     Ok(meta.is_file().then_some(meta.len()))
-}
-
-/// Prints a failed copy on one line and picks its exit code.
-fn report(err: &CopyError) -> ExitCode {
-    let code = copy_failure_code(err);
-    eprintln!(
-        "guestcomm: cannot copy: {}",
-        Escaped(&guestcomm_protocol::error_chain(err))
-    );
-    ExitCode::from(code)
-}
-
-/// The exit code of a failed copy (`cp --help` lists them).
-pub fn copy_failure_code(err: &CopyError) -> u8 {
-    match err {
-        CopyError::Peer(frame) => match frame.code {
-            ErrorCode::MalformedFrame
-            | ErrorCode::UnexpectedMessage
-            | ErrorCode::Internal
-            | ErrorCode::Timeout => exit::GUESTCOMM_FAILED,
-            _ => COPY_FAILED,
-        },
-        CopyError::Protocol(_)
-        | CopyError::Disconnected
-        | CopyError::Frame(_)
-        | CopyError::Stalled { .. }
-        | CopyError::Interrupted => exit::GUESTCOMM_FAILED,
-        _ => COPY_FAILED,
-    }
 }
 
 #[cfg(test)]

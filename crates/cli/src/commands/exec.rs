@@ -4,17 +4,18 @@ use std::collections::BTreeMap;
 use std::os::fd::AsFd;
 use std::process::ExitCode;
 
-use anyhow::Context;
+use anyhow::Context as _;
 use clap::Args;
 use guestcomm_client::{ExecInput, ExecIo};
 use guestcomm_protocol::message::ExecRequest;
-use guestcomm_protocol::text::Escaped;
 use guestcomm_protocol::FramedConn;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
 
-use crate::exit;
+use crate::context::Context;
+use crate::exit::{self, Failure};
+use crate::guest;
 use crate::target::Target;
 use crate::terminal::{self, RawMode};
 
@@ -27,43 +28,43 @@ use crate::terminal::{self, RawMode};
 /// connection drops, the agent kills the command.
 #[derive(Debug, Args)]
 #[command(after_help = exit::EXIT_CODES_HELP)]
-pub struct ExecArgs {
+pub(crate) struct ExecArgs {
     /// Allocate a pseudo-terminal in the guest (stderr merges into stdout).
     #[arg(short = 't', long)]
-    pub tty: bool,
+    pub(crate) tty: bool,
 
     /// Do not forward stdin; the command reads end of file at once.
     #[arg(short = 'n', long)]
-    pub no_stdin: bool,
+    pub(crate) no_stdin: bool,
 
     /// Set an environment variable for the command (repeatable).
     #[arg(short = 'e', long = "env", value_name = "KEY=VAL", value_parser = parse_env)]
-    pub env: Vec<(String, String)>,
+    pub(crate) env: Vec<(String, String)>,
 
     /// Working directory in the guest.
     #[arg(short = 'w', long = "workdir", value_name = "DIR")]
-    pub workdir: Option<String>,
+    pub(crate) workdir: Option<String>,
 
     /// Run as this guest user (name or uid; the agent must run as root).
     #[arg(short = 'u', long, value_name = "USER")]
-    pub user: Option<String>,
+    pub(crate) user: Option<String>,
 
     /// Key file shared with the agent (`guestcomm identity new`); both sides
     /// then prove they hold it. Required by agents started with --credentials.
     #[arg(long, env = "GUESTCOMM_IDENTITY", value_name = "FILE")]
-    pub identity: Option<std::path::PathBuf>,
+    pub(crate) identity: Option<std::path::PathBuf>,
 
     /// Kill the command after this many seconds.
     #[arg(long, value_name = "SECONDS")]
-    pub timeout: Option<u64>,
+    pub(crate) timeout: Option<u64>,
 
     /// The guest agent's address (see `guestcomm --help`) or a VM name.
     #[arg(value_name = "TARGET")]
-    pub target: Target,
+    pub(crate) target: Target,
 
     /// The command and its arguments (after `--`).
     #[arg(value_name = "CMD", required = true, last = true, num_args = 1..)]
-    pub command: Vec<String>,
+    pub(crate) command: Vec<String>,
 }
 
 fn parse_env(text: &str) -> Result<(String, String), String> {
@@ -75,7 +76,7 @@ fn parse_env(text: &str) -> Result<(String, String), String> {
 
 impl ExecArgs {
     /// The request this command line describes.
-    pub fn request(&self) -> ExecRequest {
+    pub(crate) fn request(&self) -> ExecRequest {
         let mut env: BTreeMap<String, String> = self.env.iter().cloned().collect();
         let tty = self
             .tty
@@ -102,40 +103,32 @@ impl ExecArgs {
 }
 
 /// Runs `guestcomm exec`: directly to an agent's address, or through
-/// guestcommd for a VM name (see [`crate::session`]).
-pub async fn run(args: ExecArgs, api: Option<&str>) -> ExitCode {
+/// guestcommd for a VM name (see [`crate::guest`]).
+pub(crate) async fn run(args: ExecArgs, ctx: &Context) -> Result<ExitCode, Failure> {
     let request = guestcomm_client::exec::request(args.request());
-    let opened = crate::session::open_then(&args.target, api, args.identity.as_deref(), request);
-    match opened.await {
-        Ok(session) => run_session(session.conn, args).await,
-        Err(e) => exit::fail(&e),
-    }
+    let session = async { guest::connect(&args.target, ctx)?.open(Some(request)).await }
+        .await
+        .map_err(|e| Failure::guestcomm(&e))?;
+    run_session(session.conn, args).await
 }
 
 /// The exec itself, on a connection past its handshake (the request sent),
 /// whatever carries it.
-async fn run_session<T>(conn: FramedConn<T>, args: ExecArgs) -> ExitCode
+async fn run_session<T>(conn: FramedConn<T>, args: ExecArgs) -> Result<ExitCode, Failure>
 where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let tty = args.tty;
     let (input_tx, input_rx) = mpsc::channel(8);
-    let forwarder = match forward_signals(input_tx, tty) {
-        Ok(task) => task,
-        Err(e) => return exit::fail(&e),
-    };
+    let forwarder = forward_signals(input_tx, tty).map_err(|e| Failure::guestcomm(&e))?;
     let raw = if tty {
-        match RawMode::enter().context("failed to put the terminal in raw mode") {
-            Ok(raw) => raw,
-            Err(e) => return exit::fail(&e),
-        }
+        RawMode::enter()
+            .context("failed to put the terminal in raw mode")
+            .map_err(|e| Failure::guestcomm(&e))?
     } else {
         None
     };
-    let stdout = match raw_stdout() {
-        Ok(stdout) => stdout,
-        Err(e) => return exit::fail(&e),
-    };
+    let stdout = raw_stdout().map_err(|e| Failure::guestcomm(&e))?;
     let io = ExecIo {
         stdin: (!args.no_stdin).then(tokio::io::stdin),
         stdout,
@@ -145,24 +138,11 @@ where
     let result = guestcomm_client::exec_sent(conn, io, |_| {}).await;
     forwarder.abort();
     drop(raw);
-    match result {
-        Ok(status) => {
-            if status.timed_out {
-                eprintln!("guestcomm: the command timed out and was killed");
-            }
-            exit::from_status(status.shell_code())
-        }
-        Err(e) => {
-            let code = exit::exec_failure_code(&e);
-            if code != exit::BROKEN_PIPE {
-                eprintln!(
-                    "guestcomm: {}",
-                    Escaped(&format!("{:#}", anyhow::Error::new(e)))
-                );
-            }
-            ExitCode::from(code)
-        }
+    let status = result.map_err(Failure::exec)?;
+    if status.timed_out {
+        eprintln!("guestcomm: the command timed out and was killed");
     }
+    Ok(exit::from_status(status.shell_code()))
 }
 
 /// Standard output without std's line buffering.
@@ -214,10 +194,19 @@ fn forward_signals(
 mod tests {
     use clap::Parser;
 
+    use super::ExecArgs;
+
+    /// `exec`'s arguments alone, as `guestcomm exec` parses them.
+    #[derive(Debug, Parser)]
+    #[command(name = "exec")]
+    struct Exec {
+        #[command(flatten)]
+        args: ExecArgs,
+    }
+
     #[test]
     fn command_line_becomes_a_request() {
-        let cli = crate::Cli::try_parse_from([
-            "guestcomm",
+        let args = Exec::try_parse_from([
             "exec",
             "-e",
             "A=1",
@@ -230,10 +219,8 @@ mod tests {
             "ls",
             "-l",
         ])
-        .unwrap();
-        let crate::Command::Exec(args) = cli.command else {
-            panic!("not exec")
-        };
+        .unwrap()
+        .args;
         let req = args.request();
         assert_eq!(req.program, "ls");
         assert_eq!(req.args, ["-l"]);
@@ -245,9 +232,7 @@ mod tests {
 
     #[test]
     fn env_without_equals_is_refused() {
-        let err =
-            crate::Cli::try_parse_from(["guestcomm", "exec", "-e", "A", "unix:///a", "--", "x"])
-                .unwrap_err();
+        let err = Exec::try_parse_from(["exec", "-e", "A", "unix:///a", "--", "x"]).unwrap_err();
         assert!(err.to_string().contains("KEY=VALUE"), "{err}");
     }
 }

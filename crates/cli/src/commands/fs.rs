@@ -4,11 +4,13 @@
 use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
-use guestcomm_api::{FreezeStatus, FsRequest, Method};
-use guestcomm_protocol::message::Call;
 use guestcomm_protocol::text::Escaped;
 
-use super::guest::{self, GuestTarget, Via};
+use super::GuestTarget;
+use crate::context::Context;
+use crate::exit::Failure;
+use crate::guest::{self, FsOp};
+use crate::output;
 
 const FS_HELP: &str = "\
 freeze with no MOUNTPOINT freezes every filesystem that can freeze
@@ -22,26 +24,26 @@ unreachable agent, service disabled).";
 /// Freeze and thaw guest filesystems (FIFREEZE/FITHAW).
 #[derive(Debug, Args)]
 #[command(after_help = FS_HELP)]
-pub struct FsArgs {
+pub(crate) struct FsArgs {
     /// What to do.
     #[command(subcommand)]
-    pub command: FsCommand,
+    pub(crate) command: FsCommand,
 }
 
 /// Target and mount points of an `fs` subcommand.
 #[derive(Debug, Args)]
-pub struct FsTarget {
+pub(crate) struct FsTarget {
     /// Target and key.
     #[command(flatten)]
-    pub to: GuestTarget,
+    pub(crate) to: GuestTarget,
     /// Print JSON.
     #[arg(long)]
-    pub json: bool,
+    pub(crate) json: bool,
 }
 
 /// The `fs` subcommands.
 #[derive(Debug, Subcommand)]
-pub enum FsCommand {
+pub(crate) enum FsCommand {
     /// Freeze filesystems (all that can freeze when none is named).
     Freeze {
         /// Target.
@@ -69,69 +71,42 @@ pub enum FsCommand {
     },
 }
 
-async fn execute(cmd: &FsCommand, api: Option<&str>) -> anyhow::Result<FreezeStatus> {
-    let (on, call, path, body) = match cmd {
-        FsCommand::Freeze {
-            on,
-            timeout,
-            mountpoints,
-        } => (
-            on,
-            Call::FsFreeze {
-                mountpoints: mountpoints.clone(),
-                timeout_s: Some(*timeout),
-            },
-            Some("freeze"),
-            FsRequest {
-                mountpoints: mountpoints.clone(),
-                timeout_s: Some(*timeout),
-            },
-        ),
-        FsCommand::Thaw { on, mountpoints } => (
-            on,
-            Call::FsThaw {
-                mountpoints: mountpoints.clone(),
-            },
-            Some("thaw"),
-            FsRequest {
-                mountpoints: mountpoints.clone(),
-                timeout_s: None,
-            },
-        ),
-        FsCommand::Status { on } => (on, Call::FsStatus, None, FsRequest::default()),
-    };
-    match guest::via(&on.to.target, api, on.to.identity.as_deref())? {
-        Via::Direct(addr) => {
-            let session = guest::direct(addr, on.to.identity.as_deref()).await?;
-            Ok(guestcomm_client::integration::fs(session, call).await?)
+impl FsCommand {
+    /// The target, mount points and `--json` of any `fs` subcommand.
+    pub(crate) fn on(&self) -> &FsTarget {
+        match self {
+            FsCommand::Freeze { on, .. }
+            | FsCommand::Thaw { on, .. }
+            | FsCommand::Status { on } => on,
         }
-        Via::Daemon { client, vm_path } => {
-            let answer = match path {
-                Some(op) => {
-                    client
-                        .send(Method::POST, &format!("{vm_path}/fs/{op}"), &body)
-                        .await
-                }
-                None => client.get(&format!("{vm_path}/fs")).await,
-            };
-            answer.map_err(guest::api_error)
+    }
+
+    fn op(&self) -> FsOp {
+        match self {
+            FsCommand::Freeze {
+                timeout,
+                mountpoints,
+                ..
+            } => FsOp::Freeze {
+                mountpoints: mountpoints.clone(),
+                timeout_s: *timeout,
+            },
+            FsCommand::Thaw { mountpoints, .. } => FsOp::Thaw {
+                mountpoints: mountpoints.clone(),
+            },
+            FsCommand::Status { .. } => FsOp::Status,
         }
     }
 }
 
 /// Runs `guestcomm fs`.
-pub async fn run(args: FsArgs, api: Option<&str>) -> ExitCode {
-    let json = match &args.command {
-        FsCommand::Freeze { on, .. } | FsCommand::Thaw { on, .. } | FsCommand::Status { on } => {
-            on.json
-        }
-    };
-    let status = match execute(&args.command, api).await {
-        Ok(s) => s,
-        Err(e) => return guest::fail(&e),
-    };
-    if json {
-        return super::api::print_json(&status);
+pub(crate) async fn run(args: FsArgs, ctx: &Context) -> Result<ExitCode, Failure> {
+    let cmd = &args.command;
+    let status = async { guest::connect(&cmd.on().to.target, ctx)?.fs(cmd.op()).await }
+        .await
+        .map_err(|e| Failure::failed(&e))?;
+    if ctx.json() {
+        return output::print_json(&status);
     }
     for m in &status.thawed {
         println!("thawed   {}", Escaped(m));
@@ -151,5 +126,5 @@ pub async fn run(args: FsArgs, api: Option<&str>) -> ExitCode {
         None if status.frozen.is_empty() => println!("Nothing is frozen."),
         None => {}
     }
-    ExitCode::SUCCESS
+    Ok(ExitCode::SUCCESS)
 }

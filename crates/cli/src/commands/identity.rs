@@ -7,7 +7,7 @@ use anyhow::Context;
 use clap::{Args, Subcommand};
 use guestcomm_protocol::auth::{write_credentials, Psk};
 
-use crate::exit;
+use crate::exit::Failure;
 
 /// Manage the keys that authenticate the host and an agent to each other.
 ///
@@ -17,15 +17,15 @@ use crate::exit;
 /// proves, both ways, that the other side holds the key (HMAC-SHA256 over
 /// fresh nonces; docs/SECURITY.md).
 #[derive(Debug, Args)]
-pub struct IdentityArgs {
+pub(crate) struct IdentityArgs {
     /// What to do.
     #[command(subcommand)]
-    pub command: IdentityCommand,
+    pub(crate) command: IdentityCommand,
 }
 
 /// `identity` subcommands.
 #[derive(Debug, Subcommand)]
-pub enum IdentityCommand {
+pub(crate) enum IdentityCommand {
     /// Create a new key file (mode 0600); an existing file is never overwritten.
     New {
         /// Where to write it.
@@ -34,23 +34,19 @@ pub enum IdentityCommand {
     },
 }
 
-/// Runs `guestcomm identity`.
-pub fn run(args: IdentityArgs) -> ExitCode {
+/// Runs `guestcomm identity` (no runtime, no context: it only writes a file).
+pub(crate) fn run(args: IdentityArgs) -> Result<ExitCode, Failure> {
     match args.command {
         IdentityCommand::New { file } => {
-            let result = Psk::generate()
+            Psk::generate()
                 .context("failed to generate a key")
-                .and_then(|psk| write_credentials(&file, &psk).context("failed to write the key"));
-            match result {
-                Ok(()) => {
-                    eprintln!(
-                        "wrote a new key to {}: give it to the agent (--credentials) and to guestcomm (--identity)",
-                        file.display()
-                    );
-                    ExitCode::SUCCESS
-                }
-                Err(e) => exit::fail(&e),
-            }
+                .and_then(|psk| write_credentials(&file, &psk).context("failed to write the key"))
+                .map_err(|e| Failure::guestcomm(&e))?;
+            eprintln!(
+                "wrote a new key to {}: give it to the agent (--credentials) and to guestcomm (--identity)",
+                file.display()
+            );
+            Ok(ExitCode::SUCCESS)
         }
     }
 }

@@ -6,49 +6,39 @@ use clap::Args;
 use guestcomm_api::GuestInfo;
 use guestcomm_protocol::text::Escaped;
 
-use super::guest::{self, human_bytes, GuestTarget, Via};
+use super::GuestTarget;
+use crate::context::Context;
+use crate::exit::Failure;
+use crate::guest;
+use crate::output::{self, human_bytes, render_table};
 
 /// Show the guest's OS, kernel, host name, uptime, CPUs, memory,
 /// filesystems with usage, network interfaces, logged-in users, and the
 /// agent's version and services.
 #[derive(Debug, Args)]
 #[command(after_help = "Exit status: 0 on success, 1 on error.")]
-pub struct InfoArgs {
+pub(crate) struct InfoArgs {
     /// Target and key.
     #[command(flatten)]
-    pub to: GuestTarget,
+    pub(crate) to: GuestTarget,
     /// Print JSON.
     #[arg(long)]
-    pub json: bool,
-}
-
-async fn fetch(args: &InfoArgs, api: Option<&str>) -> anyhow::Result<GuestInfo> {
-    match guest::via(&args.to.target, api, args.to.identity.as_deref())? {
-        Via::Direct(addr) => {
-            let session = guest::direct(addr, args.to.identity.as_deref()).await?;
-            Ok(guestcomm_client::integration::guest_info(session).await?)
-        }
-        Via::Daemon { client, vm_path } => client
-            .get(&format!("{vm_path}/info"))
-            .await
-            .map_err(guest::api_error),
-    }
+    pub(crate) json: bool,
 }
 
 /// Runs `guestcomm info`.
-pub async fn run(args: InfoArgs, api: Option<&str>) -> ExitCode {
-    let info = match fetch(&args, api).await {
-        Ok(info) => info,
-        Err(e) => return guest::fail(&e),
-    };
-    if args.json {
-        return super::api::print_json(&info);
+pub(crate) async fn run(args: InfoArgs, ctx: &Context) -> Result<ExitCode, Failure> {
+    let info = async { guest::connect(&args.to.target, ctx)?.info().await }
+        .await
+        .map_err(|e| Failure::failed(&e))?;
+    if ctx.json() {
+        return output::print_json(&info);
     }
-    guest::write_out(&render(&info))
+    output::write_out(&render(&info))
 }
 
 /// The human-readable report; every text the guest chose is escaped
-/// (here and in [`super::api::render_table`]).
+/// (here and in [`render_table`]).
 fn render(i: &GuestInfo) -> String {
     use std::fmt::Write;
     let mut out = String::new();
@@ -105,7 +95,7 @@ fn render(i: &GuestInfo) -> String {
             ]
         })
         .collect();
-    out += &super::api::render_table(
+    out += &render_table(
         &["MOUNTPOINT", "TYPE", "SIZE", "USED", "AVAIL", "DEVICE"],
         &rows,
     );
@@ -122,7 +112,7 @@ fn render(i: &GuestInfo) -> String {
             ]
         })
         .collect();
-    out += &super::api::render_table(&["INTERFACE", "STATE", "MAC", "ADDRESSES"], &rows);
+    out += &render_table(&["INTERFACE", "STATE", "MAC", "ADDRESSES"], &rows);
     let _ = writeln!(out);
     match &i.users {
         Some(users) => {
@@ -130,7 +120,7 @@ fn render(i: &GuestInfo) -> String {
                 .iter()
                 .map(|u| vec![u.user.clone(), u.terminal.clone(), u.host.clone()])
                 .collect();
-            out += &super::api::render_table(&["USER", "TERMINAL", "FROM"], &rows);
+            out += &render_table(&["USER", "TERMINAL", "FROM"], &rows);
         }
         None => out += "Users:     unknown (no utmp in the guest)\n",
     }

@@ -4,13 +4,14 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
-use guestcomm_api::{encode_path_segment, KvpEntries, KvpPair, KvpValue, KvpWrite, Method};
-use guestcomm_client::integration as ops;
+use guestcomm_api::KvpEntries;
 use guestcomm_protocol::integration::{check_key, check_value, KvpPool};
-use guestcomm_protocol::message::Call;
 use guestcomm_protocol::text::Escaped;
 
-use super::guest::{self, GuestTarget, Via};
+use super::GuestTarget;
+use crate::context::Context;
+use crate::exit::Failure;
+use crate::{guest, output};
 
 const KVP_HELP: &str = "\
 Pools, as Hyper-V's: external (0) the host writes and guest programs read
@@ -29,26 +30,26 @@ read-only pool, unreachable agent, service disabled).";
 /// Read and write a VM's key-value pools.
 #[derive(Debug, Args)]
 #[command(after_help = KVP_HELP)]
-pub struct KvpArgs {
+pub(crate) struct KvpArgs {
     /// What to do.
     #[command(subcommand)]
-    pub command: KvpCommand,
+    pub(crate) command: KvpCommand,
 }
 
 /// Where and how a key-value command goes.
 #[derive(Debug, Args)]
-pub struct KvpTarget {
+pub(crate) struct KvpTarget {
     /// Target and key.
     #[command(flatten)]
-    pub to: GuestTarget,
+    pub(crate) to: GuestTarget,
     /// The pool: external (0), guest (1) or auto (2).
     #[arg(long, default_value = "external")]
-    pub pool: KvpPool,
+    pub(crate) pool: KvpPool,
 }
 
 /// The `kvp` subcommands.
 #[derive(Debug, Subcommand)]
-pub enum KvpCommand {
+pub(crate) enum KvpCommand {
     /// Write a key of the external pool.
     Set {
         /// Target and pool.
@@ -89,94 +90,76 @@ pub enum KvpCommand {
 }
 
 /// What a command prints.
-enum Output {
+enum Answer {
     Value(String),
     Entries(KvpEntries),
     Written(Option<String>),
 }
 
-async fn execute(cmd: KvpCommand, api: Option<&str>) -> anyhow::Result<(Output, bool)> {
-    let (on, json) = match &cmd {
-        KvpCommand::Set { on, key, value } => {
+impl KvpCommand {
+    /// The target and pool of any `kvp` subcommand.
+    pub(crate) fn on(&self) -> &KvpTarget {
+        match self {
+            KvpCommand::Set { on, .. }
+            | KvpCommand::Get { on, .. }
+            | KvpCommand::List { on, .. }
+            | KvpCommand::Rm { on, .. } => on,
+        }
+    }
+
+    /// Whether to print JSON (`list --json`).
+    pub(crate) fn json(&self) -> bool {
+        matches!(self, KvpCommand::List { json: true, .. })
+    }
+}
+
+async fn execute(cmd: KvpCommand, ctx: &Context) -> anyhow::Result<Answer> {
+    match &cmd {
+        KvpCommand::Set { key, value, .. } => {
             check_key(key)?;
             check_value(value)?;
-            (on, false)
         }
-        KvpCommand::Get { on, key } | KvpCommand::Rm { on, key } => {
-            check_key(key)?;
-            (on, false)
+        KvpCommand::Get { key, .. } | KvpCommand::Rm { key, .. } => check_key(key)?,
+        KvpCommand::List { .. } => {}
+    }
+    let pool = cmd.on().pool;
+    let guest = guest::connect(&cmd.on().to.target, ctx)?;
+    Ok(match cmd {
+        KvpCommand::Get { key, .. } => Answer::Value(guest.kvp_get(pool, &key).await?),
+        KvpCommand::List { .. } => Answer::Entries(guest.kvp_list(pool).await?),
+        KvpCommand::Set { key, value, .. } => {
+            Answer::Written(guest.kvp_set(pool, key, value).await?)
         }
-        KvpCommand::List { on, json } => (on, *json),
-    };
-    let pool = on.pool;
-    let output = match guest::via(&on.to.target, api, on.to.identity.as_deref())? {
-        Via::Direct(addr) => {
-            let session = guest::direct(addr, on.to.identity.as_deref()).await?;
-            match cmd {
-                KvpCommand::Get { key, .. } => {
-                    Output::Value(ops::kvp_get(session, pool, &key).await?)
-                }
-                KvpCommand::List { .. } => Output::Entries(ops::kvp_list(session, pool).await?),
-                KvpCommand::Set { key, value, .. } => {
-                    ops::kvp_change(session, Call::KvpSet { pool, key, value }).await?;
-                    Output::Written(None)
-                }
-                KvpCommand::Rm { key, .. } => {
-                    ops::kvp_change(session, Call::KvpDelete { pool, key }).await?;
-                    Output::Written(None)
-                }
-            }
-        }
-        Via::Daemon { client, vm_path } => {
-            let base = format!("{vm_path}/kvp/{pool}");
-            let at = |key: &str| format!("{base}/{}", encode_path_segment(key));
-            let answer = match cmd {
-                KvpCommand::Get { key, .. } => client
-                    .get::<KvpPair>(&at(&key))
-                    .await
-                    .map(|p| Output::Value(p.value)),
-                KvpCommand::List { .. } => client.get(&base).await.map(Output::Entries),
-                KvpCommand::Set { key, value, .. } => client
-                    .send::<_, KvpWrite>(Method::PUT, &at(&key), &KvpValue { value })
-                    .await
-                    .map(|w| Output::Written(w.pending_reason)),
-                KvpCommand::Rm { key, .. } => client
-                    .send::<_, KvpWrite>(Method::DELETE, &at(&key), &())
-                    .await
-                    .map(|w| Output::Written(w.pending_reason)),
-            };
-            answer.map_err(guest::api_error)?
-        }
-    };
-    Ok((output, json))
+        KvpCommand::Rm { key, .. } => Answer::Written(guest.kvp_remove(pool, key).await?),
+    })
 }
 
 /// Runs `guestcomm kvp`.
-pub async fn run(args: KvpArgs, api: Option<&str>) -> ExitCode {
-    match execute(args.command, api).await {
+pub(crate) async fn run(args: KvpArgs, ctx: &Context) -> Result<ExitCode, Failure> {
+    match execute(args.command, ctx)
+        .await
+        .map_err(|e| Failure::failed(&e))?
+    {
         // The value as it is for a script; escaped on a terminal, where a
         // guest's value could otherwise move the cursor or retitle it.
-        Ok((Output::Value(v), _)) if std::io::stdout().is_terminal() => {
-            println!("{}", Escaped(&v))
-        }
-        Ok((Output::Value(v), _)) => println!("{v}"),
-        Ok((Output::Entries(e), true)) => return super::api::print_json(&e),
+        Answer::Value(v) if std::io::stdout().is_terminal() => println!("{}", Escaped(&v)),
+        Answer::Value(v) => println!("{v}"),
+        Answer::Entries(e) if ctx.json() => return output::print_json(&e),
         // One line per key: escaped, so no value can forge a line.
-        Ok((Output::Entries(e), false)) => {
-            return guest::write_out(
+        Answer::Entries(e) => {
+            return output::write_out(
                 &e.iter()
                     .map(|(k, v)| format!("{}={}\n", Escaped(k), Escaped(v)))
                     .collect::<String>(),
             )
         }
-        Ok((Output::Written(None), _)) => {}
-        Ok((Output::Written(Some(reason)), _)) => {
+        Answer::Written(None) => {}
+        Answer::Written(Some(reason)) => {
             eprintln!(
                 "guestcomm: stored; the guest gets it when its agent next answers ({})",
                 Escaped(&reason)
             );
         }
-        Err(e) => return guest::fail(&e),
     }
-    ExitCode::SUCCESS
+    Ok(ExitCode::SUCCESS)
 }

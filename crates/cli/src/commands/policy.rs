@@ -6,10 +6,13 @@ use std::io::Read;
 use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
-use guestcomm_api::{ApiError, Method, SetVmPolicy};
+use guestcomm_api::{Method, SetVmPolicy};
 use guestcomm_policy::{PolicyDocument, MAX_POLICY_BYTES};
 
-use super::api::{self, FAILED};
+use crate::api;
+use crate::context::Context;
+use crate::exit::Failure;
+use crate::output;
 
 /// Show or set a VM's argument-level policy: which programs exec may run
 /// (as whom, with which arguments and environment variables), which guest
@@ -29,15 +32,15 @@ use super::api::{self, FAILED};
 /// only if the host's policy and the agent's own (`guestcomm-agent
 /// --policy`) both allow it.
 #[derive(Debug, Args)]
-pub struct PolicyArgs {
+pub(crate) struct PolicyArgs {
     /// What to do.
     #[command(subcommand)]
-    pub command: PolicyCommand,
+    pub(crate) command: PolicyCommand,
 }
 
 /// The `policy` subcommands.
 #[derive(Debug, Subcommand)]
-pub enum PolicyCommand {
+pub(crate) enum PolicyCommand {
     /// Print a VM's policy (TOML, or JSON with --json).
     Show {
         /// The VM.
@@ -56,6 +59,13 @@ pub enum PolicyCommand {
         #[arg(value_name = "FILE|-", default_value = "-")]
         file: String,
     },
+}
+
+impl PolicyCommand {
+    /// Whether to print JSON (`show --json`).
+    pub(crate) fn json(&self) -> bool {
+        matches!(self, PolicyCommand::Show { json: true, .. })
+    }
 }
 
 /// Reads the document, at most [`MAX_POLICY_BYTES`] (one more is read to
@@ -79,21 +89,14 @@ fn read_document(file: &str) -> Result<String, String> {
 }
 
 /// Runs `guestcomm policy ...`.
-pub async fn run(args: PolicyArgs, api_addr: Option<&str>) -> ExitCode {
-    match exec(args, api_addr).await {
-        Ok(code) => code,
-        Err(e) => api::report(&e, FAILED),
-    }
-}
-
-async fn exec(args: PolicyArgs, api_addr: Option<&str>) -> Result<ExitCode, ApiError> {
-    let client = api::client(api_addr)?;
+pub(crate) async fn run(args: PolicyArgs, ctx: &Context) -> Result<ExitCode, Failure> {
+    let client = ctx.api()?;
     match args.command {
-        PolicyCommand::Show { vm, json } => {
+        PolicyCommand::Show { vm, .. } => {
             let path = format!("{}/policy", api::vm_path(&vm)?);
             let doc: PolicyDocument = client.get(&path).await?;
-            if json {
-                return Ok(api::print_json(&doc));
+            if ctx.json() {
+                return output::print_json(&doc);
             }
             let text = doc.to_toml();
             if text.trim().is_empty() || doc == PolicyDocument::default() {

@@ -9,7 +9,10 @@ use guestcomm_api::{
 };
 use guestcomm_protocol::{BuiltinService, ServiceId};
 
-use super::api::{self, FAILED};
+use crate::api;
+use crate::context::Context;
+use crate::exit::Failure;
+use crate::output;
 
 /// Manage the registered guest communication services.
 ///
@@ -19,15 +22,15 @@ use super::api::{self, FAILED};
 /// interface, and by its policy on that VM (enabled, disabled, or deferred
 /// to the VM's default).
 #[derive(Debug, Args)]
-pub struct ServiceArgs {
+pub(crate) struct ServiceArgs {
     /// What to do.
     #[command(subcommand)]
-    pub command: ServiceCommand,
+    pub(crate) command: ServiceCommand,
 }
 
 /// The `service` subcommands.
 #[derive(Debug, Subcommand)]
-pub enum ServiceCommand {
+pub(crate) enum ServiceCommand {
     /// Register a service GUID.
     Register {
         /// The service GUID.
@@ -75,15 +78,22 @@ pub enum ServiceCommand {
     },
 }
 
+impl ServiceCommand {
+    /// Whether to print JSON (`list --json`).
+    pub(crate) fn json(&self) -> bool {
+        matches!(self, ServiceCommand::List { json: true, .. })
+    }
+}
+
 /// Which service, and where.
 #[derive(Debug, Args)]
-pub struct PolicyArgs {
+pub(crate) struct PolicyArgs {
     /// The service GUID (or a built-in's short name).
     #[arg(value_name = "GUID", value_parser = parse_service)]
-    pub id: ServiceId,
+    pub(crate) id: ServiceId,
     /// Only on this VM; without it the host-wide switch changes.
     #[arg(long, value_name = "VM")]
-    pub vm: Option<String>,
+    pub(crate) vm: Option<String>,
 }
 
 /// A GUID, or the short name of a built-in service.
@@ -93,14 +103,6 @@ fn parse_service(text: &str) -> Result<ServiceId, String> {
     }
     text.parse()
         .map_err(|e: guestcomm_protocol::service::ServiceIdError| e.to_string())
-}
-
-/// Runs `guestcomm service ...`.
-pub async fn run(args: ServiceArgs, api: Option<&str>) -> ExitCode {
-    match exec(args, api).await {
-        Ok(code) => code,
-        Err(e) => api::report(&e, FAILED),
-    }
 }
 
 fn state_name(value: u16) -> &'static str {
@@ -137,8 +139,9 @@ fn empty_body(e: ApiError) -> Result<(), ApiError> {
     }
 }
 
-async fn exec(args: ServiceArgs, api: Option<&str>) -> Result<ExitCode, ApiError> {
-    let client = api::client(api)?;
+/// Runs `guestcomm service ...`.
+pub(crate) async fn run(args: ServiceArgs, ctx: &Context) -> Result<ExitCode, Failure> {
+    let client = ctx.api()?;
     Ok(match args.command {
         ServiceCommand::Register {
             id,
@@ -159,23 +162,23 @@ async fn exec(args: ServiceArgs, api: Option<&str>) -> Result<ExitCode, ApiError
             client.delete(&format!("/v1/services/{id}")).await?;
             ExitCode::SUCCESS
         }
-        ServiceCommand::List { vm: None, json } => {
+        ServiceCommand::List { vm: None, .. } => {
             let list: Vec<ServiceRegistration> = client.get("/v1/services").await?;
             let header = ["GUID", "ELEMENTNAME", "KIND", "HOST-WIDE"];
-            api::print_list(&list, json, &header, |s| {
+            output::print_list(ctx, &list, &header, |s| {
                 vec![
                     s.id.clone(),
                     s.element_name.clone(),
                     if s.builtin { "built-in" } else { "registered" }.into(),
                     if s.enabled { "Enabled" } else { "Disabled" }.into(),
                 ]
-            })
+            })?
         }
-        ServiceCommand::List { vm: Some(vm), json } => {
+        ServiceCommand::List { vm: Some(vm), .. } => {
             let path = format!("{}/services", api::vm_path(&vm)?);
             let list: Vec<GuestCommunicationService> = client.get(&path).await?;
             let header = ["GUID", "ELEMENTNAME", "STATE", "POLICY", "STATUS"];
-            api::print_list(&list, json, &header, |s| {
+            output::print_list(ctx, &list, &header, |s| {
                 vec![
                     s.name.clone(),
                     s.element_name.clone(),
@@ -183,10 +186,10 @@ async fn exec(args: ServiceArgs, api: Option<&str>) -> Result<ExitCode, ApiError
                     state_name(s.requested_state).into(),
                     s.status.clone(),
                 ]
-            })
+            })?
         }
-        ServiceCommand::Enable(p) => set_policy(&client, p.id, p.vm, 2).await?,
-        ServiceCommand::Disable(p) => set_policy(&client, p.id, p.vm, 3).await?,
-        ServiceCommand::Defer { id, vm } => set_policy(&client, id, Some(vm), 8).await?,
+        ServiceCommand::Enable(p) => set_policy(client, p.id, p.vm, 2).await?,
+        ServiceCommand::Disable(p) => set_policy(client, p.id, p.vm, 3).await?,
+        ServiceCommand::Defer { id, vm } => set_policy(client, id, Some(vm), 8).await?,
     })
 }

@@ -3,10 +3,13 @@
 use std::process::ExitCode;
 
 use clap::Args;
-use guestcomm_api::{Method, ShutdownAnswer, ShutdownRequest};
+use guestcomm_api::ShutdownRequest;
 use guestcomm_protocol::text::Escaped;
 
-use super::guest::{self, GuestTarget, Via};
+use super::GuestTarget;
+use crate::context::Context;
+use crate::exit::Failure;
+use crate::guest;
 
 /// Power off (or reboot) the guest through its init system (systemctl,
 /// shutdown or poweroff); --force powers off at once, without stopping
@@ -16,48 +19,34 @@ use super::guest::{self, GuestTarget, Via};
 #[command(
     after_help = "Exit status: 0 when the guest acknowledged, 1 on error (unreachable VM, service disabled, no shutdown program in the guest)."
 )]
-pub struct ShutdownArgs {
+pub(crate) struct ShutdownArgs {
     /// Target and key.
     #[command(flatten)]
-    pub to: GuestTarget,
+    pub(crate) to: GuestTarget,
     /// Reboot instead of powering off.
     #[arg(long)]
-    pub reboot: bool,
+    pub(crate) reboot: bool,
     /// Immediately, without the init system's orderly stop.
     #[arg(long)]
-    pub force: bool,
+    pub(crate) force: bool,
     /// Why, for the guest's logs (up to 2,048 bytes).
     #[arg(long, value_name = "TEXT", default_value = "")]
-    pub reason: String,
+    pub(crate) reason: String,
 }
 
-async fn request(args: &ShutdownArgs, api: Option<&str>) -> anyhow::Result<String> {
+async fn request(args: &ShutdownArgs, ctx: &Context) -> anyhow::Result<String> {
     let req = ShutdownRequest {
         reboot: args.reboot,
         force: args.force,
         reason: args.reason.clone(),
     };
     req.check().map_err(anyhow::Error::msg)?;
-    match guest::via(&args.to.target, api, args.to.identity.as_deref())? {
-        Via::Direct(addr) => {
-            let session = guest::direct(addr, args.to.identity.as_deref()).await?;
-            Ok(guestcomm_client::integration::shutdown(session, req).await?)
-        }
-        Via::Daemon { client, vm_path } => client
-            .send::<_, ShutdownAnswer>(Method::POST, &format!("{vm_path}/shutdown"), &req)
-            .await
-            .map(|a| a.acknowledged)
-            .map_err(guest::api_error),
-    }
+    guest::connect(&args.to.target, ctx)?.shutdown(req).await
 }
 
 /// Runs `guestcomm shutdown`.
-pub async fn run(args: ShutdownArgs, api: Option<&str>) -> ExitCode {
-    match request(&args, api).await {
-        Ok(ack) => {
-            println!("The guest acknowledged: {}.", Escaped(&ack));
-            ExitCode::SUCCESS
-        }
-        Err(e) => guest::fail(&e),
-    }
+pub(crate) async fn run(args: ShutdownArgs, ctx: &Context) -> Result<ExitCode, Failure> {
+    let ack = request(&args, ctx).await.map_err(|e| Failure::failed(&e))?;
+    println!("The guest acknowledged: {}.", Escaped(&ack));
+    Ok(ExitCode::SUCCESS)
 }

@@ -7,33 +7,28 @@ use clap::Args;
 use guestcomm_api::Vm;
 use guestcomm_protocol::text::Escaped;
 
-use super::api::{self, FAILED};
+use crate::api;
+use crate::context::Context;
+use crate::exit::Failure;
+use crate::output;
 
 /// Show the health of a VM's agent: status, what failed when it does not
 /// answer (transport unreachable, agent not listening, not answering,
 /// refusing), last contact, round-trip time and agent version.
 #[derive(Debug, Args)]
-pub struct StatusArgs {
+pub(crate) struct StatusArgs {
     /// The VM.
-    pub vm: String,
+    pub(crate) vm: String,
     /// Print JSON.
     #[arg(long)]
-    pub json: bool,
+    pub(crate) json: bool,
 }
 
 /// Runs `guestcomm status`.
-pub async fn run(args: StatusArgs, api: Option<&str>) -> ExitCode {
-    let vm: Vm = match async {
-        let client = api::client(api)?;
-        client.get(&api::vm_path(&args.vm)?).await
-    }
-    .await
-    {
-        Ok(vm) => vm,
-        Err(e) => return api::report(&e, FAILED),
-    };
-    if args.json {
-        return api::print_json(&vm.health);
+pub(crate) async fn run(args: StatusArgs, ctx: &Context) -> Result<ExitCode, Failure> {
+    let vm: Vm = ctx.api()?.get(&api::vm_path(&args.vm)?).await?;
+    if ctx.json() {
+        return output::print_json(&vm.health);
     }
     let h = &vm.health;
     let now_ms = SystemTime::now()
@@ -60,5 +55,5 @@ pub async fn run(args: StatusArgs, api: Option<&str>) -> ExitCode {
     if let Some(error) = &h.last_error {
         println!("Last error:    {}", Escaped(error));
     }
-    ExitCode::SUCCESS
+    Ok(ExitCode::SUCCESS)
 }

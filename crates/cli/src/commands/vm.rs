@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use anyhow::Context;
+use anyhow::Context as _;
 use clap::{Args, Subcommand};
 use guestcomm_api::Method;
 use guestcomm_api::{AddVm, Credentials, NewCredentials, UpdateVm, Vm};
@@ -10,19 +10,22 @@ use guestcomm_protocol::auth::{load_credentials, write_credentials, Psk};
 use guestcomm_protocol::text::Escaped;
 use guestcomm_transport::Address;
 
-use super::api::{self, FAILED};
+use crate::api;
+use crate::context::Context;
+use crate::exit::Failure;
+use crate::output;
 
 /// Manage the VMs known to guestcommd.
 #[derive(Debug, Args)]
-pub struct VmArgs {
+pub(crate) struct VmArgs {
     /// What to do.
     #[command(subcommand)]
-    pub command: VmCommand,
+    pub(crate) command: VmCommand,
 }
 
 /// The `vm` subcommands.
 #[derive(Debug, Subcommand)]
-pub enum VmCommand {
+pub(crate) enum VmCommand {
     /// Add a VM: a name and its agent's address.
     Add {
         /// Unique name: letters, digits, '-', '_', '.' (up to 63).
@@ -87,9 +90,19 @@ pub enum VmCommand {
     },
 }
 
+impl VmCommand {
+    /// Whether to print JSON (`list --json`, `show --json`).
+    pub(crate) fn json(&self) -> bool {
+        matches!(
+            self,
+            VmCommand::List { json: true } | VmCommand::Show { json: true, .. }
+        )
+    }
+}
+
 /// Enabled or disabled.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum Switch {
+pub(crate) enum Switch {
     /// On (CIM 2).
     Enabled,
     /// Off (CIM 3).
@@ -97,31 +110,13 @@ pub enum Switch {
 }
 
 /// Runs `guestcomm vm ...`.
-pub async fn run(args: VmArgs, api: Option<&str>) -> ExitCode {
-    let key = match new_key(&args.command) {
-        Ok(key) => key,
-        Err(e) => {
-            eprintln!("guestcomm: {}", Escaped(&format!("{e:#}")));
-            return ExitCode::from(FAILED);
-        }
-    };
-    if let VmCommand::Credentials { name, guest_file } = &args.command {
-        return write_guest_credentials(api, name, guest_file).await;
-    }
-    match exec(args, key, api).await {
-        Ok(code) => code,
-        Err(e) => api::report(&e, FAILED),
-    }
-}
-
-async fn exec(
-    args: VmArgs,
-    key: NewCredentials,
-    api: Option<&str>,
-) -> Result<ExitCode, guestcomm_api::ApiError> {
-    let client = api::client(api)?;
+pub(crate) async fn run(args: VmArgs, ctx: &Context) -> Result<ExitCode, Failure> {
+    let key = new_key(&args.command).map_err(|e| Failure::failed(&e))?;
+    let client = ctx.api()?;
     Ok(match args.command {
-        VmCommand::Credentials { .. } => unreachable!("handled in run"),
+        VmCommand::Credentials { name, guest_file } => {
+            return write_guest_credentials(ctx, &name, &guest_file).await
+        }
         VmCommand::Add { name, endpoint, .. } => {
             api::vm_path(&name)?;
             let body = AddVm {
@@ -133,22 +128,22 @@ async fn exec(
             println!("{}", vm.id);
             ExitCode::SUCCESS
         }
-        VmCommand::List { json } => {
+        VmCommand::List { .. } => {
             let vms: Vec<Vm> = client.get("/v1/vms").await?;
             let header = ["NAME", "ID", "ENDPOINT", "STATUS"];
-            api::print_list(&vms, json, &header, |v| {
+            output::print_list(ctx, &vms, &header, |v| {
                 vec![
                     v.name.clone(),
                     v.id.to_string(),
                     v.endpoint.clone(),
                     v.health.status.clone(),
                 ]
-            })
+            })?
         }
-        VmCommand::Show { name, json } => {
+        VmCommand::Show { name, .. } => {
             let vm: Vm = client.get(&api::vm_path(&name)?).await?;
-            if json {
-                return Ok(api::print_json(&vm));
+            if ctx.json() {
+                return output::print_json(&vm);
             }
             println!("Name:       {}", Escaped(&vm.name));
             println!("ID:         {}", vm.id);
@@ -226,34 +221,21 @@ fn new_key(command: &VmCommand) -> anyhow::Result<NewCredentials> {
 
 /// `vm credentials NAME --guest-file PATH`.
 async fn write_guest_credentials(
-    api: Option<&str>,
+    ctx: &Context,
     name: &str,
     file: &std::path::Path,
-) -> ExitCode {
-    let fetched = async {
-        let client = api::client(api)?;
-        client
-            .get::<Credentials>(&format!("{}/credentials", api::vm_path(name)?))
-            .await
-    };
-    let creds = match fetched.await {
-        Ok(creds) => creds,
-        Err(e) => return api::report(&e, FAILED),
-    };
-    let written = Psk::from_hex(&creds.key)
+) -> Result<ExitCode, Failure> {
+    let client = ctx.api()?;
+    let creds: Credentials = client
+        .get(&format!("{}/credentials", api::vm_path(name)?))
+        .await?;
+    Psk::from_hex(&creds.key)
         .context("guestcommd sent an invalid key")
-        .and_then(|psk| write_credentials(file, &psk).context("failed to write the guest file"));
-    match written {
-        Ok(()) => {
-            eprintln!(
-                "wrote VM {name}'s key to {}: start the agent in the guest with --credentials pointing at it",
-                file.display()
-            );
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("guestcomm: {}", Escaped(&format!("{e:#}")));
-            ExitCode::from(FAILED)
-        }
-    }
+        .and_then(|psk| write_credentials(file, &psk).context("failed to write the guest file"))
+        .map_err(|e| Failure::failed(&e))?;
+    eprintln!(
+        "wrote VM {name}'s key to {}: start the agent in the guest with --credentials pointing at it",
+        file.display()
+    );
+    Ok(ExitCode::SUCCESS)
 }

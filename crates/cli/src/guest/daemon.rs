@@ -1,0 +1,169 @@
+//! [`Guest`] through guestcommd: each operation is one request to the
+//! daemon's API for the VM (`/v1/vms/{name}/...`); the daemon checks the
+//! VM's policy and reaches the agent with the VM's key.
+
+use futures::future::BoxFuture;
+use futures::FutureExt;
+use guestcomm_api::{
+    encode_path_segment, ApiClient, FreezeStatus, FsRequest, GuestInfo, KvpEntries, KvpPair,
+    KvpValue, KvpWrite, Method, ShutdownAnswer, ShutdownRequest, TimeReport,
+};
+use guestcomm_client::Session;
+use guestcomm_protocol::integration::KvpPool;
+use guestcomm_protocol::message::Request;
+
+use super::{FsOp, Guest};
+use crate::api;
+use crate::session::{self, AgentStream};
+
+/// A VM known to guestcommd.
+pub(super) struct Daemon {
+    client: ApiClient,
+    name: String,
+    /// `/v1/vms/{name}`.
+    vm_path: String,
+}
+
+impl Daemon {
+    pub(super) fn new(client: ApiClient, name: String, vm_path: String) -> Self {
+        Self {
+            client,
+            name,
+            vm_path,
+        }
+    }
+
+    /// The path of `key` in `pool`.
+    fn kvp_path(&self, pool: KvpPool, key: &str) -> String {
+        format!("{}/kvp/{pool}/{}", self.vm_path, encode_path_segment(key))
+    }
+
+    /// Writes or removes `key`; why the write is still pending, if it is.
+    async fn kvp_write<B: serde::Serialize + Sync>(
+        &self,
+        method: Method,
+        pool: KvpPool,
+        key: String,
+        body: B,
+    ) -> anyhow::Result<Option<String>> {
+        let path = self.kvp_path(pool, &key);
+        let written: KvpWrite = self
+            .client
+            .send(method, &path, &body)
+            .await
+            .map_err(|e| api::one_line(&e))?;
+        Ok(written.pending_reason)
+    }
+}
+
+impl Guest for Daemon {
+    fn open(
+        &self,
+        request: Option<Request>,
+    ) -> BoxFuture<'_, anyhow::Result<Session<AgentStream>>> {
+        session::through_daemon(&self.client, &self.name, &self.vm_path, request).boxed()
+    }
+
+    fn info(&self) -> BoxFuture<'_, anyhow::Result<GuestInfo>> {
+        async move {
+            let path = format!("{}/info", self.vm_path);
+            self.client.get(&path).await.map_err(|e| api::one_line(&e))
+        }
+        .boxed()
+    }
+
+    fn time(&self, sync: bool, samples: u32) -> BoxFuture<'_, anyhow::Result<TimeReport>> {
+        async move {
+            let query = format!("?samples={samples}");
+            let answer = if sync {
+                let path = format!("{}/time/sync{query}", self.vm_path);
+                self.client.send(Method::POST, &path, &()).await
+            } else {
+                let path = format!("{}/time{query}", self.vm_path);
+                self.client.get(&path).await
+            };
+            answer.map_err(|e| api::one_line(&e))
+        }
+        .boxed()
+    }
+
+    fn kvp_get<'a>(&'a self, pool: KvpPool, key: &'a str) -> BoxFuture<'a, anyhow::Result<String>> {
+        async move {
+            let pair: KvpPair = self
+                .client
+                .get(&self.kvp_path(pool, key))
+                .await
+                .map_err(|e| api::one_line(&e))?;
+            Ok(pair.value)
+        }
+        .boxed()
+    }
+
+    fn kvp_list(&self, pool: KvpPool) -> BoxFuture<'_, anyhow::Result<KvpEntries>> {
+        async move {
+            let path = format!("{}/kvp/{pool}", self.vm_path);
+            self.client.get(&path).await.map_err(|e| api::one_line(&e))
+        }
+        .boxed()
+    }
+
+    fn kvp_set(
+        &self,
+        pool: KvpPool,
+        key: String,
+        value: String,
+    ) -> BoxFuture<'_, anyhow::Result<Option<String>>> {
+        self.kvp_write(Method::PUT, pool, key, KvpValue { value })
+            .boxed()
+    }
+
+    fn kvp_remove(
+        &self,
+        pool: KvpPool,
+        key: String,
+    ) -> BoxFuture<'_, anyhow::Result<Option<String>>> {
+        self.kvp_write(Method::DELETE, pool, key, ()).boxed()
+    }
+
+    fn shutdown(&self, request: ShutdownRequest) -> BoxFuture<'_, anyhow::Result<String>> {
+        async move {
+            let path = format!("{}/shutdown", self.vm_path);
+            let answer: ShutdownAnswer = self
+                .client
+                .send(Method::POST, &path, &request)
+                .await
+                .map_err(|e| api::one_line(&e))?;
+            Ok(answer.acknowledged)
+        }
+        .boxed()
+    }
+
+    fn fs(&self, op: FsOp) -> BoxFuture<'_, anyhow::Result<FreezeStatus>> {
+        async move {
+            let answer = match op {
+                FsOp::Freeze {
+                    mountpoints,
+                    timeout_s,
+                } => {
+                    let path = format!("{}/fs/freeze", self.vm_path);
+                    let body = FsRequest {
+                        mountpoints,
+                        timeout_s: Some(timeout_s),
+                    };
+                    self.client.send(Method::POST, &path, &body).await
+                }
+                FsOp::Thaw { mountpoints } => {
+                    let path = format!("{}/fs/thaw", self.vm_path);
+                    let body = FsRequest {
+                        mountpoints,
+                        timeout_s: None,
+                    };
+                    self.client.send(Method::POST, &path, &body).await
+                }
+                FsOp::Status => self.client.get(&format!("{}/fs", self.vm_path)).await,
+            };
+            answer.map_err(|e| api::one_line(&e))
+        }
+        .boxed()
+    }
+}
