@@ -24,7 +24,8 @@ use super::commands::{generic, Reply};
 /// Largest authorized_keys file read.
 const MAX_AUTHORIZED_KEYS_BYTES: u64 = 1024 * 1024;
 
-fn user(name: &str) -> Result<User, Reply> {
+/// `name`'s passwd entry, or the error for a user that does not exist.
+pub(super) fn user(name: &str) -> Result<User, Reply> {
     match User::from_name(name) {
         Ok(Some(user)) => Ok(user),
         Ok(None) => Err(generic(format!("user '{name}' does not exist"))),

@@ -663,11 +663,7 @@ fn set_user_password(q: &Qga, args: &Args) -> Reply {
 /// The guest policy's verdict on touching `username`'s authorized_keys,
 /// seen as a copy out of the guest (`write` false) or into it.
 fn keys_allowed(q: &Qga, username: &str, write: bool) -> Result<(), Reply> {
-    let home = nix::unistd::User::from_name(username)
-        .ok()
-        .flatten()
-        .map(|u| u.dir)
-        .ok_or_else(|| generic(format!("user '{username}' does not exist")))?;
+    let home = accounts::user(username)?.dir;
     let path = home.join(".ssh/authorized_keys").display().to_string();
     let call = if write {
         Call::CopyToGuest(guestcomm_protocol::files::CopyToGuest {

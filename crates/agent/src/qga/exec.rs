@@ -7,13 +7,14 @@ use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::os::unix::process::ExitStatusExt;
 use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 
 use base64::Engine;
 use guestcomm_protocol::ExecRequest;
 use serde_json::{json, Map, Value};
 
 use super::commands::{generic, Reply};
+use super::locked;
 use crate::limits::{MAX_QGA_EXECS, MAX_QGA_EXEC_OUTPUT_BYTES};
 
 /// One stream's captured bytes.
@@ -37,10 +38,6 @@ struct Run {
 #[derive(Default)]
 pub(super) struct Execs {
     runs: Mutex<HashMap<i64, Arc<Mutex<Run>>>>,
-}
-
-fn locked<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Reads `from` into the run's capture of one stream, keeping at most the bound.

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 
 use base64::Engine;
 use guestcomm_protocol::files::{CopyFromGuest, CopyToGuest};
@@ -13,6 +13,7 @@ use guestcomm_protocol::Call;
 use serde_json::json;
 
 use super::commands::{generic, tri, Qga, Reply};
+use super::locked;
 use crate::limits::{MAX_QGA_FILE_READ_BYTES, MAX_QGA_OPEN_FILES};
 
 /// The first handle given out (qemu-ga's are large integers too).
@@ -32,10 +33,6 @@ impl Default for Files {
             open: Mutex::new((FIRST_HANDLE, HashMap::new())),
         }
     }
-}
-
-fn locked<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Files {

@@ -133,6 +133,12 @@ pub async fn serve(channel: Channel, qga: Arc<Qga>, services: Arc<Services>) {
     }
 }
 
+/// A mutex's guard, also after a panic elsewhere poisoned it (the state
+/// it guards stays consistent: each holder finishes its change or none).
+fn locked<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// The bytes of one reply: `{"return": ...}` or `{"error": ...}`, the
 /// request's `id` echoed, a newline; 0xFF first for guest-sync-delimited.
 fn encode(reply: &Reply, id: Option<Value>, delimited: bool) -> Option<Vec<u8>> {
