@@ -11,7 +11,7 @@ use guestcomm_agent::credentials;
 use guestcomm_agent::local::{LocalKvp, LocalOutput};
 use guestcomm_agent::shutdown::ShutdownRunner;
 use guestcomm_agent::{Agent, AgentConfig};
-use guestcomm_observability::{self as observability, LogFormat};
+use guestcomm_observability as observability;
 use guestcomm_transport::{Address, PeerCidFilter};
 
 /// The guestcomm guest agent: serves command execution, file copy,
@@ -30,7 +30,7 @@ use guestcomm_transport::{Address, PeerCidFilter};
     version,
     subcommand_negates_reqs = true,
     args_conflicts_with_subcommands = true,
-    after_help = "Exit status: 0 after a clean shutdown (SIGINT/SIGTERM), 1 on a start-up error.\nLog level: GUESTCOMM_LOG (e.g. debug), default info."
+    after_help = "Exit status: 0 after a clean shutdown (SIGINT/SIGTERM), 1 on a start-up error.\nLog level: GUESTCOMM_LOG, one of error, warn, info, debug, trace, off; default info\n(per-target directives are guestcommd's, not the agent's)."
 )]
 struct Args {
     /// Address to listen on: vsock://CID:PORT (CID may be `any`),
@@ -138,7 +138,8 @@ struct Args {
     #[arg(long)]
     simulate_fsfreeze: bool,
 
-    /// Log format.
+    /// Log format: text, one line per event (JSON logs are guestcommd's;
+    /// the agent links no JSON log formatter).
     #[arg(long, value_enum, default_value_t)]
     log_format: LogFormat,
 
@@ -156,6 +157,14 @@ enum HypervKvp {
     On,
     /// Never.
     Off,
+}
+
+/// The agent's log formats.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    /// One human-readable line per event.
+    #[default]
+    Text,
 }
 
 #[derive(Debug, Subcommand)]
@@ -214,7 +223,8 @@ fn parse_size(text: &str) -> Result<u64, String> {
 
 fn main() -> ExitCode {
     let mut args = Args::parse();
-    observability::init(args.log_format);
+    let LogFormat::Text = args.log_format;
+    observability::init_text();
     observability::raise_open_files_limit(guestcomm_agent::limits::OPEN_FILES_WANTED);
     match args.command.take() {
         Some(Command::ConnectHost(target)) => {
@@ -273,7 +283,11 @@ async fn run_kvp(args: KvpArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-#[tokio::main]
+// One thread serves every connection: the agent's async work is relaying
+// bytes, and what blocks (file trees, the integration services) runs on
+// tokio's blocking pool; a worker per vCPU would cost every large guest
+// memory for nothing (docs/BENCHMARKS.md, "agent idle RSS").
+#[tokio::main(flavor = "current_thread")]
 async fn run(args: Args) -> anyhow::Result<()> {
     let mut config = AgentConfig::new(args.listen);
     config.peer_filter = PeerCidFilter::host_and(&args.allow_peer_cid, args.allow_any_peer);

@@ -2,10 +2,14 @@
 //! share around their libraries: the `tracing` subscriber (text or JSON on
 //! stderr, which journald picks up under systemd) and waiting for SIGINT or
 //! SIGTERM, and raising the limit on open files. Libraries only emit
-//! events; only binaries call [`init`].
+//! events; only binaries call [`init`] or [`init_text`].
 //!
-//! The level comes from `GUESTCOMM_LOG` (an `EnvFilter` directive such as
-//! `info` or `guestcomm_agent=debug`), defaulting to `info`.
+//! The level comes from `GUESTCOMM_LOG`, defaulting to `info`. [`init`]
+//! (feature `env-filter`, guestcommd's) takes it as an `EnvFilter`
+//! directive such as `info` or `guestcommd=debug`, and JSON records with
+//! feature `json`; [`init_text`] (the agent's, which runs in every guest
+//! and links neither regex nor the JSON formatter) takes one level
+//! (`error`, `warn`, `info`, `debug`, `trace` or `off`) and writes text.
 //!
 //! In the text format every field's value, the message included, goes
 //! through [`guestcomm_protocol::text::escape_controls`]: a VM name, a
@@ -17,32 +21,70 @@ use std::io::IsTerminal;
 
 use guestcomm_protocol::text::Escaped;
 use tracing_subscriber::field::MakeExt;
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::LevelFilter;
+
+/// The environment variable that sets the level.
+const LEVEL_VARIABLE: &str = "GUESTCOMM_LOG";
 
 /// Log record format.
+#[cfg(feature = "env-filter")]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {
     /// One human-readable line per event.
     #[default]
     Text,
     /// One JSON object per event, for journald or a log shipper.
+    #[cfg(feature = "json")]
     Json,
 }
 
-/// Installs the global subscriber; call once, from `main`.
+/// Installs the global subscriber, `GUESTCOMM_LOG` read as `EnvFilter`
+/// directives; call once, from `main`.
+#[cfg(feature = "env-filter")]
 pub fn init(format: LogFormat) {
-    let filter =
-        EnvFilter::try_from_env("GUESTCOMM_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    // Colours only on a terminal: journald and log files get plain text,
-    // in which any escape sequence is an escaped peer's.
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr);
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env(LEVEL_VARIABLE).unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = stderr_builder().with_env_filter(filter);
     match format {
         LogFormat::Text => builder.fmt_fields(escaped_fields()).init(),
+        #[cfg(feature = "json")]
         LogFormat::Json => builder.json().init(),
     }
+}
+
+/// Installs the global subscriber: text lines at the one level
+/// `GUESTCOMM_LOG` names (`info` when unset); call once, from `main`. A
+/// value that is not a level is logged as a warning and `info` used.
+pub fn init_text() {
+    let text = std::env::var(LEVEL_VARIABLE).ok();
+    let level = text.as_deref().map(|t| t.trim().parse::<LevelFilter>());
+    stderr_builder()
+        .with_max_level(match level {
+            Some(Ok(level)) => level,
+            _ => LevelFilter::INFO,
+        })
+        .fmt_fields(escaped_fields())
+        .init();
+    if let (Some(text), Some(Err(_))) = (text, level) {
+        tracing::warn!(
+            value = text,
+            "{LEVEL_VARIABLE} is not a level (error, warn, info, debug, trace or off); logging at info"
+        );
+    }
+}
+
+/// The stderr formatter both subscribers start from.
+fn stderr_builder() -> tracing_subscriber::fmt::SubscriberBuilder<
+    tracing_subscriber::fmt::format::DefaultFields,
+    tracing_subscriber::fmt::format::Format,
+    LevelFilter,
+    fn() -> std::io::Stderr,
+> {
+    // Colours only on a terminal: journald and log files get plain text,
+    // in which any escape sequence is an escaped peer's.
+    tracing_subscriber::fmt()
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr as fn() -> std::io::Stderr)
 }
 
 /// The text format's fields: `message name=value ...`, as tracing's

@@ -51,8 +51,10 @@ pub fn temp_files(dir: &Path) -> Vec<PathBuf> {
     let Ok(entries) = fs::read_dir(dir) else {
         return found;
     };
-    for entry in entries {
-        let path = entry.unwrap().path();
+    // The daemon or agent may remove a temporary file between the listing
+    // and the look at it: an entry gone by then is simply not left behind.
+    for entry in entries.flatten() {
+        let path = entry.path();
         if path
             .file_name()
             .unwrap()
@@ -61,7 +63,7 @@ pub fn temp_files(dir: &Path) -> Vec<PathBuf> {
         {
             found.push(path.clone());
         }
-        if fs::symlink_metadata(&path).unwrap().is_dir() {
+        if entry.file_type().is_ok_and(|kind| kind.is_dir()) {
             found.extend(temp_files(&path));
         }
     }
