@@ -41,7 +41,7 @@ fn to_ns(ts: TimeSpec) -> i64 {
 
 /// CLOCK_REALTIME of the guest.
 #[derive(Debug, Default)]
-pub struct SystemClock;
+pub(crate) struct SystemClock;
 
 impl Clock for SystemClock {
     fn now_ns(&self) -> Result<i64, ClockError> {
@@ -67,13 +67,13 @@ impl Clock for SystemClock {
 
 /// The real clock plus an offset held in memory: steps move the offset.
 #[derive(Debug, Default)]
-pub struct SimulatedClock {
+pub(crate) struct SimulatedClock {
     offset_ns: AtomicI64,
 }
 
 impl SimulatedClock {
     /// A clock `offset_ns` ahead of the real one (behind if negative).
-    pub fn new(offset_ns: i64) -> Self {
+    pub(crate) fn new(offset_ns: i64) -> Self {
         Self {
             offset_ns: AtomicI64::new(offset_ns),
         }

@@ -28,13 +28,13 @@ use guestcomm_protocol::auth::{
 };
 
 /// The credential's name, in every place.
-pub const CREDENTIAL_NAME: &str = "guestcomm.key";
+pub(crate) const CREDENTIAL_NAME: &str = "guestcomm.key";
 /// Where the kernel shows QEMU's firmware configuration entries.
-pub const FW_CFG_ROOT: &str = "/sys/firmware/qemu_fw_cfg";
+pub(crate) const FW_CFG_ROOT: &str = "/sys/firmware/qemu_fw_cfg";
 /// The entry's path below [`FW_CFG_ROOT`] (QEMU: `-fw_cfg name=opt/io.systemd.credentials/guestcomm.key,file=...`).
-pub const FW_CFG_ENTRY: &str = "by_name/opt/io.systemd.credentials/guestcomm.key/raw";
+pub(crate) const FW_CFG_ENTRY: &str = "by_name/opt/io.systemd.credentials/guestcomm.key/raw";
 /// Where the kernel shows the SMBIOS structures.
-pub const DMI_ENTRIES: &str = "/sys/firmware/dmi/entries";
+pub(crate) const DMI_ENTRIES: &str = "/sys/firmware/dmi/entries";
 /// Most bytes read of one SMBIOS structure (a structure and its strings).
 const MAX_SMBIOS_BYTES: u64 = 64 * 1024;
 

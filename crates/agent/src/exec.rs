@@ -49,7 +49,7 @@ const TERMINAL_EOF: u8 = 0x04;
 
 /// How an exec session ended early.
 #[derive(Debug, thiserror::Error)]
-pub enum ExecError {
+pub(crate) enum ExecError {
     /// The request was refused before anything ran; the error frame was sent.
     #[error("exec request refused")]
     Refused(#[source] ErrorFrame),
@@ -338,7 +338,10 @@ fn exit_status(status: std::io::Result<std::process::ExitStatus>, timed_out: boo
 }
 
 /// Serves one exec request on a connection whose handshake is done.
-pub async fn serve<T>(mut conn: FramedConn<T>, req: ExecRequest) -> Result<ExitStatus, ExecError>
+pub(crate) async fn serve<T>(
+    mut conn: FramedConn<T>,
+    req: ExecRequest,
+) -> Result<ExitStatus, ExecError>
 where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {

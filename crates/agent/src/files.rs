@@ -51,7 +51,7 @@ async fn refuse(conn: &mut FramedConn<Stream>, e: &CopyError) {
 
 /// Bounds of the copies the agent serves.
 #[derive(Clone, Copy, Debug)]
-pub struct CopyLimits {
+pub(crate) struct CopyLimits {
     /// How long a copy waits on the host before failing as stalled
     /// (`--copy-idle-timeout`).
     pub idle: Duration,
@@ -63,7 +63,7 @@ pub struct CopyLimits {
 /// Receives a copy into `req.dst`: checks the destination, answers
 /// `CopyReady`, stores the entries, answers `CopySummary` or an error. A
 /// host that sends nothing for `idle` fails the copy as stalled.
-pub async fn serve_to_guest(
+pub(crate) async fn serve_to_guest(
     mut conn: FramedConn<Stream>,
     req: CopyToGuest,
     limits: CopyLimits,
@@ -106,7 +106,7 @@ pub async fn serve_to_guest(
 
 /// Sends `req.src` to the host and waits for its summary; a host that
 /// takes nothing, or does not answer, for `idle` fails the copy as stalled.
-pub async fn serve_from_guest(
+pub(crate) async fn serve_from_guest(
     mut conn: FramedConn<Stream>,
     req: CopyFromGuest,
     CopyLimits { idle, .. }: CopyLimits,

@@ -52,7 +52,7 @@ pub trait Freezer: Send + Sync {
 
 /// The real ioctls, on the mount point's directory.
 #[derive(Debug, Default)]
-pub struct IoctlFreezer;
+pub(crate) struct IoctlFreezer;
 
 fn on_dir(path: &str, op: impl FnOnce(i32) -> Result<(), Errno>) -> Result<(), Errno> {
     let dir =
@@ -81,7 +81,7 @@ impl Freezer for IoctlFreezer {
 
 /// Pretends: storage filesystems freeze, others answer EOPNOTSUPP, as the kernel does.
 #[derive(Debug, Default)]
-pub struct SimulatedFreezer;
+pub(crate) struct SimulatedFreezer;
 
 impl Freezer for SimulatedFreezer {
     fn freeze(&self, mount: &Mount) -> Result<(), Errno> {

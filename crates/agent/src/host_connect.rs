@@ -63,7 +63,11 @@ pub async fn run(port: u32) -> Result<(), HostConnectError> {
 
 /// Copies `input` to `conn` and `conn` to `output` until `conn` closes
 /// (the end of `input` does not close `conn`).
-pub async fn relay<C, I, O>(conn: C, mut input: I, mut output: O) -> Result<(), HostConnectError>
+pub(crate) async fn relay<C, I, O>(
+    conn: C,
+    mut input: I,
+    mut output: O,
+) -> Result<(), HostConnectError>
 where
     C: AsyncRead + AsyncWrite,
     I: AsyncRead + Unpin,

@@ -47,9 +47,9 @@ const RECORD: usize = KEY_FIELD + VALUE_FIELD;
 /// The pools hv_kvp_daemon keeps (0 to 4).
 const POOL_FILES: u8 = 5;
 /// Most records read from one file (Hyper-V keeps far fewer per pool).
-pub const MAX_RECORDS: usize = 1024;
+pub(crate) const MAX_RECORDS: usize = 1024;
 /// Longest wait for a pool file's lock.
-pub const LOCK_DEADLINE: Duration = Duration::from_secs(5);
+pub(crate) const LOCK_DEADLINE: Duration = Duration::from_secs(5);
 /// Pause between two tries of a lock another program holds.
 const LOCK_RETRY: Duration = Duration::from_millis(10);
 /// Mode of the files this agent creates: root writes, everyone reads (as

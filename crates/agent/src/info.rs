@@ -62,7 +62,7 @@ fn read_text(path: &Path) -> String {
 }
 
 /// Everything, gathered now; `services` are the agent's offered services.
-pub fn collect(agent: String, services: Vec<String>) -> GuestInfo {
+pub(crate) fn collect(agent: String, services: Vec<String>) -> GuestInfo {
     let hostname = nix::unistd::gethostname()
         .map(|h| h.to_string_lossy().into_owned())
         .unwrap_or_default();
@@ -112,7 +112,7 @@ fn kernel() -> KernelInfo {
 }
 
 /// `KEY=value` and `KEY="value"` lines of os-release(5).
-pub fn parse_os_release(text: &str) -> OsInfo {
+pub(crate) fn parse_os_release(text: &str) -> OsInfo {
     let mut fields = BTreeMap::new();
     for line in text.lines() {
         let Some((key, value)) = line.trim().split_once('=') else {
@@ -139,7 +139,7 @@ pub fn parse_os_release(text: &str) -> OsInfo {
 }
 
 /// `MemTotal` and `MemAvailable` of /proc/meminfo, in bytes.
-pub fn parse_meminfo(text: &str) -> MemoryInfo {
+pub(crate) fn parse_meminfo(text: &str) -> MemoryInfo {
     let kib = |name: &str| {
         text.lines()
             .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
@@ -194,7 +194,7 @@ fn unescape_mount(field: &str) -> String {
 }
 
 /// Parses /proc/self/mounts.
-pub fn parse_mounts(text: &str) -> Vec<Mount> {
+pub(crate) fn parse_mounts(text: &str) -> Vec<Mount> {
     text.lines()
         .filter_map(|line| {
             let mut f = line.split_whitespace();
@@ -321,7 +321,7 @@ fn c_field(bytes: &[u8]) -> String {
 
 /// The `USER_PROCESS` records of a utmp file (Linux `struct utmpx` layout:
 /// type at 0, line at 8, user at 44, host at 76, seconds at 340).
-pub fn parse_utmp(data: &[u8]) -> Vec<UserSession> {
+pub(crate) fn parse_utmp(data: &[u8]) -> Vec<UserSession> {
     data.chunks_exact(UTMP_RECORD_BYTES)
         .filter(|r| i16::from_ne_bytes([r[0], r[1]]) == USER_PROCESS)
         .take(MAX_INFO_ITEMS)

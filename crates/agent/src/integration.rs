@@ -27,7 +27,7 @@ use crate::shutdown::{self, ShutdownRunner};
 
 /// Where a request came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Origin {
+pub(crate) enum Origin {
     /// The host, through a listen address.
     Host,
     /// A guest program, through the local key-value socket: key-value
@@ -61,7 +61,7 @@ impl Services {
 }
 
 /// The service an operation belongs to, if it is an integration one.
-pub fn service_of(call: &Call) -> Option<BuiltinService> {
+pub(crate) fn service_of(call: &Call) -> Option<BuiltinService> {
     match call.service() {
         service @ (BuiltinService::GuestInfo
         | BuiltinService::Time
@@ -103,7 +103,7 @@ fn freeze_error(e: FreezeError) -> ErrorFrame {
 }
 
 /// The answer to an integration request; `service` is the one it named.
-pub fn answer(
+pub(crate) fn answer(
     services: &Arc<Services>,
     origin: Origin,
     service: BuiltinService,
@@ -202,7 +202,7 @@ pub fn answer(
 
 /// Answers `call` on `conn`, waits for the client to close, and starts an
 /// acknowledged shutdown.
-pub async fn serve<T>(
+pub(crate) async fn serve<T>(
     mut conn: FramedConn<T>,
     services: Arc<Services>,
     origin: Origin,

@@ -32,7 +32,7 @@ use tracing::warn;
 use crate::hyperv_kvp::{PoolFileError, PoolFiles, Update};
 
 /// The file in the state directory.
-pub const STATE_FILE: &str = "kvp.json";
+pub(crate) const STATE_FILE: &str = "kvp.json";
 
 /// Largest state file read at start: two full pools with room to spare.
 const MAX_STATE_FILE_BYTES: u64 = 4 * 1024 * 1024;
@@ -87,7 +87,7 @@ fn valid(entries: KvpEntries) -> KvpEntries {
 }
 
 /// Checks a whole pool pushed by the host.
-pub fn check_entries(entries: &KvpEntries) -> Result<(), KvpError> {
+pub(crate) fn check_entries(entries: &KvpEntries) -> Result<(), KvpError> {
     if entries.len() > MAX_KVP_KEYS_PER_POOL {
         return Err(KvpError::PoolFull {
             pool: KvpPool::External,
@@ -333,7 +333,7 @@ impl KvpStore {
 }
 
 /// The `auto` pool, with the key names of Hyper-V's Linux KVP daemon.
-pub fn intrinsic(info: &GuestInfo) -> KvpEntries {
+pub(crate) fn intrinsic(info: &GuestInfo) -> KvpEntries {
     let mut version = info.os.version_id.splitn(3, '.');
     let (major, minor) = (version.next().unwrap_or(""), version.next().unwrap_or(""));
     let addresses = |v6: bool| {

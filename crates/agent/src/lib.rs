@@ -12,23 +12,32 @@
 //! [`policy`] enforces the guest owner's `--policy`.
 //! [`limits`] holds the agent's bounds.
 
-pub mod clock;
-pub mod credentials;
-pub mod exec;
-pub mod files;
-pub mod freeze;
-pub mod host_connect;
-pub mod hyperv_kvp;
-pub mod info;
-pub mod integration;
-pub mod kvp;
-pub mod limits;
-pub mod local;
-pub mod policy;
-pub mod pty;
-pub mod qga;
-pub mod server;
-pub mod shutdown;
-pub mod user;
+mod clock;
+mod credentials;
+mod exec;
+mod files;
+mod freeze;
+mod host_connect;
+mod hyperv_kvp;
+mod info;
+mod integration;
+mod kvp;
+mod limits;
+mod local;
+mod policy;
+mod pty;
+mod qga;
+mod server;
+mod shutdown;
+mod user;
 
+// What the binary (`main.rs`) uses; everything else stays inside the crate.
+pub use credentials::{find as find_credentials, Places as CredentialPlaces};
+pub use host_connect::{host_port, run as connect_host, HostConnectError};
+pub use hyperv_kvp::{DEFAULT_DIR as HYPERV_KVP_DEFAULT_DIR, HYPERV_KVP_DEVICE};
+pub use limits::{MAX_CONNECTIONS, OPEN_FILES_WANTED};
+pub use local::{run as local_kvp, LocalKvp, LocalOutput, DEFAULT_KVP_SOCKET};
+pub use policy::load as load_policy;
+pub use qga::{serve as serve_qga, Channel as QgaChannel, Qga, Rpcs as QgaRpcs};
 pub use server::{Agent, AgentConfig, BindError, ConfigError};
+pub use shutdown::ShutdownRunner;

@@ -18,24 +18,24 @@ pub const MAX_CONNECTIONS: usize = 256;
 /// and a flood of them only ever evicts itself, since the daemon's handshake
 /// is done in milliseconds (it is evicted only if this many newer
 /// connections arrive during it).
-pub const MAX_UNAUTHENTICATED_CONNECTIONS: usize = 64;
+pub(crate) const MAX_UNAUTHENTICATED_CONNECTIONS: usize = 64;
 
 /// How long a connection may take to finish its handshake (hello, and the
 /// key exchange) before it is closed: a real client needs two round trips,
 /// milliseconds even under TCG emulation; shorter than the protocol's
 /// [`HANDSHAKE_TIMEOUT_MS`](guestcomm_protocol::limits::HANDSHAKE_TIMEOUT_MS)
 /// so a silent peer holds its place for less time.
-pub const UNAUTHENTICATED_TIMEOUT_MS: u64 = 5_000;
+pub(crate) const UNAUTHENTICATED_TIMEOUT_MS: u64 = 5_000;
 
 /// Most connections of the local key-value socket served at once (guest
 /// programs reading or writing a key, each a single short request). It has
 /// its own budget, so local programs cannot take the host's slots, nor the
 /// host theirs.
-pub const MAX_LOCAL_CONNECTIONS: usize = 32;
+pub(crate) const MAX_LOCAL_CONNECTIONS: usize = 32;
 
 /// Most local key-value socket connections still in their handshake; as
 /// for the host, a newcomer past it closes the oldest.
-pub const MAX_UNAUTHENTICATED_LOCAL_CONNECTIONS: usize = 16;
+pub(crate) const MAX_UNAUTHENTICATED_LOCAL_CONNECTIONS: usize = 16;
 
 /// File descriptors the agent may hold at its caps: per authenticated
 /// connection (host or local) the socket, three pipes (six ends, three kept) or a pty pair, and the files
@@ -47,28 +47,28 @@ pub const OPEN_FILES_WANTED: u64 = 8 * MAX_CONNECTIONS as u64
     + 64;
 
 /// Stdin chunks queued between the socket reader and the process.
-pub const STDIN_QUEUE_FRAMES: usize = 4;
+pub(crate) const STDIN_QUEUE_FRAMES: usize = 4;
 
 /// Pipe buffer size asked for on the child's stdout and stderr.
 ///
 /// The Linux default (64 KiB) makes bulk output cost one read per 64 KiB;
 /// 1 MiB (the unprivileged maximum by default) cuts that syscall rate.
-pub const PIPE_BUFFER_BYTES: i32 = 1024 * 1024;
+pub(crate) const PIPE_BUFFER_BYTES: i32 = 1024 * 1024;
 
 /// Largest QGA request (`--qga`): qemu-ga's own JSON limit is larger (64
 /// MiB), but a guest-file-write of more should be split anyway.
-pub const MAX_QGA_REQUEST_BYTES: usize = 16 * 1024 * 1024;
+pub(crate) const MAX_QGA_REQUEST_BYTES: usize = 16 * 1024 * 1024;
 
 /// Most bytes one guest-file-read returns (qemu-ga allows 48 MB; an agent
 /// in every guest keeps less in memory at once).
-pub const MAX_QGA_FILE_READ_BYTES: usize = 16 * 1024 * 1024;
+pub(crate) const MAX_QGA_FILE_READ_BYTES: usize = 16 * 1024 * 1024;
 
 /// Most files open through guest-file-open at once.
-pub const MAX_QGA_OPEN_FILES: usize = 64;
+pub(crate) const MAX_QGA_OPEN_FILES: usize = 64;
 
 /// Most guest-exec processes whose status has not been collected.
-pub const MAX_QGA_EXECS: usize = 64;
+pub(crate) const MAX_QGA_EXECS: usize = 64;
 
 /// Most output guest-exec keeps of each stream (qemu-ga's 16 MB); the rest
 /// is dropped and reported as truncated.
-pub const MAX_QGA_EXEC_OUTPUT_BYTES: usize = 16 * 1024 * 1024;
+pub(crate) const MAX_QGA_EXEC_OUTPUT_BYTES: usize = 16 * 1024 * 1024;

@@ -7,10 +7,7 @@ use anyhow::Context;
 use std::path::{Path, PathBuf};
 
 use clap::{Parser, Subcommand};
-use guestcomm_agent::credentials;
-use guestcomm_agent::local::{LocalKvp, LocalOutput};
-use guestcomm_agent::shutdown::ShutdownRunner;
-use guestcomm_agent::{Agent, AgentConfig};
+use guestcomm_agent::{Agent, AgentConfig, LocalKvp, LocalOutput, ShutdownRunner};
 use guestcomm_observability as observability;
 use guestcomm_transport::{Address, PeerCidFilter};
 
@@ -66,7 +63,7 @@ struct Args {
     policy: Option<std::path::PathBuf>,
 
     /// Most connections served at once.
-    #[arg(long, value_name = "N", default_value_t = guestcomm_agent::limits::MAX_CONNECTIONS)]
+    #[arg(long, value_name = "N", default_value_t = guestcomm_agent::MAX_CONNECTIONS)]
     max_connections: usize,
 
     /// Fail a file copy as stalled when the host sends nothing (copy into
@@ -86,7 +83,7 @@ struct Args {
 
     /// Where guest programs reach the key-value pools (`guestcomm-agent
     /// kvp`); `off` for nowhere. Mode 0660: root and the socket's group.
-    #[arg(long, value_name = "PATH", default_value = guestcomm_agent::local::DEFAULT_KVP_SOCKET)]
+    #[arg(long, value_name = "PATH", default_value = guestcomm_agent::DEFAULT_KVP_SOCKET)]
     kvp_socket: String,
 
     /// Keep the key-value pools (external and guest) in DIR/kvp.json, so
@@ -109,7 +106,7 @@ struct Args {
     /// /dev/virtio-ports/org.qemu.guest_agent.0, or unix:///PATH. The same
     /// services and --policy answer it. Not vsock: QGA has no authentication.
     #[arg(long, value_name = "CHANNEL")]
-    qga: Option<guestcomm_agent::qga::Channel>,
+    qga: Option<guestcomm_agent::QgaChannel>,
 
     /// Only these QGA commands (comma-separated), as qemu-ga's --allow-rpcs.
     #[arg(long, value_name = "LIST", value_delimiter = ',')]
@@ -120,7 +117,7 @@ struct Args {
     qga_block_rpcs: Vec<String>,
 
     /// Where Hyper-V's pool files are (created by `--hyperv-kvp on`).
-    #[arg(long, value_name = "DIR", default_value = guestcomm_agent::hyperv_kvp::DEFAULT_DIR)]
+    #[arg(long, value_name = "DIR", default_value = guestcomm_agent::HYPERV_KVP_DEFAULT_DIR)]
     hyperv_kvp_dir: PathBuf,
 
     /// Power off and reboot by running PROGRAM ACTION MODE REASON
@@ -203,7 +200,7 @@ struct ConnectHostArgs {
 )]
 struct KvpArgs {
     /// The agent's local socket.
-    #[arg(long, value_name = "PATH", default_value = guestcomm_agent::local::DEFAULT_KVP_SOCKET, global = true)]
+    #[arg(long, value_name = "PATH", default_value = guestcomm_agent::DEFAULT_KVP_SOCKET, global = true)]
     socket: PathBuf,
 
     /// Print JSON (list).
@@ -225,7 +222,7 @@ fn main() -> ExitCode {
     let mut args = Args::parse();
     let LogFormat::Text = args.log_format;
     observability::init_text();
-    observability::raise_open_files_limit(guestcomm_agent::limits::OPEN_FILES_WANTED);
+    observability::raise_open_files_limit(guestcomm_agent::OPEN_FILES_WANTED);
     match args.command.take() {
         Some(Command::ConnectHost(target)) => {
             return match run_connect_host(target) {
@@ -258,17 +255,15 @@ fn main() -> ExitCode {
 }
 
 #[tokio::main(flavor = "current_thread")]
-async fn run_connect_host(
-    args: ConnectHostArgs,
-) -> Result<(), guestcomm_agent::host_connect::HostConnectError> {
-    let port = guestcomm_agent::host_connect::host_port(args.service, args.port)?;
-    guestcomm_agent::host_connect::run(port).await
+async fn run_connect_host(args: ConnectHostArgs) -> Result<(), guestcomm_agent::HostConnectError> {
+    let port = guestcomm_agent::host_port(args.service, args.port)?;
+    guestcomm_agent::connect_host(port).await
 }
 
 #[tokio::main(flavor = "current_thread")]
 async fn run_kvp(args: KvpArgs) -> anyhow::Result<()> {
     let json = args.json;
-    match guestcomm_agent::local::run(&args.socket, args.op).await? {
+    match guestcomm_agent::local_kvp(&args.socket, args.op).await? {
         LocalOutput::Value(value) => println!("{value}"),
         LocalOutput::Entries(entries) if json => {
             println!("{}", serde_json::to_string_pretty(&entries)?)
@@ -304,7 +299,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     config.hyperv_kvp_dir = match args.hyperv_kvp {
         HypervKvp::On => Some(args.hyperv_kvp_dir),
         HypervKvp::Auto => (args.hyperv_kvp_dir.is_dir()
-            && !Path::new(guestcomm_agent::hyperv_kvp::HYPERV_KVP_DEVICE).exists())
+            && !Path::new(guestcomm_agent::HYPERV_KVP_DEVICE).exists())
         .then_some(args.hyperv_kvp_dir),
         HypervKvp::Off => None,
     };
@@ -315,8 +310,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .simulated_clock_offset
         .map(|s| s.saturating_mul(1_000_000_000));
     config.simulate_fsfreeze = args.simulate_fsfreeze;
-    let places = credentials::Places::system();
-    match credentials::find(args.credentials.as_deref(), &places)
+    let places = guestcomm_agent::CredentialPlaces::system();
+    match guestcomm_agent::find_credentials(args.credentials.as_deref(), &places)
         .context("failed to load credentials")?
     {
         Some((psk, source)) => {
@@ -329,17 +324,17 @@ async fn run(args: Args) -> anyhow::Result<()> {
         ),
     }
     if let Some(path) = &args.policy {
-        config.policy = Some(guestcomm_agent::policy::load(path)?);
+        config.policy = Some(guestcomm_agent::load_policy(path)?);
     }
     let agent = Agent::bind(config).await.context("failed to start")?;
     let services = agent.services();
     let _qga = args.qga.map(|channel| {
-        let rpcs = guestcomm_agent::qga::Rpcs {
+        let rpcs = guestcomm_agent::QgaRpcs {
             allow: args.qga_allow_rpcs,
             block: args.qga_block_rpcs,
         };
-        let qga = std::sync::Arc::new(guestcomm_agent::qga::Qga::new(services.clone(), rpcs));
-        AbortOnDrop(tokio::spawn(guestcomm_agent::qga::serve(
+        let qga = std::sync::Arc::new(guestcomm_agent::Qga::new(services.clone(), rpcs));
+        AbortOnDrop(tokio::spawn(guestcomm_agent::serve_qga(
             channel,
             qga,
             services.clone(),

@@ -37,7 +37,7 @@ pub fn load(path: &Path) -> Result<PolicyDocument, PolicyFileError> {
 
 /// Checks `request` against the guest's policy (rewriting a bare program
 /// name to its allowed path); a refusal is the error frame to send.
-pub fn check(doc: &PolicyDocument, request: &mut Request) -> Result<(), ErrorFrame> {
+pub(crate) fn check(doc: &PolicyDocument, request: &mut Request) -> Result<(), ErrorFrame> {
     let deny = |reason: String| {
         ErrorFrame::new(
             ErrorCode::PolicyDenied,

@@ -16,7 +16,7 @@ use nix::unistd::Pid;
 use tokio::io::unix::AsyncFd;
 
 /// A new pseudo-terminal pair.
-pub struct Pty {
+pub(crate) struct Pty {
     /// The side the agent keeps.
     pub master: PtyMaster,
     /// The side the child gets.
@@ -24,7 +24,7 @@ pub struct Pty {
 }
 
 /// Opens a pseudo-terminal of the given size.
-pub fn open(size: WindowSize) -> io::Result<Pty> {
+pub(crate) fn open(size: WindowSize) -> io::Result<Pty> {
     let pair = openpty(&winsize(size), None)?;
     let flags = OFlag::from_bits_truncate(fcntl(&pair.master, FcntlArg::F_GETFL)?);
     fcntl(
@@ -50,13 +50,13 @@ fn winsize(size: WindowSize) -> Winsize {
 }
 
 /// The master side of a pseudo-terminal, non-blocking.
-pub struct PtyMaster {
+pub(crate) struct PtyMaster {
     fd: AsyncFd<OwnedFd>,
 }
 
 impl PtyMaster {
     /// Reads what the terminal printed; `Ok(0)` once the slave side is closed.
-    pub async fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
+    pub(crate) async fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
         loop {
             let mut guard = self.fd.readable().await?;
             match guard.try_io(|fd| Ok(nix::unistd::read(fd.get_ref(), buf)?)) {
@@ -68,7 +68,7 @@ impl PtyMaster {
     }
 
     /// Writes all of `data` as terminal input.
-    pub async fn write_all(&self, mut data: &[u8]) -> io::Result<()> {
+    pub(crate) async fn write_all(&self, mut data: &[u8]) -> io::Result<()> {
         while !data.is_empty() {
             let mut guard = self.fd.writable().await?;
             match guard.try_io(|fd| Ok(nix::unistd::write(fd.get_ref(), data)?)) {
@@ -81,7 +81,7 @@ impl PtyMaster {
     }
 
     /// Tells the terminal (and so the foreground process) its new size.
-    pub fn resize(&self, size: WindowSize) -> io::Result<()> {
+    pub(crate) fn resize(&self, size: WindowSize) -> io::Result<()> {
         let ws = winsize(size);
         // SAFETY: TIOCSWINSZ reads one `winsize` from the pointer, which
         // points to a live, initialized struct for the whole call.
@@ -93,7 +93,7 @@ impl PtyMaster {
     }
 
     /// The terminal's foreground process group (where Ctrl-C would go).
-    pub fn foreground_group(&self) -> Option<Pid> {
+    pub(crate) fn foreground_group(&self) -> Option<Pid> {
         nix::unistd::tcgetpgrp(self.fd.get_ref().as_fd()).ok()
     }
 }

@@ -201,7 +201,7 @@ fn warn_if_no_entropy() {
 }
 
 /// The services this agent offers, by short name (in `Welcome` and guest info).
-pub fn offered_services() -> Vec<String> {
+pub(crate) fn offered_services() -> Vec<String> {
     [
         BuiltinService::Exec,
         BuiltinService::Files,
@@ -217,7 +217,7 @@ pub fn offered_services() -> Vec<String> {
 }
 
 /// The agent's name and version, as sent in `Welcome`.
-pub fn agent_name() -> String {
+pub(crate) fn agent_name() -> String {
     format!("guestcomm-agent {}", env!("CARGO_PKG_VERSION"))
 }
 

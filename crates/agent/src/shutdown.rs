@@ -37,7 +37,7 @@ pub enum ShutdownError {
 }
 
 /// `graceful` or `force`.
-pub const fn mode(req: &ShutdownRequest) -> &'static str {
+pub(crate) const fn mode(req: &ShutdownRequest) -> &'static str {
     if req.force {
         "force"
     } else {

@@ -7,7 +7,7 @@ use nix::unistd::{getgrouplist, Gid, Uid, User};
 
 /// Everything the child needs to become `name`.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct TargetUser {
+pub(crate) struct TargetUser {
     /// Login name.
     pub name: String,
     /// User id.
@@ -24,7 +24,7 @@ pub struct TargetUser {
 
 /// Why a user could not be used.
 #[derive(Debug, thiserror::Error)]
-pub enum UserError {
+pub(crate) enum UserError {
     /// No such user in the guest's user database.
     #[error("no user {0:?} in the guest")]
     NotFound(String),
@@ -48,7 +48,7 @@ pub enum UserError {
 }
 
 /// Resolves `spec` (a login name or a numeric uid) for a child process.
-pub fn resolve(spec: &str) -> Result<TargetUser, UserError> {
+pub(crate) fn resolve(spec: &str) -> Result<TargetUser, UserError> {
     let lookup = |source| UserError::Lookup {
         user: spec.into(),
         source,

@@ -19,7 +19,7 @@ use nix::fcntl::{openat, renameat, OFlag, AT_FDCWD};
 use nix::sys::stat::{fstat, mkdirat, Mode};
 use nix::unistd::{fchown, User};
 
-use super::commands::{generic, Reply};
+use super::reply::{generic, Reply};
 
 /// Largest authorized_keys file read.
 const MAX_AUTHORIZED_KEYS_BYTES: u64 = 1024 * 1024;

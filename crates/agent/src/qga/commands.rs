@@ -19,25 +19,9 @@ use super::accounts;
 use super::exec::Execs;
 use super::files::Files;
 use super::fsinfo::fsinfo as filesystems;
+use super::reply::{arg, generic, opt, tri, Args, Reply};
 use crate::integration::{answer, Origin, Services};
 
-/// What a command answers.
-#[derive(Debug, PartialEq)]
-pub enum Reply {
-    /// `{"return": value}`.
-    Return(Value),
-    /// `{"error": {"class": class, "desc": desc}}`.
-    Error(&'static str, String),
-    /// Nothing on success (guest-shutdown); the shutdown to run after.
-    Shutdown(ShutdownRequest),
-}
-
-/// `GenericError` with `desc`.
-pub(super) fn generic(desc: impl Into<String>) -> Reply {
-    Reply::Error("GenericError", desc.into())
-}
-
-type Args = Map<String, Value>;
 type Handler = fn(&Qga, &Args) -> Reply;
 
 /// Every command: name, parameters, handler.
@@ -144,7 +128,7 @@ impl Qga {
 
     /// The reply to one request, and whether it is guest-sync-delimited
     /// (whose answer starts with the 0xFF byte).
-    pub fn execute(&self, request: Value) -> (Reply, bool) {
+    pub(crate) fn execute(&self, request: Value) -> (Reply, bool) {
         let Value::Object(request) = request else {
             return (generic("QMP input must be a JSON object"), false);
         };
@@ -234,44 +218,6 @@ impl Qga {
 fn refused(e: ErrorFrame) -> Reply {
     generic(e.message)
 }
-
-/// Argument `name` of `args` as `T`, with qemu-ga's errors.
-pub(super) fn arg<T: serde::de::DeserializeOwned>(
-    args: &Args,
-    name: &str,
-    expected: &str,
-) -> Result<T, Reply> {
-    match args.get(name) {
-        None => Err(generic(format!("Parameter '{name}' is missing"))),
-        Some(v) => serde_json::from_value(v.clone()).map_err(|_| {
-            generic(format!(
-                "Invalid parameter type for '{name}', expected: {expected}"
-            ))
-        }),
-    }
-}
-
-/// An optional argument.
-pub(super) fn opt<T: serde::de::DeserializeOwned>(
-    args: &Args,
-    name: &str,
-    expected: &str,
-) -> Result<Option<T>, Reply> {
-    match args.get(name) {
-        None | Some(Value::Null) => Ok(None),
-        Some(_) => arg(args, name, expected).map(Some),
-    }
-}
-
-macro_rules! tri {
-    ($e:expr) => {
-        match $e {
-            Ok(v) => v,
-            Err(reply) => return reply,
-        }
-    };
-}
-pub(super) use tri;
 
 fn sync(_: &Qga, args: &Args) -> Reply {
     let id: i64 = tri!(arg(args, "id", "integer"));
@@ -597,7 +543,7 @@ fn exec_status(q: &Qga, args: &Args) -> Reply {
 fn file_open(q: &Qga, args: &Args) -> Reply {
     let path: String = tri!(arg(args, "path", "string"));
     let mode: String = tri!(opt(args, "mode", "string")).unwrap_or_else(|| "r".into());
-    q.files.open(q, &path, &mode)
+    q.files.open(|call| q.allowed(call).map(drop), &path, &mode)
 }
 
 fn file_close(q: &Qga, args: &Args) -> Reply {

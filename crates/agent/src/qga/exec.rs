@@ -13,8 +13,8 @@ use base64::Engine;
 use guestcomm_protocol::ExecRequest;
 use serde_json::{json, Map, Value};
 
-use super::commands::{generic, Reply};
-use super::locked;
+use super::reply::locked;
+use super::reply::{generic, Reply};
 use crate::limits::{MAX_QGA_EXECS, MAX_QGA_EXEC_OUTPUT_BYTES};
 
 /// One stream's captured bytes.

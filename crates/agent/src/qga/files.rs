@@ -12,8 +12,7 @@ use guestcomm_protocol::files::{CopyFromGuest, CopyToGuest};
 use guestcomm_protocol::Call;
 use serde_json::json;
 
-use super::commands::{generic, tri, Qga, Reply};
-use super::locked;
+use super::reply::{generic, locked, tri, Reply};
 use crate::limits::{MAX_QGA_FILE_READ_BYTES, MAX_QGA_OPEN_FILES};
 
 /// The first handle given out (qemu-ga's are large integers too).
@@ -45,7 +44,12 @@ impl Files {
     }
 
     /// Opens `path` as fopen() would with `mode`.
-    pub(super) fn open(&self, q: &Qga, path: &str, mode: &str) -> Reply {
+    pub(super) fn open(
+        &self,
+        allowed: impl Fn(Call) -> Result<(), Reply>,
+        path: &str,
+        mode: &str,
+    ) -> Reply {
         let plain: String = mode.chars().filter(|c| *c != 'b').collect();
         let (read, write) = match plain.as_str() {
             "r" => (true, false),
@@ -54,13 +58,13 @@ impl Files {
             _ => return generic(format!("invalid file open mode '{mode}'")),
         };
         if read {
-            tri!(q.allowed(Call::CopyFromGuest(CopyFromGuest {
+            tri!(allowed(Call::CopyFromGuest(CopyFromGuest {
                 src: path.to_string(),
                 ..Default::default()
             })));
         }
         if write {
-            tri!(q.allowed(Call::CopyToGuest(CopyToGuest {
+            tri!(allowed(Call::CopyToGuest(CopyToGuest {
                 dst: path.to_string(),
                 ..Default::default()
             })));

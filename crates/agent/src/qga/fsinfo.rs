@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{json, Value};
 
-use super::commands::{generic, Reply};
+use super::reply::{generic, Reply};
 use crate::info::parse_mounts;
 
 /// The sysfs device directory of block device `device` (`/dev/vda1`).

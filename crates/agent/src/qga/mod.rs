@@ -22,6 +22,7 @@ mod commands;
 mod exec;
 mod files;
 mod fsinfo;
+mod reply;
 mod stream;
 
 use std::os::unix::fs::PermissionsExt;
@@ -35,7 +36,8 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tracing::{info, warn};
 
-pub use commands::{Qga, Reply, Rpcs};
+pub use commands::{Qga, Rpcs};
+use reply::Reply;
 use stream::{Next, Requests, RESYNC};
 
 use crate::integration::Services;
@@ -133,12 +135,6 @@ pub async fn serve(channel: Channel, qga: Arc<Qga>, services: Arc<Services>) {
     }
 }
 
-/// A mutex's guard, also after a panic elsewhere poisoned it (the state
-/// it guards stays consistent: each holder finishes its change or none).
-fn locked<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 /// The bytes of one reply: `{"return": ...}` or `{"error": ...}`, the
 /// request's `id` echoed, a newline; 0xFF first for guest-sync-delimited.
 fn encode(reply: &Reply, id: Option<Value>, delimited: bool) -> Option<Vec<u8>> {
@@ -173,12 +169,12 @@ where
             let (reply, id, delimited) = match requests.next() {
                 Next::More => break,
                 Next::Garbage(why) => (
-                    commands::generic(format!("JSON parse error, {why}")),
+                    reply::generic(format!("JSON parse error, {why}")),
                     None,
                     false,
                 ),
                 Next::TooLarge => (
-                    commands::generic(format!(
+                    reply::generic(format!(
                         "JSON request too large (at most {MAX_QGA_REQUEST_BYTES} bytes)"
                     )),
                     None,
@@ -191,7 +187,7 @@ where
                     let (reply, delimited) =
                         tokio::task::spawn_blocking(move || worker.execute(request))
                             .await
-                            .unwrap_or_else(|_| (commands::generic("the agent failed"), false));
+                            .unwrap_or_else(|_| (reply::generic("the agent failed"), false));
                     (reply, id, delimited)
                 }
             };
@@ -238,7 +234,7 @@ mod tests {
         assert_eq!(*ok.last().unwrap(), b'\n');
         let body: Value = serde_json::from_slice(&ok[1..]).unwrap();
         assert_eq!(body, json!({"return": 7, "id": "a"}));
-        let err = encode(&commands::generic("no"), None, false).unwrap();
+        let err = encode(&reply::generic("no"), None, false).unwrap();
         assert_eq!(
             err,
             b"{\"error\":{\"class\":\"GenericError\",\"desc\":\"no\"}}\n"
