@@ -7,6 +7,8 @@
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::vocabulary::{ApiErrorCode, HealthStatus};
+
 pub use guestcomm_protocol::integration::{
     FreezeStatus, GuestInfo, KvpEntries, ShutdownRequest, TimeReport,
 };
@@ -96,7 +98,7 @@ pub struct Health {
     /// guest does not answer at all (paused or hung, as Hyper-V shows a
     /// paused VM's heartbeat); "Lost Comm" once an agent that answered
     /// before cannot be reached or refuses.
-    pub status: String,
+    pub status: HealthStatus,
     /// Why the last probe failed, as a class (absent while the agent
     /// answers): which part of the path to the agent is at fault.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -306,7 +308,7 @@ pub fn encode_path_segment(text: &str) -> String {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ErrorBody {
     /// Stable, machine-readable kind: `not_found`, `conflict`, `invalid_argument`, ...
-    pub code: String,
+    pub code: ApiErrorCode,
     /// The whole error chain on one line, joined by ": ".
     pub error: String,
     /// The chain, outermost first.
@@ -546,6 +548,7 @@ mod tests {
         let body: ErrorBody =
             serde_json::from_str(r#"{"code":"x","error":"y","chain":[]}"#).unwrap();
         assert_eq!(body.required_role, None);
+        assert_eq!(body.code, ApiErrorCode::Other("x".into()));
     }
 
     #[test]

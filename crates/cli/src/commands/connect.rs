@@ -9,7 +9,7 @@ use std::process::ExitCode;
 
 use clap::Args;
 use futures::{SinkExt, StreamExt};
-use guestcomm_api::{ApiError, ServiceRegistration, FRAMED_STREAM_PROTOCOL};
+use guestcomm_api::{ApiError, ApiErrorCode, ServiceRegistration, FRAMED_STREAM_PROTOCOL};
 use guestcomm_protocol::limits::DATA_CHUNK_BYTES;
 use guestcomm_protocol::{BuiltinService, Control, Frame, FrameCodec, ServiceId, StreamId};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -109,7 +109,7 @@ async fn resolve(client: &guestcomm_api::ApiClient, text: &str) -> Result<Servic
         Some(Ok(id)) => Ok(id),
         _ => Err(api::local_error(
             404,
-            "not_found",
+            ApiErrorCode::NotFound,
             format!("no registered service named {text:?} (give its GUID, or see `guestcomm service list`)"),
         )),
     }

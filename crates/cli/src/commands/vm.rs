@@ -136,7 +136,7 @@ pub(crate) async fn run(args: VmArgs, ctx: &Context) -> Result<ExitCode, Failure
                     v.name.clone(),
                     v.id.to_string(),
                     v.endpoint.clone(),
-                    v.health.status.clone(),
+                    v.health.status.to_string(),
                 ]
             })?
         }
@@ -157,7 +157,7 @@ pub(crate) async fn run(args: VmArgs, ctx: &Context) -> Result<ExitCode, Failure
                 },
                 vm.default_enabled_state_policy
             );
-            println!("Status:     {}", Escaped(&vm.health.status));
+            println!("Status:     {}", Escaped(vm.health.status.as_str()));
             println!(
                 "Auth:       {}",
                 if vm.authenticated {
