@@ -104,10 +104,9 @@ async fn resolve(client: &guestcomm_api::ApiClient, text: &str) -> Result<Servic
         return Ok(s.id());
     }
     let list: Vec<ServiceRegistration> = client.get("/v1/services").await?;
-    let found = list.iter().find(|s| s.element_name == text);
-    match found.map(|s| s.id.parse()) {
-        Some(Ok(id)) => Ok(id),
-        _ => Err(api::local_error(
+    match list.iter().find(|s| s.element_name == text) {
+        Some(found) => Ok(found.id),
+        None => Err(api::local_error(
             404,
             ApiErrorCode::NotFound,
             format!("no registered service named {text:?} (give its GUID, or see `guestcomm service list`)"),
