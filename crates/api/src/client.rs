@@ -31,6 +31,7 @@ use tokio_rustls::TlsConnector;
 use crate::limits::{API_CONNECT_TIMEOUT_MS, API_IDLE_TIMEOUT_MS};
 use crate::tls::{ClientTlsFiles, TlsError};
 use crate::types::ErrorBody;
+use crate::vocabulary::ApiErrorCode;
 use crate::UPGRADE_PROTOCOL;
 
 /// A byte stream obtained by an HTTP upgrade (for `connect`).
@@ -405,7 +406,7 @@ pub(crate) fn error_from(status: StatusCode, bytes: &[u8]) -> ApiError {
         let text = String::from_utf8_lossy(bytes).trim().to_string();
         let error = format!("guestcommd answered {status}: {text}");
         ErrorBody {
-            code: "http".into(),
+            code: ApiErrorCode::Http,
             chain: vec![error.clone()],
             error,
             required_role: None,

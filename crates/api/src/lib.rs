@@ -5,8 +5,9 @@
 //! upgrade that turns an API request into a guestcomm frame stream; [`time`]
 //! turns epoch timestamps into UTC dates; [`tls`] loads the mutual-TLS
 //! material of the API over TCP; [`limits`] the client's connect and idle
-//! timeouts. This
-//! crate links no server and no SQLite: the CLI depends on it alone.
+//! timeouts; [`vocabulary`] the closed sets of words (error codes, health
+//! statuses). This crate links no server and no SQLite: the CLI depends on
+//! it alone.
 
 pub mod client;
 pub mod early_upgrade;
@@ -14,10 +15,12 @@ pub mod limits;
 pub mod time;
 pub mod tls;
 pub mod types;
+pub mod vocabulary;
 
 pub use client::{ApiClient, ApiError};
 pub use hyper::Method;
 pub use types::*;
+pub use vocabulary::{ApiErrorCode, HealthStatus};
 
 /// Where the daemon listens and the CLI connects when nothing else is said.
 pub const DEFAULT_API_ADDRESS: &str = "unix:///run/guestcomm/api.sock";

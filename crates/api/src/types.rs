@@ -4,8 +4,12 @@
 //! ([`GuestCommunicationService`]) use the CIM property names of
 //! Msvm_GuestCommunicationService (see docs/MANAGEMENT.md).
 
+use guestcomm_protocol::ServiceId;
+use guestcomm_transport::Address;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
+
+use crate::vocabulary::{ApiErrorCode, HealthStatus};
 
 pub use guestcomm_protocol::integration::{
     FreezeStatus, GuestInfo, KvpEntries, ShutdownRequest, TimeReport,
@@ -18,6 +22,8 @@ pub struct AddVm {
     /// Unique name.
     pub name: String,
     /// The agent's transport address (`vsock://CID:PORT`, `hvsock-uds:///path`, ...).
+    /// Text: the daemon parses it itself, so that a bad one is refused with
+    /// its own message and audited under the VM's name.
     pub endpoint: String,
     /// How the daemon authenticates to this VM's agent.
     #[serde(default)]
@@ -74,8 +80,8 @@ pub struct Vm {
     pub id: Uuid,
     /// Unique name.
     pub name: String,
-    /// The agent's transport address.
-    pub endpoint: String,
+    /// The agent's transport address, in its canonical form.
+    pub endpoint: Address,
     /// The guest service interface (Msvm_GuestServiceInterfaceComponent) is on.
     pub interface_enabled: bool,
     /// DefaultEnabledStatePolicy: state of services whose policy is Deferred (2 or 3).
@@ -96,7 +102,7 @@ pub struct Health {
     /// guest does not answer at all (paused or hung, as Hyper-V shows a
     /// paused VM's heartbeat); "Lost Comm" once an agent that answered
     /// before cannot be reached or refuses.
-    pub status: String,
+    pub status: HealthStatus,
     /// Why the last probe failed, as a class (absent while the agent
     /// answers): which part of the path to the agent is at fault.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -153,7 +159,9 @@ impl HealthDetail {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RegisterService {
-    /// The service GUID.
+    /// The service GUID. Text, as `host_endpoint`: the daemon parses both
+    /// itself, so that a bad one is refused with its own message and
+    /// audited under the service.
     pub id: String,
     /// Friendly name (ElementName).
     pub element_name: String,
@@ -170,7 +178,7 @@ pub struct RegisterService {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ServiceRegistration {
     /// The service GUID.
-    pub id: String,
+    pub id: ServiceId,
     /// Friendly name (ElementName).
     pub element_name: String,
     /// Free text.
@@ -182,7 +190,7 @@ pub struct ServiceRegistration {
     /// When it was registered, seconds since the Unix epoch.
     pub installed_at: i64,
     /// Where guest-initiated connections are relayed on the host, if anywhere.
-    pub host_endpoint: Option<String>,
+    pub host_endpoint: Option<Address>,
 }
 
 /// A per-VM (or host-wide) enablement request.
@@ -306,7 +314,7 @@ pub fn encode_path_segment(text: &str) -> String {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ErrorBody {
     /// Stable, machine-readable kind: `not_found`, `conflict`, `invalid_argument`, ...
-    pub code: String,
+    pub code: ApiErrorCode,
     /// The whole error chain on one line, joined by ": ".
     pub error: String,
     /// The chain, outermost first.
@@ -546,6 +554,40 @@ mod tests {
         let body: ErrorBody =
             serde_json::from_str(r#"{"code":"x","error":"y","chain":[]}"#).unwrap();
         assert_eq!(body.required_role, None);
+        assert_eq!(body.code, ApiErrorCode::Other("x".into()));
+    }
+
+    #[test]
+    fn typed_fields_read_and_write_the_same_json() {
+        let vm = serde_json::json!({
+            "id": "6f9619ff-8b86-d011-b42d-00c04fc964ff",
+            "name": "web1",
+            "endpoint": "hvsock-uds:///run/web1.vsock?port=18243",
+            "interface_enabled": true,
+            "default_enabled_state_policy": 2,
+            "created_at": 1,
+            "authenticated": true,
+            "health": {"status": "Lost Comm", "detail": "agent_not_listening",
+                "last_contact_ms": 5, "rtt_us": null, "agent_version": null, "last_error": "x"},
+        });
+        let typed: Vm = serde_json::from_value(vm.clone()).unwrap();
+        assert_eq!(typed.health.status, HealthStatus::LostComm);
+        assert_eq!(serde_json::to_value(&typed).unwrap(), vm);
+        let service = serde_json::json!({
+            "id": "0e0b6031-5213-4934-818b-38d90ced39db",
+            "element_name": "Echo",
+            "description": "",
+            "builtin": false,
+            "enabled": true,
+            "installed_at": 1,
+            "host_endpoint": "tcp://127.0.0.1:7000",
+        });
+        let typed: ServiceRegistration = serde_json::from_value(service.clone()).unwrap();
+        assert_eq!(serde_json::to_value(&typed).unwrap(), service);
+        let mut bad = vm;
+        bad["endpoint"] = "web1.sock".into();
+        let err = serde_json::from_value::<Vm>(bad).unwrap_err().to_string();
+        assert!(err.contains("unknown address"), "{err}");
     }
 
     #[test]

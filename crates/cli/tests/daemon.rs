@@ -442,7 +442,10 @@ fn start_stop_service_are_not_supported_and_every_refusal_has_a_json_body() {
     let guestcomm_api::ApiError::Status { status, body } = err else {
         panic!("{err}")
     };
-    assert_eq!((status, body.code.as_str()), (400, "invalid_argument"));
+    assert_eq!(
+        (status, body.code),
+        (400, guestcomm_api::ApiErrorCode::InvalidArgument)
+    );
     assert!(body.error.contains("name"), "{}", body.error);
     // The framework's own refusals carry the same JSON body.
     for (method, path, code) in [

@@ -1,7 +1,8 @@
 //! Who may call what on the API: a caller's ([`crate::caller::Caller`])
 //! roles from the configuration file ([`Access`], [`Grants`]), and the one
-//! table of routes and the role each needs ([`ROUTES`]). The middleware that
-//! applies them to every call is `http::authorize`.
+//! table of routes and the role each needs ([`ROUTES`]), each naming its
+//! [`Operation`] (its audit name and what the middleware must know of it).
+//! The middleware that applies them to every call is `http::authorize`.
 //!
 //! A route missing from [`ROUTES`] needs `admin` (fail closed); a unit test
 //! checks the table against openapi.json.
@@ -21,6 +22,206 @@ pub(crate) enum Audited {
     Failures,
 }
 
+/// What a route does: its name in the audit log and in refusals
+/// ([`Operation::as_str`]), and what the middleware must know of it
+/// ([`Operation::lists_per_vm`], [`Operation::reaches_agent`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Operation {
+    /// `GET /openapi.json`.
+    Openapi,
+    /// List the VMs.
+    VmList,
+    /// Add a VM.
+    VmAdd,
+    /// Show a VM.
+    VmShow,
+    /// Remove a VM.
+    VmRm,
+    /// Change a VM's settings.
+    VmSet,
+    /// Relay exec and copy requests to a VM's agent.
+    VmConnect,
+    /// Read a VM's key.
+    VmCredentials,
+    /// Show a VM's argument policy.
+    PolicyShow,
+    /// Set a VM's argument policy.
+    PolicySet,
+    /// List services, registrations or instances.
+    ServiceList,
+    /// The guest's information.
+    Info,
+    /// The guest's clock.
+    TimeShow,
+    /// Set the guest's clock.
+    TimeSync,
+    /// List a key-value pool.
+    KvpList,
+    /// Read a key.
+    KvpGet,
+    /// Write a key.
+    KvpSet,
+    /// Delete a key.
+    KvpRm,
+    /// Shut the guest down.
+    Shutdown,
+    /// The guest's file systems' freeze state.
+    FsStatus,
+    /// Freeze the guest's file systems.
+    FsFreeze,
+    /// Thaw the guest's file systems.
+    FsThaw,
+    /// RequestStateChange of a service on a VM.
+    ServiceState,
+    /// A byte stream to a service in a VM.
+    ServiceConnect,
+    /// StartService or StopService of a service on a VM.
+    ServiceMethod,
+    /// Register a service.
+    ServiceRegister,
+    /// Unregister a service.
+    ServiceUnregister,
+    /// Set a service's policy, host-wide or on a VM.
+    ServiceEnable,
+    /// Read the audit log.
+    AuditRead,
+    /// Verify the audit log's hash chains.
+    AuditVerify,
+    /// A CIM-XML operation.
+    Wbem,
+    /// A route missing from [`ROUTES`].
+    Unlisted,
+}
+
+impl Operation {
+    /// Every operation, in the order of [`ROUTES`].
+    #[cfg(test)]
+    const ALL: [Operation; 32] = [
+        Self::Openapi,
+        Self::VmList,
+        Self::VmAdd,
+        Self::VmShow,
+        Self::VmRm,
+        Self::VmSet,
+        Self::VmConnect,
+        Self::VmCredentials,
+        Self::PolicyShow,
+        Self::PolicySet,
+        Self::ServiceList,
+        Self::Info,
+        Self::TimeShow,
+        Self::TimeSync,
+        Self::KvpList,
+        Self::KvpGet,
+        Self::KvpSet,
+        Self::KvpRm,
+        Self::Shutdown,
+        Self::FsStatus,
+        Self::FsFreeze,
+        Self::FsThaw,
+        Self::ServiceState,
+        Self::ServiceConnect,
+        Self::ServiceMethod,
+        Self::ServiceRegister,
+        Self::ServiceUnregister,
+        Self::ServiceEnable,
+        Self::AuditRead,
+        Self::AuditVerify,
+        Self::Wbem,
+        Self::Unlisted,
+    ];
+
+    /// Everything known of it, one line per operation: the one table.
+    const fn facts(self) -> Facts {
+        match self {
+            Self::Openapi => plain("openapi"),
+            Self::VmList => per_vm_list("vm.list"),
+            Self::VmAdd => plain("vm.add"),
+            Self::VmShow => plain("vm.show"),
+            Self::VmRm => plain("vm.rm"),
+            Self::VmSet => plain("vm.set"),
+            Self::VmConnect => plain("vm.connect"),
+            Self::VmCredentials => plain("vm.credentials"),
+            Self::PolicyShow => plain("policy.show"),
+            Self::PolicySet => plain("policy.set"),
+            Self::ServiceList => plain("service.list"),
+            Self::Info => agent_call("info"),
+            Self::TimeShow => agent_call("time.show"),
+            Self::TimeSync => agent_call("time.sync"),
+            Self::KvpList => agent_call("kvp.list"),
+            Self::KvpGet => agent_call("kvp.get"),
+            Self::KvpSet => agent_call("kvp.set"),
+            Self::KvpRm => agent_call("kvp.rm"),
+            Self::Shutdown => agent_call("shutdown"),
+            Self::FsStatus => agent_call("fs.status"),
+            Self::FsFreeze => agent_call("fs.freeze"),
+            Self::FsThaw => agent_call("fs.thaw"),
+            Self::ServiceState => plain("service.state"),
+            Self::ServiceConnect => plain("service.connect"),
+            Self::ServiceMethod => plain("service.method"),
+            Self::ServiceRegister => plain("service.register"),
+            Self::ServiceUnregister => plain("service.unregister"),
+            Self::ServiceEnable => plain("service.enable"),
+            Self::AuditRead => per_vm_list("audit.read"),
+            Self::AuditVerify => plain("audit.verify"),
+            Self::Wbem => plain("wbem"),
+            Self::Unlisted => plain("unlisted"),
+        }
+    }
+
+    /// Its name in the audit log and in refusals.
+    pub(crate) const fn as_str(self) -> &'static str {
+        self.facts().name
+    }
+
+    /// Whether its answer lists things of many VMs, which a caller with
+    /// roles on some VMs only sees limited to those (`vm.list`, `audit.read`).
+    pub(crate) const fn lists_per_vm(self) -> bool {
+        self.facts().lists_per_vm
+    }
+
+    /// Whether its handler asks the VM's agent (a connection per call):
+    /// such calls are bounded per VM (module `agent_calls`).
+    pub(crate) const fn reaches_agent(self) -> bool {
+        self.facts().reaches_agent
+    }
+}
+
+/// What the middleware must know of an operation.
+struct Facts {
+    /// Its name in the audit log and in refusals.
+    name: &'static str,
+    /// See [`Operation::lists_per_vm`].
+    lists_per_vm: bool,
+    /// See [`Operation::reaches_agent`].
+    reaches_agent: bool,
+}
+
+/// An operation on one thing, or on the host, that asks no agent.
+const fn plain(name: &'static str) -> Facts {
+    Facts {
+        name,
+        lists_per_vm: false,
+        reaches_agent: false,
+    }
+}
+
+/// A list of many VMs' things, limited to the caller's VMs.
+const fn per_vm_list(name: &'static str) -> Facts {
+    Facts {
+        lists_per_vm: true,
+        ..plain(name)
+    }
+}
+
+/// A call that asks the VM's agent.
+const fn agent_call(name: &'static str) -> Facts {
+    Facts {
+        reaches_agent: true,
+        ..plain(name)
+    }
+}
+
 /// One route of the API and what calling it takes.
 #[derive(Clone, Debug)]
 pub(crate) struct RouteRule {
@@ -28,8 +229,8 @@ pub(crate) struct RouteRule {
     pub(crate) method: Method,
     /// The route as registered (`/v1/vms/{name}`).
     pub(crate) path: &'static str,
-    /// The operation's name in the audit log and in refusals.
-    pub(crate) operation: &'static str,
+    /// What it does; its name in the audit log and in refusals.
+    pub(crate) operation: Operation,
     /// The lowest role allowed.
     pub(crate) role: Role,
     /// When it is audited.
@@ -40,29 +241,14 @@ pub(crate) struct RouteRule {
 }
 
 impl RouteRule {
-    /// Whether its answer lists things of many VMs, which a caller with
-    /// roles on some VMs only sees limited to those (`vm.list`, `audit.read`).
+    /// Whether its answer lists things of many VMs (see [`Operation::lists_per_vm`]).
     pub(crate) fn lists_per_vm(&self) -> bool {
-        matches!(self.operation, "vm.list" | "audit.read")
+        self.operation.lists_per_vm()
     }
 
-    /// Whether its handler asks the VM's agent (a connection per call):
-    /// such calls are bounded per VM (module `agent_calls`).
+    /// Whether its handler asks the VM's agent (see [`Operation::reaches_agent`]).
     pub(crate) fn reaches_agent(&self) -> bool {
-        matches!(
-            self.operation,
-            "info"
-                | "time.show"
-                | "time.sync"
-                | "kvp.list"
-                | "kvp.get"
-                | "kvp.set"
-                | "kvp.rm"
-                | "shutdown"
-                | "fs.status"
-                | "fs.freeze"
-                | "fs.thaw"
-        )
+        self.operation.reaches_agent()
     }
 }
 
@@ -70,7 +256,7 @@ impl RouteRule {
 const fn rule(
     method: Method,
     path: &'static str,
-    operation: &'static str,
+    operation: Operation,
     role: Role,
     audited: Audited,
 ) -> RouteRule {
@@ -82,7 +268,7 @@ const fn rule(
 const fn route(
     method: Method,
     path: &'static str,
-    operation: &'static str,
+    operation: Operation,
     role: Role,
     audited: Audited,
     checks_read_only: bool,
@@ -98,52 +284,53 @@ const fn route(
 }
 
 use Audited::{Always, Failures};
+use Operation as Op;
 use Role::{Admin, Operator, Viewer};
 
 /// Every route, the role it needs and whether it is audited: the one place
 /// where access is decided. New routes add a line here (and to openapi.json).
 #[rustfmt::skip] // One line per route reads as a table.
 pub(crate) const ROUTES: &[RouteRule] = &[
-    rule(Method::GET, "/openapi.json", "openapi", Viewer, Failures),
-    rule(Method::GET, "/v1/vms", "vm.list", Viewer, Failures),
-    rule(Method::POST, "/v1/vms", "vm.add", Admin, Always),
-    rule(Method::GET, "/v1/vms/{name}", "vm.show", Viewer, Failures),
-    rule(Method::DELETE, "/v1/vms/{name}", "vm.rm", Admin, Always),
-    rule(Method::PATCH, "/v1/vms/{name}", "vm.set", Admin, Always),
-    route(Method::POST, "/v1/vms/{name}/connect", "vm.connect", Operator, Always, true),
-    rule(Method::GET, "/v1/vms/{name}/credentials", "vm.credentials", Admin, Always),
-    rule(Method::GET, "/v1/vms/{name}/policy", "policy.show", Viewer, Failures),
-    rule(Method::PUT, "/v1/vms/{name}/policy", "policy.set", Admin, Always),
-    rule(Method::GET, "/v1/vms/{name}/services", "service.list", Viewer, Failures),
-    rule(Method::GET, "/v1/vms/{name}/integration-services", "service.list", Viewer, Failures),
-    rule(Method::GET, "/v1/vms/{name}/info", "info", Viewer, Failures),
-    rule(Method::GET, "/v1/vms/{name}/time", "time.show", Operator, Failures),
-    rule(Method::POST, "/v1/vms/{name}/time/sync", "time.sync", Operator, Always),
-    rule(Method::GET, "/v1/vms/{name}/kvp/{pool}", "kvp.list", Operator, Failures),
-    rule(Method::GET, "/v1/vms/{name}/kvp/{pool}/{key}", "kvp.get", Operator, Failures),
-    rule(Method::PUT, "/v1/vms/{name}/kvp/{pool}/{key}", "kvp.set", Operator, Always),
-    rule(Method::DELETE, "/v1/vms/{name}/kvp/{pool}/{key}", "kvp.rm", Operator, Always),
-    rule(Method::POST, "/v1/vms/{name}/shutdown", "shutdown", Operator, Always),
-    rule(Method::GET, "/v1/vms/{name}/fs", "fs.status", Operator, Failures),
-    rule(Method::POST, "/v1/vms/{name}/fs/freeze", "fs.freeze", Operator, Always),
-    rule(Method::POST, "/v1/vms/{name}/fs/thaw", "fs.thaw", Operator, Always),
-    rule(Method::POST, "/v1/vms/{name}/services/{id}/RequestStateChange", "service.state", Admin, Always),
-    rule(Method::POST, "/v1/vms/{name}/services/{id}/connect", "service.connect", Operator, Always),
-    rule(Method::POST, "/v1/vms/{name}/services/{id}/{method}", "service.method", Admin, Always),
-    rule(Method::GET, "/v1/services", "service.list", Viewer, Failures),
-    rule(Method::POST, "/v1/services", "service.register", Admin, Always),
-    rule(Method::DELETE, "/v1/services/{id}", "service.unregister", Admin, Always),
-    rule(Method::PUT, "/v1/services/{id}/policy", "service.enable", Admin, Always),
-    rule(Method::GET, "/v1/services/instances", "service.list", Viewer, Failures),
-    rule(Method::GET, "/v1/audit", "audit.read", Viewer, Failures),
-    rule(Method::GET, "/v1/audit/verify", "audit.verify", Admin, Failures),
+    rule(Method::GET, "/openapi.json", Op::Openapi, Viewer, Failures),
+    rule(Method::GET, "/v1/vms", Op::VmList, Viewer, Failures),
+    rule(Method::POST, "/v1/vms", Op::VmAdd, Admin, Always),
+    rule(Method::GET, "/v1/vms/{name}", Op::VmShow, Viewer, Failures),
+    rule(Method::DELETE, "/v1/vms/{name}", Op::VmRm, Admin, Always),
+    rule(Method::PATCH, "/v1/vms/{name}", Op::VmSet, Admin, Always),
+    route(Method::POST, "/v1/vms/{name}/connect", Op::VmConnect, Operator, Always, true),
+    rule(Method::GET, "/v1/vms/{name}/credentials", Op::VmCredentials, Admin, Always),
+    rule(Method::GET, "/v1/vms/{name}/policy", Op::PolicyShow, Viewer, Failures),
+    rule(Method::PUT, "/v1/vms/{name}/policy", Op::PolicySet, Admin, Always),
+    rule(Method::GET, "/v1/vms/{name}/services", Op::ServiceList, Viewer, Failures),
+    rule(Method::GET, "/v1/vms/{name}/integration-services", Op::ServiceList, Viewer, Failures),
+    rule(Method::GET, "/v1/vms/{name}/info", Op::Info, Viewer, Failures),
+    rule(Method::GET, "/v1/vms/{name}/time", Op::TimeShow, Operator, Failures),
+    rule(Method::POST, "/v1/vms/{name}/time/sync", Op::TimeSync, Operator, Always),
+    rule(Method::GET, "/v1/vms/{name}/kvp/{pool}", Op::KvpList, Operator, Failures),
+    rule(Method::GET, "/v1/vms/{name}/kvp/{pool}/{key}", Op::KvpGet, Operator, Failures),
+    rule(Method::PUT, "/v1/vms/{name}/kvp/{pool}/{key}", Op::KvpSet, Operator, Always),
+    rule(Method::DELETE, "/v1/vms/{name}/kvp/{pool}/{key}", Op::KvpRm, Operator, Always),
+    rule(Method::POST, "/v1/vms/{name}/shutdown", Op::Shutdown, Operator, Always),
+    rule(Method::GET, "/v1/vms/{name}/fs", Op::FsStatus, Operator, Failures),
+    rule(Method::POST, "/v1/vms/{name}/fs/freeze", Op::FsFreeze, Operator, Always),
+    rule(Method::POST, "/v1/vms/{name}/fs/thaw", Op::FsThaw, Operator, Always),
+    rule(Method::POST, "/v1/vms/{name}/services/{id}/RequestStateChange", Op::ServiceState, Admin, Always),
+    rule(Method::POST, "/v1/vms/{name}/services/{id}/connect", Op::ServiceConnect, Operator, Always),
+    rule(Method::POST, "/v1/vms/{name}/services/{id}/{method}", Op::ServiceMethod, Admin, Always),
+    rule(Method::GET, "/v1/services", Op::ServiceList, Viewer, Failures),
+    rule(Method::POST, "/v1/services", Op::ServiceRegister, Admin, Always),
+    rule(Method::DELETE, "/v1/services/{id}", Op::ServiceUnregister, Admin, Always),
+    rule(Method::PUT, "/v1/services/{id}/policy", Op::ServiceEnable, Admin, Always),
+    rule(Method::GET, "/v1/services/instances", Op::ServiceList, Viewer, Failures),
+    rule(Method::GET, "/v1/audit", Op::AuditRead, Viewer, Failures),
+    rule(Method::GET, "/v1/audit/verify", Op::AuditVerify, Admin, Failures),
     // WBEM (CIM-XML): reads are viewer's; the handler asks more for each
     // method it runs (crate::wbem) and audits those calls itself.
-    rule(Method::POST, "/cimom", "wbem", Viewer, Failures),
+    rule(Method::POST, "/cimom", Op::Wbem, Viewer, Failures),
 ];
 
 /// What a route missing from [`ROUTES`] takes: admin, audited.
-static UNLISTED: RouteRule = rule(Method::GET, "?", "unlisted", Admin, Always);
+static UNLISTED: RouteRule = rule(Method::GET, "?", Op::Unlisted, Admin, Always);
 
 /// The rule of `method path`; a route missing from the table needs admin.
 pub(crate) fn route_rule(method: &Method, path: &str) -> &'static RouteRule {
@@ -462,7 +649,8 @@ mod tests {
                 let op = &item[method];
                 assert_eq!(op["x-guestcomm-role"], rule.role.name(), "{method} {path}");
                 assert_eq!(
-                    op["x-guestcomm-operation"], rule.operation,
+                    op["x-guestcomm-operation"],
+                    rule.operation.as_str(),
                     "{method} {path}"
                 );
             }
@@ -472,6 +660,47 @@ mod tests {
             ROUTES.len(),
             "a route in ROUTES is not documented"
         );
+    }
+
+    #[test]
+    fn operations_keep_their_audit_names_and_classes() {
+        let names: Vec<&str> = Operation::ALL.iter().map(|op| op.as_str()).collect();
+        let mut unique = names.clone();
+        unique.sort_unstable();
+        unique.dedup();
+        assert_eq!(unique.len(), names.len(), "two operations share a name");
+        let per_vm: Vec<&str> = Operation::ALL
+            .into_iter()
+            .filter(|op| op.lists_per_vm())
+            .map(Operation::as_str)
+            .collect();
+        assert_eq!(per_vm, ["vm.list", "audit.read"]);
+        let reaching: Vec<&str> = Operation::ALL
+            .into_iter()
+            .filter(|op| op.reaches_agent())
+            .map(Operation::as_str)
+            .collect();
+        assert_eq!(
+            reaching,
+            [
+                "info",
+                "time.show",
+                "time.sync",
+                "kvp.list",
+                "kvp.get",
+                "kvp.set",
+                "kvp.rm",
+                "shutdown",
+                "fs.status",
+                "fs.freeze",
+                "fs.thaw"
+            ]
+        );
+        // Every operation but `unlisted` names a route.
+        for op in Operation::ALL {
+            let routed = ROUTES.iter().any(|r| r.operation == op);
+            assert_eq!(routed, op != Operation::Unlisted, "{}", op.as_str());
+        }
     }
 
     #[test]

@@ -54,7 +54,7 @@ struct Spec {
     /// The VM's own socket, whose owner is the VMM's user.
     vm_socket: PathBuf,
     service: ServiceId,
-    host: String,
+    host: Address,
 }
 
 /// Every `<vm socket>_<port>` that should be listened on, and what for.
@@ -299,13 +299,10 @@ async fn accept_loop(state: Arc<State>, listener: Listener, spec: Spec, budget: 
 /// Relays `guest` to the service's host endpoint `host`, counting the bytes.
 async fn relay_to_host(
     guest: guestcomm_transport::Stream,
-    host: &str,
+    host: &Address,
     stats: Arc<TapStats>,
 ) -> Result<(), String> {
-    let addr = host
-        .parse::<Address>()
-        .map_err(|e| format!("bad host endpoint {host}: {}", error_chain(&e)))?;
-    let host = guestcomm_transport::connect(&addr)
+    let host = guestcomm_transport::connect(host)
         .await
         .map_err(|e| format!("cannot reach the host endpoint: {}", error_chain(&e)))?;
     copy_both_ways(Tap::new(guest, stats), &[], host, &[], None)

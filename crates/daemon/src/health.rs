@@ -12,18 +12,11 @@ use std::collections::HashMap;
 use std::sync::RwLock;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use guestcomm_api::{Health, HealthDetail};
+use guestcomm_api::{Health, HealthDetail, HealthStatus};
 use tracing::{info, warn};
 use uuid::Uuid;
 
 use crate::model::VmRow;
-
-/// CIM status: the agent answers.
-pub(crate) const OK: &str = "OK";
-/// CIM status: the agent answered before and has stopped.
-pub(crate) const LOST_COMM: &str = "Lost Comm";
-/// CIM status: the agent has not answered yet.
-pub(crate) const NO_CONTACT: &str = "No Contact";
 
 /// Health by VM id.
 #[derive(Default)]
@@ -48,7 +41,7 @@ impl HealthMap {
         let before = entry.status.clone();
         match result {
             Ok((rtt, agent)) => {
-                entry.status = OK.into();
+                entry.status = HealthStatus::Ok;
                 entry.rtt_us = Some(rtt.as_micros() as u64);
                 entry.agent_version = Some(agent);
                 entry.last_contact_ms = Some(now_ms());
@@ -57,24 +50,23 @@ impl HealthMap {
             }
             Err(failure) => {
                 entry.status = match failure.detail {
-                    HealthDetail::AgentNotAnswering => NO_CONTACT,
-                    _ if entry.last_contact_ms.is_some() => LOST_COMM,
-                    _ => NO_CONTACT,
-                }
-                .into();
+                    HealthDetail::AgentNotAnswering => HealthStatus::NoContact,
+                    _ if entry.last_contact_ms.is_some() => HealthStatus::LostComm,
+                    _ => HealthStatus::NoContact,
+                };
                 entry.last_error = Some(failure.error);
                 entry.detail = Some(failure.detail);
             }
         }
         if entry.status != before {
             let error = entry.last_error.as_deref().unwrap_or("");
-            if entry.status == OK {
+            if entry.status == HealthStatus::Ok {
                 info!(vm = %vm.name, from = %before, to = %entry.status, "agent health changed");
             } else {
                 warn!(vm = %vm.name, from = %before, to = %entry.status, error, "agent health changed");
             }
         }
-        entry.status != before && entry.status == OK
+        entry.status != before && entry.status == HealthStatus::Ok
     }
 
     /// Forgets VMs that are no longer in the inventory.
@@ -86,7 +78,7 @@ impl HealthMap {
 
 fn no_contact() -> Health {
     Health {
-        status: NO_CONTACT.into(),
+        status: HealthStatus::NoContact,
         ..Health::default()
     }
 }
@@ -134,22 +126,22 @@ mod tests {
     fn status_goes_no_contact_ok_lost_comm_ok() {
         let map = HealthMap::default();
         let vm = vm();
-        assert_eq!(map.get(vm.id).status, NO_CONTACT);
+        assert_eq!(map.get(vm.id).status, HealthStatus::NoContact);
         map.record(&vm, failed(HealthDetail::AgentNotListening));
-        assert_eq!(map.get(vm.id).status, NO_CONTACT);
+        assert_eq!(map.get(vm.id).status, HealthStatus::NoContact);
         map.record(&vm, Ok((Duration::from_micros(50), "agent 1".into())));
         let h = map.get(vm.id);
         assert_eq!(
-            (h.status.as_str(), h.rtt_us, h.detail),
-            (OK, Some(50), None)
+            (&h.status, h.rtt_us, h.detail),
+            (&HealthStatus::Ok, Some(50), None)
         );
         map.record(&vm, failed(HealthDetail::TransportUnreachable));
         let h = map.get(vm.id);
-        assert_eq!(h.status, LOST_COMM);
+        assert_eq!(h.status, HealthStatus::LostComm);
         assert_eq!(h.detail, Some(HealthDetail::TransportUnreachable));
         assert_eq!(h.agent_version.as_deref(), Some("agent 1"));
         map.record(&vm, Ok((Duration::from_micros(60), "agent 1".into())));
-        assert_eq!(map.get(vm.id).status, OK);
+        assert_eq!(map.get(vm.id).status, HealthStatus::Ok);
     }
 
     #[test]
@@ -159,7 +151,7 @@ mod tests {
         map.record(&vm, Ok((Duration::from_micros(50), "agent 1".into())));
         map.record(&vm, failed(HealthDetail::AgentNotAnswering));
         let h = map.get(vm.id);
-        assert_eq!(h.status, NO_CONTACT);
+        assert_eq!(h.status, HealthStatus::NoContact);
         assert_eq!(h.detail, Some(HealthDetail::AgentNotAnswering));
         assert!(h.last_contact_ms.is_some());
     }

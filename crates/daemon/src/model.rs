@@ -52,8 +52,9 @@ pub(crate) struct ServiceRow {
     pub(crate) enabled: bool,
     /// Seconds since the epoch.
     pub(crate) installed_at: i64,
-    /// Host address guest-initiated connections are relayed to, if any.
-    pub(crate) host_endpoint: Option<String>,
+    /// Host address guest-initiated connections are relayed to, if any:
+    /// parsed once, when the row is read.
+    pub(crate) host_endpoint: Option<Address>,
 }
 
 /// CIM EnabledState: enabled.

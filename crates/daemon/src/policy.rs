@@ -59,7 +59,7 @@ pub(crate) fn instance(
         name: service.id.to_string(),
         started: state == Policy::Enabled,
         start_mode: "Automatic".into(),
-        status: health.status.clone(),
+        status: health.status.to_string(),
         system_creation_class_name: "Msvm_ComputerSystem".into(),
         system_name: vm.id.to_string(),
         enabled_state: state.value(),

@@ -7,6 +7,8 @@
 //! hvsock-uds:///path/vm.vsock?port=PORT   hybrid vsock (Firecracker, Cloud Hypervisor,
 //!                                         vhost-device-vsock); PORT defaults to 18243
 //! ```
+//!
+//! In JSON (serde) an address is that same string, parsed when read.
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -143,6 +145,19 @@ impl Address {
     }
 }
 
+impl serde::Serialize for Address {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Address {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -215,6 +230,25 @@ mod tests {
         ] {
             assert_eq!(parse(s).to_string(), s);
         }
+    }
+
+    #[test]
+    fn json_is_the_display_string_and_is_checked_when_read() {
+        for s in [
+            "unix:///tmp/a.sock",
+            "vsock://3:1024",
+            "hvsock-uds:///v?port=52",
+        ] {
+            let json = serde_json::to_string(&parse(s)).unwrap();
+            assert_eq!(json, format!("\"{s}\""));
+            assert_eq!(serde_json::from_str::<Address>(&json).unwrap(), parse(s));
+        }
+        let err = serde_json::from_str::<Address>("\"vsock://x\"").unwrap_err();
+        assert!(
+            err.to_string().contains("expected vsock://CID:PORT"),
+            "{err}"
+        );
+        assert!(serde_json::from_str::<Address>("3").is_err());
     }
 
     #[test]

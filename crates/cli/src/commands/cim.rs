@@ -5,7 +5,7 @@
 use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
-use guestcomm_api::ApiError;
+use guestcomm_api::{ApiError, ApiErrorCode};
 use guestcomm_cim::value::{CimValue, InstanceName};
 use guestcomm_cim::xml::client::{self, Answer, Arg, Object};
 use guestcomm_cim::NAMESPACE;
@@ -134,7 +134,7 @@ impl CimCommand {
 }
 
 fn local(error: String) -> ApiError {
-    api::local_error(400, "invalid_argument", error)
+    api::local_error(400, ApiErrorCode::InvalidArgument, error)
 }
 
 fn path(text: &str) -> Result<InstanceName, ApiError> {
@@ -259,7 +259,12 @@ pub(crate) async fn run(args: CimArgs, ctx: &Context) -> Result<ExitCode, Failur
 fn decode(body: &[u8]) -> Result<Answer, ApiError> {
     match client::parse_response(body) {
         Ok(Ok(answer)) => Ok(answer),
-        Ok(Err(e)) => Err(api::local_error(400, e.status.name(), e.to_string())),
+        // The API has no word for a CIM status: the code is its CIM name.
+        Ok(Err(e)) => Err(api::local_error(
+            400,
+            ApiErrorCode::Other(e.status.name().into()),
+            e.to_string(),
+        )),
         Err(e) => Err(local(format!(
             "cannot read the daemon's CIM-XML answer: {e}"
         ))),

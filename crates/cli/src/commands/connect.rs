@@ -9,7 +9,7 @@ use std::process::ExitCode;
 
 use clap::Args;
 use futures::{SinkExt, StreamExt};
-use guestcomm_api::{ApiError, ServiceRegistration, FRAMED_STREAM_PROTOCOL};
+use guestcomm_api::{ApiError, ApiErrorCode, ServiceRegistration, FRAMED_STREAM_PROTOCOL};
 use guestcomm_protocol::limits::DATA_CHUNK_BYTES;
 use guestcomm_protocol::{BuiltinService, Control, Frame, FrameCodec, ServiceId, StreamId};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -104,12 +104,11 @@ async fn resolve(client: &guestcomm_api::ApiClient, text: &str) -> Result<Servic
         return Ok(s.id());
     }
     let list: Vec<ServiceRegistration> = client.get("/v1/services").await?;
-    let found = list.iter().find(|s| s.element_name == text);
-    match found.map(|s| s.id.parse()) {
-        Some(Ok(id)) => Ok(id),
-        _ => Err(api::local_error(
+    match list.iter().find(|s| s.element_name == text) {
+        Some(found) => Ok(found.id),
+        None => Err(api::local_error(
             404,
-            "not_found",
+            ApiErrorCode::NotFound,
             format!("no registered service named {text:?} (give its GUID, or see `guestcomm service list`)"),
         )),
     }

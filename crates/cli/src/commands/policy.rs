@@ -6,7 +6,7 @@ use std::io::Read;
 use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
-use guestcomm_api::{Method, SetVmPolicy};
+use guestcomm_api::{ApiErrorCode, Method, SetVmPolicy};
 use guestcomm_policy::{PolicyDocument, MAX_POLICY_BYTES};
 
 use crate::api;
@@ -108,8 +108,8 @@ pub(crate) async fn run(args: PolicyArgs, ctx: &Context) -> Result<ExitCode, Fai
         }
         PolicyCommand::Set { vm, file } => {
             let path = format!("{}/policy", api::vm_path(&vm)?);
-            let document =
-                read_document(&file).map_err(|e| api::local_error(400, "invalid_argument", e))?;
+            let document = read_document(&file)
+                .map_err(|e| api::local_error(400, ApiErrorCode::InvalidArgument, e))?;
             let _: PolicyDocument = client
                 .send(Method::PUT, &path, &SetVmPolicy { document })
                 .await?;

@@ -167,7 +167,7 @@ pub(crate) async fn run(args: ServiceArgs, ctx: &Context) -> Result<ExitCode, Fa
             let header = ["GUID", "ELEMENTNAME", "KIND", "HOST-WIDE"];
             output::print_list(ctx, &list, &header, |s| {
                 vec![
-                    s.id.clone(),
+                    s.id.to_string(),
                     s.element_name.clone(),
                     if s.builtin { "built-in" } else { "registered" }.into(),
                     if s.enabled { "Enabled" } else { "Disabled" }.into(),

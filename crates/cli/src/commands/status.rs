@@ -35,7 +35,7 @@ pub(crate) async fn run(args: StatusArgs, ctx: &Context) -> Result<ExitCode, Fai
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64);
     println!("VM:            {} ({})", Escaped(&vm.name), vm.id);
-    println!("Status:        {}", Escaped(&h.status));
+    println!("Status:        {}", Escaped(h.status.as_str()));
     if let Some(detail) = h.detail {
         println!("Detail:        {}", detail.describe());
     }

@@ -135,8 +135,8 @@ pub(crate) async fn run(args: VmArgs, ctx: &Context) -> Result<ExitCode, Failure
                 vec![
                     v.name.clone(),
                     v.id.to_string(),
-                    v.endpoint.clone(),
-                    v.health.status.clone(),
+                    v.endpoint.to_string(),
+                    v.health.status.to_string(),
                 ]
             })?
         }
@@ -147,7 +147,7 @@ pub(crate) async fn run(args: VmArgs, ctx: &Context) -> Result<ExitCode, Failure
             }
             println!("Name:       {}", Escaped(&vm.name));
             println!("ID:         {}", vm.id);
-            println!("Endpoint:   {}", Escaped(&vm.endpoint));
+            println!("Endpoint:   {}", Escaped(&vm.endpoint.to_string()));
             println!(
                 "Interface:  {} (default policy {})",
                 if vm.interface_enabled {
@@ -157,7 +157,7 @@ pub(crate) async fn run(args: VmArgs, ctx: &Context) -> Result<ExitCode, Failure
                 },
                 vm.default_enabled_state_policy
             );
-            println!("Status:     {}", Escaped(&vm.health.status));
+            println!("Status:     {}", Escaped(vm.health.status.as_str()));
             println!(
                 "Auth:       {}",
                 if vm.authenticated {

@@ -72,7 +72,7 @@ pub(crate) async fn authorize(
                 .map(|(_, v)| v.to_string())
         })
     };
-    let mut record = audit::record(caller, rule.operation);
+    let mut record = audit::record(caller, rule.operation.as_str());
     record.vm = param("name");
     record.service = param("id");
     // Other path parameters (a key-value pool and key) and the query.
@@ -109,7 +109,7 @@ pub(crate) async fn authorize(
     let role = grants.for_call(rule, record.vm.as_deref());
     if role.is_none_or(|r| r < rule.role) {
         let err = Error::Forbidden {
-            operation: rule.operation,
+            operation: rule.operation.as_str(),
             required: rule.role,
             who,
             has: role,

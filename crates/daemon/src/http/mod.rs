@@ -20,9 +20,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Extension, Json, Router};
 use guestcomm_api::{
-    AddVm, AuditRecord, AuditVerification, Credentials, ErrorBody, GuestCommunicationService,
-    MethodResult, RegisterService, RequestStateChange, ServiceRegistration, SetPolicy, UpdateVm,
-    Vm,
+    AddVm, ApiErrorCode, AuditRecord, AuditVerification, Credentials, ErrorBody,
+    GuestCommunicationService, MethodResult, RegisterService, RequestStateChange,
+    ServiceRegistration, SetPolicy, UpdateVm, Vm,
 };
 use guestcomm_protocol::error_chain;
 use serde::Deserialize;
@@ -38,22 +38,25 @@ use crate::state::State;
 const OPENAPI: &str = include_str!("../openapi.json");
 
 /// The HTTP status and stable code of every kind of error: the one mapping.
-pub(crate) fn status(kind: ErrorKind) -> (StatusCode, &'static str) {
+pub(crate) fn status(kind: ErrorKind) -> (StatusCode, ApiErrorCode) {
     match kind {
-        ErrorKind::NotFound => (StatusCode::NOT_FOUND, "not_found"),
-        ErrorKind::Conflict => (StatusCode::CONFLICT, "conflict"),
-        ErrorKind::Builtin => (StatusCode::CONFLICT, "builtin_service"),
-        ErrorKind::InvalidArgument => (StatusCode::BAD_REQUEST, "invalid_argument"),
-        ErrorKind::Forbidden => (StatusCode::FORBIDDEN, "permission_denied"),
-        ErrorKind::PolicyDenied => (StatusCode::FORBIDDEN, "policy_denied"),
-        ErrorKind::ServiceDisabled => (StatusCode::FORBIDDEN, "service_disabled"),
-        ErrorKind::AgentUnreachable => (StatusCode::BAD_GATEWAY, "agent_unreachable"),
-        ErrorKind::GuestUnreachable => (StatusCode::BAD_GATEWAY, "guest_unreachable"),
-        ErrorKind::AgentFailed => (StatusCode::BAD_GATEWAY, "agent_failed"),
-        ErrorKind::Unsupported => (StatusCode::NOT_IMPLEMENTED, "unsupported_request"),
-        ErrorKind::LimitReached => (StatusCode::CONFLICT, "resource_limit"),
-        ErrorKind::Busy => (StatusCode::SERVICE_UNAVAILABLE, "resource_limit"),
-        ErrorKind::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        ErrorKind::NotFound => (StatusCode::NOT_FOUND, ApiErrorCode::NotFound),
+        ErrorKind::Conflict => (StatusCode::CONFLICT, ApiErrorCode::Conflict),
+        ErrorKind::Builtin => (StatusCode::CONFLICT, ApiErrorCode::BuiltinService),
+        ErrorKind::InvalidArgument => (StatusCode::BAD_REQUEST, ApiErrorCode::InvalidArgument),
+        ErrorKind::Forbidden => (StatusCode::FORBIDDEN, ApiErrorCode::PermissionDenied),
+        ErrorKind::PolicyDenied => (StatusCode::FORBIDDEN, ApiErrorCode::PolicyDenied),
+        ErrorKind::ServiceDisabled => (StatusCode::FORBIDDEN, ApiErrorCode::ServiceDisabled),
+        ErrorKind::AgentUnreachable => (StatusCode::BAD_GATEWAY, ApiErrorCode::AgentUnreachable),
+        ErrorKind::GuestUnreachable => (StatusCode::BAD_GATEWAY, ApiErrorCode::GuestUnreachable),
+        ErrorKind::AgentFailed => (StatusCode::BAD_GATEWAY, ApiErrorCode::AgentFailed),
+        ErrorKind::Unsupported => (
+            StatusCode::NOT_IMPLEMENTED,
+            ApiErrorCode::UnsupportedRequest,
+        ),
+        ErrorKind::LimitReached => (StatusCode::CONFLICT, ApiErrorCode::ResourceLimit),
+        ErrorKind::Busy => (StatusCode::SERVICE_UNAVAILABLE, ApiErrorCode::ResourceLimit),
+        ErrorKind::Internal => (StatusCode::INTERNAL_SERVER_ERROR, ApiErrorCode::Internal),
     }
 }
 
@@ -91,7 +94,7 @@ impl IntoResponse for Error {
         }
         let required_role = self.required_role();
         let body = ErrorBody {
-            code: code.into(),
+            code,
             error: error_chain(&self),
             chain,
             required_role,
@@ -394,8 +397,23 @@ mod tests {
             (ErrorKind::Internal, 500, "internal"),
         ];
         for (kind, code, name) in cases {
-            assert_eq!(status(kind), (StatusCode::from_u16(code).unwrap(), name));
+            let (status, wire) = status(kind);
+            assert_eq!((status.as_u16(), wire.as_str()), (code, name), "{kind:?}");
         }
+        // openapi.json lists exactly the codes the daemon sends.
+        let doc: serde_json::Value = serde_json::from_str(OPENAPI).unwrap();
+        let listed = &doc["components"]["schemas"]["ErrorBody"]["properties"]["code"]["enum"];
+        let mut documented: Vec<&str> = listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c.as_str().unwrap())
+            .collect();
+        let mut sent: Vec<&str> = cases.iter().map(|(_, _, name)| *name).collect();
+        documented.sort_unstable();
+        sent.sort_unstable();
+        sent.dedup();
+        assert_eq!(documented, sent);
     }
 
     #[test]
@@ -427,7 +445,7 @@ mod tests {
         ));
         assert_eq!(
             status(read_only.kind()),
-            (StatusCode::FORBIDDEN, "permission_denied")
+            (StatusCode::FORBIDDEN, ApiErrorCode::PermissionDenied)
         );
         assert_eq!(refused(ErrorCode::NotFound).to_string(), "VM web1: x");
     }

@@ -27,7 +27,7 @@ pub(crate) fn parse_id(text: &str) -> Result<ServiceId, Error> {
 
 fn registration(row: ServiceRow) -> ServiceRegistration {
     ServiceRegistration {
-        id: row.id.to_string(),
+        id: row.id,
         element_name: row.element_name,
         description: row.description,
         builtin: row.builtin,

@@ -17,7 +17,7 @@ pub(crate) fn view(state: &State, row: VmRow) -> Vm {
         health: state.health.get(row.id),
         id: row.id,
         name: row.name,
-        endpoint: row.endpoint.to_string(),
+        endpoint: row.endpoint,
         interface_enabled: row.interface_enabled,
         default_enabled_state_policy: row.default_policy.value(),
         created_at: row.created_at,

@@ -658,13 +658,7 @@ fn vm_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<VmRow> {
             .get::<_, Option<String>>(6)?
             .map(|hex| Psk::from_hex(&hex))
             .transpose()
-            .map_err(|e| {
-                rusqlite::Error::FromSqlConversionFailure(
-                    6,
-                    rusqlite::types::Type::Text,
-                    Box::new(e),
-                )
-            })?,
+            .map_err(|e| unreadable(6, e))?,
     })
 }
 
@@ -679,8 +673,17 @@ fn service_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ServiceRow> {
         builtin: r.get(3)?,
         enabled: r.get(4)?,
         installed_at: r.get(5)?,
-        host_endpoint: r.get(6)?,
+        host_endpoint: r
+            .get::<_, Option<String>>(6)?
+            .map(|text| text.parse())
+            .transpose()
+            .map_err(|e| unreadable(6, e))?,
     })
+}
+
+/// A text column whose value does not parse as what it holds.
+fn unreadable(column: usize, e: impl std::error::Error + Send + Sync + 'static) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(column, rusqlite::types::Type::Text, Box::new(e))
 }
 
 #[cfg(test)]

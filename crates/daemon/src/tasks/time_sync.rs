@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use guestcomm_api::HealthStatus;
 use guestcomm_protocol::error_chain;
 use guestcomm_protocol::BuiltinService;
 use tracing::{info, warn};
@@ -22,7 +23,7 @@ pub(crate) async fn time_sync_loop(state: Arc<State>, interval: Duration) {
     loop {
         let vms = rounds.next(&state).await;
         for vm in vms {
-            if state.health.get(vm.id).status != crate::health::OK
+            if state.health.get(vm.id).status != HealthStatus::Ok
                 || admit_service(&state, &vm, BuiltinService::Time)
                     .await
                     .is_err()

@@ -17,7 +17,7 @@
 
 use std::sync::Arc;
 
-use guestcomm_api::GuestCommunicationService;
+use guestcomm_api::{GuestCommunicationService, HealthStatus};
 use guestcomm_cim::value::{CimValue, Instance, InstanceName};
 use guestcomm_cim::{CimType, Repository};
 
@@ -45,7 +45,7 @@ pub(crate) struct Snapshot {
     /// The host's name.
     pub(crate) host: String,
     /// The VMs.
-    pub(crate) vms: Vec<(VmRow, String)>,
+    pub(crate) vms: Vec<(VmRow, HealthStatus)>,
     /// The service objects of the JSON API, each service on each VM.
     pub(crate) services: Vec<GuestCommunicationService>,
     /// The jobs.
@@ -202,8 +202,8 @@ fn host_system(host: &str) -> Instance {
 
 /// A VM as an Msvm_ComputerSystem: Name is its id, EnabledState 2 while
 /// its agent answers (guestcomm does not run VMs: it only knows that).
-fn vm_system(vm: &VmRow, status: &str) -> Instance {
-    let enabled = if status == "OK" { 2 } else { 0 };
+fn vm_system(vm: &VmRow, status: &HealthStatus) -> Instance {
+    let enabled = if *status == HealthStatus::Ok { 2 } else { 0 };
     Instance {
         class: COMPUTER_SYSTEM.into(),
         properties: vec![
@@ -220,7 +220,7 @@ fn vm_system(vm: &VmRow, status: &str) -> Instance {
                 CimValue::Datetime(cim_datetime(vm.created_at)),
             ),
             ("EnabledState".into(), CimValue::Uint(enabled)),
-            ("Status".into(), text(status)),
+            ("Status".into(), text(status.as_str())),
         ],
     }
 }
