@@ -22,7 +22,7 @@ use std::task::{ready, Context, Poll};
 use hyper::StatusCode;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use crate::client::{error_from, ApiError};
+use crate::error::{error_from, ApiError};
 
 /// Longest answer head accepted (status line and headers).
 const MAX_HEAD_BYTES: usize = 16 * 1024;

@@ -11,13 +11,15 @@
 
 pub mod client;
 pub mod early_upgrade;
+mod error;
 pub mod limits;
 pub mod time;
 pub mod tls;
 pub mod types;
 pub mod vocabulary;
 
-pub use client::{ApiClient, ApiError};
+pub use client::ApiClient;
+pub use error::ApiError;
 pub use hyper::Method;
 pub use types::*;
 pub use vocabulary::{ApiErrorCode, HealthStatus};

@@ -28,8 +28,9 @@ mod writeback;
 
 pub use beneath::Confine;
 pub use error::{CopyError, Stall};
-pub use receive::{check_destination, receive_copy, ReceiveOptions};
+pub use receive::{check_destination, receive_copy};
 pub use send::send_copy;
+pub use store::ReceiveOptions;
 
 use std::time::Duration;
 

@@ -3,6 +3,8 @@
 //! functions; the receiver also never follows a symlink on the way (see
 //! [`crate::receive`]).
 
+use std::path::{Path, PathBuf};
+
 use guestcomm_protocol::limits::{MAX_COPY_NAME_BYTES, MAX_COPY_PATH_BYTES};
 
 use crate::CopyError;
@@ -58,6 +60,14 @@ pub fn check_target(path: &str, target: Option<&str>) -> Result<(), CopyError> {
         Some(t) if t.len() > MAX_COPY_PATH_BYTES => Err(bad("symlink target too long")),
         Some(t) if t.contains('\0') => Err(bad("symlink target contains a NUL byte")),
         Some(_) => Ok(()),
+    }
+}
+
+/// The directory `path` is in: `.` for a bare name.
+pub(crate) fn parent_of(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
     }
 }
 

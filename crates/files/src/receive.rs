@@ -25,7 +25,7 @@
 //! With `preserve_owner` (root only), every entry also gets its source's
 //! numeric owner and group.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use futures::{Stream, StreamExt};
@@ -38,34 +38,13 @@ use tokio::sync::mpsc;
 use crate::beneath::Confine;
 use crate::error::Stall;
 use crate::idle::{finish, within};
-use crate::store::{Msg, Store};
+use crate::path::parent_of;
+use crate::store::{Msg, ReceiveOptions, Store};
 use crate::{CopyError, Progress};
 
 /// Frames queued between the socket and the store: with 1 MiB data frames,
 /// at most this many MiB in flight per copy.
 const RECEIVE_QUEUE_FRAMES: usize = 8;
-
-/// Options of the receiving side (`Msvm_CopyFileToGuestSettingData`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct ReceiveOptions {
-    /// Replace existing files and symlinks (`OverwriteExisting`).
-    pub overwrite: bool,
-    /// Create missing parents of the destination (`CreateFullPath`).
-    pub create_full_path: bool,
-    /// Accept a directory tree.
-    pub recursive: bool,
-    /// Keep partial files on interruption and continue them (`ResumeFrom`).
-    pub resume: bool,
-    /// Give entries the numeric owner they have at the source (needs root).
-    /// Set-user-ID, set-group-ID and sticky bits are never kept, owner or
-    /// not: a copy must not mint privileged programs on the receiving side.
-    pub preserve_owner: bool,
-    /// Most bytes of file content the copy may put on this side's disk
-    /// (declared sizes, resumed bytes included); a file that would pass it
-    /// is refused before any of its bytes are written. `None`: no bound
-    /// but the disk's.
-    pub max_bytes: Option<u64>,
-}
 
 /// Checks, before any entry arrives, that `dst` can receive a copy: its
 /// parent exists (or may be created). Refusing here gives a clear error
@@ -88,13 +67,6 @@ pub fn check_destination(dst: &Path, opts: ReceiveOptions) -> Result<(), CopyErr
         Ok(())
     } else {
         Err(CopyError::MissingParent(parent))
-    }
-}
-
-pub(crate) fn parent_of(path: &Path) -> PathBuf {
-    match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
     }
 }
 

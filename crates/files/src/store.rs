@@ -23,11 +23,32 @@ use tokio::sync::mpsc;
 
 use crate::beneath::Confine;
 use crate::hashing::Hashing;
-use crate::path::{check_target, components};
-use crate::receive::{parent_of, ReceiveOptions};
+use crate::path::{check_target, components, parent_of};
 use crate::temp::{TempFile, TEMP_COUNTER};
 use crate::writeback::Writeback;
 use crate::CopyError;
+
+/// Options of the receiving side (`Msvm_CopyFileToGuestSettingData`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReceiveOptions {
+    /// Replace existing files and symlinks (`OverwriteExisting`).
+    pub overwrite: bool,
+    /// Create missing parents of the destination (`CreateFullPath`).
+    pub create_full_path: bool,
+    /// Accept a directory tree.
+    pub recursive: bool,
+    /// Keep partial files on interruption and continue them (`ResumeFrom`).
+    pub resume: bool,
+    /// Give entries the numeric owner they have at the source (needs root).
+    /// Set-user-ID, set-group-ID and sticky bits are never kept, owner or
+    /// not: a copy must not mint privileged programs on the receiving side.
+    pub preserve_owner: bool,
+    /// Most bytes of file content the copy may put on this side's disk
+    /// (declared sizes, resumed bytes included); a file that would pass it
+    /// is refused before any of its bytes are written. `None`: no bound
+    /// but the disk's.
+    pub max_bytes: Option<u64>,
+}
 
 /// Messages from the frame loop to the store.
 pub(crate) enum Msg {

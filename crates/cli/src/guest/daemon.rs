@@ -12,7 +12,7 @@ use guestcomm_client::Session;
 use guestcomm_protocol::integration::KvpPool;
 use guestcomm_protocol::message::Request;
 
-use super::{FsOp, Guest};
+use super::operations::{FsOp, Guest};
 use crate::api;
 use crate::session::{self, AgentStream};
 

@@ -12,7 +12,7 @@ use guestcomm_protocol::integration::KvpPool;
 use guestcomm_protocol::message::{Call, Request};
 use guestcomm_transport::Address;
 
-use super::{FsOp, Guest};
+use super::operations::{FsOp, Guest};
 use crate::session::{self, AgentStream};
 
 /// An agent at a transport address.
