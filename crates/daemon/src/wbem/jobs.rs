@@ -53,7 +53,7 @@ pub(crate) fn start(
     let (number, id) = state
         .wbem_jobs
         .add(&vm, settings)
-        .map_err(|e| super::cim_error(&e))?;
+        .map_err(|e| super::refusal::cim_error(&e))?;
     tokio::spawn(run(state.clone(), number, vm, files, caller));
     Ok(job_name(&id))
 }

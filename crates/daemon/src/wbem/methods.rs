@@ -23,7 +23,7 @@ use guestcomm_protocol::{BuiltinService, ServiceId};
 
 use super::jobs::{self, CopyFile};
 use super::objects::{vm_of, Snapshot, INTERFACE};
-use super::{cim_error, require};
+use super::refusal::{cim_error, require};
 use crate::access::Authorized;
 use crate::audit::{self, Outcome};
 use crate::limits::MAX_COPY_FILES_PER_CALL;

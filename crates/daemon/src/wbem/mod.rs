@@ -21,6 +21,7 @@ pub(crate) mod jobs;
 mod methods;
 pub(crate) mod objects;
 mod operations;
+mod refusal;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
@@ -38,7 +39,6 @@ use guestcomm_cim::{CimError, CimStatus, MofError, Repository, NAMESPACE};
 
 use crate::access::Authorized;
 use crate::caller::Caller;
-use crate::error::{Error, ErrorKind};
 use crate::limits::{MAX_WBEM_DRAIN_BYTES, WBEM_DRAIN_TIMEOUT_MS};
 use crate::state::State;
 
@@ -51,46 +51,6 @@ fn repository() -> Result<&'static Repository, CimError> {
             format!("the class repository is broken: {e}"),
         )
     })
-}
-
-/// The CIM status of every kind of error: the one mapping.
-pub(crate) fn cim_status(kind: ErrorKind) -> CimStatus {
-    match kind {
-        ErrorKind::NotFound => CimStatus::NotFound,
-        ErrorKind::InvalidArgument => CimStatus::InvalidParameter,
-        ErrorKind::Forbidden | ErrorKind::PolicyDenied | ErrorKind::ServiceDisabled => {
-            CimStatus::AccessDenied
-        }
-        ErrorKind::Conflict
-        | ErrorKind::Builtin
-        | ErrorKind::AgentUnreachable
-        | ErrorKind::GuestUnreachable
-        | ErrorKind::AgentFailed
-        | ErrorKind::Unsupported
-        | ErrorKind::LimitReached
-        | ErrorKind::Busy
-        | ErrorKind::Internal => CimStatus::Failed,
-    }
-}
-
-/// An error as a CIM error: its status, and its whole chain as the text.
-pub(crate) fn cim_error(e: &Error) -> CimError {
-    CimError::new(cim_status(e.kind()), guestcomm_protocol::error_chain(e))
-}
-
-/// `CIM_ERR_ACCESS_DENIED` unless the caller holds `needed`.
-pub(crate) fn require(auth: &Authorized, needed: Role, what: &str) -> Result<(), CimError> {
-    if auth.role >= needed {
-        Ok(())
-    } else {
-        Err(CimError::new(
-            CimStatus::AccessDenied,
-            format!(
-                "{what} needs the {needed} role, and the caller is only a {}",
-                auth.role
-            ),
-        ))
-    }
 }
 
 /// An HTTP answer with a CIM-XML body.
@@ -295,35 +255,5 @@ mod tests {
             let err = check_listen_address(&bad.parse().unwrap()).unwrap_err();
             assert!(err.contains("loopback only"), "{err}");
         }
-    }
-
-    #[test]
-    fn api_errors_keep_their_meaning_as_cim_statuses() {
-        let cases = [
-            (Error::BadRequest("x".into()), CimStatus::InvalidParameter),
-            (Error::ServiceDisabled("x".into()), CimStatus::AccessDenied),
-            (Error::PolicyDenied("x".into()), CimStatus::AccessDenied),
-            (Error::Internal("x".into()), CimStatus::Failed),
-            (
-                Error::from(crate::store::StoreError::UnknownVm("web1".into())),
-                CimStatus::NotFound,
-            ),
-        ];
-        for (e, status) in cases {
-            assert_eq!(cim_error(&e).status, status, "{e}");
-        }
-    }
-
-    #[test]
-    fn methods_need_the_role_they_name() {
-        let auth = |role| Authorized {
-            caller: Caller::default(),
-            role,
-            grants: crate::access::Grants::default(),
-        };
-        assert!(require(&auth(Role::Admin), Role::Admin, "m").is_ok());
-        let err = require(&auth(Role::Viewer), Role::Admin, "X.RequestStateChange").unwrap_err();
-        assert_eq!(err.status, CimStatus::AccessDenied);
-        assert!(err.description.contains("needs the admin role"), "{err}");
     }
 }

@@ -12,8 +12,8 @@ use guestcomm_cim::xml::request::{Call, ParamValue};
 use guestcomm_cim::xml::response::{self as enc, Shape};
 use guestcomm_cim::{CimError, CimStatus, Repository, NAMESPACE};
 
-use super::cim_error;
 use super::objects::Snapshot;
+use super::refusal::cim_error;
 use crate::state::State;
 
 fn invalid(message: String) -> CimError {
