@@ -5,13 +5,15 @@
 //! [`exec`] runs a command through it, pumping stdin, stdout and stderr
 //! between async readers/writers and the agent; [`files`] copies files and
 //! trees into and out of the guest; [`integration`] asks the integration
-//! services (guest info, time, key-value exchange, shutdown, freeze). The CLI's direct mode, the
+//! services (guest info, time, key-value exchange, shutdown, freeze);
+//! [`provision`] writes the options that deliver a VM's key at boot. The CLI's direct mode, the
 //! daemon and the benchmarks all use this crate, so the host side of the
 //! protocol lives in one place.
 
 pub mod exec;
 pub mod files;
 pub mod integration;
+pub mod provision;
 mod session;
 
 pub use exec::{exec, exec_sent, ExecError, ExecInput, ExecIo};

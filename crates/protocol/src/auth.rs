@@ -28,7 +28,7 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::Path;
 
 use hmac::{Hmac, Mac};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use sha2::Sha256;
 
 use crate::entropy::{self, PoolState};
@@ -236,7 +236,7 @@ impl Psk {
     }
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct CredentialsFile {
     method: String,
@@ -292,18 +292,38 @@ pub fn parse_credentials(text: &str, name: &str) -> Result<Psk, CredentialsError
     Psk::from_hex(&file.key).map_err(|e| malformed(e.to_string()))
 }
 
+/// The name of the VM's key as a systemd credential, in every place it is
+/// delivered (`$CREDENTIALS_DIRECTORY/`, fw_cfg, SMBIOS, `/etc/credstore/`).
+pub const CREDENTIAL_NAME: &str = "guestcomm.key";
+
+/// The QEMU firmware configuration entry that carries the key, where
+/// systemd looks for credentials (`-fw_cfg name=...,file=...`).
+pub const FW_CFG_CREDENTIAL: &str = "opt/io.systemd.credentials/guestcomm.key";
+
+/// The start of an SMBIOS type 11 OEM string carrying the key as text.
+pub const SMBIOS_CREDENTIAL_TEXT: &str = "io.systemd.credential:guestcomm.key=";
+
+/// The start of an SMBIOS type 11 OEM string carrying the key in base64.
+pub const SMBIOS_CREDENTIAL_BINARY: &str = "io.systemd.credential.binary:guestcomm.key=";
+
+/// The text of a credentials file holding `psk` (what
+/// [`parse_credentials`] reads), ending in a newline.
+pub fn credentials_text(psk: &Psk) -> String {
+    // Both values are plain ASCII (a method name, hex digits): nothing to
+    // escape, and the same text as serializing `CredentialsFile`.
+    format!(
+        "{{\"method\":\"{AUTH_PSK}\",\"key\":\"{}\"}}\n",
+        psk.secret_hex()
+    )
+}
+
 /// Writes `psk` to a new file with mode 0600; an existing file is an error.
 pub fn write_credentials(path: &Path, psk: &Psk) -> Result<(), CredentialsError> {
     let io = |source| CredentialsError::Io {
         path: path.display().to_string(),
         source,
     };
-    let file = CredentialsFile {
-        method: AUTH_PSK.into(),
-        key: psk.secret_hex(),
-    };
-    let mut text = serde_json::to_string(&file).map_err(|e| io(std::io::Error::other(e)))?;
-    text.push('\n');
+    let text = credentials_text(psk);
     let mut out = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -448,5 +468,18 @@ mod tests {
             let err = load_credentials(&path).unwrap_err().to_string();
             assert!(err.contains(expected), "{text}: {err}");
         }
+    }
+
+    #[test]
+    fn the_credentials_text_reads_back_as_the_same_key() {
+        let psk = Psk::generate().unwrap();
+        let text = credentials_text(&psk);
+        assert!(
+            text.starts_with("{\"method\":\"psk-hmac-sha256\",\"key\":\""),
+            "{text}"
+        );
+        assert!(text.ends_with("\"}\n"), "{text}");
+        let back = parse_credentials(&text, "test").unwrap();
+        assert_eq!(back.secret_hex(), psk.secret_hex());
     }
 }
