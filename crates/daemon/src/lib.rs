@@ -8,7 +8,8 @@
 //! http/  wbem/                    front ends: decode, call, encode (HTTP, CIM-XML)
 //! tasks/                          health monitor, time sync, audit pruning
 //! ops/  integration  relay  broker  guest  policy_doc
-//!                                 operations, relayed sessions, host policy
+//!                                 operations, relayed sessions, policy documents
+//! admission  agent                may this request pass; the one way to reach an agent
 //! state  cache  audit  refusals  copy_jobs  access
 //!                                 shared state, audit records, role tables
 //! store/                          SQLite (and the audit hash chain)
@@ -23,6 +24,8 @@
 
 mod access;
 mod activity;
+mod admission;
+mod agent;
 mod agent_calls;
 mod audit;
 mod broker;

@@ -30,12 +30,10 @@ use axum::body::Body;
 use axum::extract::{Path, Request, State as AxumState};
 use axum::response::Response;
 use futures::SinkExt;
-use guestcomm_client::Session;
 use guestcomm_protocol::closing::linger;
 use guestcomm_protocol::handshake::{self, HandshakeError, ServerOffer, AUTH_NONE};
-use guestcomm_protocol::{BuiltinService, Control, Frame, FrameCodec, FramedConn, ServiceId};
 use guestcomm_protocol::{Call, ErrorCode, ErrorFrame, Request as GcRequest};
-use guestcomm_transport::{Address, Stream};
+use guestcomm_protocol::{Control, Frame, FrameCodec, FramedConn};
 use hyper::header::{CONNECTION, UPGRADE};
 use hyper::StatusCode;
 use hyper_util::rt::TokioIo;
@@ -46,15 +44,15 @@ use tracing::{debug, info, warn, Instrument};
 
 use crate::access::Authorized;
 use crate::activity::Activity;
+use crate::admission::{self, Admitted};
+use crate::agent::{self, Agent};
 use crate::audit::{self, Outcome};
-use crate::cache::{Services, VmView};
+use crate::cache::VmView;
 use crate::caller::Caller;
 use crate::error::Error;
 use crate::limits::{RELAY_BUFFER_BYTES, RELAY_BUFFER_START_BYTES};
 use crate::model::VmRow;
-use crate::model::{effective_on, Policy};
 use crate::state::State;
-use crate::store::StoreError;
 use crate::tap::{Tap, TapStats};
 
 /// The handler: checks the VM, reaches its agent, then upgrades.
@@ -68,18 +66,7 @@ pub(crate) async fn connect(
     let view = state.vm_view(&name).await?;
     let vm = view.row.clone();
     let permit = acquire_relay(&state, &vm.name)?;
-    let addr = vm.endpoint.clone();
-    let agent = match state.spares.take(&vm) {
-        Some(spare) => AgentConn::Spare(spare, addr),
-        None => AgentConn::Fresh(
-            guestcomm_client::connect_with(&addr, crate::DAEMON_NAME, vm.psk.as_ref())
-                .await
-                .map_err(|source| Error::Agent {
-                    vm: vm.name.clone(),
-                    source,
-                })?,
-        ),
-    };
+    let agent = agent::take(&state, &vm).await?;
     let upgrade = hyper::upgrade::on(&mut req);
     let span = tracing::info_span!("relay", vm = %vm.name);
     tokio::spawn(
@@ -186,66 +173,9 @@ pub(crate) fn switching_to(protocol: &'static str) -> Result<Response, Error> {
         .map_err(|e| Error::Internal(e.to_string()))
 }
 
-/// The agent connection a relay starts with.
-enum AgentConn {
-    /// Made for this operation.
-    Fresh(Session<Stream>),
-    /// A warm spare (module `spare`) and the address to connect to anew if
-    /// the agent turns out to have closed it meanwhile.
-    Spare(Session<Stream>, Address),
-}
-
-impl AgentConn {
-    fn session(&self) -> &Session<Stream> {
-        match self {
-            Self::Fresh(session) | Self::Spare(session, _) => session,
-        }
-    }
-}
-
-/// Sends the admitted request to the agent. A spare that the agent closed
-/// since it was checked (a restart) fails the write at once: then one fresh
-/// connection is tried, so a warm spare never costs an operation.
-async fn forward(
-    agent: AgentConn,
-    vm: &VmRow,
-    request: GcRequest,
-) -> Result<FramedConn<Stream>, ErrorFrame> {
-    let failed = |e: &dyn std::error::Error| {
-        let message = format!(
-            "the agent of VM {} failed: {}",
-            vm.name,
-            guestcomm_protocol::error_chain(e)
-        );
-        ErrorFrame::new(ErrorCode::Io, message)
-    };
-    let (mut conn, retry) = match agent {
-        AgentConn::Fresh(session) => (session.conn, None),
-        AgentConn::Spare(session, addr) => (session.conn, Some(addr)),
-    };
-    // Only a spare may need the request a second time.
-    let (request, again) = match retry {
-        Some(addr) => (request.clone(), Some((addr, request))),
-        None => (request, None),
-    };
-    let sent = conn.send(Frame::Control(Control::Request(request))).await;
-    match (sent, again) {
-        (Ok(()), _) => Ok(conn),
-        (Err(e), None) => Err(failed(&e)),
-        (Err(e), Some((addr, request))) => {
-            debug!(error = %guestcomm_protocol::error_chain(&e), "spare connection was closed; connecting anew");
-            let session =
-                guestcomm_client::connect_with(&addr, crate::DAEMON_NAME, vm.psk.as_ref())
-                    .await
-                    .map_err(|e| failed(&e))?;
-            Box::pin(forward(AgentConn::Fresh(session), vm, request)).await
-        }
-    }
-}
-
 /// Handshake with the CLI, policy check of its request, then the byte
 /// relay; the request is audited when it starts and when it ends.
-async fn relay<T>(state: Arc<State>, view: Arc<VmView>, agent: AgentConn, client: T, caller: Caller)
+async fn relay<T>(state: Arc<State>, view: Arc<VmView>, agent: Agent, client: T, caller: Caller)
 where
     T: AsyncRead + AsyncWrite + Unpin + Send,
 {
@@ -283,28 +213,31 @@ where
         }
     };
     let started = Instant::now();
-    let record = audit_record(caller, vm, &request);
-    let Verdict {
-        request,
-        passed,
-        mut record,
-        id,
-    } = match admit_request(
-        &state,
-        &vm.name,
-        request,
-        &welcome.features,
-        record,
-        started,
-    )
-    .await
-    {
-        Ok(verdict) => verdict,
-        Err(e) => {
-            let frame = ErrorFrame::new(ErrorCode::Internal, guestcomm_protocol::error_chain(&e));
-            return refuse(&mut client, frame).await;
-        }
-    };
+    let mut record = audit_record(caller, vm, &request);
+    let Admitted { request, passed } =
+        match admission::request(&state, &vm.name, request, &welcome.features).await {
+            Ok(admitted) => admitted,
+            Err(e) => {
+                let frame =
+                    ErrorFrame::new(ErrorCode::Internal, guestcomm_protocol::error_chain(&e));
+                return refuse(&mut client, frame).await;
+            }
+        };
+    if let Err(frame) = &passed {
+        audit::finish(
+            &mut record,
+            Outcome::Refused,
+            Some(frame.to_string()),
+            started,
+        );
+    }
+    // The audit record, written before the request can reach the agent (the
+    // one store call on the path of every exec and cp); a refusal is
+    // complete: chained and logged now.
+    let id = state
+        .audit_in(record.clone(), crate::store::audit_chain::Chain::Operations)
+        .await;
+    record.id = id.unwrap_or(0);
     if let Err(frame) = passed {
         info!(service = %request.service, error = %frame.message, "request refused");
         return refuse(&mut client, frame).await;
@@ -313,7 +246,7 @@ where
     // Copies have an idle bound; an exec may rightly be silent for hours.
     let idle = matches!(request.call, Call::CopyToGuest(_) | Call::CopyFromGuest(_))
         .then_some(state.relay_copy_idle);
-    let agent_conn = match forward(agent, vm, request).await {
+    let agent_conn = match agent.send(vm, request).await {
         Ok(conn) => conn,
         Err(frame) => {
             audit::finish(
@@ -355,7 +288,7 @@ where
     // The agent served this operation: the next one on this VM gets a warm
     // connection. Made now, not while relaying, so that it does not compete
     // with the operation for the CPU.
-    state.spares.refill(vm.clone(), crate::DAEMON_NAME);
+    agent::refill(&state, vm);
 }
 
 /// Audits a relay session that ended after its `101` without a request to
@@ -378,157 +311,6 @@ async fn refuse<T: AsyncRead + AsyncWrite + Unpin>(client: &mut FramedConn<T>, f
     {
         linger(client).await;
     }
-}
-
-/// Why a service may not pass to a VM.
-#[derive(Debug)]
-pub(crate) enum Refusal {
-    /// The GUID is not registered.
-    Unknown,
-    /// Registered, but its effective state on the VM is Disabled.
-    Disabled {
-        /// The service's ElementName.
-        element_name: String,
-    },
-    /// The state store failed.
-    Store(StoreError),
-}
-
-impl Refusal {
-    /// One line naming the service and the VM, with what to do.
-    pub(crate) fn message(&self, id: ServiceId, vm: &str) -> String {
-        match self {
-            Self::Unknown => format!(
-                "service {id} is not registered on this host, so VM {vm} cannot be reached through it (see `guestcomm service list`)"
-            ),
-            Self::Disabled { element_name } => format!(
-                "service {element_name} ({id}) is disabled for VM {vm} (enable it with `guestcomm service enable {id} --vm {vm}`)"
-            ),
-            Self::Store(e) => guestcomm_protocol::error_chain(e),
-        }
-    }
-}
-
-/// [`admit`] for an API call: a refusal as the API's error (404, 403).
-pub(crate) async fn admit_api(state: &State, vm: &VmRow, id: ServiceId) -> Result<(), Error> {
-    admit(state, vm, id).await.map_err(|refusal| match refusal {
-        Refusal::Unknown => StoreError::UnknownService(id).into(),
-        Refusal::Disabled { .. } => Error::ServiceDisabled(refusal.message(id, &vm.name)),
-        Refusal::Store(e) => e.into(),
-    })
-}
-
-/// Passes when service `id` is registered and its effective state on `vm`
-/// is Enabled: the policy check of every relayed connection.
-pub(crate) async fn admit(state: &State, vm: &VmRow, id: ServiceId) -> Result<(), Refusal> {
-    admit_each(state, vm, vec![id]).await.map_err(|(r, _)| r)
-}
-
-/// [`admit`] for several services: the first refusal, in order, with the
-/// service it concerns. Read from memory (module `cache`) unless the
-/// configuration changed since the last request.
-async fn admit_each(
-    state: &State,
-    vm: &VmRow,
-    ids: Vec<ServiceId>,
-) -> Result<(), (Refusal, ServiceId)> {
-    let Some(&first) = ids.first() else {
-        return Ok(());
-    };
-    let store_failed = |e| (Refusal::Store(e), first);
-    let view = state.vm_view(&vm.name).await.map_err(store_failed)?;
-    let services = state.services().await.map_err(store_failed)?;
-    admission(&view, &services, &ids)
-}
-
-/// The admission check itself: the first of `ids` that is unknown or
-/// disabled on the VM of `view`.
-fn admission(
-    view: &VmView,
-    services: &Services,
-    ids: &[ServiceId],
-) -> Result<(), (Refusal, ServiceId)> {
-    for &id in ids {
-        let Some(service) = services.get(&id) else {
-            return Err((Refusal::Unknown, id));
-        };
-        if effective_on(&view.row, service, view.policy(id)) == Policy::Disabled {
-            let element_name = service.element_name.clone();
-            return Err((Refusal::Disabled { element_name }, id));
-        }
-    }
-    Ok(())
-}
-
-/// A refusal of a relayed request, as the error frame to send back.
-fn refusal_frame(refusal: Refusal, service: ServiceId, vm: &str) -> ErrorFrame {
-    let code = match refusal {
-        Refusal::Unknown => ErrorCode::UnknownService,
-        Refusal::Disabled { .. } => ErrorCode::ServiceDisabled,
-        Refusal::Store(_) => ErrorCode::Internal,
-    };
-    ErrorFrame::new(code, refusal.message(service, vm))
-}
-
-/// The store's verdict on a relayed request, and its audit record.
-struct Verdict {
-    /// The request, its call as the host policy left it.
-    request: GcRequest,
-    /// Passed, or the frame that refuses it.
-    passed: Result<(), ErrorFrame>,
-    /// The audit record as written: `running` when it passed, `refused` when not.
-    record: audit::Record,
-    /// Its row, when the write succeeded.
-    id: Option<i64>,
-}
-
-/// Everything a relayed request needs: admission of the agent's service
-/// and the request's (the connection goes through the agent's own port, so
-/// that one must be enabled too) and the VM's host policy (which may rewrite
-/// the call), both from memory in the common case; then the audit record,
-/// written before the request can reach the agent (the one store call on
-/// the path of every exec and cp).
-async fn admit_request(
-    state: &State,
-    vm: &str,
-    mut request: GcRequest,
-    agent_features: &[String],
-    mut record: audit::Record,
-    started: Instant,
-) -> Result<Verdict, StoreError> {
-    // Read again, not the view of the upgrade: a service disabled while the
-    // client was in its handshake refuses this request. From memory unless
-    // the configuration changed meanwhile.
-    let view = state.vm_view(vm).await?;
-    let vm = &view.row;
-    let services = state.services().await?;
-    let ids = [BuiltinService::Agent.id(), request.service];
-    let passed = admission(&view, &services, &ids)
-        .map_err(|(refusal, id)| refusal_frame(refusal, id, &vm.name))
-        .and_then(|()| crate::policy_doc::check_with(view.document.as_ref(), vm, &mut request.call))
-        .and_then(|()| {
-            let doc = view.document.as_ref();
-            crate::policy_doc::confine_copy(doc, vm, &mut request.call, agent_features)
-        });
-    if let Err(frame) = &passed {
-        audit::finish(
-            &mut record,
-            Outcome::Refused,
-            Some(frame.to_string()),
-            started,
-        );
-    }
-    // A refusal is complete: chained and logged now.
-    let id = state
-        .audit_in(record.clone(), crate::store::audit_chain::Chain::Operations)
-        .await;
-    record.id = id.unwrap_or(0);
-    Ok(Verdict {
-        request,
-        passed,
-        record,
-        id,
-    })
 }
 
 /// Copies bytes both ways until the agent closes (or the CLI goes away, or
@@ -618,9 +400,6 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::Store;
-    use guestcomm_protocol::BuiltinService;
-    use guestcomm_protocol::{Call, ExecRequest};
 
     #[tokio::test]
     async fn the_growing_relay_buffer_loses_and_reorders_nothing() {
@@ -639,79 +418,5 @@ mod tests {
         writer.await.unwrap();
         assert_eq!(n as usize, data.len());
         assert_eq!(out, data);
-    }
-
-    async fn set(state: &State, id: guestcomm_protocol::ServiceId, policy: Policy) {
-        state
-            .db(move |s| s.set_vm_policy(id, "web1", policy))
-            .await
-            .unwrap();
-    }
-
-    fn request(service: guestcomm_protocol::ServiceId) -> GcRequest {
-        GcRequest {
-            service,
-            call: Call::Exec(ExecRequest::default()),
-        }
-    }
-
-    /// The admission verdict alone.
-    async fn check(state: &State, vm: &VmRow, request: &GcRequest) -> Result<(), ErrorFrame> {
-        let record = audit::Record::default();
-        admit_request(
-            state,
-            &vm.name,
-            request.clone(),
-            &[],
-            record,
-            Instant::now(),
-        )
-        .await
-        .unwrap()
-        .passed
-    }
-
-    #[tokio::test]
-    async fn requests_pass_only_for_registered_enabled_services_and_errors_name_both() {
-        let mut store = Store::in_memory().unwrap();
-        let vm = store
-            .add_vm("web1", &"unix:///a".parse().unwrap(), None)
-            .unwrap();
-        let exec = BuiltinService::Exec.id();
-        let state = State::new(store);
-        assert!(check(&state, &vm, &request(exec)).await.is_ok());
-
-        let stranger = "0e0b6031-5213-4934-818b-38d90ced39db".parse().unwrap();
-        let err = check(&state, &vm, &request(stranger)).await.unwrap_err();
-        assert_eq!(err.code, ErrorCode::UnknownService);
-        assert!(
-            err.message.contains("0e0b6031") && err.message.contains("web1"),
-            "{}",
-            err.message
-        );
-
-        set(&state, exec, Policy::Disabled).await;
-        let err = check(&state, &vm, &request(exec)).await.unwrap_err();
-        assert_eq!(err.code, ErrorCode::ServiceDisabled);
-        assert!(err.message.contains("00004744"), "{}", err.message);
-
-        // Disabling the agent's own service closes every relayed request.
-        let agent = BuiltinService::Agent.id();
-        set(&state, exec, Policy::Deferred).await;
-        set(&state, agent, Policy::Disabled).await;
-        let err = check(&state, &vm, &request(exec)).await.unwrap_err();
-        assert_eq!(err.code, ErrorCode::ServiceDisabled);
-        assert!(err.message.contains("00004743"), "{}", err.message);
-        set(&state, agent, Policy::Deferred).await;
-        let err = check(&state, &vm, &request(exec)).await;
-        assert!(err.is_ok());
-        set(&state, exec, Policy::Disabled).await;
-        let err = check(&state, &vm, &request(exec)).await.unwrap_err();
-        assert_eq!(err.code, ErrorCode::ServiceDisabled);
-        assert!(
-            err.message.contains("00004744") && err.message.contains("web1"),
-            "{}",
-            err.message
-        );
     }
 }
