@@ -40,9 +40,11 @@ use tracing::{debug, Instrument};
 use crate::admission;
 use crate::audit;
 use crate::error::Error;
-use crate::relay::{acquire_relay, caller_of, copy_both_ways, require_upgrade_to, switching_to};
 use crate::state::State;
-use crate::tap::{Tap, TapStats};
+
+use super::copy::copy_both_ways;
+use super::tap::{Tap, TapStats};
+use super::upgrade::{acquire_relay, caller_of, require_upgrade_to, switching_to};
 
 /// The guest address of `port` behind a VM's agent endpoint.
 pub(crate) fn guest_address(endpoint: &Address, port: u32) -> Option<Address> {

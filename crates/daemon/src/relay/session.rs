@@ -5,7 +5,7 @@
 //! CLI                        guestcommd                         agent
 //!  | POST .../connect  ------> VM known? (404)                    |
 //!  |  Upgrade: guestcomm       connect + handshake --------------> |  (502 if unreachable;
-//!  |                           (or a warm spare, module spare)     |   spare refilled)
+//!  |                           (or a warm spare, module agent)     |   spare refilled)
 //!  | <------ 101 Switching Protocols                               |
 //!  | -- hello ---------------> | answered with the agent's         |
 //!  | <- welcome -------------- |   features and name               |
@@ -26,7 +26,6 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::body::Body;
 use axum::extract::{Path, Request, State as AxumState};
 use axum::response::Response;
 use futures::SinkExt;
@@ -34,26 +33,23 @@ use guestcomm_protocol::closing::linger;
 use guestcomm_protocol::handshake::{self, HandshakeError, ServerOffer, AUTH_NONE};
 use guestcomm_protocol::{Call, ErrorCode, ErrorFrame, Request as GcRequest};
 use guestcomm_protocol::{Control, Frame, FrameCodec, FramedConn};
-use hyper::header::{CONNECTION, UPGRADE};
-use hyper::StatusCode;
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::OwnedSemaphorePermit;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::codec::Framed;
 use tracing::{debug, info, warn, Instrument};
 
-use crate::access::Authorized;
-use crate::activity::Activity;
 use crate::admission::{self, Admitted};
 use crate::agent::{self, Agent};
 use crate::audit::{self, Outcome};
 use crate::cache::VmView;
 use crate::caller::Caller;
 use crate::error::Error;
-use crate::limits::{RELAY_BUFFER_BYTES, RELAY_BUFFER_START_BYTES};
 use crate::model::VmRow;
 use crate::state::State;
-use crate::tap::{Tap, TapStats};
+
+use super::copy::copy_both_ways;
+use super::tap::{Tap, TapStats};
+use super::upgrade::{acquire_relay, caller_of, require_upgrade, switching_protocols};
 
 /// The handler: checks the VM, reaches its agent, then upgrades.
 pub(crate) async fn connect(
@@ -86,14 +82,6 @@ pub(crate) async fn connect(
     switching_protocols()
 }
 
-/// The caller [`authorize`](crate::http) identified.
-pub(crate) fn caller_of(req: &Request) -> Caller {
-    req.extensions()
-        .get::<Authorized>()
-        .map(|a| a.caller)
-        .unwrap_or_default()
-}
-
 /// The audit record of a relayed request: its operation and arguments.
 fn audit_record(caller: Caller, vm: &VmRow, request: &GcRequest) -> audit::Record {
     let (operation, arguments) = match &request.call {
@@ -118,59 +106,6 @@ fn audit_record(caller: Caller, vm: &VmRow, request: &GcRequest) -> audit::Recor
         record.environment = audit::environment(&exec.env);
     }
     record
-}
-
-/// Refuses a request that does not ask for the guestcomm upgrade.
-pub(crate) fn require_upgrade(req: &Request) -> Result<(), Error> {
-    require_upgrade_to(req, &[guestcomm_api::UPGRADE_PROTOCOL]).map(drop)
-}
-
-/// [`require_upgrade`] to one of `protocols`; returns the one asked for.
-pub(crate) fn require_upgrade_to(
-    req: &Request,
-    protocols: &[&'static str],
-) -> Result<&'static str, Error> {
-    let asked = req.headers().get(UPGRADE).and_then(|v| v.to_str().ok());
-    let chosen = asked.and_then(|v| {
-        protocols
-            .iter()
-            .find(|p| v.eq_ignore_ascii_case(p))
-            .copied()
-    });
-    if let Some(protocol) = chosen {
-        Ok(protocol)
-    } else {
-        Err(Error::BadRequest(format!(
-            "this endpoint needs `Connection: Upgrade` and `Upgrade: {}`",
-            guestcomm_api::UPGRADE_PROTOCOL
-        )))
-    }
-}
-
-/// A relay slot, or 503 at [`MAX_RELAYS`](crate::limits::MAX_RELAYS).
-pub(crate) fn acquire_relay(state: &State, vm: &str) -> Result<OwnedSemaphorePermit, Error> {
-    state.relays.clone().try_acquire_owned().map_err(|_| {
-        warn!(vm, "relay limit reached, refusing a connection");
-        Error::Busy(format!(
-            "guestcommd is relaying its maximum of {} connections; retry later",
-            crate::limits::MAX_RELAYS
-        ))
-    })
-}
-
-/// The 101 answer that starts a relay.
-pub(crate) fn switching_protocols() -> Result<Response, Error> {
-    switching_to(guestcomm_api::UPGRADE_PROTOCOL)
-}
-
-/// The 101 answer to `protocol`.
-pub(crate) fn switching_to(protocol: &'static str) -> Result<Response, Error> {
-    Response::builder()
-        .status(StatusCode::SWITCHING_PROTOCOLS)
-        .header(CONNECTION, "upgrade")
-        .header(UPGRADE, protocol)
-        .body(Body::empty())
-        .map_err(|e| Error::Internal(e.to_string()))
 }
 
 /// Handshake with the CLI, policy check of its request, then the byte
@@ -331,92 +266,4 @@ where
     stats.saw(&agent.read_buf);
     let tapped = Tap::new(agent.io, stats.clone());
     copy_both_ways(client.io, &client.read_buf, tapped, &agent.read_buf, idle).await
-}
-
-/// The byte relay: `client_early` goes to the guest side and `guest_early`
-/// to the client before anything else; ends when the guest side closes (its
-/// last bytes flushed) or the client goes away, or with an error of kind
-/// `TimedOut` when no byte has moved either way for `idle`. Never
-/// half-closes.
-pub(crate) async fn copy_both_ways<C, G>(
-    client: C,
-    client_early: &[u8],
-    guest: G,
-    guest_early: &[u8],
-    idle: Option<Duration>,
-) -> std::io::Result<()>
-where
-    C: AsyncRead + AsyncWrite,
-    G: AsyncRead + AsyncWrite,
-{
-    let (client_read, mut client_write) = tokio::io::split(client);
-    let (guest_read, mut guest_write) = tokio::io::split(guest);
-    let activity = Activity::default();
-    let up = async {
-        guest_write.write_all(client_early).await?;
-        guest_write.flush().await?;
-        copy_growing(client_read, &mut guest_write, &activity).await
-    };
-    let down = async {
-        client_write.write_all(guest_early).await?;
-        client_write.flush().await?;
-        let n = copy_growing(guest_read, &mut client_write, &activity).await?;
-        client_write.flush().await?;
-        Ok::<u64, std::io::Error>(n)
-    };
-    tokio::select! {
-        r = down => r.map(drop),
-        r = up => r.map(drop),
-        stalled = activity.stalled(idle) => Err(stalled),
-    }
-}
-
-/// Copies `from` to `to` until the end of `from`, through a buffer that
-/// starts at [`RELAY_BUFFER_START_BYTES`] and doubles while reads fill it,
-/// up to [`RELAY_BUFFER_BYTES`]: an exec of `true` moves a few hundred
-/// bytes and should not pay for zeroing a bulk copy's buffer.
-async fn copy_growing<R, W>(mut from: R, to: &mut W, activity: &Activity) -> std::io::Result<u64>
-where
-    R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin,
-{
-    let mut buf = vec![0; RELAY_BUFFER_START_BYTES];
-    let mut total = 0u64;
-    loop {
-        let n = from.read(&mut buf).await?;
-        if n == 0 {
-            return Ok(total);
-        }
-        activity.touch();
-        to.write_all(&buf[..n]).await?;
-        activity.touch();
-        total += n as u64;
-        if n == buf.len() && buf.len() < RELAY_BUFFER_BYTES {
-            buf.resize((buf.len() * 2).min(RELAY_BUFFER_BYTES), 0);
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn the_growing_relay_buffer_loses_and_reorders_nothing() {
-        let data: Vec<u8> = (0..3 * RELAY_BUFFER_BYTES + 17)
-            .map(|i| (i % 251) as u8)
-            .collect();
-        let (mut feed, from) = tokio::io::duplex(64 * 1024);
-        let sent = data.clone();
-        let writer = tokio::spawn(async move {
-            feed.write_all(&sent).await.unwrap();
-        });
-        let mut out = Vec::new();
-        let n = copy_growing(from, &mut out, &Activity::default())
-            .await
-            .unwrap();
-        writer.await.unwrap();
-        assert_eq!(n as usize, data.len());
-        assert_eq!(out, data);
-    }
 }

@@ -43,10 +43,11 @@ use crate::limits::{
 };
 use crate::model::VmRow;
 use crate::model::{effective_on, Policy};
-use crate::relay::copy_both_ways;
 use crate::state::State;
 use crate::store::{Store, StoreError};
-use crate::tap::{Tap, TapStats};
+
+use super::copy::copy_both_ways;
+use super::tap::{Tap, TapStats};
 
 /// One listener the daemon should have.
 #[derive(Clone, Debug, PartialEq)]
