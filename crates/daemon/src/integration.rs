@@ -32,34 +32,13 @@ use guestcomm_transport::Stream;
 use serde::Deserialize;
 use tracing::{info, warn};
 
+use crate::admission;
+use crate::agent;
 use crate::error::Error;
 use crate::limits::{DEFAULT_TIME_SAMPLES, MAX_TIME_SAMPLES, PERIODIC_SYNC_TOLERANCE_NS};
 use crate::model::VmRow;
-use crate::relay::admit_api;
 use crate::state::State;
 use crate::store::{KvpDeliveryState, StoreError};
-
-/// Checks that `service` (and the agent's own service) may reach `vm`.
-pub(crate) async fn admit_service(
-    state: &State,
-    vm: &VmRow,
-    service: BuiltinService,
-) -> Result<(), Error> {
-    for id in [BuiltinService::Agent.id(), service.id()] {
-        admit_api(state, vm, id).await?;
-    }
-    Ok(())
-}
-
-/// A session with the VM's agent.
-pub(crate) async fn session(vm: &VmRow) -> Result<Session<Stream>, Error> {
-    guestcomm_client::connect_with(&vm.endpoint, crate::DAEMON_NAME, vm.psk.as_ref())
-        .await
-        .map_err(|source| Error::Agent {
-            vm: vm.name.clone(),
-            source,
-        })
-}
 
 /// The VM named `name`, admitted for `service`, and a session with its agent.
 async fn open(
@@ -68,8 +47,8 @@ async fn open(
     service: BuiltinService,
 ) -> Result<(VmRow, Session<Stream>), Error> {
     let vm = state.db(move |s| s.vm(&name)).await?;
-    admit_service(state, &vm, service).await?;
-    let session = session(&vm).await?;
+    admission::integration(state, &vm, service).await?;
+    let session = agent::connect(&vm).await?;
     Ok((vm, session))
 }
 
@@ -132,7 +111,7 @@ async fn time_report(
         )));
     }
     let vm = state.db(move |s| s.vm(&name)).await?;
-    admit_service(state, &vm, BuiltinService::Time).await?;
+    admission::integration(state, &vm, BuiltinService::Time).await?;
     if sync {
         ops::sync_time(time_session(&vm), samples).await
     } else {
@@ -171,7 +150,7 @@ type SampleSession<'a> = std::pin::Pin<
 
 /// Opens one session per time sample.
 fn time_session<'a>(vm: &'a VmRow) -> impl FnMut() -> SampleSession<'a> + 'a {
-    move || Box::pin(async move { session(vm).await.map_err(TimeFailure::Session) })
+    move || Box::pin(async move { agent::connect(vm).await.map_err(TimeFailure::Session) })
 }
 
 /// Steps `vm`'s clock if it is off by more than the tolerance (or the
@@ -226,12 +205,12 @@ pub(crate) async fn kvp_list(
 ) -> Result<Json<KvpEntries>, Error> {
     let pool = parse_pool(&pool)?;
     let vm = state.db(move |s| s.vm(&name)).await?;
-    admit_service(&state, &vm, BuiltinService::KeyValue).await?;
+    admission::integration(&state, &vm, BuiltinService::KeyValue).await?;
     if pool == KvpPool::External {
         let id = vm.id;
         return Ok(Json(state.db(move |s| s.kvp_entries(id)).await?));
     }
-    let entries = ops::kvp_list(session(&vm).await?, pool)
+    let entries = ops::kvp_list(agent::connect(&vm).await?, pool)
         .await
         .map_err(|e| call_error(&vm, e))?;
     Ok(Json(entries))
@@ -245,7 +224,7 @@ pub(crate) async fn kvp_get(
     let pool = parse_pool(&pool)?;
     check_key(&key).map_err(StoreError::from)?;
     let vm = state.db(move |s| s.vm(&name)).await?;
-    admit_service(&state, &vm, BuiltinService::KeyValue).await?;
+    admission::integration(&state, &vm, BuiltinService::KeyValue).await?;
     let value = if pool == KvpPool::External {
         let id = vm.id;
         let mut entries = state.db(move |s| s.kvp_entries(id)).await?;
@@ -256,7 +235,7 @@ pub(crate) async fn kvp_get(
             })
         })?
     } else {
-        ops::kvp_get(session(&vm).await?, pool, &key)
+        ops::kvp_get(agent::connect(&vm).await?, pool, &key)
             .await
             .map_err(|e| call_error(&vm, e))?
     };
@@ -309,7 +288,7 @@ pub(crate) async fn kvp_put(
     check_key(&key).map_err(StoreError::from)?;
     check_value(&value).map_err(StoreError::from)?;
     let vm = state.db(move |s| s.vm(&name)).await?;
-    admit_service(&state, &vm, BuiltinService::KeyValue).await?;
+    admission::integration(&state, &vm, BuiltinService::KeyValue).await?;
     let id = vm.id;
     state.db(move |s| s.kvp_set(id, &key, &value)).await?;
     Ok(Json(deliver(&state, &vm).await))
@@ -324,7 +303,7 @@ pub(crate) async fn kvp_delete(
     host_writes(pool)?;
     check_key(&key).map_err(StoreError::from)?;
     let vm = state.db(move |s| s.vm(&name)).await?;
-    admit_service(&state, &vm, BuiltinService::KeyValue).await?;
+    admission::integration(&state, &vm, BuiltinService::KeyValue).await?;
     let id = vm.id;
     state.db(move |s| s.kvp_delete(id, &key)).await?;
     Ok(Json(deliver(&state, &vm).await))
@@ -333,7 +312,7 @@ pub(crate) async fn kvp_delete(
 /// Sends the VM's whole external pool to its agent, if the key-value
 /// service is enabled there, and records the delivery.
 pub(crate) async fn push_kvp(state: &State, vm: &VmRow) -> Result<(), String> {
-    admit_service(state, vm, BuiltinService::KeyValue)
+    admission::integration(state, vm, BuiltinService::KeyValue)
         .await
         .map_err(|e| error_chain(&e))?;
     let id = vm.id;
@@ -341,7 +320,7 @@ pub(crate) async fn push_kvp(state: &State, vm: &VmRow) -> Result<(), String> {
         .db(move |s| s.kvp_entries(id))
         .await
         .map_err(|e| error_chain(&e))?;
-    let session = session(vm).await.map_err(|e| error_chain(&e))?;
+    let session = agent::connect(vm).await.map_err(|e| error_chain(&e))?;
     ops::kvp_change(
         session,
         Call::KvpReplace {

@@ -7,12 +7,13 @@
 //! ```text
 //! http/  wbem/                    front ends: decode, call, encode (HTTP, CIM-XML)
 //! tasks/                          health monitor, time sync, audit pruning
-//! ops/  integration  relay  broker  guest  policy_doc
-//!                                 operations, relayed sessions, host policy
+//! ops/  relay/  integration  policy_doc
+//!                                 operations, relays to and from guests, policy documents
+//! admission  agent                may this request pass; the one way to reach an agent
 //! state  cache  audit  refusals  copy_jobs  access
 //!                                 shared state, audit records, role tables
 //! store/                          SQLite (and the audit hash chain)
-//! error  model  limits  caller  config  policy  health  spare  tap ...
+//! error  model  limits  caller  config  policy  health  spare ...
 //!                                 leaves
 //! ```
 //!
@@ -23,15 +24,15 @@
 
 mod access;
 mod activity;
+mod admission;
+mod agent;
 mod agent_calls;
 mod audit;
-mod broker;
 mod cache;
 mod caller;
 pub mod config;
 mod copy_jobs;
 mod error;
-mod guest;
 mod health;
 mod http;
 mod integration;
@@ -45,7 +46,6 @@ mod relay;
 mod spare;
 mod state;
 mod store;
-mod tap;
 mod tasks;
 mod wbem;
 
@@ -264,7 +264,7 @@ impl Daemon {
         let time_sync = config.time_sync_interval.map(|interval| {
             tokio::spawn(tasks::time_sync::time_sync_loop(state.clone(), interval))
         });
-        let listeners = tokio::spawn(guest::reconcile(state.clone()));
+        let listeners = tokio::spawn(relay::reconcile_guest_listeners(state.clone()));
         let pruner = tokio::spawn(tasks::audit_prune::prune_task(
             state.clone(),
             config.file.audit,

@@ -12,6 +12,7 @@
 //! one idle connection for a few seconds.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -109,9 +110,13 @@ impl Spares {
         Some(spare.session)
     }
 
-    /// Makes `vm`'s next spare in the background, unless one exists, one
-    /// is being made, or [`MAX_SPARES`] are open.
-    pub(crate) fn refill(self: &Arc<Self>, vm: VmRow, client_name: &'static str) {
+    /// Makes `vm`'s next spare in the background with `connect` (module
+    /// `agent`), unless one exists, one is being made, or [`MAX_SPARES`]
+    /// are open.
+    pub(crate) fn refill<F>(self: &Arc<Self>, vm: VmRow, connect: F)
+    where
+        F: Future<Output = Option<Session<Stream>>> + Send + 'static,
+    {
         if !self.enabled {
             return;
         }
@@ -127,9 +132,7 @@ impl Spares {
         }
         let spares = Arc::clone(self);
         tokio::spawn(async move {
-            let made = guestcomm_client::connect_with(&vm.endpoint, client_name, vm.psk.as_ref())
-                .await
-                .ok();
+            let made = connect.await;
             let generation = {
                 let mut inner = spares.lock();
                 inner.filling.remove(&vm.name);
@@ -240,6 +243,18 @@ mod tests {
         }
     }
 
+    /// What module `agent` does: a spare made by connecting to `vm`'s
+    /// endpoint (here the stand-in's).
+    fn refill(spares: &Arc<Spares>, vm: VmRow) {
+        let endpoint = vm.endpoint.clone();
+        let made = async move {
+            guestcomm_client::connect_with(&endpoint, "test", None)
+                .await
+                .ok()
+        };
+        spares.refill(vm, made);
+    }
+
     async fn until(what: &str, mut ready: impl FnMut() -> bool) {
         for _ in 0..500 {
             if ready() {
@@ -256,13 +271,13 @@ mod tests {
         let spares = Arc::new(Spares::default());
         let web1 = vm(&agent.endpoint);
         assert!(spares.take(&web1).is_none(), "nothing before a refill");
-        spares.refill(web1.clone(), "test");
+        refill(&spares, web1.clone());
         until("the spare", || spares.len() == 1).await;
         assert_eq!(agent.handshakes.load(Ordering::SeqCst), 1);
         assert!(spares.take(&web1).is_some());
         assert!(spares.take(&web1).is_none(), "a spare is used once");
 
-        spares.refill(web1.clone(), "test");
+        refill(&spares, web1.clone());
         until("the second spare", || spares.len() == 1).await;
         let moved = vm("unix:///elsewhere.sock");
         assert!(spares.take(&moved).is_none(), "made for another endpoint");
@@ -274,7 +289,7 @@ mod tests {
         let agent = FakeAgent::start();
         let spares = Arc::new(Spares::default());
         let web1 = vm(&agent.endpoint);
-        spares.refill(web1.clone(), "test");
+        refill(&spares, web1.clone());
         until("the spare", || spares.len() == 1).await;
         agent.hang_up.notify_waiters();
         until("the hang-up", || agent.hung_up.load(Ordering::SeqCst) == 1).await;
@@ -285,7 +300,7 @@ mod tests {
     async fn disabled_spares_are_never_made() {
         let agent = FakeAgent::start();
         let spares = Arc::new(Spares::disabled());
-        spares.refill(vm(&agent.endpoint), "test");
+        refill(&spares, vm(&agent.endpoint));
         tokio::time::sleep(Duration::from_millis(100)).await;
         assert!(spares.is_empty());
         assert_eq!(agent.handshakes.load(Ordering::SeqCst), 0);
@@ -296,11 +311,11 @@ mod tests {
         let agent = FakeAgent::start();
         let spares = Arc::new(Spares::with_max_age(Duration::from_millis(100)));
         let web1 = vm(&agent.endpoint);
-        spares.refill(web1.clone(), "test");
+        refill(&spares, web1.clone());
         until("the spare", || spares.len() == 1).await;
         until("its expiry", || spares.is_empty()).await;
 
-        spares.refill(vm("unix:///nonexistent/agent.sock"), "test");
+        refill(&spares, vm("unix:///nonexistent/agent.sock"));
         until("the failed refill to be forgotten", || {
             spares.lock().filling.is_empty()
         })

@@ -121,7 +121,7 @@ pub(crate) async fn authorize(
     // unless the route's handler checks that itself (one store call).
     if rule.role == Operator && rule.method != Method::GET && !rule.checks_read_only {
         if let Some(vm) = record.vm.clone() {
-            if let Err(err) = crate::policy_doc::require_writable(&state, vm).await {
+            if let Err(err) = crate::admission::writable(&state, vm).await {
                 return refuse(&state, caller, record, err, started).await;
             }
         }

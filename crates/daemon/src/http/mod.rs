@@ -141,7 +141,7 @@ pub(crate) fn router(state: Arc<State>) -> Router {
         )
         .route(
             "/v1/vms/{name}/services/{id}/connect",
-            post(crate::broker::connect),
+            post(crate::relay::connect_service),
         )
         .route(
             "/v1/vms/{name}/services/{id}/{method}",

@@ -9,7 +9,8 @@ use guestcomm_protocol::error_chain;
 use guestcomm_protocol::BuiltinService;
 use tracing::{info, warn};
 
-use crate::integration::{admit_service, sync_if_off};
+use crate::admission;
+use crate::integration::sync_if_off;
 use crate::limits::PERIODIC_SYNC_TIMEOUT_MS;
 use crate::state::State;
 use crate::tasks::health::Rounds;
@@ -24,7 +25,7 @@ pub(crate) async fn time_sync_loop(state: Arc<State>, interval: Duration) {
         let vms = rounds.next(&state).await;
         for vm in vms {
             if state.health.get(vm.id).status != HealthStatus::Ok
-                || admit_service(&state, &vm, BuiltinService::Time)
+                || admission::integration(&state, &vm, BuiltinService::Time)
                     .await
                     .is_err()
             {

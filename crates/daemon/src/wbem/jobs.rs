@@ -193,20 +193,20 @@ async fn copy_all(
         shown: 0,
     };
     for f in files {
-        let session = crate::integration::session(vm)
+        let session = crate::agent::connect(vm)
             .await
             .map_err(|e| error_chain(&e))?;
         // The host policy's prefixes travel with the request, for the
         // agent to keep the path beneath them (or the copy is refused).
-        let view = state.vm_view(&vm.name).await.map_err(|e| error_chain(&e))?;
         let mut request = f.request.clone();
-        request.host_prefixes = crate::policy_doc::relayed_prefixes(
-            view.document.as_ref(),
+        request.host_prefixes = crate::admission::copy_prefixes(
+            state,
             vm,
             Direction::ToGuest,
             &session.welcome.features,
         )
-        .map_err(|frame| frame.message)?;
+        .await
+        .map_err(|e| error_chain(&e))?;
         let idle = guestcomm_client::DEFAULT_COPY_IDLE_TIMEOUT;
         guestcomm_client::copy_to_guest(session.conn, &f.source, request, idle, &mut progress)
             .await

@@ -19,7 +19,7 @@ use guestcomm_cim::xml::request::{parse_embedded_instance, Call, CallKind, Param
 use guestcomm_cim::xml::response::MethodReturn;
 use guestcomm_cim::{CimError, CimStatus, CimType, Repository};
 use guestcomm_protocol::files::CopyToGuest;
-use guestcomm_protocol::{BuiltinService, ServiceId};
+use guestcomm_protocol::ServiceId;
 
 use super::jobs::{self, CopyFile};
 use super::objects::{vm_of, Snapshot, INTERFACE};
@@ -205,7 +205,9 @@ async fn run(
             let vm =
                 vm.ok_or_else(|| CimError::new(CimStatus::NotFound, "the instance's VM is gone"))?;
             let files = copy_files(call)?;
-            admit_copy(state, &vm, &files).await?;
+            crate::admission::copy_to_guest(state, &vm, files.iter().map(|f| &f.request))
+                .await
+                .map_err(|e| cim_error(&e))?;
             let job = jobs::start(state, vm, files, auth.caller)?;
             Ok(MethodReturn {
                 value: CimValue::Uint(JOB_STARTED),
@@ -316,34 +318,4 @@ fn copy_files(call: &Call) -> Result<Vec<CopyFile>, CimError> {
             })
         })
         .collect()
-}
-
-/// The checks `guestcomm cp` passes through the relay: the agent's and the
-/// files service enabled on the VM, then the VM's host policy for each file.
-async fn admit_copy(
-    state: &Arc<State>,
-    vm: &crate::model::VmRow,
-    files: &[CopyFile],
-) -> Result<(), CimError> {
-    for id in [BuiltinService::Agent.id(), BuiltinService::Files.id()] {
-        crate::relay::admit_api(state, vm, id)
-            .await
-            .map_err(|e| cim_error(&e))?;
-    }
-    let view = state
-        .vm_view(&vm.name)
-        .await
-        .map_err(|e| cim_error(&e.into()))?;
-    let mut verdict = None;
-    for f in files {
-        let mut call = guestcomm_protocol::message::Call::CopyToGuest(f.request.clone());
-        if let Err(frame) = crate::policy_doc::check_with(view.document.as_ref(), vm, &mut call) {
-            verdict = Some(frame.message);
-            break;
-        }
-    }
-    match verdict {
-        Some(reason) => Err(CimError::new(CimStatus::AccessDenied, reason)),
-        None => Ok(()),
-    }
 }

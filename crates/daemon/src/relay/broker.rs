@@ -37,13 +37,14 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_util::codec::Framed;
 use tracing::{debug, Instrument};
 
+use crate::admission;
 use crate::audit;
 use crate::error::Error;
-use crate::relay::{
-    acquire_relay, admit_api, caller_of, copy_both_ways, require_upgrade_to, switching_to,
-};
 use crate::state::State;
-use crate::tap::{Tap, TapStats};
+
+use super::copy::copy_both_ways;
+use super::tap::{Tap, TapStats};
+use super::upgrade::{acquire_relay, caller_of, require_upgrade_to, switching_to};
 
 /// The guest address of `port` behind a VM's agent endpoint.
 pub(crate) fn guest_address(endpoint: &Address, port: u32) -> Option<Address> {
@@ -67,7 +68,7 @@ pub(crate) async fn connect(
     let caller = caller_of(&req);
     let id: ServiceId = id.parse().map_err(|e| Error::BadRequest(error_chain(&e)))?;
     let vm = state.db(move |s| s.vm(&name)).await?;
-    admit_api(&state, &vm, id).await?;
+    admission::service(&state, &vm, id).await?;
     let Some(port) = id.vsock_port() else {
         return Err(Error::BadRequest(format!(
             "service {id} has no vsock port: only GUIDs of the form PPPPPPPP-facb-11e6-bd58-64006a7986d3 can be reached in a Linux guest"

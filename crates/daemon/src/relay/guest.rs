@@ -35,6 +35,7 @@ use tokio::task::JoinHandle;
 use tracing::{debug, info, warn, Instrument};
 use uuid::Uuid;
 
+use crate::admission;
 use crate::audit::{self, Outcome};
 use crate::caller::Caller;
 use crate::limits::{
@@ -42,10 +43,11 @@ use crate::limits::{
 };
 use crate::model::VmRow;
 use crate::model::{effective_on, Policy};
-use crate::relay::{admit, copy_both_ways};
 use crate::state::State;
 use crate::store::{Store, StoreError};
-use crate::tap::{Tap, TapStats};
+
+use super::copy::copy_both_ways;
+use super::tap::{Tap, TapStats};
 
 /// One listener the daemon should have.
 #[derive(Clone, Debug, PartialEq)]
@@ -275,7 +277,7 @@ async fn accept_loop(state: Arc<State>, listener: Listener, spec: Spec, budget: 
             async move {
                 let started = Instant::now();
                 // The listener may be about to close: check again.
-                if let Err(refusal) = admit(&state, &spec.vm, spec.service).await {
+                if let Err(refusal) = admission::verdict(&state, &spec.vm, spec.service).await {
                     let error = refusal.message(spec.service, &spec.vm.name);
                     info!(error = %error, "guest connection refused");
                     audit::finish(&mut record, Outcome::Refused, Some(error), started);
