@@ -24,15 +24,16 @@ use std::path::{Path, PathBuf};
 
 use base64::Engine;
 use guestcomm_protocol::auth::{
-    load_credentials, parse_credentials, CredentialsError, Psk, MAX_CREDENTIALS_FILE_BYTES,
+    load_credentials, parse_credentials, CredentialsError, Psk, CREDENTIAL_NAME, FW_CFG_CREDENTIAL,
+    MAX_CREDENTIALS_FILE_BYTES, SMBIOS_CREDENTIAL_BINARY, SMBIOS_CREDENTIAL_TEXT,
 };
 
-/// The credential's name, in every place.
-pub(crate) const CREDENTIAL_NAME: &str = "guestcomm.key";
 /// Where the kernel shows QEMU's firmware configuration entries.
 pub(crate) const FW_CFG_ROOT: &str = "/sys/firmware/qemu_fw_cfg";
 /// The entry's path below [`FW_CFG_ROOT`] (QEMU: `-fw_cfg name=opt/io.systemd.credentials/guestcomm.key,file=...`).
-pub(crate) const FW_CFG_ENTRY: &str = "by_name/opt/io.systemd.credentials/guestcomm.key/raw";
+fn fw_cfg_entry() -> String {
+    format!("by_name/{FW_CFG_CREDENTIAL}/raw")
+}
 /// Where the kernel shows the SMBIOS structures.
 pub(crate) const DMI_ENTRIES: &str = "/sys/firmware/dmi/entries";
 /// Most bytes read of one SMBIOS structure (a structure and its strings).
@@ -125,7 +126,7 @@ pub fn find(option: Option<&Path>, places: &Places) -> Result<Option<(Psk, Sourc
                 .map_err(|e| unusable(&source, e));
         }
     }
-    let entry = places.fw_cfg.join(FW_CFG_ENTRY);
+    let entry = places.fw_cfg.join(fw_cfg_entry());
     if entry.exists() {
         let source = Source::FwCfg(entry.clone());
         return load_credentials(&entry)
@@ -192,8 +193,6 @@ fn read_bounded(path: &Path) -> std::io::Result<Vec<u8>> {
 /// a header (type, length, handle, count) of `length` bytes, then
 /// NUL-terminated strings ending with an empty one.
 fn credential_in(structure: &[u8], raw: &Path) -> Result<Option<String>, FindError> {
-    const TEXT: &str = "io.systemd.credential:guestcomm.key=";
-    const BINARY: &str = "io.systemd.credential.binary:guestcomm.key=";
     let (Some(&11), Some(&length)) = (structure.first(), structure.get(1)) else {
         return Ok(None);
     };
@@ -204,10 +203,10 @@ fn credential_in(structure: &[u8], raw: &Path) -> Result<Option<String>, FindErr
         let Ok(string) = std::str::from_utf8(string) else {
             continue;
         };
-        if let Some(text) = string.strip_prefix(TEXT) {
+        if let Some(text) = string.strip_prefix(SMBIOS_CREDENTIAL_TEXT) {
             return Ok(Some(text.to_string()));
         }
-        if let Some(encoded) = string.strip_prefix(BINARY) {
+        if let Some(encoded) = string.strip_prefix(SMBIOS_CREDENTIAL_BINARY) {
             let decoded = base64::engine::general_purpose::STANDARD
                 .decode(encoded.trim())
                 .ok()
@@ -286,7 +285,7 @@ mod tests {
         );
 
         let (fw_key, text) = key_text(root.path(), "k2");
-        let entry = p.fw_cfg.join(FW_CFG_ENTRY);
+        let entry = p.fw_cfg.join(fw_cfg_entry());
         put(&entry, text.as_bytes(), 0o400);
         let (psk, source) = find(None, &p).unwrap().unwrap();
         assert_eq!(
@@ -320,7 +319,7 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         let p = places(root.path());
         let (_, text) = key_text(root.path(), "k");
-        put(&p.fw_cfg.join(FW_CFG_ENTRY), text.as_bytes(), 0o400);
+        put(&p.fw_cfg.join(fw_cfg_entry()), text.as_bytes(), 0o400);
         let credential = root.path().join("creds").join(CREDENTIAL_NAME);
         put(&credential, text.as_bytes(), 0o644);
         let err = find(None, &p).unwrap_err();

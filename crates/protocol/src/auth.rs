@@ -323,15 +323,19 @@ pub fn write_credentials(path: &Path, psk: &Psk) -> Result<(), CredentialsError>
         path: path.display().to_string(),
         source,
     };
-    let text = credentials_text(psk);
+    write_private_file(path, credentials_text(psk).as_bytes()).map_err(io)
+}
+
+/// Writes `bytes` to a new file with mode 0600 (a key in any form); an
+/// existing file is an error, never overwritten.
+pub fn write_private_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let mut out = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
-        .open(path)
-        .map_err(io)?;
-    out.write_all(text.as_bytes()).map_err(io)?;
-    out.sync_all().map_err(io)
+        .open(path)?;
+    out.write_all(bytes)?;
+    out.sync_all()
 }
 
 #[cfg(test)]

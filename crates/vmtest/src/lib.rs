@@ -28,7 +28,6 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use base64::Engine;
 use guestcomm_protocol::auth::{load_credentials, CredentialsError, Psk};
 use guestcomm_protocol::service::AGENT_VSOCK_PORT;
 use guestcomm_transport::hybrid::HybridError;
@@ -164,8 +163,8 @@ pub enum KeyDelivery {
     /// `-fw_cfg name=opt/io.systemd.credentials/guestcomm.key,file=...`.
     #[default]
     FwCfg,
-    /// An SMBIOS type 11 OEM string,
-    /// `-smbios type=11,value=io.systemd.credential.binary:guestcomm.key=BASE64`.
+    /// An SMBIOS type 11 OEM string read from a file,
+    /// `-smbios type=11,path=...` (`io.systemd.credential.binary:guestcomm.key=BASE64`).
     Smbios,
 }
 
@@ -280,19 +279,24 @@ impl Vm {
                 "memory-backend-memfd,id=mem,size={memory},share=on"
             ))
             .args(["-numa", "node,memdev=mem"]);
-        match spec.key_delivery {
-            KeyDelivery::FwCfg => qemu_cmd.arg("-fw_cfg").arg(format!(
-                "name=opt/io.systemd.credentials/guestcomm.key,file={}",
-                identity.display()
-            )),
+        // The options `guestcomm vm credentials --qemu-args` prints, from
+        // the same library: a VM test boots a guest with exactly them.
+        let delivery = match spec.key_delivery {
+            KeyDelivery::FwCfg => guestcomm_client::provision::qemu_fw_cfg(&identity),
             KeyDelivery::Smbios => {
-                let text = std::fs::read(&identity).map_err(io_error("read the VM's key"))?;
-                let encoded = base64::engine::general_purpose::STANDARD.encode(text);
-                qemu_cmd.arg("-smbios").arg(format!(
-                    "type=11,value=io.systemd.credential.binary:guestcomm.key={encoded}"
-                ))
+                let psk = guestcomm_protocol::auth::load_credentials(&identity)
+                    .map_err(|e| io_error("read the VM's key")(std::io::Error::other(e)))?;
+                let oem = dir.path().join("smbios-oem.txt");
+                guestcomm_protocol::auth::write_private_file(
+                    &oem,
+                    guestcomm_client::provision::smbios_oem_string(&psk).as_bytes(),
+                )
+                .map_err(io_error("write the SMBIOS OEM string"))?;
+                guestcomm_client::provision::qemu_smbios_file(&oem)
             }
-        };
+        }
+        .map_err(|e| io_error("form the key's QEMU options")(std::io::Error::other(e)))?;
+        qemu_cmd.args(&delivery);
         if let (Some(mkfs), Some(mib)) = (mkfs, spec.disk_mib) {
             // An ext4 disk (/dev/vda in the guest): a filesystem that can freeze.
             let disk = dir.path().join("disk.img");

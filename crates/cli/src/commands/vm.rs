@@ -6,7 +6,7 @@ use anyhow::Context as _;
 use clap::{Args, Subcommand};
 use guestcomm_api::Method;
 use guestcomm_api::{AddVm, Credentials, NewCredentials, UpdateVm, Vm};
-use guestcomm_protocol::auth::{load_credentials, write_credentials, Psk};
+use guestcomm_protocol::auth::{load_credentials, Psk};
 use guestcomm_protocol::text::Escaped;
 use guestcomm_transport::Address;
 
@@ -47,15 +47,18 @@ pub(crate) enum VmCommand {
         #[arg(long, group = "key")]
         no_credentials: bool,
     },
-    /// Write the guest side of a VM's key, for `guestcomm-agent --credentials`
-    /// (place it in the guest with cloud-init, a config drive or the image).
-    Credentials {
-        /// The VM.
-        name: String,
-        /// Where to write it (mode 0600; an existing file is not overwritten).
-        #[arg(long, value_name = "PATH")]
-        guest_file: std::path::PathBuf,
-    },
+    /// Deliver a VM's key to its guest: write it to a file, or print what
+    /// to add to the VM's definition so that the guest finds it at boot as
+    /// the systemd credential guestcomm.key (the agent looks there itself).
+    ///
+    /// Examples:
+    ///   guestcomm vm credentials web1 --guest-file /root/web1.key
+    ///   guestcomm vm credentials web1 --qemu-args --guest-file /var/lib/guestcomm/keys/web1.key
+    ///   guestcomm vm credentials web1 --qemu-args --smbios --guest-file /var/lib/guestcomm/keys/web1.oem
+    ///   guestcomm vm credentials web1 --libvirt-xml --guest-file /var/lib/libvirt/qemu/web1.key
+    ///   guestcomm vm credentials web1 --cloud-init > user-data
+    #[command(verbatim_doc_comment)]
+    Credentials(CredentialsArgs),
     /// List the VMs.
     #[command(alias = "ls")]
     List {
@@ -100,6 +103,42 @@ impl VmCommand {
     }
 }
 
+/// `vm credentials`: where a VM's key goes.
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("form").args(["qemu_args", "libvirt_xml", "cloud_init", "kernel_cmdline"])))]
+pub(crate) struct CredentialsArgs {
+    /// The VM.
+    name: String,
+    /// Write the key to this new file (mode 0600; an existing file is not
+    /// overwritten): alone, for `guestcomm-agent --credentials`; with
+    /// --qemu-args or --libvirt-xml, the file QEMU reads (its user must be
+    /// able to read it).
+    #[arg(long, value_name = "PATH")]
+    guest_file: Option<std::path::PathBuf>,
+    /// Print the QEMU options that deliver the key: a firmware configuration
+    /// entry read from --guest-file; with --smbios an SMBIOS type 11 string
+    /// (from --guest-file, or else on QEMU's command line itself, which every
+    /// host user can read).
+    #[arg(long)]
+    qemu_args: bool,
+    /// Print the libvirt domain XML that delivers the key: a firmware
+    /// configuration entry read from --guest-file; with --smbios an SMBIOS
+    /// type 11 string inside the XML.
+    #[arg(long)]
+    libvirt_xml: bool,
+    /// Print a cloud-init document (user data) that writes the key into
+    /// the guest's credential store, for clouds without fw_cfg or SMBIOS.
+    #[arg(long)]
+    cloud_init: bool,
+    /// Refused: every user in the guest can read the kernel command line.
+    #[arg(long)]
+    kernel_cmdline: bool,
+    /// With --qemu-args or --libvirt-xml: SMBIOS type 11 instead of fw_cfg
+    /// (machines without fw_cfg).
+    #[arg(long)]
+    smbios: bool,
+}
+
 /// Enabled or disabled.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub(crate) enum Switch {
@@ -114,9 +153,7 @@ pub(crate) async fn run(args: VmArgs, ctx: &Context) -> Result<ExitCode, Failure
     let key = new_key(&args.command).map_err(|e| Failure::failed(&e))?;
     let client = ctx.api()?;
     Ok(match args.command {
-        VmCommand::Credentials { name, guest_file } => {
-            return write_guest_credentials(ctx, &name, &guest_file).await
-        }
+        VmCommand::Credentials(args) => return deliver_credentials(ctx, args).await,
         VmCommand::Add { name, endpoint, .. } => {
             api::vm_path(&name)?;
             let body = AddVm {
@@ -219,23 +256,165 @@ fn new_key(command: &VmCommand) -> anyhow::Result<NewCredentials> {
     })
 }
 
-/// `vm credentials NAME --guest-file PATH`.
-async fn write_guest_credentials(
-    ctx: &Context,
-    name: &str,
-    file: &std::path::Path,
-) -> Result<ExitCode, Failure> {
+/// What `vm credentials` prints, and the file it writes first, if any.
+struct Delivery {
+    /// The file and its content.
+    file: Option<(std::path::PathBuf, Vec<u8>)>,
+    /// What goes to stdout.
+    printed: Option<String>,
+    /// A caution for stderr.
+    caution: Option<&'static str>,
+}
+
+/// The delivery `args` ask for, refused before anything is written when
+/// the arguments do not fit together.
+fn delivery(args: &CredentialsArgs, psk: &Psk) -> Result<Delivery, Failure> {
+    use guestcomm_client::provision;
+    use guestcomm_protocol::auth::credentials_text;
+
+    if args.kernel_cmdline {
+        return Err(Failure::usage(provision::KERNEL_CMDLINE_REFUSAL.into()));
+    }
+    if args.smbios && !(args.qemu_args || args.libvirt_xml) {
+        return Err(Failure::usage(
+            "--smbios goes with --qemu-args or --libvirt-xml".into(),
+        ));
+    }
+    let absolute = |path: &std::path::Path| {
+        std::path::absolute(path)
+            .with_context(|| format!("cannot make {} absolute", path.display()))
+            .map_err(|e| Failure::failed(&e))
+    };
+    let provisioning = |e: provision::ProvisionError| Failure::usage(e.to_string());
+    let needs_file = |what: &str| {
+        Failure::usage(format!(
+            "{what} reads the key from a file on the host: give --guest-file PATH \
+             (a new file, readable by QEMU's user), or use --smbios"
+        ))
+    };
+    let credentials = || credentials_text(psk).into_bytes();
+    let no_file = |what: &str| {
+        if args.guest_file.is_some() {
+            Err(Failure::usage(format!(
+                "{what} carries the key itself: drop --guest-file"
+            )))
+        } else {
+            Ok(())
+        }
+    };
+    let plain = |printed: String, file: Option<(std::path::PathBuf, Vec<u8>)>| Delivery {
+        file,
+        printed: Some(printed),
+        caution: None,
+    };
+    Ok(match (args.qemu_args, args.libvirt_xml, args.cloud_init, args.smbios) {
+        (true, _, _, false) => {
+            let path = absolute(args.guest_file.as_deref().ok_or_else(|| needs_file("fw_cfg"))?)?;
+            let printed = provision::qemu_fw_cfg(&path).map_err(provisioning)?.join(" ");
+            plain(printed, Some((path, credentials())))
+        }
+        (true, _, _, true) => match &args.guest_file {
+            Some(path) => {
+                let path = absolute(path)?;
+                let printed = provision::qemu_smbios_file(&path).map_err(provisioning)?.join(" ");
+                plain(printed, Some((path, provision::smbios_oem_string(psk).into_bytes())))
+            }
+            None => Delivery {
+                file: None,
+                printed: Some(provision::qemu_smbios_inline(psk).join(" ")),
+                caution: Some(
+                    "the key is on QEMU's command line, which every user of this host can read \
+                     (ps); with --guest-file PATH QEMU reads it from a file instead",
+                ),
+            },
+        },
+        (_, true, _, false) => {
+            let path = absolute(args.guest_file.as_deref().ok_or_else(|| needs_file("fw_cfg"))?)?;
+            let printed = provision::libvirt_fw_cfg(&path).map_err(provisioning)?;
+            plain(printed, Some((path, credentials())))
+        }
+        (_, true, _, true) => {
+            no_file("libvirt's SMBIOS OEM string")?;
+            Delivery {
+                file: None,
+                printed: Some(provision::libvirt_smbios(psk)),
+                caution: Some(
+                    "the key is in the domain's XML, which every libvirt client allowed to read \
+                     this domain can see; fw_cfg (without --smbios) keeps it in a root-only file",
+                ),
+            }
+        }
+        (_, _, true, _) => {
+            no_file("the cloud-init document")?;
+            Delivery {
+                file: None,
+                printed: Some(provision::cloud_init(psk)),
+                caution: Some(
+                    "cloud user data is often readable by every process in the guest (the \
+                     metadata service); prefer --qemu-args or --libvirt-xml where the \
+                     hypervisor has fw_cfg or SMBIOS",
+                ),
+            }
+        }
+        (false, false, false, _) => match &args.guest_file {
+            Some(path) => Delivery {
+                file: Some((path.clone(), credentials())),
+                printed: None,
+                caution: None,
+            },
+            None => {
+                return Err(Failure::usage(
+                    "say where the key goes: --guest-file PATH (for the agent's --credentials), \
+                     --qemu-args, --libvirt-xml or --cloud-init"
+                        .into(),
+                ))
+            }
+        },
+    })
+}
+
+/// `vm credentials NAME ...`: fetches the key, writes the file the form
+/// needs, then prints the form.
+async fn deliver_credentials(ctx: &Context, args: CredentialsArgs) -> Result<ExitCode, Failure> {
+    // Refuse arguments that do not fit before asking the daemon for the key
+    // (the form is rendered with a placeholder and thrown away).
+    let placeholder = Psk::from_hex(&"00".repeat(32))
+        .context("the placeholder key")
+        .map_err(|e| Failure::failed(&e))?;
+    delivery(&args, &placeholder)?;
     let client = ctx.api()?;
+    let name = &args.name;
     let creds: Credentials = client
         .get(&format!("{}/credentials", api::vm_path(name)?))
         .await?;
-    Psk::from_hex(&creds.key)
+    let psk = Psk::from_hex(&creds.key)
         .context("guestcommd sent an invalid key")
-        .and_then(|psk| write_credentials(file, &psk).context("failed to write the guest file"))
         .map_err(|e| Failure::failed(&e))?;
-    eprintln!(
-        "wrote VM {name}'s key to {}: start the agent in the guest with --credentials pointing at it",
-        file.display()
-    );
+    let delivery = delivery(&args, &psk)?;
+    if let Some((path, bytes)) = &delivery.file {
+        guestcomm_protocol::auth::write_private_file(path, bytes)
+            .with_context(|| format!("failed to write the guest file {}", path.display()))
+            .map_err(|e| Failure::failed(&e))?;
+        if delivery.printed.is_some() {
+            eprintln!(
+                "wrote VM {name}'s key to {} (mode 0600): QEMU's user must be able to read it",
+                path.display()
+            );
+        } else {
+            eprintln!(
+                "wrote VM {name}'s key to {}: start the agent in the guest with --credentials pointing at it",
+                path.display()
+            );
+        }
+    }
+    if let Some(caution) = delivery.caution {
+        eprintln!("note: {caution}");
+    }
+    if let Some(printed) = delivery.printed {
+        print!("{printed}");
+        if !printed.ends_with('\n') {
+            println!();
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }
