@@ -290,6 +290,15 @@ fn hyper_v_scripts_walk_each_vms_devices_read_guest_pairs_and_shut_the_guest_dow
     }
     let out = w.script("wbem_components.py", &["errors", "web1", "gone"]);
     assert!(out.contains("errors ok"), "{out}");
+    // A read-only VM (host policy) refuses it: Access Denied.
+    let policy = |text: &str| {
+        let out = d.run_with_stdin(&["policy", "set", "web1", "-"], text.as_bytes().to_vec());
+        assert!(out.status.success(), "{out:?}");
+    };
+    policy("read_only = true\n");
+    let out = w.script("wbem_components.py", &["shutdown", "web1", "false", "x"]);
+    assert_eq!(out.trim(), "32769");
+    policy("");
     let audit = w.daemon.audit_settled(&["--vm", "gone"]);
     assert!(
         audit.iter().any(|r| r["operation"] == "wbem.invoke"

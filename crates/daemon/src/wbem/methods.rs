@@ -269,8 +269,8 @@ fn string(call: &Call, name: &str) -> Result<String, CimError> {
 }
 
 /// InitiateShutdown and InitiateReboot: the JSON API's shutdown (`POST
-/// /v1/vms/{name}/shutdown`, with its checks and audit-free call to the
-/// agent), in one of the VM's agent-call slots as over HTTP. 0 when the
+/// /v1/vms/{name}/shutdown`, with its checks), after the read-only check
+/// and in one of the VM's agent-call slots, as `http/authorize` gives them. 0 when the
 /// guest acknowledged (what, in the record's arguments); a failure is Hyper-V's code for it
 /// ([`return_code`]), its reason in the `wbem.invoke` record.
 async fn shutdown(
@@ -280,6 +280,7 @@ async fn shutdown(
     record: &mut audit::Record,
 ) -> Result<MethodReturn, CimError> {
     let result = async {
+        crate::policy_doc::require_writable(state, vm.clone()).await?;
         let _slot = state.agent_calls.take(&vm)?;
         crate::integration::shutdown(
             AxumState(state.clone()),
