@@ -463,6 +463,61 @@ pub(crate) fn vm_of<'a>(snapshot: &'a Snapshot, name: &InstanceName) -> Option<&
 mod tests {
     use super::*;
 
+    fn service(class: &str, vm: &str, guid: &str) -> Instance {
+        Instance {
+            class: class.into(),
+            properties: vec![
+                key("SystemCreationClassName", COMPUTER_SYSTEM),
+                key("SystemName", vm),
+                key("CreationClassName", class),
+                key("Name", guid),
+            ],
+        }
+    }
+
+    #[test]
+    fn an_answer_holds_one_object_per_service_and_vm() {
+        let repo = Repository::builtin().unwrap();
+        let kvp = "00004746-facb-11e6-bd58-64006a7986d3";
+        let exec = "00004744-facb-11e6-bd58-64006a7986d3";
+        let items = vec![
+            service(COMMUNICATION_SERVICE, "vm-a", kvp),
+            service(COMMUNICATION_SERVICE, "vm-a", exec),
+            service(COMMUNICATION_SERVICE, "vm-b", kvp),
+            service("Guestcomm_KvpExchangeService", "vm-a", kvp),
+        ];
+        let kept: Vec<(String, String)> = one_per_service(&repo, items)
+            .iter()
+            .map(|i| {
+                (
+                    i.class.clone(),
+                    i.get("SystemName").unwrap().text().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            kept,
+            [
+                (COMMUNICATION_SERVICE.to_string(), "vm-a".to_string()),
+                (COMMUNICATION_SERVICE.to_string(), "vm-b".to_string()),
+                (
+                    "Guestcomm_KvpExchangeService".to_string(),
+                    "vm-a".to_string()
+                ),
+            ],
+            "vm-a's kvp only as its own class; exec and vm-b's kvp kept"
+        );
+    }
+
+    #[test]
+    fn the_vm_of_a_name_is_its_own_name_or_its_system_name() {
+        let repo = Repository::builtin().unwrap();
+        let vm = InstanceName::new(COMPUTER_SYSTEM, vec![key("Name", "vm-a")]);
+        assert_eq!(vm_id_of(&repo, &vm), Some("vm-a"));
+        let device = service(COMMUNICATION_SERVICE, "vm-b", "x").path(&repo);
+        assert_eq!(vm_id_of(&repo, &device), Some("vm-b"));
+    }
+
     #[test]
     fn api_objects_become_instances_typed_by_their_class() {
         let repo = Repository::builtin().unwrap();
