@@ -63,16 +63,20 @@ pub(crate) struct Device {
     pub(crate) service: Option<BuiltinService>,
 }
 
+/// The Guest Service Interface, the device the guest services are
+/// registered on (Msvm_RegisteredGuestService).
+pub(crate) const INTERFACE_DEVICE: Device = Device {
+    class: INTERFACE,
+    guid: "34d14be3-dee4-41c8-9ae7-6b174977c192",
+    caption: "Guest Service Interface",
+    description: "Microsoft Guest Service Interface",
+    element_name: "Guest Service Interface",
+    service: None,
+};
+
 /// Every device of a VM.
 pub(crate) const DEVICES: [Device; 6] = [
-    Device {
-        class: INTERFACE,
-        guid: "34d14be3-dee4-41c8-9ae7-6b174977c192",
-        caption: "Guest Service Interface",
-        description: "Microsoft Guest Service Interface",
-        element_name: "Guest Service Interface",
-        service: None,
-    },
+    INTERFACE_DEVICE,
     Device {
         class: "Msvm_HeartbeatComponent",
         guid: "57164f39-9115-4e78-ab55-382f3bd5422d",

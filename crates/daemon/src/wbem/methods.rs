@@ -270,9 +270,10 @@ fn string(call: &Call, name: &str) -> Result<String, CimError> {
 
 /// InitiateShutdown and InitiateReboot: the JSON API's shutdown (`POST
 /// /v1/vms/{name}/shutdown`, with its checks), after the read-only check
-/// and in one of the VM's agent-call slots, as `http/authorize` gives them. 0 when the
-/// guest acknowledged (what, in the record's arguments); a failure is Hyper-V's code for it
-/// ([`return_code`]), its reason in the `wbem.invoke` record.
+/// and in one of the VM's agent-call slots, as `http/authorize` gives
+/// them. 0 when the guest acknowledged (what, in the record's arguments);
+/// a failure is Hyper-V's code for it ([`return_code`]), its reason in the
+/// `wbem.invoke` record.
 async fn shutdown(
     state: &Arc<State>,
     vm: String,

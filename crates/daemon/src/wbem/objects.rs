@@ -258,7 +258,7 @@ impl Snapshot {
             .map(|s| {
                 let antecedent = InstanceName::new(
                     INTERFACE,
-                    components::device_keys(&components::DEVICES[0], &s.system_name),
+                    components::device_keys(&components::INTERFACE_DEVICE, &s.system_name),
                 );
                 let dependent = from_api(repo, s).path(repo);
                 Instance {
