@@ -91,6 +91,13 @@ def devices(conn, vm_name, gone_name):
     cls = conn.GetClass("Msvm_KvpExchangeComponent", LocalOnly=False, IncludeQualifiers=True)
     items = cls.properties["GuestExchangeItems"]
     assert items.is_array and items.qualifiers["EmbeddedInstance"].value == "Msvm_KvpExchangeDataItem"
+    assoc = conn.GetClass("Msvm_SystemDevice", LocalOnly=False, IncludeQualifiers=True)
+    assert assoc.qualifiers["Association"].value and assoc.qualifiers["Aggregation"].value
+    assert assoc.properties["GroupComponent"].reference_class == "CIM_System", assoc.properties
+    assert assoc.properties["PartComponent"].reference_class == "CIM_LogicalDevice"
+    heartbeat_cls = conn.GetClass("Msvm_HeartbeatComponent", LocalOnly=False)
+    assert heartbeat_cls.superclass == "CIM_LogicalDevice"
+    assert heartbeat_cls.properties["Caption"].value == "Heartbeat", heartbeat_cls.properties["Caption"]
     shutdown_cls = conn.GetClass("Msvm_ShutdownComponent", LocalOnly=False)
     assert set(shutdown_cls.methods["InitiateShutdown"].parameters) == {"Force", "Reason"}
     assert "InitiateReboot" in shutdown_cls.methods
