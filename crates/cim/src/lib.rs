@@ -641,7 +641,10 @@ mod tests {
             .iter()
             .map(|c| c.name.as_str())
             .collect();
-        assert_eq!(roots, ["CIM_ManagedElement", "CIM_Dependency"]);
+        assert_eq!(
+            roots,
+            ["CIM_ManagedElement", "CIM_Dependency", "CIM_Component"]
+        );
     }
 
     #[test]

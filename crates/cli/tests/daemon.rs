@@ -241,13 +241,7 @@ fn a_disabled_builtin_service_is_refused_with_a_clear_error() {
 #[test]
 fn unknown_vm_and_unreachable_agent_fail_with_125_and_one_line() {
     let d = Daemon::start("off");
-    d.ok(&[
-        "vm",
-        "add",
-        "dead",
-        "--endpoint",
-        "unix:///nonexistent/agent.sock",
-    ]);
+    d.add_unreachable_vm("dead");
     for (vm, expected) in [
         ("nosuch", "no VM named \"nosuch\""),
         ("dead", "cannot reach the agent of VM dead"),

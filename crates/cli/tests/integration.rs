@@ -218,14 +218,7 @@ fn kvp_round_trips_both_ways_through_the_daemon_across_restarts() {
 #[test]
 fn shutdown_is_acknowledged_then_runs_the_injected_command() {
     let d = Daemon::start("off");
-    let record = d.dir.path().join("shutdown-args");
-    let script = d.dir.path().join("fake-shutdown");
-    std::fs::write(
-        &script,
-        format!("#!/bin/sh\necho \"$@\" > {}\n", record.display()),
-    )
-    .unwrap();
-    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let (script, record) = util::fake_shutdown_command(d.dir.path());
     let _agent = d.agent_vm_with("web1", &["--shutdown-command", script.to_str().unwrap()]);
     let out = d.ok(&["shutdown", "web1", "--reboot", "--reason", "kernel update"]);
     assert!(out.contains("reboot (graceful)"), "{out}");
@@ -235,13 +228,7 @@ fn shutdown_is_acknowledged_then_runs_the_injected_command() {
         "the shutdown command did not run"
     );
 
-    d.ok(&[
-        "vm",
-        "add",
-        "gone",
-        "--endpoint",
-        "unix:///nonexistent/agent.sock",
-    ]);
+    d.add_unreachable_vm("gone");
     let out = d.run(&["shutdown", "gone"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot reach the agent of VM gone"));

@@ -371,14 +371,7 @@ fn bad_input_gets_qemu_gas_errors_and_both_protocols_keep_serving() {
 #[test]
 fn guest_shutdown_answers_nothing_and_runs_the_shutdown() {
     let dir = tempfile::tempdir().unwrap();
-    let marker = dir.path().join("shutdown-args");
-    let script = dir.path().join("shutdown.sh");
-    std::fs::write(
-        &script,
-        format!("#!/bin/sh\necho \"$@\" > {}\n", marker.display()),
-    )
-    .unwrap();
-    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let (script, marker) = util::fake_shutdown_command(dir.path());
     let (_agent, socket) = qga_agent(
         dir.path(),
         &["--shutdown-command", script.to_str().unwrap()],

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use util::daemon::Daemon;
-use util::{wait_until, STARTUP_DEADLINE};
+use util::{kvp_socket_of, wait_until, STARTUP_DEADLINE};
 
 const EXEC_GUID: &str = "00004744-facb-11e6-bd58-64006a7986d3";
 
@@ -49,25 +49,30 @@ fn free_port() -> u16 {
 /// VM web1 on it.
 struct Wbem {
     daemon: Daemon,
-    _agent: util::daemon::AgentAt,
+    agent: Option<util::daemon::AgentAt>,
     url: String,
 }
 
 impl Wbem {
     fn start(role: &str) -> Self {
+        Self::start_with(role, "off", &[])
+    }
+
+    /// Same, with the health monitor's interval and agent arguments.
+    fn start_with(role: &str, heartbeat: &str, agent_args: &[&str]) -> Self {
         let port = free_port();
         let wbem = format!("tcp://127.0.0.1:{port}");
-        let daemon = Daemon::start_with("off", &["--wbem", &wbem, "--wbem-role", role]);
+        let daemon = Daemon::start_with(heartbeat, &["--wbem", &wbem, "--wbem-role", role]);
         assert!(
             wait_until(STARTUP_DEADLINE, || {
                 std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
             }),
             "the WBEM listener did not start"
         );
-        let (agent, _) = daemon.agent_vm("web1");
+        let (agent, _) = daemon.agent_vm_with("web1", agent_args);
         Self {
             daemon,
-            _agent: agent,
+            agent: Some(agent),
             url: format!("http://127.0.0.1:{port}"),
         }
     }
@@ -208,6 +213,111 @@ fn a_viewer_on_the_wbem_port_reads_but_cannot_change_anything() {
     assert!(w
         .script("wbem_errors.py", &["web1", "viewer"])
         .contains("errors ok"));
+}
+
+/// OperationalStatus[0] and StatusDescriptions[0] of VM `vm`'s heartbeat
+/// component, through `guestcomm cim` on the API socket.
+fn heartbeat_status(d: &Daemon, vm: &str) -> (serde_json::Value, serde_json::Value) {
+    let id = d.json(&["vm", "show", vm])["id"].clone();
+    let all = d.json(&["cim", "enumerate", "Msvm_HeartbeatComponent"]);
+    let mine = all
+        .as_array()
+        .expect("an array of instances")
+        .iter()
+        .find(|c| c["properties"]["SystemName"] == id)
+        .expect("the VM's heartbeat component")
+        .clone();
+    let p = &mine["properties"];
+    (
+        p["OperationalStatus"][0].clone(),
+        p["StatusDescriptions"][0].clone(),
+    )
+}
+
+#[test]
+fn hyper_v_scripts_walk_each_vms_devices_read_guest_pairs_and_shut_the_guest_down() {
+    if !have_pywbem("integration_components") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (script, record) = util::fake_shutdown_command(dir.path());
+    let mut w = Wbem::start_with(
+        "admin",
+        "200ms",
+        &["--shutdown-command", script.to_str().unwrap()],
+    );
+    let d = &w.daemon;
+    d.add_unreachable_vm("gone");
+    // A guest program publishes a pair in the guest pool.
+    let socket = d.dir.path().join("agent.sock");
+    let out = Command::new(util::bin("guestcomm-agent"))
+        .arg("kvp")
+        .arg("--socket")
+        .arg(kvp_socket_of(&socket))
+        .args(["set", "build", "42"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        wait_until(STARTUP_DEADLINE, || heartbeat_status(d, "web1").0 == 2),
+        "web1's heartbeat never became OK"
+    );
+
+    let out = w.script("wbem_components.py", &["devices", "web1", "gone"]);
+    assert!(out.contains("devices ok"), "{out}");
+    // InitiateShutdown and InitiateReboot reach the guest's shutdown program.
+    for (method, force, reason, ran) in [
+        (
+            "shutdown",
+            "false",
+            "wbem test",
+            "poweroff graceful wbem test\n",
+        ),
+        (
+            "reboot",
+            "true",
+            "kernel update",
+            "reboot force kernel update\n",
+        ),
+    ] {
+        let out = w.script("wbem_components.py", &[method, "web1", force, reason]);
+        assert_eq!(out.trim(), "0", "{method}");
+        assert!(
+            wait_until(STARTUP_DEADLINE, || std::fs::read_to_string(&record)
+                .is_ok_and(|t| t == ran)),
+            "{method}: the guest's program did not run with {ran:?}"
+        );
+    }
+    let out = w.script("wbem_components.py", &["errors", "web1", "gone"]);
+    assert!(out.contains("errors ok"), "{out}");
+    // A read-only VM (host policy) refuses it: Access Denied.
+    let policy = |text: &str| {
+        let out = d.run_with_stdin(&["policy", "set", "web1", "-"], text.as_bytes().to_vec());
+        assert!(out.status.success(), "{out:?}");
+    };
+    policy("read_only = true\n");
+    let out = w.script("wbem_components.py", &["shutdown", "web1", "false", "x"]);
+    assert_eq!(out.trim(), "32769");
+    policy("");
+    let audit = w.daemon.audit_settled(&["--vm", "gone"]);
+    assert!(
+        audit.iter().any(|r| r["operation"] == "wbem.invoke"
+            && r["outcome"] == "failed"
+            && r["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("cannot reach the agent of VM gone"))),
+        "{audit:#?}"
+    );
+
+    // The agent goes away: the heartbeat says Lost Communication.
+    drop(w.agent.take());
+    let d = &w.daemon;
+    assert!(
+        wait_until(STARTUP_DEADLINE, || heartbeat_status(d, "web1")
+            == (13.into(), "Lost Communication".into())),
+        "web1's heartbeat never became Lost Communication: {:?}",
+        heartbeat_status(d, "web1")
+    );
 }
 
 #[test]

@@ -169,6 +169,16 @@ pub const MAX_WBEM_DRAIN_BYTES: usize = 16 * 1024 * 1024;
 /// Longest time spent dropping a refused WBEM request's body, in ms.
 pub const WBEM_DRAIN_TIMEOUT_MS: u64 = 5_000;
 
+/// How long a WBEM read waits for a VM's agent to list its guest and
+/// intrinsic key-value pools (Msvm_KvpExchangeComponent's item arrays):
+/// below the 3 s health probe, so an agent that stopped answering since its
+/// last probe costs an enumeration at most this, and the arrays are NULL.
+pub const WBEM_KVP_READ_TIMEOUT_MS: u64 = 2_000;
+
+/// VMs whose key-value pools one WBEM read lists at once (each takes one of
+/// its VM's [`MAX_AGENT_CALLS_PER_VM`] slots).
+pub const MAX_WBEM_KVP_READS_AT_ONCE: usize = 16;
+
 /// Most problems one audit log verification lists (`GET /v1/audit/verify`);
 /// beyond, they are counted.
 pub const MAX_AUDIT_VERIFY_PROBLEMS: usize = 100;

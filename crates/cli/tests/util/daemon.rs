@@ -175,6 +175,18 @@ impl Daemon {
         (agent, endpoint)
     }
 
+    /// Adds VM `name` whose agent nobody can reach (its socket's directory
+    /// does not exist).
+    pub fn add_unreachable_vm(&self, name: &str) {
+        self.ok(&[
+            "vm",
+            "add",
+            name,
+            "--endpoint",
+            "unix:///nonexistent/agent.sock",
+        ]);
+    }
+
     /// Adds VM `name` on `<dir>/<name>.sock` with a new key, writes the
     /// guest side of the key to `<dir>/<name>.guest.key` (returned) and
     /// starts the agent there with it.

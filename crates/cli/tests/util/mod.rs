@@ -71,6 +71,22 @@ pub fn spawn_agent_logging(socket: &Path, extra: &[&str], level: &str, log: Stdi
     child
 }
 
+/// A stand-in for the guest's shutdown program in `dir`, for an agent's
+/// `--shutdown-command`: it writes its arguments (`ACTION MODE REASON`) to
+/// the returned record file. Returns (program, record).
+pub fn fake_shutdown_command(dir: &Path) -> (PathBuf, PathBuf) {
+    let record = dir.join("shutdown-args");
+    let script = dir.join("fake-shutdown");
+    std::fs::write(
+        &script,
+        format!("#!/bin/sh\necho \"$@\" > {}\n", record.display()),
+    )
+    .expect("write the fake shutdown program");
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("make the fake shutdown program executable");
+    (script, record)
+}
+
 /// Where [`spawn_agent`] puts the local key-value socket of the agent on `socket`.
 pub fn kvp_socket_of(socket: &Path) -> PathBuf {
     socket.with_extension("kvp.sock")

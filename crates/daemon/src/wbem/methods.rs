@@ -1,7 +1,9 @@
 //! InvokeMethod (extrinsic methods): RequestStateChange, StartService and
 //! StopService of the guest services (the JSON API's functions, so both
-//! behave alike), RequestStateChange of a VM's interface component, and
-//! Msvm_GuestFileService.CopyFilesToGuest (a job, module `jobs`).
+//! behave alike), RequestStateChange of a VM's interface and integration
+//! components, Msvm_ShutdownComponent's InitiateShutdown and InitiateReboot
+//! (the JSON API's shutdown), and Msvm_GuestFileService.CopyFilesToGuest (a
+//! job, module `jobs`).
 //!
 //! ```text
 //! class known (CIM_ERR_INVALID_CLASS) -> method of the class (CIM_ERR_METHOD_NOT_FOUND)
@@ -13,7 +15,9 @@
 
 use std::sync::Arc;
 
-use guestcomm_api::Role;
+use axum::extract::{Path, State as AxumState};
+use axum::Json;
+use guestcomm_api::{Role, ShutdownRequest};
 use guestcomm_cim::value::{CimValue, InstanceName};
 use guestcomm_cim::xml::request::{parse_embedded_instance, Call, CallKind, ParamValue};
 use guestcomm_cim::xml::response::MethodReturn;
@@ -21,9 +25,10 @@ use guestcomm_cim::{CimError, CimStatus, CimType, Repository};
 use guestcomm_protocol::files::CopyToGuest;
 use guestcomm_protocol::ServiceId;
 
+use super::components::{self, INTERFACE};
 use super::jobs::{self, CopyFile};
-use super::objects::{vm_of, Snapshot, INTERFACE};
-use super::refusal::{cim_error, require};
+use super::objects::{vm_of, Snapshot};
+use super::refusal::{cim_error, require, return_code};
 use crate::access::Authorized;
 use crate::audit::{self, Outcome};
 use crate::limits::MAX_COPY_FILES_PER_CALL;
@@ -73,6 +78,8 @@ pub(super) async fn invoke(
     };
     let result = run(state, repo, auth, call, target, &mut record).await;
     let (outcome, error) = match &result {
+        // A method that returned a failure code says why in the record.
+        Ok(_) if record.error.is_some() => (Outcome::Failed, record.error.take()),
         Ok(_) => (Outcome::Ok, None),
         Err(e) if e.status == CimStatus::AccessDenied => (Outcome::Refused, Some(e.to_string())),
         Err(e) => (Outcome::Failed, Some(e.to_string())),
@@ -193,6 +200,14 @@ async fn run(
             if instance.class.eq_ignore_ascii_case(INTERFACE) {
                 return interface_state(state, vm_name()?, requested).await;
             }
+            // An integration component: the policy of its service on the VM.
+            if let Some(service) = components::device(&instance.class).and_then(|d| d.service) {
+                let code =
+                    crate::ops::services::change_state(state, vm_name()?, service.id(), requested)
+                        .await
+                        .map_err(|e| cim_error(&e))?;
+                return Ok(returned(code.into()));
+            }
             Ok(returned(NOT_SUPPORTED))
         }
         "StartService" | "StopService" => {
@@ -200,6 +215,14 @@ async fn run(
                 .await
                 .map_err(|e| cim_error(&e))?;
             Ok(returned(code.into()))
+        }
+        "InitiateShutdown" | "InitiateReboot" => {
+            let request = ShutdownRequest {
+                reboot: method.name == "InitiateReboot",
+                force: boolean(call, "Force")?,
+                reason: string(call, "Reason")?,
+            };
+            shutdown(state, vm_name()?, request, record).await
         }
         "CopyFilesToGuest" => {
             let vm =
@@ -223,6 +246,67 @@ async fn run(
             CimStatus::MethodNotAvailable,
             format!("{other} is not available on {}", instance.class),
         )),
+    }
+}
+
+/// Boolean input `name`: FALSE when absent or NULL.
+fn boolean(call: &Call, name: &str) -> Result<bool, CimError> {
+    match call.param(name).map(|p| &p.value) {
+        None | Some(ParamValue::Null) => Ok(false),
+        Some(ParamValue::Value(v)) if v.trim().eq_ignore_ascii_case("true") => Ok(true),
+        Some(ParamValue::Value(v)) if v.trim().eq_ignore_ascii_case("false") => Ok(false),
+        Some(other) => Err(invalid(format!(
+            "{name} must be a boolean (TRUE or FALSE), not {other:?}"
+        ))),
+    }
+}
+
+/// String input `name`: empty when absent or NULL.
+fn string(call: &Call, name: &str) -> Result<String, CimError> {
+    match call.param(name).map(|p| &p.value) {
+        None | Some(ParamValue::Null) => Ok(String::new()),
+        Some(ParamValue::Value(v)) => Ok(v.clone()),
+        Some(other) => Err(invalid(format!("{name} must be a string, not {other:?}"))),
+    }
+}
+
+/// InitiateShutdown and InitiateReboot: the JSON API's shutdown (`POST
+/// /v1/vms/{name}/shutdown`, with its checks), after the read-only check
+/// and in one of the VM's agent-call slots, as `http/authorize` gives
+/// them. 0 when the guest acknowledged (what, in the record's arguments);
+/// a failure is Hyper-V's code for it ([`return_code`]), its reason in the
+/// `wbem.invoke` record.
+async fn shutdown(
+    state: &Arc<State>,
+    vm: String,
+    request: ShutdownRequest,
+    record: &mut audit::Record,
+) -> Result<MethodReturn, CimError> {
+    let result = async {
+        crate::policy_doc::require_writable(state, vm.clone()).await?;
+        let _slot = state.agent_calls.take(&vm)?;
+        crate::integration::shutdown(
+            AxumState(state.clone()),
+            Path(vm.clone()),
+            Ok(Json(request)),
+        )
+        .await
+    }
+    .await;
+    match result {
+        Ok(Json(answer)) => {
+            record.arguments = audit::arguments(&format!(
+                "{}; acknowledged: {}",
+                record.arguments, answer.acknowledged
+            ));
+            Ok(returned(COMPLETED))
+        }
+        Err(e) => {
+            let reason = guestcomm_protocol::error_chain(&e);
+            tracing::info!(%vm, %reason, "WBEM shutdown failed");
+            record.error = Some(reason);
+            Ok(returned(return_code(e.kind()).into()))
+        }
     }
 }
 

@@ -9,7 +9,8 @@
 //!   -> guestcomm_cim::xml::request    not XML / not CIM-XML: 400 + CIMError header
 //!   -> namespace root/virtualization/v2, else CIM_ERR_INVALID_NAMESPACE
 //!   -> operations: classes from the repository, instances from the state
-//!      (objects), methods (methods), CopyFilesToGuest jobs (jobs)
+//!      (objects; each VM's devices: components), methods (methods),
+//!      CopyFilesToGuest jobs (jobs)
 //!   -> a CIM-XML answer, failures as ERROR with their CIM status
 //! ```
 //!
@@ -17,6 +18,7 @@
 //! RequestStateChange; CopyFilesToGuest reads host files as guestcommd).
 //! Methods are audited (`wbem.invoke`, and `cp.to_guest` for each job).
 
+mod components;
 pub(crate) mod jobs;
 mod methods;
 pub(crate) mod objects;

@@ -2,7 +2,9 @@
 //!
 //! ```text
 //! Msvm_ComputerSystem                  the host (Name = its host name) and each VM (Name = its id)
-//! Msvm_GuestServiceInterfaceComponent  one per VM (EnabledState: the VM's interface switch)
+//! Msvm_GuestServiceInterfaceComponent  each VM's devices (module components): the interface
+//! Msvm_*Component                      and the integration components, one of each per VM
+//! Msvm_SystemDevice                    each VM -> each of its devices
 //! Msvm_GuestCommunicationService       each registered service on each VM (ops::services::instances)
 //! Msvm_GuestFileService, Guestcomm_*   the built-in integration services as their own class
 //!                                      (policy::integration_instance)
@@ -14,13 +16,20 @@
 //!
 //! The service objects are those of the JSON API, turned into CIM values by
 //! the types of their class in the repository ([`from_api`]): one mapping.
+//! A built-in integration service is an Msvm_GuestCommunicationService and
+//! also an object of its own class; where an answer would hold both, it
+//! holds only the latter ([`one_per_service`]), so a query on
+//! Msvm_GuestService has one object per service and VM.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use guestcomm_api::{GuestCommunicationService, HealthStatus};
 use guestcomm_cim::value::{CimValue, Instance, InstanceName};
 use guestcomm_cim::{CimType, Repository};
+use uuid::Uuid;
 
+use super::components::{self, DeviceState, GuestItems, INTERFACE, KVP_COMPONENT, SYSTEM_DEVICE};
 use crate::error::Error;
 use crate::model::VmRow;
 use crate::policy::{self, cim_datetime};
@@ -28,16 +37,17 @@ use crate::state::State;
 
 /// Class of the VMs and the host.
 pub(crate) const COMPUTER_SYSTEM: &str = "Msvm_ComputerSystem";
-/// Class of each VM's guest service interface.
-pub(crate) const INTERFACE: &str = "Msvm_GuestServiceInterfaceComponent";
+/// Class of the guest services' common base.
+const GUEST_SERVICE: &str = "Msvm_GuestService";
+/// Class of every service on every VM.
+const COMMUNICATION_SERVICE: &str = "Msvm_GuestCommunicationService";
 /// The association of an interface and its services.
 pub(crate) const REGISTERED: &str = "Msvm_RegisteredGuestService";
 /// Setting data of each VM's interface.
 pub(crate) const INTERFACE_SETTINGS: &str = "Msvm_GuestServiceInterfaceComponentSettingData";
 /// Setting data of each service on each VM (its policy there).
 pub(crate) const SERVICE_SETTINGS: &str = "Msvm_GuestCommunicationServiceSettingData";
-/// DeviceID of every interface component (the key that tells it apart is
-/// its SystemName, the VM).
+/// The end of the InstanceID of each VM's interface setting data.
 const INTERFACE_DEVICE_ID: &str = "GuestServiceInterface";
 
 /// Everything the instances are made of, read once per operation.
@@ -50,6 +60,9 @@ pub(crate) struct Snapshot {
     pub(crate) services: Vec<GuestCommunicationService>,
     /// The jobs.
     pub(crate) jobs: Vec<Instance>,
+    /// The guest's key-value items of each VM, once read
+    /// ([`Snapshot::read_guest_items`]).
+    guest_items: HashMap<Uuid, GuestItems>,
 }
 
 impl Snapshot {
@@ -71,19 +84,98 @@ impl Snapshot {
             vms,
             services: crate::ops::services::instances(state, None).await?,
             jobs: super::jobs::instances(&state.wbem_jobs),
+            guest_items: HashMap::new(),
         })
     }
 
-    /// Every instance of `class` and its subclasses.
+    /// Reads the guest's key-value items from the agents (bounded: see
+    /// [`components::read_guest_items`]) of the VM whose id is `vm`, or of
+    /// all, when an answer about `class` may hold key-value components:
+    /// without this their item arrays are NULL.
+    pub(crate) async fn read_guest_items(
+        &mut self,
+        state: &Arc<State>,
+        repo: &Repository,
+        class: &str,
+        vm: Option<&str>,
+    ) {
+        if !repo.is_a(KVP_COMPONENT, class) {
+            return;
+        }
+        let vms = self
+            .vms
+            .iter()
+            .map(|(vm, _)| vm)
+            .filter(|v| vm.is_none_or(|id| v.id.to_string().eq_ignore_ascii_case(id)));
+        self.guest_items = components::read_guest_items(state, repo, vms).await;
+    }
+
+    /// Each device of the VM whose id is `vm` (or of every VM).
+    fn devices(&self, vm: Option<&str>) -> Vec<Instance> {
+        let mut out = Vec::new();
+        for (row, health) in self
+            .vms
+            .iter()
+            .filter(|(row, _)| vm.is_none_or(|id| row.id.to_string().eq_ignore_ascii_case(id)))
+        {
+            for device in &components::DEVICES {
+                let enabled = match device.service {
+                    None => interface_state(row),
+                    Some(service) => self.enabled_state(row, &service.id().to_string()),
+                };
+                let state = DeviceState {
+                    enabled,
+                    health: health.clone(),
+                    items: self.guest_items.get(&row.id),
+                };
+                out.push(components::instance(device, row, &state));
+            }
+        }
+        out
+    }
+
+    /// The effective state of service `guid` on `vm` (3 when unknown).
+    fn enabled_state(&self, vm: &VmRow, guid: &str) -> u16 {
+        let id = vm.id.to_string();
+        self.services
+            .iter()
+            .find(|s| s.system_name.eq_ignore_ascii_case(&id) && s.name.eq_ignore_ascii_case(guid))
+            .map_or(crate::model::DISABLED, |s| s.enabled_state)
+    }
+
+    /// Msvm_SystemDevice: each VM and each of its devices (of the VM `vm`,
+    /// or of all).
+    fn system_devices(&self, repo: &Repository, vm: Option<&str>) -> Vec<Instance> {
+        self.devices(vm)
+            .iter()
+            .filter_map(|d| {
+                let vm_id = d.get("SystemName").and_then(CimValue::text)?;
+                Some(components::system_device(repo, &vm_id, d))
+            })
+            .collect()
+    }
+
+    /// Every instance of `class` and its subclasses, one object per
+    /// service and VM ([`one_per_service`]).
     pub(crate) fn instances_of(&self, repo: &Repository, class: &str) -> Vec<Instance> {
+        one_per_service(repo, self.all_of(repo, class))
+    }
+
+    /// Every instance of `class` and its subclasses, a built-in
+    /// integration service both as Msvm_GuestCommunicationService and as
+    /// its own class where both are.
+    fn all_of(&self, repo: &Repository, class: &str) -> Vec<Instance> {
         let wants = |c: &str| repo.is_a(c, class);
         let mut out = Vec::new();
         if wants(COMPUTER_SYSTEM) {
             out.push(host_system(&self.host));
             out.extend(self.vms.iter().map(|(vm, status)| vm_system(vm, status)));
         }
-        if wants(INTERFACE) {
-            out.extend(self.vms.iter().map(|(vm, _)| interface(vm)));
+        if components::DEVICES.iter().any(|d| wants(d.class)) {
+            out.extend(self.devices(None).into_iter().filter(|d| wants(&d.class)));
+        }
+        if wants(SYSTEM_DEVICE) {
+            out.extend(self.system_devices(repo, None));
         }
         out.extend(
             self.guest_services(None)
@@ -106,29 +198,31 @@ impl Snapshot {
 
     /// The instance named `name`, if it exists.
     pub(crate) fn find(&self, repo: &Repository, name: &InstanceName) -> Option<Instance> {
-        self.instances_of(repo, &name.class)
+        self.all_of(repo, &name.class)
             .into_iter()
             .find(|i| i.path(repo).same(name))
     }
 
-    /// The associations that may involve `source` (those of its VM, by its
-    /// SystemName key), and the instances at their ends: per-VM work
-    /// whatever the number of VMs.
+    /// The associations that may involve `source` (those of its VM: the
+    /// VM itself, or what names it by its SystemName key), and the
+    /// instances at their ends: per-VM work whatever the number of VMs.
     pub(crate) fn links_of(
         &self,
         repo: &Repository,
         source: &InstanceName,
     ) -> (Vec<Instance>, Vec<Instance>) {
-        let Some(vm_id) = source.key_text("SystemName") else {
+        let Some(vm_id) = vm_id_of(repo, source) else {
             return (Vec::new(), Vec::new());
         };
-        let links = self.registrations(repo, Some(vm_id));
+        let mut links = self.registrations(repo, Some(vm_id));
+        links.extend(self.system_devices(repo, Some(vm_id)));
         let mut ends: Vec<Instance> = self
             .vms
             .iter()
             .filter(|(vm, _)| vm.id.to_string().eq_ignore_ascii_case(vm_id))
-            .map(|(vm, _)| interface(vm))
+            .map(|(vm, status)| vm_system(vm, status))
             .collect();
+        ends.extend(self.devices(Some(vm_id)));
         ends.extend(
             self.guest_services(Some(vm_id))
                 .iter()
@@ -162,7 +256,10 @@ impl Snapshot {
         self.guest_services(vm)
             .iter()
             .map(|s| {
-                let antecedent = InstanceName::new(INTERFACE, interface_keys(&s.system_name));
+                let antecedent = InstanceName::new(
+                    INTERFACE,
+                    components::device_keys(&components::INTERFACE_DEVICE, &s.system_name),
+                );
                 let dependent = from_api(repo, s).path(repo);
                 Instance {
                     class: REGISTERED.into(),
@@ -225,38 +322,12 @@ fn vm_system(vm: &VmRow, status: &HealthStatus) -> Instance {
     }
 }
 
-/// The keys of the interface component of the VM whose id is `vm_id`.
-fn interface_keys(vm_id: &str) -> Vec<(String, CimValue)> {
-    vec![
-        key("SystemCreationClassName", COMPUTER_SYSTEM),
-        key("SystemName", vm_id),
-        key("CreationClassName", INTERFACE),
-        key("DeviceID", INTERFACE_DEVICE_ID),
-    ]
-}
-
 /// The EnabledState of a VM's interface: 2 on, 3 off.
 fn interface_state(vm: &VmRow) -> u16 {
     if vm.interface_enabled {
         crate::model::ENABLED
     } else {
         crate::model::DISABLED
-    }
-}
-
-/// A VM's Msvm_GuestServiceInterfaceComponent.
-fn interface(vm: &VmRow) -> Instance {
-    let state = interface_state(vm);
-    let mut properties = interface_keys(&vm.id.to_string());
-    properties.extend([
-        ("ElementName".into(), text("Guest Service Interface")),
-        ("Caption".into(), text("Guest Service Interface")),
-        ("EnabledState".into(), CimValue::Uint(u64::from(state))),
-        ("RequestedState".into(), CimValue::Uint(u64::from(state))),
-    ]);
-    Instance {
-        class: INTERFACE.into(),
-        properties,
     }
 }
 
@@ -328,6 +399,56 @@ pub(crate) fn from_api(repo: &Repository, object: &GuestCommunicationService) ->
     Instance { class, properties }
 }
 
+/// The id of the VM `name` is or belongs to: the Name of an
+/// Msvm_ComputerSystem, else the SystemName key.
+pub(crate) fn vm_id_of<'a>(repo: &Repository, name: &'a InstanceName) -> Option<&'a str> {
+    if repo.is_a(&name.class, COMPUTER_SYSTEM) {
+        name.key_text("Name")
+    } else {
+        name.key_text("SystemName")
+    }
+}
+
+/// The (VM, service GUID) of a guest service object, or of the Dependent
+/// of an Msvm_RegisteredGuestService, and whether that object is the
+/// plain Msvm_GuestCommunicationService.
+fn service_of(repo: &Repository, item: &Instance) -> Option<((String, String), bool)> {
+    let name = if item.class.eq_ignore_ascii_case(REGISTERED) {
+        match item.get("Dependent") {
+            Some(CimValue::Reference(n)) => n.clone(),
+            _ => return None,
+        }
+    } else if repo.is_a(&item.class, GUEST_SERVICE) {
+        item.path(repo)
+    } else {
+        return None;
+    };
+    let key = (
+        name.key_text("SystemName")?.to_ascii_lowercase(),
+        name.key_text("Name")?.to_ascii_lowercase(),
+    );
+    Some((key, name.class.eq_ignore_ascii_case(COMMUNICATION_SERVICE)))
+}
+
+/// `items` with one object per service and VM: where a built-in
+/// integration service is there both as Msvm_GuestCommunicationService
+/// and as its own class (or so are two links to it), only the latter.
+pub(crate) fn one_per_service(repo: &Repository, items: Vec<Instance>) -> Vec<Instance> {
+    let own_class: HashSet<(String, String)> = items
+        .iter()
+        .filter_map(|i| service_of(repo, i))
+        .filter(|(_, plain)| !plain)
+        .map(|(key, _)| key)
+        .collect();
+    items
+        .into_iter()
+        .filter(|i| match service_of(repo, i) {
+            Some((key, true)) => !own_class.contains(&key),
+            _ => true,
+        })
+        .collect()
+}
+
 /// The VM named by an instance's `SystemName` key (a VM id), for methods.
 pub(crate) fn vm_of<'a>(snapshot: &'a Snapshot, name: &InstanceName) -> Option<&'a VmRow> {
     let id = name.key_text("SystemName")?;
@@ -341,6 +462,61 @@ pub(crate) fn vm_of<'a>(snapshot: &'a Snapshot, name: &InstanceName) -> Option<&
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn service(class: &str, vm: &str, guid: &str) -> Instance {
+        Instance {
+            class: class.into(),
+            properties: vec![
+                key("SystemCreationClassName", COMPUTER_SYSTEM),
+                key("SystemName", vm),
+                key("CreationClassName", class),
+                key("Name", guid),
+            ],
+        }
+    }
+
+    #[test]
+    fn an_answer_holds_one_object_per_service_and_vm() {
+        let repo = Repository::builtin().unwrap();
+        let kvp = "00004746-facb-11e6-bd58-64006a7986d3";
+        let exec = "00004744-facb-11e6-bd58-64006a7986d3";
+        let items = vec![
+            service(COMMUNICATION_SERVICE, "vm-a", kvp),
+            service(COMMUNICATION_SERVICE, "vm-a", exec),
+            service(COMMUNICATION_SERVICE, "vm-b", kvp),
+            service("Guestcomm_KvpExchangeService", "vm-a", kvp),
+        ];
+        let kept: Vec<(String, String)> = one_per_service(&repo, items)
+            .iter()
+            .map(|i| {
+                (
+                    i.class.clone(),
+                    i.get("SystemName").unwrap().text().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            kept,
+            [
+                (COMMUNICATION_SERVICE.to_string(), "vm-a".to_string()),
+                (COMMUNICATION_SERVICE.to_string(), "vm-b".to_string()),
+                (
+                    "Guestcomm_KvpExchangeService".to_string(),
+                    "vm-a".to_string()
+                ),
+            ],
+            "vm-a's kvp only as its own class; exec and vm-b's kvp kept"
+        );
+    }
+
+    #[test]
+    fn the_vm_of_a_name_is_its_own_name_or_its_system_name() {
+        let repo = Repository::builtin().unwrap();
+        let vm = InstanceName::new(COMPUTER_SYSTEM, vec![key("Name", "vm-a")]);
+        assert_eq!(vm_id_of(&repo, &vm), Some("vm-a"));
+        let device = service(COMMUNICATION_SERVICE, "vm-b", "x").path(&repo);
+        assert_eq!(vm_id_of(&repo, &device), Some("vm-b"));
+    }
 
     #[test]
     fn api_objects_become_instances_typed_by_their_class() {

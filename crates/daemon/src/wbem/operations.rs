@@ -12,7 +12,8 @@ use guestcomm_cim::xml::request::{Call, ParamValue};
 use guestcomm_cim::xml::response::{self as enc, Shape};
 use guestcomm_cim::{CimError, CimStatus, Repository, NAMESPACE};
 
-use super::objects::Snapshot;
+use super::components::KVP_COMPONENT;
+use super::objects::{one_per_service, vm_id_of, Snapshot};
 use super::refusal::cim_error;
 use crate::state::State;
 
@@ -174,7 +175,8 @@ pub(super) async fn run(
             let name = a.instance_name(repo, "InstanceName")?;
             let list = a.property_list()?;
             let shape = instance_shape(&a, list.as_deref())?;
-            let snapshot = Snapshot::read(state).await.map_err(|e| cim_error(&e))?;
+            let mut snapshot = Snapshot::read(state).await.map_err(|e| cim_error(&e))?;
+            snapshot.read_guest_items(state, repo, &name.class, vm_id_of(repo, name)).await;
             let found = snapshot.find(repo, name).ok_or_else(|| not_found(name))?;
             Ok(enc::instance(repo, &found, ns, &shape))
         }
@@ -186,7 +188,10 @@ pub(super) async fn run(
                 a.only(&["ClassName", "LocalOnly", "DeepInheritance", "IncludeQualifiers", "IncludeClassOrigin", "PropertyList"])?;
             }
             let class = a.required_class(repo, "ClassName")?;
-            let snapshot = Snapshot::read(state).await.map_err(|e| cim_error(&e))?;
+            let mut snapshot = Snapshot::read(state).await.map_err(|e| cim_error(&e))?;
+            if !names_only {
+                snapshot.read_guest_items(state, repo, class, None).await;
+            }
             let found = snapshot.instances_of(repo, class);
             if names_only {
                 return Ok(join(found.iter().map(|i| enc::instance_name(&i.path(repo), ns)).collect()));
@@ -229,7 +234,8 @@ pub(super) async fn run(
                     .map(|q| q.cim_type.clone())
             };
             query.check(&type_of).map_err(bad)?;
-            let snapshot = Snapshot::read(state).await.map_err(|e| cim_error(&e))?;
+            let mut snapshot = Snapshot::read(state).await.map_err(|e| cim_error(&e))?;
+            snapshot.read_guest_items(state, repo, &class.name, None).await;
             let shape = Shape {
                 property_list: query.properties.as_deref(),
                 ..Shape::default()
@@ -302,7 +308,13 @@ async fn associations(
     };
     let list = a.property_list()?;
     let shape = instance_shape(a, list.as_deref())?;
-    let snapshot = Snapshot::read(state).await.map_err(|e| cim_error(&e))?;
+    let mut snapshot = Snapshot::read(state).await.map_err(|e| cim_error(&e))?;
+    if to_objects && !names_only {
+        let class = result_class.unwrap_or(KVP_COMPONENT);
+        snapshot
+            .read_guest_items(state, repo, class, vm_id_of(repo, source))
+            .await;
+    }
     if snapshot.find(repo, source).is_none() {
         return Err(not_found(source));
     }
@@ -347,7 +359,7 @@ async fn associations(
         }
     }
     let ns = NAMESPACE;
-    Ok(out
+    Ok(one_per_service(repo, out)
         .iter()
         .map(|i| {
             if names_only {

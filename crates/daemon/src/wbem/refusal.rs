@@ -1,6 +1,7 @@
 //! How the WBEM front end says no: the CIM status of every [`ErrorKind`]
-//! (one exhaustive match), an [`Error`] as a CIM error, and the role check
-//! of a method. A leaf of `wbem`: the operations, methods and jobs import it.
+//! (one exhaustive match), the ReturnValue of a Hyper-V method that failed
+//! with one (another), an [`Error`] as a CIM error, and the role check of a
+//! method. A leaf of `wbem`: the operations, methods and jobs import it.
 
 use guestcomm_api::Role;
 use guestcomm_cim::{CimError, CimStatus};
@@ -25,6 +26,28 @@ pub(crate) fn cim_status(kind: ErrorKind) -> CimStatus {
         | ErrorKind::LimitReached
         | ErrorKind::Busy
         | ErrorKind::Internal => CimStatus::Failed,
+    }
+}
+
+/// The ReturnValue of a Hyper-V method (Msvm_ShutdownComponent's
+/// InitiateShutdown and InitiateReboot) whose operation failed with
+/// `kind`, from Hyper-V's codes: 32768 Failed, 32769 Access Denied, 32770
+/// Not Supported, 32773 Invalid parameter, 32774 System is in use, 32775
+/// Invalid state (the service is disabled on the VM), 32777 System is not
+/// available (the agent cannot be reached).
+pub(crate) fn return_code(kind: ErrorKind) -> u32 {
+    match kind {
+        ErrorKind::InvalidArgument => 32773,
+        ErrorKind::Forbidden | ErrorKind::PolicyDenied => 32769,
+        ErrorKind::ServiceDisabled => 32775,
+        ErrorKind::Unsupported => 32770,
+        ErrorKind::Busy | ErrorKind::LimitReached => 32774,
+        ErrorKind::AgentUnreachable | ErrorKind::GuestUnreachable => 32777,
+        ErrorKind::NotFound
+        | ErrorKind::Conflict
+        | ErrorKind::Builtin
+        | ErrorKind::AgentFailed
+        | ErrorKind::Internal => 32768,
     }
 }
 
@@ -67,6 +90,20 @@ mod tests {
         ];
         for (e, status) in cases {
             assert_eq!(cim_error(&e).status, status, "{e}");
+        }
+    }
+
+    #[test]
+    fn failed_operations_return_hyper_v_codes() {
+        let cases = [
+            (Error::ServiceDisabled("x".into()), 32775),
+            (Error::PolicyDenied("x".into()), 32769),
+            (Error::BadRequest("x".into()), 32773),
+            (Error::Busy("x".into()), 32774),
+            (Error::Internal("x".into()), 32768),
+        ];
+        for (e, code) in cases {
+            assert_eq!(return_code(e.kind()), code, "{e}");
         }
     }
 
