@@ -283,7 +283,7 @@ async fn shutdown(
     record: &mut audit::Record,
 ) -> Result<MethodReturn, CimError> {
     let result = async {
-        crate::policy_doc::require_writable(state, vm.clone()).await?;
+        crate::admission::writable(state, vm.clone()).await?;
         let _slot = state.agent_calls.take(&vm)?;
         crate::integration::shutdown(
             AxumState(state.clone()),
