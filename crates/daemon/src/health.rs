@@ -10,12 +10,13 @@
 //! it happened. Transitions are logged.
 use std::collections::HashMap;
 use std::sync::RwLock;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use guestcomm_api::{Health, HealthDetail};
 use tracing::{info, warn};
 use uuid::Uuid;
 
+use crate::clock::now_ms;
 use crate::model::VmRow;
 
 /// CIM status: the agent answers.
@@ -51,7 +52,7 @@ impl HealthMap {
                 entry.status = OK.into();
                 entry.rtt_us = Some(rtt.as_micros() as u64);
                 entry.agent_version = Some(agent);
-                entry.last_contact_ms = Some(now_ms());
+                entry.last_contact_ms = Some(u64::try_from(now_ms()).unwrap_or(0));
                 entry.last_error = None;
                 entry.detail = None;
             }
@@ -89,12 +90,6 @@ fn no_contact() -> Health {
         status: NO_CONTACT.into(),
         ..Health::default()
     }
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// Why a probe failed: its class and the error chain.

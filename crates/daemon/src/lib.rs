@@ -12,7 +12,7 @@
 //! state  cache  audit  refusals  copy_jobs  access
 //!                                 shared state, audit records, role tables
 //! store/                          SQLite (and the audit hash chain)
-//! error  model  limits  caller  config  policy  health  spare  tap ...
+//! error  model  limits  caller  clock  config  policy  health  spare  tap ...
 //!                                 leaves
 //! ```
 //!
@@ -28,6 +28,7 @@ mod audit;
 mod broker;
 mod cache;
 mod caller;
+mod clock;
 pub mod config;
 mod copy_jobs;
 mod error;

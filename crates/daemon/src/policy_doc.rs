@@ -1,5 +1,5 @@
 //! The host side of argument-level policy: each VM's policy document
-//! (`guestcomm policy show|set VM`, table `vm_policies`, schema migration 6)
+//! (`guestcomm policy show|set VM`, kept by `store/policy_docs.rs`)
 //! and its enforcement on relayed requests and operator routes.
 //!
 //! The document type and its checks live in `guestcomm_policy`,
@@ -16,53 +16,11 @@ use guestcomm_policy::{Direction, PolicyDocument};
 use guestcomm_protocol::files::FEATURE_COPY_BENEATH;
 use guestcomm_protocol::Call;
 use guestcomm_protocol::{ErrorCode, ErrorFrame};
-use rusqlite::{params, OptionalExtension};
-use uuid::Uuid;
 
 use crate::error::Error;
 use crate::model::VmRow;
 use crate::state::State;
-use crate::store::{now_secs, Store, StoreError};
-
-impl Store {
-    /// The policy document of VM `vm` (none: everything passes).
-    pub(crate) fn policy_document(&self, vm: Uuid) -> Result<Option<PolicyDocument>, StoreError> {
-        let text: Option<String> = self
-            .conn()
-            .query_row(
-                "SELECT document FROM vm_policies WHERE vm = ?1",
-                [vm.to_string()],
-                |r| r.get(0),
-            )
-            .optional()?;
-        // Stored as validated JSON; a row that no longer parses refuses
-        // everything rather than nothing.
-        Ok(text.map(|t| {
-            serde_json::from_str(&t).unwrap_or(PolicyDocument {
-                read_only: true,
-                ..PolicyDocument::default()
-            })
-        }))
-    }
-
-    /// Replaces the policy document of the VM named `name`.
-    pub(crate) fn set_policy_document(
-        &mut self,
-        name: &str,
-        doc: &PolicyDocument,
-    ) -> Result<(), StoreError> {
-        let vm = self.vm(name)?;
-        let json = serde_json::to_string(doc).map_err(|e| {
-            StoreError::Sqlite(rusqlite::Error::ToSqlConversionFailure(Box::new(e)))
-        })?;
-        self.conn().execute(
-            "INSERT INTO vm_policies (vm, document, updated_at) VALUES (?1, ?2, ?3)
-             ON CONFLICT(vm) DO UPDATE SET document = excluded.document, updated_at = excluded.updated_at",
-            params![vm.id.to_string(), json, now_secs()],
-        )?;
-        Ok(())
-    }
-}
+use crate::store::StoreError;
 
 /// Checks a relayed request against the VM's host policy `doc`, rewriting
 /// a bare program name to its allowed path; a refusal is the error frame
@@ -179,6 +137,7 @@ pub(crate) async fn set(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::Store;
     use guestcomm_protocol::message::ExecRequest;
 
     #[tokio::test]
