@@ -26,6 +26,7 @@ use guestcomm_client::integration::{self as ops, CallError};
 use guestcomm_client::Session;
 use guestcomm_protocol::error_chain;
 use guestcomm_protocol::integration::{check_key, check_value, KvpError, KvpPool, KvpSide};
+use guestcomm_protocol::limits::{DEFAULT_TIME_SAMPLES, MAX_TIME_SAMPLES};
 use guestcomm_protocol::message::Call;
 use guestcomm_protocol::BuiltinService;
 use guestcomm_transport::Stream;
@@ -33,7 +34,7 @@ use serde::Deserialize;
 use tracing::{info, warn};
 
 use crate::error::Error;
-use crate::limits::{DEFAULT_TIME_SAMPLES, MAX_TIME_SAMPLES, PERIODIC_SYNC_TOLERANCE_NS};
+use crate::limits::PERIODIC_SYNC_TOLERANCE_NS;
 use crate::model::VmRow;
 use crate::relay::admit_api;
 use crate::state::State;
