@@ -11,6 +11,7 @@ use guestcomm_agent::credentials;
 use guestcomm_agent::local::{LocalKvp, LocalOutput};
 use guestcomm_agent::shutdown::ShutdownRunner;
 use guestcomm_agent::{Agent, AgentConfig};
+use guestcomm_files::parse_size;
 use guestcomm_observability::{self as observability, LogFormat};
 use guestcomm_transport::{Address, PeerCidFilter};
 
@@ -203,13 +204,6 @@ struct KvpArgs {
 
     #[command(subcommand)]
     op: LocalKvp,
-}
-
-/// A byte size: `1048576`, `500MB`, `10GiB`.
-fn parse_size(text: &str) -> Result<u64, String> {
-    text.parse::<bytesize::ByteSize>()
-        .map(|size| size.as_u64())
-        .map_err(|e| format!("invalid size {text:?}: {e} (e.g. 500MB, 10GiB)"))
 }
 
 fn main() -> ExitCode {
