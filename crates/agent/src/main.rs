@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use clap::{Parser, Subcommand};
 use guestcomm_agent::{Agent, AgentConfig, LocalKvp, LocalOutput, ShutdownRunner};
+use guestcomm_files::parse_size;
 use guestcomm_observability as observability;
 use guestcomm_transport::{Address, PeerCidFilter};
 
@@ -209,13 +210,6 @@ struct KvpArgs {
 
     #[command(subcommand)]
     op: LocalKvp,
-}
-
-/// A byte size: `1048576`, `500MB`, `10GiB`.
-fn parse_size(text: &str) -> Result<u64, String> {
-    text.parse::<bytesize::ByteSize>()
-        .map(|size| size.as_u64())
-        .map_err(|e| format!("invalid size {text:?}: {e} (e.g. 500MB, 10GiB)"))
 }
 
 fn main() -> ExitCode {

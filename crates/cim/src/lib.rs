@@ -11,7 +11,8 @@
 //! The WBEM side lives beside it: [`xml`] decodes CIM-XML requests and
 //! encodes answers (DMTF DSP0201), [`wql`] parses and evaluates the WQL
 //! subset of ExecQuery, [`value`] holds instances and their names, and
-//! [`status`] the CIM status codes of errors.
+//! [`status`] the CIM status codes of errors and the methods' return
+//! values.
 
 pub mod limits;
 pub mod mof;
@@ -22,7 +23,7 @@ pub mod xml;
 
 use std::collections::BTreeMap;
 
-pub use status::{CimError, CimStatus};
+pub use status::{CimError, CimStatus, ReturnValue};
 
 /// The class definitions guestcommd serves.
 pub const CLASSES_MOF: &str = include_str!("../classes.mof");

@@ -1,5 +1,6 @@
-//! CIM status codes (DMTF DSP0200, the `CODE` of an `ERROR` element) and
-//! the error a CIM operation ends with: a code and a one-line description.
+//! CIM status codes (DMTF DSP0200, the `CODE` of an `ERROR` element), the
+//! error a CIM operation ends with (a code and a one-line description), and
+//! the return values of the extrinsic methods guestcomm serves.
 
 /// The CIM status codes a guestcomm CIM server answers with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -83,6 +84,45 @@ impl CimStatus {
     }
 }
 
+/// The return values of the extrinsic methods guestcomm serves
+/// (RequestStateChange, StartService, StopService, CopyFilesToGuest), as
+/// their `ValueMap` in `classes.mof` lists them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReturnValue {
+    /// 0: the method ran to completion.
+    Completed,
+    /// 1: not supported (a requested state other than 2 or 3; starting or
+    /// stopping a guest service).
+    NotSupported,
+    /// 4096: a job was started (its reference is the `Job` output).
+    JobStarted,
+    /// 4098: RequestStateChange with a TimeoutPeriod.
+    TimeoutNotSupported,
+    /// 32775: the change cannot succeed in the element's state.
+    InvalidState,
+}
+
+impl ReturnValue {
+    /// The numeric value, a `uint32`.
+    pub const fn code(self) -> u32 {
+        match self {
+            Self::Completed => 0,
+            Self::NotSupported => 1,
+            Self::JobStarted => 4096,
+            Self::TimeoutNotSupported => 4098,
+            Self::InvalidState => 32775,
+        }
+    }
+
+    /// Whether a method that returned `code` succeeded: it completed, or
+    /// started a job.
+    pub fn succeeded(code: u64) -> bool {
+        [Self::Completed, Self::JobStarted]
+            .into_iter()
+            .any(|r| u64::from(r.code()) == code)
+    }
+}
+
 /// A CIM operation's failure: what goes into the `ERROR` element.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("{}: {description}", .status.name())]
@@ -129,5 +169,55 @@ mod tests {
         assert_eq!(CimStatus::from_code(8), None);
         let e = CimError::new(CimStatus::NotFound, "no VM web1");
         assert_eq!(e.to_string(), "CIM_ERR_NOT_FOUND: no VM web1");
+    }
+
+    #[test]
+    fn return_values_are_those_classes_mof_names() {
+        let repo = crate::Repository::builtin().unwrap();
+        let all = [
+            (ReturnValue::Completed, 0, "Completed with No Error"),
+            (ReturnValue::NotSupported, 1, "Not Supported"),
+            (
+                ReturnValue::JobStarted,
+                4096,
+                "Method Parameters Checked - Job Started",
+            ),
+            (
+                ReturnValue::TimeoutNotSupported,
+                4098,
+                "Use of Timeout Parameter Not Supported",
+            ),
+            (
+                ReturnValue::InvalidState,
+                32775,
+                "Invalid state for this operation",
+            ),
+        ];
+        // Every (ValueMap, Values) pair of every method in the MOF.
+        let mut listed = Vec::new();
+        for class in repo.classes() {
+            for method in &class.methods {
+                let find = |name: &str| {
+                    method.qualifiers.iter().find_map(|q| match &q.value {
+                        crate::Literal::Array(items) if q.name == name => Some(items.clone()),
+                        _ => None,
+                    })
+                };
+                if let (Some(map), Some(values)) = (find("ValueMap"), find("Values")) {
+                    for (code, text) in map.iter().zip(&values) {
+                        listed.push((code.value_text(), text.value_text()));
+                    }
+                }
+            }
+        }
+        for (value, code, text) in all {
+            assert_eq!(value.code(), code);
+            assert!(
+                listed.contains(&(Some(code.to_string()), Some(text.to_string()))),
+                "{code} {text:?} is not in classes.mof"
+            );
+        }
+        assert!(ReturnValue::succeeded(0) && ReturnValue::succeeded(4096));
+        assert!(!ReturnValue::succeeded(1) && !ReturnValue::succeeded(32775));
     }
 }

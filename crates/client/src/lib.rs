@@ -19,7 +19,8 @@ mod session;
 pub use exec::{exec, exec_sent, ExecError, ExecInput, ExecIo};
 pub use files::{copy_from_guest, copy_to_guest};
 pub use guestcomm_files::{
-    check_destination, CopyError, NoProgress, Progress, ReceiveOptions, DEFAULT_COPY_IDLE_TIMEOUT,
+    check_destination, parse_size, CopyError, NoProgress, Progress, ReceiveOptions,
+    DEFAULT_COPY_IDLE_TIMEOUT,
 };
 pub use guestcomm_protocol::handshake::Early;
 pub use session::{connect, connect_with, handshake, handshake_then, ClientError, Session};

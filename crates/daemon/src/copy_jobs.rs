@@ -7,10 +7,10 @@
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
+use crate::clock::now_secs;
 use crate::error::Error;
 use crate::limits::MAX_WBEM_JOBS;
 use crate::model::VmRow;
-use crate::store::now_secs;
 
 /// CIM JobState values used here.
 pub(crate) const STARTING: u16 = 3;

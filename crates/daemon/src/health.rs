@@ -10,12 +10,13 @@
 //! it happened. Transitions are logged.
 use std::collections::HashMap;
 use std::sync::RwLock;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use guestcomm_api::{Health, HealthDetail, HealthStatus};
 use tracing::{info, warn};
 use uuid::Uuid;
 
+use crate::clock::now_ms;
 use crate::model::VmRow;
 
 /// Health by VM id.
@@ -44,7 +45,7 @@ impl HealthMap {
                 entry.status = HealthStatus::Ok;
                 entry.rtt_us = Some(rtt.as_micros() as u64);
                 entry.agent_version = Some(agent);
-                entry.last_contact_ms = Some(now_ms());
+                entry.last_contact_ms = Some(u64::try_from(now_ms()).unwrap_or(0));
                 entry.last_error = None;
                 entry.detail = None;
             }
@@ -81,12 +82,6 @@ fn no_contact() -> Health {
         status: HealthStatus::NoContact,
         ..Health::default()
     }
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// Why a probe failed: its class and the error chain.

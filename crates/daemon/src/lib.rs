@@ -13,7 +13,7 @@
 //! state  cache  audit  refusals  copy_jobs  access
 //!                                 shared state, audit records, role tables
 //! store/                          SQLite (and the audit hash chain)
-//! error  model  limits  caller  config  policy  health  spare ...
+//! error  model  limits  caller  clock  config  policy  health  spare ...
 //!                                 leaves
 //! ```
 //!
@@ -30,6 +30,7 @@ mod agent_calls;
 mod audit;
 mod cache;
 mod caller;
+mod clock;
 pub mod config;
 mod copy_jobs;
 mod error;

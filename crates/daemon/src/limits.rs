@@ -214,12 +214,6 @@ pub const SPARE_MAX_AGE_MS: u64 = 5_000;
 /// Spare agent connections kept at most, over all VMs.
 pub const MAX_SPARES: usize = 64;
 
-/// Samples of a time measurement unless the caller asks otherwise.
-pub const DEFAULT_TIME_SAMPLES: u32 = 4;
-
-/// Most samples of one time measurement.
-pub const MAX_TIME_SAMPLES: u32 = 32;
-
 /// How far a guest clock may be from the host's before the periodic sync
 /// steps it: below this, a step would only add jitter.
 pub const PERIODIC_SYNC_TOLERANCE_NS: u64 = 1_000_000;

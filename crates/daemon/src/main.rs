@@ -8,6 +8,7 @@ use anyhow::Context;
 use clap::Parser;
 use guestcomm_api::Role;
 use guestcomm_observability::{self as observability, LogFormat};
+use guestcomm_protocol::duration::{parse_duration_ms, DurationError, TimeUnit};
 use guestcomm_transport::Address;
 use guestcommd::config::{FileConfig, DEFAULT_CONFIG_PATH};
 use guestcommd::limits::{
@@ -134,20 +135,15 @@ fn to_duration(text: &str) -> Result<Option<Duration>, String> {
     if text == "off" {
         return Ok(None);
     }
-    let (number, scale) = if let Some(n) = text.strip_suffix("ms") {
-        (n, 1)
-    } else if let Some(n) = text.strip_suffix('m') {
-        (n, 60_000)
-    } else if let Some(n) = text.strip_suffix('s') {
-        (n, 1000)
-    } else {
-        return Err(format!(
+    match parse_duration_ms(
+        text,
+        &[TimeUnit::Millis, TimeUnit::Seconds, TimeUnit::Minutes],
+    ) {
+        Ok(ms) if ms > 0 => Ok(Some(Duration::from_millis(ms.unsigned_abs()))),
+        Err(DurationError::NoUnit) => Err(format!(
             "invalid duration {text:?}: expected e.g. 5s, 200ms or off (minutes: 10m)"
-        ));
-    };
-    match number.parse::<u64>() {
-        Ok(n) if n > 0 => Ok(Some(Duration::from_millis(n.saturating_mul(scale)))),
-        _ => Err(format!(
+        )),
+        Ok(_) | Err(DurationError::NotANumber) => Err(format!(
             "invalid duration {text:?}: expected a positive whole number, e.g. 5s or 200ms"
         )),
     }
@@ -218,4 +214,33 @@ async fn run(args: Args) -> anyhow::Result<()> {
         stopped = observability::stop_signal() => stopped.context("failed to install the signal handlers")?,
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn intervals_are_positive_milliseconds_seconds_or_minutes_or_off() {
+        assert_eq!(to_duration("off"), Ok(None));
+        assert_eq!(to_duration("200ms"), Ok(Some(Duration::from_millis(200))));
+        assert_eq!(to_duration("5s"), Ok(Some(Duration::from_secs(5))));
+        assert_eq!(to_duration("10m"), Ok(Some(Duration::from_secs(600))));
+        for no_unit in ["5", "2h", "7d", "soon"] {
+            assert_eq!(
+                to_duration(no_unit),
+                Err(format!(
+                    "invalid duration {no_unit:?}: expected e.g. 5s, 200ms or off (minutes: 10m)"
+                ))
+            );
+        }
+        for not_positive in ["0s", "-5s", "1.5s", "ms"] {
+            assert_eq!(
+                to_duration(not_positive),
+                Err(format!(
+                    "invalid duration {not_positive:?}: expected a positive whole number, e.g. 5s or 200ms"
+                ))
+            );
+        }
+    }
 }

@@ -11,7 +11,9 @@
 //!   the data arrives (module `writeback`));
 //! - module `idle` bounds every wait on the peer and ends a copy by the
 //!   closing rule;
-//! - [`error`] is the one error type, and how it maps to error frames.
+//! - [`error`] is the one error type, and how it maps to error frames;
+//! - [`parse_size`] reads the byte bounds both sides take on their command
+//!   lines.
 //!
 //! The wire sequence is in `guestcomm_protocol::files` and `docs/PROTOCOL.md`.
 
@@ -22,6 +24,7 @@ mod idle;
 pub mod path;
 pub mod receive;
 pub mod send;
+mod size;
 mod store;
 mod temp;
 mod writeback;
@@ -30,6 +33,7 @@ pub use beneath::Confine;
 pub use error::{CopyError, Stall};
 pub use receive::{check_destination, receive_copy};
 pub use send::send_copy;
+pub use size::parse_size;
 pub use store::ReceiveOptions;
 
 use std::time::Duration;

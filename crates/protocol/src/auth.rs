@@ -107,8 +107,9 @@ impl fmt::Debug for Psk {
     }
 }
 
-/// `bytes` as lower-case hex.
-pub(crate) fn to_hex(bytes: &[u8]) -> String {
+/// `bytes` as lower-case hex (keys, proofs, and the digests the host
+/// records).
+pub fn to_hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 

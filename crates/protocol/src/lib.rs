@@ -26,6 +26,7 @@
 
 pub mod auth;
 pub mod closing;
+pub mod duration;
 pub mod entropy;
 pub mod error_code;
 pub mod files;

@@ -116,3 +116,11 @@ pub const LINGER_AFTER_LAST_FRAME_MS: u64 = 5_000;
 /// hashing a partial file before its `resume_from`, under TCG emulation;
 /// short enough that a vanished peer does not hold a copy for minutes.
 pub const DEFAULT_COPY_IDLE_TIMEOUT_MS: u64 = 60_000;
+
+/// Samples of a time measurement unless the caller asks otherwise
+/// (`guestcomm time --samples`, the daemon's time routes and its periodic
+/// sync): enough for one sample with a short round trip.
+pub const DEFAULT_TIME_SAMPLES: u32 = 4;
+
+/// Most samples of one time measurement: each is a session to the agent.
+pub const MAX_TIME_SAMPLES: u32 = 32;

@@ -8,6 +8,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use clap::Args;
 use guestcomm_api::time::{days_from_civil, utc_fields};
 use guestcomm_api::{AuditRecord, AuditVerification};
+use guestcomm_protocol::duration::{parse_duration_ms, TimeUnit};
 use guestcomm_protocol::text::Escaped;
 
 use crate::api;
@@ -177,17 +178,14 @@ fn since_at(text: &str, now_ms: i64) -> Result<i64, String> {
             .map(|s| s.saturating_mul(1000))
             .map_err(|_| bad());
     }
-    for (suffix, unit_ms) in [
-        ("s", 1000),
-        ("m", 60_000),
-        ("h", 3_600_000),
-        ("d", 86_400_000),
-    ] {
-        if let Some(n) = text.strip_suffix(suffix) {
-            if let Ok(n) = n.parse::<i64>() {
-                return Ok(now_ms.saturating_sub(n.saturating_mul(unit_ms)));
-            }
-        }
+    let ago = [
+        TimeUnit::Seconds,
+        TimeUnit::Minutes,
+        TimeUnit::Hours,
+        TimeUnit::Days,
+    ];
+    if let Ok(ms) = parse_duration_ms(text, &ago) {
+        return Ok(now_ms.saturating_sub(ms));
     }
     parse_utc(text).ok_or_else(bad)
 }

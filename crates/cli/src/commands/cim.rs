@@ -8,7 +8,7 @@ use clap::{Args, Subcommand};
 use guestcomm_api::{ApiError, ApiErrorCode};
 use guestcomm_cim::value::{CimValue, InstanceName};
 use guestcomm_cim::xml::client::{self, Answer, Arg, Object};
-use guestcomm_cim::NAMESPACE;
+use guestcomm_cim::{ReturnValue, NAMESPACE};
 use guestcomm_protocol::text::{escape_controls, Escaped};
 
 use crate::api;
@@ -322,7 +322,7 @@ async fn invoke(
         failure.report();
     }
     Ok(match value {
-        CimValue::Uint(0 | 4096) => ExitCode::SUCCESS,
+        CimValue::Uint(code) if ReturnValue::succeeded(code) => ExitCode::SUCCESS,
         _ => ExitCode::from(FAILED),
     })
 }

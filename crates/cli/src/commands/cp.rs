@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use guestcomm_client::{CopyError, ReceiveOptions};
+use guestcomm_client::{parse_size, CopyError, ReceiveOptions};
 use guestcomm_protocol::files::{CopyFromGuest, CopySummary, CopyToGuest};
 use guestcomm_protocol::limits::DEFAULT_COPY_IDLE_TIMEOUT_MS;
 use guestcomm_transport::Address;
@@ -207,13 +207,6 @@ impl CpArgs {
             max_bytes: self.max_bytes,
         }
     }
-}
-
-/// A byte size: `1048576`, `500MB`, `10GiB`.
-fn parse_size(text: &str) -> Result<u64, String> {
-    text.parse::<bytesize::ByteSize>()
-        .map(|size| size.as_u64())
-        .map_err(|e| format!("invalid size {text:?}: {e} (e.g. 500MB, 10GiB)"))
 }
 
 async fn open(

@@ -3,6 +3,7 @@
 use std::process::ExitCode;
 
 use clap::Args;
+use guestcomm_protocol::limits::{DEFAULT_TIME_SAMPLES, MAX_TIME_SAMPLES};
 
 use super::GuestTarget;
 use crate::context::Context;
@@ -23,7 +24,8 @@ pub(crate) struct TimeArgs {
     #[arg(long)]
     pub(crate) sync: bool,
     /// Samples to take (1 to 32).
-    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=32))]
+    #[arg(long, default_value_t = DEFAULT_TIME_SAMPLES,
+          value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_TIME_SAMPLES)))]
     pub(crate) samples: u32,
     /// Print JSON.
     #[arg(long)]
@@ -55,4 +57,39 @@ pub(crate) async fn run(args: TimeArgs, ctx: &Context) -> Result<ExitCode, Failu
         report.samples
     );
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory, Parser};
+
+    use super::*;
+
+    /// `time`'s arguments alone, as `guestcomm time` parses them.
+    #[derive(Debug, Parser)]
+    #[command(name = "time")]
+    struct Time {
+        #[command(flatten)]
+        args: TimeArgs,
+    }
+
+    #[test]
+    fn samples_default_and_bound_are_the_protocols() {
+        let samples = |extra: &[&str]| {
+            let argv = ["time", "web1"].iter().chain(extra).copied();
+            Time::try_parse_from(argv).map(|t| t.args.samples)
+        };
+        assert_eq!(samples(&[]).unwrap(), DEFAULT_TIME_SAMPLES);
+        let most = MAX_TIME_SAMPLES.to_string();
+        assert_eq!(samples(&["--samples", &most]).unwrap(), MAX_TIME_SAMPLES);
+        let past = (MAX_TIME_SAMPLES + 1).to_string();
+        assert!(samples(&["--samples", &past]).is_err());
+        assert!(samples(&["--samples", "0"]).is_err());
+        // The help text names the bound literally; it must stay the same.
+        let help = Time::command().render_help().to_string();
+        assert!(
+            help.contains(&format!("(1 to {MAX_TIME_SAMPLES})")),
+            "{help}"
+        );
+    }
 }

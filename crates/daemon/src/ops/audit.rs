@@ -32,7 +32,7 @@ pub(crate) async fn verify(state: &State) -> Result<AuditVerification, Error> {
     loop {
         let (next, done) = state
             .db(move |s| {
-                let done = audit_chain::verify_batch(s.conn(), &mut walk, MAX_AUDIT_VERIFY_BATCH)?;
+                let done = s.verify_audit_batch(&mut walk, MAX_AUDIT_VERIFY_BATCH)?;
                 Ok((walk, done))
             })
             .await?;

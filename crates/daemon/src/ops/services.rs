@@ -4,6 +4,7 @@
 //! and StopService.
 
 use guestcomm_api::{GuestCommunicationService, ServiceRegistration};
+use guestcomm_cim::ReturnValue;
 use guestcomm_protocol::error_chain;
 use guestcomm_protocol::ServiceId;
 use guestcomm_transport::Address;
@@ -14,11 +15,6 @@ use crate::model::Policy;
 use crate::model::ServiceRow;
 use crate::policy;
 use crate::state::State;
-
-/// CIM return codes of RequestStateChange.
-const RSC_COMPLETED: u32 = 0;
-const RSC_NOT_SUPPORTED: u32 = 1;
-const RSC_INVALID_STATE: u32 = 32775;
 
 /// A service's GUID, as text from a caller.
 pub(crate) fn parse_id(text: &str) -> Result<ServiceId, Error> {
@@ -156,7 +152,7 @@ pub(crate) async fn change_state(
     requested: u16,
 ) -> Result<u32, Error> {
     let Some(policy @ (Policy::Enabled | Policy::Disabled)) = Policy::from_value(requested) else {
-        return Ok(RSC_NOT_SUPPORTED);
+        return Ok(ReturnValue::NotSupported.code());
     };
     let return_value = state
         .db(move |s| {
@@ -165,10 +161,10 @@ pub(crate) async fn change_state(
             // Enabling cannot succeed while the interface or the host-wide
             // switch holds the service disabled.
             if policy == Policy::Enabled && !(vm.interface_enabled && service.enabled) {
-                return Ok(RSC_INVALID_STATE);
+                return Ok(ReturnValue::InvalidState.code());
             }
             s.set_vm_policy(id, &name, policy)?;
-            Ok(RSC_COMPLETED)
+            Ok(ReturnValue::Completed.code())
         })
         .await?;
     state.changed.notify_one();
@@ -185,5 +181,5 @@ pub(crate) async fn start_stop(state: &State, name: String, id: ServiceId) -> Re
             s.service(id)
         })
         .await?;
-    Ok(RSC_NOT_SUPPORTED)
+    Ok(ReturnValue::NotSupported.code())
 }

@@ -33,13 +33,14 @@
 //! after the one changed and the daemon's log.
 
 use guestcomm_api::{AuditChainState, AuditProblem, AuditVerification};
+use guestcomm_protocol::auth::to_hex;
 use rusqlite::types::ValueRef;
 use rusqlite::{params, Connection, OptionalExtension};
 use sha2::{Digest, Sha256};
 
+use super::error::StoreError;
 use crate::config::AuditSection;
 use crate::limits::MAX_AUDIT_VERIFY_PROBLEMS;
-use crate::store::StoreError;
 
 /// A SHA-256 digest.
 pub(crate) type Sha = [u8; 32];
@@ -93,8 +94,7 @@ const DOMAIN: &[u8] = b"guestcomm-audit-chain-v1";
 
 /// `sha256:` and the hex of `digest`.
 pub(crate) fn hex(digest: &Sha) -> String {
-    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-    format!("sha256:{hex}")
+    format!("sha256:{}", to_hex(digest))
 }
 
 fn sha_of(bytes: Option<Vec<u8>>) -> Sha {
@@ -172,7 +172,7 @@ fn ends(conn: &Connection, chain: Chain) -> Result<Ends, StoreError> {
 
 /// Puts the completed record `id` at the end of its chain (in the caller's
 /// transaction).
-pub(crate) fn link(conn: &Connection, id: i64) -> Result<Link, StoreError> {
+pub(super) fn link(conn: &Connection, id: i64) -> Result<Link, StoreError> {
     let value: i64 = conn.query_row("SELECT chain FROM audit WHERE id = ?1", [id], |r| r.get(0))?;
     let chain = Chain::from_value(value).unwrap_or(Chain::Operations);
     let ends = ends(conn, chain)?;
@@ -200,7 +200,7 @@ pub(crate) fn link(conn: &Connection, id: i64) -> Result<Link, StoreError> {
 
 /// The records outside their chain, oldest first: those `running` or,
 /// with `running` false, those complete.
-pub(crate) fn unchained(conn: &Connection, running: bool) -> Result<Vec<i64>, StoreError> {
+pub(super) fn unchained(conn: &Connection, running: bool) -> Result<Vec<i64>, StoreError> {
     let mut stmt = conn.prepare_cached(
         "SELECT id FROM audit WHERE seq IS NULL AND (outcome = 'running') = ?1 ORDER BY id",
     )?;
@@ -210,7 +210,7 @@ pub(crate) fn unchained(conn: &Connection, running: bool) -> Result<Vec<i64>, St
 
 /// Chains every completed record that is outside its chain, oldest first:
 /// the records of a database from before the chains (its migration).
-pub(crate) fn link_unchained(conn: &Connection) -> Result<usize, StoreError> {
+pub(super) fn link_unchained(conn: &Connection) -> Result<usize, StoreError> {
     let ids = unchained(conn, false)?;
     for &id in &ids {
         link(conn, id)?;
@@ -222,7 +222,7 @@ pub(crate) fn link_unchained(conn: &Connection) -> Result<usize, StoreError> {
 /// age limit, then its oldest beyond the count limit, always a prefix of
 /// the chain, and moves the chain's anchor to the last record dropped.
 /// Records outside the chains (`running`) stay. Returns how many went.
-pub(crate) fn prune(
+pub(super) fn prune(
     conn: &Connection,
     retention: AuditSection,
     now_ms: i64,
@@ -328,7 +328,7 @@ pub(crate) struct Walk {
 /// and the records outside them were checked (`walk.report` is then final).
 /// Records added meanwhile are walked too; records pruned meanwhile move
 /// the walk to the new anchor.
-pub(crate) fn verify_batch(
+pub(super) fn verify_batch(
     conn: &Connection,
     walk: &mut Walk,
     batch: usize,
@@ -462,144 +462,4 @@ pub(crate) fn verify_batch(
     }
     report.intact = report.problems.is_empty() && report.more_problems == 0;
     Ok(true)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::audit::{Outcome, Record};
-    use crate::store::Store;
-
-    fn store_with(n: i64) -> Store {
-        let mut s = Store::in_memory().unwrap();
-        for i in 1..=n {
-            let r = Record {
-                time_ms: i * 1000,
-                vm: Some(format!("vm{i}")),
-                operation: "vm.add".into(),
-                ..Record::default()
-            };
-            s.write_audit(&r).unwrap();
-        }
-        s
-    }
-
-    fn problems(s: &Store) -> Vec<String> {
-        let report = s.verify_audit().unwrap();
-        assert_eq!(report.intact, report.problems.is_empty());
-        report.problems.into_iter().map(|p| p.problem).collect()
-    }
-
-    #[test]
-    fn an_untouched_log_is_intact_and_each_kind_of_tampering_shows() {
-        let s = store_with(5);
-        assert_eq!(problems(&s), Vec::<String>::new());
-        let report = s.verify_audit().unwrap();
-        assert_eq!(report.chains[0].head_seq, 5);
-        assert_eq!(report.chains[0].records, 5);
-
-        let tampered = |sql: &str| {
-            let s = store_with(5);
-            s.conn().execute_batch(sql).unwrap();
-            problems(&s)
-        };
-        let deleted = tampered("DELETE FROM audit WHERE id = 3");
-        assert!(
-            deleted.iter().any(|p| p.contains("position 3 is missing")),
-            "{deleted:?}"
-        );
-        let altered = tampered("UPDATE audit SET vm = 'other' WHERE id = 2");
-        assert!(
-            altered.iter().any(|p| p.contains("record 2 at position 2")),
-            "{altered:?}"
-        );
-        let reordered =
-            tampered("UPDATE audit SET seq = -seq WHERE id IN (2, 3); UPDATE audit SET seq = 5 - seq WHERE seq IN (-2, -3)");
-        assert!(!reordered.is_empty(), "reordered");
-        let newest_gone = tampered("DELETE FROM audit WHERE id = 5");
-        assert!(
-            newest_gone
-                .iter()
-                .any(|p| p.contains("newest records were deleted")),
-            "{newest_gone:?}"
-        );
-        let inserted =
-            tampered("INSERT INTO audit (time_ms, operation, outcome) VALUES (1, 'vm.rm', 'ok')");
-        assert!(
-            inserted.iter().any(|p| p.contains("outside the chain")),
-            "{inserted:?}"
-        );
-        // A column added later, NULL in the records there, leaves them valid.
-        assert!(tampered("ALTER TABLE audit ADD COLUMN env TEXT").is_empty());
-    }
-
-    #[test]
-    fn a_walk_in_small_batches_finds_what_one_walk_finds_and_follows_a_prune() {
-        let walk_by_two = |s: &Store| {
-            let mut walk = Walk::default();
-            let mut steps = 0;
-            while !verify_batch(s.conn(), &mut walk, 2).unwrap() {
-                steps += 1;
-            }
-            (walk.report, steps)
-        };
-        let mut s = store_with(7);
-        let (report, steps) = walk_by_two(&s);
-        assert!(report.intact && steps > 3, "{report:?}");
-        assert_eq!(report, s.verify_audit().unwrap());
-        // Pruned between two steps: the walk goes on from the new anchor.
-        let mut walk = Walk::default();
-        assert!(!verify_batch(s.conn(), &mut walk, 2).unwrap());
-        let retention = AuditSection {
-            max_records: 2,
-            max_age_days: 0,
-        };
-        s.prune_audit(retention, 0).unwrap();
-        while !verify_batch(s.conn(), &mut walk, 2).unwrap() {}
-        assert!(walk.report.intact, "{:?}", walk.report.problems);
-        s.conn()
-            .execute_batch("DELETE FROM audit WHERE seq = 6")
-            .unwrap();
-        let (report, _) = walk_by_two(&s);
-        assert_eq!(report, s.verify_audit().unwrap());
-        assert!(!report.intact);
-    }
-
-    #[test]
-    fn pruning_moves_the_anchor_and_a_completed_running_record_extends_the_chain() {
-        let mut s = store_with(6);
-        let mut running = Record {
-            time_ms: 7000,
-            operation: "exec".into(),
-            outcome: Outcome::Running,
-            ..Record::default()
-        };
-        running.id = s.write_audit(&running).unwrap();
-        assert_eq!(
-            problems(&s),
-            Vec::<String>::new(),
-            "a running record is outside the chain"
-        );
-        let retention = AuditSection {
-            max_records: 3,
-            max_age_days: 0,
-        };
-        assert_eq!(s.prune_audit(retention, 0).unwrap(), 3);
-        let report = s.verify_audit().unwrap();
-        assert!(report.intact, "{:?}", report.problems);
-        assert_eq!(
-            (report.chains[0].anchor_seq, report.chains[0].records),
-            (3, 3)
-        );
-        running.outcome = Outcome::Ok;
-        s.write_audit(&running).unwrap();
-        let report = s.verify_audit().unwrap();
-        assert!(report.intact, "{:?}", report.problems);
-        assert_eq!(report.chains[0].head_seq, 7);
-        let rows = s.audit_records(None, None, 100).unwrap();
-        assert_eq!(
-            rows.last().map(|r| (r.id, r.outcome)),
-            Some((running.id, Outcome::Ok))
-        );
-    }
 }

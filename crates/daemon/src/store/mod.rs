@@ -1,18 +1,27 @@
-//! Persistent state in SQLite: the VM inventory, service registrations,
-//! per-VM enablement policies and each VM's host-to-guest key-value pool
-//! (the audit log's and the argument policies' tables are kept by `audit`
-//! and `policy_doc`).
+//! Persistent state in SQLite, and the only module of the daemon that
+//! speaks SQL: the VM inventory, service registrations, per-VM enablement
+//! policies and each VM's host-to-guest key-value pool (here), the audit log
+//! (`audit.rs`, its hash chains in `audit_chain.rs`) and each VM's argument
+//! policy document (`policy_docs.rs`).
 //!
 //! The database lives at `<state>/guestcommd.db` in WAL mode with
 //! `synchronous = FULL`: a committed change survives SIGKILL and power loss.
 //! The daemon holds it exclusively while it runs (a second guestcommd on the
 //! same directory is refused with [`StoreError::InUse`]).
-//! The schema is versioned by `PRAGMA user_version`; [`MIGRATIONS`] holds
-//! every step in order, applied in one transaction each at open. Built-in
+//! The schema is versioned by `PRAGMA user_version` (`schema.rs` holds every
+//! migration in order, applied in one transaction each at open). Built-in
 //! services are (re)inserted at every open, so a new built-in needs no
 //! migration.
+//!
+//! The files of this module import only downwards: `error.rs` and
+//! `schema.rs` are leaves for the others, `audit_chain.rs` works on a bare
+//! connection, and `audit.rs` and `policy_docs.rs` add methods to [`Store`].
 
+mod audit;
 pub(crate) mod audit_chain;
+mod error;
+mod policy_docs;
+mod schema;
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
@@ -25,163 +34,11 @@ use guestcomm_transport::Address;
 use rusqlite::{params, Connection, OptionalExtension};
 use uuid::Uuid;
 
-use crate::error::{Classified, Error, ErrorKind};
+use crate::clock::now_secs;
 use crate::model::Policy;
 use crate::model::{ServiceRow, VmRow};
 
-/// Schema steps; step N brings `user_version` from N to N + 1.
-const MIGRATIONS: &[&str] = &[
-    // 1: inventory, registry, per-VM policies.
-    "CREATE TABLE vms (
-        id TEXT PRIMARY KEY,
-        name TEXT NOT NULL UNIQUE,
-        endpoint TEXT NOT NULL,
-        interface_enabled INTEGER NOT NULL DEFAULT 1,
-        default_policy INTEGER NOT NULL DEFAULT 2,
-        created_at INTEGER NOT NULL
-    );
-    CREATE TABLE services (
-        id TEXT PRIMARY KEY,
-        element_name TEXT NOT NULL,
-        description TEXT NOT NULL DEFAULT '',
-        builtin INTEGER NOT NULL DEFAULT 0,
-        enabled INTEGER NOT NULL DEFAULT 1,
-        installed_at INTEGER NOT NULL
-    );
-    CREATE TABLE service_vm_policy (
-        service TEXT NOT NULL REFERENCES services(id) ON DELETE CASCADE,
-        vm TEXT NOT NULL REFERENCES vms(id) ON DELETE CASCADE,
-        policy INTEGER NOT NULL,
-        PRIMARY KEY (service, vm)
-    );",
-    // 2: where guest-initiated connections to a service are relayed on the host.
-    "ALTER TABLE services ADD COLUMN host_endpoint TEXT;",
-    // 3: the VM's pre-shared key (hex), NULL for agents without credentials.
-    "ALTER TABLE vms ADD COLUMN psk TEXT;",
-    // 4: the host-to-guest key-value pool (KVP pool 0) of each VM, and the
-    // VMs whose agent has not received its latest contents yet.
-    "CREATE TABLE kvp_external (
-        vm TEXT NOT NULL REFERENCES vms(id) ON DELETE CASCADE,
-        key TEXT NOT NULL,
-        value TEXT NOT NULL,
-        PRIMARY KEY (vm, key)
-    );
-    CREATE TABLE kvp_pending (
-        vm TEXT PRIMARY KEY REFERENCES vms(id) ON DELETE CASCADE
-    );",
-    // 5: the audit log (see audit.rs); vm and service are names, not keys,
-    // so records outlive what they name.
-    "CREATE TABLE audit (
-        id INTEGER PRIMARY KEY AUTOINCREMENT,
-        time_ms INTEGER NOT NULL,
-        uid INTEGER,
-        gid INTEGER,
-        pid INTEGER,
-        vm TEXT,
-        service TEXT,
-        operation TEXT NOT NULL,
-        arguments TEXT NOT NULL DEFAULT '',
-        outcome TEXT NOT NULL,
-        exit_code INTEGER,
-        bytes INTEGER,
-        error TEXT,
-        duration_ms INTEGER NOT NULL DEFAULT 0,
-        certificate TEXT
-    );
-    CREATE INDEX audit_vm ON audit (vm, id);
-    CREATE INDEX audit_time ON audit (time_ms);",
-    // 6: each VM's argument-level policy document, validated JSON (see policy_doc.rs).
-    "CREATE TABLE vm_policies (
-        vm TEXT PRIMARY KEY REFERENCES vms(id) ON DELETE CASCADE,
-        document TEXT NOT NULL,
-        updated_at INTEGER NOT NULL
-    );",
-    // 7: the environment of an exec in its audit record: JSON of
-    // `guestcomm_api::AuditEnvironment` (names and a digest, no value).
-    "ALTER TABLE audit ADD COLUMN environment TEXT;",
-    // 8: the audit log's hash chains (see audit_chain.rs): each record's
-    // chain, position and digest, and each chain's anchor and head. The
-    // records already there are chained by [`AUDIT_CHAIN_MIGRATION`]'s
-    // code. A column added to `audit` later must be NULL in the rows it
-    // finds (no default): NULL columns are outside the chain's encoding, so
-    // the records chained before stay valid.
-    "ALTER TABLE audit ADD COLUMN chain INTEGER NOT NULL DEFAULT 0;
-    ALTER TABLE audit ADD COLUMN seq INTEGER;
-    ALTER TABLE audit ADD COLUMN digest BLOB;
-    CREATE UNIQUE INDEX audit_chain_seq ON audit (chain, seq);
-    CREATE TABLE audit_chain (
-        chain INTEGER PRIMARY KEY,
-        anchor_seq INTEGER NOT NULL,
-        anchor_digest BLOB NOT NULL,
-        head_seq INTEGER NOT NULL,
-        head_digest BLOB NOT NULL
-    );",
-];
-
-/// The step of [`MIGRATIONS`] (from 0) after which the audit records already
-/// there are put in their chain.
-const AUDIT_CHAIN_MIGRATION: usize = 7;
-
-/// Why a state operation failed.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    /// No VM of that name.
-    #[error("no VM named {0:?} (see `guestcomm vm list`)")]
-    UnknownVm(String),
-    /// A VM of that name exists already.
-    #[error("a VM named {0:?} already exists")]
-    DuplicateVm(String),
-    /// No service with that GUID.
-    #[error("no guest communication service {0} is registered (see `guestcomm service list`)")]
-    UnknownService(ServiceId),
-    /// The GUID is registered already.
-    #[error("guest communication service {0} is already registered")]
-    DuplicateService(ServiceId),
-    /// Built-in services cannot be unregistered, only disabled.
-    #[error("service {0} is built into guestcomm and cannot be unregistered; disable it instead")]
-    Builtin(ServiceId),
-    /// The database was written by a newer guestcommd.
-    #[error("the state database has schema version {found}, newer than this guestcommd ({known})")]
-    TooNew {
-        /// Version in the file.
-        found: u32,
-        /// Newest version known here.
-        known: u32,
-    },
-    /// The database file could not be created or protected.
-    #[error("cannot create the state database {0} with mode 0600")]
-    File(String, #[source] std::io::Error),
-    /// A key-value change broke a rule of the pools.
-    #[error(transparent)]
-    Kvp(#[from] KvpError),
-    /// Another process holds the database (module doc: one daemon owns it).
-    #[error("the state database {0} is in use by another process (is another guestcommd running with this --state directory?)")]
-    InUse(String),
-    /// SQLite failed.
-    #[error("state database error")]
-    Sqlite(#[from] rusqlite::Error),
-}
-
-impl StoreError {
-    /// What the failure means to a caller.
-    pub fn kind(&self) -> ErrorKind {
-        match self {
-            Self::UnknownVm(_) | Self::UnknownService(_) => ErrorKind::NotFound,
-            Self::DuplicateVm(_) | Self::DuplicateService(_) => ErrorKind::Conflict,
-            Self::Builtin(_) => ErrorKind::Builtin,
-            Self::Kvp(e) => ErrorKind::of_agent_code(e.code()),
-            Self::TooNew { .. } | Self::File(..) | Self::InUse(_) | Self::Sqlite(_) => {
-                ErrorKind::Internal
-            }
-        }
-    }
-}
-
-impl From<StoreError> for Error {
-    fn from(e: StoreError) -> Self {
-        Self::Store(Classified::new(e.kind(), e))
-    }
-}
+pub(crate) use error::StoreError;
 
 /// Which VMs' external key-value pools the health monitor may have to deliver.
 #[derive(Debug, Default)]
@@ -208,35 +65,13 @@ pub(crate) struct Store {
     audit_changes: u64,
 }
 
-/// Seconds since the Unix epoch.
-pub(crate) fn now_secs() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
-}
-
 impl Store {
-    /// The connection, for the modules that keep their own tables (audit).
-    pub(crate) fn conn(&self) -> &Connection {
-        &self.conn
-    }
-
     /// Rows changed on this connection by anything but the audit log: a
     /// different value means the configuration (VMs, services, policies,
     /// key-value pools) may have changed, the signal of module
     /// [`cache`](crate::cache).
     pub(crate) fn config_changes(&self) -> u64 {
         self.conn.total_changes().wrapping_sub(self.audit_changes)
-    }
-
-    /// Runs `write` on the connection as a write of the audit log, which
-    /// [`config_changes`](Self::config_changes) leaves out.
-    pub(crate) fn audit_write<R>(&mut self, write: impl FnOnce(&Connection) -> R) -> R {
-        let before = self.conn.total_changes();
-        let result = write(&self.conn);
-        let changed = self.conn.total_changes().wrapping_sub(before);
-        self.audit_changes = self.audit_changes.wrapping_add(changed);
-        result
     }
 
     /// Opens (creating if needed) the database in `dir`, migrating it.
@@ -283,23 +118,7 @@ impl Store {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
-        let version: u32 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
-        let known = MIGRATIONS.len() as u32;
-        if version > known {
-            return Err(StoreError::TooNew {
-                found: version,
-                known,
-            });
-        }
-        for (step, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
-            let tx = conn.transaction()?;
-            tx.execute_batch(sql)?;
-            if step == AUDIT_CHAIN_MIGRATION {
-                crate::store::audit_chain::link_unchained(&tx)?;
-            }
-            tx.pragma_update(None, "user_version", step as u32 + 1)?;
-            tx.commit()?;
-        }
+        schema::migrate(&mut conn)?;
         let now = now_secs();
         for s in BuiltinService::ALL {
             conn.execute(
@@ -688,6 +507,7 @@ fn unreadable(column: usize, e: impl std::error::Error + Send + Sync + 'static) 
 
 #[cfg(test)]
 mod tests {
+    use super::schema::{AUDIT_CHAIN_MIGRATION, MIGRATIONS};
     use super::*;
 
     #[test]

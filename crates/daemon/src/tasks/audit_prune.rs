@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::audit::now_ms;
+use crate::clock::now_ms;
 use crate::config::AuditSection;
 use crate::limits::AUDIT_PRUNE_INTERVAL_SECS;
 use crate::state::State;

@@ -21,7 +21,7 @@ use guestcomm_api::{Role, ShutdownRequest};
 use guestcomm_cim::value::{CimValue, InstanceName};
 use guestcomm_cim::xml::request::{parse_embedded_instance, Call, CallKind, ParamValue};
 use guestcomm_cim::xml::response::MethodReturn;
-use guestcomm_cim::{CimError, CimStatus, CimType, Repository};
+use guestcomm_cim::{CimError, CimStatus, CimType, Repository, ReturnValue};
 use guestcomm_protocol::files::CopyToGuest;
 use guestcomm_protocol::ServiceId;
 
@@ -34,22 +34,13 @@ use crate::audit::{self, Outcome};
 use crate::limits::MAX_COPY_FILES_PER_CALL;
 use crate::state::State;
 
-/// Return value: the method ran to completion.
-const COMPLETED: u64 = 0;
-/// Return value: RequestStateChange to a state other than 2 or 3.
-const NOT_SUPPORTED: u64 = 1;
-/// Return value: a job was started (its reference is the `Job` output).
-const JOB_STARTED: u64 = 4096;
-/// Return value: RequestStateChange with a TimeoutPeriod.
-const TIMEOUT_NOT_SUPPORTED: u64 = 4098;
-
 fn invalid(message: String) -> CimError {
     CimError::new(CimStatus::InvalidParameter, message)
 }
 
-fn returned(value: u64) -> MethodReturn {
+fn returned(code: u32) -> MethodReturn {
     MethodReturn {
-        value: CimValue::Uint(value),
+        value: CimValue::Uint(code.into()),
         value_type: CimType::Uint(32),
         outputs: Vec::new(),
     }
@@ -188,14 +179,14 @@ async fn run(
                 .param("TimeoutPeriod")
                 .is_some_and(|p| p.value != ParamValue::Null)
             {
-                return Ok(returned(TIMEOUT_NOT_SUPPORTED));
+                return Ok(returned(ReturnValue::TimeoutNotSupported.code()));
             }
             if is_service {
                 let code =
                     crate::ops::services::change_state(state, vm_name()?, service()?, requested)
                         .await
                         .map_err(|e| cim_error(&e))?;
-                return Ok(returned(code.into()));
+                return Ok(returned(code));
             }
             if instance.class.eq_ignore_ascii_case(INTERFACE) {
                 return interface_state(state, vm_name()?, requested).await;
@@ -206,15 +197,15 @@ async fn run(
                     crate::ops::services::change_state(state, vm_name()?, service.id(), requested)
                         .await
                         .map_err(|e| cim_error(&e))?;
-                return Ok(returned(code.into()));
+                return Ok(returned(code));
             }
-            Ok(returned(NOT_SUPPORTED))
+            Ok(returned(ReturnValue::NotSupported.code()))
         }
         "StartService" | "StopService" => {
             let code = crate::ops::services::start_stop(state, vm_name()?, service()?)
                 .await
                 .map_err(|e| cim_error(&e))?;
-            Ok(returned(code.into()))
+            Ok(returned(code))
         }
         "InitiateShutdown" | "InitiateReboot" => {
             let request = ShutdownRequest {
@@ -233,7 +224,7 @@ async fn run(
                 .map_err(|e| cim_error(&e))?;
             let job = jobs::start(state, vm, files, auth.caller)?;
             Ok(MethodReturn {
-                value: CimValue::Uint(JOB_STARTED),
+                value: CimValue::Uint(ReturnValue::JobStarted.code().into()),
                 value_type: CimType::Uint(32),
                 outputs: vec![(
                     "Job".into(),
@@ -299,13 +290,13 @@ async fn shutdown(
                 "{}; acknowledged: {}",
                 record.arguments, answer.acknowledged
             ));
-            Ok(returned(COMPLETED))
+            Ok(returned(ReturnValue::Completed.code()))
         }
         Err(e) => {
             let reason = guestcomm_protocol::error_chain(&e);
             tracing::info!(%vm, %reason, "WBEM shutdown failed");
             record.error = Some(reason);
-            Ok(returned(return_code(e.kind()).into()))
+            Ok(returned(return_code(e.kind())))
         }
     }
 }
@@ -334,12 +325,12 @@ async fn interface_state(
     let on = match requested {
         2 => true,
         3 => false,
-        _ => return Ok(returned(NOT_SUPPORTED)),
+        _ => return Ok(returned(ReturnValue::NotSupported.code())),
     };
     crate::ops::vms::update(state, vm, Some(on), None)
         .await
         .map_err(|e| cim_error(&e))?;
-    Ok(returned(COMPLETED))
+    Ok(returned(ReturnValue::Completed.code()))
 }
 
 /// The files of CopyFilesToGuest, from its embedded setting data.
