@@ -31,13 +31,13 @@ mod audit;
 mod cache;
 mod caller;
 mod clock;
-pub mod config;
+mod config;
 mod copy_jobs;
 mod error;
 mod health;
 mod http;
 mod integration;
-pub mod limits;
+mod limits;
 mod model;
 mod ops;
 mod policy;
@@ -58,7 +58,14 @@ use std::time::Duration;
 use guestcomm_protocol::error_chain;
 use tokio::net::UnixListener;
 
+// What the binary (`main.rs`) uses; everything else stays inside the crate.
+pub use crate::config::{FileConfig, DEFAULT_CONFIG_PATH};
 pub use crate::http::server::HttpLimits;
+pub use crate::limits::{
+    DEFAULT_HEARTBEAT_INTERVAL_MS, DEFAULT_HTTP_HEADER_TIMEOUT_MS, DEFAULT_MAX_CONCURRENT_PROBES,
+    DEFAULT_MAX_HTTP_CONNECTIONS, DEFAULT_MAX_HTTP_CONNECTIONS_PER_PEER,
+    DEFAULT_RELAY_COPY_IDLE_TIMEOUT_MS, OPEN_FILES_WANTED,
+};
 use crate::state::State;
 use crate::store::{Store, StoreError};
 

@@ -10,13 +10,12 @@ use guestcomm_api::Role;
 use guestcomm_observability::{self as observability, LogFormat};
 use guestcomm_protocol::duration::{parse_duration_ms, DurationError, TimeUnit};
 use guestcomm_transport::Address;
-use guestcommd::config::{FileConfig, DEFAULT_CONFIG_PATH};
-use guestcommd::limits::{
+use guestcommd::{ApiEndpoint, Config, Daemon, FileConfig, HttpLimits, DEFAULT_CONFIG_PATH};
+use guestcommd::{
     DEFAULT_HEARTBEAT_INTERVAL_MS, DEFAULT_HTTP_HEADER_TIMEOUT_MS, DEFAULT_MAX_CONCURRENT_PROBES,
     DEFAULT_MAX_HTTP_CONNECTIONS, DEFAULT_MAX_HTTP_CONNECTIONS_PER_PEER,
     DEFAULT_RELAY_COPY_IDLE_TIMEOUT_MS,
 };
-use guestcommd::{ApiEndpoint, Config, Daemon, HttpLimits};
 
 /// The guestcomm host daemon: keeps the VM inventory and the registry of
 /// guest communication services, lets only registered and enabled services
@@ -179,7 +178,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .unwrap_or_else(|| DEFAULT_CONFIG_PATH.into());
     let file = FileConfig::load(&config_path, args.config.is_some())?;
     // After the configuration: a start that fails on it says only that.
-    observability::raise_open_files_limit(guestcommd::limits::OPEN_FILES_WANTED);
+    observability::raise_open_files_limit(guestcommd::OPEN_FILES_WANTED);
     let config = Config {
         file,
         config_path,
