@@ -7,7 +7,7 @@
 //! ```text
 //! http/  wbem/                    front ends: decode, call, encode (HTTP, CIM-XML)
 //! tasks/                          health monitor, time sync, audit pruning
-//! ops/  relay/  integration  policy_doc
+//! ops/  relay/  policy_doc
 //!                                 operations, relays to and from guests, policy documents
 //! admission  agent                may this request pass; the one way to reach an agent
 //! state  cache  audit  refusals  copy_jobs  access
@@ -35,7 +35,6 @@ mod copy_jobs;
 mod error;
 mod health;
 mod http;
-mod integration;
 pub mod limits;
 mod model;
 mod ops;

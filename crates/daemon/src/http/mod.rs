@@ -8,6 +8,7 @@
 //! audit log.
 
 mod authorize;
+mod integration;
 pub(crate) mod server;
 pub(crate) mod tls_listener;
 
@@ -30,7 +31,6 @@ use serde::Deserialize;
 use crate::access::Authorized;
 use crate::audit;
 use crate::error::{Error, ErrorKind, ErrorText};
-use crate::integration;
 use crate::ops::{self, services, vms};
 use crate::state::State;
 
