@@ -1,7 +1,7 @@
 //! The HTTP/JSON API on the Unix socket (routes in [`router`]).
 //!
 //! The handlers, one file per resource (`vms`, `services`, `integration`,
-//! `audit`, `openapi`), decode their request, call an operation of
+//! `policy`, `audit`, `openapi`), decode their request, call an operation of
 //! [`crate::ops`] and encode the answer; each returns `Result<_, Error>`, and
 //! [`status`] is the one place where an error's kind becomes an HTTP status,
 //! and the body is always an [`ErrorBody`] with the whole error chain. Every
@@ -12,6 +12,7 @@ mod audit;
 mod authorize;
 mod integration;
 mod openapi;
+mod policy;
 pub(crate) mod server;
 mod services;
 pub(crate) mod tls_listener;
@@ -152,10 +153,7 @@ pub(crate) fn router(state: Arc<State>) -> Router {
         )
         .route("/v1/services/{id}/policy", put(services::set_policy))
         .route("/v1/services/instances", get(services::all_instances))
-        .route(
-            "/v1/vms/{name}/policy",
-            get(crate::policy_doc::show).put(crate::policy_doc::set),
-        )
+        .route("/v1/vms/{name}/policy", get(policy::show).put(policy::set))
         .route("/v1/audit", get(audit::audit_records))
         .route("/v1/audit/verify", get(audit::audit_verify))
         .route("/cimom", post(crate::wbem::cimom))
