@@ -7,8 +7,7 @@
 //! ```text
 //! http/  wbem/                    front ends: decode, call, encode (HTTP, CIM-XML)
 //! tasks/                          health monitor, time sync, audit pruning
-//! ops/  relay/  integration  policy_doc
-//!                                 operations, relays to and from guests, policy documents
+//! ops/  relay/                    operations, relays to and from guests
 //! admission  agent                may this request pass; the one way to reach an agent
 //! state  cache  audit  refusals  copy_jobs  access
 //!                                 shared state, audit records, role tables
@@ -36,12 +35,10 @@ mod copy_jobs;
 mod error;
 mod health;
 mod http;
-mod integration;
 mod limits;
 mod model;
 mod ops;
 mod policy;
-mod policy_doc;
 mod refusals;
 mod relay;
 mod spare;

@@ -1,41 +1,35 @@
 //! The HTTP/JSON API on the Unix socket (routes in [`router`]).
 //!
-//! Every handler decodes its request, calls an operation of [`crate::ops`]
-//! and encodes the answer; it returns `Result<_, Error>`, and [`status`] is
-//! the one place where an error's kind becomes an HTTP status, and the body
-//! is always an [`ErrorBody`] with the whole error chain. Every route passes
-//! through [`authorize::authorize`] first: the caller's role, then the
-//! audit log.
+//! The handlers, one file per resource (`vms`, `services`, `integration`,
+//! `policy`, `audit`, `openapi`), decode their request, call an operation of
+//! [`crate::ops`] and encode the answer; each returns `Result<_, Error>`, and
+//! [`status`] is the one place where an error's kind becomes an HTTP status,
+//! and the body is always an [`ErrorBody`] with the whole error chain. Every
+//! route passes through [`authorize::authorize`] first: the caller's role,
+//! then the audit log.
 
+mod audit;
 mod authorize;
+mod integration;
+mod openapi;
+mod policy;
 pub(crate) mod server;
+mod services;
 pub(crate) mod tls_listener;
+mod vms;
 
 use std::sync::Arc;
 
 use axum::extract::rejection::{JsonRejection, QueryRejection};
-use axum::extract::{Path, Query, State as AxumState};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
-use axum::{Extension, Json, Router};
-use guestcomm_api::{
-    AddVm, ApiErrorCode, AuditRecord, AuditVerification, Credentials, ErrorBody,
-    GuestCommunicationService, MethodResult, RegisterService, RequestStateChange,
-    ServiceRegistration, SetPolicy, UpdateVm, Vm,
-};
+use axum::{Json, Router};
+use guestcomm_api::{ApiErrorCode, ErrorBody};
 use guestcomm_protocol::error_chain;
-use serde::Deserialize;
 
-use crate::access::Authorized;
-use crate::audit;
 use crate::error::{Error, ErrorKind, ErrorText};
-use crate::integration;
-use crate::ops::{self, services, vms};
 use crate::state::State;
-
-/// The OpenAPI document of this API, hand-written.
-const OPENAPI: &str = include_str!("../openapi.json");
 
 /// The HTTP status and stable code of every kind of error: the one mapping.
 pub(crate) fn status(kind: ErrorKind) -> (StatusCode, ApiErrorCode) {
@@ -108,15 +102,17 @@ impl IntoResponse for Error {
 /// Every route of the API.
 pub(crate) fn router(state: Arc<State>) -> Router {
     Router::new()
-        .route("/openapi.json", get(openapi))
-        .route("/v1/vms", get(list_vms).post(add_vm))
+        .route("/openapi.json", get(openapi::openapi))
+        .route("/v1/vms", get(vms::list_vms).post(vms::add_vm))
         .route(
             "/v1/vms/{name}",
-            get(show_vm).delete(remove_vm).patch(update_vm),
+            get(vms::show_vm)
+                .delete(vms::remove_vm)
+                .patch(vms::update_vm),
         )
         .route("/v1/vms/{name}/connect", post(crate::relay::connect))
-        .route("/v1/vms/{name}/credentials", get(vm_credentials))
-        .route("/v1/vms/{name}/services", get(vm_services))
+        .route("/v1/vms/{name}/credentials", get(vms::vm_credentials))
+        .route("/v1/vms/{name}/services", get(services::vm_services))
         .route(
             "/v1/vms/{name}/integration-services",
             get(integration::integration_services),
@@ -137,7 +133,7 @@ pub(crate) fn router(state: Arc<State>) -> Router {
         .route("/v1/vms/{name}/fs/thaw", post(integration::fs_thaw))
         .route(
             "/v1/vms/{name}/services/{id}/RequestStateChange",
-            post(request_state_change),
+            post(services::request_state_change),
         )
         .route(
             "/v1/vms/{name}/services/{id}/connect",
@@ -145,18 +141,21 @@ pub(crate) fn router(state: Arc<State>) -> Router {
         )
         .route(
             "/v1/vms/{name}/services/{id}/{method}",
-            post(start_stop_service),
+            post(services::start_stop_service),
         )
-        .route("/v1/services", get(list_services).post(register))
-        .route("/v1/services/{id}", axum::routing::delete(unregister))
-        .route("/v1/services/{id}/policy", put(set_policy))
-        .route("/v1/services/instances", get(all_instances))
         .route(
-            "/v1/vms/{name}/policy",
-            get(crate::policy_doc::show).put(crate::policy_doc::set),
+            "/v1/services",
+            get(services::list_services).post(services::register),
         )
-        .route("/v1/audit", get(audit_records))
-        .route("/v1/audit/verify", get(audit_verify))
+        .route(
+            "/v1/services/{id}",
+            axum::routing::delete(services::unregister),
+        )
+        .route("/v1/services/{id}/policy", put(services::set_policy))
+        .route("/v1/services/instances", get(services::all_instances))
+        .route("/v1/vms/{name}/policy", get(policy::show).put(policy::set))
+        .route("/v1/audit", get(audit::audit_records))
+        .route("/v1/audit/verify", get(audit::audit_verify))
         .route("/cimom", post(crate::wbem::cimom))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -165,210 +164,6 @@ pub(crate) fn router(state: Arc<State>) -> Router {
         .fallback(no_route)
         .method_not_allowed_fallback(no_route)
         .with_state(state)
-}
-
-async fn openapi() -> impl IntoResponse {
-    (
-        [(axum::http::header::CONTENT_TYPE, "application/json")],
-        OPENAPI,
-    )
-}
-
-async fn vm_credentials(
-    AxumState(state): AxumState<Arc<State>>,
-    Path(name): Path<String>,
-) -> Result<Json<Credentials>, Error> {
-    Ok(Json(vms::credentials(&state, name).await?))
-}
-
-async fn list_vms(
-    AxumState(state): AxumState<Arc<State>>,
-    Extension(auth): Extension<Authorized>,
-) -> Result<Json<Vec<Vm>>, Error> {
-    Ok(Json(vms::list(&state, |vm| auth.grants.sees_vm(vm)).await?))
-}
-
-async fn add_vm(
-    AxumState(state): AxumState<Arc<State>>,
-    Extension(note): Extension<audit::Note>,
-    body: Result<Json<AddVm>, JsonRejection>,
-) -> Result<(StatusCode, Json<Vm>), Error> {
-    let Json(add) = body?;
-    note.vm(&add.name);
-    note.arguments(&format!("--endpoint {}", add.endpoint));
-    let vm = vms::add(&state, add.name, &add.endpoint, add.credentials).await?;
-    Ok((StatusCode::CREATED, Json(vm)))
-}
-
-async fn show_vm(
-    AxumState(state): AxumState<Arc<State>>,
-    Path(name): Path<String>,
-) -> Result<Json<Vm>, Error> {
-    Ok(Json(vms::show(&state, name).await?))
-}
-
-async fn update_vm(
-    AxumState(state): AxumState<Arc<State>>,
-    Extension(note): Extension<audit::Note>,
-    Path(name): Path<String>,
-    body: Result<Json<UpdateVm>, JsonRejection>,
-) -> Result<Json<Vm>, Error> {
-    let Json(update) = body?;
-    note.arguments(&serde_json::to_string(&update).unwrap_or_default());
-    let vm = vms::update(
-        &state,
-        name,
-        update.interface_enabled,
-        update.default_enabled_state_policy,
-    )
-    .await?;
-    Ok(Json(vm))
-}
-
-async fn remove_vm(
-    AxumState(state): AxumState<Arc<State>>,
-    Path(name): Path<String>,
-) -> Result<StatusCode, Error> {
-    vms::remove(&state, name).await?;
-    Ok(StatusCode::NO_CONTENT)
-}
-
-async fn list_services(
-    AxumState(state): AxumState<Arc<State>>,
-) -> Result<Json<Vec<ServiceRegistration>>, Error> {
-    Ok(Json(services::list(&state).await?))
-}
-
-async fn register(
-    AxumState(state): AxumState<Arc<State>>,
-    Extension(note): Extension<audit::Note>,
-    body: Result<Json<RegisterService>, JsonRejection>,
-) -> Result<(StatusCode, Json<ServiceRegistration>), Error> {
-    let Json(req) = body?;
-    note.service(&req.id);
-    note.arguments(&format!("--name {:?}", req.element_name));
-    let id = services::parse_id(&req.id)?;
-    let row = services::register(
-        &state,
-        id,
-        &req.element_name,
-        req.description,
-        req.host_endpoint.as_deref(),
-    )
-    .await?;
-    Ok((StatusCode::CREATED, Json(row)))
-}
-
-async fn unregister(
-    AxumState(state): AxumState<Arc<State>>,
-    Path(id): Path<String>,
-) -> Result<StatusCode, Error> {
-    let id = services::parse_id(&id)?;
-    services::unregister(&state, id).await?;
-    Ok(StatusCode::NO_CONTENT)
-}
-
-async fn set_policy(
-    AxumState(state): AxumState<Arc<State>>,
-    Extension(note): Extension<audit::Note>,
-    Path(id): Path<String>,
-    body: Result<Json<SetPolicy>, JsonRejection>,
-) -> Result<StatusCode, Error> {
-    let Json(req) = body?;
-    if let Some(vm) = &req.vm {
-        note.vm(vm);
-    }
-    note.arguments(&format!("policy {}", req.policy));
-    let id = services::parse_id(&id)?;
-    services::set_policy(&state, id, req.vm, req.policy).await?;
-    Ok(StatusCode::NO_CONTENT)
-}
-
-async fn vm_services(
-    AxumState(state): AxumState<Arc<State>>,
-    Path(name): Path<String>,
-) -> Result<Json<Vec<GuestCommunicationService>>, Error> {
-    Ok(Json(services::instances(&state, Some(name)).await?))
-}
-
-/// Query of `/v1/services/instances`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct InstancesQuery {
-    vm: Option<String>,
-}
-
-async fn all_instances(
-    AxumState(state): AxumState<Arc<State>>,
-    query: Result<Query<InstancesQuery>, QueryRejection>,
-) -> Result<Json<Vec<GuestCommunicationService>>, Error> {
-    let Query(q) = query?;
-    Ok(Json(services::instances(&state, q.vm).await?))
-}
-
-async fn request_state_change(
-    AxumState(state): AxumState<Arc<State>>,
-    Path((name, id)): Path<(String, String)>,
-    body: Result<Json<RequestStateChange>, JsonRejection>,
-) -> Result<Json<MethodResult>, Error> {
-    let Json(req) = body?;
-    let id = services::parse_id(&id)?;
-    let return_value = services::change_state(&state, name, id, req.requested_state).await?;
-    Ok(Json(MethodResult { return_value }))
-}
-
-/// `StartService` and `StopService` (see [`services::start_stop`]); unknown
-/// VMs and services are 404.
-async fn start_stop_service(
-    AxumState(state): AxumState<Arc<State>>,
-    Path((name, id, method)): Path<(String, String, String)>,
-) -> Result<Json<MethodResult>, Error> {
-    if method != "StartService" && method != "StopService" {
-        return Err(Error::BadRequest(format!(
-            "unknown method {method:?}: expected RequestStateChange, StartService or StopService"
-        )));
-    }
-    let id = services::parse_id(&id)?;
-    let return_value = services::start_stop(&state, name, id).await?;
-    Ok(Json(MethodResult { return_value }))
-}
-
-/// Query of `GET /v1/audit`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct AuditQuery {
-    /// Only this VM's records.
-    vm: Option<String>,
-    /// Only records from this time on, milliseconds since the Unix epoch.
-    since_ms: Option<i64>,
-    /// At most this many (the newest); capped at
-    /// [`crate::limits::MAX_AUDIT_QUERY_RECORDS`].
-    limit: Option<u32>,
-}
-
-/// `GET /v1/audit`.
-async fn audit_records(
-    AxumState(state): AxumState<Arc<State>>,
-    Extension(auth): Extension<Authorized>,
-    query: Result<Query<AuditQuery>, QueryRejection>,
-) -> Result<Json<Vec<AuditRecord>>, Error> {
-    let Query(q) = query?;
-    // Roles on some VMs only: the records of one of those VMs at a time.
-    if auth.grants.vms_only() && !q.vm.as_deref().is_some_and(|vm| auth.grants.sees_vm(vm)) {
-        return Err(Error::OutOfScope(
-            "your roles hold on some VMs only: read their audit records one VM at a time (guestcomm audit --vm VM)".into(),
-        ));
-    }
-    Ok(Json(
-        ops::audit::records(&state, q.vm, q.since_ms, q.limit).await?,
-    ))
-}
-
-/// `GET /v1/audit/verify`.
-async fn audit_verify(
-    AxumState(state): AxumState<Arc<State>>,
-) -> Result<Json<AuditVerification>, Error> {
-    Ok(Json(ops::audit::verify(&state).await?))
 }
 
 #[cfg(test)]
@@ -401,7 +196,7 @@ mod tests {
             assert_eq!((status.as_u16(), wire.as_str()), (code, name), "{kind:?}");
         }
         // openapi.json lists exactly the codes the daemon sends.
-        let doc: serde_json::Value = serde_json::from_str(OPENAPI).unwrap();
+        let doc: serde_json::Value = serde_json::from_str(openapi::OPENAPI).unwrap();
         let listed = &doc["components"]["schemas"]["ErrorBody"]["properties"]["code"]["enum"];
         let mut documented: Vec<&str> = listed
             .as_array()

@@ -3,8 +3,11 @@
 //! [`crate::error::Error`], and knows nothing of HTTP or CIM-XML.
 //!
 //! [`vms`]: the inventory; [`audit`]: the audit log's records and check; [`services`]: the registry, per-VM enablement and
-//! the service instances with their RequestStateChange.
+//! the service instances with their RequestStateChange; [`integration`]: the
+//! integration services of a VM (guest info, time, key-value pools, shutdown,
+//! freeze).
 
 pub(crate) mod audit;
+pub(crate) mod integration;
 pub(crate) mod services;
 pub(crate) mod vms;

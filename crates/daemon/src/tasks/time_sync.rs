@@ -10,8 +10,8 @@ use guestcomm_protocol::BuiltinService;
 use tracing::{info, warn};
 
 use crate::admission;
-use crate::integration::sync_if_off;
 use crate::limits::PERIODIC_SYNC_TIMEOUT_MS;
+use crate::ops::integration::sync_if_off;
 use crate::state::State;
 use crate::tasks::health::Rounds;
 

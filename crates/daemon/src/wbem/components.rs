@@ -11,13 +11,12 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{Path, State as AxumState};
 use futures::StreamExt;
 use guestcomm_api::HealthStatus;
 use guestcomm_cim::value::{CimValue, Instance, InstanceName};
 use guestcomm_cim::xml::response::{self as enc, Shape};
 use guestcomm_cim::{Repository, NAMESPACE};
-use guestcomm_protocol::integration::KvpEntries;
+use guestcomm_protocol::integration::{KvpEntries, KvpPool};
 use guestcomm_protocol::BuiltinService;
 use uuid::Uuid;
 
@@ -327,14 +326,9 @@ async fn read_one(
     vm: &VmRow,
 ) -> Result<(KvpEntries, KvpEntries), crate::error::Error> {
     let _slot = state.agent_calls.take(&vm.name)?;
-    let list = |pool: &str| {
-        crate::integration::kvp_list(
-            AxumState(state.clone()),
-            Path((vm.name.clone(), pool.to_string())),
-        )
-    };
-    let guest = list("guest").await?.0;
-    let auto = list("auto").await?.0;
+    let list = |pool| crate::ops::integration::kvp_list(state, vm.name.clone(), pool);
+    let guest = list(KvpPool::Guest).await?;
+    let auto = list(KvpPool::Auto).await?;
     Ok((guest, auto))
 }
 

@@ -15,8 +15,6 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, State as AxumState};
-use axum::Json;
 use guestcomm_api::{Role, ShutdownRequest};
 use guestcomm_cim::value::{CimValue, InstanceName};
 use guestcomm_cim::xml::request::{parse_embedded_instance, Call, CallKind, ParamValue};
@@ -276,16 +274,11 @@ async fn shutdown(
     let result = async {
         crate::admission::writable(state, vm.clone()).await?;
         let _slot = state.agent_calls.take(&vm)?;
-        crate::integration::shutdown(
-            AxumState(state.clone()),
-            Path(vm.clone()),
-            Ok(Json(request)),
-        )
-        .await
+        crate::ops::integration::shutdown(state, vm.clone(), request).await
     }
     .await;
     match result {
-        Ok(Json(answer)) => {
+        Ok(answer) => {
             record.arguments = audit::arguments(&format!(
                 "{}; acknowledged: {}",
                 record.arguments, answer.acknowledged

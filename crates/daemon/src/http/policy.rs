@@ -1,11 +1,6 @@
-//! The host side of argument-level policy: each VM's policy document
-//! (`guestcomm policy show|set VM`, kept by `store/policy_docs.rs`) and its
-//! routes. Its enforcement on relayed requests and operator routes
-//! is admission's (module `admission`).
-//!
-//! The document type and its checks live in `guestcomm_policy`,
-//! shared with the agent's `--policy`. A document that does not parse or
-//! validate is refused with its line, and the VM keeps its old one.
+//! A VM's host policy document (`GET` and `PUT /v1/vms/{name}/policy`):
+//! decode, read or validate and store, encode. The document type and its
+//! checks are `guestcomm_policy`'s; its enforcement is admission's.
 
 use std::sync::Arc;
 
@@ -15,11 +10,12 @@ use axum::{Extension, Json};
 use guestcomm_api::SetVmPolicy;
 use guestcomm_policy::PolicyDocument;
 
+use crate::audit;
 use crate::error::Error;
 use crate::state::State;
 
 /// `GET /v1/vms/{name}/policy`: the VM's document (empty: no restriction).
-pub(crate) async fn show(
+pub(super) async fn show(
     AxumState(state): AxumState<Arc<State>>,
     Path(name): Path<String>,
 ) -> Result<Json<PolicyDocument>, Error> {
@@ -33,9 +29,9 @@ pub(crate) async fn show(
 }
 
 /// `PUT /v1/vms/{name}/policy`: validates and stores a new document.
-pub(crate) async fn set(
+pub(super) async fn set(
     AxumState(state): AxumState<Arc<State>>,
-    Extension(note): Extension<crate::audit::Note>,
+    Extension(note): Extension<audit::Note>,
     Path(name): Path<String>,
     body: Result<Json<SetVmPolicy>, JsonRejection>,
 ) -> Result<Json<PolicyDocument>, Error> {

@@ -1,5 +1,6 @@
-//! The integration services through the API: guest info, time, key-value
-//! exchange, shutdown and filesystem freeze of a VM, by name.
+//! The integration services of a VM, by name: guest info, time, key-value
+//! exchange, shutdown and filesystem freeze (the JSON API's handlers are in
+//! `http/integration.rs`; WBEM calls these too).
 //!
 //! ```text
 //! API call -> VM known? (404) -> agent service and this service enabled? (403)
@@ -13,16 +14,11 @@
 //! pool ([`push_kvp`]); an agent that cannot be reached gets it when the
 //! health monitor next sees it come back (see [`crate::health`]).
 
-use std::sync::Arc;
-
-use axum::extract::rejection::{JsonRejection, QueryRejection};
-use axum::extract::{Path, Query, State as AxumState};
-use axum::Json;
 use guestcomm_api::{
-    FreezeStatus, FsRequest, GuestCommunicationService, GuestInfo, KvpEntries, KvpPair, KvpValue,
-    KvpWrite, ShutdownAnswer, ShutdownRequest, TimeReport,
+    FreezeStatus, FsRequest, GuestCommunicationService, GuestInfo, KvpEntries, KvpPair, KvpWrite,
+    ShutdownAnswer, ShutdownRequest, TimeReport,
 };
-use guestcomm_client::integration::{self as ops, CallError};
+use guestcomm_client::integration::{self as calls, CallError};
 use guestcomm_client::Session;
 use guestcomm_protocol::error_chain;
 use guestcomm_protocol::integration::{check_key, check_value, KvpError, KvpPool, KvpSide};
@@ -30,7 +26,6 @@ use guestcomm_protocol::limits::{DEFAULT_TIME_SAMPLES, MAX_TIME_SAMPLES};
 use guestcomm_protocol::message::Call;
 use guestcomm_protocol::BuiltinService;
 use guestcomm_transport::Stream;
-use serde::Deserialize;
 use tracing::{info, warn};
 
 use crate::admission;
@@ -66,37 +61,25 @@ fn call_error(vm: &VmRow, e: CallError) -> Error {
     }
 }
 
-/// `GET /v1/vms/{name}/integration-services`: the VM's integration services
-/// as objects of guestcomm's Msvm_GuestService subclasses.
+/// The VM's integration services as objects of guestcomm's Msvm_GuestService
+/// subclasses.
 pub(crate) async fn integration_services(
-    AxumState(state): AxumState<Arc<State>>,
-    Path(name): Path<String>,
-) -> Result<Json<Vec<GuestCommunicationService>>, Error> {
-    let all = crate::ops::services::instances(&state, Some(name)).await?;
-    Ok(Json(
-        all.into_iter()
-            .filter_map(crate::policy::integration_instance)
-            .collect(),
-    ))
+    state: &State,
+    name: String,
+) -> Result<Vec<GuestCommunicationService>, Error> {
+    let all = super::services::instances(state, Some(name)).await?;
+    Ok(all
+        .into_iter()
+        .filter_map(crate::policy::integration_instance)
+        .collect())
 }
 
-/// `GET /v1/vms/{name}/info`.
-pub(crate) async fn info(
-    AxumState(state): AxumState<Arc<State>>,
-    Path(name): Path<String>,
-) -> Result<Json<GuestInfo>, Error> {
-    let (vm, session) = open(&state, name, BuiltinService::GuestInfo).await?;
-    let info = ops::guest_info(session)
+/// What the guest's agent tells of the guest.
+pub(crate) async fn info(state: &State, name: String) -> Result<GuestInfo, Error> {
+    let (vm, session) = open(state, name, BuiltinService::GuestInfo).await?;
+    calls::guest_info(session)
         .await
-        .map_err(|e| call_error(&vm, e))?;
-    Ok(Json(info))
-}
-
-/// Query of `GET /v1/vms/{name}/time`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct TimeQuery {
-    samples: Option<u32>,
+        .map_err(|e| call_error(&vm, e))
 }
 
 async fn time_report(
@@ -114,9 +97,9 @@ async fn time_report(
     let vm = state.db(move |s| s.vm(&name)).await?;
     admission::integration(state, &vm, BuiltinService::Time).await?;
     if sync {
-        ops::sync_time(time_session(&vm), samples).await
+        calls::sync_time(time_session(&vm), samples).await
     } else {
-        ops::measure_time(time_session(&vm), samples).await
+        calls::measure_time(time_session(&vm), samples).await
     }
     .map_err(|e| e.into_error(&vm))
 }
@@ -157,75 +140,75 @@ fn time_session<'a>(vm: &'a VmRow) -> impl FnMut() -> SampleSession<'a> + 'a {
 /// Steps `vm`'s clock if it is off by more than the tolerance (or the
 /// measurement's uncertainty); returns the offset found and whether it stepped.
 pub(crate) async fn sync_if_off(vm: &VmRow) -> Result<(i64, bool), Error> {
-    let before = ops::measure_time(time_session(vm), DEFAULT_TIME_SAMPLES)
+    let before = calls::measure_time(time_session(vm), DEFAULT_TIME_SAMPLES)
         .await
         .map_err(|e| e.into_error(vm))?;
     let tolerance = (before.rtt_ns / 2).max(PERIODIC_SYNC_TOLERANCE_NS);
     if before.offset_ns.unsigned_abs() <= tolerance {
         return Ok((before.offset_ns, false));
     }
-    ops::sync_time(time_session(vm), DEFAULT_TIME_SAMPLES)
+    calls::sync_time(time_session(vm), DEFAULT_TIME_SAMPLES)
         .await
         .map_err(|e| e.into_error(vm))?;
     Ok((before.offset_ns, true))
 }
 
-/// `GET /v1/vms/{name}/time`: the guest clock's offset from the host's.
+/// The guest clock's offset from the host's, over `samples` (default
+/// [`DEFAULT_TIME_SAMPLES`]).
 pub(crate) async fn time(
-    AxumState(state): AxumState<Arc<State>>,
-    Path(name): Path<String>,
-    query: Result<Query<TimeQuery>, QueryRejection>,
-) -> Result<Json<TimeReport>, Error> {
-    let Query(q) = query?;
-    Ok(Json(time_report(&state, name, q.samples, false).await?))
+    state: &State,
+    name: String,
+    samples: Option<u32>,
+) -> Result<TimeReport, Error> {
+    time_report(state, name, samples, false).await
 }
 
-/// `POST /v1/vms/{name}/time/sync`: steps the guest clock to the host's.
+/// Steps the guest clock to the host's.
 pub(crate) async fn time_sync(
-    AxumState(state): AxumState<Arc<State>>,
-    Path(name): Path<String>,
-    query: Result<Query<TimeQuery>, QueryRejection>,
-) -> Result<Json<TimeReport>, Error> {
-    let Query(q) = query?;
+    state: &State,
+    name: String,
+    samples: Option<u32>,
+) -> Result<TimeReport, Error> {
     let logged = name.clone();
-    let report = time_report(&state, name, q.samples, true).await?;
+    let report = time_report(state, name, samples, true).await?;
     info!(vm = %logged, offset_ns = report.offset_ns, "guest clock synchronized");
-    Ok(Json(report))
+    Ok(report)
 }
 
-fn parse_pool(text: &str) -> Result<KvpPool, Error> {
+/// A key-value pool's name, as text from a caller.
+pub(crate) fn parse_pool(text: &str) -> Result<KvpPool, Error> {
     text.parse()
         .map_err(|e: KvpError| Error::from(StoreError::Kvp(e)))
 }
 
-/// `GET /v1/vms/{name}/kvp/{pool}`: the external pool from the database,
-/// the others from the agent.
+/// The entries of a pool: the external pool from the database, the others
+/// from the agent.
 pub(crate) async fn kvp_list(
-    AxumState(state): AxumState<Arc<State>>,
-    Path((name, pool)): Path<(String, String)>,
-) -> Result<Json<KvpEntries>, Error> {
-    let pool = parse_pool(&pool)?;
+    state: &State,
+    name: String,
+    pool: KvpPool,
+) -> Result<KvpEntries, Error> {
     let vm = state.db(move |s| s.vm(&name)).await?;
-    admission::integration(&state, &vm, BuiltinService::KeyValue).await?;
+    admission::integration(state, &vm, BuiltinService::KeyValue).await?;
     if pool == KvpPool::External {
         let id = vm.id;
-        return Ok(Json(state.db(move |s| s.kvp_entries(id)).await?));
+        return Ok(state.db(move |s| s.kvp_entries(id)).await?);
     }
-    let entries = ops::kvp_list(agent::connect(&vm).await?, pool)
+    calls::kvp_list(agent::connect(&vm).await?, pool)
         .await
-        .map_err(|e| call_error(&vm, e))?;
-    Ok(Json(entries))
+        .map_err(|e| call_error(&vm, e))
 }
 
-/// `GET /v1/vms/{name}/kvp/{pool}/{key}`.
+/// One key of a pool.
 pub(crate) async fn kvp_get(
-    AxumState(state): AxumState<Arc<State>>,
-    Path((name, pool, key)): Path<(String, String, String)>,
-) -> Result<Json<KvpPair>, Error> {
-    let pool = parse_pool(&pool)?;
+    state: &State,
+    name: String,
+    pool: KvpPool,
+    key: String,
+) -> Result<KvpPair, Error> {
     check_key(&key).map_err(StoreError::from)?;
     let vm = state.db(move |s| s.vm(&name)).await?;
-    admission::integration(&state, &vm, BuiltinService::KeyValue).await?;
+    admission::integration(state, &vm, BuiltinService::KeyValue).await?;
     let value = if pool == KvpPool::External {
         let id = vm.id;
         let mut entries = state.db(move |s| s.kvp_entries(id)).await?;
@@ -236,15 +219,15 @@ pub(crate) async fn kvp_get(
             })
         })?
     } else {
-        ops::kvp_get(agent::connect(&vm).await?, pool, &key)
+        calls::kvp_get(agent::connect(&vm).await?, pool, &key)
             .await
             .map_err(|e| call_error(&vm, e))?
     };
-    Ok(Json(KvpPair {
+    Ok(KvpPair {
         pool: pool.to_string(),
         key,
         value,
-    }))
+    })
 }
 
 /// Refuses writes to pools the host does not write.
@@ -277,37 +260,38 @@ async fn deliver(state: &State, vm: &VmRow) -> KvpWrite {
     }
 }
 
-/// `PUT /v1/vms/{name}/kvp/{pool}/{key}`: only the external pool.
+/// Sets one key: only in the external pool; stored, then pushed.
 pub(crate) async fn kvp_put(
-    AxumState(state): AxumState<Arc<State>>,
-    Path((name, pool, key)): Path<(String, String, String)>,
-    body: Result<Json<KvpValue>, JsonRejection>,
-) -> Result<Json<KvpWrite>, Error> {
-    let Json(KvpValue { value }) = body?;
-    let pool = parse_pool(&pool)?;
+    state: &State,
+    name: String,
+    pool: KvpPool,
+    key: String,
+    value: String,
+) -> Result<KvpWrite, Error> {
     host_writes(pool)?;
     check_key(&key).map_err(StoreError::from)?;
     check_value(&value).map_err(StoreError::from)?;
     let vm = state.db(move |s| s.vm(&name)).await?;
-    admission::integration(&state, &vm, BuiltinService::KeyValue).await?;
+    admission::integration(state, &vm, BuiltinService::KeyValue).await?;
     let id = vm.id;
     state.db(move |s| s.kvp_set(id, &key, &value)).await?;
-    Ok(Json(deliver(&state, &vm).await))
+    Ok(deliver(state, &vm).await)
 }
 
-/// `DELETE /v1/vms/{name}/kvp/{pool}/{key}`: only the external pool.
+/// Removes one key: only from the external pool; stored, then pushed.
 pub(crate) async fn kvp_delete(
-    AxumState(state): AxumState<Arc<State>>,
-    Path((name, pool, key)): Path<(String, String, String)>,
-) -> Result<Json<KvpWrite>, Error> {
-    let pool = parse_pool(&pool)?;
+    state: &State,
+    name: String,
+    pool: KvpPool,
+    key: String,
+) -> Result<KvpWrite, Error> {
     host_writes(pool)?;
     check_key(&key).map_err(StoreError::from)?;
     let vm = state.db(move |s| s.vm(&name)).await?;
-    admission::integration(&state, &vm, BuiltinService::KeyValue).await?;
+    admission::integration(state, &vm, BuiltinService::KeyValue).await?;
     let id = vm.id;
     state.db(move |s| s.kvp_delete(id, &key)).await?;
-    Ok(Json(deliver(&state, &vm).await))
+    Ok(deliver(state, &vm).await)
 }
 
 /// Sends the VM's whole external pool to its agent, if the key-value
@@ -322,7 +306,7 @@ pub(crate) async fn push_kvp(state: &State, vm: &VmRow) -> Result<(), String> {
         .await
         .map_err(|e| error_chain(&e))?;
     let session = agent::connect(vm).await.map_err(|e| error_chain(&e))?;
-    ops::kvp_change(
+    calls::kvp_change(
         session,
         Call::KvpReplace {
             entries: entries.clone(),
@@ -355,58 +339,55 @@ pub(crate) async fn push_if_needed(
     }
 }
 
-/// `POST /v1/vms/{name}/shutdown`: returns when the guest acknowledged.
+/// Asks the guest to shut down (or reboot); returns when the guest
+/// acknowledged.
 pub(crate) async fn shutdown(
-    AxumState(state): AxumState<Arc<State>>,
-    Path(name): Path<String>,
-    body: Result<Json<ShutdownRequest>, JsonRejection>,
-) -> Result<Json<ShutdownAnswer>, Error> {
-    let Json(req) = body?;
+    state: &State,
+    name: String,
+    req: ShutdownRequest,
+) -> Result<ShutdownAnswer, Error> {
     req.check().map_err(Error::BadRequest)?;
-    let (vm, session) = open(&state, name, BuiltinService::Shutdown).await?;
-    let acknowledged = ops::shutdown(session, req.clone())
+    let (vm, session) = open(state, name, BuiltinService::Shutdown).await?;
+    let acknowledged = calls::shutdown(session, req.clone())
         .await
         .map_err(|e| call_error(&vm, e))?;
     info!(vm = %vm.name, %acknowledged, reason = %req.reason, "guest shutdown acknowledged");
-    Ok(Json(ShutdownAnswer { acknowledged }))
+    Ok(ShutdownAnswer { acknowledged })
 }
 
 async fn fs_call(state: &State, name: String, call: Call) -> Result<FreezeStatus, Error> {
     let (vm, session) = open(state, name, BuiltinService::FsFreeze).await?;
-    ops::fs(session, call).await.map_err(|e| call_error(&vm, e))
+    calls::fs(session, call)
+        .await
+        .map_err(|e| call_error(&vm, e))
 }
 
-/// `GET /v1/vms/{name}/fs`: what is frozen.
-pub(crate) async fn fs_status(
-    AxumState(state): AxumState<Arc<State>>,
-    Path(name): Path<String>,
-) -> Result<Json<FreezeStatus>, Error> {
-    Ok(Json(fs_call(&state, name, Call::FsStatus).await?))
+/// What is frozen.
+pub(crate) async fn fs_status(state: &State, name: String) -> Result<FreezeStatus, Error> {
+    fs_call(state, name, Call::FsStatus).await
 }
 
-/// `POST /v1/vms/{name}/fs/freeze`.
+/// Freezes the request's filesystems.
 pub(crate) async fn fs_freeze(
-    AxumState(state): AxumState<Arc<State>>,
-    Path(name): Path<String>,
-    body: Result<Json<FsRequest>, JsonRejection>,
-) -> Result<Json<FreezeStatus>, Error> {
-    let Json(req) = body?;
+    state: &State,
+    name: String,
+    req: FsRequest,
+) -> Result<FreezeStatus, Error> {
     let call = Call::FsFreeze {
         mountpoints: req.mountpoints,
         timeout_s: req.timeout_s,
     };
-    Ok(Json(fs_call(&state, name, call).await?))
+    fs_call(state, name, call).await
 }
 
-/// `POST /v1/vms/{name}/fs/thaw`.
+/// Thaws the request's filesystems.
 pub(crate) async fn fs_thaw(
-    AxumState(state): AxumState<Arc<State>>,
-    Path(name): Path<String>,
-    body: Result<Json<FsRequest>, JsonRejection>,
-) -> Result<Json<FreezeStatus>, Error> {
-    let Json(req) = body?;
+    state: &State,
+    name: String,
+    req: FsRequest,
+) -> Result<FreezeStatus, Error> {
     let call = Call::FsThaw {
         mountpoints: req.mountpoints,
     };
-    Ok(Json(fs_call(&state, name, call).await?))
+    fs_call(state, name, call).await
 }
