@@ -104,26 +104,10 @@ pub fn qemu_smbios_inline(psk: &Psk) -> Vec<String> {
     ]
 }
 
-/// `text` escaped for an XML attribute or element.
-fn xml_escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '\'' => out.push_str("&apos;"),
-            '"' => out.push_str("&quot;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
 /// The libvirt domain XML (a child of `<domain>`) that gives the guest the
 /// credentials file at `path` as a firmware configuration entry.
 pub fn libvirt_fw_cfg(path: &Path) -> Result<String, ProvisionError> {
-    let path = xml_escape(checked_path(path)?);
+    let path = quick_xml::escape::escape(checked_path(path)?);
     Ok(format!(
         "<sysinfo type='fwcfg'>\n  <entry name='{FW_CFG_CREDENTIAL}' file='{path}'/>\n</sysinfo>\n"
     ))
@@ -133,7 +117,8 @@ pub fn libvirt_fw_cfg(path: &Path) -> Result<String, ProvisionError> {
 /// string: a `<sysinfo>` child of `<domain>`, and the `<smbios>` element
 /// that goes into its `<os>`.
 pub fn libvirt_smbios(psk: &Psk) -> String {
-    let oem = xml_escape(&smbios_oem_string(psk));
+    let oem = smbios_oem_string(psk);
+    let oem = quick_xml::escape::escape(&oem);
     format!(
         "<sysinfo type='smbios'>\n  <oemStrings>\n    <entry>{oem}</entry>\n  </oemStrings>\n</sysinfo>\n\
          <!-- and inside <os>: -->\n<smbios mode='sysinfo'/>\n"
