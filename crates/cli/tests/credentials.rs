@@ -252,3 +252,76 @@ fn forms_that_do_not_fit_and_the_kernel_command_line_are_refused_before_anything
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     assert!(text(&out.stderr).contains("nosuch"), "{out:?}");
 }
+
+#[test]
+fn vm_add_delivers_the_new_key_in_one_step_and_says_how_when_not_asked() {
+    let d = Daemon::start("off");
+
+    // With a delivery form: the id, then the line for QEMU; the file holds
+    // the key the daemon keeps for the VM.
+    let file = d.dir.path().join("web2.key");
+    let out = d.run(&[
+        "vm",
+        "add",
+        "web2",
+        "--endpoint",
+        "vsock://7",
+        "--qemu-args",
+        "--guest-file",
+        file.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let stdout = text(&out.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 2, "{stdout}");
+    let show = d.ok(&["vm", "show", "web2"]);
+    assert!(
+        show.contains(&format!("ID:         {}\n", lines[0])),
+        "{show}"
+    );
+    assert_eq!(
+        lines[1],
+        format!(
+            "-fw_cfg name=opt/io.systemd.credentials/guestcomm.key,file={}",
+            file.display()
+        )
+    );
+    assert_eq!(mode(&file), 0o600);
+    let plain = d.dir.path().join("web2.plain");
+    d.ok(&[
+        "vm",
+        "credentials",
+        "web2",
+        "--guest-file",
+        plain.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        load_credentials(&file).unwrap().secret_hex(),
+        load_credentials(&plain).unwrap().secret_hex()
+    );
+
+    // Without one: only the id on stdout, and how to deliver on stderr.
+    let out = d.run(&["vm", "add", "web3", "--endpoint", "vsock://8"]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(text(&out.stdout).lines().count(), 1, "{out:?}");
+    assert!(
+        text(&out.stderr).contains("guestcomm vm credentials web3 --qemu-args"),
+        "{out:?}"
+    );
+
+    // Forms that do not fit are refused before the VM is added.
+    let out = d.run(&["vm", "add", "web4", "--endpoint", "vsock://9", "--smbios"]);
+    usage_error(&out, "--smbios goes with --qemu-args or --libvirt-xml");
+    let out = d.run(&[
+        "vm",
+        "add",
+        "web5",
+        "--endpoint",
+        "unix:///run/web5.sock",
+        "--no-credentials",
+        "--cloud-init",
+    ]);
+    usage_error(&out, "no key to deliver");
+    let list = d.ok(&["vm", "list"]);
+    assert!(!list.contains("web4") && !list.contains("web5"), "{list}");
+}

@@ -26,7 +26,17 @@ pub(crate) struct VmArgs {
 /// The `vm` subcommands.
 #[derive(Debug, Subcommand)]
 pub(crate) enum VmCommand {
-    /// Add a VM: a name and its agent's address.
+    /// Add a VM: a name and its agent's address. Prints the VM's id; a
+    /// VM with a key also needs that key in its guest: give the delivery
+    /// options of `vm credentials` here (e.g. `--qemu-args --guest-file
+    /// PATH`) and the line to add to the VM's definition is printed after
+    /// the id.
+    ///
+    /// Examples:
+    ///   guestcomm vm add web1 --endpoint vsock://5
+    ///   guestcomm vm add web1 --endpoint vsock://5 --qemu-args --guest-file /var/lib/guestcomm/keys/web1.key
+    ///   guestcomm vm add web1 --endpoint vsock://5 --libvirt-xml --guest-file /var/lib/libvirt/qemu/web1.key
+    #[command(verbatim_doc_comment)]
     Add {
         /// Unique name: letters, digits, '-', '_', '.' (up to 63).
         name: String,
@@ -46,6 +56,9 @@ pub(crate) enum VmCommand {
         /// No key (unix and tcp endpoints only; their agents run without --credentials).
         #[arg(long, group = "key")]
         no_credentials: bool,
+        /// Where the new VM's key goes (as `vm credentials`).
+        #[command(flatten)]
+        delivery: DeliveryArgs,
     },
     /// Deliver a VM's key to its guest: write it to a file, or print what
     /// to add to the VM's definition so that the guest finds it at boot as
@@ -103,12 +116,20 @@ impl VmCommand {
     }
 }
 
-/// `vm credentials`: where a VM's key goes.
+/// `vm credentials`: a VM and where its key goes.
 #[derive(Debug, Args)]
-#[command(group(clap::ArgGroup::new("form").args(["qemu_args", "libvirt_xml", "cloud_init", "kernel_cmdline"])))]
 pub(crate) struct CredentialsArgs {
     /// The VM.
     name: String,
+    /// Where the key goes.
+    #[command(flatten)]
+    delivery: DeliveryArgs,
+}
+
+/// Where a VM's key goes (`vm credentials`, and `vm add` for a new VM).
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("form").args(["qemu_args", "libvirt_xml", "cloud_init", "kernel_cmdline"])))]
+pub(crate) struct DeliveryArgs {
     /// Write the key to this new file (mode 0600; an existing file is not
     /// overwritten): alone, for `guestcomm-agent --credentials`; with
     /// --qemu-args or --libvirt-xml, the file QEMU reads (its user must be
@@ -139,6 +160,18 @@ pub(crate) struct CredentialsArgs {
     smbios: bool,
 }
 
+impl DeliveryArgs {
+    /// Whether any delivery was asked for.
+    fn asked(&self) -> bool {
+        self.guest_file.is_some()
+            || self.qemu_args
+            || self.libvirt_xml
+            || self.cloud_init
+            || self.kernel_cmdline
+            || self.smbios
+    }
+}
+
 /// Enabled or disabled.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub(crate) enum Switch {
@@ -153,9 +186,27 @@ pub(crate) async fn run(args: VmArgs, ctx: &Context) -> Result<ExitCode, Failure
     let key = new_key(&args.command).map_err(|e| Failure::failed(&e))?;
     let client = ctx.api()?;
     Ok(match args.command {
-        VmCommand::Credentials(args) => return deliver_credentials(ctx, args).await,
-        VmCommand::Add { name, endpoint, .. } => {
+        VmCommand::Credentials(args) => {
+            check_delivery(&args.delivery)?;
+            return deliver_credentials(ctx, &args.name, &args.delivery).await;
+        }
+        VmCommand::Add {
+            name,
+            endpoint,
+            delivery,
+            ..
+        } => {
             api::vm_path(&name)?;
+            let deliver = delivery.asked();
+            if deliver {
+                if matches!(key, NewCredentials::None) {
+                    return Err(Failure::usage(
+                        "--no-credentials leaves no key to deliver: drop the delivery options"
+                            .into(),
+                    ));
+                }
+                check_delivery(&delivery)?;
+            }
             let body = AddVm {
                 name,
                 endpoint: endpoint.to_string(),
@@ -163,6 +214,25 @@ pub(crate) async fn run(args: VmArgs, ctx: &Context) -> Result<ExitCode, Failure
             };
             let vm: Vm = client.send(Method::POST, "/v1/vms", &body).await?;
             println!("{}", vm.id);
+            if deliver {
+                if !vm.authenticated {
+                    return Err(Failure::usage(format!(
+                        "VM {} was added without a key, so there is none to deliver (unix and \
+                         tcp endpoints get one only with --generate-credentials)",
+                        Escaped(&vm.name)
+                    )));
+                }
+                return deliver_credentials(ctx, &vm.name, &delivery).await;
+            }
+            if vm.authenticated {
+                eprintln!(
+                    "note: the guest needs VM {}'s key at boot; `guestcomm vm credentials {} \
+                     --qemu-args --guest-file PATH` (or --libvirt-xml, --cloud-init) writes it \
+                     and prints what to add to the VM's definition",
+                    Escaped(&vm.name),
+                    Escaped(&vm.name)
+                );
+            }
             ExitCode::SUCCESS
         }
         VmCommand::List { .. } => {
@@ -268,7 +338,7 @@ struct Delivery {
 
 /// The delivery `args` ask for, refused before anything is written when
 /// the arguments do not fit together.
-fn delivery(args: &CredentialsArgs, psk: &Psk) -> Result<Delivery, Failure> {
+fn delivery(args: &DeliveryArgs, psk: &Psk) -> Result<Delivery, Failure> {
     use guestcomm_client::provision;
     use guestcomm_protocol::auth::credentials_text;
 
@@ -373,24 +443,32 @@ fn delivery(args: &CredentialsArgs, psk: &Psk) -> Result<Delivery, Failure> {
     })
 }
 
-/// `vm credentials NAME ...`: fetches the key, writes the file the form
-/// needs, then prints the form.
-async fn deliver_credentials(ctx: &Context, args: CredentialsArgs) -> Result<ExitCode, Failure> {
-    // Refuse arguments that do not fit before asking the daemon for the key
-    // (the form is rendered with a placeholder and thrown away).
+/// Refuses delivery arguments that do not fit together before the daemon
+/// is asked anything (the form is rendered with a placeholder key and
+/// thrown away).
+fn check_delivery(args: &DeliveryArgs) -> Result<(), Failure> {
     let placeholder = Psk::from_hex(&"00".repeat(32))
         .context("the placeholder key")
         .map_err(|e| Failure::failed(&e))?;
-    delivery(&args, &placeholder)?;
+    delivery(args, &placeholder).map(drop)
+}
+
+/// `vm credentials NAME ...` (and `vm add` with delivery options): fetches
+/// the key, writes the file the form needs, then prints the form. The
+/// arguments were checked by [`check_delivery`].
+async fn deliver_credentials(
+    ctx: &Context,
+    name: &str,
+    args: &DeliveryArgs,
+) -> Result<ExitCode, Failure> {
     let client = ctx.api()?;
-    let name = &args.name;
     let creds: Credentials = client
         .get(&format!("{}/credentials", api::vm_path(name)?))
         .await?;
     let psk = Psk::from_hex(&creds.key)
         .context("guestcommd sent an invalid key")
         .map_err(|e| Failure::failed(&e))?;
-    let delivery = delivery(&args, &psk)?;
+    let delivery = delivery(args, &psk)?;
     if let Some((path, bytes)) = &delivery.file {
         guestcomm_protocol::auth::write_private_file(path, bytes)
             .with_context(|| format!("failed to write the guest file {}", path.display()))
