@@ -265,7 +265,7 @@ fn vm_add_delivers_the_new_key_in_one_step_and_says_how_when_not_asked() {
         "add",
         "web2",
         "--endpoint",
-        "vsock://7",
+        "hvsock-uds:///run/web7.vsock?port=18243",
         "--qemu-args",
         "--guest-file",
         file.to_str().unwrap(),
@@ -301,7 +301,13 @@ fn vm_add_delivers_the_new_key_in_one_step_and_says_how_when_not_asked() {
     );
 
     // Without one: only the id on stdout, and how to deliver on stderr.
-    let out = d.run(&["vm", "add", "web3", "--endpoint", "vsock://8"]);
+    let out = d.run(&[
+        "vm",
+        "add",
+        "web3",
+        "--endpoint",
+        "hvsock-uds:///run/web8.vsock?port=18243",
+    ]);
     assert!(out.status.success(), "{out:?}");
     assert_eq!(text(&out.stdout).lines().count(), 1, "{out:?}");
     assert!(
@@ -310,7 +316,14 @@ fn vm_add_delivers_the_new_key_in_one_step_and_says_how_when_not_asked() {
     );
 
     // Forms that do not fit are refused before the VM is added.
-    let out = d.run(&["vm", "add", "web4", "--endpoint", "vsock://9", "--smbios"]);
+    let out = d.run(&[
+        "vm",
+        "add",
+        "web4",
+        "--endpoint",
+        "hvsock-uds:///run/web9.vsock?port=18243",
+        "--smbios",
+    ]);
     usage_error(&out, "--smbios goes with --qemu-args or --libvirt-xml");
     let out = d.run(&[
         "vm",
