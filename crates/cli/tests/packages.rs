@@ -1,7 +1,9 @@
 //! The Debian packages (scripts/package): what they hold, what lintian
 //! says, and an install on this machine: the installed guestcommd and
-//! guestcomm work together, the man page renders, bash completes, and a
-//! purge leaves neither files nor the group behind.
+//! guestcomm work together, the man page renders, bash completes, an
+//! upgrade keeps the state and a changed configuration, and a purge leaves
+//! no files behind (the group stays, as Debian keeps system groups; the
+//! test removes the one it caused).
 //!
 //! Needs cargo-deb, dpkg, lintian and readelf, and root for `dpkg -i`;
 //! without them the tests say SKIPPED, or fail when
@@ -233,9 +235,11 @@ fn packages_hold_binaries_unit_conffile_pages_and_completions_and_pass_lintian()
     );
 }
 
-/// Both packages installed; purged when dropped (a failed assertion too).
+/// Both packages installed; purged when dropped (a failed assertion too),
+/// and the group the install made removed again.
 struct Installed {
     purged: bool,
+    group_was_there: bool,
 }
 
 impl Installed {
@@ -250,7 +254,34 @@ impl Drop for Installed {
         if !self.purged {
             let _ = self.purge();
         }
+        if !self.group_was_there {
+            let _ = run("groupdel", &["guestcomm"]);
+        }
     }
+}
+
+/// `deb` repacked as `version` into `dir`: the same files, a newer
+/// package to install over it.
+fn repacked(deb: &Path, version: &str, dir: &Path) -> PathBuf {
+    let name = deb.file_stem().and_then(|n| n.to_str()).expect("a name");
+    let tree = dir.join(format!("{name}.tree"));
+    succeeded("dpkg-deb", &["-R", deb_text(deb), deb_text(&tree)]);
+    let control = tree.join("DEBIAN/control");
+    let text = std::fs::read_to_string(&control).expect("DEBIAN/control");
+    let text: String = text
+        .lines()
+        .map(|line| match line.strip_prefix("Version: ") {
+            Some(_) => format!("Version: {version}\n"),
+            None => format!("{line}\n"),
+        })
+        .collect();
+    std::fs::write(&control, text).expect("write DEBIAN/control");
+    let out = dir.join(format!("{name}.{version}.deb"));
+    succeeded(
+        "dpkg-deb",
+        &["--root-owner-group", "-b", deb_text(&tree), deb_text(&out)],
+    );
+    out
 }
 
 /// A process killed by PID and reaped when dropped.
@@ -287,7 +318,10 @@ fn installed_packages_serve_render_complete_and_purge_cleanly() {
         !installed(HOST) && !installed(AGENT),
         "a guestcomm package is already installed here; this test would purge it"
     );
-    let mut guard = Installed { purged: false };
+    let mut guard = Installed {
+        purged: false,
+        group_was_there: run("getent", &["group", "guestcomm"]).status.success(),
+    };
     succeeded("dpkg", &["-i", deb_text(host), deb_text(agent)]);
     assert!(run("getent", &["group", "guestcomm"]).status.success());
     let state = std::fs::metadata("/var/lib/guestcomm").expect("/var/lib/guestcomm");
@@ -393,16 +427,89 @@ fn installed_packages_serve_render_complete_and_purge_cleanly() {
     assert_eq!(completed.trim(), "exec");
 
     drop(daemon_process);
+
+    // An upgrade keeps guestcommd's state and the operator's configuration:
+    // state written by the installed daemon in the package's state
+    // directory, a changed conffile, then both packages again as a newer
+    // version (the same files repacked) installed over them.
+    let upgrade_api_socket = dir.path().join("api-upgrade.sock");
+    let upgrade_api = format!("unix://{}", upgrade_api_socket.display());
+    let packaged_daemon = || {
+        let _ = std::fs::remove_file(&upgrade_api_socket);
+        let process = Running(
+            Command::new("/usr/sbin/guestcommd")
+                .args(["--state", "/var/lib/guestcomm"])
+                .args(["--api", &upgrade_api, "--heartbeat-interval", "off"])
+                .args(["--config", "/etc/guestcomm/guestcommd.toml"])
+                .env("GUESTCOMM_LOG", "warn")
+                .stdin(Stdio::null())
+                .spawn()
+                .expect("start the installed guestcommd"),
+        );
+        assert!(
+            wait_until(STARTUP_DEADLINE, || {
+                std::os::unix::net::UnixStream::connect(&upgrade_api_socket).is_ok()
+            }),
+            "the installed guestcommd did not start listening"
+        );
+        process
+    };
+    let on_state = |args: &[&str]| {
+        let mut all = vec!["--api", upgrade_api.as_str()];
+        all.extend_from_slice(args);
+        succeeded("/usr/bin/guestcomm", &all)
+    };
+    let before = packaged_daemon();
+    let id = on_state(&[
+        "vm",
+        "add",
+        "kept-vm",
+        "--endpoint",
+        &endpoint,
+        "--no-credentials",
+    ]);
+    drop(before);
+    let conffile = "/etc/guestcomm/guestcommd.toml";
+    let mut changed = std::fs::read_to_string(conffile).expect("the conffile");
+    changed.push_str("# changed by the operator\n");
+    std::fs::write(conffile, &changed).expect("change the conffile");
+    let newer_host = repacked(host, "99.0.0-1", dir.path());
+    let newer_agent = repacked(agent, "99.0.0-1", dir.path());
+    succeeded(
+        "dpkg",
+        &["-i", deb_text(&newer_host), deb_text(&newer_agent)],
+    );
+    for package in [HOST, AGENT] {
+        let version = succeeded("dpkg-query", &["-W", "-f=${Version}", package]);
+        assert_eq!(version, "99.0.0-1", "{package}");
+    }
+    assert_eq!(
+        std::fs::read_to_string(conffile).expect("the conffile"),
+        changed,
+        "the upgrade replaced the operator's configuration"
+    );
+    let after = packaged_daemon();
+    let list = on_state(&["vm", "list"]);
+    assert!(
+        list.lines()
+            .any(|l| l.starts_with("kept-vm") && l.contains(id.trim())),
+        "{list}"
+    );
+    let echoed = on_state(&["exec", "kept-vm", "--", "echo", "after the upgrade"]);
+    assert_eq!(echoed, "after the upgrade\n");
+    drop(after);
     drop(agent_process);
+
     let purged = guard.purge();
     assert!(
         purged.status.success(),
         "dpkg --purge: {}",
         String::from_utf8_lossy(&purged.stderr)
     );
+    // Debian keeps system groups on purge (files may still carry them).
     assert!(
-        !run("getent", &["group", "guestcomm"]).status.success(),
-        "the group stayed"
+        run("getent", &["group", "guestcomm"]).status.success(),
+        "the purge removed the group"
     );
     for path in [
         "/usr/bin/guestcomm",
