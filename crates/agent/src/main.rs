@@ -213,6 +213,10 @@ struct KvpArgs {
 }
 
 fn main() -> ExitCode {
+    #[cfg(feature = "man")]
+    if guestcomm_generate::requested() {
+        return guestcomm_generate::main(<Args as clap::CommandFactory>::command(), "8");
+    }
     let mut args = Args::parse();
     let LogFormat::Text = args.log_format;
     observability::init_text();

@@ -278,6 +278,24 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_shipped_default_configuration_loads_and_names_no_role() {
+        // contrib/guestcommd.toml is the package's conffile.
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../contrib/guestcommd.toml");
+        let config = FileConfig::load(&path, true).expect("contrib/guestcommd.toml loads");
+        assert_eq!(
+            config.api.socket_group,
+            Some(Principal::Name("guestcomm".into()))
+        );
+        assert!(config.api.tls.is_none());
+        let roles = &config.roles;
+        for members in [&roles.admin, &roles.operator, &roles.viewer] {
+            assert!(members.users.is_empty() && members.groups.is_empty());
+            assert!(members.certificates.is_empty());
+        }
+        assert!(roles.vms.is_empty());
+    }
+
+    #[test]
     fn a_full_file_parses_with_names_and_ids() {
         let text = r#"
 [api]

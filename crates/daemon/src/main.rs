@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 use guestcomm_api::Role;
 use guestcomm_observability::{self as observability, LogFormat};
 use guestcomm_protocol::duration::{parse_duration_ms, DurationError, TimeUnit};
@@ -149,6 +149,9 @@ fn to_duration(text: &str) -> Result<Option<Duration>, String> {
 }
 
 fn main() -> ExitCode {
+    if guestcomm_generate::requested() {
+        return guestcomm_generate::main(Args::command(), "8");
+    }
     let args = Args::parse();
     observability::init(args.log_format);
     match run(args) {
