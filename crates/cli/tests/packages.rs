@@ -186,10 +186,29 @@ fn packages_hold_binaries_unit_conffile_pages_and_completions_and_pass_lintian()
     assert_eq!(conffiles.trim(), "/etc/guestcomm/guestcommd.toml");
     let postinst = succeeded("dpkg-deb", &["--info", deb_text(host), "postinst"]);
     assert!(postinst.contains("addgroup --system"), "{postinst}");
-    assert!(
-        !postinst.contains("deb-systemd-invoke start"),
-        "started at install:\n{postinst}"
-    );
+    // Neither unit starts at install; an upgrade ($2, the old version, set)
+    // restarts a running one, and the prerm stops it on removal only.
+    for (deb, unit) in [(host, "guestcommd"), (agent, "guestcomm-agent")] {
+        let postinst = succeeded("dpkg-deb", &["--info", deb_text(deb), "postinst"]);
+        assert!(
+            !postinst.contains("deb-systemd-invoke start"),
+            "started at install:\n{postinst}"
+        );
+        let restart = format!("deb-systemd-invoke try-restart {unit}.service");
+        let upgrade = postinst
+            .split("if [ -n \"$2\" ]; then")
+            .nth(1)
+            .unwrap_or_default();
+        assert!(
+            upgrade.trim_start().starts_with(&restart),
+            "no restart on upgrade:\n{postinst}"
+        );
+        let prerm = succeeded("dpkg-deb", &["--info", deb_text(deb), "prerm"]);
+        assert!(
+            prerm.contains("[ \"$1\" = remove ]") && prerm.contains("stop"),
+            "{prerm}"
+        );
+    }
 
     let contents = succeeded("dpkg-deb", &["--contents", deb_text(agent)]);
     for path in [
