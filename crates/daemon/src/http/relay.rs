@@ -98,5 +98,5 @@ fn switching_to(protocol: &'static str) -> Result<Response, Error> {
         .header(CONNECTION, "upgrade")
         .header(UPGRADE, protocol)
         .body(Body::empty())
-        .map_err(|e| Error::Internal(e.to_string()))
+        .map_err(|e| Error::Internal(e.into()))
 }

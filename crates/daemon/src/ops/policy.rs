@@ -25,8 +25,10 @@ pub(crate) async fn set(
     name: String,
     document: &str,
 ) -> Result<PolicyDocument, Error> {
-    let doc = PolicyDocument::parse(document)
-        .map_err(|e| Error::BadRequest(format!("invalid policy for VM {name}: {e}")))?;
+    let doc = PolicyDocument::parse(document).map_err(|source| Error::InvalidPolicy {
+        vm: name.clone(),
+        source,
+    })?;
     let stored = doc.clone();
     let logged = name.clone();
     state
@@ -58,9 +60,10 @@ mod tests {
             .await
             .unwrap_err();
         assert_eq!(err.kind(), ErrorKind::InvalidArgument);
+        let message = guestcomm_protocol::error_chain(&err);
         assert!(
-            err.to_string().starts_with("invalid policy for VM web1: "),
-            "{err}"
+            message.starts_with("invalid policy for VM web1: "),
+            "{message}"
         );
         assert_eq!(
             show(&state, "web1".into()).await.unwrap(),
