@@ -154,7 +154,22 @@ fn exec_failure_code(err: &ExecError) -> u8 {
         ExecError::Refused(frame) | ExecError::Remote(frame) => match frame.code {
             ErrorCode::CommandNotFound => NOT_FOUND,
             ErrorCode::MalformedFrame | ErrorCode::UnexpectedMessage => GUESTCOMM_FAILED,
-            _ => CANNOT_RUN,
+            ErrorCode::UnsupportedVersion
+            | ErrorCode::AuthRequired
+            | ErrorCode::AuthFailed
+            | ErrorCode::UnknownService
+            | ErrorCode::UnsupportedRequest
+            | ErrorCode::ServiceDisabled
+            | ErrorCode::PolicyDenied
+            | ErrorCode::InvalidArgument
+            | ErrorCode::NotFound
+            | ErrorCode::PermissionDenied
+            | ErrorCode::AlreadyExists
+            | ErrorCode::ResourceLimit
+            | ErrorCode::Timeout
+            | ErrorCode::Io
+            | ErrorCode::Internal
+            | ErrorCode::Unknown => CANNOT_RUN,
         },
         ExecError::Output(e) if e.kind() == std::io::ErrorKind::BrokenPipe => BROKEN_PIPE,
         ExecError::Disconnected
@@ -173,14 +188,47 @@ fn copy_failure_code(err: &CopyError) -> u8 {
             | ErrorCode::UnexpectedMessage
             | ErrorCode::Internal
             | ErrorCode::Timeout => GUESTCOMM_FAILED,
-            _ => FAILED,
+            ErrorCode::UnsupportedVersion
+            | ErrorCode::AuthRequired
+            | ErrorCode::AuthFailed
+            | ErrorCode::UnknownService
+            | ErrorCode::UnsupportedRequest
+            | ErrorCode::ServiceDisabled
+            | ErrorCode::PolicyDenied
+            | ErrorCode::InvalidArgument
+            | ErrorCode::CommandNotFound
+            | ErrorCode::NotFound
+            | ErrorCode::PermissionDenied
+            | ErrorCode::AlreadyExists
+            | ErrorCode::ResourceLimit
+            | ErrorCode::Io
+            | ErrorCode::Unknown => FAILED,
         },
         CopyError::Protocol(_)
         | CopyError::Disconnected
         | CopyError::Frame(_)
         | CopyError::Stalled { .. }
         | CopyError::Interrupted => GUESTCOMM_FAILED,
-        _ => FAILED,
+        CopyError::BadEntry { .. }
+        | CopyError::ThroughSymlink { .. }
+        | CopyError::Exists(_)
+        | CopyError::WrongKind { .. }
+        | CopyError::IsADirectory(_)
+        | CopyError::MissingParent(_)
+        | CopyError::SourceNotFound(_)
+        | CopyError::Unsupported { .. }
+        | CopyError::Checksum { .. }
+        | CopyError::Size { .. }
+        | CopyError::Changed(_)
+        | CopyError::Busy(_)
+        | CopyError::ResumeMismatch(_)
+        | CopyError::TooManyEntries(_)
+        | CopyError::TooManyDirectories(_)
+        | CopyError::OverLimit { .. }
+        | CopyError::OwnerNeedsRoot
+        | CopyError::NotAllowed { .. }
+        | CopyError::Escapes { .. }
+        | CopyError::Fs { .. } => FAILED,
     }
 }
 

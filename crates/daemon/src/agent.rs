@@ -174,7 +174,13 @@ fn classify(addr: &Address, e: &ClientError) -> HealthDetail {
             {
                 HealthDetail::AgentRefusing
             }
-            _ => HealthDetail::AgentError,
+            HandshakeError::Closed
+            | HandshakeError::Frame(_)
+            | HandshakeError::Rejected(_)
+            | HandshakeError::Unexpected { .. }
+            | HandshakeError::NotGuestcomm(_)
+            | HandshakeError::UnsupportedVersion { .. }
+            | HandshakeError::Refused(_) => HealthDetail::AgentError,
         },
     }
 }

@@ -6,7 +6,11 @@
 //! `From` beside that error, which names its kind.
 
 use guestcomm_api::Role;
+use guestcomm_policy::PolicyError;
+use guestcomm_protocol::auth::AuthError;
+use guestcomm_protocol::service::ServiceIdError;
 use guestcomm_protocol::{ErrorCode, ErrorFrame, ServiceId};
+use guestcomm_transport::AddressError;
 
 /// What a failure means to the caller, whatever its cause: the front ends
 /// map this, and only this, to their statuses.
@@ -52,7 +56,18 @@ impl ErrorKind {
             ErrorCode::PolicyDenied => Self::PolicyDenied,
             ErrorCode::ResourceLimit => Self::LimitReached,
             ErrorCode::UnsupportedRequest | ErrorCode::UnknownService => Self::Unsupported,
-            _ => Self::AgentFailed,
+            ErrorCode::UnsupportedVersion
+            | ErrorCode::AuthRequired
+            | ErrorCode::AuthFailed
+            | ErrorCode::MalformedFrame
+            | ErrorCode::UnexpectedMessage
+            | ErrorCode::ServiceDisabled
+            | ErrorCode::CommandNotFound
+            | ErrorCode::AlreadyExists
+            | ErrorCode::Timeout
+            | ErrorCode::Io
+            | ErrorCode::Internal
+            | ErrorCode::Unknown => Self::AgentFailed,
         }
     }
 }
@@ -66,6 +81,24 @@ pub(crate) enum Error {
     /// The request is malformed or a parameter is invalid.
     #[error("{0}")]
     BadRequest(String),
+    /// A service GUID that is not one.
+    #[error(transparent)]
+    InvalidServiceId(#[from] ServiceIdError),
+    /// An endpoint address that is not one.
+    #[error(transparent)]
+    InvalidAddress(#[from] AddressError),
+    /// A VM key given in a request that is not one.
+    #[error("invalid key")]
+    InvalidKey(#[source] AuthError),
+    /// A VM's host policy document that does not pass its checks.
+    #[error("invalid policy for VM {vm}")]
+    InvalidPolicy {
+        /// The VM.
+        vm: String,
+        /// What is wrong with the document.
+        #[source]
+        source: PolicyError,
+    },
     /// The VM's agent could not be reached.
     #[error("cannot reach the agent of VM {vm}")]
     Agent {
@@ -117,9 +150,9 @@ pub(crate) enum Error {
         #[source]
         source: guestcomm_client::integration::CallError,
     },
-    /// A bug or an unexpected state.
-    #[error("internal error: {0}")]
-    Internal(String),
+    /// A bug or an unexpected state, and what failed.
+    #[error("internal error")]
+    Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// The caller's role is not enough for this call.
     #[error("permission denied: {operation} needs the {required} role, and {who} {} (roles are set in {config})", has_role(*.has))]
     Forbidden {
@@ -154,7 +187,11 @@ impl Error {
     pub(crate) fn kind(&self) -> ErrorKind {
         match self {
             Self::Store(classified) => classified.kind,
-            Self::BadRequest(_) => ErrorKind::InvalidArgument,
+            Self::BadRequest(_)
+            | Self::InvalidServiceId(_)
+            | Self::InvalidAddress(_)
+            | Self::InvalidKey(_)
+            | Self::InvalidPolicy { .. } => ErrorKind::InvalidArgument,
             Self::Agent { .. } => ErrorKind::AgentUnreachable,
             Self::ServiceDisabled(_) => ErrorKind::ServiceDisabled,
             Self::Guest { .. } => ErrorKind::GuestUnreachable,
@@ -226,6 +263,23 @@ mod tests {
         let wrapped = Error::Store(Classified::new(ErrorKind::Internal, io));
         assert_eq!(wrapped.kind(), ErrorKind::Internal);
         assert_eq!(error_chain(&wrapped), "disk on fire");
+    }
+
+    #[test]
+    fn an_invalid_parameter_keeps_its_cause_and_reads_as_one_line() {
+        let key = Error::InvalidKey(guestcomm_protocol::auth::Psk::from_hex("xyz").unwrap_err());
+        assert_eq!(key.kind(), ErrorKind::InvalidArgument);
+        assert!(std::error::Error::source(&key).is_some());
+        assert_eq!(
+            error_chain(&key),
+            "invalid key: a key must be 64 lower-case hex digits"
+        );
+        let id = Error::from("nope".parse::<ServiceId>().unwrap_err());
+        assert_eq!(id.kind(), ErrorKind::InvalidArgument);
+        assert!(error_chain(&id).starts_with("invalid service GUID \"nope\""));
+        let internal = Error::Internal("disk on fire".into());
+        assert_eq!(internal.kind(), ErrorKind::Internal);
+        assert_eq!(error_chain(&internal), "internal error: disk on fire");
     }
 
     #[test]

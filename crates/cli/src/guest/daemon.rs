@@ -33,9 +33,28 @@ impl Daemon {
         }
     }
 
-    /// The path of `key` in `pool`.
-    fn kvp_path(&self, pool: KvpPool, key: &str) -> String {
-        format!("{}/kvp/{pool}/{}", self.vm_path, encode_path_segment(key))
+    /// `GET` the VM's `path` (after `/v1/vms/{name}`).
+    async fn get<R: serde::de::DeserializeOwned>(&self, path: &str) -> anyhow::Result<R> {
+        let path = format!("{}{path}", self.vm_path);
+        self.client.get(&path).await.map_err(|e| api::one_line(&e))
+    }
+
+    /// `method` on the VM's `path` (after `/v1/vms/{name}`) with `body`.
+    async fn send<B, R>(&self, method: Method, path: &str, body: &B) -> anyhow::Result<R>
+    where
+        B: serde::Serialize + Sync,
+        R: serde::de::DeserializeOwned,
+    {
+        let path = format!("{}{path}", self.vm_path);
+        self.client
+            .send(method, &path, body)
+            .await
+            .map_err(|e| api::one_line(&e))
+    }
+
+    /// The path of `key` in `pool`, after the VM's.
+    fn kvp_path(pool: KvpPool, key: &str) -> String {
+        format!("/kvp/{pool}/{}", encode_path_segment(key))
     }
 
     /// Writes or removes `key`; why the write is still pending, if it is.
@@ -46,12 +65,9 @@ impl Daemon {
         key: String,
         body: B,
     ) -> anyhow::Result<Option<String>> {
-        let path = self.kvp_path(pool, &key);
         let written: KvpWrite = self
-            .client
-            .send(method, &path, &body)
-            .await
-            .map_err(|e| api::one_line(&e))?;
+            .send(method, &Self::kvp_path(pool, &key), &body)
+            .await?;
         Ok(written.pending_reason)
     }
 }
@@ -65,46 +81,32 @@ impl Guest for Daemon {
     }
 
     fn info(&self) -> BoxFuture<'_, anyhow::Result<GuestInfo>> {
-        async move {
-            let path = format!("{}/info", self.vm_path);
-            self.client.get(&path).await.map_err(|e| api::one_line(&e))
-        }
-        .boxed()
+        self.get("/info").boxed()
     }
 
     fn time(&self, sync: bool, samples: u32) -> BoxFuture<'_, anyhow::Result<TimeReport>> {
         async move {
             let query = format!("?samples={samples}");
-            let answer = if sync {
-                let path = format!("{}/time/sync{query}", self.vm_path);
-                self.client.send(Method::POST, &path, &()).await
+            if sync {
+                let path = format!("/time/sync{query}");
+                self.send(Method::POST, &path, &()).await
             } else {
-                let path = format!("{}/time{query}", self.vm_path);
-                self.client.get(&path).await
-            };
-            answer.map_err(|e| api::one_line(&e))
+                self.get(&format!("/time{query}")).await
+            }
         }
         .boxed()
     }
 
     fn kvp_get<'a>(&'a self, pool: KvpPool, key: &'a str) -> BoxFuture<'a, anyhow::Result<String>> {
         async move {
-            let pair: KvpPair = self
-                .client
-                .get(&self.kvp_path(pool, key))
-                .await
-                .map_err(|e| api::one_line(&e))?;
+            let pair: KvpPair = self.get(&Self::kvp_path(pool, key)).await?;
             Ok(pair.value)
         }
         .boxed()
     }
 
     fn kvp_list(&self, pool: KvpPool) -> BoxFuture<'_, anyhow::Result<KvpEntries>> {
-        async move {
-            let path = format!("{}/kvp/{pool}", self.vm_path);
-            self.client.get(&path).await.map_err(|e| api::one_line(&e))
-        }
-        .boxed()
+        async move { self.get(&format!("/kvp/{pool}")).await }.boxed()
     }
 
     fn kvp_set(
@@ -127,12 +129,7 @@ impl Guest for Daemon {
 
     fn shutdown(&self, request: ShutdownRequest) -> BoxFuture<'_, anyhow::Result<String>> {
         async move {
-            let path = format!("{}/shutdown", self.vm_path);
-            let answer: ShutdownAnswer = self
-                .client
-                .send(Method::POST, &path, &request)
-                .await
-                .map_err(|e| api::one_line(&e))?;
+            let answer: ShutdownAnswer = self.send(Method::POST, "/shutdown", &request).await?;
             Ok(answer.acknowledged)
         }
         .boxed()
@@ -140,29 +137,26 @@ impl Guest for Daemon {
 
     fn fs(&self, op: FsOp) -> BoxFuture<'_, anyhow::Result<FreezeStatus>> {
         async move {
-            let answer = match op {
+            match op {
                 FsOp::Freeze {
                     mountpoints,
                     timeout_s,
                 } => {
-                    let path = format!("{}/fs/freeze", self.vm_path);
                     let body = FsRequest {
                         mountpoints,
                         timeout_s: Some(timeout_s),
                     };
-                    self.client.send(Method::POST, &path, &body).await
+                    self.send(Method::POST, "/fs/freeze", &body).await
                 }
                 FsOp::Thaw { mountpoints } => {
-                    let path = format!("{}/fs/thaw", self.vm_path);
                     let body = FsRequest {
                         mountpoints,
                         timeout_s: None,
                     };
-                    self.client.send(Method::POST, &path, &body).await
+                    self.send(Method::POST, "/fs/thaw", &body).await
                 }
-                FsOp::Status => self.client.get(&format!("{}/fs", self.vm_path)).await,
-            };
-            answer.map_err(|e| api::one_line(&e))
+                FsOp::Status => self.get("/fs").await,
+            }
         }
         .boxed()
     }

@@ -30,6 +30,13 @@ impl Direct {
     async fn session(&self) -> anyhow::Result<Session<AgentStream>> {
         session::direct(&self.addr, self.identity.as_deref(), None).await
     }
+
+    /// Writes or removes a key (`change`); the agent applies it at once, so
+    /// nothing is ever pending.
+    async fn kvp_change(&self, change: Call) -> anyhow::Result<Option<String>> {
+        ops::kvp_change(self.session().await?, change).await?;
+        Ok(None)
+    }
 }
 
 impl Guest for Direct {
@@ -70,12 +77,7 @@ impl Guest for Direct {
         key: String,
         value: String,
     ) -> BoxFuture<'_, anyhow::Result<Option<String>>> {
-        async move {
-            let change = Call::KvpSet { pool, key, value };
-            ops::kvp_change(self.session().await?, change).await?;
-            Ok(None)
-        }
-        .boxed()
+        self.kvp_change(Call::KvpSet { pool, key, value }).boxed()
     }
 
     fn kvp_remove(
@@ -83,12 +85,7 @@ impl Guest for Direct {
         pool: KvpPool,
         key: String,
     ) -> BoxFuture<'_, anyhow::Result<Option<String>>> {
-        async move {
-            let change = Call::KvpDelete { pool, key };
-            ops::kvp_change(self.session().await?, change).await?;
-            Ok(None)
-        }
-        .boxed()
+        self.kvp_change(Call::KvpDelete { pool, key }).boxed()
     }
 
     fn shutdown(&self, request: ShutdownRequest) -> BoxFuture<'_, anyhow::Result<String>> {

@@ -2,7 +2,8 @@
 //!
 //! The handlers, one file per resource (`vms`, `services`, `integration`,
 //! `policy`, `audit`, `openapi`), decode their request, call an operation of
-//! [`crate::ops`] and encode the answer; each returns `Result<_, Error>`, and
+//! [`crate::ops`] and encode the answer; `relay` opens a relay
+//! ([`crate::relay`]) and hands it the upgraded connection. Each returns `Result<_, Error>`, and
 //! [`status`] is the one place where an error's kind becomes an HTTP status,
 //! and the body is always an [`ErrorBody`] with the whole error chain. Every
 //! route passes through [`authorize::authorize`] first: the caller's role,
@@ -13,6 +14,7 @@ mod authorize;
 mod integration;
 mod openapi;
 mod policy;
+mod relay;
 pub(crate) mod server;
 mod services;
 pub(crate) mod tls_listener;
@@ -110,7 +112,7 @@ pub(crate) fn router(state: Arc<State>) -> Router {
                 .delete(vms::remove_vm)
                 .patch(vms::update_vm),
         )
-        .route("/v1/vms/{name}/connect", post(crate::relay::connect))
+        .route("/v1/vms/{name}/connect", post(relay::connect))
         .route("/v1/vms/{name}/credentials", get(vms::vm_credentials))
         .route("/v1/vms/{name}/services", get(services::vm_services))
         .route(
@@ -137,7 +139,7 @@ pub(crate) fn router(state: Arc<State>) -> Router {
         )
         .route(
             "/v1/vms/{name}/services/{id}/connect",
-            post(crate::relay::connect_service),
+            post(relay::connect_service),
         )
         .route(
             "/v1/vms/{name}/services/{id}/{method}",

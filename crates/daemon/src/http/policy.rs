@@ -1,6 +1,5 @@
 //! A VM's host policy document (`GET` and `PUT /v1/vms/{name}/policy`):
-//! decode, read or validate and store, encode. The document type and its
-//! checks are `guestcomm_policy`'s; its enforcement is admission's.
+//! decode, call [`crate::ops::policy`], encode.
 
 use std::sync::Arc;
 
@@ -12,6 +11,7 @@ use guestcomm_policy::PolicyDocument;
 
 use crate::audit;
 use crate::error::Error;
+use crate::ops::policy;
 use crate::state::State;
 
 /// `GET /v1/vms/{name}/policy`: the VM's document (empty: no restriction).
@@ -19,13 +19,7 @@ pub(super) async fn show(
     AxumState(state): AxumState<Arc<State>>,
     Path(name): Path<String>,
 ) -> Result<Json<PolicyDocument>, Error> {
-    let doc = state
-        .db(move |s| {
-            let vm = s.vm(&name)?;
-            s.policy_document(vm.id)
-        })
-        .await?;
-    Ok(Json(doc.unwrap_or_default()))
+    Ok(Json(policy::show(&state, name).await?))
 }
 
 /// `PUT /v1/vms/{name}/policy`: validates and stores a new document.
@@ -37,13 +31,5 @@ pub(super) async fn set(
 ) -> Result<Json<PolicyDocument>, Error> {
     let Json(req) = body?;
     note.arguments(&req.document);
-    let doc = PolicyDocument::parse(&req.document)
-        .map_err(|e| Error::BadRequest(format!("invalid policy for VM {name}: {e}")))?;
-    let stored = doc.clone();
-    let logged = name.clone();
-    state
-        .db(move |s| s.set_policy_document(&name, &stored))
-        .await?;
-    tracing::info!(vm = %logged, read_only = doc.read_only, "VM policy changed");
-    Ok(Json(doc))
+    Ok(Json(policy::set(&state, name, &req.document).await?))
 }

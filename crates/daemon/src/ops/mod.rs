@@ -2,12 +2,14 @@
 //! `wbem`): each takes typed arguments and returns the API's types or an
 //! [`crate::error::Error`], and knows nothing of HTTP or CIM-XML.
 //!
-//! [`vms`]: the inventory; [`audit`]: the audit log's records and check; [`services`]: the registry, per-VM enablement and
-//! the service instances with their RequestStateChange; [`integration`]: the
-//! integration services of a VM (guest info, time, key-value pools, shutdown,
-//! freeze).
+//! [`vms`]: the inventory; [`policy`]: a VM's host policy document;
+//! [`audit`]: the audit log's records and check; [`services`]: the registry,
+//! per-VM enablement and the service instances with their
+//! RequestStateChange; [`integration`]: the integration services of a VM
+//! (guest info, time, key-value pools, shutdown, freeze).
 
 pub(crate) mod audit;
 pub(crate) mod integration;
+pub(crate) mod policy;
 pub(crate) mod services;
 pub(crate) mod vms;

@@ -5,7 +5,6 @@
 
 use guestcomm_api::{GuestCommunicationService, ServiceRegistration};
 use guestcomm_cim::ReturnValue;
-use guestcomm_protocol::error_chain;
 use guestcomm_protocol::ServiceId;
 use guestcomm_transport::Address;
 
@@ -18,7 +17,7 @@ use crate::state::State;
 
 /// A service's GUID, as text from a caller.
 pub(crate) fn parse_id(text: &str) -> Result<ServiceId, Error> {
-    text.parse().map_err(|e| Error::BadRequest(error_chain(&e)))
+    Ok(text.parse()?)
 }
 
 fn registration(row: ServiceRow) -> ServiceRegistration {
@@ -62,7 +61,7 @@ pub(crate) async fn register(
                 "invalid host endpoint {other}: guest-initiated connections are relayed to unix:///PATH or tcp://IP:PORT on the host"
             )))
         }
-        Some(Err(e)) => return Err(Error::BadRequest(error_chain(&e))),
+        Some(Err(e)) => return Err(e.into()),
     };
     let row = state
         .db(move |s| s.register(id, &name, &description, host_endpoint.as_deref()))

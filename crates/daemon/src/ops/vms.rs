@@ -3,7 +3,6 @@
 
 use guestcomm_api::{validate_vm_name, Credentials, NewCredentials, Vm};
 use guestcomm_protocol::auth::{Psk, AUTH_PSK};
-use guestcomm_protocol::error_chain;
 use guestcomm_transport::Address;
 
 use crate::error::Error;
@@ -36,7 +35,7 @@ fn new_vm_key(choice: NewCredentials, endpoint: &Address) -> Result<Option<Psk>,
         // gets the error that says so and what to do.
         Psk::generate()
             .map(Some)
-            .map_err(|e| Error::Internal(error_chain(&e)))
+            .map_err(|e| Error::Internal(e.into()))
     };
     match choice {
         NewCredentials::Auto if needs_key => generate(),
@@ -44,7 +43,7 @@ fn new_vm_key(choice: NewCredentials, endpoint: &Address) -> Result<Option<Psk>,
         NewCredentials::Generate => generate(),
         NewCredentials::Import { key } => Psk::from_hex(&key)
             .map(Some)
-            .map_err(|e| Error::BadRequest(format!("invalid key: {e}"))),
+            .map_err(Error::InvalidKey),
         NewCredentials::None if needs_key => Err(Error::BadRequest(format!(
             "{endpoint} is a vsock endpoint: its agent must have credentials, so the VM needs a key (drop --no-credentials)"
         ))),
@@ -86,9 +85,7 @@ pub(crate) async fn add(
     credentials: NewCredentials,
 ) -> Result<Vm, Error> {
     validate_vm_name(&name).map_err(Error::BadRequest)?;
-    let endpoint: Address = endpoint
-        .parse()
-        .map_err(|e| Error::BadRequest(error_chain(&e)))?;
+    let endpoint: Address = endpoint.parse()?;
     let psk = new_vm_key(credentials, &endpoint)?;
     // Stored in its canonical form (defaults made explicit).
     let row = state.db(move |s| s.add_vm(&name, &endpoint, psk)).await?;

@@ -1,5 +1,6 @@
-//! `POST /v1/vms/{name}/services/{id}/connect`: a raw byte stream to the
-//! guest program listening on the vsock port of a service GUID.
+//! A raw byte stream to the guest program listening on the vsock port of a
+//! service GUID: what `POST /v1/vms/{name}/services/{id}/connect`
+//! (`http/relay.rs`) starts once the caller's connection is upgraded.
 //!
 //! ```text
 //! CLI                         guestcommd                          guest
@@ -11,8 +12,8 @@
 //!  | <======= raw bytes both ways, bounded buffers, no half-close ==> |
 //! ```
 //!
-//! With `Upgrade: guestcomm-framed` (what `guestcomm connect` asks for) the
-//! CLI's side of the relay carries guestcomm frames instead: `data` both
+//! With `Upgrade: guestcomm-framed` (what `guestcomm connect` asks for,
+//! [`Framing::Frames`]) the CLI's side of the relay carries guestcomm frames instead: `data` both
 //! ways, and from the daemon a last `eof` when the guest program closed, or
 //! `error` when the guest connection failed. A CLI whose stream ends without
 //! either knows that the daemon itself went away.
@@ -20,31 +21,30 @@
 //! Only vsock and hybrid vsock endpoints have guest ports; a VM reached over
 //! `unix://` or `tcp://` carries the agent's protocol only (400).
 
+use std::fmt::Display;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::extract::{Path, Request, State as AxumState};
-use axum::response::Response;
 use futures::{SinkExt, StreamExt};
-use guestcomm_api::{FRAMED_STREAM_PROTOCOL, UPGRADE_PROTOCOL};
-use guestcomm_protocol::error_chain;
 use guestcomm_protocol::limits::DATA_CHUNK_BYTES;
 use guestcomm_protocol::{Control, Frame, FrameCodec, ServiceId, StreamId};
 use guestcomm_protocol::{ErrorCode, ErrorFrame};
-use guestcomm_transport::Address;
-use hyper_util::rt::TokioIo;
+use guestcomm_transport::{Address, Stream};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::codec::Framed;
 use tracing::{debug, Instrument};
 
 use crate::admission;
 use crate::audit;
+use crate::caller::Caller;
 use crate::error::Error;
 use crate::state::State;
 
 use super::copy::copy_both_ways;
+use super::slots::acquire_relay;
 use super::tap::{Tap, TapStats};
-use super::upgrade::{acquire_relay, caller_of, require_upgrade_to, switching_to};
 
 /// The guest address of `port` behind a VM's agent endpoint.
 pub(crate) fn guest_address(endpoint: &Address, port: u32) -> Option<Address> {
@@ -58,15 +58,36 @@ pub(crate) fn guest_address(endpoint: &Address, port: u32) -> Option<Address> {
     }
 }
 
-/// The handler.
-pub(crate) async fn connect(
-    AxumState(state): AxumState<Arc<State>>,
-    Path((name, id)): Path<(String, String)>,
-    mut req: Request,
-) -> Result<Response, Error> {
-    let protocol = require_upgrade_to(&req, &[FRAMED_STREAM_PROTOCOL, UPGRADE_PROTOCOL])?;
-    let caller = caller_of(&req);
-    let id: ServiceId = id.parse().map_err(|e| Error::BadRequest(error_chain(&e)))?;
+/// How the caller's side of a service stream is carried.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Framing {
+    /// The guest's bytes as they are.
+    Raw,
+    /// In guestcomm `data` frames, with a last `eof` or `error`.
+    Frames,
+}
+
+/// A stream to a guest program, connected and audited as started; what is
+/// left is the caller's side.
+pub(crate) struct ServiceStream {
+    state: Arc<State>,
+    guest: Stream,
+    permit: OwnedSemaphorePermit,
+    record: audit::Record,
+    audit_id: Option<i64>,
+    started: Instant,
+    span: tracing::Span,
+}
+
+/// Opens `caller`'s stream to service `id` in VM `name`: the VM and service
+/// known (404), the service enabled on the VM (403), a guest port behind
+/// its endpoint (400), a relay slot (503), the guest program reached (502).
+pub(crate) async fn open(
+    state: Arc<State>,
+    name: String,
+    id: ServiceId,
+    caller: Caller,
+) -> Result<ServiceStream, Error> {
     let vm = state.db(move |s| s.vm(&name)).await?;
     admission::service(&state, &vm, id).await?;
     let Some(port) = id.vsock_port() else {
@@ -89,40 +110,64 @@ pub(crate) async fn connect(
             service: id,
             source,
         })?;
-    let upgrade = hyper::upgrade::on(&mut req);
     let span = tracing::info_span!("broker", vm = %vm.name, service = %id, port);
     let mut record = audit::record(caller, "service.connect");
     record.vm = Some(vm.name.clone());
     record.service = Some(id.to_string());
     let started = Instant::now();
     let audit_id = state.audit_start(&record).await;
-    tokio::spawn(
-        async move {
-            let stats = Arc::new(TapStats::counting());
-            let ended = match upgrade.await {
-                Ok(upgraded) => {
-                    let guest = Tap::new(guest, stats.clone());
-                    let client = TokioIo::new(upgraded);
-                    if protocol == FRAMED_STREAM_PROTOCOL {
-                        framed_both_ways(client, guest).await
-                    } else {
-                        copy_both_ways(client, &[], guest, &[], None)
-                            .await
-                            .map_err(|e| e.to_string())
-                    }
+    Ok(ServiceStream {
+        state,
+        guest,
+        permit,
+        record,
+        audit_id,
+        started,
+        span,
+    })
+}
+
+impl ServiceStream {
+    /// Relays, in a task of its own, between the guest program and the
+    /// caller's stream once `upgraded` gives it, carried as `framing` says;
+    /// audits the end, with the bytes moved.
+    pub(crate) fn start<C, E>(
+        self,
+        framing: Framing,
+        upgraded: impl Future<Output = Result<C, E>> + Send + 'static,
+    ) where
+        C: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+        E: Display + Send + 'static,
+    {
+        let span = self.span.clone();
+        tokio::spawn(self.run(framing, upgraded).instrument(span));
+    }
+
+    async fn run<C, E>(mut self, framing: Framing, upgraded: impl Future<Output = Result<C, E>>)
+    where
+        C: AsyncRead + AsyncWrite + Unpin,
+        E: Display,
+    {
+        let stats = Arc::new(TapStats::counting());
+        let ended = match upgraded.await {
+            Ok(client) => {
+                let guest = Tap::new(self.guest, stats.clone());
+                match framing {
+                    Framing::Frames => framed_both_ways(client, guest).await,
+                    Framing::Raw => copy_both_ways(client, &[], guest, &[], None)
+                        .await
+                        .map_err(|e| e.to_string()),
                 }
-                Err(e) => Err(format!("HTTP upgrade failed: {e}")),
-            };
-            if let Err(e) = &ended {
-                debug!(error = %e, "broker relay ended with an error");
             }
-            drop(permit);
-            audit::finish_relay(&mut record, ended, stats.bytes(), started);
-            state.audit_end(audit_id, record).await;
+            Err(e) => Err(format!("HTTP upgrade failed: {e}")),
+        };
+        if let Err(e) = &ended {
+            debug!(error = %e, "broker relay ended with an error");
         }
-        .instrument(span),
-    );
-    switching_to(protocol)
+        drop(self.permit);
+        audit::finish_relay(&mut self.record, ended, stats.bytes(), self.started);
+        self.state.audit_end(self.audit_id, self.record).await;
+    }
 }
 
 /// Relays between a client speaking guestcomm frames and the guest's raw

@@ -1,5 +1,6 @@
-//! `POST /v1/vms/{name}/connect`: a guestcomm connection to a VM's agent,
-//! through the daemon, over an HTTP upgrade.
+//! A guestcomm connection to a VM's agent, through the daemon: what
+//! `POST /v1/vms/{name}/connect` (`http/relay.rs`) starts once the caller's
+//! connection is upgraded.
 //!
 //! ```text
 //! CLI                        guestcommd                         agent
@@ -23,18 +24,18 @@
 //! that moves no byte for `--copy-idle-timeout` is closed both ways and
 //! audited `stalled` (module `activity`).
 
+use std::fmt::Display;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::extract::{Path, Request, State as AxumState};
-use axum::response::Response;
 use futures::SinkExt;
 use guestcomm_protocol::closing::linger;
 use guestcomm_protocol::handshake::{self, HandshakeError, ServerOffer, AUTH_NONE};
 use guestcomm_protocol::{Call, ErrorCode, ErrorFrame, Request as GcRequest};
 use guestcomm_protocol::{Control, Frame, FrameCodec, FramedConn};
-use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::codec::Framed;
 use tracing::{debug, info, warn, Instrument};
 
@@ -48,38 +49,62 @@ use crate::model::VmRow;
 use crate::state::State;
 
 use super::copy::copy_both_ways;
+use super::slots::acquire_relay;
 use super::tap::{Tap, TapStats};
-use super::upgrade::{acquire_relay, caller_of, require_upgrade, switching_protocols};
 
-/// The handler: checks the VM, reaches its agent, then upgrades.
-pub(crate) async fn connect(
-    AxumState(state): AxumState<Arc<State>>,
-    Path(name): Path<String>,
-    mut req: Request,
-) -> Result<Response, Error> {
-    require_upgrade(&req)?;
-    let caller = caller_of(&req);
-    let view = state.vm_view(&name).await?;
-    let vm = view.row.clone();
-    let permit = acquire_relay(&state, &vm.name)?;
-    let agent = agent::take(&state, &vm).await?;
-    let upgrade = hyper::upgrade::on(&mut req);
-    let span = tracing::info_span!("relay", vm = %vm.name);
-    tokio::spawn(
-        async move {
-            match upgrade.await {
-                Ok(upgraded) => relay(state, view, agent, TokioIo::new(upgraded), caller).await,
-                Err(e) => {
-                    warn!(error = %e, "HTTP upgrade failed");
-                    let error = format!("HTTP upgrade failed: {e}");
-                    audit_broken_session(&state, caller, &view.row, error).await;
-                }
+/// A session ready to relay: its VM known, a relay slot held, its agent
+/// reached; what is left is the caller's stream.
+pub(crate) struct Session {
+    state: Arc<State>,
+    view: Arc<VmView>,
+    agent: Agent,
+    caller: Caller,
+    permit: OwnedSemaphorePermit,
+}
+
+/// Opens `caller`'s session to VM `name`'s agent: the VM known (404), a
+/// relay slot (503), the agent reached (502; a warm spare or a new session).
+pub(crate) async fn open(state: Arc<State>, name: &str, caller: Caller) -> Result<Session, Error> {
+    let view = state.vm_view(name).await?;
+    let permit = acquire_relay(&state, &view.row.name)?;
+    let agent = agent::take(&state, &view.row).await?;
+    Ok(Session {
+        state,
+        view,
+        agent,
+        caller,
+        permit,
+    })
+}
+
+impl Session {
+    /// Relays, in a task of its own, the caller's stream once `upgraded`
+    /// (the switch of its connection to the guestcomm protocol) gives it;
+    /// a switch that fails is audited.
+    pub(crate) fn start<S, E>(self, upgraded: impl Future<Output = Result<S, E>> + Send + 'static)
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+        E: Display + Send + 'static,
+    {
+        let span = tracing::info_span!("relay", vm = %self.view.row.name);
+        tokio::spawn(self.run(upgraded).instrument(span));
+    }
+
+    async fn run<S, E>(self, upgraded: impl Future<Output = Result<S, E>>)
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send,
+        E: Display,
+    {
+        match upgraded.await {
+            Ok(client) => relay(self.state, self.view, self.agent, client, self.caller).await,
+            Err(e) => {
+                warn!(error = %e, "HTTP upgrade failed");
+                let error = format!("HTTP upgrade failed: {e}");
+                audit_broken_session(&self.state, self.caller, &self.view.row, error).await;
             }
-            drop(permit);
         }
-        .instrument(span),
-    );
-    switching_protocols()
+        drop(self.permit);
+    }
 }
 
 /// The audit record of a relayed request: its operation and arguments.

@@ -1,6 +1,6 @@
 //! Each VM's argument-level policy document (table `vm_policies`, schema
 //! migration 6), stored as validated JSON (the document type and its checks
-//! are `guestcomm_policy`'s); its routes are `http/policy.rs`, its
+//! are `guestcomm_policy`'s); shown and set by `ops/policy.rs`, its
 //! enforcement `admission`.
 
 use guestcomm_policy::PolicyDocument;
