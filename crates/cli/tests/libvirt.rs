@@ -5,7 +5,7 @@
 //! domains (`type='qemu'`, no disk, no vsock device: the guestcomm
 //! endpoint is declared in the domain's metadata) and follows the VM
 //! inventory through `virsh` define, start, suspend, resume, destroy,
-//! undefine and a restart of libvirtd. Skipped (SKIPPED on stderr) without
+//! domrename, metadata, undefine and a restart of libvirtd. Skipped (SKIPPED on stderr) without
 //! libvirt or a guestcommd built with the `libvirt` feature; a failure
 //! when GUESTCOMM_LIBVIRT_REQUIRED is set (CI, after installing libvirt).
 
@@ -171,18 +171,24 @@ impl Libvirtd {
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
 
-    /// Defines domain `name` with the guestcomm metadata endpoint
-    /// `endpoint`, from a file in the test's directory.
-    fn define(&self, name: &str, endpoint: &str) {
+    /// Defines domain `name`, with the guestcomm metadata endpoint
+    /// `endpoint` if given, from a file in the test's directory.
+    fn define(&self, name: &str, endpoint: Option<&str>) {
+        let metadata = match endpoint {
+            Some(endpoint) => format!(
+                "<metadata>
+    <guestcomm:agent xmlns:guestcomm='{METADATA_NAMESPACE}' endpoint='{endpoint}'/>
+  </metadata>"
+            ),
+            None => String::new(),
+        };
         let xml = format!(
             "<domain type='qemu'>
   <name>{name}</name>
   <memory unit='MiB'>64</memory>
   <vcpu>1</vcpu>
   <os><type arch='x86_64' machine='pc'>hvm</type></os>
-  <metadata>
-    <guestcomm:agent xmlns:guestcomm='{METADATA_NAMESPACE}' endpoint='{endpoint}'/>
-  </metadata>
+  {metadata}
   <devices>
     <emulator>{QEMU}</emulator>
     <video><model type='none'/></video>
@@ -271,7 +277,7 @@ fn the_inventory_follows_libvirts_domains_through_their_lifecycle_and_a_libvirtd
     );
 
     // Defined: the VM appears, its id the domain's UUID, off.
-    libvirt.define(&name, &endpoint);
+    libvirt.define(&name, Some(&endpoint));
     let uuid = libvirt.ok(&["domuuid", &name]);
     let vm = wait_for_status(&d, &name, "Off");
     assert_eq!(vm["id"], uuid.as_str(), "{vm:#?}");
@@ -313,6 +319,35 @@ fn the_inventory_follows_libvirts_domains_through_their_lifecycle_and_a_libvirtd
     libvirt.ok(&["destroy", &name]);
     wait_for_status(&d, &name, "Off");
 
+    // Renamed (libvirt renames only inactive domains): the same VM, its key
+    // kept, under the new name.
+    let old_name = name;
+    let name = format!("{old_name}r");
+    libvirt.ok(&["domrename", &old_name, &name]);
+    let vm = wait_for_status(&d, &name, "Off");
+    assert_eq!(vm["id"], uuid.as_str());
+    assert!(listed(&d, &old_name).is_none());
+    assert_eq!(key_of(&d, &name, "renamed"), key, "the same key");
+
+    // A domain without guestcomm metadata is no VM until the element is set.
+    let plain = format!("gclvplain{}", std::process::id());
+    libvirt.define(&plain, None);
+    let plain_endpoint = format!("unix://{}/{plain}.sock", dir.path().display());
+    libvirt.ok(&[
+        "metadata",
+        &plain,
+        METADATA_NAMESPACE,
+        "--key",
+        "guestcomm",
+        "--set",
+        &format!("<agent endpoint='{plain_endpoint}'/>"),
+        "--config",
+    ]);
+    let vm = wait_for_status(&d, &plain, "Off");
+    assert_eq!(vm["endpoint"], plain_endpoint.as_str());
+    assert_eq!(vm["id"], libvirt.ok(&["domuuid", &plain]).as_str());
+    libvirt.ok(&["undefine", &plain]);
+
     // A VM added by hand with a domain's name is left alone, and the log
     // names both.
     let hand = format!("gclvhand{}", std::process::id());
@@ -324,7 +359,7 @@ fn the_inventory_follows_libvirts_domains_through_their_lifecycle_and_a_libvirtd
         "unix:///nonexistent/agent.sock",
     ]);
     let before = listed(&d, &hand).unwrap();
-    libvirt.define(&hand, &endpoint);
+    libvirt.define(&hand, Some(&endpoint));
     let hand_uuid = libvirt.ok(&["domuuid", &hand]);
     let clash = format!(
         "libvirt domain \"{hand}\" ({hand_uuid}) is not followed: VM \"{hand}\" ({}) was added by hand",
@@ -346,11 +381,12 @@ fn the_inventory_follows_libvirts_domains_through_their_lifecycle_and_a_libvirtd
         wait_until(STARTUP_DEADLINE, || listed(&d, &name).is_none()),
         "VM {name} stayed after its domain was undefined"
     );
-    let records = d.audit_settled(&["--vm", &name]);
+    let records = d.audit_settled(&["--vm", &old_name]);
     assert!(
-        records.iter().any(|r| r["vm"] == name.as_str()),
-        "the audit records of {name} went with it: {records:#?}"
+        records.iter().any(|r| r["vm"] == old_name.as_str()),
+        "the audit records of {old_name} went with it: {records:#?}"
     );
+    assert!(listed(&d, &plain).is_none());
     assert!(listed(&d, &hand).is_some(), "the hand-made VM stays");
     drop(d);
     drop(libvirt);

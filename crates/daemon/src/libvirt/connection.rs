@@ -7,9 +7,9 @@
 //!    (registered once, before any connection): it reads the connection,
 //!    answers keepalives and calls the callbacks below, which only queue a
 //!    [`Message`] (bounded: on overflow a flag asks for a full read instead).
-//! 2. `libvirt` (the follower) connects, registers the lifecycle and close
-//!    callbacks, reads every domain ([`inventory::all`]), then applies each
-//!    queued event by reading that domain again ([`inventory::seen`],
+//! 2. `libvirt` (the follower) connects, registers the lifecycle, metadata
+//!    change and close callbacks, reads every domain ([`inventory::all`]),
+//!    then applies each queued event by reading that domain again ([`inventory::seen`],
 //!    [`inventory::undefined`]) on the daemon's runtime. When the connection
 //!    closes (libvirtd stopped, keepalive lost) it reconnects, waiting
 //!    [`LIBVIRT_RECONNECT_FIRST_MS`] and doubling up to
@@ -130,8 +130,9 @@ fn reconnect_loop(state: &State, uri: &str, runtime: &tokio::runtime::Handle, st
 
 /// What libvirt's callbacks tell the follower.
 enum Message {
-    /// A lifecycle event of domain `uuid`; `undefined` when it is gone.
-    Lifecycle { uuid: Uuid, undefined: bool },
+    /// Domain `uuid` changed (a lifecycle event, or its metadata);
+    /// `undefined` when it is gone.
+    Changed { uuid: Uuid, undefined: bool },
     /// The connection closed.
     Closed,
 }
@@ -158,29 +159,59 @@ impl Sink {
     }
 }
 
+/// The UUID of `dom`, a domain handed to a callback.
+///
+/// # Safety
+/// `dom` must be valid (it is, for the callback's duration).
+unsafe fn domain_uuid(dom: sys::virDomainPtr) -> Option<Uuid> {
+    let mut bytes = [0u8; 16];
+    // SAFETY: the caller's; VIR_UUID_BUFLEN is 16 bytes.
+    let got = unsafe { sys::virDomainGetUUID(dom, bytes.as_mut_ptr()) };
+    (got == 0).then(|| Uuid::from_bytes(bytes))
+}
+
 /// libvirt's lifecycle callback (`virConnectDomainEventCallback`).
 unsafe extern "C" fn on_lifecycle(
     _conn: sys::virConnectPtr,
     dom: sys::virDomainPtr,
     event: c_int,
-    _detail: c_int,
+    detail: c_int,
     opaque: *mut c_void,
 ) -> c_int {
     // SAFETY: `opaque` is the `Sink` registered with this callback; libvirt
     // frees it (free_sink) only after the callback can no longer run.
     let sink = unsafe { &*opaque.cast::<Sink>() };
-    let mut bytes = [0u8; 16];
-    // SAFETY: `dom` is valid for the callback's duration; VIR_UUID_BUFLEN
-    // is 16 bytes.
-    if unsafe { sys::virDomainGetUUID(dom, bytes.as_mut_ptr()) } != 0 {
+    // SAFETY: `dom` is valid for the callback's duration.
+    let Some(uuid) = (unsafe { domain_uuid(dom) }) else {
         return 0;
-    }
-    let undefined = u32::try_from(event).ok() == Some(sys::VIR_DOMAIN_EVENT_UNDEFINED);
-    sink.send(Message::Lifecycle {
-        uuid: Uuid::from_bytes(bytes),
-        undefined,
-    });
+    };
+    // A rename undefines the old name and defines the new one, the UUID
+    // the same: the VM is renamed (read again), not removed.
+    let undefined = u32::try_from(event).ok() == Some(sys::VIR_DOMAIN_EVENT_UNDEFINED)
+        && u32::try_from(detail).ok() != Some(sys::VIR_DOMAIN_EVENT_UNDEFINED_RENAMED);
+    sink.send(Message::Changed { uuid, undefined });
     0
+}
+
+/// libvirt's metadata change callback
+/// (`virConnectDomainEventMetadataChangeCallback`): the guestcomm element
+/// may have been set or removed.
+unsafe extern "C" fn on_metadata_change(
+    _conn: sys::virConnectPtr,
+    dom: sys::virDomainPtr,
+    _kind: c_int,
+    _namespace: *const std::ffi::c_char,
+    opaque: *mut c_void,
+) {
+    // SAFETY: as in on_lifecycle.
+    let sink = unsafe { &*opaque.cast::<Sink>() };
+    // SAFETY: as in on_lifecycle.
+    if let Some(uuid) = unsafe { domain_uuid(dom) } {
+        sink.send(Message::Changed {
+            uuid,
+            undefined: false,
+        });
+    }
 }
 
 /// libvirt's close callback (`virConnectCloseFunc`).
@@ -201,8 +232,8 @@ struct Session {
     conn: Connect,
     queue: Receiver<Message>,
     overflowed: Arc<AtomicBool>,
-    /// The lifecycle callback's id, once registered.
-    lifecycle: Option<c_int>,
+    /// The ids of the domain event callbacks registered.
+    callbacks: Vec<c_int>,
     /// Whether the close callback is registered.
     close: bool,
 }
@@ -217,7 +248,7 @@ impl Session {
             conn,
             queue: received,
             overflowed: overflowed.clone(),
-            lifecycle: None,
+            callbacks: Vec::new(),
             close: false,
         };
         if let Err(e) = session
@@ -248,7 +279,7 @@ impl Session {
         }
         session.close = true;
         // The C API takes every event callback as the generic type and
-        // calls it with the lifecycle signature (VIR_DOMAIN_EVENT_CALLBACK).
+        // calls it with its event's own signature (VIR_DOMAIN_EVENT_CALLBACK).
         type Lifecycle = unsafe extern "C" fn(
             sys::virConnectPtr,
             sys::virDomainPtr,
@@ -256,26 +287,41 @@ impl Session {
             c_int,
             *mut c_void,
         ) -> c_int;
+        type MetadataChange = unsafe extern "C" fn(
+            sys::virConnectPtr,
+            sys::virDomainPtr,
+            c_int,
+            *const std::ffi::c_char,
+            *mut c_void,
+        );
         type Generic = unsafe extern "C" fn(sys::virConnectPtr, sys::virDomainPtr, *mut c_void);
         // SAFETY: libvirt calls a VIR_DOMAIN_EVENT_ID_LIFECYCLE callback with
         // the lifecycle signature, whatever type it was registered as.
-        let generic = unsafe { std::mem::transmute::<Lifecycle, Generic>(on_lifecycle) };
-        let opaque = sink().into_opaque();
-        // SAFETY: as above.
-        let id = unsafe {
-            sys::virConnectDomainEventRegisterAny(
-                session.conn.as_ptr(),
-                std::ptr::null_mut(),
-                sys::VIR_DOMAIN_EVENT_ID_LIFECYCLE as c_int,
-                Some(generic),
-                opaque,
-                Some(free_sink),
-            )
-        };
-        if id < 0 {
-            return Err(virt::error::Error::last_error());
+        let lifecycle = unsafe { std::mem::transmute::<Lifecycle, Generic>(on_lifecycle) };
+        // SAFETY: as above, for VIR_DOMAIN_EVENT_ID_METADATA_CHANGE.
+        let metadata =
+            unsafe { std::mem::transmute::<MetadataChange, Generic>(on_metadata_change) };
+        for (event, callback) in [
+            (sys::VIR_DOMAIN_EVENT_ID_LIFECYCLE, lifecycle),
+            (sys::VIR_DOMAIN_EVENT_ID_METADATA_CHANGE, metadata),
+        ] {
+            let opaque = sink().into_opaque();
+            // SAFETY: as for the close callback.
+            let id = unsafe {
+                sys::virConnectDomainEventRegisterAny(
+                    session.conn.as_ptr(),
+                    std::ptr::null_mut(),
+                    event as c_int,
+                    Some(callback),
+                    opaque,
+                    Some(free_sink),
+                )
+            };
+            if id < 0 {
+                return Err(virt::error::Error::last_error());
+            }
+            session.callbacks.push(id);
         }
-        session.lifecycle = Some(id);
         Ok(session)
     }
 
@@ -294,7 +340,7 @@ impl Session {
         let idle = Duration::from_millis(LIBVIRT_IDLE_CHECK_MS);
         while !stop.load(Ordering::Relaxed) {
             match self.queue.recv_timeout(idle) {
-                Ok(Message::Lifecycle { uuid, undefined }) => {
+                Ok(Message::Changed { uuid, undefined }) => {
                     if undefined {
                         runtime.block_on(inventory::undefined(state, uuid));
                         continue;
@@ -358,8 +404,8 @@ impl Drop for Session {
         let conn = self.conn.as_ptr();
         // Failures (a dead connection) change nothing: libvirt frees the
         // sinks when the connection goes.
-        if let Some(id) = self.lifecycle {
-            // SAFETY: `id` was registered on this live connection object.
+        for &id in &self.callbacks {
+            // SAFETY: `id` was registered on this connection object.
             unsafe { sys::virConnectDomainEventDeregisterAny(conn, id) };
         }
         if self.close {
