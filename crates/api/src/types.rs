@@ -101,7 +101,8 @@ pub struct Health {
     /// CIM status: "OK"; "No Contact" before the first contact or while the
     /// guest does not answer at all (paused or hung, as Hyper-V shows a
     /// paused VM's heartbeat); "Lost Comm" once an agent that answered
-    /// before cannot be reached or refuses.
+    /// before cannot be reached or refuses; "Paused" or "Off" while the
+    /// VM's hypervisor says so (`guestcommd --libvirt`).
     pub status: HealthStatus,
     /// Why the last probe failed, as a class (absent while the agent
     /// answers): which part of the path to the agent is at fault.

@@ -112,6 +112,12 @@ wire_words! {
         NoContact = "No Contact",
         /// An agent that answered before cannot be reached or refuses.
         LostComm = "Lost Comm",
+        /// The VM is paused (its hypervisor says so: `guestcommd --libvirt`),
+        /// so its agent cannot answer; not probed until it resumes.
+        Paused = "Paused",
+        /// The VM is not running (its hypervisor says so: `guestcommd
+        /// --libvirt`); not probed until it starts.
+        Off = "Off",
     }
 }
 
@@ -162,7 +168,7 @@ mod tests {
             .iter()
             .map(HealthStatus::as_str)
             .collect();
-        assert_eq!(words, ["OK", "No Contact", "Lost Comm"]);
+        assert_eq!(words, ["OK", "No Contact", "Lost Comm", "Paused", "Off"]);
         for status in HealthStatus::KNOWN {
             let json = serde_json::to_string(status).unwrap();
             assert_eq!(json, format!("\"{status}\""));

@@ -24,6 +24,9 @@
 //! [audit]
 //! max_records = 1000000             # per chain (audit_chain); 0: no limit by count
 //! max_age_days = 365                # 0: no limit by age
+//!
+//! [libvirt]
+//! uri = "qemu:///system"            # follow this libvirt's domains (--libvirt)
 //! ```
 //!
 //! Every table is `deny_unknown_fields`; a parse error names the line.
@@ -73,6 +76,18 @@ pub struct FileConfig {
     /// Audit log retention.
     #[serde(default)]
     pub audit: AuditSection,
+    /// The libvirt whose domains the inventory follows.
+    #[serde(default)]
+    pub libvirt: LibvirtSection,
+}
+
+/// `[libvirt]`.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LibvirtSection {
+    /// libvirt's connection URI (`qemu:///system`); `--libvirt` wins.
+    #[serde(default)]
+    pub uri: Option<String>,
 }
 
 /// `[api]`.
@@ -305,6 +320,8 @@ admin = { users = ["alice", 0] }
 viewer = { users = ["1001"], groups = ["adm", 4] }
 [audit]
 max_records = 10
+[libvirt]
+uri = "qemu:///system"
 "#;
         let c = FileConfig::parse(text, "t.toml").unwrap();
         assert_eq!(
@@ -318,6 +335,8 @@ max_records = 10
         assert!(c.roles.operator.users.is_empty());
         assert_eq!(c.audit.max_records, 10);
         assert_eq!(c.audit.max_age_days, DEFAULT_AUDIT_MAX_AGE_DAYS);
+        assert_eq!(c.libvirt.uri.as_deref(), Some("qemu:///system"));
+        assert_eq!(FileConfig::default().libvirt.uri, None);
     }
 
     #[test]

@@ -8,6 +8,10 @@
 //! or hung VM, which Hyper-V's heartbeat shows as No Contact too). Each
 //! failure is classed ([`HealthDetail`]) by where on the path to the agent
 //! it happened. Transitions are logged.
+//!
+//! A VM whose hypervisor reports its power state (`--libvirt`) is "Paused"
+//! or "Off" while it is, whatever the last probe said, and is not probed
+//! ([`HealthMap::probed`]); a start begins again at "No Contact".
 use std::collections::HashMap;
 use std::sync::RwLock;
 use std::time::Duration;
@@ -19,15 +23,63 @@ use uuid::Uuid;
 use crate::clock::now_ms;
 use crate::model::VmRow;
 
-/// Health by VM id.
+/// Health by VM id, and the power state of the VMs whose hypervisor
+/// reports it.
 #[derive(Default)]
-pub(crate) struct HealthMap(RwLock<HashMap<Uuid, Health>>);
+pub(crate) struct HealthMap(RwLock<HashMap<Uuid, Health>>, RwLock<HashMap<Uuid, Power>>);
+
+/// A VM's power state, as its hypervisor reports it.
+// Reported only by `libvirt/` (feature libvirt).
+#[cfg_attr(not(feature = "libvirt"), allow(dead_code))]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Power {
+    /// Running (or shutting down): its agent is probed.
+    Running,
+    /// Paused or suspended to memory.
+    Paused,
+    /// Not running.
+    Off,
+}
 
 impl HealthMap {
-    /// What is known about `vm` ("No Contact" if nothing yet).
+    /// What is known about `vm` ("No Contact" if nothing yet; "Paused" or
+    /// "Off" while its hypervisor says so).
     pub(crate) fn get(&self, vm: Uuid) -> Health {
         let map = self.0.read().unwrap_or_else(|e| e.into_inner());
-        map.get(&vm).cloned().unwrap_or_else(no_contact)
+        let mut health = map.get(&vm).cloned().unwrap_or_else(no_contact);
+        match self.power(vm) {
+            Some(Power::Paused) => health.status = HealthStatus::Paused,
+            Some(Power::Off) => health.status = HealthStatus::Off,
+            Some(Power::Running) | None => {}
+        }
+        health
+    }
+
+    /// `vm`'s power state, if its hypervisor reports it.
+    fn power(&self, vm: Uuid) -> Option<Power> {
+        let power = self.1.read().unwrap_or_else(|e| e.into_inner());
+        power.get(&vm).copied()
+    }
+
+    /// Whether the health monitor probes `vm`: not while it is paused or off.
+    pub(crate) fn probed(&self, vm: Uuid) -> bool {
+        matches!(self.power(vm), Some(Power::Running) | None)
+    }
+
+    /// Records `vm`'s power state, as its hypervisor reports it, and logs a
+    /// change; a VM that starts begins again at "No Contact".
+    #[cfg_attr(not(feature = "libvirt"), allow(dead_code))]
+    pub(crate) fn set_power(&self, vm: &VmRow, now: Power) {
+        let mut power = self.1.write().unwrap_or_else(|e| e.into_inner());
+        let before = power.insert(vm.id, now);
+        if before == Some(now) {
+            return;
+        }
+        info!(vm = %vm.name, from = ?before, to = ?now, "VM power state changed");
+        if now == Power::Running && before != Some(Power::Paused) {
+            let mut map = self.0.write().unwrap_or_else(|e| e.into_inner());
+            map.insert(vm.id, no_contact());
+        }
     }
 
     /// Records a probe result and logs a change of status; true when the
@@ -74,6 +126,8 @@ impl HealthMap {
     pub(crate) fn retain(&self, ids: &[Uuid]) {
         let mut map = self.0.write().unwrap_or_else(|e| e.into_inner());
         map.retain(|id, _| ids.contains(id));
+        let mut power = self.1.write().unwrap_or_else(|e| e.into_inner());
+        power.retain(|id, _| ids.contains(id));
     }
 }
 
@@ -137,6 +191,38 @@ mod tests {
         assert_eq!(h.agent_version.as_deref(), Some("agent 1"));
         map.record(&vm, Ok((Duration::from_micros(60), "agent 1".into())));
         assert_eq!(map.get(vm.id).status, HealthStatus::Ok);
+    }
+
+    #[test]
+    fn paused_and_off_override_the_probes_and_a_start_begins_at_no_contact() {
+        let map = HealthMap::default();
+        let vm = vm();
+        assert!(map.probed(vm.id), "a VM without a reported power state");
+        map.record(&vm, Ok((Duration::from_micros(50), "agent 1".into())));
+        map.set_power(&vm, Power::Paused);
+        assert_eq!(map.get(vm.id).status, HealthStatus::Paused);
+        assert!(!map.probed(vm.id));
+        map.record(&vm, failed(HealthDetail::AgentNotAnswering));
+        assert_eq!(map.get(vm.id).status, HealthStatus::Paused);
+        map.set_power(&vm, Power::Running);
+        assert!(map.probed(vm.id));
+        assert_eq!(
+            map.get(vm.id).status,
+            HealthStatus::NoContact,
+            "a resume keeps what the probes knew"
+        );
+        map.set_power(&vm, Power::Off);
+        assert_eq!(map.get(vm.id).status, HealthStatus::Off);
+        assert!(!map.probed(vm.id));
+        map.set_power(&vm, Power::Running);
+        let h = map.get(vm.id);
+        assert_eq!(
+            (h.status, h.last_contact_ms),
+            (HealthStatus::NoContact, None),
+            "a start begins again"
+        );
+        map.retain(&[]);
+        assert!(map.probed(vm.id), "forgotten with the VM");
     }
 
     #[test]

@@ -6,7 +6,8 @@
 //!
 //! ```text
 //! http/  wbem/                    front ends: decode, call, encode (HTTP, CIM-XML)
-//! tasks/                          health monitor, time sync, audit pruning
+//! tasks/  libvirt/                health monitor, time sync, audit pruning;
+//!                                 the inventory in step with libvirt's domains
 //! ops/  relay/                    operations, relays to and from guests
 //! admission  agent                may this request pass; the one way to reach an agent
 //! state  cache  audit  refusals  copy_jobs  access
@@ -35,6 +36,7 @@ mod copy_jobs;
 mod error;
 mod health;
 mod http;
+mod libvirt;
 mod limits;
 mod model;
 mod ops;
@@ -96,6 +98,8 @@ pub struct Config {
     pub relay_copy_idle: Duration,
     /// Bounds of idle and slow API connections (each listener).
     pub http: HttpLimits,
+    /// Follow the domains of libvirt at this URI (`--libvirt`).
+    pub libvirt: Option<String>,
 }
 
 /// Where the API is served.
@@ -131,6 +135,9 @@ pub enum StartError {
     /// A `--wbem` address that is not loopback.
     #[error("{0}")]
     Wbem(String),
+    /// `--libvirt` cannot be followed (a build without libvirt).
+    #[error("{0}")]
+    Libvirt(String),
 }
 
 /// A daemon with its state open and its socket bound.
@@ -140,6 +147,8 @@ pub struct Daemon {
     config: Config,
     /// The `--wbem` listener, if any.
     wbem: Option<tokio::net::TcpListener>,
+    /// Following `--libvirt`, if given.
+    libvirt: Option<libvirt::Follower>,
 }
 
 /// The API's listener.
@@ -161,6 +170,9 @@ impl Daemon {
     /// Opens the state and binds the API: a Unix socket (mode 0660), or TCP
     /// with mutual TLS.
     pub async fn bind(config: Config) -> Result<Self, StartError> {
+        if let Some(uri) = &config.libvirt {
+            libvirt::supported(uri).map_err(StartError::Libvirt)?;
+        }
         let dir = &config.state_dir;
         // Owner only: the state holds per-VM credentials.
         std::fs::DirBuilder::new()
@@ -219,11 +231,16 @@ impl Daemon {
             }
             None => None,
         };
+        let libvirt = match &config.libvirt {
+            Some(uri) => Some(libvirt::follow(state.clone(), uri).map_err(StartError::Libvirt)?),
+            None => None,
+        };
         Ok(Self {
             state,
             listener,
             config,
             wbem,
+            libvirt,
         })
     }
 
@@ -251,6 +268,8 @@ impl Daemon {
             listener,
             config,
             wbem,
+            // Followed until the API server stops.
+            libvirt: _libvirt,
         } = self;
         let wbem = wbem.map(|tcp| {
             if let Ok(addr) = tcp.local_addr() {

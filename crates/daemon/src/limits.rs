@@ -231,3 +231,45 @@ pub(crate) const ACCEPT_ERROR_PAUSE_MS: u64 = 100;
 
 /// Largest configuration file read, in bytes: a real one is a few lines.
 pub(crate) const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
+
+/// Largest domain XML `--libvirt` reads (libvirt's own bound on an XML
+/// document is 10 MiB; a domain with hundreds of devices stays well under
+/// 1 MiB): a larger one is refused, naming the domain.
+#[cfg(any(test, feature = "libvirt"))]
+pub(crate) const MAX_DOMAIN_XML_BYTES: usize = 4 * 1024 * 1024;
+
+/// Deepest element nesting read in a domain XML (libvirt's own schema nests
+/// under 10 levels; metadata may nest more, but not this much).
+#[cfg(any(test, feature = "libvirt"))]
+pub(crate) const MAX_DOMAIN_XML_DEPTH: usize = 64;
+
+/// First wait before reconnecting to libvirt after it went away or refused
+/// the connection, in milliseconds; it doubles up to
+/// [`LIBVIRT_RECONNECT_MAX_MS`], so a restarted libvirtd is found again at
+/// once and a long-gone one costs one attempt every 30 s.
+#[cfg(feature = "libvirt")]
+pub(crate) const LIBVIRT_RECONNECT_FIRST_MS: u64 = 250;
+
+/// Longest wait between two attempts to reconnect to libvirt.
+#[cfg(feature = "libvirt")]
+pub(crate) const LIBVIRT_RECONNECT_MAX_MS: u64 = 30_000;
+
+/// Lifecycle events queued between libvirt's event loop and the thread that
+/// applies them: past it, events are dropped and the whole inventory is read
+/// again instead (nothing is lost, the queue stays bounded).
+#[cfg(feature = "libvirt")]
+pub(crate) const LIBVIRT_EVENT_QUEUE: usize = 1024;
+
+/// How often the libvirt follower checks that its connection is alive when
+/// no event comes (libvirt's keepalive finds a dead peer within
+/// [`LIBVIRT_KEEPALIVE_INTERVAL_S`] × [`LIBVIRT_KEEPALIVE_COUNT`]).
+#[cfg(feature = "libvirt")]
+pub(crate) const LIBVIRT_IDLE_CHECK_MS: u64 = 2_000;
+
+/// Seconds between libvirt keepalive messages on the daemon's connection.
+#[cfg(feature = "libvirt")]
+pub(crate) const LIBVIRT_KEEPALIVE_INTERVAL_S: i32 = 5;
+
+/// Keepalive messages without an answer before libvirt closes the connection.
+#[cfg(feature = "libvirt")]
+pub(crate) const LIBVIRT_KEEPALIVE_COUNT: u32 = 3;

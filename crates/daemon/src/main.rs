@@ -112,6 +112,17 @@ struct Args {
     #[arg(long, value_name = "ROLE", default_value = "viewer", value_parser = parse_role)]
     wbem_role: Role,
 
+    /// Follow the domains of the libvirt at this URI (e.g.
+    /// qemu:///system; `[libvirt] uri` in --config): each domain with a
+    /// guestcomm endpoint (the guestcomm element of its <metadata>, else
+    /// its <vsock> device's CID) becomes a VM named after it, with its
+    /// UUID as id and a key of its own; its state (running, paused, off)
+    /// shows in the VM's status at once, and an undefined domain's VM goes
+    /// (its audit records stay). Reconnects when libvirtd restarts. Needs
+    /// a guestcommd built with the `libvirt` feature.
+    #[arg(long, value_name = "URI")]
+    libvirt: Option<String>,
+
     /// Log format.
     #[arg(long, value_enum, default_value_t)]
     log_format: LogFormat,
@@ -182,7 +193,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let file = FileConfig::load(&config_path, args.config.is_some())?;
     // After the configuration: a start that fails on it says only that.
     observability::raise_open_files_limit(guestcommd::OPEN_FILES_WANTED);
+    let libvirt = args.libvirt.clone().or_else(|| file.libvirt.uri.clone());
     let config = Config {
+        libvirt,
         file,
         config_path,
         state_dir: args.state,

@@ -69,6 +69,12 @@ impl Daemon {
         Self::start_inner(heartbeat, &[], None, true)
     }
 
+    /// [`Daemon::start_logging`] with extra guestcommd arguments.
+    #[allow(dead_code)] // not every test file reads the log
+    pub fn start_logging_with(heartbeat: &str, extra: &[&str]) -> Self {
+        Self::start_inner(heartbeat, extra, None, true)
+    }
+
     /// What the daemon logged so far (after [`Daemon::start_logging`]).
     #[allow(dead_code)]
     pub fn log(&self) -> String {

@@ -25,7 +25,7 @@ pub(crate) fn view(state: &State, row: VmRow) -> Vm {
 }
 
 /// The key a new VM gets, from the request and the endpoint's kind.
-fn new_vm_key(choice: NewCredentials, endpoint: &Address) -> Result<Option<Psk>, Error> {
+pub(crate) fn new_vm_key(choice: NewCredentials, endpoint: &Address) -> Result<Option<Psk>, Error> {
     let needs_key = matches!(
         endpoint,
         Address::Vsock { .. } | Address::HybridVsock { .. }

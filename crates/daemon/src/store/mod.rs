@@ -1,8 +1,9 @@
 //! Persistent state in SQLite, and the only module of the daemon that
 //! speaks SQL: the VM inventory, service registrations, per-VM enablement
 //! policies and each VM's host-to-guest key-value pool (here), the audit log
-//! (`audit.rs`, its hash chains in `audit_chain.rs`) and each VM's argument
-//! policy document (`policy_docs.rs`).
+//! (`audit.rs`, its hash chains in `audit_chain.rs`), each VM's argument
+//! policy document (`policy_docs.rs`) and which VMs follow a libvirt domain
+//! (`libvirt_domains.rs`).
 //!
 //! The database lives at `<state>/guestcommd.db` in WAL mode with
 //! `synchronous = FULL`: a committed change survives SIGKILL and power loss.
@@ -15,11 +16,14 @@
 //!
 //! The files of this module import only downwards: `error.rs` and
 //! `schema.rs` are leaves for the others, `audit_chain.rs` works on a bare
-//! connection, and `audit.rs` and `policy_docs.rs` add methods to [`Store`].
+//! connection, and `audit.rs`, `policy_docs.rs` and `libvirt_domains.rs` add
+//! methods to [`Store`].
 
 mod audit;
 pub(crate) mod audit_chain;
 mod error;
+#[cfg(any(test, feature = "libvirt"))]
+mod libvirt_domains;
 mod policy_docs;
 mod schema;
 
@@ -148,21 +152,7 @@ impl Store {
             created_at: now_secs(),
             psk,
         };
-        let inserted = self.conn.execute(
-            "INSERT INTO vms (id, name, endpoint, interface_enabled, default_policy, created_at, psk)
-             VALUES (?1, ?2, ?3, 1, ?4, ?5, ?6) ON CONFLICT(name) DO NOTHING",
-            params![
-                row.id.to_string(),
-                name,
-                endpoint.to_string(),
-                row.default_policy.value(),
-                row.created_at,
-                row.psk.as_ref().map(Psk::secret_hex)
-            ],
-        )?;
-        if inserted == 0 {
-            return Err(StoreError::DuplicateVm(name.into()));
-        }
+        insert_vm(&self.conn, &row)?;
         Ok(row)
     }
 
@@ -450,6 +440,27 @@ impl Store {
 }
 
 /// Marks a VM's external pool for delivery and commits the change.
+/// Inserts `row`; its name must be free.
+fn insert_vm(conn: &Connection, row: &VmRow) -> Result<(), StoreError> {
+    let inserted = conn.execute(
+        "INSERT INTO vms (id, name, endpoint, interface_enabled, default_policy, created_at, psk)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT(name) DO NOTHING",
+        params![
+            row.id.to_string(),
+            row.name,
+            row.endpoint.to_string(),
+            row.interface_enabled,
+            row.default_policy.value(),
+            row.created_at,
+            row.psk.as_ref().map(Psk::secret_hex)
+        ],
+    )?;
+    if inserted == 0 {
+        return Err(StoreError::DuplicateVm(row.name.clone()));
+    }
+    Ok(())
+}
+
 fn commit_pending(tx: rusqlite::Transaction<'_>, vm_id: &str) -> Result<(), StoreError> {
     tx.execute(
         "INSERT OR IGNORE INTO kvp_pending (vm) VALUES (?1)",

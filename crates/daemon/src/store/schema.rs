@@ -94,6 +94,12 @@ pub(super) const MIGRATIONS: &[&str] = &[
         head_seq INTEGER NOT NULL,
         head_digest BLOB NOT NULL
     );",
+    // 9: the VMs that follow a libvirt domain (`guestcommd --libvirt`; see
+    // libvirt_domains.rs): the VM's id is the domain's UUID.
+    "CREATE TABLE libvirt_domains (
+        vm TEXT PRIMARY KEY REFERENCES vms(id) ON DELETE CASCADE,
+        uri TEXT NOT NULL
+    );",
 ];
 
 /// The step of [`MIGRATIONS`] (from 0) after which the audit records already

@@ -62,7 +62,8 @@ pub(crate) async fn monitor(state: Arc<State>, interval: Duration, max_concurren
             }
         };
         let mut round = tokio::task::JoinSet::new();
-        for vm in vms {
+        // A VM its hypervisor reports paused or off is not probed.
+        for vm in vms.into_iter().filter(|vm| state.health.probed(vm.id)) {
             let Ok(permit) = slots.clone().acquire_owned().await else {
                 return;
             };

@@ -166,12 +166,16 @@ pub(crate) fn device_keys(device: &Device, vm_id: &str) -> Vec<(String, CimValue
 
 /// OperationalStatus[0], its description and HealthState for the agent's
 /// health: 2 OK (5), 12 No Contact (0, unknown), 13 Lost Communication (20,
-/// major failure); 0 Unknown for a word this daemon does not know.
+/// major failure), 15 Dormant for a paused VM and 10 Stopped for one that
+/// is off (0, unknown: nothing is wrong); 0 Unknown for a word this daemon
+/// does not know.
 fn operational(health: &HealthStatus) -> (u64, &'static str, u64) {
     match health {
         HealthStatus::Ok => (2, "OK", 5),
         HealthStatus::NoContact => (12, "No Contact", 0),
         HealthStatus::LostComm => (13, "Lost Communication", 20),
+        HealthStatus::Paused => (15, "Dormant", 0),
+        HealthStatus::Off => (10, "Stopped", 0),
         HealthStatus::Other(_) => (0, "Unknown", 0),
     }
 }
@@ -353,6 +357,8 @@ mod tests {
         assert_eq!(operational(&HealthStatus::Ok), (2, "OK", 5));
         assert_eq!(operational(&HealthStatus::NoContact).0, 12);
         assert_eq!(operational(&HealthStatus::LostComm).0, 13);
+        assert_eq!(operational(&HealthStatus::Paused).0, 15);
+        assert_eq!(operational(&HealthStatus::Off).0, 10);
     }
 
     #[test]

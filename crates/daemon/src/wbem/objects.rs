@@ -298,9 +298,15 @@ fn host_system(host: &str) -> Instance {
 }
 
 /// A VM as an Msvm_ComputerSystem: Name is its id, EnabledState 2 while
-/// its agent answers (guestcomm does not run VMs: it only knows that).
+/// its agent answers (guestcomm does not run VMs: it only knows that), or,
+/// as Hyper-V's, 3 when its hypervisor reports it off and 32768 paused.
 fn vm_system(vm: &VmRow, status: &HealthStatus) -> Instance {
-    let enabled = if *status == HealthStatus::Ok { 2 } else { 0 };
+    let enabled = match status {
+        HealthStatus::Ok => 2,
+        HealthStatus::Off => 3,
+        HealthStatus::Paused => 32768,
+        _ => 0,
+    };
     Instance {
         class: COMPUTER_SYSTEM.into(),
         properties: vec![

@@ -1,0 +1,414 @@
+//! `guestcommd --libvirt` against a real libvirtd: the test starts Debian's
+//! libvirtd itself, as a session daemon of a throw-away user with its
+//! runtime, configuration and cache under the test's temporary directory
+//! (no systemd, nothing shared with a system libvirtd), defines TCG
+//! domains (`type='qemu'`, no disk, no vsock device: the guestcomm
+//! endpoint is declared in the domain's metadata) and follows the VM
+//! inventory through `virsh` define, start, suspend, resume, destroy,
+//! domrename, metadata, undefine and a restart of libvirtd. Skipped (SKIPPED on stderr) without
+//! libvirt or a guestcommd built with the `libvirt` feature; a failure
+//! when GUESTCOMM_LIBVIRT_REQUIRED is set (CI, after installing libvirt).
+
+#![allow(clippy::unwrap_used)]
+
+mod util;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+
+use util::daemon::Daemon;
+use util::users::TestUser;
+use util::{bin, wait_until, STARTUP_DEADLINE};
+
+const LIBVIRTD: &str = "/usr/sbin/libvirtd";
+const QEMU: &str = "/usr/bin/qemu-system-x86_64";
+const METADATA_NAMESPACE: &str = "https://guestcomm.dev/xmlns/libvirt/1";
+
+/// Says SKIPPED with `why`, or fails when libvirt is required.
+fn skip(test: &str, why: &str) {
+    assert!(
+        std::env::var_os("GUESTCOMM_LIBVIRT_REQUIRED").is_none(),
+        "{test}: {why}"
+    );
+    eprintln!("\n*** SKIPPED {test}: {why} ***\n");
+}
+
+/// Whether libvirt, QEMU and a guestcommd with the feature are here.
+fn libvirt_ready(test: &str) -> bool {
+    for tool in [LIBVIRTD, QEMU, "/usr/bin/virsh"] {
+        if !Path::new(tool).exists() {
+            skip(test, &format!("no {tool} (apt-get install libvirt-daemon-system libvirt-daemon-driver-qemu libvirt-clients)"));
+            return false;
+        }
+    }
+    let probe = Command::new(bin("guestcommd"))
+        // A state directory that cannot be made: a build with the feature
+        // fails there, one without it before.
+        .args(["--state", "/dev/null/state", "--libvirt", "test:///default"])
+        .args(["--api", "unix:///dev/null/api.sock"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run guestcommd");
+    let stderr = String::from_utf8_lossy(&probe.stderr);
+    if stderr.contains("built without libvirt") {
+        skip(
+            test,
+            "guestcommd was built without the libvirt feature (cargo build --features guestcommd/libvirt)",
+        );
+        return false;
+    }
+    true
+}
+
+/// A session libvirtd of a test user, in `dir`; killed by PID when dropped
+/// (its domains destroyed first).
+struct Libvirtd {
+    child: Option<Child>,
+    user: TestUser,
+    dir: PathBuf,
+}
+
+impl Libvirtd {
+    fn start(dir: &Path) -> Option<Self> {
+        let user = TestUser::create("lv")?;
+        let dir = dir.join("libvirt");
+        // Logs of QEMU go to files: no virtlogd to start and stop.
+        std::fs::create_dir_all(dir.join("config/libvirt")).unwrap();
+        std::fs::write(
+            dir.join("config/libvirt/qemu.conf"),
+            "stdio_handler = \"file\"\n",
+        )
+        .unwrap();
+        let chown = Command::new("chown")
+            .args(["-R", &format!("{}:{}", user.uid, user.gid)])
+            .arg(&dir)
+            .status()
+            .unwrap();
+        assert!(chown.success());
+        let mut libvirtd = Self {
+            child: None,
+            user,
+            dir,
+        };
+        libvirtd.spawn();
+        Some(libvirtd)
+    }
+
+    fn socket(&self) -> PathBuf {
+        self.dir.join("run/libvirt/libvirt-sock")
+    }
+
+    fn uri(&self) -> String {
+        format!("qemu:///session?socket={}", self.socket().display())
+    }
+
+    fn spawn(&mut self) {
+        let d = |sub: &str| self.dir.join(sub).display().to_string();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("libvirtd.log"))
+            .unwrap();
+        let child = self
+            .user
+            .command(
+                Path::new(LIBVIRTD),
+                &["--timeout", "0"],
+                &[
+                    ("HOME", &d("")),
+                    ("XDG_RUNTIME_DIR", &d("run")),
+                    ("XDG_CONFIG_HOME", &d("config")),
+                    ("XDG_CACHE_HOME", &d("cache")),
+                    ("XDG_DATA_HOME", &d("data")),
+                ],
+            )
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn libvirtd");
+        self.child = Some(child);
+        let uri = self.uri();
+        assert!(
+            wait_until(STARTUP_DEADLINE, || virsh_at(&uri, &["version"])
+                .status
+                .success()),
+            "libvirtd did not answer: {}",
+            self.log()
+        );
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("libvirtd.log")).unwrap_or_default()
+    }
+
+    /// SIGTERM by PID, and reap; its domains' QEMUs keep running.
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+            let exited = wait_until(STARTUP_DEADLINE, || matches!(child.try_wait(), Ok(Some(_))));
+            if !exited {
+                let _ = child.kill();
+            }
+            let _ = child.wait();
+        }
+    }
+
+    fn virsh(&self, args: &[&str]) -> Output {
+        virsh_at(&self.uri(), args)
+    }
+
+    /// `virsh ARGS...`, which must succeed.
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.virsh(args);
+        assert!(
+            out.status.success(),
+            "virsh {args:?}: {}\nlibvirtd: {}",
+            String::from_utf8_lossy(&out.stderr),
+            self.log()
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// Defines domain `name`, with the guestcomm metadata endpoint
+    /// `endpoint` if given, from a file in the test's directory.
+    fn define(&self, name: &str, endpoint: Option<&str>) {
+        let metadata = match endpoint {
+            Some(endpoint) => format!(
+                "<metadata>
+    <guestcomm:agent xmlns:guestcomm='{METADATA_NAMESPACE}' endpoint='{endpoint}'/>
+  </metadata>"
+            ),
+            None => String::new(),
+        };
+        let xml = format!(
+            "<domain type='qemu'>
+  <name>{name}</name>
+  <memory unit='MiB'>64</memory>
+  <vcpu>1</vcpu>
+  <os><type arch='x86_64' machine='pc'>hvm</type></os>
+  {metadata}
+  <devices>
+    <emulator>{QEMU}</emulator>
+    <video><model type='none'/></video>
+    <memballoon model='none'/>
+  </devices>
+</domain>"
+        );
+        let path = self.dir.join(format!("{name}.xml"));
+        std::fs::write(&path, xml).unwrap();
+        self.ok(&["define", &path.display().to_string()]);
+    }
+}
+
+impl Drop for Libvirtd {
+    fn drop(&mut self) {
+        if self.child.is_some() {
+            let listed = self.virsh(&["list", "--name"]);
+            for name in String::from_utf8_lossy(&listed.stdout).split_whitespace() {
+                let _ = self.virsh(&["destroy", name]);
+            }
+        }
+        self.stop();
+        // The user goes with `self.user` (userdel), now that nothing of it runs.
+    }
+}
+
+fn virsh_at(uri: &str, args: &[&str]) -> Output {
+    Command::new("virsh")
+        .args(["-q", "-c", uri])
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run virsh")
+}
+
+/// VM `name` as `guestcomm vm list --json` shows it, if listed.
+fn listed(d: &Daemon, name: &str) -> Option<serde_json::Value> {
+    let vms = d.json(&["vm", "list"]);
+    vms.as_array()?.iter().find(|v| v["name"] == name).cloned()
+}
+
+/// VM `name`'s key (`vm credentials --guest-file`, an audited read).
+fn key_of(d: &Daemon, name: &str, tag: &str) -> Vec<u8> {
+    let path = d.dir.path().join(format!("{name}.{tag}.key"));
+    d.ok(&[
+        "vm",
+        "credentials",
+        name,
+        "--guest-file",
+        path.to_str().unwrap(),
+    ]);
+    std::fs::read(path).unwrap()
+}
+
+/// Waits until VM `name` is listed with health status `status`.
+fn wait_for_status(d: &Daemon, name: &str, status: &str) -> serde_json::Value {
+    let mut last = None;
+    let reached = wait_until(STARTUP_DEADLINE, || {
+        last = listed(d, name);
+        last.as_ref()
+            .is_some_and(|v| v["health"]["status"] == status)
+    });
+    assert!(
+        reached,
+        "VM {name} never reached {status:?}: {last:#?}\n{}",
+        d.log()
+    );
+    last.unwrap()
+}
+
+#[test]
+fn the_inventory_follows_libvirts_domains_through_their_lifecycle_and_a_libvirtd_restart() {
+    let test = "libvirt inventory";
+    if !libvirt_ready(test) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let Some(mut libvirt) = Libvirtd::start(dir.path()) else {
+        return skip(test, "a session libvirtd needs a test user (root, useradd)");
+    };
+    let d = Daemon::start_logging_with("200ms", &["--libvirt", &libvirt.uri()]);
+    let name = format!("gclv{}", std::process::id());
+    let endpoint = format!(
+        "hvsock-uds://{}/{name}.vsock?port=18243",
+        dir.path().display()
+    );
+
+    // Defined: the VM appears, its id the domain's UUID, off.
+    libvirt.define(&name, Some(&endpoint));
+    let uuid = libvirt.ok(&["domuuid", &name]);
+    let vm = wait_for_status(&d, &name, "Off");
+    assert_eq!(vm["id"], uuid.as_str(), "{vm:#?}");
+    assert_eq!(vm["endpoint"], endpoint.as_str());
+    assert_eq!(vm["authenticated"], true, "a key made as vm add makes one");
+    let key = key_of(&d, &name, "before");
+
+    // Started: probed again (no agent behind the endpoint: No Contact).
+    libvirt.ok(&["start", &name]);
+    wait_for_status(&d, &name, "No Contact");
+    libvirt.ok(&["suspend", &name]);
+    wait_for_status(&d, &name, "Paused");
+
+    // libvirtd goes away and comes back: the daemon reconnects, reads every
+    // domain again and follows the events again; nothing was lost.
+    libvirt.stop();
+    assert!(
+        wait_until(STARTUP_DEADLINE, || d
+            .log()
+            .contains("the connection to libvirt closed")),
+        "the daemon did not see libvirtd go: {}",
+        d.log()
+    );
+    libvirt.spawn();
+    assert!(
+        wait_until(STARTUP_DEADLINE, || d
+            .log()
+            .matches("following libvirt's domains")
+            .count()
+            >= 2),
+        "the daemon did not reconnect: {}",
+        d.log()
+    );
+    let vm = wait_for_status(&d, &name, "Paused");
+    assert_eq!(vm["id"], uuid.as_str());
+    assert_eq!(key_of(&d, &name, "after"), key, "the same key");
+    libvirt.ok(&["resume", &name]);
+    wait_for_status(&d, &name, "No Contact");
+    libvirt.ok(&["destroy", &name]);
+    wait_for_status(&d, &name, "Off");
+
+    // Renamed (libvirt renames only inactive domains): the same VM, its key
+    // kept, under the new name.
+    let old_name = name;
+    let name = format!("{old_name}r");
+    libvirt.ok(&["domrename", &old_name, &name]);
+    let vm = wait_for_status(&d, &name, "Off");
+    assert_eq!(vm["id"], uuid.as_str());
+    assert!(listed(&d, &old_name).is_none());
+    assert_eq!(key_of(&d, &name, "renamed"), key, "the same key");
+
+    // A domain without guestcomm metadata is no VM until the element is set.
+    let plain = format!("gclvplain{}", std::process::id());
+    libvirt.define(&plain, None);
+    let plain_endpoint = format!("unix://{}/{plain}.sock", dir.path().display());
+    libvirt.ok(&[
+        "metadata",
+        &plain,
+        METADATA_NAMESPACE,
+        "--key",
+        "guestcomm",
+        "--set",
+        &format!("<agent endpoint='{plain_endpoint}'/>"),
+        "--config",
+    ]);
+    let vm = wait_for_status(&d, &plain, "Off");
+    assert_eq!(vm["endpoint"], plain_endpoint.as_str());
+    assert_eq!(vm["id"], libvirt.ok(&["domuuid", &plain]).as_str());
+    libvirt.ok(&["undefine", &plain]);
+
+    // A VM added by hand with a domain's name is left alone, and the log
+    // names both.
+    let hand = format!("gclvhand{}", std::process::id());
+    d.ok(&[
+        "vm",
+        "add",
+        &hand,
+        "--endpoint",
+        "unix:///nonexistent/agent.sock",
+    ]);
+    let before = listed(&d, &hand).unwrap();
+    libvirt.define(&hand, Some(&endpoint));
+    let hand_uuid = libvirt.ok(&["domuuid", &hand]);
+    let clash = format!(
+        "libvirt domain \"{hand}\" ({hand_uuid}) is not followed: VM \"{hand}\" ({}) was added by hand",
+        before["id"].as_str().unwrap()
+    );
+    assert!(
+        wait_until(STARTUP_DEADLINE, || d.log().contains(&clash)),
+        "no {clash:?} in the log: {}",
+        d.log()
+    );
+    let after = listed(&d, &hand).unwrap();
+    assert_eq!(after["id"], before["id"]);
+    assert_eq!(after["endpoint"], "unix:///nonexistent/agent.sock");
+    libvirt.ok(&["undefine", &hand]);
+
+    // Undefined: the VM goes, its audit records stay.
+    libvirt.ok(&["undefine", &name]);
+    assert!(
+        wait_until(STARTUP_DEADLINE, || listed(&d, &name).is_none()),
+        "VM {name} stayed after its domain was undefined"
+    );
+    let records = d.audit_settled(&["--vm", &old_name]);
+    assert!(
+        records.iter().any(|r| r["vm"] == old_name.as_str()),
+        "the audit records of {old_name} went with it: {records:#?}"
+    );
+    assert!(listed(&d, &plain).is_none());
+    assert!(listed(&d, &hand).is_some(), "the hand-made VM stays");
+    drop(d);
+    drop(libvirt);
+}
+
+#[test]
+fn without_a_libvirtd_the_daemon_serves_and_keeps_trying() {
+    let test = "libvirt reconnect";
+    if !libvirt_ready(test) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("nobody-listens");
+    let uri = format!("qemu:///session?socket={}", socket.display());
+    let d = Daemon::start_logging_with("off", &["--libvirt", &uri]);
+    assert!(
+        wait_until(STARTUP_DEADLINE, || d
+            .log()
+            .contains("cannot connect to libvirt")),
+        "{}",
+        d.log()
+    );
+    // The API serves meanwhile.
+    assert_eq!(d.json(&["vm", "list"]), serde_json::json!([]));
+}

@@ -1,0 +1,325 @@
+//! The VM inventory in step with libvirt's domains: what the follower
+//! (`connection.rs`) reads of a domain becomes a VM (its id the domain's
+//! UUID, its name the domain's, a key made as `vm add` makes one), a
+//! changed endpoint or name, a power state, or a VM removed (its audit
+//! records stay: they name the VM, not its row). A VM added by hand is
+//! never changed: a domain that clashes with one is logged, naming both.
+
+use guestcomm_api::{validate_vm_name, NewCredentials};
+use guestcomm_protocol::error_chain;
+use tracing::{debug, error, info, warn};
+use uuid::Uuid;
+
+use super::domain_xml::{DomainXmlError, Endpoint};
+use crate::clock::now_secs;
+use crate::health::Power;
+use crate::model::{Policy, VmRow};
+use crate::ops::vms::new_vm_key;
+use crate::state::State;
+use crate::store::StoreError;
+
+/// What was read of one domain.
+#[derive(Debug)]
+pub(crate) struct Domain {
+    /// Its UUID: the VM's id.
+    pub(crate) uuid: Uuid,
+    /// Its name: the VM's name.
+    pub(crate) name: String,
+    /// Where its agent is reached, from its (live) XML.
+    pub(crate) endpoint: Result<Endpoint, DomainXmlError>,
+    /// Running, paused or off.
+    pub(crate) power: Power,
+}
+
+/// Brings the VMs of libvirt at `uri` in step with `domains`, all of its
+/// domains (at each connection): each is applied as by [`seen`], and the
+/// VMs whose domain is gone are removed.
+pub(crate) async fn all(state: &State, uri: &str, domains: Vec<Domain>) {
+    let present: Vec<Uuid> = domains.iter().map(|d| d.uuid).collect();
+    for domain in domains {
+        seen(state, uri, domain).await;
+    }
+    let owned = uri.to_string();
+    let followed = match state.db(move |s| s.domain_vms(&owned)).await {
+        Ok(rows) => rows,
+        Err(e) => {
+            warn!(error = %error_chain(&e), "cannot list the VMs of libvirt domains");
+            return;
+        }
+    };
+    for row in followed.into_iter().filter(|r| !present.contains(&r.id)) {
+        remove(state, row, "its libvirt domain is gone").await;
+    }
+}
+
+/// Applies what was read of one domain to its VM.
+pub(crate) async fn seen(state: &State, uri: &str, domain: Domain) {
+    let uuid = domain.uuid;
+    let existing = match state.db(move |s| s.vm_by_id(uuid)).await {
+        Ok(existing) => existing,
+        Err(e) => {
+            warn!(domain = %domain.name, error = %error_chain(&e), "cannot read the VM of a libvirt domain");
+            return;
+        }
+    };
+    match existing {
+        Some((row, false)) => error!(
+            domain = %domain.name, %uuid, vm = %row.name,
+            "libvirt domain {:?} ({uuid}) is not followed: VM {:?} was added by hand with its UUID as id",
+            domain.name, row.name
+        ),
+        Some((row, true)) => update(state, row, domain).await,
+        None => add(state, uri, domain).await,
+    }
+}
+
+/// The domain `uuid` was undefined: its VM goes (if it follows it).
+pub(crate) async fn undefined(state: &State, uuid: Uuid) {
+    match state.db(move |s| s.vm_by_id(uuid)).await {
+        Ok(Some((row, true))) => remove(state, row, "its libvirt domain was undefined").await,
+        Ok(_) => {}
+        Err(e) => warn!(%uuid, error = %error_chain(&e), "cannot read the VM of a libvirt domain"),
+    }
+}
+
+/// A domain seen for the first time: a VM if it has a guestcomm endpoint.
+async fn add(state: &State, uri: &str, domain: Domain) {
+    let endpoint = match domain.endpoint {
+        Ok(Endpoint::At(address)) => address,
+        Ok(Endpoint::CidNotAssigned) => {
+            debug!(domain = %domain.name, "libvirt domain waits for its vsock CID (assigned at start)");
+            return;
+        }
+        Ok(Endpoint::None) => {
+            debug!(domain = %domain.name, "libvirt domain has no guestcomm endpoint");
+            return;
+        }
+        Err(e) => {
+            error!(domain = %domain.name, error = %error_chain(&e), "libvirt domain {:?} is not followed", domain.name);
+            return;
+        }
+    };
+    if let Err(why) = validate_vm_name(&domain.name) {
+        error!(domain = %domain.name, "libvirt domain is not followed: {why}");
+        return;
+    }
+    let psk = match new_vm_key(NewCredentials::Auto, &endpoint) {
+        Ok(psk) => psk,
+        Err(e) => {
+            error!(domain = %domain.name, error = %error_chain(&e), "cannot make the key of a libvirt domain's VM");
+            return;
+        }
+    };
+    let row = VmRow {
+        id: domain.uuid,
+        name: domain.name,
+        endpoint,
+        interface_enabled: true,
+        default_policy: Policy::Enabled,
+        created_at: now_secs(),
+        psk,
+    };
+    let (stored, owned) = (row.clone(), uri.to_string());
+    match state.db(move |s| s.add_domain_vm(&stored, &owned)).await {
+        Ok(()) => {
+            info!(vm = %row.name, id = %row.id, endpoint = %row.endpoint, "VM added for its libvirt domain");
+            state.health.set_power(&row, domain.power);
+            state.changed.notify_one();
+        }
+        Err(StoreError::DuplicateVm(name)) => clash(state, &name, row.id).await,
+        Err(e) => {
+            warn!(vm = %row.name, error = %error_chain(&e), "cannot add the VM of a libvirt domain")
+        }
+    }
+}
+
+/// A domain its VM follows: a new name or endpoint, and its power state.
+async fn update(state: &State, row: VmRow, domain: Domain) {
+    let endpoint = match domain.endpoint {
+        Ok(Endpoint::At(address)) => address,
+        // Off, its CID is no longer in its XML: the last one stays.
+        Ok(Endpoint::CidNotAssigned) => row.endpoint.clone(),
+        Ok(Endpoint::None) => {
+            return remove(
+                state,
+                row,
+                "its libvirt domain no longer has a guestcomm endpoint",
+            )
+            .await
+        }
+        Err(e) => {
+            error!(vm = %row.name, error = %error_chain(&e), "libvirt domain's endpoint is unreadable; the VM keeps its endpoint");
+            row.endpoint.clone()
+        }
+    };
+    let changed = VmRow {
+        name: domain.name,
+        endpoint,
+        ..row.clone()
+    };
+    if changed != row {
+        if let Err(why) = validate_vm_name(&changed.name) {
+            error!(vm = %row.name, "libvirt domain renamed, the VM keeps its name: {why}");
+            return;
+        }
+        let stored = changed.clone();
+        match state.db(move |s| s.update_domain_vm(&stored)).await {
+            Ok(()) => {
+                info!(vm = %changed.name, was = %row.name, endpoint = %changed.endpoint, "VM follows its libvirt domain's new name or endpoint");
+                state.changed.notify_one();
+            }
+            Err(StoreError::DuplicateVm(name)) => return clash(state, &name, row.id).await,
+            Err(e) => {
+                return warn!(vm = %row.name, error = %error_chain(&e), "cannot update the VM of a libvirt domain")
+            }
+        }
+    }
+    state.health.set_power(&changed, domain.power);
+}
+
+/// Removes `row`, a VM that follows a domain, for `why`.
+async fn remove(state: &State, row: VmRow, why: &str) {
+    let name = row.name.clone();
+    match state.db(move |s| s.remove_vm(&name)).await {
+        Ok(()) => {
+            info!(vm = %row.name, id = %row.id, "VM removed: {why}");
+            state.changed.notify_one();
+        }
+        Err(e) => {
+            warn!(vm = %row.name, error = %error_chain(&e), "cannot remove the VM of a libvirt domain")
+        }
+    }
+}
+
+/// Logs a domain (`uuid`) whose name `name` is that of a VM added by hand.
+async fn clash(state: &State, name: &str, uuid: Uuid) {
+    let owned = name.to_string();
+    let other = match state.db(move |s| s.vm(&owned)).await {
+        Ok(vm) => vm.id.to_string(),
+        Err(_) => "?".into(),
+    };
+    error!(
+        domain = %name, %uuid, vm_id = %other,
+        "libvirt domain {name:?} ({uuid}) is not followed: VM {name:?} ({other}) was added by hand with that name; rename the domain or remove that VM"
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use guestcomm_api::HealthStatus;
+
+    const URI: &str = "qemu:///system";
+
+    fn domain(uuid: Uuid, name: &str, endpoint: Endpoint, power: Power) -> Domain {
+        Domain {
+            uuid,
+            name: name.into(),
+            endpoint: Ok(endpoint),
+            power,
+        }
+    }
+
+    fn at(text: &str) -> Endpoint {
+        Endpoint::At(text.parse().unwrap())
+    }
+
+    async fn names(state: &State) -> Vec<String> {
+        let rows = state.db(|s| s.vms()).await.unwrap();
+        rows.into_iter().map(|r| r.name).collect()
+    }
+
+    #[tokio::test]
+    async fn a_domain_becomes_a_vm_with_its_uuid_a_key_and_its_power_state() {
+        let state = State::new(crate::store::Store::in_memory().unwrap());
+        let uuid = Uuid::new_v4();
+        let endpoint = "hvsock-uds:///run/vm1.vsock?port=18243";
+        seen(&state, URI, domain(uuid, "vm1", at(endpoint), Power::Off)).await;
+        let row = state.db(|s| s.vm("vm1")).await.unwrap();
+        assert_eq!(row.id, uuid);
+        assert!(row.psk.is_some(), "a key, as vm add makes one");
+        assert_eq!(state.health.get(uuid).status, HealthStatus::Off);
+
+        seen(
+            &state,
+            URI,
+            domain(uuid, "vm1", at(endpoint), Power::Paused),
+        )
+        .await;
+        assert_eq!(state.health.get(uuid).status, HealthStatus::Paused);
+        let key = row.psk.map(|k| k.secret_hex());
+        let again = state.db(|s| s.vm("vm1")).await.unwrap();
+        assert_eq!(again.psk.map(|k| k.secret_hex()), key, "the key stays");
+
+        seen(
+            &state,
+            URI,
+            domain(uuid, "vm2", Endpoint::CidNotAssigned, Power::Running),
+        )
+        .await;
+        let renamed = state.db(|s| s.vm("vm2")).await.unwrap();
+        assert_eq!(
+            renamed.endpoint.to_string(),
+            endpoint,
+            "an unassigned CID keeps the endpoint"
+        );
+        assert_eq!(state.health.get(uuid).status, HealthStatus::NoContact);
+
+        undefined(&state, uuid).await;
+        assert!(names(&state).await.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_vm_added_by_hand_is_never_touched() {
+        let state = State::new(crate::store::Store::in_memory().unwrap());
+        let by_hand = state
+            .db(|s| s.add_vm("web", &"unix:///web".parse().unwrap(), None))
+            .await
+            .unwrap();
+        let uuid = Uuid::new_v4();
+        seen(
+            &state,
+            URI,
+            domain(uuid, "web", at("vsock://5"), Power::Running),
+        )
+        .await;
+        let row = state.db(|s| s.vm("web")).await.unwrap();
+        assert_eq!(row, by_hand, "the hand-made VM is untouched");
+        // Its id as a domain's UUID: still untouched, and never removed.
+        seen(
+            &state,
+            URI,
+            domain(by_hand.id, "other", at("vsock://5"), Power::Off),
+        )
+        .await;
+        undefined(&state, by_hand.id).await;
+        all(&state, URI, Vec::new()).await;
+        assert_eq!(names(&state).await, ["web"]);
+        assert_eq!(state.health.get(by_hand.id).status, HealthStatus::NoContact);
+    }
+
+    #[tokio::test]
+    async fn a_full_read_removes_the_vms_of_domains_gone_meanwhile_and_skips_others() {
+        let state = State::new(crate::store::Store::in_memory().unwrap());
+        let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+        seen(&state, URI, domain(a, "a", at("vsock://3"), Power::Running)).await;
+        seen(
+            &state,
+            "qemu:///session",
+            domain(b, "b", at("vsock://4"), Power::Running),
+        )
+        .await;
+        let none = domain(Uuid::new_v4(), "plain", Endpoint::None, Power::Running);
+        let waiting = domain(Uuid::new_v4(), "auto", Endpoint::CidNotAssigned, Power::Off);
+        all(&state, URI, vec![none, waiting]).await;
+        assert_eq!(names(&state).await, ["b"], "another URI's VM stays");
+        let bad = Domain {
+            uuid: Uuid::new_v4(),
+            name: "bad name!".into(),
+            endpoint: Ok(at("vsock://6")),
+            power: Power::Running,
+        };
+        seen(&state, URI, bad).await;
+        assert_eq!(names(&state).await, ["b"]);
+    }
+}
