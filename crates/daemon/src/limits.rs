@@ -231,3 +231,8 @@ pub(crate) const ACCEPT_ERROR_PAUSE_MS: u64 = 100;
 
 /// Largest configuration file read, in bytes: a real one is a few lines.
 pub(crate) const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
+
+/// Most items in one call of a WBEM method that takes an array (DataItems,
+/// GuestServiceSettings, ResourceSettings): Microsoft documents 128 for
+/// the key-value methods, the size of a whole pool.
+pub(crate) const MAX_WBEM_ITEMS_PER_CALL: usize = 128;
