@@ -45,6 +45,8 @@ def run(argv):
     assert job["JobState"] == 7, job.tomof()
     assert job["PercentComplete"] == 100 and job["ErrorDescription"] is None
     assert job["VirtualSystemName"] == vm_id
+    assert job["ElapsedTime"].is_interval and job["StartTime"] == job["TimeSubmitted"], job.tomof()
+    assert job["TimeSubmitted"].datetime <= job["TimeOfLastStateChange"].datetime, job.tomof()
     assert "SourcePath" in job["CopyFileToGuestSettingData"][0]
     jobs = conn.EnumerateInstanceNames("CIM_ConcreteJob")
     assert job_path.keybindings in [j.keybindings for j in jobs], jobs
