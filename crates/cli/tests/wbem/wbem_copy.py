@@ -4,6 +4,7 @@ fails (its destination directory is missing) ends its job with an error.
 Arguments: URL VM_NAME SRC DST MISSING_DST"""
 
 import time
+import xml.etree.ElementTree as ET
 
 import pywbem
 
@@ -57,6 +58,19 @@ def run(argv):
     failed = wait(conn, out["Job"])
     assert failed["JobState"] == 10, failed.tomof()
     assert failed["ErrorDescription"], failed.tomof()
+    # GetError and GetErrorEx: the failure as CIM_Error, embedded CIM-XML.
+    rv, got = conn.InvokeMethod("GetError", out["Job"])
+    error = ET.fromstring(got["Error"])
+    assert rv == 0 and error.get("CLASSNAME") == "CIM_Error", got
+    props = {p.get("NAME"): p.findtext("VALUE") for p in error.iter("PROPERTY")}
+    assert props["Message"] == failed["ErrorDescription"], props
+    assert props["CIMStatusCode"] == "1" and props["ErrorSource"] == out["Job"]["InstanceID"], props
+    rv, got = conn.InvokeMethod("GetErrorEx", out["Job"])
+    assert rv == 0 and len(got["Errors"]) == 1 and "CIM_Error" in got["Errors"][0], got
+    rv, got = conn.InvokeMethod("GetError", job_path)
+    assert rv == 0 and got.get("Error") is None, got
+    rv, got = conn.InvokeMethod("GetErrorEx", job_path)
+    assert rv == 0 and not got.get("Errors"), got
     print(f"failed: {failed['ErrorDescription']}")
 
     # The same destination again, without OverwriteExisting: refused by the guest.

@@ -71,6 +71,26 @@ fn job_name(id: &str) -> InstanceName {
     )
 }
 
+/// A failed job's error as a CIM_Error instance (its GetError): the
+/// description, what failed (the job) and that it is the failure's end.
+pub(crate) fn error_instance(job_id: &str, description: &str) -> Instance {
+    let text = |s: &str| CimValue::String(s.into());
+    Instance {
+        class: "CIM_Error".into(),
+        properties: vec![
+            ("ErrorType".into(), CimValue::Uint(1)),
+            ("OtherErrorType".into(), text("CopyFilesToGuest failed")),
+            ("OwningEntity".into(), text("guestcomm")),
+            ("MessageID".into(), text("guestcomm:copy-failed")),
+            ("Message".into(), text(description)),
+            ("PerceivedSeverity".into(), CimValue::Uint(5)),
+            ("CIMStatusCode".into(), CimValue::Uint(1)),
+            ("CIMStatusCodeDescription".into(), text("CIM_ERR_FAILED")),
+            ("ErrorSource".into(), text(job_id)),
+        ],
+    }
+}
+
 /// A CIM interval (DSP0004): `ddddddddhhmmss.mmmmmm:000`.
 fn cim_interval(secs: u64) -> String {
     let (days, rest) = (secs / 86_400, secs % 86_400);

@@ -20,8 +20,8 @@ use std::sync::Arc;
 use guestcomm_api::{Role, ShutdownRequest};
 use guestcomm_cim::value::{CimValue, InstanceName};
 use guestcomm_cim::xml::request::{parse_embedded_instance, Call, CallKind, ParamValue};
-use guestcomm_cim::xml::response::MethodReturn;
-use guestcomm_cim::{CimError, CimStatus, CimType, Repository, ReturnValue};
+use guestcomm_cim::xml::response::{self, MethodReturn, Shape};
+use guestcomm_cim::{CimError, CimStatus, CimType, Repository, ReturnValue, NAMESPACE};
 use guestcomm_protocol::files::CopyToGuest;
 use guestcomm_protocol::ServiceId;
 
@@ -263,6 +263,34 @@ async fn run(
                     CimValue::Reference(job),
                     CimType::Reference("CIM_ConcreteJob".into()),
                 )],
+            })
+        }
+        "GetError" | "GetErrorEx" => {
+            // A job's error, as CIM_Error embedded in CIM-XML text.
+            let embedded = match (
+                instance.get("ErrorDescription"),
+                target.key_text("InstanceID"),
+            ) {
+                (Some(CimValue::String(e)), Some(id)) => Some(response::instance(
+                    repo,
+                    &jobs::error_instance(id, e),
+                    NAMESPACE,
+                    &Shape::default(),
+                )),
+                _ => None,
+            };
+            let output = if method.name == "GetError" {
+                ("Error", embedded.map_or(CimValue::Null, CimValue::String))
+            } else {
+                (
+                    "Errors",
+                    CimValue::Array(embedded.into_iter().map(CimValue::String).collect()),
+                )
+            };
+            Ok(MethodReturn {
+                value: CimValue::Uint(ReturnValue::Completed.code().into()),
+                value_type: CimType::Uint(32),
+                outputs: vec![(output.0.into(), output.1, CimType::String)],
             })
         }
         other => Err(CimError::new(
