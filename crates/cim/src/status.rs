@@ -84,22 +84,35 @@ impl CimStatus {
     }
 }
 
-/// The return values of the extrinsic methods guestcomm serves
-/// (RequestStateChange, StartService, StopService, CopyFilesToGuest), as
-/// their `ValueMap` in `classes.mof` lists them.
+/// The return values of the extrinsic methods guestcomm serves, as their
+/// `ValueMap` in `classes.mof` lists them: DMTF's below 32768, Hyper-V's
+/// (Msvm_*) from 32768 up. The one definition of these numbers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ReturnValue {
     /// 0: the method ran to completion.
     Completed,
-    /// 1: not supported (a requested state other than 2 or 3; starting or
-    /// stopping a guest service).
+    /// 1: not supported (DMTF's code: starting or stopping a guest
+    /// service, a state the Guest Service Interface cannot take).
     NotSupported,
     /// 4096: a job was started (its reference is the `Job` output).
     JobStarted,
-    /// 4098: RequestStateChange with a TimeoutPeriod.
+    /// 4098: RequestStateChange with a TimeoutPeriod other than 0.
     TimeoutNotSupported,
-    /// 32775: the change cannot succeed in the element's state.
+    /// 32768: the operation failed for another reason.
+    Failed,
+    /// 32769: the caller may not do this, or a host policy refused it.
+    AccessDenied,
+    /// 32770: Hyper-V's "Not Supported": this host cannot do it.
+    Unsupported,
+    /// 32773: a parameter is missing or invalid.
+    InvalidParameter,
+    /// 32774: the system is in use (a limit of calls at once).
+    SystemInUse,
+    /// 32775: the change cannot succeed in the element's state (or, for
+    /// RequestStateChange of a guest service, that state is not supported).
     InvalidState,
+    /// 32777: the system is not available (its agent cannot be reached).
+    SystemNotAvailable,
 }
 
 impl ReturnValue {
@@ -110,7 +123,13 @@ impl ReturnValue {
             Self::NotSupported => 1,
             Self::JobStarted => 4096,
             Self::TimeoutNotSupported => 4098,
+            Self::Failed => 32768,
+            Self::AccessDenied => 32769,
+            Self::Unsupported => 32770,
+            Self::InvalidParameter => 32773,
+            Self::SystemInUse => 32774,
             Self::InvalidState => 32775,
+            Self::SystemNotAvailable => 32777,
         }
     }
 
@@ -187,10 +206,20 @@ mod tests {
                 4098,
                 "Use of Timeout Parameter Not Supported",
             ),
+            (ReturnValue::Failed, 32768, "Failed"),
+            (ReturnValue::AccessDenied, 32769, "Access Denied"),
+            (ReturnValue::Unsupported, 32770, "Not Supported"),
+            (ReturnValue::InvalidParameter, 32773, "Invalid parameter"),
+            (ReturnValue::SystemInUse, 32774, "System is in use"),
             (
                 ReturnValue::InvalidState,
                 32775,
                 "Invalid state for this operation",
+            ),
+            (
+                ReturnValue::SystemNotAvailable,
+                32777,
+                "System is not available",
             ),
         ];
         // Every (ValueMap, Values) pair of every method in the MOF.

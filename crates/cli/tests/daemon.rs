@@ -374,7 +374,12 @@ fn request_state_change_answers_cim_return_codes() {
         d.json(&["service", "list", "--vm", "web1"])[1]["EnabledState"],
         3
     );
-    assert_eq!(call(11), 1, "Reset is not supported");
+    assert_eq!(call(11), 32775, "Reset is not a state of a guest service");
+    assert_eq!(call(8), 0, "Defer: the VM's default policy decides");
+    assert_eq!(
+        d.json(&["service", "list", "--vm", "web1"])[1]["RequestedState"],
+        8
+    );
     d.ok(&["service", "disable", EXEC_GUID]);
     assert_eq!(call(2), 32775, "host-wide disabled: invalid state");
     d.ok(&["service", "enable", EXEC_GUID]);

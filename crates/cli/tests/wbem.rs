@@ -213,6 +213,13 @@ fn a_viewer_on_the_wbem_port_reads_but_cannot_change_anything() {
     assert!(w
         .script("wbem_errors.py", &["web1", "viewer"])
         .contains("errors ok"));
+    // Every method answers Access Denied (32769), and nothing changed.
+    let before = w.daemon.json(&["kvp", "list", "web1"]);
+    assert!(w
+        .script("wbem_management.py", &["denied", "web1"])
+        .contains("denied ok"));
+    assert_eq!(guest_reads(&w.daemon, "viewer"), None);
+    assert_eq!(w.daemon.json(&["kvp", "list", "web1"]), before);
 }
 
 /// OperationalStatus[0] and StatusDescriptions[0] of VM `vm`'s heartbeat
@@ -320,6 +327,152 @@ fn hyper_v_scripts_walk_each_vms_devices_read_guest_pairs_and_shut_the_guest_dow
     );
 }
 
+/// The value of `key` in the external pool as a guest program of `d`'s
+/// agent reads it (`guestcomm-agent kvp get`); `None` without that key.
+fn guest_reads(d: &Daemon, key: &str) -> Option<String> {
+    let socket = d.dir.path().join("agent.sock");
+    let out = Command::new(util::bin("guestcomm-agent"))
+        .arg("kvp")
+        .arg("--socket")
+        .arg(kvp_socket_of(&socket))
+        .args(["get", key])
+        .output()
+        .expect("run guestcomm-agent kvp get");
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+/// `guestcomm exec web1 -- true`'s exit code and stderr.
+fn exec_true(d: &Daemon) -> (Option<i32>, String) {
+    let out = d.run(&["exec", "web1", "--", "true"]);
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn hyper_v_scripts_change_pairs_services_and_the_interface_through_the_management_service() {
+    if !have_pywbem("management_service") {
+        return;
+    }
+    const FILES_GUID: &str = "00004745-facb-11e6-bd58-64006a7986d3";
+    const NEW_GUID: &str = "0000aaaa-facb-11e6-bd58-64006a7986d3";
+    let w = Wbem::start("admin");
+    let d = &w.daemon;
+    let m = |args: &[&str]| {
+        w.script("wbem_management.py", args)
+            .lines()
+            .last()
+            .unwrap_or_default()
+            .to_string()
+    };
+    let guest_sees = |key: &str, value: Option<&str>| {
+        assert!(
+            wait_until(STARTUP_DEADLINE, || guest_reads(d, key).as_deref() == value),
+            "the guest reads {key} = {:?}, not {value:?}",
+            guest_reads(d, key)
+        );
+    };
+
+    // Key-value pairs: added, changed and removed, as the guest reads them.
+    assert_eq!(m(&["kvp", "web1", "add", "color", "blue"]), "0");
+    guest_sees("color", Some("blue"));
+    assert_eq!(m(&["kvp", "web1", "modify", "color", "green"]), "0");
+    guest_sees("color", Some("green"));
+    // Refused calls change nothing, neither on the host nor in the guest.
+    let before = d.json(&["kvp", "list", "web1"]);
+    assert_eq!(m(&["kvp-errors", "web1"]), "kvp errors ok");
+    assert_eq!(d.json(&["kvp", "list", "web1"]), before);
+    assert_eq!(guest_reads(d, "fine"), None);
+    assert_eq!(guest_reads(d, "color").as_deref(), Some("green"));
+    assert_eq!(m(&["kvp", "web1", "remove", "color"]), "0");
+    guest_sees("color", None);
+
+    // ModifyGuestServiceSettings disables exec on web1, then enables it.
+    assert_eq!(m(&["policy", "web1", EXEC_GUID, "3"]), "0");
+    let (code, err) = exec_true(d);
+    assert_eq!(code, Some(126), "{err}");
+    assert!(err.contains("disabled for VM web1"), "{err}");
+    assert_eq!(m(&["policy", "web1", EXEC_GUID, "2"]), "0");
+    assert_eq!(exec_true(d).0, Some(0));
+
+    // AddGuestServiceSettings registers a service, disabled on web1;
+    // again it fails; RemoveGuestServiceSettings unregisters it; a
+    // built-in service cannot go.
+    assert_eq!(m(&["register", "web1", NEW_GUID, "wbem test service"]), "0");
+    let listed = d.json(&["service", "list", "--vm", "web1"]);
+    let added = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["Name"] == NEW_GUID)
+        .expect("the new service")
+        .clone();
+    assert_eq!(added["RequestedState"], 3, "{added}");
+    assert_eq!(
+        m(&["register", "web1", NEW_GUID, "wbem test service"]),
+        "32768"
+    );
+    assert_eq!(m(&["unregister", "web1", NEW_GUID]), "0");
+    let listed = d.json(&["service", "list"]);
+    assert!(
+        !listed.to_string().contains(NEW_GUID),
+        "still registered: {listed}"
+    );
+    assert_eq!(m(&["unregister", "web1", EXEC_GUID]), "32775");
+
+    // ModifyResourceSettings turns the interface off: exec and copies are
+    // refused (CopyFilesToGuest: 32775); on again, exec runs.
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src.txt");
+    std::fs::write(&src, b"payload").unwrap();
+    let dst = dir.path().join("dst.txt");
+    let (src, dst) = (src.to_str().unwrap(), dst.to_str().unwrap());
+    assert_eq!(m(&["interface", "web1", "3"]), "0");
+    assert_eq!(d.json(&["vm", "show", "web1"])["interface_enabled"], false);
+    let (code, err) = exec_true(d);
+    assert_eq!(code, Some(126), "{err}");
+    assert_eq!(m(&["copy", "web1", src, dst]), "32775");
+    assert_eq!(m(&["interface", "web1", "2"]), "0");
+    assert_eq!(exec_true(d).0, Some(0));
+    // The file service disabled on the VM: 32775 too.
+    assert_eq!(m(&["policy", "web1", FILES_GUID, "3"]), "0");
+    assert_eq!(m(&["copy", "web1", src, dst]), "32775");
+    assert_eq!(m(&["policy", "web1", FILES_GUID, "2"]), "0");
+    assert_eq!(m(&["copy", "web1", src, dst]), "4096");
+
+    // RequestStateChange's and CopyFilesToGuest's codes.
+    assert_eq!(m(&["codes", "web1", src]), "codes ok");
+
+    // Audited as the JSON API's changes are: the VM, what changed, and why
+    // a refused call did not.
+    let audit = d.audit_settled(&["--vm", "web1"]);
+    let invokes: Vec<_> = audit
+        .iter()
+        .filter(|r| r["operation"] == "wbem.invoke")
+        .collect();
+    let with = |text: &str, outcome: &str| {
+        invokes.iter().any(|r| {
+            r["arguments"].as_str().is_some_and(|a| a.contains(text)) && r["outcome"] == outcome
+        })
+    };
+    assert!(
+        with("AddKvpItems on Msvm_VirtualSystemManagementService", "ok"),
+        "{invokes:#?}"
+    );
+    assert!(with("keys: color", "ok"), "{invokes:#?}");
+    assert!(with("ModifyResourceSettings", "ok"), "{invokes:#?}");
+    assert!(
+        invokes.iter().any(|r| r["outcome"] == "failed"
+            && r["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("exceeds the 512-byte limit"))),
+        "{invokes:#?}"
+    );
+}
+
 #[test]
 fn the_wbem_listener_serves_loopback_only() {
     let dir = tempfile::tempdir().unwrap();
@@ -388,7 +541,7 @@ fn guestcomm_cim_reads_and_changes_the_model_over_the_api_socket() {
         d.run(&["exec", "web1", "--", "true"]).status.code(),
         Some(126)
     );
-    // Not supported (1) is printed and exits 1.
+    // A state a guest service does not take (32775) is printed and exits 1.
     let out = d.run(&[
         "cim",
         "invoke",
@@ -399,7 +552,7 @@ fn guestcomm_cim_reads_and_changes_the_model_over_the_api_socket() {
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(
         String::from_utf8_lossy(&out.stdout).trim(),
-        "ReturnValue = 1"
+        "ReturnValue = 32775"
     );
     d.ok(&[
         "cim",

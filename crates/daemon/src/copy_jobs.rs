@@ -27,6 +27,8 @@ pub(crate) struct Job {
     pub(crate) percent: u16,
     pub(crate) error: Option<String>,
     pub(crate) changed: i64,
+    /// When CopyFilesToGuest made it (it starts at once), in Unix seconds.
+    pub(crate) submitted: i64,
 }
 
 impl Job {
@@ -89,6 +91,7 @@ impl Jobs {
                     percent: 0,
                     error: None,
                     changed: now_secs(),
+                    submitted: now_secs(),
                 },
             );
             Ok((*next, id))

@@ -273,3 +273,8 @@ pub(crate) const LIBVIRT_KEEPALIVE_INTERVAL_S: i32 = 5;
 /// Keepalive messages without an answer before libvirt closes the connection.
 #[cfg(feature = "libvirt")]
 pub(crate) const LIBVIRT_KEEPALIVE_COUNT: u32 = 3;
+
+/// Most items in one call of a WBEM method that takes an array (DataItems,
+/// GuestServiceSettings, ResourceSettings): Microsoft documents 128 for
+/// the key-value methods, the size of a whole pool.
+pub(crate) const MAX_WBEM_ITEMS_PER_CALL: usize = 128;

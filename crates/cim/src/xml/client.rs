@@ -210,6 +210,13 @@ fn value(e: &Element) -> Result<CimValue, XmlError> {
                 .map(|x| CimValue::parse(&x.text, &t).map_err(XmlError::Invalid))
                 .collect::<Result<_, _>>()?,
         ),
+        "VALUE.REFARRAY" => CimValue::Array(
+            v.children
+                .iter()
+                .filter(|x| x.name == "VALUE.REFERENCE")
+                .map(|x| Ok(CimValue::Reference(name_of(x.only_child("path")?)?)))
+                .collect::<Result<_, XmlError>>()?,
+        ),
         _ => CimValue::Null,
     })
 }
@@ -291,19 +298,32 @@ mod tests {
         let ret = MethodReturn {
             value: CimValue::Uint(4096),
             value_type: CimType::Uint(32),
-            outputs: vec![(
-                "Job".into(),
-                CimValue::Reference(inst.path(&repo)),
-                CimType::Reference("CIM_ConcreteJob".into()),
-            )],
+            outputs: vec![
+                (
+                    "Job".into(),
+                    CimValue::Reference(inst.path(&repo)),
+                    CimType::Reference("CIM_ConcreteJob".into()),
+                ),
+                (
+                    "Resulting".into(),
+                    CimValue::Array(vec![CimValue::Reference(inst.path(&repo)); 2]),
+                    CimType::Reference("CIM_SettingData".into()),
+                ),
+            ],
         };
         let xml = response::method_response("1", "M", NS, Ok(&ret));
+        assert!(xml.contains("<VALUE.REFARRAY>"), "{xml}");
         let Ok(Ok(Answer::Return(v, outputs))) = parse_response(xml.as_bytes()) else {
             panic!("{xml}")
         };
         assert_eq!(v, CimValue::Uint(4096));
         assert!(
             matches!(&outputs[0].1, CimValue::Reference(n) if n.class == "Msvm_ComputerSystem")
+        );
+        assert!(
+            matches!(&outputs[1].1, CimValue::Array(refs) if refs.len() == 2
+                && refs.iter().all(|r| matches!(r, CimValue::Reference(n) if n.class == "Msvm_ComputerSystem"))),
+            "{outputs:?}"
         );
 
         let err = CimError::new(CimStatus::InvalidClass, "no class Nope");

@@ -70,6 +70,8 @@ pub enum ParamValue {
     InstanceName(InstanceName),
     /// A `VALUE.REFERENCE` to a class.
     ClassReference(String),
+    /// `VALUE.REFARRAY`: references to instances (`VALUE.NULL` as `None`).
+    References(Vec<Option<InstanceName>>),
     /// A value this server does not take (e.g. the `INSTANCE` of
     /// CreateInstance), by its element name: decoded, so that the operation
     /// can be answered with a CIM error rather than refused as invalid XML.
@@ -215,6 +217,19 @@ fn param(e: &Element) -> Result<Param, XmlError> {
             "CLASSNAME" => ParamValue::ClassName(one.required("NAME")?.to_string()),
             "INSTANCENAME" => ParamValue::InstanceName(instance_name(one)?),
             "VALUE.REFERENCE" => reference(one)?,
+            "VALUE.REFARRAY" => ParamValue::References(
+                one.children
+                    .iter()
+                    .map(|v| match (v.name.as_str(), reference(v)) {
+                        ("VALUE.NULL", _) => Ok(None),
+                        ("VALUE.REFERENCE", Ok(ParamValue::InstanceName(n))) => Ok(Some(n)),
+                        ("VALUE.REFERENCE", Err(e)) => Err(e),
+                        (other, _) => Err(XmlError::Invalid(format!(
+                            "VALUE.REFARRAY holds {other}, not a VALUE.REFERENCE to an instance"
+                        ))),
+                    })
+                    .collect::<Result<_, _>>()?,
+            ),
             other => ParamValue::Unsupported(other.to_string()),
         },
         _ => {
@@ -472,6 +487,34 @@ mod tests {
         };
         assert_eq!(r.namespace.as_deref(), Some("root/virtualization/v2"));
         assert!(matches!(r.key("K"), Some(CimValue::Reference(b)) if b.class == "B"));
+    }
+
+    #[test]
+    fn a_reference_array_parameter() {
+        let reference = |id: &str| {
+            format!(
+                r#"<VALUE.REFERENCE><LOCALINSTANCEPATH>{NS}<INSTANCENAME CLASSNAME="S"><KEYBINDING NAME="InstanceID"><KEYVALUE>{id}</KEYVALUE></KEYBINDING></INSTANCENAME></LOCALINSTANCEPATH></VALUE.REFERENCE>"#
+            )
+        };
+        let body = wrap(&format!(
+            r#"<METHODCALL NAME="Foo"><LOCALCLASSPATH>{NS}<CLASSNAME NAME="C"/></LOCALCLASSPATH><PARAMVALUE NAME="R" PARAMTYPE="reference"><VALUE.REFARRAY>{}<VALUE.NULL/>{}</VALUE.REFARRAY></PARAMVALUE></METHODCALL>"#,
+            reference("a"),
+            reference("b")
+        ));
+        let req = parse_request(body.as_bytes()).unwrap();
+        let ParamValue::References(items) = &req.call.param("R").unwrap().value else {
+            panic!("{req:?}")
+        };
+        let ids: Vec<Option<&str>> = items
+            .iter()
+            .map(|n| n.as_ref().and_then(|n| n.key_text("InstanceID")))
+            .collect();
+        assert_eq!(ids, [Some("a"), None, Some("b")]);
+        let class_ref = wrap(&format!(
+            r#"<METHODCALL NAME="Foo"><LOCALCLASSPATH>{NS}<CLASSNAME NAME="C"/></LOCALCLASSPATH><PARAMVALUE NAME="R"><VALUE.REFARRAY><VALUE.REFERENCE><CLASSNAME NAME="S"/></VALUE.REFERENCE></VALUE.REFARRAY></PARAMVALUE></METHODCALL>"#
+        ));
+        let err = parse_request(class_ref.as_bytes()).unwrap_err();
+        assert!(err.to_string().contains("VALUE.REFARRAY holds"), "{err}");
     }
 
     #[test]

@@ -97,9 +97,16 @@ pub fn method_response(
     )
 }
 
-/// `VALUE`, `VALUE.REFERENCE` or `VALUE.ARRAY` of a value; nothing for null.
+/// `VALUE`, `VALUE.REFERENCE`, `VALUE.ARRAY` or `VALUE.REFARRAY` (an
+/// array of references) of a value; nothing for null.
 fn any_value(value: &CimValue, namespace: &str) -> String {
     match value {
+        CimValue::Array(items)
+            if !items.is_empty() && items.iter().all(|i| matches!(i, CimValue::Reference(_))) =>
+        {
+            let inner: String = items.iter().map(|i| scalar_value(i, namespace)).collect();
+            format!("<VALUE.REFARRAY>{inner}</VALUE.REFARRAY>")
+        }
         CimValue::Array(items) => {
             let mut out = String::from("<VALUE.ARRAY>");
             for item in items {

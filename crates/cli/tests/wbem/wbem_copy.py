@@ -4,6 +4,7 @@ fails (its destination directory is missing) ends its job with an error.
 Arguments: URL VM_NAME SRC DST MISSING_DST"""
 
 import time
+import xml.etree.ElementTree as ET
 
 import pywbem
 
@@ -45,6 +46,8 @@ def run(argv):
     assert job["JobState"] == 7, job.tomof()
     assert job["PercentComplete"] == 100 and job["ErrorDescription"] is None
     assert job["VirtualSystemName"] == vm_id
+    assert job["ElapsedTime"].is_interval and job["StartTime"] == job["TimeSubmitted"], job.tomof()
+    assert job["TimeSubmitted"].datetime <= job["TimeOfLastStateChange"].datetime, job.tomof()
     assert "SourcePath" in job["CopyFileToGuestSettingData"][0]
     jobs = conn.EnumerateInstanceNames("CIM_ConcreteJob")
     assert job_path.keybindings in [j.keybindings for j in jobs], jobs
@@ -55,6 +58,19 @@ def run(argv):
     failed = wait(conn, out["Job"])
     assert failed["JobState"] == 10, failed.tomof()
     assert failed["ErrorDescription"], failed.tomof()
+    # GetError and GetErrorEx: the failure as CIM_Error, embedded CIM-XML.
+    rv, got = conn.InvokeMethod("GetError", out["Job"])
+    error = ET.fromstring(got["Error"])
+    assert rv == 0 and error.get("CLASSNAME") == "CIM_Error", got
+    props = {p.get("NAME"): p.findtext("VALUE") for p in error.iter("PROPERTY")}
+    assert props["Message"] == failed["ErrorDescription"], props
+    assert props["CIMStatusCode"] == "1" and props["ErrorSource"] == out["Job"]["InstanceID"], props
+    rv, got = conn.InvokeMethod("GetErrorEx", out["Job"])
+    assert rv == 0 and len(got["Errors"]) == 1 and "CIM_Error" in got["Errors"][0], got
+    rv, got = conn.InvokeMethod("GetError", job_path)
+    assert rv == 0 and got.get("Error") is None, got
+    rv, got = conn.InvokeMethod("GetErrorEx", job_path)
+    assert rv == 0 and not got.get("Errors"), got
     print(f"failed: {failed['ErrorDescription']}")
 
     # The same destination again, without OverwriteExisting: refused by the guest.
@@ -66,16 +82,12 @@ def run(argv):
                                 CopyFileToGuestSettings=[settings(src, dst, overwrite=True)])
     assert wait(conn, out["Job"])["JobState"] == 7
 
-    # Parameters that are not setting data.
-    common.expect_cim_error(pywbem.CIM_ERR_INVALID_PARAMETER, conn.InvokeMethod,
-                            "CopyFilesToGuest", files.path)
-    common.expect_cim_error(pywbem.CIM_ERR_INVALID_PARAMETER, conn.InvokeMethod,
-                            "CopyFilesToGuest", files.path,
-                            CopyFileToGuestSettings=[pywbem.CIMInstance(
-                                "Msvm_ComputerSystem", properties={"Name": "x"})])
-    common.expect_cim_error(pywbem.CIM_ERR_INVALID_PARAMETER, conn.InvokeMethod,
-                            "CopyFilesToGuest", files.path,
-                            CopyFileToGuestSettings=[settings("relative/path", dst)])
+    # Parameters that are not setting data: Invalid parameter (32773), no job.
+    for bad in [{}, {"CopyFileToGuestSettings": [pywbem.CIMInstance(
+                    "Msvm_ComputerSystem", properties={"Name": "x"})]},
+                {"CopyFileToGuestSettings": [settings("relative/path", dst)]}]:
+        rv, out = conn.InvokeMethod("CopyFilesToGuest", files.path, **bad)
+        assert rv == 32773 and not out.get("Job"), (bad, rv, out)
     print("copy ok")
 
 

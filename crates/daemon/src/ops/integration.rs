@@ -34,7 +34,7 @@ use crate::error::Error;
 use crate::limits::PERIODIC_SYNC_TOLERANCE_NS;
 use crate::model::VmRow;
 use crate::state::State;
-use crate::store::{KvpDeliveryState, StoreError};
+use crate::store::{KvpBatch, KvpDeliveryState, StoreError};
 
 /// The VM named `name`, admitted for `service`, and a session with its agent.
 async fn open(
@@ -291,6 +291,29 @@ pub(crate) async fn kvp_delete(
     admission::integration(state, &vm, BuiltinService::KeyValue).await?;
     let id = vm.id;
     state.db(move |s| s.kvp_delete(id, &key)).await?;
+    Ok(deliver(state, &vm).await)
+}
+
+/// Adds, changes or removes several keys of the external pool at once, or
+/// none (WBEM's AddKvpItems, ModifyKvpItems, RemoveKvpItems): each key and
+/// value checked as [`kvp_put`] checks one, then stored in one transaction
+/// ([`crate::store::Store::kvp_batch`]) and pushed.
+pub(crate) async fn kvp_batch(
+    state: &State,
+    name: String,
+    batch: KvpBatch,
+    items: Vec<(String, String)>,
+) -> Result<KvpWrite, Error> {
+    for (key, value) in &items {
+        check_key(key).map_err(StoreError::from)?;
+        if batch != KvpBatch::Remove {
+            check_value(value).map_err(StoreError::from)?;
+        }
+    }
+    let vm = state.db(move |s| s.vm(&name)).await?;
+    admission::integration(state, &vm, BuiltinService::KeyValue).await?;
+    let id = vm.id;
+    state.db(move |s| s.kvp_batch(id, batch, &items)).await?;
     Ok(deliver(state, &vm).await)
 }
 

@@ -141,17 +141,25 @@ pub(crate) async fn instances(
         .collect())
 }
 
-/// RequestStateChange of service `id` on VM `name`: 2 and 3 set the VM's
-/// policy (0; 32775 when enabling cannot succeed), anything else is "not
-/// supported" (1).
+/// RequestStateChange of service `id` on VM `name`: 2, 3 and 8 (Defer: the
+/// VM's DefaultEnabledStatePolicy decides) set the VM's policy (0; 32775
+/// when enabling cannot succeed); any other state is 32775 too, as Hyper-V
+/// documents for Msvm_GuestService ("the value specified in RequestedState
+/// is not supported").
 pub(crate) async fn change_state(
     state: &State,
     name: String,
     id: ServiceId,
     requested: u16,
 ) -> Result<u32, Error> {
-    let Some(policy @ (Policy::Enabled | Policy::Disabled)) = Policy::from_value(requested) else {
-        return Ok(ReturnValue::NotSupported.code());
+    let Some(policy) = Policy::from_value(requested) else {
+        state
+            .db(move |s| {
+                s.vm(&name)?;
+                s.service(id)
+            })
+            .await?;
+        return Ok(ReturnValue::InvalidState.code());
     };
     let return_value = state
         .db(move |s| {

@@ -21,6 +21,9 @@ pub enum StoreError {
     /// The GUID is registered already.
     #[error("guest communication service {0} is already registered")]
     DuplicateService(ServiceId),
+    /// A key to add is in the VM's external pool already.
+    #[error("key {0:?} is in the external pool already (change it instead of adding it)")]
+    KvpExists(String),
     /// Built-in services cannot be unregistered, only disabled.
     #[error("service {0} is built into guestcomm and cannot be unregistered; disable it instead")]
     Builtin(ServiceId),
@@ -51,7 +54,9 @@ impl StoreError {
     pub fn kind(&self) -> ErrorKind {
         match self {
             Self::UnknownVm(_) | Self::UnknownService(_) => ErrorKind::NotFound,
-            Self::DuplicateVm(_) | Self::DuplicateService(_) => ErrorKind::Conflict,
+            Self::DuplicateVm(_) | Self::DuplicateService(_) | Self::KvpExists(_) => {
+                ErrorKind::Conflict
+            }
             Self::Builtin(_) => ErrorKind::Builtin,
             Self::Kvp(e) => ErrorKind::of_agent_code(e.code()),
             Self::TooNew { .. } | Self::File(..) | Self::InUse(_) | Self::Sqlite(_) => {

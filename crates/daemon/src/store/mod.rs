@@ -44,6 +44,33 @@ use crate::model::{ServiceRow, VmRow};
 
 pub(crate) use error::StoreError;
 
+/// Sets a key of a VM's external pool (?1 the VM, ?2 the key, ?3 the value).
+const KVP_UPSERT: &str = "INSERT INTO kvp_external (vm, key, value) VALUES (?1, ?2, ?3)
+     ON CONFLICT(vm, key) DO UPDATE SET value = excluded.value";
+
+/// Removes a key of a VM's external pool (?1 the VM, ?2 the key).
+const KVP_DELETE: &str = "DELETE FROM kvp_external WHERE vm = ?1 AND key = ?2";
+
+/// The external pool holds its maximum of keys.
+fn pool_full() -> StoreError {
+    KvpError::PoolFull {
+        pool: KvpPool::External,
+        max: MAX_KVP_KEYS_PER_POOL,
+    }
+    .into()
+}
+
+/// How [`Store::kvp_batch`] changes the keys it is given.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum KvpBatch {
+    /// Each key is new.
+    Add,
+    /// Each key exists and gets its new value.
+    Modify,
+    /// Each key exists and goes.
+    Remove,
+}
+
 /// Which VMs' external key-value pools the health monitor may have to deliver.
 #[derive(Debug, Default)]
 pub(crate) struct KvpDeliveryState {
@@ -356,17 +383,57 @@ impl Store {
             |r| r.get(0),
         )?;
         if !exists && usize::try_from(count).unwrap_or(usize::MAX) >= MAX_KVP_KEYS_PER_POOL {
-            return Err(KvpError::PoolFull {
-                pool: KvpPool::External,
-                max: MAX_KVP_KEYS_PER_POOL,
-            }
-            .into());
+            return Err(pool_full());
         }
-        tx.execute(
-            "INSERT INTO kvp_external (vm, key, value) VALUES (?1, ?2, ?3)
-             ON CONFLICT(vm, key) DO UPDATE SET value = excluded.value",
-            params![vm_id, key, value],
-        )?;
+        tx.execute(KVP_UPSERT, params![vm_id, key, value])?;
+        commit_pending(tx, &vm_id)
+    }
+
+    /// Adds, changes or removes several keys of a VM's external pool (each
+    /// checked by the caller) in one transaction, or none: each key must be
+    /// absent (Add) or present (Modify, Remove), and the pool keep its
+    /// bound. Marks the pool for delivery.
+    pub(crate) fn kvp_batch(
+        &mut self,
+        vm: Uuid,
+        batch: KvpBatch,
+        items: &[(String, String)],
+    ) -> Result<(), StoreError> {
+        let tx = self.conn.transaction()?;
+        let vm_id = vm.to_string();
+        let mut keys: HashSet<String> = {
+            let mut stmt = tx.prepare("SELECT key FROM kvp_external WHERE vm = ?1")?;
+            let rows = stmt.query_map([&vm_id], |r| r.get(0))?;
+            rows.collect::<Result<_, _>>()?
+        };
+        for (key, value) in items {
+            let present = keys.contains(key);
+            match (batch, present) {
+                (KvpBatch::Add, true) => return Err(StoreError::KvpExists(short_key(key))),
+                (KvpBatch::Modify | KvpBatch::Remove, false) => {
+                    return Err(KvpError::UnknownKey {
+                        pool: KvpPool::External,
+                        key: short_key(key),
+                    }
+                    .into())
+                }
+                (KvpBatch::Add, false) => {
+                    keys.insert(key.clone());
+                }
+                (KvpBatch::Modify, true) => {}
+                (KvpBatch::Remove, true) => {
+                    keys.remove(key);
+                }
+            }
+            if keys.len() > MAX_KVP_KEYS_PER_POOL {
+                return Err(pool_full());
+            }
+            if batch == KvpBatch::Remove {
+                tx.execute(KVP_DELETE, params![vm_id, key])?;
+            } else {
+                tx.execute(KVP_UPSERT, params![vm_id, key, value])?;
+            }
+        }
         commit_pending(tx, &vm_id)
     }
 
@@ -374,10 +441,7 @@ impl Store {
     pub(crate) fn kvp_delete(&mut self, vm: Uuid, key: &str) -> Result<(), StoreError> {
         let tx = self.conn.transaction()?;
         let vm_id = vm.to_string();
-        let n = tx.execute(
-            "DELETE FROM kvp_external WHERE vm = ?1 AND key = ?2",
-            params![vm_id, key],
-        )?;
+        let n = tx.execute(KVP_DELETE, params![vm_id, key])?;
         if n == 0 {
             return Err(KvpError::UnknownKey {
                 pool: KvpPool::External,
@@ -647,6 +711,35 @@ mod tests {
             Err(StoreError::Kvp(KvpError::UnknownKey { .. }))
         ));
         s.kvp_delete(vm, "k0").unwrap();
+        // A batch changes every key or none.
+        let items = |keys: &[&str]| -> Vec<(String, String)> {
+            keys.iter()
+                .map(|k| (k.to_string(), "b".to_string()))
+                .collect()
+        };
+        let before = s.kvp_entries(vm).unwrap();
+        let err = s
+            .kvp_batch(vm, KvpBatch::Modify, &items(&["k1", "nope"]))
+            .unwrap_err();
+        assert!(matches!(err, StoreError::Kvp(KvpError::UnknownKey { .. })));
+        let err = s
+            .kvp_batch(vm, KvpBatch::Add, &items(&["new", "k1"]))
+            .unwrap_err();
+        assert!(matches!(err, StoreError::KvpExists(_)), "{err}");
+        let err = s
+            .kvp_batch(vm, KvpBatch::Add, &items(&["new1", "new2"]))
+            .unwrap_err();
+        assert!(matches!(err, StoreError::Kvp(KvpError::PoolFull { .. })));
+        assert_eq!(s.kvp_entries(vm).unwrap(), before);
+        s.kvp_batch(vm, KvpBatch::Remove, &items(&["k1", "k2"]))
+            .unwrap();
+        s.kvp_batch(vm, KvpBatch::Add, &items(&["new1", "new2"]))
+            .unwrap();
+        s.kvp_batch(vm, KvpBatch::Modify, &items(&["k3"])).unwrap();
+        let now = s.kvp_entries(vm).unwrap();
+        assert!(!now.contains_key("k1") && now["new2"] == "b" && now["k3"] == "b");
+        s.kvp_batch(vm, KvpBatch::Remove, &items(&["new1", "new2"]))
+            .unwrap();
         // Delivered contents that are no longer current keep the mark.
         s.kvp_delivered(vm, &entries).unwrap();
         assert!(s.kvp_pending(vm).unwrap());

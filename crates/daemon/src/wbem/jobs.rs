@@ -71,8 +71,46 @@ fn job_name(id: &str) -> InstanceName {
     )
 }
 
+/// A failed job's error as a CIM_Error instance (its GetError): the
+/// description, what failed (the job) and that it is the failure's end.
+pub(crate) fn error_instance(job_id: &str, description: &str) -> Instance {
+    let text = |s: &str| CimValue::String(s.into());
+    Instance {
+        class: "CIM_Error".into(),
+        properties: vec![
+            ("ErrorType".into(), CimValue::Uint(1)),
+            ("OtherErrorType".into(), text("CopyFilesToGuest failed")),
+            ("OwningEntity".into(), text("guestcomm")),
+            ("MessageID".into(), text("guestcomm:copy-failed")),
+            ("Message".into(), text(description)),
+            ("PerceivedSeverity".into(), CimValue::Uint(5)),
+            ("CIMStatusCode".into(), CimValue::Uint(1)),
+            ("CIMStatusCodeDescription".into(), text("CIM_ERR_FAILED")),
+            ("ErrorSource".into(), text(job_id)),
+        ],
+    }
+}
+
+/// A CIM interval (DSP0004): `ddddddddhhmmss.mmmmmm:000`.
+fn cim_interval(secs: u64) -> String {
+    let (days, rest) = (secs / 86_400, secs % 86_400);
+    format!(
+        "{days:08}{:02}{:02}{:02}.000000:000",
+        rest / 3600,
+        rest % 3600 / 60,
+        rest % 60
+    )
+}
+
 fn instance(job: &Job) -> Instance {
     let text = |s: &str| CimValue::String(s.into());
+    // Until it ends, a job's ElapsedTime runs on.
+    let end = if job.finished() {
+        job.changed
+    } else {
+        crate::clock::now_secs()
+    };
+    let elapsed = u64::try_from(end.saturating_sub(job.submitted)).unwrap_or(0);
     let mut properties = vec![
         ("InstanceID".into(), text(&job.id)),
         ("Name".into(), text("CopyFilesToGuest")),
@@ -88,6 +126,18 @@ fn instance(job: &Job) -> Instance {
         (
             "TimeOfLastStateChange".into(),
             CimValue::Datetime(cim_datetime(job.changed)),
+        ),
+        (
+            "TimeSubmitted".into(),
+            CimValue::Datetime(cim_datetime(job.submitted)),
+        ),
+        (
+            "StartTime".into(),
+            CimValue::Datetime(cim_datetime(job.submitted)),
+        ),
+        (
+            "ElapsedTime".into(),
+            CimValue::Datetime(cim_interval(elapsed)),
         ),
         (
             "CopyFileToGuestSettingData".into(),
@@ -221,4 +271,15 @@ async fn copy_all(
             })?;
     }
     Ok(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn elapsed_times_are_dsp0004_intervals() {
+        assert_eq!(cim_interval(0), "00000000000000.000000:000");
+        assert_eq!(cim_interval(90_061), "00000001010101.000000:000");
+    }
 }

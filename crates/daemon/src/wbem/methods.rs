@@ -2,15 +2,17 @@
 //! StopService of the guest services (the JSON API's functions, so both
 //! behave alike), RequestStateChange of a VM's interface and integration
 //! components, Msvm_ShutdownComponent's InitiateShutdown and InitiateReboot
-//! (the JSON API's shutdown), and Msvm_GuestFileService.CopyFilesToGuest (a
-//! job, module `jobs`).
+//! (the JSON API's shutdown), Msvm_GuestFileService.CopyFilesToGuest (a
+//! job, module `jobs`) and the methods of Msvm_VirtualSystemManagementService
+//! (module `management`).
 //!
 //! ```text
 //! class known (CIM_ERR_INVALID_CLASS) -> method of the class (CIM_ERR_METHOD_NOT_FOUND)
 //!   -> called on an instance (CIM_ERR_METHOD_NOT_AVAILABLE on a class)
 //!   -> parameters are inputs of the method (CIM_ERR_INVALID_PARAMETER)
-//!   -> admin (CIM_ERR_ACCESS_DENIED) -> the instance exists (CIM_ERR_NOT_FOUND)
-//!   -> run; audited as `wbem.invoke`
+//!   -> admin (else ReturnValue 32769 Access Denied, as Hyper-V answers)
+//!   -> the instance exists (CIM_ERR_NOT_FOUND)
+//!   -> run; audited as `wbem.invoke` (a refusal for the role: outcome refused)
 //! ```
 
 use std::sync::Arc;
@@ -18,14 +20,15 @@ use std::sync::Arc;
 use guestcomm_api::{Role, ShutdownRequest};
 use guestcomm_cim::value::{CimValue, InstanceName};
 use guestcomm_cim::xml::request::{parse_embedded_instance, Call, CallKind, ParamValue};
-use guestcomm_cim::xml::response::MethodReturn;
-use guestcomm_cim::{CimError, CimStatus, CimType, Repository, ReturnValue};
+use guestcomm_cim::xml::response::{self, MethodReturn, Shape};
+use guestcomm_cim::{CimError, CimStatus, CimType, Repository, ReturnValue, NAMESPACE};
 use guestcomm_protocol::files::CopyToGuest;
 use guestcomm_protocol::ServiceId;
 
 use super::components::{self, INTERFACE};
 use super::jobs::{self, CopyFile};
-use super::objects::{vm_of, Snapshot};
+use super::management;
+use super::objects::{vm_of, Snapshot, MANAGEMENT_SERVICE};
 use super::refusal::{cim_error, require, return_code};
 use crate::access::Authorized;
 use crate::audit::{self, Outcome};
@@ -36,7 +39,11 @@ fn invalid(message: String) -> CimError {
     CimError::new(CimStatus::InvalidParameter, message)
 }
 
-fn returned(code: u32) -> MethodReturn {
+fn returned(code: ReturnValue) -> MethodReturn {
+    returned_code(code.code())
+}
+
+fn returned_code(code: u32) -> MethodReturn {
     MethodReturn {
         value: CimValue::Uint(code.into()),
         value_type: CimType::Uint(32),
@@ -74,6 +81,12 @@ pub(super) async fn invoke(
         Err(e) => (Outcome::Failed, Some(e.to_string())),
     };
     audit::finish(&mut record, outcome, error, started);
+    // A caller without the role gets Hyper-V's Access Denied as the
+    // method's return value, as every Msvm_* method documents it.
+    let result = match result {
+        Err(e) if e.status == CimStatus::AccessDenied => Ok(returned(ReturnValue::AccessDenied)),
+        other => other,
+    };
     // A peer of the WBEM port is nobody in particular (plain HTTP on
     // loopback): its refusals are recorded apart and counted past a bound,
     // as those of a caller without a role (module `refusals`).
@@ -154,6 +167,9 @@ async fn run(
             format!("no instance {}", describe(target)),
         ));
     };
+    if instance.class.eq_ignore_ascii_case(MANAGEMENT_SERVICE) {
+        return Ok(management::run(state, call, &method.name, &snapshot, record).await);
+    }
     let vm = vm_of(&snapshot, target).cloned();
     if let Some(vm) = &vm {
         record.vm = Some(vm.name.clone());
@@ -173,18 +189,15 @@ async fn run(
     match method.name.as_str() {
         "RequestStateChange" => {
             let requested = requested_state(call)?;
-            if call
-                .param("TimeoutPeriod")
-                .is_some_and(|p| p.value != ParamValue::Null)
-            {
-                return Ok(returned(ReturnValue::TimeoutNotSupported.code()));
+            if !no_timeout(call) {
+                return Ok(returned(ReturnValue::TimeoutNotSupported));
             }
             if is_service {
                 let code =
                     crate::ops::services::change_state(state, vm_name()?, service()?, requested)
                         .await
                         .map_err(|e| cim_error(&e))?;
-                return Ok(returned(code));
+                return Ok(returned_code(code));
             }
             if instance.class.eq_ignore_ascii_case(INTERFACE) {
                 return interface_state(state, vm_name()?, requested).await;
@@ -195,15 +208,15 @@ async fn run(
                     crate::ops::services::change_state(state, vm_name()?, service.id(), requested)
                         .await
                         .map_err(|e| cim_error(&e))?;
-                return Ok(returned(code));
+                return Ok(returned_code(code));
             }
-            Ok(returned(ReturnValue::NotSupported.code()))
+            Ok(returned(ReturnValue::NotSupported))
         }
         "StartService" | "StopService" => {
             let code = crate::ops::services::start_stop(state, vm_name()?, service()?)
                 .await
                 .map_err(|e| cim_error(&e))?;
-            Ok(returned(code))
+            Ok(returned_code(code))
         }
         "InitiateShutdown" | "InitiateReboot" => {
             let request = ShutdownRequest {
@@ -216,10 +229,31 @@ async fn run(
         "CopyFilesToGuest" => {
             let vm =
                 vm.ok_or_else(|| CimError::new(CimStatus::NotFound, "the instance's VM is gone"))?;
-            let files = copy_files(call)?;
-            crate::admission::copy_to_guest(state, &vm, files.iter().map(|f| &f.request))
-                .await
-                .map_err(|e| cim_error(&e))?;
+            // Hyper-V's codes: bad setting data 32773, the interface off
+            // or the service disabled 32775, a host policy's refusal 32769.
+            let files = match copy_files(call) {
+                Ok(files) => files,
+                Err(e) => {
+                    return Ok(refused(
+                        record,
+                        ReturnValue::InvalidParameter,
+                        e.description,
+                    ))
+                }
+            };
+            if !vm.interface_enabled {
+                let reason = format!(
+                    "the Guest Service Interface of VM {} is off (turn it on with ModifyResourceSettings or `guestcomm vm set {} --interface on`)",
+                    vm.name, vm.name
+                );
+                return Ok(refused(record, ReturnValue::InvalidState, reason));
+            }
+            if let Err(e) =
+                crate::admission::copy_to_guest(state, &vm, files.iter().map(|f| &f.request)).await
+            {
+                let reason = guestcomm_protocol::error_chain(&e);
+                return Ok(refused(record, return_code(e.kind()), reason));
+            }
             let job = jobs::start(state, vm, files, auth.caller)?;
             Ok(MethodReturn {
                 value: CimValue::Uint(ReturnValue::JobStarted.code().into()),
@@ -231,10 +265,59 @@ async fn run(
                 )],
             })
         }
+        "GetError" | "GetErrorEx" => {
+            // A job's error, as CIM_Error embedded in CIM-XML text.
+            let embedded = match (
+                instance.get("ErrorDescription"),
+                target.key_text("InstanceID"),
+            ) {
+                (Some(CimValue::String(e)), Some(id)) => Some(response::instance(
+                    repo,
+                    &jobs::error_instance(id, e),
+                    NAMESPACE,
+                    &Shape::default(),
+                )),
+                _ => None,
+            };
+            let output = if method.name == "GetError" {
+                ("Error", embedded.map_or(CimValue::Null, CimValue::String))
+            } else {
+                (
+                    "Errors",
+                    CimValue::Array(embedded.into_iter().map(CimValue::String).collect()),
+                )
+            };
+            Ok(MethodReturn {
+                value: CimValue::Uint(ReturnValue::Completed.code().into()),
+                value_type: CimType::Uint(32),
+                outputs: vec![(output.0.into(), output.1, CimType::String)],
+            })
+        }
         other => Err(CimError::new(
             CimStatus::MethodNotAvailable,
             format!("{other} is not available on {}", instance.class),
         )),
+    }
+}
+
+/// A method that did not do what it was asked: `code`, with the reason in
+/// the audit record.
+fn refused(record: &mut audit::Record, code: ReturnValue, reason: String) -> MethodReturn {
+    tracing::info!(code = code.code(), %reason, "WBEM method refused");
+    record.error = Some(reason);
+    returned(code)
+}
+
+/// RequestStateChange's TimeoutPeriod is absent, NULL or 0 (a zero
+/// interval, `00000000000000.000000:000`): "no time requirements".
+fn no_timeout(call: &Call) -> bool {
+    match call.param("TimeoutPeriod").map(|p| &p.value) {
+        None | Some(ParamValue::Null) => true,
+        Some(ParamValue::Value(v)) => {
+            let v = v.trim();
+            !v.is_empty() && v.chars().all(|c| matches!(c, '0' | '.' | ':'))
+        }
+        Some(_) => false,
     }
 }
 
@@ -283,7 +366,7 @@ async fn shutdown(
                 "{}; acknowledged: {}",
                 record.arguments, answer.acknowledged
             ));
-            Ok(returned(ReturnValue::Completed.code()))
+            Ok(returned(ReturnValue::Completed))
         }
         Err(e) => {
             let reason = guestcomm_protocol::error_chain(&e);
@@ -318,12 +401,12 @@ async fn interface_state(
     let on = match requested {
         2 => true,
         3 => false,
-        _ => return Ok(returned(ReturnValue::NotSupported.code())),
+        _ => return Ok(returned(ReturnValue::NotSupported)),
     };
     crate::ops::vms::update(state, vm, Some(on), None)
         .await
         .map_err(|e| cim_error(&e))?;
-    Ok(returned(ReturnValue::Completed.code()))
+    Ok(returned(ReturnValue::Completed))
 }
 
 /// The files of CopyFilesToGuest, from its embedded setting data.

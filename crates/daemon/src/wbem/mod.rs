@@ -20,6 +20,7 @@
 
 mod components;
 pub(crate) mod jobs;
+mod management;
 mod methods;
 pub(crate) mod objects;
 mod operations;

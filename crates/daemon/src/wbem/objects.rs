@@ -12,6 +12,8 @@
 //! Msvm_GuestServiceInterfaceComponentSettingData  each VM's interface switch and default policy
 //! Msvm_GuestCommunicationServiceSettingData       each service's policy on each VM
 //! Msvm_CopyFileToGuestJob              the CopyFilesToGuest jobs (module jobs)
+//! Msvm_VirtualSystemManagementService  one, on the host (its methods: module management)
+//! Msvm_HostedService                   the host -> that service
 //! ```
 //!
 //! The service objects are those of the JSON API, turned into CIM values by
@@ -48,7 +50,13 @@ pub(crate) const INTERFACE_SETTINGS: &str = "Msvm_GuestServiceInterfaceComponent
 /// Setting data of each service on each VM (its policy there).
 pub(crate) const SERVICE_SETTINGS: &str = "Msvm_GuestCommunicationServiceSettingData";
 /// The end of the InstanceID of each VM's interface setting data.
-const INTERFACE_DEVICE_ID: &str = "GuestServiceInterface";
+pub(crate) const INTERFACE_DEVICE_ID: &str = "GuestServiceInterface";
+/// The host's management service.
+pub(crate) const MANAGEMENT_SERVICE: &str = "Msvm_VirtualSystemManagementService";
+/// The association of the host and its management service.
+const HOSTED_SERVICE: &str = "Msvm_HostedService";
+/// The start of the InstanceID of every setting data: `guestcomm:VM-ID\...`.
+const SETTING_ID_PREFIX: &str = "guestcomm:";
 
 /// Everything the instances are made of, read once per operation.
 pub(crate) struct Snapshot {
@@ -171,6 +179,12 @@ impl Snapshot {
             out.push(host_system(&self.host));
             out.extend(self.vms.iter().map(|(vm, status)| vm_system(vm, status)));
         }
+        if wants(MANAGEMENT_SERVICE) {
+            out.push(management_service(&self.host));
+        }
+        if wants(HOSTED_SERVICE) {
+            out.push(hosted_service(repo, &self.host));
+        }
         if components::DEVICES.iter().any(|d| wants(d.class)) {
             out.extend(self.devices(None).into_iter().filter(|d| wants(&d.class)));
         }
@@ -214,6 +228,13 @@ impl Snapshot {
         let Some(vm_id) = vm_id_of(repo, source) else {
             return (Vec::new(), Vec::new());
         };
+        if vm_id.eq_ignore_ascii_case(&self.host) {
+            // The host and its management service.
+            return (
+                vec![hosted_service(repo, &self.host)],
+                vec![host_system(&self.host), management_service(&self.host)],
+            );
+        }
         let mut links = self.registrations(repo, Some(vm_id));
         links.extend(self.system_devices(repo, Some(vm_id)));
         let mut ends: Vec<Instance> = self
@@ -297,6 +318,59 @@ fn host_system(host: &str) -> Instance {
     }
 }
 
+/// The host's Msvm_VirtualSystemManagementService, as Hyper-V names it.
+fn management_service(host: &str) -> Instance {
+    Instance {
+        class: MANAGEMENT_SERVICE.into(),
+        properties: vec![
+            key("SystemCreationClassName", COMPUTER_SYSTEM),
+            key("SystemName", host),
+            key("CreationClassName", MANAGEMENT_SERVICE),
+            key("Name", "vmms"),
+            (
+                "ElementName".into(),
+                text("Virtual System Management Service"),
+            ),
+            ("EnabledState".into(), CimValue::Uint(2)),
+            ("HealthState".into(), CimValue::Uint(5)),
+            ("Started".into(), CimValue::Boolean(true)),
+            ("Status".into(), text("OK")),
+        ],
+    }
+}
+
+/// Msvm_HostedService: the host and its management service.
+fn hosted_service(repo: &Repository, host: &str) -> Instance {
+    Instance {
+        class: HOSTED_SERVICE.into(),
+        properties: vec![
+            (
+                "Antecedent".into(),
+                CimValue::Reference(host_system(host).path(repo)),
+            ),
+            (
+                "Dependent".into(),
+                CimValue::Reference(management_service(host).path(repo)),
+            ),
+        ],
+    }
+}
+
+/// The InstanceID of a setting data of the VM whose id is `vm_id`:
+/// `guestcomm:VM-ID\what`.
+pub(crate) fn setting_id(vm_id: &str, what: &str) -> String {
+    format!("{SETTING_ID_PREFIX}{vm_id}\\{what}")
+}
+
+/// The VM id and the rest of a setting data's InstanceID
+/// ([`setting_id`]'s inverse).
+pub(crate) fn setting_owner(instance_id: &str) -> Option<(&str, &str)> {
+    instance_id
+        .get(..SETTING_ID_PREFIX.len())
+        .filter(|p| p.eq_ignore_ascii_case(SETTING_ID_PREFIX))?;
+    instance_id[SETTING_ID_PREFIX.len()..].split_once('\\')
+}
+
 /// A VM as an Msvm_ComputerSystem: Name is its id, EnabledState 2 while
 /// its agent answers (guestcomm does not run VMs: it only knows that), or,
 /// as Hyper-V's, 3 when its hypervisor reports it off and 32768 paused.
@@ -346,7 +420,7 @@ fn interface_settings(vm: &VmRow) -> Instance {
         properties: vec![
             key(
                 "InstanceID",
-                &format!("guestcomm:{}\\{INTERFACE_DEVICE_ID}", vm.id),
+                &setting_id(&vm.id.to_string(), INTERFACE_DEVICE_ID),
             ),
             ("ElementName".into(), text("Guest Service Interface")),
             ("EnabledState".into(), CimValue::Uint(u64::from(state))),
@@ -364,10 +438,7 @@ fn service_settings(object: &GuestCommunicationService) -> Instance {
     Instance {
         class: SERVICE_SETTINGS.into(),
         properties: vec![
-            key(
-                "InstanceID",
-                &format!("guestcomm:{}\\{}", object.system_name, object.name),
-            ),
+            key("InstanceID", &setting_id(&object.system_name, &object.name)),
             ("ElementName".into(), text(&object.element_name)),
             ("Name".into(), text(&object.name)),
             (

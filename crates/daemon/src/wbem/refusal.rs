@@ -4,7 +4,7 @@
 //! method. A leaf of `wbem`: the operations, methods and jobs import it.
 
 use guestcomm_api::Role;
-use guestcomm_cim::{CimError, CimStatus};
+use guestcomm_cim::{CimError, CimStatus, ReturnValue};
 
 use crate::access::Authorized;
 use crate::error::{Error, ErrorKind};
@@ -29,25 +29,26 @@ pub(crate) fn cim_status(kind: ErrorKind) -> CimStatus {
     }
 }
 
-/// The ReturnValue of a Hyper-V method (Msvm_ShutdownComponent's
-/// InitiateShutdown and InitiateReboot) whose operation failed with
-/// `kind`, from Hyper-V's codes: 32768 Failed, 32769 Access Denied, 32770
-/// Not Supported, 32773 Invalid parameter, 32774 System is in use, 32775
-/// Invalid state (the service is disabled on the VM), 32777 System is not
-/// available (the agent cannot be reached).
-pub(crate) fn return_code(kind: ErrorKind) -> u32 {
+/// The ReturnValue of a Hyper-V method whose operation failed with
+/// `kind` (the numbers are [`ReturnValue`]'s): Invalid parameter, Access
+/// Denied (the caller's role, a host policy), Invalid state (the service is
+/// disabled on the VM), Not Supported, System is in use, System is not
+/// available (the agent cannot be reached), Failed otherwise.
+pub(crate) fn return_code(kind: ErrorKind) -> ReturnValue {
     match kind {
-        ErrorKind::InvalidArgument => 32773,
-        ErrorKind::Forbidden | ErrorKind::PolicyDenied => 32769,
-        ErrorKind::ServiceDisabled => 32775,
-        ErrorKind::Unsupported => 32770,
-        ErrorKind::Busy | ErrorKind::LimitReached => 32774,
-        ErrorKind::AgentUnreachable | ErrorKind::GuestUnreachable => 32777,
+        ErrorKind::InvalidArgument => ReturnValue::InvalidParameter,
+        ErrorKind::Forbidden | ErrorKind::PolicyDenied => ReturnValue::AccessDenied,
+        ErrorKind::ServiceDisabled => ReturnValue::InvalidState,
+        ErrorKind::Unsupported => ReturnValue::Unsupported,
+        ErrorKind::Busy | ErrorKind::LimitReached => ReturnValue::SystemInUse,
+        ErrorKind::AgentUnreachable | ErrorKind::GuestUnreachable => {
+            ReturnValue::SystemNotAvailable
+        }
         ErrorKind::NotFound
         | ErrorKind::Conflict
         | ErrorKind::Builtin
         | ErrorKind::AgentFailed
-        | ErrorKind::Internal => 32768,
+        | ErrorKind::Internal => ReturnValue::Failed,
     }
 }
 
@@ -103,7 +104,7 @@ mod tests {
             (Error::Internal("x".into()), 32768),
         ];
         for (e, code) in cases {
-            assert_eq!(return_code(e.kind()), code, "{e}");
+            assert_eq!(return_code(e.kind()).code(), code, "{e}");
         }
     }
 
