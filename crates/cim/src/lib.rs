@@ -644,7 +644,12 @@ mod tests {
             .collect();
         assert_eq!(
             roots,
-            ["CIM_ManagedElement", "CIM_Dependency", "CIM_Component"]
+            [
+                "CIM_ManagedElement",
+                "CIM_Dependency",
+                "CIM_Component",
+                "CIM_SettingsDefineState"
+            ]
         );
     }
 

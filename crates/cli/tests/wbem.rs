@@ -321,6 +321,20 @@ fn hyper_v_scripts_walk_each_vms_devices_read_guest_pairs_and_shut_the_guest_dow
 }
 
 #[test]
+fn hyper_v_scripts_walk_each_vms_settings_to_its_components_and_services_and_back() {
+    if !have_pywbem("settings") {
+        return;
+    }
+    let w = Wbem::start("viewer");
+    let d = &w.daemon;
+    d.add_unreachable_vm("gone");
+    // An item of the host's pool, through the CLI and the JSON API.
+    d.ok(&["kvp", "set", "web1", "color", "blue"]);
+    let out = w.script("wbem_settings.py", &["web1", "gone"]);
+    assert!(out.contains("settings ok"), "{out}");
+}
+
+#[test]
 fn the_wbem_listener_serves_loopback_only() {
     let dir = tempfile::tempdir().unwrap();
     let out = Command::new(util::bin("guestcommd"))
