@@ -81,10 +81,7 @@ impl Snapshot {
             })
             .collect();
         Ok(Self {
-            host: nix::unistd::gethostname()
-                .ok()
-                .and_then(|h| h.into_string().ok())
-                .unwrap_or_else(|| "localhost".into()),
+            host: crate::ops::integration::host_name(),
             vms,
             services: crate::ops::services::instances(state, None).await?,
             jobs: super::jobs::instances(&state.wbem_jobs),
