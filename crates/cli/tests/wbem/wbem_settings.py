@@ -3,7 +3,10 @@ VM -> Msvm_SettingsDefineState -> Msvm_VirtualSystemSettingData ->
 Msvm_VirtualSystemSettingDataComponent -> each component's setting data ->
 (the Guest Service Interface's) Msvm_GuestServiceInterfaceSettingDataComponent
 -> each service's Msvm_GuestCommunicationServiceSettingData, and back.
-Arguments: URL VM OTHER_VM  (VM's host pool holds color=blue); prints "settings ok"
+Arguments: URL MODE ...
+  walk VM OTHER_VM   (VM's host pool holds color=blue); prints "settings ok"
+  state VM           prints each of VM's setting data as CLASS=EnabledState,
+                     and DefaultEnabledStatePolicy, one a line
 """
 
 import xml.etree.ElementTree as ET
@@ -158,9 +161,25 @@ def classes(conn):
         "Msvm_GuestServiceInterfaceComponentSettingData"
 
 
+def state(conn, vm_name):
+    vm = common.vm_system(conn, vm_name)
+    vssd = one(conn.Associators(vm.path, ResultClass="Msvm_VirtualSystemSettingData"), "VSSD")
+    for s in sorted(conn.Associators(vssd.path), key=lambda s: s.classname):
+        if s.classname != "Msvm_ComputerSystem":
+            print(f"{s.classname}={s['EnabledState']}")
+            if "DefaultEnabledStatePolicy" in s:
+                print(f"DefaultEnabledStatePolicy={s['DefaultEnabledStatePolicy']}")
+
+
 def run(argv):
-    url, vm_name, other_name = argv
-    walk(common.connect(url), vm_name, other_name)
+    url, mode, *rest = argv
+    conn = common.connect(url)
+    if mode == "walk":
+        walk(conn, *rest)
+    elif mode == "state":
+        state(conn, *rest)
+    else:
+        raise AssertionError(f"unknown mode {mode}")
 
 
 common.main(run)
