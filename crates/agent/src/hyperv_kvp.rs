@@ -10,7 +10,7 @@
 //! pool 0 external        the host's items (AddKvpItems)      the agent writes
 //! pool 1 guest           the guest's items, read by the host  guest programs and the agent write
 //! pool 2 auto            the guest's intrinsic facts         the agent writes
-//! pool 3 auto external   the host's facts (host name, VM id)  created, left as it is
+//! pool 3 auto external   the host's facts (host name, VM id)  the agent writes what the host sends
 //! pool 4 auto internal   unused                              created, left as it is
 //! ```
 //!
@@ -46,6 +46,8 @@ const VALUE_FIELD: usize = 2048;
 const RECORD: usize = KEY_FIELD + VALUE_FIELD;
 /// The pools hv_kvp_daemon keeps (0 to 4).
 const POOL_FILES: u8 = 5;
+/// The file of the host's own data (hv_kvp_daemon's KVP_POOL_AUTO_EXTERNAL).
+const HOST_DATA_FILE: u8 = 3;
 /// Most records read from one file (Hyper-V keeps far fewer per pool).
 pub(crate) const MAX_RECORDS: usize = 1024;
 /// Longest wait for a pool file's lock.
@@ -234,7 +236,18 @@ impl PoolFiles {
     /// Makes `pool`'s file hold `items` (and the records that are not
     /// items, as they were).
     pub fn write(&self, pool: KvpPool, items: &KvpEntries) -> Result<(), PoolFileError> {
-        match self.update(pool, |held| {
+        self.write_file(number(pool), items)
+    }
+
+    /// Makes `.kvp_pool_3` hold `items`, the host's own data (and the
+    /// records that are not items, as they were).
+    pub fn write_host_data(&self, items: &KvpEntries) -> Result<(), PoolFileError> {
+        self.write_file(HOST_DATA_FILE, items)
+    }
+
+    /// [`PoolFiles::write`] of file number `n`.
+    fn write_file(&self, n: u8, items: &KvpEntries) -> Result<(), PoolFileError> {
+        match self.update_file(n, |held| {
             held.clone_from(items);
             Ok::<(), PoolFileError>(())
         }) {
@@ -250,7 +263,16 @@ impl PoolFiles {
         pool: KvpPool,
         change: impl FnOnce(&mut KvpEntries) -> Result<(), E>,
     ) -> Result<KvpEntries, Update<E>> {
-        let mut file = Locked::open(&self.path(number(pool)), true).map_err(Update::File)?;
+        self.update_file(number(pool), change)
+    }
+
+    /// [`PoolFiles::update`] of file number `n`.
+    fn update_file<E>(
+        &self,
+        n: u8,
+        change: impl FnOnce(&mut KvpEntries) -> Result<(), E>,
+    ) -> Result<KvpEntries, Update<E>> {
+        let mut file = Locked::open(&self.path(n), true).map_err(Update::File)?;
         let mut records = file.read().map_err(Update::File)?;
         change(&mut records.items).map_err(Update::Change)?;
         file.write(&records).map_err(Update::File)?;

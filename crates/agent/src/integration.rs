@@ -159,9 +159,9 @@ pub(crate) fn answer(
             .delete(side, pool, &key)
             .map(|()| Control::Done)
             .map_err(kvp_error),
-        Call::KvpReplace { entries } if side == KvpSide::Host => s
+        Call::KvpReplace { entries, host_data } if side == KvpSide::Host => s
             .kvp
-            .replace_external(entries)
+            .replace_external(entries, host_data)
             .map(|()| Control::Done)
             .map_err(kvp_error),
         Call::KvpReplace { .. } => Err(ErrorFrame::new(
@@ -302,6 +302,7 @@ mod tests {
         );
         let replace = Call::KvpReplace {
             entries: Default::default(),
+            host_data: None,
         };
         assert_eq!(
             code(local(BuiltinService::KeyValue, replace)),

@@ -15,8 +15,9 @@
 //! With Hyper-V's pool files ([`crate::hyperv_kvp`]) the guest pool lives in
 //! `.kvp_pool_1`, read on every host read and changed under its lock, so a
 //! program written for Hyper-V's KVP adds items the host sees; the external
-//! pool is written to `.kvp_pool_0` after each change and the auto pool to
-//! `.kvp_pool_2` whenever it is computed.
+//! pool is written to `.kvp_pool_0` after each change, the auto pool to
+//! `.kvp_pool_2` whenever it is computed, and the host's own data (host
+//! name, VM id and name, sent with the host's push) to `.kvp_pool_3`.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -309,13 +310,26 @@ impl KvpStore {
         })
     }
 
-    /// Replaces the whole external pool (the host's push).
-    pub fn replace_external(&self, entries: KvpEntries) -> Result<(), KvpStoreError> {
+    /// Replaces the whole external pool (the host's push), and with
+    /// Hyper-V's pool files, the host's own data in `.kvp_pool_3` when the
+    /// push carries it. Both are checked before anything changes.
+    pub fn replace_external(
+        &self,
+        entries: KvpEntries,
+        host_data: Option<KvpEntries>,
+    ) -> Result<(), KvpStoreError> {
         check_entries(&entries)?;
+        if let Some(data) = &host_data {
+            check_entries(data)?;
+        }
         self.change(KvpSide::Host, KvpPool::External, |pool| {
             *pool = entries;
             Ok(())
-        })
+        })?;
+        match (&self.hyperv, host_data) {
+            (Some(files), Some(data)) => Ok(files.write_host_data(&data)?),
+            _ => Ok(()),
+        }
     }
 
     fn save(&self, pools: &Pools) -> Result<(), KvpStoreError> {
@@ -436,7 +450,7 @@ mod tests {
         let s = KvpStore::open(dir.path()).unwrap();
         s.set(KvpSide::Guest, KvpPool::Guest, "g", "1").unwrap();
         let pushed: KvpEntries = [("h".to_string(), "2".to_string())].into();
-        s.replace_external(pushed).unwrap();
+        s.replace_external(pushed, None).unwrap();
         drop(s);
         let s = KvpStore::open(dir.path()).unwrap();
         assert_eq!(s.get(KvpPool::Guest, "g", none).unwrap(), "1");
@@ -446,11 +460,34 @@ mod tests {
     #[test]
     fn a_push_over_the_limits_changes_nothing() {
         let s = KvpStore::in_memory();
-        s.replace_external([("a".into(), "1".into())].into())
+        s.replace_external([("a".into(), "1".into())].into(), None)
             .unwrap();
         let bad: KvpEntries = [("b".into(), "x".repeat(2049))].into();
-        assert!(s.replace_external(bad).is_err());
+        assert!(s.replace_external(bad.clone(), None).is_err());
+        // Host data over the limits refuses the whole push.
+        assert!(s.replace_external(KvpEntries::new(), Some(bad)).is_err());
         assert_eq!(s.list(KvpPool::External, none).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn the_hosts_own_data_goes_to_pool_3_and_is_not_a_pool_of_the_agent() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = PoolFiles::create(dir.path()).unwrap();
+        let s = KvpStore::in_memory()
+            .with_pool_files(files.clone())
+            .unwrap();
+        let data: KvpEntries = [("HostName".to_string(), "host1".to_string())].into();
+        s.replace_external(KvpEntries::new(), Some(data)).unwrap();
+        let bytes = std::fs::read(dir.path().join(".kvp_pool_3")).unwrap();
+        assert!(bytes.starts_with(b"HostName\0"), "{bytes:?}");
+        assert!(s.list(KvpPool::External, none).unwrap().is_empty());
+        // A push without it (an older daemon) leaves the file as it is.
+        s.replace_external([("a".into(), "1".into())].into(), None)
+            .unwrap();
+        assert_eq!(
+            std::fs::read(dir.path().join(".kvp_pool_3")).unwrap(),
+            bytes
+        );
     }
 
     #[test]

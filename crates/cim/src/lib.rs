@@ -648,7 +648,8 @@ mod tests {
                 "CIM_ManagedElement",
                 "CIM_Error",
                 "CIM_Dependency",
-                "CIM_Component"
+                "CIM_Component",
+                "CIM_SettingsDefineState"
             ]
         );
     }

@@ -1,7 +1,8 @@
 //! Hyper-V's key-value pool files in the guest, driven as a program written
 //! for Hyper-V's KVP drives them: a Python script that reads and appends
 //! hv_kvp_daemon's 512 + 2,048-byte records under fcntl locks (as
-//! Microsoft's sample KVP client does), beside the real agent and CLI.
+//! Microsoft's sample KVP client does), beside the real agent, CLI and
+//! daemon (which fills pool 3 with the host's data).
 
 #![allow(clippy::unwrap_used)]
 
@@ -12,7 +13,8 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use util::{bin, kvp_socket_of, output_within, Agent};
+use util::daemon::Daemon;
+use util::{bin, kvp_socket_of, output_within, wait_until, Agent};
 
 /// Generous: only a bound on how long a broken test hangs.
 const DEADLINE: Duration = Duration::from_secs(60);
@@ -181,4 +183,36 @@ fn a_program_holding_a_pool_files_lock_costs_a_clear_error_not_a_stuck_agent() {
     drop(holder.stdin.take());
     assert!(holder.wait().unwrap().success());
     ok(cli(&["kvp", "list", &addr, "--pool", "guest"]));
+}
+
+#[test]
+fn the_daemon_fills_pool_3_with_the_host_name_and_the_vms_id_and_name() {
+    let d = Daemon::start("200ms");
+    let pools = d.dir.path().join("hyperv");
+    let dir = pools.to_str().unwrap();
+    let (_agent, _) = d.agent_vm_with("web1", &["--hyperv-kvp", "on", "--hyperv-kvp-dir", dir]);
+    let id = d.json(&["vm", "show", "web1"])["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    let host = host.trim_end();
+    let expected = format!("HostName={host}\nVirtualMachineId={id}\nVirtualMachineName=web1\n");
+    // The health monitor's first answer from the agent brings the host's
+    // data, though the host's pool is empty.
+    assert!(
+        wait_until(DEADLINE, || tool(&["read", &pool(&pools, 3)]) == expected),
+        "pool 3 holds {:?}",
+        tool(&["read", &pool(&pools, 3)])
+    );
+    assert_eq!(tool(&["read", &pool(&pools, 0)]), "");
+
+    // A host item goes to pool 0; pool 3 keeps the host's data.
+    d.ok(&["kvp", "set", "web1", "color", "blue"]);
+    assert_eq!(tool(&["read", &pool(&pools, 0)]), "color=blue\n");
+    assert_eq!(tool(&["read", &pool(&pools, 3)]), expected);
+    // Host data is not one of the agent's pools: the host's pool has only
+    // its own item.
+    let external = d.ok(&["kvp", "list", "web1"]);
+    assert!(!external.contains("HostName"), "{external}");
 }

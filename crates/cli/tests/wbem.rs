@@ -474,6 +474,45 @@ fn hyper_v_scripts_change_pairs_services_and_the_interface_through_the_managemen
 }
 
 #[test]
+fn hyper_v_scripts_walk_each_vms_settings_to_its_components_and_services_and_back() {
+    if !have_pywbem("settings") {
+        return;
+    }
+    let w = Wbem::start("viewer");
+    let d = &w.daemon;
+    d.add_unreachable_vm("gone");
+    // An item of the host's pool, through the CLI and the JSON API.
+    d.ok(&["kvp", "set", "web1", "color", "blue"]);
+    let out = w.script("wbem_settings.py", &["walk", "web1", "gone"]);
+    assert!(out.contains("settings ok"), "{out}");
+    // EnabledState follows the VM's enablement: a service turned off, the
+    // interface switched off, its default policy changed.
+    let line = |out: &str, class: &str| {
+        out.lines()
+            .find_map(|l| l.strip_prefix(&format!("{class}=")).map(str::to_string))
+            .unwrap_or_else(|| panic!("no {class} in {out}"))
+    };
+    let before = w.script("wbem_settings.py", &["state", "web1"]);
+    let kvp = "Msvm_KvpExchangeComponentSettingData";
+    let gsi = "Msvm_GuestServiceInterfaceComponentSettingData";
+    assert_eq!(line(&before, gsi), "2", "{before}");
+    let vss = "Msvm_VssComponentSettingData";
+    d.ok(&["service", "disable", "kvp", "--vm", "web1"]);
+    let after = w.script("wbem_settings.py", &["state", "web1"]);
+    assert_eq!(line(&after, kvp), "3", "{after}");
+    assert_eq!(
+        line(&after, vss),
+        line(&before, vss),
+        "the others keep theirs"
+    );
+    d.ok(&["vm", "set", "web1", "--interface", "disabled"]);
+    d.ok(&["vm", "set", "web1", "--default-policy", "disabled"]);
+    let after = w.script("wbem_settings.py", &["state", "web1"]);
+    assert_eq!(line(&after, gsi), "3", "{after}");
+    assert_eq!(line(&after, "DefaultEnabledStatePolicy"), "3", "{after}");
+}
+
+#[test]
 fn the_wbem_listener_serves_loopback_only() {
     let dir = tempfile::tempdir().unwrap();
     let out = Command::new(util::bin("guestcommd"))

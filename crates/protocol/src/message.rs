@@ -298,6 +298,12 @@ pub enum Call {
     KvpReplace {
         /// The new contents.
         entries: KvpEntries,
+        /// The host's own data for Hyper-V's pool 3 (`HostName`,
+        /// `VirtualMachineId`, `VirtualMachineName`): an agent keeping
+        /// Hyper-V's pool files writes it to `.kvp_pool_3`. Absent from an
+        /// older daemon; an older agent ignores it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        host_data: Option<KvpEntries>,
     },
     /// Power off or reboot (service: shutdown).
     Shutdown(ShutdownRequest),
@@ -471,6 +477,32 @@ mod tests {
         };
         assert_eq!(exec.program, "true");
         assert!(exec.args.is_empty() && exec.env.is_empty() && exec.tty.is_none());
+    }
+
+    #[test]
+    fn kvp_replace_carries_host_data_only_when_there_is_some() {
+        // An older daemon's push: no host data.
+        let old = r#"{"op":"kvp_replace","entries":{"color":"blue"}}"#;
+        let Call::KvpReplace { entries, host_data } = serde_json::from_str(old).unwrap() else {
+            panic!("not kvp_replace")
+        };
+        assert_eq!(entries.len(), 1);
+        assert_eq!(host_data, None);
+        let none = Call::KvpReplace {
+            entries,
+            host_data: None,
+        };
+        assert_eq!(
+            serde_json::to_string(&none).unwrap(),
+            old,
+            "the frame an older agent knows"
+        );
+        let with = Call::KvpReplace {
+            entries: KvpEntries::new(),
+            host_data: Some([("HostName".to_string(), "h".to_string())].into()),
+        };
+        let json = serde_json::to_value(&with).unwrap();
+        assert_eq!(json["host_data"]["HostName"], "h");
     }
 
     #[test]

@@ -11,7 +11,8 @@
 //!
 //! The external key-value pool (host to guest) lives in the daemon's
 //! database: a change is stored first, then pushed to the agent as a whole
-//! pool ([`push_kvp`]); an agent that cannot be reached gets it when the
+//! pool ([`push_kvp`]), with the host's own data for Hyper-V's pool 3
+//! ([`host_data`]); an agent that cannot be reached gets it when the
 //! health monitor next sees it come back (see [`crate::health`]).
 
 use guestcomm_api::{
@@ -26,7 +27,7 @@ use guestcomm_protocol::limits::{DEFAULT_TIME_SAMPLES, MAX_TIME_SAMPLES};
 use guestcomm_protocol::message::Call;
 use guestcomm_protocol::BuiltinService;
 use guestcomm_transport::Stream;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::admission;
 use crate::agent;
@@ -317,8 +318,33 @@ pub(crate) async fn kvp_batch(
     Ok(deliver(state, &vm).await)
 }
 
-/// Sends the VM's whole external pool to its agent, if the key-value
-/// service is enabled there, and records the delivery.
+/// This host's name (`localhost` if it has none that is text).
+pub(crate) fn host_name() -> String {
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+/// What Hyper-V puts in a guest's pool 3 that this daemon truly knows:
+/// `HostName`, `VirtualMachineId` (the VM's id, its Msvm_ComputerSystem
+/// Name) and `VirtualMachineName`. (Hyper-V's `PhysicalHostName*` and
+/// `HostingSystem*` items describe hardware and nesting guestcommd does not
+/// know, so they are left out.)
+pub(crate) fn host_data(vm: &VmRow) -> KvpEntries {
+    [
+        ("HostName", host_name()),
+        ("VirtualMachineId", vm.id.to_string()),
+        ("VirtualMachineName", vm.name.clone()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect()
+}
+
+/// Sends the VM's whole external pool to its agent, with the host's own
+/// data ([`host_data`]), if the key-value service is enabled there, and
+/// records the delivery.
 pub(crate) async fn push_kvp(state: &State, vm: &VmRow) -> Result<(), String> {
     admission::integration(state, vm, BuiltinService::KeyValue)
         .await
@@ -333,6 +359,7 @@ pub(crate) async fn push_kvp(state: &State, vm: &VmRow) -> Result<(), String> {
         session,
         Call::KvpReplace {
             entries: entries.clone(),
+            host_data: Some(host_data(vm)),
         },
     )
     .await
@@ -345,10 +372,11 @@ pub(crate) async fn push_kvp(state: &State, vm: &VmRow) -> Result<(), String> {
     Ok(())
 }
 
-/// After a successful probe: pushes the pool if it waits for delivery, or,
-/// when the agent `came_back` (first answer, or after Lost Comm), if the
-/// pool is not empty (an agent restarted without `--state-dir` lost it).
-/// `delivery` is read once per monitor round, not once per VM.
+/// After a successful probe: pushes the pool if it waits for delivery, or
+/// when the agent `came_back` (first answer, or after Lost Comm: an agent
+/// restarted without `--state-dir` lost the pool, and the host's data for
+/// pool 3 goes with every push). `delivery` is read once per monitor
+/// round, not once per VM.
 pub(crate) async fn push_if_needed(
     state: &State,
     vm: &VmRow,
@@ -357,7 +385,13 @@ pub(crate) async fn push_if_needed(
 ) {
     if delivery.needs_push(vm.id, came_back) {
         if let Err(reason) = push_kvp(state, vm).await {
-            warn!(vm = %vm.name, %reason, "key-value pool not delivered yet");
+            if delivery.holds_entries(vm.id) {
+                warn!(vm = %vm.name, %reason, "key-value pool not delivered yet");
+            } else {
+                // Only the host's data was due (an empty pool, perhaps with
+                // the key-value service disabled on the VM).
+                debug!(vm = %vm.name, %reason, "host data not delivered");
+            }
         }
     }
 }

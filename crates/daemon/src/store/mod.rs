@@ -82,9 +82,16 @@ pub(crate) struct KvpDeliveryState {
 
 impl KvpDeliveryState {
     /// Whether `vm`'s pool must go to its agent now that it answered: it
-    /// waits for delivery, or the agent `came_back` (it may have lost it).
+    /// waits for delivery, or the agent `came_back` (it may have lost it,
+    /// and an empty pool still carries the host's data for pool 3).
     pub(crate) fn needs_push(&self, vm: Uuid, came_back: bool) -> bool {
-        self.pending.contains(&vm) || (came_back && self.with_entries.contains(&vm))
+        self.pending.contains(&vm) || came_back
+    }
+
+    /// Whether `vm`'s pool waits for delivery or is not empty: a failed
+    /// push of it is worth a warning.
+    pub(crate) fn holds_entries(&self, vm: Uuid) -> bool {
+        self.pending.contains(&vm) || self.with_entries.contains(&vm)
     }
 }
 
@@ -593,7 +600,15 @@ mod tests {
         s.kvp_set(a.id, "k", "v").unwrap();
         let d = s.kvp_delivery_state().unwrap();
         assert!(d.needs_push(a.id, false), "set, not yet delivered");
-        assert!(!d.needs_push(b.id, true), "an empty pool is never pushed");
+        assert!(
+            !d.needs_push(b.id, false),
+            "an empty pool waits for nothing"
+        );
+        assert!(
+            d.needs_push(b.id, true),
+            "an agent that came back gets the host's data even with an empty pool"
+        );
+        assert!(d.holds_entries(a.id) && !d.holds_entries(b.id));
         let entries = s.kvp_entries(a.id).unwrap();
         s.kvp_delivered(a.id, &entries).unwrap();
         let d = s.kvp_delivery_state().unwrap();

@@ -26,7 +26,7 @@ use crate::policy::cim_datetime;
 use crate::state::State;
 
 /// Class of the VMs (the GroupComponent of every device).
-const COMPUTER_SYSTEM: &str = "Msvm_ComputerSystem";
+pub(crate) const COMPUTER_SYSTEM: &str = "Msvm_ComputerSystem";
 /// The association of a VM and each of its devices.
 pub(crate) const SYSTEM_DEVICE: &str = "Msvm_SystemDevice";
 /// Class of each VM's guest service interface.
@@ -50,7 +50,7 @@ pub(crate) struct Device {
     pub(crate) class: &'static str,
     /// The GUID after the VM's in DeviceID: the VMBus device class of
     /// Hyper-V's service.
-    guid: &'static str,
+    pub(crate) guid: &'static str,
     /// Caption (and Name).
     caption: &'static str,
     /// Description.
@@ -150,7 +150,7 @@ fn text(value: &str) -> CimValue {
 
 /// DeviceID of device `guid` of the VM whose id is `vm_id`, as Hyper-V
 /// names it: `Microsoft:<VM GUID>\<component GUID>`.
-fn device_id(vm_id: &str, guid: &str) -> String {
+pub(crate) fn device_id(vm_id: &str, guid: &str) -> String {
     format!("Microsoft:{vm_id}\\{guid}")
 }
 
@@ -254,7 +254,7 @@ pub(crate) fn system_device(repo: &Repository, vm_id: &str, device: &Instance) -
 }
 
 /// The pairs of `entries` as embedded Msvm_KvpExchangeDataItem texts.
-fn items(repo: &Repository, entries: KvpEntries, source: u64) -> Vec<CimValue> {
+pub(crate) fn items(repo: &Repository, entries: KvpEntries, source: u64) -> Vec<CimValue> {
     entries
         .into_iter()
         .map(|(name, data)| {

@@ -22,7 +22,9 @@ use guestcomm_cim::xml::response::MethodReturn;
 use guestcomm_cim::{CimType, ReturnValue};
 use guestcomm_protocol::ServiceId;
 
-use super::objects::{self, Snapshot, INTERFACE_DEVICE_ID, INTERFACE_SETTINGS, SERVICE_SETTINGS};
+use super::components::INTERFACE_DEVICE;
+use super::objects::{self, Snapshot};
+use super::settings::{INTERFACE_SETTINGS, SERVICE_SETTINGS};
 use super::refusal::return_code;
 use crate::audit;
 use crate::error::Error;
@@ -539,7 +541,7 @@ async fn modify_interfaces(
     for (inst, instance_id, vm, what) in
         settings_of_vms(call, snapshot, "ResourceSettings", INTERFACE_SETTINGS)?
     {
-        if what != INTERFACE_DEVICE_ID {
+        if !what.eq_ignore_ascii_case(INTERFACE_DEVICE.guid) {
             return Err(Refusal::invalid(format!(
                 "InstanceID {instance_id:?} is not a Guest Service Interface's"
             )));

@@ -9,7 +9,8 @@
 //!   -> guestcomm_cim::xml::request    not XML / not CIM-XML: 400 + CIMError header
 //!   -> namespace root/virtualization/v2, else CIM_ERR_INVALID_NAMESPACE
 //!   -> operations: classes from the repository, instances from the state
-//!      (objects; each VM's devices: components), methods (methods),
+//!      (objects; each VM's devices: components; their settings:
+//!      settings), methods (methods),
 //!      CopyFilesToGuest jobs (jobs)
 //!   -> a CIM-XML answer, failures as ERROR with their CIM status
 //! ```
@@ -25,6 +26,7 @@ mod methods;
 pub(crate) mod objects;
 mod operations;
 mod refusal;
+mod settings;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};

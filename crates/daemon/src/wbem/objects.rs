@@ -9,8 +9,13 @@
 //! Msvm_GuestFileService, Guestcomm_*   the built-in integration services as their own class
 //!                                      (policy::integration_instance)
 //! Msvm_RegisteredGuestService          interface component -> each of the above on its VM
-//! Msvm_GuestServiceInterfaceComponentSettingData  each VM's interface switch and default policy
+//! Msvm_VirtualSystemSettingData       each VM's settings, and under them (module settings)
+//! Msvm_*ComponentSettingData           the settings of each of its devices (the interface's:
+//!                                      its switch and default policy; the key-value
+//!                                      exchange's: the host's items)
 //! Msvm_GuestCommunicationServiceSettingData       each service's policy on each VM
+//! Msvm_SettingsDefineState, Msvm_VirtualSystemSettingDataComponent,
+//! Msvm_GuestServiceInterfaceSettingDataComponent  the links between them
 //! Msvm_CopyFileToGuestJob              the CopyFilesToGuest jobs (module jobs)
 //! Msvm_VirtualSystemManagementService  one, on the host (its methods: module management)
 //! Msvm_HostedService                   the host -> that service
@@ -29,9 +34,11 @@ use std::sync::Arc;
 use guestcomm_api::{GuestCommunicationService, HealthStatus};
 use guestcomm_cim::value::{CimValue, Instance, InstanceName};
 use guestcomm_cim::{CimType, Repository};
+use guestcomm_protocol::integration::KvpEntries;
 use uuid::Uuid;
 
 use super::components::{self, DeviceState, GuestItems, INTERFACE, KVP_COMPONENT, SYSTEM_DEVICE};
+use super::settings::{self, KVP_SETTINGS};
 use crate::error::Error;
 use crate::model::VmRow;
 use crate::policy::{self, cim_datetime};
@@ -45,18 +52,16 @@ const GUEST_SERVICE: &str = "Msvm_GuestService";
 const COMMUNICATION_SERVICE: &str = "Msvm_GuestCommunicationService";
 /// The association of an interface and its services.
 pub(crate) const REGISTERED: &str = "Msvm_RegisteredGuestService";
-/// Setting data of each VM's interface.
-pub(crate) const INTERFACE_SETTINGS: &str = "Msvm_GuestServiceInterfaceComponentSettingData";
-/// Setting data of each service on each VM (its policy there).
-pub(crate) const SERVICE_SETTINGS: &str = "Msvm_GuestCommunicationServiceSettingData";
-/// The end of the InstanceID of each VM's interface setting data.
-pub(crate) const INTERFACE_DEVICE_ID: &str = "GuestServiceInterface";
 /// The host's management service.
 pub(crate) const MANAGEMENT_SERVICE: &str = "Msvm_VirtualSystemManagementService";
 /// The association of the host and its management service.
 const HOSTED_SERVICE: &str = "Msvm_HostedService";
-/// The start of the InstanceID of every setting data: `guestcomm:VM-ID\...`.
+/// The start of the InstanceID of guestcomm's own setting data (each
+/// service's on each VM): `guestcomm:VM-ID\...`; Hyper-V's device setting
+/// data have their DeviceID, `Microsoft:VM-ID\...`.
 const SETTING_ID_PREFIX: &str = "guestcomm:";
+/// The start of the InstanceID of setting data named as Hyper-V names them.
+const MICROSOFT_ID_PREFIX: &str = "Microsoft:";
 
 /// Everything the instances are made of, read once per operation.
 pub(crate) struct Snapshot {
@@ -69,8 +74,11 @@ pub(crate) struct Snapshot {
     /// The jobs.
     pub(crate) jobs: Vec<Instance>,
     /// The guest's key-value items of each VM, once read
-    /// ([`Snapshot::read_guest_items`]).
+    /// ([`Snapshot::read_items`]).
     guest_items: HashMap<Uuid, GuestItems>,
+    /// The host's key-value items of each VM, once read
+    /// ([`Snapshot::read_items`]).
+    host_items: HashMap<Uuid, KvpEntries>,
 }
 
 impl Snapshot {
@@ -85,37 +93,53 @@ impl Snapshot {
             })
             .collect();
         Ok(Self {
-            host: nix::unistd::gethostname()
-                .ok()
-                .and_then(|h| h.into_string().ok())
-                .unwrap_or_else(|| "localhost".into()),
+            host: crate::ops::integration::host_name(),
             vms,
             services: crate::ops::services::instances(state, None).await?,
             jobs: super::jobs::instances(&state.wbem_jobs),
             guest_items: HashMap::new(),
+            host_items: HashMap::new(),
         })
     }
 
-    /// Reads the guest's key-value items from the agents (bounded: see
-    /// [`components::read_guest_items`]) of the VM whose id is `vm`, or of
-    /// all, when an answer about `class` may hold key-value components:
-    /// without this their item arrays are NULL.
-    pub(crate) async fn read_guest_items(
+    /// Reads the key-value items of the VM whose id is `vm`, or of all,
+    /// when an answer about `class` (`None`: any class) may hold key-value
+    /// components or their setting data: the guest's from the agents
+    /// (bounded: see [`components::read_guest_items`]), the host's from the
+    /// database. Without this their item arrays are NULL.
+    pub(crate) async fn read_items(
         &mut self,
         state: &Arc<State>,
         repo: &Repository,
-        class: &str,
+        class: Option<&str>,
         vm: Option<&str>,
     ) {
-        if !repo.is_a(KVP_COMPONENT, class) {
-            return;
-        }
-        let vms = self
+        let may_hold = |c: &str| class.is_none_or(|class| repo.is_a(c, class));
+        let vms: Vec<&VmRow> = self
             .vms
             .iter()
             .map(|(vm, _)| vm)
-            .filter(|v| vm.is_none_or(|id| v.id.to_string().eq_ignore_ascii_case(id)));
-        self.guest_items = components::read_guest_items(state, repo, vms).await;
+            .filter(|v| vm.is_none_or(|id| v.id.to_string().eq_ignore_ascii_case(id)))
+            .collect();
+        if may_hold(KVP_SETTINGS) {
+            let ids: Vec<Uuid> = vms.iter().map(|vm| vm.id).collect();
+            let read = state
+                .db(move |s| {
+                    ids.into_iter()
+                        .map(|id| Ok((id, s.kvp_entries(id)?)))
+                        .collect::<Result<HashMap<_, _>, crate::store::StoreError>>()
+                })
+                .await;
+            match read {
+                Ok(items) => self.host_items = items,
+                Err(e) => {
+                    tracing::debug!(error = %guestcomm_protocol::error_chain(&e), "WBEM: host key-value pools not read")
+                }
+            }
+        }
+        if may_hold(KVP_COMPONENT) {
+            self.guest_items = components::read_guest_items(state, repo, vms.into_iter()).await;
+        }
     }
 
     /// Each device of the VM whose id is `vm` (or of every VM).
@@ -127,12 +151,8 @@ impl Snapshot {
             .filter(|(row, _)| vm.is_none_or(|id| row.id.to_string().eq_ignore_ascii_case(id)))
         {
             for device in &components::DEVICES {
-                let enabled = match device.service {
-                    None => interface_state(row),
-                    Some(service) => self.enabled_state(row, &service.id().to_string()),
-                };
                 let state = DeviceState {
-                    enabled,
+                    enabled: self.device_state(row, device),
                     health: health.clone(),
                     items: self.guest_items.get(&row.id),
                 };
@@ -140,6 +160,56 @@ impl Snapshot {
             }
         }
         out
+    }
+
+    /// The EnabledState of `device` of `vm`: the interface switch, or the
+    /// effective state of the component's service.
+    fn device_state(&self, vm: &VmRow, device: &components::Device) -> u16 {
+        match device.service {
+            None => interface_state(vm),
+            Some(service) => self.enabled_state(vm, &service.id().to_string()),
+        }
+    }
+
+    /// Each VM's settings, its devices' and its services' setting data,
+    /// and the links between them and to the VM and its devices (of the
+    /// VM whose id is `vm`, or of all).
+    fn settings(&self, repo: &Repository, vm: Option<&str>) -> (Vec<Instance>, Vec<Instance>) {
+        let (mut objects, mut links) = (Vec::new(), Vec::new());
+        for (row, _) in self
+            .vms
+            .iter()
+            .filter(|(row, _)| vm.is_none_or(|id| row.id.to_string().eq_ignore_ascii_case(id)))
+        {
+            let id = row.id.to_string();
+            let system = settings::system_settings(row);
+            let devices = self.devices(Some(&id));
+            let device_settings: Vec<Instance> = components::DEVICES
+                .iter()
+                .filter_map(|d| {
+                    let enabled = self.device_state(row, d);
+                    settings::device_settings(repo, d, row, enabled, self.host_items.get(&row.id))
+                })
+                .collect();
+            let services: Vec<Instance> = self
+                .services
+                .iter()
+                .filter(|s| s.system_name.eq_ignore_ascii_case(&id))
+                .map(settings::service_settings)
+                .collect();
+            links.extend(settings::links(
+                repo,
+                row,
+                &system,
+                &devices,
+                &device_settings,
+                &services,
+            ));
+            objects.push(system);
+            objects.extend(device_settings);
+            objects.extend(services);
+        }
+        (objects, links)
     }
 
     /// The effective state of service `guid` on `vm` (3 when unknown).
@@ -200,11 +270,9 @@ impl Snapshot {
         if wants(REGISTERED) {
             out.extend(self.registrations(repo, None));
         }
-        if wants(INTERFACE_SETTINGS) {
-            out.extend(self.vms.iter().map(|(vm, _)| interface_settings(vm)));
-        }
-        if wants(SERVICE_SETTINGS) {
-            out.extend(self.services.iter().map(service_settings));
+        if settings::classes().any(wants) {
+            let (objects, links) = self.settings(repo, None);
+            out.extend(objects.into_iter().chain(links).filter(|i| wants(&i.class)));
         }
         out.extend(self.jobs.iter().filter(|j| wants(&j.class)).cloned());
         out
@@ -237,6 +305,8 @@ impl Snapshot {
         }
         let mut links = self.registrations(repo, Some(vm_id));
         links.extend(self.system_devices(repo, Some(vm_id)));
+        let (settings, settings_links) = self.settings(repo, Some(vm_id));
+        links.extend(settings_links);
         let mut ends: Vec<Instance> = self
             .vms
             .iter()
@@ -249,6 +319,7 @@ impl Snapshot {
                 .iter()
                 .map(|s| from_api(repo, s)),
         );
+        ends.extend(settings);
         (links, ends)
     }
 
@@ -363,12 +434,14 @@ pub(crate) fn setting_id(vm_id: &str, what: &str) -> String {
 }
 
 /// The VM id and the rest of a setting data's InstanceID
-/// ([`setting_id`]'s inverse).
+/// ([`setting_id`]'s inverse; also Hyper-V's `Microsoft:VM-ID\\DEVICE`).
 pub(crate) fn setting_owner(instance_id: &str) -> Option<(&str, &str)> {
-    instance_id
-        .get(..SETTING_ID_PREFIX.len())
-        .filter(|p| p.eq_ignore_ascii_case(SETTING_ID_PREFIX))?;
-    instance_id[SETTING_ID_PREFIX.len()..].split_once('\\')
+    [SETTING_ID_PREFIX, MICROSOFT_ID_PREFIX].iter().find_map(|prefix| {
+        instance_id
+            .get(..prefix.len())
+            .filter(|p| p.eq_ignore_ascii_case(prefix))?;
+        instance_id[prefix.len()..].split_once('\\')
+    })
 }
 
 /// A VM as an Msvm_ComputerSystem: Name is its id, EnabledState 2 while
@@ -411,44 +484,6 @@ fn interface_state(vm: &VmRow) -> u16 {
     }
 }
 
-/// A VM's Msvm_GuestServiceInterfaceComponentSettingData: the interface
-/// switch and DefaultEnabledStatePolicy (`guestcomm vm set`).
-fn interface_settings(vm: &VmRow) -> Instance {
-    let state = interface_state(vm);
-    Instance {
-        class: INTERFACE_SETTINGS.into(),
-        properties: vec![
-            key(
-                "InstanceID",
-                &setting_id(&vm.id.to_string(), INTERFACE_DEVICE_ID),
-            ),
-            ("ElementName".into(), text("Guest Service Interface")),
-            ("EnabledState".into(), CimValue::Uint(u64::from(state))),
-            (
-                "DefaultEnabledStatePolicy".into(),
-                CimValue::Uint(u64::from(vm.default_policy.value())),
-            ),
-        ],
-    }
-}
-
-/// The Msvm_GuestCommunicationServiceSettingData of a service on a VM: its
-/// EnabledStatePolicy there (2, 3 or 8), the RequestedState of its object.
-fn service_settings(object: &GuestCommunicationService) -> Instance {
-    Instance {
-        class: SERVICE_SETTINGS.into(),
-        properties: vec![
-            key("InstanceID", &setting_id(&object.system_name, &object.name)),
-            ("ElementName".into(), text(&object.element_name)),
-            ("Name".into(), text(&object.name)),
-            (
-                "EnabledStatePolicy".into(),
-                CimValue::Uint(u64::from(object.requested_state)),
-            ),
-        ],
-    }
-}
-
 /// A service object of the JSON API as an instance of its
 /// CreationClassName: each of the class's properties from the JSON field
 /// of the same name, typed by the class (fields that are no CIM property,
@@ -477,10 +512,13 @@ pub(crate) fn from_api(repo: &Repository, object: &GuestCommunicationService) ->
 }
 
 /// The id of the VM `name` is or belongs to: the Name of an
-/// Msvm_ComputerSystem, else the SystemName key.
+/// Msvm_ComputerSystem, the VM in a setting data's InstanceID, else the
+/// SystemName key.
 pub(crate) fn vm_id_of<'a>(repo: &Repository, name: &'a InstanceName) -> Option<&'a str> {
     if repo.is_a(&name.class, COMPUTER_SYSTEM) {
         name.key_text("Name")
+    } else if repo.is_a(&name.class, "CIM_SettingData") {
+        settings::vm_id_of(repo, name)
     } else {
         name.key_text("SystemName")
     }

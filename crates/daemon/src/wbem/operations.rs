@@ -12,7 +12,6 @@ use guestcomm_cim::xml::request::{Call, ParamValue};
 use guestcomm_cim::xml::response::{self as enc, Shape};
 use guestcomm_cim::{CimError, CimStatus, Repository, NAMESPACE};
 
-use super::components::KVP_COMPONENT;
 use super::objects::{one_per_service, vm_id_of, Snapshot};
 use super::refusal::cim_error;
 use crate::state::State;
@@ -176,7 +175,7 @@ pub(super) async fn run(
             let list = a.property_list()?;
             let shape = instance_shape(&a, list.as_deref())?;
             let mut snapshot = Snapshot::read(state).await.map_err(|e| cim_error(&e))?;
-            snapshot.read_guest_items(state, repo, &name.class, vm_id_of(repo, name)).await;
+            snapshot.read_items(state, repo, Some(&name.class), vm_id_of(repo, name)).await;
             let found = snapshot.find(repo, name).ok_or_else(|| not_found(name))?;
             Ok(enc::instance(repo, &found, ns, &shape))
         }
@@ -190,7 +189,7 @@ pub(super) async fn run(
             let class = a.required_class(repo, "ClassName")?;
             let mut snapshot = Snapshot::read(state).await.map_err(|e| cim_error(&e))?;
             if !names_only {
-                snapshot.read_guest_items(state, repo, class, None).await;
+                snapshot.read_items(state, repo, Some(class), None).await;
             }
             let found = snapshot.instances_of(repo, class);
             if names_only {
@@ -235,7 +234,7 @@ pub(super) async fn run(
             };
             query.check(&type_of).map_err(bad)?;
             let mut snapshot = Snapshot::read(state).await.map_err(|e| cim_error(&e))?;
-            snapshot.read_guest_items(state, repo, &class.name, None).await;
+            snapshot.read_items(state, repo, Some(&class.name), None).await;
             let shape = Shape {
                 property_list: query.properties.as_deref(),
                 ..Shape::default()
@@ -310,9 +309,8 @@ async fn associations(
     let shape = instance_shape(a, list.as_deref())?;
     let mut snapshot = Snapshot::read(state).await.map_err(|e| cim_error(&e))?;
     if to_objects && !names_only {
-        let class = result_class.unwrap_or(KVP_COMPONENT);
         snapshot
-            .read_guest_items(state, repo, class, vm_id_of(repo, source))
+            .read_items(state, repo, result_class, vm_id_of(repo, source))
             .await;
     }
     if snapshot.find(repo, source).is_none() {
