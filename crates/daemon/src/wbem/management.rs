@@ -24,8 +24,8 @@ use guestcomm_protocol::ServiceId;
 
 use super::components::INTERFACE_DEVICE;
 use super::objects::{self, Snapshot};
-use super::settings::{INTERFACE_SETTINGS, SERVICE_SETTINGS};
 use super::refusal::return_code;
+use super::settings::{INTERFACE_SETTINGS, SERVICE_SETTINGS};
 use crate::audit;
 use crate::error::Error;
 use crate::limits::MAX_WBEM_ITEMS_PER_CALL;

@@ -436,12 +436,14 @@ pub(crate) fn setting_id(vm_id: &str, what: &str) -> String {
 /// The VM id and the rest of a setting data's InstanceID
 /// ([`setting_id`]'s inverse; also Hyper-V's `Microsoft:VM-ID\\DEVICE`).
 pub(crate) fn setting_owner(instance_id: &str) -> Option<(&str, &str)> {
-    [SETTING_ID_PREFIX, MICROSOFT_ID_PREFIX].iter().find_map(|prefix| {
-        instance_id
-            .get(..prefix.len())
-            .filter(|p| p.eq_ignore_ascii_case(prefix))?;
-        instance_id[prefix.len()..].split_once('\\')
-    })
+    [SETTING_ID_PREFIX, MICROSOFT_ID_PREFIX]
+        .iter()
+        .find_map(|prefix| {
+            instance_id
+                .get(..prefix.len())
+                .filter(|p| p.eq_ignore_ascii_case(prefix))?;
+            instance_id[prefix.len()..].split_once('\\')
+        })
 }
 
 /// A VM as an Msvm_ComputerSystem: Name is its id, EnabledState 2 while
