@@ -1,0 +1,455 @@
+//! Ansible through guestcomm: the collection in contrib/ansible is built
+//! with `ansible-galaxy collection build`, installed into a temporary
+//! collections path, and real playbooks (`tests/ansible/site.yml`) run
+//! through its connection plugin against a VM through guestcommd and
+//! against an agent directly; its inventory plugin lists guestcommd's VMs.
+//! The "guest" is this host (the agent runs here), so Python is there.
+//!
+//! Needs ansible-core: GUESTCOMM_ANSIBLE_BIN names the directory of its
+//! commands (else they are looked up in PATH). Without it the tests say
+//! SKIPPED loudly, and fail when GUESTCOMM_ANSIBLE_REQUIRED is set (.ci/run
+//! installs ansible-core into a venv under target/ and sets both).
+
+mod util;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+use util::daemon::Daemon;
+use util::users::TestUser;
+use util::{bin, wait_until, STARTUP_DEADLINE};
+
+/// Generous for a loaded CI machine: a playbook of a dozen tasks, each a
+/// few guestcomm runs and a Python start in the guest.
+const PLAYBOOK_DEADLINE: Duration = Duration::from_secs(600);
+
+/// The collection's source, in the repository.
+fn collection_source() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../contrib/ansible/ansible_collections/guestcomm/guestcomm")
+}
+
+/// The playbook and template of these tests.
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/ansible")
+}
+
+/// An ansible-core command: in GUESTCOMM_ANSIBLE_BIN, else from PATH.
+fn ansible_command(name: &str) -> PathBuf {
+    match std::env::var_os("GUESTCOMM_ANSIBLE_BIN") {
+        Some(dir) => Path::new(&dir).join(name),
+        None => PathBuf::from(name),
+    }
+}
+
+/// The collection installed for one test, with the private directories
+/// ansible-core writes to (never the caller's ~/.ansible).
+struct Ansible {
+    dir: tempfile::TempDir,
+}
+
+impl Ansible {
+    /// Builds and installs the collection; `None` (after saying so) without
+    /// ansible-core, a failure when GUESTCOMM_ANSIBLE_REQUIRED is set.
+    fn install(test: &str) -> Option<Self> {
+        let galaxy = ansible_command("ansible-galaxy");
+        let found = Command::new(&galaxy)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if !found {
+            assert!(
+                std::env::var_os("GUESTCOMM_ANSIBLE_REQUIRED").is_none(),
+                "GUESTCOMM_ANSIBLE_REQUIRED is set but `{} --version` fails",
+                galaxy.display()
+            );
+            eprintln!(
+                "*** {test}: SKIPPED: ansible-core is not installed (pip install ansible-core, then set GUESTCOMM_ANSIBLE_BIN; .ci/run does) ***"
+            );
+            return None;
+        }
+        let ansible = Self {
+            dir: tempfile::tempdir().expect("tempdir"),
+        };
+        for sub in ["build", "collections", "home", "local", "remote", "work"] {
+            std::fs::create_dir(ansible.dir.path().join(sub)).expect("mkdir");
+        }
+        let build = ansible.path("build");
+        ansible.ok(
+            "ansible-galaxy",
+            &[
+                "collection".as_ref(),
+                "build".as_ref(),
+                collection_source().as_os_str(),
+                "--output-path".as_ref(),
+                build.as_os_str(),
+            ],
+        );
+        let tarball = build.join("guestcomm-guestcomm-0.1.0.tar.gz");
+        ansible.ok(
+            "ansible-galaxy",
+            &[
+                "collection".as_ref(),
+                "install".as_ref(),
+                tarball.as_os_str(),
+                "-p".as_ref(),
+                ansible.path("collections").as_os_str(),
+            ],
+        );
+        Some(ansible)
+    }
+
+    fn path(&self, sub: &str) -> PathBuf {
+        self.dir.path().join(sub)
+    }
+
+    /// The directory the playbooks' files go to (in the "guest", this host).
+    fn work(&self) -> PathBuf {
+        self.path("work")
+    }
+
+    /// Runs an ansible-core command with the collection installed, killed
+    /// (by PID) past [`PLAYBOOK_DEADLINE`]; output goes through files, so a
+    /// chatty run never blocks on a full pipe.
+    fn run(&self, name: &str, args: &[&std::ffi::OsStr], env: &[(&str, &str)]) -> Output {
+        let stdout = self.path(&format!("{name}.stdout"));
+        let stderr = self.path(&format!("{name}.stderr"));
+        let mut child = Command::new(ansible_command(name))
+            .args(args)
+            .env("ANSIBLE_COLLECTIONS_PATH", self.path("collections"))
+            .env("ANSIBLE_HOME", self.path("home"))
+            .env("ANSIBLE_LOCAL_TEMP", self.path("local"))
+            .env("ANSIBLE_REMOTE_TMP", self.path("remote"))
+            .env("ANSIBLE_NOCOLOR", "1")
+            .env("ANSIBLE_RETRY_FILES_ENABLED", "0")
+            .env("ANSIBLE_PYTHON_INTERPRETER", guest_python())
+            .env("ANSIBLE_GUESTCOMM_PATH", bin("guestcomm"))
+            .env_remove("GUESTCOMM_API")
+            .envs(env.iter().copied())
+            .current_dir(self.dir.path())
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&stdout).expect("create stdout file"))
+            .stderr(std::fs::File::create(&stderr).expect("create stderr file"))
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {name}: {e}"));
+        let exited = wait_until(PLAYBOOK_DEADLINE, || {
+            matches!(child.try_wait(), Ok(Some(_)))
+        });
+        if !exited {
+            let _ = child.kill();
+        }
+        let status = child.wait().expect("wait for ansible");
+        assert!(exited, "{name} {args:?} outlived its deadline; killed");
+        Output {
+            status,
+            stdout: std::fs::read(stdout).expect("read stdout"),
+            stderr: std::fs::read(stderr).expect("read stderr"),
+        }
+    }
+
+    /// Same, asserting success.
+    fn ok(&self, name: &str, args: &[&std::ffi::OsStr]) -> Output {
+        let out = self.run(name, args, &[]);
+        assert!(
+            out.status.success(),
+            "{name} {args:?} failed:\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+
+    /// Writes an INI inventory of `lines` and runs tests/ansible/site.yml
+    /// against it at -vvv; returns stdout (each exec the connection makes
+    /// is an "<host> EXEC " line of it).
+    fn play(&self, lines: &str, user: &str, pipelining: bool) -> String {
+        let inventory = self.path("hosts.ini");
+        std::fs::write(&inventory, lines).expect("write the inventory");
+        let extra = format!(
+            "work={} become_test_user={user}",
+            self.work().to_str().expect("utf-8 path")
+        );
+        let playbook = fixtures().join("site.yml");
+        let out = self.run(
+            "ansible-playbook",
+            &[
+                "-vvv".as_ref(),
+                "-i".as_ref(),
+                inventory.as_os_str(),
+                "-e".as_ref(),
+                extra.as_ref(),
+                playbook.as_os_str(),
+            ],
+            &[(
+                "ANSIBLE_PIPELINING",
+                if pipelining { "True" } else { "False" },
+            )],
+        );
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "the playbook failed (pipelining {pipelining}):\n{stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        stdout
+    }
+}
+
+/// An INI inventory of VM web1 of `daemon`, through the connection plugin.
+fn web1_inventory(daemon: &Daemon) -> String {
+    format!(
+        "web1 ansible_connection=guestcomm.guestcomm.guestcomm ansible_guestcomm_api={}\n",
+        daemon.api()
+    )
+}
+
+/// The guest's (this host's) Python: the system's, where discovery could
+/// pick a shim of a per-user version manager found first in PATH.
+fn guest_python() -> &'static str {
+    if Path::new("/usr/bin/python3").exists() {
+        "/usr/bin/python3"
+    } else {
+        "auto_silent"
+    }
+}
+
+/// How many times the connection ran `guestcomm exec` for `host`.
+fn execs_of(stdout: &str, host: &str) -> usize {
+    stdout.matches(&format!("<{host}> EXEC ")).count()
+}
+
+/// The exec records of VM `vm` in the audit log.
+fn audited_execs(daemon: &Daemon, vm: &str) -> Vec<Value> {
+    daemon
+        .audit_settled(&["--vm", vm])
+        .into_iter()
+        .filter(|r| r["operation"] == "exec")
+        .collect()
+}
+
+/// The copies into VM `vm` of an Ansible module file (no pipelining).
+fn module_uploads(daemon: &Daemon, vm: &str) -> usize {
+    daemon
+        .audit_settled(&["--vm", vm])
+        .iter()
+        .filter(|r| {
+            r["operation"] == "cp.to_guest"
+                && r["arguments"]
+                    .as_str()
+                    .is_some_and(|a| a.contains("AnsiballZ_"))
+        })
+        .count()
+}
+
+/// Waits until guestcommd has seen VM `vm`'s agent answer.
+fn wait_for_ok(daemon: &Daemon, vm: &str) {
+    assert!(
+        wait_until(STARTUP_DEADLINE, || {
+            daemon.json(&["vm", "show", vm])["health"]["status"] == "OK"
+        }),
+        "VM {vm} never became OK"
+    );
+}
+
+/// ansible-core 2.19 prints inventory strings as {"__ansible_unsafe": s}
+/// (not to be templated); older versions print s.
+fn plain(value: &Value) -> Value {
+    match value {
+        Value::Object(map) if map.len() == 1 && map.contains_key("__ansible_unsafe") => {
+            plain(&map["__ansible_unsafe"])
+        }
+        Value::Object(map) => map.iter().map(|(k, v)| (k.clone(), plain(v))).collect(),
+        Value::Array(items) => items.iter().map(plain).collect(),
+        other => other.clone(),
+    }
+}
+
+#[test]
+fn a_playbook_runs_in_a_vm_through_the_daemon_and_directly_to_its_agent() {
+    let Some(ansible) =
+        Ansible::install("a_playbook_runs_in_a_vm_through_the_daemon_and_directly_to_its_agent")
+    else {
+        return;
+    };
+    let daemon = Daemon::start("1s");
+    let (_agent, endpoint) = daemon.agent_vm("web1");
+    let user = TestUser::create("ans");
+    let user_name = user.as_ref().map_or("root", |u| u.name.as_str());
+    let vm_line = web1_inventory(&daemon);
+
+    let unpiped = ansible.play(&vm_line, user_name, false);
+    let execs = audited_execs(&daemon, "web1");
+    assert_eq!(
+        execs.len(),
+        execs_of(&unpiped, "web1"),
+        "every exec of the play is in the audit log: {execs:#?}"
+    );
+    let uploads = module_uploads(&daemon, "web1");
+    for record in &execs {
+        // The caller: the guestcomm process the connection started, as root.
+        assert_eq!(record["uid"], 0, "{record}");
+        assert!(record["pid"].as_u64().is_some_and(|p| p > 0), "{record}");
+        assert!(
+            record["arguments"]
+                .as_str()
+                .is_some_and(|a| a.starts_with("/bin/sh -c ")),
+            "{record}"
+        );
+    }
+    let fetched = ansible.work().join("fetched/web1.txt");
+    assert_eq!(
+        std::fs::read_to_string(&fetched).expect("the fetched file"),
+        "rendered for web1 on Linux\n"
+    );
+
+    let piped = ansible.play(&vm_line, user_name, true);
+    let all = audited_execs(&daemon, "web1");
+    assert_eq!(
+        all.len() - execs.len(),
+        execs_of(&piped, "web1"),
+        "every exec of the pipelined play is in the audit log"
+    );
+    // ansible-core never pipelines `su` (its become plugin says so): only
+    // the play's two su tasks still copy their module in.
+    assert_eq!(
+        module_uploads(&daemon, "web1") - uploads,
+        2,
+        "with pipelining, only the su tasks copy their module in"
+    );
+    assert!(uploads > 2);
+
+    // The same play straight to the agent: guestcommd sees none of it.
+    let direct_line = format!(
+        "direct ansible_connection=guestcomm.guestcomm.guestcomm ansible_guestcomm_agent_address={endpoint}\n"
+    );
+    std::fs::remove_file(&fetched).expect("remove the fetched file");
+    for pipelining in [false, true] {
+        let out = ansible.play(&direct_line, user_name, pipelining);
+        assert!(execs_of(&out, "direct") > 0);
+    }
+    assert_eq!(
+        std::fs::read_to_string(ansible.work().join("fetched/direct.txt"))
+            .expect("the fetched file"),
+        "rendered for direct on Linux\n"
+    );
+    assert_eq!(audited_execs(&daemon, "web1").len(), all.len());
+}
+
+#[test]
+fn a_host_policy_refusing_the_shell_fails_the_play_with_its_message() {
+    let Some(ansible) =
+        Ansible::install("a_host_policy_refusing_the_shell_fails_the_play_with_its_message")
+    else {
+        return;
+    };
+    let daemon = Daemon::start("1s");
+    let (_agent, _) = daemon.agent_vm("web1");
+    let policy = ansible.path("policy.toml");
+    std::fs::write(
+        &policy,
+        "[exec]\nallow = [{ program = \"/usr/bin/uptime\", args = [] }]\n",
+    )
+    .expect("write the policy");
+    daemon.ok(&[
+        "policy",
+        "set",
+        "web1",
+        policy.to_str().expect("utf-8 path"),
+    ]);
+    let inventory = ansible.path("hosts.ini");
+    std::fs::write(&inventory, web1_inventory(&daemon)).expect("write the inventory");
+    let out = ansible.run(
+        "ansible-playbook",
+        &[
+            "-i".as_ref(),
+            inventory.as_os_str(),
+            "-e".as_ref(),
+            "work=/nonexistent become_test_user=root".as_ref(),
+            fixtures().join("site.yml").as_os_str(),
+        ],
+        &[],
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "the play passed:\n{stdout}");
+    assert!(
+        stdout.contains(
+            "refused by the host policy of VM web1: program \\\"/bin/sh\\\" is not in the exec allow-list"
+        ),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let refused = audited_execs(&daemon, "web1");
+    assert!(
+        !refused.is_empty() && refused.iter().all(|r| r["outcome"] == "refused"),
+        "{refused:#?}"
+    );
+}
+
+#[test]
+fn the_inventory_lists_the_daemons_vms_with_their_guest_data() {
+    let Some(ansible) =
+        Ansible::install("the_inventory_lists_the_daemons_vms_with_their_guest_data")
+    else {
+        return;
+    };
+    let daemon = Daemon::start("1s");
+    let (_agent, endpoint) = daemon.agent_vm("web1");
+    daemon.add_unreachable_vm("gone");
+    wait_for_ok(&daemon, "web1");
+    let id = daemon.json(&["vm", "show", "web1"])["id"].clone();
+    let file = ansible.path("guestcomm.yml");
+    // The same endpoint twice: its VMs are listed once.
+    std::fs::write(
+        &file,
+        format!(
+            "plugin: guestcomm.guestcomm.guestcomm\nguestcomm_path: {}\nendpoints:\n  - api: {api}\n  - {api}\n",
+            bin("guestcomm").display(),
+            api = daemon.api()
+        ),
+    )
+    .expect("write guestcomm.yml");
+    let out = ansible.ok(
+        "ansible-inventory",
+        &["-i".as_ref(), file.as_os_str(), "--list".as_ref()],
+    );
+    let list: Value = plain(&serde_json::from_slice(&out.stdout).expect("JSON inventory"));
+    let web1 = &list["_meta"]["hostvars"]["web1"];
+    assert_eq!(web1["guestcomm_id"], id, "{list:#}");
+    assert_eq!(web1["guestcomm_status"], "OK");
+    assert_eq!(web1["guestcomm_endpoint"], endpoint.as_str());
+    assert_eq!(web1["ansible_connection"], "guestcomm.guestcomm.guestcomm");
+    assert_eq!(web1["ansible_guestcomm_api"], daemon.api().as_str());
+    let kvp = &web1["guestcomm_kvp"];
+    assert!(
+        kvp["OSName"].as_str().is_some_and(|s| !s.is_empty()),
+        "{kvp:#}"
+    );
+    assert!(kvp.get("NetworkAddressIPv4").is_some(), "{kvp:#}");
+    let gone = &list["_meta"]["hostvars"]["gone"];
+    assert_eq!(gone["guestcomm_kvp"], Value::Null, "{list:#}");
+    assert_ne!(gone["guestcomm_status"], "OK");
+    let hosts = |group: &str| list[group]["hosts"].clone();
+    assert_eq!(hosts("guestcomm_status_ok"), serde_json::json!(["web1"]));
+    let mut every = hosts("guestcomm")
+        .as_array()
+        .expect("group guestcomm")
+        .clone();
+    every.sort_by_key(|h| h.to_string());
+    assert_eq!(every, [Value::from("gone"), Value::from("web1")]);
+
+    // The inventory's variables are enough to reach the VM.
+    let ping = ansible.ok(
+        "ansible",
+        &[
+            "-i".as_ref(),
+            file.as_os_str(),
+            "guestcomm_status_ok".as_ref(),
+            "-m".as_ref(),
+            "ansible.builtin.ping".as_ref(),
+        ],
+    );
+    let ping = String::from_utf8_lossy(&ping.stdout);
+    assert!(ping.contains("web1 | SUCCESS"), "{ping}");
+}
