@@ -2,8 +2,12 @@
 //! with `ansible-galaxy collection build`, installed into a temporary
 //! collections path, and real playbooks (`tests/ansible/site.yml`) run
 //! through its connection plugin against a VM through guestcommd and
-//! against an agent directly; its inventory plugin lists guestcommd's VMs.
-//! The "guest" is this host (the agent runs here), so Python is there.
+//! against an agent directly (every exec in the audit log), through a
+//! remote guestcommd over mutual TLS (an operator served, a viewer
+//! refused); a host policy, a disabled service and an unknown VM fail with
+//! the daemon's message; the inventory plugin lists guestcommd's VMs; both
+//! plugins document every option. The "guest" is this host (the agent runs
+//! here), so Python is there.
 //!
 //! Needs ansible-core: GUESTCOMM_ANSIBLE_BIN names the directory of its
 //! commands (else they are looked up in PATH). Without it the tests say
@@ -18,6 +22,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use util::daemon::Daemon;
+use util::tls::{Ca, TlsDaemon};
 use util::users::TestUser;
 use util::{bin, wait_until, STARTUP_DEADLINE};
 
@@ -53,7 +58,10 @@ struct Ansible {
 impl Ansible {
     /// Builds and installs the collection; `None` (after saying so) without
     /// ansible-core, a failure when GUESTCOMM_ANSIBLE_REQUIRED is set.
-    fn install(test: &str) -> Option<Self> {
+    fn install() -> Option<Self> {
+        // The test harness names each test's thread after the test.
+        let thread = std::thread::current();
+        let test = thread.name().unwrap_or("ansible");
         let galaxy = ansible_command("ansible-galaxy");
         let found = Command::new(&galaxy)
             .arg("--version")
@@ -215,6 +223,23 @@ fn guest_python() -> &'static str {
     }
 }
 
+impl Ansible {
+    /// Runs the ad hoc `ansible PATTERN -m MODULE [-a ARGS]` against an INI
+    /// inventory of `lines` (not asserting success).
+    fn adhoc(&self, lines: &str, pattern: &str, module: &[&str], env: &[(&str, &str)]) -> Output {
+        let inventory = self.path("adhoc.ini");
+        std::fs::write(&inventory, lines).expect("write the inventory");
+        let mut args: Vec<&std::ffi::OsStr> = vec![
+            "-i".as_ref(),
+            inventory.as_os_str(),
+            pattern.as_ref(),
+            "-m".as_ref(),
+        ];
+        args.extend(module.iter().map(std::ffi::OsStr::new));
+        self.run("ansible", &args, env)
+    }
+}
+
 /// How many times the connection ran `guestcomm exec` for `host`.
 fn execs_of(stdout: &str, host: &str) -> usize {
     stdout.matches(&format!("<{host}> EXEC ")).count()
@@ -268,9 +293,7 @@ fn plain(value: &Value) -> Value {
 
 #[test]
 fn a_playbook_runs_in_a_vm_through_the_daemon_and_directly_to_its_agent() {
-    let Some(ansible) =
-        Ansible::install("a_playbook_runs_in_a_vm_through_the_daemon_and_directly_to_its_agent")
-    else {
+    let Some(ansible) = Ansible::install() else {
         return;
     };
     let daemon = Daemon::start("1s");
@@ -338,10 +361,8 @@ fn a_playbook_runs_in_a_vm_through_the_daemon_and_directly_to_its_agent() {
 }
 
 #[test]
-fn a_host_policy_refusing_the_shell_fails_the_play_with_its_message() {
-    let Some(ansible) =
-        Ansible::install("a_host_policy_refusing_the_shell_fails_the_play_with_its_message")
-    else {
+fn refusals_fail_the_task_with_the_daemons_message() {
+    let Some(ansible) = Ansible::install() else {
         return;
     };
     let daemon = Daemon::start("1s");
@@ -385,13 +406,150 @@ fn a_host_policy_refusing_the_shell_fails_the_play_with_its_message() {
         !refused.is_empty() && refused.iter().all(|r| r["outcome"] == "refused"),
         "{refused:#?}"
     );
+
+    // The exec service disabled for the VM: the task fails with the daemon's word.
+    daemon.ok(&["policy", "set", "web1", "/dev/null"]);
+    daemon.ok(&["service", "disable", "exec", "--vm", "web1"]);
+    let out = ansible.adhoc(&web1_inventory(&daemon), "web1", &["ping"], &[]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("web1 | FAILED!")
+            && stdout.contains(
+                "Command Execution (00004744-facb-11e6-bd58-64006a7986d3) is disabled for VM web1"
+            ),
+        "{stdout}"
+    );
+
+    // A VM guestcommd does not know, and one whose agent is gone: unreachable.
+    daemon.add_unreachable_vm("gone");
+    let lines = format!(
+        "[all:vars]\nansible_connection=guestcomm.guestcomm.guestcomm\nansible_guestcomm_api={}\n[vms]\nnosuch\ngone\n",
+        daemon.api()
+    );
+    let out = ansible.adhoc(&lines, "vms", &["ping"], &[]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("nosuch | UNREACHABLE!") && stdout.contains(r#"no VM named \"nosuch\""#),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("gone | UNREACHABLE!")
+            && stdout.contains("cannot reach the agent of VM gone"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn a_remote_daemon_over_mutual_tls_serves_an_operator_and_refuses_a_viewer() {
+    let Some(ansible) = Ansible::install() else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca = Ca::with_server(dir.path());
+    let (daemon, _agent, holders) = TlsDaemon::with_three_roles_and_vm1(dir, &ca);
+
+    let files = daemon.dir.path();
+    let holder = |alias: &str, who: &str| {
+        format!(
+            "{alias} ansible_host=vm1 ansible_guestcomm_api_cert={} ansible_guestcomm_api_key={}\n",
+            files.join(format!("{who}.crt")).display(),
+            files.join(format!("{who}.key")).display()
+        )
+    };
+    // The API and its CA from the environment, each holder's files from
+    // the inventory.
+    let lines = format!(
+        "[all:vars]\nansible_connection=guestcomm.guestcomm.guestcomm\n[vms]\n{}{}",
+        holder("as_operator", "operator"),
+        holder("as_viewer", "viewer")
+    );
+    let ca_file = files.join("ca.crt");
+    let out = ansible.adhoc(
+        &lines,
+        "vms",
+        &["command", "-a", "whoami"],
+        &[
+            ("ANSIBLE_GUESTCOMM_API", daemon.addr.as_str()),
+            (
+                "ANSIBLE_GUESTCOMM_API_CA",
+                ca_file.to_str().expect("utf-8 path"),
+            ),
+        ],
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("as_operator | CHANGED | rc=0 >>\nroot"),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("as_viewer | UNREACHABLE!")
+            && stdout.contains("needs the operator role")
+            && stdout.contains(&holders.viewer),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn the_plugins_document_every_option_with_its_variable_environment_and_ini_key() {
+    let Some(ansible) = Ansible::install() else {
+        return;
+    };
+    let doc = |kind: &str| -> Value {
+        let out = ansible.ok(
+            "ansible-doc",
+            &[
+                "-t".as_ref(),
+                kind.as_ref(),
+                "--json".as_ref(),
+                "guestcomm.guestcomm.guestcomm".as_ref(),
+            ],
+        );
+        let all: Value = serde_json::from_slice(&out.stdout).expect("ansible-doc JSON");
+        all["guestcomm.guestcomm.guestcomm"]["doc"].clone()
+    };
+    let connection = doc("connection");
+    let options = &connection["options"];
+    for name in [
+        "guestcomm_path",
+        "api",
+        "api_cert",
+        "api_key",
+        "api_ca",
+        "agent_address",
+        "identity",
+        "remote_user",
+        "pipelining",
+    ] {
+        let option = &options[name];
+        assert!(option["description"].is_array(), "{name}: {option:#}");
+        for source in ["vars", "env", "ini"] {
+            assert!(
+                option[source].as_array().is_some_and(|s| !s.is_empty()),
+                "option {name} has no {source}: {option:#}"
+            );
+        }
+    }
+    let inventory = doc("inventory");
+    for name in [
+        "plugin",
+        "guestcomm_path",
+        "endpoints",
+        "kvp",
+        "timeout",
+        "keyed_groups",
+    ] {
+        assert!(
+            inventory["options"][name].is_object(),
+            "{name}: {inventory:#}"
+        );
+    }
 }
 
 #[test]
 fn the_inventory_lists_the_daemons_vms_with_their_guest_data() {
-    let Some(ansible) =
-        Ansible::install("the_inventory_lists_the_daemons_vms_with_their_guest_data")
-    else {
+    let Some(ansible) = Ansible::install() else {
         return;
     };
     let daemon = Daemon::start("1s");

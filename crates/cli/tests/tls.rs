@@ -9,135 +9,10 @@
 
 mod util;
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output};
 
-use rcgen::{
-    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
-    KeyPair,
-};
-use util::daemon::AgentAt;
-
-/// A CA that writes certificates and keys as PEM files into a directory.
-struct Ca {
-    issuer: CertifiedIssuer<'static, KeyPair>,
-    dir: PathBuf,
-}
-
-impl Ca {
-    fn new(dir: &Path, name: &str) -> Self {
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.distinguished_name.push(DnType::CommonName, name);
-        let issuer = CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap();
-        std::fs::write(dir.join(format!("{name}.crt")), issuer.pem()).unwrap();
-        Ca {
-            issuer,
-            dir: dir.to_path_buf(),
-        }
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.join(name)
-    }
-
-    /// Issues `name.crt` and `name.key`; returns the certificate's fingerprint.
-    fn issue(&self, name: &str, sans: &[&str], usage: ExtendedKeyUsagePurpose) -> String {
-        let sans: Vec<String> = sans.iter().map(|s| s.to_string()).collect();
-        let mut params = CertificateParams::new(sans).unwrap();
-        params.distinguished_name.push(DnType::CommonName, name);
-        params.extended_key_usages = vec![usage];
-        let key = KeyPair::generate().unwrap();
-        let cert = params.signed_by(&key, &self.issuer).unwrap();
-        std::fs::write(self.path(&format!("{name}.crt")), cert.pem()).unwrap();
-        let key_path = self.path(&format!("{name}.key"));
-        std::fs::write(&key_path, key.serialize_pem()).unwrap();
-        let private = std::os::unix::fs::PermissionsExt::from_mode(0o600);
-        std::fs::set_permissions(&key_path, private).unwrap();
-        guestcomm_api::tls::fingerprint(cert.der())
-    }
-}
-
-/// guestcommd on 127.0.0.1 with mutual TLS, killed by PID when dropped.
-struct TlsDaemon {
-    child: Child,
-    addr: String,
-    dir: tempfile::TempDir,
-}
-
-impl Drop for TlsDaemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    probe.local_addr().unwrap().port()
-}
-
-impl Ca {
-    /// A CA in `dir` that issued the daemon's server certificate for 127.0.0.1.
-    fn with_server(dir: &std::path::Path) -> Self {
-        let ca = Ca::new(dir, "ca");
-        ca.issue(
-            "server",
-            &["127.0.0.1"],
-            ExtendedKeyUsagePurpose::ServerAuth,
-        );
-        ca
-    }
-}
-
-impl TlsDaemon {
-    fn start(dir: tempfile::TempDir, config: &str) -> Self {
-        let config_path = dir.path().join("guestcommd.toml");
-        std::fs::write(&config_path, config).unwrap();
-        let port = free_port();
-        let child = Command::new(util::bin("guestcommd"))
-            .arg("--state")
-            .arg(dir.path().join("state"))
-            .args([
-                "--api",
-                &format!("tcp://127.0.0.1:{port}"),
-                "--heartbeat-interval",
-                "off",
-            ])
-            .arg("--config")
-            .arg(&config_path)
-            .env("GUESTCOMM_LOG", "error")
-            .stdin(Stdio::null())
-            .spawn()
-            .unwrap();
-        assert!(
-            util::wait_until(util::STARTUP_DEADLINE, || {
-                std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-            }),
-            "guestcommd did not start listening"
-        );
-        TlsDaemon {
-            child,
-            addr: format!("tcp://127.0.0.1:{port}"),
-            dir,
-        }
-    }
-
-    /// `guestcomm ARGS...` as the holder of certificate `who`.
-    fn cli(&self, who: Option<&str>, args: &[&str]) -> Output {
-        let mut c = Command::new(util::bin("guestcomm"));
-        c.env("GUESTCOMM_API", &self.addr)
-            .args(args)
-            .stdin(Stdio::null());
-        if let Some(who) = who {
-            let p = |ext: &str| self.dir.path().join(format!("{who}.{ext}"));
-            c.env("GUESTCOMM_API_CERT", p("crt"))
-                .env("GUESTCOMM_API_KEY", p("key"))
-                .env("GUESTCOMM_API_CA", self.dir.path().join("ca.crt"));
-        }
-        c.output().unwrap()
-    }
-}
+use rcgen::ExtendedKeyUsagePurpose;
+use util::tls::{tls_config, Ca, RoleHolders, TlsDaemon};
 
 fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
@@ -150,43 +25,19 @@ fn assert_fails_on_one_line(out: &Output, code: i32, expected: &str) {
     assert_eq!(err.trim_end().lines().count(), 1, "{err}");
 }
 
-/// The daemon's configuration: `[api.tls]` with the files in `d`, then `roles`.
-fn tls_config(d: &Path, roles: &str) -> String {
-    format!(
-        "[api.tls]\ncert = \"{}\"\nkey = \"{}\"\nclient_ca = \"{}\"\n[roles]\n{roles}",
-        d.join("server.crt").display(),
-        d.join("server.key").display(),
-        d.join("ca.crt").display(),
-    )
-}
-
 #[test]
 fn client_certificates_map_to_roles_and_others_are_refused_at_the_handshake() {
     let dir = tempfile::tempdir().unwrap();
     let ca = Ca::with_server(dir.path());
     let client = ExtendedKeyUsagePurpose::ClientAuth;
-    let admin = ca.issue("admin", &[], client.clone());
-    let viewer = ca.issue("viewer", &[], client.clone());
-    let operator = ca.issue("operator", &[], client.clone());
     ca.issue("stranger", &[], client.clone());
     let rogue = Ca::new(dir.path(), "rogue");
     rogue.issue("intruder", &[], client);
     // The intruder presents its own CA's certificate but trusts ours.
-    let d = dir.path();
-    let config = tls_config(
-        d,
-        &format!("admin = {{ certificates = [\"{admin}\"] }}\noperator = {{ certificates = [\"{operator}\"] }}\nviewer = {{ certificates = [\"{viewer}\"] }}\n"),
-    );
-    let socket = d.join("agent.sock");
-    let _agent = AgentAt::start(&socket);
-    let daemon = TlsDaemon::start(dir, &config);
-    let endpoint = format!("unix://{}", socket.display());
-
-    let out = daemon.cli(
-        Some("admin"),
-        &["vm", "add", "vm1", "--endpoint", &endpoint],
-    );
-    assert!(out.status.success(), "{}", stderr(&out));
+    let (daemon, _agent, holders) = TlsDaemon::with_three_roles_and_vm1(dir, &ca);
+    let RoleHolders {
+        operator, viewer, ..
+    } = holders;
 
     let out = daemon.cli(Some("viewer"), &["vm", "list"]);
     assert!(
