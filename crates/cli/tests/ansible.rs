@@ -62,27 +62,29 @@ impl Ansible {
         // The test harness names each test's thread after the test.
         let thread = std::thread::current();
         let test = thread.name().unwrap_or("ansible");
-        let galaxy = ansible_command("ansible-galaxy");
-        let found = Command::new(&galaxy)
-            .arg("--version")
-            .output()
-            .is_ok_and(|o| o.status.success());
-        if !found {
-            assert!(
-                std::env::var_os("GUESTCOMM_ANSIBLE_REQUIRED").is_none(),
-                "GUESTCOMM_ANSIBLE_REQUIRED is set but `{} --version` fails",
-                galaxy.display()
-            );
-            eprintln!(
-                "*** {test}: SKIPPED: ansible-core is not installed (pip install ansible-core, then set GUESTCOMM_ANSIBLE_BIN; .ci/run does) ***"
-            );
-            return None;
-        }
         let ansible = Self {
             dir: tempfile::tempdir().expect("tempdir"),
         };
         for sub in ["build", "collections", "home", "local", "remote", "work"] {
             std::fs::create_dir(ansible.dir.path().join(sub)).expect("mkdir");
+        }
+        let found = ansible
+            .command("ansible-galaxy")
+            .arg("--version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !found {
+            assert!(
+                std::env::var_os("GUESTCOMM_ANSIBLE_REQUIRED").is_none(),
+                "GUESTCOMM_ANSIBLE_REQUIRED is set but `{} --version` fails",
+                ansible_command("ansible-galaxy").display()
+            );
+            eprintln!(
+                "*** {test}: SKIPPED: ansible-core is not installed (pip install ansible-core, then set GUESTCOMM_ANSIBLE_BIN; .ci/run does) ***"
+            );
+            return None;
         }
         let build = ansible.path("build");
         ansible.ok(
@@ -118,14 +120,11 @@ impl Ansible {
         self.path("work")
     }
 
-    /// Runs an ansible-core command with the collection installed, killed
-    /// (by PID) past [`PLAYBOOK_DEADLINE`]; output goes through files, so a
-    /// chatty run never blocks on a full pipe.
-    fn run(&self, name: &str, args: &[&std::ffi::OsStr], env: &[(&str, &str)]) -> Output {
-        let stdout = self.path(&format!("{name}.stdout"));
-        let stderr = self.path(&format!("{name}.stderr"));
-        let mut child = Command::new(ansible_command(name))
-            .args(args)
+    /// An ansible-core command with the collection installed, writing only
+    /// in this test's directory, not started.
+    fn command(&self, name: &str) -> Command {
+        let mut command = Command::new(ansible_command(name));
+        command
             .env("ANSIBLE_COLLECTIONS_PATH", self.path("collections"))
             .env("ANSIBLE_HOME", self.path("home"))
             .env("ANSIBLE_LOCAL_TEMP", self.path("local"))
@@ -135,9 +134,21 @@ impl Ansible {
             .env("ANSIBLE_PYTHON_INTERPRETER", guest_python())
             .env("ANSIBLE_GUESTCOMM_PATH", bin("guestcomm"))
             .env_remove("GUESTCOMM_API")
-            .envs(env.iter().copied())
             .current_dir(self.dir.path())
-            .stdin(Stdio::null())
+            .stdin(Stdio::null());
+        command
+    }
+
+    /// Runs an ansible-core command with the collection installed, killed
+    /// (by PID) past [`PLAYBOOK_DEADLINE`]; output goes through files, so a
+    /// chatty run never blocks on a full pipe.
+    fn run(&self, name: &str, args: &[&std::ffi::OsStr], env: &[(&str, &str)]) -> Output {
+        let stdout = self.path(&format!("{name}.stdout"));
+        let stderr = self.path(&format!("{name}.stderr"));
+        let mut child = self
+            .command(name)
+            .args(args)
+            .envs(env.iter().copied())
             .stdout(std::fs::File::create(&stdout).expect("create stdout file"))
             .stderr(std::fs::File::create(&stderr).expect("create stderr file"))
             .spawn()
