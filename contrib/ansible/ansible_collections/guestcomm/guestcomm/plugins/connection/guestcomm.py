@@ -180,7 +180,11 @@ GUESTCOMM_FAILED = 125
 # exec: the agent could not or would not run the command (policy,
 # permission, working directory, user), or the program does not exist.
 EXEC_REFUSED = (126, 127)
-# Every line guestcomm prints about its own failure starts so.
+# Every line guestcomm prints about its own failure starts so, and comes
+# after everything the guest command wrote: with one of the codes above as
+# the exit status, a last stderr line so prefixed is guestcomm's, not the
+# command's (a command exiting 126 or 127 whose own last line begins
+# "guestcomm: " would be taken for a refusal).
 GUESTCOMM_PREFIX = b"guestcomm: "
 
 
