@@ -107,6 +107,18 @@ fn pywbem_enumerates_the_services_classes_and_registered_guest_service_associati
 }
 
 #[test]
+fn keys_match_in_any_case_and_with_braced_guids_as_wmi_compares_them() {
+    if !have_pywbem("keys_match") {
+        return;
+    }
+    let w = Wbem::start("admin");
+    assert!(w.script("wbem_keys.py", &["web1"]).contains("keys ok"));
+    // The braced, upper-case TargetSystem reached the VM's host pool.
+    let listed = w.daemon.json(&["kvp", "list", "web1"]);
+    assert!(listed.to_string().contains("braced"), "{listed}");
+}
+
+#[test]
 fn request_state_change_from_pywbem_closes_exec_and_connect_then_reopens_them() {
     if !have_pywbem("request_state_change") {
         return;
