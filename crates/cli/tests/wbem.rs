@@ -205,6 +205,86 @@ fn copy_files_to_guest_runs_a_job_that_pywbem_polls_to_completion() {
     assert_eq!(copies, ["ok", "failed", "failed", "ok"], "{audit:#?}");
 }
 
+/// A 64 KiB tmpfs mounted on a directory, unmounted when dropped.
+struct SmallTmpfs(PathBuf);
+
+impl SmallTmpfs {
+    /// Mounts one on `dir`; `None` where mounting is not allowed.
+    fn mount(dir: &Path) -> Option<Self> {
+        let mounted = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=64k", "tmpfs"])
+            .arg(dir)
+            .output()
+            .is_ok_and(|o| o.status.success());
+        mounted.then(|| Self(dir.to_path_buf()))
+    }
+}
+
+impl Drop for SmallTmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).output();
+    }
+}
+
+#[test]
+fn copy_jobs_fail_in_hyper_v_words_and_stop_on_terminate_or_kill() {
+    if !have_pywbem("copy_jobs_fail") {
+        return;
+    }
+    let w = Wbem::start("admin");
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("payload.bin");
+    std::fs::write(&src, vec![7u8; 100_000]).unwrap();
+    std::fs::write(dir.path().join("exists.bin"), b"old").unwrap();
+    let pid = w.agent.as_ref().unwrap().pid().to_string();
+    // A full disk: a 64 KiB tmpfs, where one can be mounted (root).
+    let full = tempfile::tempdir().unwrap();
+    let tmpfs = SmallTmpfs::mount(full.path());
+    let full_dir = if tmpfs.is_some() {
+        full.path().to_str().unwrap()
+    } else {
+        eprintln!(
+            "*** copy_jobs_fail: no tmpfs could be mounted: the disk-full case is not run ***"
+        );
+        "-"
+    };
+    let out = w.script(
+        "wbem_job.py",
+        &[
+            "web1",
+            src.to_str().unwrap(),
+            dir.path().to_str().unwrap(),
+            &pid,
+            full_dir,
+        ],
+    );
+    drop(tmpfs);
+    assert!(out.contains("job ok"), "{out}");
+    assert_eq!(
+        std::fs::read(dir.path().join("exists.bin")).unwrap(),
+        b"old"
+    );
+    // Nothing of the stopped copies in the guest: no file, no temporary file
+    // (the agent, resumed, sees the dropped connections).
+    let leftovers = || -> Vec<String> {
+        std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n != "payload.bin" && n != "exists.bin")
+            .collect()
+    };
+    assert!(
+        wait_until(STARTUP_DEADLINE, || leftovers().is_empty()),
+        "left in the guest: {:?}",
+        leftovers()
+    );
+    // The agent still serves after being stopped.
+    assert_eq!(
+        w.daemon.run(&["exec", "web1", "--", "true"]).status.code(),
+        Some(0)
+    );
+}
+
 #[test]
 fn bad_requests_get_cim_errors_and_the_daemon_keeps_serving() {
     if !have_pywbem("bad_requests") {
