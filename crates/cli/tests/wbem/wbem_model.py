@@ -38,6 +38,8 @@ def run(argv):
             ["CreationClassName", "Name", "SystemCreationClassName", "SystemName"]), s.path
         again = conn.GetInstance(s.path)
         assert again["ElementName"] == s["ElementName"]
+        # RequestStateChange sets its policy: Enabled, Disabled, Deferred.
+        assert list(s["AvailableRequestedStates"]) == [2, 3, 8], s.tomof()
     exec_service = common.service(conn, vm_id, EXEC_GUID)
     assert exec_service["ElementName"] == "guestcomm Command Execution"
 
@@ -128,6 +130,8 @@ def run(argv):
     assert sorted(rows[0].properties.keys()) == ["EnabledState", "Name"]
     assert rows[0].path.classname == "Msvm_GuestCommunicationService"
     assert conn.ExecQuery("WQL", "SELECT * FROM Msvm_ComputerSystem WHERE Name = 'nothing'") == []
+    (vsms,) = conn.EnumerateInstances("Msvm_VirtualSystemManagementService")
+    assert list(vsms["AvailableRequestedStates"]) == [] and list(vsms["OperationalStatus"]) == [2]
     class_level(conn)
     print("model ok")
 
