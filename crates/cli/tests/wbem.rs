@@ -4,6 +4,9 @@
 //! `tests/wbem/*.py`; without pywbem those tests say SKIPPED loudly, and
 //! fail when GUESTCOMM_WBEM_REQUIRED is set (.ci/run sets it once pywbem
 //! is installed). GUESTCOMM_PYTHON names the interpreter (default python3).
+//! Stock clients, pywbemcli (pywbemtools) and SBLIM's wbemcli, read the
+//! model too: SKIPPED when absent, required under
+//! GUESTCOMM_WBEM_CLIENTS_REQUIRED.
 
 mod util;
 
@@ -283,6 +286,138 @@ fn copy_jobs_fail_in_hyper_v_words_and_stop_on_terminate_or_kill() {
         w.daemon.run(&["exec", "web1", "--", "true"]).status.code(),
         Some(0)
     );
+}
+
+/// Runs stock CIM client `program` with `args` in `dir`: its stdout, or
+/// `None` when it is not installed (SKIPPED loudly; a failure under
+/// GUESTCOMM_WBEM_CLIENTS_REQUIRED, which .ci/run sets once it installed
+/// them).
+fn stock_client(program: &str, args: &[&str], dir: &Path) -> Option<String> {
+    let out = match Command::new(program)
+        .args(args)
+        .current_dir(dir)
+        .env("HOME", dir)
+        .output()
+    {
+        Ok(out) => out,
+        Err(e) => {
+            assert!(
+                std::env::var_os("GUESTCOMM_WBEM_CLIENTS_REQUIRED").is_none(),
+                "GUESTCOMM_WBEM_CLIENTS_REQUIRED is set but {program} cannot run: {e}"
+            );
+            eprintln!("*** stock CIM clients: SKIPPED: {program} is not installed ({e}; .ci/run installs pywbemtools and sblim-wbemcli) ***");
+            return None;
+        }
+    };
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{program} {args:?} failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Some(stdout)
+}
+
+/// Whether, in `pywbemcli class tree`'s drawing, `child` is drawn below
+/// `parent` (deeper, before the next class at `parent`'s depth or above).
+fn nested_under(tree: &str, parent: &str, child: &str) -> bool {
+    let depth = |line: &str| line.find("+-- ").unwrap_or(0);
+    let name = |line: &str| line.rsplit("+-- ").next().unwrap_or("").trim().to_string();
+    let lines: Vec<&str> = tree.lines().collect();
+    let Some(at) = lines.iter().position(|l| name(l) == parent) else {
+        return false;
+    };
+    lines[at + 1..]
+        .iter()
+        .take_while(|l| depth(l) > depth(lines[at]))
+        .any(|l| name(l) == child)
+}
+
+#[test]
+fn stock_cim_clients_read_the_model() {
+    let w = Wbem::start("viewer");
+    let vm_id = w.daemon.json(&["vm", "show", "web1"])["id"]
+        .as_str()
+        .expect("the VM's id")
+        .to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let ns = "root/virtualization/v2";
+    let vm_path =
+        format!(r#"Msvm_ComputerSystem.CreationClassName="Msvm_ComputerSystem",Name="{vm_id}""#);
+    let components = [
+        "Msvm_GuestServiceInterfaceComponent",
+        "Msvm_HeartbeatComponent",
+        "Msvm_KvpExchangeComponent",
+        "Msvm_ShutdownComponent",
+        "Msvm_TimeSyncComponent",
+        "Msvm_VssComponent",
+    ];
+    // pywbemcli (pywbemtools): -s the server, -d the namespace.
+    let pywbemcli = |args: &[&str]| {
+        let mut all = vec!["-s", w.url.as_str(), "-d", ns];
+        all.extend(args);
+        stock_client("pywbemcli", &all, dir.path())
+    };
+    if let Some(tree) = pywbemcli(&["class", "tree"]) {
+        assert!(
+            nested_under(&tree, "CIM_Service", "Msvm_GuestCommunicationService")
+                && nested_under(&tree, "CIM_LogicalDevice", "Msvm_KvpExchangeComponent")
+                && !nested_under(&tree, "CIM_Service", "Msvm_KvpExchangeComponent"),
+            "{tree}"
+        );
+        let systems = pywbemcli(&["instance", "enumerate", "Msvm_ComputerSystem"]).unwrap();
+        assert!(
+            systems.contains(&format!("Name = \"{vm_id}\";"))
+                && systems.contains("ElementName = \"web1\";"),
+            "{systems}"
+        );
+        let linked = pywbemcli(&["instance", "associators", &vm_path]).unwrap();
+        for class in components {
+            assert!(
+                linked.contains(&format!("instance of {class} {{")),
+                "{class}: {linked}"
+            );
+        }
+        assert!(
+            linked
+                .matches(&format!("SystemName = \"{vm_id}\";"))
+                .count()
+                >= components.len(),
+            "{linked}"
+        );
+    }
+    // SBLIM's wbemcli: URL/NAMESPACE:PATH; one line per object.
+    let base = format!("{}/{ns}", w.url);
+    let wbemcli = |op: &str, path: &str| {
+        stock_client("wbemcli", &[op, &format!("{base}:{path}")], dir.path())
+    };
+    if let Some(ei) = wbemcli("ei", "Msvm_ComputerSystem") {
+        assert!(
+            ei.lines().any(
+                |l| l.contains(&format!("Msvm_ComputerSystem.Name=\"{vm_id}\""))
+                    && l.contains("ElementName=\"web1\"")
+            ),
+            "{ei}"
+        );
+        let services = wbemcli("ein", "Msvm_GuestService").unwrap();
+        let lines: Vec<&str> = services.lines().filter(|l| !l.is_empty()).collect();
+        assert_eq!(lines.len(), 9, "one per service: {services}");
+        assert!(
+            lines
+                .iter()
+                .all(|l| l.contains(&format!("SystemName=\"{vm_id}\"")))
+                && services.contains(":Msvm_GuestFileService."),
+            "{services}"
+        );
+        let linked = wbemcli("ai", &vm_path).unwrap();
+        for class in components {
+            assert!(
+                linked.lines().any(|l| l.contains(&format!(":{class}."))
+                    && l.contains(&format!("SystemName=\"{vm_id}\""))),
+                "{class}: {linked}"
+            );
+        }
+    }
 }
 
 #[test]
