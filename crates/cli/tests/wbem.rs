@@ -570,6 +570,51 @@ fn guest_reads(d: &Daemon, key: &str) -> Option<String> {
         .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
+/// The items of Hyper-V pool file `path` (hv_kvp_daemon's records: a
+/// 512-byte key and a 2,048-byte value, NUL-padded).
+fn pool_file_items(path: &Path) -> Vec<(String, String)> {
+    let text = |b: &[u8]| {
+        let end = b.iter().position(|c| *c == 0).unwrap_or(b.len());
+        String::from_utf8_lossy(&b[..end]).into_owned()
+    };
+    std::fs::read(path)
+        .unwrap_or_default()
+        .chunks_exact(512 + 2048)
+        .map(|r| (text(&r[..512]), text(&r[512..])))
+        .collect()
+}
+
+#[test]
+fn add_kvp_items_reaches_the_guests_pool_file_and_kvp_get() {
+    if !have_pywbem("add_kvp_items_reaches") {
+        return;
+    }
+    let pools = tempfile::tempdir().unwrap();
+    let dir = pools.path().to_str().unwrap();
+    let w = Wbem::start_with(
+        "admin",
+        "off",
+        &["--hyperv-kvp", "on", "--hyperv-kvp-dir", dir],
+    );
+    let m = |args: &[&str]| w.script("wbem_management.py", args).trim().to_string();
+    let pool0 = pools.path().join(".kvp_pool_0");
+    let want = vec![("color".to_string(), "blue".to_string())];
+    assert_eq!(m(&["kvp", "web1", "add", "color", "blue"]), "0");
+    assert!(
+        wait_until(STARTUP_DEADLINE, || pool_file_items(&pool0) == want
+            && guest_reads(&w.daemon, "color").as_deref() == Some("blue")),
+        "pool 0 holds {:?}, kvp get reads {:?}",
+        pool_file_items(&pool0),
+        guest_reads(&w.daemon, "color")
+    );
+    assert_eq!(m(&["kvp", "web1", "remove", "color"]), "0");
+    assert!(
+        wait_until(STARTUP_DEADLINE, || pool_file_items(&pool0).is_empty()),
+        "pool 0 still holds {:?}",
+        pool_file_items(&pool0)
+    );
+}
+
 /// `guestcomm exec web1 -- true`'s exit code and stderr.
 fn exec_true(d: &Daemon) -> (Option<i32>, String) {
     let out = d.run(&["exec", "web1", "--", "true"]);
@@ -621,6 +666,10 @@ fn hyper_v_scripts_change_pairs_services_and_the_interface_through_the_managemen
     assert_eq!(m(&["policy", "web1", EXEC_GUID, "3"]), "0");
     let (code, err) = exec_true(d);
     assert_eq!(code, Some(126), "{err}");
+    assert!(err.contains("disabled for VM web1"), "{err}");
+    let out = d.run(&["connect", "web1", "exec"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("disabled for VM web1"), "{err}");
     assert_eq!(m(&["policy", "web1", EXEC_GUID, "2"]), "0");
     assert_eq!(exec_true(d).0, Some(0));
