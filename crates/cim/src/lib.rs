@@ -14,6 +14,7 @@
 //! [`status`] the CIM status codes of errors and the methods' return
 //! values.
 
+mod associations;
 pub mod limits;
 pub mod mof;
 pub mod status;
@@ -23,6 +24,7 @@ pub mod xml;
 
 use std::collections::BTreeMap;
 
+pub use associations::ClassLink;
 pub use status::{CimError, CimStatus, ReturnValue};
 
 /// The class definitions guestcommd serves.

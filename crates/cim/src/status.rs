@@ -96,6 +96,8 @@ pub enum ReturnValue {
     NotSupported,
     /// 4096: a job was started (its reference is the `Job` output).
     JobStarted,
+    /// 4097: a job's RequestStateChange when the job has already ended.
+    InvalidStateTransition,
     /// 4098: RequestStateChange with a TimeoutPeriod other than 0.
     TimeoutNotSupported,
     /// 32768: the operation failed for another reason.
@@ -122,6 +124,7 @@ impl ReturnValue {
             Self::Completed => 0,
             Self::NotSupported => 1,
             Self::JobStarted => 4096,
+            Self::InvalidStateTransition => 4097,
             Self::TimeoutNotSupported => 4098,
             Self::Failed => 32768,
             Self::AccessDenied => 32769,
@@ -200,6 +203,11 @@ mod tests {
                 ReturnValue::JobStarted,
                 4096,
                 "Method Parameters Checked - Job Started",
+            ),
+            (
+                ReturnValue::InvalidStateTransition,
+                4097,
+                "Invalid State Transition",
             ),
             (
                 ReturnValue::TimeoutNotSupported,

@@ -81,12 +81,14 @@ impl CimValue {
         }
     }
 
-    /// Whether two key values are the same key (strings exactly, numbers
-    /// by value, references as instance names).
+    /// Whether two key values are the same key (strings in any case and
+    /// with their GUIDs in any form ([`guid_form`]), as WMI compares them;
+    /// numbers by value, references as instance names).
     pub fn same_key(&self, other: &Self) -> bool {
         match (self, other) {
             (Self::Reference(a), Self::Reference(b)) => a.same(b),
             (Self::Reference(_), _) | (_, Self::Reference(_)) => false,
+            (Self::String(a), Self::String(b)) => guid_form(a).eq_ignore_ascii_case(&guid_form(b)),
             (a, b) => match (a.text(), b.text()) {
                 (Some(x), Some(y)) => x == y || (a.is_boolean() && x.eq_ignore_ascii_case(&y)),
                 _ => false,
@@ -97,6 +99,58 @@ impl CimValue {
     fn is_boolean(&self) -> bool {
         matches!(self, Self::Boolean(_))
     }
+}
+
+/// The length of a GUID's text without braces
+/// (`8d2f0c4e-0000-4000-8000-000000000000`).
+const GUID_TEXT_LEN: usize = 36;
+
+/// Whether `text` is a GUID's text without braces, in any case.
+fn is_guid_text(text: &[u8]) -> bool {
+    text.len() == GUID_TEXT_LEN
+        && text.iter().enumerate().all(|(i, b)| {
+            if matches!(i, 8 | 13 | 18 | 23) {
+                *b == b'-'
+            } else {
+                b.is_ascii_hexdigit()
+            }
+        })
+}
+
+/// `text` with each GUID in it written as the daemon writes them: lower
+/// case, without braces. WMI takes a GUID key as `{8D2F...}` or
+/// `8d2f...`, in any case; so does everything that resolves a key through
+/// this form (instance names decoded from requests, [`CimValue::same_key`]).
+pub fn guid_form(text: &str) -> std::borrow::Cow<'_, str> {
+    let bytes = text.as_bytes();
+    let mut out = String::new();
+    let (mut copied, mut i) = (0, 0);
+    while i + GUID_TEXT_LEN <= bytes.len() {
+        let braced = bytes[i] == b'{'
+            && bytes.get(i + GUID_TEXT_LEN + 1) == Some(&b'}')
+            && is_guid_text(&bytes[i + 1..=i + GUID_TEXT_LEN]);
+        let (start, len) = if braced {
+            (i + 1, GUID_TEXT_LEN + 2)
+        } else if is_guid_text(&bytes[i..i + GUID_TEXT_LEN]) {
+            (i, GUID_TEXT_LEN)
+        } else {
+            i += 1;
+            continue;
+        };
+        // A GUID starts and ends on ASCII, so each slice is on a char boundary.
+        let guid = &text[start..start + GUID_TEXT_LEN];
+        if braced || guid.bytes().any(|b| b.is_ascii_uppercase()) {
+            out.push_str(&text[copied..i]);
+            out.push_str(&guid.to_ascii_lowercase());
+            copied = i + len;
+        }
+        i += len;
+    }
+    if copied == 0 {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    out.push_str(&text[copied..]);
+    std::borrow::Cow::Owned(out)
 }
 
 /// The identity of an instance: its class and key values (CIM's INSTANCENAME).
@@ -285,6 +339,26 @@ mod tests {
     use super::*;
 
     #[test]
+    fn guids_in_key_text_read_in_one_form() {
+        let guid = "8d2f0c4e-1a2b-4c3d-9e8f-0123456789ab";
+        assert_eq!(guid_form(guid), guid);
+        assert_eq!(guid_form(&guid.to_uppercase()), guid);
+        assert_eq!(guid_form(&format!("{{{}}}", guid.to_uppercase())), guid);
+        assert_eq!(
+            guid_form(&format!("Microsoft:{{{guid}}}\\{}", guid.to_uppercase())),
+            format!("Microsoft:{guid}\\{guid}")
+        );
+        for kept in ["web1", "{web1}", "{8d2f0c4e}", "é{", "Microsoft:x\\y"] {
+            assert_eq!(guid_form(kept), kept);
+        }
+        let a = CimValue::String(format!("Microsoft:{{{}}}", guid.to_uppercase()));
+        let b = CimValue::String(format!("microsoft:{guid}"));
+        assert!(a.same_key(&b));
+        assert!(!a.same_key(&CimValue::String("microsoft:x".into())));
+        assert!(CimValue::String("Host".into()).same_key(&CimValue::String("HOST".into())));
+    }
+
+    #[test]
     fn values_parse_by_type_and_refuse_out_of_range() {
         assert_eq!(
             CimValue::parse("TRUE", &CimType::Boolean),
@@ -352,7 +426,10 @@ mod tests {
         b.keys.reverse();
         b.keys[0].0 = "creationclassname".into();
         assert!(a.same(&b));
+        // String values in any case, as WMI compares them.
         b.keys[1].1 = CimValue::String("V".into());
+        assert!(a.same(&b));
+        b.keys[1].1 = CimValue::String("w".into());
         assert!(!a.same(&b));
     }
 }

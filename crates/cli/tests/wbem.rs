@@ -4,6 +4,9 @@
 //! `tests/wbem/*.py`; without pywbem those tests say SKIPPED loudly, and
 //! fail when GUESTCOMM_WBEM_REQUIRED is set (.ci/run sets it once pywbem
 //! is installed). GUESTCOMM_PYTHON names the interpreter (default python3).
+//! Stock clients, pywbemcli (pywbemtools) and SBLIM's wbemcli, read the
+//! model too: SKIPPED when absent, required under
+//! GUESTCOMM_WBEM_CLIENTS_REQUIRED.
 
 mod util;
 
@@ -107,6 +110,18 @@ fn pywbem_enumerates_the_services_classes_and_registered_guest_service_associati
 }
 
 #[test]
+fn keys_match_in_any_case_and_with_braced_guids_as_wmi_compares_them() {
+    if !have_pywbem("keys_match") {
+        return;
+    }
+    let w = Wbem::start("admin");
+    assert!(w.script("wbem_keys.py", &["web1"]).contains("keys ok"));
+    // The braced, upper-case TargetSystem reached the VM's host pool.
+    let listed = w.daemon.json(&["kvp", "list", "web1"]);
+    assert!(listed.to_string().contains("braced"), "{listed}");
+}
+
+#[test]
 fn request_state_change_from_pywbem_closes_exec_and_connect_then_reopens_them() {
     if !have_pywbem("request_state_change") {
         return;
@@ -191,6 +206,218 @@ fn copy_files_to_guest_runs_a_job_that_pywbem_polls_to_completion() {
         .map(|r| r["outcome"].as_str().unwrap_or_default().to_string())
         .collect();
     assert_eq!(copies, ["ok", "failed", "failed", "ok"], "{audit:#?}");
+}
+
+/// A 64 KiB tmpfs mounted on a directory, unmounted when dropped.
+struct SmallTmpfs(PathBuf);
+
+impl SmallTmpfs {
+    /// Mounts one on `dir`; `None` where mounting is not allowed.
+    fn mount(dir: &Path) -> Option<Self> {
+        let mounted = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=64k", "tmpfs"])
+            .arg(dir)
+            .output()
+            .is_ok_and(|o| o.status.success());
+        mounted.then(|| Self(dir.to_path_buf()))
+    }
+}
+
+impl Drop for SmallTmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).output();
+    }
+}
+
+#[test]
+fn copy_jobs_fail_in_hyper_v_words_and_stop_on_terminate_or_kill() {
+    if !have_pywbem("copy_jobs_fail") {
+        return;
+    }
+    let w = Wbem::start("admin");
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("payload.bin");
+    std::fs::write(&src, vec![7u8; 100_000]).unwrap();
+    std::fs::write(dir.path().join("exists.bin"), b"old").unwrap();
+    let pid = w.agent.as_ref().unwrap().pid().to_string();
+    // A full disk: a 64 KiB tmpfs, where one can be mounted (root).
+    let full = tempfile::tempdir().unwrap();
+    let tmpfs = SmallTmpfs::mount(full.path());
+    let full_dir = if tmpfs.is_some() {
+        full.path().to_str().unwrap()
+    } else {
+        eprintln!(
+            "*** copy_jobs_fail: no tmpfs could be mounted: the disk-full case is not run ***"
+        );
+        "-"
+    };
+    let out = w.script(
+        "wbem_job.py",
+        &[
+            "web1",
+            src.to_str().unwrap(),
+            dir.path().to_str().unwrap(),
+            &pid,
+            full_dir,
+        ],
+    );
+    drop(tmpfs);
+    assert!(out.contains("job ok"), "{out}");
+    assert_eq!(
+        std::fs::read(dir.path().join("exists.bin")).unwrap(),
+        b"old"
+    );
+    // Nothing of the stopped copies in the guest: no file, no temporary file
+    // (the agent, resumed, sees the dropped connections).
+    let leftovers = || -> Vec<String> {
+        std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n != "payload.bin" && n != "exists.bin")
+            .collect()
+    };
+    assert!(
+        wait_until(STARTUP_DEADLINE, || leftovers().is_empty()),
+        "left in the guest: {:?}",
+        leftovers()
+    );
+    // The agent still serves after being stopped.
+    assert_eq!(
+        w.daemon.run(&["exec", "web1", "--", "true"]).status.code(),
+        Some(0)
+    );
+}
+
+/// Runs stock CIM client `program` with `args` in `dir`: its stdout, or
+/// `None` when it is not installed (SKIPPED loudly; a failure under
+/// GUESTCOMM_WBEM_CLIENTS_REQUIRED, which .ci/run sets once it installed
+/// them).
+fn stock_client(program: &str, args: &[&str], dir: &Path) -> Option<String> {
+    let out = match Command::new(program)
+        .args(args)
+        .current_dir(dir)
+        .env("HOME", dir)
+        .output()
+    {
+        Ok(out) => out,
+        Err(e) => {
+            assert!(
+                std::env::var_os("GUESTCOMM_WBEM_CLIENTS_REQUIRED").is_none(),
+                "GUESTCOMM_WBEM_CLIENTS_REQUIRED is set but {program} cannot run: {e}"
+            );
+            eprintln!("*** stock CIM clients: SKIPPED: {program} is not installed ({e}; .ci/run installs pywbemtools and sblim-wbemcli) ***");
+            return None;
+        }
+    };
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{program} {args:?} failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Some(stdout)
+}
+
+/// Whether, in `pywbemcli class tree`'s drawing, `child` is drawn below
+/// `parent` (deeper, before the next class at `parent`'s depth or above).
+fn nested_under(tree: &str, parent: &str, child: &str) -> bool {
+    let depth = |line: &str| line.find("+-- ").unwrap_or(0);
+    let name = |line: &str| line.rsplit("+-- ").next().unwrap_or("").trim().to_string();
+    let lines: Vec<&str> = tree.lines().collect();
+    let Some(at) = lines.iter().position(|l| name(l) == parent) else {
+        return false;
+    };
+    lines[at + 1..]
+        .iter()
+        .take_while(|l| depth(l) > depth(lines[at]))
+        .any(|l| name(l) == child)
+}
+
+#[test]
+fn stock_cim_clients_read_the_model() {
+    let w = Wbem::start("viewer");
+    let vm_id = w.daemon.json(&["vm", "show", "web1"])["id"]
+        .as_str()
+        .expect("the VM's id")
+        .to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let ns = "root/virtualization/v2";
+    let vm_path =
+        format!(r#"Msvm_ComputerSystem.CreationClassName="Msvm_ComputerSystem",Name="{vm_id}""#);
+    let components = [
+        "Msvm_GuestServiceInterfaceComponent",
+        "Msvm_HeartbeatComponent",
+        "Msvm_KvpExchangeComponent",
+        "Msvm_ShutdownComponent",
+        "Msvm_TimeSyncComponent",
+        "Msvm_VssComponent",
+    ];
+    // pywbemcli (pywbemtools): -s the server, -d the namespace.
+    let pywbemcli = |args: &[&str]| {
+        let mut all = vec!["-s", w.url.as_str(), "-d", ns];
+        all.extend(args);
+        stock_client("pywbemcli", &all, dir.path())
+    };
+    if let Some(tree) = pywbemcli(&["class", "tree"]) {
+        assert!(
+            nested_under(&tree, "CIM_Service", "Msvm_GuestCommunicationService")
+                && nested_under(&tree, "CIM_LogicalDevice", "Msvm_KvpExchangeComponent")
+                && !nested_under(&tree, "CIM_Service", "Msvm_KvpExchangeComponent"),
+            "{tree}"
+        );
+        let systems = pywbemcli(&["instance", "enumerate", "Msvm_ComputerSystem"]).unwrap();
+        assert!(
+            systems.contains(&format!("Name = \"{vm_id}\";"))
+                && systems.contains("ElementName = \"web1\";"),
+            "{systems}"
+        );
+        let linked = pywbemcli(&["instance", "associators", &vm_path]).unwrap();
+        for class in components {
+            assert!(
+                linked.contains(&format!("instance of {class} {{")),
+                "{class}: {linked}"
+            );
+        }
+        assert!(
+            linked
+                .matches(&format!("SystemName = \"{vm_id}\";"))
+                .count()
+                >= components.len(),
+            "{linked}"
+        );
+    }
+    // SBLIM's wbemcli: URL/NAMESPACE:PATH; one line per object.
+    let base = format!("{}/{ns}", w.url);
+    let wbemcli = |op: &str, path: &str| {
+        stock_client("wbemcli", &[op, &format!("{base}:{path}")], dir.path())
+    };
+    if let Some(ei) = wbemcli("ei", "Msvm_ComputerSystem") {
+        assert!(
+            ei.lines().any(
+                |l| l.contains(&format!("Msvm_ComputerSystem.Name=\"{vm_id}\""))
+                    && l.contains("ElementName=\"web1\"")
+            ),
+            "{ei}"
+        );
+        let services = wbemcli("ein", "Msvm_GuestService").unwrap();
+        let lines: Vec<&str> = services.lines().filter(|l| !l.is_empty()).collect();
+        assert_eq!(lines.len(), 9, "one per service: {services}");
+        assert!(
+            lines
+                .iter()
+                .all(|l| l.contains(&format!("SystemName=\"{vm_id}\"")))
+                && services.contains(":Msvm_GuestFileService."),
+            "{services}"
+        );
+        let linked = wbemcli("ai", &vm_path).unwrap();
+        for class in components {
+            assert!(
+                linked.lines().any(|l| l.contains(&format!(":{class}."))
+                    && l.contains(&format!("SystemName=\"{vm_id}\""))),
+                "{class}: {linked}"
+            );
+        }
+    }
 }
 
 #[test]
@@ -343,6 +570,51 @@ fn guest_reads(d: &Daemon, key: &str) -> Option<String> {
         .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
+/// The items of Hyper-V pool file `path` (hv_kvp_daemon's records: a
+/// 512-byte key and a 2,048-byte value, NUL-padded).
+fn pool_file_items(path: &Path) -> Vec<(String, String)> {
+    let text = |b: &[u8]| {
+        let end = b.iter().position(|c| *c == 0).unwrap_or(b.len());
+        String::from_utf8_lossy(&b[..end]).into_owned()
+    };
+    std::fs::read(path)
+        .unwrap_or_default()
+        .chunks_exact(512 + 2048)
+        .map(|r| (text(&r[..512]), text(&r[512..])))
+        .collect()
+}
+
+#[test]
+fn add_kvp_items_reaches_the_guests_pool_file_and_kvp_get() {
+    if !have_pywbem("add_kvp_items_reaches") {
+        return;
+    }
+    let pools = tempfile::tempdir().unwrap();
+    let dir = pools.path().to_str().unwrap();
+    let w = Wbem::start_with(
+        "admin",
+        "off",
+        &["--hyperv-kvp", "on", "--hyperv-kvp-dir", dir],
+    );
+    let m = |args: &[&str]| w.script("wbem_management.py", args).trim().to_string();
+    let pool0 = pools.path().join(".kvp_pool_0");
+    let want = vec![("color".to_string(), "blue".to_string())];
+    assert_eq!(m(&["kvp", "web1", "add", "color", "blue"]), "0");
+    assert!(
+        wait_until(STARTUP_DEADLINE, || pool_file_items(&pool0) == want
+            && guest_reads(&w.daemon, "color").as_deref() == Some("blue")),
+        "pool 0 holds {:?}, kvp get reads {:?}",
+        pool_file_items(&pool0),
+        guest_reads(&w.daemon, "color")
+    );
+    assert_eq!(m(&["kvp", "web1", "remove", "color"]), "0");
+    assert!(
+        wait_until(STARTUP_DEADLINE, || pool_file_items(&pool0).is_empty()),
+        "pool 0 still holds {:?}",
+        pool_file_items(&pool0)
+    );
+}
+
 /// `guestcomm exec web1 -- true`'s exit code and stderr.
 fn exec_true(d: &Daemon) -> (Option<i32>, String) {
     let out = d.run(&["exec", "web1", "--", "true"]);
@@ -394,6 +666,10 @@ fn hyper_v_scripts_change_pairs_services_and_the_interface_through_the_managemen
     assert_eq!(m(&["policy", "web1", EXEC_GUID, "3"]), "0");
     let (code, err) = exec_true(d);
     assert_eq!(code, Some(126), "{err}");
+    assert!(err.contains("disabled for VM web1"), "{err}");
+    let out = d.run(&["connect", "web1", "exec"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("disabled for VM web1"), "{err}");
     assert_eq!(m(&["policy", "web1", EXEC_GUID, "2"]), "0");
     assert_eq!(exec_true(d).0, Some(0));

@@ -5,7 +5,9 @@
 //! (`wbem::jobs`).
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::Notify;
 
 use crate::clock::now_secs;
 use crate::error::Error;
@@ -16,6 +18,8 @@ use crate::model::VmRow;
 pub(crate) const STARTING: u16 = 3;
 pub(crate) const RUNNING: u16 = 4;
 pub(crate) const COMPLETED: u16 = 7;
+pub(crate) const TERMINATED: u16 = 8;
+pub(crate) const KILLED: u16 = 9;
 pub(crate) const EXCEPTION: u16 = 10;
 
 #[derive(Clone, Debug)]
@@ -26,6 +30,10 @@ pub(crate) struct Job {
     pub(crate) state: u16,
     pub(crate) percent: u16,
     pub(crate) error: Option<String>,
+    /// The failure's Win32 code as an HRESULT (0x8007....), when it has one.
+    pub(crate) hresult: Option<u32>,
+    /// Told when a client terminates or kills the job ([`Jobs::stop`]).
+    pub(crate) stopper: Arc<Notify>,
     pub(crate) changed: i64,
     /// When CopyFilesToGuest made it (it starts at once), in Unix seconds.
     pub(crate) submitted: i64,
@@ -43,6 +51,17 @@ pub(crate) struct Jobs {
     table: Mutex<(u64, BTreeMap<u64, Job>)>,
 }
 
+/// What [`Jobs::stop`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Stop {
+    /// The job is now in the state asked for; its task stops the copy.
+    Stopped,
+    /// The job had already ended.
+    Finished,
+    /// No such job.
+    Unknown,
+}
+
 impl Jobs {
     fn with<R>(&self, f: impl FnOnce(&mut (u64, BTreeMap<u64, Job>)) -> R) -> R {
         f(&mut self.table.lock().unwrap_or_else(|e| e.into_inner()))
@@ -55,6 +74,24 @@ impl Jobs {
                 job.changed = now_secs();
             }
         });
+    }
+
+    /// Ends job `id` (its InstanceID, any case) in state `to` (TERMINATED
+    /// or KILLED) unless it has already ended, and tells its task, which
+    /// drops the copy (the guest removes the unfinished temporary file).
+    pub(crate) fn stop(&self, id: &str, to: u16) -> Stop {
+        self.with(|(_, jobs)| {
+            let Some(job) = jobs.values_mut().find(|j| j.id.eq_ignore_ascii_case(id)) else {
+                return Stop::Unknown;
+            };
+            if job.finished() {
+                return Stop::Finished;
+            }
+            job.state = to;
+            job.changed = now_secs();
+            job.stopper.notify_one();
+            Stop::Stopped
+        })
     }
 
     /// Every job, as it is now.
@@ -90,6 +127,8 @@ impl Jobs {
                     state: STARTING,
                     percent: 0,
                     error: None,
+                    hresult: None,
+                    stopper: Arc::new(Notify::new()),
                     changed: now_secs(),
                     submitted: now_secs(),
                 },

@@ -321,7 +321,9 @@ pub fn instance_name(e: &Element) -> Result<InstanceName, XmlError> {
 fn key_value(e: &Element) -> Result<CimValue, XmlError> {
     let text = e.text.as_str();
     match e.attr("VALUETYPE").unwrap_or("string") {
-        "string" => Ok(CimValue::String(text.to_string())),
+        // The daemon's keys hold GUIDs in one form; a client may write
+        // them in braces or upper case, as WMI allows.
+        "string" => Ok(CimValue::String(crate::value::guid_form(text).into_owned())),
         "boolean" => CimValue::parse(text, &CimType::Boolean).map_err(XmlError::Invalid),
         "numeric" => {
             let t = text.trim();

@@ -468,6 +468,30 @@ pub fn object_path(name: &InstanceName, namespace: &str) -> String {
     )
 }
 
+/// `CLASSPATH`: host, namespace, class name.
+pub fn class_path(name: &str, namespace: &str) -> String {
+    format!(
+        "<CLASSPATH><NAMESPACEPATH><HOST>{HOST}</HOST>{}</NAMESPACEPATH>{}</CLASSPATH>",
+        local_namespace_path(namespace),
+        class_name(name)
+    )
+}
+
+/// `OBJECTPATH` of a class (class-level AssociatorNames, ReferenceNames).
+pub fn class_object_path(name: &str, namespace: &str) -> String {
+    format!("<OBJECTPATH>{}</OBJECTPATH>", class_path(name, namespace))
+}
+
+/// `VALUE.OBJECTWITHPATH`: a class's path and the class (class-level
+/// Associators, References).
+pub fn class_with_path(repo: &Repository, class: &Class, namespace: &str, shape: &Shape) -> String {
+    format!(
+        "<VALUE.OBJECTWITHPATH>{}{}</VALUE.OBJECTWITHPATH>",
+        class_path(&class.name, namespace),
+        self::class(repo, class, shape)
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -329,6 +329,12 @@ impl AgentAt {
         }
     }
 
+    /// The agent's process id.
+    #[allow(dead_code)] // not every test file signals its agent
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Starts one logging at debug level into `log`, where each accepted
     /// connection's handshake leaves a "handshake done" line.
     #[allow(dead_code)] // not every test file reads an agent's log

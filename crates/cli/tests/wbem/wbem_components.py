@@ -53,6 +53,9 @@ def data_items(texts):
 def devices(conn, vm_name, gone_name):
     vm = common.vm_system(conn, vm_name)
     vm_id = vm["Name"]
+    # guestcomm does not start or stop VMs; a VM whose agent answers is OK.
+    assert list(vm["AvailableRequestedStates"]) == [], vm.tomof()
+    assert list(vm["OperationalStatus"]) == [2] and vm["HealthState"] == 5, vm.tomof()
     linked = conn.Associators(vm.path, AssocClass="Msvm_SystemDevice")
     assert sorted(d.classname for d in linked) == sorted(COMPONENTS), linked
     for classname, (caption, element, description) in COMPONENTS.items():
@@ -65,6 +68,10 @@ def devices(conn, vm_name, gone_name):
         assert c["EnabledState"] == 2, (classname, c["EnabledState"])
         assert list(c["OperationalStatus"]) == [2] and list(c["StatusDescriptions"]) == ["OK"], c.tomof()
         assert c["HealthState"] == 5 and c["Status"] == "OK", c.tomof()
+        # The states RequestStateChange takes: the interface's switch, the
+        # other components' policy (Deferred too).
+        states = [2, 3] if classname == "Msvm_GuestServiceInterfaceComponent" else [2, 3, 8]
+        assert list(c["AvailableRequestedStates"]) == states, (classname, c.tomof())
         assert conn.GetInstance(c.path)["DeviceID"] == c["DeviceID"]
         # And back from the component to its VM.
         (back,) = conn.AssociatorNames(c.path, AssocClass="Msvm_SystemDevice")

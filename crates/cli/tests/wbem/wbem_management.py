@@ -51,7 +51,10 @@ def kvp_call(conn, vsms, target, op, items):
 
 def kvp(conn, vm_name, op, key, value=""):
     vsms = management(conn)
-    vm = common.vm_system(conn, vm_name)
+    # Found as Hyper-V scripts find a VM: by its ElementName, in WQL.
+    (vm,) = conn.ExecQuery("WQL", "SELECT * FROM Msvm_ComputerSystem "
+                                  f"WHERE ElementName = '{vm_name}' AND Caption = 'Virtual Machine'")
+    assert vm.path.keybindings == common.vm_system(conn, vm_name).path.keybindings, vm.path
     print(kvp_call(conn, vsms, vm.path, op, [item(key, value)]))
 
 

@@ -5,6 +5,8 @@ Arguments: URL VM_NAME"""
 
 import re
 
+import pywbem
+
 import wbem_common as common
 from wbem_common import EXEC_GUID
 
@@ -36,6 +38,8 @@ def run(argv):
             ["CreationClassName", "Name", "SystemCreationClassName", "SystemName"]), s.path
         again = conn.GetInstance(s.path)
         assert again["ElementName"] == s["ElementName"]
+        # RequestStateChange sets its policy: Enabled, Disabled, Deferred.
+        assert list(s["AvailableRequestedStates"]) == [2, 3, 8], s.tomof()
     exec_service = common.service(conn, vm_id, EXEC_GUID)
     assert exec_service["ElementName"] == "guestcomm Command Execution"
 
@@ -126,7 +130,35 @@ def run(argv):
     assert sorted(rows[0].properties.keys()) == ["EnabledState", "Name"]
     assert rows[0].path.classname == "Msvm_GuestCommunicationService"
     assert conn.ExecQuery("WQL", "SELECT * FROM Msvm_ComputerSystem WHERE Name = 'nothing'") == []
+    (vsms,) = conn.EnumerateInstances("Msvm_VirtualSystemManagementService")
+    assert list(vsms["AvailableRequestedStates"]) == [] and list(vsms["OperationalStatus"]) == [2]
+    class_level(conn)
     print("model ok")
+
+
+def class_level(conn):
+    """Associators and References of a class (DSP0200): classes, from the
+    schema, with class paths."""
+    found = conn.Associators("Msvm_ComputerSystem", AssocClass="Msvm_SystemDevice")
+    assert [c.classname for _, c in found] == ["CIM_LogicalDevice"], found
+    path, cls = found[0]
+    assert isinstance(cls, pywbem.CIMClass) and path.classname == "CIM_LogicalDevice", path
+    assert path.namespace == common.NAMESPACE, path
+    names = conn.AssociatorNames("Msvm_ComputerSystem", AssocClass="Msvm_SystemDevice",
+                                 ResultClass="Msvm_HeartbeatComponent")
+    assert [n.classname for n in names] == ["Msvm_HeartbeatComponent"], names
+    assert isinstance(names[0], pywbem.CIMClassName), names
+    back = conn.AssociatorNames("Msvm_KvpExchangeComponent", AssocClass="Msvm_SystemDevice")
+    assert [n.classname for n in back] == ["CIM_System"], back
+    assert conn.AssociatorNames("Msvm_ComputerSystem", AssocClass="Msvm_SystemDevice",
+                                Role="PartComponent") == []
+    refs = [n.classname for n in conn.ReferenceNames("Msvm_GuestServiceInterfaceComponent")]
+    assert "Msvm_RegisteredGuestService" in refs and "Msvm_SystemDevice" in refs, refs
+    (_, registered), = conn.References("Msvm_GuestCommunicationService",
+                                       ResultClass="Msvm_RegisteredGuestService")
+    assert registered.classname == "Msvm_RegisteredGuestService", registered
+    assert registered.properties["Dependent"].reference_class == "Msvm_GuestService", registered
+    common.expect_cim_error(pywbem.CIM_ERR_INVALID_CLASS, conn.AssociatorNames, "No_SuchClass")
 
 
 common.main(run)

@@ -164,12 +164,35 @@ pub(crate) fn device_keys(device: &Device, vm_id: &str) -> Vec<(String, CimValue
     ]
 }
 
+/// The states RequestStateChange takes on an integration component or a
+/// guest service (its policy on the VM: Enabled, Disabled, Deferred).
+pub(crate) const POLICY_STATES: [u16; 3] = [
+    crate::model::ENABLED,
+    crate::model::DISABLED,
+    crate::model::DEFERRED,
+];
+/// The states RequestStateChange takes on the interface (its switch).
+const SWITCH_STATES: [u16; 2] = [crate::model::ENABLED, crate::model::DISABLED];
+
+/// AvailableRequestedStates holding `states`.
+pub(crate) fn available_states(states: &[u16]) -> (String, CimValue) {
+    (
+        "AvailableRequestedStates".into(),
+        CimValue::Array(
+            states
+                .iter()
+                .map(|s| CimValue::Uint(u64::from(*s)))
+                .collect(),
+        ),
+    )
+}
+
 /// OperationalStatus[0], its description and HealthState for the agent's
 /// health: 2 OK (5), 12 No Contact (0, unknown), 13 Lost Communication (20,
 /// major failure), 15 Dormant for a paused VM and 10 Stopped for one that
 /// is off (0, unknown: nothing is wrong); 0 Unknown for a word this daemon
 /// does not know.
-fn operational(health: &HealthStatus) -> (u64, &'static str, u64) {
+pub(crate) fn operational(health: &HealthStatus) -> (u64, &'static str, u64) {
     match health {
         HealthStatus::Ok => (2, "OK", 5),
         HealthStatus::NoContact => (12, "No Contact", 0),
@@ -213,6 +236,11 @@ pub(crate) fn instance(device: &Device, vm: &VmRow, state: &DeviceState) -> Inst
         ),
         ("HealthState".into(), CimValue::Uint(health_state)),
         ("Status".into(), text(state.health.as_str())),
+        available_states(if device.service.is_none() {
+            &SWITCH_STATES
+        } else {
+            &POLICY_STATES
+        }),
     ]);
     if device.class == KVP_COMPONENT {
         let (guest, intrinsic) = match state.items {

@@ -192,6 +192,14 @@ async fn run(
             if !no_timeout(call) {
                 return Ok(returned(ReturnValue::TimeoutNotSupported));
             }
+            if instance.class.eq_ignore_ascii_case(jobs::JOB_CLASS) {
+                let id = target.key_text("InstanceID").unwrap_or_default();
+                return Ok(returned(jobs::request_state_change(
+                    &state.wbem_jobs,
+                    id,
+                    requested,
+                )));
+            }
             if is_service {
                 let code =
                     crate::ops::services::change_state(state, vm_name()?, service()?, requested)
@@ -267,18 +275,10 @@ async fn run(
         }
         "GetError" | "GetErrorEx" => {
             // A job's error, as CIM_Error embedded in CIM-XML text.
-            let embedded = match (
-                instance.get("ErrorDescription"),
-                target.key_text("InstanceID"),
-            ) {
-                (Some(CimValue::String(e)), Some(id)) => Some(response::instance(
-                    repo,
-                    &jobs::error_instance(id, e),
-                    NAMESPACE,
-                    &Shape::default(),
-                )),
-                _ => None,
-            };
+            let embedded = target
+                .key_text("InstanceID")
+                .and_then(|id| jobs::error_of(&state.wbem_jobs, id))
+                .map(|error| response::instance(repo, &error, NAMESPACE, &Shape::default()));
             let output = if method.name == "GetError" {
                 ("Error", embedded.map_or(CimValue::Null, CimValue::String))
             } else {

@@ -37,7 +37,9 @@ use guestcomm_cim::{CimType, Repository};
 use guestcomm_protocol::integration::KvpEntries;
 use uuid::Uuid;
 
-use super::components::{self, DeviceState, GuestItems, INTERFACE, KVP_COMPONENT, SYSTEM_DEVICE};
+use super::components::{
+    self, available_states, DeviceState, GuestItems, INTERFACE, KVP_COMPONENT, SYSTEM_DEVICE,
+};
 use super::settings::{self, KVP_SETTINGS};
 use crate::error::Error;
 use crate::model::VmRow;
@@ -385,6 +387,13 @@ fn host_system(host: &str) -> Instance {
             ("Description".into(), text("The host running guestcommd")),
             ("EnabledState".into(), CimValue::Uint(2)),
             ("Status".into(), text("OK")),
+            (
+                "OperationalStatus".into(),
+                CimValue::Array(vec![CimValue::Uint(2)]),
+            ),
+            ("HealthState".into(), CimValue::Uint(5)),
+            // guestcomm does not start or stop hosts.
+            available_states(&[]),
         ],
     }
 }
@@ -406,6 +415,12 @@ fn management_service(host: &str) -> Instance {
             ("HealthState".into(), CimValue::Uint(5)),
             ("Started".into(), CimValue::Boolean(true)),
             ("Status".into(), text("OK")),
+            (
+                "OperationalStatus".into(),
+                CimValue::Array(vec![CimValue::Uint(2)]),
+            ),
+            // It runs while guestcommd does.
+            available_states(&[]),
         ],
     }
 }
@@ -456,6 +471,7 @@ fn vm_system(vm: &VmRow, status: &HealthStatus) -> Instance {
         HealthStatus::Paused => 32768,
         _ => 0,
     };
+    let (code, description, health_state) = components::operational(status);
     Instance {
         class: COMPUTER_SYSTEM.into(),
         properties: vec![
@@ -473,6 +489,17 @@ fn vm_system(vm: &VmRow, status: &HealthStatus) -> Instance {
             ),
             ("EnabledState".into(), CimValue::Uint(enabled)),
             ("Status".into(), text(status.as_str())),
+            (
+                "OperationalStatus".into(),
+                CimValue::Array(vec![CimValue::Uint(code)]),
+            ),
+            (
+                "StatusDescriptions".into(),
+                CimValue::Array(vec![text(description)]),
+            ),
+            ("HealthState".into(), CimValue::Uint(health_state)),
+            // guestcomm does not start or stop VMs: their hypervisor does.
+            available_states(&[]),
         ],
     }
 }
@@ -493,7 +520,7 @@ fn interface_state(vm: &VmRow) -> u16 {
 pub(crate) fn from_api(repo: &Repository, object: &GuestCommunicationService) -> Instance {
     let class = object.creation_class_name.clone();
     let json = serde_json::to_value(object).unwrap_or_default();
-    let properties = repo
+    let mut properties: Vec<(String, CimValue)> = repo
         .properties(&class)
         .into_iter()
         .filter_map(|p| {
@@ -510,6 +537,9 @@ pub(crate) fn from_api(repo: &Repository, object: &GuestCommunicationService) ->
             Some((p.name.clone(), value))
         })
         .collect();
+    if repo.is_a(&class, GUEST_SERVICE) {
+        properties.push(components::available_states(&components::POLICY_STATES));
+    }
     Instance { class, properties }
 }
 

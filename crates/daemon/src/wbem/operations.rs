@@ -1,6 +1,7 @@
 //! The intrinsic operations of DSP0200 this server answers: the class
 //! operations from the repository, the instance and association operations
-//! and ExecQuery from a [`Snapshot`] of the state. Other intrinsic
+//! and ExecQuery from a [`Snapshot`] of the state (the associations of a
+//! class, from the repository). Other intrinsic
 //! operations (Create/Modify/Delete, qualifiers, pulled enumerations) are
 //! CIM_ERR_NOT_SUPPORTED. Unknown parameters are CIM_ERR_INVALID_PARAMETER.
 
@@ -275,7 +276,23 @@ fn not_found(name: &InstanceName) -> CimError {
     )
 }
 
-/// Associators, AssociatorNames, References, ReferenceNames of an instance.
+/// The filters of Associators and References (AssocClass and ResultRole
+/// only for Associators).
+#[derive(Clone, Copy)]
+struct Filters<'a> {
+    assoc_class: Option<&'a str>,
+    result_class: Option<&'a str>,
+    role: Option<&'a str>,
+    result_role: Option<&'a str>,
+}
+
+/// Whether role `actual` is the one asked for (any, when none is).
+fn same_role(want: Option<&str>, actual: &str) -> bool {
+    want.is_none_or(|w| w.eq_ignore_ascii_case(actual))
+}
+
+/// Associators, AssociatorNames, References, ReferenceNames of an instance
+/// or of a class ([`class_associations`]).
 async fn associations(
     state: &Arc<State>,
     repo: &Repository,
@@ -292,7 +309,6 @@ async fn associations(
         known.extend(["IncludeQualifiers", "IncludeClassOrigin", "PropertyList"]);
     }
     a.only(&known)?;
-    let source = a.instance_name(repo, "ObjectName")?;
     let assoc_class = if to_objects {
         a.class(repo, "AssocClass")?
     } else {
@@ -305,6 +321,18 @@ async fn associations(
     } else {
         None
     };
+    let filters = Filters {
+        assoc_class,
+        result_class,
+        role,
+        result_role,
+    };
+    if let Some(ParamValue::ClassName(class) | ParamValue::ClassReference(class)) =
+        a.value("ObjectName")
+    {
+        return class_associations(repo, a, class, &filters);
+    }
+    let source = a.instance_name(repo, "ObjectName")?;
     let list = a.property_list()?;
     let shape = instance_shape(a, list.as_deref())?;
     let mut snapshot = Snapshot::read(state).await.map_err(|e| cim_error(&e))?;
@@ -316,8 +344,12 @@ async fn associations(
     if snapshot.find(repo, source).is_none() {
         return Err(not_found(source));
     }
-    let same_role =
-        |want: Option<&str>, actual: &str| want.is_none_or(|w| w.eq_ignore_ascii_case(actual));
+    let Filters {
+        assoc_class,
+        result_class,
+        role,
+        result_role,
+    } = filters;
     let (links, ends) = snapshot.links_of(repo, source);
     let mut out: Vec<Instance> = Vec::new();
     for link in links {
@@ -364,6 +396,78 @@ async fn associations(
                 enc::object_path(&i.path(repo), ns)
             } else {
                 enc::object_with_path(repo, i, ns, &shape)
+            }
+        })
+        .collect())
+}
+
+/// Associators, AssociatorNames, References, ReferenceNames of a class
+/// (DSP0200): from the class repository, the classes at the other end of
+/// each association class that names the class (or one of its
+/// superclasses), or those association classes. A ResultClass derived
+/// from the class an association names is itself the answer: it is what
+/// may be at that end.
+fn class_associations(
+    repo: &Repository,
+    a: &Args<'_>,
+    class: &str,
+    filters: &Filters<'_>,
+) -> Result<String, CimError> {
+    let source = repo
+        .class(class)
+        .ok_or_else(|| CimError::new(CimStatus::InvalidClass, format!("no class {class}")))?;
+    let name = a.0.name.as_str();
+    let to_objects = name.starts_with("Associator");
+    let names_only = name.ends_with("Names");
+    let Filters {
+        assoc_class,
+        result_class,
+        role,
+        result_role,
+    } = *filters;
+    let mut found: Vec<&str> = Vec::new();
+    for link in repo.class_links(&source.name) {
+        if !same_role(role, link.role) {
+            continue;
+        }
+        let answer = if to_objects {
+            if assoc_class.is_some_and(|c| !repo.is_a(&link.association.name, c))
+                || !same_role(result_role, link.result_role)
+            {
+                continue;
+            }
+            match result_class {
+                None => link.result_class,
+                Some(c) if repo.is_a(link.result_class, c) => link.result_class,
+                Some(c) if repo.is_a(c, link.result_class) => c,
+                Some(_) => continue,
+            }
+        } else {
+            if result_class.is_some_and(|c| !repo.is_a(&link.association.name, c)) {
+                continue;
+            }
+            &link.association.name
+        };
+        if !found.iter().any(|f| f.eq_ignore_ascii_case(answer)) {
+            found.push(answer);
+        }
+    }
+    let list = a.property_list()?;
+    let shape = Shape {
+        include_qualifiers: a.boolean("IncludeQualifiers", false)?,
+        include_class_origin: a.boolean("IncludeClassOrigin", false)?,
+        property_list: list.as_deref(),
+        ..Shape::default()
+    };
+    let ns = NAMESPACE;
+    Ok(found
+        .iter()
+        .filter_map(|c| repo.class(c))
+        .map(|c| {
+            if names_only {
+                enc::class_object_path(&c.name, ns)
+            } else {
+                enc::class_with_path(repo, c, ns, &shape)
             }
         })
         .collect())
