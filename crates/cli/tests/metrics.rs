@@ -6,7 +6,8 @@
 //! `promtool check metrics` accepts), a removed VM loses its series, and a
 //! real Prometheus (Debian's `prometheus`, started here on a free port with
 //! its storage in a temporary directory) scrapes the listener and answers
-//! the same values through its query API. Without prometheus/promtool the
+//! the same values through its query API. The Grafana dashboard and the
+//! alert rules in contrib/ name only metrics that exist. Without prometheus/promtool the
 //! Prometheus parts say SKIPPED loudly, and fail when
 //! GUESTCOMM_PROMETHEUS_REQUIRED is set (.ci/run sets it once installed).
 
@@ -364,6 +365,21 @@ fn operations_refusals_and_copies_are_counted_with_bounded_labels_and_prometheus
         sample(&body, ops, &[vm1, r#"op="exec""#, r#"outcome="ok""#]),
         Some(2.0)
     );
+    // The dashboard and the alert rules ask only for metrics that exist.
+    let contrib = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../contrib");
+    for file in ["grafana/guestcomm.json", "prometheus/alerts.yml"] {
+        let text = std::fs::read_to_string(contrib.join(file)).unwrap();
+        let names = text.match_indices("guestcomm_").map(|(at, _)| {
+            let rest = &text[at..];
+            let end = rest
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .unwrap_or(rest.len());
+            &rest[..end]
+        });
+        for name in names {
+            assert!(body.contains(name), "{file} names {name}, not exposed");
+        }
+    }
     if have(PROMTOOL, "promtool check metrics") {
         let mut check = Command::new(PROMTOOL)
             .args(["check", "metrics"])

@@ -121,6 +121,8 @@ pub(crate) enum Cap {
 }
 
 impl Cap {
+    const ALL: [Cap; 3] = [Self::Relays, Self::AgentCalls, Self::HttpConnections];
+
     fn label(self) -> &'static str {
         match self {
             Self::Relays => "relays",
@@ -265,7 +267,11 @@ impl Default for Metrics {
             "Warm, authenticated agent connections kept for the next operation",
             warm_connections.clone(),
         );
-        let cap_refusals = Family::default();
+        let cap_refusals: Family<CapLabels, Counter> = Family::default();
+        // At 0 from the start, so that a rate over them is defined.
+        for cap in Cap::ALL {
+            drop(cap_refusals.get_or_create(&CapLabels { cap: cap.label() }));
+        }
         registry.register(
             "cap_refusals",
             "Requests refused at one of the daemon's bounds (relays, agent_calls, http_connections)",
