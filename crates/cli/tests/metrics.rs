@@ -1,5 +1,6 @@
 //! Prometheus metrics: guestcommd with an agent runs execs, a copy, an
-//! exec its host policy refuses and one a viewer's role refuses; then
+//! exec its host policy refuses, one a viewer's role refuses and one of a
+//! disabled service; then
 //! `GET /metrics` on the API socket (root and the viewer) and on the
 //! `--metrics` listener shows each counter with its labels (OpenMetrics
 //! when asked for, as Prometheus does, else the classic text format, which
@@ -28,6 +29,7 @@ use util::{wait_until, STARTUP_DEADLINE};
 
 const PROMETHEUS: &str = "/usr/bin/prometheus";
 const PROMTOOL: &str = "/usr/bin/promtool";
+const EXEC_GUID: &str = "00004744-facb-11e6-bd58-64006a7986d3";
 
 /// Whether `tool` is installed; panics when the Prometheus tools must be.
 fn have(tool: &str, test: &str) -> bool {
@@ -225,6 +227,10 @@ fn operations_refusals_and_copies_are_counted_with_bounded_labels_and_prometheus
     );
     assert_eq!(as_viewer.status.code(), Some(125));
     assert!(!d.run(&["exec", "vm2", "--", "uptime"]).status.success());
+    d.ok(&["service", "disable", EXEC_GUID, "--vm", "vm1"]);
+    let disabled = d.run(&["exec", "vm1", "--", "uptime"]);
+    assert_eq!(disabled.status.code(), Some(126));
+    d.ok(&["service", "enable", EXEC_GUID, "--vm", "vm1"]);
     // Every relayed record complete before the counters are read.
     d.audit_settled(&[]);
 
@@ -275,12 +281,24 @@ fn operations_refusals_and_copies_are_counted_with_bounded_labels_and_prometheus
         ),
         Some(1.0)
     );
+    assert_eq!(
+        sample(
+            &text,
+            ops,
+            &[vm1, r#"op="exec""#, r#"outcome="refused_disabled""#]
+        ),
+        Some(1.0)
+    );
     // The exec service's id is a label: the registry holds it.
-    let exec_line = text
-        .lines()
-        .find(|l| l.starts_with(ops) && l.contains(r#"op="exec",outcome="ok""#))
-        .unwrap();
-    assert!(!exec_line.contains(r#"service="""#), "{exec_line}");
+    let exec_service = format!(r#"service="{EXEC_GUID}""#);
+    assert_eq!(
+        sample(
+            &text,
+            ops,
+            &[vm1, &exec_service, r#"op="exec""#, r#"outcome="ok""#]
+        ),
+        Some(2.0)
+    );
     assert_eq!(
         sample(&text, "guestcomm_exec_duration_seconds_count", &[vm1]),
         Some(2.0)
@@ -405,7 +423,7 @@ fn operations_refusals_and_copies_are_counted_with_bounded_labels_and_prometheus
             seen = prometheus
                 .query(r#"guestcomm_operations_total{vm="vm1",op="exec"}"#)
                 .unwrap_or_default();
-            seen.len() == 2
+            seen.len() == 3
         });
         assert!(found, "{seen:#?}");
         let value = |outcome: &str| {
@@ -415,6 +433,7 @@ fn operations_refusals_and_copies_are_counted_with_bounded_labels_and_prometheus
         };
         assert_eq!(value("ok").as_deref(), Some("2"), "{seen:#?}");
         assert_eq!(value("refused_policy").as_deref(), Some("1"), "{seen:#?}");
+        assert_eq!(value("refused_disabled").as_deref(), Some("1"), "{seen:#?}");
         assert_eq!(seen[0]["metric"]["job"], "guestcommd");
         let health = prometheus
             .query(r#"guestcomm_vm_health{vm="vm1",state="OK"}"#)

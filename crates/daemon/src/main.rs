@@ -123,9 +123,10 @@ struct Args {
     #[arg(long, value_name = "URI")]
     libvirt: Option<String>,
 
-    /// Also serve Prometheus metrics (OpenMetrics text at GET /metrics,
-    /// the only route; `[metrics] listen` in --config) over plain HTTP on
-    /// this address, e.g. tcp://127.0.0.1:9464. Any address may be chosen:
+    /// Also serve Prometheus metrics (GET /metrics, the only route;
+    /// OpenMetrics text when asked for, else Prometheus' text format;
+    /// `[metrics] listen` in --config) over plain HTTP on this address,
+    /// e.g. tcp://127.0.0.1:9464. Any address may be chosen:
     /// the content is read-only counters and gauges (VM names, service ids,
     /// operation names, durations, byte counts) and carries no secrets. The
     /// API serves GET /metrics to every role in any case.
