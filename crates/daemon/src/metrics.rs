@@ -22,7 +22,9 @@
 //!
 //! Cost per finished operation: one read lock of the inventory, the label
 //! strings built, and one read lock of the family with an atomic add (a
-//! write lock only the first time a label set appears).
+//! write lock only the first time a label set appears); an exec or copy
+//! also observes its histogram (prometheus-client holds a mutex per
+//! series for that). Each store call observes one histogram.
 
 use std::collections::HashSet;
 use std::sync::atomic::AtomicU64;
@@ -333,14 +335,19 @@ impl Metrics {
             op: record.operation.clone(),
             outcome: outcome_label(record.outcome, refusal),
         };
-        if self.operations.get(&labels).is_none() {
-            let mut series = self
-                .operation_series
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
-            series.insert(labels.clone());
+        match self.operations.get(&labels) {
+            Some(counter) => {
+                counter.inc();
+            }
+            None => {
+                let mut series = self
+                    .operation_series
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner());
+                series.insert(labels.clone());
+                self.operations.get_or_create(&labels).inc();
+            }
         }
-        self.operations.get_or_create(&labels).inc();
         if record.outcome == AuditOutcome::Refused {
             // Never ran: no duration, no bytes.
             return;
