@@ -89,6 +89,8 @@ pub(crate) enum Operation {
     AuditVerify,
     /// A CIM-XML operation.
     Wbem,
+    /// `GET /metrics`: the Prometheus exposition.
+    Metrics,
     /// A route missing from [`ROUTES`].
     Unlisted,
 }
@@ -96,7 +98,7 @@ pub(crate) enum Operation {
 impl Operation {
     /// Every operation, in the order of [`ROUTES`].
     #[cfg(test)]
-    const ALL: [Operation; 32] = [
+    const ALL: [Operation; 33] = [
         Self::Openapi,
         Self::VmList,
         Self::VmAdd,
@@ -128,6 +130,7 @@ impl Operation {
         Self::AuditRead,
         Self::AuditVerify,
         Self::Wbem,
+        Self::Metrics,
         Self::Unlisted,
     ];
 
@@ -165,6 +168,7 @@ impl Operation {
             Self::AuditRead => per_vm_list("audit.read"),
             Self::AuditVerify => plain("audit.verify"),
             Self::Wbem => plain("wbem"),
+            Self::Metrics => plain("metrics"),
             Self::Unlisted => plain("unlisted"),
         }
     }
@@ -327,6 +331,8 @@ pub(crate) const ROUTES: &[RouteRule] = &[
     // WBEM (CIM-XML): reads are viewer's; the handler asks more for each
     // method it runs (crate::wbem) and audits those calls itself.
     rule(Method::POST, "/cimom", Op::Wbem, Viewer, Failures),
+    // Read-only counters (no secrets): every role may scrape.
+    rule(Method::GET, "/metrics", Op::Metrics, Viewer, Failures),
 ];
 
 /// What a route missing from [`ROUTES`] takes: admin, audited.

@@ -27,6 +27,9 @@
 //!
 //! [libvirt]
 //! uri = "qemu:///system"            # follow this libvirt's domains (--libvirt)
+//!
+//! [metrics]
+//! listen = "tcp://127.0.0.1:9464"   # Prometheus metrics over plain HTTP (--metrics)
 //! ```
 //!
 //! Every table is `deny_unknown_fields`; a parse error names the line.
@@ -79,6 +82,19 @@ pub struct FileConfig {
     /// The libvirt whose domains the inventory follows.
     #[serde(default)]
     pub libvirt: LibvirtSection,
+    /// The Prometheus metrics listener.
+    #[serde(default)]
+    pub metrics: MetricsSection,
+}
+
+/// `[metrics]`.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsSection {
+    /// Where to serve `GET /metrics` over plain HTTP (`tcp://IP:PORT`);
+    /// `--metrics` wins.
+    #[serde(default)]
+    pub listen: Option<String>,
 }
 
 /// `[libvirt]`.
@@ -322,6 +338,8 @@ viewer = { users = ["1001"], groups = ["adm", 4] }
 max_records = 10
 [libvirt]
 uri = "qemu:///system"
+[metrics]
+listen = "tcp://127.0.0.1:9464"
 "#;
         let c = FileConfig::parse(text, "t.toml").unwrap();
         assert_eq!(
@@ -337,6 +355,7 @@ uri = "qemu:///system"
         assert_eq!(c.audit.max_age_days, DEFAULT_AUDIT_MAX_AGE_DAYS);
         assert_eq!(c.libvirt.uri.as_deref(), Some("qemu:///system"));
         assert_eq!(FileConfig::default().libvirt.uri, None);
+        assert_eq!(c.metrics.listen.as_deref(), Some("tcp://127.0.0.1:9464"));
     }
 
     #[test]

@@ -13,7 +13,7 @@
 //! state  cache  audit  refusals  copy_jobs  access
 //!                                 shared state, audit records, role tables
 //! store/                          SQLite (and the audit hash chain)
-//! error  model  limits  caller  clock  config  policy  health  spare ...
+//! error  model  limits  caller  clock  config  policy  health  spare  metrics ...
 //!                                 leaves
 //! ```
 //!
@@ -38,6 +38,7 @@ mod health;
 mod http;
 mod libvirt;
 mod limits;
+mod metrics;
 mod model;
 mod ops;
 mod policy;
@@ -100,6 +101,8 @@ pub struct Config {
     pub http: HttpLimits,
     /// Follow the domains of libvirt at this URI (`--libvirt`).
     pub libvirt: Option<String>,
+    /// Also serve `GET /metrics` over plain HTTP on this address (`--metrics`).
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 /// Where the API is served.
@@ -149,6 +152,8 @@ pub struct Daemon {
     wbem: Option<tokio::net::TcpListener>,
     /// Following `--libvirt`, if given.
     libvirt: Option<libvirt::Follower>,
+    /// The `--metrics` listener, if any.
+    metrics: Option<tokio::net::TcpListener>,
 }
 
 /// The API's listener.
@@ -198,6 +203,7 @@ impl Daemon {
         }
         state.relay_copy_idle = config.relay_copy_idle;
         let state = Arc::new(state);
+        state.inventory_to_metrics().await;
         let listener = match &config.api {
             ApiEndpoint::Unix(path) => {
                 let (listener, file) = bind_unix(path, &config.file).await?;
@@ -231,6 +237,14 @@ impl Daemon {
             }
             None => None,
         };
+        let metrics = match config.metrics {
+            Some(addr) => Some(
+                tokio::net::TcpListener::bind(addr)
+                    .await
+                    .map_err(|e| StartError::Listen(format!("tcp://{addr}"), e))?,
+            ),
+            None => None,
+        };
         let libvirt = match &config.libvirt {
             Some(uri) => Some(libvirt::follow(state.clone(), uri).map_err(StartError::Libvirt)?),
             None => None,
@@ -241,7 +255,13 @@ impl Daemon {
             config,
             wbem,
             libvirt,
+            metrics,
         })
+    }
+
+    /// The address of the `--metrics` listener (with the port chosen for `:0`).
+    pub fn metrics_address(&self) -> Option<std::net::SocketAddr> {
+        self.metrics.as_ref().and_then(|l| l.local_addr().ok())
     }
 
     /// The address of the `--wbem` listener (with the port chosen for `:0`).
@@ -270,13 +290,31 @@ impl Daemon {
             wbem,
             // Followed until the API server stops.
             libvirt: _libvirt,
+            metrics,
         } = self;
         let wbem = wbem.map(|tcp| {
             if let Ok(addr) = tcp.local_addr() {
                 tracing::info!(wbem = %format!("http://{addr}/cimom"), role = %config.wbem_role, "serving WBEM");
             }
             let app = wbem::tcp_router(state.clone(), config.wbem_role);
-            tokio::spawn(http::server::serve_tcp(tcp, app, config.http))
+            tokio::spawn(http::server::serve_tcp(
+                tcp,
+                app,
+                config.http,
+                state.metrics.clone(),
+            ))
+        });
+        let metrics = metrics.map(|tcp| {
+            if let Ok(addr) = tcp.local_addr() {
+                tracing::info!(metrics = %format!("http://{addr}/metrics"), "serving metrics");
+            }
+            let app = http::metrics::listener_router(state.clone());
+            tokio::spawn(http::server::serve_tcp(
+                tcp,
+                app,
+                config.http,
+                state.metrics.clone(),
+            ))
         });
         let monitor = config.heartbeat_interval.map(|interval| {
             tokio::spawn(tasks::health::monitor(
@@ -295,12 +333,15 @@ impl Daemon {
         ));
         let refusal_counter = tokio::spawn(tasks::refusals_flush::flush_task(state.clone()));
         tracing::info!(%api, state = %config.state_dir.display(), "serving");
+        let counters = state.metrics.clone();
         let app = http::router(state);
         match listener {
             Bound::Unix(listener, _socket) => {
-                http::server::serve_unix(listener, app, config.http).await
+                http::server::serve_unix(listener, app, config.http, counters).await
             }
-            Bound::Tls(listener) => http::server::serve_tls(listener, app, config.http).await,
+            Bound::Tls(listener) => {
+                http::server::serve_tls(listener, app, config.http, counters).await
+            }
         };
         if let Some(monitor) = monitor {
             monitor.abort();
@@ -313,6 +354,9 @@ impl Daemon {
         refusal_counter.abort();
         if let Some(wbem) = wbem {
             wbem.abort();
+        }
+        if let Some(metrics) = metrics {
+            metrics.abort();
         }
         Ok(())
     }

@@ -123,6 +123,16 @@ struct Args {
     #[arg(long, value_name = "URI")]
     libvirt: Option<String>,
 
+    /// Also serve Prometheus metrics (GET /metrics, the only route;
+    /// OpenMetrics text when asked for, else Prometheus' text format;
+    /// `[metrics] listen` in --config) over plain HTTP on this address,
+    /// e.g. tcp://127.0.0.1:9464. Any address may be chosen:
+    /// the content is read-only counters and gauges (VM names, service ids,
+    /// operation names, durations, byte counts) and carries no secrets. The
+    /// API serves GET /metrics to every role in any case.
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<Address>,
+
     /// Log format.
     #[arg(long, value_enum, default_value_t)]
     log_format: LogFormat,
@@ -186,6 +196,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         Some(Address::Tcp(addr)) => Some(addr),
         Some(other) => anyhow::bail!("--wbem {other}: expected tcp://127.0.0.1:PORT"),
     };
+    let metrics_flag = args.metrics.clone();
     let config_path = args
         .config
         .clone()
@@ -194,8 +205,24 @@ async fn run(args: Args) -> anyhow::Result<()> {
     // After the configuration: a start that fails on it says only that.
     observability::raise_open_files_limit(guestcommd::OPEN_FILES_WANTED);
     let libvirt = args.libvirt.clone().or_else(|| file.libvirt.uri.clone());
+    let metrics = match metrics_flag {
+        Some(address) => Some(address),
+        None => match &file.metrics.listen {
+            Some(text) => Some(
+                text.parse::<Address>()
+                    .map_err(|e| anyhow::anyhow!("[metrics] listen {text:?}: {e}"))?,
+            ),
+            None => None,
+        },
+    };
+    let metrics = match metrics {
+        None => None,
+        Some(Address::Tcp(addr)) => Some(addr),
+        Some(other) => anyhow::bail!("--metrics {other}: expected tcp://IP:PORT"),
+    };
     let config = Config {
         libvirt,
+        metrics,
         file,
         config_path,
         state_dir: args.state,

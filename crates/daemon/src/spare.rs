@@ -159,7 +159,6 @@ impl Spares {
         });
     }
 
-    #[cfg(test)]
     /// Spare connections open now.
     pub(crate) fn len(&self) -> usize {
         self.lock().by_vm.len()

@@ -9,7 +9,9 @@ use std::time::Instant;
 use crate::audit::{trace, Record};
 use crate::cache::{Services, VmView};
 use crate::caller::Caller;
+use crate::error::ErrorKind;
 use crate::health::HealthMap;
+use crate::metrics::Metrics;
 use crate::refusals::Admit;
 use crate::store::audit_chain::Chain;
 use crate::store::{Store, StoreError};
@@ -38,6 +40,8 @@ pub(crate) struct State {
     pub(crate) relay_copy_idle: Duration,
     /// Refusals of callers without a role, recorded and counted apart.
     pub(crate) refusals: refusals::Refusals,
+    /// The Prometheus metrics (`GET /metrics`).
+    pub(crate) metrics: Arc<Metrics>,
 }
 
 impl State {
@@ -62,6 +66,7 @@ impl State {
             wbem_jobs: copy_jobs::Jobs::default(),
             relay_copy_idle: Duration::from_millis(limits::DEFAULT_RELAY_COPY_IDLE_TIMEOUT_MS),
             refusals: refusals::Refusals::default(),
+            metrics: Arc::default(),
         }
     }
 
@@ -83,13 +88,17 @@ impl State {
     {
         let store = self.store.clone();
         let cache = self.cache.clone();
+        let metrics = self.metrics.clone();
         tokio::task::spawn_blocking(move || {
+            let started = Instant::now();
             let mut store = store.lock().unwrap_or_else(|e| e.into_inner());
             let before = store.config_changes();
             let result = f(&mut store);
             if store.config_changes() != before {
                 cache.bump();
+                inventory_to_metrics(&store, &metrics);
             }
+            metrics.store_call(started.elapsed());
             result.map(|r| (r, cache.generation()))
         })
         .await
@@ -97,20 +106,63 @@ impl State {
     }
 }
 
-/// The audit log's writes (records built by [`crate::audit`]).
+/// Tells the metrics which VM names and service ids may be labels (the
+/// inventory's), after a change of the configuration.
+fn inventory_to_metrics(store: &Store, metrics: &Metrics) {
+    match (store.vms(), store.services()) {
+        (Ok(vms), Ok(services)) => metrics.set_inventory(
+            vms.into_iter().map(|vm| vm.name).collect(),
+            services.into_iter().map(|s| s.id.to_string()).collect(),
+        ),
+        (Err(e), _) | (_, Err(e)) => {
+            tracing::warn!(error = %guestcomm_protocol::error_chain(&e), "cannot read the inventory for the metrics");
+        }
+    }
+}
+
+/// The audit log's writes (records built by [`crate::audit`]), each
+/// finished operation counted in the metrics as it is written.
 impl State {
+    /// Tells the metrics the inventory as the store holds it now (at start;
+    /// then after every change, in [`State::db`]).
+    pub(crate) async fn inventory_to_metrics(&self) {
+        let metrics = self.metrics.clone();
+        let _ = self
+            .db(move |s| {
+                inventory_to_metrics(s, &metrics);
+                Ok(())
+            })
+            .await;
+    }
+
     /// Records a finished operation (logged, never failing the caller).
     pub(crate) async fn audit(&self, record: Record) {
         self.audit_in(record, Chain::Operations).await;
+    }
+
+    /// Records a refused operation, `refusal` saying who refused it (a
+    /// role, a policy, a disabled service: its label in the metrics).
+    pub(crate) async fn audit_refusal(&self, record: Record, refusal: ErrorKind) -> Option<i64> {
+        self.metrics.operation_finished(&record, Some(refusal));
+        self.write_audit(record, Chain::Operations).await
     }
 
     /// Writes `record` (new, or completing the `running` record `record.id`)
     /// to `chain` and logs it; returns its id, `None` when it could not be
     /// written (logged, never failing the caller).
     pub(crate) async fn audit_in(&self, record: Record, chain: Chain) -> Option<i64> {
+        if chain == Chain::Operations {
+            self.metrics.operation_finished(&record, None);
+        }
+        self.write_audit(record, chain).await
+    }
+
+    /// [`State::audit_in`] without counting the operation.
+    async fn write_audit(&self, record: Record, chain: Chain) -> Option<i64> {
         let copy = record.clone();
         match self.db(move |s| s.append_audit(&copy, chain)).await {
             Ok(written) => {
+                self.metrics.audit_written(chain.name());
                 if written.link.is_some() {
                     let mut shown = record;
                     shown.id = written.id;
@@ -171,8 +223,11 @@ impl State {
     /// Audits the refusal `record` of a caller without a role or an
     /// identity (module doc).
     pub(crate) async fn audit_unaccountable_refusal(&self, caller: Caller, record: Record) {
+        // Counted as a refusal by role whether or not it is written.
+        self.metrics
+            .operation_finished(&record, Some(ErrorKind::Forbidden));
         if self.refusals.admit(caller, Instant::now()) == Admit::Record {
-            self.audit_in(record, Chain::Refusals).await;
+            self.write_audit(record, Chain::Refusals).await;
         }
     }
 }

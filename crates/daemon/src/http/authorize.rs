@@ -24,7 +24,8 @@ use guestcomm_api::Role::{Admin, Operator, Viewer};
 use crate::access::{route_rule, Audited::Always, Authorized, Grants, Identity};
 use crate::audit::{self, Outcome};
 use crate::caller::Caller;
-use crate::error::Error;
+use crate::error::{Error, ErrorKind};
+use crate::metrics::Cap;
 use crate::state::State;
 
 /// Audits a refusal and answers it: a caller without a role's refusal
@@ -46,7 +47,9 @@ async fn refuse(
         Error::Forbidden { has: None, .. } => {
             state.audit_unaccountable_refusal(caller, record).await
         }
-        _ => state.audit(record).await,
+        _ => {
+            state.audit_refusal(record, err.kind()).await;
+        }
     }
     err.into_response()
 }
@@ -139,7 +142,10 @@ pub(crate) async fn authorize(
         _ => None,
     };
     let response = match slot {
-        Some(Err(busy)) => busy.into_response(),
+        Some(Err(busy)) => {
+            state.metrics.refused_at(Cap::AgentCalls);
+            busy.into_response()
+        }
         Some(Ok(_slot)) => next.run(req).await,
         None => next.run(req).await,
     };
@@ -162,7 +168,12 @@ pub(crate) async fn authorize(
         };
         note.apply(&mut record);
         audit::finish(&mut record, outcome, error, started);
-        state.audit(record).await;
+        match response.extensions().get::<ErrorKind>() {
+            Some(kind) if outcome == Outcome::Refused => {
+                state.audit_refusal(record, *kind).await;
+            }
+            _ => state.audit(record).await,
+        }
     }
     response
 }

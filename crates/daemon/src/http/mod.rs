@@ -1,7 +1,7 @@
 //! The HTTP/JSON API on the Unix socket (routes in [`router`]).
 //!
 //! The handlers, one file per resource (`vms`, `services`, `integration`,
-//! `policy`, `audit`, `openapi`), decode their request, call an operation of
+//! `policy`, `audit`, `openapi`, `metrics`), decode their request, call an operation of
 //! [`crate::ops`] and encode the answer; `relay` opens a relay
 //! ([`crate::relay`]) and hands it the upgraded connection. Each returns `Result<_, Error>`, and
 //! [`status`] is the one place where an error's kind becomes an HTTP status,
@@ -12,6 +12,7 @@
 mod audit;
 mod authorize;
 mod integration;
+pub(crate) mod metrics;
 mod openapi;
 mod policy;
 mod relay;
@@ -78,7 +79,8 @@ async fn no_route(method: axum::http::Method, uri: axum::http::Uri) -> Error {
 
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
-        let (status, code) = status(self.kind());
+        let kind = self.kind();
+        let (status, code) = status(kind);
         let mut chain = vec![self.to_string()];
         let mut source = std::error::Error::source(&self);
         while let Some(cause) = source {
@@ -97,6 +99,7 @@ impl IntoResponse for Error {
         };
         let mut response = (status, Json(body.clone())).into_response();
         response.extensions_mut().insert(ErrorText(body.error));
+        response.extensions_mut().insert(kind);
         response
     }
 }
@@ -105,6 +108,7 @@ impl IntoResponse for Error {
 pub(crate) fn router(state: Arc<State>) -> Router {
     Router::new()
         .route("/openapi.json", get(openapi::openapi))
+        .route("/metrics", get(metrics::metrics))
         .route("/v1/vms", get(vms::list_vms).post(vms::add_vm))
         .route(
             "/v1/vms/{name}",

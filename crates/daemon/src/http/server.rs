@@ -15,6 +15,7 @@
 //!           relay's own cap (MAX_RELAYS) holds it
 //! ```
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ConnectInfo;
@@ -33,6 +34,7 @@ use crate::limits::{
     ACCEPT_ERROR_PAUSE_MS, DEFAULT_HTTP_HEADER_TIMEOUT_MS, DEFAULT_MAX_HTTP_CONNECTIONS,
     DEFAULT_MAX_HTTP_CONNECTIONS_PER_PEER,
 };
+use crate::metrics::{Cap, Metrics};
 
 /// Bounds of the HTTP connections of one listener.
 #[derive(Clone, Copy, Debug)]
@@ -63,7 +65,12 @@ enum Peer {
 }
 
 /// Serves `app` on the API's Unix socket; callers by `SO_PEERCRED`.
-pub(crate) async fn serve_unix(listener: UnixListener, app: Router, limits: HttpLimits) {
+pub(crate) async fn serve_unix(
+    listener: UnixListener,
+    app: Router,
+    limits: HttpLimits,
+    metrics: Arc<Metrics>,
+) {
     let budget = Admission::new(limits.per_peer, limits.total);
     let daemon_uid = nix::unistd::geteuid().as_raw();
     loop {
@@ -83,6 +90,7 @@ pub(crate) async fn serve_unix(listener: UnixListener, app: Router, limits: Http
             None
         } else {
             let Some(ticket) = budget.try_admit(Peer::Uid(caller.uid), false) else {
+                metrics.refused_at(Cap::HttpConnections);
                 tracing::warn!(uid = ?caller.uid, pid = ?caller.pid, "too many API connections from this user (or in all), closing one");
                 continue;
             };
@@ -93,11 +101,17 @@ pub(crate) async fn serve_unix(listener: UnixListener, app: Router, limits: Http
 }
 
 /// Serves `app` on the mutual-TLS API; callers by client certificate.
-pub(crate) async fn serve_tls(mut listener: TlsListener, app: Router, limits: HttpLimits) {
+pub(crate) async fn serve_tls(
+    mut listener: TlsListener,
+    app: Router,
+    limits: HttpLimits,
+    metrics: Arc<Metrics>,
+) {
     let budget = Admission::new(limits.per_peer, limits.total);
     loop {
         let (stream, addr) = axum::serve::Listener::accept(&mut listener).await;
         let Some(ticket) = budget.try_admit(Peer::Address(address_peer(addr.ip())), false) else {
+            metrics.refused_at(Cap::HttpConnections);
             tracing::warn!(peer = %addr, "too many API connections from this address (or in all), closing one");
             continue;
         };
@@ -106,20 +120,26 @@ pub(crate) async fn serve_tls(mut listener: TlsListener, app: Router, limits: Ht
     }
 }
 
-/// Serves `app` on plain TCP (`--wbem`); callers by address.
-pub(crate) async fn serve_tcp(listener: TcpListener, app: Router, limits: HttpLimits) {
+/// Serves `app` on plain TCP (`--wbem`, `--metrics`); callers by address.
+pub(crate) async fn serve_tcp(
+    listener: TcpListener,
+    app: Router,
+    limits: HttpLimits,
+    metrics: Arc<Metrics>,
+) {
     let budget = Admission::new(limits.per_peer, limits.total);
     loop {
         let (stream, addr) = match listener.accept().await {
             Ok(accepted) => accepted,
             Err(e) => {
-                tracing::warn!(error = %e, "WBEM accept failed");
+                tracing::warn!(error = %e, "HTTP accept failed");
                 tokio::time::sleep(Duration::from_millis(ACCEPT_ERROR_PAUSE_MS)).await;
                 continue;
             }
         };
         let Some(ticket) = budget.try_admit(Peer::Address(address_peer(addr.ip())), false) else {
-            tracing::warn!(peer = %addr, "too many WBEM connections from this address (or in all), closing one");
+            metrics.refused_at(Cap::HttpConnections);
+            tracing::warn!(peer = %addr, "too many plain HTTP (WBEM, metrics) connections from this address (or in all), closing one");
             continue;
         };
         spawn_connection(stream, app.clone(), addr, limits, Some(ticket));

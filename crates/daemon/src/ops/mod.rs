@@ -6,10 +6,12 @@
 //! [`audit`]: the audit log's records and check; [`services`]: the registry,
 //! per-VM enablement and the service instances with their
 //! RequestStateChange; [`integration`]: the integration services of a VM
-//! (guest info, time, key-value pools, shutdown, freeze).
+//! (guest info, time, key-value pools, shutdown, freeze); [`metrics`]: the
+//! Prometheus exposition.
 
 pub(crate) mod audit;
 pub(crate) mod integration;
+pub(crate) mod metrics;
 pub(crate) mod policy;
 pub(crate) mod services;
 pub(crate) mod vms;

@@ -44,7 +44,7 @@ use crate::agent::{self, Agent};
 use crate::audit::{self, Outcome};
 use crate::cache::VmView;
 use crate::caller::Caller;
-use crate::error::Error;
+use crate::error::{Error, ErrorKind};
 use crate::model::VmRow;
 use crate::state::State;
 
@@ -194,9 +194,14 @@ where
     // The audit record, written before the request can reach the agent (the
     // one store call on the path of every exec and cp); a refusal is
     // complete: chained and logged now.
-    let id = state
-        .audit_in(record.clone(), crate::store::audit_chain::Chain::Operations)
-        .await;
+    let id = match &passed {
+        Err(frame) => {
+            state
+                .audit_refusal(record.clone(), refusal_kind(frame))
+                .await
+        }
+        Ok(_) => state.audit_start(&record).await,
+    };
     record.id = id.unwrap_or(0);
     if let Err(frame) = passed {
         info!(service = %request.service, error = %frame.message, "request refused");
@@ -249,6 +254,15 @@ where
     // connection. Made now, not while relaying, so that it does not compete
     // with the operation for the CPU.
     agent::refill(&state, vm);
+}
+
+/// Who refused a relayed request, by the code of its refusal: the
+/// service's enablement, or (any other) the VM's policy.
+fn refusal_kind(frame: &ErrorFrame) -> ErrorKind {
+    match frame.code {
+        ErrorCode::ServiceDisabled | ErrorCode::UnknownService => ErrorKind::ServiceDisabled,
+        _ => ErrorKind::PolicyDenied,
+    }
 }
 
 /// Audits a relay session that ended after its `101` without a request to

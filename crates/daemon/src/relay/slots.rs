@@ -7,11 +7,13 @@ use tracing::warn;
 
 use crate::error::Error;
 use crate::limits::MAX_RELAYS;
+use crate::metrics::Cap;
 use crate::state::State;
 
 /// A relay slot, or [`Error::Busy`] at [`MAX_RELAYS`].
 pub(crate) fn acquire_relay(state: &State, vm: &str) -> Result<OwnedSemaphorePermit, Error> {
     state.relays.clone().try_acquire_owned().map_err(|_| {
+        state.metrics.refused_at(Cap::Relays);
         warn!(vm, "relay limit reached, refusing a connection");
         Error::Busy(format!(
             "guestcommd is relaying its maximum of {MAX_RELAYS} connections; retry later"
