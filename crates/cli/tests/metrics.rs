@@ -226,6 +226,31 @@ fn operations_refusals_and_copies_are_counted_with_bounded_labels_and_prometheus
         &[("GUESTCOMM_API", &api)],
     );
     assert_eq!(as_viewer.status.code(), Some(125));
+    // A WBEM method is the admin's: the viewer's call is refused by role.
+    let query =
+        format!("SELECT Name FROM Msvm_GuestCommunicationService WHERE Name = '{EXEC_GUID}'");
+    let exec_path = d
+        .ok(&["cim", "query", &query])
+        .lines()
+        .next()
+        .unwrap()
+        .to_string();
+    let invoked = user.run(
+        &util::bin("guestcomm"),
+        &[
+            "cim",
+            "invoke",
+            &exec_path,
+            "RequestStateChange",
+            "RequestedState=3",
+        ],
+        &[("GUESTCOMM_API", &api)],
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&invoked.stdout).trim(),
+        "ReturnValue = 32769",
+        "{invoked:?}"
+    );
     assert!(!d.run(&["exec", "vm2", "--", "uptime"]).status.success());
     d.ok(&["service", "disable", EXEC_GUID, "--vm", "vm1"]);
     let disabled = d.run(&["exec", "vm1", "--", "uptime"]);
@@ -266,6 +291,14 @@ fn operations_refusals_and_copies_are_counted_with_bounded_labels_and_prometheus
             &text,
             ops,
             &[vm1, r#"op="vm.connect""#, r#"outcome="refused_role""#]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(
+            &text,
+            ops,
+            &[r#"op="wbem.invoke""#, r#"outcome="refused_role""#]
         ),
         Some(1.0)
     );

@@ -32,6 +32,7 @@ use super::objects::{vm_of, Snapshot, MANAGEMENT_SERVICE};
 use super::refusal::{cim_error, require, return_code};
 use crate::access::Authorized;
 use crate::audit::{self, Outcome};
+use crate::error::ErrorKind;
 use crate::limits::MAX_COPY_FILES_PER_CALL;
 use crate::state::State;
 
@@ -91,8 +92,12 @@ pub(super) async fn invoke(
     // loopback): its refusals are recorded apart and counted past a bound,
     // as those of a caller without a role (module `refusals`).
     let unidentified = auth.caller.uid.is_none() && auth.caller.certificate.is_none();
+    // Only the role refuses a method outright (the rest answer with a
+    // ReturnValue): counted as refused_role in the metrics.
     if outcome == Outcome::Refused && unidentified {
         state.audit_unaccountable_refusal(auth.caller, record).await;
+    } else if outcome == Outcome::Refused {
+        state.audit_refusal(record, ErrorKind::Forbidden).await;
     } else {
         state.audit(record).await;
     }
