@@ -100,7 +100,6 @@ fn text(bytes: &[u8]) -> String {
 struct DomainSpec<'a> {
     name: &'a str,
     uuid: &'a str,
-    images: &'a Path,
     vm_dir: &'a Path,
     endpoint: &'a str,
 }
@@ -110,11 +109,9 @@ impl DomainSpec<'_> {
         let DomainSpec {
             name,
             uuid,
-            images,
             vm_dir,
             endpoint,
         } = self;
-        let images = images.display();
         let vm = vm_dir.display();
         format!(
             "<domain type='qemu' xmlns:qemu='http://libvirt.org/schemas/domain/qemu/1.0'>
@@ -130,8 +127,8 @@ impl DomainSpec<'_> {
   </sysinfo>
   <os>
     <type arch='x86_64' machine='q35'>hvm</type>
-    <kernel>{images}/vmlinuz</kernel>
-    <initrd>{images}/initramfs.cpio.gz</initrd>
+    <kernel>{vm}/vmlinuz</kernel>
+    <initrd>{vm}/initramfs.cpio.gz</initrd>
     <cmdline>console=ttyS0 quiet panic=-1</cmdline>
   </os>
   <features>
@@ -297,6 +294,16 @@ fn a_libvirt_domain_is_followed_by_guestcommd_and_its_agent_answers_libvirts_age
     let vm_dir = dir.path().join("vm");
     std::fs::create_dir(&vm_dir).unwrap();
     chown(&vm_dir);
+    // The test user (QEMU, the backend) may not reach the workspace (a
+    // checkout under a private home): the image and the backend are copied.
+    for file in ["vmlinuz", "initramfs.cpio.gz"] {
+        std::fs::copy(images.join(file), vm_dir.join(file)).unwrap();
+    }
+    let backend_bin = {
+        let copy = vm_dir.join("vhost-device-vsock");
+        std::fs::copy(&backend_bin, &copy).unwrap();
+        copy
+    };
     let disk = vm_dir.join("disk.img");
     let made = Command::new(mkfs)
         .args(["-q", "-F", "-L", "guestdata"])
@@ -350,7 +357,6 @@ fn a_libvirt_domain_is_followed_by_guestcommd_and_its_agent_answers_libvirts_age
     let xml = DomainSpec {
         name: &name,
         uuid: &uuid,
-        images: &images,
         vm_dir: &vm_dir,
         endpoint: &endpoint,
     }
