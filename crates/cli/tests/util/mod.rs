@@ -5,6 +5,7 @@
 
 pub mod copy;
 pub mod daemon;
+pub mod libvirtd;
 pub mod tls;
 pub mod users;
 pub mod wire;
