@@ -43,6 +43,10 @@ pub(crate) fn rotated<T: Copy>(paths: &[T], round: usize) -> Vec<T> {
 pub(crate) struct RoundTrip {
     /// `true` spawned locally with `std::process::Command`.
     pub(crate) local: Samples,
+    /// `sh -c true` spawned locally: what a local shell command costs.
+    pub(crate) local_sh: Samples,
+    /// `guestcomm --version`: the CLI's start-up alone.
+    pub(crate) startup: Samples,
     /// connect + handshake + exec `true` through `guestcomm_client`.
     pub(crate) library: Samples,
     /// `guestcomm exec unix://... -- true` as a child process.
@@ -52,6 +56,8 @@ pub(crate) struct RoundTrip {
 #[derive(Clone, Copy)]
 enum RoundTripPath {
     Local,
+    LocalSh,
+    Startup,
     Library,
     Cli,
 }
@@ -69,11 +75,15 @@ pub(crate) fn exec_round_trip(
     let mut out = RoundTrip::default();
     let addr_text = addr.to_string();
     for round in 0..warmup + iterations {
-        for path in rotated(&[Local, Library, Cli], round) {
+        for path in rotated(&[Local, LocalSh, Startup, Library, Cli], round) {
             let elapsed = match path {
                 Local => {
                     run_timed(&mut Command::new("true")).context("failed to run `true` locally")?
                 }
+                LocalSh => run_timed(Command::new("sh").args(["-c", "true"]))
+                    .context("failed to run `sh -c true` locally")?,
+                Startup => run_timed(Command::new(cli).arg("--version"))
+                    .with_context(|| format!("`{} --version` failed", cli.display()))?,
                 Library => rt
                     .block_on(library_true(addr))
                     .context("exec `true` through the client library failed")?,
@@ -87,6 +97,8 @@ pub(crate) fn exec_round_trip(
             }
             match path {
                 Local => out.local.push_ms(elapsed),
+                LocalSh => out.local_sh.push_ms(elapsed),
+                Startup => out.startup.push_ms(elapsed),
                 Library => out.library.push_ms(elapsed),
                 Cli => out.cli.push_ms(elapsed),
             }

@@ -31,7 +31,7 @@ mod terminal;
 use std::path::Path;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{Args as _, FromArgMatches as _, Parser, Subcommand};
 
 use crate::context::{Context, Output};
 use crate::exit::Failure;
@@ -50,6 +50,19 @@ const COPY_CLEANUP_WAIT: std::time::Duration = std::time::Duration::from_secs(10
 #[derive(Debug, Parser)]
 #[command(name = "guestcomm", version, after_help = exit::EXIT_CODES_HELP)]
 pub struct Cli {
+    // The API connection (global options).
+    #[command(flatten)]
+    pub(crate) api: ApiArgs,
+
+    /// What to do.
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+// The API connection: global options of every command. No doc comment on
+// purpose: derive(Args) would make it the about text of `Cli`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct ApiArgs {
     /// Address of the guestcommd API: unix:///PATH (default
     /// unix:///run/guestcomm/api.sock), or tcp://IP:PORT with mutual TLS
     /// (--api-cert, --api-key, --api-ca).
@@ -78,10 +91,40 @@ pub struct Cli {
     #[arg(long, global = true, env = "GUESTCOMM_API_CA", value_name = "FILE",
           help_heading = "API connection", requires_all = ["api_cert", "api_key"])]
     pub(crate) api_ca: Option<std::path::PathBuf>,
+}
 
-    /// What to do.
-    #[command(subcommand)]
-    pub(crate) command: Command,
+/// Parses this process's command line, as `Cli::parse` would.
+///
+/// Building the whole grammar (every subcommand's arguments) was a third of
+/// the instructions `guestcomm exec` ran before its first connect. So the
+/// command line is first parsed by a grammar of `exec` and the global
+/// options alone, which accepts a subset of what the whole grammar accepts
+/// and gives the same `Cli`; anything else it refuses (another command,
+/// help, a mistake) is parsed again by the whole grammar, so every message
+/// stays the one it was. `--version` is answered by the small grammar, with
+/// the same name and version.
+pub fn parse() -> Cli {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    match exec_grammar().try_get_matches_from(&args) {
+        Ok(matches) => {
+            if let Ok(cli) = Cli::from_arg_matches(&matches) {
+                return cli;
+            }
+        }
+        Err(e) if e.kind() == clap::error::ErrorKind::DisplayVersion => e.exit(),
+        Err(_) => {}
+    }
+    Cli::parse_from(args)
+}
+
+/// The grammar of `guestcomm [API OPTIONS] exec ...`: the same name,
+/// version, global options and `exec` arguments as [`Cli`], no other
+/// command.
+fn exec_grammar() -> clap::Command {
+    let exec = commands::exec::ExecArgs::augment_args(clap::Command::new("exec"));
+    ApiArgs::augment_args(clap::Command::new("guestcomm").version(env!("CARGO_PKG_VERSION")))
+        .subcommand(exec)
+        .subcommand_required(true)
 }
 
 /// The subcommands.
@@ -177,14 +220,14 @@ pub fn run(cli: Cli) -> ExitCode {
         }
         command => command,
     };
-    let tls = match (cli.api_cert, cli.api_key, cli.api_ca) {
+    let tls = match (cli.api.api_cert, cli.api.api_key, cli.api.api_ca) {
         (Some(cert), Some(key), Some(ca)) => {
             Some(guestcomm_api::tls::ClientTlsFiles { cert, key, ca })
         }
         _ => None,
     };
     let ctx = Context::new(
-        cli.api,
+        cli.api.api,
         tls,
         command.identity().map(Path::to_path_buf),
         command.output(),
@@ -251,6 +294,70 @@ mod tests {
     fn command(args: &[&str]) -> Command {
         let args = std::iter::once("guestcomm").chain(args.iter().copied());
         Cli::try_parse_from(args).unwrap().command
+    }
+
+    #[test]
+    fn the_exec_grammar_gives_what_the_whole_grammar_gives() {
+        exec_grammar().debug_assert();
+        let lines: [&[&str]; 3] = [
+            &["guestcomm", "exec", "unix:///a.sock", "--", "true"],
+            &[
+                "guestcomm",
+                "--api",
+                "unix:///api",
+                "exec",
+                "-n",
+                "-t",
+                "-e",
+                "A=1",
+                "-w",
+                "/tmp",
+                "-u",
+                "0",
+                "--identity",
+                "/k",
+                "--timeout",
+                "3",
+                "web1",
+                "--",
+                "ls",
+                "-l",
+            ],
+            &[
+                "guestcomm",
+                "exec",
+                "--api-cert",
+                "c",
+                "--api-key",
+                "k",
+                "--api-ca",
+                "a",
+                "web1",
+                "--",
+                "sh",
+                "-c",
+                "echo -- --help",
+            ],
+        ];
+        for line in lines {
+            let matches = exec_grammar().try_get_matches_from(line).unwrap();
+            let small = Cli::from_arg_matches(&matches).unwrap();
+            let whole = Cli::try_parse_from(line).unwrap();
+            assert_eq!(format!("{small:?}"), format!("{whole:?}"), "{line:?}");
+        }
+        // Everything else goes to the whole grammar and its messages.
+        for line in [
+            &["guestcomm", "vm", "list"][..],
+            &["guestcomm", "exec", "--help"],
+            &["guestcomm", "help", "exec"],
+            &["guestcomm", "exec", "-e", "A", "web1", "--", "true"],
+            &["guestcomm"],
+        ] {
+            assert!(
+                exec_grammar().try_get_matches_from(line).is_err(),
+                "{line:?}"
+            );
+        }
     }
 
     #[test]

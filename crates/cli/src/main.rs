@@ -2,11 +2,11 @@
 
 use std::process::ExitCode;
 
-use clap::{CommandFactory, Parser};
+use clap::CommandFactory;
 
 fn main() -> ExitCode {
     if guestcomm_generate::requested() {
         return guestcomm_generate::main(guestcomm_cli::Cli::command(), "1");
     }
-    guestcomm_cli::run(guestcomm_cli::Cli::parse())
+    guestcomm_cli::run(guestcomm_cli::parse())
 }

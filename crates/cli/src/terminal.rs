@@ -1,10 +1,12 @@
 //! The local terminal: raw mode for `exec -t` (restored on every exit path
-//! by a guard) and the window size to give the guest's pseudo-terminal.
+//! by a guard), the window size to give the guest's pseudo-terminal, and
+//! whether stdin is /dev/null (nothing to forward).
 
 use std::io::IsTerminal;
 use std::os::fd::{AsFd, AsRawFd};
 
 use guestcomm_protocol::WindowSize;
+use nix::sys::stat::{fstat, makedev, SFlag};
 use nix::sys::termios::{self, SetArg, Termios};
 
 /// Used when the local side is not a terminal but a pty was asked for.
@@ -54,4 +56,31 @@ pub(crate) fn window_size() -> Option<WindowSize> {
                 cols: ws.ws_col,
             })
         })
+}
+
+/// Whether `fd` is /dev/null (character device 1:3 on Linux). Stdin that
+/// is has nothing to forward, so `exec` need not start the blocking thread
+/// that reading stdin takes (one thread per exec, for every script that
+/// runs `guestcomm exec ... </dev/null`).
+pub(crate) fn is_dev_null(fd: impl AsFd) -> bool {
+    fstat(fd).is_ok_and(|st| {
+        SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFCHR
+            && st.st_rdev == makedev(1, 3)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::fs::File;
+
+    use super::is_dev_null;
+
+    #[test]
+    fn dev_null_is_recognized_and_nothing_else() {
+        assert!(is_dev_null(File::open("/dev/null").unwrap()));
+        assert!(!is_dev_null(File::open("/dev/zero").unwrap()));
+        assert!(!is_dev_null(tempfile::tempfile().unwrap()));
+        let (read, _write) = nix::unistd::pipe().unwrap();
+        assert!(!is_dev_null(read));
+    }
 }

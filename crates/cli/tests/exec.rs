@@ -65,6 +65,30 @@ fn stdin_is_piped_through_including_end_of_file() {
 }
 
 #[test]
+fn stdout_into_a_file_is_byte_exact_and_stdin_from_dev_null_reads_end_of_file() {
+    let agent = Agent::start();
+    let data = pseudo_random(20_000_000, 4);
+    let src = agent.dir.path().join("src.bin");
+    std::fs::write(&src, &data).unwrap();
+    let out = agent.dir.path().join("out.bin");
+    // The file written in place, /dev/null forwarding nothing: `cat` of
+    // stdin adds no byte and ends.
+    let status = agent
+        .exec_cmd(&[], &["sh", "-c", &format!("cat {}; cat", src.display())])
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&out).unwrap())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let written = std::fs::read(&out).unwrap();
+    assert!(
+        written == data,
+        "the file differs ({} bytes)",
+        written.len()
+    );
+}
+
+#[test]
 fn exit_codes_are_propagated() {
     let agent = Agent::start();
     for code in [0, 1, 7] {

@@ -1,8 +1,12 @@
 //! `guestcomm exec TARGET -- CMD [ARGS...]`: run a command in the guest.
 
 use std::collections::BTreeMap;
+use std::io::Write as _;
 use std::os::fd::AsFd;
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+use std::pin::Pin;
 use std::process::ExitCode;
+use std::task::{Context as TaskContext, Poll};
 
 use anyhow::Context as _;
 use clap::Args;
@@ -128,9 +132,9 @@ where
     } else {
         None
     };
-    let stdout = raw_stdout().map_err(|e| Failure::guestcomm(&e))?;
+    let stdout = Stdout::open().map_err(|e| Failure::guestcomm(&e))?;
     let io = ExecIo {
-        stdin: (!args.no_stdin).then(tokio::io::stdin),
+        stdin: (!args.no_stdin && !terminal::is_dev_null(std::io::stdin())).then(tokio::io::stdin),
         stdout,
         stderr: tokio::io::stderr(),
         input: Some(input_rx),
@@ -145,19 +149,86 @@ where
     Ok(exit::from_status(status.shell_code()))
 }
 
-/// Standard output without std's line buffering.
+/// Standard output as `exec` writes it: without std's line buffering, and
+/// by the cheapest way its kind allows.
 ///
 /// `tokio::io::stdout()` writes through `std::io::Stdout`, a `LineWriter`
 /// that scans every chunk for a newline (a `memrchr` over each 256 KiB data
-/// frame: ~15% of the CLI's CPU time for bulk output) and may split it. A
-/// plain file on a duplicate of fd 1 writes each chunk as it comes; we flush
-/// at each end of stream anyway.
-fn raw_stdout() -> anyhow::Result<tokio::fs::File> {
-    let fd = std::io::stdout()
-        .as_fd()
-        .try_clone_to_owned()
-        .context("failed to duplicate standard output")?;
-    Ok(tokio::fs::File::from_std(std::fs::File::from(fd)))
+/// frame: ~15% of the CLI's CPU time for bulk output) and may split it; and
+/// tokio's files copy each chunk and hand it to a blocking thread (four
+/// futex calls per frame). Each end of stream is flushed anyway.
+enum Stdout {
+    /// A pipe, opened again through /proc with O_NONBLOCK: its own open
+    /// file description, so the shell's stays blocking. Written from the
+    /// runtime when the reader makes room, with no thread and no copy.
+    Pipe(tokio::net::unix::pipe::Sender),
+    /// A regular file or /dev/null: a write never waits for a reader, so
+    /// it is made in place.
+    InPlace(std::fs::File),
+    /// Anything else (a terminal, a socket): on a blocking thread.
+    Threaded(tokio::fs::File),
+}
+
+impl Stdout {
+    /// A duplicate of fd 1, of the variant its kind allows.
+    fn open() -> anyhow::Result<Self> {
+        let fd = std::io::stdout()
+            .as_fd()
+            .try_clone_to_owned()
+            .context("failed to duplicate standard output")?;
+        let file = std::fs::File::from(fd);
+        let kind = file.metadata().map(|m| m.file_type());
+        if kind.as_ref().is_ok_and(|t| t.is_fifo()) {
+            if let Some(pipe) = Self::reopen_pipe() {
+                return Ok(Stdout::Pipe(pipe));
+            }
+        }
+        if kind.is_ok_and(|t| t.is_file()) || terminal::is_dev_null(&file) {
+            return Ok(Stdout::InPlace(file));
+        }
+        Ok(Stdout::Threaded(tokio::fs::File::from_std(file)))
+    }
+
+    /// Stdout's pipe as a non-blocking writer of its own; `None` where that
+    /// cannot be had (no /proc, no reader left), for the threaded fallback.
+    fn reopen_pipe() -> Option<tokio::net::unix::pipe::Sender> {
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open("/proc/self/fd/1")
+            .ok()?;
+        tokio::net::unix::pipe::Sender::from_file(file).ok()
+    }
+}
+
+impl AsyncWrite for Stdout {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Stdout::Pipe(pipe) => Pin::new(pipe).poll_write(cx, buf),
+            Stdout::InPlace(file) => Poll::Ready(file.write(buf)),
+            Stdout::Threaded(file) => Pin::new(file).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stdout::Pipe(pipe) => Pin::new(pipe).poll_flush(cx),
+            Stdout::InPlace(_) => Poll::Ready(Ok(())),
+            Stdout::Threaded(file) => Pin::new(file).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stdout::Pipe(pipe) => Pin::new(pipe).poll_shutdown(cx),
+            Stdout::InPlace(_) => Poll::Ready(Ok(())),
+            Stdout::Threaded(file) => Pin::new(file).poll_shutdown(cx),
+        }
+    }
 }
 
 /// Forwards local signals (and, with a pty, window size changes) to the guest.
