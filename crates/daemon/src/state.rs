@@ -38,6 +38,8 @@ pub(crate) struct State {
     pub(crate) relay_copy_idle: Duration,
     /// Refusals of callers without a role, recorded and counted apart.
     pub(crate) refusals: refusals::Refusals,
+    /// Whether each libvirt domain followed carries its VM's key.
+    pub(crate) domain_keys: crate::health::DomainKeys,
 }
 
 impl State {
@@ -62,6 +64,7 @@ impl State {
             wbem_jobs: copy_jobs::Jobs::default(),
             relay_copy_idle: Duration::from_millis(limits::DEFAULT_RELAY_COPY_IDLE_TIMEOUT_MS),
             refusals: refusals::Refusals::default(),
+            domain_keys: crate::health::DomainKeys::default(),
         }
     }
 
