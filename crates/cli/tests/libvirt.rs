@@ -306,6 +306,35 @@ fn the_inventory_follows_libvirts_domains_through_their_lifecycle_and_a_libvirtd
     assert_eq!(vm["authenticated"], true, "a key made as vm add makes one");
     let key = key_of(&d, &name, "before");
 
+    // A VM added by hand with the domain's name: refused, the error (to the
+    // caller, and in the audit log) naming the domain; its VM untouched.
+    let out = d.run(&[
+        "vm",
+        "add",
+        &name,
+        "--endpoint",
+        "unix:///nonexistent/agent.sock",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let clash = format!(
+        "it follows libvirt domain \"{name}\" ({uuid}) of {}",
+        libvirt.uri()
+    );
+    assert!(!out.status.success() && stderr.contains(&clash), "{stderr}");
+    let same = listed(&d, &name).unwrap();
+    assert_eq!(
+        (&same["id"], &same["endpoint"]),
+        (&vm["id"], &vm["endpoint"])
+    );
+    assert_eq!(key_of(&d, &name, "clash"), key, "the same key");
+    let records = d.audit_settled(&["--vm", &name]);
+    assert!(
+        records.iter().any(|r| r["operation"] == "vm.add"
+            && r["outcome"] == "failed"
+            && r["error"].as_str().is_some_and(|e| e.contains(&clash))),
+        "{records:#?}"
+    );
+
     // Started: probed again (no agent behind the endpoint: No Contact).
     libvirt.ok(&["start", &name]);
     wait_for_status(&d, &name, "No Contact");

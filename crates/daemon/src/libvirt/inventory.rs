@@ -222,6 +222,10 @@ async fn add(state: &State, uri: &str, domain: Domain) -> Option<Psk> {
             clash(state, &name, row.id).await;
             None
         }
+        Err(StoreError::DuplicateDomainVm { name, domain, uri }) => {
+            error!(domain = %name, uuid = %row.id, other = %domain, "libvirt domain {name:?} ({}) is not followed: VM {name:?} follows libvirt domain {domain} of {uri}; rename one of the domains", row.id);
+            None
+        }
         Err(e) => {
             warn!(vm = %row.name, error = %error_chain(&e), "cannot add the VM of a libvirt domain");
             None
@@ -272,6 +276,9 @@ async fn update(state: &State, uri: &str, row: VmRow, domain: Domain) {
                 audit_own(state, "libvirt.vm.update", &changed.name, arguments, None).await;
             }
             Err(StoreError::DuplicateVm(name)) => return clash(state, &name, row.id).await,
+            Err(StoreError::DuplicateDomainVm { name, domain, uri }) => {
+                return error!(vm = %row.name, other = %domain, "libvirt domain renamed to {name:?}, the VM keeps its name {:?}: VM {name:?} follows libvirt domain {domain} of {uri}", row.name)
+            }
             Err(e) => {
                 return warn!(vm = %row.name, error = %error_chain(&e), "cannot update the VM of a libvirt domain")
             }
