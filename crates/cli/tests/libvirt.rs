@@ -352,6 +352,11 @@ fn the_inventory_follows_libvirts_domains_through_their_lifecycle_and_a_libvirtd
         d.log()
     );
     libvirt.spawn();
+    // Defined as soon as libvirtd is back, maybe before the daemon is: the
+    // full read at reconnection finds it, else its event does.
+    let late = format!("gclvlate{}", std::process::id());
+    let late_endpoint = format!("unix://{}/{late}.sock", dir.path().display());
+    libvirt.define(&late, Some(&late_endpoint));
     assert!(
         wait_until(STARTUP_DEADLINE, || d
             .log()
@@ -361,6 +366,18 @@ fn the_inventory_follows_libvirts_domains_through_their_lifecycle_and_a_libvirtd
         "the daemon did not reconnect: {}",
         d.log()
     );
+    let vm = wait_for_status(&d, &late, "Off");
+    assert_eq!(vm["id"], libvirt.ok(&["domuuid", &late]).as_str());
+    // The outage was logged once, by its close.
+    assert_eq!(
+        d.log().matches("the connection to libvirt closed").count(),
+        1
+    );
+    assert!(
+        !d.log().contains("cannot connect to libvirt"),
+        "{}",
+        d.log()
+    );
     let vm = wait_for_status(&d, &name, "Paused");
     assert_eq!(vm["id"], uuid.as_str());
     assert_eq!(key_of(&d, &name, "after"), key, "the same key");
@@ -368,6 +385,21 @@ fn the_inventory_follows_libvirts_domains_through_their_lifecycle_and_a_libvirtd
     wait_for_status(&d, &name, "No Contact");
     libvirt.ok(&["destroy", &name]);
     wait_for_status(&d, &name, "Off");
+
+    // A domain defined after the restart: events still come.
+    let after = format!("gclvafter{}", std::process::id());
+    libvirt.define(
+        &after,
+        Some(&format!("unix://{}/{after}.sock", dir.path().display())),
+    );
+    wait_for_status(&d, &after, "Off");
+    libvirt.ok(&["undefine", &after]);
+    libvirt.ok(&["undefine", &late]);
+    assert!(
+        wait_until(STARTUP_DEADLINE, || listed(&d, &after).is_none()
+            && listed(&d, &late).is_none()),
+        "undefined after the restart, still listed"
+    );
 
     // Renamed (libvirt renames only inactive domains): the same VM, its key
     // kept, under the new name.
@@ -443,15 +475,33 @@ fn the_inventory_follows_libvirts_domains_through_their_lifecycle_and_a_libvirtd
 }
 
 #[test]
-fn without_a_libvirtd_the_daemon_serves_and_keeps_trying() {
+fn without_a_libvirtd_the_daemon_serves_and_keeps_trying_logging_once() {
     let test = "libvirt reconnect";
     if !libvirt_ready(test) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let socket = dir.path().join("nobody-listens");
+    let socket = dir.path().join("hangs-up");
+    // Something that accepts and hangs up at once, counting the attempts.
+    let listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+    listener.set_nonblocking(true).unwrap();
     let uri = format!("qemu:///session?socket={}", socket.display());
     let d = Daemon::start_logging_with("off", &["--libvirt", &uri]);
+    let mut attempts = 0;
+    assert!(
+        wait_until(STARTUP_DEADLINE, || {
+            while let Ok((conn, _)) = listener.accept() {
+                drop(conn);
+                attempts += 1;
+            }
+            attempts >= 3
+        }),
+        "{attempts} attempts: {}",
+        d.log()
+    );
+    // The API serves meanwhile.
+    assert_eq!(d.json(&["vm", "list"]), serde_json::json!([]));
+    // Attempts go on, logged once.
     assert!(
         wait_until(STARTUP_DEADLINE, || d
             .log()
@@ -459,8 +509,12 @@ fn without_a_libvirtd_the_daemon_serves_and_keeps_trying() {
         "{}",
         d.log()
     );
-    // The API serves meanwhile.
-    assert_eq!(d.json(&["vm", "list"]), serde_json::json!([]));
+    assert_eq!(
+        d.log().matches("cannot connect to libvirt").count(),
+        1,
+        "{}",
+        d.log()
+    );
 }
 
 const FW_CFG_CREDENTIAL: &str = "opt/io.systemd.credentials/guestcomm.key";

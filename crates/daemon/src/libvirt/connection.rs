@@ -16,7 +16,9 @@
 //!    entry added to the persistent XML, defined again). When the connection
 //!    closes (libvirtd stopped, keepalive lost) it reconnects, waiting
 //!    [`LIBVIRT_RECONNECT_FIRST_MS`] and doubling up to
-//!    [`LIBVIRT_RECONNECT_MAX_MS`], and reads everything again.
+//!    [`LIBVIRT_RECONNECT_MAX_MS`], and reads everything again. An outage
+//!    is logged once (a warning when it begins, the attempts counted when
+//!    it ends), however long it lasts.
 
 use std::ffi::{c_int, c_void};
 use std::path::{Path, PathBuf};
@@ -28,7 +30,7 @@ use std::time::Duration;
 use guestcomm_protocol::auth::Psk;
 use guestcomm_protocol::error_chain;
 
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 use uuid::Uuid;
 use virt::connect::Connect;
 use virt::domain::Domain;
@@ -150,9 +152,17 @@ fn reconnect_loop(followed: &Followed, stop: &AtomicBool) {
     let uri = followed.uri.as_str();
     let first = Duration::from_millis(LIBVIRT_RECONNECT_FIRST_MS);
     let mut wait = first;
+    // One warning per outage (the close, or the first failed attempt);
+    // the attempts after it are debug, counted in the line that ends it.
+    let mut outage_logged = false;
+    let mut failed_attempts: u32 = 0;
     while !stop.load(Ordering::Relaxed) {
         match Session::open(uri) {
             Ok(session) => {
+                if failed_attempts > 0 {
+                    info!(libvirt = uri, failed_attempts, "reconnected to libvirt");
+                }
+                failed_attempts = 0;
                 info!(libvirt = uri, "following libvirt's domains");
                 session.follow(followed, stop);
                 if stop.load(Ordering::Relaxed) {
@@ -160,12 +170,21 @@ fn reconnect_loop(followed: &Followed, stop: &AtomicBool) {
                 }
                 warn!(
                     libvirt = uri,
-                    "the connection to libvirt closed; reconnecting"
+                    "the connection to libvirt closed; reconnecting (every {} s at most; logged again once connected)",
+                    LIBVIRT_RECONNECT_MAX_MS / 1000
                 );
+                outage_logged = true;
                 wait = first;
             }
             Err(e) => {
-                warn!(libvirt = uri, error = %e, retry_in_ms = wait.as_millis() as u64, "cannot connect to libvirt");
+                failed_attempts = failed_attempts.saturating_add(1);
+                let retry_in_ms = wait.as_millis() as u64;
+                if outage_logged {
+                    debug!(libvirt = uri, error = %e, retry_in_ms, "cannot connect to libvirt");
+                } else {
+                    warn!(libvirt = uri, error = %e, retry_in_ms, "cannot connect to libvirt; retrying (every {} s at most; logged again once connected)", LIBVIRT_RECONNECT_MAX_MS / 1000);
+                    outage_logged = true;
+                }
             }
         }
         std::thread::sleep(wait);
