@@ -5,7 +5,10 @@
 //! domains (`type='qemu'`, no disk, no vsock device: the guestcomm
 //! endpoint is declared in the domain's metadata) and follows the VM
 //! inventory through `virsh` define, start, suspend, resume, destroy,
-//! domrename, metadata, undefine and a restart of libvirtd. Skipped (SKIPPED on stderr) without
+//! domrename, metadata, undefine and a restart of libvirtd; name clashes
+//! with VMs added by hand; the key's fwcfg entry the daemon adds to a new
+//! domain's definition (`--libvirt-key-dir`), once; and an outage logged
+//! once. Skipped (SKIPPED on stderr) without
 //! libvirt or a guestcommd built with the `libvirt` feature; a failure
 //! when GUESTCOMM_LIBVIRT_REQUIRED is set (CI, after installing libvirt).
 
