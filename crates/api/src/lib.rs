@@ -22,7 +22,7 @@ pub use client::ApiClient;
 pub use error::ApiError;
 pub use hyper::Method;
 pub use types::*;
-pub use vocabulary::{ApiErrorCode, HealthStatus};
+pub use vocabulary::{ApiErrorCode, DomainKey, HealthStatus};
 
 /// Where the daemon listens and the CLI connects when nothing else is said.
 pub const DEFAULT_API_ADDRESS: &str = "unix:///run/guestcomm/api.sock";

@@ -9,7 +9,7 @@ use guestcomm_transport::Address;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::vocabulary::{ApiErrorCode, HealthStatus};
+use crate::vocabulary::{ApiErrorCode, DomainKey, HealthStatus};
 
 pub use guestcomm_protocol::integration::{
     FreezeStatus, GuestInfo, KvpEntries, ShutdownRequest, TimeReport,
@@ -93,6 +93,10 @@ pub struct Vm {
     pub authenticated: bool,
     /// Health, from the monitor.
     pub health: Health,
+    /// For a VM following a libvirt domain (`guestcommd --libvirt`):
+    /// whether the domain carries the VM's key; absent for other VMs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub domain_key: Option<DomainKey>,
 }
 
 /// What the health monitor knows about a VM's agent.

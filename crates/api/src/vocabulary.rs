@@ -1,6 +1,6 @@
 //! The API's closed sets of words, each an enum: the stable code of every
-//! error answer ([`ApiErrorCode`]) and the status of a VM's agent
-//! ([`HealthStatus`]). On the wire each is the same JSON string as ever;
+//! error answer ([`ApiErrorCode`]), the status of a VM's agent
+//! ([`HealthStatus`]) and where a libvirt domain's key is ([`DomainKey`]). On the wire each is the same JSON string as ever;
 //! a word this version does not know (a newer daemon's) reads as `Other`
 //! with its text, never as a decoding failure.
 
@@ -197,5 +197,24 @@ mod tests {
             serde_json::from_str::<ApiErrorCode>("5").is_err(),
             "not a string"
         );
+    }
+}
+
+wire_words! {
+    /// Whether the libvirt domain a VM follows carries the VM's key, its
+    /// firmware configuration credential entry
+    /// ([`Vm::domain_key`](crate::Vm::domain_key)).
+    pub enum DomainKey {
+        /// The running (or paused) domain has the entry: its guest can read the key.
+        InRunningDomain = "in-running-domain",
+        /// Only its definition has the entry: the guest gets it once the
+        /// domain is shut down and started again.
+        RestartNeeded = "restart-needed",
+        /// The domain is off and its definition has the entry: the guest
+        /// gets it at the next start.
+        AtNextStart = "at-next-start",
+        /// Neither the domain nor its definition has the entry (a transient
+        /// domain, or the entry was removed): deliver the key otherwise.
+        NotInDomain = "not-in-domain",
     }
 }

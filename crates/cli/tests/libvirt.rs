@@ -5,7 +5,10 @@
 //! domains (`type='qemu'`, no disk, no vsock device: the guestcomm
 //! endpoint is declared in the domain's metadata) and follows the VM
 //! inventory through `virsh` define, start, suspend, resume, destroy,
-//! domrename, metadata, undefine and a restart of libvirtd. Skipped (SKIPPED on stderr) without
+//! domrename, metadata, undefine and a restart of libvirtd; name clashes
+//! with VMs added by hand; the key's fwcfg entry the daemon adds to a new
+//! domain's definition (`--libvirt-key-dir`), once; and an outage logged
+//! once. Skipped (SKIPPED on stderr) without
 //! libvirt or a guestcommd built with the `libvirt` feature; a failure
 //! when GUESTCOMM_LIBVIRT_REQUIRED is set (CI, after installing libvirt).
 
@@ -13,6 +16,7 @@
 
 mod util;
 
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 
@@ -69,8 +73,10 @@ struct Libvirtd {
 }
 
 impl Libvirtd {
-    fn start(dir: &Path) -> Option<Self> {
-        let user = TestUser::create("lv")?;
+    /// Starts one as the test user `gc<tag><pid>` (a tag per test: the
+    /// tests of this file run at the same time, in one process).
+    fn start(dir: &Path, tag: &str) -> Option<Self> {
+        let user = TestUser::create(tag)?;
         let dir = dir.join("libvirt");
         // Logs of QEMU go to files: no virtlogd to start and stop.
         std::fs::create_dir_all(dir.join("config/libvirt")).unwrap();
@@ -174,6 +180,13 @@ impl Libvirtd {
     /// Defines domain `name`, with the guestcomm metadata endpoint
     /// `endpoint` if given, from a file in the test's directory.
     fn define(&self, name: &str, endpoint: Option<&str>) {
+        let path = self.domain_file(name, endpoint, "");
+        self.ok(&["define", &path]);
+    }
+
+    /// Writes the XML of domain `name` (with `extra` as children of
+    /// `<domain>`) into the test's directory; returns its path.
+    fn domain_file(&self, name: &str, endpoint: Option<&str>, extra: &str) -> String {
         let metadata = match endpoint {
             Some(endpoint) => format!(
                 "<metadata>
@@ -189,6 +202,7 @@ impl Libvirtd {
   <vcpu>1</vcpu>
   <os><type arch='x86_64' machine='pc'>hvm</type></os>
   {metadata}
+  {extra}
   <devices>
     <emulator>{QEMU}</emulator>
     <video><model type='none'/></video>
@@ -198,7 +212,17 @@ impl Libvirtd {
         );
         let path = self.dir.join(format!("{name}.xml"));
         std::fs::write(&path, xml).unwrap();
-        self.ok(&["define", &path.display().to_string()]);
+        path.display().to_string()
+    }
+
+    /// A directory for the daemon's key files: root's, the test user's
+    /// group (QEMU's here), mode 0750.
+    fn key_dir(&self) -> PathBuf {
+        let dir = self.dir.join("keys");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::os::unix::fs::chown(&dir, Some(0), Some(self.user.gid)).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o750)).unwrap();
+        dir
     }
 }
 
@@ -266,7 +290,7 @@ fn the_inventory_follows_libvirts_domains_through_their_lifecycle_and_a_libvirtd
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let Some(mut libvirt) = Libvirtd::start(dir.path()) else {
+    let Some(mut libvirt) = Libvirtd::start(dir.path(), "lv") else {
         return skip(test, "a session libvirtd needs a test user (root, useradd)");
     };
     let d = Daemon::start_logging_with("200ms", &["--libvirt", &libvirt.uri()]);
@@ -285,6 +309,35 @@ fn the_inventory_follows_libvirts_domains_through_their_lifecycle_and_a_libvirtd
     assert_eq!(vm["authenticated"], true, "a key made as vm add makes one");
     let key = key_of(&d, &name, "before");
 
+    // A VM added by hand with the domain's name: refused, the error (to the
+    // caller, and in the audit log) naming the domain; its VM untouched.
+    let out = d.run(&[
+        "vm",
+        "add",
+        &name,
+        "--endpoint",
+        "unix:///nonexistent/agent.sock",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let clash = format!(
+        "it follows libvirt domain \"{name}\" ({uuid}) of {}",
+        libvirt.uri()
+    );
+    assert!(!out.status.success() && stderr.contains(&clash), "{stderr}");
+    let same = listed(&d, &name).unwrap();
+    assert_eq!(
+        (&same["id"], &same["endpoint"]),
+        (&vm["id"], &vm["endpoint"])
+    );
+    assert_eq!(key_of(&d, &name, "clash"), key, "the same key");
+    let records = d.audit_settled(&["--vm", &name]);
+    assert!(
+        records.iter().any(|r| r["operation"] == "vm.add"
+            && r["outcome"] == "failed"
+            && r["error"].as_str().is_some_and(|e| e.contains(&clash))),
+        "{records:#?}"
+    );
+
     // Started: probed again (no agent behind the endpoint: No Contact).
     libvirt.ok(&["start", &name]);
     wait_for_status(&d, &name, "No Contact");
@@ -302,6 +355,11 @@ fn the_inventory_follows_libvirts_domains_through_their_lifecycle_and_a_libvirtd
         d.log()
     );
     libvirt.spawn();
+    // Defined as soon as libvirtd is back, maybe before the daemon is: the
+    // full read at reconnection finds it, else its event does.
+    let late = format!("gclvlate{}", std::process::id());
+    let late_endpoint = format!("unix://{}/{late}.sock", dir.path().display());
+    libvirt.define(&late, Some(&late_endpoint));
     assert!(
         wait_until(STARTUP_DEADLINE, || d
             .log()
@@ -311,6 +369,18 @@ fn the_inventory_follows_libvirts_domains_through_their_lifecycle_and_a_libvirtd
         "the daemon did not reconnect: {}",
         d.log()
     );
+    let vm = wait_for_status(&d, &late, "Off");
+    assert_eq!(vm["id"], libvirt.ok(&["domuuid", &late]).as_str());
+    // The outage was logged once, by its close.
+    assert_eq!(
+        d.log().matches("the connection to libvirt closed").count(),
+        1
+    );
+    assert!(
+        !d.log().contains("cannot connect to libvirt"),
+        "{}",
+        d.log()
+    );
     let vm = wait_for_status(&d, &name, "Paused");
     assert_eq!(vm["id"], uuid.as_str());
     assert_eq!(key_of(&d, &name, "after"), key, "the same key");
@@ -318,6 +388,21 @@ fn the_inventory_follows_libvirts_domains_through_their_lifecycle_and_a_libvirtd
     wait_for_status(&d, &name, "No Contact");
     libvirt.ok(&["destroy", &name]);
     wait_for_status(&d, &name, "Off");
+
+    // A domain defined after the restart: events still come.
+    let after = format!("gclvafter{}", std::process::id());
+    libvirt.define(
+        &after,
+        Some(&format!("unix://{}/{after}.sock", dir.path().display())),
+    );
+    wait_for_status(&d, &after, "Off");
+    libvirt.ok(&["undefine", &after]);
+    libvirt.ok(&["undefine", &late]);
+    assert!(
+        wait_until(STARTUP_DEADLINE, || listed(&d, &after).is_none()
+            && listed(&d, &late).is_none()),
+        "undefined after the restart, still listed"
+    );
 
     // Renamed (libvirt renames only inactive domains): the same VM, its key
     // kept, under the new name.
@@ -393,15 +478,33 @@ fn the_inventory_follows_libvirts_domains_through_their_lifecycle_and_a_libvirtd
 }
 
 #[test]
-fn without_a_libvirtd_the_daemon_serves_and_keeps_trying() {
+fn without_a_libvirtd_the_daemon_serves_and_keeps_trying_logging_once() {
     let test = "libvirt reconnect";
     if !libvirt_ready(test) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let socket = dir.path().join("nobody-listens");
+    let socket = dir.path().join("hangs-up");
+    // Something that accepts and hangs up at once, counting the attempts.
+    let listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+    listener.set_nonblocking(true).unwrap();
     let uri = format!("qemu:///session?socket={}", socket.display());
     let d = Daemon::start_logging_with("off", &["--libvirt", &uri]);
+    let mut attempts = 0;
+    assert!(
+        wait_until(STARTUP_DEADLINE, || {
+            while let Ok((conn, _)) = listener.accept() {
+                drop(conn);
+                attempts += 1;
+            }
+            attempts >= 3
+        }),
+        "{attempts} attempts: {}",
+        d.log()
+    );
+    // The API serves meanwhile.
+    assert_eq!(d.json(&["vm", "list"]), serde_json::json!([]));
+    // Attempts go on, logged once.
     assert!(
         wait_until(STARTUP_DEADLINE, || d
             .log()
@@ -409,6 +512,150 @@ fn without_a_libvirtd_the_daemon_serves_and_keeps_trying() {
         "{}",
         d.log()
     );
-    // The API serves meanwhile.
-    assert_eq!(d.json(&["vm", "list"]), serde_json::json!([]));
+    assert_eq!(
+        d.log().matches("cannot connect to libvirt").count(),
+        1,
+        "{}",
+        d.log()
+    );
+}
+
+const FW_CFG_CREDENTIAL: &str = "opt/io.systemd.credentials/guestcomm.key";
+
+/// The `file=` of the key's fwcfg entry in `xml`, if it has the entry.
+fn credential_file(xml: &str) -> Option<String> {
+    let entry = &xml[xml.find(&format!("name='{FW_CFG_CREDENTIAL}'"))?..];
+    let file = &entry[entry.find("file='")? + "file='".len()..];
+    Some(file[..file.find('\'')?].to_string())
+}
+
+/// VM `name`'s `domain_key` (vm show --json), once it is `want`.
+fn wait_for_domain_key(d: &Daemon, name: &str, want: &str) {
+    let mut last = serde_json::Value::Null;
+    let reached = wait_until(STARTUP_DEADLINE, || {
+        last = d.json(&["vm", "show", name]);
+        last["domain_key"] == want
+    });
+    assert!(
+        reached,
+        "VM {name}'s domain_key never became {want:?}: {last:#?}\n{}",
+        d.log()
+    );
+}
+
+#[test]
+fn a_new_domain_gets_its_vms_key_in_its_definition_once() {
+    let test = "libvirt keys";
+    if !libvirt_ready(test) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let Some(libvirt) = Libvirtd::start(dir.path(), "lk") else {
+        return skip(test, "a session libvirtd needs a test user (root, useradd)");
+    };
+    let keys = libvirt.key_dir();
+    let keys_arg = keys.display().to_string();
+    let mut d = Daemon::start_logging_with(
+        "200ms",
+        &["--libvirt", &libvirt.uri(), "--libvirt-key-dir", &keys_arg],
+    );
+    let name = format!("gclvkey{}", std::process::id());
+    // A vsock endpoint: its VM gets a key (a Unix socket's gets none).
+    let endpoint = |tag: &str| {
+        format!(
+            "hvsock-uds://{}/{name}{tag}.vsock?port=18243",
+            dir.path().display()
+        )
+    };
+    // Something of everything the redefinition must keep.
+    let extra = "<description>kept as it was</description>\
+                 <sysinfo type='smbios'><oemStrings><entry>kept-oem</entry></oemStrings></sysinfo>";
+    let path = libvirt.domain_file(&name, Some(&endpoint("")), extra);
+    libvirt.ok(&["define", &path]);
+
+    // The definition gets the entry, naming a file with the VM's key
+    // (the same text `vm credentials --guest-file` writes), group QEMU's.
+    let mut inactive = String::new();
+    assert!(
+        wait_until(STARTUP_DEADLINE, || {
+            inactive = libvirt.ok(&["dumpxml", "--inactive", &name]);
+            credential_file(&inactive).is_some()
+        }),
+        "no key entry in the definition: {inactive}\n{}",
+        d.log()
+    );
+    let file = credential_file(&inactive).unwrap();
+    let uuid = libvirt.ok(&["domuuid", &name]);
+    assert_eq!(file, keys.join(format!("{uuid}.key")).display().to_string());
+    assert_eq!(std::fs::read(&file).unwrap(), key_of(&d, &name, "fwcfg"));
+    let meta = std::fs::metadata(&file).unwrap();
+    assert_eq!(meta.permissions().mode() & 0o777, 0o640);
+    assert_eq!(meta.gid(), libvirt.user.gid);
+    for kept in [
+        "kept as it was",
+        "kept-oem",
+        METADATA_NAMESPACE,
+        &endpoint(""),
+    ] {
+        assert!(inactive.contains(kept), "{kept:?} lost: {inactive}");
+    }
+    wait_for_domain_key(&d, &name, "at-next-start");
+    let shown = d.ok(&["vm", "show", &name]);
+    assert!(shown.contains("Domain key: at-next-start"), "{shown}");
+
+    // Started, QEMU reads the file: the running domain carries the key.
+    libvirt.ok(&["start", &name]);
+    wait_for_domain_key(&d, &name, "in-running-domain");
+
+    // The daemon's own acts are audited, with no caller.
+    let records = d.audit_settled(&["--vm", &name]);
+    for operation in ["libvirt.vm.add", "libvirt.key"] {
+        let found: Vec<_> = records
+            .iter()
+            .filter(|r| r["operation"] == operation)
+            .collect();
+        assert_eq!(found.len(), 1, "{operation}: {records:#?}");
+        assert!(found[0]["uid"].is_null(), "{:#?}", found[0]);
+        assert_eq!(found[0]["outcome"], "ok");
+    }
+
+    // A second start of the daemon adds nothing again.
+    d.kill9_and_restart();
+    wait_for_domain_key(&d, &name, "in-running-domain");
+    let again = libvirt.ok(&["dumpxml", "--inactive", &name]);
+    assert_eq!(again.matches(FW_CFG_CREDENTIAL).count(), 1, "{again}");
+    assert_eq!(credential_file(&again).unwrap(), file);
+    let records = d.audit_settled(&["--vm", &name]);
+    let inserted = records.iter().filter(|r| r["operation"] == "libvirt.key");
+    assert_eq!(inserted.count(), 1, "{records:#?}");
+
+    // A domain that has the entry keeps it, and its VM takes its key.
+    let own = dir.path().join("own.key");
+    let own_text =
+        "{\"method\":\"psk-hmac-sha256\",\"key\":\"".to_string() + &"5a".repeat(32) + "\"}\n";
+    std::fs::write(&own, &own_text).unwrap();
+    let owned = format!("{name}own");
+    let entry = format!(
+        "<sysinfo type='fwcfg'><entry name='{FW_CFG_CREDENTIAL}' file='{}'/></sysinfo>",
+        own.display()
+    );
+    let path = libvirt.domain_file(&owned, Some(&endpoint("own")), &entry);
+    libvirt.ok(&["define", &path]);
+    wait_for_domain_key(&d, &owned, "at-next-start");
+    let xml = libvirt.ok(&["dumpxml", "--inactive", &owned]);
+    assert_eq!(credential_file(&xml).unwrap(), own.display().to_string());
+    assert_eq!(key_of(&d, &owned, "own"), own_text.as_bytes());
+
+    // A transient domain is never changed.
+    let transient = format!("{name}tr");
+    let path = libvirt.domain_file(&transient, Some(&endpoint("tr")), "");
+    libvirt.ok(&["create", &path]);
+    wait_for_domain_key(&d, &transient, "not-in-domain");
+    let xml = libvirt.ok(&["dumpxml", &transient]);
+    assert!(credential_file(&xml).is_none(), "{xml}");
+    assert!(d
+        .log()
+        .contains("a transient libvirt domain is never changed"));
+    drop(d);
+    drop(libvirt);
 }

@@ -1,6 +1,7 @@
 //! The QEMU guest agent protocol of `guestcomm-agent --qga`, driven over a
 //! Unix socket as libvirt drives qemu-ga's channel: resynchronisation, the
-//! commands libvirt calls with qemu-ga's answer shapes, guest-exec and
+//! commands libvirt calls with qemu-ga's answer shapes (guest-get-disks,
+//! guest-fstrim and guest-get-load among them), guest-exec and
 //! guest-file-*, the guest policy, bad input, and the native protocol
 //! still serving beside it. Nothing on this machine is frozen, set or
 //! powered off (simulated freezer and clock, an injected shutdown command).
@@ -171,6 +172,50 @@ fn libvirts_agent_calls_get_qemu_ga_shaped_answers() {
     assert_eq!(vcpus.as_array().unwrap().len(), online, "{vcpus}");
     assert_eq!(vcpus[0]["logical-id"], 0);
 
+    // guest-get-load (QEMU 10's GuestLoadAverage: load1, load5, load15,
+    // numbers): /proc/loadavg's first three fields, read around the call
+    // until they did not change meanwhile.
+    let loadavg = || -> Value {
+        let text = std::fs::read_to_string("/proc/loadavg").unwrap();
+        let v: Vec<f64> = text
+            .split_whitespace()
+            .take(3)
+            .map(|f| f.parse().unwrap())
+            .collect();
+        json!({"load1": v[0], "load5": v[1], "load15": v[2]})
+    };
+    let mut load = Value::Null;
+    assert!(
+        wait_until(DEADLINE, || {
+            let before = loadavg();
+            load = q.ok(json!({"execute": "guest-get-load"}));
+            before == loadavg() && load == before
+        }),
+        "{load} against {}",
+        loadavg()
+    );
+    assert!(
+        load.as_object().unwrap().values().all(Value::is_f64),
+        "{load}"
+    );
+
+    // guest-get-disks: every sized block device of /sys/block, a disk.
+    let disks = q.ok(json!({"execute": "guest-get-disks"}));
+    for entry in std::fs::read_dir("/sys/block").unwrap().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let size = std::fs::read_to_string(entry.path().join("size")).unwrap();
+        let found = disks
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["name"] == format!("/dev/{name}"));
+        if size.trim() == "0" {
+            assert!(found.is_none(), "{disks}");
+        } else {
+            assert_eq!(found.unwrap()["partition"], false, "{disks}");
+        }
+    }
+
     // Time: the agent's simulated clock is stepped, never this machine's.
     let later = q.ok(json!({"execute": "guest-get-time"})).as_i64().unwrap() + 3_600_000_000_000;
     assert_eq!(
@@ -184,6 +229,16 @@ fn libvirts_agent_calls_get_qemu_ga_shaped_answers() {
     let frozen = q.ok(json!({"execute": "guest-fsfreeze-freeze"}));
     assert!(frozen.as_u64().unwrap() >= 1, "{frozen}");
     assert_eq!(q.ok(json!({"execute": "guest-fsfreeze-status"})), "frozen");
+    // No trim while frozen (it would wait for the thaw).
+    let refused = q.call(json!({"execute": "guest-fstrim"}));
+    assert_eq!(refused["error"]["class"], "GenericError", "{refused}");
+    assert!(
+        refused["error"]["desc"]
+            .as_str()
+            .unwrap()
+            .contains("frozen"),
+        "{refused}"
+    );
     assert_eq!(q.ok(json!({"execute": "guest-fsfreeze-thaw"})), frozen);
     assert_eq!(q.ok(json!({"execute": "guest-fsfreeze-status"})), "thawed");
 }
@@ -522,6 +577,43 @@ fn read_only_answers_match_the_real_qemu_ga_field_by_field() {
         by_mountpoint(theirs.ok(request))
     );
 
+    // Disks: the same, member by member.
+    let request = json!({"execute": "guest-get-disks"});
+    let by_name = |mut v: Value| {
+        let list = v.as_array_mut().unwrap();
+        list.sort_by_key(|d| d["name"].to_string());
+        v
+    };
+    assert_eq!(
+        by_name(ours.ok(request.clone())),
+        by_name(theirs.ok(request))
+    );
+
+    // Trim (of free extents of 1 GiB or more: little to do): the same
+    // filesystems, minimum and errors; the bytes trimmed are each run's.
+    let request = json!({"execute": "guest-fstrim", "arguments": {"minimum": 1u64 << 30}});
+    let trimmed = |v: Value| -> Vec<Value> {
+        let mut paths: Vec<Value> = v["paths"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| {
+                let mut p = p.clone();
+                if let Some(t) = p.get_mut("trimmed") {
+                    assert!(t.is_u64(), "{t}");
+                    *t = json!("present");
+                }
+                p
+            })
+            .collect();
+        paths.sort_by_key(|p| p["path"].to_string());
+        paths
+    };
+    assert_eq!(
+        trimmed(ours.ok(request.clone())),
+        trimmed(theirs.ok(request))
+    );
+
     // Interfaces: the same names, addresses, prefixes and counters present.
     let request = json!({"execute": "guest-network-get-interfaces"});
     let (mine, real_ifaces) = (steady(ours.ok(request.clone())), steady(theirs.ok(request)));
@@ -560,6 +652,8 @@ fn read_only_answers_match_the_real_qemu_ga_field_by_field() {
         json!([1, 2]),
         json!({"execute": "guest-exec-status", "arguments": {"pid": 1}}),
         json!({"execute": "guest-file-read", "arguments": {"handle": 5}}),
+        json!({"execute": "guest-fstrim", "arguments": {"minimum": "x"}}),
+        json!({"execute": "guest-get-disks", "arguments": {"x": 1}}),
     ] {
         assert_eq!(
             ours.call(request.clone()),
@@ -583,7 +677,8 @@ fn read_only_answers_match_the_real_qemu_ga_field_by_field() {
     };
     let info = json!({"execute": "guest-info"});
     let (mine, real_names) = (names_of(ours.ok(info.clone())), names_of(theirs.ok(info)));
-    for name in mine {
+    // guest-get-load came with QEMU 10, after Debian's 7.2.
+    for name in mine.into_iter().filter(|n| n != "guest-get-load") {
         assert!(real_names.contains(&name), "qemu-ga has no {name}");
     }
 }

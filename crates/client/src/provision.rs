@@ -107,10 +107,18 @@ pub fn qemu_smbios_inline(psk: &Psk) -> Vec<String> {
 /// The libvirt domain XML (a child of `<domain>`) that gives the guest the
 /// credentials file at `path` as a firmware configuration entry.
 pub fn libvirt_fw_cfg(path: &Path) -> Result<String, ProvisionError> {
-    let path = quick_xml::escape::escape(checked_path(path)?);
     Ok(format!(
-        "<sysinfo type='fwcfg'>\n  <entry name='{FW_CFG_CREDENTIAL}' file='{path}'/>\n</sysinfo>\n"
+        "<sysinfo type='fwcfg'>\n  {}\n</sysinfo>\n",
+        libvirt_fw_cfg_entry(path)?
     ))
+}
+
+/// The `<entry>` of a libvirt `<sysinfo type='fwcfg'>` that gives the
+/// guest the credentials file at `path` (guestcommd adds it to the domains
+/// it follows).
+pub fn libvirt_fw_cfg_entry(path: &Path) -> Result<String, ProvisionError> {
+    let path = quick_xml::escape::escape(checked_path(path)?);
+    Ok(format!("<entry name='{FW_CFG_CREDENTIAL}' file='{path}'/>"))
 }
 
 /// The libvirt domain XML that gives the guest `psk` as an SMBIOS type 11

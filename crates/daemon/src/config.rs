@@ -27,6 +27,8 @@
 //!
 //! [libvirt]
 //! uri = "qemu:///system"            # follow this libvirt's domains (--libvirt)
+//! key_dir = "/var/lib/guestcomm/libvirt-keys"  # write each domain's key here and add
+//!                                   # its fwcfg entry (--libvirt-key-dir)
 //!
 //! [metrics]
 //! listen = "tcp://127.0.0.1:9464"   # Prometheus metrics over plain HTTP (--metrics)
@@ -104,6 +106,12 @@ pub struct LibvirtSection {
     /// libvirt's connection URI (`qemu:///system`); `--libvirt` wins.
     #[serde(default)]
     pub uri: Option<String>,
+    /// Where the daemon writes the key of each domain it adds (`UUID.key`,
+    /// the directory's group, mode 0640) and names it in the domain's
+    /// fwcfg entry; without it domains are not changed.
+    /// `--libvirt-key-dir` wins.
+    #[serde(default)]
+    pub key_dir: Option<PathBuf>,
 }
 
 /// `[api]`.
@@ -338,6 +346,7 @@ viewer = { users = ["1001"], groups = ["adm", 4] }
 max_records = 10
 [libvirt]
 uri = "qemu:///system"
+key_dir = "/var/lib/guestcomm/libvirt-keys"
 [metrics]
 listen = "tcp://127.0.0.1:9464"
 "#;
@@ -354,6 +363,10 @@ listen = "tcp://127.0.0.1:9464"
         assert_eq!(c.audit.max_records, 10);
         assert_eq!(c.audit.max_age_days, DEFAULT_AUDIT_MAX_AGE_DAYS);
         assert_eq!(c.libvirt.uri.as_deref(), Some("qemu:///system"));
+        assert_eq!(
+            c.libvirt.key_dir.as_deref(),
+            Some(Path::new("/var/lib/guestcomm/libvirt-keys"))
+        );
         assert_eq!(FileConfig::default().libvirt.uri, None);
         assert_eq!(c.metrics.listen.as_deref(), Some("tcp://127.0.0.1:9464"));
     }

@@ -11,12 +11,14 @@
 //!
 //! A VM whose hypervisor reports its power state (`--libvirt`) is "Paused"
 //! or "Off" while it is, whatever the last probe said, and is not probed
-//! ([`HealthMap::probed`]); a start begins again at "No Contact".
+//! ([`HealthMap::probed`]); a start begins again at "No Contact". Beside
+//! it, whether such a VM's domain carries its key ([`DomainKeys`]).
+
 use std::collections::HashMap;
 use std::sync::RwLock;
 use std::time::Duration;
 
-use guestcomm_api::{Health, HealthDetail, HealthStatus};
+use guestcomm_api::{DomainKey, Health, HealthDetail, HealthStatus};
 use tracing::{info, warn};
 use uuid::Uuid;
 
@@ -145,6 +147,33 @@ pub(crate) struct ProbeFailure {
     pub(crate) detail: HealthDetail,
     /// What happened, for people.
     pub(crate) error: String,
+}
+
+/// Whether each followed domain carries its VM's key, by VM id.
+#[derive(Default)]
+pub(crate) struct DomainKeys(RwLock<HashMap<Uuid, DomainKey>>);
+
+impl DomainKeys {
+    /// Whether VM `vm`'s domain carries its key; `None` for a VM that
+    /// follows no domain.
+    pub(crate) fn get(&self, vm: Uuid) -> Option<DomainKey> {
+        let keys = self.0.read().unwrap_or_else(|e| e.into_inner());
+        keys.get(&vm).cloned()
+    }
+
+    /// Records whether VM `vm`'s domain carries its key.
+    #[cfg_attr(not(any(test, feature = "libvirt")), allow(dead_code))]
+    pub(crate) fn set(&self, vm: Uuid, key: DomainKey) {
+        let mut keys = self.0.write().unwrap_or_else(|e| e.into_inner());
+        keys.insert(vm, key);
+    }
+
+    /// Forgets VM `vm` (removed).
+    #[cfg_attr(not(any(test, feature = "libvirt")), allow(dead_code))]
+    pub(crate) fn forget(&self, vm: Uuid) {
+        let mut keys = self.0.write().unwrap_or_else(|e| e.into_inner());
+        keys.remove(&vm);
+    }
 }
 
 #[cfg(test)]

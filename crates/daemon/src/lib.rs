@@ -246,7 +246,10 @@ impl Daemon {
             None => None,
         };
         let libvirt = match &config.libvirt {
-            Some(uri) => Some(libvirt::follow(state.clone(), uri).map_err(StartError::Libvirt)?),
+            Some(uri) => {
+                let key_dir = config.file.libvirt.key_dir.clone();
+                Some(libvirt::follow(state.clone(), uri, key_dir).map_err(StartError::Libvirt)?)
+            }
             None => None,
         };
         Ok(Self {

@@ -243,6 +243,12 @@ pub(crate) const MAX_DOMAIN_XML_BYTES: usize = 4 * 1024 * 1024;
 #[cfg(any(test, feature = "libvirt"))]
 pub(crate) const MAX_DOMAIN_XML_DEPTH: usize = 64;
 
+/// Mode of the key files guestcommd writes for the libvirt domains it
+/// follows (`[libvirt] key_dir`): read by the daemon's user and the
+/// directory's group (QEMU's), no one else.
+#[cfg(any(test, feature = "libvirt"))]
+pub(crate) const DOMAIN_KEY_FILE_MODE: u32 = 0o640;
+
 /// First wait before reconnecting to libvirt after it went away or refused
 /// the connection, in milliseconds; it doubles up to
 /// [`LIBVIRT_RECONNECT_MAX_MS`], so a restarted libvirtd is found again at

@@ -123,6 +123,14 @@ struct Args {
     #[arg(long, value_name = "URI")]
     libvirt: Option<String>,
 
+    /// With --libvirt: write the key of each domain the daemon adds into
+    /// this directory (UUID.key, owner root, the directory's group, mode
+    /// 0640: give the directory QEMU's group) and add the fwcfg entry
+    /// naming it to the domain's persistent definition, so the guest finds
+    /// its key at its next start (`[libvirt] key_dir` in --config). Without
+    /// it, domains are never changed.
+    #[arg(long, value_name = "DIR")]
+    libvirt_key_dir: Option<std::path::PathBuf>,
     /// Also serve Prometheus metrics (GET /metrics, the only route;
     /// OpenMetrics text when asked for, else Prometheus' text format;
     /// `[metrics] listen` in --config) over plain HTTP on this address,
@@ -205,6 +213,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
     // After the configuration: a start that fails on it says only that.
     observability::raise_open_files_limit(guestcommd::OPEN_FILES_WANTED);
     let libvirt = args.libvirt.clone().or_else(|| file.libvirt.uri.clone());
+    let mut file = file;
+    if let Some(dir) = args.libvirt_key_dir.clone() {
+        file.libvirt.key_dir = Some(dir);
+    }
     let metrics = match metrics_flag {
         Some(address) => Some(address),
         None => match &file.metrics.listen {

@@ -42,6 +42,8 @@ pub(crate) struct State {
     pub(crate) refusals: refusals::Refusals,
     /// The Prometheus metrics (`GET /metrics`).
     pub(crate) metrics: Arc<Metrics>,
+    /// Whether each libvirt domain followed carries its VM's key.
+    pub(crate) domain_keys: crate::health::DomainKeys,
 }
 
 impl State {
@@ -67,6 +69,7 @@ impl State {
             relay_copy_idle: Duration::from_millis(limits::DEFAULT_RELAY_COPY_IDLE_TIMEOUT_MS),
             refusals: refusals::Refusals::default(),
             metrics: Arc::default(),
+            domain_keys: crate::health::DomainKeys::default(),
         }
     }
 

@@ -16,10 +16,12 @@ use guestcomm_protocol::{Call, Control, ErrorFrame, ExecRequest, Request};
 use serde_json::{json, Map, Value};
 
 use super::accounts;
+use super::cpus;
 use super::exec::Execs;
 use super::files::Files;
 use super::fsinfo::fsinfo as filesystems;
 use super::reply::{arg, generic, opt, tri, Args, Reply};
+use super::storage;
 use crate::integration::{answer, Origin, Services};
 
 type Handler = fn(&Qga, &Args) -> Reply;
@@ -37,7 +39,10 @@ const COMMANDS: &[(&str, &[&str], Handler)] = &[
     ("guest-get-users", &[], users),
     ("guest-get-timezone", &[], timezone),
     ("guest-get-fsinfo", &[], fsinfo),
-    ("guest-get-vcpus", &[], vcpus),
+    ("guest-get-disks", &[], |_, _| storage::disks()),
+    ("guest-fstrim", &["minimum"], fstrim),
+    ("guest-get-load", &[], |_, _| cpus::load()),
+    ("guest-get-vcpus", &[], |_, _| cpus::vcpus()),
     ("guest-network-get-interfaces", &[], interfaces),
     ("guest-fsfreeze-status", &[], freeze_status),
     ("guest-fsfreeze-freeze", &[], freeze),
@@ -350,32 +355,16 @@ fn local_zone() -> Option<(String, i64)> {
     Some((zone, tm.tm_gmtoff))
 }
 
-fn vcpus(_: &Qga, _: &Args) -> Reply {
-    let mut cpus: Vec<(u64, Value)> = Vec::new();
-    let Ok(dir) = std::fs::read_dir("/sys/devices/system/cpu") else {
-        return generic("cannot read /sys/devices/system/cpu");
-    };
-    for entry in dir.flatten() {
-        let name = entry.file_name();
-        let Some(id) = name
-            .to_str()
-            .and_then(|n| n.strip_prefix("cpu"))
-            .and_then(|n| n.parse::<u64>().ok())
-        else {
-            continue;
-        };
-        let online_file = entry.path().join("online");
-        let (online, can_offline) = match std::fs::read_to_string(&online_file) {
-            Ok(text) => (text.trim() == "1", true),
-            Err(_) => (true, false),
-        };
-        cpus.push((
-            id,
-            json!({ "logical-id": id, "online": online, "can-offline": can_offline }),
-        ));
+/// guest-fstrim: refused while frozen (a trim would wait for the thaw).
+fn fstrim(q: &Qga, args: &Args) -> Reply {
+    let minimum: Option<u64> = tri!(opt(args, "minimum", "integer"));
+    match q.native(Call::FsStatus) {
+        Ok(Control::FsFreezeStatus(s)) if !s.frozen.is_empty() => generic(
+            "guest-fstrim: the filesystems are frozen; thaw them first (guest-fsfreeze-thaw)",
+        ),
+        Ok(_) => storage::fstrim(minimum.unwrap_or(0)),
+        Err(reply) => reply,
     }
-    cpus.sort_by_key(|(id, _)| *id);
-    Reply::Return(Value::Array(cpus.into_iter().map(|(_, v)| v).collect()))
 }
 
 /// Each interface's counters from /proc/net/dev, as qemu-ga reports them.

@@ -11,7 +11,7 @@ use super::reply::{generic, Reply};
 use crate::info::parse_mounts;
 
 /// The sysfs device directory of block device `device` (`/dev/vda1`).
-fn sysfs_of(device: &Path) -> Option<PathBuf> {
+pub(super) fn sysfs_of(device: &Path) -> Option<PathBuf> {
     let meta = std::fs::metadata(device).ok()?;
     if !meta.file_type().is_block_device() {
         return None;
@@ -38,8 +38,9 @@ fn pci_address(component: &str) -> Option<Value> {
     }))
 }
 
-/// The disk under the block device at `sysfs` (a partition's parent).
-fn disk(sysfs: &Path) -> Value {
+/// The address of the disk under the block device at `sysfs` (a
+/// partition's parent): qemu-ga's `GuestDiskAddress`.
+pub(super) fn disk_address(sysfs: &Path) -> Value {
     let disk_dir = if sysfs.join("partition").exists() {
         sysfs.parent().unwrap_or(sysfs).to_path_buf()
     } else {
@@ -94,7 +95,7 @@ pub(super) fn fsinfo() -> Reply {
             "name": name,
             "mountpoint": mount.mountpoint,
             "type": mount.fstype,
-            "disk": [disk(&sysfs)],
+            "disk": [disk_address(&sysfs)],
         });
         if let Ok(stat) = nix::sys::statvfs::statvfs(mount.mountpoint.as_str()) {
             // As qemu-ga (and df): the total is what is used plus what an

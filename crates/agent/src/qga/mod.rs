@@ -19,10 +19,12 @@
 
 mod accounts;
 mod commands;
+mod cpus;
 mod exec;
 mod files;
 mod fsinfo;
 mod reply;
+mod storage;
 mod stream;
 
 use std::os::unix::fs::PermissionsExt;

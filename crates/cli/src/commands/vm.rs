@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
 use guestcomm_api::Method;
-use guestcomm_api::{AddVm, Credentials, NewCredentials, UpdateVm, Vm};
+use guestcomm_api::{AddVm, Credentials, DomainKey, NewCredentials, UpdateVm, Vm};
 use guestcomm_protocol::auth::{load_credentials, Psk};
 use guestcomm_protocol::text::Escaped;
 use guestcomm_transport::Address;
@@ -273,6 +273,22 @@ pub(crate) async fn run(args: VmArgs, ctx: &Context) -> Result<ExitCode, Failure
                     "none"
                 }
             );
+            if let Some(key) = &vm.domain_key {
+                let meaning = match key {
+                    DomainKey::InRunningDomain => "the running domain carries the key",
+                    DomainKey::RestartNeeded => {
+                        "in the domain's definition only: shut it down and start it again"
+                    }
+                    DomainKey::AtNextStart => {
+                        "in the domain's definition: the guest reads it at start"
+                    }
+                    DomainKey::NotInDomain => {
+                        "not in the domain: deliver it with vm credentials --libvirt-xml"
+                    }
+                    DomainKey::Other(_) => "",
+                };
+                println!("Domain key: {} ({meaning})", Escaped(key.as_str()));
+            }
             ExitCode::SUCCESS
         }
         VmCommand::Set {

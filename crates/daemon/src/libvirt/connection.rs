@@ -10,26 +10,36 @@
 //! 2. `libvirt` (the follower) connects, registers the lifecycle, metadata
 //!    change and close callbacks, reads every domain ([`inventory::all`]),
 //!    then applies each queued event by reading that domain again ([`inventory::seen`],
-//!    [`inventory::undefined`]) on the daemon's runtime. When the connection
+//!    [`inventory::undefined`]) on the daemon's runtime; a VM just added
+//!    whose domain's definition lacks the key's fwcfg entry gets it
+//!    ([`Session::deliver_key`]: the key file in `[libvirt] key_dir`, the
+//!    entry added to the persistent XML, defined again). When the connection
 //!    closes (libvirtd stopped, keepalive lost) it reconnects, waiting
 //!    [`LIBVIRT_RECONNECT_FIRST_MS`] and doubling up to
-//!    [`LIBVIRT_RECONNECT_MAX_MS`], and reads everything again.
+//!    [`LIBVIRT_RECONNECT_MAX_MS`], and reads everything again. An outage
+//!    is logged once (a warning when it begins, the attempts counted when
+//!    it ends), however long it lasts.
 
 use std::ffi::{c_int, c_void};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use tracing::{info, warn};
+use guestcomm_protocol::auth::Psk;
+use guestcomm_protocol::error_chain;
+
+use tracing::{debug, error, info, warn};
 use uuid::Uuid;
 use virt::connect::Connect;
 use virt::domain::Domain;
 use virt::error::ErrorNumber;
 use virt::sys;
 
-use super::domain_xml;
-use super::inventory;
+use super::domain_key::{self, DomainKeyError};
+use super::domain_xml::{self, DomainXmlError};
+use super::inventory::{self, Definition};
 use crate::health::Power;
 use crate::limits::{
     LIBVIRT_EVENT_QUEUE, LIBVIRT_IDLE_CHECK_MS, LIBVIRT_KEEPALIVE_COUNT,
@@ -48,6 +58,26 @@ pub(crate) enum ConnectionError {
     Thread(#[source] std::io::Error),
 }
 
+/// Why a domain did not get its key's fwcfg entry.
+#[derive(Debug, thiserror::Error)]
+enum KeyEntryError {
+    /// libvirt refused to read or define it.
+    #[error("libvirt: {0}")]
+    Libvirt(#[from] virt::error::Error),
+    /// Its persistent XML could not be read.
+    #[error("its persistent XML: {0}")]
+    Xml(#[from] DomainXmlError),
+    /// The key file could not be written.
+    #[error(transparent)]
+    Key(#[from] DomainKeyError),
+    /// The key file's path cannot go into the XML.
+    #[error(transparent)]
+    Path(#[from] guestcomm_client::provision::ProvisionError),
+    /// The XML has no `</domain>` to add the entry before.
+    #[error("its persistent XML has no end tag to add the entry before")]
+    NoPlace,
+}
+
 /// The follower of one libvirt URI; it stops when dropped.
 pub(crate) struct Follower {
     stop: Arc<AtomicBool>,
@@ -64,14 +94,21 @@ impl Drop for Follower {
 pub(crate) fn follow(
     state: Arc<State>,
     uri: String,
+    key_dir: Option<PathBuf>,
     runtime: tokio::runtime::Handle,
 ) -> Result<Follower, ConnectionError> {
     event_loop()?;
     let stop = Arc::new(AtomicBool::new(false));
     let stopped = stop.clone();
+    let followed = Followed {
+        state,
+        uri,
+        key_dir,
+        runtime,
+    };
     std::thread::Builder::new()
         .name("libvirt".into())
-        .spawn(move || reconnect_loop(&state, &uri, &runtime, &stopped))
+        .spawn(move || reconnect_loop(&followed, &stopped))
         .map_err(ConnectionError::Thread)?;
     Ok(Follower { stop })
 }
@@ -101,26 +138,53 @@ fn event_loop() -> Result<(), ConnectionError> {
         .map_err(ConnectionError::EventLoop)
 }
 
+/// What the follower applies libvirt's domains to, and how.
+struct Followed {
+    state: Arc<State>,
+    uri: String,
+    /// Where the keys of the domains it adds are written (`[libvirt] key_dir`).
+    key_dir: Option<PathBuf>,
+    runtime: tokio::runtime::Handle,
+}
+
 /// Connects, follows until the connection closes, and again, until `stop`.
-fn reconnect_loop(state: &State, uri: &str, runtime: &tokio::runtime::Handle, stop: &AtomicBool) {
+fn reconnect_loop(followed: &Followed, stop: &AtomicBool) {
+    let uri = followed.uri.as_str();
     let first = Duration::from_millis(LIBVIRT_RECONNECT_FIRST_MS);
     let mut wait = first;
+    // One warning per outage (the close, or the first failed attempt);
+    // the attempts after it are debug, counted in the line that ends it.
+    let mut outage_logged = false;
+    let mut failed_attempts: u32 = 0;
     while !stop.load(Ordering::Relaxed) {
         match Session::open(uri) {
             Ok(session) => {
+                if failed_attempts > 0 {
+                    info!(libvirt = uri, failed_attempts, "reconnected to libvirt");
+                }
+                failed_attempts = 0;
                 info!(libvirt = uri, "following libvirt's domains");
-                session.follow(state, uri, runtime, stop);
+                session.follow(followed, stop);
                 if stop.load(Ordering::Relaxed) {
                     return;
                 }
                 warn!(
                     libvirt = uri,
-                    "the connection to libvirt closed; reconnecting"
+                    "the connection to libvirt closed; reconnecting (every {} s at most; logged again once connected)",
+                    LIBVIRT_RECONNECT_MAX_MS / 1000
                 );
+                outage_logged = true;
                 wait = first;
             }
             Err(e) => {
-                warn!(libvirt = uri, error = %e, retry_in_ms = wait.as_millis() as u64, "cannot connect to libvirt");
+                failed_attempts = failed_attempts.saturating_add(1);
+                let retry_in_ms = wait.as_millis() as u64;
+                if outage_logged {
+                    debug!(libvirt = uri, error = %e, retry_in_ms, "cannot connect to libvirt");
+                } else {
+                    warn!(libvirt = uri, error = %e, retry_in_ms, "cannot connect to libvirt; retrying (every {} s at most; logged again once connected)", LIBVIRT_RECONNECT_MAX_MS / 1000);
+                    outage_logged = true;
+                }
             }
         }
         std::thread::sleep(wait);
@@ -327,14 +391,14 @@ impl Session {
 
     /// Reads every domain, then applies events until the connection closes
     /// or `stop`.
-    fn follow(
-        &self,
-        state: &State,
-        uri: &str,
-        runtime: &tokio::runtime::Handle,
-        stop: &AtomicBool,
-    ) {
-        if !self.read_all(state, uri, runtime) {
+    fn follow(&self, followed: &Followed, stop: &AtomicBool) {
+        let Followed {
+            state,
+            uri,
+            runtime,
+            ..
+        } = followed;
+        if !self.read_all(followed) {
             return;
         }
         let idle = Duration::from_millis(LIBVIRT_IDLE_CHECK_MS);
@@ -347,7 +411,13 @@ impl Session {
                     }
                     match Domain::lookup_by_uuid(&self.conn, uuid) {
                         Ok(dom) => match read(&dom) {
-                            Ok(domain) => runtime.block_on(inventory::seen(state, uri, domain)),
+                            Ok(domain) => {
+                                if let Some(psk) =
+                                    runtime.block_on(inventory::seen(state, uri, domain))
+                                {
+                                    self.deliver_key(followed, &dom, uuid, &psk);
+                                }
+                            }
                             Err(e) => warn!(%uuid, error = %e, "cannot read a libvirt domain"),
                         },
                         // Transient, and gone with its event.
@@ -366,7 +436,7 @@ impl Session {
             }
             if self.overflowed.swap(false, Ordering::Relaxed) {
                 warn!("libvirt events came faster than they were applied; reading every domain");
-                if !self.read_all(state, uri, runtime) {
+                if !self.read_all(followed) {
                     return;
                 }
             }
@@ -374,7 +444,7 @@ impl Session {
     }
 
     /// Reads every domain into the inventory; false if libvirt failed.
-    fn read_all(&self, state: &State, uri: &str, runtime: &tokio::runtime::Handle) -> bool {
+    fn read_all(&self, followed: &Followed) -> bool {
         let domains = match self.conn.list_all_domains(0) {
             Ok(domains) => domains,
             Err(e) => {
@@ -394,8 +464,75 @@ impl Session {
                 }
             }
         }
-        runtime.block_on(inventory::all(state, uri, read_ok));
+        let keys =
+            followed
+                .runtime
+                .block_on(inventory::all(&followed.state, &followed.uri, read_ok));
+        for (uuid, psk) in keys {
+            if let Some(dom) = domains.iter().find(|d| d.get_uuid().ok() == Some(uuid)) {
+                self.deliver_key(followed, dom, uuid, &psk);
+            }
+        }
         true
+    }
+
+    /// Gives the domain `dom`, just added as a VM, the VM's key `psk`: the
+    /// key file in `[libvirt] key_dir` and the fwcfg entry naming it in the
+    /// domain's persistent definition (defined again, nothing else
+    /// changed), unless it has one by now. Logged and audited
+    /// (`libvirt.key`); without a key directory the domain is left alone.
+    fn deliver_key(&self, followed: &Followed, dom: &Domain, uuid: uuid::Uuid, psk: &Psk) {
+        let name = dom.get_name().unwrap_or_else(|_| uuid.to_string());
+        let Some(dir) = &followed.key_dir else {
+            info!(vm = %name, "no [libvirt] key_dir (--libvirt-key-dir): the domain is not changed; deliver the VM's key with `guestcomm vm credentials {name} --libvirt-xml --guest-file PATH`");
+            return;
+        };
+        let (path, error) = match self.add_key_entry(dom, dir, uuid, psk) {
+            Ok(Some(path)) => {
+                info!(vm = %name, key = %path.display(), "the libvirt domain's definition has the VM's key now (fwcfg entry {}); the guest reads it from its next start", guestcomm_protocol::auth::FW_CFG_CREDENTIAL);
+                (path.display().to_string(), None)
+            }
+            Ok(None) => return,
+            Err(e) => {
+                let error = error_chain(&e);
+                error!(vm = %name, error = %error, "cannot give the libvirt domain its VM's key; deliver it with `guestcomm vm credentials {name} --libvirt-xml --guest-file PATH`");
+                (String::new(), Some(error))
+            }
+        };
+        let arguments = format!("domain {uuid} at {} file {path}", followed.uri);
+        followed.runtime.block_on(inventory::audit_own(
+            &followed.state,
+            "libvirt.key",
+            &name,
+            arguments,
+            error,
+        ));
+    }
+
+    /// Writes the key file and adds its entry to `dom`'s persistent XML;
+    /// `None` when the definition has an entry already.
+    fn add_key_entry(
+        &self,
+        dom: &Domain,
+        dir: &Path,
+        uuid: uuid::Uuid,
+        psk: &Psk,
+    ) -> Result<Option<PathBuf>, KeyEntryError> {
+        // SECURE: with the secrets in it (passwords of graphics consoles),
+        // or defining it again would drop them.
+        let xml = dom.get_xml_desc(sys::VIR_DOMAIN_XML_INACTIVE | sys::VIR_DOMAIN_XML_SECURE)?;
+        let read = domain_xml::read(&xml)?;
+        if read.credential.is_some() {
+            return Ok(None);
+        }
+        let path = domain_key::write_key_file(dir, uuid, psk)?;
+        let entry = guestcomm_client::provision::libvirt_fw_cfg_entry(&path)?;
+        let updated = read
+            .with_credential_entry(&xml, &entry)
+            .filter(|x| !x.contains('\0'))
+            .ok_or(KeyEntryError::NoPlace)?;
+        Domain::define_xml(&self.conn, &updated)?;
+        Ok(Some(path))
     }
 }
 
@@ -427,11 +564,26 @@ fn read(dom: &Domain) -> Result<inventory::Domain, virt::error::Error> {
         _ => Power::Off,
     };
     // The live XML: a running domain's auto-assigned CID is in it.
-    let xml = dom.get_xml_desc(0)?;
+    let live = domain_xml::read(&dom.get_xml_desc(0)?);
+    let definition = if dom.is_persistent()? {
+        let xml = dom.get_xml_desc(sys::VIR_DOMAIN_XML_INACTIVE | sys::VIR_DOMAIN_XML_SECURE)?;
+        match domain_xml::read(&xml) {
+            Ok(read) => Definition::Persistent(read.credential),
+            Err(e) => Definition::Unreadable(error_chain(&e)),
+        }
+    } else {
+        Definition::Transient
+    };
+    let (endpoint, live_key) = match live {
+        Ok(read) => (Ok(read.endpoint), read.credential),
+        Err(e) => (Err(e), None),
+    };
     Ok(inventory::Domain {
         uuid: dom.get_uuid()?,
         name: dom.get_name()?,
-        endpoint: domain_xml::endpoint(&xml),
+        endpoint,
         power,
+        live_key,
+        definition,
     })
 }

@@ -1,6 +1,6 @@
-//! Where a libvirt domain's agent is reached, read from its XML: the
-//! guestcomm element of `<metadata>` if there is one, else the CID of its
-//! `<devices><vsock>`:
+//! What guestcommd reads of a libvirt domain's XML. Where its agent is
+//! reached: the guestcomm element of `<metadata>` if there is one, else the
+//! CID of its `<devices><vsock>`:
 //!
 //! ```xml
 //! <metadata>
@@ -12,9 +12,13 @@
 //! </devices>
 //! ```
 //!
-//! The element is matched by its namespace, whatever its prefix. The XML is
-//! bounded in size and depth; anything else in it is skipped.
+//! The element is matched by its namespace, whatever its prefix. Also read:
+//! the key's firmware configuration entry, `<sysinfo type='fwcfg'><entry
+//! name='opt/io.systemd.credentials/guestcomm.key' file=.../>` (or with the
+//! key inline), and where such an entry would be added to the text. The
+//! XML is bounded in size and depth; anything else in it is skipped.
 
+use guestcomm_protocol::auth::FW_CFG_CREDENTIAL;
 use guestcomm_transport::{Address, AddressError};
 use quick_xml::events::{BytesStart, Event};
 use quick_xml::name::{Namespace, ResolveResult};
@@ -59,7 +63,46 @@ pub(crate) enum DomainXmlError {
 }
 
 /// Where the agent of the domain described by `xml` is reached.
-pub(crate) fn endpoint(xml: &str) -> Result<Endpoint, DomainXmlError> {
+#[cfg(test)]
+fn endpoint(xml: &str) -> Result<Endpoint, DomainXmlError> {
+    read(xml).map(|d| d.endpoint)
+}
+
+/// What guestcomm reads of a domain's XML.
+#[derive(Debug)]
+pub(crate) struct DomainXml {
+    /// Where its agent is reached.
+    pub(crate) endpoint: Endpoint,
+    /// Its firmware configuration entry carrying the key, if any.
+    pub(crate) credential: Option<Credential>,
+    /// Where an entry goes: the offset of the fwcfg `<sysinfo>`'s end tag
+    /// (`true`), else that of `</domain>` (`false`: a new `<sysinfo>`).
+    insert_at: Option<(usize, bool)>,
+}
+
+/// The domain's `<sysinfo type='fwcfg'><entry name='opt/io.systemd.credentials/guestcomm.key'>`.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) enum Credential {
+    /// `file='PATH'`: QEMU reads the file.
+    File(String),
+    /// The value inline (QEMU's command line carries it).
+    Value(String),
+    /// Neither could be read (an entity the reader does not resolve).
+    Unreadable,
+}
+
+/// What [`read`] is inside of, in the fwcfg `<sysinfo>`.
+#[derive(PartialEq)]
+enum InFwCfg {
+    No,
+    Sysinfo,
+    /// The credential entry; its text so far.
+    Entry,
+}
+
+/// Reads the endpoint and the credential entry of the domain described by
+/// `xml`, bounded as the module says.
+pub(crate) fn read(xml: &str) -> Result<DomainXml, DomainXmlError> {
     if xml.len() > MAX_DOMAIN_XML_BYTES {
         return Err(DomainXmlError::TooLarge(xml.len()));
     }
@@ -69,7 +112,12 @@ pub(crate) fn endpoint(xml: &str) -> Result<Endpoint, DomainXmlError> {
     let mut path: Vec<String> = Vec::new();
     let mut declared = None;
     let mut vsock = Endpoint::None;
+    let mut credential = None;
+    let mut inside = InFwCfg::No;
+    let mut value = String::new();
+    let mut insert_at = None;
     loop {
+        let before = reader.buffer_position() as usize;
         let (ours, event) = match reader.read_resolved_event() {
             Ok((namespace, event)) => (
                 matches!(namespace, ResolveResult::Bound(Namespace(ns)) if ns == METADATA_NAMESPACE),
@@ -100,6 +148,24 @@ pub(crate) fn endpoint(xml: &str) -> Result<Endpoint, DomainXmlError> {
                         }
                         None => Endpoint::CidNotAssigned,
                     };
+                } else if local == "sysinfo"
+                    && at(&["domain"])
+                    && matches!(event, Event::Start(_))
+                    && attribute(e, "type")?.as_deref() == Some("fwcfg")
+                {
+                    inside = InFwCfg::Sysinfo;
+                } else if local == "entry"
+                    && inside == InFwCfg::Sysinfo
+                    && at(&["domain", "sysinfo"])
+                    && attribute(e, "name")?.as_deref() == Some(FW_CFG_CREDENTIAL)
+                {
+                    credential = Some(match attribute(e, "file")? {
+                        Some(file) => Credential::File(file),
+                        None => Credential::Value(String::new()),
+                    });
+                    if matches!(event, Event::Start(_)) {
+                        inside = InFwCfg::Entry;
+                    }
                 }
                 if matches!(event, Event::Start(_)) {
                     if path.len() >= MAX_DOMAIN_XML_DEPTH {
@@ -108,14 +174,66 @@ pub(crate) fn endpoint(xml: &str) -> Result<Endpoint, DomainXmlError> {
                     path.push(local);
                 }
             }
+            Event::Text(ref text) if inside == InFwCfg::Entry => {
+                value.push_str(&text.xml10_content());
+            }
+            Event::GeneralRef(ref entity) if inside == InFwCfg::Entry => {
+                let name = entity.xml10_content();
+                if let Some(resolved) = quick_xml::escape::resolve_predefined_entity(&name) {
+                    value.push_str(resolved);
+                } else if let Ok(Some(c)) = entity.resolve_char_ref() {
+                    value.push(c);
+                } else {
+                    credential = Some(Credential::Unreadable);
+                }
+            }
             Event::End(_) => {
+                match (path.len(), &inside) {
+                    (3, InFwCfg::Entry) => {
+                        if let Some(Credential::Value(inline)) = &mut credential {
+                            *inline = std::mem::take(&mut value);
+                        }
+                        inside = InFwCfg::Sysinfo;
+                    }
+                    (2, InFwCfg::Sysinfo) => {
+                        insert_at.get_or_insert((before, true));
+                        inside = InFwCfg::No;
+                    }
+                    (1, _) => {
+                        insert_at.get_or_insert((before, false));
+                    }
+                    _ => {}
+                }
                 path.pop();
             }
             Event::Eof => break,
             _ => {}
         }
     }
-    Ok(declared.map(Endpoint::At).unwrap_or(vsock))
+    Ok(DomainXml {
+        endpoint: declared.map(Endpoint::At).unwrap_or(vsock),
+        credential,
+        insert_at,
+    })
+}
+
+impl DomainXml {
+    /// `xml` (the document this was read from) with the credential entry
+    /// `entry` (`<entry name=... file=.../>`) added: into its fwcfg
+    /// `<sysinfo>`, else in a new one; the rest of the text as it was.
+    pub(crate) fn with_credential_entry(&self, xml: &str, entry: &str) -> Option<String> {
+        let (at, into_sysinfo) = self.insert_at?;
+        let added = if into_sysinfo {
+            format!("  {entry}\n  ")
+        } else {
+            format!("  <sysinfo type='fwcfg'>\n    {entry}\n  </sysinfo>\n")
+        };
+        let mut out = String::with_capacity(xml.len() + added.len());
+        out.push_str(xml.get(..at)?);
+        out.push_str(&added);
+        out.push_str(xml.get(at..)?);
+        Some(out)
+    }
 }
 
 /// The unescaped value of attribute `name` of `element`, if present.
@@ -202,5 +320,55 @@ mod tests {
         assert!(matches!(endpoint(&deep), Err(DomainXmlError::TooDeep)));
         let large = " ".repeat(MAX_DOMAIN_XML_BYTES + 1);
         assert!(matches!(endpoint(&large), Err(DomainXmlError::TooLarge(_))));
+    }
+
+    const ENTRY: &str =
+        "<entry name='opt/io.systemd.credentials/guestcomm.key' file='/k/vm1.key'/>";
+
+    #[test]
+    fn the_credential_entry_is_added_into_a_fwcfg_sysinfo_or_a_new_one_and_the_rest_kept() {
+        let bare = domain("<devices><disk/></devices>");
+        let read_bare = read(&bare).unwrap();
+        assert_eq!(read_bare.credential, None);
+        let added = read_bare.with_credential_entry(&bare, ENTRY).unwrap();
+        assert!(
+            added.starts_with(&bare[..bare.len() - "</domain>".len()]),
+            "{added}"
+        );
+        assert_eq!(
+            read(&added).unwrap().credential,
+            Some(Credential::File("/k/vm1.key".into()))
+        );
+
+        let other = domain(
+            "<sysinfo type='smbios'><oemStrings><entry>x</entry></oemStrings></sysinfo>\
+             <sysinfo type='fwcfg'><entry name='opt/com.example/x'>y</entry></sysinfo>",
+        );
+        let read_other = read(&other).unwrap();
+        assert_eq!(read_other.credential, None, "another entry is not the key");
+        let added = read_other.with_credential_entry(&other, ENTRY).unwrap();
+        assert_eq!(
+            added.matches("<sysinfo type='fwcfg'>").count(),
+            1,
+            "{added}"
+        );
+        assert!(added.contains("<entry name='opt/com.example/x'>y</entry>"));
+        assert!(read(&added).unwrap().credential.is_some());
+    }
+
+    #[test]
+    fn an_inline_credential_entry_is_read_with_its_entities() {
+        let xml = domain(
+            "<sysinfo type='fwcfg'><entry name='opt/io.systemd.credentials/guestcomm.key'>{&quot;k&quot;:&#49;}</entry></sysinfo>",
+        );
+        assert_eq!(
+            read(&xml).unwrap().credential,
+            Some(Credential::Value("{\"k\":1}".into()))
+        );
+        let odd = domain(
+            "<sysinfo type='fwcfg'><entry name='opt/io.systemd.credentials/guestcomm.key'>&k;</entry></sysinfo>",
+        );
+        // Never a wrong key: unreadable.
+        assert_eq!(read(&odd).unwrap().credential, Some(Credential::Unreadable));
     }
 }

@@ -4,6 +4,8 @@
 //!
 //! - `domain_xml.rs`: the endpoint in a domain's XML (the guestcomm element
 //!   of its `<metadata>`, else its vsock device's CID);
+//! - `domain_key.rs`: the key file written for a domain, the key of an
+//!   entry it already has, and whether it carries its key;
 //! - `inventory.rs`: what was read of a domain, applied to the store and the
 //!   VM's power state (health);
 //! - `connection.rs` (feature `libvirt`, which links libvirt.so): the
@@ -14,10 +16,13 @@
 #[cfg(feature = "libvirt")]
 mod connection;
 #[cfg(any(test, feature = "libvirt"))]
+mod domain_key;
+#[cfg(any(test, feature = "libvirt"))]
 mod domain_xml;
 #[cfg(any(test, feature = "libvirt"))]
 mod inventory;
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::state::State;
@@ -42,17 +47,26 @@ pub(crate) fn supported(uri: &str) -> Result<(), String> {
     }
 }
 
-/// Starts following the domains of libvirt at `uri` (from a tokio runtime).
+/// Starts following the domains of libvirt at `uri` (from a tokio runtime),
+/// writing the keys of the domains it adds in `key_dir`.
 #[cfg(feature = "libvirt")]
-pub(crate) fn follow(state: Arc<State>, uri: &str) -> Result<Follower, String> {
+pub(crate) fn follow(
+    state: Arc<State>,
+    uri: &str,
+    key_dir: Option<PathBuf>,
+) -> Result<Follower, String> {
     let runtime = tokio::runtime::Handle::current();
-    connection::follow(state, uri.to_string(), runtime)
+    connection::follow(state, uri.to_string(), key_dir, runtime)
         .map(|c| Follower { _connection: c })
         .map_err(|e| guestcomm_protocol::error_chain(&e))
 }
 
 /// Refuses: this build has no libvirt.
 #[cfg(not(feature = "libvirt"))]
-pub(crate) fn follow(_state: Arc<State>, uri: &str) -> Result<Follower, String> {
+pub(crate) fn follow(
+    _state: Arc<State>,
+    uri: &str,
+    _key_dir: Option<PathBuf>,
+) -> Result<Follower, String> {
     supported(uri).map(|()| Follower {})
 }

@@ -14,6 +14,7 @@ use crate::state::State;
 pub(crate) fn view(state: &State, row: VmRow) -> Vm {
     Vm {
         health: state.health.get(row.id),
+        domain_key: state.domain_keys.get(row.id),
         id: row.id,
         name: row.name,
         endpoint: row.endpoint,

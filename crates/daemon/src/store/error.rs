@@ -15,6 +15,16 @@ pub enum StoreError {
     /// A VM of that name exists already.
     #[error("a VM named {0:?} already exists")]
     DuplicateVm(String),
+    /// A VM of that name exists already, following a libvirt domain.
+    #[error("a VM named {name:?} already exists: it follows libvirt domain {name:?} ({domain}) of {uri}; choose another name, or rename the domain")]
+    DuplicateDomainVm {
+        /// The name.
+        name: String,
+        /// The domain's UUID, the VM's id.
+        domain: uuid::Uuid,
+        /// The libvirt it came from.
+        uri: String,
+    },
     /// No service with that GUID.
     #[error("no guest communication service {0} is registered (see `guestcomm service list`)")]
     UnknownService(ServiceId),
@@ -54,9 +64,10 @@ impl StoreError {
     pub fn kind(&self) -> ErrorKind {
         match self {
             Self::UnknownVm(_) | Self::UnknownService(_) => ErrorKind::NotFound,
-            Self::DuplicateVm(_) | Self::DuplicateService(_) | Self::KvpExists(_) => {
-                ErrorKind::Conflict
-            }
+            Self::DuplicateVm(_)
+            | Self::DuplicateDomainVm { .. }
+            | Self::DuplicateService(_)
+            | Self::KvpExists(_) => ErrorKind::Conflict,
             Self::Builtin(_) => ErrorKind::Builtin,
             Self::Kvp(e) => ErrorKind::of_agent_code(e.code()),
             Self::TooNew { .. } | Self::File(..) | Self::InUse(_) | Self::Sqlite(_) => {

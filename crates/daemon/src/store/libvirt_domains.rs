@@ -8,7 +8,7 @@ use rusqlite::{params, OptionalExtension};
 use uuid::Uuid;
 
 use super::error::StoreError;
-use super::{insert_vm, vm_row, Store};
+use super::{duplicate, insert_vm, vm_row, Store};
 use crate::model::VmRow;
 
 impl Store {
@@ -62,7 +62,7 @@ impl Store {
             )
             .optional()?;
         if taken.is_some() {
-            return Err(StoreError::DuplicateVm(row.name.clone()));
+            return Err(duplicate(&self.conn, &row.name));
         }
         self.conn.execute(
             "UPDATE vms SET name = ?2, endpoint = ?3 WHERE id = ?1",
@@ -130,6 +130,22 @@ mod tests {
         assert_eq!(s.vm("c").unwrap().endpoint.to_string(), "vsock://7:18243");
         let clash = s.update_domain_vm(&row(id, "a"));
         assert!(matches!(clash, Err(StoreError::DuplicateVm(n)) if n == "a"));
+        // A name a domain's VM holds: the error names the domain.
+        let clash = s.add_vm("c", &"unix:///c".parse().unwrap(), None);
+        match clash {
+            Err(StoreError::DuplicateDomainVm { name, domain, uri }) => {
+                assert_eq!(
+                    (name.as_str(), domain, uri.as_str()),
+                    ("c", id, "qemu:///system")
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            s.vm("c").unwrap().endpoint.to_string(),
+            "vsock://7:18243",
+            "untouched"
+        );
 
         s.remove_vm("c").unwrap();
         assert!(names(&s, "qemu:///system").is_empty(), "cascaded");

@@ -510,6 +510,29 @@ impl Store {
     }
 }
 
+/// Why the name `name` is taken: a VM that follows a libvirt domain
+/// ([`StoreError::DuplicateDomainVm`], naming it) or one added by hand.
+fn duplicate(conn: &Connection, name: &str) -> StoreError {
+    let followed = conn
+        .query_row(
+            "SELECT vms.id, libvirt_domains.uri FROM vms JOIN libvirt_domains ON libvirt_domains.vm = vms.id WHERE vms.name = ?1",
+            [name],
+            |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)),
+        )
+        .optional();
+    match followed {
+        Ok(Some((id, uri))) => match id.parse() {
+            Ok(domain) => StoreError::DuplicateDomainVm {
+                name: name.to_string(),
+                domain,
+                uri,
+            },
+            Err(_) => StoreError::DuplicateVm(name.to_string()),
+        },
+        _ => StoreError::DuplicateVm(name.to_string()),
+    }
+}
+
 /// Marks a VM's external pool for delivery and commits the change.
 /// Inserts `row`; its name must be free.
 fn insert_vm(conn: &Connection, row: &VmRow) -> Result<(), StoreError> {
@@ -527,7 +550,7 @@ fn insert_vm(conn: &Connection, row: &VmRow) -> Result<(), StoreError> {
         ],
     )?;
     if inserted == 0 {
-        return Err(StoreError::DuplicateVm(row.name.clone()));
+        return Err(duplicate(conn, &row.name));
     }
     Ok(())
 }
