@@ -5,9 +5,10 @@
 //! - the collection's `guestcomm.guestcomm.guestcomm` connection, straight to
 //!   the agent in the test VM (`scripts/vm/build-image --with-python`,
 //!   target/vm-python) over vhost-device-vsock, with the VM's key;
-//! - `ssh` with Ansible's ControlPersist, to a throwaway sshd on this host's
-//!   loopback (module `ssh`): the test VM has no sshd, so this leg runs on
-//!   the host, without TCG, and says so;
+//! - the same connection to an agent on this host (a Unix socket), and
+//!   `ssh` with Ansible's ControlPersist to a throwaway sshd on this host's
+//!   loopback (module `ssh`): the test VM has no sshd, so guestcomm and ssh
+//!   are compared like for like on the host, without TCG;
 //! - `community.libvirt.libvirt_qemu` (through qemu-ga) to the libvirt
 //!   domain named by `--libvirt-domain`, when that collection is installed.
 //!
@@ -22,6 +23,7 @@ use std::time::{Duration, Instant};
 use anyhow::{ensure, Context};
 use guestcomm_vmtest::{run_with_deadline, GuestEntropy, Vm, VmSpec};
 
+use crate::agent::AgentGuard;
 use crate::report::Machine;
 use crate::ssh::{self, Sshd};
 use crate::stats::Samples;
@@ -200,6 +202,7 @@ impl Controller {
 
 /// Runs the play through every connection that is here.
 pub(crate) fn ansible_vm(
+    host_agent: &AgentGuard,
     images: &Path,
     tool_dirs: Vec<PathBuf>,
     cli_bin: &Path,
@@ -244,6 +247,12 @@ pub(crate) fn ansible_vm(
     .trim()
     .to_string();
     drop(vm);
+    let host = controller.plays(&format!(
+        "host ansible_connection=guestcomm.guestcomm.guestcomm ansible_guestcomm_agent_address={} \
+         ansible_guestcomm_path={} ansible_python_interpreter=/usr/bin/python3",
+        host_agent.addr(),
+        cli_bin.display()
+    ))?;
 
     let ssh = match ssh::available() {
         Ok(()) => {
@@ -280,12 +289,16 @@ pub(crate) fn ansible_vm(
     Ok(AnsibleVm {
         legs: vec![
             Leg {
-                name: "guestcomm connection, test VM (TCG) over vsock",
-                plays: Ok(guestcomm),
+                name: "guestcomm connection, agent on this host (Unix socket)",
+                plays: Ok(host),
             },
             Leg {
                 name: "ssh + ControlPersist, this host's loopback sshd",
                 plays: ssh,
+            },
+            Leg {
+                name: "guestcomm connection, test VM (TCG) over vsock",
+                plays: Ok(guestcomm),
             },
             Leg {
                 name: "community.libvirt.libvirt_qemu (qemu-ga)",
@@ -315,8 +328,9 @@ impl AnsibleVm {
              back, no fact gathering, pipelining on). Wall time of one `ansible-playbook` run, \
              median of {ROUNDS} after one unmeasured run. The guest is the test VM under TCG \
              (kernel `{}`, 1 vCPU, {GUEST_MEMORY_MIB} MiB), so every Python module in it runs \
-             emulated; the ssh leg runs on this host's loopback (the test VM has no sshd), so it \
-             is not a like-for-like comparison of transports but of where the play runs.\n",
+             emulated. The test VM has no sshd, so guestcomm and ssh are compared like for like on \
+             this host: the guestcomm connection to an agent on a Unix socket, and ssh to a \
+             throwaway sshd on the loopback; ratios are to the first row, the guestcomm connection on this host.\n",
             self.kernel
         );
         o.push_str(&m.table());

@@ -430,14 +430,19 @@ fn run(args: Args) -> anyhow::Result<()> {
         run_compare_vm(&args, &rt, &cli_bin)?;
     }
     if matches!(args.case, Case::AnsibleVm | Case::All) {
-        run_ansible_vm(&args, &cli_bin)?;
+        run_ansible_vm(&args, &rt, &agent_bin, &cli_bin)?;
     }
     Ok(())
 }
 
 /// Case I, or a clear line why it is skipped (`--case all` without
 /// ansible-core or the image).
-fn run_ansible_vm(args: &Args, cli_bin: &std::path::Path) -> anyhow::Result<()> {
+fn run_ansible_vm(
+    args: &Args,
+    rt: &tokio::runtime::Runtime,
+    agent_bin: &std::path::Path,
+    cli_bin: &std::path::Path,
+) -> anyhow::Result<()> {
     let images = match args.python_image.clone() {
         Some(dir) => dir,
         None => sibling("../vm-python")?,
@@ -456,7 +461,9 @@ fn run_ansible_vm(args: &Args, cli_bin: &std::path::Path) -> anyhow::Result<()> 
         ansible_vm::ROUNDS
     );
     let tool_dirs = vec![sibling("../tools/bin")?];
+    let host_agent = AgentGuard::start(agent_bin, rt)?;
     let i = ansible_vm::ansible_vm(
+        &host_agent,
         &images,
         tool_dirs.clone(),
         cli_bin,
