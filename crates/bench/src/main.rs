@@ -58,6 +58,15 @@
 //!   daemon's RSS and file descriptors (see `load.rs`); `--json` writes the
 //!   figures for the load test.
 //!
+//! - **I. Ansible** (`--case ansible-vm`): one play of ten tasks through
+//!   the collection's guestcomm connection into the test VM, through ssh
+//!   with ControlPersist (this host's loopback sshd) and through
+//!   `community.libvirt.libvirt_qemu` (`--libvirt-domain`), each where it
+//!   can run: wall time per play and the ratios (see `ansible_vm.rs`). Needs
+//!   ansible-core (GUESTCOMM_ANSIBLE_BIN) and the image of
+//!   `scripts/vm/build-image --with-python` (`--python-image`); `--case all`
+//!   runs it when both are there and says why when not.
+//!
 //! Targets: library exec overhead under 1 ms; library stdout
 //! throughput at least 70% of the bare socket. Both are printed as met or
 //! missed, as are the same figures for the CLI, its start-up under
@@ -66,6 +75,7 @@
 //! direction at least 70% of the bare socket, and over 20 times qemu-ga's.
 
 mod agent;
+mod ansible_vm;
 mod auth_cost;
 mod cases;
 mod compare;
@@ -196,9 +206,20 @@ struct Args {
     #[arg(long, value_name = "DIR")]
     vm_image: Option<PathBuf>,
 
+    /// Case I: the directory of the image built by
+    /// `scripts/vm/build-image --with-python` [default: target/vm-python,
+    /// beside this executable's directory].
+    #[arg(long, value_name = "DIR")]
+    python_image: Option<PathBuf>,
+
+    /// Case I: a libvirt domain (qemu:///system, running qemu-ga) for the
+    /// `community.libvirt.libvirt_qemu` leg; without it that leg is not run.
+    #[arg(long, value_name = "NAME")]
+    libvirt_domain: Option<String>,
+
     /// Which cases to run: exec (A and B), cp (C), daemon (D), compare (E),
-    /// auth (F), compare-vm (G), load (H) or all (G only when its image is
-    /// built).
+    /// auth (F), compare-vm (G), load (H), ansible-vm (I) or all (G and I
+    /// only when what they need is here).
     #[arg(long, value_enum, default_value_t = Case::Exec)]
     case: Case,
 
@@ -231,6 +252,8 @@ enum Case {
     CompareVm,
     /// H. guestcommd under load: concurrent execs and copies, many VMs.
     Load,
+    /// I. one Ansible play through guestcomm, ssh and libvirt.
+    AnsibleVm,
     /// Every case.
     All,
 }
@@ -409,6 +432,54 @@ fn run(args: Args) -> anyhow::Result<()> {
     if matches!(args.case, Case::CompareVm | Case::All) {
         run_compare_vm(&args, &rt, &cli_bin)?;
     }
+    if matches!(args.case, Case::AnsibleVm | Case::All) {
+        run_ansible_vm(&args, &rt, &agent_bin, &cli_bin)?;
+    }
+    Ok(())
+}
+
+/// Case I, or a clear line why it is skipped (`--case all` without
+/// ansible-core or the image).
+fn run_ansible_vm(
+    args: &Args,
+    rt: &tokio::runtime::Runtime,
+    agent_bin: &std::path::Path,
+    cli_bin: &std::path::Path,
+) -> anyhow::Result<()> {
+    let images = match args.python_image.clone() {
+        Some(dir) => dir,
+        None => sibling("../vm-python")?,
+    };
+    match ansible_vm::available(&images) {
+        Ok(()) => {}
+        Err(why) if args.case == Case::All => {
+            eprintln!("guestcomm-bench: I. ansible-vm SKIPPED: {why}");
+            return Ok(());
+        }
+        Err(why) => anyhow::bail!(why),
+    }
+    eprintln!(
+        "guestcomm-bench: I. ansible-vm in {}: {} plays per connection",
+        images.display(),
+        ansible_vm::ROUNDS
+    );
+    let tool_dirs = vec![sibling("../tools/bin")?];
+    let host_agent = AgentGuard::start(agent_bin, rt)?;
+    let i = ansible_vm::ansible_vm(
+        &host_agent,
+        &images,
+        tool_dirs.clone(),
+        cli_bin,
+        args.libvirt_domain.as_deref(),
+    )?;
+    let versions = format!(
+        "guestcomm {}; {}; {}; {}",
+        env!("CARGO_PKG_VERSION"),
+        compare::version_of("ssh", &["-V"]),
+        tool_version("qemu-system-x86_64", &tool_dirs),
+        tool_version("vhost-device-vsock", &tool_dirs),
+    );
+    publish(args, &i.render(&Machine::probe(), &versions))?;
     Ok(())
 }
 
@@ -467,19 +538,13 @@ fn run_compare_vm(
         Err(why) => anyhow::bail!(why),
     };
     let tool_dirs = vec![sibling("../tools/bin")?];
-    let tool_version = |name: &str| {
-        guestcomm_vmtest::find_tool(name, &tool_dirs).map_or_else(
-            || format!("{name} not installed"),
-            |path| compare::version_of(&path.display().to_string(), &["--version"]),
-        )
-    };
     let versions = format!(
         "guestcomm {} (agent in the image: {}); {}; {}; {}",
         env!("CARGO_PKG_VERSION"),
         image.agent,
         image.qga,
-        tool_version("qemu-system-x86_64"),
-        tool_version("vhost-device-vsock"),
+        tool_version("qemu-system-x86_64", &tool_dirs),
+        tool_version("vhost-device-vsock", &tool_dirs),
     );
     eprintln!(
         "guestcomm-bench: G. compare-vm in {}: {} exec samples, {} rounds",
@@ -496,6 +561,14 @@ fn run_compare_vm(
     }
     publish(args, &section)?;
     Ok(())
+}
+
+/// `NAME --version` of a VM tool found in `tool_dirs` or PATH, for a report.
+fn tool_version(name: &str, tool_dirs: &[PathBuf]) -> String {
+    guestcomm_vmtest::find_tool(name, tool_dirs).map_or_else(
+        || format!("{name} not installed"),
+        |path| compare::version_of(&path.display().to_string(), &["--version"]),
+    )
 }
 
 /// Prints a case's Markdown section and, with `--write`, puts it into

@@ -169,6 +169,16 @@ impl Sshd {
         cmd
     }
 
+    /// The loopback port sshd listens on.
+    pub(crate) fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The key sshd accepts for root.
+    pub(crate) fn user_key(&self) -> PathBuf {
+        self.dir.path().join("user_key")
+    }
+
     /// The listening sshd's process ID, for its memory figures.
     pub(crate) fn pid(&self) -> u32 {
         self.child.id()

@@ -3,6 +3,7 @@
 
 #![allow(dead_code, unreachable_pub, clippy::unwrap_used)]
 
+pub mod ansible;
 pub mod copy;
 pub mod daemon;
 pub mod libvirtd;
