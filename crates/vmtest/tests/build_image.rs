@@ -21,7 +21,10 @@ fn an_unknown_option_is_refused_with_the_usage() {
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("unknown option --with-qemu-gaa"), "{err}");
-    assert!(err.contains("[--with-qemu-ga] [OUT]"), "{err}");
+    assert!(
+        err.contains("[--with-qemu-ga] [--with-python] [OUT]"),
+        "{err}"
+    );
 }
 
 #[test]
