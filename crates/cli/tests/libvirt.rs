@@ -18,13 +18,12 @@ mod util;
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Stdio};
 
 use util::daemon::Daemon;
-use util::users::TestUser;
+use util::libvirtd::{listed, wait_for_status, Libvirtd, LIBVIRTD, VIRSH};
 use util::{bin, wait_until, STARTUP_DEADLINE};
 
-const LIBVIRTD: &str = "/usr/sbin/libvirtd";
 const QEMU: &str = "/usr/bin/qemu-system-x86_64";
 const METADATA_NAMESPACE: &str = "https://guestcomm.dev/xmlns/libvirt/1";
 
@@ -39,7 +38,7 @@ fn skip(test: &str, why: &str) {
 
 /// Whether libvirt, QEMU and a guestcommd with the feature are here.
 fn libvirt_ready(test: &str) -> bool {
-    for tool in [LIBVIRTD, QEMU, "/usr/bin/virsh"] {
+    for tool in [LIBVIRTD, QEMU, VIRSH] {
         if !Path::new(tool).exists() {
             skip(test, &format!("no {tool} (apt-get install libvirt-daemon-system libvirt-daemon-driver-qemu libvirt-clients)"));
             return false;
@@ -64,139 +63,26 @@ fn libvirt_ready(test: &str) -> bool {
     true
 }
 
-/// A session libvirtd of a test user, in `dir`; killed by PID when dropped
-/// (its domains destroyed first).
-struct Libvirtd {
-    child: Option<Child>,
-    user: TestUser,
-    dir: PathBuf,
+/// Defines domain `name`, with the guestcomm metadata endpoint
+/// `endpoint` if given, from a file in the test's directory.
+fn define(libvirt: &Libvirtd, name: &str, endpoint: Option<&str>) {
+    let path = domain_file(libvirt, name, endpoint, "");
+    libvirt.ok(&["define", &path]);
 }
 
-impl Libvirtd {
-    /// Starts one as the test user `gc<tag><pid>` (a tag per test: the
-    /// tests of this file run at the same time, in one process).
-    fn start(dir: &Path, tag: &str) -> Option<Self> {
-        let user = TestUser::create(tag)?;
-        let dir = dir.join("libvirt");
-        // Logs of QEMU go to files: no virtlogd to start and stop.
-        std::fs::create_dir_all(dir.join("config/libvirt")).unwrap();
-        std::fs::write(
-            dir.join("config/libvirt/qemu.conf"),
-            "stdio_handler = \"file\"\n",
-        )
-        .unwrap();
-        let chown = Command::new("chown")
-            .args(["-R", &format!("{}:{}", user.uid, user.gid)])
-            .arg(&dir)
-            .status()
-            .unwrap();
-        assert!(chown.success());
-        let mut libvirtd = Self {
-            child: None,
-            user,
-            dir,
-        };
-        libvirtd.spawn();
-        Some(libvirtd)
-    }
-
-    fn socket(&self) -> PathBuf {
-        self.dir.join("run/libvirt/libvirt-sock")
-    }
-
-    fn uri(&self) -> String {
-        format!("qemu:///session?socket={}", self.socket().display())
-    }
-
-    fn spawn(&mut self) {
-        let d = |sub: &str| self.dir.join(sub).display().to_string();
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.join("libvirtd.log"))
-            .unwrap();
-        let child = self
-            .user
-            .command(
-                Path::new(LIBVIRTD),
-                &["--timeout", "0"],
-                &[
-                    ("HOME", &d("")),
-                    ("XDG_RUNTIME_DIR", &d("run")),
-                    ("XDG_CONFIG_HOME", &d("config")),
-                    ("XDG_CACHE_HOME", &d("cache")),
-                    ("XDG_DATA_HOME", &d("data")),
-                ],
-            )
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("spawn libvirtd");
-        self.child = Some(child);
-        let uri = self.uri();
-        assert!(
-            wait_until(STARTUP_DEADLINE, || virsh_at(&uri, &["version"])
-                .status
-                .success()),
-            "libvirtd did not answer: {}",
-            self.log()
-        );
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("libvirtd.log")).unwrap_or_default()
-    }
-
-    /// SIGTERM by PID, and reap; its domains' QEMUs keep running.
-    fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let pid = nix::unistd::Pid::from_raw(child.id() as i32);
-            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-            let exited = wait_until(STARTUP_DEADLINE, || matches!(child.try_wait(), Ok(Some(_))));
-            if !exited {
-                let _ = child.kill();
-            }
-            let _ = child.wait();
-        }
-    }
-
-    fn virsh(&self, args: &[&str]) -> Output {
-        virsh_at(&self.uri(), args)
-    }
-
-    /// `virsh ARGS...`, which must succeed.
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.virsh(args);
-        assert!(
-            out.status.success(),
-            "virsh {args:?}: {}\nlibvirtd: {}",
-            String::from_utf8_lossy(&out.stderr),
-            self.log()
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
-    }
-
-    /// Defines domain `name`, with the guestcomm metadata endpoint
-    /// `endpoint` if given, from a file in the test's directory.
-    fn define(&self, name: &str, endpoint: Option<&str>) {
-        let path = self.domain_file(name, endpoint, "");
-        self.ok(&["define", &path]);
-    }
-
-    /// Writes the XML of domain `name` (with `extra` as children of
-    /// `<domain>`) into the test's directory; returns its path.
-    fn domain_file(&self, name: &str, endpoint: Option<&str>, extra: &str) -> String {
-        let metadata = match endpoint {
-            Some(endpoint) => format!(
-                "<metadata>
-    <guestcomm:agent xmlns:guestcomm='{METADATA_NAMESPACE}' endpoint='{endpoint}'/>
+/// Writes the XML of domain `name` (with `extra` as children of
+/// `<domain>`) into the test's directory; returns its path.
+fn domain_file(libvirt: &Libvirtd, name: &str, endpoint: Option<&str>, extra: &str) -> String {
+    let metadata = match endpoint {
+        Some(endpoint) => format!(
+            "<metadata>
+<guestcomm:agent xmlns:guestcomm='{METADATA_NAMESPACE}' endpoint='{endpoint}'/>
   </metadata>"
-            ),
-            None => String::new(),
-        };
-        let xml = format!(
-            "<domain type='qemu'>
+        ),
+        None => String::new(),
+    };
+    let xml = format!(
+        "<domain type='qemu'>
   <name>{name}</name>
   <memory unit='MiB'>64</memory>
   <vcpu>1</vcpu>
@@ -204,54 +90,25 @@ impl Libvirtd {
   {metadata}
   {extra}
   <devices>
-    <emulator>{QEMU}</emulator>
-    <video><model type='none'/></video>
-    <memballoon model='none'/>
+<emulator>{QEMU}</emulator>
+<video><model type='none'/></video>
+<memballoon model='none'/>
   </devices>
 </domain>"
-        );
-        let path = self.dir.join(format!("{name}.xml"));
-        std::fs::write(&path, xml).unwrap();
-        path.display().to_string()
-    }
-
-    /// A directory for the daemon's key files: root's, the test user's
-    /// group (QEMU's here), mode 0750.
-    fn key_dir(&self) -> PathBuf {
-        let dir = self.dir.join("keys");
-        std::fs::create_dir_all(&dir).unwrap();
-        std::os::unix::fs::chown(&dir, Some(0), Some(self.user.gid)).unwrap();
-        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o750)).unwrap();
-        dir
-    }
+    );
+    let path = libvirt.dir.join(format!("{name}.xml"));
+    std::fs::write(&path, xml).unwrap();
+    path.display().to_string()
 }
 
-impl Drop for Libvirtd {
-    fn drop(&mut self) {
-        if self.child.is_some() {
-            let listed = self.virsh(&["list", "--name"]);
-            for name in String::from_utf8_lossy(&listed.stdout).split_whitespace() {
-                let _ = self.virsh(&["destroy", name]);
-            }
-        }
-        self.stop();
-        // The user goes with `self.user` (userdel), now that nothing of it runs.
-    }
-}
-
-fn virsh_at(uri: &str, args: &[&str]) -> Output {
-    Command::new("virsh")
-        .args(["-q", "-c", uri])
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run virsh")
-}
-
-/// VM `name` as `guestcomm vm list --json` shows it, if listed.
-fn listed(d: &Daemon, name: &str) -> Option<serde_json::Value> {
-    let vms = d.json(&["vm", "list"]);
-    vms.as_array()?.iter().find(|v| v["name"] == name).cloned()
+/// A directory for the daemon's key files: root's, the test user's
+/// group (QEMU's here), mode 0750.
+fn key_dir(libvirt: &Libvirtd) -> PathBuf {
+    let dir = libvirt.dir.join("keys");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::os::unix::fs::chown(&dir, Some(0), Some(libvirt.user.gid)).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o750)).unwrap();
+    dir
 }
 
 /// VM `name`'s key (`vm credentials --guest-file`, an audited read).
@@ -265,22 +122,6 @@ fn key_of(d: &Daemon, name: &str, tag: &str) -> Vec<u8> {
         path.to_str().unwrap(),
     ]);
     std::fs::read(path).unwrap()
-}
-
-/// Waits until VM `name` is listed with health status `status`.
-fn wait_for_status(d: &Daemon, name: &str, status: &str) -> serde_json::Value {
-    let mut last = None;
-    let reached = wait_until(STARTUP_DEADLINE, || {
-        last = listed(d, name);
-        last.as_ref()
-            .is_some_and(|v| v["health"]["status"] == status)
-    });
-    assert!(
-        reached,
-        "VM {name} never reached {status:?}: {last:#?}\n{}",
-        d.log()
-    );
-    last.unwrap()
 }
 
 #[test]
@@ -301,9 +142,9 @@ fn the_inventory_follows_libvirts_domains_through_their_lifecycle_and_a_libvirtd
     );
 
     // Defined: the VM appears, its id the domain's UUID, off.
-    libvirt.define(&name, Some(&endpoint));
+    define(&libvirt, &name, Some(&endpoint));
     let uuid = libvirt.ok(&["domuuid", &name]);
-    let vm = wait_for_status(&d, &name, "Off");
+    let vm = wait_for_status(&d, &name, "Off", STARTUP_DEADLINE);
     assert_eq!(vm["id"], uuid.as_str(), "{vm:#?}");
     assert_eq!(vm["endpoint"], endpoint.as_str());
     assert_eq!(vm["authenticated"], true, "a key made as vm add makes one");
@@ -340,9 +181,9 @@ fn the_inventory_follows_libvirts_domains_through_their_lifecycle_and_a_libvirtd
 
     // Started: probed again (no agent behind the endpoint: No Contact).
     libvirt.ok(&["start", &name]);
-    wait_for_status(&d, &name, "No Contact");
+    wait_for_status(&d, &name, "No Contact", STARTUP_DEADLINE);
     libvirt.ok(&["suspend", &name]);
-    wait_for_status(&d, &name, "Paused");
+    wait_for_status(&d, &name, "Paused", STARTUP_DEADLINE);
 
     // libvirtd goes away and comes back: the daemon reconnects, reads every
     // domain again and follows the events again; nothing was lost.
@@ -359,7 +200,7 @@ fn the_inventory_follows_libvirts_domains_through_their_lifecycle_and_a_libvirtd
     // full read at reconnection finds it, else its event does.
     let late = format!("gclvlate{}", std::process::id());
     let late_endpoint = format!("unix://{}/{late}.sock", dir.path().display());
-    libvirt.define(&late, Some(&late_endpoint));
+    define(&libvirt, &late, Some(&late_endpoint));
     assert!(
         wait_until(STARTUP_DEADLINE, || d
             .log()
@@ -369,7 +210,7 @@ fn the_inventory_follows_libvirts_domains_through_their_lifecycle_and_a_libvirtd
         "the daemon did not reconnect: {}",
         d.log()
     );
-    let vm = wait_for_status(&d, &late, "Off");
+    let vm = wait_for_status(&d, &late, "Off", STARTUP_DEADLINE);
     assert_eq!(vm["id"], libvirt.ok(&["domuuid", &late]).as_str());
     // The outage was logged once, by its close.
     assert_eq!(
@@ -381,21 +222,22 @@ fn the_inventory_follows_libvirts_domains_through_their_lifecycle_and_a_libvirtd
         "{}",
         d.log()
     );
-    let vm = wait_for_status(&d, &name, "Paused");
+    let vm = wait_for_status(&d, &name, "Paused", STARTUP_DEADLINE);
     assert_eq!(vm["id"], uuid.as_str());
     assert_eq!(key_of(&d, &name, "after"), key, "the same key");
     libvirt.ok(&["resume", &name]);
-    wait_for_status(&d, &name, "No Contact");
+    wait_for_status(&d, &name, "No Contact", STARTUP_DEADLINE);
     libvirt.ok(&["destroy", &name]);
-    wait_for_status(&d, &name, "Off");
+    wait_for_status(&d, &name, "Off", STARTUP_DEADLINE);
 
     // A domain defined after the restart: events still come.
     let after = format!("gclvafter{}", std::process::id());
-    libvirt.define(
+    define(
+        &libvirt,
         &after,
         Some(&format!("unix://{}/{after}.sock", dir.path().display())),
     );
-    wait_for_status(&d, &after, "Off");
+    wait_for_status(&d, &after, "Off", STARTUP_DEADLINE);
     libvirt.ok(&["undefine", &after]);
     libvirt.ok(&["undefine", &late]);
     assert!(
@@ -409,14 +251,14 @@ fn the_inventory_follows_libvirts_domains_through_their_lifecycle_and_a_libvirtd
     let old_name = name;
     let name = format!("{old_name}r");
     libvirt.ok(&["domrename", &old_name, &name]);
-    let vm = wait_for_status(&d, &name, "Off");
+    let vm = wait_for_status(&d, &name, "Off", STARTUP_DEADLINE);
     assert_eq!(vm["id"], uuid.as_str());
     assert!(listed(&d, &old_name).is_none());
     assert_eq!(key_of(&d, &name, "renamed"), key, "the same key");
 
     // A domain without guestcomm metadata is no VM until the element is set.
     let plain = format!("gclvplain{}", std::process::id());
-    libvirt.define(&plain, None);
+    define(&libvirt, &plain, None);
     let plain_endpoint = format!("unix://{}/{plain}.sock", dir.path().display());
     libvirt.ok(&[
         "metadata",
@@ -428,7 +270,7 @@ fn the_inventory_follows_libvirts_domains_through_their_lifecycle_and_a_libvirtd
         &format!("<agent endpoint='{plain_endpoint}'/>"),
         "--config",
     ]);
-    let vm = wait_for_status(&d, &plain, "Off");
+    let vm = wait_for_status(&d, &plain, "Off", STARTUP_DEADLINE);
     assert_eq!(vm["endpoint"], plain_endpoint.as_str());
     assert_eq!(vm["id"], libvirt.ok(&["domuuid", &plain]).as_str());
     libvirt.ok(&["undefine", &plain]);
@@ -444,7 +286,7 @@ fn the_inventory_follows_libvirts_domains_through_their_lifecycle_and_a_libvirtd
         "unix:///nonexistent/agent.sock",
     ]);
     let before = listed(&d, &hand).unwrap();
-    libvirt.define(&hand, Some(&endpoint));
+    define(&libvirt, &hand, Some(&endpoint));
     let hand_uuid = libvirt.ok(&["domuuid", &hand]);
     let clash = format!(
         "libvirt domain \"{hand}\" ({hand_uuid}) is not followed: VM \"{hand}\" ({}) was added by hand",
@@ -553,7 +395,7 @@ fn a_new_domain_gets_its_vms_key_in_its_definition_once() {
     let Some(libvirt) = Libvirtd::start(dir.path(), "lk") else {
         return skip(test, "a session libvirtd needs a test user (root, useradd)");
     };
-    let keys = libvirt.key_dir();
+    let keys = key_dir(&libvirt);
     let keys_arg = keys.display().to_string();
     let mut d = Daemon::start_logging_with(
         "200ms",
@@ -570,7 +412,7 @@ fn a_new_domain_gets_its_vms_key_in_its_definition_once() {
     // Something of everything the redefinition must keep.
     let extra = "<description>kept as it was</description>\
                  <sysinfo type='smbios'><oemStrings><entry>kept-oem</entry></oemStrings></sysinfo>";
-    let path = libvirt.domain_file(&name, Some(&endpoint("")), extra);
+    let path = domain_file(&libvirt, &name, Some(&endpoint("")), extra);
     libvirt.ok(&["define", &path]);
 
     // The definition gets the entry, naming a file with the VM's key
@@ -639,7 +481,7 @@ fn a_new_domain_gets_its_vms_key_in_its_definition_once() {
         "<sysinfo type='fwcfg'><entry name='{FW_CFG_CREDENTIAL}' file='{}'/></sysinfo>",
         own.display()
     );
-    let path = libvirt.domain_file(&owned, Some(&endpoint("own")), &entry);
+    let path = domain_file(&libvirt, &owned, Some(&endpoint("own")), &entry);
     libvirt.ok(&["define", &path]);
     wait_for_domain_key(&d, &owned, "at-next-start");
     let xml = libvirt.ok(&["dumpxml", "--inactive", &owned]);
@@ -648,7 +490,7 @@ fn a_new_domain_gets_its_vms_key_in_its_definition_once() {
 
     // A transient domain is never changed.
     let transient = format!("{name}tr");
-    let path = libvirt.domain_file(&transient, Some(&endpoint("tr")), "");
+    let path = domain_file(&libvirt, &transient, Some(&endpoint("tr")), "");
     libvirt.ok(&["create", &path]);
     wait_for_domain_key(&d, &transient, "not-in-domain");
     let xml = libvirt.ok(&["dumpxml", &transient]);

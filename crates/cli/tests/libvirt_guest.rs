@@ -591,7 +591,7 @@ fn a_libvirt_domain_is_followed_by_guestcommd_and_its_agent_answers_libvirts_age
     let dir = tempfile::tempdir().unwrap();
     // The test user (libvirtd, QEMU, the backend) walks through it.
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let Some(libvirt) = Libvirtd::start(dir.path()) else {
+    let Some(libvirt) = Libvirtd::start(dir.path(), "lv") else {
         return skip("a session libvirtd needs a test user (root, useradd)");
     };
     let d = Daemon::start_logging_with("200ms", &["--libvirt", &libvirt.uri()]);

@@ -41,10 +41,11 @@ pub struct Libvirtd {
 }
 
 impl Libvirtd {
-    /// Starts it in `dir/libvirt` (made and given to the user); `None`
-    /// when no test user can be made (not root).
-    pub fn start(dir: &Path) -> Option<Self> {
-        let user = TestUser::create("lv")?;
+    /// Starts it in `dir/libvirt` (made and given to the test user
+    /// `gc<tag><pid>`: a tag per test, as tests of one file run at the same
+    /// time in one process); `None` when no test user can be made (not root).
+    pub fn start(dir: &Path, tag: &str) -> Option<Self> {
+        let user = TestUser::create(tag)?;
         let dir = dir.join("libvirt");
         // QEMU's logs go to files: no virtlogd to start and stop.
         std::fs::create_dir_all(dir.join("config/libvirt")).unwrap();
@@ -76,7 +77,9 @@ impl Libvirtd {
         format!("qemu:///session?socket={}", self.socket().display())
     }
 
-    fn spawn(&mut self) {
+    /// Starts the daemon (again, after [`Libvirtd::stop`]) and waits until
+    /// it answers.
+    pub fn spawn(&mut self) {
         let d = |sub: &str| self.dir.join(sub).display().to_string();
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -135,8 +138,8 @@ impl Libvirtd {
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
 
-    /// SIGTERM by PID, and reap.
-    fn stop(&mut self) {
+    /// SIGTERM by PID, and reap; its domains' QEMUs keep running.
+    pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
             let pid = nix::unistd::Pid::from_raw(child.id() as i32);
             let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
