@@ -31,7 +31,7 @@ use crate::stats::Samples;
 /// Measured plays per leg.
 pub(crate) const ROUNDS: usize = 3;
 /// The file copied in and fetched back.
-const PAYLOAD_BYTES: usize = 10 * 1024 * 1024;
+const PAYLOAD_BYTES: u64 = 10 * 1024 * 1024;
 /// One play: ten Python modules under TCG.
 const PLAY_DEADLINE: Duration = Duration::from_secs(600);
 /// Guest memory: the image, Python, two copies of the payload on tmpfs.
@@ -104,12 +104,8 @@ impl Controller {
         }
         std::fs::write(controller.path("bench.yml"), PLAYBOOK)?;
         std::fs::write(controller.path("bench.j2"), TEMPLATE)?;
-        let mut payload = vec![0u8; PAYLOAD_BYTES];
-        // Not all zeros: a copy must move every byte.
-        for (i, byte) in payload.iter_mut().enumerate() {
-            *byte = (i.wrapping_mul(2_654_435_761) >> 13) as u8;
-        }
-        std::fs::write(controller.path("payload.bin"), payload)?;
+        // Incompressible, as the copy cases' files: a copy must move every byte.
+        crate::copy::make_file(&controller.path("payload.bin"), PAYLOAD_BYTES)?;
         let source = Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("../../contrib/ansible/ansible_collections/guestcomm/guestcomm");
         controller.ok(
