@@ -105,9 +105,18 @@ struct Args {
     /// Also speak the QEMU guest agent protocol (what libvirt, Proxmox and
     /// OpenStack call qemu-ga for) on CHANNEL: a virtio-serial port such as
     /// /dev/virtio-ports/org.qemu.guest_agent.0, or unix:///PATH. The same
-    /// services and --policy answer it. Not vsock: QGA has no authentication.
+    /// services and --policy answer it. Not vsock unless
+    /// --qga-allow-unauthenticated-vsock: QGA has no authentication.
     #[arg(long, value_name = "CHANNEL")]
-    qga: Option<guestcomm_agent::QgaChannel>,
+    qga: Option<String>,
+
+    /// Let --qga listen on vsock://any:PORT, as `qemu-ga -m vsock-listen`
+    /// does. QGA has no authentication, and every user of the host can
+    /// connect to a guest's vsock port: each of them could then run any
+    /// command in this guest as the agent's user. Only the host (CID 2) is
+    /// accepted. Prefer the virtio-serial channel, which only the VMM reaches.
+    #[arg(long)]
+    qga_allow_unauthenticated_vsock: bool,
 
     /// Only these QGA commands (comma-separated), as qemu-ga's --allow-rpcs.
     #[arg(long, value_name = "LIST", value_delimiter = ',')]
@@ -282,6 +291,12 @@ async fn run_kvp(args: KvpArgs) -> anyhow::Result<()> {
 // memory for nothing (docs/BENCHMARKS.md, "agent idle RSS").
 #[tokio::main(flavor = "current_thread")]
 async fn run(args: Args) -> anyhow::Result<()> {
+    let qga_channel = args
+        .qga
+        .as_deref()
+        .map(|text| guestcomm_agent::QgaChannel::parse(text, args.qga_allow_unauthenticated_vsock))
+        .transpose()
+        .context("--qga")?;
     let mut config = AgentConfig::new(args.listen);
     config.peer_filter = PeerCidFilter::host_and(&args.allow_peer_cid, args.allow_any_peer);
     config.max_connections = args.max_connections.max(1);
@@ -326,7 +341,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
     let agent = Agent::bind(config).await.context("failed to start")?;
     let services = agent.services();
-    let _qga = args.qga.map(|channel| {
+    let _qga = qga_channel.map(|channel| {
         let rpcs = guestcomm_agent::QgaRpcs {
             allow: args.qga_allow_rpcs,
             block: args.qga_block_rpcs,

@@ -498,6 +498,114 @@ fn a_new_domain_gets_its_vms_key_in_its_definition_once() {
     assert!(d
         .log()
         .contains("a transient libvirt domain is never changed"));
+
+    // Undefined, the domain's key file goes (QEMU read it at start; a
+    // domain defined again gets a new key), audited; the domain's own
+    // file, named in its own entry, is never touched.
+    libvirt.ok(&["destroy", &name]);
+    libvirt.ok(&["undefine", &name]);
+    assert!(
+        wait_until(STARTUP_DEADLINE, || !Path::new(&file).exists()),
+        "{file} left after undefine\n{}",
+        d.log()
+    );
+    let records = d.audit_settled(&["--vm", &name]);
+    let keyed: Vec<_> = records
+        .iter()
+        .filter(|r| r["operation"] == "libvirt.key")
+        .collect();
+    assert_eq!(keyed.len(), 2, "{records:#?}");
+    assert!(
+        keyed.iter().any(
+            |r| r["outcome"] == "ok" && r["arguments"].to_string().contains("key file removed")
+        ),
+        "{keyed:#?}"
+    );
+    libvirt.ok(&["undefine", &owned]);
+    assert!(wait_until(STARTUP_DEADLINE, || listed(&d, &owned).is_none()));
+    assert!(own.exists(), "the domain's own key file is the operator's");
+    drop(d);
+    drop(libvirt);
+}
+
+/// A key that could not be delivered (here: the key directory not there
+/// yet, a regular file in its place) is delivered once it can be, without
+/// another event from libvirt; the failure is logged and audited once.
+#[test]
+fn a_failed_key_delivery_is_tried_again_until_it_works() {
+    let test = "libvirt key retry";
+    if !libvirt_ready(test) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let Some(libvirt) = Libvirtd::start(dir.path(), "lr") else {
+        return skip(test, "a session libvirtd needs a test user (root, useradd)");
+    };
+    let keys = libvirt.dir.join("keys");
+    std::fs::write(&keys, "not a directory").unwrap();
+    let keys_arg = keys.display().to_string();
+    let d = Daemon::start_logging_with(
+        "200ms",
+        &["--libvirt", &libvirt.uri(), "--libvirt-key-dir", &keys_arg],
+    );
+    let name = format!("gclvretry{}", std::process::id());
+    let endpoint = format!(
+        "hvsock-uds://{}/{name}.vsock?port=18243",
+        dir.path().display()
+    );
+    let path = domain_file(&libvirt, &name, Some(&endpoint), "");
+    libvirt.ok(&["define", &path]);
+
+    // The first attempt fails: audited as failed, the domain unchanged.
+    let mut records = Vec::new();
+    assert!(
+        wait_until(STARTUP_DEADLINE, || {
+            records = d.audit_settled(&["--vm", &name]);
+            records.iter().any(|r| r["operation"] == "libvirt.key")
+        }),
+        "no libvirt.key record: {records:#?}\n{}",
+        d.log()
+    );
+    let failed: Vec<_> = records
+        .iter()
+        .filter(|r| r["operation"] == "libvirt.key")
+        .collect();
+    assert_eq!(failed[0]["outcome"], "failed", "{failed:#?}");
+    assert!(
+        failed[0]["error"]
+            .to_string()
+            .contains("is not a directory"),
+        "{failed:#?}"
+    );
+    wait_for_domain_key(&d, &name, "not-in-domain");
+    assert!(credential_file(&libvirt.ok(&["dumpxml", "--inactive", &name])).is_none());
+
+    // The directory appears: the next idle check delivers the key.
+    std::fs::remove_file(&keys).unwrap();
+    let keys = key_dir(&libvirt);
+    wait_for_domain_key(&d, &name, "at-next-start");
+    let inactive = libvirt.ok(&["dumpxml", "--inactive", &name]);
+    let uuid = libvirt.ok(&["domuuid", &name]);
+    let file = keys.join(format!("{uuid}.key"));
+    assert_eq!(
+        credential_file(&inactive).unwrap(),
+        file.display().to_string()
+    );
+    assert_eq!(std::fs::read(&file).unwrap(), key_of(&d, &name, "retry"));
+    let records = d.audit_settled(&["--vm", &name]);
+    let outcomes: Vec<_> = records
+        .iter()
+        .filter(|r| r["operation"] == "libvirt.key")
+        .map(|r| r["outcome"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(outcomes, ["failed", "ok"], "{records:#?}");
+    let log = d.log();
+    assert_eq!(
+        log.matches("cannot give the libvirt domain its VM's key")
+            .count(),
+        1,
+        "{log}"
+    );
     drop(d);
     drop(libvirt);
 }

@@ -8,8 +8,9 @@
 //! agent's `--qga`.
 //!
 //! guestcommd follows the domain (`--libvirt`, the endpoint in its
-//! metadata), hands the guest its key by fw_cfg (`vm credentials
-//! --libvirt-xml`) and relays exec to it, while libvirt's own agent commands
+//! metadata), gives the domain's definition the VM's key as a fwcfg entry
+//! (`--libvirt-key-dir`), which the guest reads at its start, and relays
+//! exec to it, while libvirt's own agent commands
 //! (`virsh guestinfo`, `domfsinfo`, `domfsfreeze`/`domfsthaw`, `domtime`,
 //! `domifaddr --source agent`, `set-user-password`, `qemu-agent-command`,
 //! `shutdown --mode agent`) are answered by the same agent.
@@ -93,8 +94,8 @@ fn text(bytes: &[u8]) -> String {
 /// The domain: direct kernel boot of the test image under TCG, its memory a
 /// shared memfd (vhost-user needs the guest's memory shared with the
 /// backend), RDRAND for the guest's entropy, ACPI (without it libvirt
-/// passes -no-acpi, and the guest kernel finds no fw_cfg device), the key by
-/// fw_cfg from `guest.key`, an ext4 disk, the QEMU guest agent channel, the console in a
+/// passes -no-acpi, and the guest kernel finds no fw_cfg device), no key
+/// (guestcommd adds its fwcfg entry), an ext4 disk, the QEMU guest agent channel, the console in a
 /// file, and vhost-user-vsock-pci on `vhost` (a fixed PCI address on q35's
 /// root bus, away from the slots libvirt hands out).
 struct DomainSpec<'a> {
@@ -125,9 +126,6 @@ impl DomainSpec<'_> {
   </metadata>
   <memory unit='MiB'>256</memory>
   <vcpu>1</vcpu>
-  <sysinfo type='fwcfg'>
-    <entry name='opt/io.systemd.credentials/guestcomm.key' file='{vm}/guest.key'/>
-  </sysinfo>
   <os>
     <type arch='x86_64' machine='q35'>hvm</type>
     <kernel>{vm}/vmlinuz</kernel>
@@ -277,6 +275,8 @@ fn start_and_wait(libvirt: &Libvirtd, d: &Daemon, name: &str, vm_dir: &Path) {
 struct Setup<'a> {
     libvirt: &'a Libvirtd,
     d: &'a Daemon,
+    /// guestcommd's `--libvirt-key-dir`.
+    keys: &'a Path,
     parent: &'a Path,
     backend_bin: &'a Path,
     mkfs: &'a Path,
@@ -375,28 +375,31 @@ impl Setup<'_> {
         self.libvirt
             .ok(&["define", &xml_path.display().to_string()]);
 
-        // Defined: listed with the domain's UUID; its key written where the
-        // domain's fw_cfg entry reads it, in the form `--libvirt-xml` prints.
+        // Defined: listed with the domain's UUID, and guestcommd gives the
+        // definition its key (`--libvirt-key-dir`): the fwcfg entry naming
+        // the file it wrote, which QEMU reads at the domain's next start.
         let vm = wait_for_status(self.d, name, "Off", STARTUP_DEADLINE);
         assert_eq!(vm["id"], uuid.as_str(), "{vm:#?}");
         assert_eq!(vm["endpoint"], endpoint.as_str());
-        let key_file = vm_dir.join("guest.key");
-        let snippet = self.d.ok(&[
-            "vm",
-            "credentials",
-            name,
-            "--libvirt-xml",
-            "--guest-file",
-            key_file.to_str().unwrap(),
-        ]);
+        let mut shown = serde_json::Value::Null;
+        let keyed = wait_until(STARTUP_DEADLINE, || {
+            shown = self.d.json(&["vm", "show", name]);
+            shown["domain_key"] == "at-next-start"
+        });
         assert!(
-            snippet.contains(&format!(
+            keyed,
+            "guestcommd gave the domain no key: {shown:#?}\n{}",
+            self.d.log()
+        );
+        let key_file = self.keys.join(format!("{uuid}.key"));
+        let inactive = self.libvirt.ok(&["dumpxml", "--inactive", name]);
+        assert!(
+            inactive.contains(&format!(
                 "<entry name='opt/io.systemd.credentials/guestcomm.key' file='{}'/>",
                 key_file.display()
             )),
-            "{snippet}"
+            "{inactive}"
         );
-        self.chown(&key_file);
         Domain {
             name: name.to_string(),
             dir: vm_dir,
@@ -547,25 +550,13 @@ fn qemu_ga_image() -> Option<PathBuf> {
         .then_some(images)
 }
 
-/// The loopback's hardware address as qemu-ga reports it.
-const ZERO_MAC: &str = "00:00:00:00:00:00";
-
 /// `virsh guestinfo` of guestcomm-agent (`ours`) against qemu-ga's in the
-/// same image: the same fields with the same values (sizes aside), but for
-/// the differences known and printed here: no `disk.*` (guest-get-disks,
-/// which guestcomm-agent does not answer: libvirt leaves the group out), and
-/// no hardware address for the loopback (qemu-ga: all zeros).
+/// same image: the same fields with the same values, sizes aside (the
+/// tests write beside).
 fn compare_guestinfo(ours: &[(String, String)], theirs: &[(String, String)]) {
-    let mut known = Vec::new();
     for (key, value) in theirs {
         let mine = ours.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str());
         match mine {
-            None if key.starts_with("disk.") => {
-                known.push(format!("{key}: qemu-ga {value:?}, ours none"))
-            }
-            Some("") if value == ZERO_MAC => {
-                known.push(format!("{key}: qemu-ga {value:?}, ours none"))
-            }
             Some(_) if key.ends_with("-bytes") => {}
             mine => assert_eq!(mine, Some(value.as_str()), "guestinfo {key}"),
         }
@@ -576,10 +567,6 @@ fn compare_guestinfo(ours: &[(String, String)], theirs: &[(String, String)]) {
             "guestinfo {key}: ours only"
         );
     }
-    eprintln!(
-        "guestinfo, guestcomm-agent against qemu-ga: known differences:\n  {}",
-        known.join("\n  ")
-    );
 }
 
 #[test]
@@ -594,10 +581,24 @@ fn a_libvirt_domain_is_followed_by_guestcommd_and_its_agent_answers_libvirts_age
     let Some(libvirt) = Libvirtd::start(dir.path(), "lv") else {
         return skip("a session libvirtd needs a test user (root, useradd)");
     };
-    let d = Daemon::start_logging_with("200ms", &["--libvirt", &libvirt.uri()]);
+    // The key directory: root's, the test user's group (QEMU's), 0750.
+    let keys = dir.path().join("keys");
+    std::fs::create_dir(&keys).unwrap();
+    std::os::unix::fs::chown(&keys, Some(0), Some(libvirt.user.gid)).unwrap();
+    std::fs::set_permissions(&keys, std::fs::Permissions::from_mode(0o750)).unwrap();
+    let d = Daemon::start_logging_with(
+        "200ms",
+        &[
+            "--libvirt",
+            &libvirt.uri(),
+            "--libvirt-key-dir",
+            keys.to_str().unwrap(),
+        ],
+    );
     let setup = Setup {
         libvirt: &libvirt,
         d: &d,
+        keys: &keys,
         parent: dir.path(),
         backend_bin: &backend_bin,
         mkfs: &mkfs,
@@ -608,6 +609,10 @@ fn a_libvirt_domain_is_followed_by_guestcommd_and_its_agent_answers_libvirts_age
     // Running: guestcommd reaches the agent over vsock with the key, and
     // libvirt the same agent on its QGA channel.
     start_and_wait(&libvirt, &d, name, &dom.dir);
+    assert_eq!(
+        d.json(&["vm", "show", name])["domain_key"],
+        "in-running-domain"
+    );
     let ours = agent_answers(&libvirt, &d, &dom);
 
     // set-user-password: the image's busybox has no chpasswd, so the agent
@@ -656,7 +661,15 @@ fn a_libvirt_domain_is_followed_by_guestcommd_and_its_agent_answers_libvirts_age
     start_and_wait(&libvirt, &d, name, &dom.dir);
     libvirt.ok(&["destroy", name]);
     wait_for_status(&d, name, "Off", STARTUP_DEADLINE);
+    let uuid = libvirt.ok(&["domuuid", name]);
     libvirt.ok(&["undefine", name]);
+    // Undefined: its key file goes with it.
+    let key_file = keys.join(format!("{uuid}.key"));
+    assert!(
+        wait_until(STARTUP_DEADLINE, || !key_file.exists()),
+        "{} left after undefine",
+        key_file.display()
+    );
 
     // The same commands answered by Debian's qemu-ga on the channel (an
     // image that has it, told so on the kernel command line): the same
@@ -688,32 +701,10 @@ fn a_libvirt_domain_is_followed_by_guestcommd_and_its_agent_answers_libvirts_age
             let theirs = agent_answers(&libvirt, &d, &qga);
             compare_guestinfo(&ours.guestinfo, &theirs.guestinfo);
             assert_eq!(ours.fsinfo, theirs.fsinfo, "domfsinfo");
-            // qemu-ga gives the loopback's all-zero MAC, guestcomm-agent none.
-            let tokens = |s: &str| {
-                s.split_whitespace()
-                    .filter(|t| *t != ZERO_MAC)
-                    .map(str::to_string)
-                    .collect::<Vec<_>>()
-            };
-            assert_eq!(
-                tokens(&ours.ifaddr),
-                tokens(&theirs.ifaddr),
-                "domifaddr --source agent"
-            );
-            // guest-exec-status: the same members and values, but qemu-ga
-            // also says `"out-truncated": false`, which guestcomm-agent
-            // leaves out when nothing was cut.
-            let mut theirs_status = theirs.exec_status.clone();
-            if theirs_status["out-truncated"] == false
-                && ours.exec_status.get("out-truncated").is_none()
-            {
-                eprintln!("guest-exec-status, known difference: qemu-ga \"out-truncated\": false, ours none");
-                theirs_status
-                    .as_object_mut()
-                    .unwrap()
-                    .remove("out-truncated");
-            }
-            assert_eq!(ours.exec_status, theirs_status, "guest-exec-status");
+            // The loopback's all-zero hardware address included.
+            assert_eq!(ours.ifaddr, theirs.ifaddr, "domifaddr --source agent");
+            // `"out-truncated": false` beside the output, as qemu-ga.
+            assert_eq!(ours.exec_status, theirs.exec_status, "guest-exec-status");
             // Neither image has chpasswd: qemu-ga fails as well.
             let out = libvirt.virsh(&["set-user-password", &qga.name, "root", "s3cret"]);
             assert!(!out.status.success());

@@ -392,9 +392,26 @@ fn interface_statistics() -> BTreeMap<String, Value> {
         .collect()
 }
 
+/// Each interface's link-layer address, all-zero ones kept: qemu-ga gives
+/// the loopback's `00:00:00:00:00:00` (SIOCGIFHWADDR), where the native
+/// guest information leaves a zero address out.
+fn hardware_addresses() -> BTreeMap<String, String> {
+    let Ok(addrs) = nix::ifaddrs::getifaddrs() else {
+        return BTreeMap::new();
+    };
+    addrs
+        .filter_map(|ifa| {
+            let mac = ifa.address?.as_link_addr()?.addr()?;
+            let text = mac.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>();
+            Some((ifa.interface_name, text.join(":")))
+        })
+        .collect()
+}
+
 fn interfaces(q: &Qga, _: &Args) -> Reply {
     let info = tri!(guest_info(q));
     let mut statistics = interface_statistics();
+    let hardware = hardware_addresses();
     let list: Vec<Value> = info
         .interfaces
         .iter()
@@ -413,7 +430,7 @@ fn interfaces(q: &Qga, _: &Args) -> Reply {
                 })
                 .collect();
             let mut iface = json!({ "name": i.name });
-            if let Some(mac) = &i.mac {
+            if let Some(mac) = i.mac.as_ref().or_else(|| hardware.get(&i.name)) {
                 iface["hardware-address"] = json!(mac);
             }
             // As qemu-ga: addresses and counters only for an interface with an address.

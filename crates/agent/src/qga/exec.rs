@@ -145,11 +145,11 @@ impl Execs {
         if run_now.capture {
             let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
             for (name, stream) in [("out", &run_now.out), ("err", &run_now.err)] {
+                // As qemu-ga (since its 2025 fix): with data, always
+                // whether it was cut; without, neither member.
                 if !stream.bytes.is_empty() {
                     out.insert(format!("{name}-data"), json!(b64(&stream.bytes)));
-                }
-                if stream.truncated {
-                    out.insert(format!("{name}-truncated"), json!(true));
+                    out.insert(format!("{name}-truncated"), json!(stream.truncated));
                 }
             }
         }

@@ -1,7 +1,8 @@
 //! The QEMU guest agent protocol (QGA) beside the native one, so libvirt,
 //! Proxmox and OpenStack keep their agent features with guestcomm-agent:
 //! `--qga /dev/virtio-ports/org.qemu.guest_agent.0` (the virtio-serial
-//! channel libvirt gives a domain) or `--qga unix:///PATH`.
+//! channel libvirt gives a domain), `--qga unix:///PATH`, or, only with
+//! `--qga-allow-unauthenticated-vsock`, `--qga vsock://any:PORT`.
 //!
 //! ```text
 //! client -> [0xFF] {"execute": "guest-sync-delimited", "arguments": {"id": 7}}
@@ -14,8 +15,9 @@
 //!
 //! One command at a time per channel, answered in order ([`stream`] finds
 //! the requests, [`commands`] answers them). QGA has no authentication: it
-//! is refused on vsock, which any host user can reach; the virtio-serial
-//! channel is reachable only through the VMM's own socket.
+//! is refused on vsock, which any host user can reach, unless the operator
+//! says so by name (and then only the host, CID 2, may connect); the
+//! virtio-serial channel is reachable only through the VMM's own socket.
 
 mod accounts;
 mod commands;
@@ -33,7 +35,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use guestcomm_transport::{Address, Listener};
+use guestcomm_transport::{Address, Listener, PeerCidFilter};
 use serde_json::{json, Value};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tracing::{info, warn};
@@ -59,6 +61,9 @@ pub enum Channel {
     Device(PathBuf),
     /// A Unix socket (mode 0600: root's only), each connection a stream.
     Listen(PathBuf),
+    /// A vsock port, the host's connections only, each a stream; named
+    /// with `--qga-allow-unauthenticated-vsock` (see [`Channel::parse`]).
+    Vsock(Address),
 }
 
 /// Why `--qga` was refused.
@@ -68,27 +73,41 @@ pub enum ChannelError {
     #[error(transparent)]
     Address(#[from] guestcomm_transport::AddressError),
     /// vsock: unauthenticated QGA would be open to every host user.
-    #[error("refusing QGA on {0}: the QEMU guest agent protocol has no authentication and any host user can reach a guest's vsock; use the virtio-serial channel (--qga /dev/virtio-ports/org.qemu.guest_agent.0)")]
+    #[error("refusing QGA on {0}: the QEMU guest agent protocol has no authentication and any host user can reach a guest's vsock; use the virtio-serial channel (--qga /dev/virtio-ports/org.qemu.guest_agent.0), or accept that risk with --qga-allow-unauthenticated-vsock")]
     Vsock(String),
+    /// Hybrid vsock is the host's side of a guest's vsock.
+    #[error("refusing QGA on {0}: hybrid vsock is a host-side address; in the guest, QGA listens on vsock://any:PORT")]
+    HybridVsock(String),
     /// TCP: unauthenticated QGA would be open to every guest user.
     #[error("refusing QGA on {0}: the QEMU guest agent protocol has no authentication and any guest user can reach a loopback port; use the virtio-serial channel or unix:///PATH")]
     Tcp(String),
 }
 
-impl FromStr for Channel {
-    type Err = ChannelError;
-
-    fn from_str(text: &str) -> Result<Self, ChannelError> {
+impl Channel {
+    /// `--qga`'s value: a device path, unix:///PATH, or vsock://any:PORT
+    /// when `allow_vsock` (`--qga-allow-unauthenticated-vsock`): the
+    /// operator accepts that every host user may then run anything in the
+    /// guest as the agent's user.
+    pub fn parse(text: &str, allow_vsock: bool) -> Result<Self, ChannelError> {
         if !text.contains("://") {
             return Ok(Self::Device(PathBuf::from(text)));
         }
         match text.parse::<Address>()? {
-            Address::Vsock { .. } | Address::HybridVsock { .. } => {
-                Err(ChannelError::Vsock(text.to_string()))
-            }
+            address @ Address::Vsock { .. } if allow_vsock => Ok(Self::Vsock(address)),
+            Address::Vsock { .. } => Err(ChannelError::Vsock(text.to_string())),
+            Address::HybridVsock { .. } => Err(ChannelError::HybridVsock(text.to_string())),
             Address::Tcp(_) => Err(ChannelError::Tcp(text.to_string())),
             Address::Unix(path) => Ok(Self::Listen(path)),
         }
+    }
+}
+
+impl FromStr for Channel {
+    type Err = ChannelError;
+
+    /// As [`Channel::parse`] without the vsock opt-in.
+    fn from_str(text: &str) -> Result<Self, ChannelError> {
+        Self::parse(text, false)
     }
 }
 
@@ -121,17 +140,42 @@ pub async fn serve(channel: Channel, qga: Arc<Qga>, services: Arc<Services>) {
                 }
             };
             info!(listen = %path.display(), "serving the QEMU guest agent protocol");
-            loop {
-                match listener.accept().await {
-                    Ok((conn, _)) => {
-                        let (qga, services) = (qga.clone(), services.clone());
-                        tokio::spawn(async move { serve_stream(conn, &qga, &services).await });
-                    }
-                    Err(e) => {
-                        warn!(error = %e, "QGA accept failed");
-                        tokio::time::sleep(DEVICE_REOPEN_PAUSE).await;
-                    }
+            accept_loop(listener, &PeerCidFilter::Any, qga, services).await;
+        }
+        Channel::Vsock(address) => {
+            let listener = match Listener::bind(&address).await {
+                Ok(listener) => listener,
+                Err(e) => {
+                    warn!(error = %guestcomm_protocol::error_chain(&e), "cannot serve QGA");
+                    return;
                 }
+            };
+            warn!(listen = %address, "serving the QEMU guest agent protocol on vsock WITHOUT authentication (--qga-allow-unauthenticated-vsock): every host user can run anything in this guest through it");
+            accept_loop(listener, &PeerCidFilter::default(), qga, services).await;
+        }
+    }
+}
+
+/// Serves each connection `listener` accepts from a peer `filter` allows
+/// (vsock: the host only) on its own task.
+async fn accept_loop(
+    listener: Listener,
+    filter: &PeerCidFilter,
+    qga: Arc<Qga>,
+    services: Arc<Services>,
+) {
+    loop {
+        match listener.accept().await {
+            Ok((_, peer)) if !filter.allows(&peer) => {
+                warn!(%peer, "refused a QGA connection from a vsock peer that is not the host");
+            }
+            Ok((conn, _)) => {
+                let (qga, services) = (qga.clone(), services.clone());
+                tokio::spawn(async move { serve_stream(conn, &qga, &services).await });
+            }
+            Err(e) => {
+                warn!(error = %e, "QGA accept failed");
+                tokio::time::sleep(DEVICE_REOPEN_PAUSE).await;
             }
         }
     }
@@ -227,6 +271,29 @@ mod tests {
             let err = unauthenticated.parse::<Channel>().unwrap_err();
             assert!(err.to_string().contains("no authentication"), "{err}");
         }
+        let err = "vsock://any:9999".parse::<Channel>().unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("--qga-allow-unauthenticated-vsock"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn vsock_is_taken_only_when_the_operator_names_the_risk() {
+        let vsock = Channel::parse("vsock://any:9999", true).unwrap();
+        assert_eq!(
+            vsock,
+            Channel::Vsock("vsock://any:9999".parse::<Address>().unwrap())
+        );
+        // Never TCP, and never the host's side of a guest's vsock.
+        assert!(Channel::parse("tcp://127.0.0.1:4444", true).is_err());
+        let err = Channel::parse("hvsock-uds:///run/vm.vsock?port=5", true).unwrap_err();
+        assert!(err.to_string().contains("host-side"), "{err}");
+        assert_eq!(
+            Channel::parse("unix:///run/qga.sock", true).unwrap(),
+            Channel::Listen("/run/qga.sock".into())
+        );
     }
 
     #[test]

@@ -11,9 +11,9 @@
 //!    change and close callbacks, reads every domain ([`inventory::all`]),
 //!    then applies each queued event by reading that domain again ([`inventory::seen`],
 //!    [`inventory::undefined`]) on the daemon's runtime; a VM just added
-//!    whose domain's definition lacks the key's fwcfg entry gets it
-//!    ([`Session::deliver_key`]: the key file in `[libvirt] key_dir`, the
-//!    entry added to the persistent XML, defined again). When the connection
+//!    whose domain's definition lacks the key's fwcfg entry gets it, an
+//!    undefined domain's key file goes, and a delivery that failed is tried
+//!    again at each idle check (`keys.rs`). When the connection
 //!    closes (libvirtd stopped, keepalive lost) it reconnects, waiting
 //!    [`LIBVIRT_RECONNECT_FIRST_MS`] and doubling up to
 //!    [`LIBVIRT_RECONNECT_MAX_MS`], and reads everything again. An outage
@@ -21,25 +21,24 @@
 //!    it ends), however long it lasts.
 
 use std::ffi::{c_int, c_void};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use guestcomm_protocol::auth::Psk;
 use guestcomm_protocol::error_chain;
 
-use tracing::{debug, error, info, warn};
+use tracing::{debug, info, warn};
 use uuid::Uuid;
 use virt::connect::Connect;
 use virt::domain::Domain;
 use virt::error::ErrorNumber;
 use virt::sys;
 
-use super::domain_key::{self, DomainKeyError};
-use super::domain_xml::{self, DomainXmlError};
+use super::domain_xml;
 use super::inventory::{self, Definition};
+use super::keys::{Context, DomainKeys};
 use crate::health::Power;
 use crate::limits::{
     LIBVIRT_EVENT_QUEUE, LIBVIRT_IDLE_CHECK_MS, LIBVIRT_KEEPALIVE_COUNT,
@@ -56,26 +55,6 @@ pub(crate) enum ConnectionError {
     /// A thread could not be started.
     #[error("cannot start a thread")]
     Thread(#[source] std::io::Error),
-}
-
-/// Why a domain did not get its key's fwcfg entry.
-#[derive(Debug, thiserror::Error)]
-enum KeyEntryError {
-    /// libvirt refused to read or define it.
-    #[error("libvirt: {0}")]
-    Libvirt(#[from] virt::error::Error),
-    /// Its persistent XML could not be read.
-    #[error("its persistent XML: {0}")]
-    Xml(#[from] DomainXmlError),
-    /// The key file could not be written.
-    #[error(transparent)]
-    Key(#[from] DomainKeyError),
-    /// The key file's path cannot go into the XML.
-    #[error(transparent)]
-    Path(#[from] guestcomm_client::provision::ProvisionError),
-    /// The XML has no `</domain>` to add the entry before.
-    #[error("its persistent XML has no end tag to add the entry before")]
-    NoPlace,
 }
 
 /// The follower of one libvirt URI; it stops when dropped.
@@ -103,7 +82,7 @@ pub(crate) fn follow(
     let followed = Followed {
         state,
         uri,
-        key_dir,
+        keys: DomainKeys::new(key_dir),
         runtime,
     };
     std::thread::Builder::new()
@@ -142,9 +121,19 @@ fn event_loop() -> Result<(), ConnectionError> {
 struct Followed {
     state: Arc<State>,
     uri: String,
-    /// Where the keys of the domains it adds are written (`[libvirt] key_dir`).
-    key_dir: Option<PathBuf>,
+    /// The keys of the domains it adds (`[libvirt] key_dir`).
+    keys: DomainKeys,
     runtime: tokio::runtime::Handle,
+}
+
+impl Followed {
+    fn context(&self) -> Context<'_> {
+        Context {
+            state: &self.state,
+            uri: &self.uri,
+            runtime: &self.runtime,
+        }
+    }
 }
 
 /// Connects, follows until the connection closes, and again, until `stop`.
@@ -396,8 +385,9 @@ impl Session {
             state,
             uri,
             runtime,
-            ..
+            keys,
         } = followed;
+        let cx = followed.context();
         if !self.read_all(followed) {
             return;
         }
@@ -406,7 +396,9 @@ impl Session {
             match self.queue.recv_timeout(idle) {
                 Ok(Message::Changed { uuid, undefined }) => {
                     if undefined {
-                        runtime.block_on(inventory::undefined(state, uuid));
+                        if let Some(vm) = runtime.block_on(inventory::undefined(state, uuid)) {
+                            keys.forget(&cx, uuid, &vm);
+                        }
                         continue;
                     }
                     match Domain::lookup_by_uuid(&self.conn, uuid) {
@@ -415,14 +407,18 @@ impl Session {
                                 if let Some(psk) =
                                     runtime.block_on(inventory::seen(state, uri, domain))
                                 {
-                                    self.deliver_key(followed, &dom, uuid, &psk);
+                                    keys.deliver(&cx, &self.conn, &dom, uuid, &psk);
+                                } else {
+                                    keys.retry(&cx, &self.conn, Some(uuid));
                                 }
                             }
                             Err(e) => warn!(%uuid, error = %e, "cannot read a libvirt domain"),
                         },
                         // Transient, and gone with its event.
                         Err(e) if e.code() == ErrorNumber::NoDomain => {
-                            runtime.block_on(inventory::undefined(state, uuid))
+                            if let Some(vm) = runtime.block_on(inventory::undefined(state, uuid)) {
+                                keys.forget(&cx, uuid, &vm);
+                            }
                         }
                         Err(e) => warn!(%uuid, error = %e, "cannot find a libvirt domain"),
                     }
@@ -432,6 +428,7 @@ impl Session {
                     if !self.conn.is_alive().unwrap_or(false) {
                         return;
                     }
+                    keys.retry(&cx, &self.conn, None);
                 }
             }
             if self.overflowed.swap(false, Ordering::Relaxed) {
@@ -464,75 +461,21 @@ impl Session {
                 }
             }
         }
-        let keys =
+        let read =
             followed
                 .runtime
                 .block_on(inventory::all(&followed.state, &followed.uri, read_ok));
-        for (uuid, psk) in keys {
+        let cx = followed.context();
+        for (uuid, vm) in read.gone {
+            followed.keys.forget(&cx, uuid, &vm);
+        }
+        for (uuid, psk) in read.keys {
             if let Some(dom) = domains.iter().find(|d| d.get_uuid().ok() == Some(uuid)) {
-                self.deliver_key(followed, dom, uuid, &psk);
+                followed.keys.deliver(&cx, &self.conn, dom, uuid, &psk);
             }
         }
+        followed.keys.retry(&cx, &self.conn, None);
         true
-    }
-
-    /// Gives the domain `dom`, just added as a VM, the VM's key `psk`: the
-    /// key file in `[libvirt] key_dir` and the fwcfg entry naming it in the
-    /// domain's persistent definition (defined again, nothing else
-    /// changed), unless it has one by now. Logged and audited
-    /// (`libvirt.key`); without a key directory the domain is left alone.
-    fn deliver_key(&self, followed: &Followed, dom: &Domain, uuid: uuid::Uuid, psk: &Psk) {
-        let name = dom.get_name().unwrap_or_else(|_| uuid.to_string());
-        let Some(dir) = &followed.key_dir else {
-            info!(vm = %name, "no [libvirt] key_dir (--libvirt-key-dir): the domain is not changed; deliver the VM's key with `guestcomm vm credentials {name} --libvirt-xml --guest-file PATH`");
-            return;
-        };
-        let (path, error) = match self.add_key_entry(dom, dir, uuid, psk) {
-            Ok(Some(path)) => {
-                info!(vm = %name, key = %path.display(), "the libvirt domain's definition has the VM's key now (fwcfg entry {}); the guest reads it from its next start", guestcomm_protocol::auth::FW_CFG_CREDENTIAL);
-                (path.display().to_string(), None)
-            }
-            Ok(None) => return,
-            Err(e) => {
-                let error = error_chain(&e);
-                error!(vm = %name, error = %error, "cannot give the libvirt domain its VM's key; deliver it with `guestcomm vm credentials {name} --libvirt-xml --guest-file PATH`");
-                (String::new(), Some(error))
-            }
-        };
-        let arguments = format!("domain {uuid} at {} file {path}", followed.uri);
-        followed.runtime.block_on(inventory::audit_own(
-            &followed.state,
-            "libvirt.key",
-            &name,
-            arguments,
-            error,
-        ));
-    }
-
-    /// Writes the key file and adds its entry to `dom`'s persistent XML;
-    /// `None` when the definition has an entry already.
-    fn add_key_entry(
-        &self,
-        dom: &Domain,
-        dir: &Path,
-        uuid: uuid::Uuid,
-        psk: &Psk,
-    ) -> Result<Option<PathBuf>, KeyEntryError> {
-        // SECURE: with the secrets in it (passwords of graphics consoles),
-        // or defining it again would drop them.
-        let xml = dom.get_xml_desc(sys::VIR_DOMAIN_XML_INACTIVE | sys::VIR_DOMAIN_XML_SECURE)?;
-        let read = domain_xml::read(&xml)?;
-        if read.credential.is_some() {
-            return Ok(None);
-        }
-        let path = domain_key::write_key_file(dir, uuid, psk)?;
-        let entry = guestcomm_client::provision::libvirt_fw_cfg_entry(&path)?;
-        let updated = read
-            .with_credential_entry(&xml, &entry)
-            .filter(|x| !x.contains('\0'))
-            .ok_or(KeyEntryError::NoPlace)?;
-        Domain::define_xml(&self.conn, &updated)?;
-        Ok(Some(path))
     }
 }
 

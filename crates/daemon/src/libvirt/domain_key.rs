@@ -83,6 +83,20 @@ pub(crate) fn write_key_file(dir: &Path, uuid: Uuid, psk: &Psk) -> Result<PathBu
     Ok(path)
 }
 
+/// Removes the key file written for domain `uuid` in `dir`; its path, or
+/// `None` when there was none.
+pub(crate) fn remove_key_file(dir: &Path, uuid: Uuid) -> Result<Option<PathBuf>, DomainKeyError> {
+    let path = dir.join(format!("{uuid}.key"));
+    match std::fs::remove_file(&path) {
+        Ok(()) => Ok(Some(path)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(DomainKeyError::Io(
+            format!("cannot remove {}", path.display()),
+            e,
+        )),
+    }
+}
+
 /// The key of a credential entry a domain already has.
 pub(crate) fn key_of(credential: &Credential) -> Result<Psk, DomainKeyError> {
     let text = match credential {
@@ -126,6 +140,8 @@ mod tests {
             1,
             "no temporary file left"
         );
+        assert_eq!(remove_key_file(dir.path(), uuid).unwrap(), Some(path));
+        assert_eq!(remove_key_file(dir.path(), uuid).unwrap(), None);
         let file = dir.path().join("file");
         std::fs::write(&file, "").unwrap();
         assert!(matches!(

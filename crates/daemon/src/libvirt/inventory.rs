@@ -82,17 +82,24 @@ pub(crate) async fn audit_own(
     state.audit(record).await;
 }
 
+/// What a full read changed: the keys of VMs just added whose domains are
+/// to get the entry, and the VMs (id, name) whose domains are gone.
+#[derive(Default)]
+pub(crate) struct FullRead {
+    pub(crate) keys: Vec<(Uuid, Psk)>,
+    pub(crate) gone: Vec<(Uuid, String)>,
+}
+
 /// Brings the VMs of libvirt at `uri` in step with `domains`, all of its
-/// domains (at each connection): each is applied as by [`seen`] (the keys
-/// it returns are returned, by domain), and the VMs whose domain is gone
-/// are removed.
-pub(crate) async fn all(state: &State, uri: &str, domains: Vec<Domain>) -> Vec<(Uuid, Psk)> {
+/// domains (at each connection): each is applied as by [`seen`], and the
+/// VMs whose domain is gone are removed.
+pub(crate) async fn all(state: &State, uri: &str, domains: Vec<Domain>) -> FullRead {
     let present: Vec<Uuid> = domains.iter().map(|d| d.uuid).collect();
-    let mut keys = Vec::new();
+    let mut read = FullRead::default();
     for domain in domains {
         let uuid = domain.uuid;
         if let Some(psk) = seen(state, uri, domain).await {
-            keys.push((uuid, psk));
+            read.keys.push((uuid, psk));
         }
     }
     let owned = uri.to_string();
@@ -100,13 +107,16 @@ pub(crate) async fn all(state: &State, uri: &str, domains: Vec<Domain>) -> Vec<(
         Ok(rows) => rows,
         Err(e) => {
             warn!(error = %error_chain(&e), "cannot list the VMs of libvirt domains");
-            return keys;
+            return read;
         }
     };
     for row in followed.into_iter().filter(|r| !present.contains(&r.id)) {
-        remove(state, row, "its libvirt domain is gone").await;
+        let (id, name) = (row.id, row.name.clone());
+        if remove(state, row, "its libvirt domain is gone").await {
+            read.gone.push((id, name));
+        }
     }
-    keys
+    read
 }
 
 /// Applies what was read of one domain to its VM; returns the key of a VM
@@ -137,12 +147,21 @@ pub(crate) async fn seen(state: &State, uri: &str, domain: Domain) -> Option<Psk
     }
 }
 
-/// The domain `uuid` was undefined: its VM goes (if it follows it).
-pub(crate) async fn undefined(state: &State, uuid: Uuid) {
+/// The domain `uuid` was undefined: its VM goes (if it follows it); the
+/// name of the VM removed.
+pub(crate) async fn undefined(state: &State, uuid: Uuid) -> Option<String> {
     match state.db(move |s| s.vm_by_id(uuid)).await {
-        Ok(Some((row, true))) => remove(state, row, "its libvirt domain was undefined").await,
-        Ok(_) => {}
-        Err(e) => warn!(%uuid, error = %error_chain(&e), "cannot read the VM of a libvirt domain"),
+        Ok(Some((row, true))) => {
+            let name = row.name.clone();
+            remove(state, row, "its libvirt domain was undefined")
+                .await
+                .then_some(name)
+        }
+        Ok(_) => None,
+        Err(e) => {
+            warn!(%uuid, error = %error_chain(&e), "cannot read the VM of a libvirt domain");
+            None
+        }
     }
 }
 
@@ -241,12 +260,13 @@ async fn update(state: &State, uri: &str, row: VmRow, domain: Domain) {
         // Off, its CID is no longer in its XML: the last one stays.
         Ok(Endpoint::CidNotAssigned) => row.endpoint.clone(),
         Ok(Endpoint::None) => {
-            return remove(
+            remove(
                 state,
                 row,
                 "its libvirt domain no longer has a guestcomm endpoint",
             )
-            .await
+            .await;
+            return;
         }
         Err(e) => {
             error!(vm = %row.name, error = %error_chain(&e), "libvirt domain's endpoint is unreadable; the VM keeps its endpoint");
@@ -287,8 +307,8 @@ async fn update(state: &State, uri: &str, row: VmRow, domain: Domain) {
     state.health.set_power(&changed, domain.power);
 }
 
-/// Removes `row`, a VM that follows a domain, for `why`.
-async fn remove(state: &State, row: VmRow, why: &str) {
+/// Removes `row`, a VM that follows a domain, for `why`; whether it did.
+async fn remove(state: &State, row: VmRow, why: &str) -> bool {
     let name = row.name.clone();
     match state.db(move |s| s.remove_vm(&name)).await {
         Ok(()) => {
@@ -297,9 +317,11 @@ async fn remove(state: &State, row: VmRow, why: &str) {
             state.changed.notify_one();
             let arguments = format!("domain {}: {why}", row.id);
             audit_own(state, "libvirt.vm.remove", &row.name, arguments, None).await;
+            true
         }
         Err(e) => {
-            warn!(vm = %row.name, error = %error_chain(&e), "cannot remove the VM of a libvirt domain")
+            warn!(vm = %row.name, error = %error_chain(&e), "cannot remove the VM of a libvirt domain");
+            false
         }
     }
 }
@@ -380,7 +402,8 @@ mod tests {
         );
         assert_eq!(state.health.get(uuid).status, HealthStatus::NoContact);
 
-        undefined(&state, uuid).await;
+        let gone = undefined(&state, uuid).await;
+        assert_eq!(gone.as_deref(), Some(renamed.name.as_str()));
         assert!(names(&state).await.is_empty());
     }
 
@@ -407,8 +430,8 @@ mod tests {
             domain(by_hand.id, "other", at("vsock://5"), Power::Off),
         )
         .await;
-        undefined(&state, by_hand.id).await;
-        all(&state, URI, Vec::new()).await;
+        assert_eq!(undefined(&state, by_hand.id).await, None);
+        assert!(all(&state, URI, Vec::new()).await.gone.is_empty());
         assert_eq!(names(&state).await, ["web"]);
         assert_eq!(state.health.get(by_hand.id).status, HealthStatus::NoContact);
     }
@@ -426,7 +449,8 @@ mod tests {
         .await;
         let none = domain(Uuid::new_v4(), "plain", Endpoint::None, Power::Running);
         let waiting = domain(Uuid::new_v4(), "auto", Endpoint::CidNotAssigned, Power::Off);
-        all(&state, URI, vec![none, waiting]).await;
+        let read = all(&state, URI, vec![none, waiting]).await;
+        assert_eq!(read.gone, [(a, "a".to_string())], "a's domain is gone");
         assert_eq!(names(&state).await, ["b"], "another URI's VM stays");
         let bad = Domain {
             uuid: Uuid::new_v4(),

@@ -8,6 +8,8 @@
 //!   entry it already has, and whether it carries its key;
 //! - `inventory.rs`: what was read of a domain, applied to the store and the
 //!   VM's power state (health);
+//! - `keys.rs` (feature `libvirt`): the key file and fwcfg entry given to
+//!   a domain, retried when that failed, the file removed on undefine;
 //! - `connection.rs` (feature `libvirt`, which links libvirt.so): the
 //!   connection, its event loop and callbacks, and reconnecting.
 //!
@@ -21,6 +23,8 @@ mod domain_key;
 mod domain_xml;
 #[cfg(any(test, feature = "libvirt"))]
 mod inventory;
+#[cfg(feature = "libvirt")]
+mod keys;
 
 use std::path::PathBuf;
 use std::sync::Arc;
