@@ -107,8 +107,9 @@ struct Args {
     /// /dev/virtio-ports/org.qemu.guest_agent.0, or unix:///PATH. The same
     /// services and --policy answer it. Not vsock unless
     /// --qga-allow-unauthenticated-vsock: QGA has no authentication.
+    /// Repeat it to serve several channels.
     #[arg(long, value_name = "CHANNEL")]
-    qga: Option<String>,
+    qga: Vec<String>,
 
     /// Let --qga listen on vsock://any:PORT, as `qemu-ga -m vsock-listen`
     /// does. QGA has no authentication, and every user of the host can
@@ -291,11 +292,11 @@ async fn run_kvp(args: KvpArgs) -> anyhow::Result<()> {
 // memory for nothing (docs/BENCHMARKS.md, "agent idle RSS").
 #[tokio::main(flavor = "current_thread")]
 async fn run(args: Args) -> anyhow::Result<()> {
-    let qga_channel = args
+    let qga_channels = args
         .qga
-        .as_deref()
+        .iter()
         .map(|text| guestcomm_agent::QgaChannel::parse(text, args.qga_allow_unauthenticated_vsock))
-        .transpose()
+        .collect::<Result<Vec<_>, _>>()
         .context("--qga")?;
     let mut config = AgentConfig::new(args.listen);
     config.peer_filter = PeerCidFilter::host_and(&args.allow_peer_cid, args.allow_any_peer);
@@ -341,18 +342,25 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
     let agent = Agent::bind(config).await.context("failed to start")?;
     let services = agent.services();
-    let _qga = qga_channel.map(|channel| {
-        let rpcs = guestcomm_agent::QgaRpcs {
+    // One QGA state (open files, guest-exec processes) for every channel,
+    // as one qemu-ga.
+    let qga = std::sync::Arc::new(guestcomm_agent::Qga::new(
+        services.clone(),
+        guestcomm_agent::QgaRpcs {
             allow: args.qga_allow_rpcs,
             block: args.qga_block_rpcs,
-        };
-        let qga = std::sync::Arc::new(guestcomm_agent::Qga::new(services.clone(), rpcs));
-        AbortOnDrop(tokio::spawn(guestcomm_agent::serve_qga(
-            channel,
-            qga,
-            services.clone(),
-        )))
-    });
+        },
+    ));
+    let _qga: Vec<_> = qga_channels
+        .into_iter()
+        .map(|channel| {
+            AbortOnDrop(tokio::spawn(guestcomm_agent::serve_qga(
+                channel,
+                qga.clone(),
+                services.clone(),
+            )))
+        })
+        .collect();
     tokio::select! {
         () = agent.run() => {}
         stopped = observability::stop_signal() => stopped.context("failed to install the signal handlers")?,

@@ -44,6 +44,9 @@ const AGENT_PORT: u32 = 18243;
 const BOOT_DEADLINE: Duration = guestcomm_vmtest::DEFAULT_BOOT_DEADLINE;
 /// Any one command in the guest through the daemon.
 const COMMAND_DEADLINE: Duration = Duration::from_secs(180);
+/// Where the image's agent also answers QGA, unauthenticated, when told so
+/// on the kernel command line (`guestcomm.qga-vsock=PORT`).
+const QGA_VSOCK_PORT: u32 = 18245;
 /// The guest's ext4 disk (/dev/vda), for a real filesystem freeze.
 const DISK_MIB: u32 = 16;
 /// The image's hostname (its init sets it).
@@ -214,6 +217,25 @@ fn exec_ok(d: &Daemon, name: &str, cmd: &[&str]) -> String {
         text(&out.stderr)
     );
     text(&out.stdout)
+}
+
+/// One QGA `request` to the guest's vsock port [`QGA_VSOCK_PORT`] through
+/// the backend's hybrid socket (`CONNECT PORT`, `OK ...`); the reply.
+fn qga_over_vsock(vm_dir: &Path, request: &str) -> serde_json::Value {
+    use std::io::{BufRead, BufReader, Write};
+    let stream = std::os::unix::net::UnixStream::connect(vm_dir.join("vm.vsock")).unwrap();
+    stream.set_read_timeout(Some(COMMAND_DEADLINE)).unwrap();
+    stream.set_write_timeout(Some(COMMAND_DEADLINE)).unwrap();
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut writer = stream;
+    writeln!(writer, "CONNECT {QGA_VSOCK_PORT}").unwrap();
+    let mut line = String::new();
+    reader.read_line(&mut line).unwrap();
+    assert!(line.starts_with("OK "), "hybrid vsock: {line:?}");
+    writeln!(writer, "{request}").unwrap();
+    line.clear();
+    reader.read_line(&mut line).unwrap();
+    serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line:?}"))
 }
 
 /// `virsh qemu-agent-command NAME JSON`: the reply's `return`.
@@ -603,7 +625,11 @@ fn a_libvirt_domain_is_followed_by_guestcommd_and_its_agent_answers_libvirts_age
         backend_bin: &backend_bin,
         mkfs: &mkfs,
     };
-    let dom = setup.domain(&format!("gclvguest{}", std::process::id()), &images, "");
+    let dom = setup.domain(
+        &format!("gclvguest{}", std::process::id()),
+        &images,
+        &format!("guestcomm.qga-vsock={QGA_VSOCK_PORT}"),
+    );
     let name = dom.name.as_str();
 
     // Running: guestcommd reaches the agent over vsock with the key, and
@@ -612,6 +638,13 @@ fn a_libvirt_domain_is_followed_by_guestcommd_and_its_agent_answers_libvirts_age
     assert_eq!(
         d.json(&["vm", "show", name])["domain_key"],
         "in-running-domain"
+    );
+    // QGA on vsock too, as `qemu-ga -m vsock-listen` (the image's agent has
+    // --qga-allow-unauthenticated-vsock): reached through the hybrid socket.
+    let hostname = qga_over_vsock(&dom.dir, r#"{"execute":"guest-get-host-name"}"#);
+    assert_eq!(
+        hostname["return"]["host-name"], GUEST_HOSTNAME,
+        "{hostname}"
     );
     let ours = agent_answers(&libvirt, &d, &dom);
 

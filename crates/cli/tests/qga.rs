@@ -818,3 +818,21 @@ fn qga_on_vsock_is_refused_without_the_opt_in_and_says_how() {
         assert!(!dir.path().join("a.sock").exists(), "{channel}");
     }
 }
+
+/// `--qga` repeated: every channel is served, with one QGA state (a
+/// guest-exec started on one is collected on the other, as one qemu-ga).
+#[test]
+fn several_qga_channels_are_served_with_one_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let second = dir.path().join("second.sock");
+    let second_arg = format!("unix://{}", second.display());
+    let (_agent, first) = qga_agent(dir.path(), &["--qga", &second_arg]);
+    let mut one = Qga::connect(&first);
+    let mut two = Qga::connect(&second);
+    let started = one.ok(json!({"execute": "guest-exec", "arguments": {
+        "path": "sh", "arg": ["-c", "echo both"], "capture-output": true,
+    }}));
+    let status = exec_status(&mut two, &started["pid"]);
+    assert_eq!(status["out-data"], json!(b64(b"both\n")), "{status}");
+    assert_eq!(status["out-truncated"], false, "{status}");
+}
