@@ -66,6 +66,9 @@
 //!   ansible-core (GUESTCOMM_ANSIBLE_BIN) and the image of
 //!   `scripts/vm/build-image --with-python` (`--python-image`); `--case all`
 //!   runs it when both are there and says why when not.
+//! - **J. metrics** (`--case metrics`): exec `true` through a daemon that
+//!   records metrics and is scraped every second, against one with
+//!   `--no-metrics`, alternated (see `metrics_cost.rs`). Target: under 1%.
 //!
 //! Targets: library exec overhead under 1 ms; library stdout
 //! throughput at least 70% of the bare socket. Both are printed as met or
@@ -84,6 +87,7 @@ mod compare_vm_report;
 mod copy;
 mod daemon;
 mod load;
+mod metrics_cost;
 mod plot;
 mod qga;
 mod report;
@@ -254,6 +258,8 @@ enum Case {
     Load,
     /// I. one Ansible play through guestcomm, ssh and libvirt.
     AnsibleVm,
+    /// J. what the Prometheus metrics cost an exec through guestcommd.
+    Metrics,
     /// Every case.
     All,
 }
@@ -351,6 +357,22 @@ fn run(args: Args) -> anyhow::Result<()> {
             args.idle_secs,
         )?;
         let section = daemon::render(&Machine::probe(), args.iterations, args.warmup, &d);
+        publish(&args, &section)?;
+    }
+    if matches!(args.case, Case::Metrics | Case::All) {
+        let daemon_bin = daemon_binary(&args)?;
+        eprintln!(
+            "guestcomm-bench: J. metrics on and off, {} + {} warm-up rounds",
+            args.iterations, args.warmup
+        );
+        let j = metrics_cost::metrics_case(
+            &rt,
+            agent.addr(),
+            &daemon_bin,
+            args.iterations,
+            args.warmup,
+        )?;
+        let section = metrics_cost::render(&Machine::probe(), args.iterations, args.warmup, &j);
         publish(&args, &section)?;
     }
     if matches!(args.case, Case::Cp | Case::All) {

@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use util::daemon::Daemon;
 use util::users::TestUser;
-use util::{wait_until, STARTUP_DEADLINE};
+use util::{bin, wait_until, STARTUP_DEADLINE};
 
 const PROMETHEUS: &str = "/usr/bin/prometheus";
 const PROMTOOL: &str = "/usr/bin/promtool";
@@ -495,4 +495,43 @@ fn the_alert_rules_pass_promtool() {
     assert!(out.status.success(), "{out:?}");
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("SUCCESS"), "{text}");
+}
+
+/// `--no-metrics`: operations run as before, `GET /metrics` is refused
+/// saying why, and serving metrics while they are off is refused at start.
+#[test]
+fn with_no_metrics_nothing_is_recorded_and_the_exposition_says_why() {
+    let d = Daemon::start_with("200ms", &["--no-metrics"]);
+    let (_agent, _) = d.agent_vm("vm1");
+    d.ok(&["exec", "vm1", "--", "true"]);
+    let sock = std::os::unix::net::UnixStream::connect(&d.socket).expect("connect");
+    sock.set_read_timeout(Some(STARTUP_DEADLINE)).unwrap();
+    let (head, body) = http(sock, "GET", "/metrics", "");
+    assert!(head.starts_with("HTTP/1.1 403"), "{head}\n{body}");
+    assert!(body.contains("metrics are off"), "{body}");
+
+    // Off by the configuration, yet served by a flag: a clear refusal.
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("guestcommd.toml");
+    std::fs::write(&config, "[metrics]\nenabled = false\n").unwrap();
+    let out = guestcomm_vmtest::run_with_deadline(
+        {
+            let mut c = Command::new(bin("guestcommd"));
+            c.arg("--config")
+                .arg(&config)
+                .args(["--state"])
+                .arg(dir.path().join("state"))
+                .arg("--api")
+                .arg(format!("unix://{}", dir.path().join("api.sock").display()))
+                .args(["--metrics", "tcp://127.0.0.1:1"]);
+            c
+        },
+        None,
+        STARTUP_DEADLINE,
+    )
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("metrics are off"), "{stderr}");
+    assert!(stderr.contains("drop one of the two"), "{stderr}");
 }

@@ -32,6 +32,7 @@
 //!
 //! [metrics]
 //! listen = "tcp://127.0.0.1:9464"   # Prometheus metrics over plain HTTP (--metrics)
+//! enabled = true                     # false: record no metrics (--no-metrics)
 //! ```
 //!
 //! Every table is `deny_unknown_fields`; a parse error names the line.
@@ -97,6 +98,9 @@ pub struct MetricsSection {
     /// `--metrics` wins.
     #[serde(default)]
     pub listen: Option<String>,
+    /// Record metrics at all (default true; `--no-metrics` says false).
+    #[serde(default)]
+    pub enabled: Option<bool>,
 }
 
 /// `[libvirt]`.

@@ -103,6 +103,8 @@ pub struct Config {
     pub libvirt: Option<String>,
     /// Also serve `GET /metrics` over plain HTTP on this address (`--metrics`).
     pub metrics: Option<std::net::SocketAddr>,
+    /// Record metrics at all (`--no-metrics`: no).
+    pub metrics_enabled: bool,
 }
 
 /// Where the API is served.
@@ -202,6 +204,9 @@ impl Daemon {
             state.spares = Arc::new(spare::Spares::disabled());
         }
         state.relay_copy_idle = config.relay_copy_idle;
+        if !config.metrics_enabled {
+            state.metrics = Arc::new(metrics::Metrics::disabled());
+        }
         let state = Arc::new(state);
         state.inventory_to_metrics().await;
         let listener = match &config.api {

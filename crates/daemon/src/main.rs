@@ -141,6 +141,11 @@ struct Args {
     #[arg(long, value_name = "ADDR")]
     metrics: Option<Address>,
 
+    /// Record no metrics at all (`[metrics] enabled = false` in --config):
+    /// GET /metrics is then refused, and operations skip their counters.
+    #[arg(long, conflicts_with = "metrics")]
+    no_metrics: bool,
+
     /// Log format.
     #[arg(long, value_enum, default_value_t)]
     log_format: LogFormat,
@@ -232,9 +237,17 @@ async fn run(args: Args) -> anyhow::Result<()> {
         Some(Address::Tcp(addr)) => Some(addr),
         Some(other) => anyhow::bail!("--metrics {other}: expected tcp://IP:PORT"),
     };
+    let metrics_enabled = !args.no_metrics && file.metrics.enabled != Some(false);
+    if let (false, Some(addr)) = (metrics_enabled, metrics) {
+        anyhow::bail!(
+            "metrics are off (--no-metrics, or [metrics] enabled = false in {}), yet [metrics] listen or --metrics serves them on tcp://{addr}: drop one of the two",
+            config_path.display()
+        );
+    }
     let config = Config {
         libvirt,
         metrics,
+        metrics_enabled,
         file,
         config_path,
         state_dir: args.state,

@@ -194,6 +194,8 @@ struct Known {
 
 /// The registry and every family.
 pub(crate) struct Metrics {
+    /// Off (`--no-metrics`): every recording call returns at once.
+    enabled: bool,
     registry: Registry,
     known: RwLock<Known>,
     /// Every label set of `operations` made so far, to drop a VM's or a
@@ -293,6 +295,7 @@ impl Default for Metrics {
             store_duration.clone(),
         );
         Self {
+            enabled: true,
             registry,
             known: RwLock::default(),
             operation_series: Mutex::default(),
@@ -312,10 +315,25 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// Metrics that record nothing (`--no-metrics`, `[metrics] enabled =
+    /// false`): what the operations cost without them, and `GET /metrics`
+    /// refused.
+    pub(crate) fn disabled() -> Self {
+        Self {
+            enabled: false,
+            ..Self::default()
+        }
+    }
+
+    /// Whether anything is recorded.
+    pub(crate) fn enabled(&self) -> bool {
+        self.enabled
+    }
+
     /// Counts a finished operation from its audit record (a `running` one is
     /// not finished); `refusal` says who refused a refused one.
     pub(crate) fn operation_finished(&self, record: &AuditRecord, refusal: Option<ErrorKind>) {
-        if record.outcome == AuditOutcome::Running {
+        if !self.enabled || record.outcome == AuditOutcome::Running {
             return;
         }
         let (vm, service) = {
@@ -371,6 +389,9 @@ impl Metrics {
 
     /// Counts a refusal at `cap`.
     pub(crate) fn refused_at(&self, cap: Cap) {
+        if !self.enabled {
+            return;
+        }
         self.cap_refusals
             .get_or_create(&CapLabels { cap: cap.label() })
             .inc();
@@ -378,6 +399,9 @@ impl Metrics {
 
     /// Counts an audit record written to `chain` (`operations`, `refusals`).
     pub(crate) fn audit_written(&self, chain: &'static str) {
+        if !self.enabled {
+            return;
+        }
         self.audit_records
             .get_or_create(&ChainLabels { chain })
             .inc();
@@ -385,12 +409,18 @@ impl Metrics {
 
     /// Records the duration of one store call.
     pub(crate) fn store_call(&self, took: Duration) {
+        if !self.enabled {
+            return;
+        }
         self.store_duration.observe(took.as_secs_f64());
     }
 
     /// The VM names and service ids the inventory holds now; the series of
     /// those that left it are dropped.
     pub(crate) fn set_inventory(&self, vms: HashSet<String>, services: HashSet<String>) {
+        if !self.enabled {
+            return;
+        }
         let gone: Vec<String> = {
             let mut known = self.known.write().unwrap_or_else(|e| e.into_inner());
             let gone = known.vms.difference(&vms).cloned().collect();

@@ -11,6 +11,12 @@ use crate::state::State;
 
 /// Every metric, in `format`.
 pub(crate) async fn exposition(state: &State, format: Format) -> Result<String, Error> {
+    if !state.metrics.enabled() {
+        return Err(Error::ServiceDisabled(
+            "metrics are off in this guestcommd (--no-metrics, or [metrics] enabled = false)"
+                .into(),
+        ));
+    }
     let vms = state.db(|s| s.vms()).await?;
     let health: Vec<(String, HealthStatus, Option<std::time::Duration>)> = vms
         .into_iter()
