@@ -67,11 +67,9 @@ pub(crate) fn service_of(call: &Call) -> Option<BuiltinService> {
         | BuiltinService::Time
         | BuiltinService::KeyValue
         | BuiltinService::Shutdown
-        | BuiltinService::FsFreeze) => Some(service),
-        BuiltinService::Agent
-        | BuiltinService::Exec
-        | BuiltinService::Files
-        | BuiltinService::Heartbeat => None,
+        | BuiltinService::FsFreeze
+        | BuiltinService::Heartbeat) => Some(service),
+        BuiltinService::Agent | BuiltinService::Exec | BuiltinService::Files => None,
     }
 }
 
@@ -193,6 +191,7 @@ pub(crate) fn answer(
             .map(Control::FsFreezeStatus)
             .map_err(freeze_error),
         Call::FsStatus => Ok(Control::FsFreezeStatus(s.freeze.status())),
+        Call::Heartbeat => Ok(Control::AgentCounters(crate::counters::snapshot())),
         _ => Err(ErrorFrame::new(
             ErrorCode::UnsupportedRequest,
             "not an integration request",

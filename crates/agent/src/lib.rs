@@ -13,6 +13,7 @@
 //! [`limits`] holds the agent's bounds.
 
 mod clock;
+mod counters;
 mod credentials;
 mod exec;
 mod files;

@@ -41,6 +41,7 @@ use tokio_util::codec::Framed;
 use tracing::{debug, info, info_span, warn, Instrument};
 
 use crate::clock::{Clock, SimulatedClock, SystemClock};
+use crate::counters;
 use crate::exec;
 use crate::files::{self, CopyLimits};
 use crate::freeze::{FreezeManager, IoctlFreezer, SimulatedFreezer};
@@ -408,6 +409,7 @@ async fn accept_loop(
             warn!(%peer, "refused a connection from a vsock peer that is not allowed (see --allow-peer-cid)");
             continue;
         }
+        counters::connection();
         let conn = Framed::new(stream, FrameCodec::new());
         let ticket = budget.unauthenticated.admit(());
         let offer = offer.clone();
@@ -472,6 +474,17 @@ async fn authenticate(
         }
         Ok(Err(e)) => {
             warn!(error = %guestcomm_protocol::error_chain(&e), "handshake failed");
+            // Either side may find the other without the key: this agent
+            // (a wrong proof), or the client (who then says so).
+            let auth = |code| matches!(code, ErrorCode::AuthFailed | ErrorCode::AuthRequired);
+            if match &e {
+                handshake::HandshakeError::AuthFailed(_)
+                | handshake::HandshakeError::NoCommonAuth { .. } => true,
+                handshake::HandshakeError::Rejected(frame) => auth(frame.code),
+                _ => false,
+            } {
+                counters::auth_failure();
+            }
             // Its error frame was sent: the client closes first, unless it
             // is the silent kind that let the handshake time out.
             if !matches!(e, handshake::HandshakeError::Timeout(_)) {
@@ -523,16 +536,19 @@ async fn handle(
         }
         Err(frame) => {
             warn!(error = %frame, "bad request");
+            counters::refused();
             return refuse(conn, frame).await;
         }
     };
     let guest_policy = services.policy.as_ref().filter(|_| origin == Origin::Host);
     if let Some(Err(frame)) = guest_policy.map(|p| crate::policy::check(p, &mut request)) {
         warn!(%peer, error = %frame.message, "request refused by the guest policy");
+        counters::refused();
         return refuse(conn, frame).await;
     }
     let service = request.service;
     if let (Some(builtin), Some(_)) = (service.builtin(), integration::service_of(&request.call)) {
+        counters::request(builtin);
         return integration::serve(conn, services, origin, builtin, request.call).await;
     }
     if origin == Origin::Local {
@@ -544,14 +560,19 @@ async fn handle(
     }
     match (service.builtin(), request.call) {
         (Some(BuiltinService::Exec), Call::Exec(req)) => {
+            counters::request(BuiltinService::Exec);
             if let Err(e) = exec::serve(conn, req).await {
                 info!(%peer, error = %guestcomm_protocol::error_chain(&e), "exec ended early");
             }
         }
         (Some(BuiltinService::Files), Call::CopyToGuest(req)) => {
             let dst = req.dst.clone();
+            counters::request(BuiltinService::Files);
             match files::serve_to_guest(conn, req, copy_limits, guest_policy).await {
-                Ok(s) => info!(%dst, files = s.files, bytes = s.bytes, "copy into the guest done"),
+                Ok(s) => {
+                    counters::copied(true, s.bytes);
+                    info!(%dst, files = s.files, bytes = s.bytes, "copy into the guest done")
+                }
                 Err(e) => {
                     info!(%dst, error = %guestcomm_protocol::error_chain(&e), "copy into the guest failed")
                 }
@@ -559,8 +580,10 @@ async fn handle(
         }
         (Some(BuiltinService::Files), Call::CopyFromGuest(req)) => {
             let src = req.src.clone();
+            counters::request(BuiltinService::Files);
             match files::serve_from_guest(conn, req, copy_limits, guest_policy).await {
                 Ok(s) => {
+                    counters::copied(false, s.bytes);
                     info!(%src, files = s.files, bytes = s.bytes, "copy out of the guest done")
                 }
                 Err(e) => {
@@ -576,6 +599,7 @@ async fn handle(
                     builtin.name()
                 ),
             );
+            counters::refused();
             refuse(conn, frame).await;
         }
         (None, _) => {
@@ -583,6 +607,7 @@ async fn handle(
                 ErrorCode::UnknownService,
                 format!("no service {service} in this agent"),
             );
+            counters::refused();
             refuse(conn, frame).await;
         }
     }

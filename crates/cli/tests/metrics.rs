@@ -535,3 +535,84 @@ fn with_no_metrics_nothing_is_recorded_and_the_exposition_says_why() {
     assert!(stderr.contains("metrics are off"), "{stderr}");
     assert!(stderr.contains("drop one of the two"), "{stderr}");
 }
+
+/// The agent's own counters, from its heartbeat answers: its accepted
+/// connections, a handshake with the wrong key, the requests by service,
+/// a request its guest policy refused and the file bytes copied in, each
+/// under the VM's name.
+#[test]
+fn the_agents_own_counters_are_exported_per_vm() {
+    let d = Daemon::start("200ms");
+    let (_agent, socket, _) = d.keyed_agent_vm("vm1");
+    d.ok(&["exec", "vm1", "--", "true"]);
+    d.ok(&["exec", "vm1", "--", "true"]);
+    let payload = d.dir.path().join("payload.bin");
+    std::fs::write(&payload, vec![7u8; 12_345]).unwrap();
+    let inbox = d.dir.path().join("inbox");
+    std::fs::create_dir(&inbox).unwrap();
+    d.ok(&[
+        "cp",
+        payload.to_str().unwrap(),
+        &format!("vm1:{}", inbox.join("payload.bin").display()),
+    ]);
+    // Straight to the agent with a key of its own: refused at the handshake.
+    let wrong = d.dir.path().join("wrong.key");
+    d.ok(&["identity", "new", wrong.to_str().unwrap()]);
+    let endpoint = format!("unix://{}", socket.display());
+    let refused = d.run(&[
+        "exec",
+        &endpoint,
+        "--identity",
+        wrong.to_str().unwrap(),
+        "--",
+        "true",
+    ]);
+    assert!(!refused.status.success());
+
+    let want = [
+        (
+            "guestcomm_agent_requests_total",
+            vec!["vm=\"vm1\"", "service=\"exec\""],
+            2.0,
+        ),
+        (
+            "guestcomm_agent_requests_total",
+            vec!["vm=\"vm1\"", "service=\"files\""],
+            1.0,
+        ),
+        (
+            "guestcomm_agent_auth_failures_total",
+            vec!["vm=\"vm1\""],
+            1.0,
+        ),
+        (
+            "guestcomm_agent_copy_bytes_total",
+            vec!["vm=\"vm1\"", "direction=\"to_guest\""],
+            12_345.0,
+        ),
+    ];
+    let mut text = String::new();
+    let counted = wait_until(STARTUP_DEADLINE, || {
+        text = scrape_api(&d);
+        want.iter()
+            .all(|(name, labels, n)| sample(&text, name, labels) == Some(*n))
+    });
+    assert!(counted, "{text}");
+    // Every connection counted: two execs, a copy, the refused one, and the
+    // health probes (each with its heartbeat request).
+    let connections = sample(&text, "guestcomm_agent_connections_total", &["vm=\"vm1\""]).unwrap();
+    let heartbeats = sample(
+        &text,
+        "guestcomm_agent_requests_total",
+        &["vm=\"vm1\"", "service=\"heartbeat\""],
+    )
+    .unwrap();
+    assert!(
+        connections >= 4.0 + heartbeats,
+        "{connections} {heartbeats}\n{text}"
+    );
+    assert_eq!(
+        sample(&text, "guestcomm_agent_refused_total", &["vm=\"vm1\""]),
+        Some(0.0)
+    );
+}

@@ -19,7 +19,8 @@ use guestcomm_client::{ClientError, Session};
 use guestcomm_protocol::auth::Psk;
 use guestcomm_protocol::error_chain;
 use guestcomm_protocol::handshake::HandshakeError;
-use guestcomm_protocol::{Control, ErrorCode, ErrorFrame, Frame, FramedConn, Request};
+use guestcomm_protocol::integration::AgentCounters;
+use guestcomm_protocol::{Call, Control, ErrorCode, ErrorFrame, Frame, FramedConn, Request};
 use guestcomm_transport::hybrid::HybridError;
 use guestcomm_transport::{Address, ConnectError, Stream};
 use tracing::debug;
@@ -121,16 +122,57 @@ impl Agent {
     }
 }
 
+/// What an answered probe learnt: the round trip of connect and
+/// handshake, the agent's name, and its own counters when asked for and
+/// given (an older agent has none).
+#[derive(Debug)]
+pub(crate) struct Probed {
+    pub(crate) rtt: Duration,
+    pub(crate) agent: String,
+    pub(crate) counters: Option<AgentCounters>,
+}
+
 /// Probes the agent at `addr`: connect and handshake, within
-/// [`PROBE_TIMEOUT_MS`]; the round-trip time and the agent's name.
+/// [`PROBE_TIMEOUT_MS`]; then, with `counters`, its `heartbeat` (whose
+/// failure fails nothing: it is logged at debug).
 pub(crate) async fn probe(
     addr: &Address,
     psk: Option<&Psk>,
-) -> Result<(Duration, String), ProbeFailure> {
+    counters: bool,
+) -> Result<Probed, ProbeFailure> {
     let start = Instant::now();
     let attempt = open(addr, psk);
-    match tokio::time::timeout(Duration::from_millis(PROBE_TIMEOUT_MS), attempt).await {
-        Ok(Ok(session)) => Ok((start.elapsed(), session.welcome.agent)),
+    let bound = Duration::from_millis(PROBE_TIMEOUT_MS);
+    match tokio::time::timeout(bound, attempt).await {
+        Ok(Ok(session)) => {
+            let rtt = start.elapsed();
+            let agent = session.welcome.agent.clone();
+            let counters = if counters {
+                let asked = guestcomm_client::integration::call(session, Call::Heartbeat);
+                match tokio::time::timeout(bound, asked).await {
+                    Ok(Ok(Control::AgentCounters(counters))) => Some(counters),
+                    Ok(Ok(other)) => {
+                        debug!(%addr, answer = other.kind(), "heartbeat: not the agent's counters");
+                        None
+                    }
+                    Ok(Err(e)) => {
+                        debug!(%addr, error = %error_chain(&e), "heartbeat: no counters (an older agent?)");
+                        None
+                    }
+                    Err(_) => {
+                        debug!(%addr, "heartbeat: no answer within {PROBE_TIMEOUT_MS} ms");
+                        None
+                    }
+                }
+            } else {
+                None
+            };
+            Ok(Probed {
+                rtt,
+                agent,
+                counters,
+            })
+        }
         Ok(Err(e)) => Err(ProbeFailure {
             detail: classify(addr, &e),
             error: error_chain(&e),
@@ -190,7 +232,7 @@ mod tests {
     use super::*;
 
     async fn detail_of(endpoint: &str) -> HealthDetail {
-        probe(&endpoint.parse().unwrap(), None)
+        probe(&endpoint.parse().unwrap(), None, false)
             .await
             .expect_err("the probe must fail")
             .detail

@@ -27,11 +27,13 @@
 //! series for that). Each store call observes one histogram.
 
 use std::collections::HashSet;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, RwLock};
 use std::time::Duration;
 
 use guestcomm_api::{AuditOutcome, AuditRecord, HealthStatus};
+use guestcomm_protocol::integration::AgentCounters;
+use guestcomm_protocol::BuiltinService;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -160,6 +162,12 @@ struct HealthLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ServiceLabels {
+    vm: String,
+    service: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CapLabels {
     cap: &'static str,
 }
@@ -212,6 +220,103 @@ pub(crate) struct Metrics {
     cap_refusals: Family<CapLabels, Counter>,
     audit_records: Family<ChainLabels, Counter>,
     store_duration: Histogram,
+    agent: AgentFamilies,
+}
+
+/// The agents' own counters (their heartbeat answers), by VM: set to what
+/// the agent last said, not added to (a restarted agent starts again at 0,
+/// which Prometheus reads as a counter reset).
+#[derive(Default)]
+struct AgentFamilies {
+    connections: Family<VmLabels, Counter>,
+    auth_failures: Family<VmLabels, Counter>,
+    requests: Family<ServiceLabels, Counter>,
+    refused: Family<VmLabels, Counter>,
+    copy_bytes: Family<CopyLabels, Counter>,
+}
+
+impl AgentFamilies {
+    fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "agent_connections",
+            "Connections the VM's agent accepted, as it last said (heartbeat)",
+            self.connections.clone(),
+        );
+        registry.register(
+            "agent_auth_failures",
+            "Handshakes the VM's agent refused for their authentication",
+            self.auth_failures.clone(),
+        );
+        registry.register(
+            "agent_requests",
+            "Requests the VM's agent dispatched, by service (exec, files, info, time, kvp, shutdown, fsfreeze, heartbeat)",
+            self.requests.clone(),
+        );
+        registry.register(
+            "agent_refused",
+            "Requests the VM's agent refused before a service ran them (its guest policy, unknown requests)",
+            self.refused.clone(),
+        );
+        registry.register_with_unit(
+            "agent_copy",
+            "File bytes the VM's agent copied, by direction (to_guest, from_guest)",
+            Unit::Bytes,
+            self.copy_bytes.clone(),
+        );
+    }
+
+    fn set(&self, vm: &str, counters: &AgentCounters) {
+        let store = |c: &Counter, v: u64| c.inner().store(v, Ordering::Relaxed);
+        let labels = VmLabels { vm: vm.into() };
+        store(
+            &self.connections.get_or_create(&labels),
+            counters.connections,
+        );
+        store(
+            &self.auth_failures.get_or_create(&labels),
+            counters.auth_failures,
+        );
+        store(&self.refused.get_or_create(&labels), counters.refused);
+        // Only the names this daemon knows: a guest's others are dropped.
+        for service in BuiltinService::ALL {
+            if let Some(n) = counters.requests.get(service.name()) {
+                let labels = ServiceLabels {
+                    vm: vm.into(),
+                    service: service.name(),
+                };
+                store(&self.requests.get_or_create(&labels), *n);
+            }
+        }
+        for (direction, n) in [
+            ("to_guest", counters.copied_to_guest_bytes),
+            ("from_guest", counters.copied_from_guest_bytes),
+        ] {
+            let labels = CopyLabels {
+                vm: vm.into(),
+                direction,
+            };
+            store(&self.copy_bytes.get_or_create(&labels), n);
+        }
+    }
+
+    fn forget(&self, vm: &str) {
+        let labels = VmLabels { vm: vm.into() };
+        for family in [&self.connections, &self.auth_failures, &self.refused] {
+            family.remove(&labels);
+        }
+        for service in BuiltinService::ALL {
+            self.requests.remove(&ServiceLabels {
+                vm: vm.into(),
+                service: service.name(),
+            });
+        }
+        for (_, direction) in COPY_DIRECTIONS {
+            self.copy_bytes.remove(&CopyLabels {
+                vm: vm.into(),
+                direction,
+            });
+        }
+    }
 }
 
 impl Default for Metrics {
@@ -294,8 +399,11 @@ impl Default for Metrics {
             Unit::Seconds,
             store_duration.clone(),
         );
+        let agent = AgentFamilies::default();
+        agent.register(&mut registry);
         Self {
             enabled: true,
+            agent,
             registry,
             known: RwLock::default(),
             operation_series: Mutex::default(),
@@ -387,6 +495,18 @@ impl Metrics {
         }
     }
 
+    /// What VM `vm`'s agent said of itself (its heartbeat answer), for a VM
+    /// the inventory holds.
+    pub(crate) fn agent_counters(&self, vm: &str, counters: &AgentCounters) {
+        if !self.enabled {
+            return;
+        }
+        let known = self.known.read().unwrap_or_else(|e| e.into_inner());
+        if known.vms.contains(vm) {
+            self.agent.set(vm, counters);
+        }
+    }
+
     /// Counts a refusal at `cap`.
     pub(crate) fn refused_at(&self, cap: Cap) {
         if !self.enabled {
@@ -461,6 +581,7 @@ impl Metrics {
             self.copy_duration.remove(&labels);
             self.copy_bytes.remove(&labels);
         }
+        self.agent.forget(&vm);
         let labels = VmLabels { vm };
         self.exec_duration.remove(&labels);
         self.heartbeat_rtt.remove(&labels);

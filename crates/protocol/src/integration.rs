@@ -235,6 +235,34 @@ impl ShutdownRequest {
     }
 }
 
+/// The answer to `heartbeat`: the agent's own counters since it started
+/// (a smaller value than the last one means it restarted). Cheap to make:
+/// relaxed atomic loads. A receiver takes only the service names it knows
+/// (`requests`), whatever else a guest sends.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentCounters {
+    /// Connections accepted (after the vsock peer filter).
+    #[serde(default)]
+    pub connections: u64,
+    /// Handshakes refused for their authentication (a wrong key, none).
+    #[serde(default)]
+    pub auth_failures: u64,
+    /// Requests dispatched to a service, by the service's name (`exec`,
+    /// `files`, `info`...).
+    #[serde(default)]
+    pub requests: BTreeMap<String, u64>,
+    /// Requests refused before any service ran them (the guest's policy,
+    /// an unknown service or operation).
+    #[serde(default)]
+    pub refused: u64,
+    /// File bytes copied into the guest.
+    #[serde(default)]
+    pub copied_to_guest_bytes: u64,
+    /// File bytes copied out of the guest.
+    #[serde(default)]
+    pub copied_from_guest_bytes: u64,
+}
+
 /// The answer to `fs_freeze`, `fs_thaw` and `fs_status`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FreezeStatus {

@@ -36,7 +36,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::error_code::ErrorFrame;
 use crate::files::{CopyFromGuest, CopySummary, CopyToGuest, Entry};
-use crate::integration::{FreezeStatus, GuestInfo, KvpEntries, KvpPool, ShutdownRequest};
+use crate::integration::{
+    AgentCounters, FreezeStatus, GuestInfo, KvpEntries, KvpPool, ShutdownRequest,
+};
 use crate::service::{BuiltinService, ServiceId};
 use crate::stream::StreamId;
 
@@ -162,6 +164,8 @@ pub enum Control {
     },
     /// Agent to client: the freeze state after `fs_freeze`, `fs_thaw`, `fs_status`.
     FsFreezeStatus(FreezeStatus),
+    /// Agent to client: its counters, after `heartbeat`.
+    AgentCounters(AgentCounters),
     /// A message type this version does not know.
     #[serde(other)]
     Unknown,
@@ -196,6 +200,7 @@ impl Control {
             Self::Done => "done",
             Self::ShutdownAck { .. } => "shutdown_ack",
             Self::FsFreezeStatus(..) => "fs_freeze_status",
+            Self::AgentCounters(..) => "agent_counters",
             Self::Unknown => "unknown",
         }
     }
@@ -324,6 +329,9 @@ pub enum Call {
     },
     /// What is frozen (service: fsfreeze).
     FsStatus,
+    /// The agent's own counters (service: heartbeat): the daemon's health
+    /// probe asks after its handshake.
+    Heartbeat,
     /// An operation this version does not know.
     #[serde(other)]
     Unsupported,
@@ -349,6 +357,7 @@ impl Call {
             Self::FsFreeze { .. } => "fs_freeze",
             Self::FsThaw { .. } => "fs_thaw",
             Self::FsStatus => "fs_status",
+            Self::Heartbeat => "heartbeat",
             Self::Unsupported => "unsupported",
         }
     }
@@ -370,6 +379,7 @@ impl Call {
             Self::FsFreeze { .. } | Self::FsThaw { .. } | Self::FsStatus => {
                 BuiltinService::FsFreeze
             }
+            Self::Heartbeat => BuiltinService::Heartbeat,
             Self::Unsupported => BuiltinService::Agent,
         }
     }

@@ -70,7 +70,15 @@ pub(crate) async fn monitor(state: Arc<State>, interval: Duration, max_concurren
             let state = state.clone();
             let delivery = delivery.clone();
             round.spawn(async move {
-                let result = crate::agent::probe(&vm.endpoint, vm.psk.as_ref()).await;
+                let counters = state.metrics.enabled();
+                let result = crate::agent::probe(&vm.endpoint, vm.psk.as_ref(), counters)
+                    .await
+                    .map(|probed| {
+                        if let Some(counters) = &probed.counters {
+                            state.metrics.agent_counters(&vm.name, counters);
+                        }
+                        (probed.rtt, probed.agent)
+                    });
                 let answered = result.is_ok();
                 let came_back = state.health.record(&vm, result);
                 if answered {
