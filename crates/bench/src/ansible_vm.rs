@@ -202,7 +202,7 @@ pub(crate) fn ansible_vm(
     images: &Path,
     tool_dirs: Vec<PathBuf>,
     cli_bin: &Path,
-    libvirt_domain: Option<&str>,
+    libvirt: Option<(&str, &str)>,
 ) -> anyhow::Result<AnsibleVm> {
     let controller = Controller::new()?;
     let ansible = controller
@@ -262,9 +262,9 @@ pub(crate) fn ansible_vm(
         }
         Err(why) => Err(why),
     };
-    let libvirt = match libvirt_domain {
+    let libvirt = match libvirt {
         None => Err("no --libvirt-domain given".to_string()),
-        Some(domain) => {
+        Some((uri, domain)) => {
             let installed = controller
                 .ok(
                     "ansible-doc",
@@ -275,7 +275,7 @@ pub(crate) fn ansible_vm(
             if installed {
                 Ok(controller.plays(&format!(
                     "{domain} ansible_connection=community.libvirt.libvirt_qemu \
-                     ansible_libvirt_uri=qemu:///system ansible_python_interpreter=/usr/bin/python3"
+                     ansible_libvirt_uri={uri} ansible_python_interpreter={GUEST_PYTHON}"
                 ))?)
             } else {
                 Err("the community.libvirt collection is not installed".to_string())

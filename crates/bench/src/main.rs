@@ -216,10 +216,15 @@ struct Args {
     #[arg(long, value_name = "DIR")]
     python_image: Option<PathBuf>,
 
-    /// Case I: a libvirt domain (qemu:///system, running qemu-ga) for the
+    /// Case I: a libvirt domain (at --libvirt-uri, running qemu-ga and
+    /// Python: scripts/bench-libvirt-domain starts one) for the
     /// `community.libvirt.libvirt_qemu` leg; without it that leg is not run.
     #[arg(long, value_name = "NAME")]
     libvirt_domain: Option<String>,
+
+    /// Case I: the libvirt URI of --libvirt-domain.
+    #[arg(long, value_name = "URI", default_value = "qemu:///system")]
+    libvirt_uri: String,
 
     /// Which cases to run: exec (A and B), cp (C), daemon (D), compare (E),
     /// auth (F), compare-vm (G), load (H), ansible-vm (I) or all (G and I
@@ -492,7 +497,9 @@ fn run_ansible_vm(
         &images,
         tool_dirs.clone(),
         cli_bin,
-        args.libvirt_domain.as_deref(),
+        args.libvirt_domain
+            .as_deref()
+            .map(|domain| (args.libvirt_uri.as_str(), domain)),
     )?;
     let versions = format!(
         "guestcomm {}; {}; {}; {}",
