@@ -317,16 +317,22 @@ impl AnsibleVm {
         );
         let _ = writeln!(
             o,
-            "Written by `target/release/guestcomm-bench --case ansible-vm --write docs/BENCHMARKS.md` \
-             after `cargo build --release -p guestcomm-cli -p guestcomm-bench && bash \
-             scripts/vm/build-image --with-python` (method: `crates/bench/src/ansible_vm.rs`, the \
-             play `crates/bench/ansible/bench.yml`: ten tasks, a 10 MiB file copied in and fetched \
-             back, no fact gathering, pipelining on). Wall time of one `ansible-playbook` run, \
-             median of {ROUNDS} after one unmeasured run. The guest is the test VM under TCG \
-             (kernel `{}`, 1 vCPU, {GUEST_MEMORY_MIB} MiB), so every Python module in it runs \
-             emulated. The test VM has no sshd, so guestcomm and ssh are compared like for like on \
-             this host: the guestcomm connection to an agent on a Unix socket, and ssh to a \
-             throwaway sshd on the loopback; ratios are to the first row, the guestcomm connection on this host.\n",
+            "Written by `target/release/guestcomm-bench --case ansible-vm --libvirt-uri URI \
+             --libvirt-domain guestcomm-bench --write docs/BENCHMARKS.md` after `cargo build \
+             --release -p guestcomm-cli -p guestcomm-bench && cargo build --profile agent -p \
+             guestcomm-agent && AGENT=target/agent/guestcomm-agent bash scripts/vm/build-image \
+             --with-python` and `URI=$(bash scripts/bench-libvirt-domain start)` (method: \
+             `crates/bench/src/ansible_vm.rs`, the play `crates/bench/ansible/bench.yml`: ten tasks, \
+             a 10 MiB file copied in and fetched back, no fact gathering, pipelining on; Ansible \
+             with its bundled collections and libvirt-python from PyPI). Wall time of one \
+             `ansible-playbook` run, median of {ROUNDS} after one unmeasured run. The guests are the \
+             test VM under TCG (kernel `{}`, 1 vCPU, {GUEST_MEMORY_MIB} MiB), so every Python module \
+             in them runs emulated: the guestcomm connection over vsock to guestcomm-agent as it \
+             ships, and `community.libvirt.libvirt_qemu` to Debian's qemu-ga on the same image booted \
+             as a domain of a private session libvirtd (`scripts/bench-libvirt-domain`). The test VM \
+             has no sshd, so guestcomm and ssh are compared like for like on this host: the guestcomm \
+             connection to an agent on a Unix socket, and ssh to a throwaway sshd on the loopback. \
+             The last column is each play's time over the first row's.\n",
             self.kernel
         );
         o.push_str(&m.table());
@@ -357,6 +363,49 @@ impl AnsibleVm {
                 Err(why) => {
                     let _ = writeln!(o, "| {} | not available: {why} | | | |", leg.name);
                 }
+            }
+        }
+        let median = |i: usize| {
+            self.legs
+                .get(i)
+                .and_then(|l| l.plays.as_ref().ok())
+                .map(Samples::median)
+        };
+        let met = |ok: bool| if ok { "**met**" } else { "**missed**" };
+        let _ = writeln!(
+            o,
+            "\n### Targets\n\n| target | measured | |\n|---|---:|---|"
+        );
+        match (median(0), median(1)) {
+            (Some(ours), Some(ssh)) => {
+                let _ = writeln!(
+                    o,
+                    "| no slower than ssh with ControlPersist (this host) | ssh takes {:.2}x guestcomm's time | {} |",
+                    ssh / ours,
+                    met(ssh >= ours)
+                );
+            }
+            _ => {
+                let _ = writeln!(
+                    o,
+                    "| no slower than ssh with ControlPersist | not measured | |"
+                );
+            }
+        }
+        match (median(2), median(3)) {
+            (Some(ours), Some(qga)) => {
+                let _ = writeln!(
+                    o,
+                    "| at least 5x faster than libvirt_qemu (both in a TCG guest) | libvirt_qemu takes {:.2}x guestcomm's time | {} |",
+                    qga / ours,
+                    met(qga >= 5.0 * ours)
+                );
+            }
+            _ => {
+                let _ = writeln!(
+                    o,
+                    "| at least 5x faster than libvirt_qemu | not measured | |"
+                );
             }
         }
         let _ = writeln!(o, "\n<!-- bench:ansible-vm:end -->");
