@@ -416,6 +416,16 @@ fn operations_refusals_and_copies_are_counted_with_bounded_labels_and_prometheus
         sample(&body, ops, &[vm1, r#"op="exec""#, r#"outcome="ok""#]),
         Some(2.0)
     );
+    // The agents' own counters come with the probes once the metrics are
+    // being read (this test's scrapes).
+    let mut body = body;
+    assert!(
+        wait_until(STARTUP_DEADLINE, || {
+            body = scrape_listener(port, "").1;
+            body.contains("guestcomm_agent_requests_total{")
+        }),
+        "no agent counters: {body}"
+    );
     // The dashboard and the alert rules ask only for metrics that exist.
     let contrib = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../contrib");
     for file in ["grafana/guestcomm.json", "prometheus/alerts.yml"] {

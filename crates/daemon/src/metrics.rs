@@ -42,6 +42,7 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::{Registry, Unit};
 
 use crate::error::ErrorKind;
+use crate::limits::METRICS_READ_RECENTLY_S;
 
 /// The two formats of the exposition: OpenMetrics text 1.0.0 for clients
 /// that ask for it (Prometheus does), else Prometheus' classic text format
@@ -204,6 +205,8 @@ struct Known {
 pub(crate) struct Metrics {
     /// Off (`--no-metrics`): every recording call returns at once.
     enabled: bool,
+    /// When the exposition was last rendered (seconds since the epoch).
+    last_read: AtomicU64,
     registry: Registry,
     known: RwLock<Known>,
     /// Every label set of `operations` made so far, to drop a VM's or a
@@ -403,6 +406,7 @@ impl Default for Metrics {
         agent.register(&mut registry);
         Self {
             enabled: true,
+            last_read: AtomicU64::new(0),
             agent,
             registry,
             known: RwLock::default(),
@@ -436,6 +440,14 @@ impl Metrics {
     /// Whether anything is recorded.
     pub(crate) fn enabled(&self) -> bool {
         self.enabled
+    }
+
+    /// Whether the metrics are on and were scraped lately (within
+    /// `METRICS_READ_RECENTLY_S`): what is only worth gathering for a reader.
+    pub(crate) fn read_recently(&self) -> bool {
+        let last = self.last_read.load(Ordering::Relaxed);
+        let now = u64::try_from(crate::clock::now_secs()).unwrap_or(0);
+        self.enabled && last > 0 && now.saturating_sub(last) <= METRICS_READ_RECENTLY_S
     }
 
     /// Counts a finished operation from its audit record (a `running` one is
@@ -622,6 +634,8 @@ impl Metrics {
             .set(i64::try_from(relays_active).unwrap_or(i64::MAX));
         self.warm_connections
             .set(i64::try_from(warm_connections).unwrap_or(i64::MAX));
+        let now = u64::try_from(crate::clock::now_secs()).unwrap_or(0);
+        self.last_read.store(now, Ordering::Relaxed);
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &self.registry)?;
         Ok(match format {

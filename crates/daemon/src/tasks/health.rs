@@ -14,6 +14,7 @@ use guestcomm_protocol::error_chain;
 use tokio::sync::Semaphore;
 use tracing::warn;
 
+use crate::limits::AGENT_COUNTERS_EVERY_ROUNDS;
 use crate::model::VmRow;
 use crate::state::State;
 
@@ -49,8 +50,11 @@ impl Rounds {
 pub(crate) async fn monitor(state: Arc<State>, interval: Duration, max_concurrent: usize) {
     let slots = Arc::new(Semaphore::new(max_concurrent.max(1)));
     let mut rounds = Rounds::new(interval, "health monitor");
+    let mut round: u64 = 0;
     loop {
         let vms = rounds.next(&state).await;
+        round += 1;
+        let counters = round % AGENT_COUNTERS_EVERY_ROUNDS == 1 && state.metrics.read_recently();
         state
             .health
             .retain(&vms.iter().map(|v| v.id).collect::<Vec<_>>());
@@ -70,7 +74,6 @@ pub(crate) async fn monitor(state: Arc<State>, interval: Duration, max_concurren
             let state = state.clone();
             let delivery = delivery.clone();
             round.spawn(async move {
-                let counters = state.metrics.enabled();
                 let result = crate::agent::probe(&vm.endpoint, vm.psk.as_ref(), counters)
                     .await
                     .map(|probed| {
