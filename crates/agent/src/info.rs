@@ -245,6 +245,14 @@ fn filesystems(mounts: &str) -> Vec<FilesystemInfo> {
         .collect()
 }
 
+/// A link-layer address as `aa:bb:cc:dd:ee:ff`.
+pub(crate) fn mac_text(mac: &[u8]) -> String {
+    mac.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
 fn interfaces() -> Vec<InterfaceInfo> {
     let Ok(addrs) = nix::ifaddrs::getifaddrs() else {
         return Vec::new();
@@ -264,12 +272,7 @@ fn interfaces() -> Vec<InterfaceInfo> {
         let Some(addr) = ifa.address else { continue };
         if let Some(link) = addr.as_link_addr() {
             if let Some(mac) = link.addr().filter(|m| m.iter().any(|b| *b != 0)) {
-                entry.mac = Some(
-                    mac.iter()
-                        .map(|b| format!("{b:02x}"))
-                        .collect::<Vec<_>>()
-                        .join(":"),
-                );
+                entry.mac = Some(mac_text(&mac));
             }
             continue;
         }

@@ -474,15 +474,7 @@ async fn authenticate(
         }
         Ok(Err(e)) => {
             warn!(error = %guestcomm_protocol::error_chain(&e), "handshake failed");
-            // Either side may find the other without the key: this agent
-            // (a wrong proof), or the client (who then says so).
-            let auth = |code| matches!(code, ErrorCode::AuthFailed | ErrorCode::AuthRequired);
-            if match &e {
-                handshake::HandshakeError::AuthFailed(_)
-                | handshake::HandshakeError::NoCommonAuth { .. } => true,
-                handshake::HandshakeError::Rejected(frame) => auth(frame.code),
-                _ => false,
-            } {
+            if e.is_authentication_failure() {
                 counters::auth_failure();
             }
             // Its error frame was sent: the client closes first, unless it

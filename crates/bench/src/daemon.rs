@@ -174,6 +174,17 @@ pub(crate) fn status_field_mib(status: &str, field: &str) -> Option<f64> {
     Some(kib / 1024.0)
 }
 
+/// One exec of `true` in VM `bench` through the daemon `client` talks to
+/// (upgrade, hello and request in one burst), timed.
+pub(crate) fn exec_true_through(rt: &Runtime, client: &ApiClient) -> anyhow::Result<Duration> {
+    rt.block_on(async {
+        let start = Instant::now();
+        let stream = client.upgrade_early("/v1/vms/bench/connect").await?;
+        exec_true_over(stream, "guestcommd").await?;
+        anyhow::Ok(start.elapsed())
+    })
+}
+
 /// Runs case D against the agent at `agent`.
 pub(crate) fn daemon_case(
     rt: &Runtime,
@@ -200,14 +211,7 @@ pub(crate) fn daemon_case(
         }
         anyhow::Ok(())
     })?;
-    let through_daemon = |c: &ApiClient| {
-        rt.block_on(async {
-            let start = Instant::now();
-            let stream = c.upgrade_early("/v1/vms/bench/connect").await?;
-            exec_true_over(stream, "guestcommd").await?;
-            anyhow::Ok(start.elapsed())
-        })
-    };
+    let through_daemon = |c: &ApiClient| exec_true_through(rt, c);
     let mut direct = Samples::default();
     let mut through = Samples::default();
     let mut through_cold = Samples::default();

@@ -21,8 +21,8 @@ use guestcomm_api::{AddVm, ApiClient, Method, NewCredentials, Vm};
 use guestcomm_transport::Address;
 use tokio::runtime::Runtime;
 
-use crate::cases::{exec_true_over, rotated};
-use crate::daemon::DaemonGuard;
+use crate::cases::rotated;
+use crate::daemon::{exec_true_through, DaemonGuard};
 use crate::report::Machine;
 use crate::stats::Samples;
 
@@ -107,19 +107,11 @@ pub(crate) fn metrics_case(
             Ok(())
         })
     };
-    let through = |c: &ApiClient| {
-        rt.block_on(async {
-            let start = Instant::now();
-            let stream = c.upgrade_early("/v1/vms/bench/connect").await?;
-            exec_true_over(stream, "guestcommd").await?;
-            anyhow::Ok(start.elapsed())
-        })
-    };
     let (mut with, mut without) = (Samples::default(), Samples::default());
     let measured = (|| {
         for round in 0..warmup + iterations {
             for which in rotated(&[0usize, 1], round) {
-                let elapsed = through(&clients[which])?;
+                let elapsed = exec_true_through(rt, &clients[which])?;
                 if round >= warmup {
                     [&mut with, &mut without][which].push_ms(elapsed);
                 }

@@ -85,6 +85,19 @@ pub enum HandshakeError {
 }
 
 impl HandshakeError {
+    /// Whether the handshake failed for its authentication, on either side:
+    /// a proof that did not verify or no method in common here, or the
+    /// peer saying so (`auth_failed`, `auth_required`).
+    pub fn is_authentication_failure(&self) -> bool {
+        match self {
+            Self::AuthFailed(_) | Self::NoCommonAuth { .. } => true,
+            Self::Rejected(frame) => {
+                matches!(frame.code, ErrorCode::AuthFailed | ErrorCode::AuthRequired)
+            }
+            _ => false,
+        }
+    }
+
     /// The error frame the server sends before closing, if one fits.
     fn to_error_frame(&self) -> Option<ErrorFrame> {
         let code = match self {

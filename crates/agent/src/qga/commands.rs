@@ -402,8 +402,7 @@ fn hardware_addresses() -> BTreeMap<String, String> {
     addrs
         .filter_map(|ifa| {
             let mac = ifa.address?.as_link_addr()?.addr()?;
-            let text = mac.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>();
-            Some((ifa.interface_name, text.join(":")))
+            Some((ifa.interface_name, crate::info::mac_text(&mac)))
         })
         .collect()
 }

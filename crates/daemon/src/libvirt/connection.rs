@@ -388,19 +388,23 @@ impl Session {
             keys,
         } = followed;
         let cx = followed.context();
+        // Its VM goes (if it follows it), and the key file written for it.
+        let undefined = |uuid| {
+            if let Some(vm) = runtime.block_on(inventory::undefined(state, uuid)) {
+                keys.forget(&cx, uuid, &vm);
+            }
+        };
         if !self.read_all(followed) {
             return;
         }
         let idle = Duration::from_millis(LIBVIRT_IDLE_CHECK_MS);
         while !stop.load(Ordering::Relaxed) {
             match self.queue.recv_timeout(idle) {
-                Ok(Message::Changed { uuid, undefined }) => {
-                    if undefined {
-                        if let Some(vm) = runtime.block_on(inventory::undefined(state, uuid)) {
-                            keys.forget(&cx, uuid, &vm);
-                        }
-                        continue;
-                    }
+                Ok(Message::Changed {
+                    uuid,
+                    undefined: true,
+                }) => undefined(uuid),
+                Ok(Message::Changed { uuid, .. }) => {
                     match Domain::lookup_by_uuid(&self.conn, uuid) {
                         Ok(dom) => match read(&dom) {
                             Ok(domain) => {
@@ -415,11 +419,7 @@ impl Session {
                             Err(e) => warn!(%uuid, error = %e, "cannot read a libvirt domain"),
                         },
                         // Transient, and gone with its event.
-                        Err(e) if e.code() == ErrorNumber::NoDomain => {
-                            if let Some(vm) = runtime.block_on(inventory::undefined(state, uuid)) {
-                                keys.forget(&cx, uuid, &vm);
-                            }
-                        }
+                        Err(e) if e.code() == ErrorNumber::NoDomain => undefined(uuid),
                         Err(e) => warn!(%uuid, error = %e, "cannot find a libvirt domain"),
                     }
                 }

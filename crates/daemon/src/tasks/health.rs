@@ -50,11 +50,12 @@ impl Rounds {
 pub(crate) async fn monitor(state: Arc<State>, interval: Duration, max_concurrent: usize) {
     let slots = Arc::new(Semaphore::new(max_concurrent.max(1)));
     let mut rounds = Rounds::new(interval, "health monitor");
-    let mut round: u64 = 0;
+    let mut rounds_started: u64 = 0;
     loop {
         let vms = rounds.next(&state).await;
-        round += 1;
-        let counters = round % AGENT_COUNTERS_EVERY_ROUNDS == 1 && state.metrics.read_recently();
+        rounds_started += 1;
+        let counters =
+            rounds_started % AGENT_COUNTERS_EVERY_ROUNDS == 1 && state.metrics.read_recently();
         state
             .health
             .retain(&vms.iter().map(|v| v.id).collect::<Vec<_>>());
