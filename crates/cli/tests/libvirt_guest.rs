@@ -220,22 +220,42 @@ fn exec_ok(d: &Daemon, name: &str, cmd: &[&str]) -> String {
 }
 
 /// One QGA `request` to the guest's vsock port [`QGA_VSOCK_PORT`] through
-/// the backend's hybrid socket (`CONNECT PORT`, `OK ...`); the reply.
+/// the backend's hybrid socket (`CONNECT PORT`, `OK ...`); the reply. Tried
+/// again until [`BOOT_DEADLINE`]: the agent opens that port on a task of
+/// its own, after the native listener the daemon already reached, and the
+/// backend drops a connection to a port nobody listens on.
 fn qga_over_vsock(vm_dir: &Path, request: &str) -> serde_json::Value {
     use std::io::{BufRead, BufReader, Write};
-    let stream = std::os::unix::net::UnixStream::connect(vm_dir.join("vm.vsock")).unwrap();
-    stream.set_read_timeout(Some(COMMAND_DEADLINE)).unwrap();
-    stream.set_write_timeout(Some(COMMAND_DEADLINE)).unwrap();
-    let mut reader = BufReader::new(stream.try_clone().unwrap());
-    let mut writer = stream;
-    writeln!(writer, "CONNECT {QGA_VSOCK_PORT}").unwrap();
-    let mut line = String::new();
-    reader.read_line(&mut line).unwrap();
-    assert!(line.starts_with("OK "), "hybrid vsock: {line:?}");
-    writeln!(writer, "{request}").unwrap();
-    line.clear();
-    reader.read_line(&mut line).unwrap();
-    serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line:?}"))
+    let once = || -> Result<serde_json::Value, String> {
+        let e = |e: std::io::Error| e.to_string();
+        let stream = std::os::unix::net::UnixStream::connect(vm_dir.join("vm.vsock")).map_err(e)?;
+        stream.set_read_timeout(Some(COMMAND_DEADLINE)).map_err(e)?;
+        stream
+            .set_write_timeout(Some(COMMAND_DEADLINE))
+            .map_err(e)?;
+        let mut reader = BufReader::new(stream.try_clone().map_err(e)?);
+        let mut writer = stream;
+        writeln!(writer, "CONNECT {QGA_VSOCK_PORT}").map_err(e)?;
+        let mut line = String::new();
+        reader.read_line(&mut line).map_err(e)?;
+        if !line.starts_with("OK ") {
+            return Err(format!("hybrid vsock: {line:?}"));
+        }
+        writeln!(writer, "{request}").map_err(e)?;
+        line.clear();
+        reader.read_line(&mut line).map_err(e)?;
+        serde_json::from_str(&line).map_err(|err| format!("{err}: {line:?}"))
+    };
+    let mut last = Err("not tried".to_string());
+    let answered = wait_until(BOOT_DEADLINE, || {
+        last = once();
+        last.is_ok()
+    });
+    assert!(
+        answered,
+        "QGA on guest vsock port {QGA_VSOCK_PORT}: {last:?}"
+    );
+    last.unwrap()
 }
 
 /// `virsh qemu-agent-command NAME JSON`: the reply's `return`.
