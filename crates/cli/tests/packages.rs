@@ -230,21 +230,42 @@ fn packages_hold_binaries_unit_conffile_pages_and_completions_and_pass_lintian()
         depends.is_none_or(|l| l.trim() == "Depends:"),
         "the static agent depends on nothing: {depends:?}"
     );
-    // Static: no program interpreter, no shared libraries.
+    // The agent and the CLI are static: no program interpreter, no shared
+    // libraries. guestcommd is not.
     let unpacked = tempfile::tempdir().expect("tempdir");
     let root = unpacked.path().to_str().expect("UTF-8 path");
     succeeded("dpkg-deb", &["-x", deb_text(agent), root]);
-    let binary = unpacked.path().join("usr/bin/guestcomm-agent");
-    let headers = succeeded("readelf", &["-lW", binary.to_str().expect("UTF-8")]);
-    assert!(
-        !headers.contains("INTERP"),
-        "the agent has an interpreter:\n{headers}"
+    succeeded("dpkg-deb", &["-x", deb_text(host), root]);
+    for (path, is_static) in [
+        ("usr/bin/guestcomm-agent", true),
+        ("usr/bin/guestcomm", true),
+        ("usr/sbin/guestcommd", false),
+    ] {
+        let binary = unpacked.path().join(path);
+        let binary = binary.to_str().expect("UTF-8");
+        let headers = succeeded("readelf", &["-lW", binary]);
+        let dynamic = succeeded("readelf", &["-dW", binary]);
+        let linked_statically = !headers.contains("INTERP") && !dynamic.contains("(NEEDED)");
+        assert_eq!(
+            linked_statically, is_static,
+            "{path}: static {linked_statically}, expected {is_static}:\n{headers}\n{dynamic}"
+        );
+        // Stripped: the line tables are in the -dbgsym package.
+        let sections = succeeded("readelf", &["-SW", binary]);
+        assert!(
+            !sections.contains(".debug_line"),
+            "{path} is not stripped:\n{sections}"
+        );
+    }
+    let version = succeeded(
+        unpacked
+            .path()
+            .join("usr/bin/guestcomm")
+            .to_str()
+            .expect("UTF-8"),
+        &["--version"],
     );
-    let dynamic = succeeded("readelf", &["-dW", binary.to_str().expect("UTF-8")]);
-    assert!(
-        !dynamic.contains("(NEEDED)"),
-        "the agent needs libraries:\n{dynamic}"
-    );
+    assert!(version.starts_with("guestcomm "), "{version}");
 
     let lintian = run("lintian", &[deb_text(host), deb_text(agent)]);
     assert!(
