@@ -28,7 +28,7 @@ use guestcomm_protocol::closing::linger;
 use guestcomm_protocol::limits::{
     DATA_CHUNK_BYTES, LINGER_AFTER_LAST_FRAME_MS, MAX_EXEC_ARGS, MAX_EXEC_ENV,
 };
-use guestcomm_protocol::split::{split, FrameWriter};
+use guestcomm_protocol::split::{join, split, FrameWriter};
 use guestcomm_protocol::FramedConn;
 use guestcomm_protocol::{Control, Frame, FrameError, StreamId};
 use guestcomm_protocol::{ErrorCode, ErrorFrame, ExecRequest, ExitStatus};
@@ -151,6 +151,13 @@ fn prepare(req: &ExecRequest) -> Result<Command, ErrorFrame> {
     cmd.envs(&req.env);
     let new_session = req.tty.is_some();
     let ids = target.map(|u| (u.uid, u.gid, u.groups));
+    if !new_session && ids.is_none() {
+        // Nothing to do between fork and exec: without a pre-exec step the
+        // standard library starts the child with posix_spawn (a vfork that
+        // copies no page tables), which is most of an exec's cost here.
+        cmd.process_group(0);
+        return Ok(cmd);
+    }
     // SAFETY: the closure runs in the child between fork and exec and only
     // makes async-signal-safe system calls (setsid, ioctl, setgroups,
     // setgid, setuid); everything it needs was computed before the fork.
@@ -338,10 +345,15 @@ fn exit_status(status: std::io::Result<std::process::ExitStatus>, timed_out: boo
 }
 
 /// Serves one exec request on a connection whose handshake is done.
+///
+/// After `Exited` the connection is given back whole, without waiting for
+/// the host: the caller lingers until the host closes, or reads its next
+/// request. (`None`: its halves could not be joined, and it was lingered on
+/// here.)
 pub(crate) async fn serve<T>(
     mut conn: FramedConn<T>,
     req: ExecRequest,
-) -> Result<ExitStatus, ExecError>
+) -> Result<(ExitStatus, Option<FramedConn<T>>), ExecError>
 where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -487,7 +499,12 @@ where
         .send(Frame::Control(Control::Exited(exit)))
         .await
         .map_err(ExecError::Send)?;
-    // The host closes first; anything it still sends is dropped.
-    linger(&mut from_host).await;
-    Ok(exit)
+    // The output readers have ended, so this is the writer's last holder.
+    match Arc::try_unwrap(to_host) {
+        Ok(writer) => Ok((exit, Some(join(from_host, writer.into_inner())))),
+        Err(_) => {
+            linger(&mut from_host).await;
+            Ok((exit, None))
+        }
+    }
 }

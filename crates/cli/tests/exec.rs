@@ -100,6 +100,21 @@ fn exit_codes_are_propagated() {
 }
 
 #[test]
+fn each_command_leads_a_process_group_of_its_own() {
+    let agent = Agent::start();
+    // Field 5 of /proc/PID/stat is the process group; the agent starts
+    // commands without a pre-exec step (posix_spawn) and still puts each
+    // in a group of its own, so timeouts and disconnects reach everything
+    // it started.
+    let out = agent.exec(&["sh", "-c", "echo $$; cut -d' ' -f5 /proc/$$/stat"]);
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = text.lines().map(str::trim).collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    assert_eq!(lines[0], lines[1], "not its own process group: {text}");
+}
+
+#[test]
 fn missing_command_exits_127_with_a_clear_message() {
     let agent = Agent::start();
     let out = agent.exec(&["no-such-command-guestcomm"]);
