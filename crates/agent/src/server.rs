@@ -1,4 +1,5 @@
-//! Accepting connections and dispatching their one request.
+//! Accepting connections and dispatching their requests: one, or one
+//! after another on a connection that negotiated reuse.
 //!
 //! ```text
 //! accept -> peer filter (vsock: host only by default)
@@ -30,7 +31,7 @@ use guestcomm_protocol::auth::{Psk, AUTH_PSK};
 use guestcomm_protocol::closing::linger;
 use guestcomm_protocol::entropy::{self, PoolState};
 use guestcomm_protocol::files::FEATURE_COPY_BENEATH;
-use guestcomm_protocol::handshake::{self, ServerOffer, AUTH_NONE};
+use guestcomm_protocol::handshake::{self, ServerOffer, AUTH_NONE, FEATURE_REUSE};
 use guestcomm_protocol::nonce::{self, EpochError};
 use guestcomm_protocol::{BuiltinService, Control, Frame, FrameCodec, FramedConn};
 use guestcomm_protocol::{Call, ErrorCode, ErrorFrame};
@@ -305,7 +306,11 @@ impl Agent {
         } else {
             AUTH_NONE
         };
-        let mut features = vec!["pty".to_string(), FEATURE_COPY_BENEATH.to_string()];
+        let mut features = vec![
+            "pty".to_string(),
+            FEATURE_COPY_BENEATH.to_string(),
+            FEATURE_REUSE.to_string(),
+        ];
         features.extend(offered_services());
         let offer = Arc::new(ServerOffer {
             features: features.clone(),
@@ -418,10 +423,11 @@ async fn accept_loop(
         let span = info_span!("conn", %peer);
         tokio::spawn(
             async move {
-                let Some((conn, permit)) = authenticate(conn, &offer, ticket, slots).await else {
+                let Some((conn, reuse, permit)) = authenticate(conn, &offer, ticket, slots).await
+                else {
                     return;
                 };
-                handle(conn, &peer, services, origin, copy_limits).await;
+                handle(conn, reuse, &peer, services, origin, copy_limits).await;
                 drop(permit);
             }
             .instrument(span),
@@ -432,13 +438,15 @@ async fn accept_loop(
 /// Runs the handshake on the place `ticket` holds in the unauthenticated
 /// budget, taking a connection slot once the client is authenticated (or
 /// refusing it with `resource_limit` instead of the Welcome): `None` when
-/// the connection ended (its error frame, if any, sent).
+/// the connection ended (its error frame, if any, sent), else the
+/// connection, whether it may carry several operations (the client listed
+/// [`FEATURE_REUSE`] too), and its slot.
 async fn authenticate(
     mut conn: FramedConn<Stream>,
     offer: &ServerOffer,
     mut ticket: Ticket<()>,
     slots: Arc<Semaphore>,
-) -> Option<(FramedConn<Stream>, tokio::sync::OwnedSemaphorePermit)> {
+) -> Option<(FramedConn<Stream>, bool, tokio::sync::OwnedSemaphorePermit)> {
     let deadline = Duration::from_millis(UNAUTHENTICATED_TIMEOUT_MS);
     let admit = || {
         slots.try_acquire_owned().map_err(|_| {
@@ -459,7 +467,9 @@ async fn authenticate(
     match handshake {
         Ok(Ok((hello, _, permit))) => {
             debug!(client = %hello.client, "handshake done");
-            Some((conn, permit))
+            let reuse = hello.features.iter().any(|f| f == FEATURE_REUSE)
+                && offer.features.iter().any(|f| f == FEATURE_REUSE);
+            Some((conn, reuse, permit))
         }
         // A connection closed without a byte is a liveness probe, not a problem.
         Ok(Err(handshake::HandshakeError::Closed)) => {
@@ -508,9 +518,12 @@ async fn refuse(mut conn: FramedConn<Stream>, frame: ErrorFrame) {
     }
 }
 
-/// Runs one authenticated connection: request, service.
+/// Runs one authenticated connection: request, service; and, when it may
+/// carry several operations, the next request after an exec, until the
+/// client closes (docs/PROTOCOL.md, "Connection reuse").
 async fn handle(
     mut conn: FramedConn<Stream>,
+    reuse: bool,
     peer: &Peer,
     services: Arc<Services>,
     origin: Origin,
@@ -532,29 +545,67 @@ async fn handle(
             return refuse(conn, frame).await;
         }
     };
+    loop {
+        let Some(mut open) = serve(conn, request, peer, &services, origin, copy_limits).await
+        else {
+            return;
+        };
+        if !reuse {
+            // The host closes first; anything it still sends is dropped.
+            return linger(&mut open).await;
+        }
+        request = match handshake::read_next_request(&mut open).await {
+            Ok(Some(request)) => request,
+            Ok(None) => return,
+            Err(frame) => {
+                debug!(error = %frame, "no next request");
+                return refuse(open, frame).await;
+            }
+        };
+        conn = open;
+    }
+}
+
+/// Serves one request: `Some(conn)` when the operation ended cleanly with
+/// the connection able to carry another (an exec that sent `exited`; the
+/// caller lingers or reads the next request), `None` when it is over.
+async fn serve(
+    conn: FramedConn<Stream>,
+    mut request: guestcomm_protocol::Request,
+    peer: &Peer,
+    services: &Arc<Services>,
+    origin: Origin,
+    copy_limits: CopyLimits,
+) -> Option<FramedConn<Stream>> {
     let guest_policy = services.policy.as_ref().filter(|_| origin == Origin::Host);
     if let Some(Err(frame)) = guest_policy.map(|p| crate::policy::check(p, &mut request)) {
         warn!(%peer, error = %frame.message, "request refused by the guest policy");
         counters::refused();
-        return refuse(conn, frame).await;
+        refuse(conn, frame).await;
+        return None;
     }
     let service = request.service;
     if let (Some(builtin), Some(_)) = (service.builtin(), integration::service_of(&request.call)) {
         counters::request(builtin);
-        return integration::serve(conn, services, origin, builtin, request.call).await;
+        integration::serve(conn, services.clone(), origin, builtin, request.call).await;
+        return None;
     }
     if origin == Origin::Local {
         let frame = ErrorFrame::new(
             ErrorCode::UnsupportedRequest,
             "the local socket serves key-value requests only",
         );
-        return refuse(conn, frame).await;
+        refuse(conn, frame).await;
+        return None;
     }
     match (service.builtin(), request.call) {
         (Some(BuiltinService::Exec), Call::Exec(req)) => {
             counters::request(BuiltinService::Exec);
-            if let Err(e) = exec::serve(conn, req).await {
-                info!(%peer, error = %guestcomm_protocol::error_chain(&e), "exec ended early");
+            match exec::serve(conn, req).await {
+                Ok((_, open)) => return open,
+                Err(e) => {
+                    info!(%peer, error = %guestcomm_protocol::error_chain(&e), "exec ended early")
+                }
             }
         }
         (Some(BuiltinService::Files), Call::CopyToGuest(req)) => {
@@ -603,6 +654,7 @@ async fn handle(
             refuse(conn, frame).await;
         }
     }
+    None
 }
 
 #[cfg(test)]

@@ -269,18 +269,29 @@ fn a_whole_session_sent_in_one_burst_is_served() {
         }),
     ]);
     let mut sock = UnixStream::connect(&agent.socket).unwrap();
+    sock.write_all(&burst).unwrap();
+    let (stdout, status) = until_exited(&mut sock, &mut BytesMut::new());
+    assert_eq!(stdout, b"hello");
+    assert_eq!(status.code, Some(0));
+}
+
+/// Reads one exec's frames from `sock` up to its `exited`: its stdout and
+/// status. `buf` keeps bytes that arrived after it, for the next operation.
+fn until_exited(
+    sock: &mut UnixStream,
+    buf: &mut BytesMut,
+) -> (Vec<u8>, guestcomm_protocol::ExitStatus) {
     sock.set_read_timeout(Some(Duration::from_secs(30)))
         .unwrap();
-    sock.write_all(&burst).unwrap();
     let mut codec = FrameCodec::new();
-    let mut buf = BytesMut::new();
     let mut stdout = Vec::new();
-    let status = loop {
-        match codec.decode(&mut buf).unwrap() {
+    loop {
+        match codec.decode(buf).unwrap() {
             Some(Frame::Data(guestcomm_protocol::StreamId::Stdout, data)) => {
                 stdout.extend_from_slice(&data)
             }
-            Some(Frame::Control(Control::Exited(status))) => break status,
+            Some(Frame::Control(Control::Exited(status))) => return (stdout, status),
+            Some(Frame::Control(Control::Error(e))) => panic!("error instead of exited: {e}"),
             Some(_) => {}
             None => {
                 let mut chunk = [0u8; 4096];
@@ -289,9 +300,109 @@ fn a_whole_session_sent_in_one_burst_is_served() {
                 buf.extend_from_slice(&chunk[..n]);
             }
         }
-    };
-    assert_eq!(stdout, b"hello");
+    }
+}
+
+fn exec_call(program: &str, args: &[&str]) -> Frame {
+    request(
+        BuiltinService::Exec.id(),
+        Call::Exec(ExecRequest {
+            program: program.into(),
+            args: args.iter().map(|a| a.to_string()).collect(),
+            ..Default::default()
+        }),
+    )
+}
+
+#[test]
+fn one_connection_carries_execs_one_after_another_when_both_sides_offer_reuse() {
+    use guestcomm_protocol::StreamId::Stdin;
+    let agent = Agent::start();
+    let mut sock = UnixStream::connect(&agent.socket).unwrap();
+    // The first command does not read its stdin, which may reach the agent
+    // after `exited`: dropped there, not taken for the next request.
+    sock.write_all(&encode(vec![
+        hello(),
+        exec_call("true", &[]),
+        Frame::Data(Stdin, vec![b'x'; 300_000].into()),
+        Frame::Control(Control::Eof { stream: Stdin }),
+    ]))
+    .unwrap();
+    let mut buf = BytesMut::new();
+    let (out, status) = until_exited(&mut sock, &mut buf);
+    assert_eq!((out.as_slice(), status.code), (&b""[..], Some(0)));
+
+    sock.write_all(&encode(vec![exec_call(
+        "sh",
+        &["-c", "echo second; exit 3"],
+    )]))
+    .unwrap();
+    let (out, status) = until_exited(&mut sock, &mut buf);
+    assert_eq!((out.as_slice(), status.code), (&b"second\n"[..], Some(3)));
+
+    // A refused request is the connection's last frame, as without reuse.
+    sock.write_all(&encode(vec![exec_call("no-such-command-guestcomm", &[])]))
+        .unwrap();
+    let (frames, end) = util::wire::read_until_final(&mut sock);
+    let (code, message) = final_error(&frames);
+    assert_eq!(code, ErrorCode::CommandNotFound, "{message}");
+    assert_eq!(end, util::wire::End::Final);
+}
+
+#[test]
+fn a_client_that_does_not_offer_reuse_gets_one_operation_per_connection() {
+    let agent = Agent::start();
+    let mut one_shot = default_hello("test");
+    one_shot
+        .features
+        .retain(|f| f != guestcomm_protocol::handshake::FEATURE_REUSE);
+    let mut sock = UnixStream::connect(&agent.socket).unwrap();
+    sock.write_all(&encode(vec![
+        Frame::Control(Control::Hello(one_shot)),
+        exec_call("true", &[]),
+    ]))
+    .unwrap();
+    let mut buf = BytesMut::new();
+    let (_, status) = until_exited(&mut sock, &mut buf);
     assert_eq!(status.code, Some(0));
+    // A second request is not served: the agent waits for the close,
+    // dropping what comes, then closes (within its linger bound).
+    sock.write_all(&encode(vec![exec_call("sh", &["-c", "echo no"])]))
+        .unwrap();
+    let (frames, end) = util::wire::read_until_final(&mut sock);
+    assert!(buf.is_empty() && frames.is_empty(), "{frames:?}");
+    assert_eq!(end, util::wire::End::Closed);
+}
+
+#[tokio::test]
+async fn the_library_runs_commands_one_after_another_on_one_session() {
+    let agent = Agent::start();
+    let addr = agent.addr().parse().unwrap();
+    let session = guestcomm_client::connect(&addr, "test").await.unwrap();
+    assert!(session.reusable(), "{:?}", session.welcome.features);
+    let mut conn = session.conn;
+    for round in 0..3u8 {
+        let req = ExecRequest {
+            program: "sh".into(),
+            args: vec!["-c".into(), format!("cat; echo {round} >&2; exit {round}")],
+            ..Default::default()
+        };
+        let mut stdout = Vec::new();
+        let mut stderr = Vec::new();
+        let io = guestcomm_client::ExecIo {
+            stdin: Some(std::io::Cursor::new(format!("input {round}\n"))),
+            stdout: &mut stdout,
+            stderr: &mut stderr,
+            input: None,
+        };
+        let (status, open) = guestcomm_client::exec_reusing(conn, req, io, |_| {})
+            .await
+            .unwrap();
+        assert_eq!(status.code, Some(i32::from(round)));
+        assert_eq!(String::from_utf8_lossy(&stdout), format!("input {round}\n"));
+        assert_eq!(String::from_utf8_lossy(&stderr), format!("{round}\n"));
+        conn = open.expect("the connection can carry another request");
+    }
 }
 
 #[test]

@@ -12,9 +12,11 @@ use std::time::Duration;
 use bytes::{BufMut, BytesMut};
 use futures::{SinkExt, StreamExt};
 use guestcomm_protocol::limits::{DATA_CHUNK_BYTES, REQUEST_ANSWER_TIMEOUT_MS};
-use guestcomm_protocol::split::{forward_frames, split};
+use guestcomm_protocol::split::{forward_frames, join, split};
 use guestcomm_protocol::{Call, ErrorFrame, ExecRequest, ExitStatus, Request};
-use guestcomm_protocol::{Control, Frame, FrameCodec, FrameError, StreamId, WindowSize};
+use guestcomm_protocol::{
+    Control, Frame, FrameCodec, FrameError, FramedConn, StreamId, WindowSize,
+};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio_util::codec::Framed;
@@ -73,7 +75,7 @@ pub enum ExecError {
 /// Runs `req` on a connection whose handshake is done and returns how the
 /// command ended. `started` is called with the guest pid once it runs.
 pub async fn exec<T, I, O, E>(
-    mut conn: Framed<T, FrameCodec>,
+    conn: Framed<T, FrameCodec>,
     req: ExecRequest,
     io: ExecIo<I, O, E>,
     started: impl FnOnce(u32),
@@ -84,9 +86,10 @@ where
     O: AsyncWrite + Unpin,
     E: AsyncWrite + Unpin,
 {
-    conn.send(Frame::Control(Control::Request(request(req))))
-        .await?;
-    exec_sent(conn, io, started).await
+    // Dropping the connection closes it: the agent waits for that.
+    exec_reusing(conn, req, io, started)
+        .await
+        .map(|(status, _)| status)
 }
 
 /// The request frame of an exec of `req`, for
@@ -98,10 +101,49 @@ pub fn request(req: ExecRequest) -> Request {
 /// [`exec`] on a connection whose request was sent during the handshake
 /// ([`handshake_then`](crate::session::handshake_then) with [`request`]).
 pub async fn exec_sent<T, I, O, E>(
-    mut conn: Framed<T, FrameCodec>,
+    conn: Framed<T, FrameCodec>,
     io: ExecIo<I, O, E>,
     started: impl FnOnce(u32),
 ) -> Result<ExitStatus, ExecError>
+where
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    I: AsyncRead + Unpin + Send + 'static,
+    O: AsyncWrite + Unpin,
+    E: AsyncWrite + Unpin,
+{
+    // Dropping the connection closes it: the agent waits for that.
+    run(conn, io, started).await.map(|(status, _)| status)
+}
+
+/// [`exec`] that gives the connection back, for the next request on a
+/// session that negotiated reuse ([`Session::reusable`](crate::Session::reusable);
+/// docs/PROTOCOL.md, "Connection reuse"): no connect and no handshake for
+/// the next operation. The connection is `None` when it cannot carry
+/// another (its writer failed); close it by dropping it.
+pub async fn exec_reusing<T, I, O, E>(
+    mut conn: Framed<T, FrameCodec>,
+    req: ExecRequest,
+    io: ExecIo<I, O, E>,
+    started: impl FnOnce(u32),
+) -> Result<(ExitStatus, Option<FramedConn<T>>), ExecError>
+where
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    I: AsyncRead + Unpin + Send + 'static,
+    O: AsyncWrite + Unpin,
+    E: AsyncWrite + Unpin,
+{
+    conn.send(Frame::Control(Control::Request(request(req))))
+        .await?;
+    run(conn, io, started).await
+}
+
+/// Runs an exec whose request was sent, to its `exited`, and joins the
+/// connection's halves again.
+async fn run<T, I, O, E>(
+    mut conn: Framed<T, FrameCodec>,
+    io: ExecIo<I, O, E>,
+    started: impl FnOnce(u32),
+) -> Result<(ExitStatus, Option<FramedConn<T>>), ExecError>
 where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     I: AsyncRead + Unpin + Send + 'static,
@@ -159,8 +201,10 @@ where
         }
     };
     stdin_task.abort();
+    let _ = stdin_task.await;
     if let Some(task) = input_task {
         task.abort();
+        let _ = task.await;
     }
     let flushed = async {
         stdout.flush().await?;
@@ -169,9 +213,13 @@ where
     if let (Ok(_), Err(e)) = (&result, flushed.await) {
         return Err(ExecError::Output(e));
     }
-    // The writer ends once the aborted tasks drop their senders.
-    let _ = writer.await;
-    result
+    // The writer ends (flushed) once the aborted tasks dropped their senders.
+    let writer = writer.await;
+    let status = result?;
+    match writer {
+        Ok(Ok(writer)) => Ok((status, Some(join(from_agent, writer)))),
+        _ => Ok((status, None)),
+    }
 }
 
 /// Sends stdin as data frames, then `Eof`.

@@ -1,5 +1,6 @@
 //! The host side of guestcomm: open a connection to a guest agent, run the
-//! handshake, and carry out one operation on it.
+//! handshake, and carry out one operation on it (or, with [`exec_reusing`],
+//! one exec after another).
 //!
 //! [`connect`] gives a [`Session`] (a connection past its handshake);
 //! [`exec`] runs a command through it, pumping stdin, stdout and stderr
@@ -16,7 +17,7 @@ pub mod integration;
 pub mod provision;
 mod session;
 
-pub use exec::{exec, exec_sent, ExecError, ExecInput, ExecIo};
+pub use exec::{exec, exec_reusing, exec_sent, ExecError, ExecInput, ExecIo};
 pub use files::{copy_from_guest, copy_to_guest};
 pub use guestcomm_files::{
     check_destination, parse_size, CopyError, NoProgress, Progress, ReceiveOptions,

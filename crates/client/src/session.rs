@@ -1,7 +1,7 @@
 //! Connecting to an agent: transport, then the handshake.
 
 use guestcomm_protocol::auth::Psk;
-use guestcomm_protocol::handshake::{self, Early, HandshakeError};
+use guestcomm_protocol::handshake::{self, Early, HandshakeError, FEATURE_REUSE};
 use guestcomm_protocol::message::Welcome;
 use guestcomm_protocol::{FrameCodec, FramedConn};
 use guestcomm_transport::{Address, ConnectError, Stream};
@@ -34,6 +34,15 @@ pub struct Session<T = Stream> {
     pub conn: FramedConn<T>,
     /// What the agent said about itself.
     pub welcome: Welcome,
+}
+
+impl<T> Session<T> {
+    /// Whether the connection may carry one operation after another: the
+    /// agent listed [`FEATURE_REUSE`] (every hello of this crate does), so
+    /// [`exec_reusing`](crate::exec::exec_reusing) can give it back.
+    pub fn reusable(&self) -> bool {
+        self.welcome.features.iter().any(|f| f == FEATURE_REUSE)
+    }
 }
 
 /// Connects to the agent at `addr` and runs the handshake without credentials.

@@ -26,12 +26,18 @@ use crate::frame::{Frame, FrameError, FramedConn};
 use crate::limits::{HANDSHAKE_TIMEOUT_MS, MAX_HANDSHAKE_FRAME_BYTES};
 use crate::message::{Control, Hello, ProtocolVersion, Request, Welcome};
 use crate::nonce::{self, Role};
+use crate::stream::StreamId;
 
 /// The value of [`Hello::protocol`].
 pub const PROTOCOL_NAME: &str = "guestcomm";
 
 /// The authentication method that proves nothing (local, trusted transports).
 pub const AUTH_NONE: &str = "none";
+
+/// The feature that lets one connection carry one operation after another
+/// (`docs/PROTOCOL.md`, "Connection reuse"): in effect when the `hello` and
+/// the `welcome` both list it.
+pub const FEATURE_REUSE: &str = "reuse";
 
 /// Why a handshake failed.
 #[derive(Debug, thiserror::Error)]
@@ -438,7 +444,7 @@ pub fn default_hello(client: impl Into<String>) -> Hello {
     Hello {
         protocol: PROTOCOL_NAME.into(),
         version: ProtocolVersion::CURRENT,
-        features: vec!["exec".into(), "pty".into()],
+        features: vec!["exec".into(), "pty".into(), FEATURE_REUSE.into()],
         auth: vec![AUTH_NONE.into()],
         client: client.into(),
         auth_nonce: None,
@@ -474,6 +480,55 @@ where
             format!("expected a request, got {}", other.describe()),
         )),
     }
+}
+
+/// Reads the next request on a reused connection, after an operation
+/// ended (`docs/PROTOCOL.md`, "Connection reuse"): `Ok(None)` when the
+/// client closed instead.
+///
+/// What the client sent for the operation that ended and this side had not
+/// read yet (stdin data or its `eof`, `resize`, `signal`) is dropped. The
+/// wait is bounded by [`HANDSHAKE_TIMEOUT_MS`], as for the first request;
+/// the error is the frame to send back before closing.
+pub async fn read_next_request<T>(conn: &mut FramedConn<T>) -> Result<Option<Request>, ErrorFrame>
+where
+    T: AsyncRead + AsyncWrite + Unpin,
+{
+    let next = async {
+        loop {
+            match conn.next().await {
+                None => return Ok(None),
+                Some(Err(e)) => {
+                    return Err(ErrorFrame::new(ErrorCode::MalformedFrame, error_chain(&e)))
+                }
+                Some(Ok(Frame::Control(Control::Request(request)))) => return Ok(Some(request)),
+                Some(Ok(
+                    Frame::Data(StreamId::Stdin, _)
+                    | Frame::Control(
+                        Control::Eof {
+                            stream: StreamId::Stdin,
+                        }
+                        | Control::Resize(_)
+                        | Control::Signal { .. },
+                    ),
+                )) => {}
+                Some(Ok(other)) => {
+                    return Err(ErrorFrame::new(
+                        ErrorCode::UnexpectedMessage,
+                        format!("expected a request, got {}", other.describe()),
+                    ))
+                }
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_millis(HANDSHAKE_TIMEOUT_MS), next)
+        .await
+        .unwrap_or_else(|_| {
+            Err(ErrorFrame::new(
+                ErrorCode::Timeout,
+                format!("no request within {HANDSHAKE_TIMEOUT_MS} ms of the last operation"),
+            ))
+        })
 }
 
 #[cfg(test)]
@@ -827,5 +882,55 @@ mod tests {
         let mut conn = Framed::new(b, FrameCodec::new());
         let err = server_handshake(&mut conn, &offer()).await.unwrap_err();
         assert!(matches!(err, HandshakeError::Timeout(_)));
+    }
+
+    #[tokio::test]
+    async fn the_next_request_comes_after_the_last_operations_leftovers() {
+        let (a, b) = duplex(4096);
+        let mut client = Framed::new(a, FrameCodec::new());
+        let mut server = Framed::new(b, FrameCodec::new());
+        let leftovers = [
+            Frame::Data(StreamId::Stdin, "late stdin".into()),
+            Frame::Control(Control::Eof {
+                stream: StreamId::Stdin,
+            }),
+            Frame::Control(Control::Resize(crate::WindowSize { rows: 1, cols: 2 })),
+            Frame::Control(Control::Signal { signal: 2 }),
+        ];
+        for frame in leftovers {
+            client.send(frame).await.unwrap();
+        }
+        client
+            .send(Frame::Control(Control::Request(ping_request())))
+            .await
+            .unwrap();
+        let next = read_next_request(&mut server).await.unwrap();
+        assert_eq!(next, Some(ping_request()));
+        // Closing instead of asking again ends the connection quietly.
+        drop(client);
+        assert_eq!(read_next_request(&mut server).await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn between_operations_anything_but_a_request_or_leftovers_is_refused() {
+        let (a, b) = duplex(4096);
+        let mut client = Framed::new(a, FrameCodec::new());
+        let mut server = Framed::new(b, FrameCodec::new());
+        client
+            .send(Frame::Data(StreamId::Stdout, "not the client's".into()))
+            .await
+            .unwrap();
+        let err = read_next_request(&mut server).await.unwrap_err();
+        assert_eq!(err.code, ErrorCode::UnexpectedMessage);
+        assert!(err.message.contains("expected a request"), "{err}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_reused_connection_times_out_like_the_first_request() {
+        let (_a, b) = duplex(4096);
+        let mut server = Framed::new(b, FrameCodec::new());
+        let err = read_next_request(&mut server).await.unwrap_err();
+        assert_eq!(err.code, ErrorCode::Timeout);
+        assert!(err.message.contains("of the last operation"), "{err}");
     }
 }

@@ -1,6 +1,6 @@
 //! The guestcomm wire protocol, shared by the host and the guest agent.
 //!
-//! One connection carries one operation, as Hyper-V sockets do:
+//! One connection carries one operation at a time, as Hyper-V sockets do:
 //!
 //! ```text
 //! 1. client connects (vsock, hybrid vsock, unix, tcp)
@@ -8,7 +8,9 @@
 //! 3. client -> Request {service GUID, call}               (names the operation)
 //! 4. operation frames: control messages and raw data frames, both directions
 //! 5. one side -> the operation's last frame (Exited, an answer, CopySummary
-//!    or Error); its reader closes, then its sender ([`closing`])
+//!    or Error); its reader closes, then its sender ([`closing`]); or, after
+//!    an exec's Exited on a connection that negotiated
+//!    [`handshake::FEATURE_REUSE`], the client's next Request (back to 3)
 //! ```
 //!
 //! Modules: [`frame`] (length-prefixed frames and their codec), [`stream`]

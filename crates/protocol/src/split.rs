@@ -50,6 +50,25 @@ pub fn split<T: AsyncRead + AsyncWrite>(conn: FramedConn<T>) -> (FrameReader<T>,
     (reader, writer)
 }
 
+/// Joins what [`split`] made back into one connection, for another
+/// operation on it (`docs/PROTOCOL.md`, "Connection reuse"): bytes the
+/// reader buffered and frames the writer has not written yet are kept.
+///
+/// # Panics
+///
+/// If `reader` and `writer` are not the two halves of one [`split`].
+pub fn join<T: AsyncRead + AsyncWrite + Unpin>(
+    reader: FrameReader<T>,
+    writer: FrameWriter<T>,
+) -> FramedConn<T> {
+    let read_parts = reader.into_parts();
+    let io = read_parts.io.unsplit(writer.io);
+    let mut parts = FramedParts::new::<Frame>(io, read_parts.codec);
+    parts.read_buf = read_parts.read_buf;
+    parts.write_buf = writer.buf;
+    Framed::from_parts(parts)
+}
+
 impl<T: AsyncWrite> FrameWriter<T> {
     /// Queues `frame`; large data bodies are written at once, without a copy.
     pub async fn feed(&mut self, frame: Frame) -> Result<(), FrameError> {
@@ -98,17 +117,19 @@ impl<T: AsyncWrite> FrameWriter<T> {
 /// from several tasks (stdout and stderr readers, stdin, control messages):
 /// the bounded queue gives back-pressure, and batching the flushes saves
 /// system calls under load without delaying a lone frame.
+/// Gives the writer back once flushed, for [`join`].
 pub async fn forward_frames<T: AsyncWrite>(
     mut writer: FrameWriter<T>,
     mut rx: mpsc::Receiver<Frame>,
-) -> Result<(), FrameError> {
+) -> Result<FrameWriter<T>, FrameError> {
     while let Some(frame) = rx.recv().await {
         writer.feed(frame).await?;
         if rx.is_empty() {
             writer.flush().await?;
         }
     }
-    writer.flush().await
+    writer.flush().await?;
+    Ok(writer)
 }
 
 #[cfg(test)]
@@ -116,7 +137,7 @@ mod tests {
     use super::*;
     use crate::message::Control;
     use crate::stream::StreamId;
-    use futures::StreamExt;
+    use futures::{SinkExt, StreamExt};
     use tokio_util::codec::FramedRead;
 
     #[tokio::test]
@@ -148,6 +169,48 @@ mod tests {
             assert_eq!(reader.next().await.unwrap().unwrap(), want);
         }
         send.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_joined_connection_keeps_buffered_bytes_and_carries_the_next_frames() {
+        let (a, mut b) = tokio::io::duplex(1024);
+        let mut wire = BytesMut::new();
+        for pid in [1, 2, 3] {
+            FrameCodec::new()
+                .encode(Frame::Control(Control::ExecStarted { pid }), &mut wire)
+                .unwrap();
+        }
+        b.write_all(&wire).await.unwrap();
+        let (mut reader, mut writer) = split(Framed::new(a, FrameCodec::new()));
+        // The first read pulls all three frames into the reader's buffer.
+        assert_eq!(
+            reader.next().await.unwrap().unwrap(),
+            Frame::Control(Control::ExecStarted { pid: 1 })
+        );
+        writer
+            .send(Frame::Control(Control::ExecStarted { pid: 10 }))
+            .await
+            .unwrap();
+        let mut joined = join(reader, writer);
+        for pid in [2, 3] {
+            assert_eq!(
+                joined.next().await.unwrap().unwrap(),
+                Frame::Control(Control::ExecStarted { pid })
+            );
+        }
+        joined
+            .send(Frame::Control(Control::ExecStarted { pid: 11 }))
+            .await
+            .unwrap();
+        drop(joined);
+        let mut peer = FramedRead::new(b, FrameCodec::new());
+        for pid in [10, 11] {
+            assert_eq!(
+                peer.next().await.unwrap().unwrap(),
+                Frame::Control(Control::ExecStarted { pid })
+            );
+        }
+        assert!(peer.next().await.is_none(), "the joined connection closed");
     }
 
     #[tokio::test]
