@@ -211,6 +211,59 @@ pub(crate) async fn library_true_keyed(
     Ok(start.elapsed())
 }
 
+/// One connection to an agent kept open across samples, each exec on it
+/// after the previous one (docs/PROTOCOL.md, "Connection reuse"): what an
+/// exec costs once connect and handshake are paid, as qemu-ga's channel is
+/// opened once. Opened (unmeasured) on first use, and again if the agent
+/// ever closes it.
+pub(crate) struct Reused {
+    addr: Address,
+    psk: Option<Psk>,
+    conn: Option<guestcomm_protocol::FramedConn<guestcomm_transport::Stream>>,
+}
+
+impl Reused {
+    pub(crate) fn new(addr: &Address, psk: Option<&Psk>) -> Self {
+        Self {
+            addr: addr.clone(),
+            psk: psk.cloned(),
+            conn: None,
+        }
+    }
+
+    /// Execs `true` on the kept connection, timed (the connect, when one
+    /// is needed, is not).
+    pub(crate) async fn exec_true(&mut self) -> anyhow::Result<Duration> {
+        let conn = match self.conn.take() {
+            Some(conn) => conn,
+            None => {
+                let session =
+                    guestcomm_client::connect_with(&self.addr, CLIENT_NAME, self.psk.as_ref())
+                        .await?;
+                ensure!(
+                    session.reusable(),
+                    "the agent at {} does not offer connection reuse",
+                    self.addr
+                );
+                session.conn
+            }
+        };
+        let io = ExecIo {
+            stdin: None::<tokio::io::Empty>,
+            stdout: tokio::io::sink(),
+            stderr: tokio::io::sink(),
+            input: None,
+        };
+        let start = Instant::now();
+        let (status, conn) =
+            guestcomm_client::exec_reusing(conn, request("true", &[]), io, |_| {}).await?;
+        let elapsed = start.elapsed();
+        ensure!(status.code == Some(0), "the command ended with {status:?}");
+        self.conn = conn;
+        Ok(elapsed)
+    }
+}
+
 /// Runs `program args` straight to the agent and returns its stdout
 /// (exit status 0 checked).
 pub(crate) async fn library_capture(
