@@ -310,6 +310,8 @@ pub(crate) fn compare_vm(
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum ExecPath {
     Library,
+    /// One connection kept open, each exec after the previous one.
+    Reused,
     Cli,
     Qga,
     /// guestcomm's connect + handshake alone, for the breakdown.
@@ -319,10 +321,16 @@ enum ExecPath {
 /// The exec rows, and guestcomm's connect + handshake alone.
 fn exec_latency(g: &mut Guest<'_>) -> anyhow::Result<(Vec<Row>, Samples)> {
     use ExecPath::*;
-    let paths = [Library, Cli, Qga, Handshake];
+    let paths = [Library, Reused, Cli, Qga, Handshake];
     let mut handshake = Samples::default();
+    // (`ExecPath::Reused` is in scope: the struct by its path.)
+    let mut reused = crate::cases::Reused::new(&g.vm.addr(), Some(g.vm.psk()));
     let mut rows = vec![
         row("guestcomm", "library, direct to the agent"),
+        row(
+            "guestcomm",
+            "library, one connection, one exec after another",
+        ),
         row("guestcomm", "CLI `guestcomm exec hvsock-uds://… -- true`"),
         row("qemu-ga", "guest-exec + guest-exec-status polling"),
     ];
@@ -332,6 +340,7 @@ fn exec_latency(g: &mut Guest<'_>) -> anyhow::Result<(Vec<Row>, Samples)> {
         for path in rotated(&paths, round) {
             let elapsed = match path {
                 Library => g.library("exec `true`", library_true_keyed(&addr, Some(g.vm.psk())))?,
+                Reused => g.library("exec `true` on one connection", reused.exec_true())?,
                 Cli => g.cli(&["exec", &addr_text, "--", "true"])?,
                 Qga => {
                     let start = Instant::now();

@@ -137,7 +137,7 @@ const DEFAULT_ROUNDS: usize = 3;
 #[command(
     name = "guestcomm-bench",
     version,
-    after_help = "Build first, in release mode, and the agent as it ships:\n  cargo build --release -p guestcomm-agent -p guestcomm-cli -p guestcommd -p guestcomm-bench\n  cargo build --profile agent -p guestcomm-agent\n  target/release/guestcomm-bench --write docs/BENCHMARKS.md\n  target/release/guestcomm-bench --case compare --plots docs/img --write docs/BENCHMARKS.md\n  bash scripts/vm/build-image --with-qemu-ga && target/release/guestcomm-bench --case compare-vm --plots docs/img --write docs/BENCHMARKS.md\n\nCase E uses qemu-ga (Debian: qemu-guest-agent) and sshd/ssh/scp (openssh-server, openssh-client; run as root) when installed, and leaves out what is not.\n\nExit status: 0 when every case ran (a missed target is reported, not an error), 1 on error."
+    after_help = "Build first, in release mode, and the agent and the CLI as they ship:\n  cargo build --release -p guestcomm-agent -p guestcomm-cli -p guestcommd -p guestcomm-bench\n  cargo build --profile agent -p guestcomm-agent\n  RUSTFLAGS='-C target-feature=+crt-static' cargo build --release --target x86_64-unknown-linux-gnu -p guestcomm-cli   (or bash scripts/package)\n  target/release/guestcomm-bench --write docs/BENCHMARKS.md\n  target/release/guestcomm-bench --case compare --plots docs/img --write docs/BENCHMARKS.md\n  bash scripts/vm/build-image --with-qemu-ga && target/release/guestcomm-bench --case compare-vm --plots docs/img --write docs/BENCHMARKS.md\n\nCase E uses qemu-ga (Debian: qemu-guest-agent) and sshd/ssh/scp (openssh-server, openssh-client; run as root) when installed, and leaves out what is not.\n\nExit status: 0 when every case ran (a missed target is reported, not an error), 1 on error."
 )]
 struct Args {
     /// The agent binary [default: target/agent/guestcomm-agent, the agent as
@@ -146,7 +146,9 @@ struct Args {
     #[arg(long, value_name = "PATH")]
     agent: Option<PathBuf>,
 
-    /// The CLI binary [default: guestcomm next to this executable].
+    /// The CLI binary [default: the statically linked CLI that
+    /// scripts/package builds (target/x86_64-unknown-linux-gnu/release/guestcomm),
+    /// as it ships, if built; else guestcomm next to this executable].
     #[arg(long, value_name = "PATH")]
     cli: Option<PathBuf>,
 
@@ -320,6 +322,29 @@ fn shipped_agent() -> anyhow::Result<PathBuf> {
     Ok(shipped.filter(|path| path.is_file()).unwrap_or(here))
 }
 
+/// Where scripts/package builds the CLI as it ships (statically linked).
+const STATIC_CLI: &str = "x86_64-unknown-linux-gnu/release/guestcomm";
+
+/// The CLI as it ships (statically linked, built by scripts/package) when
+/// it was built, else the one next to this executable.
+fn shipped_cli() -> anyhow::Result<PathBuf> {
+    let here = sibling("guestcomm")?;
+    let shipped = here
+        .parent()
+        .and_then(|dir| dir.parent())
+        .map(|target| target.join(STATIC_CLI));
+    Ok(shipped.filter(|path| path.is_file()).unwrap_or(here))
+}
+
+/// Which build of the CLI `path` is, for the reports.
+fn cli_build(path: &std::path::Path) -> &'static str {
+    if path.ends_with(STATIC_CLI) {
+        "the statically linked build that the package ships (scripts/package)"
+    } else {
+        "the build at --cli or next to the bench (cargo's: dynamically linked)"
+    }
+}
+
 fn run(args: Args) -> anyhow::Result<()> {
     let agent_bin = match args.agent.clone() {
         Some(path) => path,
@@ -327,7 +352,7 @@ fn run(args: Args) -> anyhow::Result<()> {
     };
     let cli_bin = match args.cli.clone() {
         Some(path) => path,
-        None => sibling("guestcomm")?,
+        None => shipped_cli()?,
     };
     anyhow::ensure!(
         cli_bin.is_file(),
@@ -634,6 +659,7 @@ fn run_exec_cases(
         warmup: args.warmup,
         bytes: args.bytes,
         rounds: args.rounds,
+        cli: cli_build(cli_bin),
     };
     let section = report::render(&Machine::probe(), &settings, &a, &b);
     publish(args, &section)?;

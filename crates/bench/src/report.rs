@@ -85,6 +85,8 @@ pub(crate) struct Settings {
     pub(crate) warmup: usize,
     pub(crate) bytes: u64,
     pub(crate) rounds: usize,
+    /// Which build of the CLI ran, for the text.
+    pub(crate) cli: &'static str,
 }
 
 /// Whether the measured figures meet the targets.
@@ -141,7 +143,8 @@ pub(crate) fn render(m: &Machine, s: &Settings, a: &RoundTrip, b: &Throughput) -
         "Written by `target/release/guestcomm-bench --write docs/BENCHMARKS.md` \
          (source and method: `crates/bench/src/main.rs`). The agent runs on the same \
          machine on a Unix socket, so these figures are the cost of guestcomm itself, \
-         without a VM or vsock.\n"
+         without a VM or vsock. The CLI is {}.\n",
+        s.cli
     );
     o.push_str(&m.table());
 
