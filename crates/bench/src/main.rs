@@ -175,7 +175,7 @@ struct Args {
     daemon: Option<PathBuf>,
 
     /// VMs registered in case D2.
-    #[arg(long, value_name = "N", default_value_t = 1000, value_parser = positive)]
+    #[arg(long, value_name = "N", default_value_t = 10_000, value_parser = positive)]
     vms: usize,
 
     /// Seconds of idle CPU measured in case D2.
@@ -380,7 +380,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         let d = daemon::daemon_case(
             &rt,
             agent.addr(),
-            &daemon_bin,
+            (&daemon_bin, &cli_bin),
             args.iterations,
             args.warmup,
             args.vms,

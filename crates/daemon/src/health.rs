@@ -14,7 +14,7 @@
 //! ([`HealthMap::probed`]); a start begins again at "No Contact". Beside
 //! it, whether such a VM's domain carries its key ([`DomainKeys`]).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::RwLock;
 use std::time::Duration;
 
@@ -124,8 +124,9 @@ impl HealthMap {
         entry.status != before && entry.status == HealthStatus::Ok
     }
 
-    /// Forgets VMs that are no longer in the inventory.
-    pub(crate) fn retain(&self, ids: &[Uuid]) {
+    /// Forgets VMs that are no longer in the inventory (a set: the
+    /// inventory may hold tens of thousands, looked up once per entry).
+    pub(crate) fn retain(&self, ids: &HashSet<Uuid>) {
         let mut map = self.0.write().unwrap_or_else(|e| e.into_inner());
         map.retain(|id, _| ids.contains(id));
         let mut power = self.1.write().unwrap_or_else(|e| e.into_inner());
@@ -250,7 +251,7 @@ mod tests {
             (HealthStatus::NoContact, None),
             "a start begins again"
         );
-        map.retain(&[]);
+        map.retain(&HashSet::new());
         assert!(map.probed(vm.id), "forgotten with the VM");
     }
 

@@ -56,9 +56,7 @@ pub(crate) async fn monitor(state: Arc<State>, interval: Duration, max_concurren
         rounds_started += 1;
         let counters =
             rounds_started % AGENT_COUNTERS_EVERY_ROUNDS == 1 && state.metrics.read_recently();
-        state
-            .health
-            .retain(&vms.iter().map(|v| v.id).collect::<Vec<_>>());
+        state.health.retain(&vms.iter().map(|v| v.id).collect());
         let delivery = match state.db(|s| s.kvp_delivery_state()).await {
             Ok(delivery) => Arc::new(delivery),
             Err(e) => {
@@ -72,6 +70,9 @@ pub(crate) async fn monitor(state: Arc<State>, interval: Duration, max_concurren
             let Ok(permit) = slots.clone().acquire_owned().await else {
                 return;
             };
+            // Finished probes are reaped as the round goes, so the set holds
+            // about as many tasks as run at once, not one per VM.
+            while round.try_join_next().is_some() {}
             let state = state.clone();
             let delivery = delivery.clone();
             round.spawn(async move {
