@@ -12,6 +12,7 @@ use crate::caller::Caller;
 use crate::error::ErrorKind;
 use crate::health::HealthMap;
 use crate::metrics::Metrics;
+use crate::model::VmRow;
 use crate::refusals::Admit;
 use crate::store::audit_chain::Chain;
 use crate::store::{Store, StoreError};
@@ -219,6 +220,17 @@ impl State {
         let services = Arc::new(rows.into_iter().map(|row| (row.id, row)).collect());
         self.cache.keep_services(read_at, &services);
         Ok(services)
+    }
+
+    /// Every VM, by name (from memory unless the configuration changed).
+    pub(crate) async fn inventory(&self) -> Result<Arc<Vec<VmRow>>, StoreError> {
+        if let Some(inventory) = self.cache.cached_inventory() {
+            return Ok(inventory);
+        }
+        let (rows, read_at) = self.db_at_generation(|s| s.vms()).await?;
+        let inventory = Arc::new(rows);
+        self.cache.keep_inventory(read_at, &inventory);
+        Ok(inventory)
     }
 }
 

@@ -35,10 +35,10 @@ impl Rounds {
 
     /// Waits for the next round and lists the VMs (skipping rounds in which
     /// the database cannot be read).
-    pub(crate) async fn next(&mut self, state: &State) -> Vec<VmRow> {
+    pub(crate) async fn next(&mut self, state: &State) -> Arc<Vec<VmRow>> {
         loop {
             self.ticks.tick().await;
-            match state.db(|s| s.vms()).await {
+            match state.inventory().await {
                 Ok(vms) => return vms,
                 Err(e) => warn!(error = %error_chain(&e), task = self.what, "cannot list VMs"),
             }
@@ -51,12 +51,18 @@ pub(crate) async fn monitor(state: Arc<State>, interval: Duration, max_concurren
     let slots = Arc::new(Semaphore::new(max_concurrent.max(1)));
     let mut rounds = Rounds::new(interval, "health monitor");
     let mut rounds_started: u64 = 0;
+    let mut previous: Option<Arc<Vec<VmRow>>> = None;
     loop {
         let vms = rounds.next(&state).await;
         rounds_started += 1;
         let counters =
             rounds_started % AGENT_COUNTERS_EVERY_ROUNDS == 1 && state.metrics.read_recently();
-        state.health.retain(&vms.iter().map(|v| v.id).collect());
+        // The same inventory as last round (the configuration did not
+        // change): no VM went, nothing to forget.
+        if !previous.as_ref().is_some_and(|p| Arc::ptr_eq(p, &vms)) {
+            state.health.retain(&vms.iter().map(|v| v.id).collect());
+            previous = Some(vms.clone());
+        }
         let delivery = match state.db(|s| s.kvp_delivery_state()).await {
             Ok(delivery) => Arc::new(delivery),
             Err(e) => {
@@ -66,7 +72,8 @@ pub(crate) async fn monitor(state: Arc<State>, interval: Duration, max_concurren
         };
         let mut round = tokio::task::JoinSet::new();
         // A VM its hypervisor reports paused or off is not probed.
-        for vm in vms.into_iter().filter(|vm| state.health.probed(vm.id)) {
+        for vm in vms.iter().filter(|vm| state.health.probed(vm.id)) {
+            let vm = vm.clone();
             let Ok(permit) = slots.clone().acquire_owned().await else {
                 return;
             };

@@ -23,9 +23,9 @@ pub(crate) async fn time_sync_loop(state: Arc<State>, interval: Duration) {
     let mut rounds = Rounds::new(interval, "time sync");
     loop {
         let vms = rounds.next(&state).await;
-        for vm in vms {
+        for vm in vms.iter() {
             if state.health.get(vm.id).status != HealthStatus::Ok
-                || admission::integration(&state, &vm, BuiltinService::Time)
+                || admission::integration(&state, vm, BuiltinService::Time)
                     .await
                     .is_err()
             {
@@ -33,7 +33,7 @@ pub(crate) async fn time_sync_loop(state: Arc<State>, interval: Duration) {
             }
             match tokio::time::timeout(
                 Duration::from_millis(PERIODIC_SYNC_TIMEOUT_MS),
-                sync_if_off(&vm),
+                sync_if_off(vm),
             )
             .await
             {
