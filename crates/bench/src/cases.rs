@@ -238,7 +238,7 @@ impl Reused {
             Some(conn) => conn,
             None => {
                 let session =
-                    guestcomm_client::connect_with(&self.addr, CLIENT_NAME, self.psk.as_ref())
+                    guestcomm_client::connect_reusable(&self.addr, CLIENT_NAME, self.psk.as_ref())
                         .await?;
                 ensure!(
                     session.reusable(),

@@ -322,7 +322,9 @@ fn one_connection_carries_execs_one_after_another_when_both_sides_offer_reuse() 
     // The first command does not read its stdin, which may reach the agent
     // after `exited`: dropped there, not taken for the next request.
     sock.write_all(&encode(vec![
-        hello(),
+        Frame::Control(Control::Hello(
+            guestcomm_protocol::handshake::reusable_hello("test"),
+        )),
         exec_call("true", &[]),
         Frame::Data(Stdin, vec![b'x'; 300_000].into()),
         Frame::Control(Control::Eof { stream: Stdin }),
@@ -352,10 +354,8 @@ fn one_connection_carries_execs_one_after_another_when_both_sides_offer_reuse() 
 #[test]
 fn a_client_that_does_not_offer_reuse_gets_one_operation_per_connection() {
     let agent = Agent::start();
-    let mut one_shot = default_hello("test");
-    one_shot
-        .features
-        .retain(|f| f != guestcomm_protocol::handshake::FEATURE_REUSE);
+    // The default hello does not offer reuse (a relay's must not).
+    let one_shot = default_hello("test");
     let mut sock = UnixStream::connect(&agent.socket).unwrap();
     sock.write_all(&encode(vec![
         Frame::Control(Control::Hello(one_shot)),
@@ -378,7 +378,12 @@ fn a_client_that_does_not_offer_reuse_gets_one_operation_per_connection() {
 async fn the_library_runs_commands_one_after_another_on_one_session() {
     let agent = Agent::start();
     let addr = agent.addr().parse().unwrap();
-    let session = guestcomm_client::connect(&addr, "test").await.unwrap();
+    let one_shot = guestcomm_client::connect(&addr, "test").await.unwrap();
+    assert!(!one_shot.reusable(), "reuse is offered only when asked for");
+    drop(one_shot);
+    let session = guestcomm_client::connect_reusable(&addr, "test", None)
+        .await
+        .unwrap();
     assert!(session.reusable(), "{:?}", session.welcome.features);
     let mut conn = session.conn;
     for round in 0..3u8 {

@@ -116,7 +116,8 @@ where
 }
 
 /// [`exec`] that gives the connection back, for the next request on a
-/// session that negotiated reuse ([`Session::reusable`](crate::Session::reusable);
+/// session that negotiated reuse ([`connect_reusable`](crate::connect_reusable),
+/// [`Session::reusable`](crate::Session::reusable);
 /// docs/PROTOCOL.md, "Connection reuse"): no connect and no handshake for
 /// the next operation. The connection is `None` when it cannot carry
 /// another (its writer failed); close it by dropping it.

@@ -24,4 +24,6 @@ pub use guestcomm_files::{
     DEFAULT_COPY_IDLE_TIMEOUT,
 };
 pub use guestcomm_protocol::handshake::Early;
-pub use session::{connect, connect_with, handshake, handshake_then, ClientError, Session};
+pub use session::{
+    connect, connect_reusable, connect_with, handshake, handshake_then, ClientError, Session,
+};

@@ -2,7 +2,7 @@
 
 use guestcomm_protocol::auth::Psk;
 use guestcomm_protocol::handshake::{self, Early, HandshakeError, FEATURE_REUSE};
-use guestcomm_protocol::message::Welcome;
+use guestcomm_protocol::message::{Hello, Welcome};
 use guestcomm_protocol::{FrameCodec, FramedConn};
 use guestcomm_transport::{Address, ConnectError, Stream};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -34,20 +34,35 @@ pub struct Session<T = Stream> {
     pub conn: FramedConn<T>,
     /// What the agent said about itself.
     pub welcome: Welcome,
+    /// This side offered [`FEATURE_REUSE`] ([`connect_reusable`]).
+    offered_reuse: bool,
 }
 
 impl<T> Session<T> {
-    /// Whether the connection may carry one operation after another: the
-    /// agent listed [`FEATURE_REUSE`] (every hello of this crate does), so
-    /// [`exec_reusing`](crate::exec::exec_reusing) can give it back.
+    /// Whether the connection may carry one operation after another: it was
+    /// opened with [`connect_reusable`] and the agent listed
+    /// [`FEATURE_REUSE`] too, so [`exec_reusing`](crate::exec::exec_reusing)
+    /// can give it back.
     pub fn reusable(&self) -> bool {
-        self.welcome.features.iter().any(|f| f == FEATURE_REUSE)
+        self.offered_reuse && self.welcome.features.iter().any(|f| f == FEATURE_REUSE)
     }
 }
 
 /// Connects to the agent at `addr` and runs the handshake without credentials.
 pub async fn connect(addr: &Address, client_name: &str) -> Result<Session, ClientError> {
     connect_with(addr, client_name, None).await
+}
+
+/// [`connect_with`] offering connection reuse: one exec after another on
+/// the session (docs/PROTOCOL.md 2.6; see [`Session::reusable`]).
+pub async fn connect_reusable(
+    addr: &Address,
+    client_name: &str,
+    psk: Option<&Psk>,
+) -> Result<Session, ClientError> {
+    let stream = guestcomm_transport::connect(addr).await?;
+    let hello = handshake::reusable_hello(client_name);
+    with_hello(stream, &addr.to_string(), hello, psk, Early::None).await
 }
 
 /// Connects to the agent at `addr` and runs the handshake, proving
@@ -89,13 +104,31 @@ pub async fn handshake_then<T>(
 where
     T: AsyncRead + AsyncWrite + Unpin,
 {
-    let mut conn = Framed::new(stream, FrameCodec::new());
     let hello = handshake::default_hello(client_name);
+    with_hello(stream, peer, hello, psk, early).await
+}
+
+async fn with_hello<T>(
+    stream: T,
+    peer: &str,
+    hello: Hello,
+    psk: Option<&Psk>,
+    early: Early,
+) -> Result<Session<T>, ClientError>
+where
+    T: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut conn = Framed::new(stream, FrameCodec::new());
+    let offered_reuse = hello.features.iter().any(|f| f == FEATURE_REUSE);
     let welcome = handshake::client_handshake_then(&mut conn, hello, psk, early)
         .await
         .map_err(|source| ClientError::Handshake {
             addr: peer.to_string(),
             source,
         })?;
-    Ok(Session { conn, welcome })
+    Ok(Session {
+        conn,
+        welcome,
+        offered_reuse,
+    })
 }

@@ -444,11 +444,20 @@ pub fn default_hello(client: impl Into<String>) -> Hello {
     Hello {
         protocol: PROTOCOL_NAME.into(),
         version: ProtocolVersion::CURRENT,
-        features: vec!["exec".into(), "pty".into(), FEATURE_REUSE.into()],
+        features: vec!["exec".into(), "pty".into()],
         auth: vec![AUTH_NONE.into()],
         client: client.into(),
         auth_nonce: None,
     }
+}
+
+/// [`default_hello`] offering [`FEATURE_REUSE`]: for a client that runs
+/// one exec after another on the connection itself. A relay that checks
+/// only a connection's first request (guestcommd's) must not offer it.
+pub fn reusable_hello(client: impl Into<String>) -> Hello {
+    let mut hello = default_hello(client);
+    hello.features.push(FEATURE_REUSE.into());
+    hello
 }
 
 /// The message of the error for a client that closed before its request.

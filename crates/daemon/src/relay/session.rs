@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 
 use futures::SinkExt;
 use guestcomm_protocol::closing::linger;
-use guestcomm_protocol::handshake::{self, HandshakeError, ServerOffer, AUTH_NONE};
+use guestcomm_protocol::handshake::{self, HandshakeError, ServerOffer, AUTH_NONE, FEATURE_REUSE};
 use guestcomm_protocol::{Call, ErrorCode, ErrorFrame, Request as GcRequest};
 use guestcomm_protocol::{Control, Frame, FrameCodec, FramedConn};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -143,7 +143,15 @@ where
     let welcome = &agent.session().welcome;
     let mut client = Framed::new(client, FrameCodec::new());
     let offer = ServerOffer {
-        features: welcome.features.clone(),
+        // Not `reuse`: the relay checks, audits and forwards one request
+        // per connection (and its own sessions with agents never offer it,
+        // so an agent does not serve a second request sent down a relay).
+        features: welcome
+            .features
+            .iter()
+            .filter(|f| *f != FEATURE_REUSE)
+            .cloned()
+            .collect(),
         auth: vec![AUTH_NONE.into()],
         agent: welcome.agent.clone(),
         // The caller came through the API socket, identified by SO_PEERCRED;
