@@ -214,8 +214,8 @@ pub(crate) async fn library_true_keyed(
 /// One connection to an agent kept open across samples, each exec on it
 /// after the previous one (docs/PROTOCOL.md, "Connection reuse"): what an
 /// exec costs once connect and handshake are paid, as qemu-ga's channel is
-/// opened once. Opened (unmeasured) on first use, and again if the agent
-/// ever closes it.
+/// opened once. Opened (unmeasured) on first use, and again after an exec
+/// that could not give it back.
 pub(crate) struct Reused {
     addr: Address,
     psk: Option<Psk>,

@@ -493,9 +493,9 @@ impl Comparison {
             ("an open connection", "library, one connection"),
             ("a new connection and handshake per exec", "library, direct"),
         ] {
-            let reused = Self::median_of(&self.latency, "guestcomm", path);
-            if let (Some(spawn), Some(reused), Some(qga)) = (spawn, reused, qga) {
-                let (ours, theirs) = (reused - spawn, qga - spawn);
+            let exec = Self::median_of(&self.latency, "guestcomm", path);
+            if let (Some(spawn), Some(exec), Some(qga)) = (spawn, exec, qga) {
+                let (ours, theirs) = (exec - spawn, qga - spawn);
                 let _ = writeln!(
                     o,
                     "| exec overhead above a local spawn ≤ ¼ of qemu-ga's, {connection} | +{ours:.3} vs +{theirs:.3} ms: {:.2}× | {} |",

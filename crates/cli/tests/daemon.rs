@@ -1024,48 +1024,22 @@ fn a_client_cannot_mark_its_own_relayed_operation_done() {
 #[test]
 fn a_second_request_down_a_relayed_connection_never_reaches_the_agent() {
     use guestcomm_protocol::handshake::{reusable_hello, FEATURE_REUSE};
-    use guestcomm_protocol::message::{Call, ExecRequest};
-    use guestcomm_protocol::{BuiltinService, Control, Frame};
+    use guestcomm_protocol::{Control, Frame};
     use std::io::Write;
-    use util::wire::{encode, read_until_final, request};
+    use util::wire::{encode, exec_request, frames_until_exited, read_until_final};
     let d = Daemon::start("off");
     let (_agent, _) = d.agent_vm("web1");
     let marker = d.dir.path().join("smuggled");
-    let exec = |program: &str, args: &[&str]| {
-        request(
-            BuiltinService::Exec.id(),
-            Call::Exec(ExecRequest {
-                program: program.into(),
-                args: args.iter().map(|a| a.to_string()).collect(),
-                ..Default::default()
-            }),
-        )
-    };
     // A caller that offers reuse, one admitted and audited exec, then a
     // second request where a reused connection would carry one: the relay
     // checked only the first, so the second must go nowhere.
     let mut sock = d.raw_connect("web1");
     sock.write_all(&encode(vec![
         Frame::Control(Control::Hello(reusable_hello("test"))),
-        exec("true", &[]),
+        exec_request("true", &[]),
     ]))
     .unwrap();
-    let mut frames = Vec::new();
-    let mut buf = bytes::BytesMut::new();
-    let mut codec = guestcomm_protocol::FrameCodec::new();
-    while !matches!(frames.last(), Some(Frame::Control(Control::Exited(_)))) {
-        use std::io::Read;
-        use tokio_util::codec::Decoder;
-        match codec.decode(&mut buf).unwrap() {
-            Some(frame) => frames.push(frame),
-            None => {
-                let mut chunk = [0u8; 4096];
-                let n = sock.read(&mut chunk).unwrap();
-                assert!(n > 0, "closed before exited: {frames:?}");
-                buf.extend_from_slice(&chunk[..n]);
-            }
-        }
-    }
+    let frames = frames_until_exited(&mut sock, &mut bytes::BytesMut::new());
     let Some(Frame::Control(Control::Welcome(welcome))) = frames.first() else {
         panic!("no welcome first: {frames:?}");
     };
@@ -1073,7 +1047,7 @@ fn a_second_request_down_a_relayed_connection_never_reaches_the_agent() {
         !welcome.features.iter().any(|f| f == FEATURE_REUSE),
         "the relay offers reuse: {welcome:?}"
     );
-    let smuggled = exec("touch", &[marker.to_str().unwrap()]);
+    let smuggled = exec_request("touch", &[marker.to_str().unwrap()]);
     sock.write_all(&encode(vec![smuggled])).unwrap();
     let (after, _) = read_until_final(&mut sock);
     assert!(

@@ -18,7 +18,7 @@ use guestcomm_protocol::{
     BuiltinService, Control, ErrorCode, Frame, FrameCodec, ServiceId, WindowSize,
 };
 use tokio_util::codec::Decoder;
-use util::wire::{encode, exchange, final_error, hello, hostile_agent, request};
+use util::wire::{encode, exchange, exec_request, final_error, hello, hostile_agent, request};
 use util::Agent;
 
 #[test]
@@ -281,37 +281,18 @@ fn until_exited(
     sock: &mut UnixStream,
     buf: &mut BytesMut,
 ) -> (Vec<u8>, guestcomm_protocol::ExitStatus) {
-    sock.set_read_timeout(Some(Duration::from_secs(30)))
-        .unwrap();
-    let mut codec = FrameCodec::new();
     let mut stdout = Vec::new();
-    loop {
-        match codec.decode(buf).unwrap() {
-            Some(Frame::Data(guestcomm_protocol::StreamId::Stdout, data)) => {
+    let mut status = None;
+    for frame in util::wire::frames_until_exited(sock, buf) {
+        match frame {
+            Frame::Data(guestcomm_protocol::StreamId::Stdout, data) => {
                 stdout.extend_from_slice(&data)
             }
-            Some(Frame::Control(Control::Exited(status))) => return (stdout, status),
-            Some(Frame::Control(Control::Error(e))) => panic!("error instead of exited: {e}"),
-            Some(_) => {}
-            None => {
-                let mut chunk = [0u8; 4096];
-                let n = sock.read(&mut chunk).unwrap();
-                assert!(n > 0, "connection closed before exited");
-                buf.extend_from_slice(&chunk[..n]);
-            }
+            Frame::Control(Control::Exited(exited)) => status = Some(exited),
+            _ => {}
         }
     }
-}
-
-fn exec_call(program: &str, args: &[&str]) -> Frame {
-    request(
-        BuiltinService::Exec.id(),
-        Call::Exec(ExecRequest {
-            program: program.into(),
-            args: args.iter().map(|a| a.to_string()).collect(),
-            ..Default::default()
-        }),
-    )
+    (stdout, status.expect("the frames end with exited"))
 }
 
 #[test]
@@ -325,7 +306,7 @@ fn one_connection_carries_execs_one_after_another_when_both_sides_offer_reuse() 
         Frame::Control(Control::Hello(
             guestcomm_protocol::handshake::reusable_hello("test"),
         )),
-        exec_call("true", &[]),
+        exec_request("true", &[]),
         Frame::Data(Stdin, vec![b'x'; 300_000].into()),
         Frame::Control(Control::Eof { stream: Stdin }),
     ]))
@@ -334,7 +315,7 @@ fn one_connection_carries_execs_one_after_another_when_both_sides_offer_reuse() 
     let (out, status) = until_exited(&mut sock, &mut buf);
     assert_eq!((out.as_slice(), status.code), (&b""[..], Some(0)));
 
-    sock.write_all(&encode(vec![exec_call(
+    sock.write_all(&encode(vec![exec_request(
         "sh",
         &["-c", "echo second; exit 3"],
     )]))
@@ -343,8 +324,11 @@ fn one_connection_carries_execs_one_after_another_when_both_sides_offer_reuse() 
     assert_eq!((out.as_slice(), status.code), (&b"second\n"[..], Some(3)));
 
     // A refused request is the connection's last frame, as without reuse.
-    sock.write_all(&encode(vec![exec_call("no-such-command-guestcomm", &[])]))
-        .unwrap();
+    sock.write_all(&encode(vec![exec_request(
+        "no-such-command-guestcomm",
+        &[],
+    )]))
+    .unwrap();
     let (frames, end) = util::wire::read_until_final(&mut sock);
     let (code, message) = final_error(&frames);
     assert_eq!(code, ErrorCode::CommandNotFound, "{message}");
@@ -359,7 +343,7 @@ fn a_client_that_does_not_offer_reuse_gets_one_operation_per_connection() {
     let mut sock = UnixStream::connect(&agent.socket).unwrap();
     sock.write_all(&encode(vec![
         Frame::Control(Control::Hello(one_shot)),
-        exec_call("true", &[]),
+        exec_request("true", &[]),
     ]))
     .unwrap();
     let mut buf = BytesMut::new();
@@ -367,7 +351,7 @@ fn a_client_that_does_not_offer_reuse_gets_one_operation_per_connection() {
     assert_eq!(status.code, Some(0));
     // A second request is not served: the agent waits for the close,
     // dropping what comes, then closes (within its linger bound).
-    sock.write_all(&encode(vec![exec_call("sh", &["-c", "echo no"])]))
+    sock.write_all(&encode(vec![exec_request("sh", &["-c", "echo no"])]))
         .unwrap();
     let (frames, end) = util::wire::read_until_final(&mut sock);
     assert!(buf.is_empty() && frames.is_empty(), "{frames:?}");

@@ -60,9 +60,7 @@ pub async fn connect_reusable(
     client_name: &str,
     psk: Option<&Psk>,
 ) -> Result<Session, ClientError> {
-    let stream = guestcomm_transport::connect(addr).await?;
-    let hello = handshake::reusable_hello(client_name);
-    with_hello(stream, &addr.to_string(), hello, psk, Early::None).await
+    connect_saying(addr, handshake::reusable_hello(client_name), psk).await
 }
 
 /// Connects to the agent at `addr` and runs the handshake, proving
@@ -72,8 +70,17 @@ pub async fn connect_with(
     client_name: &str,
     psk: Option<&Psk>,
 ) -> Result<Session, ClientError> {
+    connect_saying(addr, handshake::default_hello(client_name), psk).await
+}
+
+/// Connects to `addr` and runs the handshake that opens with `hello`.
+async fn connect_saying(
+    addr: &Address,
+    hello: Hello,
+    psk: Option<&Psk>,
+) -> Result<Session, ClientError> {
     let stream = guestcomm_transport::connect(addr).await?;
-    handshake(stream, &addr.to_string(), client_name, psk).await
+    with_hello(stream, &addr.to_string(), hello, psk, Early::None).await
 }
 
 /// Runs the client handshake on an already connected `stream`; `peer`

@@ -117,6 +117,7 @@ impl<T: AsyncWrite> FrameWriter<T> {
 /// from several tasks (stdout and stderr readers, stdin, control messages):
 /// the bounded queue gives back-pressure, and batching the flushes saves
 /// system calls under load without delaying a lone frame.
+///
 /// Gives the writer back once flushed, for [`join`].
 pub async fn forward_frames<T: AsyncWrite>(
     mut writer: FrameWriter<T>,

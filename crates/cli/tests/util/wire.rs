@@ -49,6 +49,48 @@ pub fn request(service: ServiceId, call: Call) -> Frame {
     Frame::Control(Control::Request(Request { service, call }))
 }
 
+/// The `request` frame of an exec of `program args`.
+#[allow(dead_code)] // not every test file runs commands on the wire
+pub fn exec_request(program: &str, args: &[&str]) -> Frame {
+    request(
+        guestcomm_protocol::BuiltinService::Exec.id(),
+        Call::Exec(guestcomm_protocol::ExecRequest {
+            program: program.into(),
+            args: args.iter().map(|a| a.to_string()).collect(),
+            ..Default::default()
+        }),
+    )
+}
+
+/// Reads frames from `sock` up to and including one exec's `exited` (30 s
+/// at most; an `error` first fails the test). `buf` keeps the bytes that
+/// came after it, for the next operation on the connection.
+#[allow(dead_code)] // not every test file reads an exec on the wire
+pub fn frames_until_exited(sock: &mut UnixStream, buf: &mut BytesMut) -> Vec<Frame> {
+    sock.set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut codec = FrameCodec::new();
+    let mut frames = Vec::new();
+    loop {
+        match codec.decode(buf).unwrap() {
+            Some(Frame::Control(Control::Error(e))) => panic!("error instead of exited: {e}"),
+            Some(frame) => {
+                let exited = matches!(frame, Frame::Control(Control::Exited(_)));
+                frames.push(frame);
+                if exited {
+                    return frames;
+                }
+            }
+            None => {
+                let mut chunk = [0u8; 4096];
+                let n = sock.read(&mut chunk).unwrap();
+                assert!(n > 0, "connection closed before exited: {frames:?}");
+                buf.extend_from_slice(&chunk[..n]);
+            }
+        }
+    }
+}
+
 /// A fake agent that answers the handshake, then sends `reply` and ends its
 /// side of the connection (reading until the client closes).
 pub fn hostile_agent(reply: Vec<u8>) -> (tempfile::TempDir, String, std::thread::JoinHandle<()>) {

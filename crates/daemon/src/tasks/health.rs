@@ -72,8 +72,10 @@ pub(crate) async fn monitor(state: Arc<State>, interval: Duration, max_concurren
         };
         let mut round = tokio::task::JoinSet::new();
         // A VM its hypervisor reports paused or off is not probed.
-        for vm in vms.iter().filter(|vm| state.health.probed(vm.id)) {
-            let vm = vm.clone();
+        for (at, vm) in vms.iter().enumerate() {
+            if !state.health.probed(vm.id) {
+                continue;
+            }
             let Ok(permit) = slots.clone().acquire_owned().await else {
                 return;
             };
@@ -82,7 +84,11 @@ pub(crate) async fn monitor(state: Arc<State>, interval: Duration, max_concurren
             while round.try_join_next().is_some() {}
             let state = state.clone();
             let delivery = delivery.clone();
+            // The task borrows its VM from the shared inventory: no copy of
+            // each row every heartbeat.
+            let vms = vms.clone();
             round.spawn(async move {
+                let vm = &vms[at];
                 let result = crate::agent::probe(&vm.endpoint, vm.psk.as_ref(), counters)
                     .await
                     .map(|probed| {
@@ -92,10 +98,10 @@ pub(crate) async fn monitor(state: Arc<State>, interval: Duration, max_concurren
                         (probed.rtt, probed.agent)
                     });
                 let answered = result.is_ok();
-                let came_back = state.health.record(&vm, result);
+                let came_back = state.health.record(vm, result);
                 if answered {
                     // Deliver what the agent missed.
-                    crate::ops::integration::push_if_needed(&state, &vm, came_back, &delivery)
+                    crate::ops::integration::push_if_needed(&state, vm, came_back, &delivery)
                         .await;
                 }
                 drop(permit);
