@@ -101,8 +101,7 @@ pub(crate) async fn monitor(state: Arc<State>, interval: Duration, max_concurren
                 let came_back = state.health.record(vm, result);
                 if answered {
                     // Deliver what the agent missed.
-                    crate::ops::integration::push_if_needed(&state, vm, came_back, &delivery)
-                        .await;
+                    crate::ops::integration::push_if_needed(&state, vm, came_back, &delivery).await;
                 }
                 drop(permit);
             });
