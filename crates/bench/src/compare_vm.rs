@@ -23,43 +23,27 @@
 //!   so that neither is busy when it is measured.
 
 use std::fs::File;
+use std::ops::Deref;
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, ensure, Context};
-use guestcomm_vmtest::{run_with_deadline, Vm, VmSpec};
+use anyhow::{ensure, Context};
+use guestcomm_vmtest::GuestEntropy;
 use tokio::runtime::Runtime;
 
-use crate::cases::{library_capture, library_output, library_true_keyed, rotated, CLIENT_NAME};
+use crate::cases::{library_output, library_true_keyed, rotated, CLIENT_NAME};
 use crate::compare::Row;
 use crate::daemon::status_field_mib;
 use crate::qga::QgaClient;
 use crate::stats::Samples;
+use crate::vm_guest::{
+    agent_proc_script, copy_rounds, image_field, load_average, mb_per_s, phase_done, read_manifest,
+    row, EXEC_SAMPLES, GUEST_DST, GUEST_SRC, OPERATION_DEADLINE, OUTPUT_BYTES, OUTPUT_COMMAND,
+    ROUNDS, WARMUP,
+};
 
-/// Exec samples per path.
-pub(crate) const EXEC_SAMPLES: usize = 100;
-/// Unmeasured exec rounds first.
-const WARMUP: usize = 5;
-/// Rounds of the output and copy workloads.
-pub(crate) const ROUNDS: usize = 5;
-/// Command output per run: qemu-ga's capture cap (`GUEST_EXEC_MAX_OUTPUT`).
-pub(crate) const OUTPUT_BYTES: u64 = crate::qga::QGA_MAX_OUTPUT_BYTES;
-/// The command that writes [`OUTPUT_BYTES`] in the guest (64 KiB writes).
-pub(crate) const OUTPUT_COMMAND: [&str; 4] = ["dd", "if=/dev/zero", "bs=64k", "count=256"];
-/// File copied each way: TCG is slow, and the guest keeps it in RAM.
-pub(crate) const COPY_BYTES: u64 = 32 * 1024 * 1024;
-/// Guest memory: two copies of the file on tmpfs, the agents, qemu-ga's
-/// base64 buffers.
-const GUEST_MEMORY_MIB: u32 = 512;
-/// Any single operation in the guest (an unpatched vsock backend can stall:
-/// docs/DEPLOYMENT.md).
-const OPERATION_DEADLINE: Duration = Duration::from_secs(300);
 /// qemu-ga may start listening just after the guestcomm agent.
 const QGA_CONNECT_DEADLINE: Duration = Duration::from_secs(30);
-/// Where the files live in the guest (tmpfs).
-const GUEST_SRC: &str = "/tmp/bench-src";
-const GUEST_DST: &str = "/tmp/bench-dst";
 
 /// What `OUT/image.txt` of a `--with-qemu-ga` image says.
 #[derive(Debug, PartialEq)]
@@ -77,11 +61,7 @@ pub(crate) struct Image {
 /// Parses `image.txt` (`key=value` lines); says why the image cannot serve
 /// this case (no qemu-ga: built without `--with-qemu-ga`).
 pub(crate) fn parse_image(text: &str) -> Result<Image, String> {
-    let get = |key: &str| {
-        text.lines()
-            .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
-            .map(|v| v.trim().to_string())
-    };
+    let get = |key: &str| image_field(text, key);
     let qga = get("qemu-ga").ok_or("the image has no qemu-ga (build it with --with-qemu-ga)")?;
     let port = get("qemu-ga-port").ok_or("image.txt names no qemu-ga-port")?;
     let qga_port = port
@@ -97,14 +77,8 @@ pub(crate) fn parse_image(text: &str) -> Result<Image, String> {
 
 /// The image in `dir`, or why this case must be skipped.
 pub(crate) fn find_image(dir: &Path) -> Result<Image, String> {
-    let manifest = dir.join("image.txt");
-    let text = std::fs::read_to_string(&manifest).map_err(|_| {
-        format!(
-            "no VM image in {} (build it: cargo build --profile agent -p guestcomm-agent && bash scripts/vm/build-image --with-qemu-ga)",
-            dir.display()
-        )
-    })?;
-    parse_image(&text).map_err(|why| format!("{}: {why}", manifest.display()))
+    let text = read_manifest(dir, "--with-qemu-ga")?;
+    parse_image(&text).map_err(|why| format!("{}: {why}", dir.join("image.txt").display()))
 }
 
 /// Memory of one agent in the guest, MiB.
@@ -148,75 +122,39 @@ pub(crate) struct VmComparison {
     pub(crate) load: [String; 2],
 }
 
-fn row(system: &'static str, path: &'static str) -> Row {
-    Row {
-        system,
-        path,
-        samples: Samples::default(),
-    }
-}
-
-/// The measured guest: the VM, the bench's runtime, the CLI, qemu-ga.
+/// The measured guest (the VM, the bench's runtime, the CLI) and qemu-ga.
 struct Guest<'a> {
-    vm: Vm,
-    rt: &'a Runtime,
-    cli: &'a Path,
+    guest: crate::vm_guest::Guest<'a>,
     qga: Option<QgaClient>,
 }
 
+impl<'a> Deref for Guest<'a> {
+    type Target = crate::vm_guest::Guest<'a>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.guest
+    }
+}
+
 impl Guest<'_> {
-    fn cli(&self, args: &[&str]) -> anyhow::Result<Duration> {
-        let mut cmd = Command::new(self.cli);
-        cmd.arg(args[0]).arg("--identity").arg(self.vm.identity());
-        cmd.args(&args[1..]);
-        let start = Instant::now();
-        let out = run_with_deadline(cmd, None, OPERATION_DEADLINE)?;
-        let elapsed = start.elapsed();
-        if !out.status.success() {
-            bail!(
-                "guestcomm {}: {}: {}",
-                args.join(" "),
-                out.status,
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
-        }
-        Ok(elapsed)
-    }
-
-    /// Runs a guestcomm library future with the deadline.
-    fn library<T>(
-        &self,
-        what: &str,
-        f: impl std::future::Future<Output = anyhow::Result<T>>,
-    ) -> anyhow::Result<T> {
-        self.rt
-            .block_on(async { tokio::time::timeout(OPERATION_DEADLINE, f).await })
-            .with_context(|| format!("{what} through guestcomm ran past {OPERATION_DEADLINE:?}"))?
-            .with_context(|| format!("{what} through guestcomm failed"))
-    }
-
     fn qga(&mut self) -> anyhow::Result<&mut QgaClient> {
         self.qga.as_mut().context("qemu-ga is not connected")
     }
 
     /// qemu-ga's /proc/PID/status, read through guestcomm.
     fn qga_status(&self) -> anyhow::Result<[f64; 4]> {
-        let addr = self.vm.addr();
-        let psk = self.vm.psk();
-        let script = "cat /proc/$(pidof qemu-ga)/status";
-        let out = self.library(
+        let out = self.shell(
             "reading qemu-ga's memory",
-            library_capture(&addr, Some(psk), "sh", &["-c", script]),
+            "cat /proc/$(pidof qemu-ga)/status",
         )?;
-        parse_memory(&String::from_utf8_lossy(&out))
+        parse_memory(&out)
     }
 
     /// guestcomm-agent's /proc/PID/status (the agent is init's child),
     /// read through qemu-ga.
     fn agent_status(&mut self) -> anyhow::Result<[f64; 4]> {
-        let script = "for p in $(pidof guestcomm-agent); do \
-             grep -q '^PPid:[[:space:]]*1$' /proc/$p/status && cat /proc/$p/status; done";
-        let out = self.qga()?.exec("/bin/sh", &["-c", script], true)?;
+        let script = agent_proc_script("status");
+        let out = self.qga()?.exec("/bin/sh", &["-c", &script], true)?;
         parse_memory(&String::from_utf8_lossy(&out))
     }
 }
@@ -230,24 +168,9 @@ pub(crate) fn compare_vm(
     tool_dirs: Vec<std::path::PathBuf>,
     image: Image,
 ) -> anyhow::Result<VmComparison> {
-    let load_before = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    let mut spec = VmSpec::new(images);
-    spec.tool_dirs = tool_dirs;
-    spec.memory_mib = GUEST_MEMORY_MIB;
-    let boot = Instant::now();
-    let vm = Vm::boot(&spec).context("failed to boot the VM")?;
-    eprintln!(
-        "guestcomm-bench: G. VM up in {:.1} s (QEMU pid {}, logs in {})",
-        boot.elapsed().as_secs_f64(),
-        vm.qemu_pid(),
-        vm.log_dir().display()
-    );
-    let mut g = Guest {
-        vm,
-        rt,
-        cli,
-        qga: None,
-    };
+    let load_before = load_average();
+    let guest = crate::vm_guest::Guest::boot('G', rt, cli, images, tool_dirs, GuestEntropy::None)?;
+    let mut g = Guest { guest, qga: None };
     // qemu-ga first, while it is untouched (no connection yet).
     let qga_idle = g.qga_status()?;
     let deadline = Instant::now() + QGA_CONNECT_DEADLINE;
@@ -267,18 +190,11 @@ pub(crate) fn compare_vm(
 
     let phase = Instant::now();
     let (latency, handshake) = exec_latency(&mut g)?;
-    let done = |what: &str, since: Instant| {
-        eprintln!(
-            "guestcomm-bench: G. {what} in {:.0} s",
-            since.elapsed().as_secs_f64()
-        );
-        Instant::now()
-    };
-    let phase = done("exec latency", phase);
+    let phase = phase_done('G', "exec latency", phase);
     let output = output_throughput(&mut g)?;
-    let phase = done("command output", phase);
+    let phase = phase_done('G', "command output", phase);
     let (copy_to, copy_from) = copies(&mut g)?;
-    done("copies", phase);
+    phase_done('G', "copies", phase);
 
     let qga_after = g.qga_status()?;
     let agent_after = g.agent_status()?;
@@ -297,13 +213,7 @@ pub(crate) fn compare_vm(
         copy_from,
         agent_memory: memory(agent_idle, agent_after),
         qga_memory: memory(qga_idle, qga_after),
-        load: [
-            load_before.trim().to_string(),
-            std::fs::read_to_string("/proc/loadavg")
-                .unwrap_or_default()
-                .trim()
-                .to_string(),
-        ],
+        load: [load_before, load_average()],
     })
 }
 
@@ -365,10 +275,6 @@ fn exec_latency(g: &mut Guest<'_>) -> anyhow::Result<(Vec<Row>, Samples)> {
     Ok((rows, handshake))
 }
 
-fn mb_per_s(bytes: u64, d: Duration) -> f64 {
-    bytes as f64 / d.as_secs_f64() / 1e6
-}
-
 fn output_throughput(g: &mut Guest<'_>) -> anyhow::Result<Vec<Row>> {
     let mut rows = vec![
         row("guestcomm", "library exec, streamed"),
@@ -403,71 +309,39 @@ fn output_throughput(g: &mut Guest<'_>) -> anyhow::Result<Vec<Row>> {
 
 /// Host → guest and guest → host copies: `(to, from)`.
 fn copies(g: &mut Guest<'_>) -> anyhow::Result<(Vec<Row>, Vec<Row>)> {
-    let dir = tempfile::tempdir().context("failed to create a temporary directory")?;
-    let src = dir.path().join("source");
-    crate::copy::make_file(&src, COPY_BYTES)?;
-    let dst = dir.path().join("destination");
     let addr_text = g.vm.addr().to_string();
     let remote = |p: &str| format!("{addr_text}:{p}");
-    let src_text = src.display().to_string();
-    let dst_text = dst.display().to_string();
-    // The guest's source file: the same bytes, put there untimed.
-    g.cli(&["cp", &src_text, &remote(GUEST_SRC)])?;
     let rows = || {
         vec![
             row("guestcomm", "`guestcomm cp`"),
             row("qemu-ga", "guest-file-write/read, base64, 4 MiB"),
         ]
     };
-    let (mut to, mut from) = (rows(), rows());
-    for round in 0..ROUNDS {
-        for (path, to_guest) in rotated(&[0usize, 1], round)
-            .into_iter()
-            .flat_map(|p| [(p, true), (p, false)])
-        {
-            let _ = std::fs::remove_file(&dst);
-            nix::unistd::sync();
-            let start = Instant::now();
-            match (path, to_guest) {
-                (0, true) => {
-                    // The guest's copy of the previous round is replaced.
-                    g.cli(&["cp", "--force", &src_text, &remote(GUEST_DST)])?;
-                }
-                (0, false) => {
-                    g.cli(&["cp", &remote(GUEST_SRC), &dst_text])?;
-                }
-                (_, true) => {
-                    g.qga()?.write_file(&src, Path::new(GUEST_DST))?;
-                }
-                (_, false) => {
-                    g.qga()?.read_file(Path::new(GUEST_SRC), &dst)?;
-                    File::open(&dst)?.sync_all()?;
-                }
+    let Guest { guest, qga } = g;
+    let qga = qga.as_mut().context("qemu-ga is not connected")?;
+    copy_rounds(guest, &[0usize, 1], rows, |path, to_guest, files| {
+        let (src, dst) = (
+            files.src.display().to_string(),
+            files.dst.display().to_string(),
+        );
+        match (path, to_guest) {
+            // The guest's copy of the previous round is replaced.
+            (0, true) => {
+                guest.cli(&["cp", "--force", &src, &remote(GUEST_DST)])?;
             }
-            let rate = mb_per_s(COPY_BYTES, start.elapsed());
-            let copied = if to_guest {
-                let out = g.library(
-                    "stat",
-                    library_capture(
-                        &g.vm.addr(),
-                        Some(g.vm.psk()),
-                        "stat",
-                        &["-c", "%s", GUEST_DST],
-                    ),
-                )?;
-                String::from_utf8_lossy(&out).trim().parse::<u64>().ok()
-            } else {
-                std::fs::metadata(&dst).ok().map(|m| m.len())
-            };
-            ensure!(
-                copied == Some(COPY_BYTES),
-                "a copy has {copied:?} bytes, expected {COPY_BYTES}"
-            );
-            let rows = if to_guest { &mut to } else { &mut from };
-            rows[path].samples.push(rate);
+            (0, false) => {
+                guest.cli(&["cp", &remote(GUEST_SRC), &dst])?;
+            }
+            (_, true) => {
+                qga.write_file(&files.src, Path::new(GUEST_DST))?;
+            }
+            (_, false) => {
+                qga.read_file(Path::new(GUEST_SRC), &files.dst)?;
+                File::open(&files.dst)?.sync_all()?;
+            }
         }
-    }
-    Ok((to, from))
+        Ok(())
+    })
 }
 
 #[cfg(test)]

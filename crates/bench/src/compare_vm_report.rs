@@ -2,16 +2,16 @@
 //! Markdown section between `<!-- bench:compare-vm:begin -->` and its end
 //! marker, and the ratios against qemu-ga that the tables, the targets and
 //! the chart share (medians of per-round ratios, see
-//! [`Samples::paired_ratio`]).
+//! [`Samples::paired_ratio`]); also the pieces case K's report (OpenSSH in
+//! a guest) draws the same way: the chart's ratios and the throughput tables.
 
 use std::fmt::Write as _;
 
 use crate::compare::Row;
-use crate::compare_vm::{
-    GuestMemory, VmComparison, COPY_BYTES, EXEC_SAMPLES, OUTPUT_BYTES, OUTPUT_COMMAND, ROUNDS,
-};
+use crate::compare_vm::{GuestMemory, VmComparison};
 use crate::report::{Machine, TARGET_TIMES_QGA};
 use crate::stats::{format_bytes, Samples};
+use crate::vm_guest::{COPY_BYTES, EXEC_SAMPLES, OUTPUT_BYTES, OUTPUT_COMMAND, ROUNDS};
 
 /// How many times better `ours` does than `theirs`, round by round (the
 /// median of the per-round ratios): `theirs / ours` where lower is better
@@ -28,28 +28,76 @@ fn qga_row(rows: &[Row]) -> Option<&Row> {
     rows.iter().find(|r| r.system == "qemu-ga")
 }
 
+/// A table for the chart: the workload, its rows, the row guestcomm's are
+/// compared with, and whether lower is better.
+pub(crate) type ChartTable<'a> = (&'a str, &'a [Row], Option<&'a Row>, bool);
+
+/// One bar per guestcomm row of each table with a reference row: its
+/// advantage over that row, labelled by the workload (and the path when the
+/// table has more than one guestcomm row).
+pub(crate) fn advantages_over<'a>(
+    tables: impl IntoIterator<Item = ChartTable<'a>>,
+) -> Vec<(String, f64)> {
+    let mut out = Vec::new();
+    for (workload, rows, reference, lower) in tables {
+        let Some(reference) = reference else { continue };
+        let ours: Vec<&Row> = rows.iter().filter(|r| r.system == "guestcomm").collect();
+        for r in &ours {
+            let label = if ours.len() > 1 {
+                format!("{workload}: {}", short(r.path))
+            } else {
+                workload.to_string()
+            };
+            out.push((label, advantage(&r.samples, &reference.samples, lower)));
+        }
+    }
+    out
+}
+
+/// A throughput table: `### TITLE, N rounds`, then each row's median, min
+/// and max MB/s and `ratio(row)` under `column`.
+pub(crate) fn throughput_table(
+    o: &mut String,
+    title: &str,
+    note: &str,
+    column: &str,
+    rows: &[Row],
+    ratio: impl Fn(&Row) -> String,
+) {
+    let _ = writeln!(
+        o,
+        "\n### {title}, {ROUNDS} rounds\n\n{note}\
+         | system | path | median MB/s | min | max | {column} |\n\
+         | --- | --- | ---: | ---: | ---: | ---: |"
+    );
+    for r in rows {
+        let _ = writeln!(
+            o,
+            "| {} | {} | {:.2} | {:.2} | {:.2} | {} |",
+            r.system,
+            r.path,
+            r.samples.median(),
+            r.samples.min(),
+            r.samples.max(),
+            ratio(r)
+        );
+    }
+}
+
 impl VmComparison {
     /// guestcomm's advantage over qemu-ga per workload, for the chart.
     pub(crate) fn advantages(&self) -> Vec<(String, f64)> {
-        let mut out = Vec::new();
         let tables: [(&str, &[Row], bool); 4] = [
             ("exec `true`", &self.latency, true),
             ("command output", &self.output, false),
             ("copy host → guest", &self.copy_to, false),
             ("copy guest → host", &self.copy_from, false),
         ];
-        for (workload, rows, lower) in tables {
-            let Some(qga) = qga_row(rows) else { continue };
-            for r in rows.iter().filter(|r| r.system == "guestcomm") {
-                let label = if rows.len() > 2 {
-                    format!("{workload}: {}", short(r.path))
-                } else {
-                    workload.to_string()
-                };
-                out.push((label, advantage(&r.samples, &qga.samples, lower)));
-            }
-        }
-        out
+        advantages_over(
+            tables
+                .into_iter()
+                .map(|(workload, rows, lower)| (workload, rows, qga_row(rows), lower)),
+        )
     }
 
     /// The Markdown section, markers included; `versions` names every program.
@@ -134,24 +182,9 @@ impl VmComparison {
             ),
         ];
         for (title, note, rows) in tables {
-            let _ = writeln!(
-                o,
-                "\n### {title}, {ROUNDS} rounds\n\n{note}\
-                 | system | path | median MB/s | min | max | this ÷ qemu-ga |\n\
-                 | --- | --- | ---: | ---: | ---: | ---: |"
-            );
-            for r in rows.iter() {
-                let _ = writeln!(
-                    o,
-                    "| {} | {} | {:.2} | {:.2} | {:.2} | {} |",
-                    r.system,
-                    r.path,
-                    r.samples.median(),
-                    r.samples.min(),
-                    r.samples.max(),
-                    self.times(rows, r, false)
-                );
-            }
+            throughput_table(&mut o, &title, note, "this ÷ qemu-ga", rows, |r| {
+                self.times(rows, r, false)
+            });
         }
         self.render_memory(&mut o);
         self.render_targets(&mut o);
@@ -244,7 +277,7 @@ impl VmComparison {
 
 /// "library, direct to the agent" → "library"; "CLI `…`" → "CLI";
 /// "library, one connection, …" → "library, one connection".
-fn short(path: &str) -> &str {
+pub(crate) fn short(path: &str) -> &str {
     const REUSED: &str = "library, one connection";
     if path.starts_with(REUSED) {
         return REUSED;

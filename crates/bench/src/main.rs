@@ -70,6 +70,16 @@
 //!   records metrics and is scraped every second, against one with
 //!   `--no-metrics`, alternated (see `metrics_cost.rs`). Target: under 1%.
 //!
+//! - **K. OpenSSH in a VM** (`--case ssh-vm`): guestcomm and Debian's sshd
+//!   (inetd mode, per vsock connection on port 22) in one TCG guest, ssh
+//!   reaching it through the same hybrid socket with this program's
+//!   `--proxy-hvsock` as its ProxyCommand: exec latency with and without a
+//!   ControlMaster connection, output, scp/sftp both ways against
+//!   `guestcomm cp`, and the guest CPU each spends (see `ssh_vm.rs`). Needs
+//!   the image of `scripts/vm/build-image --with-sshd` (`--ssh-image`);
+//!   `--case all` runs it when the image is there and says why when not.
+//!   Targets: exec under ½ of ssh with a master, copies at least 2× scp.
+//!
 //! Targets: library exec overhead under 1 ms; library stdout
 //! throughput at least 70% of the bare socket. Both are printed as met or
 //! missed, as are the same figures for the CLI, its start-up under
@@ -89,10 +99,14 @@ mod daemon;
 mod load;
 mod metrics_cost;
 mod plot;
+mod proxy;
 mod qga;
 mod report;
 mod ssh;
+mod ssh_vm;
+mod ssh_vm_report;
 mod stats;
+mod vm_guest;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -212,6 +226,19 @@ struct Args {
     #[arg(long, value_name = "DIR")]
     vm_image: Option<PathBuf>,
 
+    /// Case K: the directory of the image built by
+    /// `scripts/vm/build-image --with-sshd` [default: target/vm-ssh,
+    /// beside this executable's directory].
+    #[arg(long, value_name = "DIR")]
+    ssh_image: Option<PathBuf>,
+
+    /// Do no benchmark: be ssh's ProxyCommand for guest vsock PORT behind
+    /// the hybrid vsock SOCKET (`CONNECT PORT`, then stdin and stdout are
+    /// the guest's stream), as case K uses it:
+    /// `ssh -o ProxyCommand='guestcomm-bench --proxy-hvsock SOCKET 22' …`.
+    #[arg(long, num_args = 2, value_names = ["SOCKET", "PORT"])]
+    proxy_hvsock: Option<Vec<String>>,
+
     /// Case I: the directory of the image built by
     /// `scripts/vm/build-image --with-python` [default: target/vm-python,
     /// beside this executable's directory].
@@ -229,8 +256,8 @@ struct Args {
     libvirt_uri: String,
 
     /// Which cases to run: exec (A and B), cp (C), daemon (D), compare (E),
-    /// auth (F), compare-vm (G), load (H), ansible-vm (I) or all (G and I
-    /// only when what they need is here).
+    /// auth (F), compare-vm (G), load (H), ansible-vm (I), metrics (J),
+    /// ssh-vm (K) or all (G, I and K only when what they need is here).
     #[arg(long, value_enum, default_value_t = Case::Exec)]
     case: Case,
 
@@ -267,6 +294,8 @@ enum Case {
     AnsibleVm,
     /// J. what the Prometheus metrics cost an exec through guestcommd.
     Metrics,
+    /// K. guestcomm and OpenSSH's sshd in one TCG guest over vsock.
+    SshVm,
     /// Every case.
     All,
 }
@@ -346,6 +375,9 @@ fn cli_build(path: &std::path::Path) -> &'static str {
 }
 
 fn run(args: Args) -> anyhow::Result<()> {
+    if let Some(socket_and_port) = &args.proxy_hvsock {
+        return run_proxy(socket_and_port);
+    }
     let agent_bin = match args.agent.clone() {
         Some(path) => path,
         None => shipped_agent()?,
@@ -487,6 +519,66 @@ fn run(args: Args) -> anyhow::Result<()> {
     if matches!(args.case, Case::AnsibleVm | Case::All) {
         run_ansible_vm(&args, &rt, &agent_bin, &cli_bin)?;
     }
+    if matches!(args.case, Case::SshVm | Case::All) {
+        run_ssh_vm(&args, &rt, &cli_bin)?;
+    }
+    Ok(())
+}
+
+/// `--proxy-hvsock SOCKET PORT`.
+fn run_proxy(socket_and_port: &[String]) -> anyhow::Result<()> {
+    let [socket, port] = socket_and_port else {
+        anyhow::bail!("--proxy-hvsock takes SOCKET and PORT");
+    };
+    let port: u32 = port
+        .parse()
+        .with_context(|| format!("--proxy-hvsock: {port:?} is not a vsock port"))?;
+    proxy::run(std::path::Path::new(socket), port)
+}
+
+/// Case K, or a clear line why it is skipped (`--case all` without the image).
+fn run_ssh_vm(
+    args: &Args,
+    rt: &tokio::runtime::Runtime,
+    cli_bin: &std::path::Path,
+) -> anyhow::Result<()> {
+    let found = vm_image(
+        args,
+        "K. ssh-vm",
+        &args.ssh_image,
+        "../vm-ssh",
+        ssh_vm::find_image,
+    )?;
+    let Some((images, image)) = found else {
+        return Ok(());
+    };
+    let tool_dirs = vec![sibling("../tools/bin")?];
+    let versions = format!(
+        "guestcomm {} (agent in the image: {}); {} and {} in the guest; {} on the host; {}; {}",
+        env!("CARGO_PKG_VERSION"),
+        image.agent,
+        image.sshd,
+        image.socat,
+        compare::version_of("ssh", &["-V"]),
+        tool_version("qemu-system-x86_64", &tool_dirs),
+        tool_version("vhost-device-vsock", &tool_dirs),
+    );
+    eprintln!(
+        "guestcomm-bench: K. ssh-vm in {}: {} exec samples ({} for ssh without a master), {} rounds",
+        images.display(),
+        vm_guest::EXEC_SAMPLES,
+        ssh_vm::SSH_COLD_SAMPLES,
+        vm_guest::ROUNDS
+    );
+    let proxy = std::env::current_exe().context("failed to find this executable's path")?;
+    let k = ssh_vm::ssh_vm(rt, cli_bin, &proxy, &images, tool_dirs, image)?;
+    let section = k.render(&Machine::probe(), &versions);
+    if let Some(dir) = &args.plots {
+        if let Some(file) = plot::draw_ssh_vm(&k.advantages(), dir)? {
+            eprintln!("guestcomm-bench: drew {}", file.display());
+        }
+    }
+    publish(args, &section)?;
     Ok(())
 }
 
@@ -573,23 +665,45 @@ fn run_load(
     Ok(())
 }
 
+/// An in-VM case's image directory (`option`, else `default` beside this
+/// executable's directory) and what `find` reads there; nothing, said on
+/// stderr, when `--case all` runs without it.
+fn vm_image<T>(
+    args: &Args,
+    case: &str,
+    option: &Option<PathBuf>,
+    default: &str,
+    find: impl Fn(&std::path::Path) -> Result<T, String>,
+) -> anyhow::Result<Option<(PathBuf, T)>> {
+    let images = match option.clone() {
+        Some(dir) => dir,
+        None => sibling(default)?,
+    };
+    match find(&images) {
+        Ok(image) => Ok(Some((images, image))),
+        Err(why) if args.case == Case::All => {
+            eprintln!("guestcomm-bench: {case} SKIPPED: {why}");
+            Ok(None)
+        }
+        Err(why) => anyhow::bail!(why),
+    }
+}
+
 /// Case G, or a clear line why it is skipped (`--case all` without the image).
 fn run_compare_vm(
     args: &Args,
     rt: &tokio::runtime::Runtime,
     cli_bin: &std::path::Path,
 ) -> anyhow::Result<()> {
-    let images = match args.vm_image.clone() {
-        Some(dir) => dir,
-        None => sibling("../vm-compare")?,
-    };
-    let image = match compare_vm::find_image(&images) {
-        Ok(image) => image,
-        Err(why) if args.case == Case::All => {
-            eprintln!("guestcomm-bench: G. compare-vm SKIPPED: {why}");
-            return Ok(());
-        }
-        Err(why) => anyhow::bail!(why),
+    let found = vm_image(
+        args,
+        "G. compare-vm",
+        &args.vm_image,
+        "../vm-compare",
+        compare_vm::find_image,
+    )?;
+    let Some((images, image)) = found else {
+        return Ok(());
     };
     let tool_dirs = vec![sibling("../tools/bin")?];
     let versions = format!(
@@ -603,8 +717,8 @@ fn run_compare_vm(
     eprintln!(
         "guestcomm-bench: G. compare-vm in {}: {} exec samples, {} rounds",
         images.display(),
-        compare_vm::EXEC_SAMPLES,
-        compare_vm::ROUNDS
+        vm_guest::EXEC_SAMPLES,
+        vm_guest::ROUNDS
     );
     let g = compare_vm::compare_vm(rt, cli_bin, &images, tool_dirs.clone(), image)?;
     let section = g.render(&Machine::probe(), &versions);

@@ -179,23 +179,45 @@ pub(crate) fn draw_all(e: &Comparison, dir: &Path) -> anyhow::Result<Vec<PathBuf
 /// latency inverted so that more is better everywhere). Returns the file,
 /// or nothing when the font is missing (said on stderr).
 pub(crate) fn draw_vm(ratios: &[(String, f64)], dir: &Path) -> anyhow::Result<Option<PathBuf>> {
+    draw_ratios(
+        ratios,
+        &dir.join("compare-vm.png"),
+        "guestcomm against qemu-ga in one TCG guest, both over vsock",
+        "× qemu-ga (log scale; 1 = equal, more is better for guestcomm)",
+    )
+}
+
+/// The chart of case K: guestcomm against ssh, scp and sftp in one TCG
+/// guest, as [`draw_vm`] draws case G's.
+pub(crate) fn draw_ssh_vm(ratios: &[(String, f64)], dir: &Path) -> anyhow::Result<Option<PathBuf>> {
+    draw_ratios(
+        ratios,
+        &dir.join("ssh-vm.png"),
+        "guestcomm against OpenSSH in one TCG guest, both over vsock",
+        "× OpenSSH (log scale; 1 = equal, more is better for guestcomm)",
+    )
+}
+
+/// One bar per ratio into `file`.
+fn draw_ratios(
+    ratios: &[(String, f64)],
+    file: &Path,
+    title: &str,
+    unit: &str,
+) -> anyhow::Result<Option<PathBuf>> {
     if let Err(why) = register_font() {
         eprintln!("guestcomm-bench: chart skipped: {why}");
         return Ok(None);
     }
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let file = dir.join("compare-vm.png");
+    if let Some(dir) = file.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
     let values = ratios
         .iter()
         .map(|(label, ratio)| (label.clone(), *ratio, "guestcomm"))
         .collect();
-    bars_of(
-        &file,
-        "guestcomm against qemu-ga in one TCG guest, both over vsock",
-        "× qemu-ga (log scale; 1 = equal, more is better for guestcomm)",
-        values,
-    )?;
-    Ok(Some(file))
+    bars_of(file, title, unit, values)?;
+    Ok(Some(file.to_path_buf()))
 }
 
 #[cfg(test)]

@@ -1,6 +1,6 @@
 //! `scripts/vm/build-image`'s options, checked where they fail before any
-//! download or build: an unknown option, and `--with-qemu-ga` without
-//! qemu-ga. (The image it builds is exercised by the VM tests and the bench.)
+//! download or build: an unknown option, `--with-qemu-ga` without
+//! qemu-ga, and `--with-sshd` without the agent as it ships. (The image it builds is exercised by the VM tests and the bench.)
 
 use std::path::PathBuf;
 use std::process::{Command, Output};
@@ -22,7 +22,7 @@ fn an_unknown_option_is_refused_with_the_usage() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("unknown option --with-qemu-gaa"), "{err}");
     assert!(
-        err.contains("[--with-qemu-ga] [--with-python] [OUT]"),
+        err.contains("[--with-qemu-ga] [--with-python] [--with-sshd] [OUT]"),
         "{err}"
     );
 }
@@ -39,6 +39,23 @@ fn with_qemu_ga_fails_clearly_when_qemu_ga_is_not_installed() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("/nonexistent/qemu-ga not found; install it (apt install qemu-guest-agent)"),
+        "{err}"
+    );
+    assert!(!out_dir.exists(), "nothing is built");
+}
+
+#[test]
+fn with_sshd_wants_the_agent_as_it_ships() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out_dir = dir.path().join("out");
+    let out = build_image(
+        &["--with-sshd", out_dir.to_str().expect("utf-8 path")],
+        &[("AGENT", "/nonexistent/guestcomm-agent")],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("run cargo build --profile agent -p guestcomm-agent first"),
         "{err}"
     );
     assert!(!out_dir.exists(), "nothing is built");
