@@ -18,7 +18,11 @@
 //! inventory holds it (else empty: a refused call may name anything), an
 //! operation's name from the daemon's own tables, and the words of the
 //! enums below. Never a command line, a path or a user's text. A VM (or
-//! service) that leaves the inventory loses its series ([`Metrics::set_inventory`]).
+//! service) that leaves the inventory loses its series. The inventory is
+//! read whole at start ([`Metrics::set_inventory`]); after that the metrics
+//! follow the store's changes one by one ([`Metrics::inventory_changed`]),
+//! so registering N VMs costs N set insertions, not N reads of the
+//! inventory.
 //!
 //! Cost per finished operation: one read lock of the inventory, the label
 //! strings built, and one read lock of the family with an atomic add (a
@@ -43,6 +47,7 @@ use prometheus_client::registry::{Registry, Unit};
 
 use crate::error::ErrorKind;
 use crate::limits::METRICS_READ_RECENTLY_S;
+use crate::model::InventoryChange;
 
 /// The two formats of the exposition: OpenMetrics text 1.0.0 for clients
 /// that ask for it (Prometheus does), else Prometheus' classic text format
@@ -547,18 +552,62 @@ impl Metrics {
         self.store_duration.observe(took.as_secs_f64());
     }
 
-    /// The VM names and service ids the inventory holds now; the series of
-    /// those that left it are dropped.
+    /// The VM names and service ids the inventory holds now (read whole, at
+    /// start); the series of those that left it are dropped.
     pub(crate) fn set_inventory(&self, vms: HashSet<String>, services: HashSet<String>) {
         if !self.enabled {
             return;
         }
-        let gone: Vec<String> = {
+        let (gone, services_gone) = {
             let mut known = self.known.write().unwrap_or_else(|e| e.into_inner());
-            let gone = known.vms.difference(&vms).cloned().collect();
+            let gone: Vec<String> = known.vms.difference(&vms).cloned().collect();
+            let services_gone = !known.services.is_subset(&services);
             *known = Known { vms, services };
-            gone
+            (gone, services_gone)
         };
+        self.drop_series_of(gone, services_gone);
+    }
+
+    /// Follows the inventory's changes as the store made them, in order: a
+    /// registration costs a set insertion, not a read of every VM. The
+    /// series of a VM or a service that left are dropped.
+    pub(crate) fn inventory_changed(&self, changes: Vec<InventoryChange>) {
+        if !self.enabled || changes.is_empty() {
+            return;
+        }
+        let mut gone = Vec::new();
+        let mut services_gone = false;
+        {
+            let mut known = self.known.write().unwrap_or_else(|e| e.into_inner());
+            for change in changes {
+                match change {
+                    InventoryChange::VmAdded(name) => {
+                        gone.retain(|g| *g != name);
+                        known.vms.insert(name);
+                    }
+                    InventoryChange::VmRemoved(name) => {
+                        if known.vms.remove(&name) {
+                            gone.push(name);
+                        }
+                    }
+                    InventoryChange::ServiceAdded(id) => {
+                        known.services.insert(id.to_string());
+                    }
+                    InventoryChange::ServiceRemoved(id) => {
+                        services_gone |= known.services.remove(&id.to_string());
+                    }
+                }
+            }
+        }
+        self.drop_series_of(gone, services_gone);
+    }
+
+    /// Drops the series of the VMs `gone`, and the operations' series whose
+    /// VM or service the inventory no longer holds.
+    fn drop_series_of(&self, gone: Vec<String>, services_gone: bool) {
+        if gone.is_empty() && !services_gone {
+            return;
+        }
         for vm in gone {
             self.forget_vm(vm);
         }
@@ -686,6 +735,73 @@ mod tests {
         metrics.set_inventory(HashSet::new(), HashSet::new());
         let text = metrics.render(&[], 0, 0, Format::OpenMetrics).unwrap();
         assert!(!text.contains("web1"), "{text}");
+    }
+
+    #[test]
+    fn the_inventory_followed_change_by_change_bounds_the_labels_as_a_whole_read_does() {
+        use guestcomm_protocol::ServiceId;
+        let metrics = Metrics::default();
+        let service: ServiceId = "0e0b6031-5213-4934-818b-38d90ced39db".parse().unwrap();
+        let with_service = |vm: &str| {
+            let mut record = finished(vm, "connect", AuditOutcome::Ok);
+            record.service = Some(service.to_string());
+            record
+        };
+        metrics.set_inventory(HashSet::new(), HashSet::new());
+        // Not yet in the inventory: no label.
+        metrics.operation_finished(&with_service("web1"), None);
+        metrics.inventory_changed(vec![
+            InventoryChange::VmAdded("web1".into()),
+            InventoryChange::VmAdded("web2".into()),
+            InventoryChange::ServiceAdded(service),
+        ]);
+        metrics.operation_finished(&with_service("web1"), None);
+        metrics.operation_finished(&with_service("web2"), None);
+        metrics.operation_finished(&finished("web2", "exec", AuditOutcome::Ok), None);
+        let text = metrics.render(&[], 0, 0, Format::OpenMetrics).unwrap();
+        let series = |vm: &str, service: &str| {
+            format!(
+                r#"guestcomm_operations_total{{vm="{vm}",service="{service}",op="connect",outcome="ok"}} 1"#
+            )
+        };
+        assert!(text.contains(&series("", "")), "{text}");
+        assert!(
+            text.contains(&series("web1", &service.to_string())),
+            "{text}"
+        );
+        assert!(
+            text.contains(&series("web2", &service.to_string())),
+            "{text}"
+        );
+        // A rename is a removal and an addition; an unregistered service
+        // takes its series with it.
+        metrics.inventory_changed(vec![
+            InventoryChange::VmRemoved("web2".into()),
+            InventoryChange::VmAdded("db1".into()),
+            InventoryChange::ServiceRemoved(service),
+        ]);
+        let text = metrics.render(&[], 0, 0, Format::OpenMetrics).unwrap();
+        assert!(!text.contains("web2"), "{text}");
+        assert!(!text.contains(&service.to_string()), "{text}");
+        assert!(text.contains(&series("", "")), "{text}");
+        metrics.operation_finished(&finished("db1", "exec", AuditOutcome::Ok), None);
+        metrics.operation_finished(&finished("web2", "exec", AuditOutcome::Ok), None);
+        let text = metrics.render(&[], 0, 0, Format::OpenMetrics).unwrap();
+        assert!(
+            text.contains(r#"guestcomm_exec_duration_seconds_count{vm="db1"} 1"#),
+            "{text}"
+        );
+        assert!(!text.contains("web2"), "{text}");
+        // Removed and added back in one batch: still known.
+        metrics.inventory_changed(vec![
+            InventoryChange::VmRemoved("db1".into()),
+            InventoryChange::VmAdded("db1".into()),
+        ]);
+        let text = metrics.render(&[], 0, 0, Format::OpenMetrics).unwrap();
+        assert!(
+            text.contains(r#"guestcomm_exec_duration_seconds_count{vm="db1"} 1"#),
+            "{text}"
+        );
     }
 
     #[test]

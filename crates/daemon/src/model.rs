@@ -57,6 +57,21 @@ pub(crate) struct ServiceRow {
     pub(crate) host_endpoint: Option<Address>,
 }
 
+/// A change of the names the inventory holds, as the store made it: what
+/// the metrics follow to bound their labels without reading the whole
+/// inventory after every change ([`crate::metrics`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum InventoryChange {
+    /// A VM of this name was added (or renamed to it).
+    VmAdded(String),
+    /// The VM of this name was removed (or renamed from it).
+    VmRemoved(String),
+    /// A service of this id was registered.
+    ServiceAdded(ServiceId),
+    /// The service of this id was unregistered.
+    ServiceRemoved(ServiceId),
+}
+
 /// CIM EnabledState: enabled.
 pub(crate) const ENABLED: u16 = 2;
 /// CIM EnabledState: disabled.

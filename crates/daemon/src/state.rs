@@ -100,8 +100,8 @@ impl State {
             let result = f(&mut store);
             if store.config_changes() != before {
                 cache.bump();
-                inventory_to_metrics(&store, &metrics);
             }
+            metrics.inventory_changed(store.take_inventory_changes());
             metrics.store_call(started.elapsed());
             result.map(|r| (r, cache.generation()))
         })
@@ -110,8 +110,9 @@ impl State {
     }
 }
 
-/// Tells the metrics which VM names and service ids may be labels (the
-/// inventory's), after a change of the configuration.
+/// Tells the metrics which VM names and service ids may be labels: the
+/// whole inventory, read at start (then the store's changes follow, in
+/// [`State::db`]).
 fn inventory_to_metrics(store: &Store, metrics: &Metrics) {
     match (store.vms(), store.services()) {
         (Ok(vms), Ok(services)) => metrics.set_inventory(
@@ -128,7 +129,7 @@ fn inventory_to_metrics(store: &Store, metrics: &Metrics) {
 /// finished operation counted in the metrics as it is written.
 impl State {
     /// Tells the metrics the inventory as the store holds it now (at start;
-    /// then after every change, in [`State::db`]).
+    /// then the store's changes, in [`State::db`]).
     pub(crate) async fn inventory_to_metrics(&self) {
         let metrics = self.metrics.clone();
         let _ = self

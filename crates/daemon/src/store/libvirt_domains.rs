@@ -9,7 +9,7 @@ use uuid::Uuid;
 
 use super::error::StoreError;
 use super::{duplicate, insert_vm, vm_row, Store};
-use crate::model::VmRow;
+use crate::model::{InventoryChange, VmRow};
 
 impl Store {
     /// The VM with id `id`, if any, and whether it follows a libvirt domain.
@@ -47,6 +47,8 @@ impl Store {
             params![row.id.to_string(), uri],
         )?;
         tx.commit()?;
+        self.inventory_changes
+            .push(InventoryChange::VmAdded(row.name.clone()));
         Ok(())
     }
 
@@ -64,10 +66,26 @@ impl Store {
         if taken.is_some() {
             return Err(duplicate(&self.conn, &row.name));
         }
-        self.conn.execute(
+        let old_name: Option<String> = self
+            .conn
+            .query_row(
+                "SELECT name FROM vms WHERE id = ?1",
+                [row.id.to_string()],
+                |r| r.get(0),
+            )
+            .optional()?;
+        let updated = self.conn.execute(
             "UPDATE vms SET name = ?2, endpoint = ?3 WHERE id = ?1",
             params![row.id.to_string(), row.name, row.endpoint.to_string()],
         )?;
+        match old_name {
+            Some(old) if updated > 0 && old != row.name => {
+                self.inventory_changes.push(InventoryChange::VmRemoved(old));
+                self.inventory_changes
+                    .push(InventoryChange::VmAdded(row.name.clone()));
+            }
+            _ => {}
+        }
         Ok(())
     }
 

@@ -40,7 +40,7 @@ use uuid::Uuid;
 
 use crate::clock::now_secs;
 use crate::model::Policy;
-use crate::model::{ServiceRow, VmRow};
+use crate::model::{InventoryChange, ServiceRow, VmRow};
 
 pub(crate) use error::StoreError;
 
@@ -101,6 +101,9 @@ pub(crate) struct Store {
     /// Rows the audit log's writes changed, so that they do not count as
     /// changes of configuration ([`Store::config_changes`]).
     audit_changes: u64,
+    /// VM names and service ids added or removed since the last
+    /// [`Store::take_inventory_changes`], in the order they were made.
+    inventory_changes: Vec<InventoryChange>,
 }
 
 impl Store {
@@ -110,6 +113,12 @@ impl Store {
     /// [`cache`](crate::cache).
     pub(crate) fn config_changes(&self) -> u64 {
         self.conn.total_changes().wrapping_sub(self.audit_changes)
+    }
+
+    /// The VM names and service ids added and removed since the last call,
+    /// in order (none at open: the inventory is then read whole).
+    pub(crate) fn take_inventory_changes(&mut self) -> Vec<InventoryChange> {
+        std::mem::take(&mut self.inventory_changes)
     }
 
     /// Opens (creating if needed) the database in `dir`, migrating it.
@@ -167,6 +176,7 @@ impl Store {
         Ok(Self {
             conn,
             audit_changes: 0,
+            inventory_changes: Vec::new(),
         })
     }
 
@@ -187,6 +197,8 @@ impl Store {
             psk,
         };
         insert_vm(&self.conn, &row)?;
+        self.inventory_changes
+            .push(InventoryChange::VmAdded(row.name.clone()));
         Ok(row)
     }
 
@@ -237,7 +249,11 @@ impl Store {
             .execute("DELETE FROM vms WHERE name = ?1", [name])?
         {
             0 => Err(StoreError::UnknownVm(name.into())),
-            _ => Ok(()),
+            _ => {
+                self.inventory_changes
+                    .push(InventoryChange::VmRemoved(name.into()));
+                Ok(())
+            }
         }
     }
 
@@ -258,6 +274,8 @@ impl Store {
         if inserted == 0 {
             return Err(StoreError::DuplicateService(id));
         }
+        self.inventory_changes
+            .push(InventoryChange::ServiceAdded(id));
         self.service(id)
     }
 
@@ -268,6 +286,8 @@ impl Store {
         }
         self.conn
             .execute("DELETE FROM services WHERE id = ?1", [id.to_string()])?;
+        self.inventory_changes
+            .push(InventoryChange::ServiceRemoved(id));
         Ok(())
     }
 
@@ -614,6 +634,51 @@ fn unreadable(column: usize, e: impl std::error::Error + Send + Sync + 'static) 
 mod tests {
     use super::schema::{AUDIT_CHAIN_MIGRATION, MIGRATIONS};
     use super::*;
+
+    #[test]
+    fn the_inventory_changes_are_kept_in_order_until_taken_and_failures_leave_none() {
+        let mut s = Store::in_memory().unwrap();
+        assert_eq!(s.take_inventory_changes(), [], "opening adds nothing");
+        let endpoint = "unix:///a".parse().unwrap();
+        s.add_vm("a", &endpoint, None).unwrap();
+        assert!(s.add_vm("a", &endpoint, None).is_err());
+        s.update_vm("a", Some(false), None).unwrap();
+        let id: ServiceId = "0e0b6031-5213-4934-818b-38d90ced39db".parse().unwrap();
+        s.register(id, "Mine", "", None).unwrap();
+        assert!(s.register(id, "Mine", "", None).is_err());
+        s.set_global(id, false).unwrap();
+        s.unregister(id).unwrap();
+        s.remove_vm("a").unwrap();
+        assert!(s.remove_vm("a").is_err());
+        assert_eq!(
+            s.take_inventory_changes(),
+            [
+                InventoryChange::VmAdded("a".into()),
+                InventoryChange::ServiceAdded(id),
+                InventoryChange::ServiceRemoved(id),
+                InventoryChange::VmRemoved("a".into()),
+            ]
+        );
+        assert_eq!(s.take_inventory_changes(), [], "taken");
+        let mut row = s.add_vm("b", &endpoint, None).unwrap();
+        s.remove_vm("b").unwrap();
+        row.name = "dom".into();
+        s.add_domain_vm(&row, "qemu:///system").unwrap();
+        s.update_domain_vm(&row).unwrap();
+        row.name = "dom2".into();
+        s.update_domain_vm(&row).unwrap();
+        assert_eq!(
+            s.take_inventory_changes(),
+            [
+                InventoryChange::VmAdded("b".into()),
+                InventoryChange::VmRemoved("b".into()),
+                InventoryChange::VmAdded("dom".into()),
+                InventoryChange::VmRemoved("dom".into()),
+                InventoryChange::VmAdded("dom2".into()),
+            ],
+            "an update that keeps the name changes nothing"
+        );
+    }
 
     #[test]
     fn kvp_delivery_state_lists_pending_and_non_empty_pools() {
