@@ -199,31 +199,40 @@ pub(crate) fn answer(
     }
 }
 
-/// Answers `call` on `conn`, waits for the client to close, and starts an
-/// acknowledged shutdown.
+/// Answers `call` on `conn`. An answered `heartbeat` gives the connection
+/// back (on a connection with `reuse` it may carry the next request:
+/// docs/PROTOCOL.md 2.6); after any other answer this waits for the client
+/// to close, and starts an acknowledged shutdown.
 pub(crate) async fn serve<T>(
     mut conn: FramedConn<T>,
     services: Arc<Services>,
     origin: Origin,
     service: BuiltinService,
     call: Call,
-) where
+) -> Option<FramedConn<T>>
+where
     T: AsyncRead + AsyncWrite + Unpin,
 {
     let shutdown: Option<ShutdownRequest> = match &call {
         Call::Shutdown(req) => Some(req.clone()),
         _ => None,
     };
-    // Guest info reads files and system calls: off the async threads.
-    let worker = services.clone();
-    let answered = tokio::task::spawn_blocking(move || answer(&worker, origin, service, call))
-        .await
-        .unwrap_or_else(|_| {
-            Err(ErrorFrame::new(
-                ErrorCode::Internal,
-                "the agent failed while answering",
-            ))
-        });
+    let heartbeat = matches!(call, Call::Heartbeat);
+    let answered = if heartbeat {
+        // A copy of the counters: no reason to leave the async thread.
+        answer(&services, origin, service, call)
+    } else {
+        // Guest info reads files and system calls: off the async threads.
+        let worker = services.clone();
+        tokio::task::spawn_blocking(move || answer(&worker, origin, service, call))
+            .await
+            .unwrap_or_else(|_| {
+                Err(ErrorFrame::new(
+                    ErrorCode::Internal,
+                    "the agent failed while answering",
+                ))
+            })
+    };
     let ok = answered.is_ok();
     let frame = match answered {
         Ok(answer) => Frame::Control(answer),
@@ -233,13 +242,17 @@ pub(crate) async fn serve<T>(
         }
     };
     if conn.send(frame).await.is_err() {
-        return;
+        return None;
+    }
+    if ok && heartbeat {
+        return Some(conn);
     }
     // The host closes first; anything it still sends is dropped.
     linger(&mut conn).await;
     if let (true, Some(req)) = (ok, shutdown) {
         services.shutdown.run(&req).await;
     }
+    None
 }
 
 #[cfg(test)]

@@ -519,8 +519,9 @@ async fn refuse(mut conn: FramedConn<Stream>, frame: ErrorFrame) {
 }
 
 /// Runs one authenticated connection: request, service; and, when it may
-/// carry several operations, the next request after an exec, until the
-/// client closes (docs/PROTOCOL.md, "Connection reuse").
+/// carry several operations, the next request after an exec or a
+/// heartbeat, until the client closes (docs/PROTOCOL.md, "Connection
+/// reuse").
 async fn handle(
     mut conn: FramedConn<Stream>,
     reuse: bool,
@@ -567,8 +568,9 @@ async fn handle(
 }
 
 /// Serves one request: `Some(conn)` when the operation ended cleanly with
-/// the connection able to carry another (an exec that sent `exited`; the
-/// caller lingers or reads the next request), `None` when it is over.
+/// the connection able to carry another (an exec that sent `exited`, an
+/// answered `heartbeat`; the caller lingers or reads the next request),
+/// `None` when it is over.
 async fn serve(
     conn: FramedConn<Stream>,
     mut request: guestcomm_protocol::Request,
@@ -587,8 +589,7 @@ async fn serve(
     let service = request.service;
     if let (Some(builtin), Some(_)) = (service.builtin(), integration::service_of(&request.call)) {
         counters::request(builtin);
-        integration::serve(conn, services.clone(), origin, builtin, request.call).await;
-        return None;
+        return integration::serve(conn, services.clone(), origin, builtin, request.call).await;
     }
     if origin == Origin::Local {
         let frame = ErrorFrame::new(

@@ -309,6 +309,69 @@ fn heartbeat_marks_a_killed_agent_lost_comm_and_ok_after_it_returns() {
 }
 
 #[test]
+fn the_health_monitor_keeps_one_connection_per_vm_across_its_probes() {
+    let d = Daemon::start("100ms");
+    let agent_sock = d.dir.path().join("agent.sock");
+    let endpoint = format!("unix://{}", agent_sock.display());
+    let _agent = AgentAt::start(&agent_sock);
+    for vm in ["web1", "web2"] {
+        d.ok(&["vm", "add", vm, "--endpoint", &endpoint]);
+        assert!(wait_until(POLL_DEADLINE, || d.json(&["status", vm])
+            ["status"]
+            == "OK"));
+    }
+    // The agent's own counters, asked on a connection of the test's own
+    // (each ask is one connection and one heartbeat of ours).
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let addr: guestcomm_transport::Address = endpoint.parse().unwrap();
+    let counters = || {
+        rt.block_on(async {
+            let session = guestcomm_client::connect(&addr, "test").await.unwrap();
+            let answer =
+                guestcomm_client::integration::call(session, guestcomm_protocol::Call::Heartbeat)
+                    .await
+                    .unwrap();
+            match answer {
+                guestcomm_protocol::Control::AgentCounters(c) => (
+                    c.connections,
+                    c.requests.get("heartbeat").copied().unwrap_or(0),
+                ),
+                other => panic!("not the agent's counters: {other:?}"),
+            }
+        })
+    };
+    let (connections_before, heartbeats_before) = counters();
+    // What the daemon opened and asked since, ours (one connection and
+    // one heartbeat per ask after the first) taken out.
+    let mut asked_since = 0u64;
+    let mut daemon = (0, 0);
+    assert!(
+        wait_until(POLL_DEADLINE, || {
+            let (connections, heartbeats) = counters();
+            asked_since += 1;
+            daemon = (
+                connections - connections_before - asked_since,
+                heartbeats - heartbeats_before - asked_since,
+            );
+            daemon.1 >= 20
+        }),
+        "the daemon's probes send no heartbeats: {daemon:?}"
+    );
+    let (daemon_connections, daemon_heartbeats) = daemon;
+    assert!(
+        daemon_connections <= 2,
+        "{daemon_connections} new connections for {daemon_heartbeats} heartbeats: the probes' connections are not kept"
+    );
+    // The VMs stay OK on their kept connections.
+    for vm in ["web1", "web2"] {
+        assert_eq!(d.json(&["status", vm])["status"], "OK");
+    }
+}
+
+#[test]
 fn a_thousand_vms_are_listed() {
     let d = Daemon::start("1s");
     let (_agent, endpoint) = d.agent_vm("vm0000");

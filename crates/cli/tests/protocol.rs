@@ -394,6 +394,89 @@ async fn the_library_runs_commands_one_after_another_on_one_session() {
     }
 }
 
+/// The agent's `heartbeat` answer on `conn`, and the connection back.
+async fn heartbeat_on(
+    conn: guestcomm_protocol::FramedConn<guestcomm_transport::Stream>,
+) -> (
+    guestcomm_protocol::integration::AgentCounters,
+    guestcomm_protocol::FramedConn<guestcomm_transport::Stream>,
+) {
+    let (answer, conn) =
+        guestcomm_client::integration::call_on(conn, guestcomm_protocol::Call::Heartbeat)
+            .await
+            .expect("a heartbeat answer");
+    match answer {
+        Control::AgentCounters(counters) => (counters, conn),
+        other => panic!("not the agent's counters: {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn heartbeats_then_an_exec_share_one_connection_when_both_sides_offer_reuse() {
+    let agent = Agent::start();
+    let addr = agent.addr().parse().unwrap();
+    let session = guestcomm_client::connect_reusable(&addr, "test", None)
+        .await
+        .unwrap();
+    assert!(session.reusable(), "{:?}", session.welcome.features);
+    let mut conn = session.conn;
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        let (counters, open) = heartbeat_on(conn).await;
+        seen.push((counters.connections, counters.requests["heartbeat"]));
+        conn = open;
+    }
+    // No connection accepted after ours (the harness's readiness check came
+    // before); each heartbeat counted as it came.
+    let ours = seen[0].0;
+    assert_eq!(seen, [(ours, 1), (ours, 2), (ours, 3)]);
+    let mut stdout = Vec::new();
+    let io = guestcomm_client::ExecIo {
+        stdin: None::<std::io::Cursor<Vec<u8>>>,
+        stdout: &mut stdout,
+        stderr: &mut Vec::new(),
+        input: None,
+    };
+    let req = ExecRequest {
+        program: "sh".into(),
+        args: vec!["-c".into(), "echo after the heartbeats".into()],
+        ..Default::default()
+    };
+    let (status, open) = guestcomm_client::exec_reusing(conn, req, io, |_| {})
+        .await
+        .unwrap();
+    assert_eq!(status.code, Some(0));
+    assert_eq!(stdout, b"after the heartbeats\n");
+    let (counters, _) = heartbeat_on(open.expect("reusable after the exec")).await;
+    assert_eq!(counters.connections, ours);
+    assert_eq!(counters.requests["exec"], 1);
+}
+
+#[tokio::test]
+async fn without_reuse_a_heartbeat_is_the_connections_last_answer() {
+    let agent = Agent::start();
+    let addr = agent.addr().parse().unwrap();
+    let session = guestcomm_client::connect(&addr, "test").await.unwrap();
+    let (counters, conn) = heartbeat_on(session.conn).await;
+    assert_eq!(counters.requests["heartbeat"], 1);
+    // The agent drops a second request and closes within its linger bound.
+    let second =
+        guestcomm_client::integration::call_on(conn, guestcomm_protocol::Call::Heartbeat).await;
+    assert!(
+        matches!(
+            second,
+            Err(guestcomm_client::integration::CallError::Disconnected)
+        ),
+        "{second:?}"
+    );
+    let session = guestcomm_client::connect(&addr, "test").await.unwrap();
+    let (counters, _) = heartbeat_on(session.conn).await;
+    assert_eq!(
+        counters.requests["heartbeat"], 2,
+        "the dropped request was never served"
+    );
+}
+
 #[test]
 fn stdin_after_its_eof_is_an_unexpected_message_that_ends_the_command() {
     use guestcomm_protocol::StreamId::Stdin;

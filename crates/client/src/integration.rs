@@ -1,5 +1,6 @@
 //! The integration services, host side: one request and one answer per
-//! connection (see `guestcomm_protocol::integration`).
+//! connection (see `guestcomm_protocol::integration`); a `heartbeat` on a
+//! reusable connection may be followed by the next request ([`call_on`]).
 //!
 //! Each helper takes a [`Session`] past its handshake (opened directly or
 //! through the daemon), sends the request, waits a bounded time for the
@@ -15,7 +16,7 @@ use guestcomm_protocol::integration::{
     sample_offset, FreezeStatus, GuestInfo, KvpEntries, KvpPool, ShutdownRequest, TimeReport,
 };
 use guestcomm_protocol::{Call, ErrorFrame, Request};
-use guestcomm_protocol::{Control, Frame, FrameError};
+use guestcomm_protocol::{Control, Frame, FrameError, FramedConn};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::Session;
@@ -49,7 +50,20 @@ pub async fn call<T>(session: Session<T>, call: Call) -> Result<Control, CallErr
 where
     T: AsyncRead + AsyncWrite + Unpin,
 {
-    let mut conn = session.conn;
+    call_on(session.conn, call).await.map(|(answer, _)| answer)
+}
+
+/// [`call`] on a framed connection, which is given back with the answer:
+/// after a `heartbeat` on a connection that agreed to reuse
+/// ([`Session::reusable`]), it may carry the next request
+/// (docs/PROTOCOL.md 2.6); otherwise the caller closes it.
+pub async fn call_on<T>(
+    mut conn: FramedConn<T>,
+    call: Call,
+) -> Result<(Control, FramedConn<T>), CallError>
+where
+    T: AsyncRead + AsyncWrite + Unpin,
+{
     conn.send(Frame::Control(Control::Request(Request::new(call))))
         .await?;
     match tokio::time::timeout(ANSWER_TIMEOUT, conn.next()).await {
@@ -57,7 +71,7 @@ where
         Ok(None) => Err(CallError::Disconnected),
         Ok(Some(Err(e))) => Err(e.into()),
         Ok(Some(Ok(Frame::Control(Control::Error(e))))) => Err(CallError::Refused(e)),
-        Ok(Some(Ok(Frame::Control(answer)))) => Ok(answer),
+        Ok(Some(Ok(Frame::Control(answer)))) => Ok((answer, conn)),
         Ok(Some(Ok(other))) => Err(CallError::Protocol(other.describe())),
     }
 }

@@ -7,8 +7,10 @@
 //!           waiting, else a new one; `send` connects once more if the
 //!           agent closed the spare meanwhile
 //! refill    the VM's next spare, made in the background
-//! probe     the health monitor's connect and handshake, within
-//!           PROBE_TIMEOUT_MS, its failure classed by where it happened
+//! probe     the health monitor's heartbeat on the VM's kept connection,
+//!           or connect and handshake (offering reuse, to keep this one),
+//!           within PROBE_TIMEOUT_MS, its failure classed by where it
+//!           happened
 //! ```
 
 use std::time::{Duration, Instant};
@@ -122,9 +124,9 @@ impl Agent {
     }
 }
 
-/// What an answered probe learnt: the round trip of connect and
-/// handshake, the agent's name, and its own counters when asked for and
-/// given (an older agent has none).
+/// What an answered probe learnt: the round trip (connect and handshake,
+/// or the heartbeat on a kept connection), the agent's name, and its own
+/// counters when asked for and given (an older agent has none).
 #[derive(Debug)]
 pub(crate) struct Probed {
     pub(crate) rtt: Duration,
@@ -132,56 +134,168 @@ pub(crate) struct Probed {
     pub(crate) counters: Option<AgentCounters>,
 }
 
-/// Probes the agent at `addr`: connect and handshake, within
-/// [`PROBE_TIMEOUT_MS`]; then, with `counters`, its `heartbeat` (whose
-/// failure fails nothing: it is logged at debug).
-pub(crate) async fn probe(
-    addr: &Address,
-    psk: Option<&Psk>,
-    counters: bool,
-) -> Result<Probed, ProbeFailure> {
-    let start = Instant::now();
-    let attempt = open(addr, psk);
-    let bound = Duration::from_millis(PROBE_TIMEOUT_MS);
-    match tokio::time::timeout(bound, attempt).await {
-        Ok(Ok(session)) => {
-            let rtt = start.elapsed();
-            let agent = session.welcome.agent.clone();
-            let counters = if counters {
-                let asked = guestcomm_client::integration::call(session, Call::Heartbeat);
-                match tokio::time::timeout(bound, asked).await {
-                    Ok(Ok(Control::AgentCounters(counters))) => Some(counters),
-                    Ok(Ok(other)) => {
-                        debug!(%addr, answer = other.kind(), "heartbeat: not the agent's counters");
-                        None
-                    }
-                    Ok(Err(e)) => {
-                        debug!(%addr, error = %error_chain(&e), "heartbeat: no counters (an older agent?)");
-                        None
-                    }
-                    Err(_) => {
-                        debug!(%addr, "heartbeat: no answer within {PROBE_TIMEOUT_MS} ms");
-                        None
-                    }
-                }
-            } else {
-                None
-            };
-            Ok(Probed {
-                rtt,
-                agent,
-                counters,
-            })
-        }
-        Ok(Err(e)) => Err(ProbeFailure {
-            detail: classify(addr, &e),
-            error: error_chain(&e),
-        }),
-        Err(_) => Err(ProbeFailure {
-            detail: HealthDetail::AgentNotAnswering,
-            error: format!("no answer within {PROBE_TIMEOUT_MS} ms"),
-        }),
+/// A probe's connection kept open for the VM's next probe: the agent
+/// agreed to reuse, so the next heartbeat is one request and one answer
+/// (docs/PROTOCOL.md 2.6). It serves only the VM whose endpoint and key it
+/// was opened with.
+pub(crate) struct KeptProbe {
+    conn: FramedConn<Stream>,
+    endpoint: Address,
+    psk: Option<Psk>,
+    agent: String,
+}
+
+impl KeptProbe {
+    /// Where it is connected: the agents' share of kept connections is
+    /// counted by it.
+    pub(crate) fn endpoint(&self) -> &Address {
+        &self.endpoint
     }
+
+    /// Gives the idle connection's buffers back: thousands of kept
+    /// connections must not hold a read and a write buffer each between
+    /// heartbeats.
+    fn idle(mut self) -> Self {
+        if self.conn.read_buffer().is_empty() {
+            *self.conn.read_buffer_mut() = bytes::BytesMut::new();
+        }
+        if self.conn.write_buffer().is_empty() {
+            *self.conn.write_buffer_mut() = bytes::BytesMut::new();
+        }
+        self
+    }
+}
+
+#[cfg(test)]
+impl KeptProbe {
+    /// A kept connection to `endpoint` whose far end is already closed.
+    pub(crate) fn for_test(endpoint: &str) -> Self {
+        let (ours, _) = std::os::unix::net::UnixStream::pair().expect("a socket pair");
+        ours.set_nonblocking(true).expect("non-blocking");
+        let stream = Stream::Unix(tokio::net::UnixStream::from_std(ours).expect("in a runtime"));
+        Self {
+            conn: tokio_util::codec::Framed::new(stream, guestcomm_protocol::FrameCodec::default()),
+            endpoint: endpoint.parse().expect("an address"),
+            psk: None,
+            agent: "guestcomm-agent test".into(),
+        }
+    }
+}
+
+/// Probes `vm`'s agent within [`PROBE_TIMEOUT_MS`]. On `kept`, the
+/// connection a previous probe kept, it asks `heartbeat`; a kept
+/// connection that the agent closed meanwhile (a restart, its idle bound)
+/// is no failure: a new connection is tried at once. A new connection is
+/// connect and handshake; with `keep`, it offers reuse and, when the agent
+/// agrees, asks `heartbeat` and is given back to be kept. Otherwise, with
+/// `counters`, it asks `heartbeat` too (whose failure fails nothing: it is
+/// logged at debug). The agent's counters are returned only with
+/// `counters`.
+pub(crate) async fn probe(
+    vm: &VmRow,
+    counters: bool,
+    kept: Option<KeptProbe>,
+    keep: bool,
+) -> (Result<Probed, ProbeFailure>, Option<KeptProbe>) {
+    let bound = Duration::from_millis(PROBE_TIMEOUT_MS);
+    let addr = &vm.endpoint;
+    let psk = vm.psk.as_ref();
+    let kept = kept.filter(|k| k.endpoint == *addr && k.psk.as_ref() == psk);
+    if let Some(kept) = kept {
+        let start = Instant::now();
+        let asked = guestcomm_client::integration::call_on(kept.conn, Call::Heartbeat);
+        match tokio::time::timeout(bound, asked).await {
+            Ok(Ok((Control::AgentCounters(answer), conn))) => {
+                let probed = Probed {
+                    rtt: start.elapsed(),
+                    agent: kept.agent.clone(),
+                    counters: counters.then_some(answer),
+                };
+                let kept = KeptProbe { conn, ..kept }.idle();
+                return (Ok(probed), Some(kept));
+            }
+            Ok(Ok((other, _))) => {
+                debug!(%addr, answer = other.kind(), "kept probe connection: not the agent's counters; connecting anew");
+            }
+            Ok(Err(e)) => {
+                debug!(%addr, error = %error_chain(&e), "kept probe connection closed; connecting anew");
+            }
+            Err(_) => {
+                let failure = ProbeFailure {
+                    detail: HealthDetail::AgentNotAnswering,
+                    error: format!("no answer to a heartbeat within {PROBE_TIMEOUT_MS} ms"),
+                };
+                return (Err(failure), None);
+            }
+        }
+    }
+    let start = Instant::now();
+    let attempt = async {
+        if keep {
+            guestcomm_client::connect_reusable(addr, crate::DAEMON_NAME, psk).await
+        } else {
+            open(addr, psk).await
+        }
+    };
+    let session = match tokio::time::timeout(bound, attempt).await {
+        Ok(Ok(session)) => session,
+        Ok(Err(e)) => {
+            let failure = ProbeFailure {
+                detail: classify(addr, &e),
+                error: error_chain(&e),
+            };
+            return (Err(failure), None);
+        }
+        Err(_) => {
+            let failure = ProbeFailure {
+                detail: HealthDetail::AgentNotAnswering,
+                error: format!("no answer within {PROBE_TIMEOUT_MS} ms"),
+            };
+            return (Err(failure), None);
+        }
+    };
+    let rtt = start.elapsed();
+    let agent = session.welcome.agent.clone();
+    let reusable = keep && session.reusable();
+    if !reusable && !counters {
+        let probed = Probed {
+            rtt,
+            agent,
+            counters: None,
+        };
+        return (Ok(probed), None);
+    }
+    let asked = guestcomm_client::integration::call_on(session.conn, Call::Heartbeat);
+    let (answer, conn) = match tokio::time::timeout(bound, asked).await {
+        Ok(Ok((Control::AgentCounters(answer), conn))) => (Some(answer), Some(conn)),
+        Ok(Ok((other, _))) => {
+            debug!(%addr, answer = other.kind(), "heartbeat: not the agent's counters");
+            (None, None)
+        }
+        Ok(Err(e)) => {
+            debug!(%addr, error = %error_chain(&e), "heartbeat: no counters (an older agent?)");
+            (None, None)
+        }
+        Err(_) => {
+            debug!(%addr, "heartbeat: no answer within {PROBE_TIMEOUT_MS} ms");
+            (None, None)
+        }
+    };
+    let kept = conn.filter(|_| reusable).map(|conn| {
+        KeptProbe {
+            conn,
+            endpoint: addr.clone(),
+            psk: psk.cloned(),
+            agent: agent.clone(),
+        }
+        .idle()
+    });
+    let probed = Probed {
+        rtt,
+        agent,
+        counters: answer.filter(|_| counters),
+    };
+    (Ok(probed), kept)
 }
 
 /// Where on the path to the agent at `addr` the failure `e` happened.
@@ -231,11 +345,62 @@ fn classify(addr: &Address, e: &ClientError) -> HealthDetail {
 mod tests {
     use super::*;
 
+    fn vm_at(endpoint: &str) -> VmRow {
+        VmRow::for_test("vm", endpoint)
+    }
+
     async fn detail_of(endpoint: &str) -> HealthDetail {
-        probe(&endpoint.parse().unwrap(), None, false)
-            .await
-            .expect_err("the probe must fail")
-            .detail
+        let (result, kept) = probe(&vm_at(endpoint), false, None, true).await;
+        assert!(kept.is_none(), "a failed probe keeps nothing");
+        result.expect_err("the probe must fail").detail
+    }
+
+    /// A kept connection to `endpoint` whose far end is `peer`.
+    fn kept_to(endpoint: &str) -> (KeptProbe, std::os::unix::net::UnixStream) {
+        let (ours, peer) = std::os::unix::net::UnixStream::pair().unwrap();
+        ours.set_nonblocking(true).unwrap();
+        let mut kept = KeptProbe::for_test(endpoint);
+        kept.conn = tokio_util::codec::Framed::new(
+            Stream::Unix(tokio::net::UnixStream::from_std(ours).unwrap()),
+            guestcomm_protocol::FrameCodec::default(),
+        );
+        (kept, peer)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_kept_connection_that_stays_silent_is_an_agent_not_answering() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let endpoint = format!("unix://{}", dir.path().join("agent.sock").display());
+        let (kept, _silent_peer) = kept_to(&endpoint);
+        let (result, again) = probe(&vm_at(&endpoint), false, Some(kept), true).await;
+        assert!(again.is_none());
+        let failure = result.expect_err("no answer");
+        assert_eq!(failure.detail, HealthDetail::AgentNotAnswering);
+        assert!(failure.error.contains("heartbeat"), "{}", failure.error);
+    }
+
+    #[tokio::test]
+    async fn a_kept_connection_the_agent_closed_is_no_failure_of_its_own() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let endpoint = format!("unix://{}", dir.path().join("agent.sock").display());
+        // Closed, and no agent listening any more: the probe connects anew
+        // and says what that found.
+        let (kept, peer) = kept_to(&endpoint);
+        drop(peer);
+        let (result, again) = probe(&vm_at(&endpoint), false, Some(kept), true).await;
+        assert!(again.is_none());
+        assert_eq!(
+            result.expect_err("nothing listens").detail,
+            HealthDetail::AgentNotListening
+        );
+        // Kept for another endpoint or key (the VM was changed): not used.
+        let (kept, _peer) = kept_to("unix:///elsewhere.sock");
+        let (result, again) = probe(&vm_at(&endpoint), false, Some(kept), true).await;
+        assert!(again.is_none());
+        assert_eq!(
+            result.expect_err("nothing listens").detail,
+            HealthDetail::AgentNotListening
+        );
     }
 
     #[tokio::test]

@@ -13,6 +13,16 @@ pub const DEFAULT_MAX_CONCURRENT_PROBES: usize = 64;
 /// unreachable. Shorter than the protocol's 10 s handshake bound, so that a
 /// silent agent does not hold a probe slot for a whole round.
 pub(crate) const PROBE_TIMEOUT_MS: u64 = 3_000;
+/// Most connections the health monitor keeps open to one agent endpoint
+/// for its next probes (docs/PROTOCOL.md 2.6): a quarter of an agent's
+/// default connection slots (256), so that VMs registered on one shared
+/// agent never fill it with the daemon's idle heartbeats. One VM per agent,
+/// the usual case, keeps one.
+pub(crate) const MAX_KEPT_PROBES_PER_AGENT: usize = 64;
+/// Most probe connections kept open in all: one per VM up to 16,384 VMs
+/// (counted in [`OPEN_FILES_WANTED`]); VMs past it are probed with a
+/// connection each time, as without reuse.
+pub(crate) const MAX_KEPT_PROBES: usize = 16_384;
 /// The health probes ask the agents for their counters (`heartbeat`) one
 /// round in this many (every 30 s at the default 5 s heartbeat), and only
 /// while the metrics are read ([`METRICS_READ_RECENTLY_S`]): at 10,000
@@ -73,13 +83,15 @@ pub(crate) const MAX_GUEST_RELAYS: usize = 1024;
 
 /// File descriptors the daemon may hold at its caps: two sockets per relay
 /// ([`MAX_RELAYS`] and [`MAX_GUEST_RELAYS`]), a warm agent connection per
-/// VM for a few thousand VMs, the health probes and the database, the API
-/// connections at the default caps ([`HTTP_CONNECTIONS_AT_CAPS`]) and the
-/// TLS handshakes: 20,544, far below the unit's `LimitNOFILE=65536`. At
+/// VM for a few thousand VMs, the health probes and the database, the
+/// probes' kept connections ([`MAX_KEPT_PROBES`]), the API connections at
+/// the default caps ([`HTTP_CONNECTIONS_AT_CAPS`]) and the TLS handshakes:
+/// 36,928, well below the unit's `LimitNOFILE=65536`. At
 /// start the daemon raises its soft limit to the hard one and warns when
 /// that is lower than this.
 pub const OPEN_FILES_WANTED: u64 = 2 * (MAX_RELAYS + MAX_GUEST_RELAYS) as u64
     + 8_192
+    + MAX_KEPT_PROBES as u64
     + HTTP_CONNECTIONS_AT_CAPS as u64
     + MAX_TLS_HANDSHAKES as u64;
 

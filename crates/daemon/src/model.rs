@@ -37,6 +37,22 @@ pub(crate) struct VmRow {
     pub(crate) psk: Option<Psk>,
 }
 
+#[cfg(test)]
+impl VmRow {
+    /// A VM named `name` at `endpoint`, with no key, for tests.
+    pub(crate) fn for_test(name: &str, endpoint: &str) -> Self {
+        Self {
+            id: Uuid::new_v4(),
+            name: name.into(),
+            endpoint: endpoint.parse().expect("an address"),
+            interface_enabled: true,
+            default_policy: Policy::Enabled,
+            created_at: 0,
+            psk: None,
+        }
+    }
+}
+
 /// A service registration row.
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) struct ServiceRow {

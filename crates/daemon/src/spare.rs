@@ -231,15 +231,7 @@ mod tests {
     }
 
     fn vm(endpoint: &str) -> VmRow {
-        VmRow {
-            id: uuid::Uuid::new_v4(),
-            name: "web1".into(),
-            endpoint: endpoint.parse().unwrap(),
-            interface_enabled: true,
-            default_policy: crate::model::Policy::Enabled,
-            created_at: 0,
-            psk: None,
-        }
+        VmRow::for_test("web1", endpoint)
     }
 
     /// What module `agent` does: a spare made by connecting to `vm`'s

@@ -3,18 +3,33 @@
 //!
 //! A probe ([`crate::agent::probe`]) is a connection and a handshake (the
 //! agent's Welcome gives its version; the time it takes is the round-trip
-//! time). Each round waits for its probes (so rounds never pile up), and a
-//! semaphore bounds how many run at once. When an agent answers after not answering (or while its
-//! key-value pool waits for delivery), the pool is pushed to it.
+//! time). When the agent agrees to reuse, the probe's connection is kept
+//! for the VM's next probe, which is then a `heartbeat` request and its
+//! answer: at 10,000 VMs, opening a socket and authenticating every 5 s
+//! was most of the daemon's idle CPU. Kept connections are bounded per
+//! agent endpoint ([`MAX_KEPT_PROBES_PER_AGENT`]) and in all
+//! ([`MAX_KEPT_PROBES`]), and kept only when the interval is well within
+//! the agent's wait for a next request.
+//!
+//! Each round waits for its probes (so rounds never pile up), and a
+//! semaphore bounds how many run at once. When an agent answers after not
+//! answering (or while its key-value pool waits for delivery), the pool is
+//! pushed to it.
 
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use guestcomm_protocol::error_chain;
 use tokio::sync::Semaphore;
 use tracing::warn;
 
-use crate::limits::AGENT_COUNTERS_EVERY_ROUNDS;
+use guestcomm_protocol::limits::HANDSHAKE_TIMEOUT_MS;
+use guestcomm_transport::Address;
+use uuid::Uuid;
+
+use crate::agent::KeptProbe;
+use crate::limits::{AGENT_COUNTERS_EVERY_ROUNDS, MAX_KEPT_PROBES, MAX_KEPT_PROBES_PER_AGENT};
 use crate::model::VmRow;
 use crate::state::State;
 
@@ -46,12 +61,96 @@ impl Rounds {
     }
 }
 
+/// The probes' kept connections, by VM, and how many each agent endpoint
+/// holds.
+#[derive(Default)]
+struct KeptProbes {
+    inner: Mutex<Kept>,
+}
+
+#[derive(Default)]
+struct Kept {
+    by_vm: HashMap<Uuid, KeptProbe>,
+    per_agent: HashMap<Address, usize>,
+}
+
+impl Kept {
+    fn forget(&mut self, kept: &KeptProbe) {
+        if let Some(n) = self.per_agent.get_mut(kept.endpoint()) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_agent.remove(kept.endpoint());
+            }
+        }
+    }
+}
+
+impl KeptProbes {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Kept> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// `vm`'s kept connection, taken out for its probe.
+    fn take(&self, vm: Uuid) -> Option<KeptProbe> {
+        let mut kept = self.lock();
+        let taken = kept.by_vm.remove(&vm)?;
+        kept.forget(&taken);
+        Some(taken)
+    }
+
+    /// Whether a new connection to `endpoint` may be kept.
+    fn room_for(&self, endpoint: &Address) -> bool {
+        let kept = self.lock();
+        kept.by_vm.len() < MAX_KEPT_PROBES
+            && kept.per_agent.get(endpoint).copied().unwrap_or(0) < MAX_KEPT_PROBES_PER_AGENT
+    }
+
+    /// Keeps `conn` for `vm`'s next probe, if there is still room (it is
+    /// closed otherwise).
+    fn put(&self, vm: Uuid, conn: KeptProbe) {
+        let mut kept = self.lock();
+        let n = kept.per_agent.get(conn.endpoint()).copied().unwrap_or(0);
+        if kept.by_vm.len() >= MAX_KEPT_PROBES || n >= MAX_KEPT_PROBES_PER_AGENT {
+            return;
+        }
+        kept.per_agent.insert(conn.endpoint().clone(), n + 1);
+        if let Some(old) = kept.by_vm.insert(vm, conn) {
+            kept.forget(&old);
+        }
+    }
+
+    /// Closes the connections of VMs not in `vms`.
+    fn retain(&self, vms: &HashSet<Uuid>) {
+        let mut kept = self.lock();
+        let gone: Vec<Uuid> = kept
+            .by_vm
+            .keys()
+            .filter(|id| !vms.contains(id))
+            .copied()
+            .collect();
+        for id in gone {
+            if let Some(old) = kept.by_vm.remove(&id) {
+                kept.forget(&old);
+            }
+        }
+    }
+}
+
+/// Whether probes every `interval` may keep their connections: the next
+/// heartbeat must come well before the agent stops waiting for a next
+/// request (`HANDSHAKE_TIMEOUT_MS`), even in a round that starts late.
+fn keeps_connections(interval: Duration) -> bool {
+    interval.as_millis() * 2 <= u128::from(HANDSHAKE_TIMEOUT_MS)
+}
+
 /// Runs the monitor until the task is dropped.
 pub(crate) async fn monitor(state: Arc<State>, interval: Duration, max_concurrent: usize) {
     let slots = Arc::new(Semaphore::new(max_concurrent.max(1)));
     let mut rounds = Rounds::new(interval, "health monitor");
     let mut rounds_started: u64 = 0;
     let mut previous: Option<Arc<Vec<VmRow>>> = None;
+    let keep = keeps_connections(interval);
+    let kept = Arc::new(KeptProbes::default());
     loop {
         let vms = rounds.next(&state).await;
         rounds_started += 1;
@@ -60,7 +159,9 @@ pub(crate) async fn monitor(state: Arc<State>, interval: Duration, max_concurren
         // The same inventory as last round (the configuration did not
         // change): no VM went, nothing to forget.
         if !previous.as_ref().is_some_and(|p| Arc::ptr_eq(p, &vms)) {
-            state.health.retain(&vms.iter().map(|v| v.id).collect());
+            let ids = vms.iter().map(|v| v.id).collect();
+            state.health.retain(&ids);
+            kept.retain(&ids);
             previous = Some(vms.clone());
         }
         let delivery = match state.db(|s| s.kvp_delivery_state()).await {
@@ -74,6 +175,8 @@ pub(crate) async fn monitor(state: Arc<State>, interval: Duration, max_concurren
         // A VM its hypervisor reports paused or off is not probed.
         for (at, vm) in vms.iter().enumerate() {
             if !state.health.probed(vm.id) {
+                // Paused or off: its agent cannot answer on a kept connection.
+                drop(kept.take(vm.id));
                 continue;
             }
             let Ok(permit) = slots.clone().acquire_owned().await else {
@@ -87,16 +190,21 @@ pub(crate) async fn monitor(state: Arc<State>, interval: Duration, max_concurren
             // The task borrows its VM from the shared inventory: no copy of
             // each row every heartbeat.
             let vms = vms.clone();
+            let kept = kept.clone();
             round.spawn(async move {
                 let vm = &vms[at];
-                let result = crate::agent::probe(&vm.endpoint, vm.psk.as_ref(), counters)
-                    .await
-                    .map(|probed| {
-                        if let Some(counters) = &probed.counters {
-                            state.metrics.agent_counters(&vm.name, counters);
-                        }
-                        (probed.rtt, probed.agent)
-                    });
+                let previous = kept.take(vm.id);
+                let keep_new = keep && (previous.is_some() || kept.room_for(&vm.endpoint));
+                let (result, conn) = crate::agent::probe(vm, counters, previous, keep_new).await;
+                if let Some(conn) = conn {
+                    kept.put(vm.id, conn);
+                }
+                let result = result.map(|probed| {
+                    if let Some(counters) = &probed.counters {
+                        state.metrics.agent_counters(&vm.name, counters);
+                    }
+                    (probed.rtt, probed.agent)
+                });
                 let answered = result.is_ok();
                 let came_back = state.health.record(vm, result);
                 if answered {
@@ -107,5 +215,45 @@ pub(crate) async fn monitor(state: Arc<State>, interval: Duration, max_concurren
             });
         }
         while round.join_next().await.is_some() {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connections_are_kept_only_when_the_agent_waits_long_enough_for_the_next_probe() {
+        assert!(keeps_connections(Duration::from_secs(5)));
+        assert!(keeps_connections(Duration::from_millis(100)));
+        assert!(!keeps_connections(Duration::from_millis(5_001)));
+        assert!(!keeps_connections(Duration::from_secs(60)));
+    }
+
+    #[tokio::test]
+    async fn kept_connections_are_bounded_per_agent_and_forgotten_with_their_vm() {
+        let kept = KeptProbes::default();
+        let shared: Address = "unix:///shared.sock".parse().unwrap();
+        let vms: Vec<Uuid> = (0..=MAX_KEPT_PROBES_PER_AGENT)
+            .map(|_| Uuid::new_v4())
+            .collect();
+        for (at, vm) in vms.iter().enumerate() {
+            assert_eq!(kept.room_for(&shared), at < MAX_KEPT_PROBES_PER_AGENT);
+            kept.put(*vm, KeptProbe::for_test("unix:///shared.sock"));
+        }
+        // The one past the bound was closed, not kept.
+        assert!(kept.take(vms[MAX_KEPT_PROBES_PER_AGENT]).is_none());
+        let other: Address = "unix:///other.sock".parse().unwrap();
+        assert!(kept.room_for(&other), "the bound is per agent");
+        // Taken out for a probe: room again until it is put back.
+        let first = kept.take(vms[0]).expect("kept");
+        assert!(kept.room_for(&shared));
+        kept.put(vms[0], first);
+        assert!(!kept.room_for(&shared));
+        // VMs that left the inventory lose theirs.
+        kept.retain(&vms[1..].iter().copied().collect());
+        assert!(kept.take(vms[0]).is_none());
+        assert!(kept.room_for(&shared));
+        assert!(kept.take(vms[1]).is_some());
     }
 }
