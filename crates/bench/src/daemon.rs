@@ -11,8 +11,10 @@
 //!     Every sample is followed by an unmeasured pause of [`SETTLE`], so
 //!     the daemon's background work (making the next warm connection) does
 //!     not land on the next sample of another path.
-//! D2. the daemon with `vms` VMs registered (all pointing at the same agent,
-//!     as the target allows; 10,000 by default) and heartbeats every 5 s:
+//! D2. the daemon with `vms` VMs registered (10,000 by default, spread over
+//!     agents `vms_per_agent` to each, 50 by default: each VM's agent is one
+//!     process in real life, and the daemon keeps at most 64 probe
+//!     connections open to one agent) and heartbeats every 5 s:
 //!     CPU over an idle period from /proc/PID/stat, resident memory at its
 //!     end and at its peak (VmHWM), and `guestcomm vm list --json` of them
 //!     all through the CLI. Targets: under 2% of one core, under 128 MiB,
@@ -28,6 +30,7 @@ use guestcomm_api::{AddVm, ApiClient, Method, NewCredentials, Vm};
 use guestcomm_transport::Address;
 use tokio::runtime::Runtime;
 
+use crate::agent::AgentGuard;
 use crate::cases::{exec_true_over, library_true, rotated, run_timed};
 use crate::report::Machine;
 use crate::stats::Samples;
@@ -120,12 +123,22 @@ impl Drop for DaemonGuard {
     }
 }
 
+/// Case D2's fleet: how many VMs, on how many agents, idle for how long.
+pub(crate) struct Fleet<'a> {
+    /// The agent binary (one process per `vms_per_agent` VMs).
+    pub(crate) agent_bin: &'a Path,
+    pub(crate) vms: usize,
+    pub(crate) vms_per_agent: usize,
+    pub(crate) idle_secs: u64,
+}
+
 /// The figures of case D.
 pub(crate) struct DaemonFigures {
     direct: Samples,
     through: Samples,
     through_cold: Samples,
     vms: usize,
+    agents: usize,
     idle_secs: u64,
     cpu_percent: f64,
     rss_mib: f64,
@@ -199,8 +212,7 @@ pub(crate) fn daemon_case(
     (daemon_bin, cli): (&Path, &Path),
     iterations: usize,
     warmup: usize,
-    vms: usize,
-    idle_secs: u64,
+    fleet: &Fleet<'_>,
 ) -> anyhow::Result<DaemonFigures> {
     let daemon = DaemonGuard::start(daemon_bin, &[])?;
     let cold_daemon = DaemonGuard::start(daemon_bin, &["--no-warm-connections"])?;
@@ -237,11 +249,24 @@ pub(crate) fn daemon_case(
         }
     }
     drop(cold_daemon);
+    let vms = fleet.vms;
+    let idle_secs = fleet.idle_secs;
+    // The first agent already serves VM "bench"; the others start now.
+    let more = vms.div_ceil(fleet.vms_per_agent.max(1)).saturating_sub(1);
+    let fleet_agents = (0..more)
+        .map(|_| AgentGuard::start(fleet.agent_bin, rt))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let endpoints: Vec<String> = std::iter::once(agent.to_string())
+        .chain(fleet_agents.iter().map(|a| a.addr().to_string()))
+        .collect();
     rt.block_on(async {
         for i in 1..vms {
-            client
-                .send::<_, Vm>(Method::POST, "/v1/vms", &add(format!("vm{i:05}")))
-                .await?;
+            let vm = AddVm {
+                name: format!("vm{i:05}"),
+                endpoint: endpoints[i / fleet.vms_per_agent.max(1)].clone(),
+                credentials: NewCredentials::Auto,
+            };
+            client.send::<_, Vm>(Method::POST, "/v1/vms", &vm).await?;
         }
         anyhow::Ok(())
     })?;
@@ -262,6 +287,7 @@ pub(crate) fn daemon_case(
         through,
         through_cold,
         vms,
+        agents: endpoints.len(),
         idle_secs,
         cpu_percent: 100.0 * used.as_secs_f64() / idle_secs as f64,
         rss_mib,
@@ -310,8 +336,11 @@ pub(crate) fn render(m: &Machine, iterations: usize, warmup: usize, d: &DaemonFi
     }
     let _ = writeln!(
         o,
-        "\n### D2. {} VMs registered, heartbeat every {HEARTBEAT}\n\nCPU over {} s idle (user + system from /proc), resident memory at the end and its peak (VmHWM, the registration included), then `guestcomm vm list --json` {LIST_SAMPLES} times.\n",
-        d.vms, d.idle_secs
+        "\n### D2. {} VMs registered, heartbeat every {HEARTBEAT}\n\n{} VMs on each of {} agents (Unix sockets). CPU over {} s idle (user + system from /proc), resident memory at the end and its peak (VmHWM, the registration included), then `guestcomm vm list --json` {LIST_SAMPLES} times.\n",
+        d.vms,
+        d.vms.div_ceil(d.agents.max(1)),
+        d.agents,
+        d.idle_secs
     );
     let _ = writeln!(
         o,

@@ -192,6 +192,11 @@ struct Args {
     #[arg(long, value_name = "N", default_value_t = 10_000, value_parser = positive)]
     vms: usize,
 
+    /// VMs per agent process in case D2 (each VM's agent is its own process
+    /// in real life; guestcommd keeps at most 64 probe connections to one).
+    #[arg(long, value_name = "N", default_value_t = 50, value_parser = positive)]
+    vms_per_agent: usize,
+
     /// Seconds of idle CPU measured in case D2.
     #[arg(long, value_name = "SECONDS", default_value_t = 30)]
     idle_secs: u64,
@@ -415,8 +420,12 @@ fn run(args: Args) -> anyhow::Result<()> {
             (&daemon_bin, &cli_bin),
             args.iterations,
             args.warmup,
-            args.vms,
-            args.idle_secs,
+            &daemon::Fleet {
+                agent_bin: &agent_bin,
+                vms: args.vms,
+                vms_per_agent: args.vms_per_agent,
+                idle_secs: args.idle_secs,
+            },
         )?;
         let section = daemon::render(&Machine::probe(), args.iterations, args.warmup, &d);
         publish(&args, &section)?;

@@ -229,6 +229,18 @@ pub(crate) async fn probe(
             }
         }
     }
+    // Boxed: the common probe (a kept connection) stays a small future.
+    Box::pin(probe_anew(addr, psk, counters, keep)).await
+}
+
+/// [`probe`] on a new connection.
+async fn probe_anew(
+    addr: &Address,
+    psk: Option<&Psk>,
+    counters: bool,
+    keep: bool,
+) -> (Result<Probed, ProbeFailure>, Option<KeptProbe>) {
+    let bound = Duration::from_millis(PROBE_TIMEOUT_MS);
     let start = Instant::now();
     let attempt = async {
         if keep {

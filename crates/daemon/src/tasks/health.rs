@@ -11,8 +11,8 @@
 //! ([`MAX_KEPT_PROBES`]), and kept only when the interval is well within
 //! the agent's wait for a next request.
 //!
-//! Each round waits for its probes (so rounds never pile up), and a
-//! semaphore bounds how many run at once. When an agent answers after not
+//! Each round waits for its probes (so rounds never pile up), which run
+//! inside the monitor's task, at most `--max-concurrent-probes` at once. When an agent answers after not
 //! answering (or while its key-value pool waits for delivery), the pool is
 //! pushed to it.
 
@@ -20,8 +20,8 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures::StreamExt;
 use guestcomm_protocol::error_chain;
-use tokio::sync::Semaphore;
 use tracing::warn;
 
 use guestcomm_protocol::limits::HANDSHAKE_TIMEOUT_MS;
@@ -32,6 +32,7 @@ use crate::agent::KeptProbe;
 use crate::limits::{AGENT_COUNTERS_EVERY_ROUNDS, MAX_KEPT_PROBES, MAX_KEPT_PROBES_PER_AGENT};
 use crate::model::VmRow;
 use crate::state::State;
+use crate::store::KvpDeliveryState;
 
 /// Rounds over every VM at a fixed interval (the monitor, the time sync);
 /// a round that starts late is not made up for.
@@ -145,12 +146,11 @@ fn keeps_connections(interval: Duration) -> bool {
 
 /// Runs the monitor until the task is dropped.
 pub(crate) async fn monitor(state: Arc<State>, interval: Duration, max_concurrent: usize) {
-    let slots = Arc::new(Semaphore::new(max_concurrent.max(1)));
     let mut rounds = Rounds::new(interval, "health monitor");
     let mut rounds_started: u64 = 0;
     let mut previous: Option<Arc<Vec<VmRow>>> = None;
     let keep = keeps_connections(interval);
-    let kept = Arc::new(KeptProbes::default());
+    let kept = KeptProbes::default();
     loop {
         let vms = rounds.next(&state).await;
         rounds_started += 1;
@@ -165,56 +165,59 @@ pub(crate) async fn monitor(state: Arc<State>, interval: Duration, max_concurren
             previous = Some(vms.clone());
         }
         let delivery = match state.db(|s| s.kvp_delivery_state()).await {
-            Ok(delivery) => Arc::new(delivery),
+            Ok(delivery) => delivery,
             Err(e) => {
                 warn!(error = %error_chain(&e), "cannot read the key-value state; no delivery this round");
-                Arc::default()
+                KvpDeliveryState::default()
             }
         };
-        let mut round = tokio::task::JoinSet::new();
-        // A VM its hypervisor reports paused or off is not probed.
-        for (at, vm) in vms.iter().enumerate() {
-            if !state.health.probed(vm.id) {
-                // Paused or off: its agent cannot answer on a kept connection.
+        // A VM its hypervisor reports paused or off is not probed (and its
+        // agent cannot answer on a kept connection).
+        let probed = vms.iter().filter(|vm| {
+            let probed = state.health.probed(vm.id);
+            if !probed {
                 drop(kept.take(vm.id));
-                continue;
             }
-            let Ok(permit) = slots.clone().acquire_owned().await else {
-                return;
-            };
-            // Finished probes are reaped as the round goes, so the set holds
-            // about as many tasks as run at once, not one per VM.
-            while round.try_join_next().is_some() {}
-            let state = state.clone();
-            let delivery = delivery.clone();
-            // The task borrows its VM from the shared inventory: no copy of
-            // each row every heartbeat.
-            let vms = vms.clone();
-            let kept = kept.clone();
-            round.spawn(async move {
-                let vm = &vms[at];
-                let previous = kept.take(vm.id);
-                let keep_new = keep && (previous.is_some() || kept.room_for(&vm.endpoint));
-                let (result, conn) = crate::agent::probe(vm, counters, previous, keep_new).await;
-                if let Some(conn) = conn {
-                    kept.put(vm.id, conn);
-                }
-                let result = result.map(|probed| {
-                    if let Some(counters) = &probed.counters {
-                        state.metrics.agent_counters(&vm.name, counters);
-                    }
-                    (probed.rtt, probed.agent)
-                });
-                let answered = result.is_ok();
-                let came_back = state.health.record(vm, result);
-                if answered {
-                    // Deliver what the agent missed.
-                    crate::ops::integration::push_if_needed(&state, vm, came_back, &delivery).await;
-                }
-                drop(permit);
-            });
+            probed
+        });
+        // The round's probes run inside this task, at most `max_concurrent`
+        // at once: no task per probe to spawn and wake across threads, and
+        // each borrows its VM from the shared inventory.
+        let (state, kept, delivery) = (&state, &kept, &delivery);
+        futures::stream::iter(probed)
+            .for_each_concurrent(max_concurrent.max(1), |vm| async move {
+                probe_one(state, vm, counters, (keep, kept), delivery).await;
+            })
+            .await;
+    }
+}
+
+/// Probes `vm` on its kept connection (or a new one), records the answer,
+/// and delivers the key-value pool the agent missed.
+async fn probe_one(
+    state: &Arc<State>,
+    vm: &VmRow,
+    counters: bool,
+    (keep, kept): (bool, &KeptProbes),
+    delivery: &KvpDeliveryState,
+) {
+    let previous = kept.take(vm.id);
+    let keep_new = keep && (previous.is_some() || kept.room_for(&vm.endpoint));
+    let (result, conn) = crate::agent::probe(vm, counters, previous, keep_new).await;
+    if let Some(conn) = conn {
+        kept.put(vm.id, conn);
+    }
+    let result = result.map(|probed| {
+        if let Some(counters) = &probed.counters {
+            state.metrics.agent_counters(&vm.name, counters);
         }
-        while round.join_next().await.is_some() {}
+        (probed.rtt, probed.agent)
+    });
+    let answered = result.is_ok();
+    let came_back = state.health.record(vm, result);
+    if answered {
+        // Deliver what the agent missed.
+        crate::ops::integration::push_if_needed(state, vm, came_back, delivery).await;
     }
 }
 
