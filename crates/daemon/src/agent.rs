@@ -152,19 +152,28 @@ impl KeptProbe {
         &self.endpoint
     }
 
-    /// Gives the idle connection's buffers back: thousands of kept
-    /// connections must not hold a read and a write buffer each between
-    /// heartbeats.
+    /// Trims the idle connection's buffers to [`KEPT_BUFFER_BYTES`]:
+    /// thousands of kept connections must not hold a bulk-sized read and
+    /// write buffer each between heartbeats. (Not to nothing: reading into
+    /// an empty buffer takes a read per doubling of its size.)
     fn idle(mut self) -> Self {
-        if self.conn.read_buffer().is_empty() {
-            *self.conn.read_buffer_mut() = bytes::BytesMut::new();
+        if self.conn.read_buffer().is_empty()
+            && self.conn.read_buffer().capacity() > KEPT_BUFFER_BYTES
+        {
+            *self.conn.read_buffer_mut() = bytes::BytesMut::with_capacity(KEPT_BUFFER_BYTES);
         }
-        if self.conn.write_buffer().is_empty() {
-            *self.conn.write_buffer_mut() = bytes::BytesMut::new();
+        if self.conn.write_buffer().is_empty()
+            && self.conn.write_buffer().capacity() > KEPT_BUFFER_BYTES
+        {
+            *self.conn.write_buffer_mut() = bytes::BytesMut::with_capacity(KEPT_BUFFER_BYTES);
         }
         self
     }
 }
+
+/// What a kept probe connection's buffers hold between heartbeats: a
+/// heartbeat's request and its answer (the agent's counters) fit.
+const KEPT_BUFFER_BYTES: usize = 1024;
 
 #[cfg(test)]
 impl KeptProbe {
