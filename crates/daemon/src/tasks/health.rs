@@ -63,7 +63,9 @@ impl Rounds {
 }
 
 /// The probes' kept connections, by VM, and how many each agent endpoint
-/// holds.
+/// holds. A VM's slot stays while its probe runs: a heartbeat on a kept
+/// connection costs two lookups by VM id, and only a connection kept anew
+/// or given up touches the count of its endpoint.
 #[derive(Default)]
 struct KeptProbes {
     inner: Mutex<Kept>,
@@ -71,16 +73,25 @@ struct KeptProbes {
 
 #[derive(Default)]
 struct Kept {
-    by_vm: HashMap<Uuid, KeptProbe>,
+    by_vm: HashMap<Uuid, Slot>,
     per_agent: HashMap<Address, usize>,
 }
 
+/// A VM's kept connection, out (`None`) while its probe runs.
+struct Slot {
+    endpoint: Address,
+    conn: Option<KeptProbe>,
+}
+
 impl Kept {
-    fn forget(&mut self, kept: &KeptProbe) {
-        if let Some(n) = self.per_agent.get_mut(kept.endpoint()) {
+    fn remove(&mut self, vm: Uuid) {
+        let Some(slot) = self.by_vm.remove(&vm) else {
+            return;
+        };
+        if let Some(n) = self.per_agent.get_mut(&slot.endpoint) {
             *n -= 1;
             if *n == 0 {
-                self.per_agent.remove(kept.endpoint());
+                self.per_agent.remove(&slot.endpoint);
             }
         }
     }
@@ -91,12 +102,10 @@ impl KeptProbes {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// `vm`'s kept connection, taken out for its probe.
+    /// `vm`'s kept connection, taken out for its probe ([`KeptProbes::put`]
+    /// or [`KeptProbes::release`] after it).
     fn take(&self, vm: Uuid) -> Option<KeptProbe> {
-        let mut kept = self.lock();
-        let taken = kept.by_vm.remove(&vm)?;
-        kept.forget(&taken);
-        Some(taken)
+        self.lock().by_vm.get_mut(&vm)?.conn.take()
     }
 
     /// Whether a new connection to `endpoint` may be kept.
@@ -110,14 +119,30 @@ impl KeptProbes {
     /// closed otherwise).
     fn put(&self, vm: Uuid, conn: KeptProbe) {
         let mut kept = self.lock();
+        match kept.by_vm.get_mut(&vm) {
+            Some(slot) if slot.endpoint == *conn.endpoint() => {
+                slot.conn = Some(conn);
+                return;
+            }
+            Some(_) => kept.remove(vm),
+            None => {}
+        }
         let n = kept.per_agent.get(conn.endpoint()).copied().unwrap_or(0);
         if kept.by_vm.len() >= MAX_KEPT_PROBES || n >= MAX_KEPT_PROBES_PER_AGENT {
             return;
         }
         kept.per_agent.insert(conn.endpoint().clone(), n + 1);
-        if let Some(old) = kept.by_vm.insert(vm, conn) {
-            kept.forget(&old);
-        }
+        let slot = Slot {
+            endpoint: conn.endpoint().clone(),
+            conn: Some(conn),
+        };
+        kept.by_vm.insert(vm, slot);
+    }
+
+    /// Gives up `vm`'s slot: its probe kept no connection, or it is not
+    /// probed.
+    fn release(&self, vm: Uuid) {
+        self.lock().remove(vm);
     }
 
     /// Closes the connections of VMs not in `vms`.
@@ -130,9 +155,7 @@ impl KeptProbes {
             .copied()
             .collect();
         for id in gone {
-            if let Some(old) = kept.by_vm.remove(&id) {
-                kept.forget(&old);
-            }
+            kept.remove(id);
         }
     }
 }
@@ -176,7 +199,7 @@ pub(crate) async fn monitor(state: Arc<State>, interval: Duration, max_concurren
         let probed = vms.iter().filter(|vm| {
             let probed = state.health.probed(vm.id);
             if !probed {
-                drop(kept.take(vm.id));
+                kept.release(vm.id);
             }
             probed
         });
@@ -204,8 +227,9 @@ async fn probe_one(
     let previous = kept.take(vm.id);
     let keep_new = keep && (previous.is_some() || kept.room_for(&vm.endpoint));
     let (result, conn) = crate::agent::probe(vm, counters, previous, keep_new).await;
-    if let Some(conn) = conn {
-        kept.put(vm.id, conn);
+    match conn {
+        Some(conn) => kept.put(vm.id, conn),
+        None => kept.release(vm.id),
     }
     let result = result.map(|probed| {
         if let Some(counters) = &probed.counters {
@@ -248,15 +272,24 @@ mod tests {
         assert!(kept.take(vms[MAX_KEPT_PROBES_PER_AGENT]).is_none());
         let other: Address = "unix:///other.sock".parse().unwrap();
         assert!(kept.room_for(&other), "the bound is per agent");
-        // Taken out for a probe: room again until it is put back.
+        // Taken out for a probe: the slot stays the VM's until it is put
+        // back or released.
         let first = kept.take(vms[0]).expect("kept");
-        assert!(kept.room_for(&shared));
-        kept.put(vms[0], first);
+        assert!(kept.take(vms[0]).is_none(), "out while its probe runs");
         assert!(!kept.room_for(&shared));
-        // VMs that left the inventory lose theirs.
-        kept.retain(&vms[1..].iter().copied().collect());
-        assert!(kept.take(vms[0]).is_none());
+        kept.put(vms[0], first);
+        assert!(kept.take(vms[0]).is_some());
+        kept.release(vms[0]);
         assert!(kept.room_for(&shared));
-        assert!(kept.take(vms[1]).is_some());
+        kept.put(vms[0], KeptProbe::for_test("unix:///shared.sock"));
+        assert!(!kept.room_for(&shared));
+        // A VM moved to another endpoint counts there.
+        kept.put(vms[0], KeptProbe::for_test("unix:///other.sock"));
+        assert!(kept.room_for(&shared));
+        assert!(kept.take(vms[0]).is_some());
+        // VMs that left the inventory lose theirs.
+        kept.retain(&vms[2..].iter().copied().collect());
+        assert!(kept.take(vms[1]).is_none());
+        assert!(kept.take(vms[2]).is_some());
     }
 }
