@@ -152,6 +152,21 @@ impl KeptProbe {
         &self.endpoint
     }
 
+    /// Whether it was opened to `endpoint`. Paths are compared byte for
+    /// byte, not component by component as `Path`'s equality does: this
+    /// runs on every heartbeat, and a path written differently only costs
+    /// a new connection.
+    pub(crate) fn is_for(&self, endpoint: &Address) -> bool {
+        match (&self.endpoint, endpoint) {
+            (Address::Unix(a), Address::Unix(b)) => a.as_os_str() == b.as_os_str(),
+            (
+                Address::HybridVsock { path: a, port: p },
+                Address::HybridVsock { path: b, port: q },
+            ) => p == q && a.as_os_str() == b.as_os_str(),
+            (a, b) => a == b,
+        }
+    }
+
     /// Trims the idle connection's buffers to [`KEPT_BUFFER_BYTES`]:
     /// thousands of kept connections must not hold a bulk-sized read and
     /// write buffer each between heartbeats. (Not to nothing: reading into
@@ -209,7 +224,7 @@ pub(crate) async fn probe(
     let bound = Duration::from_millis(PROBE_TIMEOUT_MS);
     let addr = &vm.endpoint;
     let psk = vm.psk.as_ref();
-    let kept = kept.filter(|k| k.endpoint == *addr && k.psk.as_ref() == psk);
+    let kept = kept.filter(|k| k.is_for(addr) && k.psk.as_ref() == psk);
     if let Some(kept) = kept {
         let start = Instant::now();
         let asked = guestcomm_client::integration::call_on(kept.conn, Call::Heartbeat);

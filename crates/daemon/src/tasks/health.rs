@@ -120,7 +120,7 @@ impl KeptProbes {
     fn put(&self, vm: Uuid, conn: KeptProbe) {
         let mut kept = self.lock();
         match kept.by_vm.get_mut(&vm) {
-            Some(slot) if slot.endpoint == *conn.endpoint() => {
+            Some(slot) if conn.is_for(&slot.endpoint) => {
                 slot.conn = Some(conn);
                 return;
             }
