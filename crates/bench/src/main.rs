@@ -82,7 +82,8 @@
 //!
 //! With `--plots DIR`, every case draws a PNG chart into DIR: case E its
 //! four (`plot.rs`), G and K guestcomm's advantage per workload, and every
-//! other case `NAME.png` (so far exec and cp): each path's ratio to the baseline the case measured in the
+//! other case `NAME.png` (exec, cp, daemon, auth, load, ansible-vm,
+//! metrics): each path's ratio to the baseline the case measured in the
 //! same run, the baseline a bar at 1, ratio targets as lines (`ratio.rs`).
 //!
 //! Targets: library exec overhead under 1 ms; library stdout
@@ -268,8 +269,8 @@ struct Args {
     case: Case,
 
     /// Also draw each case's charts as PNG files into this directory
-    /// (e.g. docs/img): case E's four, compare-vm.png, ssh-vm.png,
-    /// exec.png and cp.png (each path's ratio to its baseline).
+    /// (e.g. docs/img): case E's four, compare-vm.png, ssh-vm.png, and for
+    /// every other case NAME.png, its paths' ratios to its baseline.
     #[arg(long, value_name = "DIR")]
     plots: Option<PathBuf>,
 
@@ -426,6 +427,7 @@ fn run(args: Args) -> anyhow::Result<()> {
             args.idle_secs,
         )?;
         let section = daemon::render(&Machine::probe(), args.iterations, args.warmup, &d);
+        draw(&args, &d.chart())?;
         publish(&args, &section)?;
     }
     if matches!(args.case, Case::Metrics | Case::All) {
@@ -442,6 +444,7 @@ fn run(args: Args) -> anyhow::Result<()> {
             args.warmup,
         )?;
         let section = metrics_cost::render(&Machine::probe(), args.iterations, args.warmup, &j);
+        draw(&args, &j.chart())?;
         publish(&args, &section)?;
     }
     if matches!(args.case, Case::Cp | Case::All) {
@@ -487,6 +490,7 @@ fn run(args: Args) -> anyhow::Result<()> {
             args.bytes,
         )?;
         let section = f.render(&Machine::probe());
+        draw(&args, &f.chart())?;
         publish(&args, &section)?;
     }
     if matches!(args.case, Case::Compare | Case::All) {
@@ -633,6 +637,7 @@ fn run_ansible_vm(
         tool_version("qemu-system-x86_64", &tool_dirs),
         tool_version("vhost-device-vsock", &tool_dirs),
     );
+    draw(args, &i.chart())?;
     publish(args, &i.render(&Machine::probe(), &versions))?;
     Ok(())
 }
@@ -664,6 +669,7 @@ fn run_load(
     );
     let h = load::load_case(rt, agent_bin, &daemon_bin, settings)?;
     let section = h.render(&Machine::probe());
+    draw(args, &h.chart())?;
     if let Some(path) = &args.json {
         load::write_json(path, &h)?;
         eprintln!("guestcomm-bench: wrote {}", path.display());
