@@ -101,6 +101,24 @@ fn drawable(values: Vec<Bar<'_>>) -> Vec<Bar<'_>> {
         .collect()
 }
 
+/// A label of the log axis: only at 1, 2 and 5 times a power of ten, so
+/// that the labels do not run into each other where the ticks crowd.
+fn log_label(v: &f64) -> String {
+    if !(v.is_finite() && *v > 0.0) {
+        return String::new();
+    }
+    let mantissa = v / 10f64.powf(v.log10().floor());
+    if [1.0, 2.0, 5.0, 10.0]
+        .iter()
+        .any(|m| (mantissa - m).abs() < 1e-6)
+    {
+        // Rounded: a tick may sit a rounding error off 0.2.
+        format!("{}", (v * 1e6).round() / 1e6)
+    } else {
+        String::new()
+    }
+}
+
 /// The colour of target lines.
 const TARGET_COLOUR: RGBColor = RGBColor(0x2c, 0xa0, 0x2c);
 
@@ -161,6 +179,7 @@ impl Panel<'_, '_> {
             .configure_mesh()
             .disable_y_mesh()
             .x_desc(self.unit)
+            .x_label_formatter(&log_label)
             .y_labels(n)
             .y_label_formatter(&label)
             .label_style(("sans-serif", 15))
@@ -435,6 +454,29 @@ mod tests {
         let nothing = RatioChart::new("empty", "nothing", vec![empty]);
         assert_eq!(draw_ratio_chart(&nothing, &out).unwrap(), None);
         assert!(!out.join("empty.png").exists());
+    }
+
+    #[test]
+    fn the_log_axis_is_labelled_at_1_2_and_5_times_a_power_of_ten() {
+        let labels: Vec<String> = [
+            0.2 + 1e-12,
+            0.3,
+            0.5,
+            1.0,
+            2.0,
+            3.0,
+            7.0,
+            10.0,
+            500.0,
+            f64::NAN,
+        ]
+        .iter()
+        .map(log_label)
+        .collect();
+        assert_eq!(
+            labels,
+            ["0.2", "", "0.5", "1", "2", "", "", "10", "500", ""]
+        );
     }
 
     #[test]
