@@ -225,8 +225,8 @@ impl LoadFigures {
         );
         let _ = writeln!(
             out,
-            "Written by `target/release/guestcomm-bench --case load --plots docs/img --write \
-             docs/BENCHMARKS.md` (method: `crates/bench/src/load.rs`; chart docs/img/load.png: \
+            "Written by `target/release/guestcomm-bench --case load --vms 1000 --plots docs/img \
+             --write docs/BENCHMARKS.md` (method: `crates/bench/src/load.rs`; chart docs/img/load.png: \
              the exec under load over the same exec one at a time before it).\n"
         );
         let _ = writeln!(out, "{}", m.table());
