@@ -14,6 +14,10 @@
 //!
 //! A leg that cannot run here is reported as not available, with why. One
 //! unmeasured play per leg first, then [`ROUNDS`] measured ones.
+//!
+//! The chart (`ansible-vm.png`) follows the targets: on this host ssh's
+//! play over the guestcomm connection's, in the TCG guest libvirt_qemu's
+//! over guestcomm's; a panel whose baseline did not run is left out.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -24,12 +28,15 @@ use anyhow::{ensure, Context};
 use guestcomm_vmtest::{run_with_deadline, GuestEntropy, Vm, VmSpec};
 
 use crate::agent::AgentGuard;
+use crate::ratio::{Panel, RatioChart};
 use crate::report::Machine;
 use crate::ssh::{self, Sshd};
 use crate::stats::Samples;
 
 /// Measured plays per leg.
 pub(crate) const ROUNDS: usize = 3;
+/// Target: libvirt_qemu's play at least this many times guestcomm's.
+const TARGET_TIMES_LIBVIRT: f64 = 5.0;
 /// The file copied in and fetched back.
 const PAYLOAD_BYTES: u64 = 10 * 1024 * 1024;
 /// One play: ten Python modules under TCG.
@@ -308,6 +315,55 @@ pub(crate) fn ansible_vm(
 
 impl AnsibleVm {
     /// The Markdown section, markers included.
+    /// The median play of leg `i`, if it ran.
+    fn median(&self, i: usize) -> Option<f64> {
+        self.legs
+            .get(i)
+            .and_then(|l| l.plays.as_ref().ok())
+            .map(Samples::median)
+    }
+
+    /// The chart of case I (`ansible-vm.png`): legs 1 and 3 over legs 0
+    /// and 2, as the targets compare them.
+    pub(crate) fn chart(&self) -> RatioChart {
+        let panels = [
+            (
+                "on this host",
+                "OpenSSH",
+                (1.0, "ssh no faster than guestcomm".to_string()),
+            ),
+            (
+                "in a TCG guest",
+                "qemu-ga",
+                (
+                    TARGET_TIMES_LIBVIRT,
+                    format!("libvirt_qemu ≥ {TARGET_TIMES_LIBVIRT}× guestcomm's time"),
+                ),
+            ),
+        ];
+        let mut out = Vec::new();
+        for (i, (place, system, (at, target))) in panels.into_iter().enumerate() {
+            let (base, peer) = (2 * i, 2 * i + 1);
+            let Some(base_ms) = self.median(base) else {
+                continue;
+            };
+            let mut panel = Panel::new(
+                format!("one play of ten tasks {place}, median wall time"),
+                "× the guestcomm connection's time (log scale; lower is better)",
+            )
+            .baseline(self.legs[base].name);
+            if let Some(peer_ms) = self.median(peer) {
+                panel = panel.bar(self.legs[peer].name, peer_ms / base_ms, system);
+            }
+            out.push(panel.target(&target, at));
+        }
+        RatioChart::new(
+            "ansible-vm",
+            "Ansible through guestcomm, ssh and libvirt",
+            out,
+        )
+    }
+
     pub(crate) fn render(&self, m: &Machine, versions: &str) -> String {
         let mut o = String::new();
         let _ = writeln!(o, "<!-- bench:ansible-vm:begin -->");
@@ -317,12 +373,13 @@ impl AnsibleVm {
         );
         let _ = writeln!(
             o,
-            "Written by `target/release/guestcomm-bench --case ansible-vm --libvirt-uri URI \
-             --libvirt-domain guestcomm-bench --write docs/BENCHMARKS.md` after `cargo build \
+            "Written by `target/release/guestcomm-bench --case ansible-vm --plots docs/img \
+             --libvirt-uri URI --libvirt-domain guestcomm-bench --write docs/BENCHMARKS.md` after `cargo build \
              --release -p guestcomm-cli -p guestcomm-bench && cargo build --profile agent -p \
              guestcomm-agent && AGENT=target/agent/guestcomm-agent bash scripts/vm/build-image \
              --with-python` and `URI=$(bash scripts/bench-libvirt-domain start)` (method: \
-             `crates/bench/src/ansible_vm.rs`, the play `crates/bench/ansible/bench.yml`: ten tasks, \
+             `crates/bench/src/ansible_vm.rs`; chart docs/img/ansible-vm.png: ssh's play over \
+             guestcomm's on this host, libvirt_qemu's over guestcomm's in the guest; the play `crates/bench/ansible/bench.yml`: ten tasks, \
              a 10 MiB file copied in and fetched back, no fact gathering, pipelining on; Ansible \
              with its bundled collections and libvirt-python from PyPI). Wall time of one \
              `ansible-playbook` run, median of {ROUNDS} after one unmeasured run. The guests are the \
@@ -365,12 +422,7 @@ impl AnsibleVm {
                 }
             }
         }
-        let median = |i: usize| {
-            self.legs
-                .get(i)
-                .and_then(|l| l.plays.as_ref().ok())
-                .map(Samples::median)
-        };
+        let median = |i: usize| self.median(i);
         let met = |ok: bool| if ok { "**met**" } else { "**missed**" };
         let _ = writeln!(
             o,
@@ -398,7 +450,7 @@ impl AnsibleVm {
                     o,
                     "| at least 5x faster than libvirt_qemu (both in a TCG guest) | libvirt_qemu takes {:.2}x guestcomm's time | {} |",
                     qga / ours,
-                    met(qga >= 5.0 * ours)
+                    met(qga >= TARGET_TIMES_LIBVIRT * ours)
                 );
             }
             _ => {
@@ -456,5 +508,37 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("| libvirt | not available: no --libvirt-domain given |"));
+        assert!(text.contains("chart docs/img/ansible-vm.png"));
+    }
+
+    #[test]
+    fn the_chart_compares_the_legs_the_targets_compare() {
+        let plays = |ms: f64| -> Result<Samples, String> { Ok([ms].into_iter().collect()) };
+        let leg = |name, plays| Leg { name, plays };
+        let mut i = AnsibleVm {
+            legs: vec![
+                leg("guestcomm host", plays(5000.0)),
+                leg("ssh", plays(10_000.0)),
+                leg("guestcomm vm", plays(40_000.0)),
+                leg("libvirt", plays(60_000.0)),
+            ],
+            ansible: String::new(),
+            kernel: String::new(),
+        };
+        let chart = i.chart();
+        assert_eq!(chart.file_name(), "ansible-vm.png");
+        let [host, guest] = &chart.panels[..] else {
+            panic!("{chart:?}")
+        };
+        assert_eq!(host.ratio_of("baseline: guestcomm host"), Some(1.0));
+        assert_eq!(host.ratio_of("ssh"), Some(2.0));
+        assert_eq!(guest.ratio_of("baseline: guestcomm vm"), Some(1.0));
+        assert_eq!(guest.ratio_of("libvirt"), Some(1.5));
+        assert_eq!(guest.targets[0].at, TARGET_TIMES_LIBVIRT);
+        // Without the guest's guestcomm leg there is no baseline in the guest.
+        i.legs[2].plays = Err("no image".into());
+        let chart = i.chart();
+        assert_eq!(chart.panels.len(), 1);
+        assert_eq!(chart.panels[0].ratio_of("ssh"), Some(2.0));
     }
 }

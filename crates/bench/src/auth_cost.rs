@@ -16,6 +16,10 @@
 //! `/dev/shm` when there is one): what is compared is the authenticated
 //! stream, and an fsync of a gigabyte to a shared disk swings from round to
 //! round by more than the whole target.
+//!
+//! The chart (`auth.png`): the authenticated exec's median over the
+//! unauthenticated one's, and the authenticated copy and output as shares
+//! of the unauthenticated ones (round by round, as the targets).
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -27,6 +31,7 @@ use tokio::runtime::Runtime;
 use crate::agent::AgentGuard;
 use crate::cases::{library_output, library_true_keyed, rotated};
 use crate::copy::{library_to, make_file};
+use crate::ratio::{Panel, RatioChart};
 use crate::report::Machine;
 use crate::stats::{format_bytes, Samples};
 
@@ -134,6 +139,47 @@ pub(crate) fn auth_cost(
 }
 
 impl AuthCost {
+    /// The chart of case F (`auth.png`).
+    pub(crate) fn chart(&self) -> RatioChart {
+        let exec = Panel::new(
+            "exec round trip of `true` (connect + handshake + exec), median",
+            "× no authentication (log scale; lower is better)",
+        )
+        .baseline("no authentication")
+        .bar(
+            "psk-hmac-sha256",
+            self.exec_keyed.median() / self.exec_plain.median(),
+            "guestcomm",
+        );
+        let bulk = Panel::new(
+            format!("bulk transfer of {}, MB/s", format_bytes(self.bytes)),
+            "share of no authentication, round by round (log scale; higher is better)",
+        )
+        .baseline("no authentication (copy and output alike)")
+        .bar(
+            "psk-hmac-sha256: copy into the agent",
+            self.copy_keyed.paired_ratio(&self.copy_plain),
+            "guestcomm",
+        )
+        .bar(
+            "psk-hmac-sha256: exec output",
+            self.output_keyed.paired_ratio(&self.output_plain),
+            "guestcomm",
+        )
+        .target(
+            &format!(
+                "≥ {:.0}% of no authentication",
+                100.0 * TARGET_THROUGHPUT_RATIO
+            ),
+            TARGET_THROUGHPUT_RATIO,
+        );
+        RatioChart::new(
+            "auth",
+            "authentication (psk-hmac-sha256) on against off, same run",
+            vec![exec, bulk],
+        )
+    }
+
     /// The Markdown section of case F, markers included.
     pub(crate) fn render(&self, m: &Machine) -> String {
         let met = |ok: bool| if ok { "**met**" } else { "**missed**" };
@@ -145,8 +191,9 @@ impl AuthCost {
         let _ = writeln!(
             o,
             "## Authentication on versus off\n\n\
-             Written by `target/release/guestcomm-bench --case auth --write docs/BENCHMARKS.md` \
-             (method: `crates/bench/src/auth_cost.rs`). Two agents on Unix sockets, one with \
+             Written by `target/release/guestcomm-bench --case auth --plots docs/img --write \
+             docs/BENCHMARKS.md` (method: `crates/bench/src/auth_cost.rs`; chart \
+             docs/img/auth.png: the authenticated paths over the unauthenticated ones). Two agents on Unix sockets, one with \
              `--credentials` (psk-hmac-sha256), alternated. The copy's files are in memory \
              (`/dev/shm`): the authenticated stream is compared, not the disk.\n"
         );
@@ -200,5 +247,41 @@ impl AuthCost {
         }
         let _ = writeln!(o, "<!-- bench:auth:end -->");
         o
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_chart_has_keyed_over_plain_for_latency_and_throughput() {
+        let of = |v: &[f64]| -> Samples { v.iter().copied().collect() };
+        let f = AuthCost {
+            exec_plain: of(&[1.0, 1.0, 1.0]),
+            exec_keyed: of(&[1.1, 1.1, 1.1]),
+            copy_plain: of(&[500.0, 250.0]),
+            copy_keyed: of(&[250.0, 125.0]),
+            output_plain: of(&[800.0, 800.0]),
+            output_keyed: of(&[800.0, 800.0]),
+            iterations: 3,
+            rounds: 2,
+            bytes: 1 << 20,
+        };
+        let chart = f.chart();
+        assert_eq!(chart.file_name(), "auth.png");
+        let [exec, bulk] = &chart.panels[..] else {
+            panic!("{chart:?}")
+        };
+        assert_eq!(exec.ratio_of("baseline: no authentication"), Some(1.0));
+        assert_eq!(exec.ratio_of("psk-hmac-sha256"), Some(1.1));
+        assert_eq!(
+            bulk.ratio_of("psk-hmac-sha256: copy into the agent"),
+            Some(0.5)
+        );
+        assert_eq!(bulk.ratio_of("psk-hmac-sha256: exec output"), Some(1.0));
+        assert_eq!(bulk.targets[0].at, TARGET_THROUGHPUT_RATIO);
+        let text = f.render(&Machine::probe());
+        assert!(text.contains("chart docs/img/auth.png"), "{text}");
     }
 }

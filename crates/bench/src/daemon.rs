@@ -19,6 +19,9 @@
 //!     end and at its peak (VmHWM), and `guestcomm vm list --json` of them
 //!     all through the CLI. Targets: under 2% of one core, under 128 MiB,
 //!     the listing under 200 ms.
+//!
+//! The chart (`daemon.png`): D1's paths over the direct one; D2's figures
+//! over their targets (no baseline there: 1 is the target).
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -32,6 +35,7 @@ use tokio::runtime::Runtime;
 
 use crate::agent::AgentGuard;
 use crate::cases::{exec_true_over, library_true, rotated, run_timed};
+use crate::ratio::{Panel, RatioChart};
 use crate::report::Machine;
 use crate::stats::Samples;
 
@@ -296,6 +300,60 @@ pub(crate) fn daemon_case(
     })
 }
 
+/// D2's targets: CPU, % of one core; RSS, MiB; `vm list --json`, ms.
+const TARGET_CPU_PERCENT: f64 = 2.0;
+const TARGET_RSS_MIB: f64 = 128.0;
+const TARGET_LIST_MS: f64 = 200.0;
+/// D1's target: milliseconds the daemon adds to an exec.
+const TARGET_ADDED_MS: f64 = 0.5;
+
+impl DaemonFigures {
+    /// The chart of case D (`daemon.png`).
+    pub(crate) fn chart(&self) -> RatioChart {
+        let direct = self.direct.median();
+        let d1 = Panel::new(
+            "D1. exec round trip of `true`, median",
+            "× straight to the agent (log scale; lower is better)",
+        )
+        .baseline("direct: connect + handshake + exec")
+        .bar(
+            "through guestcommd (warm agent connection)",
+            self.through.median() / direct,
+            "guestcomm",
+        )
+        .bar(
+            "through guestcommd `--no-warm-connections`",
+            self.through_cold.median() / direct,
+            "guestcomm",
+        );
+        let d2 = Panel::new(
+            format!("D2. {} VMs heartbeating every {HEARTBEAT}", self.vms),
+            "measured ÷ target (log scale; below 1 meets it)",
+        )
+        .bar(
+            &format!("CPU, % of one core (target {TARGET_CPU_PERCENT}%)"),
+            self.cpu_percent / TARGET_CPU_PERCENT,
+            "guestcomm",
+        )
+        .bar(
+            &format!("RSS (target {TARGET_RSS_MIB} MiB)"),
+            self.rss_mib / TARGET_RSS_MIB,
+            "guestcomm",
+        )
+        .bar(
+            &format!("`vm list --json`, median (target {TARGET_LIST_MS} ms)"),
+            self.list.median() / TARGET_LIST_MS,
+            "guestcomm",
+        )
+        .target("each figure at its target", 1.0);
+        RatioChart::new(
+            "daemon",
+            "guestcommd: exec through it, and many VMs",
+            vec![d1, d2],
+        )
+    }
+}
+
 /// The Markdown section of case D.
 pub(crate) fn render(m: &Machine, iterations: usize, warmup: usize, d: &DaemonFigures) -> String {
     let added = d.through.median() - d.direct.median();
@@ -310,8 +368,10 @@ pub(crate) fn render(m: &Machine, iterations: usize, warmup: usize, d: &DaemonFi
     );
     let _ = writeln!(
         o,
-        "Written by `target/release/guestcomm-bench --case daemon --write docs/BENCHMARKS.md` \
-         (method: `crates/bench/src/daemon.rs`). Agent and daemon on the same machine, Unix sockets.\n"
+        "Written by `target/release/guestcomm-bench --case daemon --plots docs/img --write \
+         docs/BENCHMARKS.md` (method: `crates/bench/src/daemon.rs`; chart docs/img/daemon.png: \
+         D1's paths over the direct one, D2's figures over their targets). Agent and daemon on \
+         the same machine, Unix sockets.\n"
     );
     o.push_str(&m.table());
     let _ = writeln!(o, "### D1. exec round trip of `true`\n\n{iterations} samples per path after {warmup} warm-up rounds, alternated.\n");
@@ -357,34 +417,34 @@ pub(crate) fn render(m: &Machine, iterations: usize, warmup: usize, d: &DaemonFi
     );
     let _ = writeln!(
         o,
-        "| daemon adds < 0.5 ms per exec | {added:.3} ms | {} |",
-        met(added < 0.5)
+        "| daemon adds < {TARGET_ADDED_MS} ms per exec | {added:.3} ms | {} |",
+        met(added < TARGET_ADDED_MS)
     );
     let _ = writeln!(
         o,
         "| the same, first operation after 5 s idle (no warm connection) | {added_cold:.3} ms | {} |",
-        met(added_cold < 0.5)
+        met(added_cold < TARGET_ADDED_MS)
     );
     let _ = writeln!(
         o,
-        "| CPU < 2% of one core with {} VMs | {:.2}% | {} |",
+        "| CPU < {TARGET_CPU_PERCENT}% of one core with {} VMs | {:.2}% | {} |",
         d.vms,
         d.cpu_percent,
-        met(d.cpu_percent < 2.0)
+        met(d.cpu_percent < TARGET_CPU_PERCENT)
     );
     let _ = writeln!(
         o,
-        "| RSS < 128 MiB with {} VMs | {:.1} MiB | {} |",
+        "| RSS < {TARGET_RSS_MIB} MiB with {} VMs | {:.1} MiB | {} |",
         d.vms,
         d.rss_mib,
-        met(d.rss_mib < 128.0)
+        met(d.rss_mib < TARGET_RSS_MIB)
     );
     let _ = writeln!(
         o,
-        "| `guestcomm vm list --json` of {} VMs < 200 ms | {:.1} ms | {} |",
+        "| `guestcomm vm list --json` of {} VMs < {TARGET_LIST_MS} ms | {:.1} ms | {} |",
         d.vms,
         d.list.median(),
-        met(d.list.median() < 200.0)
+        met(d.list.median() < TARGET_LIST_MS)
     );
     let _ = writeln!(o, "<!-- bench:daemon:end -->");
     o
@@ -393,6 +453,45 @@ pub(crate) fn render(m: &Machine, iterations: usize, warmup: usize, d: &DaemonFi
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_chart_has_d1_over_direct_and_d2_over_its_targets() {
+        let ms = |v: f64| -> Samples { [v, v, v].into_iter().collect() };
+        let d = DaemonFigures {
+            direct: ms(1.0),
+            through: ms(1.25),
+            through_cold: ms(2.0),
+            vms: 1000,
+            idle_secs: 1,
+            cpu_percent: 4.0,
+            rss_mib: 64.0,
+            peak_rss_mib: 70.0,
+            list: ms(50.0),
+        };
+        let chart = d.chart();
+        assert_eq!(chart.file_name(), "daemon.png");
+        let d1 = &chart.panels[0];
+        assert_eq!(
+            d1.ratio_of("baseline: direct: connect + handshake + exec"),
+            Some(1.0)
+        );
+        assert_eq!(
+            d1.ratio_of("through guestcommd (warm agent connection)"),
+            Some(1.25)
+        );
+        assert_eq!(
+            d1.ratio_of("through guestcommd `--no-warm-connections`"),
+            Some(2.0)
+        );
+        let d2 = &chart.panels[1];
+        let ratios: Vec<f64> = d2.bars.iter().map(|b| b.ratio).collect();
+        assert_eq!(ratios, [2.0, 0.5, 0.25]);
+        assert!(d2.bars.iter().all(|b| b.system != crate::ratio::BASELINE));
+        assert_eq!(d2.targets[0].at, 1.0);
+        let text = render(&Machine::probe(), 3, 0, &d);
+        assert!(text.contains("chart docs/img/daemon.png"), "{text}");
+        assert!(text.contains("| CPU < 2% of one core with 1000 VMs | 4.00% | **missed** |"));
+    }
 
     #[test]
     fn memory_figures_come_from_proc_status() {

@@ -13,6 +13,10 @@
 //! [`LIST_DEADLINE`]); a failure is counted (its first messages kept), never
 //! retried. The figures go to the report and, with `--json`, to a file that
 //! the load test (`crates/cli/tests/load.rs`) checks.
+//!
+//! The baseline of the same run is the same exec through the idle daemon,
+//! one at a time, before the load; the chart (`load.png`) puts the exec's
+//! p50 under load and the execs completed per second over it.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -31,6 +35,7 @@ use tokio::time::timeout;
 use crate::agent::AgentGuard;
 use crate::cases::{exec_over, request, CLIENT_NAME};
 use crate::daemon::{fd_count, status_mib, DaemonGuard};
+use crate::ratio::{Panel, RatioChart};
 use crate::report::Machine;
 use crate::stats::{format_bytes, Samples};
 
@@ -171,6 +176,43 @@ impl LoadFigures {
         })
     }
 
+    /// Execs completed per second under load, over the one-at-a-time
+    /// rate of the baseline (1000 / its p50 ms).
+    fn rate_ratio(&self) -> f64 {
+        let under_load = self.exec.ok.len() as f64 / self.settings.secs as f64;
+        under_load / (1e3 / self.exec_unloaded.ok.median())
+    }
+
+    /// The chart of case H (`load.png`).
+    pub(crate) fn chart(&self) -> RatioChart {
+        let s = &self.settings;
+        let latency = Panel::new(
+            "exec through guestcommd, p50 latency",
+            "× one exec at a time before the load (log scale; lower is better)",
+        )
+        .baseline("one exec at a time, idle daemon")
+        .bar(
+            &format!("under load, among {} concurrent execs", s.execs),
+            self.exec.ok.median() / self.exec_unloaded.ok.median(),
+            "guestcomm",
+        );
+        let rate = Panel::new(
+            "execs completed per second",
+            "× the one-at-a-time rate (log scale; higher is better)",
+        )
+        .baseline("one exec at a time, idle daemon")
+        .bar(
+            &format!("under load, beside {} copies", s.copies),
+            self.rate_ratio(),
+            "guestcomm",
+        );
+        RatioChart::new(
+            "load",
+            format!("guestcommd under {} s of load, against itself idle", s.secs),
+            vec![latency, rate],
+        )
+    }
+
     /// The Markdown section of case H.
     pub(crate) fn render(&self, m: &Machine) -> String {
         let s = &self.settings;
@@ -180,6 +222,12 @@ impl LoadFigures {
         let _ = writeln!(
             out,
             "## Load: guestcommd under concurrent execs and copies\n"
+        );
+        let _ = writeln!(
+            out,
+            "Written by `target/release/guestcomm-bench --case load --vms 1000 --plots docs/img \
+             --write docs/BENCHMARKS.md` (method: `crates/bench/src/load.rs`; chart docs/img/load.png: \
+             the exec under load over the same exec one at a time before it).\n"
         );
         let _ = writeln!(out, "{}", m.table());
         let _ = writeln!(
@@ -221,7 +269,7 @@ impl LoadFigures {
             s.execs,
             self.exec.ok.median() / self.exec_unloaded.ok.median(),
             self.exec.ok.len() as f64 / s.secs as f64,
-            (self.exec.ok.len() as f64 / s.secs as f64) / (1e3 / self.exec_unloaded.ok.median())
+            self.rate_ratio()
         );
         let _ = writeln!(
             out,
@@ -539,4 +587,51 @@ async fn sample(pid: u32, end: Instant, peak: Arc<Mutex<(f64, usize)>>) {
 pub(crate) fn write_json(path: &Path, figures: &LoadFigures) -> anyhow::Result<()> {
     let text = serde_json::to_string_pretty(&figures.json())?;
     std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tally(ms: &[f64]) -> OpTally {
+        OpTally {
+            ok: ms.iter().copied().collect(),
+            ..OpTally::default()
+        }
+    }
+
+    #[test]
+    fn the_chart_has_the_load_over_the_same_exec_one_at_a_time() {
+        let h = LoadFigures {
+            settings: LoadSettings {
+                secs: 2,
+                execs: 4,
+                copies: 1,
+                copy_bytes: 1 << 20,
+                agents: 1,
+                vms: 1,
+            },
+            // 1000 execs/s one at a time; 1000 done in 2 s under load.
+            exec: tally(&vec![4.0; 1000]),
+            copy: tally(&[10.0]),
+            list: tally(&[1.0]),
+            exec_unloaded: tally(&[1.0, 1.0, 1.0]),
+            bytes_copied: 1 << 20,
+            resources: Resources::default(),
+        };
+        let chart = h.chart();
+        assert_eq!(chart.file_name(), "load.png");
+        let [latency, rate] = &chart.panels[..] else {
+            panic!("{chart:?}")
+        };
+        assert_eq!(latency.bars[0].ratio, 1.0);
+        assert_eq!(
+            latency.ratio_of("under load, among 4 concurrent execs"),
+            Some(4.0)
+        );
+        assert_eq!(rate.ratio_of("under load, beside 1 copies"), Some(0.5));
+        let text = h.render(&Machine::probe());
+        assert!(text.contains("chart docs/img/load.png"), "{text}");
+        assert!(text.contains("(0.50× the one-at-a-time rate)"), "{text}");
+    }
 }

@@ -80,6 +80,12 @@
 //!   `--case all` runs it when the image is there and says why when not.
 //!   Targets: exec under ½ of ssh with a master, copies at least 2× scp.
 //!
+//! With `--plots DIR`, every case draws a PNG chart into DIR: case E its
+//! four (`plot.rs`), G and K guestcomm's advantage per workload, and every
+//! other case `NAME.png` (exec, cp, daemon, auth, load, ansible-vm,
+//! metrics): each path's ratio to the baseline the case measured in the
+//! same run, the baseline a bar at 1, ratio targets as lines (`ratio.rs`).
+//!
 //! Targets: library exec overhead under 1 ms; library stdout
 //! throughput at least 70% of the bare socket. Both are printed as met or
 //! missed, as are the same figures for the CLI, its start-up under
@@ -101,6 +107,7 @@ mod metrics_cost;
 mod plot;
 mod proxy;
 mod qga;
+mod ratio;
 mod report;
 mod ssh;
 mod ssh_vm;
@@ -151,7 +158,7 @@ const DEFAULT_ROUNDS: usize = 3;
 #[command(
     name = "guestcomm-bench",
     version,
-    after_help = "Build first, in release mode, and the agent and the CLI as they ship:\n  cargo build --release -p guestcomm-agent -p guestcomm-cli -p guestcommd -p guestcomm-bench\n  cargo build --profile agent -p guestcomm-agent\n  RUSTFLAGS='-C target-feature=+crt-static' cargo build --release --target x86_64-unknown-linux-gnu -p guestcomm-cli   (or bash scripts/package)\n  target/release/guestcomm-bench --write docs/BENCHMARKS.md\n  target/release/guestcomm-bench --case compare --plots docs/img --write docs/BENCHMARKS.md\n  bash scripts/vm/build-image --with-qemu-ga && target/release/guestcomm-bench --case compare-vm --plots docs/img --write docs/BENCHMARKS.md\n\nCase E uses qemu-ga (Debian: qemu-guest-agent) and sshd/ssh/scp (openssh-server, openssh-client; run as root) when installed, and leaves out what is not.\n\nExit status: 0 when every case ran (a missed target is reported, not an error), 1 on error."
+    after_help = "Build first, in release mode, and the agent and the CLI as they ship:\n  cargo build --release -p guestcomm-agent -p guestcomm-cli -p guestcommd -p guestcomm-bench\n  cargo build --profile agent -p guestcomm-agent\n  RUSTFLAGS='-C target-feature=+crt-static' cargo build --release --target x86_64-unknown-linux-gnu -p guestcomm-cli   (or bash scripts/package)\n  target/release/guestcomm-bench --plots docs/img --write docs/BENCHMARKS.md\n  target/release/guestcomm-bench --case compare --plots docs/img --write docs/BENCHMARKS.md\n  bash scripts/vm/build-image --with-qemu-ga && target/release/guestcomm-bench --case compare-vm --plots docs/img --write docs/BENCHMARKS.md\n\nCase E uses qemu-ga (Debian: qemu-guest-agent) and sshd/ssh/scp (openssh-server, openssh-client; run as root) when installed, and leaves out what is not.\n\nExit status: 0 when every case ran (a missed target is reported, not an error), 1 on error."
 )]
 struct Args {
     /// The agent binary [default: target/agent/guestcomm-agent, the agent as
@@ -266,8 +273,9 @@ struct Args {
     #[arg(long, value_enum, default_value_t = Case::Exec)]
     case: Case,
 
-    /// Case E: also draw its charts as PNG files into this directory
-    /// (e.g. docs/img).
+    /// Also draw each case's charts as PNG files into this directory
+    /// (e.g. docs/img): case E's four, compare-vm.png, ssh-vm.png, and for
+    /// every other case NAME.png, its paths' ratios to its baseline.
     #[arg(long, value_name = "DIR")]
     plots: Option<PathBuf>,
 
@@ -428,6 +436,7 @@ fn run(args: Args) -> anyhow::Result<()> {
             },
         )?;
         let section = daemon::render(&Machine::probe(), args.iterations, args.warmup, &d);
+        draw(&args, &d.chart())?;
         publish(&args, &section)?;
     }
     if matches!(args.case, Case::Metrics | Case::All) {
@@ -444,6 +453,7 @@ fn run(args: Args) -> anyhow::Result<()> {
             args.warmup,
         )?;
         let section = metrics_cost::render(&Machine::probe(), args.iterations, args.warmup, &j);
+        draw(&args, &j.chart())?;
         publish(&args, &section)?;
     }
     if matches!(args.case, Case::Cp | Case::All) {
@@ -468,6 +478,7 @@ fn run(args: Args) -> anyhow::Result<()> {
             args.rounds,
         )?;
         let section = report::render_cp(&Machine::probe(), args.bytes, args.rounds, &c);
+        draw(&args, &report::cp_chart(&c, args.bytes))?;
         publish(&args, &section)?;
     }
     drop(agent);
@@ -488,6 +499,7 @@ fn run(args: Args) -> anyhow::Result<()> {
             args.bytes,
         )?;
         let section = f.render(&Machine::probe());
+        draw(&args, &f.chart())?;
         publish(&args, &section)?;
     }
     if matches!(args.case, Case::Compare | Case::All) {
@@ -634,6 +646,7 @@ fn run_ansible_vm(
         tool_version("qemu-system-x86_64", &tool_dirs),
         tool_version("vhost-device-vsock", &tool_dirs),
     );
+    draw(args, &i.chart())?;
     publish(args, &i.render(&Machine::probe(), &versions))?;
     Ok(())
 }
@@ -665,6 +678,7 @@ fn run_load(
     );
     let h = load::load_case(rt, agent_bin, &daemon_bin, settings)?;
     let section = h.render(&Machine::probe());
+    draw(args, &h.chart())?;
     if let Some(path) = &args.json {
         load::write_json(path, &h)?;
         eprintln!("guestcomm-bench: wrote {}", path.display());
@@ -748,6 +762,16 @@ fn tool_version(name: &str, tool_dirs: &[PathBuf]) -> String {
     )
 }
 
+/// With `--plots`, draws a case's ratio chart into that directory.
+fn draw(args: &Args, chart: &ratio::RatioChart) -> anyhow::Result<()> {
+    if let Some(dir) = &args.plots {
+        if let Some(file) = plot::draw_ratio_chart(chart, dir)? {
+            eprintln!("guestcomm-bench: drew {}", file.display());
+        }
+    }
+    Ok(())
+}
+
 /// Prints a case's Markdown section and, with `--write`, puts it into
 /// that file.
 fn publish(args: &Args, section: &str) -> anyhow::Result<()> {
@@ -785,6 +809,7 @@ fn run_exec_cases(
         cli: cli_build(cli_bin),
     };
     let section = report::render(&Machine::probe(), &settings, &a, &b);
+    draw(args, &report::exec_chart(&a, &b, args.bytes))?;
     publish(args, &section)?;
     let v = Verdict::new(&a, &b);
     eprintln!(

@@ -10,6 +10,7 @@ use anyhow::Context;
 
 use crate::cases::{RoundTrip, Throughput};
 use crate::copy::CopyThroughput;
+use crate::ratio::{Panel, RatioChart};
 use crate::stats::{format_bytes, Samples};
 
 /// First line of this bench's section.
@@ -140,8 +141,9 @@ pub(crate) fn render(m: &Machine, s: &Settings, a: &RoundTrip, b: &Throughput) -
     let _ = writeln!(o, "## exec: round trip and stdout throughput\n");
     let _ = writeln!(
         o,
-        "Written by `target/release/guestcomm-bench --write docs/BENCHMARKS.md` \
-         (source and method: `crates/bench/src/main.rs`). The agent runs on the same \
+        "Written by `target/release/guestcomm-bench --plots docs/img --write docs/BENCHMARKS.md` \
+         (source and method: `crates/bench/src/main.rs`; chart docs/img/exec.png: each path \
+         over its baseline, the targets that are ratios as lines). The agent runs on the same \
          machine on a Unix socket, so these figures are the cost of guestcomm itself, \
          without a VM or vsock. The CLI is {}.\n",
         s.cli
@@ -294,8 +296,9 @@ pub(crate) fn render_cp(m: &Machine, bytes: u64, rounds: usize, c: &CopyThroughp
     let _ = writeln!(o, "## cp: one large file each way\n");
     let _ = writeln!(
         o,
-        "Written by `target/release/guestcomm-bench --case cp --write docs/BENCHMARKS.md` \
-         (method: `crates/bench/src/copy.rs`). The agent runs on the same machine on a Unix \
+        "Written by `target/release/guestcomm-bench --case cp --plots docs/img --write \
+         docs/BENCHMARKS.md` (method: `crates/bench/src/copy.rs`; chart docs/img/cp.png: each \
+         path's share of the bare socket, the 70% target as a line). The agent runs on the same machine on a Unix \
          socket; \"guest\" and host paths are on the same disk. Every path writes a new \
          file and fsyncs it.\n"
     );
@@ -381,6 +384,104 @@ pub(crate) fn render_cp(m: &Machine, bytes: u64, rounds: usize, c: &CopyThroughp
     o
 }
 
+/// The chart of cases A and B (`exec.png`), with the ratios of their
+/// tables: A, each path's median over spawning `true` locally (the CLI's
+/// target against `sh -c true` drawn in those units); B, each path's share
+/// of the bare socket, round by round.
+pub(crate) fn exec_chart(a: &RoundTrip, b: &Throughput, bytes: u64) -> RatioChart {
+    let local = a.local.median();
+    let times = |x: &Samples| x.median() / local;
+    let round_trip = Panel::new(
+        "A. exec round trip of `true`, median",
+        "× spawning `true` locally (log scale; lower is better)",
+    )
+    .baseline("spawn `true` (std::process::Command)")
+    .bar("local: spawn `sh -c true`", times(&a.local_sh), "local")
+    .bar(
+        "CLI start-up: `guestcomm --version`",
+        times(&a.startup),
+        "guestcomm",
+    )
+    .bar(
+        "library: connect + handshake + exec",
+        times(&a.library),
+        "guestcomm",
+    )
+    .bar(
+        "CLI: `guestcomm exec unix://… -- true`",
+        times(&a.cli),
+        "guestcomm",
+    )
+    .target(
+        &format!("CLI ≤ {TARGET_CLI_TIMES_SH:.0}× `sh -c true`"),
+        TARGET_CLI_TIMES_SH * a.local_sh.median() / local,
+    );
+    let output = Panel::new(
+        format!(
+            "B. stdout of `head -c {}`, median MB/s",
+            format_bytes(bytes)
+        ),
+        "share of the bare socket, round by round (log scale; higher is better)",
+    )
+    .baseline("child pipe → copy → Unix socket pair")
+    .bar(
+        "library: exec into a counting sink",
+        b.library.paired_ratio(&b.bare),
+        "guestcomm",
+    )
+    .bar(
+        "CLI: `guestcomm exec … > /dev/null`",
+        b.cli.paired_ratio(&b.bare),
+        "guestcomm",
+    )
+    .target(
+        &format!("library ≥ {:.0}%", 100.0 * TARGET_THROUGHPUT_RATIO),
+        TARGET_THROUGHPUT_RATIO,
+    )
+    .target(
+        &format!("CLI ≥ {:.0}%", 100.0 * TARGET_CLI_THROUGHPUT_RATIO),
+        TARGET_CLI_THROUGHPUT_RATIO,
+    );
+    RatioChart::new(
+        "exec",
+        "exec through guestcomm against local baselines, same run",
+        vec![round_trip, output],
+    )
+}
+
+/// The chart of case C (`cp.png`): each path's share of the bare socket
+/// (file → socket pair → file), round by round, as in its table.
+pub(crate) fn cp_chart(c: &CopyThroughput, bytes: u64) -> RatioChart {
+    let share = |x: &Samples| x.paired_ratio(&c.bare);
+    let mut panel = Panel::new(
+        format!(
+            "C. copy of one {} file, fsynced, median MB/s",
+            format_bytes(bytes)
+        ),
+        "share of the bare socket, round by round (log scale; higher is better)",
+    )
+    .baseline("file → Unix socket pair → file")
+    .bar("`cp(1)`", share(&c.system_cp), "local")
+    .bar("library: host → guest", share(&c.library_to), "guestcomm")
+    .bar("library: guest → host", share(&c.library_from), "guestcomm")
+    .bar("CLI: host → guest", share(&c.cli_to), "guestcomm")
+    .bar("CLI: guest → host", share(&c.cli_from), "guestcomm");
+    if !c.qga_to.is_empty() && !c.qga_from.is_empty() {
+        panel = panel
+            .bar("qemu-ga: guest-file-write", share(&c.qga_to), "qemu-ga")
+            .bar("qemu-ga: guest-file-read", share(&c.qga_from), "qemu-ga");
+    }
+    let panel = panel.target(
+        &format!("guestcomm ≥ {:.0}%", 100.0 * TARGET_THROUGHPUT_RATIO),
+        TARGET_THROUGHPUT_RATIO,
+    );
+    RatioChart::new(
+        "cp",
+        "cp through guestcomm against a bare socket, same run",
+        vec![panel],
+    )
+}
+
 /// Title of a benchmarks file this bench creates.
 const NEW_FILE_HEADER: &str = "# Benchmarks\n\n\
 Measured figures. Each section is rewritten by the command named in it, between its \
@@ -434,6 +535,95 @@ mod tests {
 
     fn section(body: &str) -> String {
         format!("{BEGIN_MARKER}\n{body}\n{END_MARKER}\n")
+    }
+
+    fn samples(values: &[f64]) -> Samples {
+        values.iter().copied().collect()
+    }
+
+    #[test]
+    fn the_exec_chart_has_each_path_over_its_baseline() {
+        let a = RoundTrip {
+            local: samples(&[1.0, 1.0, 1.0]),
+            local_sh: samples(&[1.2, 1.2, 1.2]),
+            startup: samples(&[1.1, 1.1, 1.1]),
+            library: samples(&[1.5, 1.4, 1.6]),
+            cli: samples(&[2.0, 2.0, 2.0]),
+        };
+        // The machine halves its speed in round 2: the shares hold.
+        let b = Throughput {
+            bare: samples(&[1000.0, 500.0, 1000.0]),
+            library: samples(&[500.0, 250.0, 500.0]),
+            cli: samples(&[900.0, 450.0, 900.0]),
+        };
+        let chart = exec_chart(&a, &b, 1 << 30);
+        assert_eq!(chart.file_name(), "exec.png");
+        let [round_trip, output] = &chart.panels[..] else {
+            panic!("{chart:?}")
+        };
+        assert_eq!(round_trip.bars[0].system, crate::ratio::BASELINE);
+        assert_eq!(round_trip.bars[0].ratio, 1.0);
+        assert_eq!(
+            round_trip.ratio_of("CLI: `guestcomm exec unix://… -- true`"),
+            Some(2.0)
+        );
+        assert_eq!(
+            round_trip.ratio_of("library: connect + handshake + exec"),
+            Some(1.5)
+        );
+        // The CLI's target, 2× `sh -c true`, in units of the local spawn.
+        assert_eq!(round_trip.targets[0].at, 2.4);
+        assert_eq!(output.bars[0].ratio, 1.0);
+        assert_eq!(
+            output.ratio_of("library: exec into a counting sink"),
+            Some(0.5)
+        );
+        assert_eq!(
+            output.ratio_of("CLI: `guestcomm exec … > /dev/null`"),
+            Some(0.9)
+        );
+        let at: Vec<f64> = output.targets.iter().map(|t| t.at).collect();
+        assert_eq!(at, [TARGET_THROUGHPUT_RATIO, TARGET_CLI_THROUGHPUT_RATIO]);
+
+        let settings = Settings {
+            iterations: 3,
+            warmup: 0,
+            bytes: 1 << 30,
+            rounds: 3,
+            cli: "test",
+        };
+        let text = render(&Machine::probe(), &settings, &a, &b);
+        assert!(text.contains("chart docs/img/exec.png"), "{text}");
+    }
+
+    #[test]
+    fn the_cp_chart_has_qemu_ga_only_when_it_was_measured() {
+        let mut c = CopyThroughput {
+            bare: samples(&[1000.0, 800.0]),
+            system_cp: samples(&[2000.0, 1600.0]),
+            library_to: samples(&[900.0, 720.0]),
+            library_from: samples(&[1000.0, 800.0]),
+            cli_to: samples(&[700.0, 560.0]),
+            cli_from: samples(&[500.0, 400.0]),
+            ..CopyThroughput::default()
+        };
+        let chart = cp_chart(&c, 1 << 30);
+        let panel = &chart.panels[0];
+        assert_eq!(
+            panel.ratio_of("baseline: file → Unix socket pair → file"),
+            Some(1.0)
+        );
+        assert_eq!(panel.ratio_of("`cp(1)`"), Some(2.0));
+        assert_eq!(panel.ratio_of("CLI: guest → host"), Some(0.5));
+        assert_eq!(panel.bars.len(), 6);
+        assert_eq!(panel.targets[0].at, TARGET_THROUGHPUT_RATIO);
+        c.qga_to = samples(&[30.0, 24.0]);
+        c.qga_from = samples(&[100.0, 80.0]);
+        let panel = &cp_chart(&c, 1 << 30).panels[0];
+        assert_eq!(panel.ratio_of("qemu-ga: guest-file-write"), Some(0.03));
+        assert_eq!(panel.bars.len(), 8);
+        let text = render_cp(&Machine::probe(), 1 << 30, 2, &c);
+        assert!(text.contains("chart docs/img/cp.png"), "{text}");
     }
 
     #[test]
