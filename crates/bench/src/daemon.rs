@@ -462,6 +462,7 @@ mod tests {
             through: ms(1.25),
             through_cold: ms(2.0),
             vms: 1000,
+            agents: 20,
             idle_secs: 1,
             cpu_percent: 4.0,
             rss_mib: 64.0,
