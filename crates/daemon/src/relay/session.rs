@@ -96,14 +96,17 @@ impl Session {
         E: Display,
     {
         match upgraded.await {
-            Ok(client) => relay(self.state, self.view, self.agent, client, self.caller).await,
+            Ok(client) => {
+                let ends = (self.agent, self.permit);
+                relay(self.state, self.view, ends, client, self.caller).await;
+            }
             Err(e) => {
+                drop(self.permit);
                 warn!(error = %e, "HTTP upgrade failed");
                 let error = format!("HTTP upgrade failed: {e}");
                 audit_broken_session(&self.state, self.caller, &self.view.row, error).await;
             }
         }
-        drop(self.permit);
     }
 }
 
@@ -135,8 +138,13 @@ fn audit_record(caller: Caller, vm: &VmRow, request: &GcRequest) -> audit::Recor
 
 /// Handshake with the CLI, policy check of its request, then the byte
 /// relay; the request is audited when it starts and when it ends.
-async fn relay<T>(state: Arc<State>, view: Arc<VmView>, agent: Agent, client: T, caller: Caller)
-where
+async fn relay<T>(
+    state: Arc<State>,
+    view: Arc<VmView>,
+    (agent, permit): (Agent, OwnedSemaphorePermit),
+    client: T,
+    caller: Caller,
+) where
     T: AsyncRead + AsyncWrite + Unpin + Send,
 {
     let vm = &view.row;
@@ -235,6 +243,10 @@ where
     debug!(%service, "relaying");
     let stats = Arc::new(TapStats::default());
     let pumped = pump(client, agent_conn, &stats, idle).await;
+    // Both connections are closed: the slot goes back before the audit
+    // record is written. Held through the write, slots ran out under load
+    // while the store's queue was long (the exec itself long over).
+    drop(permit);
     if let Err(e) = &pumped {
         debug!(error = %e, "relay ended with an error");
     }
