@@ -224,8 +224,8 @@ struct Args {
     #[arg(long, value_name = "SIZE", default_value = "20MiB", value_parser = stats::parse_bytes)]
     load_copy_bytes: u64,
 
-    /// Case H: agents the VMs point at.
-    #[arg(long, value_name = "N", default_value_t = 20, value_parser = positive)]
+    /// Case H: agents the VMs point at (the load test runs 20).
+    #[arg(long, value_name = "N", default_value_t = 50, value_parser = positive)]
     load_agents: usize,
 
     /// Case H: also write its figures as JSON into this file.
