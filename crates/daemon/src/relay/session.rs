@@ -97,8 +97,15 @@ impl Session {
     {
         match upgraded.await {
             Ok(client) => {
-                let ends = (self.agent, self.permit);
-                relay(self.state, self.view, ends, client, self.caller).await;
+                relay(
+                    self.state,
+                    self.view,
+                    self.agent,
+                    self.permit,
+                    client,
+                    self.caller,
+                )
+                .await
             }
             Err(e) => {
                 drop(self.permit);
@@ -137,11 +144,13 @@ fn audit_record(caller: Caller, vm: &VmRow, request: &GcRequest) -> audit::Recor
 }
 
 /// Handshake with the CLI, policy check of its request, then the byte
-/// relay; the request is audited when it starts and when it ends.
+/// relay; the request is audited when it starts and when it ends. The
+/// relay slot `permit` goes back once the connections are closed.
 async fn relay<T>(
     state: Arc<State>,
     view: Arc<VmView>,
-    (agent, permit): (Agent, OwnedSemaphorePermit),
+    agent: Agent,
+    permit: OwnedSemaphorePermit,
     client: T,
     caller: Caller,
 ) where

@@ -12,9 +12,9 @@
 //! the agent's wait for a next request.
 //!
 //! Each round waits for its probes (so rounds never pile up), which run
-//! inside the monitor's task, at most `--max-concurrent-probes` at once. When an agent answers after not
-//! answering (or while its key-value pool waits for delivery), the pool is
-//! pushed to it.
+//! inside the monitor's task, at most `--max-concurrent-probes` at once.
+//! When an agent answers after not answering (or while its key-value pool
+//! waits for delivery), the pool is pushed to it.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -22,10 +22,9 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use guestcomm_protocol::error_chain;
-use tracing::warn;
-
 use guestcomm_protocol::limits::HANDSHAKE_TIMEOUT_MS;
 use guestcomm_transport::Address;
+use tracing::warn;
 use uuid::Uuid;
 
 use crate::agent::KeptProbe;
@@ -66,9 +65,11 @@ impl Rounds {
 /// holds. A VM's slot stays while its probe runs: a heartbeat on a kept
 /// connection costs two lookups by VM id, and only a connection kept anew
 /// or given up touches the count of its endpoint.
-#[derive(Default)]
 struct KeptProbes {
     inner: Mutex<Kept>,
+    /// Most kept per agent endpoint, and in all: 0 when none are kept.
+    cap_per_agent: usize,
+    cap_total: usize,
 }
 
 #[derive(Default)]
@@ -98,6 +99,19 @@ impl Kept {
 }
 
 impl KeptProbes {
+    /// The kept connections of probes every `interval`: none when the next
+    /// heartbeat would not come well before the agent stops waiting for a
+    /// next request (`HANDSHAKE_TIMEOUT_MS`), even in a round that starts
+    /// late.
+    fn for_interval(interval: Duration) -> Self {
+        let keeps = interval.as_millis() * 2 <= u128::from(HANDSHAKE_TIMEOUT_MS);
+        Self {
+            inner: Mutex::default(),
+            cap_per_agent: if keeps { MAX_KEPT_PROBES_PER_AGENT } else { 0 },
+            cap_total: if keeps { MAX_KEPT_PROBES } else { 0 },
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Kept> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -111,8 +125,8 @@ impl KeptProbes {
     /// Whether a new connection to `endpoint` may be kept.
     fn room_for(&self, endpoint: &Address) -> bool {
         let kept = self.lock();
-        kept.by_vm.len() < MAX_KEPT_PROBES
-            && kept.per_agent.get(endpoint).copied().unwrap_or(0) < MAX_KEPT_PROBES_PER_AGENT
+        kept.by_vm.len() < self.cap_total
+            && kept.per_agent.get(endpoint).copied().unwrap_or(0) < self.cap_per_agent
     }
 
     /// Keeps `conn` for `vm`'s next probe, if there is still room (it is
@@ -128,7 +142,7 @@ impl KeptProbes {
             None => {}
         }
         let n = kept.per_agent.get(conn.endpoint()).copied().unwrap_or(0);
-        if kept.by_vm.len() >= MAX_KEPT_PROBES || n >= MAX_KEPT_PROBES_PER_AGENT {
+        if kept.by_vm.len() >= self.cap_total || n >= self.cap_per_agent {
             return;
         }
         kept.per_agent.insert(conn.endpoint().clone(), n + 1);
@@ -160,20 +174,12 @@ impl KeptProbes {
     }
 }
 
-/// Whether probes every `interval` may keep their connections: the next
-/// heartbeat must come well before the agent stops waiting for a next
-/// request (`HANDSHAKE_TIMEOUT_MS`), even in a round that starts late.
-fn keeps_connections(interval: Duration) -> bool {
-    interval.as_millis() * 2 <= u128::from(HANDSHAKE_TIMEOUT_MS)
-}
-
 /// Runs the monitor until the task is dropped.
 pub(crate) async fn monitor(state: Arc<State>, interval: Duration, max_concurrent: usize) {
     let mut rounds = Rounds::new(interval, "health monitor");
     let mut rounds_started: u64 = 0;
     let mut previous: Option<Arc<Vec<VmRow>>> = None;
-    let keep = keeps_connections(interval);
-    let kept = KeptProbes::default();
+    let kept = KeptProbes::for_interval(interval);
     loop {
         let vms = rounds.next(&state).await;
         rounds_started += 1;
@@ -209,7 +215,7 @@ pub(crate) async fn monitor(state: Arc<State>, interval: Duration, max_concurren
         let (state, kept, delivery) = (&state, &kept, &delivery);
         futures::stream::iter(probed)
             .for_each_concurrent(max_concurrent.max(1), |vm| async move {
-                probe_one(state, vm, counters, (keep, kept), delivery).await;
+                probe_one(state, vm, counters, kept, delivery).await;
             })
             .await;
     }
@@ -221,11 +227,11 @@ async fn probe_one(
     state: &Arc<State>,
     vm: &VmRow,
     counters: bool,
-    (keep, kept): (bool, &KeptProbes),
+    kept: &KeptProbes,
     delivery: &KvpDeliveryState,
 ) {
     let previous = kept.take(vm.id);
-    let keep_new = keep && (previous.is_some() || kept.room_for(&vm.endpoint));
+    let keep_new = previous.is_some() || kept.room_for(&vm.endpoint);
     let (result, conn) = crate::agent::probe(vm, counters, previous, keep_new).await;
     match conn {
         Some(conn) => kept.put(vm.id, conn),
@@ -249,17 +255,21 @@ async fn probe_one(
 mod tests {
     use super::*;
 
-    #[test]
-    fn connections_are_kept_only_when_the_agent_waits_long_enough_for_the_next_probe() {
-        assert!(keeps_connections(Duration::from_secs(5)));
-        assert!(keeps_connections(Duration::from_millis(100)));
-        assert!(!keeps_connections(Duration::from_millis(5_001)));
-        assert!(!keeps_connections(Duration::from_secs(60)));
+    #[tokio::test]
+    async fn connections_are_kept_only_when_the_agent_waits_long_enough_for_the_next_probe() {
+        let shared: Address = "unix:///shared.sock".parse().unwrap();
+        for (interval_ms, keeps) in [(100, true), (5_000, true), (5_001, false), (60_000, false)] {
+            let kept = KeptProbes::for_interval(Duration::from_millis(interval_ms));
+            assert_eq!(kept.room_for(&shared), keeps, "{interval_ms} ms");
+            let vm = Uuid::new_v4();
+            kept.put(vm, KeptProbe::for_test("unix:///shared.sock"));
+            assert_eq!(kept.take(vm).is_some(), keeps, "{interval_ms} ms");
+        }
     }
 
     #[tokio::test]
     async fn kept_connections_are_bounded_per_agent_and_forgotten_with_their_vm() {
-        let kept = KeptProbes::default();
+        let kept = KeptProbes::for_interval(Duration::from_secs(5));
         let shared: Address = "unix:///shared.sock".parse().unwrap();
         let vms: Vec<Uuid> = (0..=MAX_KEPT_PROBES_PER_AGENT)
             .map(|_| Uuid::new_v4())
