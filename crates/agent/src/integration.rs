@@ -191,7 +191,10 @@ pub(crate) fn answer(
             .map(Control::FsFreezeStatus)
             .map_err(freeze_error),
         Call::FsStatus => Ok(Control::FsFreezeStatus(s.freeze.status())),
-        Call::Heartbeat => Ok(Control::AgentCounters(crate::counters::snapshot())),
+        Call::Heartbeat { counters: true } => {
+            Ok(Control::AgentCounters(crate::counters::snapshot()))
+        }
+        Call::Heartbeat { counters: false } => Ok(Control::Done),
         _ => Err(ErrorFrame::new(
             ErrorCode::UnsupportedRequest,
             "not an integration request",
@@ -217,7 +220,7 @@ where
         Call::Shutdown(req) => Some(req.clone()),
         _ => None,
     };
-    let heartbeat = matches!(call, Call::Heartbeat);
+    let heartbeat = matches!(call, Call::Heartbeat { .. });
     let answered = if heartbeat {
         // A copy of the counters: no reason to leave the async thread.
         answer(&services, origin, service, call)
@@ -288,6 +291,21 @@ mod tests {
         let refused = answer(&s, Origin::Host, BuiltinService::GuestInfo, get.clone());
         assert_eq!(code(refused), ErrorCode::UnsupportedRequest);
         assert!(answer_ok(&s, Origin::Host, BuiltinService::KeyValue, get));
+    }
+
+    #[test]
+    fn a_heartbeat_answers_the_counters_only_when_asked_for_them() {
+        let s = services();
+        let beat = |counters| {
+            answer(
+                &s,
+                Origin::Host,
+                BuiltinService::Heartbeat,
+                Call::Heartbeat { counters },
+            )
+        };
+        assert!(matches!(beat(true), Ok(Control::AgentCounters(_))));
+        assert_eq!(beat(false).unwrap(), Control::Done);
     }
 
     fn answer_ok(s: &Arc<Services>, origin: Origin, service: BuiltinService, call: Call) -> bool {

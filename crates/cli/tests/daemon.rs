@@ -330,10 +330,12 @@ fn the_health_monitor_keeps_one_connection_per_vm_across_its_probes() {
     let counters = || {
         rt.block_on(async {
             let session = guestcomm_client::connect(&addr, "test").await.unwrap();
-            let answer =
-                guestcomm_client::integration::call(session, guestcomm_protocol::Call::Heartbeat)
-                    .await
-                    .unwrap();
+            let answer = guestcomm_client::integration::call(
+                session,
+                guestcomm_protocol::Call::Heartbeat { counters: true },
+            )
+            .await
+            .unwrap();
             match answer {
                 guestcomm_protocol::Control::AgentCounters(c) => (
                     c.connections,

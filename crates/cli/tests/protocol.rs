@@ -401,10 +401,12 @@ async fn heartbeat_on(
     guestcomm_protocol::integration::AgentCounters,
     guestcomm_protocol::FramedConn<guestcomm_transport::Stream>,
 ) {
-    let (answer, conn) =
-        guestcomm_client::integration::call_on(conn, guestcomm_protocol::Call::Heartbeat)
-            .await
-            .expect("a heartbeat answer");
+    let (answer, conn) = guestcomm_client::integration::call_on(
+        conn,
+        guestcomm_protocol::Call::Heartbeat { counters: true },
+    )
+    .await
+    .expect("a heartbeat answer");
     match answer {
         Control::AgentCounters(counters) => (counters, conn),
         other => panic!("not the agent's counters: {other:?}"),
@@ -430,6 +432,16 @@ async fn heartbeats_then_an_exec_share_one_connection_when_both_sides_offer_reus
     // before); each heartbeat counted as it came.
     let ours = seen[0].0;
     assert_eq!(seen, [(ours, 1), (ours, 2), (ours, 3)]);
+    // A liveness heartbeat (no counters asked) is answered `done` and the
+    // connection stays open for the next request.
+    let (answer, open) = guestcomm_client::integration::call_on(
+        conn,
+        guestcomm_protocol::Call::Heartbeat { counters: false },
+    )
+    .await
+    .expect("a liveness answer");
+    assert_eq!(answer, Control::Done);
+    conn = open;
     let mut stdout = Vec::new();
     let io = guestcomm_client::ExecIo {
         stdin: None::<std::io::Cursor<Vec<u8>>>,
@@ -450,6 +462,10 @@ async fn heartbeats_then_an_exec_share_one_connection_when_both_sides_offer_reus
     let (counters, _) = heartbeat_on(open.expect("reusable after the exec")).await;
     assert_eq!(counters.connections, ours);
     assert_eq!(counters.requests["exec"], 1);
+    assert_eq!(
+        counters.requests["heartbeat"], 5,
+        "the liveness one counted too"
+    );
 }
 
 #[tokio::test]
@@ -460,8 +476,11 @@ async fn without_reuse_a_heartbeat_is_the_connections_last_answer() {
     let (counters, conn) = heartbeat_on(session.conn).await;
     assert_eq!(counters.requests["heartbeat"], 1);
     // The agent drops a second request and closes within its linger bound.
-    let second =
-        guestcomm_client::integration::call_on(conn, guestcomm_protocol::Call::Heartbeat).await;
+    let second = guestcomm_client::integration::call_on(
+        conn,
+        guestcomm_protocol::Call::Heartbeat { counters: true },
+    )
+    .await;
     assert!(
         matches!(
             second,

@@ -13,6 +13,7 @@
 //!           happened
 //! ```
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::SinkExt;
@@ -130,7 +131,7 @@ impl Agent {
 #[derive(Debug)]
 pub(crate) struct Probed {
     pub(crate) rtt: Duration,
-    pub(crate) agent: String,
+    pub(crate) agent: Arc<str>,
     pub(crate) counters: Option<AgentCounters>,
 }
 
@@ -142,7 +143,8 @@ pub(crate) struct KeptProbe {
     conn: FramedConn<Stream>,
     endpoint: Address,
     psk: Option<Psk>,
-    agent: String,
+    /// The agent's name from its welcome, shared with every probe's answer.
+    agent: Arc<str>,
 }
 
 impl KeptProbe {
@@ -227,13 +229,13 @@ pub(crate) async fn probe(
     let kept = kept.filter(|k| k.is_for(addr) && k.psk.as_ref() == psk);
     if let Some(kept) = kept {
         let start = Instant::now();
-        let asked = guestcomm_client::integration::call_on(kept.conn, Call::Heartbeat);
+        let asked = guestcomm_client::integration::call_on(kept.conn, Call::Heartbeat { counters });
         match tokio::time::timeout(bound, asked).await {
-            Ok(Ok((Control::AgentCounters(answer), conn))) => {
+            Ok(Ok((answer @ (Control::AgentCounters(_) | Control::Done), conn))) => {
                 let probed = Probed {
                     rtt: start.elapsed(),
                     agent: kept.agent.clone(),
-                    counters: counters.then_some(answer),
+                    counters: asked_counters(counters, answer),
                 };
                 let kept = KeptProbe { conn, ..kept }.idle();
                 return (Ok(probed), Some(kept));
@@ -291,7 +293,7 @@ async fn probe_anew(
         }
     };
     let rtt = start.elapsed();
-    let agent = session.welcome.agent.clone();
+    let agent: Arc<str> = session.welcome.agent.as_str().into();
     let reusable = keep && session.reusable();
     if !reusable && !counters {
         let probed = Probed {
@@ -301,15 +303,17 @@ async fn probe_anew(
         };
         return (Ok(probed), None);
     }
-    let asked = guestcomm_client::integration::call_on(session.conn, Call::Heartbeat);
+    let asked = guestcomm_client::integration::call_on(session.conn, Call::Heartbeat { counters });
     let (answer, conn) = match tokio::time::timeout(bound, asked).await {
-        Ok(Ok((Control::AgentCounters(answer), conn))) => (Some(answer), Some(conn)),
+        Ok(Ok((answer @ (Control::AgentCounters(_) | Control::Done), conn))) => {
+            (asked_counters(counters, answer), Some(conn))
+        }
         Ok(Ok((other, _))) => {
-            debug!(%addr, answer = other.kind(), "heartbeat: not the agent's counters");
+            debug!(%addr, answer = other.kind(), "heartbeat: not its answer");
             (None, None)
         }
         Ok(Err(e)) => {
-            debug!(%addr, error = %error_chain(&e), "heartbeat: no counters (an older agent?)");
+            debug!(%addr, error = %error_chain(&e), "heartbeat: not answered (an older agent?)");
             (None, None)
         }
         Err(_) => {
@@ -329,9 +333,18 @@ async fn probe_anew(
     let probed = Probed {
         rtt,
         agent,
-        counters: answer.filter(|_| counters),
+        counters: answer,
     };
     (Ok(probed), kept)
+}
+
+/// The counters in a heartbeat's `answer`, when they were asked for (an
+/// agent older than the question's `counters` member answers them always).
+fn asked_counters(asked: bool, answer: Control) -> Option<AgentCounters> {
+    match answer {
+        Control::AgentCounters(counters) if asked => Some(counters),
+        _ => None,
+    }
 }
 
 /// Where on the path to the agent at `addr` the failure `e` happened.

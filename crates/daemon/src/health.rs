@@ -89,7 +89,7 @@ impl HealthMap {
     pub(crate) fn record(
         &self,
         vm: &VmRow,
-        result: Result<(Duration, String), ProbeFailure>,
+        result: Result<(Duration, &str), ProbeFailure>,
     ) -> bool {
         let mut map = self.0.write().unwrap_or_else(|e| e.into_inner());
         let entry = map.entry(vm.id).or_insert_with(no_contact);
@@ -98,7 +98,10 @@ impl HealthMap {
             Ok((rtt, agent)) => {
                 entry.status = HealthStatus::Ok;
                 entry.rtt_us = Some(rtt.as_micros() as u64);
-                entry.agent_version = Some(agent);
+                // The same agent as last time, most often: no new string.
+                if entry.agent_version.as_deref() != Some(agent) {
+                    entry.agent_version = Some(agent.to_owned());
+                }
                 entry.last_contact_ms = Some(u64::try_from(now_ms()).unwrap_or(0));
                 entry.last_error = None;
                 entry.detail = None;
@@ -194,7 +197,7 @@ mod tests {
         }
     }
 
-    fn failed(detail: HealthDetail) -> Result<(Duration, String), ProbeFailure> {
+    fn failed(detail: HealthDetail) -> Result<(Duration, &'static str), ProbeFailure> {
         Err(ProbeFailure {
             detail,
             error: "failed".into(),
@@ -208,7 +211,7 @@ mod tests {
         assert_eq!(map.get(vm.id).status, HealthStatus::NoContact);
         map.record(&vm, failed(HealthDetail::AgentNotListening));
         assert_eq!(map.get(vm.id).status, HealthStatus::NoContact);
-        map.record(&vm, Ok((Duration::from_micros(50), "agent 1".into())));
+        map.record(&vm, Ok((Duration::from_micros(50), "agent 1")));
         let h = map.get(vm.id);
         assert_eq!(
             (&h.status, h.rtt_us, h.detail),
@@ -219,7 +222,7 @@ mod tests {
         assert_eq!(h.status, HealthStatus::LostComm);
         assert_eq!(h.detail, Some(HealthDetail::TransportUnreachable));
         assert_eq!(h.agent_version.as_deref(), Some("agent 1"));
-        map.record(&vm, Ok((Duration::from_micros(60), "agent 1".into())));
+        map.record(&vm, Ok((Duration::from_micros(60), "agent 1")));
         assert_eq!(map.get(vm.id).status, HealthStatus::Ok);
     }
 
@@ -228,7 +231,7 @@ mod tests {
         let map = HealthMap::default();
         let vm = vm();
         assert!(map.probed(vm.id), "a VM without a reported power state");
-        map.record(&vm, Ok((Duration::from_micros(50), "agent 1".into())));
+        map.record(&vm, Ok((Duration::from_micros(50), "agent 1")));
         map.set_power(&vm, Power::Paused);
         assert_eq!(map.get(vm.id).status, HealthStatus::Paused);
         assert!(!map.probed(vm.id));
@@ -259,7 +262,7 @@ mod tests {
     fn a_guest_that_does_not_answer_at_all_is_no_contact_even_after_contact() {
         let map = HealthMap::default();
         let vm = vm();
-        map.record(&vm, Ok((Duration::from_micros(50), "agent 1".into())));
+        map.record(&vm, Ok((Duration::from_micros(50), "agent 1")));
         map.record(&vm, failed(HealthDetail::AgentNotAnswering));
         let h = map.get(vm.id);
         assert_eq!(h.status, HealthStatus::NoContact);

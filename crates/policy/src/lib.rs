@@ -488,7 +488,7 @@ pub fn is_read(call: &Call) -> bool {
             | Call::KvpGet { .. }
             | Call::KvpList { .. }
             | Call::FsStatus
-            | Call::Heartbeat
+            | Call::Heartbeat { .. }
     )
 }
 

@@ -329,12 +329,28 @@ pub enum Call {
     },
     /// What is frozen (service: fsfreeze).
     FsStatus,
-    /// The agent's own counters (service: heartbeat): the daemon's health
-    /// probe asks after its handshake.
-    Heartbeat,
+    /// Whether the agent is there, and its own counters (service:
+    /// heartbeat): the daemon's health probe asks after its handshake, and
+    /// again on the connection it keeps.
+    Heartbeat {
+        /// Answer `agent_counters` (the default, and what an agent older
+        /// than this member always answers); `false`: answer `done`, a
+        /// liveness answer with nothing to build or parse.
+        #[serde(default = "counters_wanted", skip_serializing_if = "is_true")]
+        counters: bool,
+    },
     /// An operation this version does not know.
     #[serde(other)]
     Unsupported,
+}
+
+/// `heartbeat`'s `counters` when absent: asked, as before the member existed.
+const fn counters_wanted() -> bool {
+    true
+}
+
+fn is_true(b: &bool) -> bool {
+    *b
 }
 
 impl Call {
@@ -357,7 +373,7 @@ impl Call {
             Self::FsFreeze { .. } => "fs_freeze",
             Self::FsThaw { .. } => "fs_thaw",
             Self::FsStatus => "fs_status",
-            Self::Heartbeat => "heartbeat",
+            Self::Heartbeat { .. } => "heartbeat",
             Self::Unsupported => "unsupported",
         }
     }
@@ -379,7 +395,7 @@ impl Call {
             Self::FsFreeze { .. } | Self::FsThaw { .. } | Self::FsStatus => {
                 BuiltinService::FsFreeze
             }
-            Self::Heartbeat => BuiltinService::Heartbeat,
+            Self::Heartbeat { .. } => BuiltinService::Heartbeat,
             Self::Unsupported => BuiltinService::Agent,
         }
     }
@@ -513,6 +529,23 @@ mod tests {
         };
         let json = serde_json::to_value(&with).unwrap();
         assert_eq!(json["host_data"]["HostName"], "h");
+    }
+
+    #[test]
+    fn heartbeat_asks_for_counters_unless_told_otherwise() {
+        // An older daemon's heartbeat: the counters are asked.
+        let old = r#"{"op":"heartbeat"}"#;
+        let asked: Call = serde_json::from_str(old).unwrap();
+        assert_eq!(asked, Call::Heartbeat { counters: true });
+        assert_eq!(
+            serde_json::to_string(&asked).unwrap(),
+            old,
+            "the frame an older agent knows"
+        );
+        let liveness = Call::Heartbeat { counters: false };
+        let json = serde_json::to_string(&liveness).unwrap();
+        assert_eq!(json, r#"{"op":"heartbeat","counters":false}"#);
+        assert_eq!(serde_json::from_str::<Call>(&json).unwrap(), liveness);
     }
 
     #[test]

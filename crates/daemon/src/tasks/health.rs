@@ -237,14 +237,16 @@ async fn probe_one(
         Some(conn) => kept.put(vm.id, conn),
         None => kept.release(vm.id),
     }
-    let result = result.map(|probed| {
-        if let Some(counters) = &probed.counters {
-            state.metrics.agent_counters(&vm.name, counters);
-        }
-        (probed.rtt, probed.agent)
-    });
     let answered = result.is_ok();
-    let came_back = state.health.record(vm, result);
+    let came_back = match result {
+        Ok(probed) => {
+            if let Some(counters) = &probed.counters {
+                state.metrics.agent_counters(&vm.name, counters);
+            }
+            state.health.record(vm, Ok((probed.rtt, &probed.agent)))
+        }
+        Err(failure) => state.health.record(vm, Err(failure)),
+    };
     if answered {
         // Deliver what the agent missed.
         crate::ops::integration::push_if_needed(state, vm, came_back, delivery).await;
