@@ -37,9 +37,9 @@ pub enum CallError {
     /// The connection closed before the answer.
     #[error("the connection to the agent closed before it answered")]
     Disconnected,
-    /// No answer in time.
-    #[error("the agent did not answer within {} s", ANSWER_TIMEOUT.as_secs())]
-    Timeout,
+    /// No answer within this bound (the request's sending included).
+    #[error("the agent did not answer within {} ms", .0.as_millis())]
+    Timeout(Duration),
     /// An answer of the wrong type.
     #[error("protocol error: unexpected {0} from the agent")]
     Protocol(String),
@@ -58,21 +58,40 @@ where
 /// ([`Session::reusable`]), it may carry the next request
 /// (docs/PROTOCOL.md 2.6); otherwise the caller closes it.
 pub async fn call_on<T>(
-    mut conn: FramedConn<T>,
+    conn: FramedConn<T>,
     call: Call,
 ) -> Result<(Control, FramedConn<T>), CallError>
 where
     T: AsyncRead + AsyncWrite + Unpin,
 {
-    conn.send(Frame::Control(Control::Request(Request::new(call))))
-        .await?;
-    match tokio::time::timeout(ANSWER_TIMEOUT, conn.next()).await {
-        Err(_) => Err(CallError::Timeout),
-        Ok(None) => Err(CallError::Disconnected),
-        Ok(Some(Err(e))) => Err(e.into()),
-        Ok(Some(Ok(Frame::Control(Control::Error(e))))) => Err(CallError::Refused(e)),
-        Ok(Some(Ok(Frame::Control(answer)))) => Ok((answer, conn)),
-        Ok(Some(Ok(other))) => Err(CallError::Protocol(other.describe())),
+    call_on_within(conn, call, ANSWER_TIMEOUT).await
+}
+
+/// [`call_on`] with the request sent and answered within `bound` (one
+/// timer for both: the daemon's health probe asks thousands of these a
+/// second).
+pub async fn call_on_within<T>(
+    mut conn: FramedConn<T>,
+    call: Call,
+    bound: Duration,
+) -> Result<(Control, FramedConn<T>), CallError>
+where
+    T: AsyncRead + AsyncWrite + Unpin,
+{
+    let exchange = async {
+        conn.send(Frame::Control(Control::Request(Request::new(call))))
+            .await?;
+        match conn.next().await {
+            None => Err(CallError::Disconnected),
+            Some(Err(e)) => Err(e.into()),
+            Some(Ok(Frame::Control(Control::Error(e)))) => Err(CallError::Refused(e)),
+            Some(Ok(Frame::Control(answer))) => Ok(answer),
+            Some(Ok(other)) => Err(CallError::Protocol(other.describe())),
+        }
+    };
+    match tokio::time::timeout(bound, exchange).await {
+        Err(_) => Err(CallError::Timeout(bound)),
+        Ok(answer) => answer.map(|answer| (answer, conn)),
     }
 }
 

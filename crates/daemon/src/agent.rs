@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use futures::SinkExt;
 use guestcomm_api::HealthDetail;
+use guestcomm_client::integration::CallError;
 use guestcomm_client::{ClientError, Session};
 use guestcomm_protocol::auth::Psk;
 use guestcomm_protocol::error_chain;
@@ -229,9 +230,10 @@ pub(crate) async fn probe(
     let kept = kept.filter(|k| k.is_for(addr) && k.psk.as_ref() == psk);
     if let Some(kept) = kept {
         let start = Instant::now();
-        let asked = guestcomm_client::integration::call_on(kept.conn, Call::Heartbeat { counters });
-        match tokio::time::timeout(bound, asked).await {
-            Ok(Ok((answer @ (Control::AgentCounters(_) | Control::Done), conn))) => {
+        let heartbeat = Call::Heartbeat { counters };
+        let asked = guestcomm_client::integration::call_on_within(kept.conn, heartbeat, bound);
+        match asked.await {
+            Ok((answer @ (Control::AgentCounters(_) | Control::Done), conn)) => {
                 let probed = Probed {
                     rtt: start.elapsed(),
                     agent: kept.agent.clone(),
@@ -240,18 +242,18 @@ pub(crate) async fn probe(
                 let kept = KeptProbe { conn, ..kept }.idle();
                 return (Ok(probed), Some(kept));
             }
-            Ok(Ok((other, _))) => {
-                debug!(%addr, answer = other.kind(), "kept probe connection: not the agent's counters; connecting anew");
+            Ok((other, _)) => {
+                debug!(%addr, answer = other.kind(), "kept probe connection: not a heartbeat's answer; connecting anew");
             }
-            Ok(Err(e)) => {
-                debug!(%addr, error = %error_chain(&e), "kept probe connection closed; connecting anew");
-            }
-            Err(_) => {
+            Err(CallError::Timeout(_)) => {
                 let failure = ProbeFailure {
                     detail: HealthDetail::AgentNotAnswering,
                     error: format!("no answer to a heartbeat within {PROBE_TIMEOUT_MS} ms"),
                 };
                 return (Err(failure), None);
+            }
+            Err(e) => {
+                debug!(%addr, error = %error_chain(&e), "kept probe connection closed; connecting anew");
             }
         }
     }
@@ -303,21 +305,18 @@ async fn probe_anew(
         };
         return (Ok(probed), None);
     }
-    let asked = guestcomm_client::integration::call_on(session.conn, Call::Heartbeat { counters });
-    let (answer, conn) = match tokio::time::timeout(bound, asked).await {
-        Ok(Ok((answer @ (Control::AgentCounters(_) | Control::Done), conn))) => {
+    let heartbeat = Call::Heartbeat { counters };
+    let asked = guestcomm_client::integration::call_on_within(session.conn, heartbeat, bound);
+    let (answer, conn) = match asked.await {
+        Ok((answer @ (Control::AgentCounters(_) | Control::Done), conn)) => {
             (asked_counters(counters, answer), Some(conn))
         }
-        Ok(Ok((other, _))) => {
+        Ok((other, _)) => {
             debug!(%addr, answer = other.kind(), "heartbeat: not its answer");
             (None, None)
         }
-        Ok(Err(e)) => {
+        Err(e) => {
             debug!(%addr, error = %error_chain(&e), "heartbeat: not answered (an older agent?)");
-            (None, None)
-        }
-        Err(_) => {
-            debug!(%addr, "heartbeat: no answer within {PROBE_TIMEOUT_MS} ms");
             (None, None)
         }
     };

@@ -74,7 +74,8 @@ struct KeptProbes {
 
 #[derive(Default)]
 struct Kept {
-    by_vm: HashMap<Uuid, Slot>,
+    /// Taken from and put back on every heartbeat: a fast hasher.
+    by_vm: foldhash::HashMap<Uuid, Slot>,
     per_agent: HashMap<Address, usize>,
 }
 
