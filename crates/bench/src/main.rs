@@ -43,7 +43,10 @@
 //! - **G. side by side in a VM** (`--case compare-vm`): guestcomm
 //!   and qemu-ga both on vsock in one TCG guest, reached through the same
 //!   vhost-device-vsock socket (exec latency, output, copies both ways,
-//!   memory in the guest), with a chart into `--plots` (see `compare_vm.rs`).
+//!   memory in the guest, the agent's start to its first answered exec),
+//!   against a bare vsock byte stream through the same socket, with a chart
+//!   into `--plots` (see `compare_vm.rs`, `vm_bare.rs`, `vm_startup.rs`);
+//!   `--guest-cpu MODEL` (e.g. `max`) writes a section of its own.
 //!   Needs the image of `scripts/vm/build-image --with-qemu-ga` (`--vm-image`);
 //!   `--case all` runs it when the image is there and says why when not.
 //!
