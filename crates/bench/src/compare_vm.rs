@@ -20,7 +20,16 @@
 //!   guest files on the guest's tmpfs, host files fsynced;
 //! - resident memory of both agents in the guest, idle and after the
 //!   workloads, each agent's /proc/PID/status read through the other one,
-//!   so that neither is busy when it is measured.
+//!   so that neither is busy when it is measured;
+//! - a bare vsock byte stream through the same socket in the same guest
+//!   (`socat`, see `vm_bare.rs`), a path of its own in the output and copy
+//!   rounds: the baseline of the output and copy targets;
+//! - the agent's start to its first answered exec, in the guest, right
+//!   after boot while the guest's random pool is not initialized (see
+//!   `vm_startup.rs`).
+//!
+//! The guest's CPU model is `--guest-cpu` (default `qemu64`; `max` lets TCG
+//! emulate SSE4.1 and AVX2), named in the report.
 
 use std::fs::File;
 use std::ops::Deref;
@@ -38,9 +47,10 @@ use crate::qga::QgaClient;
 use crate::stats::Samples;
 use crate::vm_guest::{
     agent_proc_script, copy_rounds, image_field, load_average, mb_per_s, phase_done, read_manifest,
-    row, EXEC_SAMPLES, GUEST_DST, GUEST_SRC, OPERATION_DEADLINE, OUTPUT_BYTES, OUTPUT_COMMAND,
-    ROUNDS, WARMUP,
+    row, section_name, EXEC_SAMPLES, GUEST_DST, GUEST_SRC, OPERATION_DEADLINE, OUTPUT_BYTES,
+    OUTPUT_COMMAND, ROUNDS, WARMUP,
 };
+use crate::vm_startup::Startup;
 
 /// qemu-ga may start listening just after the guestcomm agent.
 const QGA_CONNECT_DEADLINE: Duration = Duration::from_secs(30);
@@ -56,6 +66,8 @@ pub(crate) struct Image {
     pub(crate) qga: String,
     /// qemu-ga's vsock port in the guest.
     pub(crate) qga_port: u32,
+    /// The socat package of the bare stream.
+    pub(crate) socat: String,
 }
 
 /// Parses `image.txt` (`key=value` lines); says why the image cannot serve
@@ -67,11 +79,15 @@ pub(crate) fn parse_image(text: &str) -> Result<Image, String> {
     let qga_port = port
         .parse()
         .map_err(|_| format!("qemu-ga-port {port:?} in image.txt is not a port number"))?;
+    let socat = get("socat").ok_or(
+        "the image has no socat for the bare vsock stream (rebuild it with --with-qemu-ga)",
+    )?;
     Ok(Image {
         kernel: get("kernel").unwrap_or_else(|| "unknown".into()),
         agent: get("agent").unwrap_or_else(|| "unknown".into()),
         qga,
         qga_port,
+        socat,
     })
 }
 
@@ -107,9 +123,18 @@ pub(crate) fn parse_memory(status: &str) -> anyhow::Result<[f64; 4]> {
     ])
 }
 
+/// The system of the bare vsock stream's rows.
+pub(crate) const BARE_SYSTEM: &str = "bare vsock";
+
 /// Everything case G measured, with the paired ratios against qemu-ga.
 pub(crate) struct VmComparison {
     pub(crate) image: Image,
+    /// QEMU's `-cpu` value.
+    pub(crate) cpu: String,
+    /// The report section's name (`compare-vm`, or one per CPU model).
+    pub(crate) section: String,
+    /// The agent's start to its first answered exec.
+    pub(crate) startup: Startup,
     pub(crate) latency: Vec<Row>,
     /// guestcomm's connect + authenticated handshake alone, ms.
     pub(crate) handshake: Samples,
@@ -159,17 +184,20 @@ impl Guest<'_> {
     }
 }
 
-/// Runs case G in the image in `images`; `tool_dirs` are searched for QEMU
-/// and vhost-device-vsock before `PATH`.
+/// Runs case G in the image in `images` on CPU model `cpu_model`;
+/// `tool_dirs` are searched for QEMU and vhost-device-vsock before `PATH`.
 pub(crate) fn compare_vm(
     rt: &Runtime,
     cli: &Path,
     images: &Path,
     tool_dirs: Vec<std::path::PathBuf>,
-    image: Image,
+    (image, cpu_model): (Image, &str),
 ) -> anyhow::Result<VmComparison> {
     let load_before = load_average();
-    let guest = crate::vm_guest::Guest::boot('G', rt, cli, images, tool_dirs, GuestEntropy::None)?;
+    let entropy = GuestEntropy::None;
+    let guest =
+        crate::vm_guest::Guest::boot('G', rt, cli, images, tool_dirs, (entropy, cpu_model))?;
+    let cpu = guestcomm_vmtest::cpu_option(cpu_model, entropy);
     let mut g = Guest { guest, qga: None };
     // qemu-ga first, while it is untouched (no connection yet).
     let qga_idle = g.qga_status()?;
@@ -188,7 +216,12 @@ pub(crate) fn compare_vm(
     g.qga = Some(QgaClient::over(stream)?);
     let agent_idle = g.agent_status()?;
 
+    // Right after boot, before the guest's random pool fills.
     let phase = Instant::now();
+    let startup = crate::vm_startup::measure(&g)?;
+    let phase = phase_done('G', "agent start-up", phase);
+    crate::vm_bare::start(&g)?;
+    let phase = phase_done('G', "bare stream ready", phase);
     let (latency, handshake) = exec_latency(&mut g)?;
     let phase = phase_done('G', "exec latency", phase);
     let output = output_throughput(&mut g)?;
@@ -206,6 +239,9 @@ pub(crate) fn compare_vm(
     drop(g);
     Ok(VmComparison {
         image,
+        cpu,
+        section: section_name("compare-vm", cpu_model),
+        startup,
         latency,
         handshake,
         output,
@@ -279,10 +315,14 @@ fn output_throughput(g: &mut Guest<'_>) -> anyhow::Result<Vec<Row>> {
     let mut rows = vec![
         row("guestcomm", "library exec, streamed"),
         row("qemu-ga", "guest-exec capture-output"),
+        row(
+            BARE_SYSTEM,
+            "`dd` straight into the vsock connection, drained",
+        ),
     ];
     let addr = g.vm.addr();
     for round in 0..ROUNDS {
-        for path in rotated(&[0usize, 1], round) {
+        for path in rotated(&[0usize, 1, 2], round) {
             let [program, ref args @ ..] = OUTPUT_COMMAND;
             let rate = if path == 0 {
                 let d = g.library(
@@ -290,6 +330,8 @@ fn output_throughput(g: &mut Guest<'_>) -> anyhow::Result<Vec<Row>> {
                     library_output(&addr, Some(g.vm.psk()), program, args, OUTPUT_BYTES),
                 )?;
                 mb_per_s(OUTPUT_BYTES, d)
+            } else if path == 2 {
+                mb_per_s(OUTPUT_BYTES, crate::vm_bare::output(g)?)
             } else {
                 let start = Instant::now();
                 let got = g.qga()?.exec(&format!("/bin/{program}"), args, true)?;
@@ -315,11 +357,12 @@ fn copies(g: &mut Guest<'_>) -> anyhow::Result<(Vec<Row>, Vec<Row>)> {
         vec![
             row("guestcomm", "`guestcomm cp`"),
             row("qemu-ga", "guest-file-write/read, base64, 4 MiB"),
+            row(BARE_SYSTEM, "`socat` in the guest: tmpfs file ↔ vsock"),
         ]
     };
     let Guest { guest, qga } = g;
     let qga = qga.as_mut().context("qemu-ga is not connected")?;
-    copy_rounds(guest, &[0usize, 1], rows, |path, to_guest, files| {
+    copy_rounds(guest, &[0usize, 1, 2], rows, |path, to_guest, files| {
         let (src, dst) = (
             files.src.display().to_string(),
             files.dst.display().to_string(),
@@ -332,6 +375,8 @@ fn copies(g: &mut Guest<'_>) -> anyhow::Result<(Vec<Row>, Vec<Row>)> {
             (0, false) => {
                 guest.cli(&["cp", &remote(GUEST_SRC), &dst])?;
             }
+            (2, true) => crate::vm_bare::to_guest(guest, &files.src)?,
+            (2, false) => crate::vm_bare::from_guest(guest, &files.dst)?,
             (_, true) => {
                 qga.write_file(&files.src, Path::new(GUEST_DST))?;
             }
@@ -353,7 +398,8 @@ mod tests {
         let text = "kernel=linux-image-6.1.0-56-cloud-amd64-unsigned\n\
                     agent=guestcomm-agent 0.1.0\n\
                     qemu-ga=QEMU Guest Agent 7.2.22\n\
-                    qemu-ga-port=18244\n";
+                    qemu-ga-port=18244\n\
+                    socat=socat 1.7.4.4-2 (Debian)\n";
         assert_eq!(
             parse_image(text),
             Ok(Image {
@@ -361,6 +407,7 @@ mod tests {
                 agent: "guestcomm-agent 0.1.0".into(),
                 qga: "QEMU Guest Agent 7.2.22".into(),
                 qga_port: 18244,
+                socat: "socat 1.7.4.4-2 (Debian)".into(),
             })
         );
     }
@@ -371,6 +418,8 @@ mod tests {
         assert!(err.contains("--with-qemu-ga"), "{err}");
         let err = parse_image("qemu-ga=x\nqemu-ga-port=port\n").unwrap_err();
         assert!(err.contains("not a port number"), "{err}");
+        let err = parse_image("qemu-ga=x\nqemu-ga-port=1\n").unwrap_err();
+        assert!(err.contains("no socat"), "{err}");
         let dir = tempfile::tempdir().unwrap();
         let err = find_image(dir.path()).unwrap_err();
         assert!(err.contains("build-image --with-qemu-ga"), "{err}");

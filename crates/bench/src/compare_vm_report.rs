@@ -8,7 +8,7 @@
 use std::fmt::Write as _;
 
 use crate::compare::Row;
-use crate::compare_vm::{GuestMemory, VmComparison};
+use crate::compare_vm::{GuestMemory, VmComparison, BARE_SYSTEM};
 use crate::report::{Machine, TARGET_TIMES_QGA};
 use crate::stats::{format_bytes, Samples};
 use crate::vm_guest::{COPY_BYTES, EXEC_SAMPLES, OUTPUT_BYTES, OUTPUT_COMMAND, ROUNDS};
@@ -26,6 +26,29 @@ pub(crate) fn advantage(ours: &Samples, theirs: &Samples, lower_is_better: bool)
 
 fn qga_row(rows: &[Row]) -> Option<&Row> {
     rows.iter().find(|r| r.system == "qemu-ga")
+}
+
+/// Exec output (library) against the bare vsock stream: at least this share.
+pub(crate) const TARGET_OUTPUT_OF_BARE: f64 = 0.8;
+/// `guestcomm cp`, each way, against the bare vsock stream: at least this.
+pub(crate) const TARGET_COPY_OF_BARE: f64 = 0.7;
+
+/// One workload's guestcomm path against the bare vsock stream of the same
+/// rounds.
+pub(crate) struct BareShare<'a> {
+    pub(crate) ours: &'a Row,
+    pub(crate) bare: &'a Row,
+    /// Median of the per-round ratios guestcomm ÷ bare (throughput).
+    pub(crate) share: f64,
+}
+
+/// The first guestcomm row of `rows` against its bare vsock row, if both
+/// are there.
+pub(crate) fn bare_share(rows: &[Row]) -> Option<BareShare<'_>> {
+    let ours = rows.iter().find(|r| r.system == "guestcomm")?;
+    let bare = rows.iter().find(|r| r.system == BARE_SYSTEM)?;
+    let share = ours.samples.paired_ratio(&bare.samples);
+    Some(BareShare { ours, bare, share })
 }
 
 /// A table for the chart: the workload, its rows, the row guestcomm's are
@@ -103,29 +126,34 @@ impl VmComparison {
     /// The Markdown section, markers included; `versions` names every program.
     pub(crate) fn render(&self, m: &Machine, versions: &str) -> String {
         let mut o = String::new();
-        let _ = writeln!(o, "<!-- bench:compare-vm:begin -->");
+        let name = &self.section;
+        let _ = writeln!(o, "<!-- bench:{name}:begin -->");
+        let (title, option) = crate::vm_guest::cpu_model_notes(&self.cpu);
         let _ = writeln!(
             o,
-            "## Side by side in a VM: guestcomm and the QEMU guest agent, both over vsock\n"
+            "## Side by side in a VM: guestcomm and the QEMU guest agent, both over vsock{title}\n"
         );
         let _ = writeln!(
             o,
-            "Written by `target/release/guestcomm-bench --case compare-vm --plots docs/img --write \
-             docs/BENCHMARKS.md` after `cargo build --release -p guestcomm-cli && cargo build \
-             --profile agent -p guestcomm-agent && bash scripts/vm/build-image --with-qemu-ga` \
-             (method: \
-             `crates/bench/src/compare_vm.rs`; chart docs/img/compare-vm.png). One QEMU guest \
-             under TCG (no KVM: every guest instruction is emulated; 1 vCPU, 512 MiB), kernel \
-             `{}`, booted from an initramfs. In it guestcomm-agent (`{}`, built as it ships: profile \
-             `agent`) listens \
+            "Written by `target/release/guestcomm-bench --case compare-vm{option} --plots docs/img \
+             --write docs/BENCHMARKS.md` after `cargo build --release -p guestcomm-cli -p \
+             guestcomm-bench && cargo build --profile agent -p guestcomm-agent && bash \
+             scripts/vm/build-image --with-qemu-ga` (method: `crates/bench/src/compare_vm.rs`; \
+             chart docs/img/{name}.png). One QEMU guest under TCG (no KVM: every guest \
+             instruction is emulated; 1 vCPU `-cpu {}`, 512 MiB), kernel `{}`, booted from an \
+             initramfs. In it guestcomm-agent (`{}`, built as it ships: profile `agent`) listens \
              on vsock port 18243 with the VM's key, and qemu-ga on `-m vsock-listen -p \
              3:{}`; the host reaches both through the same vhost-device-vsock hybrid socket \
              (`CONNECT <port>`), so both pay the same transport. What differs: qemu-ga moves \
              bytes as base64 in JSON and returns exec output only after the command exits, \
              capped at 16 MiB; guestcomm authenticates every connection (HMAC handshake) and \
-             streams. Guest files are on the guest's tmpfs (RAM); host files are fsynced. \
+             streams. The baseline of the output and copy targets is a bare vsock byte stream \
+             through the same socket in the same guest, a path of its own in the same \
+             alternated rounds: `socat` between a vsock connection and what the guestcomm \
+             path reads or writes (`crates/bench/src/\
+             vm_bare.rs`). Guest files are on the guest's tmpfs (RAM); host files are fsynced. \
              Ratios are medians of per-round ratios within this run.\n",
-            self.image.kernel, self.image.agent, self.image.qga_port
+            self.cpu, self.image.kernel, self.image.agent, self.image.qga_port
         );
         o.push_str(&m.table());
         let _ = writeln!(
@@ -186,10 +214,62 @@ impl VmComparison {
                 self.times(rows, r, false)
             });
         }
+        self.render_bare(&mut o);
         self.render_memory(&mut o);
+        self.startup
+            .render(&mut o, "no RDRAND, no virtio-rng: `rdrand=off`");
         self.render_targets(&mut o);
-        let _ = writeln!(o, "<!-- bench:compare-vm:end -->");
+        let _ = writeln!(o, "<!-- bench:{name}:end -->");
         o
+    }
+
+    /// Each workload's guestcomm path against the bare stream.
+    fn bare_shares(&self) -> [(&'static str, f64, Option<BareShare<'_>>); 3] {
+        [
+            (
+                "exec output (library)",
+                TARGET_OUTPUT_OF_BARE,
+                bare_share(&self.output),
+            ),
+            (
+                "copy host → guest",
+                TARGET_COPY_OF_BARE,
+                bare_share(&self.copy_to),
+            ),
+            (
+                "copy guest → host",
+                TARGET_COPY_OF_BARE,
+                bare_share(&self.copy_from),
+            ),
+        ]
+    }
+
+    fn render_bare(&self, o: &mut String) {
+        let _ = writeln!(
+            o,
+            "\n### Against a bare vsock byte stream, same guest, same socket\n\n\
+             From the rounds above: exec output is `dd` writing straight into the vsock \
+             connection (socat's `EXEC:…,nofork`), drained on the host; guest → host is socat \
+             (buffer 256 KiB) reading the tmpfs file into the connection, the host writing \
+             it into a file and fsyncing it; host → guest is the host sending its file, socat \
+             writing it into a tmpfs file (created, truncated) and closing the connection after \
+             the last byte, which ends the host's timing. Each bare leg is timed from before \
+             its connect (`CONNECT <port>`) to the end of its stream.\n\n\
+             | workload | guestcomm path | guestcomm median MB/s | bare median MB/s | guestcomm ÷ bare |\n\
+             | --- | --- | ---: | ---: | ---: |"
+        );
+        for (workload, _, share) in self.bare_shares() {
+            if let Some(b) = share {
+                let _ = writeln!(
+                    o,
+                    "| {workload} | {} | {:.2} | {:.2} | {:.0}% |",
+                    b.ours.path,
+                    b.ours.samples.median(),
+                    b.bare.samples.median(),
+                    100.0 * b.share
+                );
+            }
+        }
     }
 
     /// A row's paired ratio against the qemu-ga row of its table.
@@ -266,6 +346,17 @@ impl VmComparison {
                 );
             }
         }
+        for (workload, target, share) in self.bare_shares() {
+            if let Some(b) = share {
+                let _ = writeln!(
+                    o,
+                    "| {workload} ≥ {:.0}% of the bare vsock stream | {:.0}% | {} |",
+                    100.0 * target,
+                    100.0 * b.share,
+                    met(b.share >= target)
+                );
+            }
+        }
         let (ours, qga) = (self.agent_memory.idle[0], self.qga_memory.idle[0]);
         let _ = writeln!(
             o,
@@ -299,6 +390,28 @@ mod tests {
         let ours: Samples = [400.0, 200.0, 400.0].into_iter().collect();
         let theirs: Samples = [10.0, 5.0, 10.0].into_iter().collect();
         assert_eq!(advantage(&ours, &theirs, false), 40.0);
+    }
+
+    #[test]
+    fn guestcomm_is_compared_with_the_bare_stream_round_by_round() {
+        let row = |system: &'static str, values: [f64; 3]| Row {
+            system,
+            path: "p",
+            samples: values.into_iter().collect(),
+        };
+        // The host halved in round 2; guestcomm had 3/4 of the bare stream
+        // in rounds 1 and 2, half in round 3.
+        let rows = [
+            row("guestcomm", [30.0, 15.0, 20.0]),
+            row("qemu-ga", [1.0, 1.0, 1.0]),
+            row(BARE_SYSTEM, [40.0, 20.0, 40.0]),
+        ];
+        let share = bare_share(&rows).unwrap();
+        assert_eq!(share.share, 0.75);
+        assert_eq!(share.bare.system, BARE_SYSTEM);
+        assert_eq!(share.ours.system, "guestcomm");
+        assert!(share.share < TARGET_OUTPUT_OF_BARE && share.share >= TARGET_COPY_OF_BARE);
+        assert!(bare_share(&rows[..2]).is_none());
     }
 
     #[test]

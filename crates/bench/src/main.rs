@@ -43,7 +43,10 @@
 //! - **G. side by side in a VM** (`--case compare-vm`): guestcomm
 //!   and qemu-ga both on vsock in one TCG guest, reached through the same
 //!   vhost-device-vsock socket (exec latency, output, copies both ways,
-//!   memory in the guest), with a chart into `--plots` (see `compare_vm.rs`).
+//!   memory in the guest, the agent's start to its first answered exec),
+//!   against a bare vsock byte stream through the same socket, with a chart
+//!   into `--plots` (see `compare_vm.rs`, `vm_bare.rs`, `vm_startup.rs`);
+//!   `--guest-cpu MODEL` (e.g. `max`) writes a section of its own.
 //!   Needs the image of `scripts/vm/build-image --with-qemu-ga` (`--vm-image`);
 //!   `--case all` runs it when the image is there and says why when not.
 //!
@@ -113,7 +116,9 @@ mod ssh;
 mod ssh_vm;
 mod ssh_vm_report;
 mod stats;
+mod vm_bare;
 mod vm_guest;
+mod vm_startup;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -237,6 +242,13 @@ struct Args {
     /// beside this executable's directory].
     #[arg(long, value_name = "DIR")]
     vm_image: Option<PathBuf>,
+
+    /// Cases G and K: QEMU's CPU model for the guest (`-cpu MODEL`, RDRAND
+    /// then off for G, on for K). With `max`, TCG also emulates SSE4.1 and
+    /// AVX2; a model other than the default writes a section of its own
+    /// (e.g. `compare-vm-cpu-max`) and a chart of that name.
+    #[arg(long, value_name = "MODEL", default_value = guestcomm_vmtest::DEFAULT_CPU_MODEL)]
+    guest_cpu: String,
 
     /// Case K: the directory of the image built by
     /// `scripts/vm/build-image --with-sshd` [default: target/vm-ssh,
@@ -592,10 +604,17 @@ fn run_ssh_vm(
         vm_guest::ROUNDS
     );
     let proxy = std::env::current_exe().context("failed to find this executable's path")?;
-    let k = ssh_vm::ssh_vm(rt, cli_bin, &proxy, &images, tool_dirs, image)?;
+    let k = ssh_vm::ssh_vm(
+        rt,
+        cli_bin,
+        &proxy,
+        &images,
+        tool_dirs,
+        (image, &args.guest_cpu),
+    )?;
     let section = k.render(&Machine::probe(), &versions);
     if let Some(dir) = &args.plots {
-        if let Some(file) = plot::draw_ssh_vm(&k.advantages(), dir)? {
+        if let Some(file) = plot::draw_ssh_vm(&k.advantages(), dir, &k.section)? {
             eprintln!("guestcomm-bench: drew {}", file.display());
         }
     }
@@ -730,10 +749,11 @@ fn run_compare_vm(
     };
     let tool_dirs = vec![sibling("../tools/bin")?];
     let versions = format!(
-        "guestcomm {} (agent in the image: {}); {}; {}; {}",
+        "guestcomm {} (agent in the image: {}); {}; {} in the guest; {}; {}",
         env!("CARGO_PKG_VERSION"),
         image.agent,
         image.qga,
+        image.socat,
         tool_version("qemu-system-x86_64", &tool_dirs),
         tool_version("vhost-device-vsock", &tool_dirs),
     );
@@ -743,10 +763,16 @@ fn run_compare_vm(
         vm_guest::EXEC_SAMPLES,
         vm_guest::ROUNDS
     );
-    let g = compare_vm::compare_vm(rt, cli_bin, &images, tool_dirs.clone(), image)?;
+    let g = compare_vm::compare_vm(
+        rt,
+        cli_bin,
+        &images,
+        tool_dirs.clone(),
+        (image, &args.guest_cpu),
+    )?;
     let section = g.render(&Machine::probe(), &versions);
     if let Some(dir) = &args.plots {
-        if let Some(file) = plot::draw_vm(&g.advantages(), dir)? {
+        if let Some(file) = plot::draw_vm(&g.advantages(), dir, &g.section)? {
             eprintln!("guestcomm-bench: drew {}", file.display());
         }
     }

@@ -277,10 +277,14 @@ pub(crate) fn draw_all(e: &Comparison, dir: &Path) -> anyhow::Result<Vec<PathBuf
 /// guestcomm does than qemu-ga in the same guest (paired per-round ratios,
 /// latency inverted so that more is better everywhere). Returns the file,
 /// or nothing when the font is missing (said on stderr).
-pub(crate) fn draw_vm(ratios: &[(String, f64)], dir: &Path) -> anyhow::Result<Option<PathBuf>> {
+pub(crate) fn draw_vm(
+    ratios: &[(String, f64)],
+    dir: &Path,
+    name: &str,
+) -> anyhow::Result<Option<PathBuf>> {
     draw_ratios(
         ratios,
-        &dir.join("compare-vm.png"),
+        &dir.join(format!("{name}.png")),
         "guestcomm against qemu-ga in one TCG guest, both over vsock",
         "× qemu-ga (log scale; 1 = equal, more is better for guestcomm)",
     )
@@ -288,10 +292,14 @@ pub(crate) fn draw_vm(ratios: &[(String, f64)], dir: &Path) -> anyhow::Result<Op
 
 /// The chart of case K: guestcomm against ssh, scp and sftp in one TCG
 /// guest, as [`draw_vm`] draws case G's.
-pub(crate) fn draw_ssh_vm(ratios: &[(String, f64)], dir: &Path) -> anyhow::Result<Option<PathBuf>> {
+pub(crate) fn draw_ssh_vm(
+    ratios: &[(String, f64)],
+    dir: &Path,
+    name: &str,
+) -> anyhow::Result<Option<PathBuf>> {
     draw_ratios(
         ratios,
-        &dir.join("ssh-vm.png"),
+        &dir.join(format!("{name}.png")),
         "guestcomm against OpenSSH in one TCG guest, both over vsock",
         "× OpenSSH (log scale; 1 = equal, more is better for guestcomm)",
     )
@@ -512,7 +520,10 @@ mod tests {
         }
         assert_eq!(files.len(), 4);
         let ratios = [("exec".to_string(), 0.8), ("copy".to_string(), 300.0)];
-        let vm = draw_vm(&ratios, &out).unwrap().unwrap();
+        let vm = draw_vm(&ratios, &out, "compare-vm-cpu-max")
+            .unwrap()
+            .unwrap();
+        assert!(vm.ends_with("compare-vm-cpu-max.png"));
         assert!(std::fs::read(vm).unwrap().starts_with(b"\x89PNG\r\n\x1a\n"));
         for file in files {
             let bytes = std::fs::read(&file).unwrap();

@@ -22,7 +22,13 @@
 //!   files on the guest's tmpfs, host files fsynced;
 //! - where the time goes: the guest CPU time sshd (with its children) and
 //!   guestcomm-agent (with its children) spend per exec and per output
-//!   round, read from the guest's /proc through guestcomm between rounds.
+//!   round, read from the guest's /proc through guestcomm between rounds;
+//! - the agent's start to its first answered exec, in the guest, right
+//!   after boot, with RDRAND (see `vm_startup.rs`; case G measures it
+//!   without).
+//!
+//! The guest's CPU model is `--guest-cpu` (default `qemu64`), named in the
+//! report.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -37,9 +43,10 @@ use crate::cases::{library_output, library_true_keyed, rotated};
 use crate::compare::Row;
 use crate::vm_guest::{
     agent_proc_script, copy_rounds, image_field, load_average, mb_per_s, phase_done, read_manifest,
-    row, Guest, EXEC_SAMPLES, GUEST_DST, GUEST_SRC, OPERATION_DEADLINE, OUTPUT_BYTES,
+    row, section_name, Guest, EXEC_SAMPLES, GUEST_DST, GUEST_SRC, OPERATION_DEADLINE, OUTPUT_BYTES,
     OUTPUT_COMMAND, ROUNDS, WARMUP,
 };
+use crate::vm_startup::Startup;
 
 /// Exec samples of ssh with a new connection each: every one is a key
 /// exchange and a signature in the emulated guest.
@@ -271,6 +278,12 @@ pub(crate) struct GuestCpu {
 /// Everything case K measured.
 pub(crate) struct SshComparison {
     pub(crate) image: Image,
+    /// QEMU's `-cpu` value.
+    pub(crate) cpu: String,
+    /// The report section's name (`ssh-vm`, or one per CPU model).
+    pub(crate) section: String,
+    /// The agent's start to its first answered exec.
+    pub(crate) startup: Startup,
     pub(crate) latency: Vec<Row>,
     pub(crate) output: Vec<Row>,
     pub(crate) copy_to: Vec<Row>,
@@ -322,19 +335,24 @@ fn counted(cmd: Command) -> anyhow::Result<(Duration, u64)> {
 }
 
 /// Runs case K in the image in `images`; `tool_dirs` are searched for QEMU
-/// and vhost-device-vsock before `PATH`; `proxy` is this executable.
+/// and vhost-device-vsock before `PATH`; `proxy` is this executable; the
+/// guest's CPU is `cpu_model`.
 pub(crate) fn ssh_vm(
     rt: &Runtime,
     cli: &Path,
     proxy: &Path,
     images: &Path,
     tool_dirs: Vec<PathBuf>,
-    image: Image,
+    (image, cpu_model): (Image, &str),
 ) -> anyhow::Result<SshComparison> {
     let load_before = load_average();
     // sshd draws from getrandom(): without RDRAND the guest's pool is not
     // initialized for minutes.
-    let g = Guest::boot('K', rt, cli, images, tool_dirs, GuestEntropy::Rdrand)?;
+    let entropy = GuestEntropy::Rdrand;
+    let g = Guest::boot('K', rt, cli, images, tool_dirs, (entropy, cpu_model))?;
+    let phase = Instant::now();
+    let startup = crate::vm_startup::measure(&g)?;
+    phase_done('K', "agent start-up", phase);
     let control = tempfile::Builder::new()
         .prefix("guestcomm-bench-ssh-")
         .tempdir()?;
@@ -367,6 +385,9 @@ pub(crate) fn ssh_vm(
     drop(g);
     Ok(SshComparison {
         image,
+        cpu: guestcomm_vmtest::cpu_option(cpu_model, entropy),
+        section: section_name("ssh-vm", cpu_model),
+        startup,
         latency,
         output,
         copy_to,

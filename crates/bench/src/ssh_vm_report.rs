@@ -70,19 +70,22 @@ impl SshComparison {
     /// The Markdown section, markers included; `versions` names every program.
     pub(crate) fn render(&self, m: &Machine, versions: &str) -> String {
         let mut o = String::new();
-        let _ = writeln!(o, "<!-- bench:ssh-vm:begin -->");
+        let name = &self.section;
+        let _ = writeln!(o, "<!-- bench:{name}:begin -->");
+        let (title, option) = crate::vm_guest::cpu_model_notes(&self.cpu);
         let _ = writeln!(
             o,
-            "## Side by side in a VM: guestcomm and OpenSSH, both over vsock\n"
+            "## Side by side in a VM: guestcomm and OpenSSH, both over vsock{title}\n"
         );
         let _ = writeln!(
             o,
-            "Written by `target/release/guestcomm-bench --case ssh-vm --plots docs/img --write \
-             docs/BENCHMARKS.md` after `cargo build --release -p guestcomm-cli -p guestcomm-bench \
-             && cargo build --profile agent -p guestcomm-agent && bash scripts/vm/build-image \
-             --with-sshd` (method: `crates/bench/src/ssh_vm.rs`; chart docs/img/ssh-vm.png). One \
-             QEMU guest under TCG (no KVM: every guest instruction is emulated; 1 vCPU, 512 MiB, \
-             RDRAND on, since sshd needs randomness), kernel `{}`, booted from an initramfs. In it \
+            "Written by `target/release/guestcomm-bench --case ssh-vm{option} --plots docs/img \
+             --write docs/BENCHMARKS.md` after `cargo build --release -p guestcomm-cli -p \
+             guestcomm-bench && cargo build --profile agent -p guestcomm-agent && bash \
+             scripts/vm/build-image --with-sshd` (method: `crates/bench/src/ssh_vm.rs`; chart \
+             docs/img/{name}.png). One QEMU guest under TCG (no KVM: every guest instruction is \
+             emulated; 1 vCPU `-cpu {}`, 512 MiB, RDRAND on, since sshd needs randomness), \
+             kernel `{}`, booted from an initramfs. In it \
              guestcomm-agent (`{}`, profile `agent`) listens on vsock port 18243 with the VM's \
              key, and Debian's sshd (`{}`) is started per vsock connection on port {} in inetd \
              mode (`socat VSOCK-LISTEN:{},fork EXEC:'sshd -i',nofork`, as systemd's \
@@ -97,6 +100,7 @@ impl SshComparison {
              authenticates each connection (HMAC handshake, then plain frames on a channel only \
              the host can open). Guest files are on the guest's tmpfs (RAM); host files are \
              fsynced. Ratios are medians of per-round ratios within this run.\n",
+            self.cpu,
             self.image.kernel,
             self.image.agent,
             self.image.sshd,
@@ -161,8 +165,9 @@ impl SshComparison {
             });
         }
         self.render_cpu(&mut o);
+        self.startup.render(&mut o, "RDRAND: `+rdrand`");
         self.render_targets(&mut o);
-        let _ = writeln!(o, "<!-- bench:ssh-vm:end -->");
+        let _ = writeln!(o, "<!-- bench:{name}:end -->");
         o
     }
 

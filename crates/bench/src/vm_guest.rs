@@ -61,6 +61,40 @@ pub(crate) fn read_manifest(dir: &Path, option: &str) -> Result<String, String> 
     })
 }
 
+/// The report section of case `base` (its `<!-- bench:NAME:… -->`
+/// markers) for a guest with CPU model `cpu_model`: `base` itself for the
+/// default model, else `BASE-cpu-MODEL` (letters, digits and `-` kept), so
+/// that a run on another CPU model gets a section of its own.
+pub(crate) fn section_name(base: &str, cpu_model: &str) -> String {
+    if cpu_model == guestcomm_vmtest::DEFAULT_CPU_MODEL {
+        return base.to_string();
+    }
+    let model: String = cpu_model
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    format!("{base}-cpu-{}", model.trim_matches('-'))
+}
+
+/// For a report on `-cpu CPU`: what its title adds and the bench's option
+/// to add to its command line, both empty for the default CPU model.
+pub(crate) fn cpu_model_notes(cpu: &str) -> (String, String) {
+    let model = cpu.split(',').next().unwrap_or_default();
+    if model == guestcomm_vmtest::DEFAULT_CPU_MODEL {
+        return (String::new(), String::new());
+    }
+    (
+        format!(", CPU model `{model}`"),
+        format!(" --guest-cpu {model}"),
+    )
+}
+
 /// An empty row of a table.
 pub(crate) fn row(system: &'static str, path: &'static str) -> Row {
     Row {
@@ -100,24 +134,27 @@ pub(crate) struct Guest<'a> {
 }
 
 impl<'a> Guest<'a> {
-    /// Boots the image in `images` for case `case` and says so.
+    /// Boots the image in `images` for case `case` with `-cpu
+    /// CPU_MODEL,…` and says so.
     pub(crate) fn boot(
         case: char,
         rt: &'a Runtime,
         cli: &'a Path,
         images: &Path,
         tool_dirs: Vec<PathBuf>,
-        entropy: GuestEntropy,
+        (entropy, cpu_model): (GuestEntropy, &str),
     ) -> anyhow::Result<Self> {
         let mut spec = VmSpec::new(images);
         spec.tool_dirs = tool_dirs;
         spec.memory_mib = GUEST_MEMORY_MIB;
         spec.entropy = entropy;
+        spec.cpu_model = cpu_model.to_string();
         let boot = Instant::now();
         let vm = Vm::boot(&spec).context("failed to boot the VM")?;
         eprintln!(
-            "guestcomm-bench: {case}. VM up in {:.1} s (QEMU pid {}, logs in {})",
+            "guestcomm-bench: {case}. VM up in {:.1} s (-cpu {}, QEMU pid {}, logs in {})",
             boot.elapsed().as_secs_f64(),
+            spec.cpu_option(),
             vm.qemu_pid(),
             vm.log_dir().display()
         );
@@ -245,5 +282,27 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let err = read_manifest(dir.path(), "--with-sshd").unwrap_err();
         assert!(err.contains("build-image --with-sshd"), "{err}");
+    }
+
+    #[test]
+    fn another_cpu_model_is_named_in_the_report() {
+        assert_eq!(
+            cpu_model_notes("qemu64,rdrand=off"),
+            (String::new(), String::new())
+        );
+        assert_eq!(
+            cpu_model_notes("max,+rdrand"),
+            (", CPU model `max`".into(), " --guest-cpu max".into())
+        );
+    }
+
+    #[test]
+    fn another_cpu_model_gets_a_section_of_its_own() {
+        assert_eq!(section_name("compare-vm", "qemu64"), "compare-vm");
+        assert_eq!(section_name("compare-vm", "max"), "compare-vm-cpu-max");
+        assert_eq!(
+            section_name("ssh-vm", "Skylake-Client,+avx2"),
+            "ssh-vm-cpu-skylake-client--avx2"
+        );
     }
 }

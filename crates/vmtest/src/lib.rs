@@ -151,6 +151,10 @@ pub struct VmSpec {
     pub deadline: Option<Duration>,
     /// The guest's source of entropy, if any.
     pub entropy: GuestEntropy,
+    /// QEMU's CPU model (`-cpu MODEL`, before the entropy's RDRAND flag):
+    /// [`DEFAULT_CPU_MODEL`], or e.g. `max`, with which TCG also emulates
+    /// SSE4.1 and AVX2. [`VmSpec::cpu_option`] is what QEMU is given.
+    pub cpu_model: String,
     /// How the guest gets the VM's key (the image holds none).
     pub key_delivery: KeyDelivery,
 }
@@ -192,10 +196,30 @@ impl VmSpec {
             boot_deadline: DEFAULT_BOOT_DEADLINE,
             deadline: None,
             entropy: GuestEntropy::None,
+            cpu_model: DEFAULT_CPU_MODEL.to_string(),
             key_delivery: KeyDelivery::FwCfg,
         }
     }
+
+    /// QEMU's `-cpu` value: [`cpu_option`] of this spec's model and entropy.
+    pub fn cpu_option(&self) -> String {
+        cpu_option(&self.cpu_model, self.entropy)
+    }
 }
+
+/// QEMU's `-cpu` value for CPU `model` with `entropy`: RDRAND off or on
+/// (some models, `max` among them, have RDRAND unless told otherwise).
+pub fn cpu_option(model: &str, entropy: GuestEntropy) -> String {
+    let rdrand = match entropy {
+        GuestEntropy::None => "rdrand=off",
+        GuestEntropy::Rdrand => "+rdrand",
+    };
+    format!("{model},{rdrand}")
+}
+
+/// The CPU model a VM gets unless its [`VmSpec`] names another: QEMU's
+/// baseline x86-64 (no SSE4.1, no AVX).
+pub const DEFAULT_CPU_MODEL: &str = "qemu64";
 
 /// Finds `name` in `first` directories, then on `PATH`, then in the sbin
 /// directories (mkfs.ext4 and qemu-ga live there and are not on every
@@ -260,13 +284,7 @@ impl Vm {
         let memory = format!("{}M", spec.memory_mib);
         qemu_cmd
             .args(["-accel", "tcg", "-M", "q35", "-m", &memory])
-            .args([
-                "-cpu",
-                match spec.entropy {
-                    GuestEntropy::None => "qemu64,rdrand=off",
-                    GuestEntropy::Rdrand => "qemu64,+rdrand",
-                },
-            ])
+            .args(["-cpu", &spec.cpu_option()])
             .args(["-nographic", "-no-reboot"])
             .arg("-kernel")
             .arg(&kernel)
@@ -550,6 +568,18 @@ mod tests {
             report: String::new(),
         };
         assert!(!failed.is_unavailable());
+    }
+
+    #[test]
+    fn the_cpu_option_is_the_model_with_rdrand_as_the_entropy_says() {
+        let mut spec = VmSpec::new("/nowhere");
+        assert_eq!(spec.cpu_option(), "qemu64,rdrand=off");
+        spec.entropy = GuestEntropy::Rdrand;
+        assert_eq!(spec.cpu_option(), "qemu64,+rdrand");
+        spec.cpu_model = "max".into();
+        assert_eq!(spec.cpu_option(), "max,+rdrand");
+        spec.entropy = GuestEntropy::None;
+        assert_eq!(spec.cpu_option(), "max,rdrand=off");
     }
 
     #[test]
