@@ -26,12 +26,9 @@ use crate::clock::now_ms;
 use crate::model::VmRow;
 
 /// Health by VM id, and the power state of the VMs whose hypervisor
-/// reports it. Every probe writes its VM's health: a fast hasher.
+/// reports it.
 #[derive(Default)]
-pub(crate) struct HealthMap(
-    RwLock<foldhash::HashMap<Uuid, Health>>,
-    RwLock<foldhash::HashMap<Uuid, Power>>,
-);
+pub(crate) struct HealthMap(RwLock<HashMap<Uuid, Health>>, RwLock<HashMap<Uuid, Power>>);
 
 /// A VM's power state, as its hypervisor reports it.
 // Reported only by `libvirt/` (feature libvirt).

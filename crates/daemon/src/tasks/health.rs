@@ -74,8 +74,7 @@ struct KeptProbes {
 
 #[derive(Default)]
 struct Kept {
-    /// Taken from and put back on every heartbeat: a fast hasher.
-    by_vm: foldhash::HashMap<Uuid, Slot>,
+    by_vm: HashMap<Uuid, Slot>,
     per_agent: HashMap<Address, usize>,
 }
 
