@@ -11,7 +11,14 @@
 //! shared writer, and reads the next chunk into the same buffer once the
 //! write is done: no queue, no allocation per chunk, one chunk in flight per
 //! stream. When the host reads slowly the write waits, the reader stops, the
-//! pipe fills and the process blocks (back-pressure, not buffering).
+//! pipe fills and the process blocks (back-pressure, not buffering). A
+//! reader starts small ([`FIRST_READ_BYTES`]) and takes full chunks, and a
+//! larger pipe, only once the command's output fills a read: most commands
+//! write little, and every exec would otherwise pay for both.
+//!
+//! The stdin writer starts with the first stdin data: until then the pipe's
+//! end is a plain descriptor, and the host's `eof` alone closes it (what
+//! most execs send), with no task, queue or registration with the runtime.
 //! The session loop also handles resize, signals, the timeout and the host
 //! going away (which kills the whole process group). `Exited` is sent only
 //! after the process ended *and* both output streams reached end of file.
@@ -35,8 +42,10 @@ use guestcomm_protocol::{ErrorCode, ErrorFrame, ExecRequest, ExitStatus};
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::process::{Child, ChildStdin, Command};
+use tokio::net::unix::pipe;
+use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
 use crate::limits::{PIPE_BUFFER_BYTES, STDIN_QUEUE_FRAMES};
@@ -46,6 +55,10 @@ use crate::user::{self, UserError};
 /// The byte a terminal reads as end of input (VEOF, Ctrl-D) in pty mode,
 /// where the input cannot be closed without closing the output too.
 const TERMINAL_EOF: u8 = 0x04;
+
+/// An output reader's first read; a read that fills it moves the reader to
+/// whole chunks ([`DATA_CHUNK_BYTES`]) and the pipe to [`PIPE_BUFFER_BYTES`].
+const FIRST_READ_BYTES: usize = 16 * 1024;
 
 /// How an exec session ended early.
 #[derive(Debug, thiserror::Error)]
@@ -74,13 +87,22 @@ struct Spawned {
     pty: Option<Arc<PtyMaster>>,
 }
 
+/// Where the command's input goes.
 enum Input {
-    Pipe(ChildStdin),
+    /// The writing end of its stdin pipe, not yet registered with the
+    /// runtime (the stdin writer does that with the first data).
+    Pipe(OwnedFd),
     Pty(Arc<PtyMaster>),
 }
 
+/// A pipe the command writes to.
+trait OutputPipe: AsyncRead + AsFd + Send + Unpin {}
+
+impl<T: AsyncRead + AsFd + Send + Unpin> OutputPipe for T {}
+
+/// Where the command's output comes from.
 enum Output {
-    Pipe(Box<dyn AsyncRead + Send + Unpin>),
+    Pipe(Box<dyn OutputPipe>),
     Pty(Arc<PtyMaster>),
 }
 
@@ -227,24 +249,25 @@ fn spawn(req: &ExecRequest) -> Result<Spawned, ErrorFrame> {
             pty: Some(master),
         });
     }
-    cmd.stdin(Stdio::piped())
+    // Stdin is a pipe of our own, so that its end stays a plain descriptor
+    // until the host sends data (tokio's would register it at once).
+    let (stdin_read, stdin_write) = std::io::pipe().map_err(io_error)?;
+    cmd.stdin(stdin_read)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    let mut child = cmd.spawn().map_err(|e| spawn_error(&req.program, e))?;
-    let (Some(stdin), Some(stdout), Some(stderr)) =
-        (child.stdin.take(), child.stdout.take(), child.stderr.take())
-    else {
+    let spawned = cmd.spawn();
+    // The command holds the child's end of stdin: closing ours now lets
+    // the child read end of file once the agent closes its end.
+    drop(cmd);
+    let mut child = spawned.map_err(|e| spawn_error(&req.program, e))?;
+    let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
         return Err(refuse(ErrorCode::Internal, "child stdio was not piped"));
     };
-    for fd in [stdout.as_fd(), stderr.as_fd()] {
-        // Best effort: a smaller pipe only costs more reads.
-        let _ = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETPIPE_SZ(PIPE_BUFFER_BYTES));
-    }
     let pgid = Pid::from_raw(child.id().map_or(0, |id| id as i32));
     Ok(Spawned {
         child,
         pgid,
-        input: Input::Pipe(stdin),
+        input: Input::Pipe(stdin_write.into()),
         outputs: vec![
             (StreamId::Stdout, Output::Pipe(Box::new(stdout))),
             (StreamId::Stderr, Output::Pipe(Box::new(stderr))),
@@ -263,21 +286,31 @@ async fn pump_output<T: AsyncWrite>(
     stream: StreamId,
     to_host: SharedWriter<T>,
 ) {
-    let mut buf = BytesMut::with_capacity(DATA_CHUNK_BYTES);
+    let mut buf = BytesMut::new();
     let mut scratch = Vec::new();
+    let mut chunk = FIRST_READ_BYTES;
     loop {
         // The previous chunk was written and dropped: this reuses its memory.
-        buf.reserve(DATA_CHUNK_BYTES);
+        buf.reserve(chunk);
         let read = match &mut source {
-            Output::Pipe(pipe) => pipe.read_buf(&mut (&mut buf).limit(DATA_CHUNK_BYTES)).await,
+            Output::Pipe(pipe) => pipe.read_buf(&mut (&mut buf).limit(chunk)).await,
             Output::Pty(master) => {
-                scratch.resize(DATA_CHUNK_BYTES.min(64 * 1024), 0);
+                scratch.resize(chunk.min(64 * 1024), 0);
                 master
                     .read(&mut scratch)
                     .await
                     .inspect(|&n| buf.extend_from_slice(&scratch[..n]))
             }
         };
+        if matches!(read, Ok(n) if n == chunk && chunk < DATA_CHUNK_BYTES) {
+            // Bulk output: whole chunks from now on, and a larger pipe.
+            chunk = DATA_CHUNK_BYTES;
+            if let Output::Pipe(pipe) = &source {
+                // Best effort: a smaller pipe only costs more reads.
+                let larger = nix::fcntl::FcntlArg::F_SETPIPE_SZ(PIPE_BUFFER_BYTES);
+                let _ = nix::fcntl::fcntl(pipe.as_fd(), larger);
+            }
+        }
         let frame = match read {
             Ok(0) => Frame::Control(Control::Eof { stream }),
             Ok(_) => Frame::Data(stream, buf.split().freeze()),
@@ -297,25 +330,46 @@ async fn pump_output<T: AsyncWrite>(
     }
 }
 
+/// The command's input, as the stdin writer holds it.
+enum Writer {
+    Pipe(pipe::Sender),
+    Pty(Arc<PtyMaster>),
+}
+
 /// Writes stdin chunks to the process until the queue closes (host EOF).
 async fn pump_stdin(input: Input, mut rx: mpsc::Receiver<Bytes>) {
-    let mut input = Some(input);
+    let mut writer = match input {
+        Input::Pipe(fd) => match pipe::Sender::from_owned_fd(fd) {
+            Ok(sender) => Some(Writer::Pipe(sender)),
+            Err(e) => {
+                debug!(error = %e, "cannot write the command's input");
+                None
+            }
+        },
+        Input::Pty(master) => Some(Writer::Pty(master)),
+    };
     while let Some(chunk) = rx.recv().await {
-        let result = match &mut input {
-            Some(Input::Pipe(pipe)) => pipe.write_all(&chunk).await,
-            Some(Input::Pty(master)) => master.write_all(&chunk).await,
+        let result = match &mut writer {
+            Some(Writer::Pipe(pipe)) => pipe.write_all(&chunk).await,
+            Some(Writer::Pty(master)) => master.write_all(&chunk).await,
             // The process stopped reading: keep draining so the host is not blocked.
             None => Ok(()),
         };
         if let Err(e) = result {
             debug!(error = %e, "the command no longer reads its input");
-            input = None;
+            writer = None;
         }
     }
-    if let Some(Input::Pty(master)) = &input {
+    if let Some(Writer::Pty(master)) = &writer {
         let _ = master.write_all(&[TERMINAL_EOF]).await;
     }
     // Dropping a pipe closes it: the process reads end of file.
+}
+
+/// Starts the stdin writer on `input`.
+fn start_stdin(input: Input) -> (mpsc::Sender<Bytes>, JoinHandle<()>) {
+    let (tx, rx) = mpsc::channel(STDIN_QUEUE_FRAMES);
+    (tx, tokio::spawn(pump_stdin(input, rx)))
 }
 
 fn signal_group(pgid: Pid, signal: Signal) {
@@ -391,9 +445,10 @@ where
         .map(|(stream, source)| tokio::spawn(pump_output(source, stream, to_host.clone())))
         .collect();
     let abort_readers: Vec<_> = readers.iter().map(|r| r.abort_handle()).collect();
-    let (stdin_tx, stdin_rx) = mpsc::channel(STDIN_QUEUE_FRAMES);
-    let stdin_task = tokio::spawn(pump_stdin(input, stdin_rx));
-    let mut stdin_tx = Some(stdin_tx);
+    // The input until the first stdin data starts its writer.
+    let mut unused_input = Some(input);
+    let mut stdin_tx: Option<mpsc::Sender<Bytes>> = None;
+    let mut stdin_task: Option<JoinHandle<()>> = None;
 
     let mut done = std::pin::pin!(async move {
         let status = child.wait().await;
@@ -428,7 +483,7 @@ where
             }
             frame = from_host.next(), if pending.is_none() => match frame {
                 Some(Ok(Frame::Data(StreamId::Stdin, chunk))) if !stdin_ended => {
-                    if stdin_tx.is_some() && !chunk.is_empty() {
+                    if !chunk.is_empty() {
                         pending = Some(chunk);
                     }
                 }
@@ -456,7 +511,7 @@ where
                     signal_group(pgid, Signal::SIGKILL);
                     let frame = ErrorFrame::new(ErrorCode::UnexpectedMessage, format!("unexpected {what} {when}"));
                     abort_readers.iter().for_each(|r| r.abort());
-                    stdin_task.abort();
+                    stdin_task.as_ref().inspect(|t| t.abort());
                     // An aborted reader lets go of the writer at its next await, which
                     // is not at once: one that saw the killed group's pipes close may be
                     // sending its `eof` (a frame it began stays whole in the writer's
@@ -480,17 +535,32 @@ where
                     warn!(pid = pgid.as_raw(), "host went away, killing the process group");
                     signal_group(pgid, Signal::SIGKILL);
                     abort_readers.iter().for_each(|r| r.abort());
-                    stdin_task.abort();
+                    stdin_task.as_ref().inspect(|t| t.abort());
                     return Err(ExecError::Disconnected);
                 }
             },
         }
+        if pending.is_some() {
+            // The first data starts the stdin writer.
+            if let Some(input) = unused_input.take() {
+                let (tx, task) = start_stdin(input);
+                stdin_tx = Some(tx);
+                stdin_task = Some(task);
+            }
+        }
         if close_stdin {
             // Dropping the queue's sender ends the stdin writer: the pipe closes.
             stdin_tx = None;
+            match unused_input.take() {
+                // A terminal is told by its end-of-file character.
+                Some(input @ Input::Pty(_)) => stdin_task = Some(start_stdin(input).1),
+                // No data came: closing the pipe's end is all there is to do.
+                Some(Input::Pipe(fd)) => drop(fd),
+                None => {}
+            }
         }
     };
-    stdin_task.abort();
+    stdin_task.as_ref().inspect(|t| t.abort());
     let exit = exit_status(status, timed_out);
     info!(pid = pgid.as_raw(), code = ?exit.code, signal = ?exit.signal, timed_out, "command ended");
     to_host

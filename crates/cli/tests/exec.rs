@@ -89,6 +89,40 @@ fn stdout_into_a_file_is_byte_exact_and_stdin_from_dev_null_reads_end_of_file() 
 }
 
 #[test]
+fn without_stdin_data_the_command_still_reads_end_of_file_from_a_pipe() {
+    let agent = Agent::start();
+    // The host sends only `eof` for stdin: the agent closes a pipe it never
+    // wrote to, and the command sees a pipe that ends.
+    let out = agent
+        .exec_cmd(
+            &[],
+            &["sh", "-c", "test -p /dev/stdin && cat && echo ended"],
+        )
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert_eq!(out.stdout, b"ended\n");
+}
+
+#[test]
+fn output_around_the_first_read_size_stays_byte_exact() {
+    let agent = Agent::start();
+    // The agent's first read of a stream is 16 KiB; one that fills it
+    // moves the stream to whole chunks.
+    for size in [16 * 1024 - 1, 16 * 1024, 16 * 1024 + 1, 300 * 1024] {
+        let data = pseudo_random(size, 5);
+        let src = agent.dir.path().join("src.bin");
+        std::fs::write(&src, &data).unwrap();
+        let script = format!("cat {0}; cat {0} >&2", src.display());
+        let out = agent.exec(&["sh", "-c", &script]);
+        assert_eq!(out.status.code(), Some(0));
+        assert!(out.stdout == data, "stdout of {size} bytes differs");
+        assert!(out.stderr == data, "stderr of {size} bytes differs");
+    }
+}
+
+#[test]
 fn exit_codes_are_propagated() {
     let agent = Agent::start();
     for code in [0, 1, 7] {
