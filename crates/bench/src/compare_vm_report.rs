@@ -137,11 +137,12 @@ impl VmComparison {
             o,
             "Written by `target/release/guestcomm-bench --case compare-vm{option} --plots docs/img \
              --write docs/BENCHMARKS.md` after `cargo build --release -p guestcomm-cli -p \
-             guestcomm-bench && cargo build --profile agent -p guestcomm-agent && bash \
+             guestcomm-bench && RUSTFLAGS='-C target-feature=+crt-static' cargo build --profile agent \
+             --target x86_64-unknown-linux-gnu -p guestcomm-agent && bash \
              scripts/vm/build-image --with-qemu-ga` (method: `crates/bench/src/compare_vm.rs`; \
              chart docs/img/{name}.png). One QEMU guest under TCG (no KVM: every guest \
              instruction is emulated; 1 vCPU `-cpu {}`, 512 MiB), kernel `{}`, booted from an \
-             initramfs. In it guestcomm-agent (`{}`, built as it ships: profile `agent`) listens \
+             initramfs. In it guestcomm-agent (`{}`, built as it ships: profile `agent`, statically linked) listens \
              on vsock port 18243 with the VM's key, and qemu-ga on `-m vsock-listen -p \
              3:{}`; the host reaches both through the same vhost-device-vsock hybrid socket \
              (`CONNECT <port>`), so both pay the same transport. What differs: qemu-ga moves \

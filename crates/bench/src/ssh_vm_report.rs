@@ -81,7 +81,8 @@ impl SshComparison {
             o,
             "Written by `target/release/guestcomm-bench --case ssh-vm{option} --plots docs/img \
              --write docs/BENCHMARKS.md` after `cargo build --release -p guestcomm-cli -p \
-             guestcomm-bench && cargo build --profile agent -p guestcomm-agent && bash \
+             guestcomm-bench && RUSTFLAGS='-C target-feature=+crt-static' cargo build --profile agent \
+             --target x86_64-unknown-linux-gnu -p guestcomm-agent && bash \
              scripts/vm/build-image --with-sshd` (method: `crates/bench/src/ssh_vm.rs`; chart \
              docs/img/{name}.png). One QEMU guest under TCG (no KVM: every guest instruction is \
              emulated; 1 vCPU `-cpu {}`, 512 MiB, RDRAND on, since sshd needs randomness), \

@@ -55,7 +55,7 @@ pub(crate) fn image_field(text: &str, key: &str) -> Option<String> {
 pub(crate) fn read_manifest(dir: &Path, option: &str) -> Result<String, String> {
     std::fs::read_to_string(dir.join("image.txt")).map_err(|_| {
         format!(
-            "no VM image in {} (build it: cargo build --profile agent -p guestcomm-agent && bash scripts/vm/build-image {option})",
+            "no VM image in {} (build it: RUSTFLAGS='-C target-feature=+crt-static' cargo build --profile agent --target x86_64-unknown-linux-gnu -p guestcomm-agent && bash scripts/vm/build-image {option})",
             dir.display()
         )
     })

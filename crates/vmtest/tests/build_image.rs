@@ -55,7 +55,9 @@ fn with_sshd_wants_the_agent_as_it_ships() {
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("run cargo build --profile agent -p guestcomm-agent first"),
+        err.contains(
+            "cargo build --profile agent --target x86_64-unknown-linux-gnu -p guestcomm-agent"
+        ),
         "{err}"
     );
     assert!(!out_dir.exists(), "nothing is built");
