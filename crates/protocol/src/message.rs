@@ -549,6 +549,30 @@ mod tests {
     }
 
     #[test]
+    fn an_agent_older_than_counters_reads_a_liveness_heartbeat_as_a_heartbeat() {
+        // `Call` as an agent before `counters` declared it: `heartbeat` a
+        // unit variant. It must take the new member as the call it knows
+        // (and answer `agent_counters`, which the daemon's probe accepts as
+        // liveness), not as an unknown operation.
+        #[derive(Debug, PartialEq, Deserialize)]
+        #[serde(tag = "op", rename_all = "snake_case")]
+        enum OldCall {
+            Heartbeat,
+            #[serde(other)]
+            Unsupported,
+        }
+        let json = serde_json::to_string(&Call::Heartbeat { counters: false }).unwrap();
+        assert_eq!(
+            serde_json::from_str::<OldCall>(&json).unwrap(),
+            OldCall::Heartbeat
+        );
+        assert_eq!(
+            serde_json::from_str::<OldCall>(r#"{"op":"teleport","counters":false}"#).unwrap(),
+            OldCall::Unsupported
+        );
+    }
+
+    #[test]
     fn unknown_type_and_op_decode_to_catch_all_variants() {
         let msg: Control = serde_json::from_str(r#"{"type":"teleport","x":1}"#).unwrap();
         assert_eq!(msg, Control::Unknown);
