@@ -21,7 +21,10 @@
 //! most execs send), with no task, queue or registration with the runtime.
 //! The session loop also handles resize, signals, the timeout and the host
 //! going away (which kills the whole process group). `Exited` is sent only
-//! after the process ended *and* both output streams reached end of file.
+//! after the process ended *and* both output streams reached end of file;
+//! the outputs' `eof`s go out in the same write as `exited` (one wake-up of
+//! the host instead of three), unless the process runs on for
+//! [`OUTPUT_EOF_GRACE_MS`] after closing them.
 
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::process::ExitStatusExt;
@@ -48,7 +51,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
-use crate::limits::{PIPE_BUFFER_BYTES, STDIN_QUEUE_FRAMES};
+use crate::limits::{OUTPUT_EOF_GRACE_MS, PIPE_BUFFER_BYTES, STDIN_QUEUE_FRAMES};
 use crate::pty::{self, PtyMaster};
 use crate::user::{self, UserError};
 
@@ -320,7 +323,16 @@ async fn pump_output<T: AsyncWrite>(
             }
         };
         let last = matches!(frame, Frame::Control(_));
-        if let Err(e) = to_host.lock().await.send(frame).await {
+        // The `eof` waits in the writer for `exited` (see `serve`): one
+        // write, and one wake-up of the host, for the end of an exec.
+        let mut writer = to_host.lock().await;
+        let written = if last {
+            writer.feed(frame).await
+        } else {
+            writer.send(frame).await
+        };
+        drop(writer);
+        if let Err(e) = written {
             debug!(?stream, error = %e, "the host no longer takes output");
             return;
         }
@@ -450,11 +462,39 @@ where
     let mut stdin_tx: Option<mpsc::Sender<Bytes>> = None;
     let mut stdin_task: Option<JoinHandle<()>> = None;
 
+    let eofs = to_host.clone();
     let mut done = std::pin::pin!(async move {
-        let status = child.wait().await;
-        for reader in readers {
-            let _ = reader.await;
-        }
+        let mut outputs = std::pin::pin!(async {
+            for reader in readers {
+                let _ = reader.await;
+            }
+        });
+        let mut exit = std::pin::pin!(child.wait());
+        let status = tokio::select! {
+            biased;
+            status = &mut exit => {
+                outputs.await;
+                status
+            }
+            () = &mut outputs => {
+                // The outputs' `eof`s wait in the writer to go out with
+                // `exited`; the exit is usually a moment behind the pipes'
+                // end. A command that closed its output and runs on: the
+                // host is told after the grace.
+                let grace = Duration::from_millis(OUTPUT_EOF_GRACE_MS);
+                match tokio::time::timeout(grace, &mut exit).await {
+                    Ok(status) => status,
+                    Err(_) => {
+                        if let Err(e) = eofs.lock().await.flush().await {
+                            debug!(error = %e, "the host no longer takes output");
+                        }
+                        exit.await
+                    }
+                }
+            }
+        };
+        // The writer's last holder joins it with the reader again.
+        drop(eofs);
         status
     });
     let deadline = tokio::time::sleep(Duration::from_millis(req.timeout_ms.unwrap_or(0)));

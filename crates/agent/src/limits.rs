@@ -49,6 +49,13 @@ pub const OPEN_FILES_WANTED: u64 = 8 * MAX_CONNECTIONS as u64
 /// Stdin chunks queued between the socket reader and the process.
 pub(crate) const STDIN_QUEUE_FRAMES: usize = 4;
 
+/// How long an exec's output `eof`s wait in the writer for the process's
+/// exit, to go out with `exited` in one write: the pipes' end and the exit
+/// come microseconds apart when a command ends, so this is only reached by
+/// a command that closed its stdout and stderr and runs on (its host then
+/// learns of their end this much later).
+pub(crate) const OUTPUT_EOF_GRACE_MS: u64 = 20;
+
 /// Pipe buffer size asked for on the child's stdout and stderr.
 ///
 /// The Linux default (64 KiB) makes bulk output cost one read per 64 KiB;

@@ -620,3 +620,91 @@ fn at_the_connection_cap_newcomers_are_refused_and_service_resumes() {
         "the agent did not serve again after connections closed"
     );
 }
+
+/// Reads frames from `sock` until `done` says so (30 s at most, else the
+/// test fails), each with the number of the read that completed it.
+fn frames_by_read(sock: &mut UnixStream, done: impl Fn(&[Frame]) -> bool) -> Vec<(usize, Frame)> {
+    sock.set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let (mut buf, mut codec) = (BytesMut::new(), FrameCodec::new());
+    let mut frames: Vec<(usize, Frame)> = Vec::new();
+    let mut reads = 0;
+    loop {
+        while let Some(frame) = codec.decode(&mut buf).unwrap() {
+            frames.push((reads, frame));
+        }
+        let seen: Vec<Frame> = frames.iter().map(|(_, f)| f.clone()).collect();
+        if done(&seen) {
+            return frames;
+        }
+        let mut chunk = [0u8; 4096];
+        let n = sock
+            .read(&mut chunk)
+            .unwrap_or_else(|e| panic!("nothing more within 30 s ({e}); so far {seen:?}"));
+        assert!(n > 0, "the agent closed the connection; so far {seen:?}");
+        buf.extend_from_slice(&chunk[..n]);
+        reads += 1;
+    }
+}
+
+fn is_eof(frame: &Frame, stream: guestcomm_protocol::StreamId) -> bool {
+    matches!(frame, Frame::Control(Control::Eof { stream: s }) if *s == stream)
+}
+
+#[test]
+fn output_eofs_come_with_exited_and_still_come_while_a_command_runs_on() {
+    use guestcomm_protocol::StreamId::{Stderr, Stdin, Stdout};
+    let agent = Agent::start();
+    let exited = |frames: &[Frame]| {
+        frames
+            .iter()
+            .any(|f| matches!(f, Frame::Control(Control::Exited(_))))
+    };
+
+    // A command that ends: its outputs' ends and its exit reach the host in
+    // one write, so in one read.
+    let mut sock = UnixStream::connect(&agent.socket).unwrap();
+    sock.write_all(&encode(vec![
+        hello(),
+        exec_request("true", &[]),
+        Frame::Control(Control::Eof { stream: Stdin }),
+    ]))
+    .unwrap();
+    let frames = frames_by_read(&mut sock, exited);
+    let read_of = |what: &dyn Fn(&Frame) -> bool| {
+        frames
+            .iter()
+            .find(|(_, f)| what(f))
+            .unwrap_or_else(|| panic!("missing from {frames:?}"))
+            .0
+    };
+    let exit_read = read_of(&|f| matches!(f, Frame::Control(Control::Exited(_))));
+    assert_eq!(read_of(&|f| is_eof(f, Stdout)), exit_read, "{frames:?}");
+    assert_eq!(read_of(&|f| is_eof(f, Stderr)), exit_read, "{frames:?}");
+    drop(sock);
+
+    // A command that closes its outputs and runs on (here until its stdin
+    // brings a line): the host learns of their end while it runs.
+    let mut sock = UnixStream::connect(&agent.socket).unwrap();
+    sock.write_all(&encode(vec![
+        hello(),
+        exec_request("sh", &["-c", "exec >&- 2>&-; read line; exit 7"]),
+    ]))
+    .unwrap();
+    let both_ended = |frames: &[Frame]| {
+        frames.iter().any(|f| is_eof(f, Stdout)) && frames.iter().any(|f| is_eof(f, Stderr))
+    };
+    let frames = frames_by_read(&mut sock, |f| both_ended(f) || exited(f));
+    let frames: Vec<Frame> = frames.into_iter().map(|(_, f)| f).collect();
+    assert!(!exited(&frames), "exited before its stdin came: {frames:?}");
+    sock.write_all(&encode(vec![
+        Frame::Data(Stdin, "go on\n".into()),
+        Frame::Control(Control::Eof { stream: Stdin }),
+    ]))
+    .unwrap();
+    let frames = frames_by_read(&mut sock, exited);
+    match &frames.last().unwrap().1 {
+        Frame::Control(Control::Exited(status)) => assert_eq!(status.code, Some(7)),
+        other => panic!("expected exited, got {other:?}"),
+    }
+}
