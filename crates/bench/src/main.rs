@@ -192,6 +192,7 @@ struct Args {
     bytes: u64,
 
     /// Samples per path in case B (stdout throughput); the median is reported.
+    /// Also the rounds of cases C and E; case F takes at least 15.
     #[arg(long, value_name = "N", default_value_t = DEFAULT_ROUNDS,
           value_parser = positive)]
     rounds: usize,
@@ -499,7 +500,7 @@ fn run(args: Args) -> anyhow::Result<()> {
             "guestcomm-bench: F. authentication, {} + {} warm-up exec rounds, {} copies of {}",
             args.iterations,
             args.warmup,
-            args.rounds,
+            args.rounds.max(auth_cost::MIN_BULK_ROUNDS),
             stats::format_bytes(args.bytes)
         );
         let f = auth_cost::auth_cost(
