@@ -708,3 +708,97 @@ fn output_eofs_come_with_exited_and_still_come_while_a_command_runs_on() {
         other => panic!("expected exited, got {other:?}"),
     }
 }
+
+/// A fake agent on `path` for one connection: it answers the handshake,
+/// and after an exec request waits (30 s at most) for stdin's `eof`
+/// *before* it answers `exec_started`; then the command "exits" 0. Gives
+/// whether that `eof` came.
+fn agent_that_waits_for_stdin_eof(path: &std::path::Path) -> std::thread::JoinHandle<bool> {
+    let listener = std::os::unix::net::UnixListener::bind(path).unwrap();
+    std::thread::spawn(move || {
+        let (mut sock, _) = listener.accept().unwrap();
+        sock.set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        let (mut buf, mut codec) = (BytesMut::new(), FrameCodec::new());
+        let mut requested = false;
+        loop {
+            let mut chunk = [0u8; 4096];
+            match sock.read(&mut chunk) {
+                Ok(n @ 1..) => buf.extend_from_slice(&chunk[..n]),
+                _ => return false,
+            }
+            while let Some(frame) = codec.decode(&mut buf).unwrap() {
+                match frame {
+                    Frame::Control(Control::Hello(_)) => {
+                        let welcome = guestcomm_protocol::message::Welcome {
+                            version: ProtocolVersion::CURRENT,
+                            features: vec!["reuse".into()],
+                            auth: "none".into(),
+                            agent: "waits for eof".into(),
+                        };
+                        let welcome = Frame::Control(Control::Welcome(welcome));
+                        sock.write_all(&encode(vec![welcome])).unwrap();
+                    }
+                    Frame::Control(Control::Request(_)) => requested = true,
+                    Frame::Control(Control::Eof {
+                        stream: guestcomm_protocol::StreamId::Stdin,
+                    }) if requested => {
+                        let exited = guestcomm_protocol::ExitStatus {
+                            code: Some(0),
+                            signal: None,
+                            timed_out: false,
+                        };
+                        let _ = sock.write_all(&encode(vec![
+                            Frame::Control(Control::ExecStarted { pid: 1 }),
+                            Frame::Control(Control::Exited(exited)),
+                        ]));
+                        // Until the client closes.
+                        while matches!(sock.read(&mut chunk), Ok(1..)) {}
+                        return true;
+                    }
+                    _ => {}
+                }
+            }
+        }
+    })
+}
+
+#[tokio::test]
+async fn without_stdin_its_eof_goes_with_the_request_not_after_exec_started() {
+    let dir = tempfile::tempdir().unwrap();
+    // The library, on a connection kept for reuse.
+    let path = dir.path().join("library.sock");
+    let agent = agent_that_waits_for_stdin_eof(&path);
+    let addr = format!("unix://{}", path.display()).parse().unwrap();
+    let session = guestcomm_client::connect_reusable(&addr, "test", None)
+        .await
+        .unwrap();
+    let io = guestcomm_client::ExecIo {
+        stdin: None::<tokio::io::Empty>,
+        stdout: tokio::io::sink(),
+        stderr: tokio::io::sink(),
+        input: None,
+    };
+    let req = ExecRequest {
+        program: "true".into(),
+        ..Default::default()
+    };
+    let (status, open) = guestcomm_client::exec_reusing(session.conn, req, io, |_| {})
+        .await
+        .expect("the exec ends");
+    assert_eq!(status.code, Some(0));
+    drop(open);
+    assert!(agent.join().unwrap(), "no eof before exec_started");
+
+    // The CLI, its stdin /dev/null, the request sent with the hello.
+    let path = dir.path().join("cli.sock");
+    let agent = agent_that_waits_for_stdin_eof(&path);
+    let out = tokio::process::Command::new(util::bin("guestcomm"))
+        .args(["exec", &format!("unix://{}", path.display()), "--", "true"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(agent.join().unwrap(), "no eof before exec_started");
+}
