@@ -51,10 +51,13 @@ pub(crate) const STDIN_QUEUE_FRAMES: usize = 4;
 
 /// How long an exec's output `eof`s wait in the writer for the process's
 /// exit, to go out with `exited` in one write: the pipes' end and the exit
-/// come microseconds apart when a command ends, so this is only reached by
-/// a command that closed its stdout and stderr and runs on (its host then
-/// learns of their end this much later).
-pub(crate) const OUTPUT_EOF_GRACE_MS: u64 = 20;
+/// come microseconds apart when a command ends, so this is reached by a
+/// command that closed its stdout and stderr and runs on (its host then
+/// learns of their end this much later), or by one descheduled in the
+/// middle of its exit on a loaded guest (then the `eof`s go first, as
+/// before). Long enough for the latter to be rare, short against what a
+/// person notices.
+pub(crate) const OUTPUT_EOF_GRACE_MS: u64 = 100;
 
 /// Pipe buffer size asked for on the child's stdout and stderr.
 ///

@@ -662,26 +662,32 @@ fn output_eofs_come_with_exited_and_still_come_while_a_command_runs_on() {
     };
 
     // A command that ends: its outputs' ends and its exit reach the host in
-    // one write, so in one read.
-    let mut sock = UnixStream::connect(&agent.socket).unwrap();
-    sock.write_all(&encode(vec![
-        hello(),
-        exec_request("true", &[]),
-        Frame::Control(Control::Eof { stream: Stdin }),
-    ]))
-    .unwrap();
-    let frames = frames_by_read(&mut sock, exited);
-    let read_of = |what: &dyn Fn(&Frame) -> bool| {
-        frames
-            .iter()
-            .find(|(_, f)| what(f))
-            .unwrap_or_else(|| panic!("missing from {frames:?}"))
-            .0
+    // one write, so in one read. (The agent sends the `eof`s first when the
+    // exit comes more than its grace after them, which a loaded host can
+    // make happen once: three tries.)
+    let in_one_read = |_| {
+        let mut sock = UnixStream::connect(&agent.socket).unwrap();
+        sock.write_all(&encode(vec![
+            hello(),
+            exec_request("true", &[]),
+            Frame::Control(Control::Eof { stream: Stdin }),
+        ]))
+        .unwrap();
+        let frames = frames_by_read(&mut sock, exited);
+        let read_of = |what: &dyn Fn(&Frame) -> bool| {
+            frames
+                .iter()
+                .find(|(_, f)| what(f))
+                .unwrap_or_else(|| panic!("missing from {frames:?}"))
+                .0
+        };
+        let exit_read = read_of(&|f| matches!(f, Frame::Control(Control::Exited(_))));
+        let together = read_of(&|f| is_eof(f, Stdout)) == exit_read
+            && read_of(&|f| is_eof(f, Stderr)) == exit_read;
+        together.then_some(()).ok_or(frames)
     };
-    let exit_read = read_of(&|f| matches!(f, Frame::Control(Control::Exited(_))));
-    assert_eq!(read_of(&|f| is_eof(f, Stdout)), exit_read, "{frames:?}");
-    assert_eq!(read_of(&|f| is_eof(f, Stderr)), exit_read, "{frames:?}");
-    drop(sock);
+    let tries: Vec<_> = (0..3).map(in_one_read).collect();
+    assert!(tries.iter().any(Result::is_ok), "{tries:?}");
 
     // A command that closes its outputs and runs on (here until its stdin
     // brings a line): the host learns of their end while it runs.
