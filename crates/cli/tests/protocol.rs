@@ -808,3 +808,49 @@ async fn without_stdin_its_eof_goes_with_the_request_not_after_exec_started() {
     assert!(out.status.success(), "{out:?}");
     assert!(agent.join().unwrap(), "no eof before exec_started");
 }
+
+#[test]
+fn a_silent_command_still_has_its_exec_started_while_it_runs() {
+    // A command that writes nothing and runs on (until its stdin brings a
+    // line) is reported started while it runs, not with its first output
+    // or its end.
+    use guestcomm_protocol::StreamId::Stdin;
+    let agent = Agent::start();
+    let mut sock = UnixStream::connect(&agent.socket).unwrap();
+    sock.write_all(&encode(vec![
+        hello(),
+        exec_request("sh", &["-c", "read line; echo \"$line\""]),
+    ]))
+    .unwrap();
+    let started = |frames: &[Frame]| {
+        frames
+            .iter()
+            .any(|f| matches!(f, Frame::Control(Control::ExecStarted { .. })))
+    };
+    let frames: Vec<Frame> = frames_by_read(&mut sock, started)
+        .into_iter()
+        .map(|(_, f)| f)
+        .collect();
+    assert!(
+        !frames
+            .iter()
+            .any(|f| matches!(f, Frame::Data(..) | Frame::Control(Control::Exited(_)))),
+        "{frames:?}"
+    );
+    sock.write_all(&encode(vec![
+        Frame::Data(Stdin, "hello\n".into()),
+        Frame::Control(Control::Eof { stream: Stdin }),
+    ]))
+    .unwrap();
+    let mut buf = BytesMut::new();
+    let rest = util::wire::frames_until_exited(&mut sock, &mut buf);
+    let out: Vec<u8> = rest
+        .iter()
+        .filter_map(|f| match f {
+            Frame::Data(guestcomm_protocol::StreamId::Stdout, d) => Some(d.to_vec()),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    assert_eq!(out, b"hello\n");
+}
