@@ -101,7 +101,7 @@ pub fn request(req: ExecRequest) -> Request {
 /// [`exec`] on a connection whose request was sent during the handshake
 /// ([`handshake_then`](crate::session::handshake_then) with [`request`]).
 pub async fn exec_sent<T, I, O, E>(
-    mut conn: Framed<T, FrameCodec>,
+    conn: Framed<T, FrameCodec>,
     io: ExecIo<I, O, E>,
     started: impl FnOnce(u32),
 ) -> Result<ExitStatus, ExecError>
@@ -111,10 +111,6 @@ where
     O: AsyncWrite + Unpin,
     E: AsyncWrite + Unpin,
 {
-    if io.stdin.is_none() {
-        // No stdin: its end goes now, as the agent spawns (see `run`).
-        conn.send(stdin_eof()).await?;
-    }
     // Dropping the connection closes it: the agent waits for that.
     run(conn, io, started).await.map(|(status, _)| status)
 }
@@ -137,31 +133,13 @@ where
     O: AsyncWrite + Unpin,
     E: AsyncWrite + Unpin,
 {
-    conn.feed(Frame::Control(Control::Request(request(req))))
+    conn.send(Frame::Control(Control::Request(request(req))))
         .await?;
-    if io.stdin.is_none() {
-        // No stdin: its end rides with the request (see `run`).
-        conn.feed(stdin_eof()).await?;
-    }
-    conn.flush().await?;
     run(conn, io, started).await
-}
-
-/// `eof` of stdin.
-fn stdin_eof() -> Frame {
-    Frame::Control(Control::Eof {
-        stream: StreamId::Stdin,
-    })
 }
 
 /// Runs an exec whose request was sent, to its `exited`, and joins the
 /// connection's halves again.
-///
-/// Without stdin, the caller has sent its `eof` already, right behind the
-/// request (docs/PROTOCOL.md 8.2: stdin may come before `exec_started`):
-/// the agent finds it with the request instead of being woken for it, and
-/// without resize or signal requests to send either, nothing is written
-/// here at all, so no writer task is started.
 async fn run<T, I, O, E>(
     mut conn: Framed<T, FrameCodec>,
     io: ExecIo<I, O, E>,
@@ -193,47 +171,13 @@ where
         mut stderr,
         input,
     } = io;
-    if stdin.is_none() && input.is_none() {
-        let status = read_output(&mut conn, &mut stdout, &mut stderr).await?;
-        return Ok((status, Some(conn)));
-    }
     let (mut from_agent, to_agent) = split(conn);
     let (tx, rx) = mpsc::channel(SEND_QUEUE_FRAMES);
     let writer = tokio::spawn(forward_frames(to_agent, rx));
-    let stdin_task = stdin.map(|stdin| tokio::spawn(pump_stdin(stdin, tx.clone())));
+    let stdin_task = tokio::spawn(pump_stdin(stdin, tx.clone()));
     let input_task = input.map(|rx| tokio::spawn(pump_input(rx, tx.clone())));
     drop(tx);
 
-    let result = read_output(&mut from_agent, &mut stdout, &mut stderr).await;
-    if let Some(task) = stdin_task {
-        task.abort();
-        let _ = task.await;
-    }
-    if let Some(task) = input_task {
-        task.abort();
-        let _ = task.await;
-    }
-    // The writer ends (flushed) once the aborted tasks dropped their senders.
-    let writer = writer.await;
-    let status = result?;
-    match writer {
-        Ok(Ok(writer)) => Ok((status, Some(join(from_agent, writer)))),
-        _ => Ok((status, None)),
-    }
-}
-
-/// Writes the command's output from `from_agent` to `stdout` and `stderr`
-/// until its `exited`, and flushes them.
-async fn read_output<S, O, E>(
-    from_agent: &mut S,
-    stdout: &mut O,
-    stderr: &mut E,
-) -> Result<ExitStatus, ExecError>
-where
-    S: futures::Stream<Item = Result<Frame, FrameError>> + Unpin,
-    O: AsyncWrite + Unpin,
-    E: AsyncWrite + Unpin,
-{
     let result = loop {
         let frame = match from_agent.next().await {
             Some(Ok(frame)) => frame,
@@ -257,39 +201,57 @@ where
             break Err(ExecError::Output(e));
         }
     };
+    stdin_task.abort();
+    let _ = stdin_task.await;
+    if let Some(task) = input_task {
+        task.abort();
+        let _ = task.await;
+    }
     let flushed = async {
         stdout.flush().await?;
         stderr.flush().await
     };
-    match (result, flushed.await) {
-        (Ok(_), Err(e)) => Err(ExecError::Output(e)),
-        (result, _) => result,
+    if let (Ok(_), Err(e)) = (&result, flushed.await) {
+        return Err(ExecError::Output(e));
+    }
+    // The writer ends (flushed) once the aborted tasks dropped their senders.
+    let writer = writer.await;
+    let status = result?;
+    match writer {
+        Ok(Ok(writer)) => Ok((status, Some(join(from_agent, writer)))),
+        _ => Ok((status, None)),
     }
 }
 
 /// Sends stdin as data frames, then `Eof`.
-async fn pump_stdin<I: AsyncRead + Unpin>(mut stdin: I, tx: mpsc::Sender<Frame>) {
-    let mut buf = BytesMut::with_capacity(DATA_CHUNK_BYTES);
-    loop {
-        buf.reserve(DATA_CHUNK_BYTES);
-        match stdin
-            .read_buf(&mut (&mut buf).limit(DATA_CHUNK_BYTES))
-            .await
-        {
-            Ok(0) => break,
-            Ok(_) => {
-                let chunk = buf.split().freeze();
-                if tx.send(Frame::Data(StreamId::Stdin, chunk)).await.is_err() {
-                    return;
+async fn pump_stdin<I: AsyncRead + Unpin>(stdin: Option<I>, tx: mpsc::Sender<Frame>) {
+    if let Some(mut stdin) = stdin {
+        let mut buf = BytesMut::with_capacity(DATA_CHUNK_BYTES);
+        loop {
+            buf.reserve(DATA_CHUNK_BYTES);
+            match stdin
+                .read_buf(&mut (&mut buf).limit(DATA_CHUNK_BYTES))
+                .await
+            {
+                Ok(0) => break,
+                Ok(_) => {
+                    let chunk = buf.split().freeze();
+                    if tx.send(Frame::Data(StreamId::Stdin, chunk)).await.is_err() {
+                        return;
+                    }
                 }
-            }
-            Err(e) => {
-                debug!(error = %e, "reading stdin failed; sending end of file");
-                break;
+                Err(e) => {
+                    debug!(error = %e, "reading stdin failed; sending end of file");
+                    break;
+                }
             }
         }
     }
-    let _ = tx.send(stdin_eof()).await;
+    let _ = tx
+        .send(Frame::Control(Control::Eof {
+            stream: StreamId::Stdin,
+        }))
+        .await;
 }
 
 /// Forwards resize and signal requests.
