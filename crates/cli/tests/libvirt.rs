@@ -371,11 +371,19 @@ fn credential_file(xml: &str) -> Option<String> {
     Some(file[..file.find('\'')?].to_string())
 }
 
-/// VM `name`'s `domain_key` (vm show --json), once it is `want`.
+/// VM `name`'s `domain_key` (vm show --json), once it is `want`. The VM
+/// may not be registered yet when the wait starts (the daemon learns of a
+/// defined domain from libvirt's event, a moment later): until it is,
+/// `vm show` fails, and that is "not yet".
 fn wait_for_domain_key(d: &Daemon, name: &str, want: &str) {
     let mut last = serde_json::Value::Null;
     let reached = wait_until(STARTUP_DEADLINE, || {
-        last = d.json(&["vm", "show", name]);
+        let out = d.run(&["vm", "show", name, "--json"]);
+        last = if out.status.success() {
+            serde_json::from_slice(&out.stdout).expect("JSON output")
+        } else {
+            String::from_utf8_lossy(&out.stderr).into_owned().into()
+        };
         last["domain_key"] == want
     });
     assert!(
